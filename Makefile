@@ -1,0 +1,30 @@
+# Everything runs from a local .venv built from pyproject.toml + constraints.txt.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench traces clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found (set PYTHON=...)" >&2; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/vtdtrace info traces/s1-usb-rmrr.direct-nocx16.vtdt
+	$(BIN)/vtdtrace log traces/s1-usb-rmrr.direct-nocx16.vtdt --kind ctx-write,flush-context,flush-iotlb,log
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+traces: $(STAMP)
+	$(BIN)/python -m tracer.regen
+
+clean:
+	rm -rf $(VENV) .pytest_cache
