@@ -1,0 +1,204 @@
+"""The platform a scenario describes: DRHD units, PCI devices, RMRRs, domains,
+knobs, operations and injected faults.  Plain data; the scenario loader
+(``tracer.scenario``) builds it from TOML and the engine consumes it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .schema import DOMID_IO
+
+DEVICE_TYPES = ("pcie-endpoint", "pci", "pcie2pci-bridge", "legacy-pci-bridge", "host-bridge")
+BRIDGE_TYPES = ("pcie2pci-bridge", "legacy-pci-bridge")
+OP_VERBS = ("assign", "deassign", "quarantine", "destroy", "add", "remove")
+FAULT_POINTS = ("pgd-alloc", "did-alloc", "flush-context", "flush-iotlb", "quirk", "cmpxchg", "rmrr-map")
+
+ERRNO = {
+    "EPERM": 1, "ENOENT": 2, "ESRCH": 3, "EIO": 5, "ENXIO": 6, "ENOMEM": 12, "EFAULT": 14,
+    "EBUSY": 16, "ENODEV": 19, "EINVAL": 22, "ENOSPC": 28, "EOPNOTSUPP": 95,
+    "EADDRINUSE": 98, "ETIMEDOUT": 110, "EILSEQ": 84,
+}
+ERRNO_NAME = {v: k for k, v in ERRNO.items()}
+
+# What Xen returns at each fault point when the scenario does not say.
+DEFAULT_ERRNO = {
+    "pgd-alloc": "ENOMEM",
+    "did-alloc": "EFAULT",
+    "flush-context": "ETIMEDOUT",
+    "flush-iotlb": "ETIMEDOUT",
+    "quirk": "ENODEV",
+    "cmpxchg": "EILSEQ",
+    "rmrr-map": "ENOMEM",
+}
+
+_BDF_RE = re.compile(r"^([0-9a-fA-F]{4}):([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])$")
+
+
+def parse_bdf(text: str) -> tuple[int, int, int]:
+    """'SSSS:BB:DD.F' -> (seg, bus, devfn); ValueError when malformed."""
+    m = _BDF_RE.match(text) if isinstance(text, str) else None
+    if not m:
+        raise ValueError(f"expected a BDF like 0000:00:14.0, got {text!r}")
+    seg, bus, dev = (int(m.group(i), 16) for i in (1, 2, 3))
+    fn = int(m.group(4))
+    if dev > 0x1F:
+        raise ValueError(f"device number {dev:#x} out of range in {text!r}")
+    return seg, bus, (dev << 3) | fn
+
+
+def fmt_bdf(seg: int, bus: int, devfn: int) -> str:
+    return f"{seg:04x}:{bus:02x}:{devfn >> 3:02x}.{devfn & 7}"
+
+
+def fmt_rid(seg: int, rid: int) -> str:
+    return fmt_bdf(seg, rid >> 8, rid & 0xFF)
+
+
+@dataclass
+class Knobs:
+    cx16: bool = True
+    cx16_source: str = "default"      # default | scenario | command line
+    caching_mode: bool = False        # CAP.CM
+    coherent: bool = True             # ECAP.C
+    quarantine: bool = False          # iommu_quarantine
+    ats: bool = False                 # ats_enabled
+    rwbf: bool = False                # CAP.RWBF (or rwbf_quirk)
+    hwdom_passthrough: bool = False   # iommu_hwdom_passthrough
+
+
+@dataclass
+class IommuUnit:
+    id: int
+    segment: int = 0
+    include_all: bool = False
+    devices: list[str] = field(default_factory=list)   # DRHD device scope (BDF strings)
+    nd: int = 2                                        # raw CAP.ND
+    levels: int = 4                                    # nr_pt_levels
+
+    @property
+    def ndoms(self) -> int:
+        return 1 << (4 + 2 * self.nd)
+
+
+@dataclass
+class Device:
+    bdf: str
+    seg: int
+    bus: int
+    devfn: int
+    type: str
+    vendor: int = 0x8086
+    device: int = 0
+    phantom_stride: int = 0
+    ats: bool = False
+    owner: str = "dom0"
+    present: bool = True
+    secondary: int | None = None
+    subordinate: int | None = None
+
+    @property
+    def bdf16(self) -> int:
+        return (self.bus << 8) | self.devfn
+
+    @property
+    def id32(self) -> int:
+        """Xen's pci_conf_read32(PCI_VENDOR_ID) value: device << 16 | vendor."""
+        return (self.device << 16) | self.vendor
+
+
+@dataclass
+class Rmrr:
+    base: int
+    end: int            # inclusive
+    segment: int = 0
+    devices: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Domain:
+    name: str
+    id: int
+    hardware: bool = False
+
+
+@dataclass
+class Op:
+    index: int          # 1-based, the op id in events
+    do: str
+    device: str | None = None
+    to: str | None = None
+    domain: str | None = None
+    relaxed: bool = False   # XEN_DOMCTL_DEV_RDM_RELAXED
+
+
+@dataclass
+class Fault:
+    at: str
+    domain: str | None = None
+    device: str | None = None
+    nth: int = 1
+    errno: str = ""
+
+
+@dataclass
+class Platform:
+    name: str
+    description: str
+    knobs: Knobs
+    iommus: list[IommuUnit]
+    devices: list[Device]
+    rmrrs: list[Rmrr]
+    domains: list[Domain]
+    ops: list[Op]
+    faults: list[Fault]
+    source_name: str = ""       # file name of the scenario (no directory)
+    source_text: str = ""       # the scenario file's content, verbatim
+
+    def domain_by_name(self, name: str) -> Domain:
+        for d in self.domains:
+            if d.name == name:
+                return d
+        if name == "dom_io":
+            return Domain("dom_io", DOMID_IO)
+        raise KeyError(name)
+
+    def device_by_bdf(self, bdf: str) -> Device:
+        for d in self.devices:
+            if d.bdf == bdf:
+                return d
+        raise KeyError(bdf)
+
+    def domain_names(self) -> dict[int, str]:
+        """domid -> scenario name, as stored in the trace header."""
+        names = {d.id: d.name for d in self.domains}
+        names[DOMID_IO] = "dom_io"
+        return names
+
+    def to_header(self) -> dict:
+        """A platform summary for the trace header (deterministic, msgpack-able)."""
+        return {
+            "knobs": {
+                "cx16": self.knobs.cx16, "cx16_source": self.knobs.cx16_source,
+                "caching_mode": self.knobs.caching_mode, "coherent": self.knobs.coherent,
+                "quarantine": self.knobs.quarantine, "ats": self.knobs.ats,
+                "rwbf": self.knobs.rwbf, "hwdom_passthrough": self.knobs.hwdom_passthrough,
+            },
+            "iommus": [
+                {"id": u.id, "segment": u.segment, "include_all": u.include_all,
+                 "devices": list(u.devices), "nd": u.nd, "ndoms": u.ndoms, "levels": u.levels}
+                for u in self.iommus
+            ],
+            "devices": [
+                {"bdf": d.bdf, "type": d.type, "id": f"{d.vendor:04x}:{d.device:04x}",
+                 "phantom_stride": d.phantom_stride, "ats": d.ats, "owner": d.owner,
+                 "present": d.present, "secondary": d.secondary, "subordinate": d.subordinate}
+                for d in self.devices
+            ],
+            "rmrrs": [
+                {"base": r.base, "end": r.end, "segment": r.segment, "devices": list(r.devices)}
+                for r in self.rmrrs
+            ],
+            "domains": [[d.id, d.name, d.hardware] for d in self.domains] + [[DOMID_IO, "dom_io", False]],
+        }

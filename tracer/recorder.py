@@ -1,0 +1,46 @@
+"""Where the engine's events go: the recorder numbers them and hands them to a
+sink (the trace writer, a list, or nothing).  An optional observer sees every
+event right after it is emitted -- the replay property tests use it to take
+the engine's live snapshot after each event.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from .schema import FUNC_CODE
+
+
+class Sink(Protocol):
+    def append(self, event: list) -> None: ...
+
+
+class NullSink:
+    """Drops events (used to measure the engine without I/O)."""
+
+    def append(self, event: list) -> None:
+        pass
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.events: list[list] = []
+
+    def append(self, event: list) -> None:
+        self.events.append(event)
+
+
+class Recorder:
+    def __init__(self, sink: Sink, observer: Callable[[list], None] | None = None) -> None:
+        self.sink = sink
+        self.observer = observer
+        self.seq = 0
+        self.cpu = 0
+        self.op = 0
+
+    def emit(self, kind: int, func: str, label: str, *fields) -> None:
+        self.seq += 1
+        ev = [kind, self.seq, self.cpu, self.op, FUNC_CODE[func], label, *fields]
+        self.sink.append(ev)
+        if self.observer is not None:
+            self.observer(ev)

@@ -1,0 +1,234 @@
+"""The event catalogue: every event kind, its fields and their order.
+
+This module is the single source of truth shared by the writer (tracer), the
+reader and the fold (replay) and docs/FORMAT.md.  An event on disk is a
+positional msgpack array:
+
+    [kind, seq, cpu, op, func, label, *fields]
+
+* ``kind``  -- small int, index into ``KINDS`` (names are kebab-case)
+* ``seq``   -- 1-based position in the trace
+* ``cpu``   -- simulated CPU (0 until concurrency is modelled)
+* ``op``    -- enclosing top-level operation (0 = boot, n = the n-th ``[[op]]``)
+* ``func``  -- small int, index into ``FUNCS`` (the Xen function emitting it)
+* ``label`` -- the spec's step label (``MO7``, ``UO3``, ``RN4`` ...) or ``""``
+
+Positional arrays, not maps: maps with string keys cost ~3x the bytes and ~7x
+the decode time.  The header of every trace carries ``schema_dict()`` so a
+reader can decode traces written by another build and upgrade old ones.
+
+Value conventions inside fields:
+* domains are raw Xen domids (ints: 0, 1, DOMID_IO = 0x7FF1 ...); the trace
+  header maps them to scenario names;
+* a requester ID / BDF is the 16-bit ``bus << 8 | devfn`` plus a separate
+  ``seg`` where it matters (``iommu`` implies the segment for context entries);
+* 64-bit values (``lo``, ``hi``, addresses) are unsigned ints;
+* ``None`` stands for "not applicable".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FORMAT_NAME = "vtdtrace"
+# Bump MAJOR for an incompatible change of the container or of the meaning of
+# an existing field; MINOR when kinds or trailing fields are appended.
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+SCHEMA_VERSION = 1
+
+PREFIX = ("seq", "cpu", "op", "func", "label")
+# Index of the first kind-specific field inside an event array.
+F0 = 1 + len(PREFIX)
+I_KIND, I_SEQ, I_CPU, I_OP, I_FUNC, I_LABEL = range(6)
+
+
+@dataclass(frozen=True)
+class Kind:
+    code: int
+    name: str
+    fields: tuple[str, ...]
+    doc: str
+
+
+_KIND_SPECS: list[tuple[str, tuple[str, ...], str]] = [
+    # --- operations and calls -------------------------------------------------
+    ("op-begin", ("verb", "bdf", "domain", "seg"),
+     "A top-level operation starts: verb is boot|assign|deassign|quarantine|destroy|add|remove; "
+     "bdf/seg the device (None for boot/destroy), domain the target or destroyed domain."),
+    ("op-end", ("rc",),
+     "The top-level operation returns rc (0 or -errno)."),
+    ("call", ("args",),
+     "Entry into the Xen function named by func; args is a list of [name, value] pairs in C parameter order."),
+    ("return", ("rc",),
+     "Return from func with rc (int; None for void functions)."),
+    # --- locks ----------------------------------------------------------------
+    ("lock", ("lock", "target"),
+     "Acquire: lock is pcidevs_lock | iommu->lock | mapping_lock | rcu_domain | register_lock; "
+     "target the IOMMU index (iommu->lock, register_lock), the domid (mapping_lock, rcu_domain) or None."),
+    ("unlock", ("lock", "target"),
+     "Release of a lock taken by a matching lock event."),
+    # --- hardware structures ----------------------------------------------------
+    ("root-write", ("iommu", "bus", "old", "new"),
+     "Root entry of bus written (lo: P | context-table pointer); happens when a context table is allocated."),
+    ("ctx-write", ("iommu", "bus", "devfn", "half", "method", "old_lo", "old_hi", "new_lo", "new_hi"),
+     "Store to the in-memory context entry: half is lo|hi|full, method plain|write_atomic|cmpxchg16b; "
+     "old_* / new_* the whole 128-bit entry before and after this store."),
+    ("cache-sync", ("iommu", "bus", "devfn"),
+     "iommu_sync_cache over the context entry: on a non-coherent unit the entry becomes visible to the IOMMU."),
+    ("flush-context", ("iommu", "gran", "did", "sid", "fm", "non_present", "rc"),
+     "Context-cache invalidation: gran global|domain|device, did, sid (bus<<8|devfn), fm (function mask), "
+     "non_present flag; rc 1 = skipped, caller must flush the write buffer; 0 done; <0 error."),
+    ("flush-iotlb", ("iommu", "gran", "did", "addr", "order", "non_present", "dev_iotlb", "rc"),
+     "IOTLB invalidation: gran global|dsi|psi, did, addr/order (psi), non_present flag, "
+     "dev_iotlb = device-TLBs flushed too; rc as flush-context."),
+    ("flush-dev-iotlb", ("iommu", "sid", "did", "rc"),
+     "Device-TLB (ATS) invalidation sent to the device sid because its current entry has did."),
+    ("flush-write-buffer", ("iommu", "performed"),
+     "iommu_flush_write_buffer: performed is true when CAP.RWBF or the quirk makes it do anything."),
+    ("translation-enable", ("iommu",),
+     "DMA remapping enabled on the unit (GCMD.TE)."),
+    # --- DID bookkeeping --------------------------------------------------------
+    ("did-bitmap", ("iommu", "did", "value"),
+     "iommu->domid_bitmap bit did set (value 1) or cleared (value 0)."),
+    ("did-map", ("iommu", "did", "old", "new"),
+     "iommu->domid_map[did] changed from domid old to domid new."),
+    ("iommu-bitmap", ("domain", "iommu", "value"),
+     "Bit iommu of the domain's hd->arch.vtd.iommu_bitmap set/cleared."),
+    # --- page tables and identity maps -------------------------------------------
+    ("pt-alloc", ("domain", "maddr", "what"),
+     "Page-table root allocated for domain at maddr; what is pgd (the domain's I/O page tables) "
+     "or quarantine (dom_io's all-scratch read-only tree)."),
+    ("pt-free", ("domain", "maddr"),
+     "The domain's page-table tree at maddr freed (domain destruction)."),
+    ("idmap-add", ("domain", "base", "end", "access", "refcount"),
+     "Identity (1:1) mapping [base, end] (inclusive, bytes) with access rw|r in the domain's tables; "
+     "refcount after the call (a repeat only bumps it)."),
+    ("idmap-remove", ("domain", "base", "end", "refcount"),
+     "Identity mapping dropped (refcount after; 0 = pages unmapped)."),
+    # --- devices and domains ----------------------------------------------------
+    ("owner-move", ("seg", "bdf", "old", "new"),
+     "pdev->domain changes (list_move of the pdev to the new domain's list)."),
+    ("device-add", ("seg", "bdf"),
+     "pci_add_device: the pdev exists from now on."),
+    ("device-remove", ("seg", "bdf"),
+     "pci_remove_device: the pdev is gone."),
+    ("ats-enable", ("seg", "bdf", "value"),
+     "enable_ats_device (value 1) / disable_ats_device (value 0)."),
+    ("domain-create", ("domain",),
+     "The domain exists (scenario domains at boot; dom_io is always there)."),
+    ("domain-dying", ("domain",),
+     "d->is_dying set: destruction has started."),
+    ("domain-destroy", ("domain",),
+     "The domain is gone; its domid no longer resolves."),
+    # --- control flow and diagnostics ---------------------------------------------
+    ("rollback-begin", ("rc", "what"),
+     "An error path starts undoing work (what: MO14 unmap|MO14 remap|P5 unmap|P5 remap|PM9 ...) after rc."),
+    ("rollback-end", ("rc",),
+     "The rollback finished with rc."),
+    ("fault-inject", ("point", "errno", "nth"),
+     "A scenario-injected failure fires at point (pgd-alloc|did-alloc|flush-context|flush-iotlb|quirk|cmpxchg|rmrr-map)."),
+    ("engine-limit", ("what", "depth"),
+     "The simulator refused to go on (e.g. MO14 rollback ping-pong capped at depth); the C code would loop."),
+    ("log", ("level", "text"),
+     "A printk/dprintk line as Xen prints it (level: debug|info|warning|err)."),
+]
+
+KINDS: tuple[Kind, ...] = tuple(
+    Kind(code, name, fields, doc) for code, (name, fields, doc) in enumerate(_KIND_SPECS)
+)
+KIND_BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
+KIND_NAMES: tuple[str, ...] = tuple(k.name for k in KINDS)
+
+# Kind codes as module constants (K_CTX_WRITE ...) for fast dispatch in the fold.
+for _k in KINDS:
+    globals()["K_" + _k.name.upper().replace("-", "_")] = _k.code
+del _k
+
+# Xen functions that emit events.  Append only (codes are stored in traces).
+FUNCS: tuple[str, ...] = (
+    "",  # 0: no function (top-level operation bookkeeping)
+    "boot",
+    "iommu_quarantine_init",
+    "intel_iommu_quarantine_init",
+    "intel_iommu_hwdom_init",
+    "setup_hwdom_device",
+    "setup_hwdom_rmrr",
+    "iommu_enable_translation",
+    "pci_add_device",
+    "pci_remove_device",
+    "intel_iommu_add_device",
+    "intel_iommu_remove_device",
+    "assign_device",
+    "deassign_device",
+    "pci_release_devices",
+    "domain_kill",
+    "iommu_domain_destroy",
+    "iommu_domain_teardown",
+    "intel_iommu_assign_device",
+    "reassign_device_ownership",
+    "domain_context_mapping",
+    "domain_context_unmap",
+    "domain_context_mapping_one",
+    "domain_context_unmap_one",
+    "bus_to_context_maddr",
+    "domain_pgd_maddr",
+    "context_set_domain_id",
+    "domain_iommu_domid",
+    "check_cleanup_domid_map",
+    "cleanup_domid_map",
+    "iommu_flush_context_device",
+    "iommu_flush_iotlb_dsi",
+    "iommu_flush_write_buffer",
+    "iommu_flush_dev_iotlb",
+    "iommu_sync_cache",
+    "me_wifi_quirk",
+    "map_me_phantom_function",
+    "find_upstream_bridge",
+    "iommu_identity_mapping",
+    "rmrr_identity_mapping",
+    "enable_ats_device",
+    "disable_ats_device",
+    "rcu_lock_domain_by_id",
+    "vmx_pi_hooks_assign",
+    "vmx_pi_hooks_deassign",
+    "pci_vtd_quirk",
+)
+FUNC_CODE: dict[str, int] = {name: i for i, name in enumerate(FUNCS)}
+
+# Xen domid constants (public/xen.h).
+DOMID_FIRST_RESERVED = 0x7FF0
+DOMID_SELF = 0x7FF0
+DOMID_IO = 0x7FF1
+DOMID_XEN = 0x7FF2
+DOMID_COW = 0x7FF3
+DOMID_INVALID = 0x7FF4
+DOMID_IDLE = 0x7FFF
+
+LOCK_NAMES = ("pcidevs_lock", "iommu->lock", "mapping_lock", "rcu_domain", "register_lock")
+
+
+def schema_dict() -> dict:
+    """The catalogue as stored in every trace header."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "prefix": list(PREFIX),
+        "kinds": [[k.name, list(k.fields)] for k in KINDS],
+        "funcs": list(FUNCS),
+    }
+
+
+def event_to_dict(ev, kinds=KINDS, funcs=FUNCS) -> dict:
+    """An event array as a dict with the schema's field names (for JSON output)."""
+    kind = kinds[ev[I_KIND]]
+    out = {
+        "seq": ev[I_SEQ],
+        "cpu": ev[I_CPU],
+        "op": ev[I_OP],
+        "func": funcs[ev[I_FUNC]] if 0 <= ev[I_FUNC] < len(funcs) else ev[I_FUNC],
+        "label": ev[I_LABEL],
+        "kind": kind.name,
+    }
+    for name, value in zip(kind.fields, ev[F0:]):
+        out[name] = value
+    return out

@@ -1,0 +1,1 @@
+"""The Textual app: views only; everything shown is computed by replay."""

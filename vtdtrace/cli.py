@@ -1,0 +1,66 @@
+"""`vtdtrace` -- argparse front door.  Each subcommand lives in its own module
+under ``vtdtrace.commands`` with ``add_parser(sub)`` and ``run(args) -> int``;
+modules are imported lazily so `check`/`diff` never pay for Textual.
+
+Exit codes (DESIGN §8): 0 ok, 1 hazard/difference, 2 usage or I/O error or not
+a trace, 3 damaged trace.  Every error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = [
+    ("scenarios", "list shipped scenarios"),
+    ("record", "run a scenario through an engine variant and write a trace"),
+    ("synth", "record a long random valid workload"),
+    ("info", "header, counts, integrity"),
+    ("log", "events as text or JSON lines"),
+    ("show", "IOMMU state after event N"),
+    ("check", "hazard findings; exit 1 on a hazard"),
+    ("diff", "compare two traces; exit 1 if they differ"),
+    ("view", "the terminal UI (two traces open the diff view)"),
+    ("export", "Chrome Trace Event JSON or JSON lines"),
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.exit(2, f"vtdtrace: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vtdtrace", description="Trace recorder and replay debugger for Xen VT-d device reassignment")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, help_text in COMMANDS:
+        try:
+            mod = importlib.import_module(f"vtdtrace.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"vtdtrace.commands.{name}":
+                raise
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod.add_parser(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `vtdtrace log big.vtdt | head`: not an error.
+        try:
+            sys.stdout = None  # type: ignore[assignment]
+        except Exception:
+            pass
+        return 0
