@@ -64,8 +64,8 @@ _KIND_SPECS: list[tuple[str, tuple[str, ...], str]] = [
      "Return from func with rc (int; None for void functions)."),
     # --- locks ----------------------------------------------------------------
     ("lock", ("lock", "target"),
-     "Acquire: lock is pcidevs_lock | iommu->lock | mapping_lock | rcu_domain | register_lock; "
-     "target the IOMMU index (iommu->lock, register_lock), the domid (mapping_lock, rcu_domain) or None."),
+     "Acquire: lock is pcidevs_lock | iommu->lock | mapping_lock | rcu_domain | register_lock | bus2bridge_lock; "
+     "target the IOMMU index (iommu->lock, register_lock), the domid (mapping_lock, rcu_domain), the segment (bus2bridge_lock) or None."),
     ("unlock", ("lock", "target"),
      "Release of a lock taken by a matching lock event."),
     # --- hardware structures ----------------------------------------------------
@@ -193,6 +193,11 @@ FUNCS: tuple[str, ...] = (
     "vmx_pi_hooks_assign",
     "vmx_pi_hooks_deassign",
     "pci_vtd_quirk",
+    "iommu_flush_all",
+    "setup_hwdom_pci_devices",
+    "iommu_add_device",
+    "iommu_remove_device",
+    "iommu_clear_root_pgtable",
 )
 FUNC_CODE: dict[str, int] = {name: i for i, name in enumerate(FUNCS)}
 
@@ -205,7 +210,7 @@ DOMID_COW = 0x7FF3
 DOMID_INVALID = 0x7FF4
 DOMID_IDLE = 0x7FFF
 
-LOCK_NAMES = ("pcidevs_lock", "iommu->lock", "mapping_lock", "rcu_domain", "register_lock")
+LOCK_NAMES = ("pcidevs_lock", "iommu->lock", "mapping_lock", "rcu_domain", "register_lock", "bus2bridge_lock")
 
 
 def schema_dict() -> dict:

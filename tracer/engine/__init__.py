@@ -1,0 +1,60 @@
+"""The simulated Xen 4.15 VT-d device-(re)assignment engine.
+
+``Engine(platform, recorder, variant=..., cx16=...)`` runs a scenario:
+``boot()`` (op 0), then ``run_op(op)`` per ``[[op]]``.  Variants:
+
+* ``legacy`` -- V1, stable-4.15 7bbcacec42 (the seed's parent): unmap, then
+  map through dom_io;
+* ``direct`` -- V2, stable-4.15 d67a72c655 (the seed, XSA-400 / CVE-2022-26359):
+  in-place re-assignment with cmpxchg16b or the two non-cx16 write paths.
+
+Planned: ``original`` (V0) and ``final`` (V3).  ``canonical()`` is the live
+snapshot the replay property test compares against.
+"""
+
+from __future__ import annotations
+
+from .core import EngineCore, EngineLimit
+from .did import DidMixin
+from .flush import FlushMixin
+from .context_one import ContextOneMixin
+from .mapping import MappingMixin
+from .quirks import QuirksMixin
+from .reassign import ReassignMixin
+from .pci import PciMixin
+
+VARIANTS = {
+    "legacy": "V1: stable-4.15 7bbcacec42, unmap then map via dom_io",
+    "direct": "V2: stable-4.15 d67a72c655, direct re-assignment (XSA-400)",
+}
+PLANNED_VARIANTS = {
+    "original": "V0: stable-4.15 aafd4f1df0, before XSA-400",
+    "final": "V3: stable-4.15 b3ee746000, end of the XSA-400 series",
+}
+XEN_COMMITS = {"legacy": "7bbcacec42", "direct": "d67a72c655"}
+
+
+class Engine(PciMixin, ReassignMixin, MappingMixin, ContextOneMixin, QuirksMixin,
+             FlushMixin, DidMixin, EngineCore):
+
+    def __init__(self, platform, recorder, *, variant: str, cx16: bool | None = None) -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown engine variant {variant!r}")
+        self.variant = variant
+        super().__init__(platform, recorder, cx16=cx16)
+
+    def run(self) -> list[int]:
+        """Boot, then every op; the return codes of the ops in order."""
+        rcs = []
+        try:
+            self.boot()
+            for op in self.platform.ops:
+                rcs.append(self.run_op(op))
+        except EngineLimit as exc:
+            from .. import schema as S
+            self.emit(S.K_ENGINE_LIMIT, "", str(exc), len(self.stack))
+            raise
+        return rcs
+
+
+__all__ = ["Engine", "EngineLimit", "VARIANTS", "PLANNED_VARIANTS", "XEN_COMMITS"]

@@ -1,0 +1,54 @@
+"""vtd/quirks.c: the ME WiFi phantom-function quirk (research/vtd-model.md
+§3.6).  Mapping a Centrino WLAN device also maps the ME's phantom function
+0:3.7 (Cantiga) or 0:22.7 (Ironlake / Cougar Point) into the same domain,
+on the IOMMU of the real ME device 0:dev.0."""
+
+from __future__ import annotations
+
+from .context_one import UNMAP_ME_PHANTOM_FUNC
+
+def _ids(*devs):
+    return frozenset((d << 16) | 0x8086 for d in devs)
+
+
+IS_CTG = frozenset({0x2A408086})
+IS_ILK = frozenset({0x00408086, 0x00448086, 0x00628086, 0x006A8086})
+IS_CPT = frozenset({0x01008086, 0x01048086})
+CTG_WLAN = _ids(0x4232, 0x4235, 0x4236, 0x4237, 0x423A, 0x423B, 0x423C, 0x423D)
+ILK_CPT_WLAN = _ids(0x0087, 0x0089, 0x0082, 0x0085, 0x008F, 0x0090, 0x0091, 0x4238, 0x422B, 0x422C)
+
+
+class QuirksMixin:
+
+    def me_wifi_quirk(self, domain, bus: int, devfn: int, mode: int, label: str) -> int:
+        host = self.conf_read_id(0, 0, 0)
+        me_dev = None
+        if host in IS_CTG:
+            if self.conf_read_id(0, 0, 3 << 3) != 0xFFFF_FFFF and self.conf_read_id(0, bus, devfn) in CTG_WLAN:
+                me_dev = 3
+        elif host in IS_ILK or host in IS_CPT:
+            if self.conf_read_id(0, 0, 22 << 3) != 0xFFFF_FFFF and \
+                    self.conf_read_id(0, bus, devfn) in ILK_CPT_WLAN:
+                me_dev = 22
+        if me_dev is None:
+            return 0
+        self.enter("me_wifi_quirk", label, ("domain", domain.domid), ("bus", bus), ("devfn", devfn),
+                   ("mode", mode))
+        rc = self.fault("quirk", label, domain)
+        if rc == 0:
+            rc = self.map_me_phantom_function(domain, me_dev, mode, label)
+        return self.leave(rc)
+
+    def map_me_phantom_function(self, domain, dev: int, mode: int, label: str) -> int:
+        self.enter("map_me_phantom_function", label, ("domain", domain.domid), ("dev", dev), ("mode", mode))
+        me = self.pci_get_pdev(0, 0, dev << 3)
+        iommu = self.acpi_find_matched_drhd_unit(me)
+        if self.variant == "direct":
+            unmap = bool(mode & UNMAP_ME_PHANTOM_FUNC)
+        else:
+            unmap = mode == 0   # V1: map = MAP_ME_PHANTOM_FUNC (1) / UNMAP (0)
+        if not unmap:
+            rc = self.domain_context_mapping_one(domain, iommu, 0, (dev << 3) | 7, None, mode)
+        else:
+            rc = self.domain_context_unmap_one(domain, iommu, 0, (dev << 3) | 7)
+        return self.leave(rc)
