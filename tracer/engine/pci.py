@@ -29,14 +29,16 @@ class PciMixin:
                 self._did_bit(u, 0, 1, "BOOT")
         self.iommu_quarantine_init()
         self.intel_iommu_hwdom_init(self.hardware_domain)
-        # Devices declared as starting quarantined go to dom_io the way
-        # `xl pci-assignable-add` does it, still within boot.
+        # Xen hands every device to the hardware domain first.  Devices the
+        # scenario declares with another owner then move there the way the
+        # toolstack does it, still within boot: dom_io by `xl
+        # pci-assignable-add` (an assign to DOMID_IO), a guest by an assign.
         for dev in self.platform.devices:
-            if dev.present and dev.owner == "dom_io":
+            if dev.present and dev.owner != self.hardware_domain.name:
                 pdev = self.pci_get_pdev(dev.seg, dev.bus, dev.devfn)
                 self.cur_pdev = pdev
                 self.lock("BOOT", "pcidevs_lock", None)
-                self.assign_device(self.dom_io, pdev.seg, pdev.bus, pdev.devfn, 0)
+                self.assign_device(self.domain(dev.owner), pdev.seg, pdev.bus, pdev.devfn, 0)
                 self.unlock("BOOT", "pcidevs_lock", None)
                 self.cur_pdev = None
         self.leave(None)

@@ -1,0 +1,71 @@
+"""Recording: scenario + engine variant -> a trace file (or any sink).
+
+The header holds only what is the same on every machine and run (DESIGN §5):
+no wall clock (the writer adds `created` only under SOURCE_DATE_EPOCH), no
+absolute path, no Python version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import __version__
+from .engine import XEN_COMMITS, Engine, EngineLimit
+from .platform import Platform
+from .recorder import Recorder
+
+
+@dataclass
+class RecordResult:
+    events: int
+    rcs: list
+    limit: str | None = None
+
+
+def make_header(platform: Platform, variant: str) -> dict:
+    return {
+        "tool": "vtdtrace",
+        "tool_version": __version__,
+        "engine": {
+            "name": variant,
+            "xen_commit": XEN_COMMITS[variant],
+            "xen_branch": "stable-4.15",
+            "cx16": platform.knobs.cx16,
+            "cx16_source": platform.knobs.cx16_source,
+        },
+        "platform": platform.to_header(),
+        "scenario": {
+            "name": platform.name,
+            "description": platform.description,
+            "file": platform.source_name,
+            "content": platform.source_text,
+        },
+    }
+
+
+def apply_cx16(platform: Platform, cx16: bool | None) -> Platform:
+    """--cx16/--no-cx16 override the scenario's platform.cx16."""
+    if cx16 is not None:
+        platform.knobs.cx16 = cx16
+        platform.knobs.cx16_source = "command line"
+    return platform
+
+
+def record(platform: Platform, variant: str, sink, on_event=None) -> RecordResult:
+    """on_event(engine, event), called after every event, lets the replay
+    property test take the engine's live snapshot (engine.canonical())."""
+    holder: list[Engine] = []
+    observer = (lambda ev: on_event(holder[0], ev)) if on_event else None
+    rec = Recorder(sink, observer)
+    engine = Engine(platform, rec, variant=variant)
+    holder.append(engine)
+    try:
+        rcs = engine.run()
+        return RecordResult(rec.seq, rcs)
+    except EngineLimit as exc:
+        return RecordResult(rec.seq, [], limit=str(exc))
+
+
+def default_output(platform: Platform, variant: str) -> str:
+    suffix = "" if platform.knobs.cx16 else "-nocx16"
+    return f"{platform.name}.{variant}{suffix}.vtdt"

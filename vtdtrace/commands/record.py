@@ -1,0 +1,60 @@
+"""vtdtrace record SCENARIO --engine legacy|direct [--cx16|--no-cx16] [-o FILE] [--force]"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ..errors import fail
+
+PLANNED = ("original", "final")
+
+
+def add_parser(p) -> None:
+    p.add_argument("scenario", metavar="SCENARIO", help="a scenario file or the name of a shipped one")
+    p.add_argument("--engine", required=True, metavar="NAME",
+                   help="legacy (V1, the seed's parent) or direct (V2, the XSA-400 seed)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--cx16", dest="cx16", action="store_true", default=None,
+                   help="the CPU has cmpxchg16b (overrides platform.cx16)")
+    g.add_argument("--no-cx16", dest="cx16", action="store_false",
+                   help="no cmpxchg16b: the two-step write paths")
+    p.add_argument("-o", "--output", metavar="FILE", help="default ./NAME.ENGINE[-nocx16].vtdt")
+    p.add_argument("--force", action="store_true", help="overwrite an existing trace")
+
+
+def run(args) -> int:
+    from tracer.engine import VARIANTS
+    from tracer.record import apply_cx16, default_output, make_header, record
+    from tracer.scenario import ScenarioError, load_scenario
+    from tracer.writer import TraceWriter
+
+    if args.engine in PLANNED:
+        return fail(None, f"engine variant {args.engine!r} is planned but not implemented yet "
+                    f"(available: {', '.join(VARIANTS)})")
+    if args.engine not in VARIANTS:
+        return fail(None, f"unknown engine variant {args.engine!r} (available: {', '.join(VARIANTS)})")
+    try:
+        platform = load_scenario(args.scenario)
+    except ScenarioError as exc:
+        print(f"vtdtrace: {exc}", file=sys.stderr)
+        return 2
+    apply_cx16(platform, args.cx16)
+    out = args.output or default_output(platform, args.engine)
+    if os.path.isdir(out):
+        return fail(out, "is a directory")
+    if os.path.exists(out) and not args.force:
+        return fail(out, "exists (use --force to overwrite)")
+    try:
+        writer = TraceWriter(out, make_header(platform, args.engine), force=args.force)
+    except OSError as exc:
+        return fail(out, f"cannot write: {exc.strerror or exc}")
+    with writer:
+        result = record(platform, args.engine, writer)
+    rcs = ", ".join(f"op{i + 1}={rc}" for i, rc in enumerate(result.rcs)) or "no ops"
+    cx = "cx16" if platform.knobs.cx16 else "no-cx16"
+    print(f"recorded {platform.name} under {args.engine} ({cx}, {platform.knobs.cx16_source}) -> {out}")
+    print(f"{result.events} events, {len(platform.ops)} ops; return codes: {rcs}")
+    if result.limit:
+        print(f"engine stopped: {result.limit}")
+    return 0
