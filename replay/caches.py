@@ -1,0 +1,260 @@
+"""The "may hold" model of the IOMMU's caches (research/vtd-model.md §5).
+
+Hardware caching is nondeterministic, so the replay does not guess what the
+context cache or the IOTLB *does* hold; it tracks what they *may* hold, which
+is what the hazard analysers need ("can a DMA still use the old entry?").
+
+The model keeps only what can no longer be derived from the current memory
+entry, because that is the part that makes a hazard:
+
+``cc[(u, bus, devfn)]``  frozenset of entry values ``(lo, hi)`` the context
+    cache may still hold for that source-id although memory moved on.
+    A value gets here when it stops being usable (overwritten on a coherent
+    unit, or replaced at ``cache-sync`` on a non-coherent one) if it was
+    cacheable: present, or anything under caching mode (CAP.CM=1, where
+    non-present entries are cached tagged with DID 0).
+``tlb[(u, did)]``  frozenset of ``(bus, devfn, pt_root)``: IOTLB entries
+    tagged ``did`` that may have been filled through that source-id from the
+    page tables at ``pt_root``.  The requester is not part of the hardware tag
+    -- any device whose entry carries ``did`` may hit them -- but the filler is
+    kept because the foreign-fill hazard (c3) needs it.  Address ranges are
+    not modelled: a fill covers the whole address space.
+``devtlb[(u, bus, devfn)]``  frozenset of ``(did, pt_root)`` an ATS device's
+    own translation cache may hold (entries with TT = device-IOTLB).
+``hw`` / ``pending`` (non-coherent units only, ECAP.C = 0)  ``hw[key]`` is the
+    value the IOMMU is known to see (as of the last ``cache-sync``);
+    ``pending[key]`` the values written since, each of which may or may not
+    be visible yet.
+
+What the hardware may hold in total is the stored part plus what the usable
+entry values (memory, or hw + pending) can produce at any moment; the query
+functions at the bottom compute that union.
+
+Invalidations remove matching elements when the flush event is recorded with
+rc 0 (rc 1 = skipped for a non-present entry, rc < 0 = failed: nothing was
+invalidated).  The requested granularity is used even though hardware may do
+a coarser one: finer keeps more, which is the conservative side of "may".
+A page-selective IOTLB flush removes nothing, because fills are not tracked
+per address range (a PSI leaves the rest of the address space cached).
+
+Every stored value is an immutable frozenset or tuple, so a state snapshot is
+a shallow ``dict.copy()`` of each table (research/perf.md §3).
+"""
+
+from __future__ import annotations
+
+# Context-entry layout (VT-d legacy mode; vtd-model.md §1).
+P_BIT = 1
+PAGE_MASK_4K = 0xFFFF_FFFF_FFFF_F000
+TT_DEV_IOTLB = 1
+TT_PASS_THRU = 2
+
+# Context-cache invalidation function mask: which low SID bits to ignore.
+FM_MASK = (0b000, 0b100, 0b110, 0b111)
+
+EMPTY: frozenset = frozenset()
+
+
+def entry_did(hi: int) -> int:
+    return (hi >> 8) & 0xFFFF
+
+
+def entry_tt(lo: int) -> int:
+    return (lo >> 2) & 3
+
+
+def cache_tag(value: tuple[int, int]) -> int:
+    """The DID a cached context entry is tagged with: its own DID when
+    present, 0 for a non-present entry cached under caching mode."""
+    lo, hi = value
+    return (hi >> 8) & 0xFFFF if lo & P_BIT else 0
+
+
+def translation_of(value: tuple[int, int]):
+    """(did, pt_root) an entry value lets the IOMMU fill the IOTLB with, or
+    None (not present, or pass-through, which translates nothing)."""
+    lo, hi = value
+    if not lo & P_BIT or (lo >> 2) & 3 == TT_PASS_THRU:
+        return None
+    return (hi >> 8) & 0xFFFF, lo & PAGE_MASK_4K
+
+
+# --- state transitions (called from replay.state's fold) ----------------------
+
+def retire(st, key: tuple, value: tuple[int, int]) -> None:
+    """``value`` stops being an entry the IOMMU can read at ``key``: whatever
+    it may have put into the caches stays there until invalidated."""
+    if key[0] not in st.translation:
+        # Remapping is off on this unit: nothing was walked, nothing cached.
+        return
+    lo, hi = value
+    if lo & P_BIT:
+        cc = st.cc
+        cc[key] = cc.get(key, EMPTY) | {value}
+        tt = (lo >> 2) & 3
+        if tt != TT_PASS_THRU:
+            did = (hi >> 8) & 0xFFFF
+            pt = lo & PAGE_MASK_4K
+            tlb = st.tlb
+            tk = (key[0], did)
+            tlb[tk] = tlb.get(tk, EMPTY) | {(key[1], key[2], pt)}
+            if tt == TT_DEV_IOTLB:
+                devtlb = st.devtlb
+                devtlb[key] = devtlb.get(key, EMPTY) | {(did, pt)}
+    elif st.cm:
+        cc = st.cc
+        cc[key] = cc.get(key, EMPTY) | {value}
+
+
+def ctx_write(st, key: tuple, old: tuple[int, int], new: tuple[int, int]) -> None:
+    """A CPU store changed the memory entry at ``key`` from ``old`` to ``new``."""
+    if st.coherent:
+        if old != new:
+            retire(st, key, old)
+    else:
+        # Not visible until cache-sync, but may be visible any time before.
+        pending = st.pending
+        pending[key] = pending.get(key, EMPTY) | {new}
+
+
+def cache_sync(st, key: tuple, mem: tuple[int, int]) -> None:
+    """iommu_sync_cache: on a non-coherent unit memory becomes what the IOMMU
+    sees; every other value it may have seen retires."""
+    if st.coherent:
+        return
+    hw = st.hw
+    seen = st.pending.pop(key, EMPTY) | {hw.get(key, (0, 0))}
+    for value in seen:
+        if value != mem:
+            retire(st, key, value)
+    if mem == (0, 0):
+        hw.pop(key, None)
+    else:
+        hw[key] = mem
+
+
+def _drop_cc(st, key: tuple, values) -> None:
+    """Context-cache values leave the cache: IOTLB entries they may have
+    (re)filled since the last IOTLB flush stay behind."""
+    tlb = st.tlb
+    u, bus, devfn = key
+    for value in values:
+        tr = translation_of(value)
+        if tr is not None:
+            tk = (u, tr[0])
+            tlb[tk] = tlb.get(tk, EMPTY) | {(bus, devfn, tr[1])}
+
+
+def flush_context(st, u: int, gran: str, did: int, sid: int, fm: int) -> None:
+    cc = st.cc
+    if gran == "device":
+        mask = FM_MASK[fm & 3]
+        bus, base = sid >> 8, (sid & 0xFF) & ~mask
+        for low in range(8):
+            if low & ~mask:
+                continue
+            key = (u, bus, base | low)
+            values = cc.pop(key, None)
+            if values:
+                _drop_cc(st, key, values)
+        return
+    for key in [k for k in cc if k[0] == u]:
+        values = cc[key]
+        if gran == "global":
+            gone = values
+        else:  # domain-selective
+            gone = frozenset(v for v in values if cache_tag(v) == did)
+            if not gone:
+                continue
+        keep = values - gone
+        if keep:
+            cc[key] = keep
+        else:
+            del cc[key]
+        _drop_cc(st, key, gone)
+
+
+def flush_iotlb(st, u: int, gran: str, did: int) -> None:
+    tlb = st.tlb
+    if gran == "dsi":
+        tlb.pop((u, did), None)
+    elif gran == "global":
+        for tk in [k for k in tlb if k[0] == u]:
+            del tlb[tk]
+    # Device-TLBs are separate: Xen invalidates them with their own
+    # descriptors (flush-dev-iotlb events), even when dev_iotlb is set here.
+    # psi: fills are not tracked per range, so nothing can be dropped.
+
+
+def flush_dev_iotlb(st, u: int, sid: int) -> None:
+    st.devtlb.pop((u, sid >> 8, sid & 0xFF), None)
+
+
+# --- queries --------------------------------------------------------------------
+
+def usable_values(st, key: tuple) -> frozenset:
+    """Entry values the IOMMU may read from memory at ``key`` right now."""
+    mem = st.ctx.get(key, (0, 0))
+    if st.coherent:
+        return frozenset((mem,))
+    return st.pending.get(key, EMPTY) | {st.hw.get(key, (0, 0))}
+
+
+def context_may_hold(st, key: tuple) -> frozenset:
+    """Every value the IOMMU may use for ``key``: memory (or hw + pending)
+    plus what the context cache may still hold."""
+    return usable_values(st, key) | st.cc.get(key, EMPTY)
+
+
+def stale_context(st, u: int) -> dict:
+    """{(bus, devfn): frozenset of values ≠ the memory entry} that the unit
+    may still use from its context cache or (non-coherent) not-yet-synced
+    memory.  These are the values behind the stale-context hazard."""
+    out = {}
+    keys = {k for k in st.cc if k[0] == u}
+    if not st.coherent:
+        keys.update(k for k in st.pending if k[0] == u)
+        keys.update(k for k in st.hw if k[0] == u)
+    for key in keys:
+        mem = st.ctx.get(key, (0, 0))
+        vals = frozenset(v for v in context_may_hold(st, key) if v != mem)
+        if vals:
+            out[key[1:]] = vals
+    return out
+
+
+def iotlb_may_hold(st, u: int) -> frozenset:
+    """{(did, bus, devfn, pt_root)}: IOTLB entries unit u may hold, filled
+    through source-id (bus, devfn)."""
+    out = set()
+    for (tu, did), fills in st.tlb.items():
+        if tu == u:
+            out.update((did, b, df, pt) for b, df, pt in fills)
+    keys = {k for k in st.ctx if k[0] == u}
+    keys.update(k for k in st.cc if k[0] == u)
+    if not st.coherent:
+        keys.update(k for k in st.pending if k[0] == u)
+    for key in keys:
+        for value in context_may_hold(st, key):
+            tr = translation_of(value)
+            if tr is not None:
+                out.add((tr[0], key[1], key[2], tr[1]))
+    return frozenset(out)
+
+
+def stale_iotlb(st, u: int) -> frozenset:
+    """The part of ``iotlb_may_hold`` that the current memory entries cannot
+    produce: fills through values that have since been replaced."""
+    current = set()
+    for key, value in st.ctx.items():
+        if key[0] == u:
+            tr = translation_of(value)
+            if tr is not None:
+                current.add((tr[0], key[1], key[2], tr[1]))
+    return frozenset(t for t in iotlb_may_hold(st, u) if t not in current)
+
+
+def devtlb_may_hold(st, u: int) -> dict:
+    """{(bus, devfn): frozenset of (did, pt_root)} an ATS device's own
+    translation cache may hold beyond what its current entry gives."""
+    return {k[1:]: v for k, v in st.devtlb.items() if k[0] == u}

@@ -1,0 +1,464 @@
+"""The replayed IOMMU state and the fold that builds it from events alone.
+
+``fold(state, events)`` applies events in order; ``apply(state, event)`` is
+the one-event form.  Both mutate ``state`` in place and return it: the result
+depends on nothing but the state and the events (no I/O, no clock, no engine),
+which is what makes the replay event-sourced.  Mutation in place is a
+deliberate trade: rebuilding immutable maps per event would cost several times
+the decode itself (research/perf.md §2).  Callers that need to keep a state
+take ``state.copy()``, which is cheap because every table is a flat dict of
+immutable values (ints, strings, tuples, frozensets) -- a shallow
+``dict.copy()`` per table is a complete snapshot.
+
+The fold is one if/elif chain on kind codes for the frequent kinds and a table
+for the rest; that is the fastest dispatch measured here.  Event layout:
+``[kind, seq, cpu, op, func, label, *fields]`` (tracer/schema.py), field i of
+a kind at index ``F0 + i`` (F0 = 6).
+
+``to_canonical(state)`` gives the architectural part in the shape of
+tracer/canonical.py, which the property test compares with the engine's live
+snapshot after every event.
+"""
+
+from __future__ import annotations
+
+import msgpack
+
+from tracer import schema as S
+from tracer.canonical import canonical
+
+from . import caches
+
+ZERO = (0, 0)
+# pt-alloc "what" values that are the root of a domain's tree (the rest are
+# lower-level tables and the quarantine scratch page).
+ROOT_TABLES = ("pgd", "quarantine")
+
+# Bump when the checkpoint encoding below changes; sidecars built by another
+# format are rebuilt.
+STATE_FORMAT = 1
+
+
+class BadEvent(ValueError):
+    """An event the fold cannot apply (wrong arity or field types): the trace
+    is damaged or was written by a tool that does not follow the schema."""
+
+    def __init__(self, seq, message: str) -> None:
+        super().__init__(f"event {seq}: {message}")
+        self.seq = seq
+
+
+# Tables of a state, in checkpoint-encoding order.  Every one is a dict whose
+# values are immutable.
+TABLES = (
+    "ctx",           # (iommu, bus, devfn) -> (lo, hi): every context entry ever written
+    "root",          # (iommu, bus) -> lo
+    "did_bits",      # (iommu, did) -> 1: set bits of the DID bitmap
+    "did_map",       # (iommu, did) -> domid (non-zero slots; the map is zero-filled)
+    "iommu_bitmap",  # (domid, iommu) -> 1
+    "pgd",           # domid -> root maddr of its I/O page tables (dom_io: quarantine tree)
+    "pages",         # maddr -> (domid, what): every live page-table page (SLPTPTR may
+                     # point below the root on a unit with fewer levels)
+    "idmaps",        # (domid, base, end) -> (access, refcount)
+    "present",       # (seg, bdf16) -> 1: pdevs that exist
+    "owners",        # (seg, bdf16) -> domid: pdev->domain
+    "ats",           # (seg, bdf16) -> 1: ATS enabled
+    "domains",       # domid -> "alive" | "dying" (created, not yet destroyed)
+    "translation",   # iommu -> 1: DMA remapping enabled
+    "locks",         # (lock, target) -> cpu
+    "stacks",        # cpu -> (parent, func_code): call stack as a cons list, innermost first
+    "cc",            # caches.py: context-cache values that may outlive memory
+    "tlb",           # caches.py: (iommu, did) -> frozenset of (bus, devfn, pt_root)
+    "devtlb",        # caches.py: (iommu, bus, devfn) -> frozenset of (did, pt_root)
+    "hw",            # caches.py: non-coherent units: value as of the last cache-sync
+    "pending",       # caches.py: non-coherent units: values written since
+)
+_SET_TABLES = frozenset(("cc", "tlb", "devtlb", "pending"))
+
+
+class ReplayState:
+    """State after some prefix of a trace.  ``seq`` is the number of events
+    applied (0 = the platform before any event); ``op``/``label``/``func``/
+    ``kind``/``cpu`` describe the last event applied (None at seq 0)."""
+
+    __slots__ = TABLES + ("seq", "op", "label", "func", "kind", "cpu",
+                          "open_op", "op_info", "rollback", "cm", "coherent")
+
+    def __init__(self, *, cm: bool = False, coherent: bool = True) -> None:
+        for name in TABLES:
+            setattr(self, name, {})
+        self.seq = 0
+        self.op = self.label = self.func = self.kind = self.cpu = None
+        self.open_op = None       # the open top-level operation (None when idle)
+        self.op_info = None       # its op-begin fields: (verb, bdf, domain, seg)
+        self.rollback = 0         # rollback-begin nesting depth
+        # Platform knobs the cache model depends on (constant for a trace).
+        self.cm = cm
+        self.coherent = coherent
+
+    def copy(self) -> "ReplayState":
+        new = ReplayState.__new__(ReplayState)
+        for name in TABLES:
+            setattr(new, name, getattr(self, name).copy())
+        for name in ("seq", "op", "label", "func", "kind", "cpu",
+                     "open_op", "op_info", "rollback", "cm", "coherent"):
+            setattr(new, name, getattr(self, name))
+        return new
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, ReplayState):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # mutable
+
+    # --- convenience views (rendering, analysers) ---------------------------
+
+    def stack(self, cpu: int) -> tuple[int, ...]:
+        """Function codes on cpu's call stack, outermost first."""
+        out = []
+        node = self.stacks.get(cpu)
+        while node is not None:
+            out.append(node[1])
+            node = node[0]
+        out.reverse()
+        return tuple(out)
+
+    def entry(self, iommu: int, bus: int, devfn: int) -> tuple[int, int]:
+        return self.ctx.get((iommu, bus, devfn), ZERO)
+
+
+def initial_state(header: dict | None = None) -> ReplayState:
+    """The state before any event.  Everything architectural is created by
+    events (domain-create, device-add, ...), so only the knobs that change
+    how the hardware caches behave come from the header."""
+    knobs = ((header or {}).get("platform") or {}).get("knobs") or {}
+    return ReplayState(cm=bool(knobs.get("caching_mode", False)),
+                       coherent=bool(knobs.get("coherent", True)))
+
+
+# --- the fold -------------------------------------------------------------------
+
+def _op_begin(st, ev):
+    st.open_op = ev[3]
+    st.op_info = tuple(ev[6:10])
+
+
+def _op_end(st, ev):
+    st.open_op = None
+    st.op_info = None
+
+
+def _root_write(st, ev):
+    st.root[(ev[6], ev[7])] = ev[9]
+
+
+def _cache_sync(st, ev):
+    key = (ev[6], ev[7], ev[8])
+    caches.cache_sync(st, key, st.ctx.get(key, ZERO))
+
+
+def _flush_context(st, ev):
+    # [iommu, gran, did, sid, fm, non_present, rc]: only rc 0 invalidated anything.
+    if ev[12] == 0:
+        caches.flush_context(st, ev[6], ev[7], ev[8], ev[9], ev[10])
+
+
+def _flush_iotlb(st, ev):
+    # [iommu, gran, did, addr, order, non_present, dev_iotlb, rc]
+    if ev[13] == 0:
+        caches.flush_iotlb(st, ev[6], ev[7], ev[8])
+
+
+def _flush_dev_iotlb(st, ev):
+    # [iommu, sid, did, rc]
+    if ev[9] == 0:
+        caches.flush_dev_iotlb(st, ev[6], ev[7])
+
+
+def _translation_enable(st, ev):
+    st.translation[ev[6]] = 1
+
+
+def _iommu_bitmap(st, ev):
+    key = (ev[6], ev[7])
+    if ev[8]:
+        st.iommu_bitmap[key] = 1
+    else:
+        st.iommu_bitmap.pop(key, None)
+
+
+def _pt_alloc(st, ev):
+    dom, maddr, what = ev[6], ev[7], ev[8]
+    st.pages[maddr] = (dom, what)
+    if what in ROOT_TABLES:
+        st.pgd[dom] = maddr
+
+
+def _drop_tables(st, dom):
+    st.pgd.pop(dom, None)
+    pages = st.pages
+    for maddr in [m for m, (d, _) in pages.items() if d == dom]:
+        del pages[maddr]
+
+
+def _pt_free(st, ev):
+    _drop_tables(st, ev[6])
+
+
+def _idmap_add(st, ev):
+    st.idmaps[(ev[6], ev[7], ev[8])] = (ev[9], ev[10])
+
+
+def _idmap_remove(st, ev):
+    key = (ev[6], ev[7], ev[8])
+    rc = ev[9]
+    if rc > 0:
+        old = st.idmaps.get(key)
+        st.idmaps[key] = (old[0] if old else None, rc)
+    else:
+        st.idmaps.pop(key, None)
+
+
+def _owner_move(st, ev):
+    key = (ev[6], ev[7])
+    if ev[9] is None:
+        st.owners.pop(key, None)
+    else:
+        st.owners[key] = ev[9]
+
+
+def _device_add(st, ev):
+    st.present[(ev[6], ev[7])] = 1
+
+
+def _device_remove(st, ev):
+    key = (ev[6], ev[7])
+    st.present.pop(key, None)
+    st.owners.pop(key, None)
+    st.ats.pop(key, None)
+
+
+def _ats_enable(st, ev):
+    key = (ev[6], ev[7])
+    if ev[8]:
+        st.ats[key] = 1
+    else:
+        st.ats.pop(key, None)
+
+
+def _domain_create(st, ev):
+    st.domains[ev[6]] = "alive"
+
+
+def _domain_dying(st, ev):
+    if ev[6] in st.domains:
+        st.domains[ev[6]] = "dying"
+
+
+def _domain_destroy(st, ev):
+    # A destroyed domain's tables, identity maps and IOMMU bitmap go with it
+    # (struct domain is freed), whatever events preceded.
+    dom = ev[6]
+    st.domains.pop(dom, None)
+    _drop_tables(st, dom)
+    for key in [k for k in st.idmaps if k[0] == dom]:
+        del st.idmaps[key]
+    for key in [k for k in st.iommu_bitmap if k[0] == dom]:
+        del st.iommu_bitmap[key]
+
+
+def _rollback_begin(st, ev):
+    st.rollback += 1
+
+
+def _rollback_end(st, ev):
+    if st.rollback:
+        st.rollback -= 1
+
+
+def _no_state(st, ev):
+    """Kinds that record what happened without changing replayed state
+    (log lines, injected faults, engine limits, write-buffer flushes)."""
+
+
+_RARE = {
+    S.K_OP_BEGIN: _op_begin,
+    S.K_OP_END: _op_end,
+    S.K_ROOT_WRITE: _root_write,
+    S.K_CACHE_SYNC: _cache_sync,
+    S.K_FLUSH_CONTEXT: _flush_context,
+    S.K_FLUSH_IOTLB: _flush_iotlb,
+    S.K_FLUSH_DEV_IOTLB: _flush_dev_iotlb,
+    S.K_FLUSH_WRITE_BUFFER: _no_state,
+    S.K_TRANSLATION_ENABLE: _translation_enable,
+    S.K_IOMMU_BITMAP: _iommu_bitmap,
+    S.K_PT_ALLOC: _pt_alloc,
+    S.K_PT_FREE: _pt_free,
+    S.K_IDMAP_ADD: _idmap_add,
+    S.K_IDMAP_REMOVE: _idmap_remove,
+    S.K_OWNER_MOVE: _owner_move,
+    S.K_DEVICE_ADD: _device_add,
+    S.K_DEVICE_REMOVE: _device_remove,
+    S.K_ATS_ENABLE: _ats_enable,
+    S.K_DOMAIN_CREATE: _domain_create,
+    S.K_DOMAIN_DYING: _domain_dying,
+    S.K_DOMAIN_DESTROY: _domain_destroy,
+    S.K_ROLLBACK_BEGIN: _rollback_begin,
+    S.K_ROLLBACK_END: _rollback_end,
+    S.K_FAULT_INJECT: _no_state,
+    S.K_ENGINE_LIMIT: _no_state,
+    S.K_LOG: _no_state,
+}
+# Every kind of the catalogue has a handler; an unknown code (a newer schema
+# appending kinds) is skipped, so old readers replay what they understand.
+assert set(_RARE) | {S.K_CALL, S.K_RETURN, S.K_LOCK, S.K_UNLOCK, S.K_CTX_WRITE, S.K_DID_BITMAP,
+                     S.K_DID_MAP} == set(range(len(S.KINDS)))
+
+
+def fold(st: ReplayState, events) -> ReplayState:
+    """Apply ``events`` (an iterable of event arrays) to ``st`` in order."""
+    # Locals: attribute and global lookups inside the loop cost more than the
+    # work of most handlers.
+    K_CALL, K_RETURN, K_LOCK, K_UNLOCK = S.K_CALL, S.K_RETURN, S.K_LOCK, S.K_UNLOCK
+    K_CTX_WRITE, K_DID_BITMAP, K_DID_MAP = S.K_CTX_WRITE, S.K_DID_BITMAP, S.K_DID_MAP
+    stacks, locks, ctx = st.stacks, st.locks, st.ctx
+    did_bits, did_map = st.did_bits, st.did_map
+    rare = _RARE.get
+    coherent, cm, translation = st.coherent, st.cm, st.translation
+    retire, ctx_write = caches.retire, caches.ctx_write
+    ev = None
+    try:
+        for ev in events:
+            k = ev[0]
+            if k == K_CALL:
+                cpu = ev[2]
+                stacks[cpu] = (stacks.get(cpu), ev[4])
+            elif k == K_RETURN:
+                cpu = ev[2]
+                top = stacks.get(cpu)
+                if top is not None:
+                    if top[0] is None:
+                        del stacks[cpu]
+                    else:
+                        stacks[cpu] = top[0]
+            elif k == K_LOCK:
+                locks[(ev[6], ev[7])] = ev[2]
+            elif k == K_UNLOCK:
+                locks.pop((ev[6], ev[7]), None)
+            elif k == K_CTX_WRITE:
+                # [iommu, bus, devfn, half, method, old_lo, old_hi, new_lo, new_hi]
+                key = (ev[6], ev[7], ev[8])
+                new = (ev[13], ev[14])
+                old = ctx.get(key, ZERO)
+                ctx[key] = new
+                if coherent:
+                    # Inline fast path of caches.ctx_write: only a cacheable
+                    # value on a translating unit can leave anything behind.
+                    if old != new and (old[0] & 1 or cm) and key[0] in translation:
+                        retire(st, key, old)
+                else:
+                    ctx_write(st, key, old, new)
+            elif k == K_DID_BITMAP:
+                if ev[8]:
+                    did_bits[(ev[6], ev[7])] = 1
+                else:
+                    did_bits.pop((ev[6], ev[7]), None)
+            elif k == K_DID_MAP:
+                if ev[9]:
+                    did_map[(ev[6], ev[7])] = ev[9]
+                else:
+                    did_map.pop((ev[6], ev[7]), None)
+            else:
+                h = rare(k)
+                if h is not None:
+                    h(st, ev)
+    except (TypeError, IndexError, KeyError, ValueError, AttributeError) as exc:
+        seq = ev[1] if isinstance(ev, (list, tuple)) and len(ev) > 1 else "?"
+        raise BadEvent(seq, f"cannot apply {_kind_name(ev)}: {exc}") from None
+    if ev is not None:
+        st.seq, st.cpu, st.op, st.func, st.label = ev[1], ev[2], ev[3], ev[4], ev[5]
+        st.kind = ev[0]
+    return st
+
+
+def apply(st: ReplayState, event) -> ReplayState:
+    """Apply one event (see ``fold``)."""
+    return fold(st, (event,))
+
+
+def _kind_name(ev) -> str:
+    try:
+        return S.KINDS[ev[0]].name
+    except (TypeError, IndexError, KeyError):
+        return "event"
+
+
+# --- the canonical architectural state -----------------------------------------
+
+def _group(flat: dict) -> dict:
+    out: dict = {}
+    for a, b in flat:
+        out.setdefault(a, []).append(b)
+    return out
+
+
+def func_name(code) -> str:
+    return S.FUNCS[code] if isinstance(code, int) and 0 <= code < len(S.FUNCS) else str(code)
+
+
+def to_canonical(st: ReplayState) -> dict:
+    """The architectural part of ``st`` in tracer/canonical.py's shape."""
+    return canonical(
+        ctx=st.ctx, root=st.root,
+        did_bitmap=_group(st.did_bits), did_map=st.did_map,
+        iommu_bitmap=_group(st.iommu_bitmap),
+        pgd=st.pgd, idmaps=st.idmaps, owners=st.owners, ats=st.ats.keys(),
+        domains=st.domains, translation=st.translation.keys(), locks=st.locks,
+        stacks={cpu: [func_name(f) for f in st.stack(cpu)] for cpu in st.stacks},
+        op=st.open_op,
+    )
+
+
+# --- checkpoint encoding ----------------------------------------------------------
+
+_SCALARS = ("seq", "op", "label", "func", "kind", "cpu", "open_op", "op_info", "rollback",
+            "cm", "coherent")
+
+
+def encode_state(st: ReplayState) -> bytes:
+    """A state as compact msgpack (checkpoints in the sidecar).  Each table
+    is stored as [keys, values]; maps with array keys would not round-trip."""
+    tables = []
+    for name in TABLES:
+        d = getattr(st, name)
+        if name == "stacks":
+            tables.append([list(d), [st.stack(cpu) for cpu in d]])
+        elif name in _SET_TABLES:
+            tables.append([list(d), [tuple(v) for v in d.values()]])
+        else:
+            tables.append([list(d), list(d.values())])
+    return msgpack.packb([STATE_FORMAT, [getattr(st, n) for n in _SCALARS], tables])
+
+
+def decode_state(data: bytes) -> ReplayState:
+    fmt, scalars, tables = msgpack.unpackb(data, use_list=False, strict_map_key=False)
+    if fmt != STATE_FORMAT:
+        raise ValueError(f"checkpoint format {fmt}, expected {STATE_FORMAT}")
+    st = ReplayState.__new__(ReplayState)
+    for name, value in zip(_SCALARS, scalars):
+        setattr(st, name, value)
+    for name, (keys, values) in zip(TABLES, tables):
+        if name == "stacks":
+            d = {}
+            for cpu, funcs in zip(keys, values):
+                node = None
+                for f in funcs:
+                    node = (node, f)
+                d[cpu] = node
+        elif name in _SET_TABLES:
+            d = dict(zip(keys, map(frozenset, values)))
+        else:
+            d = dict(zip(keys, values))
+        setattr(st, name, d)
+    return st
