@@ -66,6 +66,7 @@ TABLES = (
     "domains",       # domid -> "alive" | "dying" (created, not yet destroyed)
     "translation",   # iommu -> 1: DMA remapping enabled
     "locks",         # (lock, target) -> cpu
+    "nest",          # (lock, target) -> depth, for re-entered nestable locks (rcu_domain) only
     "stacks",        # cpu -> (parent, func_code): call stack as a cons list, innermost first
     "cc",            # caches.py: context-cache values that may outlive memory
     "tlb",           # caches.py: (iommu, did) -> frozenset of (bus, devfn, pt_root)
@@ -322,7 +323,7 @@ def fold(st: ReplayState, events) -> ReplayState:
     # work of most handlers.
     K_CALL, K_RETURN, K_LOCK, K_UNLOCK = S.K_CALL, S.K_RETURN, S.K_LOCK, S.K_UNLOCK
     K_CTX_WRITE, K_DID_BITMAP, K_DID_MAP = S.K_CTX_WRITE, S.K_DID_BITMAP, S.K_DID_MAP
-    stacks, locks, ctx = st.stacks, st.locks, st.ctx
+    stacks, locks, nest, ctx = st.stacks, st.locks, st.nest, st.ctx
     did_bits, did_map = st.did_bits, st.did_map
     rare = _RARE.get
     coherent, cm, translation = st.coherent, st.cm, st.translation
@@ -343,9 +344,22 @@ def fold(st: ReplayState, events) -> ReplayState:
                     else:
                         stacks[cpu] = top[0]
             elif k == K_LOCK:
-                locks[(ev[6], ev[7])] = ev[2]
+                key = (ev[6], ev[7])
+                if key in locks:
+                    # RCU read-side references nest; spinlocks cannot, but a
+                    # damaged trace must not break the count either.
+                    nest[key] = nest.get(key, 1) + 1
+                else:
+                    locks[key] = ev[2]
             elif k == K_UNLOCK:
-                locks.pop((ev[6], ev[7]), None)
+                key = (ev[6], ev[7])
+                depth = nest.get(key)
+                if depth is None:
+                    locks.pop(key, None)
+                elif depth == 2:
+                    del nest[key]
+                else:
+                    nest[key] = depth - 1
             elif k == K_CTX_WRITE:
                 # [iommu, bus, devfn, half, method, old_lo, old_hi, new_lo, new_hi]
                 key = (ev[6], ev[7], ev[8])
