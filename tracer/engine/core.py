@@ -21,6 +21,10 @@ _ALLOC_BASE = 0x1_0000_0000
 # MAP_ERROR_RECOVERY).  The simulator stops the recursion at this depth.
 MO14_DEPTH_CAP = 8
 
+# RCU read-side domain references nest (the nested MO of the ME quirk takes
+# the same domain again); spinlocks do not.
+NESTABLE_LOCKS = ("rcu_domain",)
+
 
 class EngineLimit(Exception):
     pass
@@ -85,6 +89,7 @@ class EngineCore:
         self._next_page = _ALLOC_BASE
         self.stack: list[_Frame] = []
         self.locks: dict[tuple, int] = {}
+        self._nest: dict[tuple, int] = {}
         self.op_open: int | None = None
         self._fault_counts: dict[int, int] = {}
         self.cur_pdev: PciDev | None = None     # the device the current op is about
@@ -222,13 +227,21 @@ class EngineCore:
     def lock(self, label: str, name: str, target) -> None:
         key = (name, target)
         if key in self.locks:
-            # Xen spinlocks are not recursive: this would deadlock.
-            raise EngineLimit(f"recursive acquisition of {name} {target}")
-        self.locks[key] = self.rec.cpu
+            if name not in NESTABLE_LOCKS:
+                # Xen spinlocks are not recursive: this would deadlock.
+                raise EngineLimit(f"recursive acquisition of {name} {target}")
+            self._nest[key] += 1
+        else:
+            self.locks[key] = self.rec.cpu
+            self._nest[key] = 1
         self.emit(S.K_LOCK, label, name, target)
 
     def unlock(self, label: str, name: str, target) -> None:
-        del self.locks[(name, target)]
+        key = (name, target)
+        self._nest[key] -= 1
+        if not self._nest[key]:
+            del self.locks[key]
+            del self._nest[key]
         self.emit(S.K_UNLOCK, label, name, target)
 
     def pcidevs_locked(self) -> bool:
@@ -241,6 +254,7 @@ class EngineCore:
         """0, or the -errno a scenario [[fault]] injects at this occurrence."""
         pdev = pdev if pdev is not None else self.cur_pdev
         dev_bdf = str(pdev) if pdev is not None else None
+        fired = None
         for i, f in enumerate(self.platform.faults):
             if f.at != point:
                 continue
@@ -248,12 +262,14 @@ class EngineCore:
                 continue
             if f.device is not None and f.device != dev_bdf:
                 continue
+            # Every matching [[fault]] counts this occurrence, fired or not.
             n = self._fault_counts.get(i, 0) + 1
             self._fault_counts[i] = n
-            if n == f.nth:
-                err = ERRNO[f.errno or DEFAULT_ERRNO[point]]
-                self.emit(S.K_FAULT_INJECT, label, point, -err, n)
-                return -err
+            if n == f.nth and fired is None:
+                fired = (ERRNO[f.errno or DEFAULT_ERRNO[point]], n)
+        if fired is not None:
+            self.emit(S.K_FAULT_INJECT, label, point, -fired[0], fired[1])
+            return -fired[0]
         return 0
 
     # --- live snapshot ------------------------------------------------------

@@ -1,0 +1,216 @@
+"""The engine against the spec's step lists (vtd-model.md §3, §3.7, §9) on the
+shipped scenarios: event shape at the decisive points and the final state."""
+
+import pytest
+
+from tracer import schema as S
+from tracer.platform import parse_bdf
+
+from engine_helpers import Run
+
+USB = (0, 0, 0xA0)        # iommu 0, 00:14.0
+GUEST, DOM0 = 1, 0
+
+
+def ctx_writes(evs, bus, devfn):
+    return [e for e in evs if e["kind"] == "ctx-write" and (e["bus"], e["devfn"]) == (bus, devfn)]
+
+
+def did_of(hi):
+    return (hi >> 8) & 0xFFFF
+
+
+def test_s1_direct_cx16_one_cmpxchg_and_old_did_flushes_after_unlock():
+    r = Run("s1-usb-rmrr", "direct", cx16=True)
+    assert r.result.rcs == [0, 0]
+    op1 = r.op(1)
+    w = ctx_writes(op1, 0, 0xA0)
+    assert [(e["label"], e["half"], e["method"]) for e in w] == [("MO7", "full", "cmpxchg16b")]
+    assert did_of(w[0]["old_hi"]) == 0 and did_of(w[0]["new_hi"]) != 0
+    seqs = [e["seq"] for e in op1]
+    unlock = next(e for e in op1 if e["kind"] == "unlock" and e["lock"] == "iommu->lock" and e["label"] == "MO8")
+    fc = next(e for e in op1 if e["kind"] == "flush-context" and e["label"] == "MO9")
+    fi = next(e for e in op1 if e["kind"] == "flush-iotlb" and e["label"] == "MO10")
+    assert unlock["seq"] < fc["seq"] < fi["seq"]
+    # Flushes carry the *old* DID (dom0's 0) as a real DID, not a non-present flush.
+    assert (fc["did"], fc["non_present"], fc["rc"]) == (0, False, 0)
+    assert (fi["did"], fi["gran"], fi["non_present"], fi["rc"]) == (0, "dsi", False, 0)
+    assert not any(e["kind"] == "log" and "data corruption" in e["text"] for e in r.events)
+    # Back to dom0 in op 2: one cmpxchg again, flushes with the guest's DID, which RN4 then frees.
+    w2 = ctx_writes(r.op(2), 0, 0xA0)
+    assert [e["method"] for e in w2] == ["cmpxchg16b"]
+    guest_did = did_of(w[0]["new_hi"])
+    fc2 = next(e for e in r.op(2) if e["kind"] == "flush-context")
+    assert fc2["did"] == guest_did
+    free = [e for e in r.op(2) if e["kind"] == "did-map" and e["label"] == "RN4"]
+    assert free and free[0]["did"] == guest_did and free[0]["new"] == S.DOMID_INVALID
+    lo, hi = r.entry(*USB)
+    assert lo & 1 and did_of(hi) == 0
+    assert r.engine.pci_get_pdev(0, 0, 0xA0).domain.domid == DOM0
+
+
+def test_s1_legacy_non_present_window_uo3_to_pm5():
+    r = Run("s1-usb-rmrr", "legacy")
+    assert r.result.rcs == [0, 0]
+    w = ctx_writes(r.op(1), 0, 0xA0)
+    labels = [e["label"] for e in w]
+    assert labels[:3] == ["UO3", "UO3", "UO3"] and labels[-1] == "PM5"
+    assert w[0]["new_lo"] & 1 == 0                      # P cleared first
+    assert (w[2]["new_lo"], w[2]["new_hi"]) == (0, 0)    # then lo = hi = 0
+    assert w[-1]["new_lo"] & 1 and not w[-2]["new_lo"] & 1   # P set last
+    # pdev goes through dom_io (RO4) before the guest (RO8).
+    moves = [(e["label"], e["old"], e["new"]) for e in r.op(1) if e["kind"] == "owner-move"]
+    assert moves == [("RO4", DOM0, S.DOMID_IO), ("RO8", S.DOMID_IO, GUEST)]
+    # PM6/PM7 are non-present flushes: skipped under CM=0, then a write-buffer flush.
+    fl = [e for e in r.op(1) if e["kind"] in ("flush-context", "flush-iotlb") and e["label"] in ("PM6", "PM7")]
+    assert [(e["did"], e["non_present"], e["rc"]) for e in fl] == [(0, True, 1), (0, True, 1)]
+    assert any(e["kind"] == "flush-write-buffer" and e["label"] == "PM7" for e in r.op(1))
+
+
+def test_s1_direct_nocx16_best_effort_lo_then_hi_with_warning():
+    r = Run("s1-usb-rmrr", "direct", cx16=False)
+    op1 = r.op(1)
+    w = ctx_writes(op1, 0, 0xA0)
+    assert [(e["label"], e["half"], e["method"]) for e in w] == [
+        ("MO7", "lo", "write_atomic"), ("MO7", "hi", "write_atomic")]
+    # W1': new tables with the old DID; W2': the new DID.
+    assert did_of(w[0]["new_hi"]) == 0 and w[0]["new_lo"] != w[0]["old_lo"]
+    assert did_of(w[1]["new_hi"]) != 0
+    warn = [e for e in op1 if e["kind"] == "log" and e["level"] == "warning"]
+    assert warn and warn[0]["text"] == "[VT-D] 0000:00:14.0: reassignment may cause d0 data corruption"
+    assert warn[0]["seq"] < w[0]["seq"]
+
+
+def test_nocx16_plain_path_for_first_mapping_at_boot():
+    r = Run("s1-usb-rmrr", "direct", cx16=False)
+    w = ctx_writes(r.op(0), 0, 0xA0)
+    assert [(e["half"], e["method"]) for e in w] == [
+        ("lo", "plain"), ("hi", "write_atomic"), ("lo", "write_atomic")]
+    syncs = [e for e in r.op(0) if e["kind"] == "cache-sync" and e["label"] == "MO7"]
+    assert syncs and w[0]["seq"] < syncs[0]["seq"] < w[1]["seq"]
+
+
+def test_s3_igd_single_device_no_warning_and_dom0_did_freed():
+    r = Run("s3-igd-own-drhd", "direct", cx16=False)
+    assert r.result.rcs == [0]
+    assert not any(e["kind"] == "log" and "data corruption" in e.get("text", "") for e in r.events)
+    mo = next(e for e in r.op(1) if e["kind"] == "call" and e["func"] == "domain_context_mapping_one")
+    assert dict(mo["args"])["mode"] & 4   # MAP_SINGLE_DEVICE
+    assert any(e["kind"] == "did-bitmap" and e["label"] == "RN4" and e["value"] == 0 for e in r.op(1))
+
+
+def test_s4_direct_eopnotsupp_and_clobbered_devfn_rollback():
+    r = Run("s4-legacy-pci-rmrr-bridge", "direct")
+    assert r.result.rcs == [-95]
+    op1 = r.op(1)
+    rb = [e["what"] for e in op1 if e["kind"] == "rollback-begin"]
+    assert rb == ["P5 remap", "P5 unmap"]
+    # The rollback maps a spurious (secbus 05, bridge devfn 0xf0) entry ...
+    spurious = ctx_writes(op1, 5, 0xF0)
+    assert spurious[0]["new_lo"] & 1 and spurious[-1]["new_lo"] == 0
+    # ... and finally the aliases are cleared while 05:01.0 stays on the guest's tables.
+    assert not r.entry(0, 0, 0xF0)[0] & 1 and not r.entry(0, 5, 0)[0] & 1
+    lo, hi = r.entry(0, 5, 0x08)
+    assert lo & 1 and r.engine.iommus[0].domid_map.get(did_of(hi)) == GUEST
+    assert r.engine.pci_get_pdev(0, 5, 0x08).domain.domid == DOM0
+
+
+def test_s4_legacy_aliases_owned_by_guest():
+    r = Run("s4-legacy-pci-rmrr-bridge", "legacy")
+    assert r.result.rcs == [0]
+    for bus, devfn in ((5, 0x08), (0, 0xF0), (5, 0)):
+        lo, hi = r.entry(0, bus, devfn)
+        assert lo & 1 and r.engine.iommus[0].domid_map.get(did_of(hi)) == GUEST
+
+
+@pytest.mark.parametrize("cx16", [True, False])
+def test_s6_enomem_direct_leaves_entry_untouched(cx16):
+    r = Run("s6-enomem", "direct", cx16=cx16)
+    assert r.result.rcs == [-12]
+    assert not ctx_writes(r.op(1), 0, 0xA0)
+    assert any(e["kind"] == "fault-inject" and e["point"] == "pgd-alloc" for e in r.op(1))
+    lo, hi = r.entry(*USB)
+    assert lo & 1 and did_of(hi) == 0
+    assert not any(e["kind"] == "did-map" for e in r.op(1))   # no DID for the guest
+    # The assign wrapper removes the guest's RMRR map again (AS5).
+    assert any(e["kind"] == "idmap-remove" and e["label"] == "AS5" and e["domain"] == GUEST for e in r.op(1))
+    assert r.engine.pci_get_pdev(0, 0, 0xA0).domain.domid == DOM0
+
+
+def test_s6_enomem_legacy_leaves_entry_zero_owned_by_dom_io():
+    r = Run("s6-enomem", "legacy")
+    assert r.result.rcs == [-12]
+    assert r.entry(*USB) == (0, 0)
+    assert r.engine.pci_get_pdev(0, 0, 0xA0).domain.domid == S.DOMID_IO
+
+
+def test_d1_same_owner_noop_returns_efault_after_resetting_did_bit():
+    r = Run("s8-two-legacy-behind-bridge", "direct")
+    boot = r.op(0)
+    # The second device's bridge alias MO finds the entry already dom0's (D1).
+    d1 = [e for e in boot if e["kind"] == "return" and e["func"] == "domain_context_mapping_one"
+          and e["label"] == "MO6"]
+    assert d1 and all(e["rc"] == -14 for e in d1)
+    before = boot[boot.index(d1[0]) - 1::-1]
+    assert any(e["kind"] == "did-bitmap" and e["value"] == 1 for e in before[:6])
+
+
+def test_s8_direct_rollback_clears_shared_aliases_but_not_the_device():
+    r = Run("s8-two-legacy-behind-bridge", "direct")
+    # After boot: 05:02.0's own entry present, the shared aliases cleared.
+    assert r.entry(0, 5, 0x10)[0] & 1
+    boot_writes = ctx_writes(r.op(0), 0, 0xF0)
+    assert boot_writes[-1]["new_lo"] == 0 and boot_writes[-1]["label"] == "UO3"
+
+
+def test_s5_me_phantom_nested_mapping():
+    r = Run("s5-me-wifi-phantom", "direct")
+    assert r.result.rcs == [0]
+    nested = [e for e in r.op(1) if e["kind"] == "call" and e["func"] == "domain_context_mapping_one"
+              and dict(e["args"])["devfn"] == (22 << 3) | 7]
+    assert nested, "the ME phantom 0:22.7 must be switched by a nested MO"
+    assert dict(nested[0]["args"])["pdev"] is None
+    w = ctx_writes(r.op(1), 0, (22 << 3) | 7)
+    assert w and w[-1]["new_lo"] & 1
+
+
+def test_mo14_rollback_ping_pong_is_capped():
+    """A flush failure on every attempt makes MO14 alternate between the two
+    domains; the engine stops at the cap with an engine-limit event."""
+    from tracer.platform import Fault
+    from tracer.record import record
+    from tracer.recorder import ListSink
+    from tracer.scenario import load_scenario
+    p = load_scenario("s1-usb-rmrr")
+    p.ops = p.ops[:1]
+    p.faults = [Fault(at="flush-context", domain=None, device="0000:00:14.0", nth=n, errno="ETIMEDOUT")
+                for n in range(1, 40)]
+    sink = ListSink()
+    res = record(p, "direct", sink)
+    evs = [S.event_to_dict(e) for e in sink.events]
+    lim = [e for e in evs if e["kind"] == "engine-limit"]
+    assert lim and "MO14" in lim[0]["what"]
+    assert sum(e["kind"] == "rollback-begin" for e in evs) >= 8
+    assert res.rcs and res.rcs[0] < 0
+
+
+@pytest.mark.parametrize("name", ["s1-usb-rmrr", "s2-guest-destroy-quarantine", "s7-phantom-quarantine"])
+@pytest.mark.parametrize("variant", ["legacy", "direct"])
+def test_deterministic_event_stream(name, variant):
+    a = Run(name, variant).sink.events
+    b = Run(name, variant).sink.events
+    assert a == b
+
+
+@pytest.mark.parametrize("variant", ["legacy", "direct"])
+@pytest.mark.parametrize("cx16", [True, False])
+def test_locks_balanced_and_stack_empty_after_every_op(variant, cx16):
+    import os
+    from tracer.scenario import list_shipped
+    for name, _ in list_shipped():
+        r = Run(name, variant, cx16)
+        assert r.engine.locks == {}, name
+        assert r.engine.stack == [], name
+        calls = sum(e["kind"] == "call" for e in r.events)
+        rets = sum(e["kind"] == "return" for e in r.events)
+        assert calls == rets, name
