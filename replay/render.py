@@ -1,0 +1,377 @@
+"""Replayed state -> what people read: the ``show --json`` dict of DESIGN §8
+and the equivalent text.
+
+Everything here is presentation: the IOMMU semantics live in replay.state and
+replay.caches.  Names come from the trace header (its platform summary), never
+from the engine, so a trace recorded elsewhere renders the same.
+
+Conventions (DESIGN §8): requester IDs as ``SSSS:BB:DD.F``; domains by their
+scenario name, ``dom_io`` for DOMID_IO, null for DOMID_INVALID; 64-bit values
+as ``"0x%016x"``.
+"""
+
+from __future__ import annotations
+
+from tracer import schema as S
+
+from . import caches
+from .state import ReplayState, func_name
+
+PAGE_MASK_4K = caches.PAGE_MASK_4K
+TT_NAMES = {0: "multi-level", 1: "dev-iotlb", 2: "pass-through", 3: "reserved"}
+# Special domids that have a fixed name in Xen (%pd prints them so).
+SPECIAL_DOMAINS = {S.DOMID_IO: "dom_io", S.DOMID_XEN: "dom_xen", S.DOMID_COW: "dom_cow",
+                   S.DOMID_IDLE: "dom_idle"}
+BRIDGES = ("pcie2pci-bridge", "legacy-pci-bridge")
+
+
+def hex64(v) -> str:
+    return "0x%016x" % v if isinstance(v, int) else str(v)
+
+
+def fmt_rid(seg: int, bus: int, devfn: int) -> str:
+    return f"{seg:04x}:{bus:02x}:{devfn >> 3:02x}.{devfn & 7}"
+
+
+def parse_bdf(text) -> tuple[int, int, int] | None:
+    """'SSSS:BB:DD.F' -> (seg, bus, devfn), None when malformed (header
+    strings come from an untrusted file)."""
+    try:
+        seg, bus, rest = text.split(":")
+        dev, fn = rest.split(".")
+        seg, bus, dev, fn = int(seg, 16), int(bus, 16), int(dev, 16), int(fn)
+    except (AttributeError, ValueError):
+        return None
+    if not (0 <= bus <= 0xFF and 0 <= dev <= 0x1F and 0 <= fn <= 7 and 0 <= seg <= 0xFFFF):
+        return None
+    return seg, bus, (dev << 3) | fn
+
+
+class PlatformView:
+    """The trace header's platform summary, as lookups: domain names, DRHD
+    units, declared devices and the requester IDs each one uses."""
+
+    def __init__(self, header: dict | None) -> None:
+        plat = (header or {}).get("platform") or {}
+        self.names: dict[int, str] = {}
+        self.hardware: int | None = None
+        for row in plat.get("domains") or ():
+            try:
+                domid, name, hw = row[0], row[1], row[2]
+            except (TypeError, IndexError, KeyError):
+                continue
+            if isinstance(domid, int) and isinstance(name, str):
+                self.names[domid] = name
+                if hw and self.hardware is None:
+                    self.hardware = domid
+        self.iommus: list[dict] = []
+        for u in plat.get("iommus") or ():
+            if isinstance(u, dict) and isinstance(u.get("id"), int):
+                self.iommus.append({
+                    "id": u["id"], "segment": u.get("segment") or 0,
+                    "include_all": bool(u.get("include_all")),
+                    "scope": {b for b in (u.get("devices") or ()) if isinstance(b, str)},
+                })
+        self.iommus.sort(key=lambda u: u["id"])
+        self.segment = {u["id"]: u["segment"] for u in self.iommus}
+        self.devices: list[dict] = []
+        for d in plat.get("devices") or ():
+            loc = parse_bdf(d.get("bdf")) if isinstance(d, dict) else None
+            if loc is None:
+                continue
+            sec, sub = d.get("secondary"), d.get("subordinate")
+            self.devices.append({
+                "bdf": d["bdf"], "loc": loc, "type": d.get("type"),
+                "phantom_stride": d.get("phantom_stride") or 0,
+                "secondary": sec if isinstance(sec, int) else None,
+                "subordinate": sub if isinstance(sub, int) else (sec if isinstance(sec, int) else None),
+            })
+        self._by_loc = {d["loc"]: d for d in self.devices}
+        self._rids = None
+
+    # --- names ------------------------------------------------------------
+
+    def domain_name(self, domid) -> str | None:
+        if domid is None or domid == S.DOMID_INVALID:
+            return None
+        name = self.names.get(domid)
+        if name is not None:
+            return name
+        if domid in SPECIAL_DOMAINS:
+            return SPECIAL_DOMAINS[domid]
+        return f"d{domid}"
+
+    def rid(self, iommu: int, bus: int, devfn: int) -> str:
+        return fmt_rid(self.segment.get(iommu, 0), bus, devfn)
+
+    def device_type(self, seg: int, bus: int, devfn: int) -> str | None:
+        d = self._by_loc.get((seg, bus, devfn))
+        return d["type"] if d else None
+
+    def lock_name(self, lock, target) -> str:
+        """Lock with its instance: iommu->lock[0], mapping_lock[guest] ..."""
+        if target is None:
+            return str(lock)
+        if lock in ("mapping_lock", "rcu_domain"):
+            return f"{lock}[{self.domain_name(target)}]"
+        if lock == "bus2bridge_lock" and isinstance(target, int):
+            return f"{lock}[{target:04x}]"
+        return f"{lock}[{target}]"
+
+    # --- topology ---------------------------------------------------------
+
+    def _bridge_for_bus(self, seg: int, bus: int):
+        best = None
+        for d in self.devices:
+            if d["type"] in BRIDGES and d["loc"][0] == seg and d["secondary"] is not None \
+                    and d["secondary"] <= bus <= d["subordinate"]:
+                if best is None or d["subordinate"] - d["secondary"] < best["subordinate"] - best["secondary"]:
+                    best = d
+        return best
+
+    def drhd(self, seg: int, bus: int, devfn: int) -> int | None:
+        """acpi_find_matched_drhd_unit: explicit device scope, else the unit
+        whose scope holds a bridge the bus sits behind, else INCLUDE_PCI_ALL."""
+        bdf = fmt_rid(seg, bus, devfn)
+        for u in self.iommus:
+            if u["segment"] == seg and bdf in u["scope"]:
+                return u["id"]
+        seen = set()
+        b = bus
+        while (br := self._bridge_for_bus(seg, b)) is not None and br["bdf"] not in seen:
+            seen.add(br["bdf"])
+            for u in self.iommus:
+                if u["segment"] == seg and br["bdf"] in u["scope"]:
+                    return u["id"]
+            b = br["loc"][1]
+        for u in self.iommus:
+            if u["segment"] == seg and u["include_all"]:
+                return u["id"]
+        return None
+
+    def _upstream(self, seg: int, bus: int):
+        """find_upstream_bridge: the topmost bridge above bus and its secondary bus."""
+        top = secbus = None
+        seen = set()
+        while bus != 0 and (br := self._bridge_for_bus(seg, bus)) is not None and br["bdf"] not in seen:
+            seen.add(br["bdf"])
+            top, secbus = br, bus
+            bus = br["loc"][1]
+        return top, secbus
+
+    def declared_rids(self) -> dict[int, set]:
+        """iommu -> {(bus, devfn)}: the requester IDs of every declared device
+        (its own, its phantom functions and, for conventional PCI behind a
+        bridge, the bridge and (secbus, 0) aliases), on the device's unit."""
+        if self._rids is not None:
+            return self._rids
+        out: dict[int, set] = {}
+        for d in self.devices:
+            seg, bus, devfn = d["loc"]
+            u = self.drhd(seg, bus, devfn)
+            if u is None:
+                continue
+            rids = out.setdefault(u, set())
+            rids.add((bus, devfn))
+            stride = d["phantom_stride"]
+            if isinstance(stride, int) and stride > 0:
+                fn = devfn + stride
+                while fn >> 3 == devfn >> 3:
+                    rids.add((bus, fn))
+                    fn += stride
+            if d["type"] == "pci":
+                top, secbus = self._upstream(seg, bus)
+                if top is not None:
+                    rids.add(top["loc"][1:])
+                    if top["type"] == "pcie2pci-bridge" and (secbus != bus or devfn != 0):
+                        rids.add((secbus, 0))
+        self._rids = out
+        return out
+
+
+# --- decoding -------------------------------------------------------------------
+
+def did_owner(st: ReplayState, view: PlatformView, iommu: int, lo: int, hi: int):
+    """The domain the entry's DID belongs to, through the unit's DID map
+    (zero-filled, as Xen's MO3 reads it).  None for an all-zero entry."""
+    if not lo & 1 and hi == 0:
+        return None
+    did = (hi >> 8) & 0xFFFF
+    return view.domain_name(st.did_map.get((iommu, did), 0))
+
+
+def pt_owner(st: ReplayState, view: PlatformView, lo: int):
+    """The domain whose I/O page tables SLPTPTR points into (pass-through
+    entries use none)."""
+    if (lo >> 2) & 3 == caches.TT_PASS_THRU:
+        return None
+    page = st.pages.get(lo & PAGE_MASK_4K)
+    return view.domain_name(page[0]) if page else None
+
+
+def _entry(st, view, u, bus, devfn, lo, hi) -> dict:
+    return {
+        "rid": view.rid(u, bus, devfn),
+        "present": bool(lo & 1),
+        "did": (hi >> 8) & 0xFFFF,
+        "did_owner": did_owner(st, view, u, lo, hi),
+        "pt_owner": pt_owner(st, view, lo),
+        "tt": (lo >> 2) & 3,
+        "aw": hi & 7,
+        "lo": hex64(lo),
+        "hi": hex64(hi),
+    }
+
+
+def iommu_ids(st: ReplayState, view: PlatformView) -> list[int]:
+    ids = {u["id"] for u in view.iommus}
+    ids.update(k[0] for k in st.ctx)
+    ids.update(k[0] for k in st.did_bits)
+    return sorted(ids)
+
+
+def context_rows(st: ReplayState, view: PlatformView, u: int) -> list[dict]:
+    keys = set(view.declared_rids().get(u, ()))
+    keys.update((b, df) for (uu, b, df) in st.ctx if uu == u)
+    rows = []
+    for bus, devfn in sorted(keys):
+        lo, hi = st.ctx.get((u, bus, devfn), (0, 0))
+        rows.append(_entry(st, view, u, bus, devfn, lo, hi))
+    return rows
+
+
+def cache_view(st: ReplayState, view: PlatformView, u: int) -> dict:
+    """What the unit may still use although memory says otherwise."""
+    context = []
+    for (bus, devfn), values in sorted(caches.stale_context(st, u).items()):
+        context.append({
+            "rid": view.rid(u, bus, devfn),
+            "values": [
+                {"present": bool(lo & 1), "did": (hi >> 8) & 0xFFFF,
+                 "did_owner": did_owner(st, view, u, lo, hi), "pt_owner": pt_owner(st, view, lo),
+                 "lo": hex64(lo), "hi": hex64(hi)}
+                for lo, hi in sorted(values)
+            ],
+        })
+    iotlb = []
+    for did, bus, devfn, pt in sorted(caches.stale_iotlb(st, u)):
+        page = st.pages.get(pt)
+        iotlb.append({
+            "did": did, "did_owner": view.domain_name(st.did_map.get((u, did), 0)),
+            "rid": view.rid(u, bus, devfn), "pt": hex64(pt),
+            "pt_owner": view.domain_name(page[0]) if page else None,
+        })
+    dev_iotlb = []
+    for (bus, devfn), fills in sorted(caches.devtlb_may_hold(st, u).items()):
+        for did, pt in sorted(fills):
+            dev_iotlb.append({"rid": view.rid(u, bus, devfn), "did": did, "pt": hex64(pt)})
+    return {"context": context, "iotlb": iotlb, "dev_iotlb": dev_iotlb}
+
+
+def show_dict(st: ReplayState, view: PlatformView, open_findings=()) -> dict:
+    """The DESIGN §8 ``show --json`` object for ``st``.  ``open_findings`` is
+    the list of finding dicts open at ``st.seq`` (from the hazard analysers,
+    through ReplaySession.open_findings)."""
+    iommus = []
+    for u in iommu_ids(st, view):
+        dids = {str(did): view.domain_name(st.did_map.get((uu, did), 0))
+                for (uu, did) in sorted(st.did_bits) if uu == u}
+        iommus.append({
+            "id": u,
+            "context": context_rows(st, view, u),
+            "dids": dids,
+            "caches": cache_view(st, view, u),
+        })
+    devices = [{"bdf": fmt_rid(seg, bdf >> 8, bdf & 0xFF), "owner": view.domain_name(st.owners.get((seg, bdf)))}
+               for seg, bdf in sorted(st.present)]
+    locks = [{"lock": view.lock_name(lock, target), "cpu": cpu} for (lock, target), cpu in st.locks.items()]
+    stacks = {str(cpu): [func_name(f) for f in st.stack(cpu)] for cpu in sorted(st.stacks)}
+    return {
+        "seq": st.seq,
+        "op": st.op,
+        "label": st.label,
+        "iommus": iommus,
+        "devices": devices,
+        "locks": locks,
+        "stacks": stacks,
+        "open_findings": list(open_findings),
+    }
+
+
+# --- text -----------------------------------------------------------------------
+
+def _owner(name) -> str:
+    return name if name is not None else "-"
+
+
+def op_text(st: ReplayState, view: PlatformView) -> str:
+    if st.open_op is None or not st.op_info:
+        return "idle" if st.open_op is None else f"op {st.open_op}"
+    verb, bdf, dom, seg = (tuple(st.op_info) + (None,) * 4)[:4]
+    parts = [f"op {st.open_op} {verb}"]
+    if isinstance(bdf, int):
+        parts.append(fmt_rid(seg or 0, bdf >> 8, bdf & 0xFF))
+    if dom is not None:
+        parts.append(("-> " if verb in ("assign", "quarantine") else "") + _owner(view.domain_name(dom)))
+    return " ".join(parts)
+
+
+def show_text(st: ReplayState, view: PlatformView, *, count: int | None = None, open_findings=()) -> str:
+    """The state as readable text: context entries one per line, decoded,
+    with the domains that own their DID and their page tables."""
+    d = show_dict(st, view, open_findings)
+    out = []
+    of = f" of {count}" if count is not None else ""
+    if st.seq == 0:
+        out.append(f"step 0{of}: the platform before any event")
+    else:
+        kind = S.KINDS[st.kind].name if isinstance(st.kind, int) and 0 <= st.kind < len(S.KINDS) else st.kind
+        where = " ".join(x for x in (st.label or "", func_name(st.func) if st.func else "") if x)
+        out.append(f"step {st.seq}{of}: {kind}" + (f" at {where}" if where else "") + f"  (op {st.op})")
+    out.append(f"operation: {op_text(st, view)}" + (f", rollback depth {st.rollback}" if st.rollback else ""))
+    for u in d["iommus"]:
+        on = "translation on" if u["id"] in st.translation else "translation off"
+        out.append("")
+        out.append(f"IOMMU {u['id']}  ({on})")
+        out.append("  context entries")
+        width = max((len(e["rid"]) for e in u["context"]), default=12)
+        for e in u["context"]:
+            if e["present"]:
+                desc = (f"P  did {e['did']:<4} {_owner(e['did_owner']):<8}  pt {_owner(e['pt_owner']):<8}  "
+                        f"tt {e['tt']} ({TT_NAMES[e['tt']]})  aw {e['aw']}")
+            else:
+                desc = "-  not present"
+                if e["did_owner"] is not None or e["pt_owner"] is not None:
+                    desc += f" (did {e['did']} {_owner(e['did_owner'])}, pt {_owner(e['pt_owner'])})"
+            out.append(f"    {e['rid']:<{width}}  {desc:<60}  lo {e['lo']} hi {e['hi']}")
+        if not u["context"]:
+            out.append("    (none)")
+        dids = ", ".join(f"{k} {_owner(v)}" for k, v in u["dids"].items()) or "none"
+        out.append(f"  DIDs in use: {dids}")
+        c = u["caches"]
+        if c["context"] or c["iotlb"] or c["dev_iotlb"]:
+            out.append("  may still be used (not yet invalidated):")
+            for e in c["context"]:
+                for v in e["values"]:
+                    state = (f"did {v['did']} {_owner(v['did_owner'])}, pt {_owner(v['pt_owner'])}"
+                             if v["present"] else "not present")
+                    out.append(f"    context {e['rid']}: {state}  lo {v['lo']} hi {v['hi']}")
+            for t in c["iotlb"]:
+                out.append(f"    iotlb did {t['did']} {_owner(t['did_owner'])} via {t['rid']}: "
+                           f"tables {_owner(t['pt_owner'])} {t['pt']}")
+            for t in c["dev_iotlb"]:
+                out.append(f"    device-tlb {t['rid']}: did {t['did']} tables {t['pt']}")
+    out.append("")
+    devs = ", ".join(f"{x['bdf']} {_owner(x['owner'])}" for x in d["devices"]) or "none"
+    out.append(f"devices: {devs}")
+    locks = ", ".join(f"{x['lock']} (cpu {x['cpu']})" for x in d["locks"]) or "none held"
+    out.append(f"locks: {locks}")
+    for cpu, frames in d["stacks"].items():
+        out.append(f"stack cpu {cpu}: " + " > ".join(frames))
+    if d["open_findings"]:
+        out.append("open findings:")
+        for f in d["open_findings"]:
+            out.append(f"  {f.get('kind')} {f.get('rid') or ''} since {f.get('start')}: {f.get('detail') or ''}")
+    else:
+        out.append("open findings: none")
+    return "\n".join(out) + "\n"
