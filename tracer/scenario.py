@@ -460,7 +460,7 @@ def _devices(ld: _Loader, data: dict, domains: list[Domain], hwdom: Domain) -> l
         present = ld.boolean(t, w, "present", True)
         owner = ld.string(t, w, "owner", hwdom.name)
         if owner not in owners:
-            ld.fail(f"{w}.owner", f"unknown domain {owner!r}{_suggest(owner, owners)} (known: {_known(owners)})")
+            ld.fail(f"{w}.owner", f"unknown domain {owner!r} (known: {_known(owners)})")
         if not present and owner != hwdom.name:
             # pci_add_device() hands a new device to the hardware domain.
             ld.fail(f"{w}.owner", f"expected the hardware domain {hwdom.name!r} for a device that is "
@@ -501,7 +501,7 @@ def _scopes(ld: _Loader, iommus: list[IommuUnit], devices: list[Device]) -> None
     for i, unit in enumerate(iommus, 1):
         for k, bdf in enumerate(unit.devices, 1):
             if bdf not in known:
-                ld.fail(f"iommu[{i}].devices[{k}]", f"unknown device {bdf!r}{_suggest(bdf, known)} (known: {_known(known)})")
+                ld.fail(f"iommu[{i}].devices[{k}]", f"unknown device {bdf!r} (known: {_known(known)})")
             if bdf in claimed:
                 ld.fail(f"iommu[{i}].devices[{k}]", f"{bdf} is already in the scope of iommu[{claimed[bdf]}]; "
                         "expected each device in one DRHD")
@@ -547,7 +547,7 @@ def _rmrrs(ld: _Loader, data: dict, devices: list[Device]) -> list[Rmrr]:
         seg = scope[0][1]
         for k, (bdf, bseg, _, _) in enumerate(scope, 1):
             if bdf not in known:
-                ld.fail(f"{w}.devices[{k}]", f"unknown device {bdf!r}{_suggest(bdf, known)} (known: {_known(known)})")
+                ld.fail(f"{w}.devices[{k}]", f"unknown device {bdf!r} (known: {_known(known)})")
             if bseg != seg:
                 ld.fail(f"{w}.devices[{k}]", f"expected a device in segment {seg:04x} (an RMRR has one segment), got {bdf!r}")
             if [s[0] for s in scope].index(bdf) != k - 1:
@@ -587,7 +587,7 @@ def _ops(ld: _Loader, data: dict, domains: list[Domain], hwdom: Domain,
         if "device" in t:
             bdf = ld.bdf(t["device"], f"{w}.device")[0]
             if bdf not in known:
-                ld.fail(f"{w}.device", f"unknown device {bdf!r}{_suggest(bdf, known)} (known: {_known(known)})")
+                ld.fail(f"{w}.device", f"unknown device {bdf!r} (known: {_known(known)})")
             # Presence is followed statically, assuming every add/remove succeeds.
             if verb == "add" and bdf in present:
                 ld.fail(f"{w}.device", f"expected a device that is not present at this point "
@@ -608,7 +608,7 @@ def _ops(ld: _Loader, data: dict, domains: list[Domain], hwdom: Domain,
             if key == "to" and name == "dom_io":
                 ld.fail(f"{w}.to", "expected a domain; use do = \"quarantine\" to assign to dom_io")
             if name not in names:
-                ld.fail(f"{w}.{key}", f"unknown domain {name!r}{_suggest(name, names)} (known: {_known(names)})")
+                ld.fail(f"{w}.{key}", f"unknown domain {name!r} (known: {_known(names)})")
             if name in destroyed:
                 ld.fail(f"{w}.{key}", f"expected a live domain; {name!r} is destroyed by op[{destroyed[name]}]")
             setattr(op, key, name)
@@ -645,12 +645,12 @@ def _faults(ld: _Loader, data: dict, domains: list[Domain], devices: list[Device
         if "domain" in t:
             name = ld.string(t, w, "domain")
             if name not in names:
-                ld.fail(f"{w}.domain", f"unknown domain {name!r}{_suggest(name, names)} (known: {_known(names)})")
+                ld.fail(f"{w}.domain", f"unknown domain {name!r} (known: {_known(names)})")
             fault.domain = name
         if "device" in t:
             bdf = ld.bdf(t["device"], f"{w}.device")[0]
             if bdf not in known:
-                ld.fail(f"{w}.device", f"unknown device {bdf!r}{_suggest(bdf, known)} (known: {_known(known)})")
+                ld.fail(f"{w}.device", f"unknown device {bdf!r} (known: {_known(known)})")
             fault.device = bdf
         fault.nth = ld.integer(t, w, "nth", 1, 1, 1 << 62, "an occurrence number >= 1")
         errno = ld.string(t, w, "errno", DEFAULT_ERRNO[at])
