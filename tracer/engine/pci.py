@@ -299,11 +299,10 @@ class PciMixin:
 
     def intel_iommu_add_device(self, devfn, pdev) -> int:
         self.enter("intel_iommu_add_device", "PA2", ("devfn", devfn), ("pdev", str(pdev)))
-        if self.variant == "legacy" or self.variant == "direct":
-            # V1+ (3d65d2fa8b): RMRRs first, then the context.
-            for r, _ in self.rmrrs_for(pdev.seg, pdev.bus, devfn):
-                if self.iommu_identity_mapping(pdev.domain, "rw", r.base, r.end, 0, "PA2"):
-                    self.log("PA2", "err", f"[VT-D]{self.pd(pdev.domain)}: RMRR mapping failed")
+        # V1 and V2 both carry 3d65d2fa8b: RMRRs first, then the context.
+        for r, _ in self.rmrrs_for(pdev.seg, pdev.bus, devfn):
+            if self.iommu_identity_mapping(pdev.domain, "rw", r.base, r.end, 0, "PA2"):
+                self.log("PA2", "err", f"[VT-D]{self.pd(pdev.domain)}: RMRR mapping failed")
         ret = self.domain_context_mapping(pdev.domain, devfn, pdev)
         if ret:
             self.log("PA2", "err", f"[VT-D]{self.pd(pdev.domain)}: context mapping failed")
