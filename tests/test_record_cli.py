@@ -1,0 +1,109 @@
+"""`vtdtrace record` as a user runs it: outputs, refusals, determinism, and the
+shipped traces being exactly what the engine records now."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def vt(*args, cwd, env=None):
+    e = dict(os.environ)
+    e.pop("SOURCE_DATE_EPOCH", None)
+    if env:
+        e.update(env)
+    return subprocess.run([sys.executable, "-m", "vtdtrace", *args], cwd=cwd, env=e,
+                          capture_output=True, text=True)
+
+
+def test_record_default_name_summary_and_refusal_to_overwrite(tmp_path):
+    r = vt("record", "s1-usb-rmrr", "--engine", "direct", "--no-cx16", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "s1-usb-rmrr.direct-nocx16.vtdt"
+    assert out.exists()
+    assert "s1-usb-rmrr.direct-nocx16.vtdt" in r.stdout
+    assert "return codes: op1=0, op2=0" in r.stdout
+    again = vt("record", "s1-usb-rmrr", "--engine", "direct", "--no-cx16", cwd=tmp_path)
+    assert again.returncode == 2
+    assert again.stderr.count("\n") == 1 and "exists" in again.stderr
+    forced = vt("record", "s1-usb-rmrr", "--engine", "direct", "--no-cx16", "--force", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+
+
+@pytest.mark.parametrize("engine", ["original", "final", "bogus"])
+def test_planned_or_unknown_variant_exit_2(tmp_path, engine):
+    r = vt("record", "s1-usb-rmrr", "--engine", engine, cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_engine_is_required(tmp_path):
+    r = vt("record", "s1-usb-rmrr", cwd=tmp_path)
+    assert r.returncode == 2 and "--engine" in r.stderr
+
+
+def _scenario(tmp_path, text, name="bad.toml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+S1 = (ROOT / "traces" / "s1-usb-rmrr.toml").read_text()
+
+
+@pytest.mark.parametrize("mutate,expect", [
+    (lambda t: t + "\nbogus = 1\n", "bogus"),
+    (lambda t: t.replace('bdf = "0000:00:14.0"', 'bdf = "00:14.0"', 1), "expected a BDF"),
+    (lambda t: t.replace('to = "guest"', 'to = "nobody"', 1), "nobody"),
+    (lambda t: t.replace('type = "pcie-endpoint"', 'type = "usb"', 1), "usb"),
+])
+def test_bad_scenario_one_line_exit_2_no_trace(tmp_path, mutate, expect):
+    p = _scenario(tmp_path, mutate(S1))
+    out = tmp_path / "out.vtdt"
+    r = vt("record", str(p), "--engine", "direct", "-o", str(out), cwd=tmp_path)
+    assert r.returncode == 2, r.stdout
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "bad.toml" in r.stderr and expect in r.stderr
+    assert not out.exists()
+
+
+def test_missing_scenario(tmp_path):
+    r = vt("record", str(tmp_path / "nope.toml"), "--engine", "direct", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+
+
+def test_byte_identical_across_processes_and_hash_seeds(tmp_path):
+    a, b = tmp_path / "a.vtdt", tmp_path / "b.vtdt"
+    r1 = vt("record", "s5-me-wifi-phantom", "--engine", "direct", "-o", str(a), cwd=tmp_path,
+            env={"PYTHONHASHSEED": "1"})
+    r2 = vt("record", "s5-me-wifi-phantom", "--engine", "direct", "-o", str(b), cwd=tmp_path,
+            env={"PYTHONHASHSEED": "4242"})
+    assert r1.returncode == r2.returncode == 0
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_header_names_engine_commit_and_cx16_source(tmp_path):
+    from replay.reader import open_trace
+    out = tmp_path / "t.vtdt"
+    assert vt("record", "s1-usb-rmrr", "--engine", "legacy", "--cx16", "-o", str(out), cwd=tmp_path).returncode == 0
+    h = open_trace(str(out)).header
+    assert h["engine"]["name"] == "legacy" and h["engine"]["xen_commit"] == "7bbcacec42"
+    assert h["engine"]["cx16"] is True and h["engine"]["cx16_source"] == "command line"
+    assert h["scenario"]["file"] == "s1-usb-rmrr.toml"
+    assert str(tmp_path) not in repr(h)
+
+
+def test_shipped_traces_are_what_the_engine_records_now():
+    from tracer.regen import record_bytes, shipped_traces
+    n = 0
+    for toml, variant, cx16, path in shipped_traces(ROOT / "traces"):
+        assert path.exists(), f"{path.name} missing: run `make traces`"
+        assert path.read_bytes() == record_bytes(toml, variant, cx16), \
+            f"{path.name} is stale: run `make traces`"
+        n += 1
+    assert n == 24
