@@ -117,6 +117,8 @@ def resolve(path_or_name: str | os.PathLike) -> tuple[Path, str]:
             return cand, cand.name
     if path.exists():
         raise ScenarioError(given, None, "expected a scenario file, got a directory or special file")
+    if not bare:
+        raise ScenarioError(given, None, "no such file")
     names = ", ".join(n for n, _ in list_shipped()) or "none"
     raise ScenarioError(given, None, f"no such file, and no shipped scenario of that name (shipped: {names})")
 
