@@ -1,0 +1,312 @@
+"""Presenting events: field roles, JSON objects, text columns, RID filtering.
+
+`vtdtrace log --jsonl` and `vtdtrace export --format jsonl` both write
+``EventPresenter.json_line(ev)`` + "\\n" per event, so they produce the same
+bytes by construction.
+
+Events on disk are raw (domids, 16-bit bus<<8|devfn, 64-bit ints; see
+tracer/schema.py).  What a reader wants (DESIGN §8 "Names") depends on what a
+field *means*, which is not always its name: ``old``/``new`` are 64-bit root
+entries in ``root-write`` but domids in ``did-map`` and ``owner-move``.  Hence
+an explicit role per (kind, field); tests/test_cli_info_log.py fails when the
+schema gains a field nobody classified.
+
+JSON conventions: the schema's field names; 64-bit values as "0x%016x"
+strings; domains by scenario name (``dom_io`` for DOMID_IO, null for
+DOMID_INVALID, ``d<N>`` for a domid the header does not name); everything
+else as stored.  Output is ASCII-only with compact separators so the bytes do
+not depend on the locale.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tracer.platform import ERRNO_NAME, fmt_bdf, fmt_rid
+from tracer.schema import DOMID_COW, DOMID_INVALID, DOMID_IDLE, DOMID_IO, DOMID_XEN
+
+# Roles
+PLAIN, U64, DOMAIN, LOCK_TARGET, BDF, SID, BUS, DEVFN, SEG, RC, ARGS = (
+    "plain", "u64", "domain", "lock-target", "bdf", "sid", "bus", "devfn", "seg", "rc", "args")
+
+ROLE_BY_NAME = {
+    "lo": U64, "hi": U64, "old_lo": U64, "old_hi": U64, "new_lo": U64, "new_hi": U64,
+    "addr": U64, "maddr": U64, "base": U64, "end": U64,
+    "domain": DOMAIN, "bdf": BDF, "sid": SID, "bus": BUS, "devfn": DEVFN, "seg": SEG,
+    "rc": RC, "args": ARGS,
+    **{name: PLAIN for name in (
+        "verb", "iommu", "half", "method", "gran", "did", "fm", "non_present", "order",
+        "dev_iotlb", "performed", "value", "what", "access", "refcount", "point", "errno",
+        "nth", "depth", "level", "text", "lock")},
+}
+# Names whose meaning depends on the kind: classified per kind, never by name.
+AMBIGUOUS_NAMES = frozenset({"old", "new", "target"})
+ROLE_BY_KIND = {
+    ("root-write", "old"): U64, ("root-write", "new"): U64,
+    ("did-map", "old"): DOMAIN, ("did-map", "new"): DOMAIN,
+    ("owner-move", "old"): DOMAIN, ("owner-move", "new"): DOMAIN,
+    ("lock", "target"): LOCK_TARGET, ("unlock", "target"): LOCK_TARGET,
+}
+DOMAIN_LOCKS = frozenset({"mapping_lock", "rcu_domain"})   # their target is a domid
+
+RESERVED_DOMAINS = {DOMID_IO: "dom_io", DOMID_XEN: "dom_xen", DOMID_COW: "dom_cow", DOMID_IDLE: "idle"}
+_U64_MAX = (1 << 64) - 1
+
+
+def field_role(kind: str, field: str) -> str:
+    """The role of a field; PLAIN for names this build does not know."""
+    role = ROLE_BY_KIND.get((kind, field))
+    if role is None and field not in AMBIGUOUS_NAMES:
+        role = ROLE_BY_NAME.get(field)
+    return role or PLAIN
+
+
+def json_safe(value):
+    """Any decoded msgpack value as something json.dumps accepts, deterministically.
+    (Traces are untrusted: bin, non-finite floats and odd map keys must not crash.)"""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {(k if isinstance(k, str) else json_safe(k) if isinstance(k, bytes) else repr(k)): json_safe(v)
+                for k, v in value.items()}
+    return repr(value)
+
+
+def hex64(value):
+    if type(value) is int and 0 <= value <= _U64_MAX:
+        return "0x%016x" % value
+    return json_safe(value)
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
+class TraceNames:
+    """Names the trace header gives to raw numbers: domids -> scenario names,
+    IOMMU index -> PCI segment."""
+
+    def __init__(self, header: dict | None) -> None:
+        self.domains: dict[int, str] = {}
+        self.iommu_segment: dict[int, int] = {}
+        platform = header.get("platform") if isinstance(header, dict) else None
+        if isinstance(platform, dict):
+            for item in platform.get("domains") or ():
+                if (isinstance(item, list) and len(item) >= 2 and type(item[0]) is int
+                        and isinstance(item[1], str)):
+                    self.domains[item[0]] = item[1]
+            for unit in platform.get("iommus") or ():
+                if isinstance(unit, dict) and type(unit.get("id")) is int and type(unit.get("segment")) is int:
+                    self.iommu_segment[unit["id"]] = unit["segment"]
+
+    def domain(self, domid):
+        """JSON form: name, None for DOMID_INVALID/None, d<N> for unnamed ids."""
+        if type(domid) is not int:
+            return json_safe(domid)
+        if domid == DOMID_INVALID:
+            return None
+        name = self.domains.get(domid)
+        if name is None:
+            name = RESERVED_DOMAINS.get(domid, f"d{domid}")
+        return name
+
+    def segment(self, iommu) -> int:
+        return self.iommu_segment.get(iommu, 0) if type(iommu) is int else 0
+
+
+class EventPresenter:
+    """Converts raw events of one trace to JSON objects/lines and text columns."""
+
+    def __init__(self, schema, header: dict | None) -> None:
+        self.schema = schema
+        self.names = TraceNames(header)
+        self.kinds = schema.kinds
+        self.funcs = schema.funcs
+        self._roles = [tuple(field_role(k.name, f) for f in k.fields) for k in self.kinds]
+        self.func_width = max((len(f) for f in self.funcs), default=4)
+        self.kind_width = max((len(k.name) for k in self.kinds), default=4)
+
+    # -- shared helpers -------------------------------------------------------------
+    def _kind(self, ev):
+        """(Kind, roles) for a well-formed event, else None."""
+        if type(ev) is list and len(ev) >= 6 and type(ev[0]) is int and 0 <= ev[0] < len(self.kinds):
+            return self.kinds[ev[0]], self._roles[ev[0]]
+        return None
+
+    def func_name(self, code):
+        if type(code) is int and 0 <= code < len(self.funcs):
+            return self.funcs[code]
+        return json_safe(code)
+
+    def _json_value(self, role, value, ev_fields):
+        if role == U64:
+            return hex64(value)
+        if role == DOMAIN:
+            return self.names.domain(value)
+        if role == LOCK_TARGET and ev_fields.get("lock") in DOMAIN_LOCKS:
+            return self.names.domain(value)
+        if role == ARGS and isinstance(value, list):
+            return [self._json_arg(a) for a in value]
+        return json_safe(value)
+
+    def _json_arg(self, pair):
+        if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str):
+            name = pair[0]
+            role = ROLE_BY_NAME.get(name) if name not in AMBIGUOUS_NAMES else None
+            if role == U64:
+                return [name, hex64(pair[1])]
+            if role == DOMAIN:
+                return [name, self.names.domain(pair[1])]
+        return json_safe(pair)
+
+    # -- JSON -----------------------------------------------------------------------
+    def to_json(self, ev) -> dict:
+        """The JSON object for one event (keys in schema order)."""
+        k = self._kind(ev)
+        if k is None:
+            seq = ev[1] if isinstance(ev, list) and len(ev) > 1 else None
+            return {"seq": json_safe(seq), "kind": None, "malformed": json_safe(ev)}
+        kind, roles = k
+        out = {"seq": json_safe(ev[1]), "cpu": json_safe(ev[2]), "op": json_safe(ev[3]),
+               "func": self.func_name(ev[4]), "label": json_safe(ev[5]), "kind": kind.name}
+        values = ev[6:]
+        raw = dict(zip(kind.fields, values))
+        for name, role in zip(kind.fields, roles):
+            out[name] = self._json_value(role, raw.get(name), raw)
+        if len(values) > len(kind.fields):
+            out["extra"] = json_safe(values[len(kind.fields):])
+        return out
+
+    def json_line(self, ev) -> str:
+        return dumps(self.to_json(ev))
+
+    # -- text -----------------------------------------------------------------------
+    def text_args(self, ev) -> str:
+        """Decoded kind-specific fields as `name=value` pairs."""
+        k = self._kind(ev)
+        if k is None:
+            return "malformed " + dumps(json_safe(ev))
+        kind, roles = k
+        values = ev[6:]
+        raw = dict(zip(kind.fields, values))
+        parts = []
+        merged_bus = BUS in roles and DEVFN in roles
+        for name, role in zip(kind.fields, roles):
+            v = raw.get(name)
+            if role == SEG and BDF in roles:
+                continue                      # shown inside bdf=
+            if role == DEVFN and merged_bus:
+                continue                      # shown inside bdf=
+            if role == BUS and merged_bus:
+                parts.append("bdf=" + self._text_rid(self.names.segment(raw.get("iommu")), v, raw.get("devfn")))
+                continue
+            parts.append(f"{name}={self._text_value(role, v, raw, kind.fields)}")
+        if len(values) > len(kind.fields):
+            parts.append("extra=" + dumps(json_safe(values[len(kind.fields):])))
+        return " ".join(parts)
+
+    @staticmethod
+    def _text_rid(seg, bus, devfn) -> str:
+        if type(seg) is int and type(bus) is int and type(devfn) is int:
+            return fmt_bdf(seg, bus & 0xFF, devfn & 0xFF)
+        return "-"
+
+    def _text_value(self, role, v, raw, fields) -> str:
+        if v is None:
+            return "-"
+        if role == U64 and type(v) is int and 0 <= v <= _U64_MAX:
+            return "0x%016x" % v
+        if role == DOMAIN or (role == LOCK_TARGET and raw.get("lock") in DOMAIN_LOCKS):
+            name = self.names.domain(v)
+            return "DOMID_INVALID" if name is None else str(name)
+        if role == BDF and type(v) is int:
+            seg = raw.get("seg")
+            return fmt_rid(seg if type(seg) is int else 0, v & 0xFFFF)
+        if role == SID and type(v) is int:
+            return fmt_rid(self.names.segment(raw.get("iommu")), v & 0xFFFF)
+        if role == BUS and type(v) is int:
+            return f"{v:02x}"
+        if role == RC and type(v) is int and v < 0 and -v in ERRNO_NAME:
+            return f"-{ERRNO_NAME[-v]}"
+        if role == ARGS and isinstance(v, list):
+            return "(" + ", ".join(self._text_arg(a) for a in v) + ")"
+        return _text_scalar(v)
+
+    def _text_arg(self, pair) -> str:
+        if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str):
+            name, v = pair
+            role = ROLE_BY_NAME.get(name) if name not in AMBIGUOUS_NAMES else None
+            if role == DOMAIN:
+                return f"{name}={self._text_value(DOMAIN, v, {}, ())}"
+            if role == U64 and type(v) is int and 0 <= v <= _U64_MAX:
+                return f"{name}=0x{v:016x}"
+            if role == DEVFN and type(v) is int:
+                return f"{name}={v >> 3:02x}.{v & 7}"
+            if role == BUS and type(v) is int:
+                return f"{name}={v:02x}"
+            return f"{name}={_text_scalar(v)}"
+        return _text_scalar(pair)
+
+
+def _text_scalar(v) -> str:
+    if v is None:
+        return "-"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, str):
+        return v if v and all(c.isprintable() and not c.isspace() and c not in '"=' for c in v) else dumps(v)
+    if isinstance(v, int):
+        return str(v)
+    return dumps(json_safe(v))
+
+
+class RidFilter:
+    """Matches events that concern one requester ID (seg, bus, devfn): fields
+    bus+devfn (segment of the event's IOMMU), sid (idem), bdf (+ seg), and
+    call events whose args name bus and devfn (segment from their iommu arg)."""
+
+    def __init__(self, presenter: EventPresenter, seg: int, bus: int, devfn: int) -> None:
+        self.p = presenter
+        self.seg, self.rid = seg, (bus << 8) | devfn
+        self.bus, self.devfn = bus, devfn
+        self._plans = []
+        for k in presenter.kinds:
+            roles = dict(zip(k.fields, (field_role(k.name, f) for f in k.fields)))
+            inv = {}
+            for name, role in roles.items():
+                inv.setdefault(role, name)
+            self._plans.append(inv)
+
+    def __call__(self, ev) -> bool:
+        k = self.p._kind(ev)
+        if k is None:
+            return False
+        kind, _ = k
+        inv = self._plans[kind.code]
+        raw = dict(zip(kind.fields, ev[6:]))
+        seg = self.p.names.segment(raw.get("iommu"))
+        if BUS in inv and DEVFN in inv:
+            if raw.get(inv[BUS]) == self.bus and raw.get(inv[DEVFN]) == self.devfn and seg == self.seg:
+                return True
+        if SID in inv and raw.get(inv[SID]) == self.rid and seg == self.seg:
+            return True
+        if BDF in inv and raw.get(inv[BDF]) == self.rid:
+            s = raw.get(inv[SEG]) if SEG in inv else seg
+            if s == self.seg:
+                return True
+        if ARGS in inv and isinstance(raw.get(inv[ARGS]), list):
+            args = {a[0]: a[1] for a in raw[inv[ARGS]]
+                    if isinstance(a, list) and len(a) == 2 and isinstance(a[0], str)}
+            if args.get("bus") == self.bus and args.get("devfn") == self.devfn:
+                s = args.get("seg", self.p.names.segment(args.get("iommu")))
+                if s == self.seg:
+                    return True
+        return False

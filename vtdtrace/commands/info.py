@@ -1,0 +1,148 @@
+"""vtdtrace info TRACE [--json]
+
+Header (format, tool, engine, scenario, platform), event and chunk counts and
+an integrity verdict.  The verdict is established by decoding every chunk, so
+"ok" means every event is readable.  Exit 0 when intact, 3 when damaged
+(after printing), 2 when the file is not a trace.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+
+from ..errors import EXIT_DAMAGED, EXIT_OK, fail
+
+
+def add_parser(p) -> None:
+    p.add_argument("trace", metavar="TRACE", help="a .vtdt trace file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args) -> int:
+    try:
+        return _run(args)
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:   # the command boundary: one line, never a traceback
+        return fail(args.trace, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _run(args) -> int:
+    from replay.jsonout import dumps, json_safe
+    from replay.reader import NotATrace, open_trace
+
+    try:
+        trace = open_trace(args.trace)
+    except NotATrace as exc:
+        return fail(args.trace, exc.message)
+    with trace:
+        for _ in trace.iter_chunks():   # decode everything: the verdict must be true
+            pass
+        h = trace.header
+        if args.json:
+            fmt = h.get("format")
+            doc = {
+                "trace": args.trace,
+                "format": json_safe(fmt) if isinstance(fmt, dict) else None,
+                "schema_version": trace.schema.version if trace.format_version else None,
+                "tool": json_safe(h.get("tool")),
+                "tool_version": json_safe(h.get("tool_version")),
+                "engine": json_safe(h.get("engine")),
+                "scenario": json_safe(h.get("scenario")),
+                "platform": json_safe(h.get("platform")),
+                "created": json_safe(h.get("created")),
+                "events": trace.count,
+                "chunks": len(trace.chunks),
+                "bytes": trace.size,
+                "complete": trace.complete,
+                "integrity": "ok" if trace.stop is None else trace.stop.kind,
+                "stop": trace.stop.to_json() if trace.stop else None,
+            }
+            sys.stdout.write(dumps(doc) + "\n")
+        else:
+            sys.stdout.write("".join(f"{k:<10} {v}\n" for k, v in _text_lines(args.trace, trace)))
+        sys.stdout.flush()
+        if trace.stop is not None:
+            return fail(args.trace, trace.stop.describe(), EXIT_DAMAGED)
+    return EXIT_OK
+
+
+def _text_lines(path, trace):
+    h = trace.header
+    yield "trace", path
+    if trace.format_version:
+        s = trace.schema
+        yield "format", (f"vtdtrace {trace.format_version[0]}.{trace.format_version[1]}, schema {s.version} "
+                         f"({len(s.kinds)} kinds, {len(s.funcs)} functions)")
+    if "tool_version" in h or "tool" in h:
+        yield "tool", " ".join(_s(h[k]) for k in ("tool", "tool_version") if k in h)
+    if "engine" in h:
+        yield "engine", _mapping(h["engine"], first="name")
+    sc = h.get("scenario")
+    if isinstance(sc, dict):
+        line = _s(sc.get("name", "?"))
+        if sc.get("file"):
+            line += f" ({_s(sc['file'])})"
+        if sc.get("description"):
+            line += f": {_s(sc['description'])}"
+        yield "scenario", line
+    elif sc is not None:
+        yield "scenario", _s(sc)
+    pf = h.get("platform")
+    if isinstance(pf, dict):
+        yield "platform", _platform(pf)
+        if isinstance(pf.get("knobs"), dict):
+            yield "knobs", _mapping(pf["knobs"])
+    if "created" in h:
+        c = h["created"]
+        when = _s(c)
+        if type(c) is int and 0 <= c < 253402300800:
+            when = datetime.datetime.fromtimestamp(c, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        yield "created", when
+    if trace.format_version:
+        span = f" (seq 1..{trace.count})" if trace.count else ""
+        yield "events", f"{trace.count}{span} in {len(trace.chunks)} chunk{"" if len(trace.chunks) == 1 else "s"}, {trace.size} bytes"
+    yield "integrity", "ok" if trace.stop is None else trace.stop.describe()
+
+
+def _platform(pf: dict) -> str:
+    def n(key, word):
+        items = pf.get(key)
+        k = len(items) if isinstance(items, list) else 0
+        return f"{k} {word}{'' if k == 1 else 's'}"
+
+    doms = []
+    for d in pf.get("domains") or ():
+        if isinstance(d, list) and len(d) >= 2:
+            hw = " hw" if len(d) > 2 and d[2] is True else ""
+            doms.append(f"{_s(d[1])}={_s(d[0])}{hw}")
+    text = ", ".join([n("iommus", "IOMMU"), n("devices", "device"), n("rmrrs", "RMRR"), n("domains", "domain")])
+    return text + (f" ({', '.join(doms)})" if doms else "")
+
+
+def _mapping(value, first=None) -> str:
+    if not isinstance(value, dict):
+        return _s(value)
+    parts = [_s(value[first])] if first and first in value else []
+    parts += [f"{_s(k)}={_s(v)}" for k, v in value.items() if k != first]
+    return " ".join(parts)
+
+
+def _s(v) -> str:
+    """A header value as one printable line (headers are untrusted input)."""
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        s = v
+    elif isinstance(v, (int, float)):
+        s = str(v)
+    else:
+        from replay.jsonout import dumps, json_safe
+        s = dumps(json_safe(v))
+    s = " ".join(s.split())      # newlines and tabs would break the one-line layout
+    return "".join(c if c.isprintable() else "?" for c in s)

@@ -1,0 +1,132 @@
+"""vtdtrace log TRACE [--from N] [--to M] [--kind K]... [--rid RID] [--jsonl]
+
+Events as aligned text columns (seq, cpu, op, func, label, kind, decoded
+args) or one JSON object per line (the same bytes as `export --format
+jsonl`).  --from/--to are inclusive seqs; --kind is repeatable and takes
+comma-separated lists; --rid SSSS:BB:DD.F keeps the events about that
+requester ID.  A damaged trace prints what is readable, then one line on
+stderr, exit 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, fail
+
+_BATCH = 4096   # lines per write: printing is the cost at millions of events
+
+
+def _seq(text: str) -> int:
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an event number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"event numbers start at 1, got {n}")
+    return n
+
+
+def add_parser(p) -> None:
+    p.add_argument("trace", metavar="TRACE", help="a .vtdt trace file")
+    p.add_argument("--from", dest="start", type=_seq, default=1, metavar="N",
+                   help="first event (seq, inclusive; default 1)")
+    p.add_argument("--to", dest="end", type=_seq, default=None, metavar="M",
+                   help="last event (seq, inclusive; default the last)")
+    p.add_argument("--kind", action="append", default=[], metavar="K",
+                   help="only these event kinds (repeatable, comma-separated)")
+    p.add_argument("--rid", metavar="RID", help="only events about requester ID SSSS:BB:DD.F")
+    p.add_argument("--jsonl", action="store_true", help="one JSON object per line")
+
+
+def run(args) -> int:
+    try:
+        return _run(args)
+    except BrokenPipeError:
+        # `vtdtrace log big.vtdt | head`: the reader went away, not an error.
+        # Point stdout at /dev/null so the interpreter's final flush is quiet.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_OK
+    except Exception as exc:   # the command boundary: one line, never a traceback
+        return fail(args.trace, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _run(args) -> int:
+    from replay.jsonout import EventPresenter, RidFilter
+    from replay.reader import NotATrace, open_trace
+    from tracer.platform import parse_bdf
+
+    if args.end is not None and args.end < args.start:
+        return fail(None, f"--to {args.end} is before --from {args.start}")
+    rid = None
+    if args.rid is not None:
+        try:
+            rid = parse_bdf(args.rid)
+        except ValueError as exc:
+            return fail(None, f"--rid: {exc}")
+    try:
+        trace = open_trace(args.trace)
+    except NotATrace as exc:
+        return fail(args.trace, exc.message)
+    with trace:
+        codes = None
+        if args.kind:
+            names = [n.strip() for arg in args.kind for n in arg.split(",") if n.strip()]
+            by_name = trace.schema.kind_by_name
+            unknown = [n for n in names if n not in by_name]
+            if unknown:
+                return fail(args.trace, f"unknown event kind {unknown[0]!r} (known: {', '.join(trace.schema.kind_names)})")
+            codes = frozenset(by_name[n].code for n in names)
+        pres = EventPresenter(trace.schema, trace.header)
+        keep = RidFilter(pres, *rid) if rid else None
+        stop = None if args.end is None else args.end + 1
+        out = sys.stdout
+        if args.jsonl:
+            render = pres.json_line
+        else:
+            render, header = _text_renderer(pres, trace.count)
+            out.write(header + "\n")
+        batch: list[str] = []
+        for ev in trace.events(args.start, stop):
+            if codes is not None and (type(ev) is not list or ev[0] not in codes):
+                continue
+            if keep is not None and not keep(ev):
+                continue
+            batch.append(render(ev))
+            if len(batch) >= _BATCH:
+                out.write("\n".join(batch) + "\n")
+                batch.clear()
+        if batch:
+            out.write("\n".join(batch) + "\n")
+        out.flush()
+        if trace.stop is not None:
+            return fail(args.trace, trace.stop.describe(), EXIT_DAMAGED)
+    return EXIT_OK
+
+
+def _text_renderer(pres, count: int):
+    sw = max(3, len(str(count)))
+    fw, kw = min(pres.func_width, 32), pres.kind_width
+    header = f"{'seq':>{sw}} {'cpu':>3} {'op':>3} {'func':<{fw}} {'label':<6} {'kind':<{kw}} args"
+
+    def render(ev) -> str:
+        k = pres._kind(ev)
+        if k is None:
+            return f"{'?':>{sw}} {'':>3} {'':>3} {'':<{fw}} {'':<6} {'?':<{kw}} {pres.text_args(ev)}"
+        line = (f"{_cell(ev[1]):>{sw}} {_cell(ev[2]):>3} {_cell(ev[3]):>3} "
+                f"{_cell(pres.func_name(ev[4])):<{fw}} {_cell(ev[5]):<6} {k[0].name:<{kw}} {pres.text_args(ev)}")
+        return line.rstrip()
+
+    return render, header
+
+
+def _cell(v) -> str:
+    if isinstance(v, (int, str)) and not isinstance(v, bool):
+        s = str(v)
+        return s if s.isprintable() else repr(s)
+    return repr(v)
