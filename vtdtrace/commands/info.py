@@ -102,7 +102,7 @@ def _text_lines(path, trace):
         yield "created", when
     if trace.format_version:
         span = f" (seq 1..{trace.count})" if trace.count else ""
-        yield "events", f"{trace.count}{span} in {len(trace.chunks)} chunk{"" if len(trace.chunks) == 1 else "s"}, {trace.size} bytes"
+        yield "events", f"{trace.count}{span} in {len(trace.chunks)} chunk{'' if len(trace.chunks) == 1 else 's'}, {trace.size} bytes"
     yield "integrity", "ok" if trace.stop is None else trace.stop.describe()
 
 
