@@ -135,8 +135,8 @@ def load_schema(d) -> TraceSchema:
     if not isinstance(d, dict):
         raise ValueError("no schema map")
     version = d.get("schema_version")
-    if type(version) is not int or version < 1:
-        raise ValueError("schema_version missing or not a positive integer")
+    if type(version) is not int or version < 0:
+        raise ValueError("schema_version missing or not a non-negative integer")
     while version < SCHEMA_VERSION:
         if version not in SCHEMA_UPGRADES:
             raise ValueError(f"no upgrade from schema version {version}")

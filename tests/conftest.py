@@ -1,0 +1,100 @@
+"""Shared fixtures.  Keep this small: helpers used by one test file live there."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+# `.ci/run` exports HYPOTHESIS_PROFILE=ci: more examples, no deadline (a
+# shared 2-vCPU box must not turn slowness into failures).
+settings.register_profile("dev", max_examples=60, deadline=None)
+settings.register_profile("ci", max_examples=200, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def make_events(n: int, seed: int = 0) -> list[list]:
+    """n schema-shaped events cycling through every kind, with edge values
+    (u64 extremes, DOMID_INVALID, None, non-ASCII text, nested call args)."""
+    from tracer import schema as S
+
+    rnd = random.Random(seed)
+    u64 = (0, 1, 0xFFFF_FFFF, 0x1_0000_0000, (1 << 64) - 1, 0x0000_0001_0000_7001)
+    doms = (0, 1, 2, S.DOMID_IO, S.DOMID_INVALID, None)
+
+    def value(kind: str, field: str):
+        if field in ("lo", "hi", "old_lo", "old_hi", "new_lo", "new_hi", "addr", "maddr", "base", "end") \
+                or (kind == "root-write" and field in ("old", "new")):
+            return rnd.choice(u64 + (rnd.getrandbits(64),))
+        if field in ("domain", "old", "new"):
+            return rnd.choice(doms)
+        if field == "args":
+            return [["domain", rnd.choice(doms)], ["bus", rnd.randrange(256)], ["devfn", rnd.randrange(256)],
+                    ["pdev", "0000:00:14.0"]]
+        if field in ("text", "what", "verb", "half", "method", "gran", "lock", "level", "point", "access"):
+            return rnd.choice(["", "lo", "write_atomic", "pcidevs_lock", "mapping_lock", "Ünïcode ✓", "x" * 40])
+        if field in ("non_present", "dev_iotlb", "performed"):
+            return rnd.choice((True, False))
+        return rnd.choice((0, 1, 255, 0xFFFF, -12, None))
+
+    events = []
+    for seq in range(1, n + 1):
+        kind = S.KINDS[(seq - 1) % len(S.KINDS)]
+        label = rnd.choice(("", "MO7", "UO3", "RN4"))
+        events.append([kind.code, seq, 0, rnd.randrange(4), rnd.randrange(len(S.FUNCS)), label,
+                       *(value(kind.name, f) for f in kind.fields)])
+    return events
+
+
+HEADER = {
+    "tool": "vtdtrace",
+    "tool_version": "0.0.test",
+    "engine": {"name": "direct", "xen_commit": "d67a72c655", "cx16": True},
+    "scenario": {"name": "unit", "file": "unit.toml", "description": "test", "content": "name = 'unit'\n"},
+    "platform": {
+        "iommus": [{"id": 0, "segment": 0}, {"id": 1, "segment": 1}],
+        "devices": [{"bdf": "0000:00:14.0"}],
+        "rmrrs": [],
+        "domains": [[0, "dom0", True], [1, "guest", False], [0x7FF1, "dom_io", False]],
+    },
+}
+
+
+@pytest.fixture
+def events_factory():
+    return make_events
+
+
+@pytest.fixture
+def write_trace(tmp_path):
+    """write_trace(events, name="t.vtdt", chunk_events=8, header=HEADER) -> Path of a finished trace."""
+    from tracer.writer import TraceWriter
+
+    def write(events, name="t.vtdt", chunk_events=8, header=None):
+        path = tmp_path / name
+        with TraceWriter(path, HEADER if header is None else header, chunk_events=chunk_events) as w:
+            for ev in events:
+                w.append(ev)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def run_cli():
+    """run_cli(*args, env=None, **kw) -> CompletedProcess of `python -m vtdtrace ...` (text mode)."""
+
+    def run(*args, env=None, **kw):
+        full_env = dict(os.environ, **(env or {}))
+        return subprocess.run([sys.executable, "-m", "vtdtrace", *map(str, args)], cwd=REPO,
+                              capture_output=True, text=True, env=full_env, **kw)
+
+    return run

@@ -1,0 +1,93 @@
+"""Generate the event catalogue of docs/FORMAT.md from tracer/schema.py.
+
+    python -m tracer.schema_doc                       print the generated block
+    python -m tracer.schema_doc --write docs/FORMAT.md   replace it in place
+    python -m tracer.schema_doc --check docs/FORMAT.md   exit 1 if it is stale
+
+The block sits between BEGIN and END marker comments, so the prose around it
+is edited by hand and the tables never drift from the schema (a test checks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import schema as S
+
+BEGIN = "<!-- BEGIN GENERATED CATALOGUE (python -m tracer.schema_doc --write docs/FORMAT.md) -->"
+END = "<!-- END GENERATED CATALOGUE -->"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def catalogue_markdown() -> str:
+    lines = [
+        f"Schema version {S.SCHEMA_VERSION}, format {S.FORMAT_MAJOR}.{S.FORMAT_MINOR}. "
+        f"Every event is `[kind, {', '.join(S.PREFIX)}, *fields]`; the table lists `fields`.",
+        "",
+        "| code | kind | fields | meaning |",
+        "|---:|---|---|---|",
+    ]
+    for k in S.KINDS:
+        fields = ", ".join(f"`{f}`" for f in k.fields) or "—"
+        lines.append(f"| {k.code} | `{k.name}` | {fields} | {_cell(k.doc)} |")
+    lines += ["", "Function codes (`func`; append-only):", "",
+              "| code | function | code | function | code | function |",
+              "|---:|---|---:|---|---:|---|"]
+    cells = [(i, f"`{name}`" if name else "(none: top-level bookkeeping)") for i, name in enumerate(S.FUNCS)]
+    rows = (len(cells) + 2) // 3
+    for r in range(rows):
+        row = [cells[r + c * rows] if r + c * rows < len(cells) else ("", "") for c in range(3)]
+        lines.append("| " + " | ".join(f"{i} | {n}" for i, n in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def extract(doc: str) -> str | None:
+    """The generated block currently in doc (without markers), or None."""
+    try:
+        start = doc.index(BEGIN) + len(BEGIN)
+        end = doc.index(END, start)
+    except ValueError:
+        return None
+    return doc[start:end].lstrip("\n")
+
+
+def replace(doc: str) -> str:
+    start = doc.index(BEGIN) + len(BEGIN)
+    end = doc.index(END, start)
+    return doc[:start] + "\n" + catalogue_markdown() + doc[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tracer.schema_doc", description=__doc__.splitlines()[0])
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--write", metavar="FILE", help="replace the generated block in FILE")
+    g.add_argument("--check", metavar="FILE", help="exit 1 if FILE's block is stale")
+    args = ap.parse_args(argv)
+    if not (args.write or args.check):
+        sys.stdout.write(catalogue_markdown())
+        return 0
+    path = args.write or args.check
+    with open(path, encoding="utf-8") as f:
+        doc = f.read()
+    if extract(doc) is None:
+        print(f"{path}: no generated-catalogue markers", file=sys.stderr)
+        return 2
+    if args.check:
+        if extract(doc) != catalogue_markdown():
+            print(f"{path}: event catalogue is stale; run python -m tracer.schema_doc --write {path}",
+                  file=sys.stderr)
+            return 1
+        return 0
+    new = replace(doc)
+    if new != doc:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(new)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
