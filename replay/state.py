@@ -36,7 +36,7 @@ ROOT_TABLES = ("pgd", "quarantine")
 
 # Bump when the checkpoint encoding below changes; sidecars built by another
 # format are rebuilt.
-STATE_FORMAT = 1
+STATE_FORMAT = 3
 
 
 class BadEvent(ValueError):
@@ -63,7 +63,8 @@ TABLES = (
     "present",       # (seg, bdf16) -> 1: pdevs that exist
     "owners",        # (seg, bdf16) -> domid: pdev->domain
     "ats",           # (seg, bdf16) -> 1: ATS enabled
-    "domains",       # domid -> "alive" | "dying" (created, not yet destroyed)
+    "domains",       # domid -> 1: created, not yet destroyed
+    "dying",         # domid -> 1: is_dying set (a subset of domains)
     "translation",   # iommu -> 1: DMA remapping enabled
     "locks",         # (lock, target) -> cpu
     "nest",          # (lock, target) -> depth, for re-entered nestable locks (rcu_domain) only
@@ -83,7 +84,7 @@ class ReplayState:
     ``kind``/``cpu`` describe the last event applied (None at seq 0)."""
 
     __slots__ = TABLES + ("seq", "op", "label", "func", "kind", "cpu",
-                          "open_op", "op_info", "rollback", "cm", "coherent")
+                          "open_op", "op_info", "rollback", "cm", "coherent", "journal")
 
     def __init__(self, *, cm: bool = False, coherent: bool = True) -> None:
         for name in TABLES:
@@ -96,6 +97,9 @@ class ReplayState:
         # Platform knobs the cache model depends on (constant for a trace).
         self.cm = cm
         self.coherent = coherent
+        # Not state: (table, key) pairs touched since the owner last cleared
+        # it, or None (not tracking).  Never copied or compared.
+        self.journal = None
 
     def copy(self) -> "ReplayState":
         new = ReplayState.__new__(ReplayState)
@@ -104,12 +108,13 @@ class ReplayState:
         for name in ("seq", "op", "label", "func", "kind", "cpu",
                      "open_op", "op_info", "rollback", "cm", "coherent"):
             setattr(new, name, getattr(self, name))
+        new.journal = None
         return new
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, ReplayState):
             return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__ if n != "journal")
 
     __hash__ = None  # mutable
 
@@ -140,6 +145,31 @@ def initial_state(header: dict | None = None) -> ReplayState:
 
 # --- the fold -------------------------------------------------------------------
 
+# Tables changed only by the (rare) table-dispatched handlers below, always
+# through _set/_del.  When a state carries a journal (the build pass sets
+# one), those record which keys they touched, so a checkpoint writer can
+# tell what changed since the last checkpoint without comparing whole tables
+# (thousands of domains).  The fast-path tables are small and compared.
+JOURNALED = frozenset(("root", "iommu_bitmap", "pgd", "pages", "idmaps", "present", "owners", "ats",
+                       "domains", "dying", "translation"))
+
+
+def _set(st, name: str, key, value) -> None:
+    getattr(st, name)[key] = value
+    j = st.journal
+    if j is not None:
+        j.append((name, key))
+
+
+def _del(st, name: str, key) -> None:
+    d = getattr(st, name)
+    if key in d:
+        del d[key]
+        j = st.journal
+        if j is not None:
+            j.append((name, key))
+
+
 def _op_begin(st, ev):
     st.open_op = ev[3]
     st.op_info = tuple(ev[6:10])
@@ -151,7 +181,7 @@ def _op_end(st, ev):
 
 
 def _root_write(st, ev):
-    st.root[(ev[6], ev[7])] = ev[9]
+    _set(st, "root", (ev[6], ev[7]), ev[9])
 
 
 def _cache_sync(st, ev):
@@ -178,29 +208,28 @@ def _flush_dev_iotlb(st, ev):
 
 
 def _translation_enable(st, ev):
-    st.translation[ev[6]] = 1
+    _set(st, "translation", ev[6], 1)
 
 
 def _iommu_bitmap(st, ev):
     key = (ev[6], ev[7])
     if ev[8]:
-        st.iommu_bitmap[key] = 1
+        _set(st, "iommu_bitmap", key, 1)
     else:
-        st.iommu_bitmap.pop(key, None)
+        _del(st, "iommu_bitmap", key)
 
 
 def _pt_alloc(st, ev):
     dom, maddr, what = ev[6], ev[7], ev[8]
-    st.pages[maddr] = (dom, what)
+    _set(st, "pages", maddr, (dom, what))
     if what in ROOT_TABLES:
-        st.pgd[dom] = maddr
+        _set(st, "pgd", dom, maddr)
 
 
 def _drop_tables(st, dom):
-    st.pgd.pop(dom, None)
-    pages = st.pages
-    for maddr in [m for m, (d, _) in pages.items() if d == dom]:
-        del pages[maddr]
+    _del(st, "pgd", dom)
+    for maddr in [m for m, (d, _) in st.pages.items() if d == dom]:
+        _del(st, "pages", maddr)
 
 
 def _pt_free(st, ev):
@@ -208,7 +237,7 @@ def _pt_free(st, ev):
 
 
 def _idmap_add(st, ev):
-    st.idmaps[(ev[6], ev[7], ev[8])] = (ev[9], ev[10])
+    _set(st, "idmaps", (ev[6], ev[7], ev[8]), (ev[9], ev[10]))
 
 
 def _idmap_remove(st, ev):
@@ -216,57 +245,58 @@ def _idmap_remove(st, ev):
     rc = ev[9]
     if rc > 0:
         old = st.idmaps.get(key)
-        st.idmaps[key] = (old[0] if old else None, rc)
+        _set(st, "idmaps", key, (old[0] if old else None, rc))
     else:
-        st.idmaps.pop(key, None)
+        _del(st, "idmaps", key)
 
 
 def _owner_move(st, ev):
     key = (ev[6], ev[7])
     if ev[9] is None:
-        st.owners.pop(key, None)
+        _del(st, "owners", key)
     else:
-        st.owners[key] = ev[9]
+        _set(st, "owners", key, ev[9])
 
 
 def _device_add(st, ev):
-    st.present[(ev[6], ev[7])] = 1
+    _set(st, "present", (ev[6], ev[7]), 1)
 
 
 def _device_remove(st, ev):
     key = (ev[6], ev[7])
-    st.present.pop(key, None)
-    st.owners.pop(key, None)
-    st.ats.pop(key, None)
+    _del(st, "present", key)
+    _del(st, "owners", key)
+    _del(st, "ats", key)
 
 
 def _ats_enable(st, ev):
     key = (ev[6], ev[7])
     if ev[8]:
-        st.ats[key] = 1
+        _set(st, "ats", key, 1)
     else:
-        st.ats.pop(key, None)
+        _del(st, "ats", key)
 
 
 def _domain_create(st, ev):
-    st.domains[ev[6]] = "alive"
+    _set(st, "domains", ev[6], 1)
 
 
 def _domain_dying(st, ev):
     if ev[6] in st.domains:
-        st.domains[ev[6]] = "dying"
+        _set(st, "dying", ev[6], 1)
 
 
 def _domain_destroy(st, ev):
     # A destroyed domain's tables, identity maps and IOMMU bitmap go with it
     # (struct domain is freed), whatever events preceded.
     dom = ev[6]
-    st.domains.pop(dom, None)
+    _del(st, "domains", dom)
+    _del(st, "dying", dom)
     _drop_tables(st, dom)
     for key in [k for k in st.idmaps if k[0] == dom]:
-        del st.idmaps[key]
+        _del(st, "idmaps", key)
     for key in [k for k in st.iommu_bitmap if k[0] == dom]:
-        del st.iommu_bitmap[key]
+        _del(st, "iommu_bitmap", key)
 
 
 def _rollback_begin(st, ev):
@@ -428,7 +458,8 @@ def to_canonical(st: ReplayState) -> dict:
         did_bitmap=_group(st.did_bits), did_map=st.did_map,
         iommu_bitmap=_group(st.iommu_bitmap),
         pgd=st.pgd, idmaps=st.idmaps, owners=st.owners, ats=st.ats.keys(),
-        domains=st.domains, translation=st.translation.keys(), locks=st.locks,
+        domains={d: "dying" if d in st.dying else "alive" for d in st.domains},
+        translation=st.translation.keys(), locks=st.locks,
         stacks={cpu: [func_name(f) for f in st.stack(cpu)] for cpu in st.stacks},
         op=st.open_op,
     )
@@ -440,39 +471,78 @@ _SCALARS = ("seq", "op", "label", "func", "kind", "cpu", "open_op", "op_info", "
             "cm", "coherent")
 
 
+# How each table is stored in a checkpoint.  Tables whose values are all 1
+# (sets, really) store only their keys: encoding and decoding them is C-level
+# list()/dict.fromkeys, and a delta between two versions is a key-set
+# difference -- that matters for ``domains``, which can hold thousands.
+# Tables are encoded one by one so that a checkpoint can share the bytes of a
+# table that did not change since the previous one (replay.seek).
+KEYS_ONLY = frozenset(("did_bits", "iommu_bitmap", "present", "ats", "domains", "dying", "translation"))
+
+
+def encode_table(name: str, d: dict) -> bytes:
+    """One table of a state as msgpack.  Key and value lists, not a map:
+    maps with array keys would not round-trip."""
+    if name in KEYS_ONLY:
+        body = list(d)
+    elif name == "stacks":
+        body = [list(d), [_unwind(node) for node in d.values()]]
+    elif name in _SET_TABLES:
+        body = [list(d), [tuple(v) for v in d.values()]]
+    else:
+        body = [list(d), list(d.values())]
+    return msgpack.packb(body)
+
+
+def decode_table(name: str, data: bytes) -> dict:
+    body = msgpack.unpackb(data, use_list=False, strict_map_key=False)
+    if name in KEYS_ONLY:
+        return dict.fromkeys(body, 1)
+    if name == "stacks":
+        d = {}
+        for cpu, funcs in zip(*body):
+            node = None
+            for f in funcs:
+                node = (node, f)
+            d[cpu] = node
+        return d
+    if name in _SET_TABLES:
+        return dict(zip(body[0], map(frozenset, body[1])))
+    return dict(zip(*body))
+
+
+def _unwind(node) -> tuple:
+    out = []
+    while node is not None:
+        out.append(node[1])
+        node = node[0]
+    out.reverse()
+    return tuple(out)
+
+
+def scalars_of(st: ReplayState) -> list:
+    return [getattr(st, n) for n in _SCALARS]
+
+
+def assemble(scalars, tables) -> ReplayState:
+    """A state from its scalars and its tables (in TABLES order).  The tables
+    are used as given, not copied."""
+    st = ReplayState.__new__(ReplayState)
+    st.journal = None
+    for name, value in zip(_SCALARS, scalars):
+        setattr(st, name, value)
+    for name, d in zip(TABLES, tables):
+        setattr(st, name, d)
+    return st
+
+
 def encode_state(st: ReplayState) -> bytes:
-    """A state as compact msgpack (checkpoints in the sidecar).  Each table
-    is stored as [keys, values]; maps with array keys would not round-trip."""
-    tables = []
-    for name in TABLES:
-        d = getattr(st, name)
-        if name == "stacks":
-            tables.append([list(d), [st.stack(cpu) for cpu in d]])
-        elif name in _SET_TABLES:
-            tables.append([list(d), [tuple(v) for v in d.values()]])
-        else:
-            tables.append([list(d), list(d.values())])
-    return msgpack.packb([STATE_FORMAT, [getattr(st, n) for n in _SCALARS], tables])
+    """A whole state as one msgpack blob."""
+    return msgpack.packb([STATE_FORMAT, scalars_of(st), [encode_table(n, getattr(st, n)) for n in TABLES]])
 
 
 def decode_state(data: bytes) -> ReplayState:
     fmt, scalars, tables = msgpack.unpackb(data, use_list=False, strict_map_key=False)
     if fmt != STATE_FORMAT:
         raise ValueError(f"checkpoint format {fmt}, expected {STATE_FORMAT}")
-    st = ReplayState.__new__(ReplayState)
-    for name, value in zip(_SCALARS, scalars):
-        setattr(st, name, value)
-    for name, (keys, values) in zip(TABLES, tables):
-        if name == "stacks":
-            d = {}
-            for cpu, funcs in zip(keys, values):
-                node = None
-                for f in funcs:
-                    node = (node, f)
-                d[cpu] = node
-        elif name in _SET_TABLES:
-            d = dict(zip(keys, map(frozenset, values)))
-        else:
-            d = dict(zip(keys, values))
-        setattr(st, name, d)
-    return st
+    return assemble(scalars, [decode_table(n, b) for n, b in zip(TABLES, tables)])
