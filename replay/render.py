@@ -15,13 +15,11 @@ from __future__ import annotations
 from tracer import schema as S
 
 from . import caches
+from .jsonout import TraceNames
 from .state import ReplayState, func_name
 
 PAGE_MASK_4K = caches.PAGE_MASK_4K
 TT_NAMES = {0: "multi-level", 1: "dev-iotlb", 2: "pass-through", 3: "reserved"}
-# Special domids that have a fixed name in Xen (%pd prints them so).
-SPECIAL_DOMAINS = {S.DOMID_IO: "dom_io", S.DOMID_XEN: "dom_xen", S.DOMID_COW: "dom_cow",
-                   S.DOMID_IDLE: "dom_idle"}
 BRIDGES = ("pcie2pci-bridge", "legacy-pci-bridge")
 
 
@@ -53,6 +51,10 @@ class PlatformView:
 
     def __init__(self, header: dict | None) -> None:
         plat = (header or {}).get("platform") or {}
+        if not isinstance(plat, dict):
+            plat = {}
+        # Domain names exactly as `log --jsonl` prints them.
+        self._names = TraceNames(header if isinstance(header, dict) else {})
         self.names: dict[int, str] = {}
         self.hardware: int | None = None
         for row in plat.get("domains") or ():
@@ -92,14 +94,11 @@ class PlatformView:
     # --- names ------------------------------------------------------------
 
     def domain_name(self, domid) -> str | None:
-        if domid is None or domid == S.DOMID_INVALID:
+        """Scenario name, dom_io for DOMID_IO, None for DOMID_INVALID (and
+        for no domain at all), d<N> for an id the header does not name."""
+        if domid is None:
             return None
-        name = self.names.get(domid)
-        if name is not None:
-            return name
-        if domid in SPECIAL_DOMAINS:
-            return SPECIAL_DOMAINS[domid]
-        return f"d{domid}"
+        return self._names.domain(domid)
 
     def rid(self, iommu: int, bus: int, devfn: int) -> str:
         return fmt_rid(self.segment.get(iommu, 0), bus, devfn)

@@ -120,6 +120,7 @@ class KindIndex:
         self._chunks = kind_chunks            # kind code -> array of chunk indices
         self._read = read_column
         self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._seqs: dict = {}
 
     def _column(self, i: int) -> bytes:
         col = self._cache.get(i)
@@ -171,6 +172,27 @@ class KindIndex:
 
     def chunks_with(self, kind: int):
         return self._chunks.get(kind)
+
+    def seqs(self, kind: int):
+        """Every seq of ``kind`` as a sorted array (built on first request from
+        the column, then kept): for rare kinds such as op-begin."""
+        arr = self._seqs.get(kind)
+        if arr is None:
+            arr = array("Q")
+            chunks = self._chunks.get(kind)
+            if chunks and 0 <= kind < 256:
+                b = bytes((kind,))
+                for c in chunks:
+                    col, first = self._column(c), self._firsts[c]
+                    j = col.find(b)
+                    while j >= 0:
+                        arr.append(first + j)
+                        j = col.find(b, j + 1)
+            self._seqs[kind] = arr
+        return arr
+
+    def count(self, kind: int) -> int:
+        return len(self.seqs(kind))
 
 
 class Checkpoints:

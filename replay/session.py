@@ -41,7 +41,7 @@ def _build_key() -> list:
     return [SESSION_FORMAT, STATE_FORMAT, len(S.KINDS), len(S.FUNCS)]
 
 
-def _translator(schema):
+def event_translator(schema):
     """A function rewriting a chunk's events to this build's kind and function
     codes, or None when the trace uses them already (the common case)."""
     if schema.is_current:
@@ -116,7 +116,7 @@ class ReplaySession:
         self.header = trace.header
         self.view = render.PlatformView(self.header)
         self.initial = initial_state(self.header)
-        self._translate = _translator(trace.schema)
+        self._translate = event_translator(trace.schema)
         fp = trace_fingerprint(self.path)
         self.sidecar = Sidecar.open(self.path, fp) if use_sidecar else Sidecar.temporary(fp)
         self.built = False          # True when this open had to fold the whole trace
@@ -156,6 +156,11 @@ class ReplaySession:
     def _reader(self) -> CheckpointReader:
         sc = self.sidecar
         return CheckpointReader(lambda off, n: sc.read(K_CHECKPOINTS, off, n))
+
+    @property
+    def kinds(self) -> KindIndex:
+        """The per-kind index: next_after / prev_before / seqs(code)."""
+        return self._kind_index()
 
     def _kind_index(self) -> KindIndex:
         """Built on first use: the per-kind chunk lists are read then."""

@@ -1,0 +1,327 @@
+"""Chrome Trace Event JSON (opens in ui.perfetto.dev and chrome://tracing).
+
+Lanes (research/ecosystem.md §5.1):
+
+* process 0 "Xen": thread "operations" (top-level operations and rollbacks
+  as slices, log lines and injected faults as instants), one "cpu N" thread
+  of call/return slices per CPU, one thread per lock instance that does not
+  belong to an IOMMU (pcidevs_lock, mapping_lock[d], rcu_domain[d] ...) with
+  its holds as slices, and "domains" (lifecycle, page tables, identity maps);
+* process 1 + u "IOMMU u": one thread per requester ID ``SSSS:BB:DD.F``
+  (context-entry writes, cache syncs, device-selective flushes, owner moves
+  of the device there, as instants with their fields), and threads
+  "flushes", "DIDs", "root table", "iommu->lock", "register_lock";
+* hazard findings, when given, as async b/e pairs on their IOMMU's process.
+
+Time is logical: ``ts`` = seq in microseconds, and every event carries its
+seq and step label in ``args``.  Slices are B/E pairs that nest per thread
+by construction (one thread per lock, a call stack per CPU); whatever is
+still open when the trace ends -- a truncated recording -- is closed at
+``last seq + 1``, so every B has its E.  Output is streamed in seq order and
+deterministic (no clock, no dict-order dependence on anything but the trace).
+"""
+
+from __future__ import annotations
+
+import json
+
+from tracer import schema as S
+
+from .jsonout import EventPresenter, json_safe
+from .render import PlatformView, fmt_rid
+
+PID_XEN = 0
+TID_OPS = 0
+TID_DOMAINS = 1
+TID_CPU0 = 10                 # + cpu
+TID_LOCK0 = 1000              # + n, global lock instances in order of first use
+# Per-IOMMU threads above every RID (RID tids are rid16 + 1, up to 0x10000).
+TID_FLUSHES, TID_DIDS, TID_ROOT, TID_IOMMU_LOCK, TID_REGISTER_LOCK = range(0x10001, 0x10006)
+IOMMU_LOCKS = {"iommu->lock": TID_IOMMU_LOCK, "register_lock": TID_REGISTER_LOCK}
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
+class _Out:
+    """Streams trace events; tracks per-thread open slices and names."""
+
+    def __init__(self, fp) -> None:
+        self.fp = fp
+        self.first = True
+        self.named: set = set()
+        self.open: dict = {}          # (pid, tid) -> [slice name, ...]
+        self.last_ts = 0
+
+    def raw(self, obj) -> None:
+        self.fp.write(("" if self.first else ",\n") + _dumps(obj))
+        self.first = False
+
+    def name_process(self, pid: int, name: str) -> None:
+        if ("p", pid) not in self.named:
+            self.named.add(("p", pid))
+            self.raw({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": name}})
+            self.raw({"name": "process_sort_index", "ph": "M", "pid": pid, "tid": 0,
+                      "args": {"sort_index": pid}})
+
+    def name_thread(self, pid: int, tid: int, name: str) -> None:
+        if (pid, tid) not in self.named:
+            self.named.add((pid, tid))
+            self.raw({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": name}})
+            self.raw({"name": "thread_sort_index", "ph": "M", "pid": pid, "tid": tid,
+                      "args": {"sort_index": tid}})
+
+    def instant(self, pid, tid, ts, name, cat, args, scope="t") -> None:
+        self.raw({"name": name, "cat": cat, "ph": "i", "s": scope, "ts": ts, "pid": pid, "tid": tid,
+                  "args": args})
+
+    def begin(self, pid, tid, ts, name, cat, args) -> None:
+        self.open.setdefault((pid, tid), []).append(name)
+        self.raw({"name": name, "cat": cat, "ph": "B", "ts": ts, "pid": pid, "tid": tid, "args": args})
+
+    def end(self, pid, tid, ts, name=None, args=None) -> None:
+        """Close the innermost slice called ``name`` on the thread (and any
+        left open inside it); without a name the innermost one.  Nothing is
+        emitted when no such slice is open (an unmatched unlock/return)."""
+        stack = self.open.get((pid, tid))
+        if not stack:
+            return
+        if name is not None:
+            if name not in stack:
+                return
+            while stack[-1] != name:
+                stack.pop()
+                self.raw({"ph": "E", "ts": ts, "pid": pid, "tid": tid})
+        stack.pop()
+        ev = {"ph": "E", "ts": ts, "pid": pid, "tid": tid}
+        if args:
+            ev["args"] = args
+        self.raw(ev)
+
+    def close_all(self, ts: int) -> None:
+        for (pid, tid), stack in sorted(self.open.items()):
+            while stack:
+                stack.pop()
+                self.raw({"ph": "E", "ts": ts, "pid": pid, "tid": tid, "args": {"closed_at_end": True}})
+
+
+class ChromeExporter:
+    """One pass over a trace's events (this build's kind/func codes)."""
+
+    def __init__(self, fp, header: dict, schema) -> None:
+        self.out = _Out(fp)
+        self.view = PlatformView(header)
+        self.pres = EventPresenter(schema, header)
+        self.header = header
+        self._global_locks: dict = {}
+        self._last_seq = 0
+
+    # --- lanes ----------------------------------------------------------------
+
+    def _xen(self, tid: int, name: str) -> tuple[int, int]:
+        self.out.name_process(PID_XEN, "Xen")
+        self.out.name_thread(PID_XEN, tid, name)
+        return PID_XEN, tid
+
+    def _iommu(self, u, tid: int, name: str) -> tuple[int, int]:
+        pid = 1 + u if isinstance(u, int) and u >= 0 else PID_XEN
+        if pid == PID_XEN:
+            return self._xen(TID_DOMAINS, "domains")
+        seg = self.view.segment.get(u, 0)
+        self.out.name_process(pid, f"IOMMU {u} (segment {seg:04x})")
+        self.out.name_thread(pid, tid, name)
+        return pid, tid
+
+    def _rid(self, u, bus, devfn) -> tuple[int, int]:
+        if not (isinstance(bus, int) and isinstance(devfn, int) and 0 <= bus < 256 and 0 <= devfn < 256):
+            return self._iommu(u, TID_FLUSHES, "flushes")
+        name = self.view.rid(u, bus, devfn) if isinstance(u, int) else fmt_rid(0, bus, devfn)
+        dtype = self.view.device_type(self.view.segment.get(u, 0), bus, devfn)
+        return self._iommu(u, (bus << 8 | devfn) + 1, f"{name} {dtype}" if dtype else name)
+
+    def _device(self, seg, bdf) -> tuple[int, int]:
+        if isinstance(seg, int) and isinstance(bdf, int) and 0 <= bdf < 0x10000:
+            u = self.view.drhd(seg, bdf >> 8, bdf & 0xFF)
+            if u is not None:
+                return self._rid(u, bdf >> 8, bdf & 0xFF)
+        return self._xen(TID_DOMAINS, "domains")
+
+    def _lock_lane(self, lock, target) -> tuple[int, int]:
+        if lock in IOMMU_LOCKS and isinstance(target, int):
+            return self._iommu(target, IOMMU_LOCKS[lock], str(lock))
+        key = (lock, target)
+        tid = self._global_locks.get(key)
+        if tid is None:
+            tid = self._global_locks[key] = TID_LOCK0 + len(self._global_locks)
+        return self._xen(tid, self.view.lock_name(lock, target))
+
+    # --- events ---------------------------------------------------------------
+
+    def _args(self, ev) -> dict:
+        """The event's JSON form (as `log --jsonl`) minus what the slice shows."""
+        d = self.pres.to_json(ev)
+        return {k: v for k, v in d.items() if k not in ("cpu", "kind")}
+
+    def event(self, ev) -> None:
+        if type(ev) is not list or len(ev) < S.F0 or type(ev[0]) is not int or type(ev[1]) is not int:
+            return
+        out = self.out
+        k, ts = ev[0], ev[1]
+        if ts < self._last_seq:        # never let time run backwards on a lane
+            return
+        self._last_seq = ts
+        f = ev[S.F0:]
+        name = S.KINDS[k].name if 0 <= k < len(S.KINDS) else f"kind-{k}"
+        try:
+            if k == S.K_CALL:
+                cpu = ev[2] if isinstance(ev[2], int) else 0
+                pid, tid = self._xen(TID_CPU0 + cpu, f"cpu {cpu}")
+                out.begin(pid, tid, ts, self.pres.func_name(ev[4]), "call", self._args(ev))
+            elif k == S.K_RETURN:
+                cpu = ev[2] if isinstance(ev[2], int) else 0
+                pid, tid = self._xen(TID_CPU0 + cpu, f"cpu {cpu}")
+                out.end(pid, tid, ts, self.pres.func_name(ev[4]), {"rc": self._args(ev).get("rc"), "seq": ts})
+            elif k == S.K_LOCK:
+                pid, tid = self._lock_lane(f[0], f[1])
+                out.begin(pid, tid, ts, self.view.lock_name(f[0], f[1]), "lock",
+                          {"seq": ts, "label": ev[5], "cpu": ev[2]})
+            elif k == S.K_UNLOCK:
+                pid, tid = self._lock_lane(f[0], f[1])
+                out.end(pid, tid, ts, self.view.lock_name(f[0], f[1]), {"seq": ts, "label": ev[5]})
+            elif k == S.K_OP_BEGIN:
+                pid, tid = self._xen(TID_OPS, "operations")
+                a = self._args(ev)
+                title = " ".join(str(x) for x in (f"op {ev[3]}", a.get("verb"), a.get("bdf"), a.get("domain"))
+                                 if x is not None)
+                out.begin(pid, tid, ts, title, "op", a)
+            elif k == S.K_OP_END:
+                pid, tid = self._xen(TID_OPS, "operations")
+                stack = out.open.get((pid, tid)) or []
+                title = next((n for n in reversed(stack) if (n == f"op {ev[3]}" or n.startswith(f"op {ev[3]} "))), None)
+                if title is not None:
+                    out.end(pid, tid, ts, title, self._args(ev))
+            elif k == S.K_ROLLBACK_BEGIN:
+                pid, tid = self._xen(TID_OPS, "operations")
+                out.begin(pid, tid, ts, f"rollback {f[1]}", "rollback", self._args(ev))
+            elif k == S.K_ROLLBACK_END:
+                pid, tid = self._xen(TID_OPS, "operations")
+                stack = out.open.get((pid, tid)) or []
+                title = next((n for n in reversed(stack) if n.startswith("rollback")), None)
+                if title is not None:
+                    out.end(pid, tid, ts, title, self._args(ev))
+            elif k in (S.K_CTX_WRITE, S.K_CACHE_SYNC):
+                pid, tid = self._rid(f[0], f[1], f[2])
+                a = self._args(ev)
+                if k == S.K_CTX_WRITE and isinstance(f[8], int):
+                    a["did"] = (f[8] >> 8) & 0xFFFF
+                    a["present"] = bool(f[7] & 1) if isinstance(f[7], int) else None
+                out.instant(pid, tid, ts, name, "context", a)
+            elif k == S.K_FLUSH_CONTEXT:
+                if f[1] == "device" and isinstance(f[3], int):
+                    pid, tid = self._rid(f[0], f[3] >> 8, f[3] & 0xFF)
+                else:
+                    pid, tid = self._iommu(f[0], TID_FLUSHES, "flushes")
+                out.instant(pid, tid, ts, f"{name} {f[1]}", "flush", self._args(ev))
+            elif k == S.K_FLUSH_DEV_IOTLB:
+                sid = f[1] if isinstance(f[1], int) else -1
+                pid, tid = self._rid(f[0], sid >> 8, sid & 0xFF)
+                out.instant(pid, tid, ts, name, "flush", self._args(ev))
+            elif k in (S.K_FLUSH_IOTLB, S.K_FLUSH_WRITE_BUFFER):
+                pid, tid = self._iommu(f[0], TID_FLUSHES, "flushes")
+                out.instant(pid, tid, ts, f"{name} {f[1]}" if k == S.K_FLUSH_IOTLB else name, "flush",
+                            self._args(ev))
+            elif k in (S.K_DID_BITMAP, S.K_DID_MAP):
+                pid, tid = self._iommu(f[0], TID_DIDS, "DIDs")
+                out.instant(pid, tid, ts, f"{name} {f[1]}", "did", self._args(ev))
+            elif k == S.K_IOMMU_BITMAP:
+                pid, tid = self._iommu(f[1], TID_DIDS, "DIDs")
+                out.instant(pid, tid, ts, name, "did", self._args(ev))
+            elif k in (S.K_ROOT_WRITE, S.K_TRANSLATION_ENABLE):
+                pid, tid = self._iommu(f[0], TID_ROOT, "root table")
+                out.instant(pid, tid, ts, name, "root", self._args(ev),
+                            scope="p" if k == S.K_TRANSLATION_ENABLE else "t")
+            elif k in (S.K_OWNER_MOVE, S.K_DEVICE_ADD, S.K_DEVICE_REMOVE, S.K_ATS_ENABLE):
+                pid, tid = self._device(f[0], f[1])
+                out.instant(pid, tid, ts, name, "device", self._args(ev))
+            elif k in (S.K_LOG, S.K_FAULT_INJECT, S.K_ENGINE_LIMIT):
+                pid, tid = self._xen(TID_OPS, "operations")
+                text = f[1] if k == S.K_LOG else f[0]
+                out.instant(pid, tid, ts, f"{name}: {text}"[:120], name, self._args(ev),
+                            scope="t" if k == S.K_LOG else "p")
+            else:
+                pid, tid = self._xen(TID_DOMAINS, "domains")
+                out.instant(pid, tid, ts, name, "domain", self._args(ev))
+        except (TypeError, IndexError, ValueError):
+            # A malformed event (untrusted trace): show it, do not stop.
+            pid, tid = self._xen(TID_OPS, "operations")
+            out.instant(pid, tid, ts, "malformed event", "error", {"event": self.pres.to_json(ev)})
+
+    # --- hazard windows ---------------------------------------------------------
+
+    def findings(self, items, at_seq: int, end_ts: int | None = None) -> None:
+        """Async b (start == at_seq) / e (end == at_seq) events of findings."""
+        for n, f in items:
+            get = f.get if isinstance(f, dict) else (lambda key, f=f: getattr(f, key, None))
+            u = get("iommu")
+            pid = 1 + u if isinstance(u, int) and u >= 0 else PID_XEN
+            if pid != PID_XEN:
+                self._iommu(u, TID_FLUSHES, "flushes")
+            else:
+                self._xen(TID_OPS, "operations")
+            title = " ".join(str(x) for x in (get("kind"), get("rid")) if x)
+            common = {"cat": "hazard", "id": n, "pid": pid, "tid": 0, "name": title}
+            if end_ts is None and get("start") == at_seq:
+                self.out.raw({**common, "ph": "b", "ts": at_seq,
+                              "args": {"severity": get("severity"), "start": get("start"), "end": get("end"),
+                                       "start_label": get("start_label"), "detail": get("detail")}})
+            else:
+                self.out.raw({**common, "ph": "e", "ts": at_seq if end_ts is None else end_ts,
+                              "args": {"end_label": get("end_label")}})
+
+
+def export_chrome(events, header: dict, schema, fp, *, findings=(), stop=None) -> int:
+    """Write Chrome Trace Event JSON for ``events`` (this build's codes) to
+    ``fp``; returns the number of trace events consumed.  ``findings`` are
+    hazard windows (replay.hazards Finding objects or check --json dicts)."""
+    fp.write('{"traceEvents":[\n')
+    ex = ChromeExporter(fp, header, schema)
+    fs = list(enumerate(findings))
+    starts: dict = {}
+    ends: dict = {}
+    open_at_end = []
+    for n, f in fs:
+        get = f.get if isinstance(f, dict) else (lambda key, f=f: getattr(f, key, None))
+        s, e = get("start"), get("end")
+        if isinstance(s, int):
+            starts.setdefault(s, []).append((n, f))
+            if isinstance(e, int) and e > s:
+                ends.setdefault(e, []).append((n, f))
+            else:
+                open_at_end.append((n, f))
+    count = 0
+    for ev in events:
+        ex.event(ev)
+        count += 1
+        seq = ex._last_seq
+        if seq in ends:
+            ex.findings(ends.pop(seq), seq)
+        if seq in starts:
+            ex.findings(starts.pop(seq), seq)
+    final = ex._last_seq + 1
+    ex.out.close_all(final)
+    # Windows still open at the end (or whose end lies past a truncation).
+    rest = open_at_end + [x for v in ends.values() for x in v]
+    never = {n for v in starts.values() for n, _ in v}     # start beyond the readable part
+    ex.findings(sorted((x for x in rest if x[0] not in never), key=lambda x: x[0]), final, end_ts=final)
+    other = {
+        "tool": "vtdtrace",
+        "engine": header.get("engine") if isinstance(header, dict) else None,
+        "scenario": (header.get("scenario") or {}).get("name") if isinstance(header, dict) else None,
+        "events": count,
+        "complete": stop is None,
+        "stop": stop.to_json() if stop is not None else None,
+        "time_unit": "1 us = 1 event (ts is the event seq)",
+    }
+    fp.write('\n],"displayTimeUnit":"ns","otherData":' + _dumps(json_safe(other)) + "}\n")
+    return count

@@ -1,0 +1,106 @@
+"""vtdtrace export TRACE --format chrome|jsonl [-o FILE]
+
+chrome: Chrome Trace Event JSON for ui.perfetto.dev / chrome://tracing (one
+process per IOMMU, one thread per requester ID, lock holds and calls as
+slices, entry writes and flushes as instants; replay/export_chrome.py).
+jsonl: one JSON object per event, the same bytes as `vtdtrace log --jsonl`.
+Output goes to stdout unless -o names a file.  A damaged trace exports its
+readable part, then one line on stderr, exit 3.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ..errors import EXIT_DAMAGED, EXIT_OK, fail
+
+_BATCH = 4096
+
+
+def add_parser(p) -> None:
+    p.add_argument("trace", metavar="TRACE", help="a .vtdt trace file")
+    p.add_argument("--format", required=True, choices=("chrome", "jsonl"), help="output format")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+
+
+def run(args) -> int:
+    try:
+        return _run(args)
+    except BrokenPipeError:
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_OK
+    except Exception as exc:   # the command boundary: one line, never a traceback
+        return fail(args.trace, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _run(args) -> int:
+    from replay.reader import NotATrace, open_trace
+
+    try:
+        trace = open_trace(args.trace)
+    except NotATrace as exc:
+        return fail(args.trace, exc.message)
+    with trace:
+        if args.output:
+            try:
+                out = open(args.output, "w", encoding="ascii", newline="\n")
+            except OSError as exc:
+                return fail(args.output, f"cannot write: {exc.strerror or exc}")
+        else:
+            out = sys.stdout
+        try:
+            if args.format == "jsonl":
+                _jsonl(trace, out)
+            else:
+                _chrome(trace, out, args.trace)
+            out.flush()
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        if trace.stop is not None:
+            return fail(args.trace, trace.stop.describe(), EXIT_DAMAGED)
+    return EXIT_OK
+
+
+def _jsonl(trace, out) -> None:
+    """Exactly `log --jsonl` with no filters: json_line(ev) + "\\n" per event."""
+    from replay.jsonout import EventPresenter
+
+    pres = EventPresenter(trace.schema, trace.header)
+    batch: list[str] = []
+    for ev in trace.events():
+        batch.append(pres.json_line(ev))
+        if len(batch) >= _BATCH:
+            out.write("\n".join(batch) + "\n")
+            batch.clear()
+    if batch:
+        out.write("\n".join(batch) + "\n")
+
+
+def _chrome(trace, out, path) -> None:
+    from replay.export_chrome import export_chrome
+    from replay.reader import current_schema
+    from replay.session import event_translator
+
+    translate = event_translator(trace.schema)
+    if translate is None:
+        events = trace.events()
+    else:
+        events = (ev for chunk in trace.iter_chunks() for ev in translate(chunk))
+    export_chrome(events, trace.header, current_schema(), out, findings=_findings(path), stop=None)
+
+
+def _findings(path):
+    """Hazard windows for the async lanes, when the analysers are available."""
+    try:
+        from replay import hazards
+        analyse = hazards.analyse_session
+    except (ImportError, AttributeError):
+        return ()
+    from replay.session import ReplaySession
+    with ReplaySession(path) as session:
+        return list(analyse(session).findings)
