@@ -1,0 +1,1125 @@
+"""Hierarchical alignment of two traces (DESIGN §7).
+
+Three levels, each aligned on its own so that a local difference never
+desynchronises what follows it:
+
+1. **Operations.**  Every event carries its top-level operation id, so a trace
+   is a sequence of *op groups* (consecutive events with one op id; the first
+   is normally ``op-begin``).  The two sequences are walked in lockstep and
+   paired when their keys agree -- (verb, segment, bdf, domain) of the
+   ``op-begin`` -- whatever their op ids (an op inserted earlier in one
+   scenario shifts the ids of all later ones).  On a mismatch a bounded
+   look-ahead (``WINDOW`` groups per side) finds the nearest common key and
+   resynchronises there; the groups skipped over are paired when they have
+   the same op id and verb (same operation, other arguments), otherwise they
+   are reported as present in one trace only.  This is the only level that
+   streams: memory is one op group per side plus the look-ahead.
+
+2. **Inside a pair of operations**, the events are parsed into a tree: a
+   ``call`` ... ``return`` bracket per function call and a ``lock`` ...
+   ``unlock`` bracket per lock-protected section (sections that cross -- a
+   lock released after a lock taken inside it, as MO3's ``rcu_domain`` does
+   around ``iommu->lock`` -- are flattened into their parent: the lock and
+   unlock events stay as plain events).  Sibling lists are aligned level by
+   level (``align_seq``) and matched brackets recurse, so a difference inside
+   one call or section stays inside it.
+
+3. **Events.**  Two matched events are compared on their payload -- every
+   field except ``seq`` (an insertion shifts it) and ``op`` (the operation
+   pairing reports renumbering).  A row is ``same``, ``args`` (same event,
+   other field values; ``fields`` names them), ``only-a`` or ``only-b``.
+
+Matching uses two keys per item: a *coarse* key (what the event or bracket is:
+kind + function + the fields that identify its object, e.g. which context
+entry and which half a ``ctx-write`` stores; a call's function; a section's
+lock name) and a *fine* key (a hash of the whole payload, of the subtree for
+a bracket).  ``align_seq`` is patience-style: common prefix/suffix, anchors
+that are unique in both, recursion between anchors; small leftovers get a
+weighted LCS (coarse match 2, exact match 3) and large ones a greedy lockstep,
+so the cost is O(n log n) on realistic input and never quadratic in trace
+length.  Labels are not part of the coarse key (legacy and direct label the
+same code differently); they are part of the payload.
+
+The result, ``Alignment``, is what the report and the TUI's side-by-side view
+read: op pairs, a global row list with gap rows (rows of identical
+operations are implicit, so a 10^6-event alignment costs memory only where
+the traces differ), difference regions and seq -> row lookups.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right
+from collections import deque
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Iterable, Iterator
+
+from tracer import schema as S
+
+F0 = S.F0
+K_OP_BEGIN, K_CALL, K_RETURN = S.K_OP_BEGIN, S.K_CALL, S.K_RETURN
+K_LOCK, K_UNLOCK = S.K_LOCK, S.K_UNLOCK
+
+# Look-ahead at the operation level, in op groups per side.
+WINDOW = 64
+# Op groups larger than this are split into continuation segments, so one
+# pathological operation cannot make the diff hold both traces in memory.
+MAX_GROUP_EVENTS = 1 << 16
+# Largest n*m a weighted LCS is run on; beyond it, greedy lockstep.
+DP_CELLS = 40_000
+
+# Row classes, in the order of their codes.
+SAME, ARGS, ONLY_A, ONLY_B = "same", "args", "only-a", "only-b"
+CLASSES = (SAME, ARGS, ONLY_A, ONLY_B)
+C_SAME, C_ARGS, C_ONLY_A, C_ONLY_B = range(4)
+
+
+# --------------------------------------------------------------------------------
+# Op groups
+
+
+class OpGroup:
+    """Consecutive events of one trace with the same op id."""
+
+    __slots__ = ("op", "key", "first", "events", "part")
+
+    def __init__(self, op, key, first, events, part=0) -> None:
+        self.op = op            # the op id the events carry
+        self.key = key          # (verb, seg, bdf, domain) of op-begin; None when it has none
+        self.first = first      # seq of the first event
+        self.events = events    # the decoded events
+        self.part = part        # 0, or n for the n-th continuation of a split group
+
+    @property
+    def count(self) -> int:
+        return len(self.events)
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.events) - 1
+
+    @property
+    def verb(self):
+        return self.key[0] if self.key else None
+
+    def match_key(self):
+        """What pairs two groups: the op-begin key (or, for a group without
+        one, its op id and position)."""
+        if self.part:
+            return ("continuation", self.op, self.part)
+        if self.key is None:
+            return ("no-op-begin", self.op)
+        return self.key
+
+
+def freeze(v):
+    """A hashable, order-preserving copy of a decoded msgpack value."""
+    if isinstance(v, list):
+        return tuple(freeze(x) for x in v)
+    if isinstance(v, dict):
+        return ("{}",) + tuple(sorted((repr(k), freeze(x)) for k, x in v.items()))
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return ("b", bytes(v))
+    return v
+
+
+def _group_key(ev):
+    if type(ev) is list and len(ev) >= F0 + 4 and ev[0] == K_OP_BEGIN:
+        return freeze((ev[F0], ev[F0 + 3], ev[F0 + 1], ev[F0 + 2]))   # verb, seg, bdf, domain
+    return None
+
+
+def _seq_of(ev, fallback: int) -> int:
+    if type(ev) is list and len(ev) > 1 and type(ev[1]) is int:
+        return ev[1]
+    return fallback
+
+
+_getop = itemgetter(3)
+
+
+def op_groups(chunks: Iterable[list]) -> Iterator[OpGroup]:
+    """Split a stream of event chunks into op groups (C-speed on the normal
+    case: op ids non-decreasing inside a chunk)."""
+    cur = _NOTHING = object()
+    buf: list = []
+    part = 0
+    expect = 1      # seq after the last event seen (for malformed events)
+
+    def flush():
+        nonlocal buf, part
+        if buf:
+            first = _seq_of(buf[0], expect - len(buf))
+            g = OpGroup(cur, _group_key(buf[0]) if not part else None, first, buf, part)
+            buf = []
+            return g
+        return None
+
+    for chunk in chunks:
+        n = len(chunk)
+        if not n:
+            continue
+        try:
+            ops = list(map(_getop, chunk))
+        except (TypeError, IndexError, KeyError):
+            ops = [ev[3] if type(ev) is list and len(ev) > 3 else None for ev in chunk]
+        i = 0
+        while i < n:
+            o = ops[i]
+            if o != cur or cur is _NOTHING:
+                g = flush()
+                if g is not None:
+                    yield g
+                cur = o
+                part = 0
+            # end of the run of o starting at i
+            try:
+                j = bisect_right(ops, o, i)
+            except TypeError:
+                j = i + 1
+            if j <= i:
+                j = i + 1
+            if j - i > 1 and ops[i:j] != [o] * (j - i):
+                j = i + 1
+                while j < n and ops[j] == o:
+                    j += 1
+            room = MAX_GROUP_EVENTS - len(buf)
+            if j - i > room:
+                j = i + room
+            buf.extend(chunk[i:j] if (i or j != n) else chunk)
+            expect += j - i
+            i = j
+            if len(buf) >= MAX_GROUP_EVENTS:
+                g = flush()
+                yield g
+                part += 1
+    g = flush()
+    if g is not None:
+        yield g
+
+
+# --------------------------------------------------------------------------------
+# Event comparison
+
+
+def same_payload(a: list, b: list) -> bool:
+    """Equal in every field but seq and op."""
+    if a is b:
+        return True
+    try:
+        return a[0] == b[0] and a[2] == b[2] and a[4:] == b[4:] and len(a) == len(b)
+    except (TypeError, IndexError, KeyError):
+        return a == b
+
+
+def groups_equal(ga: list, gb: list) -> bool:
+    """Two event lists equal but for seq (and op)?  C-speed on the common
+    cases: seqs and op ids equal (no shift), or shifted by a constant."""
+    if len(ga) != len(gb):
+        return False
+    if ga == gb:
+        return True
+    try:
+        d = gb[0][1] - ga[0][1]
+        do = gb[0][3] != ga[0][3]
+    except (TypeError, IndexError, KeyError):
+        return all(map(same_payload, ga, gb))
+    if not d and not do:
+        return False          # same seqs and op ids yet unequal
+    # Renumber B's events in place to A's numbering, compare, restore.
+    oa = ga[0][3]
+    saved = []
+    try:
+        for ev in gb:
+            saved.append((ev[1], ev[3]))
+            ev[1] -= d
+            ev[3] = oa
+        return ga == gb
+    except (TypeError, IndexError, KeyError):
+        pass
+    finally:
+        for ev, (s, o) in zip(gb, saved):
+            ev[1] = s
+            ev[3] = o
+    return all(map(same_payload, ga, gb))
+
+
+def _field_names(kind_code: int):
+    if type(kind_code) is int and 0 <= kind_code < len(S.KINDS):
+        return S.KINDS[kind_code].fields
+    return ()
+
+
+def differing_fields(a: list, b: list) -> tuple:
+    """Names of the fields in which two events of the same kind differ
+    (``args.NAME`` for a call argument); () when their payloads are equal."""
+    if same_payload(a, b):
+        return ()
+    if type(a) is not list or type(b) is not list or len(a) < F0 or len(b) < F0:
+        return ("event",)
+    out = []
+    if a[0] != b[0]:
+        out.append("kind")
+    if a[2] != b[2]:
+        out.append("cpu")
+    if a[4] != b[4]:
+        out.append("func")
+    if a[5] != b[5]:
+        out.append("label")
+    names = _field_names(a[0]) if a[0] == b[0] else ()
+    n = max(len(a), len(b)) - F0
+    for i in range(n):
+        va = a[F0 + i] if F0 + i < len(a) else _MISSING
+        vb = b[F0 + i] if F0 + i < len(b) else _MISSING
+        if va == vb:
+            continue
+        name = names[i] if i < len(names) else f"field{i}"
+        if name == "args" and isinstance(va, list) and isinstance(vb, list):
+            out.extend("args." + x for x in _arg_diff(va, vb))
+        else:
+            out.append(name)
+    return tuple(out) or ("event",)
+
+
+_MISSING = object()
+
+
+def _args_map(args):
+    out = {}
+    for i, pair in enumerate(args):
+        if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str):
+            out.setdefault(pair[0], pair[1])
+        else:
+            out.setdefault(f"#{i}", pair)
+    return out
+
+
+def _arg_diff(va, vb):
+    ma, mb = _args_map(va), _args_map(vb)
+    names = list(ma)
+    names.extend(k for k in mb if k not in ma)
+    diff = [k for k in names if ma.get(k, _MISSING) != mb.get(k, _MISSING)]
+    return diff or ["order"]
+
+
+# --------------------------------------------------------------------------------
+# Keys
+
+# Kind-specific fields that identify *what* an event acts on (indices into the
+# kind's fields); the rest of the payload is "arguments".
+_IDENT_FIELDS = {
+    "op-begin": ("verb",),
+    "lock": ("lock",), "unlock": ("lock",),
+    "root-write": ("iommu", "bus"),
+    "ctx-write": ("iommu", "bus", "devfn", "half", "method"),
+    "cache-sync": ("iommu", "bus", "devfn"),
+    "flush-context": ("iommu", "gran"),
+    "flush-iotlb": ("iommu", "gran"),
+    "flush-dev-iotlb": ("iommu", "sid"),
+    "flush-write-buffer": ("iommu",),
+    "translation-enable": ("iommu",),
+    "did-bitmap": ("iommu", "did"),
+    "did-map": ("iommu", "did"),
+    "iommu-bitmap": ("domain", "iommu"),
+    "pt-alloc": ("domain", "what"),
+    "pt-free": ("domain",),
+    "idmap-add": ("domain", "base", "end"),
+    "idmap-remove": ("domain", "base", "end"),
+    "owner-move": ("seg", "bdf"),
+    "device-add": ("seg", "bdf"),
+    "device-remove": ("seg", "bdf"),
+    "ats-enable": ("seg", "bdf"),
+    "domain-create": ("domain",), "domain-dying": ("domain",), "domain-destroy": ("domain",),
+    "rollback-begin": ("what",),
+    "fault-inject": ("point",),
+    "engine-limit": ("what",),
+    "log": ("level",),
+}
+_IDENT_IDX = tuple(
+    tuple(F0 + k.fields.index(f) for f in _IDENT_FIELDS.get(k.name, ())) for k in S.KINDS
+)
+
+
+def coarse_key(ev):
+    """What an event is, for matching: kind, function and identifying fields."""
+    try:
+        k = ev[0]
+        idx = _IDENT_IDX[k] if type(k) is int and 0 <= k < len(_IDENT_IDX) else ()
+        return (k, ev[4]) + tuple(freeze(ev[i]) if i < len(ev) else None for i in idx)
+    except (TypeError, IndexError, KeyError):
+        return ("malformed",)
+
+
+def fine_key(ev):
+    """A hash of the payload (all but seq and op)."""
+    try:
+        return hash((freeze(ev[0]), freeze(ev[2]), freeze(ev[4:])))
+    except (TypeError, IndexError, KeyError):
+        return hash(freeze(ev))
+
+
+# --------------------------------------------------------------------------------
+# The call/lock tree of one operation
+
+
+class Bracket:
+    """A call ... return or lock ... unlock section (indices into the op's
+    event list); ``close`` is None when the trace ends inside it."""
+
+    __slots__ = ("open", "close", "children", "is_call", "coarse", "fine")
+
+    def __init__(self, open_idx: int, is_call: bool, coarse) -> None:
+        self.open = open_idx
+        self.close = None
+        self.children: list = []
+        self.is_call = is_call
+        self.coarse = coarse
+        self.fine = None
+
+
+def build_tree(events: list) -> list:
+    """The op's events as a list of items: an int (a plain event's index) or
+    a Bracket.  Robust to any input: unmatched returns/unlocks are plain
+    events, unclosed brackets stay open."""
+    root: list = []
+    stack: list[Bracket] = []
+    for idx, ev in enumerate(events):
+        try:
+            k = ev[0]
+        except (TypeError, IndexError, KeyError):
+            k = None
+        children = stack[-1].children if stack else root
+        if k == K_CALL:
+            br = Bracket(idx, True, ("call", _safe(ev, 4)))
+            children.append(br)
+            stack.append(br)
+        elif k == K_LOCK:
+            br = Bracket(idx, False, ("lock", freeze(_safe(ev, F0)), freeze(_safe(ev, F0 + 1))))
+            children.append(br)
+            stack.append(br)
+        elif k == K_RETURN:
+            pos = _find(stack, lambda b: b.is_call)
+            if pos is None:
+                children.append(idx)
+            else:
+                _close(stack, pos, idx, root)
+        elif k == K_UNLOCK:
+            want = ("lock", freeze(_safe(ev, F0)), freeze(_safe(ev, F0 + 1)))
+            pos = None
+            for p in range(len(stack) - 1, -1, -1):
+                b = stack[p]
+                if b.is_call:
+                    break           # a section never closes across a call boundary
+                if b.coarse == want:
+                    pos = p
+                    break
+            if pos is None:
+                children.append(idx)
+            else:
+                _close(stack, pos, idx, root)
+        else:
+            children.append(idx)
+    return root
+
+
+def _safe(ev, i):
+    try:
+        return ev[i]
+    except (TypeError, IndexError, KeyError):
+        return None
+
+
+def _find(stack, pred):
+    for p in range(len(stack) - 1, -1, -1):
+        if pred(stack[p]):
+            return p
+    return None
+
+
+def _close(stack: list, pos: int, idx: int, root: list) -> None:
+    """Close stack[pos] at event idx; open sections above it cross its end:
+    flatten them (their lock event and children move into their parent)."""
+    while len(stack) - 1 > pos:
+        inner = stack.pop()
+        parent = stack[-1].children
+        assert parent[-1] is inner
+        parent.pop()
+        parent.append(inner.open)
+        parent.extend(inner.children)
+    stack[pos].close = idx
+    stack.pop()
+
+
+def _lock_coarse_name(coarse):
+    # A section's coarse key for matching: the lock's name, not its instance
+    # (an instance difference is an argument difference of the lock event).
+    return coarse[:2]
+
+
+def annotate(items: list, events: list) -> tuple[list, list]:
+    """(coarse keys, fine keys) of a sibling list; brackets get their subtree
+    fine key computed bottom-up and cached."""
+    ck, fk = [], []
+    for it in items:
+        if type(it) is int:
+            ev = events[it]
+            ck.append(coarse_key(ev))
+            fk.append(fine_key(ev))
+        else:
+            if it.fine is None:
+                _, sub = annotate(it.children, events)
+                close = fine_key(events[it.close]) if it.close is not None else None
+                it.fine = hash((fine_key(events[it.open]), tuple(sub), close))
+            ck.append(it.coarse if it.is_call else _lock_coarse_name(it.coarse))
+            fk.append(it.fine)
+    return ck, fk
+
+
+# --------------------------------------------------------------------------------
+# Sequence alignment
+
+
+def align_seq(ka: list, kb: list, fa: list, fb: list) -> list[tuple]:
+    """Align two sequences.  ka/kb: coarse keys (only equal ones may pair);
+    fa/fb: fine keys (equal = identical).  Returns (i, j) pairs in order, with
+    None for a gap; gaps between two pairs list A's items before B's."""
+    out: list[tuple] = []
+    _align(ka, kb, fa, fb, 0, len(ka), 0, len(kb), out, 0)
+    return out
+
+
+def _align(ka, kb, fa, fb, a0, a1, b0, b1, out, depth):
+    # common prefix
+    while a0 < a1 and b0 < b1 and fa[a0] == fb[b0] and ka[a0] == kb[b0]:
+        out.append((a0, b0))
+        a0 += 1
+        b0 += 1
+    # common suffix (emitted after the middle)
+    tail = []
+    while a1 > a0 and b1 > b0 and fa[a1 - 1] == fb[b1 - 1] and ka[a1 - 1] == kb[b1 - 1]:
+        a1 -= 1
+        b1 -= 1
+        tail.append((a1, b1))
+    if a0 == a1 or b0 == b1:
+        out.extend((i, None) for i in range(a0, a1))
+        out.extend((None, j) for j in range(b0, b1))
+    else:
+        anchors = _unique_anchors(fa, fb, a0, a1, b0, b1, ka, kb) if depth < 64 else []
+        if not anchors and depth < 64:
+            anchors = _unique_anchors(ka, kb, a0, a1, b0, b1, ka, kb)
+        if anchors:
+            pa, pb = a0, b0
+            for i, j in anchors:
+                _align(ka, kb, fa, fb, pa, i, pb, j, out, depth + 1)
+                out.append((i, j))
+                pa, pb = i + 1, j + 1
+            _align(ka, kb, fa, fb, pa, a1, pb, b1, out, depth + 1)
+        elif (a1 - a0) * (b1 - b0) <= DP_CELLS:
+            _dp(ka, kb, fa, fb, a0, a1, b0, b1, out)
+        else:
+            _greedy(ka, kb, fa, fb, a0, a1, b0, b1, out)
+    out.extend(reversed(tail))
+
+
+def _unique_anchors(xa, xb, a0, a1, b0, b1, ka, kb):
+    """Patience anchors: keys occurring exactly once in each range, in an
+    increasing (longest) order on both sides."""
+    ca: dict = {}
+    for i in range(a0, a1):
+        k = xa[i]
+        ca[k] = -1 if k in ca else i
+    cb: dict = {}
+    for j in range(b0, b1):
+        k = xb[j]
+        cb[k] = -1 if k in cb else j
+    cand = []
+    for k, i in ca.items():
+        if i >= 0:
+            j = cb.get(k, -1)
+            if j >= 0 and ka[i] == kb[j]:
+                cand.append((i, j))
+    if not cand:
+        return []
+    cand.sort()
+    return _lis(cand)
+
+
+def _lis(pairs):
+    """Longest subsequence increasing in the second coordinate (patience sort)."""
+    tails: list = []       # b values
+    tail_idx: list = []
+    prev = [-1] * len(pairs)
+    for n, (_, j) in enumerate(pairs):
+        p = bisect_left(tails, j)
+        if p == len(tails):
+            tails.append(j)
+            tail_idx.append(n)
+        else:
+            tails[p] = j
+            tail_idx[p] = n
+        prev[n] = tail_idx[p - 1] if p else -1
+    res = []
+    n = tail_idx[-1]
+    while n >= 0:
+        res.append(pairs[n])
+        n = prev[n]
+    res.reverse()
+    return res
+
+
+def _dp(ka, kb, fa, fb, a0, a1, b0, b1, out):
+    """Weighted LCS: a coarse match scores 2, an identical one 3."""
+    n, m = a1 - a0, b1 - b0
+    w = m + 1
+    score = [0] * ((n + 1) * w)
+    for i in range(n - 1, -1, -1):
+        ki, fi = ka[a0 + i], fa[a0 + i]
+        row, nxt = i * w, (i + 1) * w
+        for j in range(m - 1, -1, -1):
+            best = score[nxt + j]
+            s = score[row + j + 1]
+            if s > best:
+                best = s
+            if ki == kb[b0 + j]:
+                s = score[nxt + j + 1] + (3 if fi == fb[b0 + j] else 2)
+                if s > best:
+                    best = s
+            score[row + j] = best
+    i = j = 0
+    ga: list = []
+    gb: list = []
+    while i < n and j < m:
+        cur = score[i * w + j]
+        if ka[a0 + i] == kb[b0 + j] and cur == score[(i + 1) * w + j + 1] + (3 if fa[a0 + i] == fb[b0 + j] else 2):
+            out.extend((x, None) for x in ga)
+            out.extend((None, y) for y in gb)
+            ga, gb = [], []
+            out.append((a0 + i, b0 + j))
+            i += 1
+            j += 1
+        elif cur == score[(i + 1) * w + j]:
+            ga.append(a0 + i)
+            i += 1
+        else:
+            gb.append(b0 + j)
+            j += 1
+    ga.extend(range(a0 + i, a1))
+    gb.extend(range(b0 + j, b1))
+    out.extend((x, None) for x in ga)
+    out.extend((None, y) for y in gb)
+
+
+def _greedy(ka, kb, fa, fb, a0, a1, b0, b1, out, look: int = 32):
+    """Lockstep with a small look-ahead: linear, for large unanchored ranges."""
+    i, j = a0, b0
+    while i < a1 and j < b1:
+        if ka[i] == kb[j]:
+            out.append((i, j))
+            i += 1
+            j += 1
+            continue
+        best = None
+        for d in range(1, look):
+            if j + d < b1 and ka[i] == kb[j + d]:
+                best = (0, d)
+                break
+            if i + d < a1 and ka[i + d] == kb[j]:
+                best = (d, 0)
+                break
+        if best is None:
+            out.append((i, None))
+            out.append((None, j))
+            i += 1
+            j += 1
+        else:
+            di, dj = best
+            out.extend((x, None) for x in range(i, i + di))
+            out.extend((None, y) for y in range(j, j + dj))
+            i += di
+            j += dj
+    out.extend((x, None) for x in range(i, a1))
+    out.extend((None, y) for y in range(j, b1))
+
+
+# --------------------------------------------------------------------------------
+# Rows of one pair of operations
+
+
+class RowSink:
+    """Collects the rows of one differing op pair: seqs (0 = gap), class
+    codes, differing field names, the nesting path at each region start."""
+
+    __slots__ = ("sa", "sb", "cls", "fields", "paths", "ia", "ib")
+
+    def __init__(self) -> None:
+        self.sa = array("q")
+        self.sb = array("q")
+        self.cls = bytearray()
+        self.fields: dict = {}
+        self.paths: dict = {}          # row -> tuple of enclosing function names
+        self.ia = array("l")           # event index in the op group (-1 = gap)
+        self.ib = array("l")
+
+    def __len__(self) -> int:
+        return len(self.cls)
+
+    def add(self, ia, ib, seq_a, seq_b, code, fields, path) -> None:
+        n = len(self.cls)
+        self.sa.append(seq_a)
+        self.sb.append(seq_b)
+        self.cls.append(code)
+        self.ia.append(ia)
+        self.ib.append(ib)
+        if fields:
+            self.fields[n] = fields
+        if code != C_SAME and (n == 0 or self.cls[n - 1] == C_SAME):
+            self.paths[n] = path
+
+
+def align_ops(ga: OpGroup | None, gb: OpGroup | None, funcs_a=None, funcs_b=None) -> RowSink:
+    """Rows for a pair of op groups (either may be None: one-sided)."""
+    sink = RowSink()
+    ea = ga.events if ga is not None else []
+    eb = gb.events if gb is not None else []
+    fa0 = ga.first if ga is not None else 0
+    fb0 = gb.first if gb is not None else 0
+    seq_a = [_seq_of(ev, fa0 + i) for i, ev in enumerate(ea)]
+    seq_b = [_seq_of(ev, fb0 + i) for i, ev in enumerate(eb)]
+    ctx = _Ctx(ea, eb, seq_a, seq_b, sink, funcs_a or S.FUNCS)
+    if not eb:
+        for i in range(len(ea)):
+            sink.add(i, -1, seq_a[i], 0, C_ONLY_A, (), ())
+        return sink
+    if not ea:
+        for j in range(len(eb)):
+            sink.add(-1, j, 0, seq_b[j], C_ONLY_B, (), ())
+        return sink
+    ctx.items(build_tree(ea), build_tree(eb), ())
+    return sink
+
+
+class _Ctx:
+    __slots__ = ("ea", "eb", "sa", "sb", "sink", "funcs")
+
+    def __init__(self, ea, eb, sa, sb, sink, funcs) -> None:
+        self.ea, self.eb, self.sa, self.sb, self.sink, self.funcs = ea, eb, sa, sb, sink, funcs
+
+    def func_name(self, code):
+        if type(code) is int and 0 <= code < len(self.funcs):
+            return self.funcs[code]
+        return str(code)
+
+    def pair(self, i: int, j: int, path) -> None:
+        f = differing_fields(self.ea[i], self.eb[j])
+        self.sink.add(i, j, self.sa[i], self.sb[j], C_ARGS if f else C_SAME, f, path)
+
+    def only(self, side: int, item, path) -> None:
+        idxs: list = []
+        _flatten(item, idxs)
+        idxs.sort()
+        if side == 0:
+            for i in idxs:
+                self.sink.add(i, -1, self.sa[i], 0, C_ONLY_A, (), path)
+        else:
+            for j in idxs:
+                self.sink.add(-1, j, 0, self.sb[j], C_ONLY_B, (), path)
+
+    def items(self, ia: list, ib: list, path) -> None:
+        ka, fa = annotate(ia, self.ea)
+        kb, fb = annotate(ib, self.eb)
+        for i, j in align_seq(ka, kb, fa, fb):
+            if j is None:
+                self.only(0, ia[i], path)
+            elif i is None:
+                self.only(1, ib[j], path)
+            else:
+                x, y = ia[i], ib[j]
+                if type(x) is int:
+                    self.pair(x, y, path)
+                elif fa[i] == fb[j] and _subtree_equal(x, y, self.ea, self.eb):
+                    self._same_subtree(x, y)
+                else:
+                    self.pair(x.open, y.open, path)
+                    sub = path + ((self.func_name(self.ea[x.open][4]),) if x.is_call
+                                  else (str(_safe(self.ea[x.open], F0)),))
+                    self.items(x.children, y.children, sub)
+                    if x.close is not None and y.close is not None:
+                        self.pair(x.close, y.close, path)
+                    elif x.close is not None:
+                        self.sink.add(x.close, -1, self.sa[x.close], 0, C_ONLY_A, (), path)
+                    elif y.close is not None:
+                        self.sink.add(-1, y.close, 0, self.sb[y.close], C_ONLY_B, (), path)
+
+    def _same_subtree(self, x, y) -> None:
+        a: list = []
+        b: list = []
+        _flatten(x, a)
+        _flatten(y, b)
+        a.sort()
+        b.sort()
+        for i, j in zip(a, b):
+            self.sink.add(i, j, self.sa[i], self.sb[j], C_SAME, (), ())
+
+
+def _flatten(item, out: list) -> None:
+    if type(item) is int:
+        out.append(item)
+        return
+    out.append(item.open)
+    for c in item.children:
+        _flatten(c, out)
+    if item.close is not None:
+        out.append(item.close)
+
+
+def _subtree_equal(x, y, ea, eb) -> bool:
+    a: list = []
+    b: list = []
+    _flatten(x, a)
+    _flatten(y, b)
+    if len(a) != len(b):
+        return False
+    a.sort()
+    b.sort()
+    return all(same_payload(ea[i], eb[j]) for i, j in zip(a, b))
+
+
+# --------------------------------------------------------------------------------
+# The alignment as the report and the TUI read it
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One row of the side-by-side view.  A gap has seq None on that side.
+    ``fields`` names what differs for an ``args`` row."""
+
+    index: int
+    seq_a: int | None
+    seq_b: int | None
+    cls: str
+    fields: tuple
+    pair: int
+
+
+@dataclass(slots=True)
+class Region:
+    """A maximal run of differing rows inside one op pair."""
+
+    index: int
+    pair: int
+    row_start: int           # global row index, inclusive
+    row_end: int             # exclusive
+    seq_a: tuple | None      # (first, last) seqs of A's events in it, None if none
+    seq_b: tuple | None
+    counts: dict             # class -> number of rows
+    path: tuple              # enclosing functions / sections at its start
+
+    @property
+    def classes(self) -> tuple:
+        return tuple(c for c in CLASSES if self.counts.get(c))
+
+
+class OpPair:
+    """Two aligned op groups (or one, when the other trace lacks it)."""
+
+    __slots__ = ("index", "op_a", "op_b", "key_a", "key_b", "first_a", "count_a", "first_b",
+                 "count_b", "status", "row_start", "n_rows", "rows", "regions", "events_a",
+                 "events_b", "part")
+
+    def __init__(self, index, ga: OpGroup | None, gb: OpGroup | None, status: str) -> None:
+        self.index = index
+        self.op_a = ga.op if ga is not None else None
+        self.op_b = gb.op if gb is not None else None
+        self.key_a = ga.key if ga is not None else None
+        self.key_b = gb.key if gb is not None else None
+        self.first_a = ga.first if ga is not None else None
+        self.count_a = ga.count if ga is not None else 0
+        self.first_b = gb.first if gb is not None else None
+        self.count_b = gb.count if gb is not None else 0
+        self.part = (ga or gb).part
+        self.status = status          # "same" | "different" | "only-a" | "only-b"
+        self.row_start = 0
+        self.n_rows = 0
+        self.rows: RowSink | None = None
+        self.regions: list[int] = []
+        self.events_a = None          # kept for the report's detail (differing pairs only)
+        self.events_b = None
+
+    @property
+    def last_a(self):
+        return self.first_a + self.count_a - 1 if self.count_a else None
+
+    @property
+    def last_b(self):
+        return self.first_b + self.count_b - 1 if self.count_b else None
+
+    def row(self, k: int) -> Row:
+        """The k-th row of this pair (0-based)."""
+        g = self.row_start + k
+        r = self.rows
+        if r is None:
+            return Row(g, self.first_a + k, self.first_b + k, SAME, (), self.index)
+        sa, sb = r.sa[k], r.sb[k]
+        return Row(g, sa if sa else None, sb if sb else None, CLASSES[r.cls[k]],
+                   r.fields.get(k, ()), self.index)
+
+    def row_of(self, side: str, seq: int) -> int | None:
+        """Local row index of the event with this seq on side 'a' or 'b'."""
+        first, count = (self.first_a, self.count_a) if side == "a" else (self.first_b, self.count_b)
+        if not count or not first <= seq < first + count:
+            return None
+        if self.rows is None:
+            return seq - first
+        arr = self.rows.sa if side == "a" else self.rows.sb
+        for k, s in enumerate(arr):
+            if s == seq:
+                return k
+        return None
+
+
+class Alignment:
+    """The whole alignment: op pairs in order, rows numbered globally.
+
+    For the side-by-side view: ``n_rows``, ``rows(start, stop)`` (gap rows
+    have seq None on the missing side), ``row_of(side, seq)`` to follow a
+    cursor, ``regions`` with ``next_region``/``prev_region`` for the
+    next/previous-difference keys."""
+
+    def __init__(self) -> None:
+        self.pairs: list[OpPair] = []
+        self.regions: list[Region] = []
+        self.n_rows = 0
+        self._starts = array("q")         # row_start per pair
+        self._side = {"a": (array("q"), array("l")), "b": (array("q"), array("l"))}
+        self._region_starts = array("q")
+
+    # -- building (the report's streaming pass) -----------------------------------------
+    def add(self, pair: OpPair) -> None:
+        pair.index = len(self.pairs)
+        pair.row_start = self.n_rows
+        if pair.rows is None:
+            pair.n_rows = pair.count_a
+        else:
+            pair.n_rows = len(pair.rows)
+        self.pairs.append(pair)
+        self._starts.append(pair.row_start)
+        for side, first, count in (("a", pair.first_a, pair.count_a), ("b", pair.first_b, pair.count_b)):
+            if count:
+                firsts, idx = self._side[side]
+                firsts.append(first)
+                idx.append(pair.index)
+        if pair.rows is not None:
+            self._add_regions(pair)
+        self.n_rows += pair.n_rows
+
+    def _add_regions(self, pair: OpPair) -> None:
+        r = pair.rows
+        cls = r.cls
+        n = len(cls)
+        k = 0
+        while k < n:
+            if cls[k] == C_SAME:
+                k += 1
+                continue
+            start = k
+            counts: dict = {}
+            fa = la = fb = lb = None
+            while k < n and cls[k] != C_SAME:
+                c = CLASSES[cls[k]]
+                counts[c] = counts.get(c, 0) + 1
+                if r.sa[k]:
+                    fa = r.sa[k] if fa is None else fa
+                    la = r.sa[k]
+                if r.sb[k]:
+                    fb = r.sb[k] if fb is None else fb
+                    lb = r.sb[k]
+                k += 1
+            reg = Region(len(self.regions), pair.index, pair.row_start + start, pair.row_start + k,
+                         (fa, la) if fa is not None else None, (fb, lb) if fb is not None else None,
+                         counts, r.paths.get(start, ()))
+            pair.regions.append(reg.index)
+            self.regions.append(reg)
+            self._region_starts.append(reg.row_start)
+
+    # -- queries ----------------------------------------------------------------------
+    def pair_at_row(self, row: int) -> OpPair:
+        if not 0 <= row < self.n_rows:
+            raise IndexError(f"row {row} outside 0..{self.n_rows - 1}")
+        p = bisect_right(self._starts, row) - 1
+        # skip empty pairs (cannot happen for groups, kept for safety)
+        while self.pairs[p].n_rows == 0 or row >= self.pairs[p].row_start + self.pairs[p].n_rows:
+            p += 1
+        return self.pairs[p]
+
+    def row(self, row: int) -> Row:
+        pair = self.pair_at_row(row)
+        return pair.row(row - pair.row_start)
+
+    def rows(self, start: int, stop: int) -> list[Row]:
+        """Rows start <= index < stop (clipped to the alignment)."""
+        start = max(start, 0)
+        stop = min(stop, self.n_rows)
+        out: list[Row] = []
+        if start >= stop:
+            return out
+        pair = self.pair_at_row(start)
+        p = pair.index
+        k = start - pair.row_start
+        while len(out) < stop - start:
+            pair = self.pairs[p]
+            while k < pair.n_rows and len(out) < stop - start:
+                out.append(pair.row(k))
+                k += 1
+            p += 1
+            k = 0
+        return out
+
+    def pair_of_seq(self, side: str, seq: int) -> OpPair | None:
+        """The op pair holding event seq of trace side ('a' or 'b')."""
+        firsts, idx = self._side[side]
+        p = bisect_right(firsts, seq) - 1
+        if p < 0:
+            return None
+        pair = self.pairs[idx[p]]
+        count = pair.count_a if side == "a" else pair.count_b
+        first = pair.first_a if side == "a" else pair.first_b
+        return pair if first <= seq < first + count else None
+
+    def row_of(self, side: str, seq: int) -> int | None:
+        """Global row of event seq of side 'a' or 'b' (None if outside)."""
+        pair = self.pair_of_seq(side, seq)
+        if pair is None:
+            return None
+        k = pair.row_of(side, seq)
+        return None if k is None else pair.row_start + k
+
+    def nearest_row(self, side: str, seq: int) -> int | None:
+        """row_of, or the row of the closest event before seq (for a finding
+        or cursor position between events); None before the first."""
+        firsts, idx = self._side[side]
+        p = bisect_right(firsts, seq) - 1
+        if p < 0:
+            return None
+        pair = self.pairs[idx[p]]
+        first = pair.first_a if side == "a" else pair.first_b
+        count = pair.count_a if side == "a" else pair.count_b
+        seq = min(seq, first + count - 1)
+        k = pair.row_of(side, seq)
+        return pair.row_start + (k if k is not None else pair.n_rows - 1)
+
+    def next_region(self, row: int) -> Region | None:
+        """First region starting after row."""
+        i = bisect_right(self._region_starts, row)
+        return self.regions[i] if i < len(self.regions) else None
+
+    def prev_region(self, row: int) -> Region | None:
+        """Last region starting before row."""
+        i = bisect_left(self._region_starts, row) - 1
+        return self.regions[i] if i >= 0 else None
+
+    def region_at(self, row: int) -> Region | None:
+        i = bisect_right(self._region_starts, row) - 1
+        if i >= 0 and self.regions[i].row_start <= row < self.regions[i].row_end:
+            return self.regions[i]
+        return None
+
+
+# --------------------------------------------------------------------------------
+# Streaming op pairing
+
+
+class _Queue:
+    """A look-ahead buffer over an op-group iterator."""
+
+    def __init__(self, it: Iterator[OpGroup]) -> None:
+        self._it = it
+        self.q: deque[OpGroup] = deque()
+        self.done = False
+
+    def fill(self, n: int) -> int:
+        while len(self.q) < n and not self.done:
+            try:
+                self.q.append(next(self._it))
+            except StopIteration:
+                self.done = True
+        return len(self.q)
+
+
+def pair_groups(groups_a: Iterator[OpGroup], groups_b: Iterator[OpGroup],
+                window: int = WINDOW) -> Iterator[tuple]:
+    """Yield (group_a | None, group_b | None) in alignment order."""
+    qa, qb = _Queue(groups_a), _Queue(groups_b)
+    while True:
+        na, nb = qa.fill(1), qb.fill(1)
+        if not na and not nb:
+            return
+        if not nb:
+            yield qa.q.popleft(), None
+            continue
+        if not na:
+            yield None, qb.q.popleft()
+            continue
+        a, b = qa.q[0], qb.q[0]
+        if a.match_key() == b.match_key():
+            qa.q.popleft()
+            qb.q.popleft()
+            yield a, b
+            continue
+        qa.fill(window)
+        qb.fill(window)
+        anchor = _resync(qa.q, qb.q)
+        if anchor is None:
+            # No common key ahead: same op id and verb still means "the same
+            # operation with other arguments"; otherwise one-sided.
+            qa.q.popleft()
+            qb.q.popleft()
+            if a.op == b.op and a.verb == b.verb and a.part == b.part:
+                yield a, b
+            else:
+                yield a, None
+                yield None, b
+            continue
+        i, j = anchor
+        gap_a = [qa.q.popleft() for _ in range(i)]
+        gap_b = [qb.q.popleft() for _ in range(j)]
+        yield from _pair_gap(gap_a, gap_b)
+
+
+def _resync(qa: deque, qb: deque):
+    """Nearest (i, j) with equal keys (ties: same op id), or None."""
+    first_b: dict = {}
+    for j, g in enumerate(qb):
+        first_b.setdefault(g.match_key(), []).append(j)
+    best = None
+    best_score = None
+    for i, g in enumerate(qa):
+        if best_score is not None and i >= best_score:
+            break
+        for j in first_b.get(g.match_key(), ()):
+            score = i + j + (0 if g.op == qb[j].op else 0.5)
+            if best_score is None or score < best_score:
+                best, best_score = (i, j), score
+            break
+    return best
+
+
+def _pair_gap(gap_a: list, gap_b: list):
+    """Groups skipped by a resync: pair those with the same op id and verb,
+    in order; the rest are one-sided (A's before B's at each step)."""
+    j = 0
+    for g in gap_a:
+        hit = None
+        for k in range(j, len(gap_b)):
+            if gap_b[k].op == g.op and gap_b[k].verb == g.verb:
+                hit = k
+                break
+        if hit is None:
+            yield g, None
+            continue
+        for k in range(j, hit):
+            yield None, gap_b[k]
+        yield g, gap_b[hit]
+        j = hit + 1
+    for k in range(j, len(gap_b)):
+        yield None, gap_b[k]

@@ -1,0 +1,406 @@
+"""Deterministic renderings of a DiffReport: readable text and the ``ops``
+part of the JSON (DESIGN §8).
+
+Nothing here depends on the machine, the locale or dict/set iteration order
+of anything but the report, so the same two traces always print the same
+bytes (golden-file tested).
+
+Text markers for rows inside a difference region (a region is a run of
+differing rows inside one aligned operation):
+
+    ~ A / B   the same event with other field values (the fields in brackets)
+    - A       an event only trace A has
+    + B       an event only trace B has
+"""
+
+from __future__ import annotations
+
+from .align import ARGS, CLASSES, ONLY_A, ONLY_B, SAME
+
+# Text limits (JSON is never cut, except where the report itself kept no
+# detail -- see report.DETAIL_ROWS).
+TEXT_PAIRS = 100        # differing operations shown
+TEXT_ROWS = 60          # rows shown per region
+TEXT_STATE = 60         # state-difference entries shown
+TEXT_CHANGES = 40       # changes shown per state-difference entry
+
+
+# --------------------------------------------------------------------------------
+# Operation descriptions
+
+
+def op_title(report, pair) -> str:
+    """'op 1 assign 0000:00:14.0 -> guest' (A's numbering, B's when A lacks it;
+    'op 3/4' when the two number it differently)."""
+    side = 0 if pair.key_a is not None or pair.op_a is not None else 1
+    key = pair.key_a if side == 0 else pair.key_b
+    op = pair.op_a if side == 0 else pair.op_b
+    num = f"{op}" if pair.op_a is None or pair.op_b is None or pair.op_a == pair.op_b \
+        else f"{pair.op_a}/{pair.op_b}"
+    pres = report.presenters[side]
+    parts = [f"op {num}"]
+    if pair.part:
+        parts.append(f"(continued, part {pair.part + 1})")
+    d = _key_desc(key, pres)
+    if d:
+        parts.append(d)
+    return " ".join(parts)
+
+
+def _key_desc(key, pres) -> str:
+    if not key:
+        return ""
+    verb, seg, bdf, dom = (tuple(key) + (None,) * 4)[:4]
+    out = [str(verb)]
+    if type(bdf) is int:
+        out.append(f"{seg if type(seg) is int else 0:04x}:{(bdf >> 8) & 0xFF:02x}:{(bdf >> 3) & 0x1F:02x}.{bdf & 7}")
+    if dom is not None and pres is not None:
+        name = pres.names.domain(dom)
+        out.append(("-> " if verb in ("assign", "quarantine", "add") else "") + str(name))
+    return " ".join(out)
+
+
+def _key_json(key, pres) -> dict:
+    verb, seg, bdf, dom = (tuple(key or ()) + (None,) * 4)[:4]
+    dev = None
+    if type(bdf) is int:
+        dev = f"{seg if type(seg) is int else 0:04x}:{(bdf >> 8) & 0xFF:02x}:{(bdf >> 3) & 0x1F:02x}.{bdf & 7}"
+    return {"verb": verb if isinstance(verb, str) or verb is None else str(verb), "device": dev,
+            "domain": pres.names.domain(dom) if dom is not None and pres is not None else None}
+
+
+def _range(first, count):
+    return [first, first + count - 1] if count else None
+
+
+# --------------------------------------------------------------------------------
+# JSON: ops
+
+
+def ops_json(report) -> list:
+    """The aligned operation pairs that are not identical."""
+    out = []
+    al = report.alignment
+    for pair in al.pairs:
+        if pair.status == SAME and pair.op_a == pair.op_b:
+            continue
+        side = 0 if pair.key_a is not None or pair.count_a else 1
+        key = pair.key_a if side == 0 else pair.key_b
+        d = {"op_a": pair.op_a, "op_b": pair.op_b, **_key_json(key, report.presenters[side]),
+             "status": pair.status if pair.status != SAME else "renumbered",
+             "seq_a": _range(pair.first_a, pair.count_a), "seq_b": _range(pair.first_b, pair.count_b),
+             "events_a": pair.count_a, "events_b": pair.count_b}
+        if pair.key_a != pair.key_b and pair.key_a is not None and pair.key_b is not None:
+            d["b"] = _key_json(pair.key_b, report.presenters[1])
+        if pair.part:
+            d["part"] = pair.part
+        d["regions"] = [_region_json(report, pair, al.regions[r]) for r in pair.regions]
+        out.append(d)
+    return out
+
+
+def _region_json(report, pair, reg) -> dict:
+    d = {"seq_a": list(reg.seq_a) if reg.seq_a else None, "seq_b": list(reg.seq_b) if reg.seq_b else None,
+         "in": list(reg.path), "counts": {c: reg.counts[c] for c in CLASSES if reg.counts.get(c)}}
+    if pair.events_a is None and pair.events_b is None:
+        d["rows"] = None
+        return d
+    rows = []
+    pa, pb = report.presenters
+    r = pair.rows
+    for k in range(reg.row_start - pair.row_start, reg.row_end - pair.row_start):
+        cls = CLASSES[r.cls[k]]
+        ia, ib = r.ia[k], r.ib[k]
+        row = {"class": cls, "seq_a": r.sa[k] or None, "seq_b": r.sb[k] or None}
+        if cls == ARGS:
+            row["fields"] = list(r.fields.get(k, ()))
+        row["a"] = pa.to_json(pair.events_a[ia]) if ia >= 0 else None
+        row["b"] = pb.to_json(pair.events_b[ib]) if ib >= 0 else None
+        rows.append(row)
+    d["rows"] = rows
+    return d
+
+
+# --------------------------------------------------------------------------------
+# Text
+
+
+def event_line(pres, ev, label: bool = True) -> str:
+    """'LABEL kind func args' for one event."""
+    k = pres._kind(ev)
+    if k is None:
+        return pres.text_args(ev)
+    kind = k[0].name
+    func = pres.func_name(ev[4])
+    head = f"{kind} {func}" if func else kind
+    if label:
+        head = f"{_label(ev):<5} {head}"
+    return f"{head} {pres.text_args(ev)}".rstrip()
+
+
+def _label(ev) -> str:
+    v = ev[5] if isinstance(ev, list) and len(ev) > 5 else ""
+    return v if isinstance(v, str) else str(v)
+
+
+def _side_desc(info: dict) -> str:
+    bits = [str(info.get("scenario") or "?"), str(info.get("engine") or "?")]
+    cx = info.get("cx16")
+    if cx is not None:
+        bits.append("cx16" if cx else "no-cx16")
+    bits.append(f"{info.get('events', 0)} events")
+    if not info.get("complete", True):
+        bits.append("DAMAGED")
+    return ", ".join(bits)
+
+
+def render_text(report) -> str:
+    out: list[str] = []
+    w = out.append
+    a, b = report.a, report.b
+    w(f"A: {a['trace']}  ({_side_desc(a)})")
+    w(f"B: {b['trace']}  ({_side_desc(b)})")
+    for side, info in (("A", a), ("B", b)):
+        stop = info.get("stop")
+        if stop:
+            w(f"   {side} is damaged: {stop['kind']} at byte {stop['offset']} (chunk {stop['chunk']}, "
+              f"last good seq {stop['last_good_seq']}): {stop['message']}; comparing its readable part")
+    hd = report.header_diff
+    if hd:
+        w(f"header: {len(hd)} field{'s' if len(hd) != 1 else ''} differ (headers do not count for equivalence)")
+        for h in hd[:20]:
+            w(f"  {h['path']}: {_short(h['a'])} | {_short(h['b'])}")
+        if len(hd) > 20:
+            w(f"  ... {len(hd) - 20} more")
+    else:
+        w("header: identical")
+    s = report.summary()
+    w("")
+    if report.equivalent:
+        w(f"result: EQUIVALENT -- {s['op_pairs']} operations, the same events")
+    else:
+        parts = []
+        if s["ops_different"]:
+            parts.append(f"{s['ops_different']} differ")
+        if s["ops_only_a"]:
+            parts.append(f"{s['ops_only_a']} only in A")
+        if s["ops_only_b"]:
+            parts.append(f"{s['ops_only_b']} only in B")
+        if s["ops_renumbered"]:
+            parts.append(f"{s['ops_renumbered']} renumbered")
+        w(f"result: DIFFERENT -- {s['op_pairs']} aligned operations: {', '.join(parts)}; "
+          f"{s['regions']} difference region{'s' if s['regions'] != 1 else ''} "
+          f"({s['rows_args']} changed, {s['rows_only_a']} only in A, {s['rows_only_b']} only in B)")
+    _first_text(report, w)
+    _ops_text(report, w)
+    _state_text(report, w)
+    _hazard_text(report, w)
+    return "\n".join(out) + "\n"
+
+
+def _short(v) -> str:
+    if isinstance(v, str):
+        return v
+    from replay.jsonout import dumps, json_safe
+    return dumps(json_safe(v))
+
+
+def _first_text(report, w) -> None:
+    f = report.first_divergence
+    if f is None:
+        return
+    w("")
+    cls = f["class"]
+    what = {"only-a": "an event only A has", "only-b": "an event only B has",
+            "args": "the same event with other values", "state": "the same events, a different state"}[cls]
+    fields = f" [{', '.join(f['fields'])}]" if f.get("fields") else ""
+    w(f"first divergence: A seq {f['seq_a']}, B seq {f['seq_b']} (op {_opnum(f)}): {cls}, {what}{fields}")
+    ctx = f.get("context") or []
+    if ctx:
+        w("  after these common events:")
+        for c in ctx:
+            w(f"    {c['seq_a']:>7} | {c['seq_b']:<7} {c.get('label') or '':<5} {c.get('kind')} "
+              f"{c.get('func') or ''} {c.get('text') or ''}".rstrip())
+    for side in ("a", "b"):
+        e = f.get(f"event_{side}")
+        if e is not None:
+            w(f"  {side.upper()} {e['seq']:>7}  {e.get('label') or '':<5} {e.get('kind')} {e.get('func') or ''} "
+              f"{e.get('text') or ''}".rstrip())
+
+
+def _opnum(f) -> str:
+    if f.get("op_a") == f.get("op_b") or f.get("op_b") is None:
+        return str(f.get("op_a"))
+    if f.get("op_a") is None:
+        return str(f.get("op_b"))
+    return f"{f['op_a']}/{f['op_b']}"
+
+
+def _ops_text(report, w) -> None:
+    al = report.alignment
+    shown = 0
+    hidden = 0
+    same = 0
+    header = False
+    for pair in al.pairs:
+        if pair.status == SAME and pair.op_a == pair.op_b:
+            same += 1
+            continue
+        if not header:
+            w("")
+            w("operations")
+            header = True
+        if shown >= TEXT_PAIRS:
+            hidden += 1
+            continue
+        shown += 1
+        _pair_text(report, pair, w)
+    if hidden:
+        w(f"  ... {hidden} more differing operations (see --json)")
+    if header and same:
+        w(f"  ({same} identical operation{'s' if same != 1 else ''} not shown)")
+
+
+def _pair_text(report, pair, w) -> None:
+    ra = f"A {pair.first_a}..{pair.last_a}" if pair.count_a else "A -"
+    rb = f"B {pair.first_b}..{pair.last_b}" if pair.count_b else "B -"
+    status = {"different": "different", "only-a": "only in A", "only-b": "only in B",
+              "same": "same events, renumbered"}[pair.status]
+    title = op_title(report, pair)
+    if pair.key_a != pair.key_b and pair.key_a is not None and pair.key_b is not None:
+        title += f"  (B: {_key_desc(pair.key_b, report.presenters[1])})"
+    w(f"  {title}: {status}  [{ra}, {rb}]")
+    al = report.alignment
+    pa, pb = report.presenters
+    for n, ri in enumerate(pair.regions, 1):
+        reg = al.regions[ri]
+        sa = f"A {reg.seq_a[0]}..{reg.seq_a[1]}" if reg.seq_a else "A -"
+        sb = f"B {reg.seq_b[0]}..{reg.seq_b[1]}" if reg.seq_b else "B -"
+        where = f" in {' > '.join(reg.path)}" if reg.path else ""
+        counts = ", ".join(f"{reg.counts[c]} {_cname(c)}" for c in CLASSES if reg.counts.get(c))
+        w(f"    region {n}: {sa}, {sb}{where} ({counts})")
+        if pair.events_a is None and pair.events_b is None:
+            w("      (rows not kept: too many differences; see the counts)")
+            continue
+        r = pair.rows
+        k0 = reg.row_start - pair.row_start
+        k1 = reg.row_end - pair.row_start
+        for k in range(k0, min(k1, k0 + TEXT_ROWS)):
+            cls = CLASSES[r.cls[k]]
+            ia, ib = r.ia[k], r.ib[k]
+            if cls == ARGS:
+                fields = r.fields.get(k, ())
+                eva, evb = pair.events_a[ia], pair.events_b[ib]
+                if fields == ("label",):
+                    # Only the step label differs: one line, both labels.
+                    w(f"      ~ A {r.sa[k]:>7}  B {r.sb[k]:<7} {_label(eva)}/{_label(evb)} "
+                      f"{event_line(pa, eva, label=False)}  [label]")
+                    continue
+                w(f"      ~ A {r.sa[k]:>7}  {event_line(pa, eva)}")
+                w(f"        B {r.sb[k]:>7}  {event_line(pb, evb)}  [{', '.join(fields)}]")
+            elif cls == ONLY_A:
+                w(f"      - A {r.sa[k]:>7}  {event_line(pa, pair.events_a[ia])}")
+            elif cls == ONLY_B:
+                w(f"      + B {r.sb[k]:>7}  {event_line(pb, pair.events_b[ib])}")
+        if k1 - k0 > TEXT_ROWS:
+            w(f"      ... {k1 - k0 - TEXT_ROWS} more rows")
+
+
+def _cname(c) -> str:
+    return {"args": "changed", "only-a": "only in A", "only-b": "only in B", "same": "same"}[c]
+
+
+def _state_text(report, w) -> None:
+    sd = report.state_diff
+    w("")
+    if not sd:
+        note = f" ({report.state_note})" if report.state_note else ""
+        w(f"state: the same at every aligned operation boundary{note}")
+        return
+    w("state difference at aligned operation boundaries (listed where it changes)")
+    al = report.alignment
+    for n, s in enumerate(sd):
+        if n >= TEXT_STATE:
+            w(f"  ... {len(sd) - TEXT_STATE} more (see --json)")
+            break
+        title = op_title(report, al.pairs[s.pair])
+        if not s.changes:
+            w(f"  after {title} (A seq {s.seq_a}, B seq {s.seq_b}): the same again")
+            continue
+        w(f"  after {title} (A seq {s.seq_a}, B seq {s.seq_b}): {len(s.changes)} difference"
+          f"{'s' if len(s.changes) != 1 else ''}")
+        for c in s.changes[:TEXT_CHANGES]:
+            w(f"    {_change_text(c)}")
+        if len(s.changes) > TEXT_CHANGES:
+            w(f"    ... {len(s.changes) - TEXT_CHANGES} more")
+    if report.state_note:
+        w(f"  ({report.state_note})")
+
+
+def _change_text(c: dict) -> str:
+    sec = c["section"]
+    if sec == "context":
+        what = f"context {c['rid']} (iommu {c['iommu']})"
+    elif sec == "dids":
+        what = f"DID {c['did']} (iommu {c['iommu']})"
+    elif sec == "devices":
+        what = f"device {c['bdf']}"
+    elif sec == "idmaps":
+        what = f"identity map {c['domain']} {c['base']}..{c['end']}"
+    elif sec == "domains":
+        what = f"domain {c['domain']}"
+    else:
+        what = f"caches of iommu {c['iommu']}"
+    return f"{what}: A {_fields_text(c['a'])} | B {_fields_text(c['b'])}"
+
+
+def _fields_text(d: dict) -> str:
+    if not d:
+        return "-"
+    parts = []
+    for k, v in d.items():
+        if isinstance(v, list):
+            v = "[" + "; ".join(_item_text(x) for x in v) + "]"
+        elif v is None:
+            v = "-"
+        elif v is True:
+            v = "yes"
+        elif v is False:
+            v = "no"
+        parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+def _item_text(x) -> str:
+    if isinstance(x, dict):
+        return " ".join(f"{k}={_item_text(v)}" for k, v in x.items())
+    if isinstance(x, list):
+        return "[" + ", ".join(_item_text(v) for v in x) + "]"
+    return "-" if x is None else str(x)
+
+
+def _hazard_text(report, w) -> None:
+    w("")
+    if not report.hazards_available:
+        w("hazard delta: not computed (this build has no hazard analysers)")
+        return
+    ha = [h for h in report.hazards if h.side == "a"]
+    hb = [h for h in report.hazards if h.side == "b"]
+    if not ha and not hb:
+        w("hazard delta: none (the same findings in the same operations)")
+        return
+    w("hazard delta")
+    for label, items in (("only in A", ha), ("only in B", hb)):
+        w(f"  {label}: {len(items) if items else 'none'}")
+        for h in items:
+            w(f"    {_finding_text(h.finding)}")
+
+
+def _finding_text(f: dict) -> str:
+    end = f.get("end")
+    rng = f"[{f.get('start')}, {end if end is not None else 'end'})"
+    labels = f"{f.get('start_label') or '?'} -> {f.get('end_label') or ('open' if end is None else '?')}"
+    dev = f.get("device") or f.get("rid") or "-"
+    sev = f.get("severity") or "-"
+    detail = f"  {f['detail']}" if f.get("detail") else ""
+    return f"{f.get('kind')} {dev} {rng} {labels} ({sev}){detail}"
