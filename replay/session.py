@@ -212,7 +212,7 @@ class ReplaySession:
         offs = array("Q", (loc[0] for _, loc in result.checkpoints))
         lens = array("Q", (loc[1] for _, loc in result.checkpoints))
         sc.put(K_KIND_CHUNKS, {S.KINDS[code].name: arr.tobytes() for code, arr in result.kinds.items() if arr})
-        keys = sorted(result.ctx)
+        keys = list(result.ctx)
         sc.put(K_CTX, {"keys": [list(k) for k in keys], "seqs": [result.ctx[k].tobytes() for k in keys]})
         sc.put(K_META, {
             "build": _build_key(), "count": self.count, "typecode": self._tc,

@@ -126,10 +126,30 @@ class Sidecar:
 
     @classmethod
     def _open_path(cls, path, fingerprint, fpb, location):
+        """Open (creating or replacing a stale one) under the file lock, so
+        that two processes opening at once end up on the same file and a
+        writer in the middle of a build is waited for, not replaced."""
         try:
-            if not _valid_file(path, fpb):
-                _replace_with_empty(path)
-            return cls(open(path, "r+b"), path, fingerprint, writable=True, location=location)
+            for _ in range(8):
+                f = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "r+b")
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+                    if not _same_file(f, path):
+                        f.close()        # replaced while we waited: take the new one
+                        continue
+                    size = os.fstat(f.fileno()).st_size
+                    if size == 0:
+                        os.pwrite(f.fileno(), HEADER.pack(MAGIC, VERSION, 0), 0)
+                    elif size != HEADER.size and _read_toc(f, fpb) is None:
+                        _replace_with_empty(path)   # stale: another trace, or a writer died
+                        f.close()
+                        continue
+                    fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+                    return cls(f, path, fingerprint, writable=True, location=location)
+                except BaseException:
+                    f.close()
+                    raise
+            return None
         except OSError:
             return None
 
@@ -314,6 +334,14 @@ def _valid_file(path: str, fpb: bytes) -> bool:
             return _read_toc(f, fpb) is not None
     except OSError:
         return False
+
+
+def _same_file(f, path: str) -> bool:
+    try:
+        a, b = os.fstat(f.fileno()), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _replace_with_empty(path: str) -> None:

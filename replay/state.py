@@ -394,7 +394,8 @@ def fold(st: ReplayState, events) -> ReplayState:
                 # [iommu, bus, devfn, half, method, old_lo, old_hi, new_lo, new_hi]
                 key = (ev[6], ev[7], ev[8])
                 new = (ev[13], ev[14])
-                if type(new[0]) is not int or type(new[1]) is not int or type(key[2]) is not int:
+                if (type(new[0]) is not int or type(new[1]) is not int or type(key[0]) is not int
+                        or type(key[1]) is not int or type(key[2]) is not int):
                     # Everything downstream does bit arithmetic on entries.
                     raise TypeError("context entry halves must be integers")
                 old = ctx.get(key, ZERO)
