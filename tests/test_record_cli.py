@@ -107,3 +107,18 @@ def test_shipped_traces_are_what_the_engine_records_now():
             f"{path.name} is stale: run `make traces`"
         n += 1
     assert n == 24
+
+
+from test_scenario import CASES  # noqa: E402  (one refusal class per case)
+
+
+@pytest.mark.parametrize("text,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_every_refusal_class_exit_2_one_line_no_trace(tmp_path, monkeypatch, capsys, text, expected):
+    from vtdtrace.cli import main
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text(text)
+    rc = main(["record", "s.toml", "--engine", "direct", "-o", "out.vtdt"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err == f"vtdtrace: {expected}\n"
+    assert not (tmp_path / "out.vtdt").exists()
