@@ -1,0 +1,38 @@
+"""Helpers shared by the TUI tests (imported as a module; it holds one
+self-check so pytest has something to collect here)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
+
+REPO = Path(__file__).resolve().parent.parent
+S1_NOCX16 = "s1-usb-rmrr.direct-nocx16.vtdt"
+
+
+def trace_copy(tmp_path: Path, name: str = S1_NOCX16, as_name: str | None = None) -> Path:
+    """A shipped trace copied into tmp_path, so its sidecar (bookmarks,
+    index) is written there and not beside the repository's file."""
+    dst = tmp_path / (as_name or name)
+    shutil.copyfile(REPO / "traces" / name, dst)
+    return dst
+
+
+async def settle(app, pilot) -> None:
+    """Wait for the loader (and search/filter workers) and the resulting redraws."""
+    for _ in range(3):
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+def screen_text(app) -> str:
+    """The current screen as plain text, one line per terminal row."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+def test_trace_copy(tmp_path):
+    p = trace_copy(tmp_path)
+    assert p.read_bytes() == (REPO / "traces" / S1_NOCX16).read_bytes()

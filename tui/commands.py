@@ -1,0 +1,55 @@
+"""The command palette (ctrl+p): every action of the viewer by name, with
+its key, so nothing is reachable only by a key binding someone must remember."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+# (title, help, action, key)
+ACTIONS: tuple[tuple[str, str, str, str], ...] = (
+    ("Next event", "step forward one event", "step(1)", "n ↓"),
+    ("Previous event", "step back one event", "step(-1)", "p ↑"),
+    ("Step over", "the next call (to its return) or operation (to its op-end) in one step", "step_over", "o"),
+    ("Step out", "to the return of the current function, or the end of the operation", "step_out", "u"),
+    ("Next finding", "to the step that opens the next hazard window", "next_finding", "]"),
+    ("Previous finding", "to the step that opens the previous hazard window", "prev_finding", "["),
+    ("Go to step", "jump to a step number, +N, -N, op N or end", "goto", "g"),
+    ("First step", "the platform before any event", "goto_step(0)", "home"),
+    ("Last step", "the end of the readable trace", "goto_step(-1)", "end"),
+    ("Next write of the selected entry", "the next ctx-write of the context entry selected in the state pane",
+     "next_write", "w"),
+    ("Previous write of the selected entry",
+     "the previous ctx-write of the context entry selected in the state pane", "prev_write", "W"),
+    ("Search", "find an event whose row contains a text", "search", "/"),
+    ("Next search match", "repeat the search forward", "search_next", ">"),
+    ("Previous search match", "repeat the search backward", "search_prev", "<"),
+    ("Filter events", "show only events of a kind, function, device or with a text", "filter", "f"),
+    ("Clear filter", "show every event again", "clear_filter", "F"),
+    ("Toggle bookmark", "bookmark the current step (or remove its bookmark)", "bookmark", "m"),
+    ("Bookmarks", "list the bookmarks and jump to one", "bookmarks", "'"),
+    ("Events pane", "focus the event list (again: maximise)", "pane(1)", "1"),
+    ("State pane", "focus the IOMMU state (again: maximise)", "pane(2)", "2"),
+    ("Call stack pane", "focus the call stack (again: maximise)", "pane(3)", "3"),
+    ("Findings pane", "focus the findings (again: maximise)", "pane(4)", "4"),
+    ("Help", "keys and how to read the screen", "help", "?"),
+    ("Quit", "leave the viewer", "quit", "q"),
+)
+
+
+class TraceCommands(Provider):
+    def _hits(self):
+        for title, help_text, action, key in ACTIONS:
+            yield title, f"{help_text}  (key {key})", partial(self.app.run_action, action)
+
+    async def discover(self) -> Hits:
+        for title, help_text, command in self._hits():
+            yield DiscoveryHit(title, command, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, help_text, command in self._hits():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), command, help=help_text)

@@ -1,0 +1,227 @@
+"""The event list: a virtual Line-API view over millions of events.
+
+Toolong's technique (research/anchors.md §5.4): a ``ScrollView`` whose
+``virtual_size`` is the number of rows; ``render_line`` decodes only the rows
+on screen, through the reader's chunk LRU and an LRU of formatted rows here.
+Nothing is proportional to the trace length: 10^7 events cost what 10^3 do.
+No ``DataTable``: 100k rows take 12 s to add here (research/perf.md §5).
+
+Row y shows seq y (row 0: the platform before any event); with a filter on,
+row y shows the y-th matching event (TraceModel.seq_at_row).  Columns: a
+bookmark mark, a hazard mark (a coloured bar when the step lies inside a
+finding's window), seq, CPU, op, step label, Xen function, kind, the decoded
+arguments.  Column widths follow the widget width.
+"""
+
+from __future__ import annotations
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from .model import TraceModel
+
+ROW_CACHE = 2048
+
+
+def _fit(text: str, width: int, right: bool = False) -> str:
+    if width <= 0:
+        return ""
+    if len(text) > width:
+        return text[: width - 1] + "…" if width > 1 else text[:width]
+    return text.rjust(width) if right else text.ljust(width)
+
+
+class EventList(ScrollView, can_focus=True):
+    """The virtual list of events; the cursor row is the current step."""
+
+    COMPONENT_CLASSES = {
+        "event-list--cursor",
+        "event-list--cursor-blur",
+        "event-list--seq",
+        "event-list--meta",
+        "event-list--label",
+        "event-list--func",
+        "event-list--kind",
+        "event-list--args",
+        "event-list--start",
+        "event-list--hazard",
+        "event-list--warning",
+        "event-list--info",
+        "event-list--bookmark",
+        "event-list--window",
+    }
+
+    BINDINGS = [
+        Binding("down", "app.step(1)", "step", show=False),
+        Binding("up", "app.step(-1)", "back", show=False),
+        Binding("pagedown", "page(1)", "page down", show=False),
+        Binding("pageup", "page(-1)", "page up", show=False),
+        Binding("home", "app.goto_step(0)", "first", show=False),
+        Binding("end", "app.goto_step(-1)", "last", show=False),
+    ]
+
+    class RowClicked(Message):
+        """A row was clicked: make its event the current step."""
+
+        def __init__(self, seq: int) -> None:
+            super().__init__()
+            self.seq = seq
+
+    def __init__(self, model: TraceModel, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.model = model
+        self._rows: LRUCache = LRUCache(ROW_CACHE)
+        self._layout: tuple = ()
+        self._layout_width = -1
+        self._cursor_row = 0
+
+    # --- model changes ----------------------------------------------------------------------
+    def reset(self) -> None:
+        """The rows changed (filter, count, findings, bookmarks): drop caches."""
+        self._rows.clear()
+        self._layout_width = -1
+        self.virtual_size = Size(self.size.width, self.model.row_count())
+        self._cursor_row = self.model.row_of_seq(self.model.cursor)
+        self.refresh()
+
+    def grow(self) -> None:
+        """More filter matches arrived: the list only got longer."""
+        self.virtual_size = Size(self.size.width, self.model.row_count())
+        self._cursor_row = self.model.row_of_seq(self.model.cursor)
+        self.refresh()
+
+    def invalidate_seq(self, seq: int) -> None:
+        """One row changed (a bookmark): re-render the view from the cache."""
+        self._rows.discard(seq)
+        self.refresh()
+
+    def show_cursor(self, center: bool = False) -> None:
+        """Move the highlighted row to the model's cursor and scroll it into view."""
+        old = self._cursor_row
+        row = self.model.row_of_seq(self.model.cursor)
+        self._cursor_row = row
+        height = max(self.scrollable_content_region.height, 1)
+        top = round(self.scroll_y)
+        margin = min(2, height // 4)
+        if center or abs(row - old) > height:
+            new_top = row - height // 2
+        elif row < top + margin:
+            new_top = row - margin
+        elif row >= top + height - margin:
+            new_top = row - height + margin + 1
+        else:
+            new_top = top
+        new_top = max(0, min(new_top, max(self.virtual_size.height - height, 0)))
+        if new_top != top:
+            self.scroll_to(y=new_top, animate=False)   # refreshes the whole view
+        else:
+            self.refresh_line(old)
+            self.refresh_line(row)
+
+    def action_page(self, direction: int) -> None:
+        height = max(self.scrollable_content_region.height - 1, 1)
+        row = self.model.row_of_seq(self.model.cursor) + direction * height
+        row = max(0, min(row, self.model.row_count() - 1))
+        if self.model.row_count():
+            self.app.goto_seq(self.model.seq_at_row(row))
+
+    def on_click(self, event) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        row = round(self.scroll_y) + offset.y
+        if 0 <= row < self.model.row_count():
+            self.post_message(self.RowClicked(self.model.seq_at_row(row)))
+
+    def on_resize(self, event) -> None:
+        self.virtual_size = Size(self.size.width, self.model.row_count())
+
+    def on_focus(self, event) -> None:
+        self.refresh_line(self._cursor_row)
+
+    def on_blur(self, event) -> None:
+        self.refresh_line(self._cursor_row)
+
+    # --- layout -----------------------------------------------------------------------------
+    def _columns(self, width: int) -> tuple:
+        if width == self._layout_width:
+            return self._layout
+        m = self.model
+        wseq = max(len(str(m.count)), 3)
+        last = m.event(m.count)
+        wop = max(len(str(last[3])) if last else 1, 2)
+        rest = width - 2 - (wseq + 1) - 2 - (wop + 1) - 5
+        wfunc = max(10, min(28, rest // 3))
+        wkind = 18 if width >= 110 else 13
+        self._layout = (wseq, wop, wfunc, wkind)
+        self._layout_width = width
+        self._rows.clear()
+        return self._layout
+
+    def _parts(self, seq: int, width: int) -> tuple:
+        """(bookmark?, hazard rank, [(text, component)]) for seq, cached."""
+        cached = self._rows.get(seq)
+        if cached is not None:
+            return cached
+        wseq, wop, wfunc, wkind = self._columns(width)
+        m = self.model
+        rank = m.findings.worst_at(seq) if (m.findings is not None and seq > 0) else 0
+        if seq == 0:
+            parts = [(_fit("0", wseq, True) + " ", "event-list--seq"),
+                     ("── the platform before any event ──", "event-list--start")]
+        else:
+            ev = m.event(seq)
+            if ev is None:
+                parts = [(_fit(str(seq), wseq, True) + " ", "event-list--seq"),
+                         ("(unreadable)", "event-list--start")]
+            else:
+                s, cpu, op, label, func, kind, args = m.row_fields(ev)
+                parts = [
+                    (_fit(s, wseq, True) + " ", "event-list--seq"),
+                    (cpu + " " + _fit(op, wop, True) + " ", "event-list--meta"),
+                    (_fit(label, 5) + " ", "event-list--label"),
+                    (_fit(func, wfunc) + " ", "event-list--func"),
+                    (_fit(kind, wkind) + " ", "event-list--kind"),
+                    (args, "event-list--args"),
+                ]
+        value = (seq in m.bookmarks, rank, parts)
+        self._rows[seq] = value
+        return value
+
+    # --- rendering ----------------------------------------------------------------------------
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        row = round(self.scroll_y) + y
+        base = self.rich_style
+        if row >= self.model.row_count() or width <= 0:
+            return Strip.blank(width, base)
+        seq = self.model.seq_at_row(row)
+        mark, rank, parts = self._parts(seq, width)
+        cstyle = self.get_component_rich_style
+        if row == self._cursor_row and seq == self.model.cursor:
+            rowbg = cstyle("event-list--cursor" if self.has_focus else "event-list--cursor-blur")
+        elif rank:
+            rowbg = base + cstyle("event-list--window", partial=True)
+        else:
+            rowbg = base
+        segs = [Segment("◆" if mark else " ", rowbg + cstyle("event-list--bookmark", partial=True))]
+        if rank >= 3:
+            segs.append(Segment("▌", rowbg + cstyle("event-list--hazard", partial=True)))
+        elif rank == 2:
+            segs.append(Segment("▌", rowbg + cstyle("event-list--warning", partial=True)))
+        elif rank == 1:
+            segs.append(Segment("▌", rowbg + cstyle("event-list--info", partial=True)))
+        else:
+            segs.append(Segment(" ", rowbg))
+        for text, comp in parts:
+            segs.append(Segment(text, rowbg + cstyle(comp, partial=True)))
+        return Strip(segs).adjust_cell_length(width, rowbg)
+
+    def cursor_style(self) -> Style:
+        return self.get_component_rich_style("event-list--cursor")

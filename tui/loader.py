@@ -1,0 +1,126 @@
+"""Loading in the background: the IO/compute side of the TUI.
+
+memray's UpdateThread pattern (research/anchors.md §5.2): a worker thread
+does the whole-trace work and *posts messages*; it never touches a widget.
+The app starts it after the first frame, so the first frame never waits for
+anything proportional to the trace length.
+
+1. ``ReplaySession(path)``: reads the index and checkpoints from the
+   sidecar, or builds them in one pass (posting ``LoadProgress`` as chunks
+   are folded);
+2. the findings: replay.hazards over the session (cached in the sidecar by
+   the analysers when they can be);
+3. the bookmarks saved in the sidecar.
+
+Each phase posts its result as soon as it is there: the state pane works as
+soon as the session is ready, the timeline fills in when the findings arrive.
+Errors become a ``LoadFailed`` message with one line of text, never a crash:
+the event list keeps working on what the reader could open.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from textual.message import Message
+
+from .model import BOOKMARKS_KEY, FindingsView, TraceModel
+
+PROGRESS_INTERVAL = 0.1     # seconds between two progress messages
+
+
+class LoadProgress(Message):
+    """Part of the whole-trace work is done (``fraction`` of ``phase``)."""
+
+    def __init__(self, phase: str, fraction: float) -> None:
+        super().__init__()
+        self.phase = phase
+        self.fraction = fraction
+
+    def can_replace(self, message: Message) -> bool:
+        # a flood of progress updates collapses to the latest (Toolong)
+        return isinstance(message, LoadProgress)
+
+
+class SessionLoaded(Message):
+    def __init__(self, session, bookmarks) -> None:
+        super().__init__()
+        self.session = session
+        self.bookmarks = bookmarks
+
+
+class FindingsLoaded(Message):
+    def __init__(self, findings: FindingsView) -> None:
+        super().__init__()
+        self.findings = findings
+
+
+class LoadFailed(Message):
+    def __init__(self, phase: str, text: str) -> None:
+        super().__init__()
+        self.phase = phase
+        self.text = text
+
+
+# One lock per process for writes to sidecars: the loader (session build,
+# findings cache) and bookmark saves run in different worker threads and a
+# Sidecar object is not thread-safe.
+SIDECAR_LOCK = threading.Lock()
+
+
+class _Throttle:
+    def __init__(self, post, phase: str) -> None:
+        self.post, self.phase, self.last = post, phase, 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_INTERVAL or done >= total:
+            self.last = now
+            self.post(LoadProgress(self.phase, done / total if total else 1.0))
+
+
+def compute_findings(session, progress=None):
+    """(findings list, interval index or None) from replay.hazards."""
+    from replay import hazards
+    result = hazards.analyse_session(session, progress=progress)
+    return result.findings, result.index
+
+
+def load(model: TraceModel, post, cancelled=lambda: False, *, use_sidecar: bool = True) -> None:
+    """The worker body.  ``post`` is the app's thread-safe post_message."""
+    from replay.session import ReplaySession
+
+    try:
+        with SIDECAR_LOCK:
+            session = ReplaySession(model.path, sidecar=use_sidecar,
+                                    progress=_Throttle(post, "indexing"))
+            marks = None
+            try:
+                marks = session.sidecar.get(BOOKMARKS_KEY)
+            except Exception:
+                marks = None
+    except Exception as exc:                       # an unreadable trace stays browsable
+        post(LoadFailed("index", f"cannot replay: {exc}"))
+        return
+    if cancelled():
+        session.close()
+        return
+    post(SessionLoaded(session, marks))
+    try:
+        with SIDECAR_LOCK:
+            findings, index = compute_findings(session, progress=_Throttle(post, "analysing"))
+    except Exception as exc:
+        post(LoadFailed("findings", f"hazard analysis failed: {exc}"))
+        return
+    if cancelled():
+        return
+    post(FindingsLoaded(FindingsView(findings, index, session.count)))
+
+
+def save_bookmarks(session, payload) -> None:
+    """Write the bookmarks into the sidecar (a worker thread: it may wait for
+    the sidecar's file lock)."""
+    with SIDECAR_LOCK:
+        session.sidecar.put(BOOKMARKS_KEY, payload)
+        session.sidecar.commit()

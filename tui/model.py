@@ -1,0 +1,657 @@
+"""The TUI's model: what the screen shows, computed without a single widget.
+
+memray's split (research/anchors.md §5.2): this module is pure -- no Textual
+import, no threads, no clock -- so every navigation rule is testable without a
+terminal.  Widgets only render a ``TraceModel``; the loader worker
+(tui/loader.py) fills in the replay session and the findings and posts
+messages; the app (tui/app.py) turns keys into model calls.
+
+What the model knows and where it comes from:
+
+* the trace itself, opened with the O(1) reader path (``verify=False``: the
+  trailer and the index, no pass over the events), so the first frame never
+  waits for whole-trace work.  Event rows are decoded chunk by chunk through
+  ``Trace.event`` (an 8-chunk LRU in the reader, plus the row cache of the
+  event list);
+* the ``ReplaySession`` (replay/session.py): state at any step, the seq
+  indexes (events per kind, writes per context entry), the sidecar.  It is
+  built or read from the sidecar in the loader worker; until it arrives the
+  list is navigable and the state pane says it is being built;
+* the findings (replay/hazards/), through ``FindingsView``, which only
+  adapts the analysers' interval index to the few questions the screen asks;
+* the cursor (a seq; 0 is the platform before any event), the selected
+  context entry, the filter, the search text and the bookmarks.
+
+Nothing here decides IOMMU semantics: the state, the owners of a DID and of a
+page table, and the findings all come from replay.  The model only decides
+navigation (which seq a key goes to) and presentation (row text).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from array import array
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+
+from replay import render
+from replay.jsonout import EventPresenter, RidFilter
+from replay.reader import open_trace
+from tracer import schema as S
+
+SEQ_TYPECODE = "Q"
+BOOKMARKS_KEY = "tui/bookmarks"
+BOOKMARKS_VERSION = 1
+
+
+# --- filters --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Filter:
+    """Show only the events that match every non-empty part."""
+
+    kinds: tuple[str, ...] = ()     # event kinds (any of them)
+    func: str = ""                  # substring of the Xen function name
+    device: str = ""                # a requester ID / BDF, SSSS:BB:DD.F or BB:DD.F
+    text: str = ""                  # substring of the row as displayed
+
+    @property
+    def empty(self) -> bool:
+        return not (self.kinds or self.func or self.device or self.text)
+
+    def describe(self) -> str:
+        parts = []
+        if self.kinds:
+            parts.append("kind=" + ",".join(self.kinds))
+        if self.func:
+            parts.append(f"function~{self.func}")
+        if self.device:
+            parts.append(f"device={self.device}")
+        if self.text:
+            parts.append(f'text~"{self.text}"')
+        return " ".join(parts) or "none"
+
+
+class FilterError(ValueError):
+    pass
+
+
+def parse_device(text: str):
+    """'0000:00:14.0' or '00:14.0' -> (seg, bus, devfn); FilterError otherwise."""
+    t = text.strip()
+    if t.count(":") == 1:
+        t = "0000:" + t
+    loc = render.parse_bdf(t)
+    if loc is None:
+        raise FilterError(f"device {text!r} is not a BDF like 0000:00:14.0")
+    return loc
+
+
+def parse_kinds(text: str) -> tuple[str, ...]:
+    names = tuple(k for k in re.split(r"[,\s]+", text.strip()) if k)
+    bad = [k for k in names if k not in S.KIND_BY_NAME]
+    if bad:
+        raise FilterError(f"unknown event kind {bad[0]!r}")
+    return names
+
+
+# --- findings ---------------------------------------------------------------------------
+
+SEVERITY_RANK = {"hazard": 3, "warning": 2, "benign": 1}
+
+
+def _fget(f, name, default=None):
+    if isinstance(f, dict):
+        return f.get(name, default)
+    return getattr(f, name, default)
+
+
+def finding_dict(f) -> dict:
+    """A finding as the DESIGN §8 dict, whatever object the analysers hand out."""
+    if isinstance(f, dict):
+        return f
+    to = getattr(f, "to_json", None) or getattr(f, "to_dict", None)
+    if to is not None:
+        return to()
+    return {k: _fget(f, k) for k in ("kind", "severity", "device", "rid", "iommu", "start", "end",
+                                     "open_at_end", "start_label", "end_label", "detail")}
+
+
+class FindingsView:
+    """The screen's questions about findings, answered by bisect over the
+    findings sorted by start (next/previous) and by the analysers' interval
+    index for "open at step n".
+
+    ``index`` is replay.hazards' interval index when it has one (anything with
+    ``open_at(n)``); otherwise "open at n" is answered here from the sorted
+    starts and a running maximum of the ends, which is also logarithmic plus
+    the size of the answer."""
+
+    def __init__(self, findings, index=None, count: int = 0) -> None:
+        items = [finding_dict(f) for f in findings]
+        items.sort(key=lambda d: (d.get("start") or 0, d.get("kind") or "", d.get("iommu") or 0,
+                                  d.get("rid") or ""))
+        self.items = items
+        self.count = count
+        self.starts = [d.get("start") or 0 for d in items]
+        self._index = index
+        # ends with open windows as count+1 (they hold to the end of the trace)
+        self._ends = [self._end(d) for d in items]
+        self._maxend = []
+        m = 0
+        for e in self._ends:
+            m = max(m, e)
+            self._maxend.append(m)
+
+    def _end(self, d) -> int:
+        end = d.get("end")
+        return self.count + 1 if end is None else end
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def open_at(self, n: int) -> list[dict]:
+        """Findings with start <= n < end (end None: open to the end)."""
+        if self._index is not None:
+            return [finding_dict(f) for f in self._index.open_at(n)]
+        hi = bisect_right(self.starts, n)
+        out = []
+        i = hi - 1
+        while i >= 0 and self._maxend[i] > n:
+            if self._ends[i] > n:
+                out.append(self.items[i])
+            i -= 1
+        out.reverse()
+        return out
+
+    def next_start(self, n: int):
+        """The first finding starting after step n, or None."""
+        i = bisect_right(self.starts, n)
+        return self.items[i] if i < len(self.items) else None
+
+    def prev_start(self, n: int):
+        """The last finding starting before step n, or None."""
+        i = bisect_left(self.starts, n)
+        return self.items[i - 1] if i > 0 else None
+
+    def worst_at(self, n: int) -> int:
+        """Severity rank of the worst finding open at n (0: none)."""
+        return max((SEVERITY_RANK.get(d.get("severity"), 1) for d in self.open_at(n)), default=0)
+
+    def buckets(self, width: int, total: int) -> list[int]:
+        """Worst severity rank per timeline cell: cell c covers the steps
+        [1 + c*total/width, 1 + (c+1)*total/width)."""
+        out = [0] * width
+        if width <= 0 or total <= 0:
+            return out
+        for d, end in zip(self.items, self._ends):
+            rank = SEVERITY_RANK.get(d.get("severity"), 1)
+            start = max(d.get("start") or 0, 1)
+            last = min(end - 1, total)
+            if last < start:
+                last = start
+            c0 = min((start - 1) * width // total, width - 1)
+            c1 = min((last - 1) * width // total, width - 1)
+            for c in range(c0, c1 + 1):
+                if out[c] < rank:
+                    out[c] = rank
+        return out
+
+
+# --- what a step looks like ----------------------------------------------------------------
+
+@dataclass
+class StepView:
+    """Everything the panes show for one cursor position."""
+
+    seq: int
+    count: int
+    show: dict                      # render.show_dict: the DESIGN §8 show object
+    op_text: str
+    rollback: int
+    stacks: dict                    # cpu -> [function names], outermost first
+    translation: frozenset          # IOMMU ids with DMA remapping on
+    open_findings: list = field(default_factory=list)
+
+
+# --- the model -----------------------------------------------------------------------------
+
+class TraceModel:
+    """One trace as the TUI sees it.  Raises reader.NotATrace on open."""
+
+    def __init__(self, path) -> None:
+        self.path = os.fspath(path)
+        self.name = os.path.basename(self.path)
+        self.trace = open_trace(self.path, verify=False)
+        self.header = self.trace.header if isinstance(self.trace.header, dict) else {}
+        self.schema = self.trace.schema
+        self.presenter = EventPresenter(self.schema, self.header)
+        self.view = render.PlatformView(self.header)
+        self.count = self.trace.count
+        self.stop = self.trace.stop
+        self.session = None
+        self.findings: FindingsView | None = None
+        self.load_error: str | None = None
+        self.cursor = 0
+        self.selected: tuple[int, int, int] | None = None
+        self.filter = Filter()
+        self.filter_seqs: array | None = None    # matching seqs (sorted) while a filter is on
+        self.filter_done = True
+        self.search_text = ""
+        self.bookmarks: dict[int, str] = {}
+        self._by_name = {k.name: k.code for k in self.schema.kinds}
+        self._k_call = self._by_name.get("call")
+        self._k_return = self._by_name.get("return")
+        self._k_op_begin = self._by_name.get("op-begin")
+        self._k_op_end = self._by_name.get("op-end")
+        self._k_entry = {self._by_name.get(n) for n in ("ctx-write", "cache-sync")} - {None}
+        self._k_flush_ctx = self._by_name.get("flush-context")
+
+    # --- header facts -----------------------------------------------------------------
+    @property
+    def engine(self) -> str:
+        eng = self.header.get("engine") if isinstance(self.header.get("engine"), dict) else {}
+        name = str(eng.get("name", "?"))
+        if eng.get("cx16") is False:
+            name += " (no cx16)"
+        return name
+
+    @property
+    def scenario(self) -> str:
+        sc = self.header.get("scenario")
+        if isinstance(sc, dict) and isinstance(sc.get("name"), str):
+            return sc["name"]
+        return "?"
+
+    @property
+    def complete(self) -> bool:
+        return self.stop is None
+
+    def integrity(self) -> str:
+        if self.stop is None:
+            return "complete" if self.session is not None else "trailer ok"
+        return "damaged"
+
+    def damage_text(self) -> str | None:
+        if self.stop is None:
+            return None
+        return (f"damaged trace: {self.stop.describe()} -- showing the readable prefix, "
+                f"{self.count} events")
+
+    # --- the session and the findings arrive -------------------------------------------
+    def attach_session(self, session) -> None:
+        """The loader built (or read) the index: the readable part is now
+        exactly known (a corrupt chunk found while folding shortens it)."""
+        self.session = session
+        if session.count < self.count or session.stop is not None:
+            self.count = session.count
+            self.stop = session.stop
+        self.cursor = min(self.cursor, self.count)
+
+    def attach_findings(self, findings: FindingsView) -> None:
+        self.findings = findings
+
+    # --- events and rows --------------------------------------------------------------------
+    def event(self, seq: int):
+        """Event seq as stored (the trace's own codes), or None when it is
+        not readable."""
+        if not 1 <= seq <= self.count:
+            return None
+        try:
+            return self.trace.event(seq)
+        except IndexError:
+            return None
+
+    def kind_name(self, ev) -> str:
+        k = ev[0]
+        return self.schema.kinds[k].name if isinstance(k, int) and 0 <= k < len(self.schema.kinds) else "?"
+
+    def row_fields(self, ev) -> tuple:
+        """(seq, cpu, op, label, func, kind, args) as display strings."""
+        return (str(ev[1]), str(ev[2]), str(ev[3]), str(ev[5] or ""),
+                str(self.presenter.func_name(ev[4]) or ""), self.kind_name(ev),
+                self.presenter.text_args(ev))
+
+    def row_text(self, ev) -> str:
+        return " ".join(x for x in self.row_fields(ev) if x)
+
+    def entry_of(self, ev):
+        """The context entry (iommu, bus, devfn) an event addresses, or None."""
+        k = ev[0]
+        try:
+            if k in self._k_entry:
+                return (ev[6], ev[7], ev[8])
+            if k == self._k_flush_ctx and ev[7] == "device":
+                return (ev[6], ev[9] >> 8, ev[9] & 0xFF)
+        except (IndexError, TypeError):
+            return None
+        return None
+
+    # --- rows of the list (the filter maps rows to seqs) --------------------------------------
+    def row_count(self) -> int:
+        if self.filter_seqs is not None:
+            return len(self.filter_seqs)
+        return self.count + 1          # row 0: the platform before any event
+
+    def seq_at_row(self, row: int) -> int:
+        if self.filter_seqs is not None:
+            return self.filter_seqs[row]
+        return row
+
+    def row_of_seq(self, seq: int) -> int:
+        """The row showing seq; with a filter, the first matching row at or
+        after it (the cursor may sit on an event the filter hides)."""
+        if self.filter_seqs is not None:
+            i = bisect_left(self.filter_seqs, seq)
+            return min(i, max(len(self.filter_seqs) - 1, 0))
+        return seq
+
+    # --- cursor moves: each returns the new cursor (or None when there is nowhere to go) -------
+    def move_to(self, seq: int) -> int:
+        seq = max(0, min(seq, self.count))
+        self.cursor = seq
+        ev = self.event(seq)
+        if ev is not None:
+            key = self.entry_of(ev)
+            if key is not None:
+                self.selected = key
+        return seq
+
+    def step(self, delta: int):
+        """n/p: the next/previous event (the next/previous matching one under a filter)."""
+        if self.filter_seqs is not None:
+            seqs = self.filter_seqs
+            if delta > 0:
+                i = bisect_right(seqs, self.cursor) + delta - 1
+                if i >= len(seqs):
+                    return None
+            else:
+                i = bisect_left(seqs, self.cursor) + delta
+                if i < 0:
+                    return None
+            return self.move_to(seqs[i])
+        target = self.cursor + delta
+        if not 0 <= target <= self.count:
+            return None
+        return self.move_to(target)
+
+    def _matching_return(self, after: int, cpu) -> int | None:
+        """The first return at depth 0 on cpu after step ``after`` (calls and
+        returns balance in between), or the op-end that closes the operation,
+        or None at the end of the readable trace."""
+        depth = 0
+        kc, kr, ke = self._k_call, self._k_return, self._k_op_end
+        for ev in self.trace.events(after + 1, self.count + 1):
+            k = ev[0]
+            if k == ke:
+                return ev[1]
+            if ev[2] != cpu:
+                continue
+            if k == kc:
+                depth += 1
+            elif k == kr:
+                if depth == 0:
+                    return ev[1]
+                depth -= 1
+        return None
+
+    def step_over(self):
+        """o: the next event; when it is a call, the matching return (the
+        whole call in one step); when it begins an operation, its op-end."""
+        nxt = self.cursor + 1
+        ev = self.event(nxt)
+        if ev is None:
+            return None
+        if ev[0] == self._k_call:
+            target = self._matching_return(nxt, ev[2])
+        elif ev[0] == self._k_op_begin:
+            target = self._op_end_after(nxt)
+        else:
+            target = nxt
+        return self.move_to(target if target is not None else self.count)
+
+    def step_out(self):
+        """u: to the return of the function the cursor is in (the innermost
+        frame after the cursor's event); at top level, to the op-end of the
+        current operation."""
+        ev = self.event(self.cursor)
+        cpu = ev[2] if ev is not None else 0
+        if ev is not None and ev[0] == self._k_op_end:
+            return None if self.cursor >= self.count else self.step_over()
+        target = self._matching_return(self.cursor, cpu)
+        if target is None:
+            return None
+        return self.move_to(target)
+
+    def _op_end_after(self, seq: int):
+        if self.session is not None and self._k_op_end is not None:
+            nxt = self.session.next_of_kind("op-end", seq)
+            if nxt is not None and nxt <= self.count:
+                return nxt
+        for ev in self.trace.events(seq + 1, self.count + 1):
+            if ev[0] == self._k_op_end:
+                return ev[1]
+        return None
+
+    def next_finding(self):
+        if self.findings is None:
+            return None
+        f = self.findings.next_start(self.cursor)
+        return None if f is None else self.move_to(f["start"])
+
+    def prev_finding(self):
+        if self.findings is None:
+            return None
+        f = self.findings.prev_start(self.cursor)
+        return None if f is None else self.move_to(f["start"])
+
+    def next_write(self):
+        """w: the next ctx-write of the selected context entry."""
+        if self.session is None or self.selected is None:
+            return None
+        nxt = self.session.next_ctx_write(*self.selected, self.cursor)
+        return None if nxt is None or nxt > self.count else self.move_to(nxt)
+
+    def prev_write(self):
+        """W: the previous ctx-write of the selected context entry."""
+        if self.session is None or self.selected is None:
+            return None
+        prv = self.session.prev_ctx_write(*self.selected, self.cursor)
+        return None if prv is None else self.move_to(prv)
+
+    def parse_goto(self, text: str) -> int:
+        """'N', '+N', '-N', 'end'/'$', 'op N' -> a seq; ValueError with a message."""
+        t = text.strip().lower()
+        if t in ("end", "$", "last"):
+            return self.count
+        if t in ("start", "^", "0"):
+            return 0
+        m = re.fullmatch(r"op\s*(\d+)", t)
+        if m:
+            want = int(m.group(1))
+            seq = self._op_begin_seq(want)
+            if seq is None:
+                raise ValueError(f"no operation {want} in the readable trace")
+            return seq
+        m = re.fullmatch(r"([+-]?)\s*(\d+)", t.replace("_", "").replace(",", ""))
+        if not m:
+            raise ValueError(f"not a step: {text!r} (try 200, +10, -5, op 1, end)")
+        n = int(m.group(2))
+        if m.group(1) == "+":
+            n = self.cursor + n
+        elif m.group(1) == "-":
+            n = self.cursor - n
+        if not 0 <= n <= self.count:
+            raise ValueError(f"step {n} is outside 0..{self.count}")
+        return n
+
+    def _op_begin_seq(self, op: int):
+        if self.session is not None:
+            arr = self.session.kinds.seqs(self.session.kind_code("op-begin"))
+            if arr is not None and 0 <= op < len(arr) and arr[op] <= self.count:
+                ev = self.event(arr[op])
+                if ev is not None and ev[3] == op:
+                    return arr[op]
+        for ev in self.trace.events(1, self.count + 1):
+            if ev[0] == self._k_op_begin and ev[3] == op:
+                return ev[1]
+        return None
+
+    # --- the state at the cursor -------------------------------------------------------------
+    def step_view(self, seq: int | None = None) -> StepView | None:
+        """The panes' content for step seq (default: the cursor); None until
+        the session is loaded."""
+        s = self.session
+        if s is None:
+            return None
+        seq = self.cursor if seq is None else seq
+        st = s.state_at(seq)
+        open_f = self.findings.open_at(seq) if self.findings is not None else []
+        show = render.show_dict(st, s.view, open_f)
+        stacks = {cpu: [render.func_name(f) for f in st.stack(cpu)] for cpu in sorted(st.stacks)}
+        return StepView(seq=seq, count=self.count, show=show, op_text=render.op_text(st, s.view),
+                        rollback=st.rollback, stacks=stacks, translation=frozenset(st.translation),
+                        open_findings=open_f)
+
+    # --- search -------------------------------------------------------------------------------
+    def reader(self):
+        """A second reader on the same file for worker threads (the reader's
+        chunk cache is not shared across threads)."""
+        return open_trace(self.path, verify=False)
+
+    def search_iter(self, text: str, start: int, forward: bool = True, chunk: int = 4096,
+                    trace=None):
+        """Scan for the first event whose row text contains ``text``
+        (case-insensitive) after (before) step ``start``.  A generator: it
+        yields ("progress", scanned) every ``chunk`` events so a worker can
+        report and be cancelled, and finally ("found", seq) or ("none", None)."""
+        needle = text.lower()
+        total = self.count
+        tr = trace if trace is not None else self.trace
+        if forward:
+            pos = start + 1
+            while pos <= total:
+                stop = min(pos + chunk, total + 1)
+                for ev in tr.events(pos, stop):
+                    if needle in self.row_text(ev).lower():
+                        yield ("found", ev[1])
+                        return
+                pos = stop
+                yield ("progress", pos - start - 1)
+        else:
+            pos = start - 1
+            while pos >= 1:
+                lo = max(1, pos - chunk + 1)
+                evs = list(tr.events(lo, pos + 1))
+                for ev in reversed(evs):
+                    if needle in self.row_text(ev).lower():
+                        yield ("found", ev[1])
+                        return
+                pos = lo - 1
+                yield ("progress", start - 1 - pos)
+        yield ("none", None)
+
+    # --- filter ---------------------------------------------------------------------------------
+    def filter_predicate(self, flt: Filter):
+        """A function event -> bool for flt (FilterError on bad input)."""
+        tests = []
+        if flt.kinds:
+            codes = {self._by_name[k] for k in flt.kinds if k in self._by_name}
+            tests.append(lambda ev, codes=codes: ev[0] in codes)
+        if flt.func:
+            sub = flt.func.lower()
+            codes = {i for i, name in enumerate(self.schema.funcs) if sub in name.lower()}
+            tests.append(lambda ev, codes=codes: ev[4] in codes)
+        if flt.device:
+            seg, bus, devfn = parse_device(flt.device)
+            rf = RidFilter(self.presenter, seg, bus, devfn)
+            tests.append(rf)
+        if flt.text:
+            sub = flt.text.lower()
+            tests.append(lambda ev, sub=sub: sub in self.row_text(ev).lower())
+        if not tests:
+            return lambda ev: True
+        if len(tests) == 1:
+            return tests[0]
+        return lambda ev: all(t(ev) for t in tests)
+
+    def filter_iter(self, flt: Filter, chunk: int = 16384, trace=None):
+        """The seqs matching flt, in batches: yields (scanned, [seqs]).
+        A kind-only filter over one kind is answered from the session's
+        kind index in one batch."""
+        if (self.session is not None and flt.kinds and not (flt.func or flt.device or flt.text)
+                and self.schema.is_current):
+            arrays = [self.session.kinds.seqs(self.session.kind_code(k)) for k in flt.kinds]
+            arrays = [a for a in arrays if a]
+            if len(arrays) <= 1:
+                seqs = [s for s in (arrays[0] if arrays else ()) if s <= self.count]
+                yield (self.count, seqs)
+                return
+        pred = self.filter_predicate(flt)
+        tr = trace if trace is not None else self.trace
+        pos = 1
+        total = self.count
+        while pos <= total:
+            stop = min(pos + chunk, total + 1)
+            yield (stop - 1, [ev[1] for ev in tr.events(pos, stop) if pred(ev)])
+            pos = stop
+
+    def begin_filter(self, flt: Filter) -> None:
+        self.filter_predicate(flt)          # validate before anything changes
+        self.filter = flt
+        if flt.empty:
+            self.filter_seqs = None
+            self.filter_done = True
+        else:
+            self.filter_seqs = array(SEQ_TYPECODE)
+            self.filter_done = False
+
+    def add_filter_matches(self, seqs) -> None:
+        if self.filter_seqs is not None:
+            self.filter_seqs.extend(seqs)
+
+    def clear_filter(self) -> None:
+        self.begin_filter(Filter())
+
+    # --- bookmarks ------------------------------------------------------------------------------
+    def bookmark_note(self, seq: int) -> str:
+        ev = self.event(seq)
+        if ev is None:
+            return "platform before any event" if seq == 0 else ""
+        f = self.row_fields(ev)
+        return " ".join(x for x in (f[3], f[4], f[5]) if x)
+
+    def toggle_bookmark(self, seq: int | None = None) -> bool:
+        """m: set (True) or clear (False) a bookmark at seq (default: the cursor)."""
+        seq = self.cursor if seq is None else seq
+        if seq in self.bookmarks:
+            del self.bookmarks[seq]
+            return False
+        self.bookmarks[seq] = self.bookmark_note(seq)
+        return True
+
+    def bookmarks_sorted(self) -> list[tuple[int, str]]:
+        return sorted(self.bookmarks.items())
+
+    def bookmarks_payload(self) -> dict:
+        return {"v": BOOKMARKS_VERSION, "marks": [[s, n] for s, n in self.bookmarks_sorted()]}
+
+    def load_bookmarks(self, payload) -> None:
+        """Merge bookmarks stored in the sidecar (untrusted: checked)."""
+        if not isinstance(payload, dict) or payload.get("v") != BOOKMARKS_VERSION:
+            return
+        for item in payload.get("marks") or ():
+            try:
+                seq, note = item
+            except (TypeError, ValueError):
+                continue
+            if type(seq) is int and 0 <= seq <= self.count and isinstance(note, str):
+                self.bookmarks.setdefault(seq, note[:200])
+
+    def close(self) -> None:
+        try:
+            if self.session is not None:
+                self.session.close()
+        finally:
+            self.trace.close()

@@ -1,0 +1,246 @@
+"""The state pane: the IOMMU state after the current step, as replay computes it.
+
+Per IOMMU, every context entry decoded field by field -- present bit, DID,
+the domain that owns the DID (through the unit's DID map) next to the domain
+whose page tables SLPTPTR points into, translation type, address width and
+the raw halves.  When the two owners differ on a present entry the row is red
+and carries a "≠": that is XSA-400's did-pt-mismatch, visible at a glance.
+Below each unit: the DID map and what its caches may still hold; then device
+owners, the locks held with their holders and the findings open at the step.
+
+The content is a list of lines built from ``render.show_dict`` (the DESIGN §8
+``show --json`` object) -- nothing here computes owners or cache contents.
+Rendering is Line API (a ScrollView), so a platform with many devices scrolls
+without re-laying out widgets on every step.
+
+The pane has a selection: one context entry, the target of ``w``/``W`` (next
+/ previous write of that entry).  It follows the event under the cursor when
+that event addresses an entry (ctx-write, cache-sync, a device flush), and
+↑/↓ move it while the pane has focus.
+"""
+
+from __future__ import annotations
+
+from rich.segment import Segment
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from replay.render import parse_bdf
+
+from .model import StepView
+
+TT_SHORT = {0: "mlvl", 1: "devtlb", 2: "pass", 3: "rsvd"}
+
+# A line: list of (text, component class or None) and the context-entry key
+# it shows (for the selection), or None.
+Line = tuple
+
+
+def _own(name) -> str:
+    return name if name is not None else "-"
+
+
+def _key_of(iommu: int, rid: str):
+    loc = parse_bdf(rid)
+    return (iommu, loc[1], loc[2]) if loc else None
+
+
+def build_lines(v: StepView, event_text: str | None, selected, width: int) -> list[Line]:
+    """The pane's lines for one step."""
+    lines: list[Line] = []
+    add = lines.append
+    head = [(f"step {v.seq}/{v.count}", "state-pane--title")]
+    if v.op_text:
+        head.append(("  " + v.op_text, "state-pane--dim"))
+    if v.rollback:
+        head.append((f"  rollback depth {v.rollback}", "state-pane--warn"))
+    add((head, None))
+    if event_text:
+        # the whole current event, wrapped: the list crops long arguments
+        w = max(width - 2, 20)
+        text = event_text
+        while text:
+            add(([("  " + text[:w], "state-pane--event")], None))
+            text = text[w:]
+    for f in v.open_findings:
+        sev = f.get("severity") or "hazard"
+        end = f.get("end")
+        span = f"[{f.get('start')}, {'open' if end is None else end})"
+        comp = "state-pane--bad" if sev == "hazard" else "state-pane--warn"
+        add(([(f"⚠ {f.get('kind')} ", comp),
+              (f"{f.get('rid') or f.get('device') or ''} {span} {sev}", comp),
+              (("  " + f["detail"]) if f.get("detail") else "", "state-pane--dim")], None))
+    show = v.show
+    for u in show["iommus"]:
+        add(([], None))
+        on = "translation on" if u["id"] in v.translation else "translation off"
+        add(([(f"IOMMU {u['id']}", "state-pane--title"), (f"  {on}", "state-pane--dim")], None))
+        add(([("   RID           P  DID  DID owner    PT owner   TT     AW  lo                  hi",
+               "state-pane--header")], None))
+        for e in u["context"]:
+            key = _key_of(u["id"], e["rid"])
+            sel = key is not None and key == selected
+            mark = ("▸ ", "state-pane--select") if sel else ("  ", None)
+            rid = (f" {e['rid']}  ", "state-pane--rid")
+            tail = [(f"{TT_SHORT.get(e['tt'], e['tt']):<6} {e['aw']:<3} {e['lo']}  {e['hi']}", "state-pane--dim")]
+            if e["present"]:
+                did_o, pt_o = e["did_owner"], e["pt_owner"]
+                mismatch = pt_o is not None and did_o != pt_o
+                ocomp = "state-pane--bad" if mismatch else "state-pane--owner"
+                parts = [mark, rid, ("P  ", "state-pane--present"), (f"{e['did']:>4}  ", "state-pane--did"),
+                         (f"{_own(did_o):<10}", ocomp), ("≠ " if mismatch else "  ", ocomp),
+                         (f"{_own(pt_o):<10} ", ocomp)] + tail
+            else:
+                parts = [mark, rid, ("-  ", "state-pane--absent"),
+                         (f"{e['did']:>4}  " if (e['did'] or e['did_owner']) else "   -  ", "state-pane--absent"),
+                         (f"{_own(e['did_owner']):<10}  {_own(e['pt_owner']):<10} ", "state-pane--absent")] + tail
+            add((parts, key))
+        if not u["context"]:
+            add(([("   (no context entries)", "state-pane--dim")], None))
+        dids = " · ".join(f"{k} {_own(o)}" for k, o in u["dids"].items()) or "none in use"
+        add(([("   DID map: ", "state-pane--label"), (dids, None)], None))
+        c = u["caches"]
+        if c["context"] or c["iotlb"] or c["dev_iotlb"]:
+            add(([("   caches may still hold (not yet invalidated):", "state-pane--warn")], None))
+            for ce in c["context"]:
+                for val in ce["values"]:
+                    if val["present"]:
+                        mism = val["pt_owner"] is not None and val["did_owner"] != val["pt_owner"]
+                        desc = (f"did {val['did']} {_own(val['did_owner'])}"
+                                f"{' ≠ ' if mism else ' / '}pt {_own(val['pt_owner'])}")
+                    else:
+                        desc = "not present"
+                        mism = False
+                    add(([("     context  ", "state-pane--label"), (f"{ce['rid']}  ", "state-pane--rid"),
+                          (desc, "state-pane--bad" if mism else None),
+                          (f"  lo {val['lo']} hi {val['hi']}", "state-pane--dim")], None))
+            for t in c["iotlb"]:
+                mism = t["pt_owner"] is not None and t["did_owner"] != t["pt_owner"]
+                add(([("     iotlb    ", "state-pane--label"),
+                      (f"did {t['did']} {_own(t['did_owner'])}", "state-pane--bad" if mism else None),
+                      (f" via {t['rid']}: tables {_own(t['pt_owner'])} {t['pt']}",
+                       "state-pane--bad" if mism else "state-pane--dim")], None))
+            for t in c["dev_iotlb"]:
+                add(([("     dev-tlb  ", "state-pane--label"), (f"{t['rid']}  did {t['did']} tables {t['pt']}", None)],
+                     None))
+    add(([], None))
+    devs = show["devices"]
+    add(([("Devices: ", "state-pane--label"),
+          (" · ".join(f"{d['bdf']} {_own(d['owner'])}" for d in devs) or "none", None)], None))
+    locks = show["locks"]
+    add(([("Locks:   ", "state-pane--label"),
+          (" · ".join(f"{x['lock']} held by cpu {x['cpu']}" for x in locks) or "none held",
+           "state-pane--lock" if locks else "state-pane--dim")], None))
+    return lines
+
+
+class StatePane(ScrollView, can_focus=True):
+    """Line-API view of ``build_lines``."""
+
+    COMPONENT_CLASSES = {
+        "state-pane--title", "state-pane--dim", "state-pane--warn", "state-pane--bad",
+        "state-pane--event", "state-pane--header", "state-pane--select", "state-pane--selected-row",
+        "state-pane--rid", "state-pane--present", "state-pane--absent", "state-pane--did",
+        "state-pane--owner", "state-pane--label", "state-pane--lock",
+    }
+
+    BINDINGS = [
+        Binding("down", "select(1)", "next entry", show=False),
+        Binding("up", "select(-1)", "previous entry", show=False),
+    ]
+
+    class EntrySelected(Message):
+        def __init__(self, key) -> None:
+            super().__init__()
+            self.key = key
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._lines: list[Line] = []
+        self._placeholder = "replaying…"
+        self._view: StepView | None = None
+        self._event_text: str | None = None
+        self.selected = None
+
+    @property
+    def lines(self) -> list[Line]:
+        return self._lines
+
+    def text(self) -> str:
+        """The pane as plain text (tests, the real-terminal check)."""
+        return "\n".join("".join(t for t, _ in parts) for parts, _ in self._lines)
+
+    def show_placeholder(self, text: str) -> None:
+        self._view = None
+        self._placeholder = text
+        self._lines = [([(text, "state-pane--dim")], None)]
+        self._update_size()
+
+    def show_step(self, view: StepView, event_text: str | None, selected) -> None:
+        self._view, self._event_text, self.selected = view, event_text, selected
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        if self._view is None:
+            return
+        width = max(self.scrollable_content_region.width, 40)
+        self._lines = build_lines(self._view, self._event_text, self.selected, width)
+        self._update_size()
+
+    def _update_size(self) -> None:
+        w = max((sum(len(t) for t, _ in parts) for parts, _ in self._lines), default=0)
+        self.virtual_size = Size(w, len(self._lines))
+        self.refresh()
+
+    def on_resize(self, event) -> None:
+        self._rebuild()
+
+    def entry_keys(self) -> list:
+        return [key for _, key in self._lines if key is not None]
+
+    def action_select(self, delta: int) -> None:
+        keys = self.entry_keys()
+        if not keys:
+            return
+        try:
+            i = keys.index(self.selected) + delta
+        except ValueError:
+            i = 0 if delta > 0 else len(keys) - 1
+        i = max(0, min(i, len(keys) - 1))
+        self.post_message(self.EntrySelected(keys[i]))
+        for y, (_, key) in enumerate(self._lines):
+            if key == keys[i]:
+                self.scroll_to_region_line(y)
+                break
+
+    def scroll_to_region_line(self, y: int) -> None:
+        height = self.scrollable_content_region.height
+        top = round(self.scroll_y)
+        if y < top:
+            self.scroll_to(y=y, animate=False)
+        elif y >= top + height:
+            self.scroll_to(y=y - height + 1, animate=False)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        row = round(self.scroll_y) + y
+        base = self.rich_style
+        if row >= len(self._lines):
+            return Strip.blank(width, base)
+        parts, key = self._lines[row]
+        cs = self.get_component_rich_style
+        if key is not None and key == self.selected and self.has_focus:
+            base = base + cs("state-pane--selected-row", partial=True)
+        segs = [Segment(t, base + cs(c, partial=True) if c else base) for t, c in parts if t]
+        strip = Strip(segs)
+        x = round(self.scroll_x)
+        return strip.crop_extend(x, x + width, base)
+
+    def on_focus(self, event) -> None:
+        self.refresh()
+
+    def on_blur(self, event) -> None:
+        self.refresh()

@@ -1,0 +1,111 @@
+"""The hazard timeline: the whole trace in one strip, one cell per
+``count / width`` steps, coloured by the worst finding whose window touches
+the cell, with the cursor (▲) and bookmarks (◆) on the line below.
+
+While the loader is still building the index and running the analysers the
+strip is a progress bar; it fills in when the findings arrive.  The strip is
+computed once per width (FindingsView.buckets, linear in the number of
+findings); moving the cursor re-renders only the marker line.
+"""
+
+from __future__ import annotations
+
+from rich.segment import Segment
+from textual.events import Click
+from textual.message import Message
+from textual.strip import Strip
+from textual.widget import Widget
+
+from .model import TraceModel
+
+
+class Timeline(Widget):
+    COMPONENT_CLASSES = {
+        "timeline--none", "timeline--hazard", "timeline--warning", "timeline--info",
+        "timeline--cursor", "timeline--bookmark", "timeline--progress", "timeline--progress-bg",
+        "timeline--text",
+    }
+
+    class Jump(Message):
+        def __init__(self, seq: int) -> None:
+            super().__init__()
+            self.seq = seq
+
+    def __init__(self, model: TraceModel, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.model = model
+        self.progress: tuple[str, float] | None = ("opening", 0.0)
+        self._buckets: list[int] | None = None
+        self._bucket_key = None
+
+    def set_progress(self, what: str, fraction: float | None) -> None:
+        self.progress = None if fraction is None else (what, max(0.0, min(fraction, 1.0)))
+        self.refresh()
+
+    def reset(self) -> None:
+        self._buckets = None
+        self.refresh()
+
+    def cursor_moved(self) -> None:
+        self.refresh()
+
+    def _cell_of(self, seq: int, width: int) -> int:
+        total = max(self.model.count, 1)
+        return min(max(seq - 1, 0) * width // total, width - 1)
+
+    def _strip(self, width: int) -> list[int]:
+        key = (width, self.model.count, id(self.model.findings))
+        if self._buckets is None or self._bucket_key != key:
+            f = self.model.findings
+            self._buckets = f.buckets(width, self.model.count) if f is not None else [0] * width
+            self._bucket_key = key
+        return self._buckets
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.rich_style
+        cs = self.get_component_rich_style
+        if width <= 0:
+            return Strip.blank(0)
+        if y == 0:
+            if self.progress is not None and self.model.findings is None:
+                what, frac = self.progress
+                label = f" {what} {frac * 100:3.0f}% "
+                bar_w = max(width - len(label), 1)
+                done = int(bar_w * frac)
+                return Strip([Segment(label, base + cs("timeline--text", partial=True)),
+                              Segment("━" * done, base + cs("timeline--progress", partial=True)),
+                              Segment("━" * (bar_w - done), base + cs("timeline--progress-bg", partial=True))]
+                             ).adjust_cell_length(width, base)
+            cells = self._strip(width)
+            styles = (cs("timeline--none", partial=True), cs("timeline--info", partial=True),
+                      cs("timeline--warning", partial=True), cs("timeline--hazard", partial=True))
+            segs = []
+            run_rank, run_len = None, 0
+            for rank in cells:
+                if rank == run_rank:
+                    run_len += 1
+                    continue
+                if run_len:
+                    segs.append(Segment(("█" if run_rank else "─") * run_len, base + styles[run_rank]))
+                run_rank, run_len = rank, 1
+            if run_len:
+                segs.append(Segment(("█" if run_rank else "─") * run_len, base + styles[run_rank]))
+            return Strip(segs).adjust_cell_length(width, base)
+        if y == 1:
+            line = [" "] * width
+            kinds = [None] * width
+            for seq in self.model.bookmarks:
+                c = self._cell_of(seq, width)
+                line[c], kinds[c] = "◆", "timeline--bookmark"
+            c = self._cell_of(self.model.cursor, width)
+            line[c], kinds[c] = "▲", "timeline--cursor"
+            segs = [Segment(ch, base + cs(k, partial=True) if k else base) for ch, k in zip(line, kinds)]
+            return Strip(segs).simplify()
+        return Strip.blank(width, base)
+
+    def on_click(self, event: Click) -> None:
+        width = self.size.width
+        if width > 0 and self.model.count:
+            seq = 1 + event.x * self.model.count // width
+            self.post_message(self.Jump(min(seq, self.model.count)))

@@ -1,0 +1,192 @@
+"""One trace on screen: title line, damage banner, status line, the event
+list, the detail panes (state, call stack, findings) and the hazard timeline.
+
+The app holds one ``TraceView`` per open trace; the side-by-side diff view
+(issue 7) puts two of them next to each other and drives both cursors from
+the alignment, which is why everything about one trace lives here and the
+app only routes keys and messages.
+
+Layout follows the terminal: below 120 columns the list sits above one
+detail pane at a time (2/3/4 pick it), from 120 columns the list is on the
+left and all detail panes are on the right (the ``-wide`` class, set on
+resize; the rules are in app.tcss).
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Container, Horizontal, Vertical
+from textual.widget import Widget
+from textual.widgets import Static
+
+from .event_list import EventList
+from .findings_pane import FindingsPane
+from .model import TraceModel
+from .stack_pane import StackPane
+from .state_pane import StatePane
+from .timeline import Timeline
+
+WIDE = 120
+DETAILS = ("state", "stack", "findings")
+
+
+class TitleBar(Widget):
+    """Trace name, scenario, engine variant, integrity, position."""
+
+    def __init__(self, model: TraceModel, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.model = model
+
+    def render(self) -> Text:
+        m = self.model
+        t = Text(no_wrap=True, overflow="ellipsis")
+        wide = self.size.width >= 100
+        t.append(" vtdtrace ", style="bold reverse")
+        t.append(f" {m.name} ", style="bold")
+        if wide and m.scenario not in m.name:
+            t.append(f"· {m.scenario} ")
+        t.append(f"· {m.engine} · ")
+        integ = m.integrity()
+        t.append(integ, style="bold red" if integ == "damaged" else "green")
+        t.append(f" · {m.count:,} ev", style="")
+        t.append(" │ ", style="dim")
+        t.append(f"step {m.cursor:,}", style="bold")
+        ev = m.event(m.cursor)
+        if ev is not None:
+            t.append(f" op {ev[3]}", style="")
+            if ev[5]:
+                t.append(f" {ev[5]}", style="")
+            if wide:
+                t.append(f" {m.kind_name(ev)}", style="")
+        return t
+
+
+class TraceView(Vertical):
+    """Everything about one trace; ``refresh_step`` redraws after a move."""
+
+    def __init__(self, model: TraceModel, *, id: str | None = None) -> None:
+        super().__init__(id=id, classes="trace-view")
+        self.model = model
+        self.active_detail = "state"
+        self.status_text = ""
+        self.search_status = ""
+        self.load_phase = "opening"
+
+    def compose(self) -> ComposeResult:
+        m = self.model
+        yield TitleBar(m, id="title")
+        banner = Static(m.damage_text() or "", id="banner")
+        banner.display = m.damage_text() is not None
+        yield banner
+        status = Static("", id="status")
+        status.display = False
+        yield status
+        with Container(id="main"):
+            events = EventList(m, id="events")
+            events.border_title = "1 events"
+            yield events
+            with Vertical(id="details"):
+                state = StatePane(id="state")
+                state.border_title = "2 state"
+                yield state
+                with Horizontal(id="lower"):
+                    stack = StackPane(id="stack")
+                    stack.border_title = "3 stack"
+                    yield stack
+                    findings = FindingsPane(id="findings")
+                    findings.border_title = "4 findings"
+                    yield findings
+        yield Timeline(m, id="timeline")
+
+    def on_mount(self) -> None:
+        self.events.reset()
+        self.apply_layout(self.app.size.width)
+        self.refresh_step(center=True)
+
+    # --- children -----------------------------------------------------------------------------
+    @property
+    def events(self) -> EventList:
+        return self.query_one("#events", EventList)
+
+    @property
+    def state_pane(self) -> StatePane:
+        return self.query_one("#state", StatePane)
+
+    @property
+    def stack_pane(self) -> StackPane:
+        return self.query_one("#stack", StackPane)
+
+    @property
+    def findings_pane(self) -> FindingsPane:
+        return self.query_one("#findings", FindingsPane)
+
+    @property
+    def timeline(self) -> Timeline:
+        return self.query_one("#timeline", Timeline)
+
+    def pane(self, n: int) -> Widget:
+        return (self.events, self.state_pane, self.stack_pane, self.findings_pane)[n - 1]
+
+    # --- layout ---------------------------------------------------------------------------------
+    def apply_layout(self, width: int) -> None:
+        wide = width >= WIDE
+        self.set_class(wide, "-wide")
+        self._show_details(wide)
+
+    def _show_details(self, wide: bool) -> None:
+        for name in DETAILS:
+            w = self.query_one(f"#{name}")
+            w.display = wide or name == self.active_detail
+        self.query_one("#lower").display = wide or self.active_detail in ("stack", "findings")
+
+    def show_detail(self, name: str) -> None:
+        self.active_detail = name
+        self._show_details(self.has_class("-wide"))
+
+    # --- redraws --------------------------------------------------------------------------------
+    def refresh_step(self, center: bool = False) -> None:
+        """The cursor moved: list cursor, panes, timeline marker, title."""
+        m = self.model
+        self.events.show_cursor(center=center)
+        self.query_one(TitleBar).refresh()
+        self.timeline.cursor_moved()
+        ev = m.event(m.cursor)
+        label = ev[5] if ev is not None else None
+        if m.session is None:
+            wait = m.load_error or f"{self.load_phase}… the state appears when the index is built"
+            self.state_pane.show_placeholder(wait)
+            self.stack_pane.show_step(None, None, wait)
+            self.findings_pane.show_step(None, m.cursor, wait)
+            return
+        view = m.step_view()
+        event_text = (f"{m.kind_name(ev)} {m.presenter.text_args(ev)}" if ev is not None
+                      else "the platform before any event")
+        self.state_pane.show_step(view, event_text, m.selected)
+        self.stack_pane.show_step(view, label)
+        self.findings_pane.show_step(m.findings, m.cursor,
+                                     m.load_error or f"{self.load_phase}… findings appear when the analysers finish")
+
+    def set_status(self, text: str) -> None:
+        self.status_text = text
+        self._update_status()
+
+    def set_search_status(self, text: str) -> None:
+        self.search_status = text
+        self._update_status()
+
+    def _update_status(self) -> None:
+        parts = [p for p in (self.status_text, self.search_status) if p]
+        status = self.query_one("#status", Static)
+        status.update("   ".join(parts))
+        status.display = bool(parts)
+
+    def set_banner(self, text: str | None) -> None:
+        banner = self.query_one("#banner", Static)
+        banner.update(text or "")
+        banner.display = bool(text)
+
+    def rows_changed(self) -> None:
+        self.events.reset()
+        self.timeline.reset()
+        self.refresh_step(center=True)
