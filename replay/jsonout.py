@@ -51,6 +51,7 @@ DOMAIN_LOCKS = frozenset({"mapping_lock", "rcu_domain"})   # their target is a d
 
 RESERVED_DOMAINS = {DOMID_IO: "dom_io", DOMID_XEN: "dom_xen", DOMID_COW: "dom_cow", DOMID_IDLE: "idle"}
 _U64_MAX = (1 << 64) - 1
+_SEQ = (list, tuple)      # events and arrays inside them: lists, or tuples (open_trace(tuples=True))
 
 
 def field_role(kind: str, field: str) -> str:
@@ -135,7 +136,7 @@ class EventPresenter:
     # -- shared helpers -------------------------------------------------------------
     def _kind(self, ev):
         """(Kind, roles) for a well-formed event, else None."""
-        if type(ev) is list and len(ev) >= 6 and type(ev[0]) is int and 0 <= ev[0] < len(self.kinds):
+        if type(ev) in _SEQ and len(ev) >= 6 and type(ev[0]) is int and 0 <= ev[0] < len(self.kinds):
             return self.kinds[ev[0]], self._roles[ev[0]]
         return None
 
@@ -151,12 +152,12 @@ class EventPresenter:
             return self.names.domain(value)
         if role == LOCK_TARGET and ev_fields.get("lock") in DOMAIN_LOCKS:
             return self.names.domain(value)
-        if role == ARGS and isinstance(value, list):
+        if role == ARGS and type(value) in _SEQ:
             return [self._json_arg(a) for a in value]
         return json_safe(value)
 
     def _json_arg(self, pair):
-        if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str):
+        if type(pair) in _SEQ and len(pair) == 2 and isinstance(pair[0], str):
             name = pair[0]
             role = ROLE_BY_NAME.get(name) if name not in AMBIGUOUS_NAMES else None
             if role == U64:
@@ -170,7 +171,7 @@ class EventPresenter:
         """The JSON object for one event (keys in schema order)."""
         k = self._kind(ev)
         if k is None:
-            seq = ev[1] if isinstance(ev, list) and len(ev) > 1 else None
+            seq = ev[1] if type(ev) in _SEQ and len(ev) > 1 else None
             return {"seq": json_safe(seq), "kind": None, "malformed": json_safe(ev)}
         kind, roles = k
         out = {"seq": json_safe(ev[1]), "cpu": json_safe(ev[2]), "op": json_safe(ev[3]),
@@ -234,12 +235,12 @@ class EventPresenter:
             return f"{v:02x}"
         if role == RC and type(v) is int and v < 0 and -v in ERRNO_NAME:
             return f"-{ERRNO_NAME[-v]}"
-        if role == ARGS and isinstance(v, list):
+        if role == ARGS and type(v) in _SEQ:
             return "(" + ", ".join(self._text_arg(a) for a in v) + ")"
         return _text_scalar(v)
 
     def _text_arg(self, pair) -> str:
-        if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str):
+        if type(pair) in _SEQ and len(pair) == 2 and isinstance(pair[0], str):
             name, v = pair
             role = ROLE_BY_NAME.get(name) if name not in AMBIGUOUS_NAMES else None
             if role == DOMAIN:
@@ -302,9 +303,9 @@ class RidFilter:
             s = raw.get(inv[SEG]) if SEG in inv else seg
             if s == self.seg:
                 return True
-        if ARGS in inv and isinstance(raw.get(inv[ARGS]), list):
+        if ARGS in inv and type(raw.get(inv[ARGS])) in _SEQ:
             args = {a[0]: a[1] for a in raw[inv[ARGS]]
-                    if isinstance(a, list) and len(a) == 2 and isinstance(a[0], str)}
+                    if type(a) in _SEQ and len(a) == 2 and isinstance(a[0], str)}
             if args.get("bus") == self.bus and args.get("devfn") == self.devfn:
                 s = args.get("seg", self.p.names.segment(args.get("iommu")))
                 if s == self.seg:

@@ -176,6 +176,14 @@ def test_jsonl_bytes_are_the_shared_presenter_output(capsys, big):
     assert out.isascii()
 
 
+def test_presenter_output_is_the_same_for_tuple_events(trace):
+    with open_trace(trace) as lists, open_trace(trace, tuples=True) as tuples:
+        pres = EventPresenter(lists.schema, lists.header)
+        for a, b in zip(lists.events(), tuples.events(), strict=True):
+            assert type(b) is tuple
+            assert pres.json_line(a) == pres.json_line(b) and pres.text_args(a) == pres.text_args(b)
+
+
 def test_every_schema_field_has_an_explicit_role():
     """A new field (or a new kind reusing an ambiguous name) must be classified
     in replay/jsonout.py, or JSON output would silently show raw numbers."""

@@ -54,6 +54,19 @@ def test_every_kind_round_trips(write_trace, chunk_events):
             assert t.schema.is_current and t.schema.kinds == S.KINDS
 
 
+def _tuples(v):
+    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
+
+
+def test_tuples_option_decodes_the_same_events_as_tuples(write_trace):
+    events = make_events(2 * len(S.KINDS) + 3)
+    with open_trace(write_trace(events), tuples=True) as t:
+        got = list(t.events())
+        assert got == [_tuples(e) for e in events]
+        assert all(type(e) is tuple for e in got) and t.event(5) == _tuples(events[4])
+        assert [e for c in t.iter_chunks() for e in c] == got
+
+
 def test_event_slices_and_random_access(write_trace):
     events = make_events(100)
     with open_trace(write_trace(events, chunk_events=7)) as t:

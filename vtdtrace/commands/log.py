@@ -93,7 +93,7 @@ def _run(args) -> int:
             out.write(header + "\n")
         batch: list[str] = []
         for ev in trace.events(args.start, stop):
-            if codes is not None and (type(ev) is not list or ev[0] not in codes):
+            if codes is not None and (not isinstance(ev, (list, tuple)) or ev[0] not in codes):
                 continue
             if keep is not None and not keep(ev):
                 continue

@@ -1,0 +1,93 @@
+"""`python -m bench [SECTION ...]`: performance figures measured as same-run
+ratios (research/perf.md: the host is noisy, so absolute rates move by 2x
+while ratios measured side by side in one process hold).
+
+Sections register themselves; any module named ``bench/*_bench.py`` is
+imported by ``python -m bench``, so adding ``bench/replay_bench.py`` with
+
+    from bench import Result, section
+
+    @section("replay", "fold rate vs raw unpack")
+    def run(opts) -> list[Result]: ...
+
+makes ``python -m bench replay`` work and adds it to the default run.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+SECTIONS: dict[str, "Section"] = {}
+
+
+@dataclass
+class Result:
+    """One row of the table.  `ratio` is ours / baseline expressed so that
+    the goal reads naturally (`>= 0.85`, `<= 1.15`); `goal` is (op, value)."""
+
+    metric: str
+    ours: float
+    baseline: float | None = None
+    unit: str = ""
+    ratio: float | None = None
+    goal: tuple[str, float] | None = None
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.goal is None or self.ratio is None:
+            return ""
+        op, value = self.goal
+        return "ok" if (self.ratio >= value if op == ">=" else self.ratio <= value) else "MISS"
+
+    def to_json(self) -> dict:
+        return {"metric": self.metric, "ours": self.ours, "baseline": self.baseline, "unit": self.unit,
+                "ratio": self.ratio, "goal": list(self.goal) if self.goal else None,
+                "verdict": self.verdict, "note": self.note}
+
+
+@dataclass
+class Options:
+    events: int = 1_000_000
+    reps: int = 5
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Section:
+    name: str
+    help: str
+    run: Callable[[Options], list]
+
+
+def section(name: str, help: str):
+    def register(fn):
+        SECTIONS[name] = Section(name, help, fn)
+        return fn
+    return register
+
+
+def clock() -> float:
+    """CPU seconds of this process (user + system).  The benchmark host is a
+    shared 2-vCPU VM: wall time also counts the time other processes hold the
+    CPU, which moves rates by 2x between runs; CPU time does not."""
+    return time.process_time()
+
+
+def interleaved(fns: dict, reps: int) -> dict:
+    """Median CPU time per named function, running them in turn in every
+    repetition (rotating the order) so that host noise hits all alike."""
+    names = list(fns)
+    times = {k: [] for k in names}
+    for rep in range(reps):
+        order = names[rep % len(names):] + names[:rep % len(names)]
+        for k in order:
+            gc.collect()
+            t0 = clock()
+            fns[k]()
+            times[k].append(clock() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
