@@ -197,6 +197,16 @@ class VtdtraceApp(App):
             return self._moved(None, "findings are still being computed")
         self._moved(self.model.prev_finding(), "no earlier finding", center=True)
 
+    def action_next_finding_any(self) -> None:
+        if self.model.findings is None:
+            return self._moved(None, "findings are still being computed")
+        self._moved(self.model.next_finding(benign=True), "no later finding", center=True)
+
+    def action_prev_finding_any(self) -> None:
+        if self.model.findings is None:
+            return self._moved(None, "findings are still being computed")
+        self._moved(self.model.prev_finding(benign=True), "no earlier finding", center=True)
+
     def action_next_write(self) -> None:
         self._moved(self.model.next_write(), self._write_miss("later"), center=True)
 

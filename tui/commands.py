@@ -13,8 +13,11 @@ ACTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("Previous event", "step back one event", "step(-1)", "p ↑"),
     ("Step over", "the next call (to its return) or operation (to its op-end) in one step", "step_over", "o"),
     ("Step out", "to the return of the current function, or the end of the operation", "step_out", "u"),
-    ("Next finding", "to the step that opens the next hazard window", "next_finding", "]"),
-    ("Previous finding", "to the step that opens the previous hazard window", "prev_finding", "["),
+    ("Next finding", "to the step that opens the next warning or hazard window", "next_finding", "]"),
+    ("Previous finding", "to the step that opens the previous warning or hazard window", "prev_finding", "["),
+    ("Next finding of any severity", "also the benign windows an operation closes with its own flush",
+     "next_finding_any", ""),
+    ("Previous finding of any severity", "also the benign windows", "prev_finding_any", ""),
     ("Go to step", "jump to a step number, +N, -N, op N or end", "goto", "g"),
     ("First step", "the platform before any event", "goto_step(0)", "home"),
     ("Last step", "the end of the readable trace", "goto_step(-1)", "end"),
@@ -41,7 +44,8 @@ ACTIONS: tuple[tuple[str, str, str, str], ...] = (
 class TraceCommands(Provider):
     def _hits(self):
         for title, help_text, action, key in ACTIONS:
-            yield title, f"{help_text}  (key {key})", partial(self.app.run_action, action)
+            keys = f"  (key {key})" if key else ""
+            yield title, help_text + keys, partial(self.app.run_action, action)
 
     async def discover(self) -> Hits:
         for title, help_text, command in self._hits():

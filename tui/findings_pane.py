@@ -5,15 +5,13 @@ whole trace around the cursor, so ``]``/``[`` have a visible destination."""
 
 from __future__ import annotations
 
-from bisect import bisect_right
-
 from rich.text import Text
 from textual.widgets import Static
 
-from .model import FindingsView
+from .model import SEVERITY_RANK, FindingsView
 
 NEIGHBOURS = 6
-SEV_STYLE = {"hazard": "bold red", "warning": "yellow", "info": "cyan"}
+SEV_STYLE = {"hazard": "bold red", "warning": "yellow", "benign": "cyan"}
 
 
 def _span(f: dict) -> str:
@@ -44,16 +42,18 @@ def findings_text(findings: FindingsView | None, seq: int, loading: str = "") ->
         out.append(f"  {sev}  {f.get('rid') or f.get('device') or '-'}  {_span(f)}  {_labels(f)}")
         if f.get("detail"):
             out.append(f"\n    {f['detail']}", style="dim")
+    sev = ", ".join(f"{n} {k}" for k, n in sorted(findings.by_severity.items(),
+                                                      key=lambda kv: -SEVERITY_RANK.get(kv[0], 0)))
     out.append(f"\n\nall findings: {len(findings)}", style="bold")
+    if sev:
+        out.append(f" ({sev})", style="dim")
     if not len(findings):
         return out
-    i = bisect_right(findings.starts, seq)
-    lo = max(0, i - NEIGHBOURS // 2)
-    hi = min(len(findings), lo + NEIGHBOURS)
-    lo = max(0, hi - NEIGHBOURS)
+    lo, near = findings.around(seq, NEIGHBOURS)
+    hi = lo + len(near)
     if lo > 0:
         out.append(f"\n  … {lo} earlier", style="dim")
-    for f in findings.items[lo:hi]:
+    for f in near:
         sev = f.get("severity") or "hazard"
         here = f in open_now
         out.append("\n" + ("▶ " if here else "  "))
@@ -67,4 +67,4 @@ def findings_text(findings: FindingsView | None, seq: int, loading: str = "") ->
 
 class FindingsPane(Static, can_focus=True):
     def show_step(self, findings: FindingsView | None, seq: int, loading: str = "") -> None:
-        self.update(findings_text(findings, seq, loading))
+        self.update(findings_text(findings, seq, loading), layout=False)

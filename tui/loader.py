@@ -8,8 +8,9 @@ anything proportional to the trace length.
 1. ``ReplaySession(path)``: reads the index and checkpoints from the
    sidecar, or builds them in one pass (posting ``LoadProgress`` as chunks
    are folded);
-2. the findings: replay.hazards over the session (cached in the sidecar by
-   the analysers when they can be);
+2. the findings: ``replay.hazards.findings_for_trace`` (its own pass over
+   the trace, cached in the sidecar by the analysers), wrapped in a
+   ``FindingsView`` here, off the UI thread;
 3. the bookmarks saved in the sidecar.
 
 Each phase posts its result as soon as it is there: the state pane works as
@@ -80,10 +81,11 @@ class _Throttle:
             self.post(LoadProgress(self.phase, done / total if total else 1.0))
 
 
-def compute_findings(session, progress=None):
-    """(findings list, interval index or None) from replay.hazards."""
-    from replay import hazards
-    result = hazards.analyse_session(session, progress=progress)
+def compute_findings(path, use_sidecar: bool):
+    """(findings, interval index) from replay.hazards, read from the sidecar
+    when an earlier run stored them there."""
+    from replay.hazards import findings_for_trace
+    result = findings_for_trace(path, sidecar=use_sidecar)
     return result.findings, result.index
 
 
@@ -109,13 +111,14 @@ def load(model: TraceModel, post, cancelled=lambda: False, *, use_sidecar: bool 
     post(SessionLoaded(session, marks))
     try:
         with SIDECAR_LOCK:
-            findings, index = compute_findings(session, progress=_Throttle(post, "analysing"))
+            findings, index = compute_findings(model.path, use_sidecar)
+        view = FindingsView(findings, index, session.count)
     except Exception as exc:
         post(LoadFailed("findings", f"hazard analysis failed: {exc}"))
         return
     if cancelled():
         return
-    post(FindingsLoaded(FindingsView(findings, index, session.count)))
+    post(FindingsLoaded(view))
 
 
 def save_bookmarks(session, payload) -> None:

@@ -99,6 +99,7 @@ def parse_kinds(text: str) -> tuple[str, ...]:
 # --- findings ---------------------------------------------------------------------------
 
 SEVERITY_RANK = {"hazard": 3, "warning": 2, "benign": 1}
+TIMELINE_RESOLUTION = 4096
 
 
 def _fget(f, name, default=None):
@@ -111,91 +112,142 @@ def finding_dict(f) -> dict:
     """A finding as the DESIGN §8 dict, whatever object the analysers hand out."""
     if isinstance(f, dict):
         return f
-    to = getattr(f, "to_json", None) or getattr(f, "to_dict", None)
+    to = getattr(f, "to_json", None)
     if to is not None:
         return to()
     return {k: _fget(f, k) for k in ("kind", "severity", "device", "rid", "iommu", "start", "end",
                                      "open_at_end", "start_label", "end_label", "detail")}
 
 
-class FindingsView:
-    """The screen's questions about findings, answered by bisect over the
-    findings sorted by start (next/previous) and by the analysers' interval
-    index for "open at step n".
+def _rank(f) -> int:
+    return SEVERITY_RANK.get(_fget(f, "severity"), 1)
 
-    ``index`` is replay.hazards' interval index when it has one (anything with
-    ``open_at(n)``); otherwise "open at n" is answered here from the sorted
-    starts and a running maximum of the ends, which is also logarithmic plus
-    the size of the answer."""
+
+class FindingsView:
+    """The screen's questions about findings.
+
+    ``findings`` are replay.hazards ``Finding`` records (or their DESIGN §8
+    dicts) in check order; ``index`` is the analysers' ``FindingIndex`` for
+    "open at step n" (logarithmic).  Built once in the loader thread; kept
+    compact because a long trace has a benign stale-context window per
+    reassignment: records stay records (converted to dicts only for the few
+    on screen), starts are typed arrays, and the timeline reads a histogram of
+    fixed resolution computed here, not the findings.
+
+    ``next_start``/``prev_start`` skip benign windows (the ones the operation
+    closes itself with its own flush) unless ``benign=True``."""
 
     def __init__(self, findings, index=None, count: int = 0) -> None:
-        items = [finding_dict(f) for f in findings]
-        items.sort(key=lambda d: (d.get("start") or 0, d.get("kind") or "", d.get("iommu") or 0,
-                                  d.get("rid") or ""))
+        items = list(findings)
+        items.sort(key=lambda f: (_fget(f, "start") or 0, _fget(f, "kind") or "",
+                                  -1 if _fget(f, "iommu") is None else _fget(f, "iommu"),
+                                  _fget(f, "rid") or ""))
         self.items = items
         self.count = count
-        self.starts = [d.get("start") or 0 for d in items]
         self._index = index
-        # ends with open windows as count+1 (they hold to the end of the trace)
-        self._ends = [self._end(d) for d in items]
-        self._maxend = []
-        m = 0
-        for e in self._ends:
-            m = max(m, e)
-            self._maxend.append(m)
+        self.starts = array(SEQ_TYPECODE, (_fget(f, "start") or 0 for f in items))
+        notable = [i for i, f in enumerate(items) if _rank(f) >= 2]
+        self._notable = array(SEQ_TYPECODE, notable)
+        self._notable_starts = array(SEQ_TYPECODE, (self.starts[i] for i in notable))
+        self.resolution = max(1, min(TIMELINE_RESOLUTION, count))
+        self.histogram = self._histogram(self.resolution)
+        self.by_kind: dict[str, int] = {}
+        self.by_severity: dict[str, int] = {}
+        for f in items:
+            k, sv = _fget(f, "kind"), _fget(f, "severity")
+            self.by_kind[k] = self.by_kind.get(k, 0) + 1
+            self.by_severity[sv] = self.by_severity.get(sv, 0) + 1
+        if index is None:
+            # "open at n" without the analysers' tree: sorted starts plus a
+            # running maximum of the ends (open windows run past the end)
+            self._ends = [self._end(f) for f in items]
+            self._maxend = []
+            m = 0
+            for e in self._ends:
+                m = max(m, e)
+                self._maxend.append(m)
 
-    def _end(self, d) -> int:
-        end = d.get("end")
+    def _end(self, f) -> int:
+        end = _fget(f, "end")
         return self.count + 1 if end is None else end
 
     def __len__(self) -> int:
         return len(self.items)
 
     def open_at(self, n: int) -> list[dict]:
-        """Findings with start <= n < end (end None: open to the end)."""
+        """Findings with start <= n < end (end None: open to the end), as dicts."""
         if self._index is not None:
             return [finding_dict(f) for f in self._index.open_at(n)]
-        hi = bisect_right(self.starts, n)
+        i = bisect_right(self.starts, n) - 1
         out = []
-        i = hi - 1
         while i >= 0 and self._maxend[i] > n:
             if self._ends[i] > n:
-                out.append(self.items[i])
+                out.append(finding_dict(self.items[i]))
             i -= 1
         out.reverse()
         return out
 
-    def next_start(self, n: int):
-        """The first finding starting after step n, or None."""
-        i = bisect_right(self.starts, n)
-        return self.items[i] if i < len(self.items) else None
-
-    def prev_start(self, n: int):
-        """The last finding starting before step n, or None."""
-        i = bisect_left(self.starts, n)
-        return self.items[i - 1] if i > 0 else None
-
     def worst_at(self, n: int) -> int:
         """Severity rank of the worst finding open at n (0: none)."""
-        return max((SEVERITY_RANK.get(d.get("severity"), 1) for d in self.open_at(n)), default=0)
+        if self._index is not None:
+            return max((_rank(f) for f in self._index.open_at(n)), default=0)
+        return max((_rank(f) for f in self.open_at(n)), default=0)
 
-    def buckets(self, width: int, total: int) -> list[int]:
-        """Worst severity rank per timeline cell: cell c covers the steps
-        [1 + c*total/width, 1 + (c+1)*total/width)."""
-        out = [0] * width
-        if width <= 0 or total <= 0:
+    def next_start(self, n: int, benign: bool = False):
+        """The first finding starting after step n (as a dict), or None."""
+        if benign:
+            i = bisect_right(self.starts, n)
+            return finding_dict(self.items[i]) if i < len(self.items) else None
+        j = bisect_right(self._notable_starts, n)
+        return finding_dict(self.items[self._notable[j]]) if j < len(self._notable) else None
+
+    def prev_start(self, n: int, benign: bool = False):
+        """The last finding starting before step n (as a dict), or None."""
+        if benign:
+            i = bisect_left(self.starts, n)
+            return finding_dict(self.items[i - 1]) if i > 0 else None
+        j = bisect_left(self._notable_starts, n)
+        return finding_dict(self.items[self._notable[j - 1]]) if j > 0 else None
+
+    def around(self, n: int, k: int) -> tuple[int, list[dict]]:
+        """(index of the first, up to k findings as dicts) around step n."""
+        i = bisect_left(self.starts, n)
+        lo = max(0, i - k // 2)
+        hi = min(len(self.items), lo + k)
+        lo = max(0, hi - k)
+        return lo, [finding_dict(f) for f in self.items[lo:hi]]
+
+    def _histogram(self, cells: int) -> bytearray:
+        """Worst severity rank per cell; cell c covers steps
+        [1 + c*count/cells, 1 + (c+1)*count/cells)."""
+        out = bytearray(cells)
+        total = self.count
+        if total <= 0:
             return out
-        for d, end in zip(self.items, self._ends):
-            rank = SEVERITY_RANK.get(d.get("severity"), 1)
-            start = max(d.get("start") or 0, 1)
-            last = min(end - 1, total)
+        for f in self.items:
+            rank = _rank(f)
+            start = max(_fget(f, "start") or 0, 1)
+            last = min(self._end(f) - 1, total)
             if last < start:
                 last = start
-            c0 = min((start - 1) * width // total, width - 1)
-            c1 = min((last - 1) * width // total, width - 1)
+            c0 = min((start - 1) * cells // total, cells - 1)
+            c1 = min((last - 1) * cells // total, cells - 1)
             for c in range(c0, c1 + 1):
                 if out[c] < rank:
                     out[c] = rank
+        return out
+
+    def buckets(self, width: int, total: int | None = None) -> list[int]:
+        """Worst severity rank per timeline cell, from the histogram."""
+        if width <= 0:
+            return []
+        res = self.resolution
+        h = self.histogram
+        out = []
+        for c in range(width):
+            a = c * res // width
+            b = max((c + 1) * res // width, a + 1)
+            out.append(max(h[a:b]) if a < res else 0)
         return out
 
 
@@ -434,16 +486,19 @@ class TraceModel:
                 return ev[1]
         return None
 
-    def next_finding(self):
+    def next_finding(self, benign: bool = False):
+        """]: the step that opens the next finding (benign windows only with
+        ``benign``: a long trace has one per reassignment)."""
         if self.findings is None:
             return None
-        f = self.findings.next_start(self.cursor)
-        return None if f is None else self.move_to(f["start"])
+        f = self.findings.next_start(self.cursor, benign)
+        return None if f is None or f["start"] > self.count else self.move_to(f["start"])
 
-    def prev_finding(self):
+    def prev_finding(self, benign: bool = False):
+        """[: the step that opens the previous finding."""
         if self.findings is None:
             return None
-        f = self.findings.prev_start(self.cursor)
+        f = self.findings.prev_start(self.cursor, benign)
         return None if f is None else self.move_to(f["start"])
 
     def next_write(self):

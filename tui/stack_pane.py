@@ -1,7 +1,8 @@
-"""The call-stack pane: the operation in progress and each CPU's Xen call
-stack after the current step, outermost frame first, the innermost marked
-with the step label the event carries (the spec's MO7, RN4 ... labels), so
-the trace reads next to the C source."""
+"""The call-stack pane -- where the trace is: the current event decoded in
+full (the list crops long arguments), the operation in progress and each
+CPU's Xen call stack after the step, outermost frame first, the innermost
+marked with the step label the event carries (the spec's MO7, RN4 ...
+labels), so the trace reads next to the C source."""
 
 from __future__ import annotations
 
@@ -11,8 +12,21 @@ from textual.widgets import Static
 from .model import StepView
 
 
-def stack_text(v: StepView | None, label: str | None, placeholder: str = "") -> Text:
+def stack_text(v: StepView | None, label: str | None, event_text: str | None = None,
+               placeholder: str = "", width: int = 80) -> Text:
     out = Text(no_wrap=True, overflow="ellipsis")
+    if event_text:
+        # the whole event, wrapped (the list crops long arguments)
+        w = max(width - 2, 20)
+        out.append("event ", style="bold")
+        first = True
+        text = event_text
+        while text:
+            take = w - 6 if first else w
+            out.append(("" if first else "\n  ") + text[:take])
+            text = text[take:]
+            first = False
+        out.append("\n")
     if v is None:
         out.append(placeholder, style="dim")
         return out
@@ -37,5 +51,7 @@ def stack_text(v: StepView | None, label: str | None, placeholder: str = "") -> 
 class StackPane(Static, can_focus=True):
     """Static text: a stack is a handful of lines."""
 
-    def show_step(self, v: StepView | None, label: str | None, placeholder: str = "") -> None:
-        self.update(stack_text(v, label, placeholder))
+    def show_step(self, v: StepView | None, label: str | None, event_text: str | None = None,
+                  placeholder: str = "") -> None:
+        width = self.content_region.width or 80
+        self.update(stack_text(v, label, event_text, placeholder, width), layout=False)

@@ -48,7 +48,7 @@ def _key_of(iommu: int, rid: str):
     return (iommu, loc[1], loc[2]) if loc else None
 
 
-def build_lines(v: StepView, event_text: str | None, selected, width: int) -> list[Line]:
+def build_lines(v: StepView, selected, width: int) -> list[Line]:
     """The pane's lines for one step."""
     lines: list[Line] = []
     add = lines.append
@@ -58,21 +58,17 @@ def build_lines(v: StepView, event_text: str | None, selected, width: int) -> li
     if v.rollback:
         head.append((f"  rollback depth {v.rollback}", "state-pane--warn"))
     add((head, None))
-    if event_text:
-        # the whole current event, wrapped: the list crops long arguments
-        w = max(width - 2, 20)
-        text = event_text
-        while text:
-            add(([("  " + text[:w], "state-pane--event")], None))
-            text = text[w:]
-    for f in v.open_findings:
-        sev = f.get("severity") or "hazard"
-        end = f.get("end")
-        span = f"[{f.get('start')}, {'open' if end is None else end})"
-        comp = "state-pane--bad" if sev == "hazard" else "state-pane--warn"
-        add(([(f"⚠ {f.get('kind')} ", comp),
-              (f"{f.get('rid') or f.get('device') or ''} {span} {sev}", comp),
-              (("  " + f["detail"]) if f.get("detail") else "", "state-pane--dim")], None))
+    if v.open_findings:
+        # one line: the findings pane (4) has them in full
+        by_sev: dict[str, list[str]] = {}
+        for f in v.open_findings:
+            by_sev.setdefault(f.get("severity") or "hazard", []).append(str(f.get("kind")))
+        parts = [("⚠ open: ", "state-pane--bad" if "hazard" in by_sev else "state-pane--warn")]
+        for sev in ("hazard", "warning", "benign"):
+            if sev in by_sev:
+                comp = {"hazard": "state-pane--bad", "warning": "state-pane--warn"}.get(sev, "state-pane--dim")
+                parts.append((" ".join(dict.fromkeys(by_sev[sev])) + f" ({sev})  ", comp))
+        add((parts, None))
     show = v.show
     for u in show["iommus"]:
         add(([], None))
@@ -162,7 +158,6 @@ class StatePane(ScrollView, can_focus=True):
         self._lines: list[Line] = []
         self._placeholder = "replaying…"
         self._view: StepView | None = None
-        self._event_text: str | None = None
         self.selected = None
 
     @property
@@ -179,15 +174,19 @@ class StatePane(ScrollView, can_focus=True):
         self._lines = [([(text, "state-pane--dim")], None)]
         self._update_size()
 
-    def show_step(self, view: StepView, event_text: str | None, selected) -> None:
-        self._view, self._event_text, self.selected = view, event_text, selected
+    def show_step(self, view: StepView, selected) -> None:
+        self._view, self.selected = view, selected
         self._rebuild()
+        for y, (_, key) in enumerate(self._lines):
+            if key is not None and key == selected:
+                self.scroll_to_region_line(y)
+                break
 
     def _rebuild(self) -> None:
         if self._view is None:
             return
         width = max(self.scrollable_content_region.width, 40)
-        self._lines = build_lines(self._view, self._event_text, self.selected, width)
+        self._lines = build_lines(self._view, self.selected, width)
         self._update_size()
 
     def _update_size(self) -> None:

@@ -153,17 +153,17 @@ class TraceView(Vertical):
         self.timeline.cursor_moved()
         ev = m.event(m.cursor)
         label = ev[5] if ev is not None else None
+        event_text = (f"{ev[1]} {m.kind_name(ev)} {m.presenter.text_args(ev)}" if ev is not None
+                      else "0: the platform before any event")
         if m.session is None:
             wait = m.load_error or f"{self.load_phase}… the state appears when the index is built"
             self.state_pane.show_placeholder(wait)
-            self.stack_pane.show_step(None, None, wait)
+            self.stack_pane.show_step(None, None, event_text, wait)
             self.findings_pane.show_step(None, m.cursor, wait)
             return
         view = m.step_view()
-        event_text = (f"{m.kind_name(ev)} {m.presenter.text_args(ev)}" if ev is not None
-                      else "the platform before any event")
-        self.state_pane.show_step(view, event_text, m.selected)
-        self.stack_pane.show_step(view, label)
+        self.state_pane.show_step(view, m.selected)
+        self.stack_pane.show_step(view, label, event_text)
         self.findings_pane.show_step(m.findings, m.cursor,
                                      m.load_error or f"{self.load_phase}… findings appear when the analysers finish")
 
