@@ -283,7 +283,9 @@ class ChromeExporter:
 def export_chrome(events, header: dict, schema, fp, *, findings=(), stop=None) -> int:
     """Write Chrome Trace Event JSON for ``events`` (this build's codes) to
     ``fp``; returns the number of trace events consumed.  ``findings`` are
-    hazard windows (replay.hazards Finding objects or check --json dicts)."""
+    hazard windows (replay.hazards Finding objects or check --json dicts);
+    ``stop`` the reader's StopReport, or a callable giving it once the
+    events are consumed (a reader learns about damage as it decodes)."""
     fp.write('{"traceEvents":[\n')
     ex = ChromeExporter(fp, header, schema)
     fs = list(enumerate(findings))
@@ -308,6 +310,8 @@ def export_chrome(events, header: dict, schema, fp, *, findings=(), stop=None) -
             ex.findings(ends.pop(seq), seq)
         if seq in starts:
             ex.findings(starts.pop(seq), seq)
+    if callable(stop):
+        stop = stop()
     final = ex._last_seq + 1
     ex.out.close_all(final)
     # Windows still open at the end (or whose end lies past a truncation).

@@ -91,7 +91,7 @@ def _chrome(trace, out, path) -> None:
         events = trace.events()
     else:
         events = (ev for chunk in trace.iter_chunks() for ev in translate(chunk))
-    export_chrome(events, trace.header, current_schema(), out, findings=_findings(path), stop=None)
+    export_chrome(events, trace.header, current_schema(), out, findings=_findings(path), stop=lambda: trace.stop)
 
 
 def _findings(path):
