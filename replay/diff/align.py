@@ -610,8 +610,11 @@ def _dp(ka, kb, fa, fb, a0, a1, b0, b1, out):
     out.extend((None, y) for y in gb)
 
 
-def _greedy(ka, kb, fa, fb, a0, a1, b0, b1, out, look: int = 32):
-    """Lockstep with a small look-ahead: linear, for large unanchored ranges."""
+def _greedy(ka, kb, fa, fb, a0, a1, b0, b1, out, look: int = 32, run: int = 8):
+    """Lockstep with a small look-ahead: linear, for large unanchored ranges.
+    At a mismatch, take the cheapest of: substitute (both advance), skip d
+    items of A, skip d items of B -- scored by how many items match right
+    after it."""
     i, j = a0, b0
     while i < a1 and j < b1:
         if ka[i] == kb[j]:
@@ -619,27 +622,32 @@ def _greedy(ka, kb, fa, fb, a0, a1, b0, b1, out, look: int = 32):
             i += 1
             j += 1
             continue
-        best = None
+        best, best_score = (1, 1), _run(ka, kb, i + 1, j + 1, a1, b1, run) - 1
         for d in range(1, look):
+            if best_score >= run - 1:
+                break
             if j + d < b1 and ka[i] == kb[j + d]:
-                best = (0, d)
-                break
+                sc = _run(ka, kb, i, j + d, a1, b1, run) - d
+                if sc > best_score:
+                    best, best_score = (0, d), sc
             if i + d < a1 and ka[i + d] == kb[j]:
-                best = (d, 0)
-                break
-        if best is None:
-            out.append((i, None))
-            out.append((None, j))
-            i += 1
-            j += 1
-        else:
-            di, dj = best
-            out.extend((x, None) for x in range(i, i + di))
-            out.extend((None, y) for y in range(j, j + dj))
-            i += di
-            j += dj
+                sc = _run(ka, kb, i + d, j, a1, b1, run) - d
+                if sc > best_score:
+                    best, best_score = (d, 0), sc
+        di, dj = best
+        out.extend((x, None) for x in range(i, i + di))
+        out.extend((None, y) for y in range(j, j + dj))
+        i += di
+        j += dj
     out.extend((x, None) for x in range(i, a1))
     out.extend((None, y) for y in range(j, b1))
+
+
+def _run(ka, kb, i, j, a1, b1, limit):
+    n = 0
+    while n < limit and i + n < a1 and j + n < b1 and ka[i + n] == kb[j + n]:
+        n += 1
+    return n
 
 
 # --------------------------------------------------------------------------------

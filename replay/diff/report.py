@@ -67,16 +67,20 @@ SECTIONS = ("context", "dids", "devices", "idmaps", "domains", "caches")
 class Side:
     """One trace to compare: its header and its events as a stream of chunks
     (lists of event arrays).  ``trace`` (a reader Trace) supplies the stop
-    report after the pass; ``findings`` the hazard findings (None: not
-    available)."""
+    report after the pass.  Hazard findings come from ``findings`` (already
+    computed, e.g. from the sidecar) or from ``analysis`` (a
+    ``replay.hazards.Analysis(header)`` the pass feeds with the events it
+    reads anyway, and whose folded state it uses); with neither, the hazard
+    delta is not available."""
 
     def __init__(self, header: dict | None, chunks: Iterable[list], *, name: str = "A",
-                 schema=None, findings=None, trace=None) -> None:
+                 schema=None, findings=None, analysis=None, trace=None) -> None:
         self.header = header if isinstance(header, dict) else {}
         self.chunks = chunks
         self.name = name
         self.schema = schema
-        self.findings = findings
+        self.findings = findings    # a list of findings (dicts or Finding objects), or None
+        self.analysis = analysis    # or a replay.hazards.Analysis to run inline over the events
         self.trace = trace
         self.count = 0          # events seen by the pass
 
@@ -86,14 +90,14 @@ class Side:
         return cls(header, _batched(events), **kw)
 
     @classmethod
-    def from_trace(cls, trace, *, name=None, findings=None) -> "Side":
+    def from_trace(cls, trace, *, name=None, findings=None, analysis=None) -> "Side":
         """From an open reader Trace (replay.reader.open_trace)."""
         translate = _translator(trace.schema)
         chunks = trace.iter_chunks()
         if translate is not None:
             chunks = map(translate, chunks)
         return cls(trace.header, chunks, name=str(trace.path) if name is None else name,
-                   schema=trace.schema, findings=findings, trace=trace)
+                   schema=trace.schema, findings=findings, analysis=analysis, trace=trace)
 
     def info(self) -> dict:
         h = self.header
@@ -372,43 +376,77 @@ class _Touched:
 
 
 class _Tracker:
-    """Folds both traces' states and keeps their decoded difference.
+    """Keeps both traces' states and their decoded difference.
 
-    While the states are equal only A's is folded (B's would be the same);
-    on the first difference B gets a copy, and both are folded until they are
-    equal again."""
+    A side with a hazard ``Analysis`` running inline is fed every event (the
+    analysis folds its own state, ``analysis.st``, which is used as is).  A
+    side without one folds its own state -- lazily: while the two states are
+    equal, a lazy side is not folded at all (its state would be the other
+    side's); on the first difference it gets a copy and is folded until the
+    states are equal again.  With no analysis on either side only A is folded
+    over identical stretches."""
 
-    def __init__(self, ha: dict, hb: dict, view_a: PlatformView, view_b: PlatformView) -> None:
+    def __init__(self, ha: dict, hb: dict, view_a: PlatformView, view_b: PlatformView,
+                 analysis_a=None, analysis_b=None) -> None:
         self.va, self.vb = view_a, view_b
-        self.sa = initial_state(ha)
-        sb = initial_state(hb)
-        self.shared = (self.sa.cm, self.sa.coherent) == (sb.cm, sb.coherent)
-        self.sb = None if self.shared else sb
+        self.an = (analysis_a, analysis_b)
+        sa = analysis_a.st if analysis_a is not None else initial_state(ha)
+        sb = analysis_b.st if analysis_b is not None else initial_state(hb)
+        self.st = [sa, sb]
+        # which side may skip folding while the states are equal
+        self.lazy = 1 if analysis_b is None else (0 if analysis_a is None else None)
+        self.equal = (sa.cm, sa.coherent) == (sb.cm, sb.coherent)
+        self.detached = False         # lazy side currently holds its own copy
+        if not self.equal and self.lazy is not None:
+            self.detached = True
         self.diff: dict = {}
         self.broken: str | None = None
+
+    @property
+    def sa(self):
+        return self.st[0]
+
+    @property
+    def sb(self):
+        return self.st[1]
+
+    def _fold(self, side: int, events) -> None:
+        an = self.an[side]
+        if an is not None:
+            an.feed(events)
+            if an.bad is not None and not self.broken:
+                self.broken = f"state comparison stopped: {an.bad[1]}"
+        else:
+            fold(self.st[side], events)
 
     # -- folding ----------------------------------------------------------------------
     def feed(self, ea: list, eb: list, same: bool) -> bool:
         """Fold a pair's events; returns True when the decoded difference
         may have changed (call ``update`` then)."""
-        if self.broken:
-            return False
         try:
-            if self.shared:
-                if same:
-                    fold(self.sa, ea)
-                    return False
-                self.sb = self.sa.copy()
-                self.shared = False
-            fold(self.sa, ea)
-            fold(self.sb, eb)
+            if self.equal and same:
+                lz = self.lazy
+                for side, evs in ((0, ea), (1, eb)):
+                    if side != lz or self.detached:
+                        self._fold(side, evs)
+                return False
+            if self.equal and self.lazy is not None and not self.detached:
+                lz = self.lazy
+                self.st[lz] = self.st[1 - lz].copy()
+                self.detached = True
+            self.equal = False
+            self._fold(0, ea)
+            self._fold(1, eb)
         except BadEvent as exc:
             self.broken = f"state comparison stopped: {exc}"
+        if self.broken:
             self.diff = {}
             return False
         return True
 
     def update(self, ea: list, eb: list) -> None:
+        if self.broken:
+            return
         t = _Touched()
         t.scan(ea)
         t.scan(eb)
@@ -470,15 +508,18 @@ class _Tracker:
         d[key] = (ca, cb)
 
     def converged(self) -> bool:
-        """Equal states again: go back to folding A only."""
-        if self.shared or self.diff or self.broken:
-            return self.shared
-        sa, sb = self.sa, self.sb
-        if all(getattr(sa, n) == getattr(sb, n) for n in _TABLES) \
+        """Equal states again: a lazy side goes back to not folding."""
+        if self.equal or self.diff or self.broken:
+            return self.equal
+        sa, sb = self.st
+        if (sa.cm, sa.coherent) == (sb.cm, sb.coherent) and all(getattr(sa, n) == getattr(sb, n) for n in _TABLES) \
                 and (sa.open_op, sa.rollback) == (sb.open_op, sb.rollback):
-            self.sb = None
-            self.shared = True
-        return self.shared
+            self.equal = True
+            if self.lazy is not None and self.detached:
+                self.detached = False
+                lz = self.lazy
+                self.st[lz] = initial_state({})      # placeholder; refreshed by the copy on divergence
+        return self.equal
 
     # -- rendering --------------------------------------------------------------------
     def changes(self) -> list:
@@ -566,6 +607,8 @@ FINDING_KEYS = ("kind", "severity", "device", "rid", "iommu", "start", "end", "o
 
 def finding_dict(f) -> dict:
     """A finding (dict or object) as the check --json dict."""
+    if hasattr(f, "to_json"):
+        f = f.to_json()
     if isinstance(f, dict):
         get = f.get
     else:
@@ -626,7 +669,7 @@ def diff_streams(a: Side, b: Side, *, context: int = CONTEXT_EVENTS, detail_rows
     from replay.reader import current_schema
 
     va, vb = PlatformView(a.header), PlatformView(b.header)
-    tracker = _Tracker(a.header, b.header, va, vb)
+    tracker = _Tracker(a.header, b.header, va, vb, a.analysis, b.analysis)
     al = Alignment()
     first = None
     tail: deque = deque(maxlen=max(context, 1))
@@ -696,6 +739,9 @@ def diff_streams(a: Side, b: Side, *, context: int = CONTEXT_EVENTS, detail_rows
         if gc_was:
             gc.enable()
     a.count, b.count = counter_a.count, counter_b.count
+    for side in (a, b):
+        if side.analysis is not None and side.findings is None:
+            side.findings = side.analysis.finish()
     fa = a.findings
     fb = b.findings
     available = fa is not None and fb is not None
@@ -806,27 +852,88 @@ class DiffInputError(Exception):
         self.message = message
 
 
-def findings_for(trace):
-    """The hazard findings of an open trace through the analysers
-    (replay.hazards.findings_for_trace, sidecar-cached there), or None when
-    this build has no analysers."""
+def _hazards():
     try:
-        from replay.hazards import findings_for_trace
+        from replay import hazards
     except ImportError:
         return None
-    return findings_for_trace(trace)
+    return hazards
 
 
-def diff_traces(trace_a, trace_b, *, findings: bool = True, names=None, **kw) -> DiffReport:
-    """Diff two open reader Traces (their readable prefixes when damaged)."""
+def cached_findings(path, trace):
+    """The findings of a trace from its sidecar, when a fresh entry is there
+    (None otherwise, or when this build has no analysers)."""
+    hz = _hazards()
+    if hz is None:
+        return None
+    public = getattr(hz, "cached_findings", None)
+    try:
+        if public is not None:
+            got = public(path)
+            return None if got is None else got.findings
+        # replay.hazards has no public "cached only" call yet: read its entry.
+        from replay.hazards import analyse as _an
+        from replay.reader import trace_fingerprint
+        from replay.sidecar import Sidecar
+        with Sidecar.open(path, trace_fingerprint(path)) as sc:
+            got = _an._load_cached(sc, trace)
+        return None if got is None else got.findings
+    except Exception:       # a cache problem is never an error: recompute
+        return None
+
+
+def store_findings(path, trace, analysis, findings) -> None:
+    """Put findings computed inline into the trace's sidecar (best effort), as
+    findings_for_trace(path, sidecar=True) would have."""
+    hz = _hazards()
+    if hz is None:
+        return
+    try:
+        public = getattr(hz, "store_findings", None)
+        stop = trace.stop
+        if analysis.bad is not None and stop is None:
+            from replay.reader import StopReport
+            stop = StopReport("corrupt", 0, 0, analysis.seq, analysis.bad[1])
+        if public is not None:
+            public(path, hz.TraceFindings(path, trace.header, findings, analysis.seq, stop is None, stop))
+            return
+        from replay.hazards import analyse as _an
+        from replay.hazards.findings import encode_findings
+        from replay.reader import trace_fingerprint
+        from replay.sidecar import Sidecar
+        with Sidecar.open(path, trace_fingerprint(path)) as sc:
+            if sc.writable:
+                sc.put(_an.SIDECAR_KEY, {"build": _an._build_key(), "events": analysis.seq,
+                                         "stop": list(stop) if stop is not None else None,
+                                         "findings": encode_findings(findings)})
+                sc.commit()
+    except Exception:
+        pass
+
+
+def diff_traces(trace_a, trace_b, *, findings: bool = True, names=None, paths=None, **kw) -> DiffReport:
+    """Diff two open reader Traces (their readable prefixes when damaged).
+
+    Findings: from the sidecar when cached there (``paths`` given), else the
+    hazard analysers run inline in the same pass (and, with ``paths``, their
+    result is cached for next time)."""
     na, nb = names or (None, None)
-    fa = findings_for(trace_a) if findings else None
-    fb = findings_for(trace_b) if findings and fa is not None else None
-    if fb is None:
-        fa = None
-    sa = Side.from_trace(trace_a, name=na, findings=fa)
-    sb = Side.from_trace(trace_b, name=nb, findings=fb)
-    return diff_streams(sa, sb, **kw)
+    sides = []
+    hz = _hazards() if findings else None
+    for trace, name, path in ((trace_a, na, (paths or (None, None))[0]),
+                              (trace_b, nb, (paths or (None, None))[1])):
+        fs = analysis = None
+        if hz is not None:
+            fs = cached_findings(path, trace) if path is not None else None
+            if fs is None:
+                analysis = hz.Analysis(trace.header)
+        sides.append(Side.from_trace(trace, name=name, findings=fs, analysis=analysis))
+    report = diff_streams(*sides, **kw)
+    if paths is not None:
+        for side, path in zip(sides, paths):
+            if side.analysis is not None:
+                store_findings(path, side.trace, side.analysis, side.findings)
+    return report
 
 
 def diff_files(path_a, path_b, *, findings: bool = True, **kw) -> DiffReport:
@@ -845,6 +952,7 @@ def diff_files(path_a, path_b, *, findings: bool = True, **kw) -> DiffReport:
         except NotATrace as exc:
             raise DiffInputError(path_b, exc.message) from None
         with tb:
-            return diff_traces(ta, tb, findings=findings, names=(str(path_a), str(path_b)), **kw)
+            return diff_traces(ta, tb, findings=findings, names=(str(path_a), str(path_b)),
+                               paths=(path_a, path_b), **kw)
     finally:
         ta.close()
