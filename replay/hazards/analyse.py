@@ -1,0 +1,327 @@
+"""Run every analyser over one trace, incrementally, alongside the fold.
+
+One ``replay.state.fold()`` call per fed chunk does all the state keeping;
+the analysers ride on it: the events reach fold() through a generator that,
+when fold() asks for event i+1 (so event i has been applied), runs the hooks
+registered for event i's kind.  Every hook thus sees exactly
+``state_at(seq)`` of its event, and the cost of riding along is one dict
+lookup and one generator step per event -- no second pass, no per-event
+fold() call (research/perf.md §2: table dispatch costs little next to the
+decode).
+
+Hooks exist only for the kinds that can change what the analysers look at:
+context-entry writes, flushes (and cache-syncs on a non-coherent unit), DID
+and iommu_bitmap stores, page tables and identity maps, ownership, domain
+lifecycle, locks, Xen's warning line and op boundaries.  Calls and returns,
+most of a trace, cost nothing beyond the lookup.  The work per hooked event
+is proportional to what it touches: a context write re-checks that requester
+ID plus the few cache-model entries of its unit; a DID store re-checks the
+entries carrying that DID; rare events (page-table frees, domain
+destruction) re-check more.
+
+An exception inside a hook surfaces through fold() as a BadEvent for the
+event being analysed: like an event the fold cannot apply, it ends the
+analysable prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from replay.state import BadEvent, fold, initial_state
+from tracer import schema as S
+
+from .base import Context
+from .did import DidAnalyser
+from .findings import KINDS, FindingIndex, decode_findings, encode_findings, sort_findings
+from .locks import LockAnalyser
+from .mismatch import MismatchAnalyser
+from .rmrr import RmrrAnalyser
+from .stale import StaleAnalyser
+
+# Order matters: mismatch before stale (foreign-iotlb reads the mismatch set).
+ANALYSERS = (RmrrAnalyser, MismatchAnalyser, StaleAnalyser, DidAnalyser, LockAnalyser)
+
+
+class Analysis:
+    """``Analysis(header)``, then ``feed(events)`` any number of times (events
+    in seq order, e.g. one decoded chunk per call), then ``finish()`` -> the
+    findings, sorted as ``check --json`` lists them.
+
+    An event the fold cannot apply (replay.state.BadEvent) or an analyser
+    cannot read ends the analysable prefix: ``bad`` then holds (seq, message)
+    and later events are ignored.  ``seq`` is the last event analysed."""
+
+    def __init__(self, header) -> None:
+        self.header = header if isinstance(header, dict) else {}
+        self.st = initial_state(self.header)
+        self.ctx = Context(self.header, self.st)
+        self.analysers = [cls(self.ctx) for cls in ANALYSERS]
+        self.seq = 0
+        self.bad = None
+        self.done = False
+        self._build_dispatch()
+
+    def _build_dispatch(self) -> None:
+        ctx = self.ctx
+        pre: dict = {}
+        post: dict = {}
+
+        def add(table, code, fn):
+            table.setdefault(code, []).append(fn)
+
+        add(pre, S.K_CTX_WRITE, ctx.on_ctx_write)
+        for code in (S.K_FLUSH_CONTEXT, S.K_FLUSH_IOTLB, S.K_CACHE_SYNC):
+            add(pre, code, self._rescan)
+        add(pre, S.K_DID_BITMAP, ctx.on_did_bitmap)
+        add(pre, S.K_OWNER_MOVE, ctx.on_owner_move)
+        add(pre, S.K_DEVICE_REMOVE, ctx.on_device_remove)
+        add(pre, S.K_DOMAIN_CREATE, self._domain_create)
+        add(pre, S.K_DOMAIN_DYING, self._domain_dying)
+        add(pre, S.K_DOMAIN_DESTROY, self._domain_destroy)
+        add(pre, S.K_OP_BEGIN, ctx.op_begin)
+        add(post, S.K_CTX_WRITE, self._clear_warning)
+        add(post, S.K_OP_END, ctx.op_end)
+
+        table: dict = {}
+        for code, fns in pre.items():
+            table.setdefault(code, []).extend(fns)
+        for a in self.analysers:
+            for code, fn in a.hooks().items():
+                table.setdefault(code, []).append(fn)
+        for code, fns in post.items():
+            table.setdefault(code, []).extend(fns)
+        if self.st.coherent and all(fn == self._rescan for fn in table.get(S.K_CACHE_SYNC, ())):
+            # coherent units: cache-sync changes nothing the analysers read
+            table.pop(S.K_CACHE_SYNC, None)
+        self._hooks = {code: tuple(fns) for code, fns in table.items()}
+
+    # --- context bookkeeping hooks ------------------------------------------------------
+
+    def _rescan(self, ev):
+        self.ctx.rescan_caches(ev[6])
+
+    def _clear_warning(self, ev):
+        self.ctx.warning = None
+
+    def _domain_create(self, ev):
+        self.ctx.alive.add(ev[6])
+        self.ctx.dying.discard(ev[6])
+
+    def _domain_dying(self, ev):
+        self.ctx.dying.add(ev[6])
+
+    def _domain_destroy(self, ev):
+        self.ctx.alive.discard(ev[6])
+        self.ctx.dying.discard(ev[6])
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def _drive(self, events):
+        """Yield the events to fold() one by one; when fold asks for the next
+        event, the previous one has been applied, so its hooks run then with
+        the state exactly after it.  One fold() call per feed, one dict
+        lookup per event."""
+        get = self._hooks.get
+        hs = prev = None
+        for ev in events:
+            if hs is not None:
+                for h in hs:
+                    h(prev)
+            try:
+                hs = get(ev[0])
+            except (TypeError, IndexError, KeyError):
+                hs = None      # not an event array: fold() reports it as a BadEvent
+            prev = ev
+            yield ev
+        if hs is not None:
+            for h in hs:
+                h(prev)
+        if prev is not None:
+            self.seq = prev[1]
+
+    def feed(self, events) -> None:
+        if self.bad is not None or self.done:
+            return
+        try:
+            fold(self.st, self._drive(events))
+        except BadEvent as exc:
+            seq = exc.seq if type(exc.seq) is int else None
+            self.seq = seq - 1 if seq is not None else self.seq
+            self.bad = (seq, str(exc))
+
+    def finish(self) -> list:
+        """Close the analysis: windows still open become open-at-end
+        findings.  Returns every finding, sorted."""
+        if not self.done:
+            for a in self.analysers:
+                a.finish()
+            self.done = True
+        out = self.ctx.out
+        if self.bad is not None:
+            # a hook may have run for the bad event itself: clip to the prefix
+            last = self.seq
+            clipped = []
+            for f in out:
+                if f.start > last:
+                    continue
+                if f.end is not None and f.end > last:
+                    f.end = None
+                    f.end_label = None
+                clipped.append(f)
+            out = clipped
+        self.ctx.out = out = sort_findings(out)
+        return out
+
+
+def _kind_name(ev) -> str:
+    try:
+        return S.KINDS[ev[0]].name
+    except (TypeError, IndexError, KeyError):
+        return "event"
+
+
+def findings_for_events(header, events) -> list:
+    """Findings of an in-memory event list (e.g. a ListSink's) under header."""
+    a = Analysis(header)
+    a.feed(events)
+    return a.finish()
+
+
+# --- traces ---------------------------------------------------------------------------------
+
+@dataclass
+class TraceFindings:
+    """What ``findings_for_trace`` returns."""
+
+    path: object
+    header: dict
+    findings: list
+    events: int                 # events analysed (the readable prefix)
+    complete: bool              # the whole trace was readable and analysable
+    stop: object = None         # replay.reader.StopReport when not complete
+    from_cache: bool = False
+    _index: object = field(default=None, repr=False)
+
+    @property
+    def index(self) -> FindingIndex:
+        if self._index is None:
+            self._index = FindingIndex(self.findings)
+        return self._index
+
+
+def _translator(schema):
+    """Rewrite a chunk's events to this build's kind/function codes when the
+    trace was written with another catalogue (None when it is current)."""
+    if schema.is_current:
+        return None
+    unknown = len(S.KINDS)
+    kmap = [c if c >= 0 else unknown for c in schema.to_current]
+    fmap = [S.FUNC_CODE.get(name, len(S.FUNCS) + i) for i, name in enumerate(schema.funcs)]
+
+    def translate(evs):
+        out = []
+        for ev in evs:
+            if not isinstance(ev, list) or len(ev) < 5:
+                out.append(ev)
+                continue
+            ev = list(ev)
+            k = ev[0]
+            ev[0] = kmap[k] if type(k) is int and 0 <= k < len(kmap) else unknown
+            f = ev[4]
+            if type(f) is int and 0 <= f < len(fmap):
+                ev[4] = fmap[f]
+            out.append(ev)
+        return out
+    return translate
+
+
+SIDECAR_KEY = "hazards/findings"
+
+
+def _build_key() -> list:
+    from .findings import FINDINGS_FORMAT
+    return [FINDINGS_FORMAT, len(S.KINDS), len(S.FUNCS), list(KINDS)]
+
+
+def findings_for_trace(path_or_trace, *, sidecar: bool = False) -> TraceFindings:
+    """Findings of a trace file (a path, or a replay.reader.Trace already
+    open).  A damaged trace yields the findings of its readable prefix and
+    ``complete`` False with the reader's StopReport (an event the fold
+    cannot apply ends the prefix the same way, reported as "corrupt").
+
+    ``sidecar=True`` reads the findings from the trace's sidecar when one
+    fresh for this trace holds them, and stores them there otherwise
+    (replay.sidecar; keyed by the trace fingerprint).  Raises
+    replay.reader.NotATrace for what is not a trace."""
+    from replay.reader import StopReport, open_trace, trace_fingerprint
+
+    own = not hasattr(path_or_trace, "iter_chunks")
+    trace = open_trace(path_or_trace) if own else path_or_trace
+    path = trace.path
+    try:
+        sc = None
+        if sidecar and own:
+            try:
+                from replay.sidecar import Sidecar
+                sc = Sidecar.open(path, trace_fingerprint(path))
+            except (OSError, ImportError):
+                sc = None
+            if sc is not None:
+                cached = _load_cached(sc, trace)
+                if cached is not None:
+                    sc.close()
+                    return cached
+        a = Analysis(trace.header)
+        translate = _translator(trace.schema)
+        for chunk in trace.iter_chunks():
+            a.feed(translate(chunk) if translate is not None else chunk)
+            if a.bad is not None:
+                break
+        findings = a.finish()
+        stop = trace.stop
+        if a.bad is not None and stop is None:
+            stop = StopReport("corrupt", 0, 0, a.seq, a.bad[1])
+        result = TraceFindings(path, trace.header, findings, a.seq, stop is None, stop)
+        if sc is not None:
+            try:
+                if sc.writable:
+                    sc.put(SIDECAR_KEY, {"build": _build_key(), "events": result.events,
+                                         "stop": list(stop) if stop is not None else None,
+                                         "findings": encode_findings(findings)})
+                    sc.commit()
+            except OSError:
+                pass
+            finally:
+                sc.close()
+        return result
+    finally:
+        if own:
+            trace.close()
+
+
+def _load_cached(sc, trace):
+    from replay.reader import StopReport
+
+    try:
+        entry = sc.get(SIDECAR_KEY) if sc.fresh else None
+        if not isinstance(entry, dict) or list(_as_list(entry.get("build"))) != _build_key():
+            return None
+        stop = entry.get("stop")
+        stop = StopReport(*stop) if stop else None
+        findings = decode_findings(_as_list(entry.get("findings")))
+        events = entry.get("events")
+        if type(events) is not int:
+            return None
+    except (ValueError, TypeError, KeyError):
+        return None
+    return TraceFindings(trace.path, trace.header, findings, events, stop is None, stop, from_cache=True)
+
+
+def _as_list(v):
+    """msgpack gives tuples back from the sidecar (use_list=False)."""
+    if isinstance(v, tuple):
+        return [_as_list(x) for x in v]
+    if isinstance(v, list):
+        return [_as_list(x) for x in v]
+    return v

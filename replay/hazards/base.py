@@ -1,0 +1,299 @@
+"""Shared machinery of the analysers: the analysis context (replayed state,
+platform topology, incremental indexes every analyser reads) and the window
+bookkeeping that turns "the condition started / stopped holding" into
+findings.
+
+Positions follow DESIGN §8: a hook runs right after its event was folded, so
+a condition found true in a hook for event ``s`` holds for ``state_at(s)``:
+the window opens at ``s`` (``start_label`` = that event's label) and closes at
+the first event after which it is false.
+"""
+
+from __future__ import annotations
+
+from replay import caches
+from tracer.schema import DOMID_INVALID
+
+from .findings import HAZARD, Finding
+from .topology import Topology, fmt_rid
+
+ZERO = (0, 0)
+P_BIT = 1
+PAGE_MASK = caches.PAGE_MASK_4K
+TT_PT = caches.TT_PASS_THRU
+
+
+def label_of(ev):
+    lab = ev[5]
+    return lab if isinstance(lab, str) and lab else None
+
+
+class Window:
+    """An open finding under construction."""
+
+    __slots__ = ("kind", "wkey", "device", "rid", "iommu", "start", "start_label", "op", "info")
+
+    def __init__(self, kind, wkey, device, rid, iommu, start, start_label, op, info) -> None:
+        self.kind = kind
+        self.wkey = wkey
+        self.device = device
+        self.rid = rid
+        self.iommu = iommu
+        self.start = start
+        self.start_label = start_label
+        self.op = op
+        self.info = info
+
+
+class Context:
+    """What all analysers share.  ``st`` is the replayed state (replay.state),
+    updated by the driver before any hook runs for an event."""
+
+    def __init__(self, header, st) -> None:
+        self.header = header if isinstance(header, dict) else {}
+        self.topo = Topology(self.header)
+        self.st = st
+        self.out: list[Finding] = []
+        # the open top-level operation
+        self.op = None
+        self.op_device = None
+        self.op_verb = None
+        # domain lifecycle, from domain-create / -dying / -destroy
+        self.alive: set = set()
+        self.dying: set = set()
+        # present context entries in memory: key -> (did, root or None)
+        # (root None: pass-through, which translates nothing)
+        self.keyinfo: dict = {}
+        self.did_keys: dict = {}      # (iommu, did) -> {key}: present entries carrying did
+        self.root_keys: dict = {}     # root maddr -> {key}: translating entries using it
+        self.dom_roots: dict = {}     # domid -> {root maddr in root_keys owned by it}
+        self.cc_keys: dict = {}       # iommu -> {key}: keys the context-cache model holds values for
+        self.tlb_dids: dict = {}      # iommu -> {did}: DIDs the IOTLB model holds fills for
+        self.bits_on: dict = {}       # iommu -> {did}: set DID-bitmap bits
+        self.pdevs_on: dict = {}      # (domid, iommu) -> number of pdevs of domid behind iommu
+        self.owner_unit: dict = {}    # (seg, bdf16) -> (owner domid, unit) as last seen
+        self.mismatch_keys: dict = {}  # iommu -> {key}: entries pairing one domain's DID with another's tables
+        # the Xen warning line of the non-cx16 best-effort path, until the
+        # store it announces (the next ctx-write)
+        self.warning = None
+        # per ctx-write: (key, old info, new info)
+        self.cur = None
+
+    # --- names ---------------------------------------------------------------------
+
+    def dom(self, domid) -> str:
+        name = self.topo.domain_name(domid)
+        return name if name is not None else "DOMID_INVALID"
+
+    def rid(self, key) -> str:
+        return self.topo.key_str(key)
+
+    def device_of(self, key):
+        """The device a requester ID belongs to; a requester ID no declared
+        device uses (e.g. the spurious (secbus, bridge devfn) entry of the
+        S4 rollback) is charged to the device of the running operation."""
+        return self.topo.device_of(key) or self.op_device
+
+    # --- resolution ------------------------------------------------------------------
+
+    def did_owner(self, u, did):
+        """The domid domid_map gives DID did on unit u (the map is zero-filled),
+        None when the bitmap bit is clear or the slot says DOMID_INVALID."""
+        if (u, did) not in self.st.did_bits:
+            return None
+        m = self.st.did_map.get((u, did), 0)
+        return None if m == DOMID_INVALID else m
+
+    def pt_owner(self, root):
+        page = self.st.pages.get(root)
+        return page[0] if page is not None else None
+
+    def keys_with_did(self, u, did):
+        return self.did_keys.get((u, did), ())
+
+    def owner_dying(self, domid) -> bool:
+        return domid in self.dying
+
+    # --- index maintenance (driver calls these before the analysers) -------------------
+
+    def on_ctx_write(self, ev):
+        key = (ev[6], ev[7], ev[8])
+        lo, hi = ev[13], ev[14]
+        keyinfo = self.keyinfo
+        old = keyinfo.pop(key, None)
+        if old is not None:
+            s = self.did_keys.get((key[0], old[0]))
+            if s is not None:
+                s.discard(key)
+                if not s:
+                    del self.did_keys[(key[0], old[0])]
+            if old[1] is not None:
+                s = self.root_keys.get(old[1])
+                if s is not None:
+                    s.discard(key)
+                    if not s:
+                        del self.root_keys[old[1]]
+                        for roots in self.dom_roots.values():
+                            roots.discard(old[1])
+        new = None
+        if lo & P_BIT:
+            did = (hi >> 8) & 0xFFFF
+            root = None if (lo >> 2) & 3 == TT_PT else lo & PAGE_MASK
+            new = (did, root)
+            keyinfo[key] = new
+            dk = (key[0], did)
+            s = self.did_keys.get(dk)
+            if s is None:
+                self.did_keys[dk] = {key}
+            else:
+                s.add(key)
+            if root is not None:
+                s = self.root_keys.get(root)
+                if s is None:
+                    self.root_keys[root] = {key}
+                    page = self.st.pages.get(root)
+                    if page is not None:
+                        self.dom_roots.setdefault(page[0], set()).add(root)
+                else:
+                    s.add(key)
+        st = self.st
+        u = key[0]
+        if key in st.cc:
+            self.cc_keys.setdefault(u, set()).add(key)
+        # A retired value's fills land in tlb[(u, its did)].
+        olo, ohi = ev[11], ev[12]
+        if olo & P_BIT:
+            odid = (ohi >> 8) & 0xFFFF
+            if (u, odid) in st.tlb:
+                self.tlb_dids.setdefault(u, set()).add(odid)
+        self.cur = (key, old, new)
+        return key
+
+    def rescan_caches(self, u):
+        """After a flush or a cache-sync on unit u: which keys / DIDs the
+        cache model still holds something for."""
+        st = self.st
+        cc = st.cc
+        keys = self.cc_keys.get(u)
+        if keys:
+            for key in [k for k in keys if k not in cc]:
+                keys.discard(key)
+        if not st.coherent:
+            s = self.cc_keys.setdefault(u, set())
+            s.update(k for k in cc if k[0] == u)
+        tlb = st.tlb
+        s = self.tlb_dids.get(u)
+        if s is None:
+            s = self.tlb_dids[u] = set()
+        else:
+            s.clear()
+        s.update(did for (uu, did) in tlb if uu == u)
+
+    def on_did_bitmap(self, ev):
+        u, did = ev[6], ev[7]
+        if ev[8]:
+            self.bits_on.setdefault(u, set()).add(did)
+        else:
+            s = self.bits_on.get(u)
+            if s is not None:
+                s.discard(did)
+
+    def on_owner_move(self, ev):
+        seg, bdf = ev[6], ev[7]
+        dev = self.topo.by_loc.get((seg, bdf >> 8, bdf & 0xFF))
+        unit = dev.unit if dev is not None else self.topo.drhd(seg, bdf >> 8, bdf & 0xFF)
+        prev = self.owner_unit.pop((seg, bdf), None)
+        if prev is not None:
+            k = prev
+            n = self.pdevs_on.get(k, 0) - 1
+            if n > 0:
+                self.pdevs_on[k] = n
+            else:
+                self.pdevs_on.pop(k, None)
+        new = ev[9]
+        if type(new) is int and unit is not None:
+            k = (new, unit)
+            self.owner_unit[(seg, bdf)] = k
+            self.pdevs_on[k] = self.pdevs_on.get(k, 0) + 1
+        return prev, (new, unit)
+
+    def on_device_remove(self, ev):
+        prev = self.owner_unit.pop((ev[6], ev[7]), None)
+        if prev is not None:
+            n = self.pdevs_on.get(prev, 0) - 1
+            if n > 0:
+                self.pdevs_on[prev] = n
+            else:
+                self.pdevs_on.pop(prev, None)
+        return prev
+
+    def op_begin(self, ev):
+        self.op = ev[3]
+        verb, bdf, seg = ev[6], ev[7], ev[9]
+        self.op_verb = verb if isinstance(verb, str) else None
+        if type(bdf) is int and 0 <= bdf <= 0xFFFF:
+            self.op_device = fmt_rid(seg if type(seg) is int else 0, bdf >> 8, bdf & 0xFF)
+        else:
+            self.op_device = None
+
+    def op_end(self, ev):
+        self.op = None
+        self.op_device = None
+        self.op_verb = None
+
+
+class Analyser:
+    """One family of hazards.  Subclasses declare ``KINDS`` and return their
+    hooks from ``hooks()`` (kind code -> method(ev)); ``op_end(ev)`` and
+    ``finish()`` are called by the driver."""
+
+    KINDS: tuple = ()
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.open: dict = {}
+
+    def hooks(self) -> dict:
+        return {}
+
+    # --- windows ---------------------------------------------------------------------
+
+    def open_window(self, kind, wkey, ev, *, device=None, rid=None, iommu=None, info=None) -> Window:
+        w = Window(kind, wkey, device, rid, iommu, ev[1], label_of(ev), self.ctx.op,
+                   info if info is not None else {})
+        self.open[wkey] = w
+        return w
+
+    def close_window(self, wkey, ev) -> None:
+        w = self.open.pop(wkey, None)
+        if w is not None:
+            f = self.finalize(w, ev[1], label_of(ev), ev)
+            if f is not None:
+                self.ctx.out.append(f)
+
+    def finalize(self, w: Window, end, end_label, ev):
+        """Turn a window into a Finding (None: drop it).  end None = still
+        open when the trace ends."""
+        return Finding(w.kind, HAZARD, w.device, w.rid, w.iommu, w.start, end, w.start_label,
+                       end_label, w.info.get("detail", w.kind))
+
+    def op_end(self, ev) -> None:
+        pass
+
+    def finish(self) -> None:
+        for wkey in list(self.open):
+            w = self.open.pop(wkey)
+            f = self.finalize(w, None, None, None)
+            if f is not None:
+                self.ctx.out.append(f)
+
+
+def ranges_str(ranges) -> str:
+    return ", ".join(f"[{b:#x}, {e:#x}]" for b, e in ranges)
+
+
+def join_names(names) -> str:
+    names = list(names)
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]

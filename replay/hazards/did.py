@@ -1,0 +1,341 @@
+"""did-leak, did-dangling, did-reuse: research/vtd-model.md §5 (d1-d3).
+
+* did-leak (d1), per (unit, DID): the DID's bitmap bit is set and its
+  domid_map slot names a domain, but no present context entry on the unit
+  carries the DID and that domain has no device behind the unit.  Checked at
+  operation boundaries: reported only when it still holds when a top-level
+  operation returns (the window starts where it began).  DID 0 under
+  caching mode is the architectural reservation, not a leak.
+* did-dangling (d2), per requester ID: its entry in memory, a value the
+  context cache may hold, or an IOTLB fill through it carries a DID whose
+  bitmap bit is clear, whose slot says DOMID_INVALID or whose domain is gone;
+  or its entry uses a domain's page tables while that domain's iommu_bitmap
+  lacks the unit (its later map/unmap flushes skip the unit).  Like d1,
+  reported only when it holds when an operation returns (MO7..MO12 and
+  similar transients inside one operation are not findings).
+* did-reuse (d3), per (requester ID, DID): context_set_domain_id allocates a
+  DID (the did-map store before the bit is set) while that requester ID still
+  references the number; open until the reference is gone.
+
+Severity: a leak is a ``warning`` (no DMA can use it; it only eats the DID
+space), dangling and reuse are ``hazard``.
+"""
+
+from __future__ import annotations
+
+from tracer import schema as S
+from tracer.schema import DOMID_INVALID
+
+from .base import Analyser
+from .findings import HAZARD, WARNING, Finding
+
+WHERE = {"entry": "its context entry", "cache": "the context cache", "iotlb": "the IOTLB"}
+
+
+class DidAnalyser(Analyser):
+    KINDS = ("did-leak", "did-dangling", "did-reuse")
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.by_unit: dict = {}     # iommu -> {key with an open d2/d3 window}
+        self.d3: dict = {}          # key -> {did with an open did-reuse window}
+
+    def hooks(self) -> dict:
+        h = {
+            S.K_CTX_WRITE: self.on_ctx_write,
+            S.K_FLUSH_CONTEXT: self.on_flush,
+            S.K_FLUSH_IOTLB: self.on_flush,
+            S.K_DID_MAP: self.on_did_map,
+            S.K_DID_BITMAP: self.on_did,
+            S.K_IOMMU_BITMAP: self.on_iommu_bitmap,
+            S.K_OWNER_MOVE: self.on_owner,
+            S.K_DEVICE_REMOVE: self.on_owner,
+            S.K_DOMAIN_CREATE: self.on_domain,
+            S.K_DOMAIN_DESTROY: self.on_domain_destroy,
+            S.K_PT_ALLOC: self.on_pt_alloc,
+            S.K_PT_FREE: self.on_pt_free,
+            S.K_OP_END: self.on_op_end,
+        }
+        if not self.ctx.st.coherent:
+            h[S.K_CACHE_SYNC] = self.on_sync
+        return h
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def dangling(self, u, did):
+        """Why DID did on u is dangling, or None."""
+        st = self.ctx.st
+        if (u, did) not in st.did_bits:
+            return "freed"
+        m = st.did_map.get((u, did), 0)
+        if m == DOMID_INVALID:
+            return "invalid"
+        if m not in self.ctx.alive:
+            return "gone"
+        return None
+
+    def refs(self, key) -> dict:
+        """{did: {"entry" | "cache" | "iotlb"}}: the DIDs key references."""
+        ctx = self.ctx
+        st = ctx.st
+        out: dict = {}
+        info = ctx.keyinfo.get(key)
+        if info is not None:
+            out[info[0]] = {"entry"}
+        for lo, hi in st.cc.get(key, ()):
+            if lo & 1:
+                out.setdefault((hi >> 8) & 0xFFFF, set()).add("cache")
+        u, b, df = key
+        tlb = st.tlb
+        for did in ctx.tlb_dids.get(u, ()):
+            for fb, fdf, _ in tlb.get((u, did), ()):
+                if fb == b and fdf == df:
+                    out.setdefault(did, set()).add("iotlb")
+                    break
+        return out
+
+    def table_owners(self, key, did) -> set:
+        """Owners of the page tables key's references to did translate with
+        (None for pass-through or freed tables)."""
+        ctx = self.ctx
+        st = ctx.st
+        out = set()
+        info = ctx.keyinfo.get(key)
+        if info is not None and info[0] == did:
+            out.add(ctx.pt_owner(info[1]) if info[1] is not None else None)
+        for lo, hi in st.cc.get(key, ()):
+            if lo & 1 and (hi >> 8) & 0xFFFF == did:
+                out.add(None if (lo >> 2) & 3 == 2 else ctx.pt_owner(lo & 0xFFFF_FFFF_FFFF_F000))
+        u, b, df = key
+        for fb, fdf, pt in st.tlb.get((u, did), ()):
+            if fb == b and fdf == df:
+                out.add(ctx.pt_owner(pt))
+        return out
+
+    def keys_referencing(self, u, did) -> set:
+        ctx = self.ctx
+        st = ctx.st
+        ks = set(ctx.keys_with_did(u, did))
+        for key in ctx.cc_keys.get(u, ()):
+            for lo, hi in st.cc.get(key, ()):
+                if lo & 1 and (hi >> 8) & 0xFFFF == did:
+                    ks.add(key)
+                    break
+        for b, df, _ in st.tlb.get((u, did), ()):
+            ks.add((u, b, df))
+        return ks
+
+    def _track(self, key, on: bool) -> None:
+        s = self.by_unit.setdefault(key[0], set())
+        if on:
+            s.add(key)
+
+    # --- triggers ----------------------------------------------------------------------------
+
+    def on_ctx_write(self, ev):
+        ctx = self.ctx
+        key, old, new = ctx.cur
+        u = key[0]
+        if old is not None:
+            self.check_leak(u, old[0], ev)
+        if new is not None and (old is None or new[0] != old[0]):
+            self.check_leak(u, new[0], ev)
+        self.check_key(key, ev)
+
+    def on_sync(self, ev):
+        self.check_key((ev[6], ev[7], ev[8]), ev)
+
+    def on_flush(self, ev):
+        for key in list(self.by_unit.get(ev[6], ())):
+            self.check_key(key, ev)
+
+    def on_did_map(self, ev):
+        ctx = self.ctx
+        u, did, new = ev[6], ev[7], ev[9]
+        if new != DOMID_INVALID and (u, did) not in ctx.st.did_bits:
+            # context_set_domain_id allocating did: anything still using it?
+            for key in sorted(self.keys_referencing(u, did)):
+                wkey = ("d3", key, did)
+                if wkey not in self.open and self.table_owners(key, did) != {new}:
+                    r = self.refs(key).get(did, set())
+                    self.open_window("did-reuse", wkey, ev, device=ctx.device_of(key), rid=ctx.rid(key),
+                                     iommu=u, info={"did": did, "new": new, "old": ev[8], "where": set(r)})
+                    self.d3.setdefault(key, set()).add(did)
+                    self._track(key, True)
+        self.on_did(ev)
+
+    def on_did(self, ev):
+        u, did = ev[6], ev[7]
+        self.check_leak(u, did, ev)
+        for key in self.keys_referencing(u, did) | self.by_unit.get(u, set()):
+            self.check_key(key, ev)
+
+    def on_iommu_bitmap(self, ev):
+        ctx = self.ctx
+        dom, u = ev[6], ev[7]
+        for root in list(ctx.dom_roots.get(dom, ())):
+            for key in list(ctx.root_keys.get(root, ())):
+                if key[0] == u:
+                    self.check_key(key, ev)
+
+    def on_owner(self, ev):
+        ctx = self.ctx
+        seg, bdf = ev[6], ev[7]
+        dev = ctx.topo.by_loc.get((seg, bdf >> 8, bdf & 0xFF))
+        unit = dev.unit if dev is not None else ctx.topo.drhd(seg, bdf >> 8, bdf & 0xFF)
+        if unit is None:
+            return
+        doms = {ev[8], ev[9]} if ev[0] == S.K_OWNER_MOVE else None
+        st = ctx.st
+        for did in list(ctx.bits_on.get(unit, ())):
+            if doms is None or st.did_map.get((unit, did), 0) in doms:
+                self.check_leak(unit, did, ev)
+
+    def on_domain(self, ev):
+        """A domain appears or goes: DIDs whose slot names it become (non-)
+        dangling and (non-)leaked."""
+        ctx = self.ctx
+        st = ctx.st
+        dom = ev[6]
+        for u, dids in list(ctx.bits_on.items()):
+            for did in list(dids):
+                if st.did_map.get((u, did), 0) == dom:
+                    self.check_leak(u, did, ev)
+                    for key in self.keys_referencing(u, did):
+                        self.check_key(key, ev)
+        for u, keys in list(self.by_unit.items()):
+            for key in list(keys):
+                self.check_key(key, ev)
+
+    def on_domain_destroy(self, ev):
+        self.on_domain(ev)
+        self.on_pt_free(ev)      # its tables went with it
+
+    def on_pt_alloc(self, ev):
+        for key in list(self.ctx.root_keys.get(ev[7], ())):
+            self.check_key(key, ev)
+
+    def on_pt_free(self, ev):
+        ctx = self.ctx
+        pages = ctx.st.pages
+        for root, keys in list(ctx.root_keys.items()):
+            if root not in pages:
+                for key in list(keys):
+                    self.check_key(key, ev)
+
+    def on_op_end(self, ev):
+        for w in self.open.values():
+            w.info["confirmed"] = True
+
+    # --- d1 ---------------------------------------------------------------------------------------
+
+    def check_leak(self, u, did, ev) -> None:
+        ctx = self.ctx
+        st = ctx.st
+        leak = None
+        if (u, did) in st.did_bits and not (did == 0 and st.cm):
+            m = st.did_map.get((u, did), 0)
+            if m != DOMID_INVALID and not ctx.keys_with_did(u, did) and not ctx.pdevs_on.get((m, u)):
+                leak = m
+        wkey = ("d1", u, did)
+        w = self.open.get(wkey)
+        if leak is not None:
+            if w is not None and w.info["dom"] != leak:
+                self.close_window(wkey, ev)
+                w = None
+            if w is None:
+                self.open_window("did-leak", wkey, ev, device=ctx.op_device, rid=None, iommu=u,
+                                 info={"did": did, "dom": leak, "op": ctx.op})
+        elif w is not None:
+            self.close_window(wkey, ev)
+
+    # --- d2 / d3 -------------------------------------------------------------------------------------
+
+    def check_key(self, key, ev) -> None:
+        ctx = self.ctx
+        u = key[0]
+        refs = self.refs(key)
+        dang = {}
+        for did, where in refs.items():
+            why = self.dangling(u, did)
+            if why is not None:
+                dang[did] = (why, where)
+        bitmap = None
+        info = ctx.keyinfo.get(key)
+        if info is not None and info[1] is not None:
+            dom = ctx.pt_owner(info[1])
+            if dom is not None and (dom, u) not in ctx.st.iommu_bitmap:
+                bitmap = dom
+        wkey = ("d2", key)
+        w = self.open.get(wkey)
+        if dang or bitmap is not None:
+            if w is None:
+                w = self.open_window("did-dangling", wkey, ev, device=ctx.device_of(key), rid=ctx.rid(key),
+                                     iommu=u, info={"dids": {}, "bitmap": None, "confirmed": False})
+                self._track(key, True)
+            for did, (why, where) in dang.items():
+                cur = w.info["dids"].setdefault(did, [why, set()])
+                cur[1].update(where)
+            if bitmap is not None and w.info["bitmap"] is None:
+                w.info["bitmap"] = bitmap
+        elif w is not None:
+            self.close_window(wkey, ev)
+        # d3 windows of this key close when the reference is gone
+        reused = self.d3.get(key)
+        if reused:
+            for did in list(reused):
+                if did not in refs:
+                    reused.discard(did)
+                    self.close_window(("d3", key, did), ev)
+                else:
+                    self.open[("d3", key, did)].info["where"].update(refs[did])
+            if not reused:
+                del self.d3[key]
+        if ("d2", key) not in self.open and key not in self.d3:
+            s = self.by_unit.get(u)
+            if s is not None:
+                s.discard(key)
+
+    def finish(self) -> None:
+        super().finish()
+        self.by_unit.clear()
+        self.d3.clear()
+
+    # --- findings ---------------------------------------------------------------------------------------
+
+    def finalize(self, w, end, end_label, ev):
+        ctx = self.ctx
+        if w.kind == "did-leak":
+            if not w.info.get("confirmed"):
+                return None
+            d, did = w.info["dom"], w.info["did"]
+            name = ctx.dom(d)
+            gone = "" if d in ctx.alive else f" (a domain that no longer exists)"
+            detail = (f"IOMMU {w.iommu}: DID {did} stays allocated to {name}{gone} although no context "
+                      f"entry on the unit carries it and {name} has no device behind the unit (leaked)")
+            return Finding("did-leak", WARNING, w.device, None, w.iommu, w.start, end, w.start_label,
+                           end_label, detail)
+        if w.kind == "did-dangling":
+            if not w.info.get("confirmed"):
+                return None
+            parts = []
+            for did, (why, where) in sorted(w.info["dids"].items()):
+                reason = {"freed": "freed (bitmap bit clear)", "invalid": "marked DOMID_INVALID in domid_map",
+                          "gone": "owned by a domain that no longer exists"}[why]
+                places = ", ".join(WHERE[x] for x in ("entry", "cache", "iotlb") if x in where)
+                parts.append(f"{places} still use{'s' if len(where) == 1 else ''} DID {did}, which is {reason}, "
+                             f"so the next context_set_domain_id may hand that number to another domain")
+            dom = w.info["bitmap"]
+            if dom is not None:
+                parts.append(f"its entry uses {ctx.dom(dom)}'s page tables while {ctx.dom(dom)}'s iommu_bitmap "
+                             f"lacks IOMMU {w.iommu}, so {ctx.dom(dom)}'s map/unmap IOTLB flushes skip the unit")
+            detail = f"IOMMU {w.iommu}: for {w.rid}, " + "; ".join(parts)
+            return Finding("did-dangling", HAZARD, w.device, w.rid, w.iommu, w.start, end, w.start_label,
+                           end_label, detail)
+        did, new = w.info["did"], w.info["new"]
+        places = ", ".join(WHERE[x] for x in ("entry", "cache", "iotlb") if x in w.info["where"]) or "it"
+        detail = (f"IOMMU {w.iommu}: context_set_domain_id handed DID {did} to {ctx.dom(new)} while "
+                  f"{places} of {w.rid} still use{'s' if len(w.info['where']) == 1 else ''} that number, "
+                  f"so {w.rid}'s DMA shares IOTLB entries with {ctx.dom(new)}")
+        return Finding("did-reuse", HAZARD, w.device, w.rid, w.iommu, w.start, end, w.start_label,
+                       end_label, detail)

@@ -1,0 +1,277 @@
+"""Findings: the record the analysers produce, the severity vocabulary, the
+JSON and sidecar encodings, and the interval index.
+
+A finding is a window ``[start, end)`` over event seq (DESIGN §8 Positions):
+the hazard holds for ``state_at(t)`` for every ``start <= t < end``.
+``start`` is the event after which the condition first holds, ``end`` the
+event after which it no longer does; both carry the Xen step label of that
+event (``UO3``, ``PM5``, ``MO7`` ...).  A window still open when the readable
+trace ends has ``end`` None and ``open_at_end`` True.
+
+Severity (docs/HAZARDS.md has the table and the reasoning):
+
+* ``benign``  -- a window the operation closes itself with its own flush
+  (the stale-context / stale-iotlb windows between a write and MO9/MO10 or
+  UO5);
+* ``warning`` -- a window Xen knowingly accepts (the lock-free XSA-399
+  teardown; a leaked DID that nothing translates through) or one without a
+  victim (MAP_SINGLE_DEVICE / MAP_OWNER_DYING: no other device uses the DID);
+* ``hazard``  -- everything else: every rmrr-disconnect, a skipped or
+  wrong-DID flush, a did-pt-mismatch or foreign-iotlb with victims, a dangling
+  or reused DID, a lock taken against the order.
+
+The index answers "which findings are open at step n" with a static centred
+interval tree (O(log m + answer)) and "next / previous finding" with a
+``sortedcontainers.SortedKeyList`` ordered like ``check --json``.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+from sortedcontainers import SortedKeyList
+
+# Finding kinds, in the order `check` lists its counts (DESIGN §6).
+KINDS = (
+    "rmrr-disconnect",
+    "did-pt-mismatch",
+    "stale-context",
+    "stale-iotlb",
+    "foreign-iotlb",
+    "did-leak",
+    "did-dangling",
+    "did-reuse",
+    "lock-order",
+)
+BENIGN, WARNING, HAZARD = "benign", "warning", "hazard"
+SEVERITIES = (BENIGN, WARNING, HAZARD)
+SEVERITY_RANK = {BENIGN: 1, WARNING: 2, HAZARD: 3}
+
+# Bump when what a serialised finding means or holds changes (sidecar rows).
+FINDINGS_FORMAT = 1
+
+JSON_FIELDS = ("kind", "severity", "device", "rid", "iommu", "start", "end", "open_at_end",
+               "start_label", "end_label", "detail")
+
+
+class Finding:
+    """One hazard window.  ``device`` / ``rid`` are ``SSSS:BB:DD.F`` strings
+    (or None), ``iommu`` the DRHD index (or None for a lock finding that
+    concerns no unit)."""
+
+    __slots__ = ("kind", "severity", "device", "rid", "iommu", "start", "end",
+                 "start_label", "end_label", "detail")
+
+    def __init__(self, kind: str, severity: str, device, rid, iommu, start: int, end,
+                 start_label, end_label, detail: str) -> None:
+        self.kind = kind
+        self.severity = severity
+        self.device = device
+        self.rid = rid
+        self.iommu = iommu
+        self.start = start
+        self.end = end
+        self.start_label = start_label
+        self.end_label = end_label
+        self.detail = detail
+
+    @property
+    def open_at_end(self) -> bool:
+        return self.end is None
+
+    def holds_at(self, n: int) -> bool:
+        return self.start <= n and (self.end is None or n < self.end)
+
+    def sort_key(self) -> tuple:
+        """(start, kind, iommu, rid) as DESIGN §8 orders `check --json`, then
+        the rest so the order is total and deterministic."""
+        return (self.start, self.kind, -1 if self.iommu is None else self.iommu, self.rid or "",
+                self.device or "", -1 if self.end is None else self.end, self.detail)
+
+    def to_json(self) -> dict:
+        """The DESIGN §8 ``check --json`` finding object."""
+        return {
+            "kind": self.kind,
+            "severity": self.severity,
+            "device": self.device,
+            "rid": self.rid,
+            "iommu": self.iommu,
+            "start": self.start,
+            "end": self.end,
+            "open_at_end": self.end is None,
+            "start_label": self.start_label,
+            "end_label": self.end_label,
+            "detail": self.detail,
+        }
+
+    to_dict = to_json
+
+    def to_row(self) -> list:
+        """Compact positional form for the sidecar (msgpack)."""
+        return [self.kind, self.severity, self.device, self.rid, self.iommu, self.start, self.end,
+                self.start_label, self.end_label, self.detail]
+
+    @classmethod
+    def from_row(cls, row) -> "Finding":
+        if not isinstance(row, (list, tuple)) or len(row) != 10:
+            raise ValueError("finding row must have 10 fields")
+        kind, sev, dev, rid, iommu, start, end, sl, el, detail = row
+        if kind not in KINDS or sev not in SEVERITIES:
+            raise ValueError(f"unknown finding kind/severity {kind!r}/{sev!r}")
+        if type(start) is not int or not (end is None or type(end) is int):
+            raise ValueError("finding start/end must be integers")
+        return cls(kind, sev, dev, rid, iommu, start, end, sl, el, detail)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Finding):
+            return NotImplemented
+        return self.to_row() == other.to_row()
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        end = "open" if self.end is None else self.end
+        return (f"Finding({self.kind} {self.severity} dev={self.device} rid={self.rid} "
+                f"iommu={self.iommu} [{self.start} {self.start_label}, {end} {self.end_label}))")
+
+
+def sort_findings(findings) -> list:
+    return sorted(findings, key=Finding.sort_key)
+
+
+def counts(findings, kinds=KINDS) -> dict:
+    """{kind: number of findings} with every kind present."""
+    out = {k: 0 for k in kinds}
+    for f in findings:
+        if f.kind in out:
+            out[f.kind] += 1
+    return out
+
+
+def worst_severity(findings):
+    best = None
+    for f in findings:
+        if best is None or SEVERITY_RANK[f.severity] > SEVERITY_RANK[best]:
+            best = f.severity
+    return best
+
+
+# --- sidecar encoding ----------------------------------------------------------------
+
+def encode_findings(findings) -> list:
+    """A msgpack-able value: [FINDINGS_FORMAT, [row, ...]]."""
+    return [FINDINGS_FORMAT, [f.to_row() for f in findings]]
+
+
+def decode_findings(value) -> list:
+    """Inverse of encode_findings; ValueError when the value is not one
+    (another format, or a damaged / foreign sidecar entry)."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or value[0] != FINDINGS_FORMAT:
+        raise ValueError("not a findings entry of this format")
+    rows = value[1]
+    if not isinstance(rows, (list, tuple)):
+        raise ValueError("findings entry without rows")
+    return [Finding.from_row(r) for r in rows]
+
+
+# --- the index ----------------------------------------------------------------------
+
+class _Node:
+    """A node of the centred interval tree: the intervals containing
+    ``center`` (start <= center < end), sorted by start and by end."""
+
+    __slots__ = ("center", "starts", "by_start", "ends", "by_end", "left", "right")
+
+
+def _build(items, lo_end):
+    # items: list of (start, end, finding) with end exclusive (open -> lo_end).
+    if not items:
+        return None
+    points = sorted({s for s, _, _ in items})
+    center = points[len(points) // 2]
+    here, left, right = [], [], []
+    for it in items:
+        s, e, _ = it
+        if e <= center:
+            left.append(it)
+        elif s > center:
+            right.append(it)
+        else:
+            here.append(it)
+    node = _Node()
+    node.center = center
+    here_s = sorted(here, key=lambda it: it[0])
+    node.starts = [it[0] for it in here_s]
+    node.by_start = [it[2] for it in here_s]
+    here_e = sorted(here, key=lambda it: it[1])
+    node.ends = [it[1] for it in here_e]
+    node.by_end = [it[2] for it in here_e]
+    node.left = _build(left, lo_end)
+    node.right = _build(right, lo_end)
+    return node
+
+
+class FindingIndex:
+    """Findings of one trace, queryable by step.
+
+    ``open_at(n)``        findings with start <= n < end (open ones hold to the end),
+                          in check order; O(log m + answer)
+    ``next_after(n)``     the first finding (check order) with start > n, or None
+    ``previous_before(n)``the last finding with start < n, or None
+    ``starting_at(n)``    findings whose window opens at n
+    Both neighbour queries bisect a SortedKeyList: O(log m)."""
+
+    def __init__(self, findings=()) -> None:
+        self._sorted = SortedKeyList(findings, key=Finding.sort_key)
+        inf = float("inf")
+        items = [(f.start, inf if f.end is None else f.end, f) for f in self._sorted
+                 if f.end is None or f.end > f.start]
+        self._root = _build(items, inf)
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def __iter__(self):
+        return iter(self._sorted)
+
+    @property
+    def findings(self) -> list:
+        return list(self._sorted)
+
+    def open_at(self, n: int) -> list:
+        out = []
+        node = self._root
+        while node is not None:
+            if n < node.center:
+                # every interval here ends after center > n: open iff start <= n
+                i = bisect.bisect_right(node.starts, n)
+                out.extend(node.by_start[:i])
+                node = node.left
+            else:
+                # every interval here starts at or before center <= n: open iff end > n
+                i = bisect.bisect_right(node.ends, n)
+                out.extend(node.by_end[i:])
+                if n == node.center:
+                    break
+                node = node.right
+        out.sort(key=Finding.sort_key)
+        return out
+
+    def next_after(self, n: int):
+        # (n + 1,) sorts before every key starting at n + 1 and after every
+        # key starting at or before n.
+        i = self._sorted.bisect_key_left((n + 1,))
+        return self._sorted[i] if i < len(self._sorted) else None
+
+    def previous_before(self, n: int):
+        i = self._sorted.bisect_key_left((n,))
+        return self._sorted[i - 1] if i > 0 else None
+
+    def starting_at(self, n: int) -> list:
+        lo = self._sorted.bisect_key_left((n,))
+        hi = self._sorted.bisect_key_left((n + 1,))
+        return list(self._sorted.islice(lo, hi))
+
+    def worst_at(self, n: int):
+        """The worst severity open at n, or None."""
+        return worst_severity(self.open_at(n))

@@ -1,0 +1,193 @@
+"""lock-order: lock discipline of the VT-d reassignment code
+(research/vtd-model.md §2).
+
+* a context-entry store without ``iommu->lock`` of its unit held by the
+  storing CPU;
+* a DID allocation (``context_set_domain_id`` setting the bitmap bit or the
+  domid_map slot) without ``iommu->lock`` -- Xen ASSERTs it;
+* a DID free (bit cleared, slot set to DOMID_INVALID) without
+  ``pcidevs_lock``.  The seed's ``check_cleanup_domid_map`` runs under
+  ``pcidevs_lock`` only, which is correct (no finding).  Domain teardown's
+  lock-free ``cleanup_domid_map`` (``iommu_domain_teardown``, DK4) is the
+  setting of the XSA-399 race: reported with severity ``warning``;
+* a lock taken against the order ``pcidevs_lock -> iommu->lock ->
+  mapping_lock``, ``iommu->lock -> register_lock``, ``pcidevs_lock ->
+  bus2bridge_lock``; two instances of one lock class nested (Xen orders no
+  two units' iommu->lock, no two domains' mapping_lock); a spinlock taken
+  again by its holder.  RCU domain references are read-side, not ordered.
+
+Windows: an unprotected store is a window over the stores of one unprotected
+sequence (e.g. the domid_map and bitmap stores of one cleanup_domid_map),
+``end`` one past the last of them, ``end_label`` the label of that last
+store.  An inversion holds from the out-of-order acquisition to its release.
+"""
+
+from __future__ import annotations
+
+from tracer import schema as S
+from tracer.schema import DOMID_INVALID, FUNC_CODE
+
+from .base import Analyser, label_of
+from .findings import HAZARD, WARNING, Finding
+
+# (outer, inner): outer must be taken first.
+ORDER = frozenset({
+    ("pcidevs_lock", "iommu->lock"), ("pcidevs_lock", "mapping_lock"), ("pcidevs_lock", "register_lock"),
+    ("pcidevs_lock", "bus2bridge_lock"), ("iommu->lock", "mapping_lock"), ("iommu->lock", "register_lock"),
+})
+NESTABLE = frozenset({"rcu_domain"})
+SAME_CLASS = frozenset({"iommu->lock", "mapping_lock", "register_lock", "bus2bridge_lock", "pcidevs_lock"})
+
+F_SET_DID = FUNC_CODE["context_set_domain_id"]
+F_TEARDOWN = FUNC_CODE["iommu_domain_teardown"]
+
+
+class LockAnalyser(Analyser):
+    KINDS = ("lock-order",)
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.held: dict = {}        # (lock, target) -> [cpu, seq, label, depth]
+        self.last = None            # signature of the previous relevant event's violation
+        self.n = 0                  # window counter (unique keys)
+
+    def hooks(self) -> dict:
+        return {S.K_LOCK: self.on_lock, S.K_UNLOCK: self.on_unlock, S.K_CTX_WRITE: self.on_ctx_write,
+                S.K_DID_BITMAP: self.on_did, S.K_DID_MAP: self.on_did}
+
+    # --- lock tracking -----------------------------------------------------------------------
+
+    def _name(self, lock, target) -> str:
+        if target is None:
+            return str(lock)
+        if lock in ("mapping_lock", "rcu_domain"):
+            return f"{lock}[{self.ctx.dom(target)}]"
+        return f"{lock}[{target}]"
+
+    def on_lock(self, ev):
+        self.last = None
+        lock, target, cpu = ev[6], ev[7], ev[2]
+        key = (lock, target)
+        h = self.held.get(key)
+        if h is not None:
+            h[3] += 1
+            if lock not in NESTABLE and h[0] == cpu:
+                self._inversion(ev, key, key, h, "is taken again by the CPU that holds it (self-deadlock)")
+            return
+        if lock not in NESTABLE:
+            for (hl, ht), hh in self.held.items():
+                if hh[0] != cpu or hl in NESTABLE:
+                    continue
+                if (lock, hl) in ORDER:
+                    self._inversion(ev, key, (hl, ht), hh, "against the lock order")
+                elif hl == lock and lock in SAME_CLASS:
+                    self._inversion(ev, key, (hl, ht), hh, "nesting two instances of a lock class Xen does not order")
+        self.held[key] = [cpu, ev[1], label_of(ev), 1]
+
+    def on_unlock(self, ev):
+        self.last = None
+        key = (ev[6], ev[7])
+        h = self.held.get(key)
+        if h is None:
+            return
+        h[3] -= 1
+        if h[3] <= 0:
+            del self.held[key]
+            for wkey in [k for k in self.open if k[0] == "inv" and k[1] == key]:
+                self.close_window(wkey, ev)
+
+    def _holds(self, lock, target, cpu) -> bool:
+        h = self.held.get((lock, target))
+        return h is not None and h[0] == cpu
+
+    def _inversion(self, ev, key, held_key, hh, why) -> None:
+        self.n += 1
+        ctx = self.ctx
+        u = key[1] if key[0] in ("iommu->lock", "register_lock") else \
+            held_key[1] if held_key[0] in ("iommu->lock", "register_lock") else None
+        detail = (f"{self._name(*key)} taken at {label_of(ev) or 'seq ' + str(ev[1])} while holding "
+                  f"{self._name(*held_key)} (taken at {hh[2] or 'seq ' + str(hh[1])}): {why}")
+        self.open_window("lock-order", ("inv", key, self.n), ev, device=ctx.op_device, rid=None,
+                         iommu=u if type(u) is int else None, info={"detail": detail, "sev": HAZARD})
+
+    # --- protected stores ------------------------------------------------------------------------
+
+    def on_ctx_write(self, ev):
+        u = ev[6]
+        if self._holds("iommu->lock", u, ev[2]):
+            self.last = None
+            return
+        key = (u, ev[7], ev[8])
+        self._point(ev, ("ctx", u, key), u, key,
+                    f"context entry of {self.ctx.rid(key)} stored without iommu->lock[{u}] held", HAZARD)
+
+    def on_did(self, ev):
+        ctx = self.ctx
+        u, did = ev[6], ev[7]
+        cpu = ev[2]
+        if ev[0] == S.K_DID_BITMAP:
+            freeing = not ev[8]
+        else:
+            freeing = ev[9] == DOMID_INVALID
+        if freeing:
+            if self._holds("pcidevs_lock", None, cpu):
+                self.last = None
+                return
+            teardown = F_TEARDOWN in ctx.st.stack(cpu) or label_of(ev) == "DK4"
+            if teardown:
+                self._point(ev, ("free", u, "teardown"), u, None,
+                            "iommu_domain_teardown frees DID {dids} without pcidevs_lock "
+                            "(lock-free cleanup_domid_map: the XSA-399 race window with "
+                            "a concurrent context_set_domain_id)", WARNING, did=did)
+            else:
+                self._point(ev, ("free", u, ev[4]), u, None,
+                            "DID {dids} freed without pcidevs_lock held", HAZARD, did=did)
+        elif ev[4] == F_SET_DID:
+            if self._holds("iommu->lock", u, cpu):
+                self.last = None
+                return
+            self._point(ev, ("alloc", u), u, None,
+                        "context_set_domain_id sets up DID {dids} without iommu->lock held (Xen ASSERTs it)",
+                        HAZARD, did=did)
+        else:
+            self.last = None
+
+    def _point(self, ev, sig, u, key, what, sev, did=None) -> None:
+        ctx = self.ctx
+        if self.last is not None and self.last[0] == sig and self.last[1] in self.open:
+            w = self.open[self.last[1]]
+            w.info["last"] = (ev[1], label_of(ev))
+            if did is not None:
+                w.info["dids"].add(did)
+            return
+        self._flush_points()
+        self.n += 1
+        wkey = ("pt", self.n)
+        self.open_window("lock-order", wkey, ev, device=ctx.op_device if key is None else ctx.device_of(key)
+                         or ctx.op_device, rid=ctx.rid(key) if key is not None else None, iommu=u,
+                         info={"what": what, "sev": sev, "last": (ev[1], label_of(ev)),
+                               "dids": {did} if did is not None else set()})
+        self.last = (sig, wkey)
+
+    def _flush_points(self) -> None:
+        for wkey in [k for k in self.open if k[0] == "pt" and (self.last is None or k != self.last[1])]:
+            w = self.open.pop(wkey)
+            seq, lab = w.info["last"]
+            self.ctx.out.append(self._point_finding(w, seq + 1, lab))
+
+    def _point_finding(self, w, end, end_label):
+        what = w.info["what"].replace("{dids}", ", ".join(map(str, sorted(w.info["dids"]))))
+        detail = f"IOMMU {w.iommu}: {what}" if w.iommu is not None else what
+        return Finding("lock-order", w.info["sev"], w.device, w.rid, w.iommu, w.start, end,
+                       w.start_label, end_label, detail)
+
+    def finalize(self, w, end, end_label, ev):
+        if w.wkey[0] == "pt":
+            seq, lab = w.info["last"]
+            return self._point_finding(w, seq + 1, lab)
+        return Finding("lock-order", w.info["sev"], w.device, w.rid, w.iommu, w.start, end,
+                       w.start_label, end_label, w.info["detail"])
+
+    def finish(self) -> None:
+        self.last = None
+        super().finish()

@@ -1,0 +1,178 @@
+"""did-pt-mismatch: research/vtd-model.md §5 (b).
+
+A present, translating context entry *in memory* whose DID does not belong to
+the domain whose page tables its SLPTPTR points at: ``domid_map[DID]``
+(zero-filled, as MO3 reads it) differs from the owner of the table page, or
+the DID's bitmap bit is clear (freed), or the slot says DOMID_INVALID, or the
+tables were freed.  The classic window is the non-cx16 best-effort path of
+the seed: W1' stores lo (new SLPTPTR, old DID), W2' stores hi (new DID).  The
+mixed value may still be cached after W2'; that is the stale-context
+finding's business, not this one's.
+
+Victims: every *other* requester ID on the unit whose entry carries the same
+DID while the window is open -- the IOTLB is tagged by DID only, so they can
+hit translations filled from the wrong tables.  A DID of a dying domain has no
+victims (MAP_OWNER_DYING: the harm stays in the dying domain).  With victims
+the finding is a ``hazard``, without (MAP_SINGLE_DEVICE and the like) a
+``warning``.  When Xen printed its own "reassignment may cause ... data
+corruption" line right before the store that opened the window, the detail
+quotes it.
+"""
+
+from __future__ import annotations
+
+from tracer import schema as S
+from tracer.schema import DOMID_INVALID
+
+from .base import Analyser, join_names
+from .findings import HAZARD, WARNING, Finding
+
+
+class MismatchAnalyser(Analyser):
+    KINDS = ("did-pt-mismatch",)
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.by_did: dict = {}      # (iommu, did) -> {key with an open window}
+
+    def hooks(self) -> dict:
+        return {
+            S.K_CTX_WRITE: self.on_ctx_write,
+            S.K_DID_BITMAP: self.on_did,
+            S.K_DID_MAP: self.on_did,
+            S.K_PT_ALLOC: self.on_pt_alloc,
+            S.K_PT_FREE: self.on_tables_gone,
+            S.K_DOMAIN_DESTROY: self.on_tables_gone,
+            S.K_LOG: self.on_log,
+        }
+
+    # --- triggers ------------------------------------------------------------------------
+
+    def on_log(self, ev):
+        text = ev[7] if len(ev) > 7 else None
+        if ev[6] == "warning" and isinstance(text, str) and "data corruption" in text:
+            self.ctx.warning = text
+
+    def on_ctx_write(self, ev):
+        key, old, new = self.ctx.cur
+        self.check(key, ev)
+        if new is not None:
+            # key now uses DID new[0]: a victim of open windows on that DID
+            for other in self.by_did.get((key[0], new[0]), ()):
+                if other != key:
+                    self._victims(self.open[("b", other)], key)
+
+    def on_did(self, ev):
+        for key in list(self.ctx.keys_with_did(ev[6], ev[7])):
+            self.check(key, ev)
+
+    def on_pt_alloc(self, ev):
+        for key in list(self.ctx.root_keys.get(ev[7], ())):
+            self.check(key, ev)
+
+    def on_tables_gone(self, ev):
+        pages = self.ctx.st.pages
+        for root, keys in list(self.ctx.root_keys.items()):
+            if root not in pages:
+                for key in list(keys):
+                    self.check(key, ev)
+
+    # --- the condition ----------------------------------------------------------------------
+
+    def check(self, key, ev) -> None:
+        ctx = self.ctx
+        info = ctx.keyinfo.get(key)
+        cause = None
+        if info is not None and info[1] is not None:
+            did, root = info
+            u = key[0]
+            st = ctx.st
+            m = st.did_map.get((u, did), 0)
+            po = ctx.pt_owner(root)
+            if (u, did) not in st.did_bits:
+                cause = ("freed", did, m, po)
+            elif m == DOMID_INVALID:
+                cause = ("invalid", did, m, po)
+            elif po is None:
+                cause = ("no-tables", did, m, po)
+            elif po != m:
+                cause = ("mismatch", did, m, po)
+        wkey = ("b", key)
+        w = self.open.get(wkey)
+        u = key[0]
+        mk = ctx.mismatch_keys.setdefault(u, set())
+        if cause is not None and cause[0] == "mismatch":
+            mk.add(key)
+        else:
+            mk.discard(key)
+        if cause is not None:
+            if w is not None and w.info["cause"][1] != cause[1]:
+                self._drop(w)
+                self.close_window(wkey, ev)
+                w = None
+            if w is None:
+                w = self.open_window("did-pt-mismatch", wkey, ev, device=ctx.device_of(key),
+                                     rid=ctx.rid(key), iommu=u,
+                                     info={"cause": cause, "causes": [cause], "victims": set(),
+                                           "warning": ctx.warning if ev[0] == S.K_CTX_WRITE else None})
+                self.by_did.setdefault((u, cause[1]), set()).add(key)
+            elif cause[0] != w.info["causes"][-1][0] or cause[3] != w.info["causes"][-1][3]:
+                w.info["causes"].append(cause)
+            for other in ctx.keys_with_did(u, cause[1]):
+                if other != key:
+                    self._victims(w, other)
+        elif w is not None:
+            self._drop(w)
+            self.close_window(wkey, ev)
+
+    def _victims(self, w, other) -> None:
+        owner = w.info["cause"][2]
+        if owner in self.ctx.dying:
+            return
+        w.info["victims"].add(other)
+
+    def _drop(self, w) -> None:
+        s = self.by_did.get((w.iommu, w.info["cause"][1]))
+        if s is not None:
+            s.discard(w.wkey[1])
+            if not s:
+                del self.by_did[(w.iommu, w.info["cause"][1])]
+
+    def finish(self) -> None:
+        for w in self.open.values():
+            self._drop(w)
+        super().finish()
+
+    # --- findings -------------------------------------------------------------------------------
+
+    def finalize(self, w, end, end_label, ev):
+        ctx = self.ctx
+        kind, did, m, po = w.info["cause"]
+        tables = f"{ctx.dom(po)}'s page tables" if po is not None else "freed page tables"
+        if kind == "freed":
+            what = f"pairs {tables} with DID {did}, which is no longer allocated (its bitmap bit is clear)"
+        elif kind == "invalid":
+            what = f"pairs {tables} with DID {did}, whose domid_map slot says DOMID_INVALID"
+        elif kind == "no-tables":
+            what = f"pairs DID {did} of {ctx.dom(m)} with page tables that are no longer allocated"
+        else:
+            what = f"pairs {tables} with DID {did}, which belongs to {ctx.dom(m)}"
+        later = [c for c in w.info["causes"][1:]]
+        if later:
+            c = later[-1]
+            if c[0] == "mismatch":
+                what += f" (later {ctx.dom(c[2])}'s DID {c[1]} with {ctx.dom(c[3])}'s tables)"
+        victims = sorted(w.info["victims"])
+        if victims:
+            what += (f", so IOTLB entries tagged DID {did} may be filled from the wrong tables and hit by "
+                     f"{join_names(ctx.topo.devices_str(victims).split(', '))}")
+            sev = HAZARD
+        else:
+            what += ", with no other requester ID using that DID"
+            sev = WARNING
+        warn = w.info.get("warning")
+        if warn:
+            what += f' (Xen warned: "{warn}")'
+        detail = f"IOMMU {w.iommu}: the context entry of {w.rid} in memory {what}"
+        return Finding("did-pt-mismatch", sev, w.device, w.rid, w.iommu, w.start, end,
+                       w.start_label, end_label, detail)

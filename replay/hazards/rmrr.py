@@ -1,0 +1,175 @@
+"""rmrr-disconnect: research/vtd-model.md §5 (a).
+
+At step t, for a present device D with RMRR ranges R on a translating unit,
+and a requester ID ``rid`` in RIDs(D) (own, phantom, bridge aliases, ME
+phantom), some entry value the IOMMU may use for ``rid`` -- memory, or what
+the context cache may still hold (replay.caches.context_may_hold) --
+
+* (a1) is not present: the RMRR DMA faults; or
+* (a2) is present, not pass-through, and its page tables do not identity-map
+  every page of R read/write (a domU's tables before its RMRR map or after its
+  removal, dom_io's read-only scratch tables, freed tables).
+
+(a3) is not a separate kind: a window still open when its top-level operation
+returns is marked persistent in the detail.  One finding per (D, rid, a1|a2)
+window; every rmrr-disconnect is severity ``hazard`` (the device must see its
+RMRR continuously, XSA-400).
+
+Cost: a ctx-write or cache-sync costs one dict lookup unless it touches a
+tracked requester ID; flushes, identity-map and page-table events re-check the
+few tracked IDs.
+"""
+
+from __future__ import annotations
+
+from replay import caches
+from tracer import schema as S
+from tracer.schema import DOMID_IO
+
+from .base import P_BIT, PAGE_MASK, TT_PT, Analyser, ranges_str
+from .findings import HAZARD, Finding
+
+
+class RmrrAnalyser(Analyser):
+    KINDS = ("rmrr-disconnect",)
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        topo = ctx.topo
+        self.tracked: dict = {}       # key -> [Device with an RMRR and key in RIDs]
+        self.by_unit: dict = {}       # iommu -> [key]
+        self.dev_keys: dict = {}      # (seg, bdf16) -> [key]
+        for dev in topo.rmrr_devices():
+            seg, bus, devfn = dev.loc
+            for key in dev.rids:
+                self.tracked.setdefault(key, []).append(dev)
+                self.dev_keys.setdefault((seg, (bus << 8) | devfn), []).append(key)
+        for key in self.tracked:
+            self.by_unit.setdefault(key[0], []).append(key)
+        self._cov: dict = {}          # domid -> tuple of rw identity-mapped (base, end)
+
+    def hooks(self) -> dict:
+        if not self.tracked:
+            return {S.K_OP_END: self.on_op_end}
+        h = {
+            S.K_CTX_WRITE: self.on_key_event,
+            S.K_FLUSH_CONTEXT: self.on_unit_event,
+            S.K_TRANSLATION_ENABLE: self.on_unit_event,
+            S.K_IDMAP_ADD: self.on_idmap,
+            S.K_IDMAP_REMOVE: self.on_idmap,
+            S.K_PT_ALLOC: self.on_all,
+            S.K_PT_FREE: self.on_all,
+            S.K_DOMAIN_DESTROY: self.on_idmap,
+            S.K_DEVICE_ADD: self.on_device,
+            S.K_DEVICE_REMOVE: self.on_device,
+            S.K_OP_END: self.on_op_end,
+        }
+        if not self.ctx.st.coherent:
+            h[S.K_CACHE_SYNC] = self.on_key_event
+        return h
+
+    # --- triggers ----------------------------------------------------------------------
+
+    def on_key_event(self, ev):
+        key = (ev[6], ev[7], ev[8])
+        if key in self.tracked:
+            self.check(key, ev)
+
+    def on_unit_event(self, ev):
+        for key in self.by_unit.get(ev[6], ()):
+            self.check(key, ev)
+
+    def on_idmap(self, ev):
+        self._cov.pop(ev[6], None)
+        self.on_all(ev)
+
+    def on_all(self, ev):
+        for key in self.tracked:
+            self.check(key, ev)
+
+    def on_device(self, ev):
+        for key in self.dev_keys.get((ev[6], ev[7]), ()):
+            self.check(key, ev)
+
+    def on_op_end(self, ev):
+        for w in self.open.values():
+            w.info.setdefault("persistent", self.ctx.op)
+
+    # --- the condition --------------------------------------------------------------------
+
+    def _covered(self, domid) -> tuple:
+        cov = self._cov.get(domid)
+        if cov is None:
+            cov = tuple((b, e) for (d, b, e), (acc, n) in self.ctx.st.idmaps.items()
+                        if d == domid and acc == "rw" and n)
+            self._cov[domid] = cov
+        return cov
+
+    def _missing(self, domid, ranges) -> tuple:
+        cov = self._covered(domid)
+        return tuple(r for r in ranges if not any(b <= r[0] and r[1] <= e for b, e in cov))
+
+    def check(self, key, ev) -> None:
+        st = self.ctx.st
+        u = key[0]
+        live = u in st.translation
+        values = caches.context_may_hold(st, key) if live else ()
+        for dev in self.tracked[key]:
+            a1 = a2 = None
+            seg, bus, devfn = dev.loc
+            if live and (seg, (bus << 8) | devfn) in st.present:
+                for lo, hi in values:
+                    if not lo & P_BIT:
+                        a1 = True
+                    elif (lo >> 2) & 3 != TT_PT:
+                        page = st.pages.get(lo & PAGE_MASK)
+                        if page is None:
+                            a2 = a2 or ("freed", None, dev.rmrrs)
+                        else:
+                            missing = self._missing(page[0], dev.rmrrs)
+                            if missing:
+                                a2 = a2 or ("tables", page[0], missing)
+            self._update(("a1", dev.bdf, key), a1, dev, key, ev, None)
+            self._update(("a2", dev.bdf, key), a2, dev, key, ev, a2)
+
+    def _update(self, wkey, holds, dev, key, ev, cause) -> None:
+        w = self.open.get(wkey)
+        if holds:
+            if w is None:
+                info = {"dev": dev, "causes": []}
+                w = self.open_window("rmrr-disconnect", wkey, ev, device=dev.bdf, rid=self.ctx.rid(key),
+                                     iommu=key[0], info=info)
+            if cause is not None and cause[:2] not in [c[:2] for c in w.info["causes"]]:
+                w.info["causes"].append(cause)
+        elif w is not None:
+            self.close_window(wkey, ev)
+
+    # --- findings ---------------------------------------------------------------------------
+
+    def finalize(self, w, end, end_label, ev):
+        ctx = self.ctx
+        dev = w.info["dev"]
+        own = w.rid == dev.bdf
+        who = f"{w.rid}" if own else f"{w.rid} (requester ID used by {dev.bdf})"
+        if w.wkey[0] == "a1":
+            what = "has a non-present context entry, so its DMA to the RMRR faults"
+            tag = "a1"
+        else:
+            parts = []
+            for kind, domid, missing in w.info["causes"]:
+                if kind == "freed":
+                    parts.append("points at freed page tables")
+                elif domid == DOMID_IO:
+                    parts.append("is translated by dom_io's quarantine scratch tables, "
+                                 "which do not map the RMRR read/write")
+                else:
+                    parts.append(f"is translated by {ctx.dom(domid)}'s page tables, "
+                                 f"which do not identity-map {ranges_str(missing)} read/write")
+            what = ", then ".join(parts) or "is translated by tables lacking the RMRR"
+            tag = "a2"
+        persistent = w.info.get("persistent")
+        tail = f"; still open when op {persistent} returned (a3)" if persistent is not None else ""
+        detail = (f"IOMMU {w.iommu}: {who} of RMRR device {dev.bdf} ({ranges_str(dev.rmrrs)}) "
+                  f"{what} ({tag}){tail}")
+        return Finding("rmrr-disconnect", HAZARD, w.device, w.rid, w.iommu, w.start, end,
+                       w.start_label, end_label, detail)

@@ -1,0 +1,288 @@
+"""What the analysers need to know about the platform, computed from the
+trace header alone (``header["platform"]``, tracer/platform.py
+``Platform.to_header``) -- never from the engine, so a trace recorded by
+another tool analyses the same.
+
+* the DRHD unit of each device (``acpi_find_matched_drhd_unit``: an explicit
+  device scope naming the device or a bridge above it, else the segment's
+  INCLUDE_PCI_ALL unit);
+* ``RIDs(pdev)`` (research/vtd-model.md §5): its own (bus, devfn), its phantom
+  functions, for conventional PCI behind a PCIe-to-PCI or legacy bridge the
+  topmost bridge's (bus, devfn) and, for PCIe-to-PCI, (secbus, 0); for a WLAN
+  device matching the ME quirk (vtd/quirks.c), the ME's phantom function
+  0:3.7 / 0:22.7 on the ME's unit;
+* which device a requester ID belongs to (findings are grouped by device);
+* RMRR ranges per device, domain names.
+
+The header is untrusted input: malformed entries are skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+from tracer.schema import DOMID_COW, DOMID_INVALID, DOMID_IO, DOMID_XEN
+
+BRIDGES = ("pcie2pci-bridge", "legacy-pci-bridge")
+SPECIAL = {DOMID_IO: "dom_io", DOMID_XEN: "dom_xen", DOMID_COW: "dom_cow"}
+
+# vtd/quirks.c me_wifi_quirk(): host bridge ids (device << 16 | vendor) and WLAN ids.
+IS_CTG = frozenset({0x2A408086})
+IS_ILK_CPT = frozenset({0x00408086, 0x00448086, 0x00628086, 0x006A8086, 0x01008086, 0x01048086})
+CTG_WLAN = frozenset((d << 16) | 0x8086 for d in (0x4232, 0x4235, 0x4236, 0x4237, 0x423A, 0x423B,
+                                                   0x423C, 0x423D))
+ILK_CPT_WLAN = frozenset((d << 16) | 0x8086 for d in (0x0087, 0x0089, 0x0082, 0x0085, 0x008F, 0x0090,
+                                                       0x0091, 0x4238, 0x422B, 0x422C))
+
+
+def fmt_rid(seg: int, bus: int, devfn: int) -> str:
+    return f"{seg:04x}:{bus:02x}:{devfn >> 3:02x}.{devfn & 7}"
+
+
+def parse_bdf(text):
+    """'SSSS:BB:DD.F' -> (seg, bus, devfn) or None."""
+    try:
+        seg, bus, rest = text.split(":")
+        dev, fn = rest.split(".")
+        seg, bus, dev, fn = int(seg, 16), int(bus, 16), int(dev, 16), int(fn)
+    except (AttributeError, ValueError):
+        return None
+    if not (0 <= seg <= 0xFFFF and 0 <= bus <= 0xFF and 0 <= dev <= 0x1F and 0 <= fn <= 7):
+        return None
+    return seg, bus, (dev << 3) | fn
+
+
+def _int(v, default=None):
+    return v if type(v) is int else default
+
+
+class Device:
+    __slots__ = ("bdf", "loc", "type", "id32", "stride", "secondary", "subordinate", "unit", "rids",
+                 "rmrrs")
+
+    def __init__(self, bdf, loc, type_, id32, stride, secondary, subordinate) -> None:
+        self.bdf = bdf
+        self.loc = loc
+        self.type = type_
+        self.id32 = id32
+        self.stride = stride
+        self.secondary = secondary
+        self.subordinate = subordinate
+        self.unit = None
+        self.rids: tuple = ()      # ((iommu, bus, devfn), ...) own first
+        self.rmrrs: tuple = ()     # ((base, end), ...) inclusive byte ranges
+
+
+class Topology:
+    def __init__(self, header) -> None:
+        plat = header.get("platform") if isinstance(header, dict) else None
+        if not isinstance(plat, dict):
+            plat = {}
+        knobs = plat.get("knobs") if isinstance(plat.get("knobs"), dict) else {}
+        self.coherent = bool(knobs.get("coherent", True))
+        self.caching_mode = bool(knobs.get("caching_mode", False))
+
+        # --- domains
+        self.names: dict[int, str] = {}
+        self.hardware = None
+        for row in plat.get("domains") or ():
+            if isinstance(row, (list, tuple)) and len(row) >= 2 and type(row[0]) is int \
+                    and isinstance(row[1], str):
+                self.names[row[0]] = row[1]
+                if len(row) > 2 and row[2] is True and self.hardware is None:
+                    self.hardware = row[0]
+
+        # --- DRHD units
+        self.units: list[dict] = []
+        for u in plat.get("iommus") or ():
+            if isinstance(u, dict) and type(u.get("id")) is int:
+                scope = u.get("devices") if isinstance(u.get("devices"), list) else []
+                self.units.append({"id": u["id"], "segment": _int(u.get("segment"), 0),
+                                   "include_all": u.get("include_all") is True,
+                                   "scope": {b for b in scope if isinstance(b, str)}})
+        self.segment = {u["id"]: u["segment"] for u in self.units}
+
+        # --- devices
+        self.devices: list[Device] = []
+        self.by_loc: dict[tuple, Device] = {}
+        for d in plat.get("devices") or ():
+            if not isinstance(d, dict):
+                continue
+            loc = parse_bdf(d.get("bdf"))
+            if loc is None or loc in self.by_loc:
+                continue
+            id32 = 0
+            ids = d.get("id")
+            if isinstance(ids, str) and ":" in ids:
+                try:
+                    v, dv = ids.split(":")
+                    id32 = (int(dv, 16) << 16) | int(v, 16)
+                except ValueError:
+                    id32 = 0
+            stride = _int(d.get("phantom_stride"), 0)
+            sec = _int(d.get("secondary"))
+            sub = _int(d.get("subordinate"), sec)
+            dev = Device(fmt_rid(*loc), loc, d.get("type"), id32, stride if stride > 0 else 0, sec, sub)
+            self.devices.append(dev)
+            self.by_loc[loc] = dev
+        # bus2bridge as Xen's alloc_pdev() fills it (later bridges overwrite).
+        self.bus2bridge: dict[tuple, tuple] = {}
+        for dev in self.devices:
+            if dev.type in BRIDGES and dev.secondary is not None:
+                sub = dev.subordinate if dev.subordinate is not None else dev.secondary
+                for b in range(max(dev.secondary, 0), min(sub, 255) + 1):
+                    self.bus2bridge[(dev.loc[0], b)] = dev.loc[1:]
+        for dev in self.devices:
+            dev.unit = self.drhd(*dev.loc)
+
+        # --- RMRRs
+        self.rmrrs: list[tuple] = []
+        per_dev: dict[tuple, list] = {}
+        for r in plat.get("rmrrs") or ():
+            if not isinstance(r, dict) or type(r.get("base")) is not int or type(r.get("end")) is not int:
+                continue
+            rng = (r["base"], r["end"])
+            self.rmrrs.append(rng)
+            for b in r.get("devices") or ():
+                loc = parse_bdf(b)
+                if loc is not None:
+                    per_dev.setdefault(loc, []).append(rng)
+        for loc, rngs in per_dev.items():
+            dev = self.by_loc.get(loc)
+            if dev is not None:
+                dev.rmrrs = tuple(sorted(set(rngs)))
+
+        # --- requester IDs
+        self.rid_owner: dict[tuple, Device] = {}      # (iommu, bus, devfn) -> device it belongs to
+        self.rid_users: dict[tuple, list] = {}        # (iommu, bus, devfn) -> devices with it in RIDs()
+        self._me = self._me_quirk()
+        for dev in self.devices:
+            dev.rids = tuple(self._rids(dev))
+            for key in dev.rids:
+                self.rid_users.setdefault(key, []).append(dev)
+        for dev in self.devices:
+            if dev.unit is not None:
+                self.rid_owner[(dev.unit, dev.loc[1], dev.loc[2])] = dev
+        for dev in self.devices:
+            for key in dev.rids:
+                self.rid_owner.setdefault(key, self._alias_owner(dev, key))
+
+    # --- names ------------------------------------------------------------------
+
+    def domain_name(self, domid) -> str | None:
+        if domid is None or domid == DOMID_INVALID:
+            return None
+        name = self.names.get(domid)
+        if name is not None:
+            return name
+        if domid in SPECIAL:
+            return SPECIAL[domid]
+        return f"d{domid}"
+
+    def rid(self, iommu, bus: int, devfn: int) -> str:
+        return fmt_rid(self.segment.get(iommu, 0), bus, devfn)
+
+    def key_str(self, key) -> str:
+        return self.rid(*key)
+
+    def device_of(self, key) -> str | None:
+        dev = self.rid_owner.get(key)
+        return dev.bdf if dev is not None else None
+
+    def devices_str(self, keys) -> str:
+        """'0000:00:16.0, 0000:00:17.0' -- the devices behind requester IDs,
+        each once (RIDs no declared device owns by their own number)."""
+        seen = []
+        for key in keys:
+            name = self.device_of(key) or self.key_str(key)
+            if name not in seen:
+                seen.append(name)
+        return ", ".join(sorted(seen))
+
+    # --- Xen lookups ---------------------------------------------------------------
+
+    def drhd(self, seg: int, bus: int, devfn: int):
+        """acpi_find_matched_drhd_unit for a device at (seg, bus, devfn)."""
+        chain = [fmt_rid(seg, bus, devfn)]
+        b, seen = bus, 0
+        while (seg, b) in self.bus2bridge and seen < 256:
+            bb, bdf = self.bus2bridge[(seg, b)]
+            chain.append(fmt_rid(seg, bb, bdf))
+            b = bb
+            seen += 1
+        for u in self.units:
+            if any(x in u["scope"] for x in chain):
+                return u["id"]
+        for u in self.units:
+            if u["segment"] == seg and u["include_all"]:
+                return u["id"]
+        return None
+
+    def upstream_bridge(self, seg: int, bus: int):
+        """find_upstream_bridge: ((bridge bus, bridge devfn), secbus) of the
+        topmost bridge above bus, or None."""
+        if bus == 0 or (seg, bus) not in self.bus2bridge:
+            return None
+        secbus, loc, n = bus, None, 0
+        while (seg, bus) in self.bus2bridge and n <= 256:
+            secbus = bus
+            loc = self.bus2bridge[(seg, bus)]
+            bus = loc[0]
+            n += 1
+        return loc, secbus
+
+    def _me_quirk(self):
+        """(WLAN id set, ME device number) when me_wifi_quirk() can fire on this
+        platform, else None."""
+        host = self.by_loc.get((0, 0, 0))
+        if host is None:
+            return None
+        if host.id32 in IS_CTG and (0, 0, 3 << 3) in self.by_loc:
+            return CTG_WLAN, 3
+        if host.id32 in IS_ILK_CPT and (0, 0, 22 << 3) in self.by_loc:
+            return ILK_CPT_WLAN, 22
+        return None
+
+    def _rids(self, dev: Device):
+        seg, bus, devfn = dev.loc
+        u = dev.unit
+        if u is None:
+            return
+        yield (u, bus, devfn)
+        if dev.stride:
+            fn = devfn + dev.stride
+            while fn >> 3 == devfn >> 3 and fn <= 0xFF:
+                yield (u, bus, fn)
+                fn += dev.stride
+        if dev.type == "pci":
+            up = self.upstream_bridge(seg, bus)
+            if up is not None:
+                (bbus, bdevfn), secbus = up
+                yield (u, bbus, bdevfn)
+                top = self.by_loc.get((seg, bbus, bdevfn))
+                if top is not None and top.type == "pcie2pci-bridge" and (secbus != bus or devfn != 0):
+                    yield (u, secbus, 0)
+        if self._me is not None and seg == 0 and dev.id32 in self._me[0]:
+            me = self._me[1]
+            mu = self.drhd(0, 0, me << 3)
+            if mu is not None:
+                yield (mu, 0, (me << 3) | 7)
+
+    def _alias_owner(self, dev: Device, key) -> Device:
+        """The device a requester ID no device owns by number belongs to: a
+        phantom function to its device, the ME phantom to the ME, (secbus, 0)
+        to the bridge that uses it for its secondary bus."""
+        u, bus, devfn = key
+        slot_dev = self.by_loc.get((self.segment.get(u, 0), bus, devfn & 0xF8))
+        if slot_dev is not None:
+            return slot_dev
+        if dev.type == "pci":
+            up = self.upstream_bridge(dev.loc[0], dev.loc[1])
+            if up is not None:
+                br = self.by_loc.get((dev.loc[0],) + up[0])
+                if br is not None:
+                    return br
+        return dev
+
+    # --- RMRR coverage -----------------------------------------------------------
+
+    def rmrr_devices(self) -> list:
+        return [d for d in self.devices if d.rmrrs and d.unit is not None]
