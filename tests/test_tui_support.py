@@ -21,6 +21,20 @@ def trace_copy(tmp_path: Path, name: str = S1_NOCX16, as_name: str | None = None
     return dst
 
 
+def record_trace(path: Path, scenario: str = "s1-usb-rmrr", engine: str = "direct", cx16: bool = False,
+                 chunk_events: int = 32) -> Path:
+    """Record a shipped scenario with small chunks (so a cut leaves a
+    readable prefix of several chunks)."""
+    from tracer.record import apply_cx16, make_header, record
+    from tracer.scenario import load_scenario
+    from tracer.writer import TraceWriter
+
+    platform = apply_cx16(load_scenario(scenario), cx16)
+    with TraceWriter(path, make_header(platform, engine), chunk_events=chunk_events) as w:
+        record(platform, engine, w)
+    return path
+
+
 async def settle(app, pilot) -> None:
     """Wait for the loader (and search/filter workers) and the resulting redraws."""
     for _ in range(3):

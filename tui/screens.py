@@ -20,7 +20,7 @@ HELP_TEXT = """\
   [b]n[/b] / [b]↓[/b]     next event            [b]p[/b] / [b]↑[/b]     previous event
   [b]o[/b]         step over: a call in one step (to its return), an operation to its op-end
   [b]u[/b]         step out: to the return of the current function (top level: op-end)
-  [b]][/b] / [b][[/b]     next / previous finding: the step that opens a warning or hazard window
+  [b]][/b] / [b]\\[[/b]     next / previous finding: the step that opens a warning or hazard window
             (benign windows, closed by the operation's own flush: palette "any severity")
   [b]g[/b]         go to step: 200, +10, -5, op 2, end
   [b]w[/b] / [b]W[/b]     next / previous write of the selected context entry
