@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import HEADER, REPO, make_events
@@ -257,6 +257,7 @@ def test_log_on_a_damaged_trace_prints_the_readable_part_then_exits_3(capsys, bi
     assert err == f"vtdtrace: {bad}: corrupt at byte {off} (chunk 3, last good seq 48): chunk payload checksum mismatch\n"
 
 
+@settings(max_examples=60)      # four CLI runs per example
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_give_exit_2_or_3_and_one_line(tmp_path_factory, blob):
     """In-process, so Hypothesis can try many files: never an exception out of main()."""
