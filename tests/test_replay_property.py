@@ -138,16 +138,6 @@ def _variants():
     return sorted(VARIANTS)
 
 
-# Where the engine updates its own state only after emitting the event that
-# reports the change, so its live snapshot lags the event by a few steps:
-# EngineCore.leave() pops the frame after the `return` event, _alloc_tree()
-# sets pgd_maddr after the last pt-alloc of the tree, _op_end() clears
-# op_open after `op-end`, and domain_kill resets pgd_maddr after `pt-free`.
-ENGINE_LAGS = ("tracer/engine emits return, pt-alloc (pgd), op-end and pt-free before updating the state "
-               "canonical() reads; the replay applies them at the event itself")
-
-
-@pytest.mark.xfail(strict=True, reason=ENGINE_LAGS)
 @SETTINGS
 @given(scenarios())
 def test_replay_equals_the_engine_after_every_event(text):
@@ -171,7 +161,7 @@ def test_replay_equals_the_engine_after_every_event(text):
 @given(scenarios())
 def test_replay_equals_the_engine_at_operation_starts_and_the_end(text):
     """The same comparison where the engine is between operations: at every
-    op-begin and after the run (immune to the per-event lags above)."""
+    op-begin and after the run."""
     platform = _platform(text)
     for variant in _variants():
         st_ = initial_state({"platform": platform.to_header()})

@@ -65,13 +65,15 @@ class ContextOneMixin:
     def _alloc_tree(self, d, kind: str, label: str) -> None:
         names = ("pgd", "pt-l3", "pt-l2", "pt-l1") if kind == "pgd" else \
             ("quarantine", "quarantine-l3", "quarantine-l2", "quarantine-l1", "scratch")
-        pages = []
+        # State first, event second, so the live snapshot after each pt-alloc
+        # matches what the replay has folded.
+        d.pt_pages = []
         for what in names:
             maddr = self.alloc_page()
-            pages.append(maddr)
+            d.pt_pages.append(maddr)
+            if len(d.pt_pages) == 1:
+                d.pgd_maddr = maddr
             self.emit(S.K_PT_ALLOC, label, d.domid, maddr, what)
-        d.pt_pages = pages
-        d.pgd_maddr = pages[0]
 
     def _pgd_for_levels(self, d, nr_pt_levels: int) -> int:
         # pages[0] is the 4-level root; pages[k] the table pte[0] of level 4-k points to.

@@ -215,10 +215,11 @@ class EngineCore:
         self.rec.emit(S.K_CALL, func, label, [list(a) for a in args])
 
     def leave(self, rc, label: str | None = None):
-        frame = self.stack[-1]
+        # Pop first: the live state after the `return` event has the frame gone,
+        # exactly as the replay sees it.
+        frame = self.stack.pop()
         lab = label if label is not None else frame.label
         self.rec.emit(S.K_RETURN, frame.func, lab, rc)
-        self.stack.pop()
         return rc
 
     def log(self, label: str, level: str, text: str) -> None:

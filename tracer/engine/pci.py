@@ -129,8 +129,8 @@ class PciMixin:
         self.emit(S.K_OP_BEGIN, "", verb, bdf, dom, sg)
 
     def _op_end(self, rc) -> None:
-        self.emit(S.K_OP_END, "", rc)
         self.op_open = None
+        self.emit(S.K_OP_END, "", rc)
 
     def _op_pdev(self, op):
         seg, bus, devfn = parse_bdf(op.device)
@@ -249,9 +249,8 @@ class PciMixin:
         # iommu_clear_root_pgtable(): the tables go; entries still naming them stay.
         self.lock("DK3", "mapping_lock", d.domid)
         if d.pgd_maddr:
-            self.emit(S.K_PT_FREE, "DK3", d.domid, d.pgd_maddr)
-            d.pgd_maddr = 0
-            d.pt_pages = []
+            maddr, d.pgd_maddr, d.pt_pages = d.pgd_maddr, 0, []
+            self.emit(S.K_PT_FREE, "DK3", d.domid, maddr)
         self.unlock("DK3", "mapping_lock", d.domid)
         self.enter("iommu_domain_teardown", "DK4", ("domain", d.domid))
         for (b, e) in list(d.identity_maps):
@@ -275,12 +274,17 @@ class PciMixin:
         self.cur_pdev = pdev
         ret = 0
         if pdev.domain is None:
-            # pdev->domain = hardware_domain for iommu_add_device(), listed after success.
-            pdev.domain = self.hardware_domain
+            # pdev->domain = hardware_domain before iommu_add_device(); the
+            # list_add to its pdev list only after success.
+            hw = self.hardware_domain
+            pdev.domain = hw
+            self.emit(S.K_OWNER_MOVE, "PA1", seg, pdev.bdf16, None, hw.domid)
             ret = self.iommu_add_device(pdev)
-            pdev.domain = None
-            if not ret:
-                self._move_pdev(pdev, self.hardware_domain, "PA2")
+            if ret:
+                pdev.domain = None
+                self.emit(S.K_OWNER_MOVE, "PA2", seg, pdev.bdf16, hw.domid, None)
+            else:
+                hw.pdevs.append(pdev)
         self.unlock("PA1", "pcidevs_lock", None)
         return self.leave(ret)
 
@@ -318,9 +322,10 @@ class PciMixin:
             self.cur_pdev = pdev
             ret = self.iommu_remove_device(pdev) if pdev.domain is not None else -EINVAL
             if pdev.domain is not None:
-                pdev.domain.pdevs.remove(pdev)
-                self.emit(S.K_OWNER_MOVE, "PR2", seg, pdev.bdf16, pdev.domain.domid, None)
+                old = pdev.domain
+                old.pdevs.remove(pdev)
                 pdev.domain = None
+                self.emit(S.K_OWNER_MOVE, "PR2", seg, pdev.bdf16, old.domid, None)
             if pdev.ats_enabled:
                 iommu = self.acpi_find_matched_drhd_unit(pdev)
                 self.disable_ats_device(pdev, iommu, "PR2")
