@@ -191,6 +191,7 @@ class Trace:
         self._fd = fd
         self._refs: list[ChunkRef] = []
         self._firsts: list[int] = []
+        self._chunks: list | None = None
         self._cache: OrderedDict = OrderedDict()
         self.count = 0
 
@@ -201,8 +202,10 @@ class Trace:
 
     @property
     def chunks(self) -> list:
-        """[(offset, first_seq, count)] of the readable chunks."""
-        return [(r.offset, r.first_seq, r.count) for r in self._refs]
+        """[(offset, first_seq, count)] of the readable chunks (shared: do not mutate)."""
+        if self._chunks is None or len(self._chunks) != len(self._refs):
+            self._chunks = [(r.offset, r.first_seq, r.count) for r in self._refs]
+        return self._chunks
 
     def close(self) -> None:
         if self._fd >= 0:
