@@ -284,6 +284,8 @@ class Trace:
     def _decode(self, i: int):
         """Chunk i's events, or None after recording the damage found in it."""
         ref = self._refs[i]
+        if self._fd < 0:
+            raise ValueError("read from a closed Trace")
         try:
             blob = os.pread(self._fd, CHUNK_HEADER.size + ref.payload_len, ref.offset)
         except OSError as exc:
@@ -293,8 +295,7 @@ class Trace:
             if len(blob) != CHUNK_HEADER.size + ref.payload_len:
                 raise _Damage("truncated", ref.offset, "file shrank while open")
             head = _check_chunk_header(blob, ref.offset, self.tag)
-            if (head[0], head[1], head[2], head[3], head[4]) != (SYNC_EVENTS, ref.payload_len, ref.count, ref.first_seq,
-                                                        ref.payload_crc):
+            if head != (SYNC_EVENTS, ref.payload_len, ref.count, ref.first_seq, ref.payload_crc):
                 raise _Damage("corrupt", ref.offset, "chunk header disagrees with the index")
             payload = memoryview(blob)[CHUNK_HEADER.size:]
             if zlib.crc32(payload) != ref.payload_crc:

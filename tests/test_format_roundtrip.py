@@ -80,6 +80,8 @@ def test_event_slices_and_random_access(write_trace):
         for bad in (0, 101, -1):
             with pytest.raises(IndexError):
                 t.event(bad)
+    with pytest.raises(ValueError, match="closed"):
+        list(t.events())
 
 
 # Values msgpack can carry inside an event field.
