@@ -43,7 +43,7 @@ from sortedcontainers import SortedDict
 from tracer import schema as S
 
 from .state import (JOURNALED, STATE_FORMAT, TABLES, BadEvent, ReplayState, assemble, decode_table,
-                    encode_table, fold, scalars_of)
+                    encode_table, fold, scalars_of, set_position)
 
 # Keep (at least) this many events between two checkpoints.
 DEFAULT_MIN_EVENTS = 1000
@@ -325,6 +325,9 @@ class MemoryStore:
         return locator
 
 
+_EMPTY_TABLES = {name: encode_table(name, {}) for name in TABLES}
+
+
 class CheckpointWriter:
     """Checkpoints streamed into a byte store, sharing what did not change.
 
@@ -355,7 +358,7 @@ class CheckpointWriter:
         return (self._write(data), len(data))
 
     def _full(self, name: str, d: dict):
-        data = encode_table(name, d)
+        data = _EMPTY_TABLES[name] if not d else encode_table(name, d)
         if len(data) <= INLINE_MAX:
             self._base.pop(name, None)
             return data
@@ -369,7 +372,9 @@ class CheckpointWriter:
         if base is not None:
             loc, pending = base
             pending |= keys
-            if len(pending) * 4 <= len(d):
+            # A delta costs its keys; past 1/16 of the table a full copy is
+            # as cheap to write and cheaper to read.
+            if len(pending) * 16 <= len(d):
                 changed = [(k, d[k]) for k in pending if k in d]
                 removed = [k for k in pending if k not in d]
                 return self._put(msgpack.packb([changed, removed])) + loc
@@ -515,13 +520,15 @@ def build(source, initial: ReplayState, store=None, column=None, *,
                 cps.append((st.seq, store.add(st)))
                 cost = getattr(store, "bytes", 0) - before_bytes
                 since_events = since_bytes = 0
-            # A copy per chunk (~1 % of the pass) lets an event the fold cannot
-            # apply end the trace cleanly just before it.
-            before = st.copy()
             try:
                 fold(st, evs)
             except BadEvent as exc:
-                st, evs = _fold_until_bad(before, evs)
+                # The fold changed nothing for the bad event (BadEvent's
+                # contract): the trace ends just before it.
+                j = next((n for n, e in enumerate(evs) if e is exc.event), len(evs))
+                evs = evs[:j]
+                if evs:
+                    set_position(st, evs[-1])
                 error, error_chunk = exc, (i, off)
             # The kind column, built at C speed; seqs come from positions (the
             # reader vouches for a chunk's first seq and count, not for each
@@ -558,18 +565,6 @@ def build(source, initial: ReplayState, store=None, column=None, *,
         if gc_was:
             gc.enable()
     return BuildResult(st, kind_chunks, ctx, cps, error, error_chunk, column)
-
-
-def _fold_until_bad(st: ReplayState, evs: list):
-    """Fold one event at a time up to the first one that fails: (state after
-    the good ones, the good events)."""
-    for n, ev in enumerate(evs):
-        keep = st.copy()
-        try:
-            fold(st, (ev,))
-        except BadEvent:
-            return keep, evs[:n]
-    return st, evs
 
 
 def checkpoints_from(result: BuildResult, store=None) -> Checkpoints:

@@ -41,11 +41,18 @@ STATE_FORMAT = 3
 
 class BadEvent(ValueError):
     """An event the fold cannot apply (wrong arity or field types): the trace
-    is damaged or was written by a tool that does not follow the schema."""
+    is damaged or was written by a tool that does not follow the schema.
 
-    def __init__(self, seq, message: str) -> None:
+    Every handler checks what it needs before it changes anything, so when
+    ``fold`` raises this, the state is exactly the state after the events
+    before ``event`` -- except the position scalars (seq, op, label ...),
+    which ``set_position`` can bring up to date (tests/test_replay_fold.py
+    checks this for every kind against random field values)."""
+
+    def __init__(self, seq, message: str, event=None) -> None:
         super().__init__(f"event {seq}: {message}")
         self.seq = seq
+        self.event = event
 
 
 # Tables of a state, in checkpoint-encoding order.  Every one is a dict whose
@@ -221,6 +228,7 @@ def _iommu_bitmap(st, ev):
 
 def _pt_alloc(st, ev):
     dom, maddr, what = ev[6], ev[7], ev[8]
+    hash(dom)                   # the pgd update below must not be the one to fail
     _set(st, "pages", maddr, (dom, what))
     if what in ROOT_TABLES:
         _set(st, "pgd", dom, maddr)
@@ -421,13 +429,18 @@ def fold(st: ReplayState, events) -> ReplayState:
                 h = rare(k)
                 if h is not None:
                     h(st, ev)
+        if ev is not None:
+            set_position(st, ev)
     except (TypeError, IndexError, KeyError, ValueError, AttributeError) as exc:
         seq = ev[1] if isinstance(ev, (list, tuple)) and len(ev) > 1 else "?"
-        raise BadEvent(seq, f"cannot apply {_kind_name(ev)}: {exc}") from None
-    if ev is not None:
-        st.seq, st.cpu, st.op, st.func, st.label = ev[1], ev[2], ev[3], ev[4], ev[5]
-        st.kind = ev[0]
+        raise BadEvent(seq, f"cannot apply {_kind_name(ev)}: {exc}", ev) from None
     return st
+
+
+def set_position(st: ReplayState, ev) -> None:
+    """Record ``ev`` as the last event applied (seq, cpu, op, func, label, kind)."""
+    seq, cpu, op, func, label = ev[1], ev[2], ev[3], ev[4], ev[5]
+    st.seq, st.cpu, st.op, st.func, st.label, st.kind = seq, cpu, op, func, label, ev[0]
 
 
 def apply(st: ReplayState, event) -> ReplayState:

@@ -354,3 +354,79 @@ def test_final_state_of_shipped_scenarios_equals_the_engine(path, variant, cx16)
             raise
     st = fold(initial_state(make_header(platform, variant)), sink.events)
     assert to_canonical(st) == engine.canonical()
+
+
+# --- BadEvent leaves the state untouched -------------------------------------------------
+
+def _prefix_state():
+    """A state with something in every table (S1 direct, cut mid-operation)."""
+    from replay.reader import open_trace
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    with open_trace(root / "traces" / "s1-usb-rmrr.direct-nocx16.vtdt") as t:
+        evs = list(t.events())
+    n = next(ev[1] for ev in evs if ev[0] == S.K_CTX_WRITE and ev[3] == 1) + 3
+    st = initial_state(t.header)
+    return fold(st, evs[:n])
+
+
+GARBAGE = [None, -1, 0, 1, 3, 0xFFFF, (1 << 64) - 1, 1 << 70, "x", "device", "domain", "global", "dsi", "",
+           "pgd", "quarantine", "pcidevs_lock", [], [1, 2], {}, {"a": 1}, b"\x00", 1.5, True, False]
+
+
+def _examples() -> dict:
+    """A real event of every kind from the shipped traces (synthetic ones
+    for kinds the scenarios never produce)."""
+    from replay.reader import open_trace
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    out: dict = {}
+    for path in sorted((root / "traces").glob("*.vtdt")):
+        with open_trace(path) as t:
+            for ev in t.events():
+                out.setdefault(ev[0], ev)
+    fallback = {
+        "flush-dev-iotlb": [0, 0xA0, 1, 0], "ats-enable": [0, 0xA0, 1], "engine-limit": ["MO14 depth", 8],
+        "device-remove": [0, 0xA0], "pt-free": [1, 0x1000], "domain-dying": [1], "domain-destroy": [1],
+        "idmap-remove": [1, 0x1000, 0x1FFF, 0], "fault-inject": ["pgd-alloc", -12, 1],
+        "rollback-begin": [-12, "MO14 remap"], "rollback-end": [0], "flush-write-buffer": [0, True],
+    }
+    for k in S.KINDS:
+        if k.code not in out:
+            out[k.code] = [k.code, 1, 0, 1, 0, "", *fallback[k.name]]
+    return out
+
+
+@pytest.mark.parametrize("kind", [k.name for k in S.KINDS])
+def test_a_failing_event_changes_nothing(kind):
+    """BadEvent's contract: handlers check before they change anything, so
+    the build pass can cut a trace before a bad event without a copy.
+    Every field of a real event of the kind is replaced by every garbage
+    value in turn, then random combinations are tried."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as hst
+
+    base = _prefix_state()
+    k = S.KIND_BY_NAME[kind]
+    example = list(_examples()[k.code])
+
+    def check(ev):
+        st = base.copy()
+        try:
+            fold(st, [ev])
+        except BadEvent as exc:
+            assert exc.event is ev
+            assert st == base, f"{kind} {ev!r} changed the state before failing"
+
+    for i in range(1, len(example)):
+        for g in GARBAGE:
+            ev = list(example)
+            ev[i] = g
+            check(ev)
+    check(example[:-1])
+    check(example + [0])
+
+    @settings(deadline=None, max_examples=100, derandomize=True)
+    @given(hst.lists(hst.sampled_from(GARBAGE), min_size=len(k.fields), max_size=len(k.fields) + 1))
+    def random_fields(fields):
+        check([k.code, base.seq + 1, 0, 1, 0, "MO7", *fields])
+
+    random_fields()
