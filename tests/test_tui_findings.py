@@ -107,7 +107,7 @@ async def test_findings_pane_lists_open_and_neighbouring_findings(tmp_path):
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(app, pilot)
         await pilot.press("right_square_bracket", "4")
-        text = screen_text(app)
-        assert "open at step" in text and "did-pt-mismatch" in text and "foreign-iotlb" in text
+        text = app.view.findings_pane.text()
+        assert "open at this step" in text and "did-pt-mismatch" in text and "foreign-iotlb" in text
         assert "all findings: " in text
     app.model.close()

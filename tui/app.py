@@ -59,7 +59,8 @@ class VtdtraceApp(App):
     """One trace; ``use_sidecar=False`` keeps derived data in a temporary
     store (tests that must not write beside a shipped trace)."""
 
-    CSS_PATH = ["app.tcss", "screens.tcss"]
+    # absolute: Textual resolves relative paths against a subclass's module
+    CSS_PATH = [Path(__file__).parent / "app.tcss", Path(__file__).parent / "screens.tcss"]
     TITLE = "vtdtrace"
     COMMANDS = App.COMMANDS | {TraceCommands}
     ENABLE_COMMAND_PALETTE = True

@@ -76,7 +76,8 @@ class EventList(ScrollView, can_focus=True):
     def __init__(self, model: TraceModel, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.model = model
-        self._rows: LRUCache = LRUCache(ROW_CACHE)
+        self._rows: LRUCache = LRUCache(ROW_CACHE)        # seq -> formatted parts
+        self._strips: LRUCache = LRUCache(ROW_CACHE)      # (seq, look, width, style) -> Strip
         self._layout: tuple = ()
         self._layout_width = -1
         self._cursor_row = 0
@@ -85,6 +86,7 @@ class EventList(ScrollView, can_focus=True):
     def reset(self) -> None:
         """The rows changed (filter, count, findings, bookmarks): drop caches."""
         self._rows.clear()
+        self._strips.clear()
         self._layout_width = -1
         self.virtual_size = Size(self.size.width, self.model.row_count())
         self._cursor_row = self.model.row_of_seq(self.model.cursor)
@@ -99,6 +101,7 @@ class EventList(ScrollView, can_focus=True):
     def invalidate_seq(self, seq: int) -> None:
         """One row changed (a bookmark): re-render the view from the cache."""
         self._rows.discard(seq)
+        self._strips.clear()
         self.refresh()
 
     def show_cursor(self, center: bool = False) -> None:
@@ -162,6 +165,7 @@ class EventList(ScrollView, can_focus=True):
         self._layout = (wseq, wop, wfunc, wkind)
         self._layout_width = width
         self._rows.clear()
+        self._strips.clear()
         return self._layout
 
     def _parts(self, seq: int, width: int) -> tuple:
@@ -195,17 +199,34 @@ class EventList(ScrollView, can_focus=True):
         return value
 
     # --- rendering ----------------------------------------------------------------------------
+    def render_lines(self, crop):
+        # the widget's base style walks the DOM: once per frame, not per line
+        self._base = self.rich_style
+        return super().render_lines(crop)
+
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         row = round(self.scroll_y) + y
-        base = self.rich_style
+        base = getattr(self, "_base", None) or self.rich_style
         if row >= self.model.row_count() or width <= 0:
             return Strip.blank(width, base)
         seq = self.model.seq_at_row(row)
+        if row == self._cursor_row and seq == self.model.cursor:
+            look = 2 if self.has_focus else 1
+        else:
+            look = 0
+        key = (seq, look, width, base)
+        strip = self._strips.get(key)
+        if strip is None:
+            strip = self._strip(seq, look, width, base)
+            self._strips[key] = strip
+        return strip
+
+    def _strip(self, seq: int, look: int, width: int, base: Style) -> Strip:
         mark, rank, parts = self._parts(seq, width)
         cstyle = self.get_component_rich_style
-        if row == self._cursor_row and seq == self.model.cursor:
-            rowbg = cstyle("event-list--cursor" if self.has_focus else "event-list--cursor-blur")
+        if look:
+            rowbg = cstyle("event-list--cursor" if look == 2 else "event-list--cursor-blur")
         elif rank:
             rowbg = base + cstyle("event-list--window", partial=True)
         else:

@@ -5,13 +5,12 @@ whole trace around the cursor, so ``]``/``[`` have a visible destination."""
 
 from __future__ import annotations
 
-from rich.text import Text
-from textual.widgets import Static
-
+from .lines import Line, LinePane, wrap_parts
 from .model import SEVERITY_RANK, FindingsView
 
 NEIGHBOURS = 6
-SEV_STYLE = {"hazard": "bold red", "warning": "yellow", "benign": "cyan"}
+SEV_COMP = {"hazard": "findings-pane--hazard", "warning": "findings-pane--warning",
+            "benign": "findings-pane--benign"}
 
 
 def _span(f: dict) -> str:
@@ -26,45 +25,62 @@ def _labels(f: dict) -> str:
     return ""
 
 
-def findings_text(findings: FindingsView | None, seq: int, loading: str = "") -> Text:
-    out = Text(no_wrap=True, overflow="ellipsis")
+def findings_lines(findings: FindingsView | None, seq: int, loading: str = "", width: int = 80) -> list[Line]:
+    lines: list[Line] = []
+    add = lines.append
     if findings is None:
-        out.append(loading or "analysing…", style="dim")
-        return out
+        add(([(loading or "analysing…", "findings-pane--dim")], None))
+        return lines
     open_now = findings.open_at(seq)
-    out.append(f"open at step {seq}: ", style="bold")
-    if not open_now:
-        out.append("none", style="dim")
+    add(([("open at this step: ", "findings-pane--label"),
+          ("" if open_now else "none", "findings-pane--dim")], None))
     for f in open_now:
         sev = f.get("severity") or "hazard"
-        out.append("\n⚠ ", style=SEV_STYLE.get(sev, ""))
-        out.append(f"{f.get('kind')}", style=SEV_STYLE.get(sev, ""))
-        out.append(f"  {sev}  {f.get('rid') or f.get('device') or '-'}  {_span(f)}  {_labels(f)}")
+        add(([("⚠ " + str(f.get("kind")), SEV_COMP.get(sev)),
+              (f"  {sev}  {f.get('rid') or f.get('device') or '-'}  {_span(f)}  {_labels(f)}", None)], None))
         if f.get("detail"):
-            out.append(f"\n    {f['detail']}", style="dim")
+            lines.extend(wrap_parts(str(f["detail"]), width, "findings-pane--dim", "    ", "    "))
     sev = ", ".join(f"{n} {k}" for k, n in sorted(findings.by_severity.items(),
-                                                      key=lambda kv: -SEVERITY_RANK.get(kv[0], 0)))
-    out.append(f"\n\nall findings: {len(findings)}", style="bold")
-    if sev:
-        out.append(f" ({sev})", style="dim")
+                                                  key=lambda kv: -SEVERITY_RANK.get(kv[0], 0)))
+    add(([], None))
+    add(([(f"all findings: {len(findings)}", "findings-pane--label"),
+          (f" ({sev})" if sev else "", "findings-pane--dim")], None))
     if not len(findings):
-        return out
+        return lines
     lo, near = findings.around(seq, NEIGHBOURS)
     hi = lo + len(near)
     if lo > 0:
-        out.append(f"\n  … {lo} earlier", style="dim")
+        add(([(f"  … {lo} earlier", "findings-pane--dim")], None))
+    open_keys = {(f.get("kind"), f.get("rid"), f.get("start")) for f in open_now}
     for f in near:
         sev = f.get("severity") or "hazard"
-        here = f in open_now
-        out.append("\n" + ("▶ " if here else "  "))
-        out.append(f"{f.get('start'):>7} ", style="bold" if here else "")
-        out.append(f"{f.get('kind'):<16}", style=SEV_STYLE.get(sev, ""))
-        out.append(f" {f.get('rid') or '-'}  {_span(f)}")
+        here = (f.get("kind"), f.get("rid"), f.get("start")) in open_keys
+        add(([("▶ " if here else "  ", "findings-pane--here"),
+              (f"{f.get('start'):>8} ", "findings-pane--label" if here else None),
+              (f"{f.get('kind'):<16}", SEV_COMP.get(sev)),
+              (f" {f.get('rid') or '-'}  {_span(f)}", None)], None))
     if hi < len(findings):
-        out.append(f"\n  … {len(findings) - hi} later", style="dim")
-    return out
+        add(([(f"  … {len(findings) - hi} later", "findings-pane--dim")], None))
+    return lines
 
 
-class FindingsPane(Static, can_focus=True):
+class FindingsPane(LinePane):
+    COMPONENT_CLASSES = {"findings-pane--dim", "findings-pane--label", "findings-pane--hazard",
+                         "findings-pane--warning", "findings-pane--benign", "findings-pane--here"}
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._key = None
+
     def show_step(self, findings: FindingsView | None, seq: int, loading: str = "") -> None:
-        self.update(findings_text(findings, seq, loading), layout=False)
+        # the content only changes when the open set or the neighbourhood does
+        if findings is not None:
+            lo = findings.around(seq, NEIGHBOURS)[0]
+            key = (id(findings), tuple((f.get("kind"), f.get("rid"), f.get("start"))
+                                       for f in findings.open_at(seq)), lo, self.content_width())
+        else:
+            key = (None, loading, self.content_width())
+        if key == self._key:
+            return
+        self._key = key
+        self.build(lambda width: findings_lines(findings, seq, loading, width))

@@ -138,32 +138,50 @@ class FindingsView:
     closes itself with its own flush) unless ``benign=True``."""
 
     def __init__(self, findings, index=None, count: int = 0) -> None:
-        items = list(findings)
-        items.sort(key=lambda f: (_fget(f, "start") or 0, _fget(f, "kind") or "",
-                                  -1 if _fget(f, "iommu") is None else _fget(f, "iommu"),
-                                  _fget(f, "rid") or ""))
+        if index is not None:
+            items = list(index)                  # the analysers' check order
+        else:
+            items = sorted(findings, key=lambda f: (
+                _fget(f, "start") or 0, _fget(f, "kind") or "",
+                -1 if _fget(f, "iommu") is None else _fget(f, "iommu"), _fget(f, "rid") or ""))
         self.items = items
         self.count = count
         self._index = index
-        self.starts = array(SEQ_TYPECODE, (_fget(f, "start") or 0 for f in items))
-        notable = [i for i, f in enumerate(items) if _rank(f) >= 2]
+        # columns, extracted once (records or dicts)
+        if items and not isinstance(items[0], dict):
+            starts = [f.start for f in items]
+            ends = [f.end for f in items]
+            sevs = [f.severity for f in items]
+            kinds = [f.kind for f in items]
+        else:
+            starts = [_fget(f, "start") or 0 for f in items]
+            ends = [_fget(f, "end") for f in items]
+            sevs = [_fget(f, "severity") for f in items]
+            kinds = [_fget(f, "kind") for f in items]
+        rank_of = SEVERITY_RANK.get
+        ranks = bytes(min(max(rank_of(sv, 1), 1), 3) for sv in sevs)
+        end_max = count + 1
+        ends = [end_max if e is None else e for e in ends]
+        self.starts = array(SEQ_TYPECODE, starts)
+        self._ranks = ranks
+        notable = [i for i, r in enumerate(ranks) if r >= 2]
         self._notable = array(SEQ_TYPECODE, notable)
-        self._notable_starts = array(SEQ_TYPECODE, (self.starts[i] for i in notable))
+        self._notable_starts = array(SEQ_TYPECODE, (starts[i] for i in notable))
         self.resolution = max(1, min(TIMELINE_RESOLUTION, count))
-        self.histogram = self._histogram(self.resolution)
+        self.histogram = self._histogram(self.resolution, starts, ends, ranks)
         self.by_kind: dict[str, int] = {}
-        self.by_severity: dict[str, int] = {}
-        for f in items:
-            k, sv = _fget(f, "kind"), _fget(f, "severity")
+        for k in kinds:
             self.by_kind[k] = self.by_kind.get(k, 0) + 1
+        self.by_severity: dict[str, int] = {}
+        for sv in sevs:
             self.by_severity[sv] = self.by_severity.get(sv, 0) + 1
         if index is None:
             # "open at n" without the analysers' tree: sorted starts plus a
             # running maximum of the ends (open windows run past the end)
-            self._ends = [self._end(f) for f in items]
+            self._ends = ends
             self._maxend = []
             m = 0
-            for e in self._ends:
+            for e in ends:
                 m = max(m, e)
                 self._maxend.append(m)
 
@@ -217,23 +235,34 @@ class FindingsView:
         lo = max(0, hi - k)
         return lo, [finding_dict(f) for f in self.items[lo:hi]]
 
-    def _histogram(self, cells: int) -> bytearray:
+    def _histogram(self, cells: int, starts, ends, ranks) -> bytearray:
         """Worst severity rank per cell; cell c covers steps
-        [1 + c*count/cells, 1 + (c+1)*count/cells)."""
+        [1 + c*count/cells, 1 + (c+1)*count/cells).  Linear in findings +
+        cells (a difference array per rank: windows left open to the end
+        of the trace span every cell)."""
         out = bytearray(cells)
         total = self.count
         if total <= 0:
             return out
-        for f in self.items:
-            rank = _rank(f)
-            start = max(_fget(f, "start") or 0, 1)
-            last = min(self._end(f) - 1, total)
+        diffs = {r: [0] * (cells + 1) for r in (1, 2, 3)}
+        last_cell = cells - 1
+        for start, end, rank in zip(starts, ends, ranks):
+            if start < 1:
+                start = 1
+            last = end - 1 if end - 1 < total else total
             if last < start:
                 last = start
-            c0 = min((start - 1) * cells // total, cells - 1)
-            c1 = min((last - 1) * cells // total, cells - 1)
-            for c in range(c0, c1 + 1):
-                if out[c] < rank:
+            c0 = (start - 1) * cells // total
+            c1 = (last - 1) * cells // total
+            d = diffs[rank]
+            d[c0 if c0 < last_cell else last_cell] += 1
+            d[(c1 if c1 < last_cell else last_cell) + 1] -= 1
+        for rank in (1, 2, 3):
+            run = 0
+            d = diffs[rank]
+            for c in range(cells):
+                run += d[c]
+                if run > 0:
                     out[c] = rank
         return out
 
@@ -283,6 +312,7 @@ class TraceModel:
         self.count = self.trace.count
         self.stop = self.trace.stop
         self.session = None
+        self._shared = False
         self.findings: FindingsView | None = None
         self.load_error: str | None = None
         self.cursor = 0
@@ -336,6 +366,7 @@ class TraceModel:
         """The loader built (or read) the index: the readable part is now
         exactly known (a corrupt chunk found while folding shortens it)."""
         self.session = session
+        self._shared = bool(self.schema.is_current)
         if session.count < self.count or session.stop is not None:
             self.count = session.count
             self.stop = session.stop
@@ -347,13 +378,23 @@ class TraceModel:
     # --- events and rows --------------------------------------------------------------------
     def event(self, seq: int):
         """Event seq as stored (the trace's own codes), or None when it is
-        not readable."""
+        not readable.  Once the session is there and the trace uses this
+        build's codes, events come through the session's chunk cache, which
+        state_at uses too: a jump decodes its chunk once, not twice."""
         if not 1 <= seq <= self.count:
             return None
         try:
+            if self._shared:
+                return self.session.event(seq)
             return self.trace.event(seq)
         except IndexError:
             return None
+
+    def events(self, start: int, stop: int):
+        """Events start <= seq < stop, chunk by chunk (UI thread only)."""
+        if self._shared:
+            return self.session.events(start, stop)
+        return self.trace.events(start, stop)
 
     def kind_name(self, ev) -> str:
         k = ev[0]
@@ -434,7 +475,7 @@ class TraceModel:
         or None at the end of the readable trace."""
         depth = 0
         kc, kr, ke = self._k_call, self._k_return, self._k_op_end
-        for ev in self.trace.events(after + 1, self.count + 1):
+        for ev in self.events(after + 1, self.count + 1):
             k = ev[0]
             if k == ke:
                 return ev[1]
@@ -481,7 +522,7 @@ class TraceModel:
             nxt = self.session.next_of_kind("op-end", seq)
             if nxt is not None and nxt <= self.count:
                 return nxt
-        for ev in self.trace.events(seq + 1, self.count + 1):
+        for ev in self.events(seq + 1, self.count + 1):
             if ev[0] == self._k_op_end:
                 return ev[1]
         return None
@@ -548,7 +589,7 @@ class TraceModel:
                 ev = self.event(arr[op])
                 if ev is not None and ev[3] == op:
                     return arr[op]
-        for ev in self.trace.events(1, self.count + 1):
+        for ev in self.events(1, self.count + 1):
             if ev[0] == self._k_op_begin and ev[3] == op:
                 return ev[1]
         return None

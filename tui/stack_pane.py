@@ -6,52 +6,41 @@ labels), so the trace reads next to the C source."""
 
 from __future__ import annotations
 
-from rich.text import Text
-from textual.widgets import Static
-
+from .lines import Line, LinePane, wrap_parts
 from .model import StepView
 
 
-def stack_text(v: StepView | None, label: str | None, event_text: str | None = None,
-               placeholder: str = "", width: int = 80) -> Text:
-    out = Text(no_wrap=True, overflow="ellipsis")
+def stack_lines(v: StepView | None, label: str | None, event_text: str | None = None,
+                placeholder: str = "", width: int = 80) -> list[Line]:
+    lines: list[Line] = []
+    add = lines.append
     if event_text:
-        # the whole event, wrapped (the list crops long arguments)
-        w = max(width - 2, 20)
-        out.append("event ", style="bold")
-        first = True
-        text = event_text
-        while text:
-            take = w - 6 if first else w
-            out.append(("" if first else "\n  ") + text[:take])
-            text = text[take:]
-            first = False
-        out.append("\n")
+        lines.extend(wrap_parts("event " + event_text, width, "stack-pane--event"))
     if v is None:
-        out.append(placeholder, style="dim")
-        return out
-    out.append("operation: ", style="bold")
-    out.append(v.op_text or "idle")
+        add(([(placeholder, "stack-pane--dim")], None))
+        return lines
+    op = [("operation: ", "stack-pane--label"), (v.op_text or "idle", None)]
     if v.rollback:
-        out.append(f"  (rolling back, depth {v.rollback})", style="yellow")
+        op.append((f"  (rolling back, depth {v.rollback})", "stack-pane--warn"))
+    add((op, None))
     if not v.stacks:
-        out.append("\n\nno function on any CPU's stack", style="dim")
-        return out
+        add(([("no function on any CPU's stack", "stack-pane--dim")], None))
+        return lines
     for cpu, frames in v.stacks.items():
-        out.append(f"\n\ncpu {cpu}", style="bold")
+        add(([(f"cpu {cpu}", "stack-pane--label")], None))
         for depth, name in enumerate(frames):
             last = depth == len(frames) - 1
-            out.append("\n" + " " * min(depth, 12))
-            out.append(name, style="bold cyan" if last else "")
+            parts = [(" " * min(depth, 12), None), (name, "stack-pane--top" if last else "stack-pane--frame")]
             if last and label:
-                out.append(f"  {label}", style="magenta")
-    return out
+                parts.append((f"  {label}", "stack-pane--step"))
+            add((parts, None))
+    return lines
 
 
-class StackPane(Static, can_focus=True):
-    """Static text: a stack is a handful of lines."""
+class StackPane(LinePane):
+    COMPONENT_CLASSES = {"stack-pane--event", "stack-pane--dim", "stack-pane--label", "stack-pane--warn",
+                         "stack-pane--frame", "stack-pane--top", "stack-pane--step"}
 
     def show_step(self, v: StepView | None, label: str | None, event_text: str | None = None,
                   placeholder: str = "") -> None:
-        width = self.content_region.width or 80
-        self.update(stack_text(v, label, event_text, placeholder, width), layout=False)
+        self.build(lambda width: stack_lines(v, label, event_text, placeholder, width))

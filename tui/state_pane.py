@@ -21,28 +21,24 @@ that event addresses an entry (ctx-write, cache-sync, a device flush), and
 
 from __future__ import annotations
 
-from rich.segment import Segment
+from functools import lru_cache
+
 from textual.binding import Binding
-from textual.geometry import Size
 from textual.message import Message
-from textual.scroll_view import ScrollView
-from textual.strip import Strip
 
 from replay.render import parse_bdf
 
+from .lines import Line, LinePane
 from .model import StepView
 
 TT_SHORT = {0: "mlvl", 1: "devtlb", 2: "pass", 3: "rsvd"}
-
-# A line: list of (text, component class or None) and the context-entry key
-# it shows (for the selection), or None.
-Line = tuple
 
 
 def _own(name) -> str:
     return name if name is not None else "-"
 
 
+@lru_cache(maxsize=4096)
 def _key_of(iommu: int, rid: str):
     loc = parse_bdf(rid)
     return (iommu, loc[1], loc[2]) if loc else None
@@ -133,15 +129,16 @@ def build_lines(v: StepView, selected, width: int) -> list[Line]:
     return lines
 
 
-class StatePane(ScrollView, can_focus=True):
-    """Line-API view of ``build_lines``."""
+class StatePane(LinePane):
+    """The IOMMU state; ↑/↓ move the selected context entry while focused."""
 
     COMPONENT_CLASSES = {
         "state-pane--title", "state-pane--dim", "state-pane--warn", "state-pane--bad",
-        "state-pane--event", "state-pane--header", "state-pane--select", "state-pane--selected-row",
+        "state-pane--header", "state-pane--select", "state-pane--selected-row",
         "state-pane--rid", "state-pane--present", "state-pane--absent", "state-pane--did",
         "state-pane--owner", "state-pane--label", "state-pane--lock",
     }
+    SELECTED_ROW = "state-pane--selected-row"
 
     BINDINGS = [
         Binding("down", "select(1)", "next entry", show=False),
@@ -155,47 +152,25 @@ class StatePane(ScrollView, can_focus=True):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._lines: list[Line] = []
-        self._placeholder = "replaying…"
         self._view: StepView | None = None
-        self.selected = None
-
-    @property
-    def lines(self) -> list[Line]:
-        return self._lines
-
-    def text(self) -> str:
-        """The pane as plain text (tests, the real-terminal check)."""
-        return "\n".join("".join(t for t, _ in parts) for parts, _ in self._lines)
 
     def show_placeholder(self, text: str) -> None:
         self._view = None
-        self._placeholder = text
-        self._lines = [([(text, "state-pane--dim")], None)]
-        self._update_size()
+        self._build = None
+        self.set_lines([([(text, "state-pane--dim")], None)])
 
     def show_step(self, view: StepView, selected) -> None:
         self._view, self.selected = view, selected
         self._rebuild()
         for y, (_, key) in enumerate(self._lines):
             if key is not None and key == selected:
-                self.scroll_to_region_line(y)
+                self.scroll_line_into_view(y)
                 break
 
     def _rebuild(self) -> None:
-        if self._view is None:
-            return
-        width = max(self.scrollable_content_region.width, 40)
-        self._lines = build_lines(self._view, self.selected, width)
-        self._update_size()
-
-    def _update_size(self) -> None:
-        w = max((sum(len(t) for t, _ in parts) for parts, _ in self._lines), default=0)
-        self.virtual_size = Size(w, len(self._lines))
-        self.refresh()
-
-    def on_resize(self, event) -> None:
-        self._rebuild()
+        if self._view is not None:
+            view, selected = self._view, self.selected
+            self.build(lambda width: build_lines(view, selected, width))
 
     def entry_keys(self) -> list:
         return [key for _, key in self._lines if key is not None]
@@ -210,36 +185,3 @@ class StatePane(ScrollView, can_focus=True):
             i = 0 if delta > 0 else len(keys) - 1
         i = max(0, min(i, len(keys) - 1))
         self.post_message(self.EntrySelected(keys[i]))
-        for y, (_, key) in enumerate(self._lines):
-            if key == keys[i]:
-                self.scroll_to_region_line(y)
-                break
-
-    def scroll_to_region_line(self, y: int) -> None:
-        height = self.scrollable_content_region.height
-        top = round(self.scroll_y)
-        if y < top:
-            self.scroll_to(y=y, animate=False)
-        elif y >= top + height:
-            self.scroll_to(y=y - height + 1, animate=False)
-
-    def render_line(self, y: int) -> Strip:
-        width = self.scrollable_content_region.width
-        row = round(self.scroll_y) + y
-        base = self.rich_style
-        if row >= len(self._lines):
-            return Strip.blank(width, base)
-        parts, key = self._lines[row]
-        cs = self.get_component_rich_style
-        if key is not None and key == self.selected and self.has_focus:
-            base = base + cs("state-pane--selected-row", partial=True)
-        segs = [Segment(t, base + cs(c, partial=True) if c else base) for t, c in parts if t]
-        strip = Strip(segs)
-        x = round(self.scroll_x)
-        return strip.crop_extend(x, x + width, base)
-
-    def on_focus(self, event) -> None:
-        self.refresh()
-
-    def on_blur(self, event) -> None:
-        self.refresh()

@@ -131,8 +131,11 @@ class TraceView(Vertical):
     # --- layout ---------------------------------------------------------------------------------
     def apply_layout(self, width: int) -> None:
         wide = width >= WIDE
+        changed = wide != self.has_class("-wide")
         self.set_class(wide, "-wide")
         self._show_details(wide)
+        if changed and self.is_mounted:
+            self.refresh_details()
 
     def _show_details(self, wide: bool) -> None:
         for name in DETAILS:
@@ -143,6 +146,10 @@ class TraceView(Vertical):
     def show_detail(self, name: str) -> None:
         self.active_detail = name
         self._show_details(self.has_class("-wide"))
+        self.refresh_details()
+
+    def _visible(self, name: str) -> bool:
+        return self.has_class("-wide") or name == self.active_detail
 
     # --- redraws --------------------------------------------------------------------------------
     def refresh_step(self, center: bool = False) -> None:
@@ -151,6 +158,12 @@ class TraceView(Vertical):
         self.events.show_cursor(center=center)
         self.query_one(TitleBar).refresh()
         self.timeline.cursor_moved()
+        self.refresh_details()
+
+    def refresh_details(self) -> None:
+        """The detail panes for the cursor; hidden ones (one detail pane at a
+        time below 120 columns) are skipped and drawn when shown."""
+        m = self.model
         ev = m.event(m.cursor)
         label = ev[5] if ev is not None else None
         event_text = (f"{ev[1]} {m.kind_name(ev)} {m.presenter.text_args(ev)}" if ev is not None
@@ -161,11 +174,15 @@ class TraceView(Vertical):
             self.stack_pane.show_step(None, None, event_text, wait)
             self.findings_pane.show_step(None, m.cursor, wait)
             return
-        view = m.step_view()
-        self.state_pane.show_step(view, m.selected)
-        self.stack_pane.show_step(view, label, event_text)
-        self.findings_pane.show_step(m.findings, m.cursor,
-                                     m.load_error or f"{self.load_phase}… findings appear when the analysers finish")
+        if self._visible("state") or self._visible("stack"):
+            view = m.step_view()
+            if self._visible("state"):
+                self.state_pane.show_step(view, m.selected)
+            if self._visible("stack"):
+                self.stack_pane.show_step(view, label, event_text)
+        if self._visible("findings"):
+            self.findings_pane.show_step(m.findings, m.cursor,
+                                         m.load_error or f"{self.load_phase}… findings appear when the analysers finish")
 
     def set_status(self, text: str) -> None:
         self.status_text = text

@@ -1,0 +1,115 @@
+"""A pane of prepared lines, drawn with the Line API.
+
+The detail panes change on every step, so they must not go through Rich
+``Text`` -> Textual ``Content`` conversion and a widget re-layout each time
+(that alone cost more than the rest of a step here).  Their builders produce
+lines as lists of ``(text, component class)`` parts; this base class draws
+them with styles from the .tcss (``COMPONENT_CLASSES``), scrolls both ways,
+and has an optional selected line (``selected`` is the key of the line to
+highlight).
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+from rich.segment import Segment
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+# A line: ([(text, component class or None), ...], key or None)
+Line = tuple
+
+
+def wrap_parts(text: str, width: int, comp: str | None, first_indent: str = "", indent: str = "  ") -> list[Line]:
+    """A long text as several lines of at most width cells, broken at spaces
+    (long hex values are split when they must be)."""
+    rows = textwrap.wrap(text, max(width, 20), initial_indent=first_indent, subsequent_indent=indent,
+                         break_on_hyphens=False) or [first_indent]
+    return [([(row, comp)], None) for row in rows]
+
+
+class LinePane(ScrollView, can_focus=True):
+    """Draws ``self.lines``; subclasses fill them with ``set_lines``."""
+
+    SELECTED_ROW = ""           # component class for the selected line's background
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._lines: list[Line] = []
+        self._build = None          # width -> lines, re-run when the width changes
+        self._built_width = None
+        self._strips: LRUCache = LRUCache(1024)
+        self.selected = None
+
+    @property
+    def lines(self) -> list[Line]:
+        return self._lines
+
+    def text(self) -> str:
+        """The pane as plain text (tests, the real-terminal check)."""
+        return "\n".join("".join(t for t, _ in parts) for parts, _ in self._lines)
+
+    def build(self, builder) -> None:
+        """Fill the pane from ``builder(width)`` (kept for resizes)."""
+        self._build = builder
+        self._built_width = self.content_width()
+        self.set_lines(builder(self._built_width))
+
+    def on_resize(self, event) -> None:
+        if self._build is not None and self.content_width() != self._built_width:
+            self.build(self._build)
+
+    def set_lines(self, lines: list[Line]) -> None:
+        self._lines = lines
+        w = max((sum(len(t) for t, _ in parts) for parts, _ in lines), default=0)
+        size = Size(w, len(lines))
+        if size != self.virtual_size:
+            self.virtual_size = size
+        self.refresh()
+
+    def content_width(self) -> int:
+        return max(self.scrollable_content_region.width, 20)
+
+    def scroll_line_into_view(self, y: int) -> None:
+        height = self.scrollable_content_region.height
+        top = round(self.scroll_y)
+        if y < top:
+            self.scroll_to(y=y, animate=False)
+        elif height and y >= top + height:
+            self.scroll_to(y=y - height + 1, animate=False)
+
+    def render_lines(self, crop):
+        # the base style walks the DOM: once per frame, not per line
+        self._base = self.rich_style
+        return super().render_lines(crop)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        row = round(self.scroll_y) + y
+        base = getattr(self, "_base", None) or self.rich_style
+        if row >= len(self._lines):
+            return Strip.blank(width, base)
+        parts, key = self._lines[row]
+        sel = bool(self.SELECTED_ROW and key is not None and key == self.selected and self.has_focus)
+        x = round(self.scroll_x)
+        # lines repeat from step to step (most context entries do not
+        # change): strips are cached by content
+        ckey = (tuple(parts), sel, x, width, base)
+        strip = self._strips.get(ckey)
+        if strip is None:
+            cs = self.get_component_rich_style
+            if sel:
+                base = base + cs(self.SELECTED_ROW, partial=True)
+            strip = Strip([Segment(t, base + cs(c, partial=True) if c else base) for t, c in parts if t])
+            strip = strip.crop_extend(x, x + width, base)
+            self._strips[ckey] = strip
+        return strip
+
+    def on_focus(self, event) -> None:
+        self.refresh()
+
+    def on_blur(self, event) -> None:
+        self.refresh()
