@@ -43,7 +43,7 @@ from sortedcontainers import SortedDict
 from tracer import schema as S
 
 from .state import (JOURNALED, STATE_FORMAT, TABLES, BadEvent, ReplayState, assemble, decode_table,
-                    encode_table, fold, scalars_of, set_position)
+                    encode_table, fold, scalars_of, set_position, table_body, table_from_body)
 
 # Keep (at least) this many events between two checkpoints.
 DEFAULT_MIN_EVENTS = 1000
@@ -54,8 +54,8 @@ CHUNK_CACHE = 4
 TABLE_CACHE = 256
 # Tables at least this big are stored as deltas against a full copy when they change a little.
 DELTA_MIN = 512
-# Tables that encode to at most this many bytes live inside the checkpoint record.
-INLINE_MAX = 512
+# Tables of at most this many entries live inside the checkpoint record.
+INLINE_MAX = 64
 
 
 def seq_typecode(count: int) -> str:
@@ -325,32 +325,38 @@ class MemoryStore:
         return locator
 
 
-_EMPTY_TABLES = {name: encode_table(name, {}) for name in TABLES}
+# Ref tags in a checkpoint record.
+INLINE, BLOB, DELTA = 0, 1, 2
+# msgpack array headers: the 3-element record and its list of per-table refs.
+_RECORD_HEAD = b"\x93"
+_REFS_HEAD = b"\xdc" + len(TABLES).to_bytes(2, "big")
 
 
 class CheckpointWriter:
     """Checkpoints streamed into a byte store, sharing what did not change.
 
-    Each table is its own blob.  A table unchanged since the previous
-    checkpoint is referenced, not written again.  "Unchanged" comes from the
-    state's journal for the tables the rare handlers own (replay.state
-    JOURNALED: no need to compare thousands of domains) and from a dict
-    comparison for the small fast-path tables.  A large journaled table that
-    changed a little is written as a delta against its last full copy.  So a
+    A checkpoint is one record ``[STATE_FORMAT, scalars, refs]`` with one ref
+    per table: ``[INLINE, body]`` -- the table itself, for small ones (up to
+    INLINE_MAX entries: no extra read, one msgpack call for the record) --
+    ``[BLOB, offset, length]`` of a table written on its own, or ``[DELTA,
+    offset, length, base offset, base length]``: ``[[(key, value) ...],
+    [removed keys]]`` against a full blob.
+
+    A table unchanged since the previous checkpoint reuses that checkpoint's
+    ref.  "Unchanged" comes from the state's journal for the tables the rare
+    handlers own (replay.state JOURNALED: no need to compare thousands of
+    domains) and from a dict comparison for the small fast-path tables.  A
+    large journaled table that changed a little becomes a delta.  So a
     checkpoint costs the tables that moved, and restoring one decodes only
     what is not already in the reader's cache.
 
-    ``write(data) -> offset``.  A checkpoint's locator is the (offset, length)
-    of its record ``[STATE_FORMAT, scalars, refs]``, one ref per table: the
-    encoded table itself when it is small (INLINE_MAX bytes: no extra read,
-    nothing to cache), ``[offset, length]`` of a full blob, or ``[offset,
-    length, base offset, base length]`` of a delta ``[[(key, value) ...],
-    [removed keys]]`` against the full blob at base."""
+    ``write(data) -> offset``; a checkpoint's locator is the (offset, length)
+    of its record."""
 
     def __init__(self, write) -> None:
         self._write = write
         self._prev: dict = {}       # table name -> (copy of the table or None, its ref)
-        self._base: dict = {}       # journaled table name -> (locator of its last full blob, keys touched since)
+        self._base: dict = {}       # journaled table name -> (blob ref, keys touched since)
         self.bytes = 0
 
     def _put(self, data: bytes) -> tuple[int, int]:
@@ -358,26 +364,25 @@ class CheckpointWriter:
         return (self._write(data), len(data))
 
     def _full(self, name: str, d: dict):
-        data = _EMPTY_TABLES[name] if not d else encode_table(name, d)
-        if len(data) <= INLINE_MAX:
+        if len(d) <= INLINE_MAX:
             self._base.pop(name, None)
-            return data
-        loc = self._put(data)
+            return (INLINE, table_body(name, d))
+        ref = (BLOB,) + self._put(encode_table(name, d))
         if name in JOURNALED and len(d) >= DELTA_MIN:
-            self._base[name] = (loc, set())
-        return loc
+            self._base[name] = (ref, set())
+        return ref
 
     def _changed(self, name: str, d: dict, keys: set):
         base = self._base.get(name)
         if base is not None:
-            loc, pending = base
+            ref, pending = base
             pending |= keys
             # A delta costs its keys; past 1/16 of the table a full copy is
             # as cheap to write and cheaper to read.
             if len(pending) * 16 <= len(d):
                 changed = [(k, d[k]) for k in pending if k in d]
                 removed = [k for k in pending if k not in d]
-                return self._put(msgpack.packb([changed, removed])) + loc
+                return (DELTA,) + self._put(msgpack.packb([changed, removed])) + ref[1:]
         return self._full(name, d)
 
     def add(self, st: ReplayState):
@@ -390,76 +395,83 @@ class CheckpointWriter:
                     touched.setdefault(name, set()).add(key)
             journal.clear()
         prev = self._prev
-        refs = []
+        parts = []
         for name in TABLES:
             d = getattr(st, name)
             p = prev.get(name)
             if name in JOURNALED:
                 if touched is not None and p is not None:
                     keys = touched.get(name)
-                    ref = self._changed(name, d, keys) if keys else p[1]
+                    if not keys:
+                        parts.append(p[1])
+                        continue
+                    ref = self._changed(name, d, keys)
                 else:
                     # No journal to go by: write it whole, start a new base.
                     self._base.pop(name, None)
                     ref = self._full(name, d)
-                prev[name] = (None, ref)
-            elif p is not None and p[0] == d:
-                ref = p[1]
-            else:
-                ref = self._full(name, d)
-                prev[name] = (d.copy(), ref)
-            refs.append(ref)
-        return self._put(msgpack.packb([STATE_FORMAT, scalars_of(st), refs]))
+                p = prev[name] = (None, msgpack.packb(ref))
+            elif p is None or p[0] != d:
+                p = prev[name] = (d.copy(), msgpack.packb(self._full(name, d)))
+            parts.append(p[1])
+        # The record, assembled from refs packed once when they were made:
+        # re-packing unchanged inline tables for every checkpoint was most
+        # of its cost.
+        record = b"".join((_RECORD_HEAD, msgpack.packb(STATE_FORMAT), msgpack.packb(scalars_of(st)),
+                           _REFS_HEAD, *parts))
+        return self._put(record)
 
 
 class CheckpointReader:
-    """Restores checkpoints written by CheckpointWriter.  Decoded tables are
-    shared through an LRU keyed by their ref: they are never mutated (Seeker
-    copies a checkpoint before folding on)."""
+    """Restores checkpoints written by CheckpointWriter.  Tables read from
+    blobs are shared through an LRU keyed by their ref: they are never
+    mutated (Seeker copies a checkpoint before folding on)."""
 
     def __init__(self, read, cache_tables: int = TABLE_CACHE) -> None:
         self._read = read           # (offset, length) -> bytes
         self._tables: OrderedDict = OrderedDict()
         self._max = cache_tables
 
-    def _cached(self, ref):
+    def _cached(self, key):
         cache = self._tables
-        d = cache.get(ref)
+        d = cache.get(key)
         if d is not None:
-            cache.move_to_end(ref)
+            cache.move_to_end(key)
         return d
 
-    def _remember(self, ref, d) -> None:
+    def _remember(self, key, d) -> None:
         cache = self._tables
-        cache[ref] = d
+        cache[key] = d
         if len(cache) > self._max:
             cache.popitem(last=False)
 
+    def _blob(self, name: str, off: int, n: int) -> dict:
+        d = self._cached((off, n))
+        if d is None:
+            d = decode_table(name, self._read(off, n))
+            self._remember((off, n), d)
+        return d
+
     def _table(self, name: str, ref) -> dict:
-        if type(ref) is bytes:
-            return decode_table(name, ref)
+        tag = ref[0]
+        if tag == INLINE:
+            return table_from_body(name, ref[1])
+        if tag == BLOB:
+            return self._blob(name, ref[1], ref[2])
         d = self._cached(ref)
-        if d is not None:
-            return d
-        if len(ref) == 2:
-            d = decode_table(name, self._read(*ref))
-        else:
-            base_ref = ref[2:]
-            base = self._cached(base_ref)
-            if base is None:
-                base = decode_table(name, self._read(*base_ref))
-                self._remember(base_ref, base)
-            changed, removed = msgpack.unpackb(self._read(*ref[:2]), use_list=False,
+        if d is None:
+            base = self._blob(name, ref[3], ref[4])
+            changed, removed = msgpack.unpackb(self._read(ref[1], ref[2]), use_list=False,
                                                strict_map_key=False)
             d = base.copy()
             d.update(changed)
             for k in removed:
                 d.pop(k, None)
-        self._remember(ref, d)
+            self._remember(ref, d)
         return d
 
     def load(self, locator) -> ReplayState:
-        fmt, scalars, refs = msgpack.unpackb(self._read(*locator), use_list=False)
+        fmt, scalars, refs = msgpack.unpackb(self._read(*locator), use_list=False, strict_map_key=False)
         if fmt != STATE_FORMAT or len(refs) != len(TABLES):
             raise ValueError(f"checkpoint format {fmt}, expected {STATE_FORMAT}")
         return assemble(scalars, [self._table(name, ref) for name, ref in zip(TABLES, refs)])

@@ -103,8 +103,10 @@ class ReplaySession:
                  progress=None) -> None:
         self.path = path
         # verify=False: the O(1) open; every chunk's CRC is still checked when
-        # it is decoded, and the first open decodes them all.
-        self.trace = open_trace(path, verify=False)
+        # it is decoded, and the first open decodes them all.  Events as
+        # tuples: one allocation less per event to make and to free, which
+        # is most of what a seek costs besides the fold.
+        self.trace = open_trace(path, verify=False, tuples=True)
         try:
             self._open(sidecar, min_events, progress)
         except BaseException:
@@ -240,12 +242,12 @@ class ReplaySession:
         return self.seeker.state_at(n)
 
     def event(self, n: int) -> list:
-        """Event n (1-based), as the fold sees it (this build's codes)."""
-        return self.seeker.event(n)
+        """Event n (1-based) as a list, in this build's kind/func codes."""
+        return list(self.seeker.event(n))
 
     def events(self, start: int = 1, stop: int | None = None):
-        """Events with start <= seq < stop."""
-        return self.seeker.events(start, self.count + 1 if stop is None else stop)
+        """Events (lists) with start <= seq < stop."""
+        return map(list, self.seeker.events(start, self.count + 1 if stop is None else stop))
 
     @staticmethod
     def kind_code(kind) -> int:

@@ -36,7 +36,7 @@ ROOT_TABLES = ("pgd", "quarantine")
 
 # Bump when the checkpoint encoding below changes; sidecars built by another
 # format are rebuilt.
-STATE_FORMAT = 3
+STATE_FORMAT = 4
 
 
 class BadEvent(ValueError):
@@ -497,22 +497,20 @@ _SCALARS = ("seq", "op", "label", "func", "kind", "cpu", "open_op", "op_info", "
 KEYS_ONLY = frozenset(("did_bits", "iommu_bitmap", "present", "ats", "domains", "dying", "translation"))
 
 
-def encode_table(name: str, d: dict) -> bytes:
-    """One table of a state as msgpack.  Key and value lists, not a map:
+def table_body(name: str, d: dict):
+    """One table as msgpack-ready lists: key and value lists, not a map --
     maps with array keys would not round-trip."""
     if name in KEYS_ONLY:
-        body = list(d)
-    elif name == "stacks":
-        body = [list(d), [_unwind(node) for node in d.values()]]
-    elif name in _SET_TABLES:
-        body = [list(d), [tuple(v) for v in d.values()]]
-    else:
-        body = [list(d), list(d.values())]
-    return msgpack.packb(body)
+        return list(d)
+    if name == "stacks":
+        return [list(d), [_unwind(node) for node in d.values()]]
+    if name in _SET_TABLES:
+        return [list(d), [tuple(v) for v in d.values()]]
+    return [list(d), list(d.values())]
 
 
-def decode_table(name: str, data: bytes) -> dict:
-    body = msgpack.unpackb(data, use_list=False, strict_map_key=False)
+def table_from_body(name: str, body) -> dict:
+    """The inverse of table_body, from what msgpack gives back (tuples)."""
     if name in KEYS_ONLY:
         return dict.fromkeys(body, 1)
     if name == "stacks":
@@ -526,6 +524,14 @@ def decode_table(name: str, data: bytes) -> dict:
     if name in _SET_TABLES:
         return dict(zip(body[0], map(frozenset, body[1])))
     return dict(zip(*body))
+
+
+def encode_table(name: str, d: dict) -> bytes:
+    return msgpack.packb(table_body(name, d))
+
+
+def decode_table(name: str, data: bytes) -> dict:
+    return table_from_body(name, msgpack.unpackb(data, use_list=False, strict_map_key=False))
 
 
 def _unwind(node) -> tuple:
