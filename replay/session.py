@@ -15,7 +15,6 @@ part the same way.
 
 from __future__ import annotations
 
-import os
 from array import array
 
 from tracer import schema as S
@@ -25,7 +24,7 @@ from .reader import StopReport, open_trace, trace_fingerprint
 from .seek import (DEFAULT_MIN_EVENTS, CheckpointReader, Checkpoints, CheckpointWriter, KindIndex, Seeker,
                    SeqIndex, build, seq_typecode)
 from .sidecar import Sidecar
-from .state import STATE_FORMAT, initial_state
+from .state import STATE_FORMAT, ReplayState, initial_state
 
 # Bump when what the session stores in the sidecar changes shape or meaning.
 SESSION_FORMAT = 1
@@ -76,9 +75,10 @@ class _Source:
     def _fix(self, evs):
         if self.translate is not None:
             evs = self.translate(evs)
-        last = self.chunks[-1] if self.chunks else None
-        if last is not None and evs and evs[-1][1] > self._count:
-            evs = [e for e in evs if e[1] <= self._count]
+        if evs and evs[-1][1] > self._count:
+            # The readable trace ends inside this chunk (an event the fold
+            # could not apply): positions, not seq fields, decide.
+            evs = evs[:max(0, self._count - evs[0][1] + 1)]
         return evs
 
     def read_chunk(self, i: int) -> list:
@@ -124,6 +124,8 @@ class ReplaySession:
         self.built = False          # True when this open had to fold the whole trace
         self.findings = None        # hook: an object with open_at(n) -> [finding dict]
         self._kinds = None
+        self._kind_chunks = None
+        self._ctx_all = None
         meta = self.sidecar.get(K_META) if self.sidecar.fresh else None
         if not (isinstance(meta, dict) and self._load(meta)):
             self._build(min_events, progress)
@@ -151,7 +153,6 @@ class ReplaySession:
         self.checkpoints = Checkpoints(self._reader().load)
         for s, o, n in zip(seqs, offs, lens):
             self.checkpoints.add(s, (o, n))
-        self._kind_chunks = None
         self.ctx_index = SeqIndex(loader=self._load_ctx)
         return True
 
@@ -185,7 +186,7 @@ class ReplaySession:
 
     def _load_ctx(self, key):
         # All context-entry lists come in one entry (they are few and small).
-        if getattr(self, "_ctx_all", None) is None:
+        if self._ctx_all is None:
             raw = self.sidecar.get(K_CTX) or {}
             self._ctx_all = {}
             for k, b in zip(raw.get("keys", ()), raw.get("seqs", ())):
@@ -200,6 +201,8 @@ class ReplaySession:
         with sc.stream(K_CHECKPOINTS) as out:
             result = build(source, self.initial, CheckpointWriter(out.write), min_events=min_events,
                            progress=progress)
+        # The kind column (1 byte/event) was kept in memory: the sidecar
+        # takes one stream at a time.
         sc.put_raw(K_KIND_COLUMN, result.column.getbuffer())
         result.column = None
         self.count = result.final.seq
