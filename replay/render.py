@@ -370,7 +370,10 @@ def show_text(st: ReplayState, view: PlatformView, *, count: int | None = None, 
     if d["open_findings"]:
         out.append("open findings:")
         for f in d["open_findings"]:
-            out.append(f"  {f.get('kind')} {f.get('rid') or ''} since {f.get('start')}: {f.get('detail') or ''}")
+            where = " ".join(str(x) for x in (f.get("rid") or f.get("device"), f"iommu {f.get('iommu')}"
+                                               if f.get("iommu") is not None else None) if x)
+            since = f"since {f.get('start')}" + (f" ({f.get('start_label')})" if f.get("start_label") else "")
+            out.append(f"  [{f.get('severity')}] {f.get('kind')} {where} {since}: {f.get('detail') or ''}")
     else:
         out.append("open findings: none")
     return "\n".join(out) + "\n"

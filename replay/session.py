@@ -275,12 +275,13 @@ class ReplaySession:
         return self.ctx_index.prev_before((iommu, bus, devfn), before)
 
     def open_findings(self, n: int) -> list:
-        """Findings open at step n (DESIGN §8 finding dicts).  The hazard
+        """Findings open at step n as DESIGN §8 finding dicts.  The hazard
         analysers plug in by setting ``session.findings`` to an object with
-        ``open_at(n)``; until one is set there are none."""
+        ``open_at(n)`` (replay.hazards.FindingIndex); until one is set there
+        are none."""
         if self.findings is None:
             return []
-        return list(self.findings.open_at(n))
+        return [f.to_json() if hasattr(f, "to_json") else f for f in self.findings.open_at(n)]
 
     def show_dict(self, n: int) -> dict:
         return render.show_dict(self.state_at(n), self.view, self.open_findings(n))

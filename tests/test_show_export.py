@@ -95,7 +95,11 @@ def test_s1_legacy_at_the_same_point_shows_the_entry_non_present(trace, capsys):
     rc, out, _ = cli(capsys, "show", path, "--at", n, "--json")
     assert rc == 0
     check_golden("s1-usb-rmrr.legacy.first-write.json", out)
-    assert entry_of(json.loads(out), "0000:00:14.0")["present"] is False
+    doc = json.loads(out)
+    assert entry_of(doc, "0000:00:14.0")["present"] is False
+    # ... which is the RMRR disconnection window, open from this step.
+    assert any(f["kind"] == "rmrr-disconnect" and f["rid"] == "0000:00:14.0" and f["start"] == n
+               for f in doc["open_findings"])
     rc, text, _ = cli(capsys, "show", path, "--at", n)
     check_golden("s1-usb-rmrr.legacy.first-write.txt", text)
     line = next(l for l in text.splitlines() if l.strip().startswith("0000:00:14.0"))
@@ -138,7 +142,11 @@ def test_show_json_has_the_contract_shape(trace, capsys):
         assert rc == 0
         doc = json.loads(out)
         assert list(doc) == ["seq", "op", "label", "iommus", "devices", "locks", "stacks", "open_findings"]
-        assert doc["seq"] == n and doc["open_findings"] == []
+        assert doc["seq"] == n
+        for f in doc["open_findings"]:      # check --json finding objects, open at n
+            assert list(f) == ["kind", "severity", "device", "rid", "iommu", "start", "end", "open_at_end",
+                               "start_label", "end_label", "detail"]
+            assert f["start"] <= n and (f["end"] is None or n < f["end"]) and f["open_at_end"] == (f["end"] is None)
         if n == 0:
             assert doc["op"] is None and doc["devices"] == [] and doc["locks"] == []
         for u in doc["iommus"]:

@@ -95,12 +95,10 @@ def _chrome(trace, out, path) -> None:
 
 
 def _findings(path):
-    """Hazard windows for the async lanes, when the analysers are available."""
+    """Hazard windows for the async lanes (cached in the sidecar by
+    replay.hazards), when the analysers are available."""
     try:
-        from replay import hazards
-        analyse = hazards.analyse_session
-    except (ImportError, AttributeError):
+        from replay.hazards import findings_for_trace
+    except ImportError:
         return ()
-    from replay.session import ReplaySession
-    with ReplaySession(path) as session:
-        return list(analyse(session).findings)
+    return findings_for_trace(path, sidecar=True).findings

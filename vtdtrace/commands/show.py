@@ -3,8 +3,8 @@
 The replayed IOMMU state after event N (default: the last event; 0 = the
 platform before any event): context entries decoded one per line with the
 domains owning their DID and their page tables, DIDs, what the caches may
-still hold, device owners, locks, call stacks.  --json prints the DESIGN §8
-object.  Exit 2 for a file that is not a trace or a step beyond the end;
+still hold, device owners, locks, call stacks and the hazard findings open
+at that step.  --json prints the DESIGN §8 object.  Exit 2 for a file that is not a trace or a step beyond the end;
 3 for a damaged trace, after printing the state of its readable part.
 """
 
@@ -52,6 +52,7 @@ def _run(args) -> int:
     except NotATrace as exc:
         return fail(args.trace, exc.message)
     with session:
+        session.findings = _findings(args.trace)
         n = session.count if args.at is None else args.at
         if n > session.count:
             what = "the readable part ends" if session.stop is not None else "the trace ends"
@@ -64,3 +65,13 @@ def _run(args) -> int:
         if session.stop is not None:
             return fail(args.trace, f"damaged: {session.stop.describe()}", EXIT_DAMAGED)
     return EXIT_OK
+
+
+def _findings(path):
+    """The hazard findings as an index with open_at(n) (cached in the sidecar
+    by replay.hazards), or None when the analysers are not available."""
+    try:
+        from replay.hazards import FindingIndex, findings_for_trace
+    except ImportError:
+        return None
+    return FindingIndex(findings_for_trace(path, sidecar=True).findings)
