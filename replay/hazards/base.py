@@ -67,6 +67,7 @@ class Context:
         self.did_keys: dict = {}      # (iommu, did) -> {key}: present entries carrying did
         self.root_keys: dict = {}     # root maddr -> {key}: translating entries using it
         self.dom_roots: dict = {}     # domid -> {root maddr in root_keys owned by it}
+        self.root_owner: dict = {}    # root maddr in root_keys -> its owner when first used
         self.cc_keys: dict = {}       # iommu -> {key}: keys the context-cache model holds values for
         self.tlb_dids: dict = {}      # iommu -> {did}: DIDs the IOTLB model holds fills for
         self.bits_on: dict = {}       # iommu -> {did}: set DID-bitmap bits
@@ -78,6 +79,7 @@ class Context:
         self.warning = None
         # per ctx-write: (key, old info, new info)
         self.cur = None
+        self._rids: dict = {}
 
     # --- names ---------------------------------------------------------------------
 
@@ -86,7 +88,10 @@ class Context:
         return name if name is not None else "DOMID_INVALID"
 
     def rid(self, key) -> str:
-        return self.topo.key_str(key)
+        r = self._rids.get(key)
+        if r is None:
+            r = self._rids[key] = self.topo.key_str(key)
+        return r
 
     def device_of(self, key):
         """The device a requester ID belongs to; a requester ID no declared
@@ -133,8 +138,12 @@ class Context:
                     s.discard(key)
                     if not s:
                         del self.root_keys[old[1]]
-                        for roots in self.dom_roots.values():
+                        owner = self.root_owner.pop(old[1], None)
+                        roots = self.dom_roots.get(owner)
+                        if roots is not None:
                             roots.discard(old[1])
+                            if not roots:
+                                del self.dom_roots[owner]
         new = None
         if lo & P_BIT:
             did = (hi >> 8) & 0xFFFF
@@ -153,6 +162,7 @@ class Context:
                     self.root_keys[root] = {key}
                     page = self.st.pages.get(root)
                     if page is not None:
+                        self.root_owner[root] = page[0]
                         self.dom_roots.setdefault(page[0], set()).add(root)
                 else:
                     s.add(key)

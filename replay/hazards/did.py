@@ -39,6 +39,9 @@ class DidAnalyser(Analyser):
         super().__init__(ctx)
         self.by_unit: dict = {}     # iommu -> {key with an open d2/d3 window}
         self.d3: dict = {}          # key -> {did with an open did-reuse window}
+        self.cached: dict = {}      # iommu -> {key of by_unit referencing a DID from cache or IOTLB}
+        self._status: dict = {}     # (iommu, did) -> why it is dangling, None when it is not
+                                    # (absent: "freed", as every bit starts clear)
 
     def hooks(self) -> dict:
         h = {
@@ -146,8 +149,11 @@ class DidAnalyser(Analyser):
         self.check_key((ev[6], ev[7], ev[8]), ev)
 
     def on_flush(self, ev):
-        for key in list(self.by_unit.get(ev[6], ())):
-            self.check_key(key, ev)
+        # a flush only takes cache / IOTLB references away
+        keys = self.cached.get(ev[6])
+        if keys:
+            for key in list(keys):
+                self.check_key(key, ev)
 
     def on_did_map(self, ev):
         ctx = self.ctx
@@ -167,12 +173,31 @@ class DidAnalyser(Analyser):
     def on_did(self, ev):
         u, did = ev[6], ev[7]
         self.check_leak(u, did, ev)
-        for key in self.keys_referencing(u, did) | self.by_unit.get(u, set()):
+        self._restatus(u, did, ev)
+
+    def _restatus(self, u, did, ev) -> None:
+        """did's dangling status may have changed: re-check its users, unless
+        it did not (re-setting a set bit, the common MO5 case)."""
+        why = self.dangling(u, did)
+        if self._status.get((u, did), "freed") == why:
+            return
+        if why == "freed":
+            self._status.pop((u, did), None)
+        else:
+            self._status[(u, did)] = why
+        for key in self.keys_referencing(u, did):
             self.check_key(key, ev)
 
     def on_iommu_bitmap(self, ev):
         ctx = self.ctx
         dom, u = ev[6], ev[7]
+        if ev[8]:
+            # a bit set can only end "the bitmap lacks the unit" windows
+            for key in list(self.by_unit.get(u, ())):
+                w = self.open.get(("d2", key))
+                if w is not None and w.info["bitmap"] == dom:
+                    self.check_key(key, ev)
+            return
         for root in list(ctx.dom_roots.get(dom, ())):
             for key in list(ctx.root_keys.get(root, ())):
                 if key[0] == u:
@@ -201,8 +226,7 @@ class DidAnalyser(Analyser):
             for did in list(dids):
                 if st.did_map.get((u, did), 0) == dom:
                     self.check_leak(u, did, ev)
-                    for key in self.keys_referencing(u, did):
-                        self.check_key(key, ev)
+                    self._restatus(u, did, ev)
         for u, keys in list(self.by_unit.items()):
             for key in list(keys):
                 self.check_key(key, ev)
@@ -295,11 +319,21 @@ class DidAnalyser(Analyser):
             s = self.by_unit.get(u)
             if s is not None:
                 s.discard(key)
+            s = self.cached.get(u)
+            if s is not None:
+                s.discard(key)
+        elif any(len(w) > 1 or "entry" not in w for w in refs.values()):
+            self.cached.setdefault(u, set()).add(key)
+        else:
+            s = self.cached.get(u)
+            if s is not None:
+                s.discard(key)
 
     def finish(self) -> None:
         super().finish()
         self.by_unit.clear()
         self.d3.clear()
+        self.cached.clear()
 
     # --- findings ---------------------------------------------------------------------------------------
 

@@ -16,10 +16,12 @@
   two units' iommu->lock, no two domains' mapping_lock); a spinlock taken
   again by its holder.  RCU domain references are read-side, not ordered.
 
-Windows: an unprotected store is a window over the stores of one unprotected
-sequence (e.g. the domid_map and bitmap stores of one cleanup_domid_map),
-``end`` one past the last of them, ``end_label`` the label of that last
-store.  An inversion holds from the out-of-order acquisition to its release.
+Windows are points: an unprotected store, or a run of them with nothing else
+lock-relevant in between (the domid_map and bitmap stores of one
+cleanup_domid_map), is ``[first, last + 1)`` with ``end_label`` the label of
+the last one; an out-of-order acquisition is ``[seq, seq + 1)``.  The fold
+keeps the lock holders, so only acquisitions are hooked (releases cost
+nothing).
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ ORDER = frozenset({
 })
 NESTABLE = frozenset({"rcu_domain"})
 SAME_CLASS = frozenset({"iommu->lock", "mapping_lock", "register_lock", "bus2bridge_lock", "pcidevs_lock"})
+# lock -> the lock classes that must not be held (by the same CPU) when it is
+# taken: the ones ordered inside it, and its own class (another instance).
+BAD = {lock: frozenset({inner for outer, inner in ORDER if outer == lock}
+                       | ({lock} if lock in SAME_CLASS else set()))
+       for lock in SAME_CLASS}
 
 F_SET_DID = FUNC_CODE["context_set_domain_id"]
 F_TEARDOWN = FUNC_CODE["iommu_domain_teardown"]
@@ -47,15 +54,16 @@ class LockAnalyser(Analyser):
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        self.held: dict = {}        # (lock, target) -> [cpu, seq, label, depth]
-        self.last = None            # signature of the previous relevant event's violation
+        self.last = None            # (signature, window key) of the previous relevant event's violation
         self.n = 0                  # window counter (unique keys)
 
     def hooks(self) -> dict:
-        return {S.K_LOCK: self.on_lock, S.K_UNLOCK: self.on_unlock, S.K_CTX_WRITE: self.on_ctx_write,
+        # The fold keeps the lock holders (state.locks, state.nest): only
+        # acquisitions need looking at, releases do not.
+        return {S.K_LOCK: self.on_lock, S.K_CTX_WRITE: self.on_ctx_write,
                 S.K_DID_BITMAP: self.on_did, S.K_DID_MAP: self.on_did}
 
-    # --- lock tracking -----------------------------------------------------------------------
+    # --- acquisitions --------------------------------------------------------------------------
 
     def _name(self, lock, target) -> str:
         if target is None:
@@ -66,49 +74,33 @@ class LockAnalyser(Analyser):
 
     def on_lock(self, ev):
         self.last = None
-        lock, target, cpu = ev[6], ev[7], ev[2]
-        key = (lock, target)
-        h = self.held.get(key)
-        if h is not None:
-            h[3] += 1
-            if lock not in NESTABLE and h[0] == cpu:
-                self._inversion(ev, key, key, h, "is taken again by the CPU that holds it (self-deadlock)")
+        lock = ev[6]
+        bad = BAD.get(lock)
+        if bad is None:
+            return          # RCU read-side references: not ordered
+        st = self.ctx.st
+        key = (lock, ev[7])
+        cpu = ev[2]
+        if key in st.nest:
+            self._inversion(ev, key, key, "is taken again by the CPU that holds it (self-deadlock)")
             return
-        if lock not in NESTABLE:
-            for (hl, ht), hh in self.held.items():
-                if hh[0] != cpu or hl in NESTABLE:
-                    continue
-                if (lock, hl) in ORDER:
-                    self._inversion(ev, key, (hl, ht), hh, "against the lock order")
-                elif hl == lock and lock in SAME_CLASS:
-                    self._inversion(ev, key, (hl, ht), hh, "nesting two instances of a lock class Xen does not order")
-        self.held[key] = [cpu, ev[1], label_of(ev), 1]
-
-    def on_unlock(self, ev):
-        self.last = None
-        key = (ev[6], ev[7])
-        h = self.held.get(key)
-        if h is None:
-            return
-        h[3] -= 1
-        if h[3] <= 0:
-            del self.held[key]
-            for wkey in [k for k in self.open if k[0] == "inv" and k[1] == key]:
-                self.close_window(wkey, ev)
+        locks = st.locks
+        if len(locks) > 1:
+            for hk, hcpu in locks.items():
+                if hk[0] in bad and hcpu == cpu and hk != key:
+                    why = ("nesting two instances of a lock class Xen does not order" if hk[0] == lock
+                           else "against the lock order pcidevs_lock -> iommu->lock -> mapping_lock "
+                                "(iommu->lock -> register_lock)")
+                    self._inversion(ev, key, hk, why)
 
     def _holds(self, lock, target, cpu) -> bool:
-        h = self.held.get((lock, target))
-        return h is not None and h[0] == cpu
+        return self.ctx.st.locks.get((lock, target), -1) == cpu
 
-    def _inversion(self, ev, key, held_key, hh, why) -> None:
-        self.n += 1
-        ctx = self.ctx
+    def _inversion(self, ev, key, held_key, why) -> None:
         u = key[1] if key[0] in ("iommu->lock", "register_lock") else \
             held_key[1] if held_key[0] in ("iommu->lock", "register_lock") else None
-        detail = (f"{self._name(*key)} taken at {label_of(ev) or 'seq ' + str(ev[1])} while holding "
-                  f"{self._name(*held_key)} (taken at {hh[2] or 'seq ' + str(hh[1])}): {why}")
-        self.open_window("lock-order", ("inv", key, self.n), ev, device=ctx.op_device, rid=None,
-                         iommu=u if type(u) is int else None, info={"detail": detail, "sev": HAZARD})
+        what = f"{self._name(*key)} taken while holding {self._name(*held_key)}: {why}"
+        self._point(ev, ("inv", key, held_key), u if type(u) is int else None, None, what, HAZARD)
 
     # --- protected stores ------------------------------------------------------------------------
 
@@ -182,11 +174,8 @@ class LockAnalyser(Analyser):
                        w.start_label, end_label, detail)
 
     def finalize(self, w, end, end_label, ev):
-        if w.wkey[0] == "pt":
-            seq, lab = w.info["last"]
-            return self._point_finding(w, seq + 1, lab)
-        return Finding("lock-order", w.info["sev"], w.device, w.rid, w.iommu, w.start, end,
-                       w.start_label, end_label, w.info["detail"])
+        seq, lab = w.info["last"]
+        return self._point_finding(w, seq + 1, lab)
 
     def finish(self) -> None:
         self.last = None

@@ -34,6 +34,7 @@ class MismatchAnalyser(Analyser):
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self.by_did: dict = {}      # (iommu, did) -> {key with an open window}
+        self._status: dict = {}     # (iommu, did) -> (bit set, domid_map slot) last seen by on_did
 
     def hooks(self) -> dict:
         return {
@@ -63,7 +64,13 @@ class MismatchAnalyser(Analyser):
                     self._victims(self.open[("b", other)], key)
 
     def on_did(self, ev):
-        for key in list(self.ctx.keys_with_did(ev[6], ev[7])):
+        u, did = ev[6], ev[7]
+        st = self.ctx.st
+        status = ((u, did) in st.did_bits, st.did_map.get((u, did), 0))
+        if self._status.get((u, did)) == status:
+            return      # e.g. MO5 setting an already-set bit: nothing changed
+        self._status[(u, did)] = status
+        for key in list(self.ctx.keys_with_did(u, did)):
             self.check(key, ev)
 
     def on_pt_alloc(self, ev):

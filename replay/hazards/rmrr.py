@@ -26,7 +26,7 @@ from replay import caches
 from tracer import schema as S
 from tracer.schema import DOMID_IO
 
-from .base import P_BIT, PAGE_MASK, TT_PT, Analyser, ranges_str
+from .base import P_BIT, PAGE_MASK, TT_PT, ZERO, Analyser, ranges_str
 from .findings import HAZARD, Finding
 
 
@@ -53,13 +53,16 @@ class RmrrAnalyser(Analyser):
             return {S.K_OP_END: self.on_op_end}
         h = {
             S.K_CTX_WRITE: self.on_key_event,
-            S.K_FLUSH_CONTEXT: self.on_unit_event,
+            # flushes, new page-table pages and new identity maps can only
+            # take values away or add coverage: they only close windows
+            S.K_FLUSH_CONTEXT: self.on_flush,
+            S.K_PT_ALLOC: self.on_shrink,
+            S.K_IDMAP_ADD: self.on_idmap_add,
+            # these can open windows anywhere
             S.K_TRANSLATION_ENABLE: self.on_unit_event,
-            S.K_IDMAP_ADD: self.on_idmap,
-            S.K_IDMAP_REMOVE: self.on_idmap,
-            S.K_PT_ALLOC: self.on_all,
+            S.K_IDMAP_REMOVE: self.on_idmap_remove,
             S.K_PT_FREE: self.on_all,
-            S.K_DOMAIN_DESTROY: self.on_idmap,
+            S.K_DOMAIN_DESTROY: self.on_idmap_remove,
             S.K_DEVICE_ADD: self.on_device,
             S.K_DEVICE_REMOVE: self.on_device,
             S.K_OP_END: self.on_op_end,
@@ -79,7 +82,22 @@ class RmrrAnalyser(Analyser):
         for key in self.by_unit.get(ev[6], ()):
             self.check(key, ev)
 
-    def on_idmap(self, ev):
+    def on_flush(self, ev):
+        if self.open:
+            u = ev[6]
+            for key in {w.wkey[2] for w in self.open.values() if w.iommu == u}:
+                self.check(key, ev)
+
+    def on_shrink(self, ev):
+        if self.open:
+            for key in {w.wkey[2] for w in self.open.values()}:
+                self.check(key, ev)
+
+    def on_idmap_add(self, ev):
+        self._cov.pop(ev[6], None)
+        self.on_shrink(ev)
+
+    def on_idmap_remove(self, ev):
         self._cov.pop(ev[6], None)
         self.on_all(ev)
 
@@ -113,7 +131,14 @@ class RmrrAnalyser(Analyser):
         st = self.ctx.st
         u = key[0]
         live = u in st.translation
-        values = caches.context_may_hold(st, key) if live else ()
+        if not live:
+            values = ()
+        elif st.coherent:
+            values = st.cc.get(key, ())
+            mem = st.ctx.get(key, ZERO)
+            values = (mem,) + tuple(values) if values else (mem,)
+        else:
+            values = caches.context_may_hold(st, key)
         for dev in self.tracked[key]:
             a1 = a2 = None
             seg, bus, devfn = dev.loc
@@ -139,8 +164,10 @@ class RmrrAnalyser(Analyser):
                 info = {"dev": dev, "causes": []}
                 w = self.open_window("rmrr-disconnect", wkey, ev, device=dev.bdf, rid=self.ctx.rid(key),
                                      iommu=key[0], info=info)
-            if cause is not None and cause[:2] not in [c[:2] for c in w.info["causes"]]:
-                w.info["causes"].append(cause)
+            if cause is not None:
+                causes = w.info["causes"]
+                if not causes or (causes[-1][:2] != cause[:2] and cause[:2] not in [c[:2] for c in causes]):
+                    causes.append(cause)
         elif w is not None:
             self.close_window(wkey, ev)
 

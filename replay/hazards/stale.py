@@ -31,6 +31,9 @@ from .base import ZERO, Analyser, join_names
 from .findings import BENIGN, HAZARD, WARNING, Finding
 
 translation_of = caches.translation_of
+# events after which a cached translation may have become foreign without any
+# entry in memory being a mismatch
+OWNERSHIP_EVENTS = frozenset({S.K_DID_MAP, S.K_DID_BITMAP, S.K_PT_ALLOC, S.K_PT_FREE, S.K_DOMAIN_DESTROY})
 
 
 class StaleAnalyser(Analyser):
@@ -81,13 +84,13 @@ class StaleAnalyser(Analyser):
                 w.info["flushed"].add((ev[7], ev[8]))
 
     def on_unit(self, ev):
-        self.check_unit(ev[6], ev)
+        self.check_unit(ev[6], ev, iotlb=False)
 
     def on_all(self, ev):
         ctx = self.ctx
         units = set(ctx.tlb_dids) | set(ctx.cc_keys) | set(ctx.mismatch_keys) | set(self.c3_keys)
         for u in sorted(units):
-            self.check_unit(u, ev)
+            self.check_unit(u, ev, iotlb=False)
 
     def on_op_end(self, ev):
         op = self.ctx.op
@@ -139,49 +142,68 @@ class StaleAnalyser(Analyser):
             return None
         return owner, po
 
-    def check_unit(self, u, ev) -> None:
+    def check_unit(self, u, ev, iotlb: bool = True) -> None:
+        """Re-derive the stale-iotlb (when the IOTLB or the entries of u
+        may have changed: ``iotlb``) and foreign-iotlb windows of unit u.
+
+        A translation can only be foreign if it was so when an entry in
+        memory held it (then the mismatch analyser lists that entry), or if
+        DID ownership or page tables changed since: foreign-iotlb is only
+        re-derived in those cases, or while one of its windows is open."""
         ctx = self.ctx
-        if not (ctx.tlb_dids.get(u) or ctx.cc_keys.get(u) or ctx.mismatch_keys.get(u)
-                or self.c2_keys.get(u) or self.c3_keys.get(u)):
+        mism = ctx.mismatch_keys.get(u)
+        c3_open = self.c3_keys.get(u)
+        foreign = bool(mism or c3_open or ev[0] in OWNERSHIP_EVENTS)
+        tdids = ctx.tlb_dids.get(u)
+        if not foreign and not (iotlb and (tdids or self.c2_keys.get(u))):
             return
         st = ctx.st
         keyinfo = ctx.keyinfo
         c2: dict = {}
         c3: dict = {}
         tlb = st.tlb
-        for did in ctx.tlb_dids.get(u, ()):
-            fills = tlb.get((u, did))
-            if not fills:
-                continue
-            for b, df, pt in fills:
-                key = (u, b, df)
-                if keyinfo.get(key) != (did, pt):
-                    c2.setdefault((key, did), set()).add((did, pt))
-                fo = self._foreign(u, did, pt)
-                if fo is not None:
-                    c3.setdefault(key, {})[(did, pt)] = fo
-        cc = st.cc
-        for key in ctx.cc_keys.get(u, ()):
-            for v in cc.get(key, ()):
-                tr = translation_of(v)
-                if tr is not None:
-                    fo = self._foreign(u, *tr)
+        _foreign = self._foreign
+        if tdids:
+            for did in tdids:
+                fills = tlb.get((u, did))
+                if not fills:
+                    continue
+                for b, df, pt in fills:
+                    key = (u, b, df)
+                    if iotlb and keyinfo.get(key) != (did, pt):
+                        c2.setdefault((key, did), set()).add((did, pt))
+                    if foreign:
+                        fo = _foreign(u, did, pt)
+                        if fo is not None:
+                            c3.setdefault(key, {})[(did, pt)] = fo
+        if foreign:
+            cc = st.cc
+            for key in ctx.cc_keys.get(u, ()):
+                for v in cc.get(key, ()):
+                    tr = translation_of(v)
+                    if tr is not None:
+                        fo = _foreign(u, *tr)
+                        if fo is not None:
+                            c3.setdefault(key, {})[tr] = fo
+            for key in mism or ():
+                tr = keyinfo.get(key)
+                if tr is not None and tr[1] is not None:
+                    fo = _foreign(u, *tr)
                     if fo is not None:
                         c3.setdefault(key, {})[tr] = fo
-        for key in ctx.mismatch_keys.get(u, ()):
-            tr = keyinfo.get(key)
-            if tr is not None and tr[1] is not None:
-                fo = self._foreign(u, *tr)
-                if fo is not None:
-                    c3.setdefault(key, {})[tr] = fo
-        self._sync("c2", "stale-iotlb", self.c2_keys, u, c2, ev)
-        self._sync("c3", "foreign-iotlb", self.c3_keys, u, c3, ev)
+            self._sync("c3", "foreign-iotlb", self.c3_keys, u, c3, ev)
+        if iotlb:
+            self._sync("c2", "stale-iotlb", self.c2_keys, u, c2, ev)
 
     def _sync(self, tag, kind, index, u, now: dict, ev) -> None:
         """Open / close the windows of one unit to match ``now``: {wid: what}
         where wid is the filler key (c3) or (filler key, did) (c2)."""
         ctx = self.ctx
-        openk = index.setdefault(u, set())
+        openk = index.get(u)
+        if openk is None:
+            if not now:
+                return
+            openk = index[u] = set()
         for wid in [k for k in openk if k not in now]:
             openk.discard(wid)
             self.close_window((tag, wid), ev)
