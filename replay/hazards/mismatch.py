@@ -170,13 +170,18 @@ class MismatchAnalyser(Analyser):
             if c[0] == "mismatch":
                 what += f" (later {ctx.dom(c[2])}'s DID {c[1]} with {ctx.dom(c[3])}'s tables)"
         victims = sorted(w.info["victims"])
+        freed = any(c[0] == "no-tables" for c in w.info["causes"])
+        if freed:
+            # DMA translated through page-table pages that were freed (and
+            # may be reused): a use-after-free whoever else shares the DID
+            what += " (DMA walks freed page-table pages)"
         if victims:
             what += (f", so IOTLB entries tagged DID {did} may be filled from the wrong tables and hit by "
                      f"{join_names(ctx.topo.devices_str(victims).split(', '))}")
             sev = HAZARD
         else:
             what += ", with no other requester ID using that DID"
-            sev = WARNING
+            sev = HAZARD if freed else WARNING
         warn = w.info.get("warning")
         if warn:
             what += f' (Xen warned: "{warn}")'

@@ -296,6 +296,9 @@ class StaleAnalyser(Analyser):
         other = sorted(d for g, d in w.info["flushed"] if g == "dsi" and d not in dids)
         if sev == HAZARD and other:
             tail += f" (the IOTLB was flushed for DID {', '.join(map(str, other))} instead)"
+        if ev is not None and ev[0] != S.K_FLUSH_IOTLB and sev == BENIGN:
+            tail = (f", until its entry gave that translation again at {end_label or 'seq ' + str(end)} "
+                    f"(rollback)")
         detail = (f"IOMMU {w.iommu}: IOTLB entries filled through {w.rid} ({what}) stay usable after "
                   f"its context entry moved on{tail}")
         return Finding("stale-iotlb", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label,
