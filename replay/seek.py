@@ -281,10 +281,11 @@ class Seeker:
             evs = self.chunk(i)
             first = self._first[i]
             lo, hi = seq + 1 - first, min(n + 1 - first, len(evs))
-            fold(st, evs[lo:hi] if (lo or hi != len(evs)) else evs)
-            if st.seq == seq:   # a chunk that does not hold the seqs it claims
+            if hi <= lo:        # a chunk that does not hold the seqs it claims
                 raise IndexError(f"event {seq + 1} missing from chunk {i}")
-            seq = st.seq
+            fold(st, evs[lo:hi] if (lo or hi != len(evs)) else evs)
+            # Positions, not the events' own seq fields, say where we are.
+            seq = st.seq = seq + hi - lo
         return st
 
     def state_at(self, n: int) -> ReplayState:
@@ -534,6 +535,7 @@ def build(source, initial: ReplayState, store=None, column=None, *,
                 since_events = since_bytes = 0
             try:
                 fold(st, evs)
+                st.seq = first + len(evs) - 1     # by position (see Seeker._fold_to)
             except BadEvent as exc:
                 # The fold changed nothing for the bad event (BadEvent's
                 # contract): the trace ends just before it.
@@ -541,6 +543,7 @@ def build(source, initial: ReplayState, store=None, column=None, *,
                 evs = evs[:j]
                 if evs:
                     set_position(st, evs[-1])
+                    st.seq = first + len(evs) - 1
                 error, error_chunk = exc, (i, off)
             # The kind column, built at C speed; seqs come from positions (the
             # reader vouches for a chunk's first seq and count, not for each

@@ -311,3 +311,29 @@ def test_sidecar_store_round_trip_and_concurrent_commit(tmp_path):
     assert not d.fresh and d.keys() == []
     d.close()
     assert sorted(os.listdir(tmp_path)) == ["x.vtdt", "x.vtdt-cache"]     # no temporary files left
+
+
+def test_event_seq_fields_do_not_steer_the_seek(tmp_path):
+    """Only a chunk's first and last seq are checked by the reader: a bogus
+    seq field inside must not move the replay's position."""
+    from tests.conftest import HEADER
+    from tests.test_replay_fold import Events, entry
+    from tracer.writer import TraceWriter
+
+    e = Events()
+    evs = [e("translation-enable", 0)] + [e.write(0, 0, i, (0, 0), entry(0x1000 * (i + 1), i)) for i in range(40)]
+    lies = {10: 3, 21: 10 ** 9}              # inside chunks of 8
+    path = tmp_path / "lies.vtdt"
+    with TraceWriter(path, HEADER, chunk_events=8) as w:
+        for i, ev in enumerate(evs):
+            if i in lies:
+                w._next_seq = lies[i]        # the writer refuses such traces; a crafted one is not so polite
+                w.append([ev[0], lies[i], *ev[2:]])
+                w._next_seq = ev[1] + 1
+            else:
+                w.append(ev)
+    with ReplaySession(path, min_events=8) as s:
+        assert s.count == 41
+        for n in range(0, 42):
+            st = s.state_at(n)
+            assert st.seq == n and len(st.ctx) == max(0, n - 1)
