@@ -142,60 +142,8 @@ _getop = itemgetter(3)
 def op_groups(chunks: Iterable[list]) -> Iterator[OpGroup]:
     """Split a stream of event chunks into op groups (C-speed on the normal
     case: op ids non-decreasing inside a chunk)."""
-    cur = _NOTHING = object()
-    buf: list = []
-    part = 0
-    expect = 1      # seq after the last event seen (for malformed events)
-
-    def flush():
-        nonlocal buf, part
-        if buf:
-            first = _seq_of(buf[0], expect - len(buf))
-            g = OpGroup(cur, _group_key(buf[0]) if not part else None, first, buf, part)
-            buf = []
-            return g
-        return None
-
-    for chunk in chunks:
-        n = len(chunk)
-        if not n:
-            continue
-        try:
-            ops = list(map(_getop, chunk))
-        except (TypeError, IndexError, KeyError):
-            ops = [ev[3] if type(ev) is list and len(ev) > 3 else None for ev in chunk]
-        i = 0
-        while i < n:
-            o = ops[i]
-            if o != cur or cur is _NOTHING:
-                g = flush()
-                if g is not None:
-                    yield g
-                cur = o
-                part = 0
-            # end of the run of o starting at i
-            try:
-                j = bisect_right(ops, o, i)
-            except TypeError:
-                j = i + 1
-            if j <= i:
-                j = i + 1
-            if j - i > 1 and ops[i:j] != [o] * (j - i):
-                j = i + 1
-                while j < n and ops[j] == o:
-                    j += 1
-            room = MAX_GROUP_EVENTS - len(buf)
-            if j - i > room:
-                j = i + room
-            buf.extend(chunk[i:j] if (i or j != n) else chunk)
-            expect += j - i
-            i = j
-            if len(buf) >= MAX_GROUP_EVENTS:
-                g = flush()
-                yield g
-                part += 1
-    g = flush()
-    if g is not None:
+    stream = EventStream(chunks)
+    while (g := stream.next_group()) is not None:
         yield g
 
 
@@ -227,6 +175,8 @@ def groups_equal(ga: list, gb: list) -> bool:
         return all(map(same_payload, ga, gb))
     if not d and not do:
         return False          # same seqs and op ids yet unequal
+    if _shares(ga, gb):
+        return all(map(same_payload, ga, gb))
     # Renumber B's events in place to A's numbering, compare, restore.
     oa = ga[0][3]
     saved = []
@@ -685,6 +635,13 @@ class RowSink:
             self.paths[n] = path
 
 
+# Op groups larger than this (both sides together) get their common prefix
+# and suffix matched event by event (C speed) before the tree alignment of
+# what lies between -- the cost of a local difference in a huge operation
+# (a boot creating thousands of domains) stays local.
+TRIM_OVER = 600
+
+
 def align_ops(ga: OpGroup | None, gb: OpGroup | None, funcs_a=None, funcs_b=None) -> RowSink:
     """Rows for a pair of op groups (either may be None: one-sided)."""
     sink = RowSink()
@@ -694,7 +651,7 @@ def align_ops(ga: OpGroup | None, gb: OpGroup | None, funcs_a=None, funcs_b=None
     fb0 = gb.first if gb is not None else 0
     seq_a = [_seq_of(ev, fa0 + i) for i, ev in enumerate(ea)]
     seq_b = [_seq_of(ev, fb0 + i) for i, ev in enumerate(eb)]
-    ctx = _Ctx(ea, eb, seq_a, seq_b, sink, funcs_a or S.FUNCS)
+    funcs = funcs_a or S.FUNCS
     if not eb:
         for i in range(len(ea)):
             sink.add(i, -1, seq_a[i], 0, C_ONLY_A, (), ())
@@ -703,15 +660,45 @@ def align_ops(ga: OpGroup | None, gb: OpGroup | None, funcs_a=None, funcs_b=None
         for j in range(len(eb)):
             sink.add(-1, j, 0, seq_b[j], C_ONLY_B, (), ())
         return sink
-    ctx.items(build_tree(ea), build_tree(eb), ())
+    na, nb = len(ea), len(eb)
+    p = q = 0
+    if na + nb > TRIM_OVER:
+        p = slice_mismatch(ea[:min(na, nb)], eb[:min(na, nb)])
+        k = min(na, nb) - p
+        if k > 0:
+            q = slice_mismatch(ea[na - k:][::-1], eb[nb - k:][::-1])
+    for i in range(p):
+        sink.add(i, i, seq_a[i], seq_b[i], C_SAME, (), ())
+    path = _open_path(ea[:p], funcs) if p else ()
+    ctx = _Ctx(ea[p:na - q], eb[p:nb - q], seq_a[p:na - q], seq_b[p:nb - q], sink, funcs, p, p)
+    ctx.items(build_tree(ctx.ea), build_tree(ctx.eb), path)
+    for t in range(q, 0, -1):
+        i, j = na - t, nb - t
+        sink.add(i, j, seq_a[i], seq_b[j], C_SAME, (), ())
     return sink
 
 
-class _Ctx:
-    __slots__ = ("ea", "eb", "sa", "sb", "sink", "funcs")
+def _open_path(events, funcs) -> tuple:
+    """Functions and sections still open after events (for a region's path)."""
+    stack: list = []
+    for ev in events:
+        k = _safe(ev, 0)
+        if k == K_CALL:
+            code = _safe(ev, 4)
+            stack.append(funcs[code] if type(code) is int and 0 <= code < len(funcs) else str(code))
+        elif k == K_LOCK:
+            stack.append(str(_safe(ev, F0)))
+        elif k in (K_RETURN, K_UNLOCK) and stack:
+            stack.pop()
+    return tuple(stack)
 
-    def __init__(self, ea, eb, sa, sb, sink, funcs) -> None:
+
+class _Ctx:
+    __slots__ = ("ea", "eb", "sa", "sb", "sink", "funcs", "oa", "ob")
+
+    def __init__(self, ea, eb, sa, sb, sink, funcs, oa=0, ob=0) -> None:
         self.ea, self.eb, self.sa, self.sb, self.sink, self.funcs = ea, eb, sa, sb, sink, funcs
+        self.oa, self.ob = oa, ob     # index of ea[0] / eb[0] in the op group
 
     def func_name(self, code):
         if type(code) is int and 0 <= code < len(self.funcs):
@@ -720,7 +707,7 @@ class _Ctx:
 
     def pair(self, i: int, j: int, path) -> None:
         f = differing_fields(self.ea[i], self.eb[j])
-        self.sink.add(i, j, self.sa[i], self.sb[j], C_ARGS if f else C_SAME, f, path)
+        self.sink.add(i + self.oa, j + self.ob, self.sa[i], self.sb[j], C_ARGS if f else C_SAME, f, path)
 
     def only(self, side: int, item, path) -> None:
         idxs: list = []
@@ -728,10 +715,10 @@ class _Ctx:
         idxs.sort()
         if side == 0:
             for i in idxs:
-                self.sink.add(i, -1, self.sa[i], 0, C_ONLY_A, (), path)
+                self.sink.add(i + self.oa, -1, self.sa[i], 0, C_ONLY_A, (), path)
         else:
             for j in idxs:
-                self.sink.add(-1, j, 0, self.sb[j], C_ONLY_B, (), path)
+                self.sink.add(-1, j + self.ob, 0, self.sb[j], C_ONLY_B, (), path)
 
     def items(self, ia: list, ib: list, path) -> None:
         ka, fa = annotate(ia, self.ea)
@@ -755,9 +742,9 @@ class _Ctx:
                     if x.close is not None and y.close is not None:
                         self.pair(x.close, y.close, path)
                     elif x.close is not None:
-                        self.sink.add(x.close, -1, self.sa[x.close], 0, C_ONLY_A, (), path)
+                        self.sink.add(x.close + self.oa, -1, self.sa[x.close], 0, C_ONLY_A, (), path)
                     elif y.close is not None:
-                        self.sink.add(-1, y.close, 0, self.sb[y.close], C_ONLY_B, (), path)
+                        self.sink.add(-1, y.close + self.ob, 0, self.sb[y.close], C_ONLY_B, (), path)
 
     def _same_subtree(self, x, y) -> None:
         a: list = []
@@ -767,7 +754,7 @@ class _Ctx:
         a.sort()
         b.sort()
         for i, j in zip(a, b):
-            self.sink.add(i, j, self.sa[i], self.sb[j], C_SAME, (), ())
+            self.sink.add(i + self.oa, j + self.ob, self.sa[i], self.sb[j], C_SAME, (), ())
 
 
 def _flatten(item, out: list) -> None:
@@ -829,11 +816,13 @@ class Region:
 
 
 class OpPair:
-    """Two aligned op groups (or one, when the other trace lacks it)."""
+    """Two aligned op groups (or one, when the other trace lacks it), or a
+    *run*: consecutive operations identical in both traces (``n_ops`` of
+    them), whose rows are implicit."""
 
     __slots__ = ("index", "op_a", "op_b", "key_a", "key_b", "first_a", "count_a", "first_b",
                  "count_b", "status", "row_start", "n_rows", "rows", "regions", "events_a",
-                 "events_b", "part")
+                 "events_b", "part", "n_ops")
 
     def __init__(self, index, ga: OpGroup | None, gb: OpGroup | None, status: str) -> None:
         self.index = index
@@ -845,7 +834,7 @@ class OpPair:
         self.count_a = ga.count if ga is not None else 0
         self.first_b = gb.first if gb is not None else None
         self.count_b = gb.count if gb is not None else 0
-        self.part = (ga or gb).part
+        self.part = (ga or gb).part if (ga or gb) is not None else 0
         self.status = status          # "same" | "different" | "only-a" | "only-b"
         self.row_start = 0
         self.n_rows = 0
@@ -853,6 +842,14 @@ class OpPair:
         self.regions: list[int] = []
         self.events_a = None          # kept for the report's detail (differing pairs only)
         self.events_b = None
+        self.n_ops = 1
+
+    @classmethod
+    def run(cls, first_a: int, first_b: int, count: int, op_a, op_b, key, n_ops: int) -> "OpPair":
+        p = cls(0, None, None, SAME)
+        p.first_a, p.first_b, p.count_a, p.count_b = first_a, first_b, count, count
+        p.op_a, p.op_b, p.key_a, p.key_b, p.n_ops = op_a, op_b, key, key, n_ops
+        return p
 
     @property
     def last_a(self):
@@ -920,6 +917,22 @@ class Alignment:
         if pair.rows is not None:
             self._add_regions(pair)
         self.n_rows += pair.n_rows
+
+    def add_same(self, first_a: int, first_b: int, count: int, op_a, op_b, key, n_ops: int,
+                 op_delta) -> None:
+        """Identical events (whole operations) in both traces: extend the last
+        run when it continues it, else start one."""
+        last = self.pairs[-1] if self.pairs else None
+        if (last is not None and last.rows is None and last.status == SAME
+                and last.first_a + last.count_a == first_a and last.first_b + last.count_b == first_b
+                and _delta(last.op_a, last.op_b) == op_delta):
+            last.count_a += count
+            last.count_b += count
+            last.n_rows += count
+            last.n_ops += n_ops
+            self.n_rows += count
+            return
+        self.add(OpPair.run(first_a, first_b, count, op_a, op_b, key, n_ops))
 
     def _add_regions(self, pair: OpPair) -> None:
         r = pair.rows
@@ -1037,61 +1050,305 @@ class Alignment:
 # Streaming op pairing
 
 
-class _Queue:
-    """A look-ahead buffer over an op-group iterator."""
+def _delta(a, b):
+    try:
+        return b - a
+    except TypeError:
+        return None
 
-    def __init__(self, it: Iterator[OpGroup]) -> None:
-        self._it = it
-        self.q: deque[OpGroup] = deque()
+
+class EventStream:
+    """A cursor over one trace's chunk stream: slices for the lockstep lane,
+    whole op groups for the alignment lane.  Consumes only what is asked
+    for, so the two lanes can take turns.
+
+    ``chunks`` is an iterable of event lists, or a *chunk source* with
+    ``count``, ``decode(i)`` and ``same_bytes(i, other, j)`` (TraceChunks),
+    which lets the lockstep lane take a chunk byte-identical to the other
+    trace's without decoding it (``adopt``)."""
+
+    __slots__ = ("_it", "src", "ci", "buf", "pos", "_ops", "done", "pushback", "_cont", "_next_seq",
+                 "loaded")
+
+    def __init__(self, chunks) -> None:
+        self.src = chunks if hasattr(chunks, "decode") else None
+        self._it = iter(chunks) if self.src is None else None
+        self.ci = 0                          # next chunk index (sources)
+        self.buf: list = []
+        self.pos = 0
+        self._ops = None
         self.done = False
+        self.pushback: list | None = None    # events to put in front of the next group
+        self._cont = None                    # (op, part): the next group continues a cut one
+        self._next_seq = 1
+        self.loaded = 0                      # events taken from the trace so far
 
-    def fill(self, n: int) -> int:
-        while len(self.q) < n and not self.done:
-            try:
-                self.q.append(next(self._it))
-            except StopIteration:
+    def _next_chunk(self):
+        if self.src is None:
+            return next(self._it, None)
+        if self.ci >= self.src.count:
+            return None
+        ch = self.src.decode(self.ci)
+        self.ci += 1
+        return ch
+
+    def _load(self) -> bool:
+        while self.pos >= len(self.buf):
+            if self.done:
+                return False
+            ch = self._next_chunk()
+            if ch is None:
                 self.done = True
-        return len(self.q)
+                self.buf, self.pos, self._ops = [], 0, None
+                return False
+            self.buf = ch if type(ch) is list else list(ch)
+            self.pos = 0
+            self._ops = None
+            self.loaded += len(self.buf)
+        return True
+
+    def at_chunk_end(self) -> bool:
+        return self.pos >= len(self.buf) and not self.done and self.src is not None
+
+    def adopt_from(self, other: "EventStream") -> bool:
+        """When both are at a chunk boundary and this trace's next chunk is
+        byte-identical to the one ``other`` is about to load: load other's
+        (decoding it once) and take the same decoded list without decoding
+        ours.  True when done."""
+        if not (self.at_chunk_end() and other.at_chunk_end()):
+            return False
+        if self.ci >= self.src.count or other.ci >= other.src.count:
+            return False
+        if not other.src.same_bytes(other.ci, self.src, self.ci):
+            return False
+        if not other._load():
+            return False
+        self.ci += 1
+        self.buf, self.pos, self._ops = other.buf, 0, None
+        self.loaded += len(self.buf)
+        return True
+
+    def available(self) -> int:
+        """Events left in the current chunk (loading the next when empty)."""
+        return len(self.buf) - self.pos if self._load() else 0
+
+    def peek(self, n: int) -> list:
+        return self.buf[self.pos:self.pos + n]
+
+    def advance(self, n: int) -> None:
+        self.pos += n
+
+    def exhausted(self) -> bool:
+        return not self.pushback and not self._load()
+
+    def mark_continued(self, op, part: int) -> None:
+        """The events of op so far were consumed elsewhere (a cut group)."""
+        self._cont = (op, part)
+
+    def _chunk_ops(self) -> list:
+        ops = self._ops
+        if ops is None:
+            try:
+                ops = list(map(_getop, self.buf))
+            except (TypeError, IndexError, KeyError):
+                ops = [ev[3] if type(ev) is list and len(ev) > 3 else None for ev in self.buf]
+            self._ops = ops
+        return ops
+
+    def next_group(self) -> OpGroup | None:
+        events: list = self.pushback or []
+        self.pushback = None
+        if events:
+            op = _safe(events[0], 3)
+        else:
+            if not self._load():
+                return None
+            op = self._chunk_ops()[self.pos]
+        while len(events) < MAX_GROUP_EVENTS and self._load():
+            ops = self._chunk_ops()
+            i = self.pos
+            if ops[i] != op:
+                break
+            j = _run_end(ops, i, op)
+            j = min(j, i + MAX_GROUP_EVENTS - len(events))
+            events.extend(self.buf[i:j])
+            self.pos = j
+            if j < len(self.buf):
+                break
+        cont = self._cont
+        part = cont[1] if cont is not None and cont[0] == op else 0
+        self._cont = (op, part + 1) if len(events) >= MAX_GROUP_EVENTS else None
+        first = _seq_of(events[0], self._next_seq)
+        self._next_seq = first + len(events)
+        return OpGroup(op, _group_key(events[0]) if not part else None, first, events, part)
+
+
+def _run_end(ops: list, i: int, o) -> int:
+    """End of the run of value o starting at ops[i] (bisect when sorted)."""
+    n = len(ops)
+    try:
+        j = bisect_right(ops, o, i)
+    except TypeError:
+        j = i + 1
+    if j <= i:
+        j = i + 1
+    if j - i > 1 and ops[i:j] != [o] * (j - i):
+        j = i + 1
+    while j < n and ops[j] == o:
+        j += 1
+    return j
+
+
+class _IterSource:
+    """next_group() over an iterator of OpGroups (pair_groups' input)."""
+
+    def __init__(self, it) -> None:
+        self._it = iter(it)
+
+    def next_group(self):
+        return next(self._it, None)
+
+
+class Pairer:
+    """The operation-level alignment, one pair at a time: lockstep on the
+    op-begin keys, a bounded look-ahead to resynchronise."""
+
+    def __init__(self, src_a, src_b, window: int = WINDOW) -> None:
+        self.sa, self.sb = src_a, src_b
+        self.qa: deque = deque()
+        self.qb: deque = deque()
+        self.out: deque = deque()
+        self.window = window
+
+    def _fill(self, q: deque, src, n: int) -> int:
+        while len(q) < n:
+            g = src.next_group()
+            if g is None:
+                break
+            q.append(g)
+        return len(q)
+
+    def idle(self) -> bool:
+        return not (self.qa or self.qb or self.out)
+
+    def next(self):
+        """(group_a | None, group_b | None), or None when both are done."""
+        if self.out:
+            return self.out.popleft()
+        qa, qb = self.qa, self.qb
+        na, nb = self._fill(qa, self.sa, 1), self._fill(qb, self.sb, 1)
+        if not na and not nb:
+            return None
+        if not nb:
+            return qa.popleft(), None
+        if not na:
+            return None, qb.popleft()
+        a, b = qa[0], qb[0]
+        if a.match_key() == b.match_key():
+            qa.popleft()
+            qb.popleft()
+            return a, b
+        self._fill(qa, self.sa, self.window)
+        self._fill(qb, self.sb, self.window)
+        anchor = _resync(qa, qb)
+        if anchor is None:
+            # No common key ahead: same op id and verb still means "the same
+            # operation with other arguments"; otherwise one-sided.
+            qa.popleft()
+            qb.popleft()
+            if a.op == b.op and a.verb == b.verb and a.part == b.part:
+                return a, b
+            self.out.append((None, b))
+            return a, None
+        i, j = anchor
+        gap_a = [qa.popleft() for _ in range(i)]
+        gap_b = [qb.popleft() for _ in range(j)]
+        self.out.extend(_pair_gap(gap_a, gap_b))
+        return self.out.popleft()
 
 
 def pair_groups(groups_a: Iterator[OpGroup], groups_b: Iterator[OpGroup],
                 window: int = WINDOW) -> Iterator[tuple]:
     """Yield (group_a | None, group_b | None) in alignment order."""
-    qa, qb = _Queue(groups_a), _Queue(groups_b)
-    while True:
-        na, nb = qa.fill(1), qb.fill(1)
-        if not na and not nb:
-            return
-        if not nb:
-            yield qa.q.popleft(), None
-            continue
-        if not na:
-            yield None, qb.q.popleft()
-            continue
-        a, b = qa.q[0], qb.q[0]
-        if a.match_key() == b.match_key():
-            qa.q.popleft()
-            qb.q.popleft()
-            yield a, b
-            continue
-        qa.fill(window)
-        qb.fill(window)
-        anchor = _resync(qa.q, qb.q)
-        if anchor is None:
-            # No common key ahead: same op id and verb still means "the same
-            # operation with other arguments"; otherwise one-sided.
-            qa.q.popleft()
-            qb.q.popleft()
-            if a.op == b.op and a.verb == b.verb and a.part == b.part:
-                yield a, b
-            else:
-                yield a, None
-                yield None, b
-            continue
-        i, j = anchor
-        gap_a = [qa.q.popleft() for _ in range(i)]
-        gap_b = [qb.q.popleft() for _ in range(j)]
-        yield from _pair_gap(gap_a, gap_b)
+    p = Pairer(_IterSource(groups_a), _IterSource(groups_b), window)
+    while (pair := p.next()) is not None:
+        yield pair
+
+
+# --------------------------------------------------------------------------------
+# The lockstep lane
+
+
+def slice_mismatch(xa: list, xb: list) -> int:
+    """Index of the first event of xb that differs from xa's (modulo a
+    constant seq and op shift taken at the first event), len when none.
+    C-speed list comparison; xb's events are renumbered in place and
+    restored."""
+    n = len(xa)
+    if xa == xb:
+        return n
+    try:
+        d = xb[0][1] - xa[0][1]
+        dop = xb[0][3] - xa[0][3]
+    except (TypeError, IndexError, KeyError):
+        return _mismatch_slow(xa, xb)
+    if not d and not dop:
+        return _first_unequal(xa, xb)
+    if _shares(xa, xb):
+        return _mismatch_slow(xa, xb)
+    done = 0
+    try:
+        for ev in xb:
+            ev[1] -= d
+            ev[3] -= dop
+            done += 1
+        if xa == xb:
+            return n
+        return _first_unequal(xa, xb)
+    except (TypeError, IndexError, KeyError):
+        return _mismatch_slow(xa, xb) if done == n else min(done, _mismatch_slow(xa, xb))
+    finally:
+        for ev in xb[:done]:
+            ev[1] += d
+            ev[3] += dop
+
+
+def _shares(xa, xb) -> bool:
+    """Do the two lists hold any event object in common (a chunk decoded once
+    for both traces)?  Then nothing may be renumbered in place."""
+    ids = set(map(id, xa))
+    return any(id(x) in ids for x in xb)
+
+
+def _first_unequal(xa, xb) -> int:
+    for i, (x, y) in enumerate(zip(xa, xb)):
+        if x != y:
+            return i
+    return min(len(xa), len(xb))
+
+
+def _mismatch_slow(xa, xb) -> int:
+    for i, (x, y) in enumerate(zip(xa, xb)):
+        if not same_payload(x, y):
+            return i
+    return min(len(xa), len(xb))
+
+
+def last_op_start(evs: list, lo: int, start: int) -> int:
+    """Index in evs where its last operation begins, knowing that evs[:lo]
+    (lo > 0) had its last operation begin at ``start`` and that evs begins
+    an operation."""
+    n = len(evs)
+    if n == lo:
+        return start if lo else 0
+    k = n - 1
+    while k > lo:
+        if _safe(evs[k - 1], 3) != _safe(evs[k], 3):
+            return k
+        k -= 1
+    if lo == 0:
+        return 0
+    return lo if _safe(evs[lo - 1], 3) != _safe(evs[lo], 3) else start
 
 
 def _resync(qa: deque, qb: deque):

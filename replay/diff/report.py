@@ -39,7 +39,10 @@ pair table, and the rows of differing operations.
 from __future__ import annotations
 
 import gc
-from collections import deque
+import os
+from bisect import bisect_right
+from collections import Counter, deque
+from operator import attrgetter, itemgetter
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -48,8 +51,8 @@ from tracer import schema as S
 from .. import caches as C
 from ..render import PlatformView, cache_view, did_owner, fmt_rid, hex64, pt_owner
 from ..state import ZERO, BadEvent, fold, initial_state
-from .align import (ARGS, C_SAME, CLASSES, ONLY_A, ONLY_B, SAME, Alignment, OpPair, align_ops,
-                    groups_equal, op_groups, pair_groups)
+from .align import (ARGS, C_SAME, CLASSES, MAX_GROUP_EVENTS, ONLY_A, ONLY_B, SAME, Alignment, EventStream,
+                    OpPair, Pairer, _delta, align_ops, groups_equal, last_op_start, slice_mismatch)
 
 CONTEXT_EVENTS = 3
 # Detail kept for the report: events of at most this many differing rows
@@ -92,11 +95,7 @@ class Side:
     @classmethod
     def from_trace(cls, trace, *, name=None, findings=None, analysis=None) -> "Side":
         """From an open reader Trace (replay.reader.open_trace)."""
-        translate = _translator(trace.schema)
-        chunks = trace.iter_chunks()
-        if translate is not None:
-            chunks = map(translate, chunks)
-        return cls(trace.header, chunks, name=str(trace.path) if name is None else name,
+        return cls(trace.header, TraceChunks(trace), name=str(trace.path) if name is None else name,
                    schema=trace.schema, findings=findings, analysis=analysis, trace=trace)
 
     def info(self) -> dict:
@@ -110,6 +109,66 @@ class Side:
             out["complete"] = self.trace.complete
             out["stop"] = self.trace.stop.to_json() if self.trace.stop else None
         return out
+
+
+class TraceChunks:
+    """The chunks of an open reader Trace by index (the EventStream source):
+    ``decode(i)`` the events (in this build's codes), ``same_bytes(i, other,
+    j)`` whether chunk i's payload is byte-identical to chunk j of another
+    source's trace -- then one decoded list serves both."""
+
+    def __init__(self, trace) -> None:
+        self.trace = trace
+        self.translate = _translator(trace.schema)
+        self._chunks = trace.chunks
+        self._fd = None
+        try:
+            self._fd = os.open(trace.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except (OSError, TypeError, ValueError):
+            self._fd = None
+
+    @property
+    def count(self) -> int:
+        return len(self.trace.chunks)
+
+    def decode(self, i: int):
+        evs = next(self.trace.iter_chunks(i), None)
+        if evs is not None and self.translate is not None:
+            evs = self.translate(evs)
+        return evs
+
+    def _head(self, i: int):
+        from replay.reader import CHUNK_HEADER
+        off = self._chunks[i][0]
+        head = os.pread(self._fd, CHUNK_HEADER.size, off)
+        if len(head) != CHUNK_HEADER.size:
+            return None
+        _sync, _tag, plen, count, first, pcrc, _hcrc = CHUNK_HEADER.unpack(head)
+        return off + CHUNK_HEADER.size, plen, count, first, pcrc
+
+    def same_bytes(self, i: int, other: "TraceChunks", j: int) -> bool:
+        if self._fd is None or getattr(other, "_fd", None) is None or self.translate or other.translate:
+            return False
+        try:
+            ha, hb = self._head(i), other._head(j)
+            if ha is None or hb is None or ha[1:] != hb[1:]:
+                return False
+            pa = os.pread(self._fd, ha[1], ha[0])
+            pb = os.pread(other._fd, hb[1], hb[0])
+        except (OSError, IndexError):
+            return False
+        return len(pa) == ha[1] and pa == pb
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 def _batched(events):
@@ -176,6 +235,7 @@ class StateDiff:
     seq_b: int            # ... against state_at(seq_b) of B
     row: int              # last row of the pair
     changes: list         # [{"section", <identity>, "a": {...}, "b": {...}}]
+    key: tuple | None = None   # op-begin key of the operation it follows
 
     def to_json(self) -> dict:
         return {"op_a": self.op_a, "op_b": self.op_b, "seq_a": self.seq_a, "seq_b": self.seq_b,
@@ -262,12 +322,12 @@ class DiffReport:
         al = self.alignment
         counts = {"same": 0, "different": 0, "only-a": 0, "only-b": 0}
         for p in al.pairs:
-            counts[p.status] += 1
+            counts[p.status] += p.n_ops
         rows = {c: 0 for c in CLASSES}
         for reg in al.regions:
             for c, n in reg.counts.items():
                 rows[c] += n
-        out = {"op_pairs": len(al.pairs), "ops_same": counts["same"], "ops_different": counts["different"],
+        out = {"op_pairs": sum(counts.values()), "ops_same": counts["same"], "ops_different": counts["different"],
                "ops_only_a": counts["only-a"], "ops_only_b": counts["only-b"], "ops_renumbered": self.renumbered,
                "regions": len(al.regions), "rows": al.n_rows,
                "rows_args": rows[ARGS], "rows_only_a": rows[ONLY_A], "rows_only_b": rows[ONLY_B]}
@@ -294,6 +354,8 @@ _MISS = object()
 
 
 def _hdiff(a, b, path, out):
+    if type(a) is type(b) and a == b:
+        return
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b), key=str):
             _hdiff(a.get(k, _MISS), b.get(k, _MISS), f"{path}.{k}" if path else str(k), out)
@@ -400,6 +462,7 @@ class _Tracker:
         if not self.equal and self.lazy is not None:
             self.detached = True
         self.diff: dict = {}
+        self._sigs: dict = {}
         self.broken: str | None = None
 
     @property
@@ -444,14 +507,18 @@ class _Tracker:
             return False
         return True
 
-    def update(self, ea: list, eb: list) -> None:
+    def update(self, ea: list, eb: list | None) -> bool:
+        """Recompute the decoded difference for what the events touched (eb
+        None: B's events are identical to ea).  True when it changed."""
         if self.broken:
-            return
+            return False
         t = _Touched()
         t.scan(ea)
-        t.scan(eb)
+        if eb is not None:
+            t.scan(eb)
         sa, sb, va, vb = self.sa, self.sb, self.va, self.vb
         d = self.diff
+        before = dict(d)
         # context entries: touched, already differing, or with a touched DID / table page
         keys = set(t.ctx)
         keys.update(k[1] for k in d if k[0] == "context")
@@ -484,19 +551,25 @@ class _Tracker:
         keys.update(k[1] for k in d if k[0] == "domains")
         for key in keys:
             self._set(d, ("domains", key), {"status": sa.domains.get(key)}, {"status": sb.domains.get(key)})
-        # caches: only units whose raw cache tables differ
+        # caches (what the IOMMU may still hold): per unit, recomputed only
+        # when that unit's raw cache model or its context entries changed
         units = set(t.units)
         units.update(k[1] for k in d if k[0] == "caches")
-        if t.did_owner or t.pages or t.pages_all:
+        names_changed = bool(t.did_owner or t.pages or t.pages_all)
+        if names_changed:
             units.update(u for (u, _b, _d) in sa.ctx)
             units.update(u for (u, _b, _d) in sb.ctx)
-        if units:
-            raw_equal = all(getattr(sa, n) == getattr(sb, n) for n in ("cc", "tlb", "devtlb", "hw", "pending"))
-            for u in units:
-                if raw_equal and _unit_ctx_equal(sa, sb, u):
-                    d.pop(("caches", u), None)
-                    continue
-                self._set(d, ("caches", u), cache_view(sa, va, u), cache_view(sb, vb, u))
+        for u in units:
+            sig = (_unit_sig(sa, u), _unit_sig(sb, u))
+            if sig[0] == sig[1]:
+                d.pop(("caches", u), None)
+                self._sigs.pop(u, None)
+                continue
+            if not names_changed and self._sigs.get(u) == sig and ("caches", u) in d:
+                continue
+            self._sigs[u] = sig
+            self._set(d, ("caches", u), cache_view(sa, va, u), cache_view(sb, vb, u))
+        return d != before
 
     @staticmethod
     def _set(d, key, a: dict, b: dict) -> None:
@@ -591,6 +664,18 @@ def _idmap_fields(st, key) -> dict:
     return {"mapped": True, "access": v[0], "refcount": v[1]}
 
 
+def _unit_sig(st, u):
+    """Everything the cache view of unit u depends on, as a comparable value."""
+    return (
+        {k: v for k, v in st.cc.items() if k[0] == u},
+        {k: v for k, v in st.tlb.items() if k[0] == u},
+        {k: v for k, v in st.devtlb.items() if k[0] == u},
+        {k: v for k, v in st.hw.items() if k[0] == u},
+        {k: v for k, v in st.pending.items() if k[0] == u},
+        {k: v for k, v in st.ctx.items() if k[0] == u},
+    )
+
+
 def _unit_ctx_equal(sa, sb, u) -> bool:
     a = {k: v for k, v in sa.ctx.items() if k[0] == u}
     b = {k: v for k, v in sb.ctx.items() if k[0] == u}
@@ -628,26 +713,80 @@ def _finding_key(f: dict):
     return (f.get("kind"), f.get("device"), f.get("rid"), f.get("start_label"), f.get("end_label"))
 
 
-def hazard_delta(al: Alignment, findings_a, findings_b) -> list:
-    """Findings without a counterpart (same key, same aligned op pair)."""
-    groups: dict = {}
-    for side, fs in (("a", findings_a), ("b", findings_b)):
-        for f in fs or ():
-            d = finding_dict(f)
-            start = d.get("start")
-            pair = al.pair_of_seq(side, start) if type(start) is int else None
-            key = (_finding_key(d), pair.index if pair is not None else -1)
-            groups.setdefault(key, ([], []))[0 if side == "a" else 1].append(d)
+def _fkey(f):
+    """(match key, start) of a finding given as a dict or an object."""
+    if isinstance(f, dict):
+        get = f.get
+        sl, el = get("start_label"), get("end_label")
+        if sl is None and el is None and isinstance(get("labels"), (list, tuple)) and len(get("labels")) == 2:
+            sl, el = get("labels")
+        return (get("kind"), get("device"), get("rid"), sl, el), get("start")
+    sl, el = getattr(f, "start_label", None), getattr(f, "end_label", None)
+    if sl is None and el is None:
+        labels = getattr(f, "labels", None)
+        if isinstance(labels, (list, tuple)) and len(labels) == 2:
+            sl, el = labels
+    return (getattr(f, "kind", None), getattr(f, "device", None), getattr(f, "rid", None), sl, el), \
+        getattr(f, "start", None)
+
+
+def _keyed(al: Alignment, side: str, fs) -> list:
+    """[((match key, pair index), start, finding)] for one side's findings
+    (C-speed for Finding objects: attrgetter, bisect, zip)."""
+    firsts, idx = al._side[side]
+    fs = list(fs or ())
+    try:
+        keys = list(map(_ATTR_KEY, fs))
+        starts = list(map(_ATTR_START, fs))
+        hi = firsts[-1] if firsts else 0
+        if not all(type(x) is int and 1 <= x for x in starts):
+            raise TypeError
+        last = al.pairs[idx[-1]] if len(idx) else None
+        end = (last.first_a + last.count_a if side == "a" else last.first_b + last.count_b) if last else 0
+        pidx = [idx[bisect_right(firsts, x) - 1] if x < end else -1 for x in starts] if hi else [-1] * len(fs)
+        return list(zip(zip(keys, pidx), starts, fs))
+    except (AttributeError, TypeError):
+        pass
     out = []
-    for (fkey, pidx), (fa, fb) in groups.items():
-        fa.sort(key=_fstart)
-        fb.sort(key=_fstart)
-        n = min(len(fa), len(fb))
-        for side, rest in (("a", fa[n:]), ("b", fb[n:])):
-            for d in rest:
-                start = d.get("start")
-                row = al.nearest_row(side, start) if type(start) is int else None
-                out.append(HazardDelta(side, d, row, pidx if pidx >= 0 else None))
+    for f in fs:
+        k, start = _fkey(f)
+        p = -1
+        if type(start) is int:
+            pair = al.pair_of_seq(side, start)
+            p = pair.index if pair is not None else -1
+        else:
+            start = -1
+        out.append(((k, p), start, f))
+    return out
+
+
+_ATTR_KEY = attrgetter("kind", "device", "rid", "start_label", "end_label")
+_ATTR_START = attrgetter("start")
+
+
+def hazard_delta(al: Alignment, findings_a, findings_b) -> list:
+    """Findings without a counterpart: the same kind, device, requester ID
+    and step labels, starting in the same aligned operation pair (matched in
+    order of start when several).  Only the unmatched ones are converted."""
+    keyed = [_keyed(al, "a", findings_a), _keyed(al, "b", findings_b)]
+    ca = Counter(r[0] for r in keyed[0])
+    cb = Counter(r[0] for r in keyed[1])
+    out = []
+    for side, rows, mine, other in (("a", keyed[0], ca, cb), ("b", keyed[1], cb, ca)):
+        extra = {k: n - other.get(k, 0) for k, n in mine.items() if n > other.get(k, 0)}
+        if not extra:
+            continue
+        # the last `extra[k]` of each key (in start order) have no counterpart
+        by_key: dict = {}
+        for key, start, f in rows:
+            if key in extra:
+                by_key.setdefault(key, []).append((start, f))
+        for key, lst in by_key.items():
+            lst.sort(key=lambda x: x[0])
+            for start, f in lst[len(lst) - extra[key]:]:
+                d = finding_dict(f)
+                row = al.nearest_row(side, start) if start >= 0 else None
+                out.append(HazardDelta(side, d, row, key[1] if key[1] >= 0 else None))
     out.sort(key=lambda h: (h.row if h.row is not None else -1, h.side, _fstart(h.finding),
                             str(h.finding.get("kind")), str(h.finding.get("rid"))))
     return out
@@ -664,105 +803,263 @@ def _fstart(d):
 
 def diff_streams(a: Side, b: Side, *, context: int = CONTEXT_EVENTS, detail_rows: int = DETAIL_ROWS,
                  window: int | None = None) -> DiffReport:
-    """Compare two traces given as Sides.  Streams both op group by op group."""
-    from replay.jsonout import EventPresenter
-    from replay.reader import current_schema
+    """Compare two traces given as Sides, in one streaming pass over both."""
+    return _Pass(a, b, context, detail_rows, window).run()
 
-    va, vb = PlatformView(a.header), PlatformView(b.header)
-    tracker = _Tracker(a.header, b.header, va, vb, a.analysis, b.analysis)
-    al = Alignment()
-    first = None
-    tail: deque = deque(maxlen=max(context, 1))
-    budget = detail_rows
-    truncated = False
-    differing = renumbered = 0
-    state_diffs: list = []
-    last_reported: list = []
-    pres = (EventPresenter(a.schema or current_schema(), a.header),
-            EventPresenter(b.schema or current_schema(), b.header))
-    seen = [0, 0]      # last seq seen per side
 
-    counter_a, counter_b = _Counter(a.chunks), _Counter(b.chunks)
-    kw = {} if window is None else {"window": window}
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
-        for ga, gb in pair_groups(op_groups(counter_a), op_groups(counter_b), **kw):
-            ea = ga.events if ga is not None else []
-            eb = gb.events if gb is not None else []
-            same = ga is not None and gb is not None and groups_equal(ea, eb)
-            if same:
-                pair = OpPair(0, ga, gb, SAME)
-                al.add(pair)
-                if ga.op != gb.op:
-                    renumbered += 1
-                    if first is None:
-                        first = _first_div(pair, 0, "args", ("op",), ea, eb, tail, pres, context)
-                        first["fields"] = ["op"]
-                if context:
-                    tail.extend(zip(ea[-context:], eb[-context:]))
+_getkind = itemgetter(0)
+
+
+class _Pass:
+    """The two lanes of the pass.
+
+    *Lockstep lane* (while the traces agree and their states are equal):
+    compare the next slice of each trace as whole lists (C speed, modulo a
+    constant seq/op shift), fold, move on.  Events of the operation in
+    progress are held back (``pend_*``) until it is known to be identical,
+    so runs cover whole operations.  *Alignment lane* (from the operation
+    holding a mismatch on): op groups paired by the Pairer, differing pairs
+    aligned by call/lock structure, states compared at every boundary --
+    until a pair is identical again with equal states and nothing queued."""
+
+    def __init__(self, a: Side, b: Side, context: int, detail_rows: int, window) -> None:
+        from replay.jsonout import EventPresenter
+        from replay.reader import current_schema
+
+        self.a, self.b = a, b
+        self.context = context
+        self.va, self.vb = PlatformView(a.header), PlatformView(b.header)
+        self.tracker = _Tracker(a.header, b.header, self.va, self.vb, a.analysis, b.analysis)
+        self.al = Alignment()
+        self.first = None
+        self.tail: deque = deque(maxlen=max(context, 1))
+        self.budget = detail_rows
+        self.truncated = False
+        self.differing = self.renumbered = 0
+        self.state_diffs: list = []
+        self.last_reported: list = []
+        self.pres = (EventPresenter(a.schema or current_schema(), a.header),
+                     EventPresenter(b.schema or current_schema(), b.header))
+        self.seen = [0, 0]      # last seq consumed per side
+        self.sa, self.sb = EventStream(a.chunks), EventStream(b.chunks)
+        self.pairer = Pairer(self.sa, self.sb, **({} if window is None else {"window": window}))
+        self.pend_a: list = []
+        self.pend_b: list = []
+        self.pend_start = 0     # where the operation in progress begins in pend_*
+
+    # -- driver -------------------------------------------------------------------------
+    def run(self) -> DiffReport:
+        gc_was = gc.isenabled()
+        gc.disable()
+        try:
+            fast = True
+            while True:
+                if fast:
+                    if self._lockstep():
+                        continue
+                    fast = False
+                pair = self.pairer.next()
+                if pair is None:
+                    break
+                same = self._pair(*pair)
+                fast = same and self.pairer.idle()
+        finally:
+            if gc_was:
+                gc.enable()
+        return self._report()
+
+    # -- the lockstep lane ----------------------------------------------------------------
+    def _lockstep(self) -> bool:
+        """One slice; False when the alignment lane must take over."""
+        sa, sb = self.sa, self.sb
+        if sb.src is not None and sb.at_chunk_end():
+            sb.adopt_from(sa)
+        na, nb = sa.available(), sb.available()
+        if not na or not nb:
+            if not na and not nb:
+                self._commit(len(self.pend_a))          # both ended: the last op is whole
+                return False
+            self._handover()
+            return False
+        n = min(na, nb)
+        xa, xb = sa.peek(n), sb.peek(n)
+        m = slice_mismatch(xa, xb)
+        sa.advance(m)
+        sb.advance(m)
+        pa, pb = self.pend_a, self.pend_b
+        lo = len(pa)
+        if m == n:
+            pa.extend(xa)
+            pb.extend(xb)
+        else:
+            pa.extend(xa[:m])
+            pb.extend(xb[:m])
+        self.pend_start = last_op_start(pa, lo, self.pend_start)
+        if m < n:
+            self._commit(self.pend_start)
+            self._handover()
+            return False
+        if self.pend_start:
+            self._commit(self.pend_start)
+        elif len(pa) >= MAX_GROUP_EVENTS:
+            # one huge operation: commit it in parts, the rest continues it
+            op = _op_of(pa[0])
+            self._commit(len(pa))
+            self.sa.mark_continued(op, 1)
+            self.sb.mark_continued(op, 1)
+        return True
+
+    def _handover(self) -> None:
+        """The operation in progress goes to the alignment lane."""
+        if self.pend_a:
+            self.sa.pushback = self.pend_a
+            self.sb.pushback = self.pend_b
+            self.pend_a, self.pend_b = [], []
+        self.pend_start = 0
+
+    def _commit(self, k: int) -> None:
+        """pend_*[:k] are whole operations, identical in both traces."""
+        if k <= 0:
+            return
+        pa, pb = self.pend_a, self.pend_b
+        ea, eb = (pa, pb) if k == len(pa) else (pa[:k], pb[:k])
+        first_a = _seq_of_ev(ea[0], self.seen[0] + 1)
+        first_b = _seq_of_ev(eb[0], self.seen[1] + 1)
+        op_a, op_b = _op_of(ea[0]), _op_of(eb[0])
+        try:
+            n_ops = list(map(_getkind, ea)).count(S.K_OP_BEGIN) or 1
+        except (TypeError, IndexError, KeyError):
+            n_ops = 1
+        dop = _delta(op_a, op_b)
+        self.al.add_same(first_a, first_b, k, op_a, op_b, _key_of(ea[0]), n_ops, dop)
+        if dop:
+            self.renumbered += n_ops
+            if self.first is None:
+                self.first = {"seq_a": first_a, "seq_b": first_b, "class": "args", "op_a": op_a, "op_b": op_b,
+                              "context": _context(self.tail, self.pres, self.context), "fields": ["op"]}
+        if self.first is None and self.context:
+            self.tail.extend(zip(ea[-self.context:], eb[-self.context:]))
+        self.seen[0] = first_a + k - 1
+        self.seen[1] = first_b + k - 1
+        tr = self.tracker
+        if tr.feed(ea, eb, True):
+            # states differ: fold both (done), compare at the end of the run
+            if tr.update(ea, None):
+                last_op = _last_op_begin(ea)
+                self._state_boundary(len(self.al.pairs) - 1, _op_of(ea[-1]), _op_of(eb[-1]),
+                                     _key_of(last_op) if last_op is not None else None, ea, eb)
+            tr.converged()
+        if k == len(pa):
+            self.pend_a, self.pend_b = [], []
+        else:
+            del pa[:k]
+            del pb[:k]
+        self.pend_start = 0
+
+    # -- the alignment lane ---------------------------------------------------------------
+    def _pair(self, ga, gb) -> bool:
+        """Record one aligned pair; True when it is identical."""
+        ea = ga.events if ga is not None else []
+        eb = gb.events if gb is not None else []
+        same = ga is not None and gb is not None and groups_equal(ea, eb)
+        ctx = self.context
+        if same:
+            pair = OpPair(0, ga, gb, SAME)
+            self.al.add(pair)
+            if ga.op != gb.op:
+                self.renumbered += 1
+                if self.first is None:
+                    self.first = _first_div(pair, 0, "args", ("op",), ea, eb, self.tail, self.pres, ctx)
+                    self.first["fields"] = ["op"]
+            if self.first is None and ctx:
+                self.tail.extend(zip(ea[-ctx:], eb[-ctx:]))
+        else:
+            status = "different" if (ga is not None and gb is not None) else (ONLY_A if gb is None else ONLY_B)
+            pair = OpPair(0, ga, gb, status)
+            pair.rows = align_ops(ga, gb, funcs_a=self.pres[0].funcs, funcs_b=self.pres[1].funcs)
+            if all(c == C_SAME for c in pair.rows.cls):
+                # equal payloads that groups_equal could not prove (irregular seqs)
+                pair.status = SAME
             else:
-                status = "different" if (ga is not None and gb is not None) else (ONLY_A if gb is None else ONLY_B)
-                pair = OpPair(0, ga, gb, status)
-                pair.rows = align_ops(ga, gb, funcs_a=pres[0].funcs, funcs_b=pres[1].funcs)
-                if all(c == C_SAME for c in pair.rows.cls):
-                    # Equal payloads that groups_equal could not prove (irregular seqs).
-                    pair.status = SAME
+                self.differing += 1
+            self.al.add(pair)
+            if pair.status != SAME:
+                if self.budget > 0:
+                    pair.events_a, pair.events_b = ea, eb
+                    self.budget -= len(pair.rows)
                 else:
-                    differing += 1
-                al.add(pair)
-                if pair.status != SAME:
-                    if budget > 0:
-                        pair.events_a, pair.events_b = ea, eb
-                        budget -= len(pair.rows)
-                    else:
-                        truncated = True
-                    if first is None:
-                        first = _first_from_rows(pair, ea, eb, tail, pres, context, seen)
-                if context:
-                    tail.extend(_same_tail(pair, ea, eb, context))
-            if ga is not None:
-                seen[0] = ga.last
-            if gb is not None:
-                seen[1] = gb.last
-            if tracker.feed(ea, eb, same):
-                tracker.update(ea, eb)
-                changes = tracker.changes()
-                if changes != last_reported:
-                    row = pair.row_start + pair.n_rows - 1
-                    state_diffs.append(StateDiff(pair.index, pair.op_a, pair.op_b, seen[0], seen[1], row, changes))
-                    last_reported = changes
-                    if first is None and changes:
-                        first = _first_state(pair, seen, ea, eb, tail, pres, context)
-                tracker.converged()
-    finally:
-        if gc_was:
-            gc.enable()
-    a.count, b.count = counter_a.count, counter_b.count
-    for side in (a, b):
-        if side.analysis is not None and side.findings is None:
-            side.findings = side.analysis.finish()
-    fa = a.findings
-    fb = b.findings
-    available = fa is not None and fb is not None
-    hz = hazard_delta(al, fa, fb) if available else []
-    return DiffReport(a=a.info(), b=b.info(), header_diff=header_diff(a.header, b.header), alignment=al,
-                      first_divergence=first, state_diff=state_diffs, hazards=hz, hazards_available=available,
-                      differing_pairs=differing, renumbered=renumbered, state_note=tracker.broken,
-                      detail_truncated=truncated, presenters=pres)
+                    self.truncated = True
+                if self.first is None:
+                    self.first = _first_from_rows(pair, ea, eb, self.tail, self.pres, ctx, self.seen)
+            if self.first is None and ctx:
+                self.tail.extend(_same_tail(pair, ea, eb, ctx))
+        if ga is not None:
+            self.seen[0] = ga.last
+        if gb is not None:
+            self.seen[1] = gb.last
+        tr = self.tracker
+        if tr.feed(ea, eb, same) and tr.update(ea, eb):
+            self._state_boundary(pair.index, pair.op_a, pair.op_b, pair.key_a or pair.key_b, ea, eb)
+        tr.converged()
+        return same and pair.status == SAME
+
+    def _state_boundary(self, pair_index, op_a, op_b, key, ea, eb) -> None:
+        """The state difference after the events just folded changed: record it."""
+        changes = self.tracker.changes()
+        if changes == self.last_reported:
+            return
+        row = self.al.n_rows - 1
+        sd = StateDiff(pair_index, op_a, op_b, self.seen[0], self.seen[1], row, changes)
+        sd.key = key
+        self.state_diffs.append(sd)
+        self.last_reported = changes
+        if self.first is None and changes:
+            self.first = {"seq_a": self.seen[0], "seq_b": self.seen[1], "class": "state", "op_a": op_a,
+                          "op_b": op_b, "context": _context(self.tail, self.pres, self.context)}
+
+    # -- result -------------------------------------------------------------------------
+    def _report(self) -> DiffReport:
+        a, b, al = self.a, self.b, self.al
+        a.count, b.count = self.sa.loaded, self.sb.loaded
+        for side in (a, b):
+            if side.analysis is not None and side.findings is None:
+                side.findings = side.analysis.finish()
+        fa, fb = a.findings, b.findings
+        available = fa is not None and fb is not None
+        hz = hazard_delta(al, fa, fb) if available else []
+        return DiffReport(a=a.info(), b=b.info(), header_diff=header_diff(a.header, b.header), alignment=al,
+                          first_divergence=self.first, state_diff=self.state_diffs, hazards=hz,
+                          hazards_available=available, differing_pairs=self.differing,
+                          renumbered=self.renumbered, state_note=self.tracker.broken,
+                          detail_truncated=self.truncated, presenters=self.pres)
 
 
-class _Counter:
-    """Counts the events that went through (for Sides without a reader)."""
+def _seq_of_ev(ev, fallback):
+    try:
+        v = ev[1]
+    except (TypeError, IndexError, KeyError):
+        return fallback
+    return v if type(v) is int else fallback
 
-    def __init__(self, chunks) -> None:
-        self._it = iter(chunks)
-        self.count = 0
 
-    def __iter__(self):
-        for ch in self._it:
-            self.count += len(ch)
-            yield ch
+def _last_op_begin(evs):
+    for k in range(len(evs) - 1, -1, -1):
+        ev = evs[k]
+        if type(ev) is list and ev and ev[0] == S.K_OP_BEGIN:
+            return ev
+    return None
+
+
+def _op_of(ev):
+    try:
+        return ev[3]
+    except (TypeError, IndexError, KeyError):
+        return None
+
+
+def _key_of(ev):
+    from .align import _group_key
+    return _group_key(ev)
 
 
 def _same_tail(pair: OpPair, ea, eb, n: int):

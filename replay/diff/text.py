@@ -94,6 +94,8 @@ def ops_json(report) -> list:
             d["b"] = _key_json(pair.key_b, report.presenters[1])
         if pair.part:
             d["part"] = pair.part
+        if pair.n_ops != 1:
+            d["ops"] = pair.n_ops
         d["regions"] = [_region_json(report, pair, al.regions[r]) for r in pair.regions]
         out.append(d)
     return out
@@ -244,7 +246,7 @@ def _ops_text(report, w) -> None:
     header = False
     for pair in al.pairs:
         if pair.status == SAME and pair.op_a == pair.op_b:
-            same += 1
+            same += pair.n_ops
             continue
         if not header:
             w("")
@@ -323,7 +325,7 @@ def _state_text(report, w) -> None:
         if n >= TEXT_STATE:
             w(f"  ... {len(sd) - TEXT_STATE} more (see --json)")
             break
-        title = op_title(report, al.pairs[s.pair])
+        title = _boundary_title(report, s)
         if not s.changes:
             w(f"  after {title} (A seq {s.seq_a}, B seq {s.seq_b}): the same again")
             continue
@@ -335,6 +337,12 @@ def _state_text(report, w) -> None:
             w(f"    ... {len(s.changes) - TEXT_CHANGES} more")
     if report.state_note:
         w(f"  ({report.state_note})")
+
+
+def _boundary_title(report, s) -> str:
+    num = f"{s.op_a}" if s.op_a == s.op_b or s.op_b is None else f"{s.op_a}/{s.op_b}"
+    desc = _key_desc(s.key, report.presenters[0]) if s.key else ""
+    return f"op {num} {desc}".rstrip()
 
 
 def _change_text(c: dict) -> str:

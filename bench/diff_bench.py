@@ -1,0 +1,254 @@
+"""Diff figures (issue 7's goals) on two 10^6-event traces that differ in a
+handful of places:
+
+* ``diff, findings cached``: end-to-end ``diff_files`` + text rendering when
+  both traces' findings are in their sidecars -- goal <= 3 s;
+* ``diff first time / (check A + check B)``: the same with no sidecar (the
+  hazard analysers run inside the diff's pass) against computing the two
+  traces' findings (``findings_for_trace``, the core of ``check``) -- goal
+  <= 1.2;
+* ``extra per differing region``: (diff of a trace with 20 differing
+  regions - diff of an identical copy) / 20 -- goal <= 5 ms;
+* ``peak RSS``: a diff in a fresh process against a process that merely holds
+  one of the two traces decoded -- the diff streams, it never holds both
+  (goal <= 0.5).
+
+Workload: A is a cached `vtdtrace synth` trace (bench/.cache/, shared with
+the replay section); B0 is A re-written (identical events), B5 and B20 are A
+with 5 / 20 edits spread evenly: a changed flush DID, an inserted log line, a
+deleted log line, a context write storing another DID (a state difference
+that lasts until the entry is written again), a changed step label.
+
+Times are CPU seconds of this process (bench.clock; the host is a shared VM),
+medians over ``--reps``.  Run alone: ``python -m bench.diff_bench`` or as a
+section: ``python -m bench diff``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from bench import Options, Result, clock, section
+
+CACHE = Path(__file__).resolve().parent / ".cache"
+REPO = Path(__file__).resolve().parent.parent
+SEED = 1
+EDIT_KINDS = ("did", "insert", "delete", "ctx-did", "label")
+
+
+def _synth_trace(n: int, seed: int) -> Path:
+    try:
+        from bench.replay_bench import synth_trace
+        return synth_trace(n, seed)
+    except ImportError:
+        pass
+    from replay.reader import open_trace
+    from tracer.synth import synth, synth_header
+    from tracer.writer import TraceWriter
+
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"synth-{n}-s{seed}-direct.vtdt"
+    if path.exists():
+        with open_trace(path, verify=False) as t:
+            if t.complete and t.count >= n:
+                return path
+    tmp = path.with_suffix(".tmp")
+    with TraceWriter(tmp, synth_header(seed, "direct", True, n), force=True) as w:
+        synth(n, seed, w, "direct", True)
+    os.replace(tmp, path)
+    return path
+
+
+def _edited(a: Path, n_edits: int) -> tuple[Path, list]:
+    """A copy of trace a with n_edits edits spread evenly (cached)."""
+    from replay.reader import open_trace
+    from tracer import schema as S
+    from tracer.writer import TraceWriter
+
+    out = CACHE / f"{a.stem}-b{n_edits}.vtdt"
+    meta = out.with_suffix(".json")
+    key = {"source": a.name, "size": a.stat().st_size, "edits": n_edits, "kinds": list(EDIT_KINDS), "v": 2}
+    if out.exists() and meta.exists():
+        try:
+            got = json.loads(meta.read_text())
+            if got.get("key") == key:
+                return out, got["edits"]
+        except (OSError, ValueError):
+            pass
+    with open_trace(a) as t:
+        total = t.count
+        targets = [int((k + 0.5) * total / n_edits) for k in range(n_edits)] if n_edits else []
+        done: list = []
+        pending = list(targets)
+        seq = 0
+        tmp = out.with_suffix(".tmp")
+        with TraceWriter(tmp, t.header, force=True) as w:
+            for ev in t.events():
+                kind = EDIT_KINDS[len(done) % len(EDIT_KINDS)] if pending else None
+                ev = list(ev)
+                if pending and ev[1] >= pending[0] and _applies(kind, ev, S):
+                    pending.pop(0)
+                    done.append({"kind": kind, "seq_a": ev[1]})
+                    if kind == "did":
+                        ev[S.F0 + 2] += 7
+                    elif kind == "insert":
+                        seq += 1
+                        w.append([ev[0], seq, *ev[2:]])
+                        extra = [S.K_LOG, 0, ev[2], ev[3], ev[4], ev[5], "info", "bench: an extra line"]
+                        seq += 1
+                        extra[1] = seq
+                        w.append(extra)
+                        continue
+                    elif kind == "delete":
+                        continue
+                    elif kind == "ctx-did":
+                        ev[S.F0 + 8] ^= 0x100
+                    elif kind == "label":
+                        ev[5] = (ev[5] or "") + "x"
+                seq += 1
+                ev[1] = seq
+                w.append(ev)
+    os.replace(tmp, out)
+    meta.write_text(json.dumps({"key": key, "edits": done}))
+    return out, done
+
+
+def _applies(kind, ev, S) -> bool:
+    if kind == "did":
+        return ev[0] == S.K_FLUSH_IOTLB
+    if kind == "delete":
+        return ev[0] == S.K_LOG
+    if kind == "ctx-did":
+        return ev[0] == S.K_CTX_WRITE and ev[S.F0 + 3] == "full"
+    if kind == "label":
+        return ev[0] == S.K_CALL
+    return True
+
+
+def _drop_sidecars(*paths) -> None:
+    from replay.sidecar import beside_path, user_cache_path
+    for p in paths:
+        for side in (beside_path(p), user_cache_path(p)):
+            try:
+                os.remove(side)
+            except FileNotFoundError:
+                pass
+
+
+def _diff(a, b) -> object:
+    from replay.diff import diff_files, render_text
+    rep = diff_files(a, b)
+    render_text(rep)
+    return rep
+
+
+def _check(path) -> None:
+    from replay.hazards import findings_for_trace
+    findings_for_trace(path)
+
+
+def _timed(fn, reps: int, before=None) -> float:
+    times = []
+    for _ in range(reps):
+        if before is not None:
+            before()
+        gc.collect()
+        t0 = clock()
+        fn()
+        times.append(clock() - t0)
+    return statistics.median(times)
+
+
+_RSS_DIFF = """
+import resource, sys
+from replay.diff import diff_files, render_text
+rep = diff_files(sys.argv[1], sys.argv[2])
+render_text(rep)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+_RSS_HOLD = """
+import gc, resource, sys
+from replay.reader import open_trace
+gc.disable()
+t = open_trace(sys.argv[1])
+events = [ev for chunk in t.iter_chunks() for ev in chunk]
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _rss_kb(script: str, *args) -> int:
+    proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, check=True)
+    return int(proc.stdout.split()[-1])
+
+
+@section("diff", "vtdtrace diff of two 10^6-event traces differing in a few places")
+def run(opts: Options) -> list[Result]:
+    reps = max(1, opts.reps)
+    a = _synth_trace(opts.events, SEED)
+    b0, _ = _edited(a, 0)
+    b5, edits5 = _edited(a, 5)
+    b20, edits20 = _edited(a, 20)
+
+    # first time: no sidecar for either trace; check = findings of each trace
+    t_check_a = _timed(lambda: _check(a), reps)
+    t_check_b = _timed(lambda: _check(b5), reps)
+    t_first = _timed(lambda: _diff(a, b5), reps, before=lambda: _drop_sidecars(a, b5))
+    # cached: findings in the sidecars (the first run above stored them)
+    _diff(a, b5)
+    _diff(a, b0)
+    _diff(a, b20)
+    t_cached = _timed(lambda: _diff(a, b5), reps)
+    t0 = _timed(lambda: _diff(a, b0), reps)
+    t20 = _timed(lambda: _diff(a, b20), reps)
+    rep5 = _diff(a, b5)
+    rep20 = _diff(a, b20)
+    rep0 = _diff(a, b0)
+    regions20 = len(rep20.alignment.regions)
+    per_region_ms = (t20 - t0) / max(1, regions20) * 1000
+
+    rss_diff = _rss_kb(_RSS_DIFF, a, b5) / 1024
+    rss_hold = _rss_kb(_RSS_HOLD, a) / 1024
+    size_mb = (a.stat().st_size + b5.stat().st_size) / (1 << 20)
+
+    s5 = rep5.summary()
+    return [
+        Result("diff, findings cached (A vs B5)", t_cached, 3.0, "s", t_cached / 3.0, ("<=", 1.0),
+               note=f"CPU s against the 3 s goal; {s5['regions']} regions, {s5['ops_different']} differing "
+                    f"ops of {s5['op_pairs']}; identical copy {t0:.3f} s"),
+        Result("diff first time / (check A + check B)", t_first, t_check_a + t_check_b, "s",
+               t_first / (t_check_a + t_check_b), ("<=", 1.2),
+               note=f"check A {t_check_a:.3f} s, check B {t_check_b:.3f} s (findings_for_trace)"),
+        Result("extra per differing region", per_region_ms, 5.0, "ms", per_region_ms / 5.0, ("<=", 1.0),
+               note=f"B20 ({regions20} regions, {t20:.3f} s) vs identical copy ({t0:.3f} s; "
+                    f"{'equivalent' if rep0.equivalent else 'NOT equivalent'})"),
+        Result("peak RSS of a diff / one trace held decoded", rss_diff, rss_hold, "MB", rss_diff / rss_hold,
+               ("<=", 0.5), note=f"both trace files together: {size_mb:.0f} MB"),
+    ]
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from bench.__main__ import _table
+
+    ap = argparse.ArgumentParser(prog="python -m bench.diff_bench")
+    ap.add_argument("--events", type=int, default=Options.events)
+    ap.add_argument("--reps", type=int, default=Options.reps)
+    args = ap.parse_args(argv)
+    import time
+    opts = Options(events=args.events, reps=args.reps)
+    t0 = time.perf_counter()
+    results = run(opts)
+    print(_table("diff", opts, results, time.perf_counter() - t0))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
