@@ -318,3 +318,37 @@ def test_final_return_codes_and_owner(key, cx16):
         for (bus, devfn), (lo, hi) in u.ctx.items():
             if lo & 1 and not (name.startswith("s7") and variant == "direct"):
                 assert did_of(hi) in u.domid_bitmap, (bus, devfn)
+
+
+def _platform_with_ops(name, ops):
+    from tracer.platform import Op
+    from tracer.scenario import load_scenario
+    p = load_scenario(name)
+    p.ops = [Op(i + 1, *o) for i, o in enumerate(ops)]
+    return p
+
+
+def test_self_deassign_of_a_dom0_device_is_refused_without_events():
+    from tracer.record import record
+    from tracer.recorder import ListSink
+    p = _platform_with_ops("s1-usb-rmrr", [("deassign", "0000:00:17.0")])
+    sink = ListSink()
+    res = record(p, "direct", sink)
+    assert res.rcs == [-22]
+    op1 = [S.event_to_dict(e) for e in sink.events if e[S.I_OP] == 1]
+    assert [e["kind"] for e in op1] == ["op-begin", "op-end"]
+
+
+def test_pci_release_devices_releases_newest_first():
+    """list_move() inserts at the head of d->pdev_list, so domain destruction
+    deassigns the most recently assigned device first."""
+    from tracer.record import record
+    from tracer.recorder import ListSink
+    p = _platform_with_ops("s1-usb-rmrr", [("assign", "0000:00:14.0", "guest"),
+                                           ("assign", "0000:00:17.0", "guest"),
+                                           ("destroy", None, None, "guest")])
+    sink = ListSink()
+    assert record(p, "direct", sink).rcs == [0, 0, 0]
+    op3 = [S.event_to_dict(e) for e in sink.events if e[S.I_OP] == 3]
+    order = [e["args"][3][1] for e in op3 if e["kind"] == "call" and e["func"] == "deassign_device"]
+    assert order == [0x17 << 3, 0x14 << 3]

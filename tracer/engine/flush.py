@@ -7,7 +7,7 @@ since 4.15's waits cannot fail)."""
 from __future__ import annotations
 
 from .. import schema as S
-from .hw import CONTEXT_TT_DEV_IOTLB, context_domain_id, context_present, context_translation_type
+from .hw import CONTEXT_TT_DEV_IOTLB, context_domain_id, context_translation_type
 
 
 class FlushMixin:
@@ -49,20 +49,26 @@ class FlushMixin:
         self.lock(label, "register_lock", iommu.index)
         self.emit(S.K_FLUSH_IOTLB, label, iommu.index, gran, did, 0, 0, bool(non_present), bool(dev_iotlb), rc)
         self.unlock(label, "register_lock", iommu.index)
-        if rc == 0 and dev_iotlb:
-            self._dev_invalidate_iotlb(iommu, did, gran, label)
+        if dev_iotlb:
+            # flush_iotlb_qi(): device-TLBs are invalidated whatever the IOTLB
+            # invalidation returned; the first error wins.
+            dev_rc = self._dev_invalidate_iotlb(iommu, did, gran, label)
+            if not rc:
+                rc = dev_rc
         return rc
 
-    def _dev_invalidate_iotlb(self, iommu, did, gran, label) -> None:
+    def _dev_invalidate_iotlb(self, iommu, did, gran, label) -> int:
         """Device-TLB flushes go to ATS devices whose *current* entry carries
-        the DID with TT = device-IOTLB (device_in_domain(); D4)."""
+        the DID with TT = device-IOTLB (device_in_domain(), which looks at the
+        root entry but not at the context entry's P bit; D4)."""
         for pdev in iommu.ats_devices:
             lo, hi = iommu.entry(pdev.bus, pdev.devfn)
             if gran != "global":
-                if not context_present(lo) or context_domain_id(hi) != did \
+                if pdev.bus not in iommu.root or context_domain_id(hi) != did \
                         or context_translation_type(lo) != CONTEXT_TT_DEV_IOTLB:
                     continue
             self.emit(S.K_FLUSH_DEV_IOTLB, label, iommu.index, pdev.bdf16, did, 0)
+        return 0
 
     def iommu_flush_iotlb_dsi(self, iommu, did, non_present, dev_iotlb, label, domain=None):
         self.enter("iommu_flush_iotlb_dsi", label, ("iommu", iommu.index), ("did", did),
@@ -79,7 +85,7 @@ class FlushMixin:
             self.unlock(label, "register_lock", iommu.index)
 
     def find_ats_dev_drhd(self, iommu) -> bool:
-        return bool(iommu.ats_devices)
+        return iommu.ats_unit
 
     def combine_flush_rc(self, iommu, rc: int, ret: int, label: str) -> int:
         """The caller-side convention shared by MO11/UO5/PM6."""

@@ -122,6 +122,9 @@ class VtdIommu:
     domid_bitmap: set = field(default_factory=set)
     domid_map: dict = field(default_factory=dict)   # did -> domid; absent = 0 (zero-filled)
     ats_devices: list = field(default_factory=list)  # pdevs with ATS enabled
+    # On ats_dev_drhd_units: added by ats_device() and never removed, which is
+    # what find_ats_dev_drhd() (flush_dev_iotlb for every flush) tests.
+    ats_unit: bool = False
     translation_enabled: bool = False
 
     def entry(self, bus: int, devfn: int) -> tuple[int, int]:

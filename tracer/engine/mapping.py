@@ -70,7 +70,7 @@ class MappingMixin:
             ret = self.domain_context_mapping_one(domain, iommu, bus, devfn, pdev, mode)
             if ret > 0:
                 ret = 0
-            if not ret and devfn == pdev.devfn and self.ats_device(pdev):
+            if not ret and devfn == pdev.devfn and self.ats_device(pdev, iommu):
                 self.enable_ats_device(pdev, iommu, "DCM0")
         elif t == "pci":
             ret = self._dcm_pci(domain, iommu, seg, bus, devfn, pdev, mode, direct)
@@ -133,7 +133,7 @@ class MappingMixin:
             return self.leave(0)
         if t == "pcie-endpoint":
             ret = self.domain_context_unmap_one(domain, iommu, bus, devfn)
-            if not ret and devfn == pdev.devfn and self.ats_device(pdev):
+            if not ret and devfn == pdev.devfn and self.ats_device(pdev, iommu):
                 self.disable_ats_device(pdev, iommu, "DCU")
         elif t == "pci":
             ret = self.domain_context_unmap_one(domain, iommu, bus, devfn)
@@ -166,8 +166,13 @@ class MappingMixin:
 
     # --- ATS ------------------------------------------------------------------
 
-    def ats_device(self, pdev) -> bool:
-        return bool(self.knobs.ats and pdev.ats)
+    def ats_device(self, pdev, iommu) -> bool:
+        """ats_device(): the `ats` knob stands for ats_enabled with QI, ECAP.DT
+        and an ATSR covering the unit.  Registers the unit for device-TLB flushes."""
+        if self.knobs.ats and pdev.ats:
+            iommu.ats_unit = True
+            return True
+        return False
 
     def enable_ats_device(self, pdev, iommu, label) -> None:
         if not pdev.ats_enabled:

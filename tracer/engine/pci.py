@@ -27,6 +27,9 @@ class PciMixin:
             # CM=1: DID 0 is reserved -- bit 0 pre-set, map[0] left 0 (b111a41acd not in 4.15).
             for u in self.iommus:
                 self._did_bit(u, 0, 1, "BOOT")
+        # init_vtd_hw() ends with iommu_flush_all(), before quarantine init.
+        if self.iommu_flush_all("BOOT"):
+            self.log("BOOT", "warning", "[VT-D] IOMMU flush all failed")
         self.iommu_quarantine_init()
         self.intel_iommu_hwdom_init(self.hardware_domain)
         # Xen hands every device to the hardware domain first.  Devices the
@@ -178,6 +181,10 @@ class PciMixin:
         self.cur_pdev = pdev
         if pdev is None or pdev.domain is None:
             return -ENODEV
+        if pdev.domain is self.hardware_domain:
+            # "Don't support self-deassignment of devices": the domctl is
+            # issued by dom0, so d == current->domain.
+            return -EINVAL
         self.lock("", "pcidevs_lock", None)
         rc = self.deassign_device(pdev.domain, seg, bus, devfn)
         self.unlock("", "pcidevs_lock", None)
@@ -284,7 +291,7 @@ class PciMixin:
                 pdev.domain = None
                 self.emit(S.K_OWNER_MOVE, "PA2", seg, pdev.bdf16, hw.domid, None)
             else:
-                hw.pdevs.append(pdev)
+                hw.pdevs.insert(0, pdev)   # list_add: at the head
         self.unlock("PA1", "pcidevs_lock", None)
         return self.leave(ret)
 
@@ -326,9 +333,6 @@ class PciMixin:
                 old.pdevs.remove(pdev)
                 pdev.domain = None
                 self.emit(S.K_OWNER_MOVE, "PR2", seg, pdev.bdf16, old.domid, None)
-            if pdev.ats_enabled:
-                iommu = self.acpi_find_matched_drhd_unit(pdev)
-                self.disable_ats_device(pdev, iommu, "PR2")
             del self.pdevs[(seg, bus, devfn)]
             self.emit(S.K_DEVICE_REMOVE, "PR2", seg, pdev.bdf16)
         self.unlock("PR1", "pcidevs_lock", None)

@@ -63,7 +63,7 @@ class ReassignMixin:
         old = pdev.domain
         if old is not None and pdev in old.pdevs:
             old.pdevs.remove(pdev)
-        target.pdevs.append(pdev)
+        target.pdevs.insert(0, pdev)   # list_move/list_add insert at the head
         pdev.domain = target
         self.emit(S.K_OWNER_MOVE, label, pdev.seg, pdev.bdf16,
                   old.domid if old else None, target.domid)
