@@ -77,7 +77,7 @@ class Side:
     delta is not available."""
 
     def __init__(self, header: dict | None, chunks: Iterable[list], *, name: str = "A",
-                 schema=None, findings=None, analysis=None, trace=None) -> None:
+                 schema=None, findings=None, analysis=None, trace=None, state_at=None) -> None:
         self.header = header if isinstance(header, dict) else {}
         self.chunks = chunks
         self.name = name
@@ -85,6 +85,7 @@ class Side:
         self.findings = findings    # a list of findings (dicts or Finding objects), or None
         self.analysis = analysis    # or a replay.hazards.Analysis to run inline over the events
         self.trace = trace
+        self.state_at = state_at    # optional n -> ReplayState (a copy): lets A skip its fold
         self.count = 0          # events seen by the pass
 
     @classmethod
@@ -449,7 +450,7 @@ class _Tracker:
     over identical stretches."""
 
     def __init__(self, ha: dict, hb: dict, view_a: PlatformView, view_b: PlatformView,
-                 analysis_a=None, analysis_b=None) -> None:
+                 analysis_a=None, analysis_b=None, state_at_a=None) -> None:
         self.va, self.vb = view_a, view_b
         self.an = (analysis_a, analysis_b)
         sa = analysis_a.st if analysis_a is not None else initial_state(ha)
@@ -461,6 +462,10 @@ class _Tracker:
         self.detached = False         # lazy side currently holds its own copy
         if not self.equal and self.lazy is not None:
             self.detached = True
+        # A's state from checkpoints (a cached ReplaySession): with no analysis
+        # on either side, neither is folded while the states are equal
+        self.state_at_a = state_at_a if (analysis_a is None and analysis_b is None) else None
+        self.virtual = self.state_at_a is not None and self.equal
         self.diff: dict = {}
         self._sigs: dict = {}
         self.broken: str | None = None
@@ -483,10 +488,18 @@ class _Tracker:
             fold(self.st[side], events)
 
     # -- folding ----------------------------------------------------------------------
-    def feed(self, ea: list, eb: list, same: bool) -> bool:
-        """Fold a pair's events; returns True when the decoded difference
-        may have changed (call ``update`` then)."""
+    def feed(self, ea: list, eb: list, same: bool, before_a: int = 0) -> bool:
+        """Fold a pair's events (A's follow its event ``before_a``); returns
+        True when the decoded difference may have changed (call ``update``)."""
         try:
+            if self.virtual:
+                if same:
+                    return False
+                # the states were equal: A's from its checkpoints, B's a copy
+                self.st[0] = self.state_at_a(before_a)
+                self.st[1] = self.st[0].copy()
+                self.virtual = False
+                self.detached = True
             if self.equal and same:
                 lz = self.lazy
                 for side, evs in ((0, ea), (1, eb)):
@@ -588,7 +601,11 @@ class _Tracker:
         if (sa.cm, sa.coherent) == (sb.cm, sb.coherent) and all(getattr(sa, n) == getattr(sb, n) for n in _TABLES) \
                 and (sa.open_op, sa.rollback) == (sb.open_op, sb.rollback):
             self.equal = True
-            if self.lazy is not None and self.detached:
+            if self.state_at_a is not None:
+                self.virtual = True
+                self.detached = False
+                self.st = [None, None]
+            elif self.lazy is not None and self.detached:
                 self.detached = False
                 lz = self.lazy
                 self.st[lz] = initial_state({})      # placeholder; refreshed by the copy on divergence
@@ -829,7 +846,7 @@ class _Pass:
         self.a, self.b = a, b
         self.context = context
         self.va, self.vb = PlatformView(a.header), PlatformView(b.header)
-        self.tracker = _Tracker(a.header, b.header, self.va, self.vb, a.analysis, b.analysis)
+        self.tracker = _Tracker(a.header, b.header, self.va, self.vb, a.analysis, b.analysis, a.state_at)
         self.al = Alignment()
         self.first = None
         self.tail: deque = deque(maxlen=max(context, 1))
@@ -939,10 +956,11 @@ class _Pass:
                               "context": _context(self.tail, self.pres, self.context), "fields": ["op"]}
         if self.first is None and self.context:
             self.tail.extend(zip(ea[-self.context:], eb[-self.context:]))
+        before_a = self.seen[0]
         self.seen[0] = first_a + k - 1
         self.seen[1] = first_b + k - 1
         tr = self.tracker
-        if tr.feed(ea, eb, True):
+        if tr.feed(ea, eb, True, before_a):
             # states differ: fold both (done), compare at the end of the run
             if tr.update(ea, None):
                 last_op = _last_op_begin(ea)
@@ -959,6 +977,7 @@ class _Pass:
     # -- the alignment lane ---------------------------------------------------------------
     def _pair(self, ga, gb) -> bool:
         """Record one aligned pair; True when it is identical."""
+        before_a = self.seen[0]
         ea = ga.events if ga is not None else []
         eb = gb.events if gb is not None else []
         same = ga is not None and gb is not None and groups_equal(ea, eb)
@@ -998,7 +1017,7 @@ class _Pass:
         if gb is not None:
             self.seen[1] = gb.last
         tr = self.tracker
-        if tr.feed(ea, eb, same) and tr.update(ea, eb):
+        if tr.feed(ea, eb, same, before_a) and tr.update(ea, eb):
             self._state_boundary(pair.index, pair.op_a, pair.op_b, pair.key_a or pair.key_b, ea, eb)
         tr.converged()
         return same and pair.status == SAME
@@ -1208,6 +1227,29 @@ def store_findings(path, trace, analysis, findings) -> None:
         pass
 
 
+def cached_session(path):
+    """A ReplaySession of the trace when its sidecar already holds fresh
+    checkpoints (opening it is then O(1)); None otherwise -- the diff never
+    builds checkpoints, it folds instead."""
+    try:
+        from replay import session as _se
+        from replay.reader import trace_fingerprint
+        from replay.sidecar import Sidecar
+        with Sidecar.open(path, trace_fingerprint(path)) as sc:
+            meta = sc.get(_se.K_META) if sc.fresh else None
+            ok = (isinstance(meta, dict) and list(meta.get("build") or ()) == list(_se._build_key())
+                  and _se.K_CHECKPOINTS in sc)
+        if not ok:
+            return None
+        session = _se.ReplaySession(path)
+        if getattr(session, "built", False):        # it had to build after all
+            session.close()
+            return None
+        return session
+    except Exception:       # a cache problem is never an error: fold instead
+        return None
+
+
 def diff_traces(trace_a, trace_b, *, findings: bool = True, names=None, paths=None, **kw) -> DiffReport:
     """Diff two open reader Traces (their readable prefixes when damaged).
 
@@ -1225,7 +1267,16 @@ def diff_traces(trace_a, trace_b, *, findings: bool = True, names=None, paths=No
             if fs is None:
                 analysis = hz.Analysis(trace.header)
         sides.append(Side.from_trace(trace, name=name, findings=fs, analysis=analysis))
-    report = diff_streams(*sides, **kw)
+    session = None
+    if paths is not None and sides[0].analysis is None and sides[1].analysis is None:
+        session = cached_session(paths[0])
+        if session is not None:
+            sides[0].state_at = session.state_at
+    try:
+        report = diff_streams(*sides, **kw)
+    finally:
+        if session is not None:
+            session.close()
     if paths is not None:
         for side, path in zip(sides, paths):
             if side.analysis is not None:
