@@ -61,24 +61,28 @@ class Probe:
     def __init__(self) -> None:
         self.pending = None
         self.samples: list[tuple[str, float]] = []
+        self.cpu: list[float] = []          # main-thread CPU seconds of each sample
         self.first_frame_wall: float | None = None
 
     def event(self, event) -> None:
         from textual import events
         if isinstance(event, events.Key):
-            self.pending = (event.key, event.time)
+            self.pending = (event.key, event.time, time.thread_time())
 
     def displayed(self, app, renderable) -> None:
         now = time.monotonic()
         if self.first_frame_wall is None:
             self.first_frame_wall = time.time()
         if self.pending is not None:
-            key, t0 = self.pending
+            key, t0, c0 = self.pending
             self.pending = None
             self.samples.append((key, now - t0))
+            self.cpu.append(time.thread_time() - c0)
 
 
 def child_main(trace: str, out: str, ready: str) -> int:
+    import tui
+    tui.prepare_environment()           # as `vtdtrace view` does, before Textual loads
     from tui.app import VtdtraceApp
     from tui.loader import FindingsLoaded, LoadFailed
 
@@ -99,10 +103,80 @@ def child_main(trace: str, out: str, ready: str) -> int:
 
     app = BenchApp(trace)
     app.latency_probe = probe
-    app.run()
+    prof = os.environ.get("VTDT_BENCH_PROFILE")
+    if prof:                                 # diagnosis: cProfile the whole child
+        import cProfile
+        cProfile.runctx("app.run()", globals(), {"app": app}, prof)
+    else:
+        app.run()
     Path(out).write_text(json.dumps({"first_frame_wall": probe.first_frame_wall,
-                                     "samples": probe.samples}))
+                                     "samples": probe.samples, "cpu": probe.cpu}))
     app.model.close()
+    return 0
+
+
+def bare_child_main(rows: str, out: str, ready: str) -> int:
+    """The same-run baseline (research/perf.md §5): a bare Line-API list of
+    ``rows`` rows with a cursor, n moving it one row (scrolling by one at the
+    edge), nothing else on screen."""
+    import tui
+    tui.prepare_environment()
+    from rich.segment import Segment
+    from rich.style import Style
+    from textual.app import App
+    from textual.binding import Binding
+    from textual.geometry import Size
+    from textual.scroll_view import ScrollView
+    from textual.strip import Strip
+
+    n_rows = int(rows)
+    probe = Probe()
+
+    class Bare(ScrollView, can_focus=True):
+        cursor = 0
+
+        def on_mount(self) -> None:
+            self.virtual_size = Size(0, n_rows)
+
+        def render_line(self, y: int) -> Strip:
+            row = round(self.scroll_y) + y
+            style = Style(reverse=True) if row == self.cursor else Style()
+            return Strip([Segment(f"{row:>9} 0  1 MO7   domain_context_mapping_one ctx-write     "
+                                  f"iommu=0 bdf=0000:00:14.0 half=lo", style)]).adjust_cell_length(
+                self.size.width, style)
+
+    class BareApp(App):
+        BINDINGS = [Binding("n", "down", "down"), Binding("q", "quit", "quit")]
+
+        def compose(self):
+            yield Bare()
+
+        def on_mount(self) -> None:
+            self.call_after_refresh(lambda: Path(ready).write_text(json.dumps({"load_seconds": 0,
+                                                                                 "count": n_rows})))
+
+        def action_down(self) -> None:
+            b = self.query_one(Bare)
+            old = b.cursor
+            b.cursor += 1
+            top, height = round(b.scroll_y), b.size.height
+            if b.cursor >= top + height:
+                b.scroll_to(y=b.cursor - height + 1, animate=False)
+            else:
+                b.refresh_line(old)
+                b.refresh_line(b.cursor)
+
+        async def on_event(self, event) -> None:
+            probe.event(event)
+            await super().on_event(event)
+
+        def _display(self, screen, renderable) -> None:
+            super()._display(screen, renderable)
+            if renderable is not None:
+                probe.displayed(self, renderable)
+
+    BareApp().run()
+    Path(out).write_text(json.dumps({"first_frame_wall": probe.first_frame_wall, "samples": probe.samples}))
     return 0
 
 
@@ -111,7 +185,7 @@ def child_main(trace: str, out: str, ready: str) -> int:
 class Terminal:
     """The child on a pseudo-terminal of a fixed size; its output is drained."""
 
-    def __init__(self, trace: Path, size=SIZE) -> None:
+    def __init__(self, trace, size=SIZE, mode: str = "--child") -> None:
         self.dir = tempfile.mkdtemp(prefix="vtdt-tui-bench-")
         self.out = os.path.join(self.dir, "out.json")
         self.ready = os.path.join(self.dir, "ready.json")
@@ -121,7 +195,7 @@ class Terminal:
                    LINES=str(size[1]))
         self.master = master
         self.spawn_wall = time.time()
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.tui_bench", "--child", str(trace),
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.tui_bench", mode, str(trace),
                                       self.out, self.ready],
                                      stdin=slave, stdout=slave, stderr=slave, cwd=REPO, env=env,
                                      start_new_session=True)
@@ -252,6 +326,17 @@ def latencies(trace: Path, steps: int, jumps: int) -> tuple[dict, dict]:
     return named, info
 
 
+def bare_latency(steps: int) -> list[float]:
+    term = Terminal(10_000_000, mode="--bare")
+    term.wait_ready(timeout=60)
+    time.sleep(0.5)
+    for _ in range(steps):
+        term.send(b"n")
+        time.sleep(KEY_GAP)
+    res = term.quit()
+    return [ms * 1000 for key, ms in res["samples"] if key == "n"]
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -286,12 +371,19 @@ def run(opts: Options) -> list[Result]:
                ratio=ff_big / ff_small, goal=("<=", 1.25),
                note="independent of length: same-run ratio (noise ~25% on this host)"),
     ]
-    named, info = latencies(big, steps=max(100, 40 * reps), jumps=max(40, 12 * reps))
+    steps, jumps = max(100, 40 * reps), max(40, 12 * reps)
+    bare = bare_latency(steps)
+    bare_med, bare_p95 = statistics.median(bare), _pct(bare, 0.95)
+    results.append(Result("key->frame bare Line-API list (baseline) median", bare_med, unit="ms",
+                          note="same run, same pty: a list with a cursor and nothing else (perf.md §5)"))
+    results.append(Result("key->frame bare Line-API list (baseline) p95", bare_p95, unit="ms"))
+    named, info = latencies(big, steps=steps, jumps=jumps)
     for name, vals in named.items():
         med, p95 = statistics.median(vals) if vals else float("nan"), _pct(vals, 0.95)
-        results.append(Result(f"key->frame {name} median", med, unit="ms", ratio=med, goal=("<=", 17),
-                              note=f"{len(vals)} keys at {big_n:,} events, pty {SIZE[0]}x{SIZE[1]}"))
-        results.append(Result(f"key->frame {name} p95", p95, unit="ms", ratio=p95, goal=("<=", 33)))
+        results.append(Result(f"key->frame {name} median", med, bare_med, unit="ms", ratio=med, goal=("<=", 17),
+                              note=f"{len(vals)} keys at {big_n:,} events, pty {SIZE[0]}x{SIZE[1]}; "
+                                   f"{med / bare_med:.2f}x the bare list"))
+        results.append(Result(f"key->frame {name} p95", p95, bare_p95, unit="ms", ratio=p95, goal=("<=", 33)))
     results.append(Result(f"load from a warm sidecar, {big_n:,} events", info["load_seconds"], unit="s",
                           note="index + checkpoints + findings read back; the UI answers keys meanwhile"))
     if cold:
@@ -303,5 +395,7 @@ def run(opts: Options) -> list[Result]:
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--child":
         raise SystemExit(child_main(sys.argv[2], sys.argv[3], sys.argv[4]))
+    if len(sys.argv) == 5 and sys.argv[1] == "--bare":
+        raise SystemExit(bare_child_main(sys.argv[2], sys.argv[3], sys.argv[4]))
     from bench.__main__ import main
     raise SystemExit(main(["tui", *sys.argv[1:]]))

@@ -14,10 +14,11 @@ f filter (F clears), m/' bookmarks, 1-4 panes, ctrl+p palette, ? help, q quit.
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.message import Message
@@ -115,6 +116,35 @@ class VtdtraceApp(App):
         self.query_one("#events", EventList).focus()
         # The loader starts after the first frame has been written.
         self.call_after_refresh(self._start_loader)
+        self._gc_start()
+
+    # --- garbage collection off the key path ------------------------------------------------
+    # With a long trace loaded (findings, their index, the session) a young-
+    # generation collection took ~10 ms and a full one up to 0.5 s here,
+    # landing in the middle of a key's frame.  Almost everything is freed by
+    # reference counting; the collector only finds cycles.  So: automatic
+    # collection is off while the app runs, it runs when no key came for a
+    # while, and what loading built is moved out of its sight (gc.freeze).
+    GC_IDLE = 0.4          # seconds without a key before collecting
+    GC_FULL_EVERY = 20     # idle ticks between full collections
+
+    def _gc_start(self) -> None:
+        self._gc_was_enabled = gc.isenabled()
+        self._last_key = time.monotonic()
+        self._gc_ticks = 0
+        gc.disable()
+        self.set_interval(0.5, self._gc_idle, name="idle-gc")
+
+    def _gc_idle(self) -> None:
+        if time.monotonic() - self._last_key < self.GC_IDLE:
+            return
+        self._gc_ticks += 1
+        gc.collect(2 if self._gc_ticks % self.GC_FULL_EVERY == 0 else 1)
+
+    def _gc_settle(self) -> None:
+        """Loading built long-lived structures: collect once, then freeze them."""
+        gc.collect()
+        gc.freeze()
 
     def on_resize(self, event) -> None:
         self.view.apply_layout(event.size.width)
@@ -153,6 +183,7 @@ class VtdtraceApp(App):
     def on_findings_loaded(self, message: loader.FindingsLoaded) -> None:
         self.model.attach_findings(message.findings)
         self.loaded = True
+        self.call_after_refresh(self._gc_settle)
         view = self.view
         view.timeline.set_progress("", None)
         view.events.reset()
@@ -422,9 +453,14 @@ class VtdtraceApp(App):
 
     def on_unmount(self) -> None:
         self.workers.cancel_all()
+        gc.unfreeze()
+        if getattr(self, "_gc_was_enabled", True):
+            gc.enable()
 
     # --- measurement hook (bench/tui_bench.py) ------------------------------------------------
     async def on_event(self, event) -> None:
+        if isinstance(event, events.Key):
+            self._last_key = time.monotonic()
         probe = self.latency_probe
         if probe is not None:
             probe.event(event)

@@ -115,9 +115,11 @@ class EventList(ScrollView, can_focus=True):
         if center or abs(row - old) > height:
             new_top = row - height // 2
         elif row < top + margin:
-            new_top = row - margin
+            # jump scroll: a page-third at a time, not a line at a time -- a
+            # scroll repaints every row, a cursor move only two
+            new_top = row - (2 * height) // 3
         elif row >= top + height - margin:
-            new_top = row - height + margin + 1
+            new_top = row - height // 3
         else:
             new_top = top
         new_top = max(0, min(new_top, max(self.virtual_size.height - height, 0)))
@@ -200,9 +202,14 @@ class EventList(ScrollView, can_focus=True):
 
     # --- rendering ----------------------------------------------------------------------------
     def render_lines(self, crop):
-        # the widget's base style walks the DOM: once per frame, not per line
-        self._base = self.rich_style
+        # the widget's base style walks the DOM: once until the styles change
+        if getattr(self, "_base", None) is None:
+            self._base = self.rich_style
         return super().render_lines(crop)
+
+    def notify_style_update(self) -> None:
+        self._base = None
+        super().notify_style_update()
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width

@@ -18,6 +18,7 @@ from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.widget import Widget
 
 # A line: ([(text, component class or None), ...], key or None)
 Line = tuple
@@ -29,6 +30,29 @@ def wrap_parts(text: str, width: int, comp: str | None, first_indent: str = "", 
     rows = textwrap.wrap(text, max(width, 20), initial_indent=first_indent, subsequent_indent=indent,
                          break_on_hyphens=False) or [first_indent]
     return [([(row, comp)], None) for row in rows]
+
+
+def set_virtual_size(widget, size: Size) -> None:
+    """Change a scroll view's virtual size without a screen-wide layout.
+
+    ``Widget.virtual_size`` is a reactive with ``layout=True``: every change
+    re-lays out the whole screen, which cost more than everything else in a
+    step here (the detail panes change their line count on most steps).  When
+    the change does not show or hide a scrollbar the widget's own geometry
+    is unchanged, so the value is set without the watcher and only the
+    scrollbars are updated; otherwise the normal (layout) path is taken."""
+    old = widget.virtual_size
+    if size == old:
+        return
+    cw, ch = widget.container_size
+    styles = widget.styles
+    flips = ((styles.overflow_y == "auto" and (size.height > ch) != (old.height > ch))
+             or (styles.overflow_x == "auto" and (size.width > cw) != (old.width > cw)))
+    if not widget.is_mounted or not cw or not ch or flips:
+        widget.virtual_size = size
+        return
+    widget.set_reactive(Widget.virtual_size, size)
+    widget._scroll_update(size)       # scrollbar window sizes; textual 8.2 (pinned)
 
 
 class LinePane(ScrollView, can_focus=True):
@@ -63,12 +87,22 @@ class LinePane(ScrollView, can_focus=True):
             self.build(self._build)
 
     def set_lines(self, lines: list[Line]) -> None:
+        """Show ``lines``; only the lines that differ are redrawn (from one
+        step to the next most of a pane stays the same, and the compositor's
+        per-line work is what a frame costs)."""
+        old = self._lines
         self._lines = lines
         w = max((sum(len(t) for t, _ in parts) for parts, _ in lines), default=0)
         size = Size(w, len(lines))
         if size != self.virtual_size:
-            self.virtual_size = size
-        self.refresh()
+            set_virtual_size(self, size)
+            self.refresh()
+            return
+        top = round(self.scroll_y)
+        height = self.scrollable_content_region.height
+        for y in range(top, min(len(lines), top + height)):
+            if y >= len(old) or old[y] != lines[y]:
+                self.refresh_line(y)
 
     def content_width(self) -> int:
         return max(self.scrollable_content_region.width, 20)
@@ -82,9 +116,14 @@ class LinePane(ScrollView, can_focus=True):
             self.scroll_to(y=y - height + 1, animate=False)
 
     def render_lines(self, crop):
-        # the base style walks the DOM: once per frame, not per line
-        self._base = self.rich_style
+        # the base style walks the DOM: once until the styles change
+        if getattr(self, "_base", None) is None:
+            self._base = self.rich_style
         return super().render_lines(crop)
+
+    def notify_style_update(self) -> None:
+        self._base = None
+        super().notify_style_update()
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from rich.segment import Segment
 from textual.events import Click
+from textual.geometry import Region
 from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
@@ -37,6 +38,8 @@ class Timeline(Widget):
         self.progress: tuple[str, float] | None = ("opening", 0.0)
         self._buckets: list[int] | None = None
         self._bucket_key = None
+        self._marker_key = None
+        self._marker_strip = None
 
     def set_progress(self, what: str, fraction: float | None) -> None:
         self.progress = None if fraction is None else (what, max(0.0, min(fraction, 1.0)))
@@ -47,7 +50,7 @@ class Timeline(Widget):
         self.refresh()
 
     def cursor_moved(self) -> None:
-        self.refresh()
+        self.refresh(Region(0, 1, self.size.width, 1))     # the marker line only
 
     def _cell_of(self, seq: int, width: int) -> int:
         total = max(self.model.count, 1)
@@ -93,15 +96,22 @@ class Timeline(Widget):
                 segs.append(Segment(("█" if run_rank else "─") * run_len, base + styles[run_rank]))
             return Strip(segs).adjust_cell_length(width, base)
         if y == 1:
-            line = [" "] * width
-            kinds = [None] * width
-            for seq in self.model.bookmarks:
-                c = self._cell_of(seq, width)
-                line[c], kinds[c] = "◆", "timeline--bookmark"
-            c = self._cell_of(self.model.cursor, width)
-            line[c], kinds[c] = "▲", "timeline--cursor"
-            segs = [Segment(ch, base + cs(k, partial=True) if k else base) for ch, k in zip(line, kinds)]
-            return Strip(segs).simplify()
+            marks = {self._cell_of(seq, width): ("◆", "timeline--bookmark") for seq in self.model.bookmarks}
+            marks[self._cell_of(self.model.cursor, width)] = ("▲", "timeline--cursor")
+            key = (width, base, tuple(sorted(marks.items())))
+            if key == self._marker_key:
+                return self._marker_strip
+            segs, pos = [], 0
+            for c in sorted(marks):
+                ch, comp = marks[c]
+                if c > pos:
+                    segs.append(Segment(" " * (c - pos), base))
+                segs.append(Segment(ch, base + cs(comp, partial=True)))
+                pos = c + 1
+            if pos < width:
+                segs.append(Segment(" " * (width - pos), base))
+            self._marker_key, self._marker_strip = key, Strip(segs, width)
+            return self._marker_strip
         return Strip.blank(width, base)
 
     def on_click(self, event: Click) -> None:

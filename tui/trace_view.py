@@ -14,9 +14,10 @@ resize; the rules are in app.tcss).
 
 from __future__ import annotations
 
-from rich.text import Text
+from rich.segment import Segment
 from textual.app import ComposeResult
 from textual.containers import Container, Horizontal, Vertical
+from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
@@ -32,34 +33,51 @@ DETAILS = ("state", "stack", "findings")
 
 
 class TitleBar(Widget):
-    """Trace name, scenario, engine variant, integrity, position."""
+    """Trace name, scenario, engine variant, integrity, position (one line,
+    drawn as segments: it changes on every step)."""
+
+    COMPONENT_CLASSES = {"title-bar--app", "title-bar--name", "title-bar--ok", "title-bar--bad",
+                         "title-bar--dim", "title-bar--step"}
 
     def __init__(self, model: TraceModel, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.model = model
+        self._key = None
+        self._strip = None
 
-    def render(self) -> Text:
+    def parts(self, width: int) -> list[tuple[str, str | None]]:
         m = self.model
-        t = Text(no_wrap=True, overflow="ellipsis")
-        wide = self.size.width >= 100
-        t.append(" vtdtrace ", style="bold reverse")
-        t.append(f" {m.name} ", style="bold")
+        wide = width >= 100
+        out = [(" vtdtrace ", "title-bar--app"), (f" {m.name} ", "title-bar--name")]
         if wide and m.scenario not in m.name:
-            t.append(f"· {m.scenario} ")
-        t.append(f"· {m.engine} · ")
+            out.append((f"· {m.scenario} ", None))
+        out.append((f"· {m.engine} · ", None))
         integ = m.integrity()
-        t.append(integ, style="bold red" if integ == "damaged" else "green")
-        t.append(f" · {m.count:,} ev", style="")
-        t.append(" │ ", style="dim")
-        t.append(f"step {m.cursor:,}", style="bold")
+        out.append((integ, "title-bar--bad" if integ == "damaged" else "title-bar--ok"))
+        out.append((f" · {m.count:,} ev", None))
+        out.append((" │ ", "title-bar--dim"))
+        out.append((f"step {m.cursor:,}", "title-bar--step"))
         ev = m.event(m.cursor)
         if ev is not None:
-            t.append(f" op {ev[3]}", style="")
-            if ev[5]:
-                t.append(f" {ev[5]}", style="")
-            if wide:
-                t.append(f" {m.kind_name(ev)}", style="")
-        return t
+            tail = f" op {ev[3]}" + (f" {ev[5]}" if ev[5] else "") + (f" {m.kind_name(ev)}" if wide else "")
+            out.append((tail, None))
+        return out
+
+    def text(self) -> str:
+        return "".join(t for t, _ in self.parts(self.size.width))
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.rich_style
+        if y > 0:
+            return Strip.blank(width, base)
+        parts = tuple(self.parts(width))
+        key = (parts, width, base)
+        if key != self._key:
+            cs = self.get_component_rich_style
+            segs = [Segment(t, base + cs(c, partial=True) if c else base) for t, c in parts]
+            self._key, self._strip = key, Strip(segs).crop_extend(0, width, base)
+        return self._strip
 
 
 class TraceView(Vertical):
@@ -195,8 +213,10 @@ class TraceView(Vertical):
     def _update_status(self) -> None:
         parts = [p for p in (self.status_text, self.search_status) if p]
         status = self.query_one("#status", Static)
-        status.update("   ".join(parts))
-        status.display = bool(parts)
+        show = bool(parts)
+        status.update("   ".join(parts), layout=False)     # one fixed line
+        if status.display != show:
+            status.display = show
 
     def set_banner(self, text: str | None) -> None:
         banner = self.query_one("#banner", Static)

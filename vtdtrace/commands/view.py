@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, fail
+from ..errors import EXIT_DAMAGED, EXIT_OK, fail
 
 
 def add_parser(p) -> None:
@@ -45,6 +45,9 @@ def run(args) -> int:
         if not (sys.stdin.isatty() and sys.stdout.isatty()):
             return fail(None, "view needs a terminal (stdin and stdout must be a tty); "
                         "for scripts use `vtdtrace show`/`log`")
+        import tui
+
+        tui.prepare_environment()          # before Textual is imported
         from tui.app import VtdtraceApp
 
         app = VtdtraceApp(args.trace, model=models[0], use_sidecar=not args.no_sidecar)
