@@ -390,3 +390,20 @@ async def test_row_click_moves_the_cursor(s1):
         await pilot.pause()
         assert app.model.cursor == round(events.scroll_y) + 3
     app.model.close()
+
+
+async def test_filter_keeps_the_cursor_row_in_view(s1, evs):
+    lo = lo_write_of_assign(evs)
+    app = VtdtraceApp(s1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        app.goto_seq(lo)
+        app.apply_filter(Filter(kinds=("ctx-write",)))
+        await settle(app, pilot)
+        events = app.view.events
+        row = app.model.row_of_seq(lo)
+        assert app.model.cursor == lo and app.model.seq_at_row(row) == lo
+        top, height = round(events.scroll_y), events.scrollable_content_region.height
+        assert top <= row < top + height
+        assert f"{lo} 0  1 MO7" in screen_text(app)
+    app.model.close()

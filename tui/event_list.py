@@ -124,7 +124,7 @@ class EventList(ScrollView, can_focus=True):
             new_top = top
         new_top = max(0, min(new_top, max(self.virtual_size.height - height, 0)))
         if new_top != top:
-            self.scroll_to(y=new_top, animate=False)   # refreshes the whole view
+            self.scroll_to(y=new_top, animate=False, force=True)   # refreshes the whole view
         else:
             self.refresh_line(old)
             self.refresh_line(row)

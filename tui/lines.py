@@ -111,9 +111,9 @@ class LinePane(ScrollView, can_focus=True):
         height = self.scrollable_content_region.height
         top = round(self.scroll_y)
         if y < top:
-            self.scroll_to(y=y, animate=False)
+            self.scroll_to(y=y, animate=False, force=True)
         elif height and y >= top + height:
-            self.scroll_to(y=y - height + 1, animate=False)
+            self.scroll_to(y=y - height + 1, animate=False, force=True)
 
     def render_lines(self, crop):
         # the base style walks the DOM: once until the styles change
