@@ -144,8 +144,8 @@ def text_report(path, header, result, findings, kinds) -> str:
         out.append("")
         out.append(_clean(dev) if dev is not None else "(no device)")
         for f in groups[dev]:
-            rid = f" rid {f.rid}" if f.rid and f.rid != dev else ""
-            out.append(f"  {f.severity:<7} {f.kind:<15} {_range(f)}{_clean(rid)}: {_clean(f.detail)}")
+            rid = f" rid {_clean(f.rid)}" if f.rid and f.rid != dev else ""
+            out.append(f"  {f.severity:<7} {f.kind:<15} {_range(f)}{rid}: {_clean(f.detail)}")
     n = {s: sum(1 for f in findings if f.severity == s) for s in (HAZARD, WARNING, BENIGN)}
     out.append("")
     which = "" if len(kinds) == len(set(kinds)) and set(kinds) == set(_all_kinds()) else \
