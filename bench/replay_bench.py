@@ -22,7 +22,6 @@ from __future__ import annotations
 import gc
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys

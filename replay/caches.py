@@ -55,14 +55,6 @@ FM_MASK = (0b000, 0b100, 0b110, 0b111)
 EMPTY: frozenset = frozenset()
 
 
-def entry_did(hi: int) -> int:
-    return (hi >> 8) & 0xFFFF
-
-
-def entry_tt(lo: int) -> int:
-    return (lo >> 2) & 3
-
-
 def cache_tag(value: tuple[int, int]) -> int:
     """The DID a cached context entry is tagged with: its own DID when
     present, 0 for a non-present entry cached under caching mode."""

@@ -97,9 +97,6 @@ class SeqIndex:
         arr = self.seqs(key)
         return len(arr) if arr else 0
 
-    def loaded(self) -> dict:
-        return self._arrays
-
 
 class KindIndex:
     """"Next/previous event of kind K" in O(log n).
@@ -169,9 +166,6 @@ class KindIndex:
             return None
         c = arr[k]
         return self._firsts[c] + self._column(c).rfind(b)
-
-    def chunks_with(self, kind: int):
-        return self._chunks.get(kind)
 
     def seqs(self, kind: int):
         """Every seq of ``kind`` as a sorted array (built on first request from

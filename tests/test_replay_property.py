@@ -16,13 +16,11 @@ import os
 import tempfile
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from replay.session import ReplaySession
 from replay.state import apply, initial_state, to_canonical
-from tracer import schema as S
 
 CI = os.environ.get("HYPOTHESIS_PROFILE") == "ci"
 SETTINGS = settings(deadline=None, derandomize=CI, suppress_health_check=[HealthCheck.too_slow])
@@ -155,31 +153,6 @@ def test_replay_equals_the_engine_after_every_event(text):
 
         _record(platform, variant, observe)
         assert not diffs, diffs[0]
-
-
-@SETTINGS
-@given(scenarios())
-def test_replay_equals_the_engine_at_operation_starts_and_the_end(text):
-    """The same comparison where the engine is between operations: at every
-    op-begin and after the run."""
-    platform = _platform(text)
-    for variant in _variants():
-        st_ = initial_state({"platform": platform.to_header()})
-        diffs = []
-        last = []
-
-        def observe(engine, ev):
-            apply(st_, ev)
-            last[:] = [engine]
-            if ev[0] == S.K_OP_BEGIN and not diffs:
-                got, want = to_canonical(st_), engine.canonical()
-                if got != want:
-                    diffs.append((variant, ev, {k: (got[k], want[k]) for k in got if got[k] != want[k]}))
-
-        events = _record(platform, variant, observe)
-        assert not diffs, diffs[0]
-        if events:
-            assert to_canonical(st_) == last[0].canonical(), variant
 
 
 @SETTINGS

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from ..errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, fail
+from ..errors import EXIT_DAMAGED, EXIT_OK, fail
 
 
 def _step(text: str) -> int:
