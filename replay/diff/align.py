@@ -1316,8 +1316,7 @@ def slice_mismatch(xa: list, xb: list) -> int:
 def _shares(xa, xb) -> bool:
     """Do the two lists hold any event object in common (a chunk decoded once
     for both traces)?  Then nothing may be renumbered in place."""
-    ids = set(map(id, xa))
-    return any(id(x) in ids for x in xb)
+    return not set(map(id, xa)).isdisjoint(map(id, xb))
 
 
 def _first_unequal(xa, xb) -> int:

@@ -747,25 +747,31 @@ def _fkey(f):
         getattr(f, "start", None)
 
 
-def _keyed(al: Alignment, side: str, fs) -> list:
-    """[((match key, pair index), start, finding)] for one side's findings
-    (C-speed for Finding objects: attrgetter, bisect, zip)."""
+def _keyed(al: Alignment, side: str, fs):
+    """(keys, pair indexes, starts, findings) of one side's findings: C-speed
+    (itemgetter/attrgetter, bisect) for sidecar rows and Finding objects."""
     firsts, idx = al._side[side]
-    fs = list(fs or ())
+    rows = type(fs) is FindingRows
+    fs = fs if rows else list(fs or ())
     try:
-        keys = list(map(_ATTR_KEY, fs))
-        starts = list(map(_ATTR_START, fs))
-        hi = firsts[-1] if firsts else 0
-        if not all(type(x) is int and 1 <= x for x in starts):
+        if rows:
+            keys = list(map(_ROW_KEY, fs))
+            starts = list(map(_ROW_START, fs))
+        else:
+            keys = list(map(_ATTR_KEY, fs))
+            starts = list(map(_ATTR_START, fs))
+        if starts and (set(map(type, starts)) != {int} or min(starts) < 1):
             raise TypeError
         last = al.pairs[idx[-1]] if len(idx) else None
         end = (last.first_a + last.count_a if side == "a" else last.first_b + last.count_b) if last else 0
-        pidx = [idx[bisect_right(firsts, x) - 1] if x < end else -1 for x in starts] if hi else [-1] * len(fs)
-        return list(zip(zip(keys, pidx), starts, fs))
-    except (AttributeError, TypeError):
+        pidx = [idx[bisect_right(firsts, x) - 1] if x < end else -1 for x in starts] if end else [-1] * len(fs)
+        return keys, pidx, starts, fs
+    except (AttributeError, TypeError, IndexError, KeyError):
         pass
-    out = []
+    keys, pidx, starts, objs = [], [], [], []
     for f in fs:
+        if rows:
+            f = _row_json(f) if isinstance(f, (list, tuple)) and len(f) == 10 else {"kind": None, "detail": repr(f)}
         k, start = _fkey(f)
         p = -1
         if type(start) is int:
@@ -773,8 +779,11 @@ def _keyed(al: Alignment, side: str, fs) -> list:
             p = pair.index if pair is not None else -1
         else:
             start = -1
-        out.append(((k, p), start, f))
-    return out
+        keys.append(k)
+        pidx.append(p)
+        starts.append(start)
+        objs.append(f)
+    return keys, pidx, starts, objs
 
 
 _ATTR_KEY = attrgetter("kind", "device", "rid", "start_label", "end_label")
@@ -785,23 +794,26 @@ def hazard_delta(al: Alignment, findings_a, findings_b) -> list:
     """Findings without a counterpart: the same kind, device, requester ID
     and step labels, starting in the same aligned operation pair (matched in
     order of start when several).  Only the unmatched ones are converted."""
-    keyed = [_keyed(al, "a", findings_a), _keyed(al, "b", findings_b)]
-    ca = Counter(r[0] for r in keyed[0])
-    cb = Counter(r[0] for r in keyed[1])
+    ka = _keyed(al, "a", findings_a)
+    kb = _keyed(al, "b", findings_b)
+    ca = Counter(zip(ka[0], ka[1]))
+    cb = Counter(zip(kb[0], kb[1]))
+    if ca == cb:
+        return []
     out = []
-    for side, rows, mine, other in (("a", keyed[0], ca, cb), ("b", keyed[1], cb, ca)):
+    for side, (keys, pidx, starts, fs), mine, other in (("a", ka, ca, cb), ("b", kb, cb, ca)):
         extra = {k: n - other.get(k, 0) for k, n in mine.items() if n > other.get(k, 0)}
         if not extra:
             continue
         # the last `extra[k]` of each key (in start order) have no counterpart
         by_key: dict = {}
-        for key, start, f in rows:
+        for key, start, f in zip(zip(keys, pidx), starts, fs):
             if key in extra:
                 by_key.setdefault(key, []).append((start, f))
         for key, lst in by_key.items():
             lst.sort(key=lambda x: x[0])
             for start, f in lst[len(lst) - extra[key]:]:
-                d = finding_dict(f)
+                d = _row_json(f) if isinstance(f, list) else finding_dict(f)
                 row = al.nearest_row(side, start) if start >= 0 else None
                 out.append(HazardDelta(side, d, row, key[1] if key[1] >= 0 else None))
     out.sort(key=lambda h: (h.row if h.row is not None else -1, h.side, _fstart(h.finding),
@@ -1176,18 +1188,71 @@ def _hazards():
     return hazards
 
 
+# replay.hazards' positional finding row (Finding.to_row), format 1
+_ROW_FIELDS = ("kind", "severity", "device", "rid", "iommu", "start", "end", "start_label", "end_label", "detail")
+_ROW_KEY = itemgetter(0, 2, 3, 7, 8)
+_ROW_START = itemgetter(5)
+
+
+class FindingRows(list):
+    """Findings as the sidecar stores them: positional rows in
+    replay.hazards.Finding.to_row order, matched without building objects."""
+
+    __slots__ = ()
+
+
+def _row_json(r) -> dict:
+    d = dict(zip(_ROW_FIELDS, r))
+    d["open_at_end"] = d["end"] is None
+    return {k: d[k] for k in FINDING_KEYS}
+
+
+def _cached_rows(path):
+    """The sidecar's finding rows, read directly (tens of ms for 10^5
+    findings, where decoding them into objects costs most of a second), or
+    None when the entry is absent, stale or of another format."""
+    import msgpack
+
+    from replay.hazards import analyse as _an
+    from replay.hazards import findings as _fi
+    from replay.reader import trace_fingerprint
+    from replay.sidecar import Sidecar
+
+    if getattr(_fi, "FINDINGS_FORMAT", None) != 1:
+        return None
+    with Sidecar.open(path, trace_fingerprint(path)) as sc:
+        raw = sc.get_raw(_an.SIDECAR_KEY) if sc.fresh else None
+    if raw is None:
+        return None
+    entry = msgpack.unpackb(raw, use_list=True, strict_map_key=False)
+    if not isinstance(entry, dict) or entry.get("build") != list(_an._build_key()):
+        return None
+    value = entry.get("findings")       # encode_findings: [FINDINGS_FORMAT, [row, ...]]
+    if not (isinstance(value, list) and len(value) == 2 and value[0] == 1 and isinstance(value[1], list)):
+        return None
+    rows = value[1]
+    if rows and (type(rows[0]) is not list or len(rows[0]) != len(_ROW_FIELDS)):
+        return None
+    return FindingRows(rows)    # each row is checked as it is matched (_keyed)
+
+
 def cached_findings(path, trace):
     """The findings of a trace from its sidecar, when a fresh entry is there
     (None otherwise, or when this build has no analysers)."""
     hz = _hazards()
     if hz is None:
         return None
+    try:
+        rows = _cached_rows(path)
+        if rows is not None:
+            return rows
+    except Exception:
+        pass
     public = getattr(hz, "cached_findings", None)
     try:
         if public is not None:
             got = public(path)
             return None if got is None else got.findings
-        # replay.hazards has no public "cached only" call yet: read its entry.
         from replay.hazards import analyse as _an
         from replay.reader import trace_fingerprint
         from replay.sidecar import Sidecar
