@@ -99,6 +99,7 @@ class VtdtraceApp(App):
         self.use_sidecar = use_sidecar
         self._filter_generation = 0
         self._bookmarks_dirty = False
+        self._transient_status = False
         self.loaded = False               # session and findings both in (or failed)
         self.latency_probe = None         # bench/tui_bench.py: key -> frame written
 
@@ -159,20 +160,30 @@ class VtdtraceApp(App):
                     use_sidecar=self.use_sidecar)
 
     # --- loader messages ------------------------------------------------------------------------
+    def view_of(self, model) -> TraceView:
+        """The TraceView showing ``model`` (a message names its trace; the
+        diff view has two)."""
+        for view in self.query(TraceView):
+            if model is None or view.model is model:
+                return view
+        return self.view
+
     def on_load_progress(self, message: loader.LoadProgress) -> None:
-        self.view.load_phase = message.phase
-        self.view.timeline.set_progress(message.phase, message.fraction)
+        view = self.view_of(message.model)
+        view.load_phase = message.phase
+        view.timeline.set_progress(message.phase, message.fraction)
 
     def on_session_loaded(self, message: loader.SessionLoaded) -> None:
-        m = self.model
+        view = self.view_of(message.model)
+        m = view.model
         before = m.count
         m.attach_session(message.session)
         m.load_bookmarks(message.bookmarks)
         if m.bookmarks and self._bookmarks_dirty:
             self._save_bookmarks()
-        view = self.view
         view.load_phase = "analysing"
-        view.timeline.set_progress("analysing", 0.0)
+        # the analysers report no progress: an indeterminate bar
+        view.timeline.set_progress("analysing hazards", None, busy=True)
         view.set_banner(m.damage_text())
         if m.count != before:
             view.rows_changed()
@@ -181,21 +192,21 @@ class VtdtraceApp(App):
             view.refresh_step()
 
     def on_findings_loaded(self, message: loader.FindingsLoaded) -> None:
-        self.model.attach_findings(message.findings)
+        view = self.view_of(message.model)
+        view.model.attach_findings(message.findings)
         self.loaded = True
         self.call_after_refresh(self._gc_settle)
-        view = self.view
         view.timeline.set_progress("", None)
         view.events.reset()
         view.timeline.reset()
         view.refresh_step()
 
     def on_load_failed(self, message: loader.LoadFailed) -> None:
-        self.model.load_error = message.text
+        view = self.view_of(message.model)
+        view.model.load_error = message.text
         self.loaded = True
-        view = self.view
         view.timeline.set_progress("", None)
-        view.set_banner("  ".join(t for t in (self.model.damage_text(), message.text) if t))
+        view.set_banner("  ".join(t for t in (view.model.damage_text(), message.text) if t))
         view.refresh_step()
 
     # --- moving ---------------------------------------------------------------------------------
@@ -203,8 +214,12 @@ class VtdtraceApp(App):
         if result is None:
             if what:
                 self.view.set_search_status(what)
+                self._transient_status = True
             self.bell()
             return
+        if self._transient_status:               # "no later finding" is stale now
+            self._transient_status = False
+            self.view.set_search_status("")
         self.view.refresh_step(center=center)
 
     def goto_seq(self, seq: int, center: bool = False) -> None:

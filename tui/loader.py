@@ -34,34 +34,38 @@ PROGRESS_INTERVAL = 0.1     # seconds between two progress messages
 class LoadProgress(Message):
     """Part of the whole-trace work is done (``fraction`` of ``phase``)."""
 
-    def __init__(self, phase: str, fraction: float) -> None:
+    def __init__(self, phase: str, fraction: float, model=None) -> None:
         super().__init__()
         self.phase = phase
         self.fraction = fraction
+        self.model = model          # which trace (the diff view loads two)
 
     def can_replace(self, message: Message) -> bool:
         # a flood of progress updates collapses to the latest (Toolong)
-        return isinstance(message, LoadProgress)
+        return isinstance(message, LoadProgress) and message.model is self.model
 
 
 class SessionLoaded(Message):
-    def __init__(self, session, bookmarks) -> None:
+    def __init__(self, session, bookmarks, model=None) -> None:
         super().__init__()
         self.session = session
         self.bookmarks = bookmarks
+        self.model = model
 
 
 class FindingsLoaded(Message):
-    def __init__(self, findings: FindingsView) -> None:
+    def __init__(self, findings: FindingsView, model=None) -> None:
         super().__init__()
         self.findings = findings
+        self.model = model
 
 
 class LoadFailed(Message):
-    def __init__(self, phase: str, text: str) -> None:
+    def __init__(self, phase: str, text: str, model=None) -> None:
         super().__init__()
         self.phase = phase
         self.text = text
+        self.model = model
 
 
 # One lock per process for writes to sidecars: the loader (session build,
@@ -71,14 +75,14 @@ SIDECAR_LOCK = threading.Lock()
 
 
 class _Throttle:
-    def __init__(self, post, phase: str) -> None:
-        self.post, self.phase, self.last = post, phase, 0.0
+    def __init__(self, post, phase: str, model) -> None:
+        self.post, self.phase, self.model, self.last = post, phase, model, 0.0
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
         if now - self.last >= PROGRESS_INTERVAL or done >= total:
             self.last = now
-            self.post(LoadProgress(self.phase, done / total if total else 1.0))
+            self.post(LoadProgress(self.phase, done / total if total else 1.0, self.model))
 
 
 def compute_findings(path, use_sidecar: bool):
@@ -96,29 +100,29 @@ def load(model: TraceModel, post, cancelled=lambda: False, *, use_sidecar: bool 
     try:
         with SIDECAR_LOCK:
             session = ReplaySession(model.path, sidecar=use_sidecar,
-                                    progress=_Throttle(post, "indexing"))
+                                    progress=_Throttle(post, "indexing", model))
             marks = None
             try:
                 marks = session.sidecar.get(BOOKMARKS_KEY)
             except Exception:
                 marks = None
     except Exception as exc:                       # an unreadable trace stays browsable
-        post(LoadFailed("index", f"cannot replay: {exc}"))
+        post(LoadFailed("index", f"cannot replay: {exc}", model))
         return
     if cancelled():
         session.close()
         return
-    post(SessionLoaded(session, marks))
+    post(SessionLoaded(session, marks, model))
     try:
         with SIDECAR_LOCK:
             findings, index = compute_findings(model.path, use_sidecar)
         view = FindingsView(findings, index, session.count)
     except Exception as exc:
-        post(LoadFailed("findings", f"hazard analysis failed: {exc}"))
+        post(LoadFailed("findings", f"hazard analysis failed: {exc}", model))
         return
     if cancelled():
         return
-    post(FindingsLoaded(view))
+    post(FindingsLoaded(view, model))
 
 
 def save_bookmarks(session, payload) -> None:

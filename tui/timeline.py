@@ -41,8 +41,13 @@ class Timeline(Widget):
         self._marker_key = None
         self._marker_strip = None
 
-    def set_progress(self, what: str, fraction: float | None) -> None:
-        self.progress = None if fraction is None else (what, max(0.0, min(fraction, 1.0)))
+    def set_progress(self, what: str, fraction: float | None, busy: bool = False) -> None:
+        """A phase with a known fraction, or (``busy``) one that reports none;
+        ``fraction`` None and not busy: loading is over."""
+        if busy:
+            self.progress = (what, -1.0)
+        else:
+            self.progress = None if fraction is None else (what, max(0.0, min(fraction, 1.0)))
         self.refresh()
 
     def reset(self) -> None:
@@ -73,6 +78,12 @@ class Timeline(Widget):
         if y == 0:
             if self.progress is not None and self.model.findings is None:
                 what, frac = self.progress
+                if frac < 0:            # a phase without progress reports
+                    label = f" {what}… "
+                    return Strip([Segment(label, base + cs("timeline--text", partial=True)),
+                                  Segment("╌" * max(width - len(label), 0),
+                                          base + cs("timeline--progress-bg", partial=True))]
+                                 ).adjust_cell_length(width, base)
                 label = f" {what} {frac * 100:3.0f}% "
                 bar_w = max(width - len(label), 1)
                 done = int(bar_w * frac)
