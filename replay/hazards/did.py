@@ -26,7 +26,7 @@ from __future__ import annotations
 from tracer import schema as S
 from tracer.schema import DOMID_INVALID
 
-from .base import Analyser
+from .base import Analyser, join_names
 from .findings import HAZARD, WARNING, Finding
 
 WHERE = {"entry": "its context entry", "cache": "the context cache", "iotlb": "the IOTLB"}
@@ -367,9 +367,9 @@ class DidAnalyser(Analyser):
             return Finding("did-dangling", HAZARD, w.device, w.rid, w.iommu, w.start, end, w.start_label,
                            end_label, detail)
         did, new = w.info["did"], w.info["new"]
-        places = ", ".join(WHERE[x] for x in ("entry", "cache", "iotlb") if x in w.info["where"]) or "it"
+        places = join_names([WHERE[x] for x in ("entry", "cache", "iotlb") if x in w.info["where"]])
         detail = (f"IOMMU {w.iommu}: context_set_domain_id handed DID {did} to {ctx.dom(new)} while "
-                  f"{places} of {w.rid} still use{'s' if len(w.info['where']) == 1 else ''} that number, "
-                  f"so {w.rid}'s DMA shares IOTLB entries with {ctx.dom(new)}")
+                  f"{w.rid} still uses that number (in {places}), so {w.rid}'s DMA shares IOTLB "
+                  f"entries with {ctx.dom(new)}")
         return Finding("did-reuse", HAZARD, w.device, w.rid, w.iommu, w.start, end, w.start_label,
                        end_label, detail)
