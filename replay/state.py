@@ -353,6 +353,11 @@ _RARE = {
 # appending kinds) is skipped, so old readers replay what they understand.
 assert set(_RARE) | {S.K_CALL, S.K_RETURN, S.K_LOCK, S.K_UNLOCK, S.K_CTX_WRITE, S.K_DID_BITMAP,
                      S.K_DID_MAP} == set(range(len(S.KINDS)))
+# What the fold dispatches to: kinds without state effect are not called at
+# all, nor cache-sync on a coherent platform (the IOMMU sees every store at
+# once there).  A fifth of a trace takes this path; a call saved is ~0.1 us.
+_DISPATCH = {k: h for k, h in _RARE.items() if h is not _no_state}
+_DISPATCH_COHERENT = {k: h for k, h in _DISPATCH.items() if k != S.K_CACHE_SYNC}
 
 
 def fold(st: ReplayState, events) -> ReplayState:
@@ -363,8 +368,8 @@ def fold(st: ReplayState, events) -> ReplayState:
     K_CTX_WRITE, K_DID_BITMAP, K_DID_MAP = S.K_CTX_WRITE, S.K_DID_BITMAP, S.K_DID_MAP
     stacks, locks, nest, ctx = st.stacks, st.locks, st.nest, st.ctx
     did_bits, did_map = st.did_bits, st.did_map
-    rare = _RARE.get
     coherent, cm, translation = st.coherent, st.cm, st.translation
+    rare = (_DISPATCH_COHERENT if coherent else _DISPATCH).get
     retire, ctx_write = caches.retire, caches.ctx_write
     ev = None
     try:
