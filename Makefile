@@ -14,8 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/vtdtrace info traces/s1-usb-rmrr.direct-nocx16.vtdt
-	$(BIN)/vtdtrace log traces/s1-usb-rmrr.direct-nocx16.vtdt --kind ctx-write,flush-context,flush-iotlb,log
+	$(BIN)/vtdtrace view traces/s1-usb-rmrr.direct-nocx16.vtdt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
