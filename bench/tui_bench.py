@@ -50,13 +50,17 @@ REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "bench" / ".cache"
 SHIPPED = REPO / "traces" / "s1-usb-rmrr.direct-nocx16.vtdt"
 SIZE = (120, 40)
-KEY_GAP = 0.06          # seconds between keys: longer than any expected frame
+KEY_GAP = 0.06          # seconds between steps: longer than any expected frame
+JUMP_GAP = 0.2          # between jumps: a user reads the screen before the next one
 
 
 # --- the child: the app with a probe ---------------------------------------------------------
 
 class Probe:
-    """Pairs each key with the first frame written after it."""
+    """Pairs each key with the first frame written after it that shows its
+    effect: the cursor moved (a go-to's enter first closes the prompt; the
+    frame that counts is the one with the new step).  Keys that move
+    nothing are not counted."""
 
     def __init__(self) -> None:
         self.pending = None
@@ -64,17 +68,21 @@ class Probe:
         self.cpu: list[float] = []          # main-thread CPU seconds of each sample
         self.first_frame_wall: float | None = None
 
-    def event(self, event) -> None:
+    def event(self, event, app=None) -> None:
         from textual import events
         if isinstance(event, events.Key):
-            self.pending = (event.key, event.time, time.thread_time())
+            cursor = getattr(getattr(app, "model", None), "cursor", None)
+            self.pending = (event.key, event.time, time.thread_time(), cursor)
 
     def displayed(self, app, renderable) -> None:
         now = time.monotonic()
         if self.first_frame_wall is None:
             self.first_frame_wall = time.time()
         if self.pending is not None:
-            key, t0, c0 = self.pending
+            key, t0, c0, cursor = self.pending
+            model = getattr(app, "model", None)
+            if model is not None and model.cursor == cursor:
+                return                       # this frame is not the key's effect (yet)
             self.pending = None
             self.samples.append((key, now - t0))
             self.cpu.append(time.thread_time() - c0)
@@ -304,17 +312,17 @@ def latencies(trace: Path, steps: int, jumps: int) -> tuple[dict, dict]:
     press(b"1", 0.1)
     press(b"\r", 0.3)                       # back to the start for the hazards
     for _ in range(jumps):
-        press(b"]")
+        press(b"]", JUMP_GAP)
     for _ in range(jumps):
         press(b"g", 0.3)                   # the prompt must be up before the digits
         press(str(rnd.randrange(1, count + 1)).encode(), 0.1)
-        press(b"\r", 0.15)
+        press(b"\r", JUMP_GAP)
     # previous write of the entry the last hazard selected: from the end backwards
     press(b"g", 0.3)
     press(b"end", 0.1)
     press(b"\r", 0.3)
     for _ in range(jumps):
-        press(b"W")
+        press(b"W", JUMP_GAP)
     res = term.quit()
     by_key: dict[str, list[float]] = {}
     for key, seconds in res["samples"]:

@@ -15,7 +15,8 @@ from tracer import schema as S
 from tui.app import VtdtraceApp
 from tui.event_list import EventList
 from tui.model import Filter
-from tui.screens import BookmarksScreen, FilterScreen, GotoScreen, HelpScreen, PromptScreen
+from tui.command_line import CommandLine
+from tui.screens import BookmarksScreen, FilterScreen, HelpScreen
 from tui.state_pane import StatePane
 
 USB = (0, 0x00, 0xA0)          # IOMMU 0, 0000:00:14.0 (devfn 0xa0)
@@ -127,11 +128,14 @@ async def test_goto_prompt(s1, evs):
     app = VtdtraceApp(s1)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(app, pilot)
+        line = app.query_one(CommandLine)
         await pilot.press("g")
-        assert isinstance(app.screen, GotoScreen)
-        await pilot.press(*str(lo), "enter")
+        assert line.asking and app.focused is line and "go to step" in line.text()
+        await pilot.press(*str(lo))
+        assert app.model.cursor == 0                    # digits go to the prompt, not to the panes
+        await pilot.press("enter")
         await pilot.pause()
-        assert not isinstance(app.screen, GotoScreen)
+        assert not line.asking and isinstance(app.focused, EventList)
         assert app.model.cursor == lo
         await pilot.press("g", "plus", "5", "enter")
         assert app.model.cursor == lo + 5
@@ -139,10 +143,11 @@ async def test_goto_prompt(s1, evs):
         assert app.model.cursor == next(e["seq"] for e in evs if e["kind"] == "op-begin" and e["op"] == 2)
         # a bad step keeps the prompt open with the reason; escape cancels
         await pilot.press("g", *"99999", "enter")
-        assert isinstance(app.screen, GotoScreen)
-        assert "outside" in str(app.screen.query_one("#goto-hint").render())
+        assert line.asking and "outside" in line.text()
+        await pilot.press("backspace", "left", "ctrl+u")
+        assert line.value == ""
         await pilot.press("escape")
-        assert not isinstance(app.screen, GotoScreen)
+        assert not line.asking
         assert app.model.cursor == next(e["seq"] for e in evs if e["kind"] == "op-begin" and e["op"] == 2)
 
 
@@ -190,7 +195,7 @@ async def test_search_and_repeat(s1, evs):
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(app, pilot)
         await pilot.press("slash")
-        assert isinstance(app.screen, PromptScreen)
+        assert app.query_one(CommandLine).asking
         await pilot.press(*"cleanup_domid_map", "enter")
         await settle(app, pilot)
         assert app.model.cursor == hits[0]
@@ -348,7 +353,7 @@ async def test_command_palette_runs_actions(s1):
         await pilot.pause(0.3)
         await pilot.press("enter")
         await pilot.pause(0.2)
-        assert isinstance(app.screen, GotoScreen)
+        assert app.query_one(CommandLine).asking
         await pilot.press("1", "0", "enter")
         assert app.model.cursor == 10
     app.model.close()

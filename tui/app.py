@@ -29,7 +29,8 @@ from . import loader
 from .commands import TraceCommands
 from .event_list import EventList
 from .model import Filter, TraceModel
-from .screens import BookmarksScreen, FilterScreen, GotoScreen, HelpScreen, PromptScreen
+from .command_line import CommandLine
+from .screens import BookmarksScreen, FilterScreen, HelpScreen
 from .state_pane import StatePane
 from .timeline import Timeline
 from .trace_view import TraceView
@@ -106,7 +107,12 @@ class VtdtraceApp(App):
     # --- composition ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield TraceView(self.model, id="trace")
+        yield CommandLine(id="command")
         yield Footer()
+
+    @property
+    def command_line(self) -> CommandLine:
+        return self.query_one("#command", CommandLine)
 
     @property
     def view(self) -> TraceView:
@@ -221,6 +227,27 @@ class VtdtraceApp(App):
             self._transient_status = False
             self.view.set_search_status("")
         self.view.refresh_step(center=center)
+        self._schedule_prefetch()
+
+    # --- idle prefetch ------------------------------------------------------------------------
+    PREFETCH_DELAY = 0.05
+
+    def _schedule_prefetch(self) -> None:
+        timer = getattr(self, "_prefetch_timer", None)
+        if timer is not None:
+            timer.stop()
+        self._prefetch_timer = self.set_timer(self.PREFETCH_DELAY, self._prefetch, name="prefetch")
+
+    def _prefetch(self) -> None:
+        """No key for a moment: prepare where ]/[ go next (their step views,
+        state lines, list rows), so the likely next jump draws from caches."""
+        if time.monotonic() - self._last_key < self.PREFETCH_DELAY:
+            return
+        m, view = self.model, self.view
+        for seq in m.prefetch():
+            view.events.prefetch_rows(seq)
+            if view.state_pane.display:
+                view.state_pane.prefetch(m.step_view(seq), m.selection_at(seq))
 
     def goto_seq(self, seq: int, center: bool = False) -> None:
         self._moved(self.model.move_to(seq), center=center)
@@ -275,7 +302,9 @@ class VtdtraceApp(App):
         def done(seq):
             if seq is not None:
                 self.goto_seq(seq, center=True)
-        self.push_screen(GotoScreen(self.model.parse_goto, self.model.count), done)
+        self.command_line.ask(f"go to step (0..{self.model.count:,})", "",
+                              "200, +10, -5, op 2, end   enter: go   escape: cancel",
+                              check=self.model.parse_goto, done=done)
 
     # --- search ---------------------------------------------------------------------------------
     def action_search(self) -> None:
@@ -283,9 +312,8 @@ class VtdtraceApp(App):
             if text:
                 self.model.search_text = text
                 self._search(text, True)
-        self.push_screen(PromptScreen("search forward", "text in the event rows", self.model.search_text,
-                                      "enter: search   escape: cancel   > / <: next / previous match",
-                                      prompt_id="search"), done)
+        self.command_line.ask("search forward", self.model.search_text,
+                              "enter: search   escape: cancel   > / <: next / previous match", done=done)
 
     def action_search_next(self) -> None:
         if self.model.search_text:
@@ -478,7 +506,7 @@ class VtdtraceApp(App):
             self._last_key = time.monotonic()
         probe = self.latency_probe
         if probe is not None:
-            probe.event(event)
+            probe.event(event, self)
         await super().on_event(event)
 
     def _display(self, screen, renderable) -> None:

@@ -129,6 +129,23 @@ class EventList(ScrollView, can_focus=True):
             self.refresh_line(old)
             self.refresh_line(row)
 
+    def prefetch_rows(self, seq: int) -> None:
+        """Idle time: format and draw the rows a centred jump to seq would
+        show (the destination of ]/[), so that frame finds them cached."""
+        base = getattr(self, "_base", None)
+        width = self.scrollable_content_region.width
+        height = self.scrollable_content_region.height
+        if base is None or width <= 0 or height <= 0:
+            return
+        row = self.model.row_of_seq(seq)
+        top = max(0, min(row - height // 2, max(self.model.row_count() - height, 0)))
+        for r in range(top, min(top + height, self.model.row_count())):
+            s = self.model.seq_at_row(r)
+            look = (2 if self.has_focus else 1) if s == seq else 0
+            key = (s, look, width, base)
+            if self._strips.get(key) is None:
+                self._strips[key] = self._strip(s, look, width, base)
+
     def action_page(self, direction: int) -> None:
         height = max(self.scrollable_content_region.height - 1, 1)
         row = self.model.row_of_seq(self.model.cursor) + direction * height

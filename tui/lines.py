@@ -133,7 +133,9 @@ class LinePane(ScrollView, can_focus=True):
             return Strip.blank(width, base)
         parts, key = self._lines[row]
         sel = bool(self.SELECTED_ROW and key is not None and key == self.selected and self.has_focus)
-        x = round(self.scroll_x)
+        return self._strip_for(parts, sel, round(self.scroll_x), width, base)
+
+    def _strip_for(self, parts, sel: bool, x: int, width: int, base) -> Strip:
         # lines repeat from step to step (most context entries do not
         # change): strips are cached by content
         ckey = (tuple(parts), sel, x, width, base)
@@ -146,6 +148,18 @@ class LinePane(ScrollView, can_focus=True):
             strip = strip.crop_extend(x, x + width, base)
             self._strips[ckey] = strip
         return strip
+
+    def warm(self, lines: list[Line], top: int, selected=None) -> None:
+        """Prefetch: build the strips of ``lines`` rows top.. that a later
+        show would draw (idle time, so the frame after the key is cheaper)."""
+        base = getattr(self, "_base", None)
+        width = self.scrollable_content_region.width
+        if base is None or width <= 0:
+            return
+        x = round(self.scroll_x)
+        for parts, key in lines[top: top + self.scrollable_content_region.height]:
+            sel = bool(self.SELECTED_ROW and key is not None and key == selected and self.has_focus)
+            self._strip_for(parts, sel, x, width, base)
 
     def on_focus(self, event) -> None:
         self.refresh()

@@ -33,6 +33,7 @@ import os
 import re
 from array import array
 from bisect import bisect_left, bisect_right
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from replay import render
@@ -41,6 +42,7 @@ from replay.reader import open_trace
 from tracer import schema as S
 
 SEQ_TYPECODE = "Q"
+STEP_VIEWS = 16
 BOOKMARKS_KEY = "tui/bookmarks"
 BOOKMARKS_VERSION = 1
 
@@ -167,6 +169,8 @@ class FindingsView:
         notable = [i for i, r in enumerate(ranks) if r >= 2]
         self._notable = array(SEQ_TYPECODE, notable)
         self._notable_starts = array(SEQ_TYPECODE, (starts[i] for i in notable))
+        self._cover = {r: self._merge((st, en) for st, en, rk in zip(starts, ends, ranks) if rk == r)
+                       for r in (1, 2, 3)}
         self.resolution = max(1, min(TIMELINE_RESOLUTION, count))
         self.histogram = self._histogram(self.resolution, starts, ends, ranks)
         self.by_kind: dict[str, int] = {}
@@ -206,10 +210,29 @@ class FindingsView:
         return out
 
     def worst_at(self, n: int) -> int:
-        """Severity rank of the worst finding open at n (0: none)."""
-        if self._index is not None:
-            return max((_rank(f) for f in self._index.open_at(n)), default=0)
-        return max((_rank(f) for f in self.open_at(n)), default=0)
+        """Severity rank of the worst finding open at n (0: none): one bisect
+        per rank in the merged windows (asked for every row on screen)."""
+        for rank in (3, 2, 1):
+            starts, ends = self._cover[rank]
+            i = bisect_right(starts, n) - 1
+            if i >= 0 and n < ends[i]:
+                return rank
+        return 0
+
+    @staticmethod
+    def _merge(windows) -> tuple:
+        """Sorted, merged [start, end) windows as two arrays."""
+        starts, ends = array(SEQ_TYPECODE), array(SEQ_TYPECODE)
+        for a, b in sorted(windows):
+            if b <= a:
+                continue
+            if ends and a <= ends[-1]:
+                if b > ends[-1]:
+                    ends[-1] = b
+            else:
+                starts.append(a)
+                ends.append(b)
+        return starts, ends
 
     def next_start(self, n: int, benign: bool = False):
         """The first finding starting after step n (as a dict), or None."""
@@ -294,6 +317,7 @@ class StepView:
     stacks: dict                    # cpu -> [function names], outermost first
     translation: frozenset          # IOMMU ids with DMA remapping on
     open_findings: list = field(default_factory=list)
+    key: tuple = ()                 # (seq, findings identity): what the view depends on
 
 
 # --- the model -----------------------------------------------------------------------------
@@ -313,6 +337,7 @@ class TraceModel:
         self.stop = self.trace.stop
         self.session = None
         self._shared = False
+        self._views: OrderedDict = OrderedDict()
         self.findings: FindingsView | None = None
         self.load_error: str | None = None
         self.cursor = 0
@@ -367,6 +392,7 @@ class TraceModel:
         exactly known (a corrupt chunk found while folding shortens it)."""
         self.session = session
         self._shared = bool(self.schema.is_current)
+        self._views.clear()
         if session.count < self.count or session.stop is not None:
             self.count = session.count
             self.stop = session.stop
@@ -444,12 +470,15 @@ class TraceModel:
     def move_to(self, seq: int) -> int:
         seq = max(0, min(seq, self.count))
         self.cursor = seq
-        ev = self.event(seq)
-        if ev is not None:
-            key = self.entry_of(ev)
-            if key is not None:
-                self.selected = key
+        self.selected = self.selection_at(seq)
         return seq
+
+    def selection_at(self, seq: int):
+        """The context entry selected once the cursor is at seq: the one the
+        event addresses, else the current selection."""
+        ev = self.event(seq)
+        key = self.entry_of(ev) if ev is not None else None
+        return key if key is not None else self.selected
 
     def step(self, delta: int):
         """n/p: the next/previous event (the next/previous matching one under a filter)."""
@@ -597,18 +626,48 @@ class TraceModel:
     # --- the state at the cursor -------------------------------------------------------------
     def step_view(self, seq: int | None = None) -> StepView | None:
         """The panes' content for step seq (default: the cursor); None until
-        the session is loaded."""
+        the session is loaded.  Kept in a small LRU: stepping back and forth
+        and the prefetched destination of ]/[ cost nothing."""
         s = self.session
         if s is None:
             return None
         seq = self.cursor if seq is None else seq
+        key = (seq, id(self.findings))
+        view = self._views.get(key)
+        if view is not None:
+            self._views.move_to_end(key)
+            return view
+        view = self._step_view(seq)
+        self._views[key] = view
+        if len(self._views) > STEP_VIEWS:
+            self._views.popitem(last=False)
+        return view
+
+    def prefetch(self) -> list[int]:
+        """Idle work after a move: the step views of where ]/[ would go, then
+        the replay state re-seated at the cursor (so n/p stay one-event
+        folds).  Returns the seqs prepared."""
+        if self.session is None or self.findings is None:
+            return []
+        done, computed = [], False
+        for f in (self.findings.next_start(self.cursor), self.findings.prev_start(self.cursor)):
+            if f is not None and f["start"] <= self.count:
+                computed |= (f["start"], id(self.findings)) not in self._views
+                self.step_view(f["start"])
+                done.append(f["start"])
+        if computed:
+            self.session.state_at(self.cursor)
+        return done
+
+    def _step_view(self, seq: int) -> StepView:
+        s = self.session
         st = s.state_at(seq)
         open_f = self.findings.open_at(seq) if self.findings is not None else []
         show = render.show_dict(st, s.view, open_f)
         stacks = {cpu: [render.func_name(f) for f in st.stack(cpu)] for cpu in sorted(st.stacks)}
         return StepView(seq=seq, count=self.count, show=show, op_text=render.op_text(st, s.view),
                         rollback=st.rollback, stacks=stacks, translation=frozenset(st.translation),
-                        open_findings=open_f)
+                        open_findings=open_f, key=(seq, self.count, id(self.findings)))
 
     # --- search -------------------------------------------------------------------------------
     def reader(self):

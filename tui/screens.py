@@ -59,54 +59,6 @@ class HelpScreen(ModalScreen[None]):
             yield Label("escape: close", id="help-close")
 
 
-class PromptScreen(ModalScreen[str | None]):
-    """One line of input; enter answers it, escape cancels."""
-
-    BINDINGS = [Binding("escape", "dismiss(None)", "cancel")]
-
-    def __init__(self, title: str, placeholder: str = "", value: str = "", hint: str = "",
-                 *, prompt_id: str = "prompt") -> None:
-        super().__init__()
-        self.title_text = title
-        self.placeholder = placeholder
-        self.value = value
-        self.hint = hint
-        self.prompt_id = prompt_id
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="prompt-box", id=f"{self.prompt_id}-box"):
-            yield Label(self.title_text, classes="prompt-title")
-            yield Input(value=self.value, placeholder=self.placeholder, id=f"{self.prompt_id}-input",
-                        select_on_focus=True)
-            yield Label(self.hint, classes="prompt-hint", id=f"{self.prompt_id}-hint")
-
-    def answer(self, value: str):
-        """The value to dismiss with; ValueError keeps the prompt open."""
-        return value
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        try:
-            result = self.answer(event.value)
-        except ValueError as exc:
-            self.query_one(f"#{self.prompt_id}-hint", Label).update(str(exc))
-            return
-        self.dismiss(result)
-
-
-class GotoScreen(PromptScreen):
-    """go to step: validates through ``check`` (the model's parser) and
-    answers the target seq."""
-
-    def __init__(self, check, count: int) -> None:
-        super().__init__(f"go to step (0..{count})", "200, +10, -5, op 2, end", "",
-                         "enter: go   escape: cancel", prompt_id="goto")
-        self.check = check
-
-    def answer(self, value: str):
-        return self.check(value)
-
-
 class FilterScreen(ModalScreen[Filter | None]):
     """The filter form: kind, function, device, free text.  Every non-empty
     field must match; all empty clears the filter."""

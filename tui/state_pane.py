@@ -24,6 +24,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from textual.binding import Binding
+from textual.cache import LRUCache
 from textual.message import Message
 
 from replay.render import parse_bdf
@@ -153,6 +154,7 @@ class StatePane(LinePane):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._view: StepView | None = None
+        self._memo: LRUCache = LRUCache(16)
 
     def show_placeholder(self, text: str) -> None:
         self._view = None
@@ -167,10 +169,30 @@ class StatePane(LinePane):
                 self.scroll_line_into_view(y)
                 break
 
+    def _lines_for(self, view: StepView, selected, width: int) -> list:
+        key = (view.key, selected, width)
+        lines = self._memo.get(key)
+        if lines is None:
+            lines = build_lines(view, selected, width)
+            self._memo[key] = lines
+        return lines
+
     def _rebuild(self) -> None:
         if self._view is not None:
             view, selected = self._view, self.selected
-            self.build(lambda width: build_lines(view, selected, width))
+            self.build(lambda width: self._lines_for(view, selected, width))
+
+    def prefetch(self, view: StepView, selected) -> None:
+        """Idle time: the lines (and their strips) a show of ``view`` would draw."""
+        lines = self._lines_for(view, selected, self.content_width())
+        top = round(self.scroll_y)
+        height = self.scrollable_content_region.height
+        for y, (_, key) in enumerate(lines):
+            if key is not None and key == selected:
+                if y < top or y >= top + height:
+                    top = max(0, y - height + 1) if y >= top + height else y
+                break
+        self.warm(lines, top, selected)
 
     def entry_keys(self) -> list:
         return [key for _, key in self._lines if key is not None]

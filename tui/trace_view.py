@@ -97,9 +97,6 @@ class TraceView(Vertical):
         banner = Static(m.damage_text() or "", id="banner")
         banner.display = m.damage_text() is not None
         yield banner
-        status = Static("", id="status")
-        status.display = False
-        yield status
         with Container(id="main"):
             events = EventList(m, id="events")
             events.border_title = "1 events"
@@ -211,12 +208,11 @@ class TraceView(Vertical):
         self._update_status()
 
     def _update_status(self) -> None:
+        """Status goes to the app's command line (one fixed row)."""
+        from .command_line import CommandLine
         parts = [p for p in (self.status_text, self.search_status) if p]
-        status = self.query_one("#status", Static)
-        show = bool(parts)
-        status.update("   ".join(parts), layout=False)     # one fixed line
-        if status.display != show:
-            status.display = show
+        for line in self.app.query(CommandLine):
+            line.set_status("   ".join(parts))
 
     def set_banner(self, text: str | None) -> None:
         banner = self.query_one("#banner", Static)

@@ -1,0 +1,147 @@
+"""The command line: one row above the footer, like less's or vim's.
+
+It shows status (filter, search result, why a key did nothing) and, when a
+key asks for input (``g`` go to step, ``/`` search), becomes a one-line
+prompt with its own small editor.  It is a single Line-API widget that never
+changes size or appears/disappears, so asking, typing and answering never
+re-lay out the screen: the frame after Enter costs what the jump costs and no
+more (a modal screen's dismissal repaints everything under it).
+
+Editing keys: printable characters, ←/→, Home/End, Backspace/Delete,
+ctrl+u (clear), Enter (answer), Escape (cancel).  While it has focus no
+key reaches the viewer's bindings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from rich.segment import Segment
+from textual import events
+from textual.strip import Strip
+from textual.widget import Widget
+
+
+@dataclass
+class _Ask:
+    title: str
+    buffer: str
+    pos: int
+    hint: str
+    check: Callable | None
+    done: Callable | None
+    previous: Widget | None
+    error: str = ""
+
+
+class CommandLine(Widget, can_focus=True):
+    COMPONENT_CLASSES = {"command-line--status", "command-line--prompt", "command-line--text",
+                         "command-line--cursor", "command-line--hint", "command-line--error"}
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.status = ""
+        self._ask: _Ask | None = None
+
+    # --- API --------------------------------------------------------------------------------
+    @property
+    def asking(self) -> bool:
+        return self._ask is not None
+
+    @property
+    def value(self) -> str:
+        return self._ask.buffer if self._ask else ""
+
+    def set_status(self, text: str) -> None:
+        if text != self.status:
+            self.status = text
+            self.refresh()
+
+    def ask(self, title: str, value: str = "", hint: str = "", check: Callable | None = None,
+            done: Callable | None = None) -> None:
+        """Prompt; ``check(text)`` turns the answer into the result or raises
+        ValueError (shown, the prompt stays); ``done(result)`` receives it
+        (None when cancelled)."""
+        self._ask = _Ask(title, value, len(value), hint, check, done, self.app.focused)
+        self.focus()
+        self.refresh()
+
+    def text(self) -> str:
+        """What the line shows, as plain text."""
+        return "".join(t for t, _ in self._parts())
+
+    # --- editing ------------------------------------------------------------------------------
+    def _finish(self, result, cancelled: bool) -> None:
+        ask = self._ask
+        self._ask = None
+        if ask.previous is not None and ask.previous.is_attached:
+            ask.previous.focus()
+        self.refresh()
+        if ask.done is not None:
+            ask.done(None if cancelled else result)
+
+    def on_key(self, event: events.Key) -> None:
+        ask = self._ask
+        if ask is None:
+            return
+        event.stop()
+        event.prevent_default()
+        key, b, p = event.key, ask.buffer, ask.pos
+        if key == "enter":
+            try:
+                result = ask.check(b) if ask.check is not None else b
+            except ValueError as exc:
+                ask.error = str(exc)
+            else:
+                self._finish(result, False)
+                return
+        elif key == "escape":
+            self._finish(None, True)
+            return
+        elif key == "backspace":
+            if p > 0:
+                ask.buffer, ask.pos = b[:p - 1] + b[p:], p - 1
+        elif key == "delete":
+            ask.buffer = b[:p] + b[p + 1:]
+        elif key == "left":
+            ask.pos = max(0, p - 1)
+        elif key == "right":
+            ask.pos = min(len(b), p + 1)
+        elif key in ("home", "ctrl+a"):
+            ask.pos = 0
+        elif key in ("end", "ctrl+e"):
+            ask.pos = len(b)
+        elif key == "ctrl+u":
+            ask.buffer, ask.pos = "", 0
+        elif event.is_printable and event.character:
+            ask.buffer, ask.pos = b[:p] + event.character + b[p:], p + 1
+            ask.error = ""
+        self.refresh()
+
+    def on_blur(self, event) -> None:
+        if self._ask is not None:          # focus moved away (a click): cancel
+            self._finish(None, True)
+
+    # --- drawing ------------------------------------------------------------------------------
+    def _parts(self) -> list[tuple[str, str]]:
+        ask = self._ask
+        if ask is None:
+            return [(" " + self.status if self.status else "", "command-line--status")]
+        b, p = ask.buffer, ask.pos
+        parts = [(f" {ask.title}: ", "command-line--prompt"), (b[:p], "command-line--text"),
+                 (b[p:p + 1] or " ", "command-line--cursor"), (b[p + 1:], "command-line--text")]
+        if ask.error:
+            parts.append(("   " + ask.error, "command-line--error"))
+        elif ask.hint:
+            parts.append(("   " + ask.hint, "command-line--hint"))
+        return parts
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.rich_style
+        if y > 0:
+            return Strip.blank(width, base)
+        cs = self.get_component_rich_style
+        segs = [Segment(t, base + cs(c, partial=True)) for t, c in self._parts() if t]
+        return Strip(segs).crop_extend(0, width, base)
