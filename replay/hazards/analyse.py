@@ -71,8 +71,6 @@ class Analysis:
             table.setdefault(code, []).append(fn)
 
         add(pre, S.K_CTX_WRITE, ctx.on_ctx_write)
-        for code in (S.K_FLUSH_CONTEXT, S.K_FLUSH_IOTLB, S.K_CACHE_SYNC):
-            add(pre, code, self._rescan)
         add(pre, S.K_DID_BITMAP, ctx.on_did_bitmap)
         add(pre, S.K_OWNER_MOVE, ctx.on_owner_move)
         add(pre, S.K_DEVICE_REMOVE, ctx.on_device_remove)
@@ -91,15 +89,9 @@ class Analysis:
                 table.setdefault(code, []).append(fn)
         for code, fns in post.items():
             table.setdefault(code, []).extend(fns)
-        if self.st.coherent and all(fn == self._rescan for fn in table.get(S.K_CACHE_SYNC, ())):
-            # coherent units: cache-sync changes nothing the analysers read
-            table.pop(S.K_CACHE_SYNC, None)
         self._hooks = {code: tuple(fns) for code, fns in table.items()}
 
     # --- context bookkeeping hooks ------------------------------------------------------
-
-    def _rescan(self, ev):
-        self.ctx.rescan_caches(ev[6])
 
     def _clear_warning(self, ev):
         self.ctx.warning = None

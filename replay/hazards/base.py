@@ -68,8 +68,6 @@ class Context:
         self.root_keys: dict = {}     # root maddr -> {key}: translating entries using it
         self.dom_roots: dict = {}     # domid -> {root maddr in root_keys owned by it}
         self.root_owner: dict = {}    # root maddr in root_keys -> its owner when first used
-        self.cc_keys: dict = {}       # iommu -> {key}: keys the context-cache model holds values for
-        self.tlb_dids: dict = {}      # iommu -> {did}: DIDs the IOTLB model holds fills for
         self.bits_on: dict = {}       # iommu -> {did}: set DID-bitmap bits
         self.pdevs_on: dict = {}      # (domid, iommu) -> number of pdevs of domid behind iommu
         self.owner_unit: dict = {}    # (seg, bdf16) -> (owner domid, unit) as last seen
@@ -166,38 +164,42 @@ class Context:
                         self.dom_roots.setdefault(page[0], set()).add(root)
                 else:
                     s.add(key)
-        st = self.st
-        u = key[0]
-        if key in st.cc:
-            self.cc_keys.setdefault(u, set()).add(key)
-        # A retired value's fills land in tlb[(u, its did)].
-        olo, ohi = ev[11], ev[12]
-        if olo & P_BIT:
-            odid = (ohi >> 8) & 0xFFFF
-            if (u, odid) in st.tlb:
-                self.tlb_dids.setdefault(u, set()).add(odid)
         self.cur = (key, old, new)
         return key
 
-    def rescan_caches(self, u):
-        """After a flush or a cache-sync on unit u: which keys / DIDs the
-        cache model still holds something for."""
-        st = self.st
-        cc = st.cc
-        keys = self.cc_keys.get(u)
-        if keys:
-            for key in [k for k in keys if k not in cc]:
-                keys.discard(key)
-        if not st.coherent:
-            s = self.cc_keys.setdefault(u, set())
-            s.update(k for k in cc if k[0] == u)
-        tlb = st.tlb
-        s = self.tlb_dids.get(u)
-        if s is None:
-            s = self.tlb_dids[u] = set()
-        else:
-            s.clear()
-        s.update(did for (uu, did) in tlb if uu == u)
+    # --- the cache model, scanned directly (it only holds what outlived memory:
+    # a handful of entries between a store and its flush) ------------------------------
+
+    def cc_keys_on(self, u) -> list:
+        """Keys of unit u the context-cache model holds values for."""
+        return [k for k in self.st.cc if k[0] == u]
+
+    def fills_by(self, key) -> list:
+        """[(did, pt)]: IOTLB fills through key the cache model holds."""
+        u, b, df = key
+        out = []
+        for (tu, did), fills in self.st.tlb.items():
+            if tu == u:
+                for fb, fdf, pt in fills:
+                    if fb == b and fdf == df:
+                        out.append((did, pt))
+        return out
+
+    def fillers_on(self, u) -> set:
+        """Keys of unit u with IOTLB fills in the cache model."""
+        return {(u, b, df) for (tu, _), fills in self.st.tlb.items() if tu == u for b, df, _ in fills}
+
+    @staticmethod
+    def flush_targets(ev):
+        """Keys a completed context flush can have emptied: the (bus, devfn)
+        a device-selective flush names (with its function mask), or None for
+        a domain-selective or global one (any key of the unit)."""
+        if ev[7] != "device":
+            return None
+        u, sid, fm = ev[6], ev[9], ev[10]
+        mask = caches.FM_MASK[fm & 3] if type(fm) is int else 0
+        bus, base = sid >> 8, (sid & 0xFF) & ~mask
+        return [(u, bus, base | low) for low in range(8) if not low & ~mask]
 
     def on_did_bitmap(self, ev):
         u, did = ev[6], ev[7]

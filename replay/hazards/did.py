@@ -46,8 +46,8 @@ class DidAnalyser(Analyser):
     def hooks(self) -> dict:
         h = {
             S.K_CTX_WRITE: self.on_ctx_write,
-            S.K_FLUSH_CONTEXT: self.on_flush,
-            S.K_FLUSH_IOTLB: self.on_flush,
+            S.K_FLUSH_CONTEXT: self.on_flush_context,
+            S.K_FLUSH_IOTLB: self.on_flush_iotlb,
             S.K_DID_MAP: self.on_did_map,
             S.K_DID_BITMAP: self.on_did,
             S.K_IOMMU_BITMAP: self.on_iommu_bitmap,
@@ -88,13 +88,9 @@ class DidAnalyser(Analyser):
         for lo, hi in st.cc.get(key, ()):
             if lo & 1:
                 out.setdefault((hi >> 8) & 0xFFFF, set()).add("cache")
-        u, b, df = key
-        tlb = st.tlb
-        for did in ctx.tlb_dids.get(u, ()):
-            for fb, fdf, _ in tlb.get((u, did), ()):
-                if fb == b and fdf == df:
-                    out.setdefault(did, set()).add("iotlb")
-                    break
+        if st.tlb:
+            for did, _ in ctx.fills_by(key):
+                out.setdefault(did, set()).add("iotlb")
         return out
 
     def table_owners(self, key, did) -> set:
@@ -119,8 +115,8 @@ class DidAnalyser(Analyser):
         ctx = self.ctx
         st = ctx.st
         ks = set(ctx.keys_with_did(u, did))
-        for key in ctx.cc_keys.get(u, ()):
-            for lo, hi in st.cc.get(key, ()):
+        for key in ctx.cc_keys_on(u):
+            for lo, hi in st.cc[key]:
                 if lo & 1 and (hi >> 8) & 0xFFFF == did:
                     ks.add(key)
                     break
@@ -148,10 +144,18 @@ class DidAnalyser(Analyser):
     def on_sync(self, ev):
         self.check_key((ev[6], ev[7], ev[8]), ev)
 
-    def on_flush(self, ev):
-        # a flush only takes cache / IOTLB references away
+    def on_flush_context(self, ev):
+        # a completed flush only takes cache references away (and may turn
+        # them into IOTLB references): only keys it can have touched
         keys = self.cached.get(ev[6])
-        if keys:
+        if keys and ev[12] == 0:
+            targets = self.ctx.flush_targets(ev)
+            for key in list(keys if targets is None else keys.intersection(targets)):
+                self.check_key(key, ev)
+
+    def on_flush_iotlb(self, ev):
+        keys = self.cached.get(ev[6])
+        if keys and ev[13] == 0:
             for key in list(keys):
                 self.check_key(key, ev)
 

@@ -60,10 +60,10 @@ class Finding:
     concerns no unit)."""
 
     __slots__ = ("kind", "severity", "device", "rid", "iommu", "start", "end",
-                 "start_label", "end_label", "detail")
+                 "start_label", "end_label", "_detail")
 
     def __init__(self, kind: str, severity: str, device, rid, iommu, start: int, end,
-                 start_label, end_label, detail: str) -> None:
+                 start_label, end_label, detail) -> None:
         self.kind = kind
         self.severity = severity
         self.device = device
@@ -73,7 +73,20 @@ class Finding:
         self.end = end
         self.start_label = start_label
         self.end_label = end_label
-        self.detail = detail
+        # a str, or (render, args): the sentence is written on first use (a
+        # long trace has tens of thousands of benign windows nobody reads)
+        self._detail = detail
+
+    @property
+    def detail(self) -> str:
+        d = self._detail
+        if type(d) is not str:
+            d = self._detail = d[0](*d[1])
+        return d
+
+    @detail.setter
+    def detail(self, value: str) -> None:
+        self._detail = value
 
     @property
     def open_at_end(self) -> bool:
@@ -86,7 +99,7 @@ class Finding:
         """(start, kind, iommu, rid) as DESIGN §8 orders `check --json`, then
         the rest so the order is total and deterministic."""
         return (self.start, self.kind, -1 if self.iommu is None else self.iommu, self.rid or "",
-                self.device or "", -1 if self.end is None else self.end, self.detail)
+                self.device or "", -1 if self.end is None else self.end, self.severity)
 
     def to_json(self) -> dict:
         """The DESIGN §8 ``check --json`` finding object."""

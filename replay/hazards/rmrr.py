@@ -83,9 +83,11 @@ class RmrrAnalyser(Analyser):
             self.check(key, ev)
 
     def on_flush(self, ev):
-        if self.open:
+        if self.open and ev[12] == 0:
             u = ev[6]
-            for key in {w.wkey[2] for w in self.open.values() if w.iommu == u}:
+            keys = {w.wkey[2] for w in self.open.values() if w.iommu == u}
+            targets = self.ctx.flush_targets(ev)
+            for key in keys if targets is None else keys.intersection(targets):
                 self.check(key, ev)
 
     def on_shrink(self, ev):

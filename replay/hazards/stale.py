@@ -31,9 +31,6 @@ from .base import ZERO, Analyser, join_names
 from .findings import BENIGN, HAZARD, WARNING, Finding
 
 translation_of = caches.translation_of
-# events after which a cached translation may have become foreign without any
-# entry in memory being a mismatch
-OWNERSHIP_EVENTS = frozenset({S.K_DID_MAP, S.K_DID_BITMAP, S.K_PT_ALLOC, S.K_PT_FREE, S.K_DOMAIN_DESTROY})
 
 
 class StaleAnalyser(Analyser):
@@ -43,6 +40,8 @@ class StaleAnalyser(Analyser):
         super().__init__(ctx)
         self.c1_keys: dict = {}     # iommu -> {key with an open stale-context window}
         self.c2_keys: dict = {}     # iommu -> {(key, did) with an open stale-iotlb window}
+        self.c2_did: dict = {}      # (iommu, did) -> {key with an open stale-iotlb window for did}
+        self.c2_of: dict = {}       # key -> {did with an open stale-iotlb window}
         self.c3_keys: dict = {}     # iommu -> {key with an open foreign-iotlb window}
 
     def hooks(self) -> dict:
@@ -50,53 +49,141 @@ class StaleAnalyser(Analyser):
             S.K_CTX_WRITE: self.on_ctx_write,
             S.K_FLUSH_CONTEXT: self.on_flush_context,
             S.K_FLUSH_IOTLB: self.on_flush_iotlb,
-            S.K_DID_BITMAP: self.on_unit,
-            S.K_DID_MAP: self.on_unit,
+            S.K_DID_BITMAP: self.on_did,
+            S.K_DID_MAP: self.on_did,
             S.K_PT_ALLOC: self.on_all,
             S.K_PT_FREE: self.on_all,
             S.K_DOMAIN_DESTROY: self.on_all,
             S.K_OP_END: self.on_op_end,
         }
         if not self.ctx.st.coherent:
-            h[S.K_CACHE_SYNC] = self.on_ctx_write
+            h[S.K_CACHE_SYNC] = self.on_sync
         return h
 
     # --- triggers ---------------------------------------------------------------------------
+    #
+    # Everything is re-derived per requester ID, and only for the IDs an event
+    # can have changed: its own store; the IDs whose cached values a flush took
+    # away or whose windows are open; the users of a DID whose ownership moved.
 
     def on_ctx_write(self, ev):
+        ctx = self.ctx
+        key, old, new = ctx.cur
+        u = key[0]
+        self.check_c1(key, ev)
+        # c2: the retired value's fill, and the windows the new value may end
+        dids = set(self.c2_of.get(key, ()))
+        if old is not None:
+            dids.add(old[0])
+        olo = ev[11]
+        if olo & 1:
+            dids.add((ev[12] >> 8) & 0xFFFF)
+        for did in dids:
+            self.check_c2(key, did, ev)
+        c3 = self.c3_keys.get(u)
+        mism = ctx.mismatch_keys.get(u)
+        if (c3 and key in c3) or (mism and key in mism):
+            self.check_c3(key, ev)
+        if new is not None and c3:
+            # key now carries DID new[0]: a victim of foreign fills tagged with it
+            for k in c3:
+                w = self.open[("c3", k)]
+                if k != key and any(d == new[0] for d, _ in w.info["fills"]) \
+                        and not self._dying_owner(w, new[0]):
+                    w.info["victims"].add(key)
+
+    def on_sync(self, ev):
         key = (ev[6], ev[7], ev[8])
         self.check_c1(key, ev)
-        self.check_unit(key[0], ev)
+        self._recheck((key,), ev)
 
     def on_flush_context(self, ev):
+        if ev[12] != 0:
+            return                      # skipped (non-present, CM = 0) or failed: nothing dropped
+        ctx = self.ctx
         u = ev[6]
-        for key in list(self.c1_keys.get(u, ())):
-            self.check_c1(key, ev)
-        self.check_unit(u, ev)
+        targets = ctx.flush_targets(ev)
+        c1 = self.c1_keys.get(u)
+        if c1:
+            for key in list(c1 if targets is None else c1.intersection(targets)):
+                self.check_c1(key, ev)
+        # values that left the context cache leave their fills in the IOTLB
+        if self.ctx.st.tlb:
+            fillers = ctx.fillers_on(u)
+            self._recheck(fillers if targets is None else fillers.intersection(targets), ev)
+        c3 = self.c3_keys.get(u)
+        if c3:
+            for key in list(c3):
+                self.check_c3(key, ev)
 
     def on_flush_iotlb(self, ev):
         u = ev[6]
-        self.check_unit(u, ev)
+        if ev[13] != 0:
+            return                      # failed or skipped: nothing was invalidated
+        gran, did = ev[7], ev[8]
+        if gran == "dsi":
+            for key in list(self.c2_did.get((u, did), ())):
+                self.check_c2(key, did, ev)
+        elif gran == "global":
+            for key, d in list(self.c2_keys.get(u, ())):
+                self.check_c2(key, d, ev)
         # windows that survived an IOTLB flush of another DID remember it
-        if ev[13] == 0:
-            for wid in self.c2_keys.get(u, ()):
-                w = self.open[("c2", wid)]
-                w.info["flushed"].add((ev[7], ev[8]))
+        for wid in self.c2_keys.get(u, ()):
+            self.open[("c2", wid)].info["flushed"].add((gran, did))
+        c3 = self.c3_keys.get(u)
+        if c3:
+            for key in list(c3):
+                self.check_c3(key, ev)
 
-    def on_unit(self, ev):
-        self.check_unit(ev[6], ev, iotlb=False)
+    def on_did(self, ev):
+        """DID ownership changed: cached translations tagged with it may have
+        become foreign (or stopped being so)."""
+        ctx = self.ctx
+        st = ctx.st
+        u, did = ev[6], ev[7]
+        keys = set(self.c3_keys.get(u, ()))
+        mism = ctx.mismatch_keys.get(u)
+        if mism:
+            keys.update(mism)
+        for b, df, _ in st.tlb.get((u, did), ()):
+            keys.add((u, b, df))
+        cc = st.cc
+        for key in ctx.cc_keys_on(u):
+            for lo, hi in cc[key]:
+                if lo & 1 and (hi >> 8) & 0xFFFF == did:
+                    keys.add(key)
+                    break
+        for key in keys:
+            self.check_c3(key, ev)
 
     def on_all(self, ev):
+        """Page tables came or went: re-derive every foreign-iotlb candidate."""
         ctx = self.ctx
-        units = set(ctx.tlb_dids) | set(ctx.cc_keys) | set(ctx.mismatch_keys) | set(self.c3_keys)
-        for u in sorted(units):
-            self.check_unit(u, ev, iotlb=False)
+        st = ctx.st
+        keys = set()
+        for u, ks in self.c3_keys.items():
+            keys.update(ks)
+        for u, ks in ctx.mismatch_keys.items():
+            keys.update(ks)
+        for (u, did), fills in st.tlb.items():
+            keys.update((u, b, df) for b, df, _ in fills)
+        keys.update(st.cc)
+        for key in sorted(keys):
+            self.check_c3(key, ev)
 
     def on_op_end(self, ev):
         op = self.ctx.op
         for w in self.open.values():
             if w.kind != "foreign-iotlb":
                 w.info.setdefault("outlived", op)
+
+    def _recheck(self, keys, ev) -> None:
+        """Keys whose cached values may have turned into IOTLB fills."""
+        ctx = self.ctx
+        for key in keys:
+            for did in {d for d, _ in ctx.fills_by(key)}:
+                self.check_c2(key, did, ev)
+            self.check_c3(key, ev)
 
     # --- c1 -------------------------------------------------------------------------------------
 
@@ -128,7 +215,42 @@ class StaleAnalyser(Analyser):
             self.c1_keys[u].discard(key)
             self.close_window(wkey, ev)
 
-    # --- c2 and c3 ---------------------------------------------------------------------------------
+    # --- c2 ---------------------------------------------------------------------------------------
+
+    def check_c2(self, key, did, ev) -> None:
+        """stale-iotlb for (key, did): IOTLB fills through key tagged did
+        that its entry in memory does not give."""
+        u, b, df = key
+        cur = self.ctx.keyinfo.get(key)
+        stale = None
+        for fb, fdf, pt in self.ctx.st.tlb.get((u, did), ()):
+            if fb == b and fdf == df and cur != (did, pt):
+                if stale is None:
+                    stale = [pt]
+                else:
+                    stale.append(pt)
+        wid = (key, did)
+        wkey = ("c2", wid)
+        w = self.open.get(wkey)
+        if stale:
+            if w is None:
+                ctx = self.ctx
+                w = self.open_window("stale-iotlb", wkey, ev, device=ctx.device_of(key), rid=ctx.rid(key),
+                                     iommu=u, info={"fills": {}, "flushed": set()})
+                self.c2_keys.setdefault(u, set()).add(wid)
+                self.c2_did.setdefault((u, did), set()).add(key)
+                self.c2_of.setdefault(key, set()).add(did)
+            fills = w.info["fills"]
+            for pt in stale:
+                if (did, pt) not in fills:
+                    fills[(did, pt)] = self.ctx.did_owner(u, did)
+        elif w is not None:
+            self.c2_keys[u].discard(wid)
+            self.c2_did[(u, did)].discard(key)
+            self.c2_of[key].discard(did)
+            self.close_window(wkey, ev)
+
+    # --- c3 ---------------------------------------------------------------------------------------
 
     def _foreign(self, u, did, pt):
         """(owner of did, owner of pt) when a translation tagged did through
@@ -142,110 +264,65 @@ class StaleAnalyser(Analyser):
             return None
         return owner, po
 
-    def check_unit(self, u, ev, iotlb: bool = True) -> None:
-        """Re-derive the stale-iotlb (when the IOTLB or the entries of u
-        may have changed: ``iotlb``) and foreign-iotlb windows of unit u.
+    def _dying_owner(self, w, did) -> bool:
+        for (d, _), (owner, _) in w.info["fills"].items():
+            if d == did and owner in self.ctx.dying:
+                return True
+        return False
 
-        A translation can only be foreign if it was so when an entry in
-        memory held it (then the mismatch analyser lists that entry), or if
-        DID ownership or page tables changed since: foreign-iotlb is only
-        re-derived in those cases, or while one of its windows is open."""
+    def check_c3(self, key, ev) -> None:
+        """foreign-iotlb for key: a translation it may use or have filled --
+        its entry in memory, a cached value, an IOTLB fill -- is tagged with a
+        DID whose owner does not own the tables."""
         ctx = self.ctx
-        mism = ctx.mismatch_keys.get(u)
-        c3_open = self.c3_keys.get(u)
-        foreign = bool(mism or c3_open or ev[0] in OWNERSHIP_EVENTS)
-        tdids = ctx.tlb_dids.get(u)
-        if not foreign and not (iotlb and (tdids or self.c2_keys.get(u))):
-            return
         st = ctx.st
-        keyinfo = ctx.keyinfo
-        c2: dict = {}
-        c3: dict = {}
-        tlb = st.tlb
+        u, b, df = key
+        found = {}
         _foreign = self._foreign
-        if tdids:
-            for did in tdids:
-                fills = tlb.get((u, did))
-                if not fills:
-                    continue
-                for b, df, pt in fills:
-                    key = (u, b, df)
-                    if iotlb and keyinfo.get(key) != (did, pt):
-                        c2.setdefault((key, did), set()).add((did, pt))
-                    if foreign:
-                        fo = _foreign(u, did, pt)
-                        if fo is not None:
-                            c3.setdefault(key, {})[(did, pt)] = fo
-        if foreign:
-            cc = st.cc
-            for key in ctx.cc_keys.get(u, ()):
-                for v in cc.get(key, ()):
-                    tr = translation_of(v)
-                    if tr is not None:
-                        fo = _foreign(u, *tr)
-                        if fo is not None:
-                            c3.setdefault(key, {})[tr] = fo
-            for key in mism or ():
-                tr = keyinfo.get(key)
-                if tr is not None and tr[1] is not None:
-                    fo = _foreign(u, *tr)
-                    if fo is not None:
-                        c3.setdefault(key, {})[tr] = fo
-            self._sync("c3", "foreign-iotlb", self.c3_keys, u, c3, ev)
-        if iotlb:
-            self._sync("c2", "stale-iotlb", self.c2_keys, u, c2, ev)
-
-    def _sync(self, tag, kind, index, u, now: dict, ev) -> None:
-        """Open / close the windows of one unit to match ``now``: {wid: what}
-        where wid is the filler key (c3) or (filler key, did) (c2)."""
-        ctx = self.ctx
-        openk = index.get(u)
-        if openk is None:
-            if not now:
-                return
-            openk = index[u] = set()
-        for wid in [k for k in openk if k not in now]:
-            openk.discard(wid)
-            self.close_window((tag, wid), ev)
-        for wid, what in now.items():
-            key = wid[0] if tag == "c2" else wid
-            w = self.open.get((tag, wid))
+        mism = ctx.mismatch_keys.get(u)
+        if mism and key in mism:
+            tr = ctx.keyinfo.get(key)
+            if tr is not None and tr[1] is not None:
+                fo = _foreign(u, *tr)
+                if fo is not None:
+                    found[tr] = fo
+        for v in st.cc.get(key, ()):
+            tr = translation_of(v)
+            if tr is not None:
+                fo = _foreign(u, *tr)
+                if fo is not None:
+                    found[tr] = fo
+        if st.tlb:
+            for did, pt in ctx.fills_by(key):
+                fo = _foreign(u, did, pt)
+                if fo is not None:
+                    found[(did, pt)] = fo
+        wkey = ("c3", key)
+        w = self.open.get(wkey)
+        if found:
             if w is None:
-                info = {"fills": {}, "flushed": set(), "victims": set(),
+                info = {"fills": {}, "victims": set(),
                         "warning": ctx.warning if ev[0] == S.K_CTX_WRITE else None}
-                w = self.open_window(kind, (tag, wid), ev, device=ctx.device_of(key), rid=ctx.rid(key),
+                w = self.open_window("foreign-iotlb", wkey, ev, device=ctx.device_of(key), rid=ctx.rid(key),
                                      iommu=u, info=info)
-                openk.add(wid)
-            if tag == "c2":
-                for tr in what:
-                    w.info["fills"].setdefault(tr, ctx.did_owner(u, tr[0]))
-            else:
-                for tr, fo in what.items():
-                    w.info["fills"].setdefault(tr, fo)
-                    if fo[0] in ctx.dying:
-                        continue
-                    for other in ctx.keys_with_did(u, tr[0]):
-                        if other != key:
-                            w.info["victims"].add(other)
+                self.c3_keys.setdefault(u, set()).add(key)
+            for tr, fo in found.items():
+                w.info["fills"].setdefault(tr, fo)
+                if fo[0] in ctx.dying:
+                    continue
+                for other in ctx.keys_with_did(u, tr[0]):
+                    if other != key:
+                        w.info["victims"].add(other)
+        elif w is not None:
+            self.c3_keys[u].discard(key)
+            self.close_window(wkey, ev)
 
     def finish(self) -> None:
         super().finish()
-        self.c1_keys.clear()
-        self.c2_keys.clear()
-        self.c3_keys.clear()
+        for d in (self.c1_keys, self.c2_keys, self.c2_did, self.c2_of, self.c3_keys):
+            d.clear()
 
     # --- findings ------------------------------------------------------------------------------------
-
-    def _value(self, v, u) -> str:
-        lo, hi = v
-        if not lo & 1:
-            return "a non-present entry"
-        did = (hi >> 8) & 0xFFFF
-        ctx = self.ctx
-        po = ctx.pt_owner(lo & caches.PAGE_MASK_4K)
-        tables = "pass-through" if (lo >> 2) & 3 == caches.TT_PASS_THRU else \
-            (f"{ctx.dom(po)}'s tables" if po is not None else "freed tables")
-        return f"DID {did} with {tables}"
 
     def finalize(self, w, end, end_label, ev):
         if w.kind == "stale-context":
@@ -254,55 +331,31 @@ class StaleAnalyser(Analyser):
             return self._fin_c2(w, end, end_label, ev)
         return self._fin_c3(w, end, end_label)
 
-    def _tail(self, w, end, end_label, what_flush) -> tuple:
-        outlived = w.info.get("outlived")
-        if end is None:
-            if outlived is not None:
-                return HAZARD, f"; no {what_flush} followed before op {outlived} returned, nor later"
-            return HAZARD, f"; the trace ends before any {what_flush}"
-        if outlived is not None:
-            return HAZARD, (f"; op {outlived} returned without the {what_flush}, "
-                            f"which only came at {end_label or 'seq ' + str(end)}")
-        return BENIGN, f", until the {what_flush} at {end_label or 'seq ' + str(end)} in the same operation"
+    # The two frequent kinds decide their severity now and capture the facts
+    # the sentence needs (table owners may change later); the sentence itself
+    # is written when somebody reads it (Finding.detail).
 
     def _fin_c1(self, w, end, end_label):
-        u = w.iommu
-        vals = " / ".join(self._value(v, u) for v in sorted(w.info["values"]))
-        sev, tail = self._tail(w, end, end_label, "context-cache flush for it")
-        wrong = w.info.get("wrong_did")
-        if wrong is not None:
-            sev = HAZARD
-            tail += (f"; that device-selective flush named DID {wrong[0]} while the cached entry carries "
-                     f"DID {', '.join(str(t) for t in sorted(wrong[1]))}")
-        elif end is not None and not w.info.get("flushed") and sev == BENIGN:
-            tail = ", until its entry in memory was written back to the cached value"
-        detail = (f"IOMMU {u}: the context cache may still hold {vals} for {w.rid} after its entry "
-                  f"in memory changed{tail}")
+        info = w.info
+        outlived = info.get("outlived")
+        wrong = info.get("wrong_did")
+        sev = HAZARD if (end is None or outlived is not None or wrong is not None) else BENIGN
+        pt_owner = self.ctx.pt_owner
+        values = tuple((v, pt_owner(v[0] & caches.PAGE_MASK_4K)) for v in info["values"])
+        facts = (w.iommu, w.rid, end, end_label, outlived, wrong, bool(info.get("flushed")), values)
         return Finding("stale-context", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label,
-                       end_label, detail)
+                       end_label, (_render_c1, (self.ctx.dom, facts)))
 
     def _fin_c2(self, w, end, end_label, ev):
-        ctx = self.ctx
-        fills = w.info["fills"]
-        dids = sorted({d for d, _ in fills})
-        parts = []
-        for (did, pt), owner in sorted(fills.items()):
-            po = ctx.pt_owner(pt)
-            tables = f"{ctx.dom(po)}'s tables" if po is not None else "freed tables"
-            who = ctx.dom(owner) if owner is not None else "freed"
-            parts.append(f"DID {did} ({who}) from {tables}")
-        what = "; ".join(dict.fromkeys(parts))
-        sev, tail = self._tail(w, end, end_label, f"IOTLB flush of DID {'/'.join(map(str, dids))}")
-        other = sorted(d for g, d in w.info["flushed"] if g == "dsi" and d not in dids)
-        if sev == HAZARD and other:
-            tail += f" (the IOTLB was flushed for DID {', '.join(map(str, other))} instead)"
-        if ev is not None and ev[0] != S.K_FLUSH_IOTLB and sev == BENIGN:
-            tail = (f", until its entry gave that translation again at {end_label or 'seq ' + str(end)} "
-                    f"(rollback)")
-        detail = (f"IOMMU {w.iommu}: IOTLB entries filled through {w.rid} ({what}) stay usable after "
-                  f"its context entry moved on{tail}")
+        info = w.info
+        outlived = info.get("outlived")
+        sev = HAZARD if (end is None or outlived is not None) else BENIGN
+        pt_owner = self.ctx.pt_owner
+        fills = tuple((tr, owner, pt_owner(tr[1])) for tr, owner in info["fills"].items())
+        restored = ev is not None and ev[0] != S.K_FLUSH_IOTLB
+        facts = (w.iommu, w.rid, end, end_label, outlived, tuple(info["flushed"]), restored, fills)
         return Finding("stale-iotlb", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label,
-                       end_label, detail)
+                       end_label, (_render_c2, (self.ctx.dom, facts)))
 
     def _fin_c3(self, w, end, end_label):
         ctx = self.ctx
@@ -324,3 +377,56 @@ class StaleAnalyser(Analyser):
             what += f' (Xen warned: "{warn}")'
         return Finding("foreign-iotlb", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label,
                        end_label, f"IOMMU {w.iommu}: {what}")
+
+
+def _tail(end, end_label, outlived, what_flush) -> str:
+    if end is None:
+        if outlived is not None:
+            return f"; no {what_flush} followed before op {outlived} returned, nor later"
+        return f"; the trace ends before any {what_flush}"
+    if outlived is not None:
+        return (f"; op {outlived} returned without the {what_flush}, "
+                f"which only came at {end_label or 'seq ' + str(end)}")
+    return f", until the {what_flush} at {end_label or 'seq ' + str(end)} in the same operation"
+
+
+def _value(dom, v, po) -> str:
+    lo, hi = v
+    if not lo & 1:
+        return "a non-present entry"
+    did = (hi >> 8) & 0xFFFF
+    tables = "pass-through" if (lo >> 2) & 3 == caches.TT_PASS_THRU else \
+        (f"{dom(po)}'s tables" if po is not None else "freed tables")
+    return f"DID {did} with {tables}"
+
+
+def _render_c1(dom, facts) -> str:
+    u, rid, end, end_label, outlived, wrong, flushed, values = facts
+    vals = " / ".join(_value(dom, v, po) for v, po in sorted(values, key=lambda x: x[0]))
+    tail = _tail(end, end_label, outlived, "context-cache flush for it")
+    if wrong is not None:
+        tail += (f"; that device-selective flush named DID {wrong[0]} while the cached entry carries "
+                 f"DID {', '.join(str(t) for t in sorted(wrong[1]))}")
+    elif end is not None and not flushed and outlived is None:
+        tail = ", until its entry in memory was written back to the cached value"
+    return f"IOMMU {u}: the context cache may still hold {vals} for {rid} after its entry in memory changed{tail}"
+
+
+def _render_c2(dom, facts) -> str:
+    u, rid, end, end_label, outlived, flushed, restored, fills = facts
+    dids = sorted({tr[0] for tr, _, _ in fills})
+    parts = []
+    for (did, pt), owner, po in sorted(fills, key=lambda x: x[0]):
+        tables = f"{dom(po)}'s tables" if po is not None else "freed tables"
+        who = dom(owner) if owner is not None else "freed"
+        parts.append(f"DID {did} ({who}) from {tables}")
+    what = "; ".join(dict.fromkeys(parts))
+    hazard = end is None or outlived is not None
+    tail = _tail(end, end_label, outlived, f"IOTLB flush of DID {'/'.join(map(str, dids))}")
+    other = sorted(d for g, d in flushed if g == "dsi" and d not in dids)
+    if hazard and other:
+        tail += f" (the IOTLB was flushed for DID {', '.join(map(str, other))} instead)"
+    if restored and not hazard:
+        tail = f", until its entry gave that translation again at {end_label or 'seq ' + str(end)} (rollback)"
+    return (f"IOMMU {u}: IOTLB entries filled through {rid} ({what}) stay usable after its context entry "
+            f"moved on{tail}")
