@@ -623,3 +623,21 @@ def test_difference_inside_a_huge_operation_stays_local(synth_events):
     assert [r.counts for r in al.regions] == [{"args": 1}, {"only-a": 1}]
     assert al.regions[0].seq_a == (k + 1, k + 1)
     _check_alignment(al, ev, b)
+
+
+def test_progress_callback_and_abort(synth_events):
+    h, ev = synth_events
+    calls = []
+    _diff(h, ev, h, [list(e) for e in ev], progress=lambda done, total: calls.append((done, total)))
+    assert calls and calls[0][0] == 0 and all(t is None for _, t in calls)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+    class Stop(Exception):
+        pass
+
+    def stop(done, total):
+        if done > 10_000:
+            raise Stop
+
+    with pytest.raises(Stop):
+        _diff(h, ev, h, [list(e) for e in ev], progress=stop)

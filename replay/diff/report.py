@@ -408,9 +408,12 @@ class _Touched:
         self.units_all = False
 
     def scan(self, events) -> None:
+        rel = _RELEVANT
         for ev in events:
             try:
                 k = ev[0]
+                if k not in rel:
+                    continue
                 if k == S.K_CTX_WRITE:
                     self.ctx.add((ev[6], ev[7], ev[8]))
                     self.units.add(ev[6])
@@ -436,6 +439,12 @@ class _Touched:
                     self.pages_all = self.idmaps_all = True
             except (TypeError, IndexError, KeyError, AttributeError):
                 continue
+
+
+_RELEVANT = frozenset({S.K_CTX_WRITE, S.K_CACHE_SYNC, S.K_FLUSH_CONTEXT, S.K_FLUSH_IOTLB, S.K_FLUSH_DEV_IOTLB,
+                       S.K_TRANSLATION_ENABLE, S.K_DID_BITMAP, S.K_DID_MAP, S.K_PT_ALLOC, S.K_PT_FREE,
+                       S.K_OWNER_MOVE, S.K_DEVICE_ADD, S.K_DEVICE_REMOVE, S.K_IDMAP_ADD, S.K_IDMAP_REMOVE,
+                       S.K_DOMAIN_CREATE, S.K_DOMAIN_DYING, S.K_DOMAIN_DESTROY})
 
 
 class _Tracker:
@@ -831,9 +840,13 @@ def _fstart(d):
 
 
 def diff_streams(a: Side, b: Side, *, context: int = CONTEXT_EVENTS, detail_rows: int = DETAIL_ROWS,
-                 window: int | None = None) -> DiffReport:
-    """Compare two traces given as Sides, in one streaming pass over both."""
-    return _Pass(a, b, context, detail_rows, window).run()
+                 window: int | None = None, progress=None) -> DiffReport:
+    """Compare two traces given as Sides, in one streaming pass over both.
+
+    ``progress(done, total)``, if given, is called every few thousand events
+    with the number of A's events read and A's event count (None when
+    unknown); an exception it raises aborts the diff (a TUI's cancel)."""
+    return _Pass(a, b, context, detail_rows, window, progress).run()
 
 
 _getkind = itemgetter(0)
@@ -851,7 +864,7 @@ class _Pass:
     aligned by call/lock structure, states compared at every boundary --
     until a pair is identical again with equal states and nothing queued."""
 
-    def __init__(self, a: Side, b: Side, context: int, detail_rows: int, window) -> None:
+    def __init__(self, a: Side, b: Side, context: int, detail_rows: int, window, progress=None) -> None:
         from replay.jsonout import EventPresenter
         from replay.reader import current_schema
 
@@ -875,6 +888,9 @@ class _Pass:
         self.pend_a: list = []
         self.pend_b: list = []
         self.pend_start = 0     # where the operation in progress begins in pend_*
+        self.progress = progress
+        self._total = a.trace.count if a.trace is not None else None
+        self._next_report = 0
 
     # -- driver -------------------------------------------------------------------------
     def run(self) -> DiffReport:
@@ -883,6 +899,9 @@ class _Pass:
         try:
             fast = True
             while True:
+                if self.progress is not None and self.sa.loaded >= self._next_report:
+                    self._next_report = self.sa.loaded + 16384
+                    self.progress(self.sa.loaded, self._total)
                 if fast:
                     if self._lockstep():
                         continue
