@@ -47,12 +47,9 @@ def scenarios(draw) -> str:
         devices.append(("0000:00:00.0", "host-bridge", ['id = "8086:0c00"']))
     slots = draw(st.lists(st.sampled_from([0x02, 0x14, 0x16, 0x17, 0x1a, 0x1f]), min_size=1, max_size=4,
                           unique=True))
-    ats_capable = set()
     for slot in slots:
         stride = draw(st.sampled_from((0, 0, 0, 1, 2, 4)))
         ats = draw(st.booleans())
-        if ats and knobs["ats"]:
-            ats_capable.add(f"0000:00:{slot:02x}.0")
         extra = [f'id = "{draw(st.sampled_from(ENDPOINT_IDS))}"', f"phantom_stride = {stride}",
                  f"ats = {'true' if ats else 'false'}",
                  f'owner = "{draw(st.sampled_from(OWNERS))}"']
@@ -99,8 +96,7 @@ def scenarios(draw) -> str:
         elif verb == "remove" and len(present) > 1:
             dev = draw(st.sampled_from(present))
             present.remove(dev)
-            if dev not in ats_capable:       # see test_a_re_added_device_starts_without_ats
-                absent.append(dev)
+            absent.append(dev)
             lines += ["", "[[op]]", 'do = "remove"', f'device = "{dev}"']
         elif verb == "destroy" and live:
             dom = draw(st.sampled_from(live))
@@ -192,13 +188,10 @@ def test_state_at_through_checkpoints_equals_the_fold_from_zero(text, chunk_even
                     assert s.state_at(n) == states[n], n
 
 
-@pytest.mark.xfail(strict=True, reason="tracer/engine/pci.py re-adds the declared PciDev object, so a removed "
-                                       "ATS device comes back with ats_enabled set and no ats-enable event")
 def test_a_re_added_device_starts_without_ats():
-    """Found by the property above (removed from its generator until fixed):
-    pci_remove_device frees the pdev, pci_add_device allocates a fresh one, so
-    after remove + add no ATS is enabled until an ats-enable event says so --
-    which is what the replay shows; the engine's snapshot still has it on."""
+    """Found by the property above: pci_remove_device frees the pdev and
+    pci_add_device allocates a fresh one, so after remove + add no ATS is
+    enabled until an ats-enable event says so, in the engine as in the replay."""
     platform = _platform(
         'name = "ats-readd"\ndescription = "x"\n[platform]\ncx16 = false\nats = true\n'
         '[[iommu]]\nid = 0\ninclude_all = true\nnd = 1\nlevels = 3\n'

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .. import schema as S
 from ..platform import parse_bdf
+from .core import PciDev
 
 EINVAL, ENODEV, EBUSY = 22, 19, 16
 
@@ -48,7 +49,10 @@ class PciMixin:
         self._op_end(0)
 
     def _pdev_alloc(self, seg, bus, devfn, label):
-        dev, pd = self._declared[(seg, bus, devfn)]
+        """alloc_pdev(): a fresh struct pci_dev every time (a removed device
+        that comes back starts without ATS, owner or quarantine mark)."""
+        dev, _ = self._declared[(seg, bus, devfn)]
+        pd = PciDev(dev.seg, dev.bus, dev.devfn, dev.type, dev.id32, dev.phantom_stride, dev.ats)
         self.pdevs[(seg, bus, devfn)] = pd
         self.emit(S.K_DEVICE_ADD, label, seg, (bus << 8) | devfn)
         return pd
