@@ -67,10 +67,12 @@ class Probe:
         self.samples: list[tuple[str, float]] = []
         self.cpu: list[float] = []          # main-thread CPU seconds of each sample
         self.first_frame_wall: float | None = None
+        self.keys: list = []                # every key seen, with the cursor then (diagnosis)
 
     def event(self, event, app=None) -> None:
         from textual import events
         if isinstance(event, events.Key):
+            self.keys.append((event.key, getattr(getattr(app, "model", None), "cursor", None)))
             cursor = getattr(getattr(app, "model", None), "cursor", None)
             self.pending = (event.key, event.time, time.thread_time(), cursor)
 
@@ -118,7 +120,7 @@ def child_main(trace: str, out: str, ready: str) -> int:
     else:
         app.run()
     Path(out).write_text(json.dumps({"first_frame_wall": probe.first_frame_wall,
-                                     "samples": probe.samples, "cpu": probe.cpu}))
+                                     "samples": probe.samples, "cpu": probe.cpu, "keys": probe.keys}))
     app.model.close()
     return 0
 
@@ -184,7 +186,8 @@ def bare_child_main(rows: str, out: str, ready: str) -> int:
                 probe.displayed(self, renderable)
 
     BareApp().run()
-    Path(out).write_text(json.dumps({"first_frame_wall": probe.first_frame_wall, "samples": probe.samples}))
+    Path(out).write_text(json.dumps({"first_frame_wall": probe.first_frame_wall, "samples": probe.samples,
+                                     "cpu": probe.cpu}))
     return 0
 
 

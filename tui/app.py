@@ -502,11 +502,17 @@ class VtdtraceApp(App):
 
     # --- measurement hook (bench/tui_bench.py) ------------------------------------------------
     async def on_event(self, event) -> None:
-        if isinstance(event, events.Key):
+        if isinstance(event, events.Key) and not event.is_forwarded:
             self._last_key = time.monotonic()
-        probe = self.latency_probe
-        if probe is not None:
-            probe.event(event, self)
+            probe = self.latency_probe
+            if probe is not None:
+                probe.event(event, self)
+            # a prompt in the command line gets every key first (on the main
+            # screen; modal screens keep theirs)
+            if self.screen is self.screen_stack[0] and self.command_line.handle_key(event):
+                return
+        elif isinstance(event, events.MouseDown):
+            self.command_line.cancel()
         await super().on_event(event)
 
     def _display(self, screen, renderable) -> None:

@@ -8,8 +8,10 @@ re-lay out the screen: the frame after Enter costs what the jump costs and no
 more (a modal screen's dismissal repaints everything under it).
 
 Editing keys: printable characters, ←/→, Home/End, Backspace/Delete,
-ctrl+u (clear), Enter (answer), Escape (cancel).  While it has focus no
-key reaches the viewer's bindings.
+ctrl+u (clear), Enter (answer), Escape (cancel).  While it asks, the app
+hands it every key (``handle_key``) before any binding sees it.  It never
+takes the focus: a focus change makes Textual rebuild the footer's key list
+(tens of widgets, their CSS) -- that alone cost ~100 ms a prompt here.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from textual import events
 from textual.strip import Strip
 from textual.widget import Widget
 
+from .styles import CachedStyles
+
 
 @dataclass
 class _Ask:
@@ -31,11 +35,10 @@ class _Ask:
     hint: str
     check: Callable | None
     done: Callable | None
-    previous: Widget | None
     error: str = ""
 
 
-class CommandLine(Widget, can_focus=True):
+class CommandLine(CachedStyles, Widget, can_focus=False):
     COMPONENT_CLASSES = {"command-line--status", "command-line--prompt", "command-line--text",
                          "command-line--cursor", "command-line--hint", "command-line--error"}
 
@@ -63,8 +66,7 @@ class CommandLine(Widget, can_focus=True):
         """Prompt; ``check(text)`` turns the answer into the result or raises
         ValueError (shown, the prompt stays); ``done(result)`` receives it
         (None when cancelled)."""
-        self._ask = _Ask(title, value, len(value), hint, check, done, self.app.focused)
-        self.focus()
+        self._ask = _Ask(title, value, len(value), hint, check, done)
         self.refresh()
 
     def text(self) -> str:
@@ -75,18 +77,15 @@ class CommandLine(Widget, can_focus=True):
     def _finish(self, result, cancelled: bool) -> None:
         ask = self._ask
         self._ask = None
-        if ask.previous is not None and ask.previous.is_attached:
-            ask.previous.focus()
         self.refresh()
         if ask.done is not None:
             ask.done(None if cancelled else result)
 
-    def on_key(self, event: events.Key) -> None:
+    def handle_key(self, event: events.Key) -> bool:
+        """Edit with ``event``; False when not asking (the key is not ours)."""
         ask = self._ask
         if ask is None:
-            return
-        event.stop()
-        event.prevent_default()
+            return False
         key, b, p = event.key, ask.buffer, ask.pos
         if key == "enter":
             try:
@@ -95,10 +94,10 @@ class CommandLine(Widget, can_focus=True):
                 ask.error = str(exc)
             else:
                 self._finish(result, False)
-                return
+                return True
         elif key == "escape":
             self._finish(None, True)
-            return
+            return True
         elif key == "backspace":
             if p > 0:
                 ask.buffer, ask.pos = b[:p - 1] + b[p:], p - 1
@@ -118,9 +117,10 @@ class CommandLine(Widget, can_focus=True):
             ask.buffer, ask.pos = b[:p] + event.character + b[p:], p + 1
             ask.error = ""
         self.refresh()
+        return True
 
-    def on_blur(self, event) -> None:
-        if self._ask is not None:          # focus moved away (a click): cancel
+    def cancel(self) -> None:
+        if self._ask is not None:
             self._finish(None, True)
 
     # --- drawing ------------------------------------------------------------------------------
@@ -139,9 +139,9 @@ class CommandLine(Widget, can_focus=True):
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        base = self.rich_style
+        base = self.base_style()
         if y > 0:
             return Strip.blank(width, base)
-        cs = self.get_component_rich_style
-        segs = [Segment(t, base + cs(c, partial=True)) for t, c in self._parts() if t]
+        cs = self.cstyle
+        segs = [Segment(t, base + cs(c)) for t, c in self._parts() if t]
         return Strip(segs).crop_extend(0, width, base)

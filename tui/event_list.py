@@ -25,6 +25,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from .model import TraceModel
+from .styles import CachedStyles
 
 ROW_CACHE = 2048
 
@@ -37,7 +38,7 @@ def _fit(text: str, width: int, right: bool = False) -> str:
     return text.rjust(width) if right else text.ljust(width)
 
 
-class EventList(ScrollView, can_focus=True):
+class EventList(CachedStyles, ScrollView, can_focus=True):
     """The virtual list of events; the cursor row is the current step."""
 
     COMPONENT_CLASSES = {
@@ -132,10 +133,10 @@ class EventList(ScrollView, can_focus=True):
     def prefetch_rows(self, seq: int) -> None:
         """Idle time: format and draw the rows a centred jump to seq would
         show (the destination of ]/[), so that frame finds them cached."""
-        base = getattr(self, "_base", None)
+        base = self.base_style()
         width = self.scrollable_content_region.width
         height = self.scrollable_content_region.height
-        if base is None or width <= 0 or height <= 0:
+        if width <= 0 or height <= 0:
             return
         row = self.model.row_of_seq(seq)
         top = max(0, min(row - height // 2, max(self.model.row_count() - height, 0)))
@@ -219,19 +220,14 @@ class EventList(ScrollView, can_focus=True):
 
     # --- rendering ----------------------------------------------------------------------------
     def render_lines(self, crop):
-        # the widget's base style walks the DOM: once until the styles change
-        if getattr(self, "_base", None) is None:
-            self._base = self.rich_style
+        # per frame, not per line: the region walks the styles
+        self._width = self.scrollable_content_region.width
         return super().render_lines(crop)
 
-    def notify_style_update(self) -> None:
-        self._base = None
-        super().notify_style_update()
-
     def render_line(self, y: int) -> Strip:
-        width = self.scrollable_content_region.width
+        width = self._width
         row = round(self.scroll_y) + y
-        base = getattr(self, "_base", None) or self.rich_style
+        base = self.base_style()
         if row >= self.model.row_count() or width <= 0:
             return Strip.blank(width, base)
         seq = self.model.seq_at_row(row)
@@ -248,25 +244,25 @@ class EventList(ScrollView, can_focus=True):
 
     def _strip(self, seq: int, look: int, width: int, base: Style) -> Strip:
         mark, rank, parts = self._parts(seq, width)
-        cstyle = self.get_component_rich_style
+        cstyle = self.cstyle
         if look:
-            rowbg = cstyle("event-list--cursor" if look == 2 else "event-list--cursor-blur")
+            rowbg = self.cstyle_full("event-list--cursor" if look == 2 else "event-list--cursor-blur")
         elif rank:
-            rowbg = base + cstyle("event-list--window", partial=True)
+            rowbg = base + cstyle("event-list--window")
         else:
             rowbg = base
-        segs = [Segment("◆" if mark else " ", rowbg + cstyle("event-list--bookmark", partial=True))]
+        segs = [Segment("◆" if mark else " ", rowbg + cstyle("event-list--bookmark"))]
         if rank >= 3:
-            segs.append(Segment("▌", rowbg + cstyle("event-list--hazard", partial=True)))
+            segs.append(Segment("▌", rowbg + cstyle("event-list--hazard")))
         elif rank == 2:
-            segs.append(Segment("▌", rowbg + cstyle("event-list--warning", partial=True)))
+            segs.append(Segment("▌", rowbg + cstyle("event-list--warning")))
         elif rank == 1:
-            segs.append(Segment("▌", rowbg + cstyle("event-list--info", partial=True)))
+            segs.append(Segment("▌", rowbg + cstyle("event-list--info")))
         else:
             segs.append(Segment(" ", rowbg))
         for text, comp in parts:
-            segs.append(Segment(text, rowbg + cstyle(comp, partial=True)))
+            segs.append(Segment(text, rowbg + cstyle(comp)))
         return Strip(segs).adjust_cell_length(width, rowbg)
 
     def cursor_style(self) -> Style:
-        return self.get_component_rich_style("event-list--cursor")
+        return self.cstyle_full("event-list--cursor")

@@ -20,6 +20,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
+from .styles import CachedStyles
+
 # A line: ([(text, component class or None), ...], key or None)
 Line = tuple
 
@@ -55,7 +57,7 @@ def set_virtual_size(widget, size: Size) -> None:
     widget._scroll_update(size)       # scrollbar window sizes; textual 8.2 (pinned)
 
 
-class LinePane(ScrollView, can_focus=True):
+class LinePane(CachedStyles, ScrollView, can_focus=True):
     """Draws ``self.lines``; subclasses fill them with ``set_lines``."""
 
     SELECTED_ROW = ""           # component class for the selected line's background
@@ -116,19 +118,14 @@ class LinePane(ScrollView, can_focus=True):
             self.scroll_to(y=y - height + 1, animate=False, force=True)
 
     def render_lines(self, crop):
-        # the base style walks the DOM: once until the styles change
-        if getattr(self, "_base", None) is None:
-            self._base = self.rich_style
+        # per frame, not per line: the region walks the styles
+        self._width = self.scrollable_content_region.width
         return super().render_lines(crop)
 
-    def notify_style_update(self) -> None:
-        self._base = None
-        super().notify_style_update()
-
     def render_line(self, y: int) -> Strip:
-        width = self.scrollable_content_region.width
+        width = self._width
         row = round(self.scroll_y) + y
-        base = getattr(self, "_base", None) or self.rich_style
+        base = self.base_style()
         if row >= len(self._lines):
             return Strip.blank(width, base)
         parts, key = self._lines[row]
@@ -141,10 +138,10 @@ class LinePane(ScrollView, can_focus=True):
         ckey = (tuple(parts), sel, x, width, base)
         strip = self._strips.get(ckey)
         if strip is None:
-            cs = self.get_component_rich_style
+            cs = self.cstyle
             if sel:
-                base = base + cs(self.SELECTED_ROW, partial=True)
-            strip = Strip([Segment(t, base + cs(c, partial=True) if c else base) for t, c in parts if t])
+                base = base + cs(self.SELECTED_ROW)
+            strip = Strip([Segment(t, base + cs(c) if c else base) for t, c in parts if t])
             strip = strip.crop_extend(x, x + width, base)
             self._strips[ckey] = strip
         return strip
@@ -152,9 +149,9 @@ class LinePane(ScrollView, can_focus=True):
     def warm(self, lines: list[Line], top: int, selected=None) -> None:
         """Prefetch: build the strips of ``lines`` rows top.. that a later
         show would draw (idle time, so the frame after the key is cheaper)."""
-        base = getattr(self, "_base", None)
+        base = self.base_style()
         width = self.scrollable_content_region.width
-        if base is None or width <= 0:
+        if width <= 0:
             return
         x = round(self.scroll_x)
         for parts, key in lines[top: top + self.scrollable_content_region.height]:

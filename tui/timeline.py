@@ -18,9 +18,10 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from .model import TraceModel
+from .styles import CachedStyles
 
 
-class Timeline(Widget):
+class Timeline(CachedStyles, Widget):
     COMPONENT_CLASSES = {
         "timeline--none", "timeline--hazard", "timeline--warning", "timeline--info",
         "timeline--cursor", "timeline--bookmark", "timeline--progress", "timeline--progress-bg",
@@ -71,8 +72,8 @@ class Timeline(Widget):
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        base = self.rich_style
-        cs = self.get_component_rich_style
+        base = self.base_style()
+        cs = self.cstyle
         if width <= 0:
             return Strip.blank(0)
         if y == 0:
@@ -80,20 +81,20 @@ class Timeline(Widget):
                 what, frac = self.progress
                 if frac < 0:            # a phase without progress reports
                     label = f" {what}… "
-                    return Strip([Segment(label, base + cs("timeline--text", partial=True)),
+                    return Strip([Segment(label, base + cs("timeline--text")),
                                   Segment("╌" * max(width - len(label), 0),
-                                          base + cs("timeline--progress-bg", partial=True))]
+                                          base + cs("timeline--progress-bg"))]
                                  ).adjust_cell_length(width, base)
                 label = f" {what} {frac * 100:3.0f}% "
                 bar_w = max(width - len(label), 1)
                 done = int(bar_w * frac)
-                return Strip([Segment(label, base + cs("timeline--text", partial=True)),
-                              Segment("━" * done, base + cs("timeline--progress", partial=True)),
-                              Segment("━" * (bar_w - done), base + cs("timeline--progress-bg", partial=True))]
+                return Strip([Segment(label, base + cs("timeline--text")),
+                              Segment("━" * done, base + cs("timeline--progress")),
+                              Segment("━" * (bar_w - done), base + cs("timeline--progress-bg"))]
                              ).adjust_cell_length(width, base)
             cells = self._strip(width)
-            styles = (cs("timeline--none", partial=True), cs("timeline--info", partial=True),
-                      cs("timeline--warning", partial=True), cs("timeline--hazard", partial=True))
+            styles = (cs("timeline--none"), cs("timeline--info"),
+                      cs("timeline--warning"), cs("timeline--hazard"))
             segs = []
             run_rank, run_len = None, 0
             for rank in cells:
@@ -117,7 +118,7 @@ class Timeline(Widget):
                 ch, comp = marks[c]
                 if c > pos:
                     segs.append(Segment(" " * (c - pos), base))
-                segs.append(Segment(ch, base + cs(comp, partial=True)))
+                segs.append(Segment(ch, base + cs(comp)))
                 pos = c + 1
             if pos < width:
                 segs.append(Segment(" " * (width - pos), base))

@@ -26,13 +26,14 @@ from .findings_pane import FindingsPane
 from .model import TraceModel
 from .stack_pane import StackPane
 from .state_pane import StatePane
+from .styles import CachedStyles
 from .timeline import Timeline
 
 WIDE = 120
 DETAILS = ("state", "stack", "findings")
 
 
-class TitleBar(Widget):
+class TitleBar(CachedStyles, Widget):
     """Trace name, scenario, engine variant, integrity, position (one line,
     drawn as segments: it changes on every step)."""
 
@@ -68,14 +69,14 @@ class TitleBar(Widget):
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        base = self.rich_style
+        base = self.base_style()
         if y > 0:
             return Strip.blank(width, base)
         parts = tuple(self.parts(width))
         key = (parts, width, base)
         if key != self._key:
-            cs = self.get_component_rich_style
-            segs = [Segment(t, base + cs(c, partial=True) if c else base) for t, c in parts]
+            cs = self.cstyle
+            segs = [Segment(t, base + cs(c) if c else base) for t, c in parts]
             self._key, self._strip = key, Strip(segs).crop_extend(0, width, base)
         return self._strip
 
