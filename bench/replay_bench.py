@@ -86,12 +86,19 @@ def _raw_unpack(path: Path, payloads) -> None:
 
 
 def _replay(path: Path) -> None:
-    """One fold pass: reader decode + fold, nothing else (the session's build
-    pass does this plus checkpoints and indexes)."""
-    with open_trace(path, verify=False) as t:
+    """One fold pass as the replay runs it (events as tuples, the collector
+    frozen, as in replay.seek.build), and nothing else: the session's build
+    pass does this plus checkpoints and indexes."""
+    with open_trace(path, verify=False, tuples=True) as t:
         st = initial_state(t.header)
-        for chunk in t.iter_chunks():
-            fold(st, chunk)
+        gc.freeze()
+        gc.disable()
+        try:
+            for chunk in t.iter_chunks():
+                fold(st, chunk)
+        finally:
+            gc.unfreeze()
+            gc.enable()
 
 
 def _build(path: Path) -> None:
@@ -186,8 +193,8 @@ def run(opts: Options) -> list[Result]:
     results = [
         Result("fold (decode + fold)", rate(t["replay"]), rate(t["raw"]), "M ev/s", t["raw"] / t["replay"],
                (">=", 0.30), note=f"synth trace of {count:,} events ({f['size'] / count:.1f} B/event): reader "
-                                  "decode + replay.state.fold vs a bare msgpack.Unpacker draining the same "
-                                  "chunk payloads (CPU time)"),
+                                  "decode (tuples) + replay.state.fold, GC frozen as in the replay, vs a bare "
+                                  "msgpack.Unpacker draining the same chunk payloads (CPU time)"),
         Result("first open (build)", t["build"], t["replay"], "s", t["build"] / t["replay"], ("<=", 1.3),
                note="ReplaySession with no sidecar: fold + checkpoints + kind/ctx indexes + sidecar write, "
                     "vs one fold pass (CPU time)"),
