@@ -11,7 +11,8 @@ Lanes (research/ecosystem.md §5.1):
   (context-entry writes, cache syncs, device-selective flushes, owner moves
   of the device there, as instants with their fields), and threads
   "flushes", "DIDs", "root table", "iommu->lock", "register_lock";
-* hazard findings, when given, as async b/e pairs on their IOMMU's process.
+* hazard findings, when given, as async b/e pairs on their device's track
+  (replay.hazards.chrome).
 
 Time is logical: ``ts`` = seq in microseconds, and every event carries its
 seq and step label in ``args``.  Slices are B/E pairs that nest per thread
@@ -27,6 +28,7 @@ import json
 
 from tracer import schema as S
 
+from .hazards.chrome import begin_event as hz_begin, end_event as hz_end, track as hz_track
 from .jsonout import EventPresenter, json_safe
 from .render import PlatformView, fmt_rid
 
@@ -260,24 +262,24 @@ class ChromeExporter:
     # --- hazard windows ---------------------------------------------------------
 
     def findings(self, items, at_seq: int, end_ts: int | None = None) -> None:
-        """Async b (start == at_seq) / e (end == at_seq) events of findings."""
+        """Async b (start == at_seq) or e (end == at_seq; or ``end_ts`` for
+        windows still open when the trace ends) of findings, on the track of
+        their device as replay.hazards.chrome lays them out."""
         for n, f in items:
-            get = f.get if isinstance(f, dict) else (lambda key, f=f: getattr(f, key, None))
-            u = get("iommu")
-            pid = 1 + u if isinstance(u, int) and u >= 0 else PID_XEN
-            if pid != PID_XEN:
-                self._iommu(u, TID_FLUSHES, "flushes")
-            else:
+            pid, tid = hz_track(f)
+            if pid == PID_XEN:
                 self._xen(TID_OPS, "operations")
-            title = " ".join(str(x) for x in (get("kind"), get("rid")) if x)
-            common = {"cat": "hazard", "id": n, "pid": pid, "tid": 0, "name": title}
-            if end_ts is None and get("start") == at_seq:
-                self.out.raw({**common, "ph": "b", "ts": at_seq,
-                              "args": {"severity": get("severity"), "start": get("start"), "end": get("end"),
-                                       "start_label": get("start_label"), "detail": get("detail")}})
+            elif tid:
+                self._rid(pid - 1, (tid - 1) >> 8, (tid - 1) & 0xFF)
             else:
-                self.out.raw({**common, "ph": "e", "ts": at_seq if end_ts is None else end_ts,
-                              "args": {"end_label": get("end_label")}})
+                self._iommu(pid - 1, 0, "hazards")
+            if end_ts is None and (f.get("start") if isinstance(f, dict) else getattr(f, "start", None)) == at_seq:
+                self.out.raw(hz_begin(f, n))
+            else:
+                ev = hz_end(f, n, at_seq if end_ts is None else end_ts)
+                if end_ts is not None:
+                    ev["ts"] = end_ts        # past a truncation the window ends with the trace
+                self.out.raw(ev)
 
 
 def export_chrome(events, header: dict, schema, fp, *, findings=(), stop=None) -> int:

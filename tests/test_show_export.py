@@ -302,7 +302,12 @@ def test_findings_become_async_windows():
     doc = json.loads(buf.getvalue())
     validate_chrome(doc)
     asyncs = [(e["ph"], e["id"], e["ts"]) for e in doc["traceEvents"] if e["ph"] in "be"]
-    assert sorted(asyncs) == sorted([("b", 0, 10), ("e", 0, 20), ("b", 1, 15), ("e", 1, len(events) + 1)])
+    assert sorted(asyncs) == sorted([("b", "hz0", 10), ("e", "hz0", 20), ("b", "hz1", 15),
+                                     ("e", "hz1", len(events) + 1)])
+    # On the device's track (IOMMU 0 = pid 1, 00:14.0 = tid 0xa0 + 1), which has its thread name.
+    assert {(e["pid"], e["tid"]) for e in doc["traceEvents"] if e["ph"] in "be"} == {(1, 0xA1)}
+    assert any(e["ph"] == "M" and e["name"] == "thread_name" and (e["pid"], e["tid"]) == (1, 0xA1)
+               for e in doc["traceEvents"])
 
 
 def test_jsonl_export_is_byte_identical_to_log_jsonl(trace, capsys, tmp_path):
