@@ -13,10 +13,11 @@ from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parent.parent
 
-# `.ci/run` exports HYPOTHESIS_PROFILE=ci: more examples, no deadline (a
-# shared 2-vCPU box must not turn slowness into failures).
+# `.ci/run` exports HYPOTHESIS_PROFILE=ci: more examples, derandomized so a
+# CI run is reproducible, no deadline (a shared 2-vCPU box must not turn
+# slowness into failures).
 settings.register_profile("dev", max_examples=60, deadline=None)
-settings.register_profile("ci", max_examples=200, deadline=None,
+settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
