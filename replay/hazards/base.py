@@ -54,10 +54,10 @@ class Context:
         self.topo = Topology(self.header)
         self.st = st
         self.out: list[Finding] = []
-        # the open top-level operation
+        # the open top-level operation (op_device: a property, formatted on use)
         self.op = None
-        self.op_device = None
-        self.op_verb = None
+        self._op_dev = None
+        self._op_device = None
         # domain lifecycle, from domain-create / -dying / -destroy
         self.alive: set = set()
         self.dying: set = set()
@@ -123,8 +123,18 @@ class Context:
         key = (ev[6], ev[7], ev[8])
         lo, hi = ev[13], ev[14]
         keyinfo = self.keyinfo
-        old = keyinfo.pop(key, None)
+        if lo & P_BIT:
+            new = ((hi >> 8) & 0xFFFF, None if (lo >> 2) & 3 == TT_PT else lo & PAGE_MASK)
+        else:
+            new = None
+        old = keyinfo.get(key)
+        if old == new:
+            # a store that changes neither the DID nor the tables in use
+            # (P cleared and set again, AW/FPD, a half written back)
+            self.cur = (key, old, new)
+            return key
         if old is not None:
+            del keyinfo[key]
             s = self.did_keys.get((key[0], old[0]))
             if s is not None:
                 s.discard(key)
@@ -142,11 +152,8 @@ class Context:
                             roots.discard(old[1])
                             if not roots:
                                 del self.dom_roots[owner]
-        new = None
-        if lo & P_BIT:
-            did = (hi >> 8) & 0xFFFF
-            root = None if (lo >> 2) & 3 == TT_PT else lo & PAGE_MASK
-            new = (did, root)
+        if new is not None:
+            did, root = new
             keyinfo[key] = new
             dk = (key[0], did)
             s = self.did_keys.get(dk)
@@ -241,17 +248,26 @@ class Context:
 
     def op_begin(self, ev):
         self.op = ev[3]
-        verb, bdf, seg = ev[6], ev[7], ev[9]
-        self.op_verb = verb if isinstance(verb, str) else None
-        if type(bdf) is int and 0 <= bdf <= 0xFFFF:
-            self.op_device = fmt_rid(seg if type(seg) is int else 0, bdf >> 8, bdf & 0xFF)
-        else:
-            self.op_device = None
+        self._op_dev = (ev[9], ev[7])
+        self._op_device = False
+
+    @property
+    def op_device(self):
+        """The running operation's device as 'SSSS:BB:DD.F' (or None)."""
+        d = self._op_device
+        if d is False:
+            d = None
+            if self._op_dev is not None:
+                seg, bdf = self._op_dev
+                if type(bdf) is int and 0 <= bdf <= 0xFFFF:
+                    d = fmt_rid(seg if type(seg) is int else 0, bdf >> 8, bdf & 0xFF)
+            self._op_device = d
+        return d
 
     def op_end(self, ev):
         self.op = None
-        self.op_device = None
-        self.op_verb = None
+        self._op_dev = None
+        self._op_device = None
 
 
 class Analyser:

@@ -282,6 +282,11 @@ class DidAnalyser(Analyser):
     def check_key(self, key, ev) -> None:
         ctx = self.ctx
         u = key[0]
+        if ("d2", key) not in self.open and key not in self.d3 and self._clean(key):
+            s = self.cached.get(u)
+            if s is not None:
+                s.discard(key)
+            return
         refs = self.refs(key)
         dang = {}
         for did, where in refs.items():
@@ -332,6 +337,30 @@ class DidAnalyser(Analyser):
             s = self.cached.get(u)
             if s is not None:
                 s.discard(key)
+
+    def _clean(self, key) -> bool:
+        """Fast path of check_key for a key without open windows: nothing it
+        references is dangling and its tables' domain flushes the unit."""
+        ctx = self.ctx
+        st = ctx.st
+        u = key[0]
+        dangling = self.dangling
+        info = ctx.keyinfo.get(key)
+        if info is not None:
+            if dangling(u, info[0]) is not None:
+                return False
+            if info[1] is not None:
+                dom = ctx.pt_owner(info[1])
+                if dom is not None and (dom, u) not in st.iommu_bitmap:
+                    return False
+        for lo, hi in st.cc.get(key, ()):
+            if lo & 1 and dangling(u, (hi >> 8) & 0xFFFF) is not None:
+                return False
+        if st.tlb:
+            for did, _ in ctx.fills_by(key):
+                if dangling(u, did) is not None:
+                    return False
+        return True
 
     def finish(self) -> None:
         super().finish()

@@ -81,7 +81,7 @@ class Finding:
     def detail(self) -> str:
         d = self._detail
         if type(d) is not str:
-            d = self._detail = d[0](*d[1])
+            d = self._detail = _RENDERERS[d[0]](d[1])
         return d
 
     @detail.setter
@@ -146,6 +146,19 @@ class Finding:
         end = "open" if self.end is None else self.end
         return (f"Finding({self.kind} {self.severity} dev={self.device} rid={self.rid} "
                 f"iommu={self.iommu} [{self.start} {self.start_label}, {end} {self.end_label}))")
+
+
+# Deferred details: Finding(..., detail=(code, facts)) with facts a tuple of
+# plain values (ints, strings, None, nested tuples of those) -- no objects, so
+# the garbage collector stops tracking it -- written by _RENDERERS[code](facts)
+# on first use.
+_RENDERERS: list = []
+
+
+def renderer(fn):
+    """Register a detail renderer; returns its code for (code, facts)."""
+    _RENDERERS.append(fn)
+    return len(_RENDERERS) - 1
 
 
 def sort_findings(findings) -> list:

@@ -28,7 +28,7 @@ from replay import caches
 from tracer import schema as S
 
 from .base import ZERO, Analyser, join_names
-from .findings import BENIGN, HAZARD, WARNING, Finding
+from .findings import BENIGN, HAZARD, WARNING, Finding, renderer
 
 translation_of = caches.translation_of
 
@@ -110,7 +110,7 @@ class StaleAnalyser(Analyser):
         # values that left the context cache leave their fills in the IOTLB
         if self.ctx.st.tlb:
             fillers = ctx.fillers_on(u)
-            self._recheck(fillers if targets is None else fillers.intersection(targets), ev)
+            self._recheck(fillers if targets is None else fillers.intersection(targets), ev, c3=False)
         c3 = self.c3_keys.get(u)
         if c3:
             for key in list(c3):
@@ -177,13 +177,21 @@ class StaleAnalyser(Analyser):
             if w.kind != "foreign-iotlb":
                 w.info.setdefault("outlived", op)
 
-    def _recheck(self, keys, ev) -> None:
-        """Keys whose cached values may have turned into IOTLB fills."""
+    def _recheck(self, keys, ev, c3: bool = True) -> None:
+        """Keys whose cached values may have turned into IOTLB fills.  A fill
+        can only add to a stale-iotlb window that is not open yet (an IOTLB
+        flush emptied it while the value sat in the context cache); a
+        foreign value that leaves the context cache already has its
+        foreign-iotlb window open (re-checked by the caller)."""
         ctx = self.ctx
+        opened = self.c2_of
         for key in keys:
+            have = opened.get(key, ())
             for did in {d for d, _ in ctx.fills_by(key)}:
-                self.check_c2(key, did, ev)
-            self.check_c3(key, ev)
+                if did not in have:
+                    self.check_c2(key, did, ev)
+            if c3:
+                self.check_c3(key, ev)
 
     # --- c1 -------------------------------------------------------------------------------------
 
@@ -340,22 +348,25 @@ class StaleAnalyser(Analyser):
         outlived = info.get("outlived")
         wrong = info.get("wrong_did")
         sev = HAZARD if (end is None or outlived is not None or wrong is not None) else BENIGN
-        pt_owner = self.ctx.pt_owner
-        values = tuple((v, pt_owner(v[0] & caches.PAGE_MASK_4K)) for v in info["values"])
+        ctx = self.ctx
+        values = tuple(sorted((v, _tables(ctx, v[0])) for v in info["values"]))
+        wrong = (wrong[0], tuple(sorted(wrong[1]))) if wrong is not None else None
         facts = (w.iommu, w.rid, end, end_label, outlived, wrong, bool(info.get("flushed")), values)
         return Finding("stale-context", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label,
-                       end_label, (_render_c1, (self.ctx.dom, facts)))
+                       end_label, (RENDER_C1, facts))
 
     def _fin_c2(self, w, end, end_label, ev):
         info = w.info
         outlived = info.get("outlived")
         sev = HAZARD if (end is None or outlived is not None) else BENIGN
-        pt_owner = self.ctx.pt_owner
-        fills = tuple((tr, owner, pt_owner(tr[1])) for tr, owner in info["fills"].items())
+        ctx = self.ctx
+        fills = tuple(sorted((tr, ctx.dom(owner) if owner is not None else "freed", _tables(ctx, tr[1]))
+                             for tr, owner in info["fills"].items()))
         restored = ev is not None and ev[0] != S.K_FLUSH_IOTLB
-        facts = (w.iommu, w.rid, end, end_label, outlived, tuple(info["flushed"]), restored, fills)
+        flushed = tuple(sorted(d for g, d in info["flushed"] if g == "dsi"))
+        facts = (w.iommu, w.rid, end, end_label, outlived, flushed, restored, fills)
         return Finding("stale-iotlb", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label,
-                       end_label, (_render_c2, (self.ctx.dom, facts)))
+                       end_label, (RENDER_C2, facts))
 
     def _fin_c3(self, w, end, end_label):
         ctx = self.ctx
@@ -390,43 +401,49 @@ def _tail(end, end_label, outlived, what_flush) -> str:
     return f", until the {what_flush} at {end_label or 'seq ' + str(end)} in the same operation"
 
 
-def _value(dom, v, po) -> str:
+def _tables(ctx, lo) -> str:
+    """What the tables behind an SLPTPTR are, in words (resolved now: the
+    page may be freed later)."""
+    if (lo >> 2) & 3 == caches.TT_PASS_THRU and lo & 1:
+        return "pass-through"
+    po = ctx.pt_owner(lo & caches.PAGE_MASK_4K)
+    return f"{ctx.dom(po)}'s tables" if po is not None else "freed tables"
+
+
+def _value(v, tables) -> str:
     lo, hi = v
     if not lo & 1:
         return "a non-present entry"
-    did = (hi >> 8) & 0xFFFF
-    tables = "pass-through" if (lo >> 2) & 3 == caches.TT_PASS_THRU else \
-        (f"{dom(po)}'s tables" if po is not None else "freed tables")
-    return f"DID {did} with {tables}"
+    return f"DID {(hi >> 8) & 0xFFFF} with {tables}"
 
 
-def _render_c1(dom, facts) -> str:
+def _render_c1(facts) -> str:
     u, rid, end, end_label, outlived, wrong, flushed, values = facts
-    vals = " / ".join(_value(dom, v, po) for v, po in sorted(values, key=lambda x: x[0]))
+    vals = " / ".join(_value(v, tables) for v, tables in values)
     tail = _tail(end, end_label, outlived, "context-cache flush for it")
     if wrong is not None:
         tail += (f"; that device-selective flush named DID {wrong[0]} while the cached entry carries "
-                 f"DID {', '.join(str(t) for t in sorted(wrong[1]))}")
+                 f"DID {', '.join(str(t) for t in wrong[1])}")
     elif end is not None and not flushed and outlived is None:
         tail = ", until its entry in memory was written back to the cached value"
     return f"IOMMU {u}: the context cache may still hold {vals} for {rid} after its entry in memory changed{tail}"
 
 
-def _render_c2(dom, facts) -> str:
+def _render_c2(facts) -> str:
     u, rid, end, end_label, outlived, flushed, restored, fills = facts
     dids = sorted({tr[0] for tr, _, _ in fills})
-    parts = []
-    for (did, pt), owner, po in sorted(fills, key=lambda x: x[0]):
-        tables = f"{dom(po)}'s tables" if po is not None else "freed tables"
-        who = dom(owner) if owner is not None else "freed"
-        parts.append(f"DID {did} ({who}) from {tables}")
+    parts = [f"DID {did} ({who}) from {tables}" for (did, _), who, tables in fills]
     what = "; ".join(dict.fromkeys(parts))
     hazard = end is None or outlived is not None
     tail = _tail(end, end_label, outlived, f"IOTLB flush of DID {'/'.join(map(str, dids))}")
-    other = sorted(d for g, d in flushed if g == "dsi" and d not in dids)
+    other = sorted(set(d for d in flushed if d not in dids))
     if hazard and other:
         tail += f" (the IOTLB was flushed for DID {', '.join(map(str, other))} instead)"
     if restored and not hazard:
         tail = f", until its entry gave that translation again at {end_label or 'seq ' + str(end)} (rollback)"
     return (f"IOMMU {u}: IOTLB entries filled through {rid} ({what}) stay usable after its context entry "
             f"moved on{tail}")
+
+
+RENDER_C1 = renderer(_render_c1)
+RENDER_C2 = renderer(_render_c2)
