@@ -831,7 +831,7 @@ class OpPair:
 
     __slots__ = ("index", "op_a", "op_b", "key_a", "key_b", "first_a", "count_a", "first_b",
                  "count_b", "status", "row_start", "n_rows", "rows", "regions", "events_a",
-                 "events_b", "part", "n_ops")
+                 "events_b", "part", "n_ops", "_seq_rows")
 
     def __init__(self, index, ga: OpGroup | None, gb: OpGroup | None, status: str) -> None:
         self.index = index
@@ -852,6 +852,7 @@ class OpPair:
         self.events_a = None          # kept for the report's detail (differing pairs only)
         self.events_b = None
         self.n_ops = 1
+        self._seq_rows = None         # lazily: ({seq_a: k}, {seq_b: k}) for big differing pairs
 
     @classmethod
     def run(cls, first_a: int, first_b: int, count: int, op_a, op_b, key, n_ops: int) -> "OpPair":
@@ -886,10 +887,15 @@ class OpPair:
         if self.rows is None:
             return seq - first
         arr = self.rows.sa if side == "a" else self.rows.sb
-        for k, s in enumerate(arr):
-            if s == seq:
-                return k
-        return None
+        if len(arr) <= 64:
+            for k, s in enumerate(arr):
+                if s == seq:
+                    return k
+            return None
+        if self._seq_rows is None:
+            self._seq_rows = ({s: k for k, s in enumerate(self.rows.sa) if s},
+                              {s: k for k, s in enumerate(self.rows.sb) if s})
+        return self._seq_rows[0 if side == "a" else 1].get(seq)
 
 
 class Alignment:
