@@ -9,6 +9,8 @@ from .lines import Line, LinePane, wrap_parts
 from .model import SEVERITY_RANK, FindingsView
 
 NEIGHBOURS = 6
+OPEN_LISTED = 12         # open findings listed one per line
+DETAILED = 3             # of which this many with their detail (plus all opening here)
 SEV_COMP = {"hazard": "findings-pane--hazard", "warning": "findings-pane--warning",
             "benign": "findings-pane--benign"}
 
@@ -33,13 +35,20 @@ def findings_lines(findings: FindingsView | None, seq: int, loading: str = "", w
         return lines
     open_now = findings.open_at(seq)
     add(([("open at this step: ", "findings-pane--label"),
-          ("" if open_now else "none", "findings-pane--dim")], None))
-    for f in open_now:
+          (str(len(open_now)) if open_now else "none", "findings-pane--dim" if not open_now else None)], None))
+    # the windows that open here first (where ]/[ land), then by severity,
+    # the most recent first; details for the first few only (a long trace
+    # can have dozens of long windows open at once)
+    order = sorted(open_now, key=lambda f: (f.get("start") != seq, -SEVERITY_RANK.get(f.get("severity"), 0),
+                                            -(f.get("start") or 0)))
+    for i, f in enumerate(order[:OPEN_LISTED]):
         sev = f.get("severity") or "hazard"
         add(([("⚠ " + str(f.get("kind")), SEV_COMP.get(sev)),
               (f"  {sev}  {f.get('rid') or f.get('device') or '-'}  {_span(f)}  {_labels(f)}", None)], None))
-        if f.get("detail"):
+        if f.get("detail") and (i < DETAILED or f.get("start") == seq):
             lines.extend(wrap_parts(str(f["detail"]), width, "findings-pane--dim", "    ", "    "))
+    if len(order) > OPEN_LISTED:
+        add(([(f"  … {len(order) - OPEN_LISTED} more open", "findings-pane--dim")], None))
     sev = ", ".join(f"{n} {k}" for k, n in sorted(findings.by_severity.items(),
                                                   key=lambda kv: -SEVERITY_RANK.get(kv[0], 0)))
     add(([], None))
