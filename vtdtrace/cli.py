@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = [
@@ -53,14 +54,28 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return 2
+    return run_command(args)
+
+
+def _quiet_stdout() -> None:
+    """The reader went away (`vtdtrace log big.vtdt | head`): not an error.
+    Point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def run_command(args) -> int:
+    """The command boundary shared by every subcommand: one line on stderr,
+    never a traceback."""
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # `vtdtrace log big.vtdt | head`: not an error.
-        try:
-            sys.stdout = None  # type: ignore[assignment]
-        except Exception:
-            pass
+        _quiet_stdout()
         return 0
+    except Exception as exc:
+        from .errors import fail
+        return fail(getattr(args, "trace", None), f"internal error: {type(exc).__name__}: {exc}")

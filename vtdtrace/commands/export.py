@@ -10,7 +10,6 @@ readable part, then one line on stderr, exit 3.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from ..errors import EXIT_DAMAGED, EXIT_OK, fail
@@ -25,19 +24,6 @@ def add_parser(p) -> None:
 
 
 def run(args) -> int:
-    try:
-        return _run(args)
-    except BrokenPipeError:
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
-        return EXIT_OK
-    except Exception as exc:   # the command boundary: one line, never a traceback
-        return fail(args.trace, f"internal error: {type(exc).__name__}: {exc}")
-
-
-def _run(args) -> int:
     from replay.reader import NotATrace, open_trace
 
     try:

@@ -20,15 +20,6 @@ def add_parser(p) -> None:
 
 
 def run(args) -> int:
-    try:
-        return _run(args)
-    except BrokenPipeError:
-        return EXIT_OK
-    except Exception as exc:   # the command boundary: one line, never a traceback
-        return fail(args.trace, f"internal error: {type(exc).__name__}: {exc}")
-
-
-def _run(args) -> int:
     from replay.jsonout import dumps, json_safe
     from replay.reader import NotATrace, open_trace
 

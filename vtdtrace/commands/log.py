@@ -11,7 +11,6 @@ stderr, exit 3.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from ..errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, fail
@@ -42,21 +41,6 @@ def add_parser(p) -> None:
 
 
 def run(args) -> int:
-    try:
-        return _run(args)
-    except BrokenPipeError:
-        # `vtdtrace log big.vtdt | head`: the reader went away, not an error.
-        # Point stdout at /dev/null so the interpreter's final flush is quiet.
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
-        return EXIT_OK
-    except Exception as exc:   # the command boundary: one line, never a traceback
-        return fail(args.trace, f"internal error: {type(exc).__name__}: {exc}")
-
-
-def _run(args) -> int:
     from replay.jsonout import EventPresenter, RidFilter
     from replay.reader import NotATrace, open_trace
     from tracer.platform import parse_bdf
