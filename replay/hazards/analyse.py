@@ -73,6 +73,7 @@ class Analysis:
 
         add(pre, S.K_CTX_WRITE, ctx.on_ctx_write)
         add(pre, S.K_DID_BITMAP, ctx.on_did_bitmap)
+        add(pre, S.K_DID_MAP, ctx.on_did_map)
         add(pre, S.K_OWNER_MOVE, ctx.on_owner_move)
         add(pre, S.K_DEVICE_REMOVE, ctx.on_device_remove)
         add(pre, S.K_DOMAIN_CREATE, self._domain_create)

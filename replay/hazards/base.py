@@ -69,6 +69,7 @@ class Context:
         self.dom_roots: dict = {}     # domid -> {root maddr in root_keys owned by it}
         self.root_owner: dict = {}    # root maddr in root_keys -> its owner when first used
         self.bits_on: dict = {}       # iommu -> {did}: set DID-bitmap bits
+        self.map_dids: dict = {}      # domid -> {(iommu, did)} whose domid_map slot names it
         self.pdevs_on: dict = {}      # (domid, iommu) -> number of pdevs of domid behind iommu
         self.owner_unit: dict = {}    # (seg, bdf16) -> (owner domid, unit) as last seen
         self.mismatch_keys: dict = {}  # iommu -> {key}: entries pairing one domain's DID with another's tables
@@ -110,6 +111,13 @@ class Context:
     def pt_owner(self, root):
         page = self.st.pages.get(root)
         return page[0] if page is not None else None
+
+    def keys_on_tables_of(self, dom) -> list:
+        """Keys whose entry in memory uses tables dom owned when first used."""
+        out = []
+        for root in self.dom_roots.get(dom, ()):
+            out.extend(self.root_keys.get(root, ()))
+        return out
 
     def keys_with_did(self, u, did):
         return self.did_keys.get((u, did), ())
@@ -208,10 +216,21 @@ class Context:
         bus, base = sid >> 8, (sid & 0xFF) & ~mask
         return [(u, bus, base | low) for low in range(8) if not low & ~mask]
 
+    def on_did_map(self, ev):
+        u, did, old, new = ev[6], ev[7], ev[8], ev[9]
+        s = self.map_dids.get(old)
+        if s is not None:
+            s.discard((u, did))
+        self.map_dids.setdefault(new, set()).add((u, did))
+
     def on_did_bitmap(self, ev):
         u, did = ev[6], ev[7]
         if ev[8]:
             self.bits_on.setdefault(u, set()).add(did)
+            if (u, did) not in self.st.did_map:
+                # a slot never written reads 0 (dom0's domid): e.g. the
+                # caching-mode reservation of DID 0
+                self.map_dids.setdefault(0, set()).add((u, did))
         else:
             s = self.bits_on.get(u)
             if s is not None:

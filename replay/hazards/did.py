@@ -214,26 +214,20 @@ class DidAnalyser(Analyser):
         unit = dev.unit if dev is not None else ctx.topo.drhd(seg, bdf >> 8, bdf & 0xFF)
         if unit is None:
             return
-        doms = {ev[8], ev[9]} if ev[0] == S.K_OWNER_MOVE else None
-        st = ctx.st
-        for did in list(ctx.bits_on.get(unit, ())):
-            if doms is None or st.did_map.get((unit, did), 0) in doms:
-                self.check_leak(unit, did, ev)
+        doms = (ev[8], ev[9]) if ev[0] == S.K_OWNER_MOVE else None
+        if doms is None:
+            cands = [(unit, d) for d in ctx.bits_on.get(unit, ())]
+        else:
+            cands = [ud for dom in doms for ud in ctx.map_dids.get(dom, ()) if ud[0] == unit]
+        for u, did in cands:
+            self.check_leak(u, did, ev)
 
     def on_domain(self, ev):
         """A domain appears or goes: DIDs whose slot names it become (non-)
         dangling and (non-)leaked."""
-        ctx = self.ctx
-        st = ctx.st
-        dom = ev[6]
-        for u, dids in list(ctx.bits_on.items()):
-            for did in list(dids):
-                if st.did_map.get((u, did), 0) == dom:
-                    self.check_leak(u, did, ev)
-                    self._restatus(u, did, ev)
-        for u, keys in list(self.by_unit.items()):
-            for key in list(keys):
-                self.check_key(key, ev)
+        for u, did in list(self.ctx.map_dids.get(ev[6], ())):
+            self.check_leak(u, did, ev)
+            self._restatus(u, did, ev)
 
     def on_domain_destroy(self, ev):
         self.on_domain(ev)
@@ -244,12 +238,8 @@ class DidAnalyser(Analyser):
             self.check_key(key, ev)
 
     def on_pt_free(self, ev):
-        ctx = self.ctx
-        pages = ctx.st.pages
-        for root, keys in list(ctx.root_keys.items()):
-            if root not in pages:
-                for key in list(keys):
-                    self.check_key(key, ev)
+        for key in self.ctx.keys_on_tables_of(ev[6]):
+            self.check_key(key, ev)
 
     def on_op_end(self, ev):
         for w in self.open.values():

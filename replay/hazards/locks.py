@@ -74,17 +74,19 @@ class LockAnalyser(Analyser):
 
     def on_lock(self, ev):
         self.last = None
+        st = self.ctx.st
+        locks = st.locks
+        if len(locks) < 2 and not st.nest:
+            return          # the only lock held: nothing to be out of order with
         lock = ev[6]
         bad = BAD.get(lock)
         if bad is None:
             return          # RCU read-side references: not ordered
-        st = self.ctx.st
         key = (lock, ev[7])
         cpu = ev[2]
         if key in st.nest:
             self._inversion(ev, key, key, "is taken again by the CPU that holds it (self-deadlock)")
             return
-        locks = st.locks
         if len(locks) > 1:
             for hk, hcpu in locks.items():
                 if hk[0] in bad and hcpu == cpu and hk != key:

@@ -78,11 +78,8 @@ class MismatchAnalyser(Analyser):
             self.check(key, ev)
 
     def on_tables_gone(self, ev):
-        pages = self.ctx.st.pages
-        for root, keys in list(self.ctx.root_keys.items()):
-            if root not in pages:
-                for key in list(keys):
-                    self.check(key, ev)
+        for key in self.ctx.keys_on_tables_of(ev[6]):
+            self.check(key, ev)
 
     # --- the condition ----------------------------------------------------------------------
 

@@ -61,7 +61,7 @@ class RmrrAnalyser(Analyser):
             # these can open windows anywhere
             S.K_TRANSLATION_ENABLE: self.on_unit_event,
             S.K_IDMAP_REMOVE: self.on_idmap_remove,
-            S.K_PT_FREE: self.on_all,
+            S.K_PT_FREE: self.on_idmap_remove,
             S.K_DOMAIN_DESTROY: self.on_idmap_remove,
             S.K_DEVICE_ADD: self.on_device,
             S.K_DEVICE_REMOVE: self.on_device,
@@ -85,6 +85,12 @@ class RmrrAnalyser(Analyser):
     def on_flush(self, ev):
         if self.open and ev[12] == 0:
             u = ev[6]
+            if ev[7] == "device" and not ev[10]:
+                # device-selective, no function mask: one requester ID
+                key = (u, ev[9] >> 8, ev[9] & 0xFF)
+                if key in self.tracked:
+                    self.check(key, ev)
+                return
             keys = {w.wkey[2] for w in self.open.values() if w.iommu == u}
             targets = self.ctx.flush_targets(ev)
             for key in keys if targets is None else keys.intersection(targets):
@@ -100,8 +106,17 @@ class RmrrAnalyser(Analyser):
         self.on_shrink(ev)
 
     def on_idmap_remove(self, ev):
-        self._cov.pop(ev[6], None)
-        self.on_all(ev)
+        """dom lost an identity map (or was destroyed): only requester IDs
+        that may use dom's tables can lose their RMRR."""
+        dom = ev[6]
+        self._cov.pop(dom, None)
+        ctx = self.ctx
+        st = ctx.st
+        for key in self.tracked:
+            info = ctx.keyinfo.get(key)
+            if (info is not None and info[1] is not None and ctx.pt_owner(info[1]) in (dom, None)) \
+                    or key in st.cc or not st.coherent:
+                self.check(key, ev)
 
     def on_all(self, ev):
         for key in self.tracked:
