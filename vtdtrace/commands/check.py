@@ -35,15 +35,6 @@ def add_parser(p) -> None:
                    help=f"only findings of kind K (repeatable, or comma-separated): {', '.join(KINDS)}")
 
 
-def run(args) -> int:
-    try:
-        return _run(args)
-    except BrokenPipeError:
-        return EXIT_OK
-    except Exception as exc:   # the command boundary: one line, never a traceback
-        return fail(args.trace, f"internal error: {type(exc).__name__}: {exc}")
-
-
 def parse_kinds(values):
     """--kind values -> tuple of kinds in catalogue order; ValueError naming
     the first unknown one."""
@@ -65,7 +56,8 @@ def parse_kinds(values):
     return tuple(k for k in KINDS if k in asked)
 
 
-def _run(args) -> int:
+def run(args) -> int:
+    """Broken pipes and internal errors are the front door's (vtdtrace.cli.run_command)."""
     from replay.hazards import HAZARD, counts, findings_for_trace
     from replay.jsonout import dumps, json_safe
     from replay.reader import NotATrace
