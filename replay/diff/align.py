@@ -304,6 +304,7 @@ def coarse_key(ev):
 
 
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+_packb_full = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
 
 def fine_key(ev):
@@ -830,8 +831,8 @@ class OpPair:
     them), whose rows are implicit."""
 
     __slots__ = ("index", "op_a", "op_b", "key_a", "key_b", "first_a", "count_a", "first_b",
-                 "count_b", "status", "row_start", "n_rows", "rows", "regions", "events_a",
-                 "events_b", "part", "n_ops", "_seq_rows")
+                 "count_b", "status", "row_start", "n_rows", "rows", "regions", "_packed",
+                 "_unpacked", "part", "n_ops", "_seq_rows")
 
     def __init__(self, index, ga: OpGroup | None, gb: OpGroup | None, status: str) -> None:
         self.index = index
@@ -849,10 +850,36 @@ class OpPair:
         self.n_rows = 0
         self.rows: RowSink | None = None
         self.regions: list[int] = []
-        self.events_a = None          # kept for the report's detail (differing pairs only)
-        self.events_b = None
+        self._packed = None           # differing pairs: both groups' events as msgpack bytes
+        self._unpacked = None
         self.n_ops = 1
         self._seq_rows = None         # lazily: ({seq_a: k}, {seq_b: k}) for big differing pairs
+
+    def keep_events(self, ea: list, eb: list) -> bool:
+        """Keep the events of a differing pair for rendering, packed (one
+        bytes object per pair, not thousands of small objects).  False when
+        they cannot be packed."""
+        try:
+            self._packed = _packb_full([ea, eb])
+        except (TypeError, ValueError, OverflowError):
+            return False
+        return True
+
+    def _events(self):
+        if self._packed is None:
+            return None, None
+        if self._unpacked is None:
+            self._unpacked = msgpack.unpackb(self._packed, raw=False, strict_map_key=False)
+        return self._unpacked
+
+    @property
+    def events_a(self):
+        """A's events of a differing pair (None when not kept)."""
+        return self._events()[0]
+
+    @property
+    def events_b(self):
+        return self._events()[1]
 
     @classmethod
     def run(cls, first_a: int, first_b: int, count: int, op_a, op_b, key, n_ops: int) -> "OpPair":

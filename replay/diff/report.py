@@ -29,18 +29,26 @@ What is reported:
   matched on kind, device, requester ID and step labels inside the same
   aligned operation.
 
-Cost: identical operations are compared as whole lists (C speed) and fold
-once -- while the two states are equal only trace A is folded.  Differing
-operations get the hierarchical alignment and both folds until the states
-are equal again.  Memory: one op group per side plus the look-ahead, the op
-pair table, and the rows of differing operations.
+Cost (``_Pass``): while the traces agree, the *lockstep lane* compares the
+next slice of each trace as whole lists (C speed, modulo a constant seq/op
+shift), a chunk byte-identical to the other trace's is decoded once for both,
+and only one state is folded -- none at all when A's checkpoints are cached
+in its sidecar (its state is then fetched at the first difference).  From the
+operation holding a mismatch on, the *alignment lane* pairs op groups, aligns
+differing ones by call/lock structure and folds both states, comparing them at
+every boundary, until a pair is identical again.  While the states differ
+over identical stretches both are folded and compared at the end of each
+slice.  Findings: the hazard analysers run inside the pass when the sidecar
+does not hold them (no second decode), and are stored there for next time.
+Memory: one chunk and one operation per side plus the look-ahead, the op pair
+table, and the rows of differing operations (their events up to DETAIL_ROWS).
 """
 
 from __future__ import annotations
 
 import gc
 import os
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import Counter, deque
 from operator import attrgetter, itemgetter
 from dataclasses import dataclass, field
@@ -478,6 +486,9 @@ class _Tracker:
         self.diff: dict = {}
         self._sigs: dict = {}
         self.broken: str | None = None
+        # equal raw values decode to equal names only when both headers name alike
+        self.same_views = (view_a.names == view_b.names and view_a.segment == view_b.segment
+                           and view_a.hardware == view_b.hardware)
 
     @property
     def sa(self):
@@ -552,15 +563,34 @@ class _Tracker:
                 for key, (lo, hi) in st.ctx.items():
                     if (key[0], (hi >> 8) & 0xFFFF) in t.did_owner or (lo & C.PAGE_MASK_4K) in t.pages:
                         keys.add(key)
+        # A key whose raw values (and what its decoding reads) are equal on
+        # both sides, and that did not differ before, needs no decoding.
+        same = self.same_views
         for key in keys:
+            if same and ("context", key) not in d:
+                x = sa.ctx.get(key, ZERO)
+                if x == sb.ctx.get(key, ZERO):
+                    try:
+                        dk = (key[0], (x[1] >> 8) & 0xFFFF)
+                        page = x[0] & C.PAGE_MASK_4K
+                    except TypeError:
+                        dk = page = None
+                    if sa.did_map.get(dk) == sb.did_map.get(dk) and sa.pages.get(page) == sb.pages.get(page):
+                        continue
             self._set(d, ("context", key), _ctx_fields(sa, va, key), _ctx_fields(sb, vb, key))
         keys = set(t.dids)
         keys.update(k[1] for k in d if k[0] == "dids")
         for key in keys:
+            if same and ("dids", key) not in d and (key in sa.did_bits) == (key in sb.did_bits) \
+                    and sa.did_map.get(key) == sb.did_map.get(key):
+                continue
             self._set(d, ("dids", key), _did_fields(sa, va, key), _did_fields(sb, vb, key))
         keys = set(t.devices)
         keys.update(k[1] for k in d if k[0] == "devices")
         for key in keys:
+            if same and ("devices", key) not in d and (key in sa.present) == (key in sb.present) \
+                    and sa.owners.get(key) == sb.owners.get(key):
+                continue
             self._set(d, ("devices", key), _dev_fields(sa, va, key), _dev_fields(sb, vb, key))
         keys = set(t.idmaps)
         keys.update(k[1] for k in d if k[0] == "idmaps")
@@ -568,6 +598,8 @@ class _Tracker:
             keys.update(sa.idmaps)
             keys.update(sb.idmaps)
         for key in keys:
+            if ("idmaps", key) not in d and sa.idmaps.get(key) == sb.idmaps.get(key):
+                continue
             self._set(d, ("idmaps", key), _idmap_fields(sa, key), _idmap_fields(sb, key))
         keys = set(t.domains)
         keys.update(k[1] for k in d if k[0] == "domains")
@@ -581,6 +613,12 @@ class _Tracker:
         if names_changed:
             units.update(u for (u, _b, _d) in sa.ctx)
             units.update(u for (u, _b, _d) in sb.ctx)
+        if units and same and sa.ctx == sb.ctx and all(
+                getattr(sa, n) == getattr(sb, n) for n in ("cc", "tlb", "devtlb", "hw", "pending", "did_map", "pages")):
+            for u in units:
+                d.pop(("caches", u), None)
+                self._sigs.pop(u, None)
+            units = ()
         for u in units:
             sig = (_unit_sig(sa, u), _unit_sig(sb, u))
             if sig[0] == sig[1]:
@@ -702,12 +740,6 @@ def _unit_sig(st, u):
     )
 
 
-def _unit_ctx_equal(sa, sb, u) -> bool:
-    a = {k: v for k, v in sa.ctx.items() if k[0] == u}
-    b = {k: v for k, v in sb.ctx.items() if k[0] == u}
-    return a == b
-
-
 # --------------------------------------------------------------------------------
 # Findings
 
@@ -733,10 +765,6 @@ def finding_dict(f) -> dict:
     if out["open_at_end"] is None:
         out["open_at_end"] = out["end"] is None
     return _js(out)
-
-
-def _finding_key(f: dict):
-    return (f.get("kind"), f.get("device"), f.get("rid"), f.get("start_label"), f.get("end_label"))
 
 
 def _fkey(f):
@@ -816,9 +844,10 @@ def hazard_delta(al: Alignment, findings_a, findings_b) -> list:
             continue
         # the last `extra[k]` of each key (in start order) have no counterpart
         by_key: dict = {}
-        for key, start, f in zip(zip(keys, pidx), starts, fs):
+        for i in _candidates(al, side, {k[1] for k in extra}, starts, pidx):
+            key = (keys[i], pidx[i])
             if key in extra:
-                by_key.setdefault(key, []).append((start, f))
+                by_key.setdefault(key, []).append((starts[i], fs[i]))
         for key, lst in by_key.items():
             lst.sort(key=lambda x: x[0])
             for start, f in lst[len(lst) - extra[key]:]:
@@ -827,6 +856,29 @@ def hazard_delta(al: Alignment, findings_a, findings_b) -> list:
                 out.append(HazardDelta(side, d, row, key[1] if key[1] >= 0 else None))
     out.sort(key=lambda h: (h.row if h.row is not None else -1, h.side, _fstart(h.finding),
                             str(h.finding.get("kind")), str(h.finding.get("rid"))))
+    return out
+
+
+def _candidates(al: Alignment, side: str, pairs: set, starts: list, pidx: list):
+    """Indexes of the findings that start in the given pairs: by bisection
+    when the starts are sorted (the check order), else by a scan."""
+    n = len(starts)
+    try:
+        ordered = all(starts[i] <= starts[i + 1] for i in range(0, n - 1, max(1, n // 64))) and \
+            starts == sorted(starts)
+    except TypeError:
+        ordered = False
+    if not ordered:
+        return [i for i in range(n) if pidx[i] in pairs]
+    out = []
+    for p in sorted(x for x in pairs if x >= 0):
+        pair = al.pairs[p]
+        first, count = (pair.first_a, pair.count_a) if side == "a" else (pair.first_b, pair.count_b)
+        if not count:
+            continue
+        out.extend(range(bisect_left(starts, first), bisect_left(starts, first + count)))
+    if -1 in pairs:
+        out.extend(i for i in range(n) if pidx[i] == -1)
     return out
 
 
@@ -1034,8 +1086,7 @@ class _Pass:
                 self.differing += 1
             self.al.add(pair)
             if pair.status != SAME:
-                if self.budget > 0:
-                    pair.events_a, pair.events_b = ea, eb
+                if self.budget > 0 and pair.keep_events(ea, eb):
                     self.budget -= len(pair.rows)
                 else:
                     self.truncated = True
@@ -1179,11 +1230,6 @@ def _next_seq(arr, k, first, count, seen_before):
     if count:
         return first + count
     return seen_before + 1
-
-
-def _first_state(pair, seen, ea, eb, tail, pres, n) -> dict:
-    return {"seq_a": seen[0], "seq_b": seen[1], "class": "state", "op_a": pair.op_a, "op_b": pair.op_b,
-            "context": _context(tail, pres, n)}
 
 
 # --------------------------------------------------------------------------------
