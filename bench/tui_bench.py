@@ -101,12 +101,16 @@ def child_main(trace: str, out: str, ready: str) -> int:
 
     class BenchApp(VtdtraceApp):
         def on_findings_loaded(self, message: FindingsLoaded) -> None:
-            self.call_after_refresh(self._bench_ready)
+            self._ready_timer = self.set_interval(0.05, self._bench_ready)
 
         def on_load_failed(self, message: LoadFailed) -> None:
-            self.call_after_refresh(self._bench_ready)
+            self._ready_timer = self.set_interval(0.05, self._bench_ready)
 
         def _bench_ready(self) -> None:
+            # loading finished, including the collection that follows it
+            if not self.settled or Path(ready).exists():
+                return
+            self._ready_timer.stop()
             Path(ready).write_text(json.dumps({"load_seconds": time.monotonic() - t_load,
                                                "count": self.model.count,
                                                "error": self.model.load_error}))
@@ -320,10 +324,17 @@ def latencies(trace: Path, steps: int, jumps: int) -> tuple[dict, dict]:
         press(b"g", 0.3)                   # the prompt must be up before the digits
         press(str(rnd.randrange(1, count + 1)).encode(), 0.1)
         press(b"\r", JUMP_GAP)
-    # previous write of the entry the last hazard selected: from the end backwards
+    # previous write: select a context entry (search for the first ctx-write,
+    # whose entry the cursor then selects), go to the end, walk back
+    press(b"g", 0.3)
+    press(b"1", 0.1)
+    press(b"\r", 0.3)
+    press(b"/", 0.3)
+    press(b"ctx-write", 0.1)
+    press(b"\r", 2.0)
     press(b"g", 0.3)
     press(b"end", 0.1)
-    press(b"\r", 0.3)
+    press(b"\r", 0.5)
     for _ in range(jumps):
         press(b"W", JUMP_GAP)
     res = term.quit()
@@ -332,7 +343,7 @@ def latencies(trace: Path, steps: int, jumps: int) -> tuple[dict, dict]:
         by_key.setdefault(key, []).append(seconds * 1000)
     named = {"step (n)": by_key.get("n", [])[:steps],
              "next hazard (])": by_key.get("right_square_bracket", []),
-             "go to step (g N enter)": by_key.get("enter", [])[1:-1],
+             "go to step (g N enter)": by_key.get("enter", [])[1:1 + jumps],   # not the set-up ones
              "previous write (W)": by_key.get("W", [])}
     return named, info
 

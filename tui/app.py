@@ -102,6 +102,7 @@ class VtdtraceApp(App):
         self._bookmarks_dirty = False
         self._transient_status = False
         self.loaded = False               # session and findings both in (or failed)
+        self.settled = False              # ... and the post-load collection done
         self.latency_probe = None         # bench/tui_bench.py: key -> frame written
 
     # --- composition ------------------------------------------------------------------------
@@ -112,11 +113,12 @@ class VtdtraceApp(App):
 
     @property
     def command_line(self) -> CommandLine:
-        return self.query_one("#command", CommandLine)
+        return self.screen_stack[0].query_one("#command", CommandLine)
 
     @property
     def view(self) -> TraceView:
-        return self.query_one("#trace", TraceView)
+        # the main screen's, also while a modal screen (help, palette) is on top
+        return self.screen_stack[0].query_one("#trace", TraceView)
 
     def on_mount(self) -> None:
         self.title = f"vtdtrace {Path(self.model.path).name}"
@@ -152,6 +154,7 @@ class VtdtraceApp(App):
         """Loading built long-lived structures: collect once, then freeze them."""
         gc.collect()
         gc.freeze()
+        self.settled = True
 
     def on_resize(self, event) -> None:
         self.view.apply_layout(event.size.width)
@@ -169,7 +172,7 @@ class VtdtraceApp(App):
     def view_of(self, model) -> TraceView:
         """The TraceView showing ``model`` (a message names its trace; the
         diff view has two)."""
-        for view in self.query(TraceView):
+        for view in self.screen_stack[0].query(TraceView):
             if model is None or view.model is model:
                 return view
         return self.view
@@ -211,6 +214,7 @@ class VtdtraceApp(App):
         view = self.view_of(message.model)
         view.model.load_error = message.text
         self.loaded = True
+        self.settled = True
         view.timeline.set_progress("", None)
         view.set_banner("  ".join(t for t in (view.model.damage_text(), message.text) if t))
         view.refresh_step()
@@ -232,6 +236,10 @@ class VtdtraceApp(App):
     # --- idle prefetch ------------------------------------------------------------------------
     PREFETCH_DELAY = 0.05
 
+    def _live(self) -> bool:
+        """Not shutting down (timers may still fire while screens go)."""
+        return bool(self.screen_stack) and self.is_running and not getattr(self, "_closing", False)
+
     def _schedule_prefetch(self) -> None:
         timer = getattr(self, "_prefetch_timer", None)
         if timer is not None:
@@ -241,7 +249,7 @@ class VtdtraceApp(App):
     def _prefetch(self) -> None:
         """No key for a moment: prepare where ]/[ go next (their step views,
         state lines, list rows), so the likely next jump draws from caches."""
-        if time.monotonic() - self._last_key < self.PREFETCH_DELAY:
+        if time.monotonic() - self._last_key < self.PREFETCH_DELAY or not self._live():
             return
         m, view = self.model, self.view
         for seq in m.prefetch():
@@ -495,6 +503,10 @@ class VtdtraceApp(App):
         self.exit()
 
     def on_unmount(self) -> None:
+        self._closing = True
+        timer = getattr(self, "_prefetch_timer", None)
+        if timer is not None:
+            timer.stop()
         self.workers.cancel_all()
         gc.unfreeze()
         if getattr(self, "_gc_was_enabled", True):

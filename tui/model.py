@@ -644,17 +644,26 @@ class TraceModel:
         return view
 
     def prefetch(self) -> list[int]:
-        """Idle work after a move: the step views of where ]/[ would go, then
-        the replay state re-seated at the cursor (so n/p stay one-event
-        folds).  Returns the seqs prepared."""
-        if self.session is None or self.findings is None:
+        """Idle work after a move: the step views of where ]/[ and w/W would
+        go, then the replay state re-seated at the cursor (so n/p stay
+        one-event folds).  Returns the seqs prepared."""
+        if self.session is None:
             return []
+        targets = []
+        if self.findings is not None:
+            for f in (self.findings.next_start(self.cursor), self.findings.prev_start(self.cursor)):
+                if f is not None:
+                    targets.append(f["start"])
+        if self.selected is not None:
+            targets.append(self.session.prev_ctx_write(*self.selected, self.cursor))
+            targets.append(self.session.next_ctx_write(*self.selected, self.cursor))
         done, computed = [], False
-        for f in (self.findings.next_start(self.cursor), self.findings.prev_start(self.cursor)):
-            if f is not None and f["start"] <= self.count:
-                computed |= (f["start"], id(self.findings)) not in self._views
-                self.step_view(f["start"])
-                done.append(f["start"])
+        for seq in targets:
+            if seq is None or not 0 <= seq <= self.count or seq in done:
+                continue
+            computed |= (seq, id(self.findings)) not in self._views
+            self.step_view(seq)
+            done.append(seq)
         if computed:
             self.session.state_at(self.cursor)
         return done

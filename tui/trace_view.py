@@ -212,7 +212,7 @@ class TraceView(Vertical):
         """Status goes to the app's command line (one fixed row)."""
         from .command_line import CommandLine
         parts = [p for p in (self.status_text, self.search_status) if p]
-        for line in self.app.query(CommandLine):
+        for line in self.screen.query(CommandLine):
             line.set_status("   ".join(parts))
 
     def set_banner(self, text: str | None) -> None:
