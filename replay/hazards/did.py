@@ -135,9 +135,14 @@ class DidAnalyser(Analyser):
         ctx = self.ctx
         key, old, new = ctx.cur
         u = key[0]
-        if old is not None:
-            self.check_leak(u, old[0], ev)
-        if new is not None and (old is None or new[0] != old[0]):
+        if old is not None and (new is None or new[0] != old[0]):
+            # a leak can only begin when the last entry carrying a DID moves on
+            if not ctx.keys_with_did(u, old[0]):
+                self.check_leak(u, old[0], ev)
+            # ... and only end when an entry takes the DID up again
+            if new is not None and ("d1", u, new[0]) in self.open:
+                self.check_leak(u, new[0], ev)
+        elif new is not None and old is None and ("d1", u, new[0]) in self.open:
             self.check_leak(u, new[0], ev)
         self.check_key(key, ev)
 
