@@ -15,12 +15,23 @@ from replay import caches
 from tracer.schema import DOMID_INVALID
 
 from .findings import HAZARD, Finding
-from .topology import Topology, fmt_rid
+from .topology import SPECIAL, Topology, fmt_rid
 
 ZERO = (0, 0)
 P_BIT = 1
 PAGE_MASK = caches.PAGE_MASK_4K
 TT_PT = caches.TT_PASS_THRU
+
+
+def domain_name(names, domid) -> str:
+    """A domid's name from a Context.names tuple (the scenario's names, in
+    a form the garbage collector does not track), DESIGN §8 style."""
+    if domid is None or domid == DOMID_INVALID:
+        return "DOMID_INVALID"
+    for d, name in names:
+        if d == domid:
+            return name
+    return SPECIAL.get(domid, f"d{domid}")
 
 
 def label_of(ev):
@@ -52,6 +63,8 @@ class Context:
     def __init__(self, header, st) -> None:
         self.header = header if isinstance(header, dict) else {}
         self.topo = Topology(self.header)
+        # (domid, name) pairs: what deferred details name domains with
+        self.names = tuple(sorted(self.topo.names.items()))
         self.st = st
         self.out: list[Finding] = []
         # the open top-level operation (op_device: a property, formatted on use)

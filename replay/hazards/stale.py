@@ -27,7 +27,7 @@ from __future__ import annotations
 from replay import caches
 from tracer import schema as S
 
-from .base import ZERO, Analyser, join_names
+from .base import PAGE_MASK, ZERO, Analyser, domain_name, join_names
 from .findings import BENIGN, HAZARD, WARNING, Finding, renderer
 
 translation_of = caches.translation_of
@@ -348,10 +348,12 @@ class StaleAnalyser(Analyser):
         outlived = info.get("outlived")
         wrong = info.get("wrong_did")
         sev = HAZARD if (end is None or outlived is not None or wrong is not None) else BENIGN
-        ctx = self.ctx
-        values = tuple(sorted((v, _tables(ctx, v[0])) for v in info["values"]))
-        wrong = (wrong[0], tuple(sorted(wrong[1]))) if wrong is not None else None
-        facts = (w.iommu, w.rid, end, end_label, outlived, wrong, bool(info.get("flushed")), values)
+        pt_owner = self.ctx.pt_owner
+        # owners now (tables may be freed later), names when written
+        values = tuple((v, pt_owner(v[0] & PAGE_MASK)) for v in info["values"])
+        if wrong is not None:
+            wrong = (wrong[0], tuple(sorted(wrong[1])))
+        facts = (self.ctx.names, w.iommu, w.rid, end, end_label, outlived, wrong, "flushed" in info, values)
         return Finding("stale-context", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label,
                        end_label, (RENDER_C1, facts))
 
@@ -359,12 +361,12 @@ class StaleAnalyser(Analyser):
         info = w.info
         outlived = info.get("outlived")
         sev = HAZARD if (end is None or outlived is not None) else BENIGN
-        ctx = self.ctx
-        fills = tuple(sorted((tr, ctx.dom(owner) if owner is not None else "freed", _tables(ctx, tr[1]))
-                             for tr, owner in info["fills"].items()))
+        pt_owner = self.ctx.pt_owner
+        fills = tuple((tr, owner, pt_owner(tr[1])) for tr, owner in info["fills"].items())
         restored = ev is not None and ev[0] != S.K_FLUSH_IOTLB
-        flushed = tuple(sorted(d for g, d in info["flushed"] if g == "dsi"))
-        facts = (w.iommu, w.rid, end, end_label, outlived, flushed, restored, fills)
+        flushed = info["flushed"]
+        flushed = tuple(sorted({d for g, d in flushed if g == "dsi"})) if flushed else ()
+        facts = (self.ctx.names, w.iommu, w.rid, end, end_label, outlived, flushed, restored, fills)
         return Finding("stale-iotlb", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label,
                        end_label, (RENDER_C2, facts))
 
@@ -401,25 +403,22 @@ def _tail(end, end_label, outlived, what_flush) -> str:
     return f", until the {what_flush} at {end_label or 'seq ' + str(end)} in the same operation"
 
 
-def _tables(ctx, lo) -> str:
-    """What the tables behind an SLPTPTR are, in words (resolved now: the
-    page may be freed later)."""
-    if (lo >> 2) & 3 == caches.TT_PASS_THRU and lo & 1:
+def _tables(names, lo, po) -> str:
+    if lo & 1 and (lo >> 2) & 3 == caches.TT_PASS_THRU:
         return "pass-through"
-    po = ctx.pt_owner(lo & caches.PAGE_MASK_4K)
-    return f"{ctx.dom(po)}'s tables" if po is not None else "freed tables"
+    return f"{domain_name(names, po)}'s tables" if po is not None else "freed tables"
 
 
-def _value(v, tables) -> str:
+def _value(names, v, po) -> str:
     lo, hi = v
     if not lo & 1:
         return "a non-present entry"
-    return f"DID {(hi >> 8) & 0xFFFF} with {tables}"
+    return f"DID {(hi >> 8) & 0xFFFF} with {_tables(names, lo, po)}"
 
 
 def _render_c1(facts) -> str:
-    u, rid, end, end_label, outlived, wrong, flushed, values = facts
-    vals = " / ".join(_value(v, tables) for v, tables in values)
+    names, u, rid, end, end_label, outlived, wrong, flushed, values = facts
+    vals = " / ".join(_value(names, v, po) for v, po in sorted(values, key=lambda x: x[0]))
     tail = _tail(end, end_label, outlived, "context-cache flush for it")
     if wrong is not None:
         tail += (f"; that device-selective flush named DID {wrong[0]} while the cached entry carries "
@@ -430,13 +429,18 @@ def _render_c1(facts) -> str:
 
 
 def _render_c2(facts) -> str:
-    u, rid, end, end_label, outlived, flushed, restored, fills = facts
+    names, u, rid, end, end_label, outlived, flushed, restored, fills = facts
+    fills = sorted(fills, key=lambda x: x[0])
     dids = sorted({tr[0] for tr, _, _ in fills})
-    parts = [f"DID {did} ({who}) from {tables}" for (did, _), who, tables in fills]
+    parts = []
+    for (did, pt), owner, po in fills:
+        tables = f"{domain_name(names, po)}'s tables" if po is not None else "freed tables"
+        who = domain_name(names, owner) if owner is not None else "freed"
+        parts.append(f"DID {did} ({who}) from {tables}")
     what = "; ".join(dict.fromkeys(parts))
     hazard = end is None or outlived is not None
     tail = _tail(end, end_label, outlived, f"IOTLB flush of DID {'/'.join(map(str, dids))}")
-    other = sorted(set(d for d in flushed if d not in dids))
+    other = [d for d in flushed if d not in dids]
     if hazard and other:
         tail += f" (the IOTLB was flushed for DID {', '.join(map(str, other))} instead)"
     if restored and not hazard:
