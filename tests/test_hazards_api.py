@@ -118,3 +118,13 @@ def test_topology_rids_from_the_header():
     Topology({"platform": {"devices": [{"bdf": 5}, "x", {"bdf": "zz"}], "iommus": [None, {"id": "a"}],
                            "rmrrs": [{"base": "x"}], "domains": [[1], "y"]}})
     Topology(None)
+
+
+def test_findings_for_an_open_trace_object():
+    from replay.reader import open_trace
+    with open_trace("traces/s6-enomem.legacy.vtdt") as t:
+        r = findings_for_trace(t)
+        assert t.count == r.events           # the caller's trace stays open and usable
+    assert r.findings == findings_for_trace("traces/s6-enomem.legacy.vtdt").findings
+    assert [f.kind for f in r.findings if f.severity == "hazard"] == ["rmrr-disconnect"]
+    assert r.index.open_at(r.events)[0].open_at_end
