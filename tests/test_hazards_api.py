@@ -128,3 +128,45 @@ def test_findings_for_an_open_trace_object():
     assert r.findings == findings_for_trace("traces/s6-enomem.legacy.vtdt").findings
     assert [f.kind for f in r.findings if f.severity == "hazard"] == ["rmrr-disconnect"]
     assert r.index.open_at(r.events)[0].open_at_end
+
+
+def _events():
+    from tracer import schema as S
+
+    class E:
+        def __init__(self):
+            self.seq = 0
+            self.evs = []
+
+        def __call__(self, kind, *fields, func="", label=""):
+            self.seq += 1
+            self.evs.append([S.KIND_BY_NAME[kind].code, self.seq, 0, 1, S.FUNC_CODE[func], label, *fields])
+    return E()
+
+
+def test_lock_order_findings_from_hand_built_events():
+    from replay.hazards import findings_for_events
+    header = {"platform": {"iommus": [{"id": 0, "segment": 0, "include_all": True}],
+                           "devices": [{"bdf": "0000:00:14.0", "type": "pcie-endpoint"}],
+                           "domains": [[0, "dom0", True], [1, "guest", False]]}}
+    e = _events()
+    e("op-begin", "assign", 0xA0, 1, 0)
+    e("lock", "iommu->lock", 0, label="MO1")
+    e("lock", "pcidevs_lock", None, label="X1")                       # inverted
+    e("unlock", "pcidevs_lock", None)
+    e("unlock", "iommu->lock", 0)
+    e("ctx-write", 0, 0, 0xA0, "full", "cmpxchg16b", 0, 0, 0x1000_0001, 0x102, label="MO7")  # unlocked
+    e("did-map", 0, 1, 0, 1, func="context_set_domain_id", label="MO5")                      # unlocked
+    e("did-bitmap", 0, 1, 1, func="context_set_domain_id", label="MO5")
+    e("lock", "pcidevs_lock", None)
+    e("did-map", 0, 1, 1, 0x7FF4, func="cleanup_domid_map", label="RN4")                    # fine
+    e("unlock", "pcidevs_lock", None)
+    e("did-bitmap", 0, 1, 0, func="cleanup_domid_map", label="DK4")                         # XSA-399
+    e("op-end", 0)
+    fs = [f for f in findings_for_events(header, e.evs) if f.kind == "lock-order"]
+    got = [(f.start, f.end, f.severity, f.start_label, f.end_label) for f in fs]
+    assert got == [(3, 4, "hazard", "X1", "X1"), (6, 7, "hazard", "MO7", "MO7"),
+                   (7, 9, "hazard", "MO5", "MO5"), (12, 13, "warning", "DK4", "DK4")]
+    assert "pcidevs_lock taken while holding iommu->lock[0]" in fs[0].detail
+    assert "stored without iommu->lock[0]" in fs[1].detail and fs[1].rid == "0000:00:14.0"
+    assert "DID 1" in fs[2].detail and "XSA-399" in fs[3].detail
