@@ -102,8 +102,11 @@ class LinePane(CachedStyles, ScrollView, can_focus=True):
             return
         top = round(self.scroll_y)
         height = self.scrollable_content_region.height
-        for y in range(top, min(len(lines), top + height)):
-            if y >= len(old) or old[y] != lines[y]:
+        changed = [y for y in range(top, min(len(lines), top + height)) if y >= len(old) or old[y] != lines[y]]
+        if len(changed) > 4:
+            self.refresh()                 # one repaint request, not one per line
+        else:
+            for y in changed:
                 self.refresh_line(y)
 
     def content_width(self) -> int:
