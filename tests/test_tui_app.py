@@ -380,9 +380,10 @@ async def test_help_screen_and_quit(s1):
         assert "next / previous finding" in screen_text(app)
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
+        assert app.is_running
         await pilot.press("q")
         await pilot.pause()
-        assert app.return_code == 0 or app._exit_renderables is not None or not app.is_running
+        assert not app.is_running and app.return_code == 0
     app.model.close()
 
 

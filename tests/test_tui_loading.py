@@ -121,3 +121,25 @@ def test_textual_is_imported_only_by_the_view_command():
     )
     r = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
     assert r.stdout.split() == ["2", "False"], r.stderr
+
+
+def test_view_exit_status_after_the_viewer_closes(tmp_path, monkeypatch):
+    """0 for a complete trace, 3 for a damaged one (DESIGN §8), once the
+    viewer has run (the app is replaced by a stub that records its model)."""
+    import argparse
+    import sys as _sys
+
+    import tui.app
+    from vtdtrace.commands import view
+
+    ran = []
+    monkeypatch.setattr(tui.app.VtdtraceApp, "run", lambda self: ran.append(self.model.count))
+    monkeypatch.setattr(_sys.stdin, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(_sys.stdout, "isatty", lambda: True, raising=False)
+    whole = trace_copy(tmp_path)
+    cut = record_trace(tmp_path / "cut.vtdt")
+    _truncate(cut, 0.6)
+    args = lambda p: argparse.Namespace(trace=str(p), trace2=None, no_sidecar=True)  # noqa: E731
+    assert view.run(args(whole)) == 0
+    assert view.run(args(cut)) == 3
+    assert len(ran) == 2 and ran[1] < ran[0]
