@@ -13,6 +13,7 @@ as ``"0x%016x"``.
 from __future__ import annotations
 
 from tracer import schema as S
+from tracer.platform import fmt_bdf, try_parse_bdf
 
 from . import caches
 from .jsonout import TraceNames
@@ -27,22 +28,9 @@ def hex64(v) -> str:
     return "0x%016x" % v if isinstance(v, int) else str(v)
 
 
-def fmt_rid(seg: int, bus: int, devfn: int) -> str:
-    return f"{seg:04x}:{bus:02x}:{devfn >> 3:02x}.{devfn & 7}"
-
-
-def parse_bdf(text) -> tuple[int, int, int] | None:
-    """'SSSS:BB:DD.F' -> (seg, bus, devfn), None when malformed (header
-    strings come from an untrusted file)."""
-    try:
-        seg, bus, rest = text.split(":")
-        dev, fn = rest.split(".")
-        seg, bus, dev, fn = int(seg, 16), int(bus, 16), int(dev, 16), int(fn)
-    except (AttributeError, ValueError):
-        return None
-    if not (0 <= bus <= 0xFF and 0 <= dev <= 0x1F and 0 <= fn <= 7 and 0 <= seg <= 0xFFFF):
-        return None
-    return seg, bus, (dev << 3) | fn
+# Header strings come from an untrusted file: the tolerant parser.
+fmt_rid = fmt_bdf
+parse_bdf = try_parse_bdf
 
 
 class PlatformView:

@@ -33,6 +33,19 @@ DEFAULT_ERRNO = {
     "rmrr-map": "ENOMEM",
 }
 
+# vtd/quirks.c me_wifi_quirk(): host-bridge ids of 0:0.0 (device << 16 |
+# vendor, as pci_conf_read32 returns them) and the WLAN ids whose mapping also
+# maps the ME phantom function.  Shared by the engine and the replay topology.
+def _intel_ids(*devs: int) -> frozenset:
+    return frozenset((d << 16) | 0x8086 for d in devs)
+
+
+IS_CTG = frozenset({0x2A408086})
+IS_ILK = frozenset({0x00408086, 0x00448086, 0x00628086, 0x006A8086})
+IS_CPT = frozenset({0x01008086, 0x01048086})
+CTG_WLAN = _intel_ids(0x4232, 0x4235, 0x4236, 0x4237, 0x423A, 0x423B, 0x423C, 0x423D)
+ILK_CPT_WLAN = _intel_ids(0x0087, 0x0089, 0x0082, 0x0085, 0x008F, 0x0090, 0x0091, 0x4238, 0x422B, 0x422C)
+
 _BDF_RE = re.compile(r"^([0-9a-fA-F]{4}):([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])$")
 
 
@@ -45,6 +58,20 @@ def parse_bdf(text: str) -> tuple[int, int, int]:
     fn = int(m.group(4))
     if dev > 0x1F:
         raise ValueError(f"device number {dev:#x} out of range in {text!r}")
+    return seg, bus, (dev << 3) | fn
+
+
+def try_parse_bdf(text) -> tuple[int, int, int] | None:
+    """Like parse_bdf() but None when malformed, and tolerant of short hex
+    fields: for trace headers, which are untrusted input read by replay."""
+    try:
+        seg, bus, rest = text.split(":")
+        dev, fn = rest.split(".")
+        seg, bus, dev, fn = int(seg, 16), int(bus, 16), int(dev, 16), int(fn)
+    except (AttributeError, ValueError):
+        return None
+    if not (0 <= seg <= 0xFFFF and 0 <= bus <= 0xFF and 0 <= dev <= 0x1F and 0 <= fn <= 7):
+        return None
     return seg, bus, (dev << 3) | fn
 
 

@@ -19,35 +19,17 @@ The header is untrusted input: malformed entries are skipped, never fatal.
 
 from __future__ import annotations
 
+from tracer.platform import CTG_WLAN, ILK_CPT_WLAN, IS_CPT, IS_CTG, IS_ILK, fmt_bdf, try_parse_bdf
 from tracer.schema import DOMID_COW, DOMID_INVALID, DOMID_IO, DOMID_XEN
 
 BRIDGES = ("pcie2pci-bridge", "legacy-pci-bridge")
 SPECIAL = {DOMID_IO: "dom_io", DOMID_XEN: "dom_xen", DOMID_COW: "dom_cow"}
 
-# vtd/quirks.c me_wifi_quirk(): host bridge ids (device << 16 | vendor) and WLAN ids.
-IS_CTG = frozenset({0x2A408086})
-IS_ILK_CPT = frozenset({0x00408086, 0x00448086, 0x00628086, 0x006A8086, 0x01008086, 0x01048086})
-CTG_WLAN = frozenset((d << 16) | 0x8086 for d in (0x4232, 0x4235, 0x4236, 0x4237, 0x423A, 0x423B,
-                                                   0x423C, 0x423D))
-ILK_CPT_WLAN = frozenset((d << 16) | 0x8086 for d in (0x0087, 0x0089, 0x0082, 0x0085, 0x008F, 0x0090,
-                                                       0x0091, 0x4238, 0x422B, 0x422C))
+IS_ILK_CPT = IS_ILK | IS_CPT
 
 
-def fmt_rid(seg: int, bus: int, devfn: int) -> str:
-    return f"{seg:04x}:{bus:02x}:{devfn >> 3:02x}.{devfn & 7}"
-
-
-def parse_bdf(text):
-    """'SSSS:BB:DD.F' -> (seg, bus, devfn) or None."""
-    try:
-        seg, bus, rest = text.split(":")
-        dev, fn = rest.split(".")
-        seg, bus, dev, fn = int(seg, 16), int(bus, 16), int(dev, 16), int(fn)
-    except (AttributeError, ValueError):
-        return None
-    if not (0 <= seg <= 0xFFFF and 0 <= bus <= 0xFF and 0 <= dev <= 0x1F and 0 <= fn <= 7):
-        return None
-    return seg, bus, (dev << 3) | fn
+fmt_rid = fmt_bdf
+parse_bdf = try_parse_bdf   # the header is untrusted: None when malformed
 
 
 def _int(v, default=None):

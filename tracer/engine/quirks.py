@@ -5,17 +5,8 @@ on the IOMMU of the real ME device 0:dev.0."""
 
 from __future__ import annotations
 
+from ..platform import CTG_WLAN, ILK_CPT_WLAN, IS_CPT, IS_CTG, IS_ILK
 from .context_one import UNMAP_ME_PHANTOM_FUNC
-
-def _ids(*devs):
-    return frozenset((d << 16) | 0x8086 for d in devs)
-
-
-IS_CTG = frozenset({0x2A408086})
-IS_ILK = frozenset({0x00408086, 0x00448086, 0x00628086, 0x006A8086})
-IS_CPT = frozenset({0x01008086, 0x01048086})
-CTG_WLAN = _ids(0x4232, 0x4235, 0x4236, 0x4237, 0x423A, 0x423B, 0x423C, 0x423D)
-ILK_CPT_WLAN = _ids(0x0087, 0x0089, 0x0082, 0x0085, 0x008F, 0x0090, 0x0091, 0x4238, 0x422B, 0x422C)
 
 
 class QuirksMixin:
