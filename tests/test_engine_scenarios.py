@@ -27,7 +27,6 @@ def test_s1_direct_cx16_one_cmpxchg_and_old_did_flushes_after_unlock():
     w = ctx_writes(op1, 0, 0xA0)
     assert [(e["label"], e["half"], e["method"]) for e in w] == [("MO7", "full", "cmpxchg16b")]
     assert did_of(w[0]["old_hi"]) == 0 and did_of(w[0]["new_hi"]) != 0
-    seqs = [e["seq"] for e in op1]
     unlock = next(e for e in op1 if e["kind"] == "unlock" and e["lock"] == "iommu->lock" and e["label"] == "MO8")
     fc = next(e for e in op1 if e["kind"] == "flush-context" and e["label"] == "MO9")
     fi = next(e for e in op1 if e["kind"] == "flush-iotlb" and e["label"] == "MO10")
@@ -205,7 +204,6 @@ def test_deterministic_event_stream(name, variant):
 @pytest.mark.parametrize("variant", ["legacy", "direct"])
 @pytest.mark.parametrize("cx16", [True, False])
 def test_locks_balanced_and_stack_empty_after_every_op(variant, cx16):
-    import os
     from tracer.scenario import list_shipped
     for name, _ in list_shipped():
         r = Run(name, variant, cx16)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from ..errors import fail
+from ..output import open_trace_writer
 
 PLANNED = ("original", "final")
 
@@ -27,7 +27,6 @@ def run(args) -> int:
     from tracer.engine import VARIANTS
     from tracer.record import apply_cx16, default_output, make_header, record
     from tracer.scenario import ScenarioError, load_scenario
-    from tracer.writer import TraceWriter
 
     if args.engine in PLANNED:
         return fail(None, f"engine variant {args.engine!r} is planned but not implemented yet "
@@ -41,14 +40,9 @@ def run(args) -> int:
         return 2
     apply_cx16(platform, args.cx16)
     out = args.output or default_output(platform, args.engine)
-    if os.path.isdir(out):
-        return fail(out, "is a directory")
-    if os.path.exists(out) and not args.force:
-        return fail(out, "exists (use --force to overwrite)")
-    try:
-        writer = TraceWriter(out, make_header(platform, args.engine), force=args.force)
-    except OSError as exc:
-        return fail(out, f"cannot write: {exc.strerror or exc}")
+    writer = open_trace_writer(out, make_header(platform, args.engine), args.force)
+    if isinstance(writer, int):
+        return writer
     with writer:
         result = record(platform, args.engine, writer)
     rcs = ", ".join(f"op{i + 1}={rc}" for i, rc in enumerate(result.rcs)) or "no ops"

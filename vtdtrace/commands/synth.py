@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 from ..errors import fail
+from ..output import open_trace_writer
 
 
 def add_parser(p) -> None:
@@ -21,22 +20,15 @@ def add_parser(p) -> None:
 def run(args) -> int:
     from tracer.engine import VARIANTS
     from tracer.synth import synth, synth_header
-    from tracer.writer import TraceWriter
 
     if args.engine not in VARIANTS:
         return fail(None, f"unknown engine variant {args.engine!r} (available: {', '.join(VARIANTS)})")
     if args.events < 1:
         return fail(None, "--events must be at least 1")
     out = args.output
-    if os.path.isdir(out):
-        return fail(out, "is a directory")
-    if os.path.exists(out) and not args.force:
-        return fail(out, "exists (use --force to overwrite)")
-    header = synth_header(args.seed, args.engine, args.cx16, args.events)
-    try:
-        writer = TraceWriter(out, header, force=args.force)
-    except OSError as exc:
-        return fail(out, f"cannot write: {exc.strerror or exc}")
+    writer = open_trace_writer(out, synth_header(args.seed, args.engine, args.cx16, args.events), args.force)
+    if isinstance(writer, int):
+        return writer
     with writer:
         events, ops = synth(args.events, args.seed, writer, args.engine, args.cx16)
     print(f"synthesised {events} events in {ops} ops (seed {args.seed}, {args.engine}) -> {out}")
