@@ -332,7 +332,7 @@ def _state_text(report, w) -> None:
         w(f"  after {title} (A seq {s.seq_a}, B seq {s.seq_b}): {len(s.changes)} difference"
           f"{'s' if len(s.changes) != 1 else ''}")
         for c in s.changes[:TEXT_CHANGES]:
-            w(f"    {_change_text(c)}")
+            w(f"    {change_text(c)}")
         if len(s.changes) > TEXT_CHANGES:
             w(f"    ... {len(s.changes) - TEXT_CHANGES} more")
     if report.state_note:
@@ -345,7 +345,8 @@ def _boundary_title(report, s) -> str:
     return f"op {num} {desc}".rstrip()
 
 
-def _change_text(c: dict) -> str:
+def change_text(c: dict) -> str:
+    """One state change as one line (also the diff view's detail pane)."""
     sec = c["section"]
     if sec == "context":
         what = f"context {c['rid']} (iommu {c['iommu']})"
@@ -401,10 +402,11 @@ def _hazard_text(report, w) -> None:
     for label, items in (("only in A", ha), ("only in B", hb)):
         w(f"  {label}: {len(items) if items else 'none'}")
         for h in items:
-            w(f"    {_finding_text(h.finding)}")
+            w(f"    {finding_text(h.finding)}")
 
 
-def _finding_text(f: dict) -> str:
+def finding_text(f: dict) -> str:
+    """One finding as one line (also the diff view's detail pane)."""
     end = f.get("end")
     rng = f"[{f.get('start')}, {end if end is not None else 'end'})"
     labels = f"{f.get('start_label') or '?'} -> {f.get('end_label') or ('open' if end is None else '?')}"
