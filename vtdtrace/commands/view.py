@@ -4,6 +4,9 @@ The trace is opened (and rejected with one line and exit 2 when it is
 missing or not a trace) before Textual is imported or any screen is drawn.
 A damaged trace opens with its readable prefix and a banner saying where it
 stops; the exit status is then 3 (DESIGN §8) after the viewer closes.
+Two traces open the side-by-side diff view (tui/diff_app.py); its exit
+status is 0, or 3 when either trace is damaged -- like `view`, not like
+`diff` (the viewer reports no verdict; `vtdtrace diff` does).
 Textual is imported here and only here, lazily: `check`, `diff` and the rest
 of the command line never pay for it.
 """
@@ -39,20 +42,23 @@ def run(args) -> int:
                 return fail(exc.path, exc.message)
             except OSError as exc:
                 return fail(path, f"cannot read: {exc.strerror or exc}")
-        if len(models) == 2:
-            return fail(args.trace2, "the side-by-side diff view is not available in this build yet; "
-                        "use `vtdtrace diff` (issue 7)")
         if not (sys.stdin.isatty() and sys.stdout.isatty()):
             return fail(None, "view needs a terminal (stdin and stdout must be a tty); "
                         "for scripts use `vtdtrace show`/`log`")
         import tui
 
         tui.prepare_environment()          # before Textual is imported
-        from tui.app import VtdtraceApp
+        if len(models) == 2:
+            from tui.diff_app import DiffApp
 
-        app = VtdtraceApp(args.trace, model=models[0], use_sidecar=not args.no_sidecar)
+            app = DiffApp(args.trace, args.trace2, model_a=models[0], model_b=models[1],
+                          use_sidecar=not args.no_sidecar)
+        else:
+            from tui.app import VtdtraceApp
+
+            app = VtdtraceApp(args.trace, model=models[0], use_sidecar=not args.no_sidecar)
         app.run()
-        return EXIT_OK if models[0].complete else EXIT_DAMAGED
+        return EXIT_OK if all(m.complete for m in models) else EXIT_DAMAGED
     finally:
         for m in models:
             m.close()

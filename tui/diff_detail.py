@@ -1,0 +1,150 @@
+"""The diff view's lower pane: what differs at the cursor row.
+
+Where the row is (row, aligned operation and its status, difference region
+with its counts and call path), both events in full, each differing field
+with A's and B's value, the state difference the diff measured after this
+operation (only changed fields), and the findings of this operation that
+only one trace has.  All of it comes from the ``DiffReport``; the texts are
+the ones ``vtdtrace diff`` prints, so the screen and the report read alike.
+"""
+
+from __future__ import annotations
+
+from replay.diff import ARGS, ONLY_A, ONLY_B
+from replay.diff.text import change_text, event_line, finding_text, op_title
+
+from .diff_model import DiffModel
+from .lines import Line, LinePane, wrap_parts
+
+CLASS_TEXT = {ARGS: "the same event with other values", ONLY_A: "an event only A has",
+              ONLY_B: "an event only B has"}
+COUNT_TEXT = {ARGS: "changed", ONLY_A: "only in A", ONLY_B: "only in B"}
+STATE_SHOWN = 12
+HAZARDS_SHOWN = 6
+
+
+def _field_value(pres, ev, name: str) -> str:
+    """A field's decoded value as the JSON output shows it ('-' if absent)."""
+    if ev is None:
+        return "-"
+    d = pres.to_json(ev)
+    if name.startswith("args."):
+        arg = name[5:]
+        for pair in d.get("args") or ():
+            if isinstance(pair, list) and len(pair) == 2 and pair[0] == arg:
+                return _short(pair[1])
+        return "-"
+    if name == "event":
+        return event_line(pres, ev)
+    return _short(d.get(name))
+
+
+def _short(v) -> str:
+    if v is None:
+        return "-"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    return str(v)
+
+
+def detail_lines(dm: DiffModel, width: int) -> list[Line]:
+    lines: list[Line] = []
+    add = lines.append
+    if dm.error:
+        lines.extend(wrap_parts(dm.error, width, "diff-detail--bad"))
+        return lines
+    if not dm.ready:
+        add(([(dm.summary(), "diff-detail--dim")], None))
+        add(([("the two traces are being aligned; the keys work when they are", "diff-detail--dim")], None))
+        return lines
+    report = dm.report
+    row = dm.row_at(dm.row)
+    pair = dm.pair_at(dm.row)
+    k, n = dm.region_number()
+    status = pair.status if pair.n_ops == 1 else f"{pair.n_ops} identical operations"
+    add(([(f"row {dm.row:,} of {dm.n_rows:,}", "diff-detail--label"),
+          (f"  {op_title(report, pair)}: {status}", None)], None))
+    reg = dm.region_at()
+    if reg is not None:
+        counts = ", ".join(f"{reg.counts[c]} {COUNT_TEXT[c]}" for c in reg.classes)
+        path = " > ".join(str(p) for p in reg.path)
+        lines.extend(wrap_parts(f"region {reg.index + 1} of {n}: {counts}" + (f"  in {path}" if path else ""),
+                                width, "diff-detail--region"))
+    elif n:
+        nxt = dm.alignment.next_region(dm.row)
+        where = f"next difference: region {nxt.index + 1} at row {nxt.row_start:,} (}})" if nxt else \
+            "no difference after this row"
+        add(([(f"no difference here · {where}", "diff-detail--dim")], None))
+    else:
+        add(([("the two traces have the same events", "diff-detail--dim")], None))
+
+    # the two events
+    evs = {}
+    for side in ("a", "b"):
+        m = dm.models[side]
+        seq = row.seq_a if side == "a" else row.seq_b
+        tag = side.upper()
+        if seq is None:
+            at = dm.seq_at(side)
+            add(([(f"{tag} ", "diff-detail--side"),
+                  (f"gap: no event here; {tag} stays at step {at:,}", "diff-detail--dim")], None))
+            evs[side] = None
+            continue
+        ev = m.event(seq)
+        evs[side] = ev
+        text = event_line(m.presenter, ev) if ev is not None else "(unreadable)"
+        comp = {ONLY_A: "diff-detail--removed", ONLY_B: "diff-detail--added"}.get(row.cls)
+        first = wrap_parts(f"{seq:>7}  {text}", width - 2, comp, "", "           ")
+        first[0] = ([(f"{tag} ", "diff-detail--side")] + first[0][0], None)
+        lines.extend(first)
+    if row.cls in CLASS_TEXT:
+        add(([(CLASS_TEXT[row.cls], "diff-detail--label")], None))
+    if row.cls == ARGS and row.fields:
+        pa, pb = dm.models["a"].presenter, dm.models["b"].presenter
+        for f in row.fields:
+            add(([(f"  {f}: ", "diff-detail--field"),
+                  (f"A {_field_value(pa, evs['a'], f)}", None), ("  |  ", "diff-detail--dim"),
+                  (f"B {_field_value(pb, evs['b'], f)}", None)], None))
+
+    # state after this operation, as the diff measured it
+    sd = dm.state_diff_of(pair.index)
+    if sd is not None:
+        if sd.changes:
+            add(([(f"state after this operation (A step {sd.seq_a}, B step {sd.seq_b}): "
+                   f"{len(sd.changes)} difference{'s' if len(sd.changes) != 1 else ''}", "diff-detail--label")],
+                 None))
+            for c in sd.changes[:STATE_SHOWN]:
+                lines.extend(wrap_parts(change_text(c), width, None, "  ", "      "))
+            if len(sd.changes) > STATE_SHOWN:
+                add(([(f"  … {len(sd.changes) - STATE_SHOWN} more (vtdtrace diff --json)", "diff-detail--dim")],
+                     None))
+        else:
+            add(([(f"state after this operation (A step {sd.seq_a}, B step {sd.seq_b}): the same again",
+                   "diff-detail--label")], None))
+
+    # findings one trace has and the other lacks, in this operation
+    hz = dm.hazards_of(pair.index)
+    if hz:
+        add(([(f"findings in this operation only one trace has: {len(hz)}", "diff-detail--label")], None))
+        here = dm.current_hazard()
+        for h in hz[:HAZARDS_SHOWN]:
+            comp = "diff-detail--hazard-here" if h is here else "diff-detail--hazard"
+            lines.extend(wrap_parts(f"only {h.side.upper()}: {finding_text(h.finding)}", width, comp, "  ", "      "))
+        if len(hz) > HAZARDS_SHOWN:
+            add(([(f"  … {len(hz) - HAZARDS_SHOWN} more", "diff-detail--dim")], None))
+    elif not report.hazards_available:
+        add(([("hazard delta not computed", "diff-detail--dim")], None))
+    return lines
+
+
+class DiffDetail(LinePane, can_focus=False):
+    """Never focused (the mouse wheel scrolls it): every key is the app's."""
+
+    COMPONENT_CLASSES = {"diff-detail--label", "diff-detail--dim", "diff-detail--region", "diff-detail--side",
+                         "diff-detail--removed", "diff-detail--added", "diff-detail--field", "diff-detail--hazard",
+                         "diff-detail--hazard-here", "diff-detail--bad"}
+
+    def show(self, dm: DiffModel) -> None:
+        self.build(lambda width: detail_lines(dm, width))

@@ -1,0 +1,181 @@
+"""One side of the diff view: the alignment's rows as that trace shows them.
+
+Both sides are ``DiffList``s over the same rows (row y of A's list and row y
+of B's are one aligned pair), so their scroll positions are always equal and
+the cursor is on the same row in both: synchronisation is by construction,
+not by copying one list's offset to the other.
+
+A row of one side shows its event (seq, step label, kind, function, decoded
+arguments), or a gap (``╌``) where only the other trace has an event.  The
+first column says how the row differs: ``~`` same event, other values (the
+differing fields are highlighted), ``-`` only in A, ``+`` only in B.  ``!``
+in the second column: a finding of this trace only starts at this event.
+Like the event list it is a Line-API view: only visible rows are built.
+"""
+
+from __future__ import annotations
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from replay.diff import ARGS, ONLY_A, ONLY_B
+
+from .diff_model import DiffModel, field_spans, split_spans
+from .event_list import _fit
+from .styles import CachedStyles
+
+ROW_CACHE = 2048
+SIGN = {ARGS: "~", ONLY_A: "-", ONLY_B: "+"}
+
+
+class DiffList(CachedStyles, ScrollView, can_focus=False):
+    """Never focused: the app routes every key (a focus change would rebuild
+    the footer); which side is active is drawn from the model."""
+
+    COMPONENT_CLASSES = {
+        "diff-list--cursor", "diff-list--cursor-other", "diff-list--seq", "diff-list--label",
+        "diff-list--func", "diff-list--kind", "diff-list--args", "diff-list--gap",
+        "diff-list--changed", "diff-list--removed", "diff-list--added", "diff-list--field",
+        "diff-list--sign", "diff-list--hazard", "diff-list--placeholder",
+    }
+
+    class RowClicked(Message):
+        def __init__(self, side: str, row: int) -> None:
+            super().__init__()
+            self.side, self.row = side, row
+
+    def __init__(self, dm: DiffModel, side: str, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.dm = dm
+        self.side = side
+        self.model = dm.models[side]
+        self._strips: LRUCache = LRUCache(ROW_CACHE)
+        self._hazard_rows: frozenset = frozenset()
+        self._cursor_row = 0
+        self._width = 0
+        self._frame_rows: dict = {}
+
+    # --- model changes ----------------------------------------------------------------------
+    def reset(self) -> None:
+        """The alignment arrived (or failed): rows, caches, scroll."""
+        self._strips.clear()
+        self._hazard_rows = frozenset(r for r, s in self.dm.hazard_rows() if s == self.side)
+        self.virtual_size = Size(self.size.width, max(self.dm.n_rows, 1))
+        self._cursor_row = self.dm.row
+        self.refresh()
+
+    def show_cursor(self, top: int) -> None:
+        """The cursor row moved or the side switched; ``top`` is the first
+        visible row, chosen by the app for both sides."""
+        old = self._cursor_row
+        self._cursor_row = self.dm.row
+        if top != round(self.scroll_y):
+            self.scroll_to(y=top, animate=False, force=True)
+        else:
+            self.refresh_line(old - top)
+            self.refresh_line(self._cursor_row - top)
+
+    def redraw(self) -> None:
+        self.refresh()
+
+    @property
+    def page_height(self) -> int:
+        return max(self.scrollable_content_region.height, 1)
+
+    def on_click(self, event) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None or not self.dm.ready:
+            return
+        row = round(self.scroll_y) + offset.y
+        if 0 <= row < self.dm.n_rows:
+            self.post_message(self.RowClicked(self.side, row))
+
+    def on_resize(self, event) -> None:
+        self.virtual_size = Size(self.size.width, max(self.dm.n_rows, 1))
+        self._strips.clear()
+
+    # --- rendering ------------------------------------------------------------------------------
+    def render_lines(self, crop):
+        self._width = self.scrollable_content_region.width
+        top = round(self.scroll_y)
+        # one alignment lookup for the frame, not one per line
+        self._frame_rows = {r.index: r for r in self.dm.rows(top, top + crop.bottom + 1)}
+        return super().render_lines(crop)
+
+    def render_line(self, y: int) -> Strip:
+        width = self._width
+        base = self.base_style()
+        dm = self.dm
+        row = round(self.scroll_y) + y
+        if not dm.ready:
+            if y == 0:
+                text = f" {dm.error}" if dm.error else f" {dm.summary()}"
+                return Strip([Segment(text, base + self.cstyle("diff-list--placeholder"))]).crop_extend(
+                    0, width, base)
+            return Strip.blank(width, base)
+        if row >= dm.n_rows or width <= 0:
+            return Strip.blank(width, base)
+        r = self._frame_rows.get(row) or dm.row_at(row)
+        if row == dm.row:
+            look = 2 if dm.active == self.side else 1
+        else:
+            look = 0
+        key = (row, r.seq_a, r.seq_b, look, width, base)
+        strip = self._strips.get(key)
+        if strip is None:
+            strip = self._strips[key] = self._strip(r, look, width, base)
+        return strip
+
+    def _strip(self, r, look: int, width: int, base: Style) -> Strip:
+        cs = self.cstyle
+        seq = r.seq_a if self.side == "a" else r.seq_b
+        if look:
+            rowbg = self.cstyle_full("diff-list--cursor" if look == 2 else "diff-list--cursor-other")
+        elif seq is None:
+            rowbg = base + cs("diff-list--gap")
+        elif r.cls == ARGS:
+            rowbg = base + cs("diff-list--changed")
+        elif r.cls == ONLY_A:
+            rowbg = base + cs("diff-list--removed")
+        elif r.cls == ONLY_B:
+            rowbg = base + cs("diff-list--added")
+        else:
+            rowbg = base
+        sign = SIGN.get(r.cls, " ") if seq is not None else " "
+        hz = "!" if (seq is not None and r.index in self._hazard_rows) else " "
+        segs = [Segment(sign, rowbg + cs("diff-list--sign")), Segment(hz, rowbg + cs("diff-list--hazard"))]
+        if seq is None:
+            segs.append(Segment("╌" * max(width - 2, 0), rowbg + cs("diff-list--gap")))
+            return Strip(segs).adjust_cell_length(width, rowbg)
+        ev = self.model.event(seq)
+        wseq = max(len(str(self.model.count)), 3)
+        if ev is None:
+            segs.append(Segment(_fit(str(seq), wseq, True) + " (unreadable)", rowbg + cs("diff-list--seq")))
+            return Strip(segs).adjust_cell_length(width, rowbg)
+        s, _cpu, _op, label, func, kind, args = self.model.row_fields(ev)
+        fields = set(r.fields) if r.cls == ARGS else set()
+        hl = rowbg + cs("diff-list--field")
+        rest = width - 2 - (wseq + 1) - 6
+        wkind = 13 if rest >= 60 else 10
+        # half a narrow terminal: the arguments say more than a cut function name
+        wfunc = max(8, min(26, (rest - wkind) // 3)) if rest >= 50 else 0
+
+        def col(text, comp, field):
+            return Segment(text, hl if field in fields else rowbg + cs(comp))
+
+        segs.append(Segment(_fit(s, wseq, True) + " ", rowbg + cs("diff-list--seq")))
+        segs.append(col(_fit(label, 5) + " ", "diff-list--label", "label"))
+        segs.append(col(_fit(kind, wkind) + " ", "diff-list--kind", "kind"))
+        if wfunc:
+            segs.append(col(_fit(func, wfunc) + " ", "diff-list--func", "func"))
+        if "event" in fields:
+            segs.append(Segment(args, hl))
+        else:
+            for text, on in split_spans(args, field_spans(args, fields)):
+                segs.append(Segment(text, hl if on else rowbg + cs("diff-list--args")))
+        return Strip(segs).adjust_cell_length(width, rowbg)

@@ -1,0 +1,388 @@
+"""The side-by-side diff view's model: two traces, one alignment, one cursor.
+
+Pure (no Textual): built from two ``TraceModel``s and, once the diff worker
+is done, a ``replay.diff.DiffReport``.  The widgets only render what it says.
+
+The cursor is a row of the alignment (``report.alignment``).  Each side has
+its own step: the event that side shows on that row, or -- on a gap row,
+where that side has no event -- the side's last event before the gap (its
+state is still the state after that event).  So both cursors always follow
+the alignment, and a gap never moves the side that lacks the event.
+
+Moves:
+* ``step(±1)`` (``n``/``p``): the *active* side's next/previous event; the
+  other side follows through the alignment.  Rows only the other trace has
+  are passed over, so stepping through A reads A's events in order.
+* ``row_step(±k)`` (``↓``/``↑``, pages): the next/previous aligned row, gap
+  rows included.
+* ``next_region``/``prev_region`` (``}``/``{``): the first row of the
+  next/previous difference region.
+* ``next_hazard``/``prev_hazard`` (``]``/``[``): the start of the next or
+  previous finding present in one trace only; the active side becomes that
+  trace (the finding is its).
+* ``switch_side`` (``tab``), ``goto(seq)`` on the active side (``g``).
+Every move returns the new row, or None when there is nowhere to go.
+"""
+
+from __future__ import annotations
+
+import re
+
+SIDES = ("a", "b")
+OTHER = {"a": "b", "b": "a"}
+
+# Differing field names (replay.diff.align.differing_fields) -> the token
+# of the text columns that shows them.  bus/devfn/seg are drawn inside bdf=.
+_MERGED = {"bus": "bdf", "devfn": "bdf", "seg": "bdf"}
+COLUMN_FIELDS = ("cpu", "op", "label", "func", "kind", "event")
+
+
+class DiffModel:
+    def __init__(self, model_a, model_b) -> None:
+        self.models = {"a": model_a, "b": model_b}
+        self.report = None
+        self.alignment = None
+        self.error: str | None = None
+        self.phase = "aligning"
+        self.fraction: float | None = 0.0
+        self.row = 0
+        self.active = "a"
+        self._state_by_pair: dict | None = None
+        self._hazards_by_pair: dict | None = None
+        self._hazards: list | None = None
+        self._hazard_at: int | None = None
+
+    # --- the report arrives ---------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.report is not None
+
+    def attach(self, report) -> None:
+        self.report = report
+        self.alignment = report.alignment
+        self.row = 0
+        self._state_by_pair = {s.pair: s for s in report.state_diff}
+        hz: dict = {}
+        for h in report.hazards:
+            hz.setdefault(h.pair, []).append(h)
+        self._hazards_by_pair = hz
+        # open on the first difference: that is what the view is for
+        first = self.alignment.next_region(-1)
+        if first is not None:
+            self.row = first.row_start
+
+    @property
+    def n_rows(self) -> int:
+        return self.alignment.n_rows if self.alignment is not None else 0
+
+    # --- rows and the two cursors ---------------------------------------------------------
+    def row_at(self, row: int):
+        return self.alignment.row(row)
+
+    def rows(self, start: int, stop: int) -> list:
+        return self.alignment.rows(start, stop) if self.alignment is not None else []
+
+    def seq_at(self, side: str, row: int | None = None) -> int:
+        """The side's step at a row: its event there, else its last event
+        before the row (0: before its first event)."""
+        if self.alignment is None:
+            return 0
+        row = self.row if row is None else row
+        if not 0 <= row < self.n_rows:
+            return 0
+        r = self.alignment.row(row)
+        seq = r.seq_a if side == "a" else r.seq_b
+        if seq is not None:
+            return seq
+        return self._seq_before(side, row)
+
+    def _seq_before(self, side: str, row: int) -> int:
+        al = self.alignment
+        pair = al.pair_at_row(row)
+        k = row - pair.row_start
+        if pair.rows is not None:
+            # gap runs live inside differing pairs: scan that pair's row array
+            arr = pair.rows.sa if side == "a" else pair.rows.sb
+            for i in range(k - 1, -1, -1):
+                if arr[i]:
+                    return arr[i]
+        for p in range(pair.index - 1, -1, -1):
+            q = al.pairs[p]
+            last = q.last_a if side == "a" else q.last_b
+            if last is not None:
+                return last
+        return 0
+
+    @property
+    def cursor(self) -> dict:
+        return {s: self.seq_at(s) for s in SIDES}
+
+    def on_gap(self, side: str, row: int | None = None) -> bool:
+        r = self.alignment.row(self.row if row is None else row)
+        return (r.seq_a if side == "a" else r.seq_b) is None
+
+    # --- moves --------------------------------------------------------------------------
+    def move_row(self, row: int):
+        if not self.ready or self.n_rows == 0:
+            return None
+        row = max(0, min(row, self.n_rows - 1))
+        self.row = row
+        return row
+
+    def row_step(self, delta: int):
+        if not self.ready:
+            return None
+        target = self.row + delta
+        if not 0 <= target < self.n_rows:
+            if (delta > 0 and self.row == self.n_rows - 1) or (delta < 0 and self.row == 0):
+                return None
+        return self.move_row(target)
+
+    def step(self, delta: int):
+        """The active side's next (+1) or previous (-1) event."""
+        if not self.ready:
+            return None
+        side = self.active
+        count = self.models[side].count
+        here = self.alignment.row(self.row)
+        seq = here.seq_a if side == "a" else here.seq_b
+        if seq is None:
+            # on a gap of this side: its next event is after the gap, its
+            # previous one is the one the gap follows
+            before = self._seq_before(side, self.row)
+            target = before + 1 if delta > 0 else before
+        else:
+            target = seq + delta
+        if not 1 <= target <= count:
+            return None
+        row = self.alignment.row_of(side, target)
+        if row is None:
+            row = self.alignment.nearest_row(side, target)
+        if row is None:
+            return None
+        return self.move_row(row)
+
+    def next_region(self):
+        if not self.ready:
+            return None
+        reg = self.alignment.next_region(self.row)
+        return None if reg is None else self.move_row(reg.row_start)
+
+    def prev_region(self):
+        if not self.ready:
+            return None
+        # from inside a region, { goes to its start first
+        cur = self.alignment.region_at(self.row)
+        if cur is not None and cur.row_start < self.row:
+            return self.move_row(cur.row_start)
+        reg = self.alignment.prev_region(self.row)
+        return None if reg is None else self.move_row(reg.row_start)
+
+    def _hazard_list(self) -> list:
+        if self._hazards is None:
+            self._hazards = [h for h in self.report.hazards if h.row is not None]
+        return self._hazards
+
+    def _hazard_index(self) -> int:
+        """Where the cursor is in the hazard list: the index of the finding a
+        ]/[ landed on while the cursor has not moved since (two findings may
+        start on one row), else a position between entries (-0.5 steps)."""
+        k = self._hazard_at
+        hs = self._hazard_list()
+        if k is not None and k < len(hs) and hs[k].row == self.row:
+            return 2 * k
+        below = sum(1 for h in hs if h.row < self.row)
+        at = [i for i, h in enumerate(hs) if h.row == self.row]
+        return 2 * at[0] if at else 2 * below - 1
+
+    def _hazard_move(self, k: int):
+        hs = self._hazard_list()
+        if not 0 <= k < len(hs):
+            return None
+        self.active = hs[k].side
+        row = self.move_row(hs[k].row)
+        self._hazard_at = k
+        return row
+
+    def next_hazard(self):
+        if not self.ready:
+            return None
+        pos = self._hazard_index()
+        return self._hazard_move(pos // 2 + 1)
+
+    def prev_hazard(self):
+        if not self.ready:
+            return None
+        pos = self._hazard_index()
+        return self._hazard_move((pos + 1) // 2 - 1)
+
+    def current_hazard(self):
+        """The finding ]/[ landed on, while the cursor stays on its row."""
+        k = self._hazard_at
+        hs = self._hazard_list() if self.ready else []
+        if k is not None and k < len(hs) and hs[k].row == self.row:
+            return hs[k]
+        return None
+
+    def switch_side(self) -> str:
+        self.active = OTHER[self.active]
+        return self.active
+
+    def goto(self, seq: int):
+        """The active side's event seq (0: the first row)."""
+        if not self.ready:
+            return None
+        side = self.active
+        seq = max(0, min(seq, self.models[side].count))
+        if seq == 0:
+            return self.move_row(0)
+        row = self.alignment.row_of(side, seq)
+        if row is None:
+            row = self.alignment.nearest_row(side, seq)
+        return None if row is None else self.move_row(row)
+
+    def parse_goto(self, text: str) -> int:
+        """'208', '+10', '-5', 'end' on the active side; ValueError with a
+        message for anything else."""
+        t = text.strip().lower()
+        count = self.models[self.active].count
+        here = self.seq_at(self.active)
+        if t in ("end", "$"):
+            return count
+        try:
+            if t.startswith(("+", "-")):
+                return max(0, min(here + int(t), count))
+            n = int(t)
+        except ValueError:
+            raise ValueError(f"not a step: {text!r} (a number, +N, -N or end)") from None
+        if not 0 <= n <= count:
+            raise ValueError(f"step {n} is outside 0..{count} of {self.active.upper()}")
+        return n
+
+    # --- what the row means ----------------------------------------------------------------
+    def region_at(self, row: int | None = None):
+        return self.alignment.region_at(self.row if row is None else row) if self.ready else None
+
+    def region_number(self, row: int | None = None) -> tuple[int, int]:
+        """(k, n): the cursor is in or after region k (1-based; 0 before the
+        first) of n."""
+        if not self.ready:
+            return 0, 0
+        regs = self.alignment.regions
+        row = self.row if row is None else row
+        prev = self.alignment.next_region(row)
+        k = (prev.index if prev is not None else len(regs))
+        return k, len(regs)
+
+    def pair_at(self, row: int | None = None):
+        return self.alignment.pair_at_row(self.row if row is None else row)
+
+    def state_diff_of(self, pair_index: int):
+        return self._state_by_pair.get(pair_index) if self._state_by_pair is not None else None
+
+    def hazards_of(self, pair_index: int) -> list:
+        return self._hazards_by_pair.get(pair_index, []) if self._hazards_by_pair is not None else []
+
+    def hazard_rows(self) -> list[tuple[int, str]]:
+        """(row, side) of every hazard delta with a position."""
+        if not self.ready:
+            return []
+        return [(h.row, h.side) for h in self.report.hazards if h.row is not None]
+
+    def summary(self) -> str:
+        """'DIFFERENT · 3 of 3 ops differ · 10 regions · hazards 1 | 0'."""
+        if self.error:
+            return "diff failed"
+        if not self.ready:
+            pct = "" if self.fraction is None else f" {self.fraction * 100:.0f}%"
+            return f"{self.phase}…{pct}"
+        r = self.report
+        if r.equivalent:
+            head = "EQUIVALENT"
+        else:
+            head = "DIFFERENT"
+        n_regions = len(self.alignment.regions)
+        ha = sum(1 for h in r.hazards if h.side == "a")
+        hb = len(r.hazards) - ha
+        bits = [head, f"{n_regions} region{'s' if n_regions != 1 else ''}"]
+        if r.hazards_available:
+            bits.append(f"hazards only A {ha} / only B {hb}")
+        if r.damaged:
+            bits.append("DAMAGED input: readable prefixes compared")
+        return " · ".join(bits)
+
+
+# --- highlighting differing fields in a row's argument text -------------------------------
+
+_NAME_AT = re.compile(r"(?:^|(?<=[ (,]))([A-Za-z_][\w.]*)=")
+
+
+def field_spans(text: str, fields) -> list[tuple[int, int]]:
+    """Character spans of ``text`` (an ``EventPresenter.text_args`` string,
+    ``name=value`` pairs, call arguments inside ``args=(a=1, b=2)``) that show
+    the differing ``fields``: ``did`` marks ``did=...``, ``args.mode`` marks
+    ``mode=...`` inside ``args=(...)``, ``bus``/``devfn``/``seg`` mark ``bdf=``.
+    Sorted, not overlapping."""
+    if not fields or not text:
+        return []
+    top: set = set()
+    inner: set = set()
+    for f in fields:
+        if f.startswith("args."):
+            inner.add(f[5:])
+        else:
+            top.add(_MERGED.get(f, f))
+    spans = []
+    depth = 0
+    i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        m = _NAME_AT.match(text, i) if (i == 0 or text[i - 1] in " (,") else None
+        if m is not None:
+            name = m.group(1)
+            want = (depth == 0 and name in top) or (depth == 1 and name in inner)
+            if want:
+                end = _value_end(text, m.end(), depth)
+                spans.append((i, end))
+                i = end
+                continue
+        i += 1
+    return spans
+
+
+def _value_end(text: str, i: int, depth: int) -> int:
+    """End of the value that starts at i (a top-level value runs to the next
+    space outside parentheses, a call argument to the next ',' or ')')."""
+    d = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "(":
+            d += 1
+        elif ch == ")":
+            if d == 0:
+                return i
+            d -= 1
+        elif d == 0 and ((depth == 0 and ch == " ") or (depth > 0 and ch == ",")):
+            return i
+        i += 1
+    return n
+
+
+def split_spans(text: str, spans) -> list[tuple[str, bool]]:
+    """text cut into (piece, highlighted) by spans."""
+    out = []
+    pos = 0
+    for s, e in spans:
+        if s > pos:
+            out.append((text[pos:s], False))
+        out.append((text[s:e], True))
+        pos = e
+    if pos < len(text):
+        out.append((text[pos:], False))
+    return out
