@@ -52,7 +52,7 @@ class DiffBar(_OneLine):
             where = (f"region {reg.index + 1}/{n}" if reg is not None
                      else (f"before region {k + 1}/{n}" if k < n else "after the last region") if n else "")
             out.append((" │ ", "diff-bar--dim"))
-            out.append((f"row {dm.row:,}/{dm.n_rows:,}", "diff-bar--pos"))
+            out.append((f"row {dm.row + 1:,}/{dm.n_rows:,}", "diff-bar--pos"))   # 1-based on screen
             if where:
                 out.append((f" · {where}", None))
             if rest:

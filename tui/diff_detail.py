@@ -64,7 +64,7 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
     pair = dm.pair_at(dm.row)
     k, n = dm.region_number()
     status = pair.status if pair.n_ops == 1 else f"{pair.n_ops} identical operations"
-    add(([(f"row {dm.row:,} of {dm.n_rows:,}", "diff-detail--label"),
+    add(([(f"row {dm.row + 1:,} of {dm.n_rows:,}", "diff-detail--label"),
           (f"  {op_title(report, pair)}: {status}", None)], None))
     reg = dm.region_at()
     if reg is not None:
@@ -74,7 +74,7 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
                                 width, "diff-detail--region"))
     elif n:
         nxt = dm.alignment.next_region(dm.row)
-        where = f"next difference: region {nxt.index + 1} at row {nxt.row_start:,} (}})" if nxt else \
+        where = f"next difference: region {nxt.index + 1} at row {nxt.row_start + 1:,} (}})" if nxt else \
             "no difference after this row"
         add(([(f"no difference here · {where}", "diff-detail--dim")], None))
     else:

@@ -176,6 +176,14 @@ class DiffList(CachedStyles, ScrollView, can_focus=False):
         if "event" in fields:
             segs.append(Segment(args, hl))
         else:
-            for text, on in split_spans(args, field_spans(args, fields)):
+            spans = field_spans(args, fields)
+            room = width - sum(seg.cell_length for seg in segs)
+            if spans and spans[0][1] > room:
+                # the first differing field would be cut off: start the
+                # arguments a little before it instead
+                cut = max(0, min(spans[0][0] - 8, spans[0][1] - room + 1))
+                args = "…" + args[cut + 1:]
+                spans = [(max(1, s - cut), e - cut) for s, e in spans]
+            for text, on in split_spans(args, spans):
                 segs.append(Segment(text, hl if on else rowbg + cs("diff-list--args")))
         return Strip(segs).adjust_cell_length(width, rowbg)
