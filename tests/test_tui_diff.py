@@ -170,6 +170,27 @@ def test_two_findings_starting_on_one_row_are_both_visited(s1):
         s1.active = "a"
 
 
+def test_state_at_the_cursor(s1):
+    from replay.session import ReplaySession
+
+    assert s1.cursor_state() is None                  # before the sessions are open
+    s1.attach_sessions({side: ReplaySession(m.path, sidecar=False) for side, m in s1.models.items()})
+    try:
+        s1.move_row(0)
+        a, b, changes = s1.cursor_state()
+        assert (a, b) == (s1.seq_at("a"), s1.seq_at("b")) and changes == []     # the same boot so far
+        rmrr = next(h for h in s1.report.hazards if h.finding["kind"] == "rmrr-disconnect")
+        s1.move_row(rmrr.row)
+        a, b, changes = s1.cursor_state()
+        assert a == rmrr.finding["start"] and s1.on_gap("b") and b == s1.seq_at("b")
+        ctx = next(c for c in changes if c["section"] == "context")
+        assert (ctx["rid"], ctx["a"]["present"], ctx["b"]["present"]) == ("0000:00:14.0", False, True)
+        assert s1.cursor_state()[2] is changes                                   # cached per cursor
+    finally:
+        s1.close_sessions()
+    assert s1.sessions is None
+
+
 def test_goto_a_step_of_the_active_side(s1):
     s1.active = "b"
     assert s1.parse_goto("end") == s1.models["b"].count
@@ -356,6 +377,11 @@ async def test_hazard_delta_keys_land_on_findings_of_one_trace(tmp_path):
         lst = _lists(app)["a"]
         line = lst.render_line(dm.row - round(lst.scroll_y)).text
         assert line.startswith("-!") and f"{rmrr.finding['start']}" in line
+        # ... and the state at the cursor says why: A's entry is gone, B's is not
+        assert app.sessions_loaded
+        detail = app.detail.text()
+        assert f"state at the cursor (A after step {dm.seq_at('a')}, B after step {dm.seq_at('b')})" in detail
+        assert "context 0000:00:14.0 (iommu 0): A present=no" in detail and "| B present=yes" in detail
     _close(app)
 
 

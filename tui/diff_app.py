@@ -88,6 +88,21 @@ class DiffFailed(Message):
         self.text = text
 
 
+class SessionProgress(Message):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, SessionProgress)
+
+
+class SessionsReady(Message):
+    def __init__(self, sessions: dict) -> None:
+        super().__init__()
+        self.sessions = sessions
+
+
 class _Cancelled(Exception):
     pass
 
@@ -136,7 +151,8 @@ class DiffApp(App):
         self.dm = DiffModel(model_a if model_a is not None else TraceModel(path_a),
                             model_b if model_b is not None else TraceModel(path_b))
         self.use_sidecar = use_sidecar
-        self.loaded = False
+        self.loaded = False               # the diff is in (or failed)
+        self.sessions_loaded = False      # ... and both replay indexes
         self._top = 0
         self.latency_probe = None         # bench: key -> frame written
 
@@ -185,25 +201,51 @@ class DiffApp(App):
     @work(thread=True, group="diff", exclusive=True, exit_on_error=False)
     def _diff_worker(self) -> None:
         worker = get_current_worker()
-        last = [0.0]
 
-        def progress(done: int, total: int) -> None:
-            if worker.is_cancelled:
-                raise _Cancelled()
-            now = time.monotonic()
-            if now - last[0] >= PROGRESS_INTERVAL:
-                last[0] = now
-                self.post_message(DiffProgress(done / total if total else 1.0))
+        def throttled(post):
+            last = [0.0]
+
+            def progress(done: int, total: int) -> None:
+                if worker.is_cancelled:
+                    raise _Cancelled()
+                now = time.monotonic()
+                if now - last[0] >= PROGRESS_INTERVAL:
+                    last[0] = now
+                    post(done / total if total else 1.0)
+            return progress
 
         try:
-            report = compute_diff(*self.paths, use_sidecar=self.use_sidecar, progress=progress)
+            report = compute_diff(*self.paths, use_sidecar=self.use_sidecar,
+                                  progress=throttled(lambda f: self.post_message(DiffProgress(f))))
         except _Cancelled:
             return
         except Exception as exc:       # one line on screen, never a traceback
             self.post_message(DiffFailed(f"cannot diff: {getattr(exc, 'message', None) or exc}"))
             return
-        if not worker.is_cancelled:
-            self.post_message(DiffReady(report))
+        if worker.is_cancelled:
+            return
+        self.post_message(DiffReady(report))
+        # then each side's replay index (from its sidecar when cached there),
+        # for the state at the cursor; the keys already work meanwhile
+        from replay.session import ReplaySession
+
+        sessions: dict = {}
+        try:
+            for side, path in zip(SIDES, self.paths):
+                name = side.upper()
+                sessions[side] = ReplaySession(path, sidecar=self.use_sidecar, progress=throttled(
+                    lambda f, n=name: self.post_message(SessionProgress(f"indexing {n}… {f * 100:.0f}%"))))
+        except Exception as exc:
+            for v in sessions.values():
+                v.close()
+            if not isinstance(exc, _Cancelled):
+                self.post_message(SessionProgress(f"not available: {exc}"))
+            return
+        if worker.is_cancelled:
+            for v in sessions.values():
+                v.close()
+            return
+        self.post_message(SessionsReady(sessions))
 
     def on_diff_progress(self, message: DiffProgress) -> None:
         self.dm.fraction = message.fraction
@@ -217,6 +259,19 @@ class DiffApp(App):
         self.query_one(DiffMap).reset()
         self._top = -1
         self._moved(self.dm.row, center=True)
+
+    def on_session_progress(self, message: SessionProgress) -> None:
+        self.dm.session_note = message.text
+        self.detail.show(self.dm)
+
+    def on_sessions_ready(self, message: SessionsReady) -> None:
+        if getattr(self, "_closing", False):
+            for v in message.sessions.values():
+                v.close()
+            return
+        self.dm.attach_sessions(message.sessions)
+        self.sessions_loaded = True
+        self.detail.show(self.dm)
 
     def on_diff_failed(self, message: DiffFailed) -> None:
         self.dm.error = message.text
@@ -360,4 +415,6 @@ class DiffApp(App):
             probe.displayed(self, renderable)
 
     def on_unmount(self) -> None:
+        self._closing = True
         self.workers.cancel_all()
+        self.dm.close_sessions()

@@ -108,6 +108,36 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
                   (f"A {_field_value(pa, evs['a'], f)}", None), ("  |  ", "diff-detail--dim"),
                   (f"B {_field_value(pb, evs['b'], f)}", None)], None))
 
+    # the state after each side's step at the cursor
+    cur = dm.cursor_state()
+    if cur is None:
+        add(([("state at the cursor: ", "diff-detail--label"), (dm.session_note, "diff-detail--dim")], None))
+    else:
+        sa, sb, changes = cur
+        head = f"state at the cursor (A after step {sa}, B after step {sb}): "
+        if not changes:
+            add(([(head, "diff-detail--label"), ("the same", "diff-detail--dim")], None))
+        else:
+            add(([(head, "diff-detail--label"),
+                  (f"{len(changes)} difference{'s' if len(changes) != 1 else ''}", "diff-detail--field")], None))
+            for c in changes[:STATE_SHOWN]:
+                lines.extend(wrap_parts(change_text(c), width, None, "  ", "      "))
+            if len(changes) > STATE_SHOWN:
+                add(([(f"  … {len(changes) - STATE_SHOWN} more (vtdtrace show A/B --at N)", "diff-detail--dim")],
+                     None))
+
+    # findings one trace has and the other lacks, in this operation
+    hz = dm.hazards_of(pair.index)
+    if hz:
+        add(([(f"findings in this operation only one trace has: {len(hz)}", "diff-detail--label")], None))
+        here = dm.current_hazard()
+        for h in hz[:HAZARDS_SHOWN]:
+            comp = "diff-detail--hazard-here" if h is here else "diff-detail--hazard"
+            lines.extend(wrap_parts(f"only {h.side.upper()}: {finding_text(h.finding)}", width, comp, "  ", "      "))
+        if len(hz) > HAZARDS_SHOWN:
+            add(([(f"  … {len(hz) - HAZARDS_SHOWN} more", "diff-detail--dim")], None))
+    elif not report.hazards_available:
+        add(([("hazard delta not computed", "diff-detail--dim")], None))
     # state after this operation, as the diff measured it
     sd = dm.state_diff_of(pair.index)
     if sd is not None:
@@ -124,18 +154,6 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
             add(([(f"state after this operation (A step {sd.seq_a}, B step {sd.seq_b}): the same again",
                    "diff-detail--label")], None))
 
-    # findings one trace has and the other lacks, in this operation
-    hz = dm.hazards_of(pair.index)
-    if hz:
-        add(([(f"findings in this operation only one trace has: {len(hz)}", "diff-detail--label")], None))
-        here = dm.current_hazard()
-        for h in hz[:HAZARDS_SHOWN]:
-            comp = "diff-detail--hazard-here" if h is here else "diff-detail--hazard"
-            lines.extend(wrap_parts(f"only {h.side.upper()}: {finding_text(h.finding)}", width, comp, "  ", "      "))
-        if len(hz) > HAZARDS_SHOWN:
-            add(([(f"  … {len(hz) - HAZARDS_SHOWN} more", "diff-detail--dim")], None))
-    elif not report.hazards_available:
-        add(([("hazard delta not computed", "diff-detail--dim")], None))
     return lines
 
 

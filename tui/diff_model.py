@@ -51,6 +51,11 @@ class DiffModel:
         self._hazards_by_pair: dict | None = None
         self._hazards: list | None = None
         self._hazard_at: int | None = None
+        # each side's ReplaySession (index + checkpoints), for the state at
+        # the cursor; opened by the app's worker after the diff
+        self.sessions: dict | None = None
+        self.session_note = "the replay index is being opened"
+        self._cursor_state: tuple = (None, None)
 
     # --- the report arrives ---------------------------------------------------------------
     @property
@@ -258,6 +263,30 @@ class DiffModel:
         if not 0 <= n <= count:
             raise ValueError(f"step {n} is outside 0..{count} of {self.active.upper()}")
         return n
+
+    # --- the state at the cursor ----------------------------------------------------------------
+    def attach_sessions(self, sessions: dict) -> None:
+        self.sessions = sessions
+        self._cursor_state = (None, None)
+
+    def close_sessions(self) -> None:
+        sessions, self.sessions = self.sessions, None
+        for s in (sessions or {}).values():
+            s.close()
+
+    def cursor_state(self):
+        """(seq_a, seq_b, changes): how the two states differ after each
+        side's step at the cursor (replay.diff.state_delta), or None while
+        the sessions are not open.  Cached for the last cursor."""
+        if self.sessions is None or not self.ready:
+            return None
+        key = (self.seq_at("a"), self.seq_at("b"))
+        if self._cursor_state[0] != key:
+            from replay.diff.state_delta import state_changes
+            sa, sb = self.sessions["a"], self.sessions["b"]
+            changes = state_changes(sa.state_at(key[0]), sa.view, sb.state_at(key[1]), sb.view)
+            self._cursor_state = (key, changes)
+        return (*key, self._cursor_state[1])
 
     # --- what the row means ----------------------------------------------------------------
     def region_at(self, row: int | None = None):

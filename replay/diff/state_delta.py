@@ -1,0 +1,43 @@
+"""The state difference of two traces at any two steps.
+
+The report measures the state difference at aligned operation boundaries,
+incrementally, during its single pass.  The side-by-side view also wants it
+*at the cursor* -- e.g. inside legacy's unmap/remap window, where A's context
+entry is already non-present and B's still maps dom0 -- for any pair of
+steps, in any order.  This compares two ``ReplayState``s from scratch, with
+the same decoded fields and the same change records (``StateDiff.changes``,
+printed by ``text.change_text``) as the report, so both read alike.
+"""
+
+from __future__ import annotations
+
+from ..render import PlatformView, cache_view
+from .report import (_change_order, _ctx_fields, _dev_fields, _did_fields, _ident, _idmap_fields, _js, _Tracker,
+                     _unit_sig)
+
+
+def state_changes(sa, view_a: PlatformView, sb, view_b: PlatformView) -> list[dict]:
+    """``[{"section", <identity>, "a": {...}, "b": {...}}]``: every entry of
+    the two states that decodes differently, only its differing fields, in
+    the report's order (context, dids, devices, idmaps, domains, caches)."""
+    d: dict = {}
+    put = _Tracker._set
+    for key in set(sa.ctx) | set(sb.ctx):
+        put(d, ("context", key), _ctx_fields(sa, view_a, key), _ctx_fields(sb, view_b, key))
+    for key in set(sa.did_bits) | set(sb.did_bits) | set(sa.did_map) | set(sb.did_map):
+        put(d, ("dids", key), _did_fields(sa, view_a, key), _did_fields(sb, view_b, key))
+    for key in set(sa.present) | set(sb.present) | set(sa.owners) | set(sb.owners):
+        put(d, ("devices", key), _dev_fields(sa, view_a, key), _dev_fields(sb, view_b, key))
+    for key in set(sa.idmaps) | set(sb.idmaps):
+        put(d, ("idmaps", key), _idmap_fields(sa, key), _idmap_fields(sb, key))
+    for key in set(sa.domains) | set(sb.domains):
+        put(d, ("domains", key), {"status": sa.domains.get(key)}, {"status": sb.domains.get(key)})
+    units = {k[0] for k in sa.ctx} | {k[0] for k in sb.ctx}
+    for u in units:
+        if _unit_sig(sa, u) == _unit_sig(sb, u):
+            continue
+        put(d, ("caches", u), cache_view(sa, view_a, u), cache_view(sb, view_b, u))
+    out = []
+    for (section, key), (a, b) in sorted(d.items(), key=_change_order):
+        out.append({"section": section, **_ident(section, key, view_a, view_b), "a": _js(a), "b": _js(b)})
+    return out
