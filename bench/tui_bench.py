@@ -72,8 +72,8 @@ class Probe:
     def event(self, event, app=None) -> None:
         from textual import events
         if isinstance(event, events.Key):
-            self.keys.append((event.key, getattr(getattr(app, "model", None), "cursor", None)))
-            cursor = getattr(getattr(app, "model", None), "cursor", None)
+            cursor = app_cursor(app)
+            self.keys.append((event.key, cursor))
             self.pending = (event.key, event.time, time.thread_time(), cursor)
 
     def displayed(self, app, renderable) -> None:
@@ -82,12 +82,24 @@ class Probe:
             self.first_frame_wall = time.time()
         if self.pending is not None:
             key, t0, c0, cursor = self.pending
-            model = getattr(app, "model", None)
-            if model is not None and model.cursor == cursor:
+            if cursor is not None and app_cursor(app) == cursor:
                 return                       # this frame is not the key's effect (yet)
             self.pending = None
             self.samples.append((key, now - t0))
             self.cpu.append(time.thread_time() - c0)
+
+
+def app_cursor(app):
+    """What a key moves: the trace view's step, the diff view's row and
+    active side; None for an app with neither (the bare list: every frame
+    after a key counts)."""
+    model = getattr(app, "model", None)
+    if model is not None:
+        return model.cursor
+    dm = getattr(app, "dm", None)
+    if dm is not None:
+        return (dm.row, dm.active)
+    return None
 
 
 def child_main(trace: str, out: str, ready: str) -> int:
@@ -200,7 +212,7 @@ def bare_child_main(rows: str, out: str, ready: str) -> int:
 class Terminal:
     """The child on a pseudo-terminal of a fixed size; its output is drained."""
 
-    def __init__(self, trace, size=SIZE, mode: str = "--child") -> None:
+    def __init__(self, trace, size=SIZE, mode: str = "--child", module: str = "bench.tui_bench") -> None:
         self.dir = tempfile.mkdtemp(prefix="vtdt-tui-bench-")
         self.out = os.path.join(self.dir, "out.json")
         self.ready = os.path.join(self.dir, "ready.json")
@@ -210,7 +222,7 @@ class Terminal:
                    LINES=str(size[1]))
         self.master = master
         self.spawn_wall = time.time()
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.tui_bench", mode, str(trace),
+        self.proc = subprocess.Popen([sys.executable, "-m", module, mode, str(trace),
                                       self.out, self.ready],
                                      stdin=slave, stdout=slave, stderr=slave, cwd=REPO, env=env,
                                      start_new_session=True)

@@ -22,22 +22,49 @@ def state_changes(sa, view_a: PlatformView, sb, view_b: PlatformView) -> list[di
     the report's order (context, dids, devices, idmaps, domains, caches)."""
     d: dict = {}
     put = _Tracker._set
-    for key in set(sa.ctx) | set(sb.ctx):
+    # Equal raw values decode alike when both headers name alike: then only
+    # the keys whose raw values differ are decoded (a long trace's state has
+    # thousands of entries and the view asks on every key press).
+    same = (view_a.names == view_b.names and view_a.segment == view_b.segment
+            and view_a.hardware == view_b.hardware)
+
+    def keys(*tables):
+        out: set = set()
+        for name in tables:
+            ta, tb = getattr(sa, name), getattr(sb, name)
+            if same and ta == tb:
+                continue
+            if same:
+                out.update(k for k in ta.keys() | tb.keys() if ta.get(k, _MISS) != tb.get(k, _MISS))
+            else:
+                out.update(ta.keys() | tb.keys())
+        return out
+
+    ctx_keys = keys("ctx")
+    if not same or sa.did_map != sb.did_map or sa.pages != sb.pages:
+        # an entry's DID owner and table owner are looked up through these
+        ctx_keys.update(sa.ctx.keys() | sb.ctx.keys())
+    for key in ctx_keys:
         put(d, ("context", key), _ctx_fields(sa, view_a, key), _ctx_fields(sb, view_b, key))
-    for key in set(sa.did_bits) | set(sb.did_bits) | set(sa.did_map) | set(sb.did_map):
+    for key in keys("did_bits", "did_map"):
         put(d, ("dids", key), _did_fields(sa, view_a, key), _did_fields(sb, view_b, key))
-    for key in set(sa.present) | set(sb.present) | set(sa.owners) | set(sb.owners):
+    for key in keys("present", "owners"):
         put(d, ("devices", key), _dev_fields(sa, view_a, key), _dev_fields(sb, view_b, key))
-    for key in set(sa.idmaps) | set(sb.idmaps):
+    for key in keys("idmaps"):
         put(d, ("idmaps", key), _idmap_fields(sa, key), _idmap_fields(sb, key))
-    for key in set(sa.domains) | set(sb.domains):
+    for key in keys("domains"):
         put(d, ("domains", key), {"status": sa.domains.get(key)}, {"status": sb.domains.get(key)})
-    units = {k[0] for k in sa.ctx} | {k[0] for k in sb.ctx}
-    for u in units:
-        if _unit_sig(sa, u) == _unit_sig(sb, u):
-            continue
-        put(d, ("caches", u), cache_view(sa, view_a, u), cache_view(sb, view_b, u))
+    if not same or any(getattr(sa, n) != getattr(sb, n) for n in _CACHE_INPUTS):
+        for u in {k[0] for k in sa.ctx} | {k[0] for k in sb.ctx}:
+            if _unit_sig(sa, u) == _unit_sig(sb, u):
+                continue
+            put(d, ("caches", u), cache_view(sa, view_a, u), cache_view(sb, view_b, u))
     out = []
     for (section, key), (a, b) in sorted(d.items(), key=_change_order):
         out.append({"section": section, **_ident(section, key, view_a, view_b), "a": _js(a), "b": _js(b)})
     return out
+
+
+_MISS = object()
+# what a unit's cache view reads (report._unit_sig, render.cache_view)
+_CACHE_INPUTS = ("cc", "tlb", "devtlb", "hw", "pending", "ctx", "did_map", "pages")
