@@ -61,7 +61,13 @@ def diff_child_main(traces: str, out: str, ready: str) -> int:
 
         def on_sessions_ready(self, message) -> None:
             super().on_sessions_ready(message)
-            self.set_timer(0.3, self._write_ready)
+            self._ready_timer = self.set_interval(0.05, self._bench_ready)
+
+        def _bench_ready(self) -> None:
+            # loading finished, including the collection that follows it
+            if self.settled and not Path(ready).exists():
+                self._ready_timer.stop()
+                self._write_ready()
 
         def _write_ready(self) -> None:
             dm = self.dm

@@ -201,8 +201,10 @@ def test_goto_a_step_of_the_active_side(s1):
         s1.parse_goto("op x")
     s1.goto(100)
     assert s1.seq_at("b") == 100 and s1.row_at(s1.row).seq_b == 100
-    assert s1.parse_goto("+5") == 105 and s1.parse_goto("-500") == 0
-    s1.goto(0)
+    assert s1.parse_goto("+5") == 105 and s1.parse_goto("-500") == 1
+    with pytest.raises(ValueError, match="outside 1.."):
+        s1.parse_goto("0")                  # every row shows an event: steps are 1..count here
+    s1.goto(1)
     assert s1.row == 0
     s1.active = "a"
 
@@ -247,9 +249,24 @@ def _title(app, side):
     return app.query_one(f"#title-{side}").text()
 
 
+def _painted_cursor_lines(app, lst) -> list[int]:
+    """Screen lines of the list that are painted with a cursor background
+    (what the compositor has on screen, not what render_line would say)."""
+    cursor = {lst.cstyle_full(c).bgcolor for c in ("diff-list--cursor", "diff-list--cursor-other")}
+    region = lst.content_region
+    strips = app.screen._compositor.render_strips()
+    out = []
+    for y in range(region.y, region.y + region.height):
+        cells = strips[y].crop(region.x + 3, region.x + 8)      # the seq column, under any mark
+        if any(seg.style is not None and seg.style.bgcolor in cursor for seg in cells):
+            out.append(y - region.y)
+    return out
+
+
 def _assert_synchronised(app):
-    """Both lists show the same rows with the cursor on the model's row, and
-    each title shows that side's step at the row."""
+    """Both lists show the same rows with the cursor on the model's row --
+    painted there on screen, on the same line of both -- and each title shows
+    that side's step at the row."""
     lists = _lists(app)
     dm = app.dm
     assert lists["a"].scroll_y == lists["b"].scroll_y
@@ -257,6 +274,7 @@ def _assert_synchronised(app):
     assert top <= dm.row < top + lists["a"].page_height
     for side in ("a", "b"):
         assert lists[side]._cursor_row == dm.row
+        assert _painted_cursor_lines(app, lists[side]) == [dm.row - top]
         assert f"step {dm.seq_at(side):,}" in _title(app, side)
         assert ("(gap)" in _title(app, side)) == dm.on_gap(side)
 
@@ -417,6 +435,10 @@ async def test_keys_wait_for_the_alignment_and_progress_is_shown(tmp_path, monke
             if app.dm.fraction:
                 break
         assert "aligning… 25%" in app.query_one("#diff-bar").text()
+        # meanwhile each list shows its own trace's first events, not aligned
+        lst = _lists(app)["a"]
+        assert "not aligned yet" in lst.render_line(0).text
+        assert "op-begin" in lst.render_line(1).text
         await pilot.press("right_curly_bracket")
         assert "still being aligned" in app.command_line.text()
         gate.set()
@@ -479,6 +501,144 @@ async def test_damaged_second_trace_banner(tmp_path):
         assert "damaged" in _title(app, "b")
         assert app.dm.ready and app.dm.report.damaged
         assert "DAMAGED input" in app.query_one("#diff-bar").text()
+    _close(app)
+
+
+async def test_translucent_colours_are_blended_not_solid(tmp_path):
+    """A component colour such as `$error 18%` or `$text-muted` is drawn as
+    Textual resolves it over the widget's background, not as the opaque
+    colour underneath (a solid red row, white 'muted' text)."""
+    from tui.diff_bars import DiffBar, DiffMap, SideTitle
+    from tui.diff_detail import DiffDetail
+
+    app = _app(tmp_path)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await settle(app, pilot)
+        checked = 0
+        for cls in (DiffList, DiffDetail, DiffBar, SideTitle, DiffMap):
+            w = app.query(cls).first()
+            for comp in sorted(w.COMPONENT_CLASSES):
+                full = w.get_component_rich_style(comp)
+                got = w.cstyle(comp)
+                if got.bgcolor is not None:
+                    assert got.bgcolor == full.bgcolor, comp
+                    checked += 1
+                if got.color is not None:
+                    assert got.color == full.color, comp
+                    checked += 1
+        assert checked > 20
+        lst = _lists(app)["a"]
+        removed = lst.cstyle("diff-list--removed").bgcolor.triplet
+        assert max(removed) < 96            # a dark tint of red, not the solid error red
+    _close(app)
+
+
+async def test_two_traces_without_a_readable_event(tmp_path):
+    """Both cut inside the first chunk: nothing to align, no crash."""
+    a = record_trace(tmp_path / "a.vtdt", chunk_events=4096)
+    a.write_bytes(a.read_bytes()[:1200])
+    b = tmp_path / "b.vtdt"
+    b.write_bytes(a.read_bytes())
+    app = DiffApp(a, b)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        assert app.dm.ready and app.dm.n_rows == 0
+        assert "neither trace has a readable event" in app.detail.text()
+        await pilot.press("n", "down", "right_curly_bracket", "right_square_bracket", "tab", "end", "e")
+        assert "step 0" in _title(app, "a")
+    _close(app)
+
+
+async def test_tab_does_nothing_behind_the_help_screen(tmp_path):
+    app = _app(tmp_path)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("question_mark", "tab")
+        assert isinstance(app.screen, HelpScreen) and app.dm.active == "a"
+        await pilot.press("escape", "tab")
+        assert app.dm.active == "b"
+    _close(app)
+
+
+async def test_resize_keeps_the_cursor_in_view(tmp_path):
+    app = _app(tmp_path)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await settle(app, pilot)
+        for _ in range(14):
+            await pilot.press("down")
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        await pilot.pause()
+        _assert_synchronised(app)
+        # the event count is left out of a title too narrow for it
+        assert " ev" not in _title(app, "a") and "legacy" in _title(app, "a")
+    _close(app)
+
+
+async def test_finding_status_window_marks_and_window_end(tmp_path):
+    app = _app(tmp_path)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await settle(app, pilot)
+        dm = app.dm
+        rmrr = next(h for h in dm.report.hazards if h.finding["kind"] == "rmrr-disconnect")
+        k = [h for h in dm.report.hazards if h.row is not None].index(rmrr)
+        await pilot.press("home")
+        for _ in range(k + 1):
+            await pilot.press("right_square_bracket")
+        start, end = rmrr.finding["start"], rmrr.finding["end"]
+        n = len([h for h in dm.report.hazards if h.row is not None])
+        assert f"finding {k + 1}/{n} · only A · rmrr-disconnect [{start}, {end})" in app.command_line.text()
+        # where ]/[ landed is listed first in the lower pane
+        assert app.detail.text().split("only one trace has:")[1].split("\n")[1].strip().startswith(
+            "only A: rmrr-disconnect")
+        # the rows inside A's window carry the window mark
+        lst = _lists(app)["a"]
+        await pilot.press("down")
+        line = lst.render_line(dm.row - round(lst.scroll_y)).text
+        assert line[1] == "▌" and start < dm.seq_at("a") < end
+        await pilot.press("up", "e")
+        assert dm.active == "a" and dm.seq_at("a") == end
+        _assert_synchronised(app)
+        await pilot.press("e")
+        assert "e goes to the end of the window" in app.command_line.text()
+    _close(app)
+
+
+async def test_lower_pane_scrolls_from_the_keyboard(tmp_path):
+    app = _app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        d = app.detail
+        assert d.virtual_size.height > d.scrollable_content_region.height   # more than fits at 80x24
+        await pilot.press("J")
+        assert d.scroll_y > 0
+        await pilot.press("K")
+        assert d.scroll_y == 0
+        await pilot.press("shift+down")
+        assert d.scroll_y > 0
+    _close(app)
+
+
+async def test_rows_of_identical_operations_name_their_own_operation(tmp_path):
+    app = _app(tmp_path, DIRECT, DIRECT)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("end")
+        detail = app.detail.text()
+        assert "op 2 deassign 0000:00:14.0: the same in both traces (one of a run of 3)" in detail
+        await pilot.press("g", "2", "0", "0", "enter")
+        assert "op 1 assign 0000:00:14.0 -> guest: the same in both traces" in app.detail.text()
+    _close(app)
+
+
+async def test_region_numbers_also_as_vtdtrace_diff_counts_them(tmp_path):
+    app = _app(tmp_path)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await settle(app, pilot)
+        for _ in range(4):
+            await pilot.press("right_curly_bracket")
+        # region 5 overall is the first of op 1 (assign) in the text report
+        assert "region 5 of 10 (region 1 of this operation in `vtdtrace diff`)" in app.detail.text()
     _close(app)
 
 

@@ -14,7 +14,6 @@ f filter (F clears), m/' bookmarks, 1-4 panes, ctrl+p palette, ? help, q quit.
 
 from __future__ import annotations
 
-import gc
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from textual.worker import get_current_worker
 from . import loader
 from .commands import TraceCommands
 from .event_list import EventList
+from .idle_gc import IdleGC
 from .model import Filter, TraceModel
 from .command_line import CommandLine
 from .screens import BookmarksScreen, FilterScreen, HelpScreen
@@ -57,7 +57,7 @@ class FilterBatch(Message):
         self.generation, self.scanned, self.seqs, self.done = generation, scanned, seqs, done
 
 
-class VtdtraceApp(App):
+class VtdtraceApp(IdleGC, App):
     """One trace; ``use_sidecar=False`` keeps derived data in a temporary
     store (tests that must not write beside a shipped trace)."""
 
@@ -125,36 +125,7 @@ class VtdtraceApp(App):
         self.query_one("#events", EventList).focus()
         # The loader starts after the first frame has been written.
         self.call_after_refresh(self._start_loader)
-        self._gc_start()
-
-    # --- garbage collection off the key path ------------------------------------------------
-    # With a long trace loaded (findings, their index, the session) a young-
-    # generation collection took ~10 ms and a full one up to 0.5 s here,
-    # landing in the middle of a key's frame.  Almost everything is freed by
-    # reference counting; the collector only finds cycles.  So: automatic
-    # collection is off while the app runs, it runs when no key came for a
-    # while, and what loading built is moved out of its sight (gc.freeze).
-    GC_IDLE = 0.4          # seconds without a key before collecting
-    GC_FULL_EVERY = 20     # idle ticks between full collections
-
-    def _gc_start(self) -> None:
-        self._gc_was_enabled = gc.isenabled()
-        self._last_key = time.monotonic()
-        self._gc_ticks = 0
-        gc.disable()
-        self.set_interval(0.5, self._gc_idle, name="idle-gc")
-
-    def _gc_idle(self) -> None:
-        if time.monotonic() - self._last_key < self.GC_IDLE:
-            return
-        self._gc_ticks += 1
-        gc.collect(2 if self._gc_ticks % self.GC_FULL_EVERY == 0 else 1)
-
-    def _gc_settle(self) -> None:
-        """Loading built long-lived structures: collect once, then freeze them."""
-        gc.collect()
-        gc.freeze()
-        self.settled = True
+        self.gc_start()
 
     def on_resize(self, event) -> None:
         self.view.apply_layout(event.size.width)
@@ -204,7 +175,7 @@ class VtdtraceApp(App):
         view = self.view_of(message.model)
         view.model.attach_findings(message.findings)
         self.loaded = True
-        self.call_after_refresh(self._gc_settle)
+        self.call_after_refresh(self.gc_settle)
         view.timeline.set_progress("", None)
         view.events.reset()
         view.timeline.reset()
@@ -508,14 +479,12 @@ class VtdtraceApp(App):
         if timer is not None:
             timer.stop()
         self.workers.cancel_all()
-        gc.unfreeze()
-        if getattr(self, "_gc_was_enabled", True):
-            gc.enable()
+        self.gc_stop()
 
     # --- measurement hook (bench/tui_bench.py) ------------------------------------------------
     async def on_event(self, event) -> None:
         if isinstance(event, events.Key) and not event.is_forwarded:
-            self._last_key = time.monotonic()
+            self.gc_key()
             probe = self.latency_probe
             if probe is not None:
                 probe.event(event, self)

@@ -1,8 +1,8 @@
 """``vtdtrace view A B``: two traces side by side, cursors synchronised by
 the diff alignment.
 
-The screen is drawn at once from the two opened traces; a worker thread
-computes the diff (``replay.diff.diff_files``: findings from the sidecars
+The screen is drawn at once (each list shows its trace's first events,
+dimmed, until the rows are aligned); a worker thread computes the diff (``replay.diff.diff_files``: findings from the sidecars
 when cached, else the analysers run inside the diff's pass) and posts
 progress and then the report.  From then on every key is a move of the
 ``DiffModel`` (tui/diff_model.py, pure) followed by a redraw: both lists
@@ -11,8 +11,9 @@ construction.
 
 Keys: n/p the active side's next/previous event, ↓/↑ next/previous aligned
 row (gaps included), }/{ next/previous difference region, ]/[ next/previous
-finding only one trace has, tab switch the active side, g go to a step of
-the active side, PgUp/PgDn/Home/End, ? help, q quit.
+finding only one trace has, e to the end of its window, tab switch the
+active side, g go to a step of the active side, J/K scroll the lower pane,
+PgUp/PgDn/Home/End, ? help, q quit.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .diff_bars import DiffBar, DiffMap, SideTitle
 from .diff_detail import DiffDetail
 from .diff_list import DiffList
 from .diff_model import SIDES, DiffModel
+from .idle_gc import IdleGC
 from .model import TraceModel
 from .screens import HelpScreen
 
@@ -50,14 +52,17 @@ side's step stays at its last event before the gap.
   [b]↓[/b] / [b]↑[/b]     next / previous aligned row, gap rows included
   [b]}[/b] / [b]{[/b]     next / previous difference region
   [b]][/b] / [b]\\[[/b]     next / previous finding that only one trace has (its side becomes active)
+  [b]e[/b]         to the end of the window of that finding (the step that closes it)
   [b]tab[/b]       switch the active side (A / B)
   [b]g[/b]         go to a step of the active side: 200, +10, -5, end
+  (no search here: open one trace alone, [b]vtdtrace view A[/b], for / and the filter)
   [b]PgUp PgDn Home End[/b]  page through the rows
+  [b]J[/b] / [b]K[/b]     scroll the lower pane (also shift+↓ / shift+↑)
 
 [b]Reading the screen[/b]
   [b]~[/b] the same event with other values (the differing fields are highlighted)
   [b]-[/b] an event only A has      [b]+[/b] an event only B has
-  [b]![/b] a finding only this trace has starts at this event
+  [b]![/b] a finding only this trace has starts at this event, [b]▌[/b] the event is inside its window
   The lower pane explains the row: both events, each differing field with A's and
   B's value, the state difference after the operation, the findings it adds or lacks.
   The bottom strip is the whole alignment: █ difference regions, ▲ findings of one
@@ -120,7 +125,7 @@ def compute_diff(path_a, path_b, *, use_sidecar: bool, progress=None):
         return diff_traces(ta, tb, names=(str(path_a), str(path_b)), progress=progress)
 
 
-class DiffApp(App):
+class DiffApp(IdleGC, App):
     CSS_PATH = [Path(__file__).parent / "diff.tcss", Path(__file__).parent / "screens.tcss"]
     TITLE = "vtdtrace diff"
 
@@ -133,8 +138,13 @@ class DiffApp(App):
         Binding("left_curly_bracket", "prev_region", "prev difference", key_display="{", show=False),
         Binding("right_square_bracket", "next_hazard", "hazard delta", key_display="]"),
         Binding("left_square_bracket", "prev_hazard", "prev hazard delta", key_display="[", show=False),
-        Binding("tab", "switch_side", "switch side", priority=True),
-        Binding("shift+tab", "switch_side", "switch side", show=False, priority=True),
+        # tab/shift+tab reach switch_side through on_event (a Screen binds
+        # them to focus cycling); these make them show in the footer and palette
+        Binding("tab", "switch_side", "switch side"),
+        Binding("shift+tab", "switch_side", "switch side", show=False),
+        Binding("e", "window_end", "window end", show=False),
+        Binding("J,shift+down", "scroll_detail(1)", "scroll the lower pane", show=False),
+        Binding("K,shift+up", "scroll_detail(-1)", "scroll the lower pane back", show=False),
         Binding("g", "goto", "go to"),
         Binding("pagedown", "page(1)", "page down", show=False),
         Binding("pageup", "page(-1)", "page up", show=False),
@@ -196,6 +206,7 @@ class DiffApp(App):
         self.title = f"vtdtrace diff {a} {b}"
         self.detail.show(self.dm)
         self.call_after_refresh(self._diff_worker)
+        self.gc_start()
 
     # --- the diff in a worker -------------------------------------------------------------------
     @work(thread=True, group="diff", exclusive=True, exit_on_error=False)
@@ -272,10 +283,12 @@ class DiffApp(App):
         self.dm.attach_sessions(message.sessions)
         self.sessions_loaded = True
         self.detail.show(self.dm)
+        self.call_after_refresh(self.gc_settle)
 
     def on_diff_failed(self, message: DiffFailed) -> None:
         self.dm.error = message.text
         self.loaded = True
+        self.settled = True
         self._redraw_all()
         self.bell()
 
@@ -288,13 +301,13 @@ class DiffApp(App):
         self.detail.show(self.dm)
 
     # --- moving -------------------------------------------------------------------------------
-    def _moved(self, result, what: str = "", center: bool = False) -> None:
+    def _moved(self, result, what: str = "", center: bool = False, status=None) -> None:
         if result is None:
             if what:
                 self.command_line.set_status(what)
             self.bell()
             return
-        self.command_line.set_status("")
+        self.command_line.set_status(status() if status is not None else "")
         lists = self.lists()
         height = lists[0].page_height
         row, top = self.dm.row, self._top
@@ -302,9 +315,11 @@ class DiffApp(App):
         if center or top < 0 or abs(row - top) > 2 * height:
             new_top = row - height // 2
         elif row < top + margin:
-            new_top = row - (2 * height) // 3
-        elif row >= top + height - margin:
+            # a third of a page at a time: a scroll repaints every row of
+            # both lists, a cursor move four lines
             new_top = row - height // 3
+        elif row >= top + height - margin:
+            new_top = row - (2 * height) // 3
         else:
             new_top = top
         new_top = max(0, min(new_top, max(self.dm.n_rows - height, 0)))
@@ -316,6 +331,11 @@ class DiffApp(App):
             t.refresh()
         self.query_one(DiffMap).refresh()
         self.detail.show(self.dm)
+
+    def on_diff_list_resized(self, message: DiffList.Resized) -> None:
+        # the lists' height changed (terminal resized): keep the cursor row in view
+        if self.dm.ready and self.dm.n_rows:
+            self._moved(self.dm.row)
 
     def _not_ready(self) -> bool:
         if self.dm.ready:
@@ -355,11 +375,23 @@ class DiffApp(App):
 
     def action_next_hazard(self) -> None:
         if not self._not_ready():
-            self._moved(self.dm.next_hazard(), self._hazard_miss("later"), center=True)
+            self._moved(self.dm.next_hazard(), self._hazard_miss("later"), center=True,
+                        status=self.dm.hazard_status)
 
     def action_prev_hazard(self) -> None:
         if not self._not_ready():
-            self._moved(self.dm.prev_hazard(), self._hazard_miss("earlier"), center=True)
+            self._moved(self.dm.prev_hazard(), self._hazard_miss("earlier"), center=True,
+                        status=self.dm.hazard_status)
+
+    def action_window_end(self) -> None:
+        if not self._not_ready():
+            self._moved(self.dm.window_end(), "e goes to the end of the window of the finding ]/[ landed on",
+                        center=True)
+
+    def action_scroll_detail(self, direction: int) -> None:
+        d = self.detail
+        d.scroll_to(y=max(0, round(d.scroll_y) + direction * max(d.scrollable_content_region.height - 1, 1)),
+                    animate=False)
 
     def _hazard_miss(self, which: str) -> str:
         if not self.dm.report.hazards_available:
@@ -381,7 +413,7 @@ class DiffApp(App):
         def done(seq):
             if seq is not None:
                 self._moved(dm.goto(seq), center=True)
-        self.command_line.ask(f"go to step of {side.upper()} (0..{dm.models[side].count:,})", "",
+        self.command_line.ask(f"go to step of {side.upper()} (1..{dm.models[side].count:,})", "",
                               "200, +10, -5, end   enter: go   escape: cancel", check=dm.parse_goto, done=done)
 
     def action_help(self) -> None:
@@ -399,11 +431,17 @@ class DiffApp(App):
     # --- keys: a prompt gets them first -----------------------------------------------------------
     async def on_event(self, event) -> None:
         if isinstance(event, events.Key) and not event.is_forwarded:
+            self.gc_key()
             probe = self.latency_probe
             if probe is not None:
                 probe.event(event, self)
-            if self.screen is self.screen_stack[0] and self.command_line.handle_key(event):
-                return
+            if self.screen is self.screen_stack[0]:
+                if self.command_line.handle_key(event):
+                    return
+                if event.key in ("tab", "shift+tab"):
+                    event.stop()
+                    self.action_switch_side()
+                    return
         elif isinstance(event, events.MouseDown) and self.screen_stack:
             self.command_line.cancel()
         await super().on_event(event)
@@ -418,3 +456,4 @@ class DiffApp(App):
         self._closing = True
         self.workers.cancel_all()
         self.dm.close_sessions()
+        self.gc_stop()

@@ -93,7 +93,11 @@ class SideTitle(_OneLine):
         out.append((f"· {m.engine} ", None))
         if not m.complete:
             out.append(("· damaged ", "side-title--bad"))
-        out.append((f"· {m.count:,} ev", "side-title--dim"))
+        count = f"· {m.count:,} ev"
+        # the event count goes first when the line is too long: cut, it
+        # would read as another number
+        if sum(len(t) for t, _ in out) + len(count) <= width:
+            out.append((count, "side-title--dim"))
         return out
 
 
@@ -151,7 +155,7 @@ class DiffMap(CachedStyles, Widget):
             style = base + cs(comp[v])
             if c == cur:
                 style = style + cs("diff-map--cursor")
-            segs.append(Segment(glyph[v] if c != cur else "▼" if v == 0 else glyph[v], style))
+            segs.append(Segment("▼" if c == cur else glyph[v], style))
         return Strip(segs).simplify()
 
     def on_click(self, event) -> None:

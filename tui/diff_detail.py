@@ -11,7 +11,7 @@ the ones ``vtdtrace diff`` prints, so the screen and the report read alike.
 from __future__ import annotations
 
 from replay.diff import ARGS, ONLY_A, ONLY_B
-from replay.diff.text import change_text, event_line, finding_text, op_title
+from replay.diff.text import change_text, event_line, finding_text, key_desc, op_title
 
 from .diff_model import DiffModel
 from .lines import Line, LinePane, wrap_parts
@@ -19,6 +19,8 @@ from .lines import Line, LinePane, wrap_parts
 CLASS_TEXT = {ARGS: "the same event with other values", ONLY_A: "an event only A has",
               ONLY_B: "an event only B has"}
 COUNT_TEXT = {ARGS: "changed", ONLY_A: "only in A", ONLY_B: "only in B"}
+STATUS_TEXT = {"same": "the same", "different": "different", "only-a": "only in A", "only-b": "only in B"}
+RUN_BACK = 4096          # events walked back to find the op-begin of a row in a run
 STATE_SHOWN = 12
 HAZARDS_SHOWN = 6
 
@@ -37,6 +39,24 @@ def _field_value(pres, ev, name: str) -> str:
     if name == "event":
         return event_line(pres, ev)
     return _short(d.get(name))
+
+
+def _run_op_title(dm: DiffModel, row) -> str:
+    """'op 7 assign 0000:00:14.0 -> guest' for a row inside a run of
+    identical operations (the run's pair names only its first one)."""
+    m = dm.models["a"]
+    ev = m.event(row.seq_a) if row.seq_a is not None else None
+    if ev is None:
+        return "op ?"
+    op, seq = ev[3], row.seq_a
+    for _ in range(RUN_BACK):
+        e = m.event(seq)
+        if e is None or e[3] != op:
+            break
+        if m.kind_name(e) == "op-begin" and len(e) > 9:
+            return f"op {op} {key_desc((e[6], e[9], e[7], e[8]), m.presenter)}"
+        seq -= 1
+    return f"op {op}"
 
 
 def _short(v) -> str:
@@ -60,17 +80,25 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
         add(([("the two traces are being aligned; the keys work when they are", "diff-detail--dim")], None))
         return lines
     report = dm.report
+    if not dm.n_rows:
+        add(([("neither trace has a readable event: nothing to align", "diff-detail--dim")], None))
+        return lines
     row = dm.row_at(dm.row)
     pair = dm.pair_at(dm.row)
     k, n = dm.region_number()
-    status = pair.status if pair.n_ops == 1 else f"{pair.n_ops} identical operations"
-    add(([(f"row {dm.row + 1:,} of {dm.n_rows:,}", "diff-detail--label"),
-          (f"  {op_title(report, pair)}: {status}", None)], None))
+    if pair.n_ops > 1:
+        title = f"{_run_op_title(dm, row)}: the same in both traces (one of a run of {pair.n_ops:,})"
+    else:
+        title = f"{op_title(report, pair)}: {STATUS_TEXT.get(pair.status, pair.status)}"
+    add(([(f"row {dm.row + 1:,} of {dm.n_rows:,}", "diff-detail--label"), (f"  {title}", None)], None))
     reg = dm.region_at()
     if reg is not None:
         counts = ", ".join(f"{reg.counts[c]} {COUNT_TEXT[c]}" for c in reg.classes)
         path = " > ".join(str(p) for p in reg.path)
-        lines.extend(wrap_parts(f"region {reg.index + 1} of {n}: {counts}" + (f"  in {path}" if path else ""),
+        # `vtdtrace diff` numbers regions inside each operation
+        local = f" (region {pair.regions.index(reg.index) + 1} of this operation in `vtdtrace diff`)" \
+            if reg.index in pair.regions else ""
+        lines.extend(wrap_parts(f"region {reg.index + 1} of {n}{local}: {counts}" + (f"  in {path}" if path else ""),
                                 width, "diff-detail--region"))
     elif n:
         nxt = dm.alignment.next_region(dm.row)
@@ -131,6 +159,8 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
     if hz:
         add(([(f"findings in this operation only one trace has: {len(hz)}", "diff-detail--label")], None))
         here = dm.current_hazard()
+        if here in hz:                      # where ]/[ landed: first, so it is in view
+            hz = [here] + [h for h in hz if h is not here]
         for h in hz[:HAZARDS_SHOWN]:
             comp = "diff-detail--hazard-here" if h is here else "diff-detail--hazard"
             lines.extend(wrap_parts(f"only {h.side.upper()}: {finding_text(h.finding)}", width, comp, "  ", "      "))

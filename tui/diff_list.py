@@ -8,12 +8,15 @@ not by copying one list's offset to the other.
 A row of one side shows its event (seq, step label, kind, function, decoded
 arguments), or a gap (``╌``) where only the other trace has an event.  The
 first column says how the row differs: ``~`` same event, other values (the
-differing fields are highlighted), ``-`` only in A, ``+`` only in B.  ``!``
-in the second column: a finding of this trace only starts at this event.
+differing fields are highlighted), ``-`` only in A, ``+`` only in B.  The
+second column: ``!`` a finding of this trace only starts at this event,
+``▌`` the event is inside the window of one.
 Like the event list it is a Line-API view: only visible rows are built.
 """
 
 from __future__ import annotations
+
+from bisect import bisect_right
 
 from rich.segment import Segment
 from rich.style import Style
@@ -77,8 +80,9 @@ class DiffList(CachedStyles, ScrollView, can_focus=False):
         if top != round(self.scroll_y):
             self.scroll_to(y=top, animate=False, force=True)
         else:
-            self.refresh_line(old - top)
-            self.refresh_line(self._cursor_row - top)
+            # rows of the whole list: ScrollView.refresh_line takes off the scroll offset
+            self.refresh_line(old)
+            self.refresh_line(self._cursor_row)
 
     def redraw(self) -> None:
         self.refresh()
@@ -95,9 +99,20 @@ class DiffList(CachedStyles, ScrollView, can_focus=False):
         if 0 <= row < self.dm.n_rows:
             self.post_message(self.RowClicked(self.side, row))
 
+    class Resized(Message):
+        """The list's height changed: the app keeps the cursor row in view."""
+
     def on_resize(self, event) -> None:
         self.virtual_size = Size(self.size.width, max(self.dm.n_rows, 1))
         self._strips.clear()
+        if self.side == "a":                # one message for the pair
+            self.post_message(self.Resized())
+
+    def _in_window(self, seq: int) -> bool:
+        """Inside the [start, end) window of a finding only this trace has."""
+        wins = self.dm.windows(self.side)
+        i = bisect_right(wins, (seq, float("inf"))) - 1
+        return i >= 0 and wins[i][0] <= seq < wins[i][1]
 
     # --- rendering ------------------------------------------------------------------------------
     def render_lines(self, crop):
@@ -113,11 +128,7 @@ class DiffList(CachedStyles, ScrollView, can_focus=False):
         dm = self.dm
         row = round(self.scroll_y) + y
         if not dm.ready:
-            if y == 0:
-                text = f" {dm.error}" if dm.error else f" {dm.summary()}"
-                return Strip([Segment(text, base + self.cstyle("diff-list--placeholder"))]).crop_extend(
-                    0, width, base)
-            return Strip.blank(width, base)
+            return self._unaligned(y, width, base)
         if row >= dm.n_rows or width <= 0:
             return Strip.blank(width, base)
         r = self._frame_rows.get(row) or dm.row_at(row)
@@ -130,6 +141,21 @@ class DiffList(CachedStyles, ScrollView, can_focus=False):
         if strip is None:
             strip = self._strips[key] = self._strip(r, look, width, base)
         return strip
+
+    def _unaligned(self, y: int, width: int, base: Style) -> Strip:
+        """Before the alignment is there: the first line says why, then this
+        trace's first events as they are (dimmed: not aligned yet)."""
+        dm = self.dm
+        if y == 0:
+            text = f" {dm.error}" if dm.error else f" {dm.summary()} (the rows are not aligned yet)"
+            return Strip([Segment(text, base + self.cstyle("diff-list--placeholder"))]).crop_extend(0, width, base)
+        ev = self.model.event(y) if not dm.error else None
+        if ev is None:
+            return Strip.blank(width, base)
+        s, _cpu, _op, label, _func, kind, args = self.model.row_fields(ev)
+        wseq = max(len(str(self.model.count)), 3)
+        text = f"  {_fit(s, wseq, True)} {_fit(label, 5)} {_fit(kind, 13)} {args}"
+        return Strip([Segment(text, base + self.cstyle("diff-list--placeholder"))]).crop_extend(0, width, base)
 
     def _strip(self, r, look: int, width: int, base: Style) -> Strip:
         cs = self.cstyle
@@ -147,10 +173,18 @@ class DiffList(CachedStyles, ScrollView, can_focus=False):
         else:
             rowbg = base
         sign = SIGN.get(r.cls, " ") if seq is not None else " "
-        hz = "!" if (seq is not None and r.index in self._hazard_rows) else " "
+        if seq is None:
+            hz = " "
+        elif r.index in self._hazard_rows:
+            hz = "!"                       # a finding of this trace only starts here
+        else:
+            hz = "▌" if self._in_window(seq) else " "
         segs = [Segment(sign, rowbg + cs("diff-list--sign")), Segment(hz, rowbg + cs("diff-list--hazard"))]
         if seq is None:
-            segs.append(Segment("╌" * max(width - 2, 0), rowbg + cs("diff-list--gap")))
+            gap = cs("diff-list--gap")
+            if look:                        # the cursor's background, the gap's dashes
+                gap = Style(color=gap.color)
+            segs.append(Segment("╌" * max(width - 2, 0), rowbg + gap))
             return Strip(segs).adjust_cell_length(width, rowbg)
         ev = self.model.event(seq)
         wseq = max(len(str(self.model.count)), 3)
@@ -161,9 +195,12 @@ class DiffList(CachedStyles, ScrollView, can_focus=False):
         fields = set(r.fields) if r.cls == ARGS else set()
         hl = rowbg + cs("diff-list--field")
         rest = width - 2 - (wseq + 1) - 6
-        wkind = 13 if rest >= 60 else 10
-        # half a narrow terminal: the arguments say more than a cut function name
-        wfunc = max(8, min(26, (rest - wkind) // 3)) if rest >= 50 else 0
+        wkind = 13 if rest >= 40 else 10
+        # half a narrow terminal: the arguments say more than a cut function
+        # name, and a call or return names its function in front of them
+        wfunc = max(8, min(26, (rest - wkind) // 3)) if rest >= 60 else 0
+        if not wfunc and kind in ("call", "return") and func:
+            args = f"{func} {args}"
 
         def col(text, comp, field):
             return Segment(text, hl if field in fields else rowbg + cs(comp))
@@ -182,8 +219,9 @@ class DiffList(CachedStyles, ScrollView, can_focus=False):
                 # the first differing field would be cut off: start the
                 # arguments a little before it instead
                 cut = max(0, min(spans[0][0] - 8, spans[0][1] - room + 1))
-                args = "…" + args[cut + 1:]
-                spans = [(max(1, s - cut), e - cut) for s, e in spans]
+                if cut > 0:
+                    args = "…" + args[cut + 1:]
+                    spans = [(max(1, s - cut), e - cut) for s, e in spans]
             for text, on in split_spans(args, spans):
                 segs.append(Segment(text, hl if on else rowbg + cs("diff-list--args")))
         return Strip(segs).adjust_cell_length(width, rowbg)

@@ -51,6 +51,7 @@ class DiffModel:
         self._hazards_by_pair: dict | None = None
         self._hazards: list | None = None
         self._hazard_at: int | None = None
+        self._windows: dict = {}
         # each side's ReplaySession (index + checkpoints), for the state at
         # the cursor; opened by the app's worker after the diff
         self.sessions: dict | None = None
@@ -123,6 +124,8 @@ class DiffModel:
         return {s: self.seq_at(s) for s in SIDES}
 
     def on_gap(self, side: str, row: int | None = None) -> bool:
+        if not self.n_rows:
+            return False
         r = self.alignment.row(self.row if row is None else row)
         return (r.seq_a if side == "a" else r.seq_b) is None
 
@@ -135,7 +138,7 @@ class DiffModel:
         return row
 
     def row_step(self, delta: int):
-        if not self.ready:
+        if not self.ready or not self.n_rows:
             return None
         target = self.row + delta
         if not 0 <= target < self.n_rows:
@@ -145,7 +148,7 @@ class DiffModel:
 
     def step(self, delta: int):
         """The active side's next (+1) or previous (-1) event."""
-        if not self.ready:
+        if not self.ready or not self.n_rows:
             return None
         side = self.active
         count = self.models[side].count
@@ -221,6 +224,53 @@ class DiffModel:
         pos = self._hazard_index()
         return self._hazard_move((pos + 1) // 2 - 1)
 
+    def hazard_status(self) -> str:
+        """'finding 3/10 · only A · stale-context [200, 206)' for the finding
+        ]/[ landed on (several can start on one row: the line says which)."""
+        h = self.current_hazard()
+        if h is None:
+            return ""
+        f = h.finding
+        end = f.get("end")
+        return (f"finding {self._hazard_at + 1}/{len(self._hazard_list())} · only {h.side.upper()} · "
+                f"{f.get('kind')} [{f.get('start')}, {'end' if end is None else end})   e: its end")
+
+    def window_end(self):
+        """To the step that closes the window of the finding ]/[ landed on
+        (its side's event ``end``; the last event when it stays open)."""
+        h = self.current_hazard()
+        if h is None:
+            return None
+        end = h.finding.get("end")
+        count = self.models[h.side].count
+        seq = count if end is None else min(int(end), count)
+        self.active = h.side
+        row = self.alignment.row_of(h.side, seq)
+        if row is None:
+            row = self.alignment.nearest_row(h.side, seq)
+        return None if row is None else self.move_row(row)
+
+    def windows(self, side: str) -> list[tuple[int, int]]:
+        """[start, end) steps of the findings only this side has (merged,
+        sorted; an open window runs to the last event)."""
+        if not self.ready:
+            return []
+        cached = self._windows.get(side)
+        if cached is None:
+            count = self.models[side].count
+            spans = sorted((int(h.finding["start"]), int(h.finding["end"]) if h.finding.get("end") is not None
+                            else count + 1)
+                           for h in self.report.hazards
+                           if h.side == side and isinstance(h.finding.get("start"), int))
+            merged: list = []
+            for a, b in spans:
+                if merged and a <= merged[-1][1]:
+                    merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+                else:
+                    merged.append((a, b))
+            cached = self._windows[side] = merged
+        return cached
+
     def current_hazard(self):
         """The finding ]/[ landed on, while the cursor stays on its row."""
         k = self._hazard_at
@@ -234,21 +284,20 @@ class DiffModel:
         return self.active
 
     def goto(self, seq: int):
-        """The active side's event seq (0: the first row)."""
-        if not self.ready:
+        """The active side's event seq (the row that shows it)."""
+        if not self.ready or not self.n_rows:
             return None
         side = self.active
-        seq = max(0, min(seq, self.models[side].count))
-        if seq == 0:
-            return self.move_row(0)
+        seq = max(1, min(seq, self.models[side].count))
         row = self.alignment.row_of(side, seq)
         if row is None:
             row = self.alignment.nearest_row(side, seq)
         return None if row is None else self.move_row(row)
 
     def parse_goto(self, text: str) -> int:
-        """'208', '+10', '-5', 'end' on the active side; ValueError with a
-        message for anything else."""
+        """'208', '+10', '-5', 'end' on the active side (its events are
+        1..count: every row shows an event); ValueError with a message for
+        anything else."""
         t = text.strip().lower()
         count = self.models[self.active].count
         here = self.seq_at(self.active)
@@ -256,12 +305,12 @@ class DiffModel:
             return count
         try:
             if t.startswith(("+", "-")):
-                return max(0, min(here + int(t), count))
+                return max(1, min(here + int(t), count))
             n = int(t)
         except ValueError:
             raise ValueError(f"not a step: {text!r} (a number, +N, -N or end)") from None
-        if not 0 <= n <= count:
-            raise ValueError(f"step {n} is outside 0..{count} of {self.active.upper()}")
+        if not 1 <= n <= count:
+            raise ValueError(f"step {n} is outside 1..{count} of {self.active.upper()}")
         return n
 
     # --- the state at the cursor ----------------------------------------------------------------

@@ -384,7 +384,7 @@ class TraceModel:
         if self.stop is None:
             return None
         return (f"damaged trace: {self.stop.describe()} -- showing the readable prefix, "
-                f"{self.count} events")
+                f"{self.count:,} events")
 
     # --- the session and the findings arrive -------------------------------------------
     def attach_session(self, session) -> None:

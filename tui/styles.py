@@ -7,6 +7,8 @@ event list uses a dozen, so a single step paid several milliseconds for
 styles that had not changed.  ``CachedStyles`` keeps them (and the widget's
 base style, which walks the ancestors) until Textual says the styles did
 change (``notify_style_update``: CSS, theme, pseudo-classes such as focus).
+Translucent component colours are resolved against the widget's background
+here (a partial Rich style would drop their alpha).
 """
 
 from __future__ import annotations
@@ -27,8 +29,22 @@ class CachedStyles:
             cache = self._cached_components = {}
         style = cache.get(name)
         if style is None:
-            style = cache[name] = self.get_component_rich_style(name, partial=True)
+            style = cache[name] = self._component_style(name)
         return style
+
+    def _component_style(self, name: str) -> Style:
+        """The partial style with its colours as Textual resolves them.
+
+        A partial style keeps a translucent colour (``$error 8%``,
+        ``$text-muted``) as the opaque colour underneath -- a solid red row,
+        white "muted" text.  The full style has them blended over the
+        widget's background, which is what the line is drawn on."""
+        part = self.get_component_rich_style(name, partial=True)
+        if part.color is None and part.bgcolor is None:
+            return part
+        full = self.get_component_rich_style(name)
+        return part + Style(color=full.color if part.color is not None else None,
+                            bgcolor=full.bgcolor if part.bgcolor is not None else None)
 
     def cstyle_full(self, name: str) -> Style:
         """The component class's style combined with the widget's."""

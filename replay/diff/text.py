@@ -41,13 +41,14 @@ def op_title(report, pair) -> str:
     parts = [f"op {num}"]
     if pair.part:
         parts.append(f"(continued, part {pair.part + 1})")
-    d = _key_desc(key, pres)
+    d = key_desc(key, pres)
     if d:
         parts.append(d)
     return " ".join(parts)
 
 
-def _key_desc(key, pres) -> str:
+def key_desc(key, pres) -> str:
+    """An op-begin key (verb, seg, bdf, domain) as 'assign 0000:00:14.0 -> guest'."""
     if not key:
         return ""
     verb, seg, bdf, dom = (tuple(key) + (None,) * 4)[:4]
@@ -270,7 +271,7 @@ def _pair_text(report, pair, w) -> None:
               "same": "same events, renumbered"}[pair.status]
     title = op_title(report, pair)
     if pair.key_a != pair.key_b and pair.key_a is not None and pair.key_b is not None:
-        title += f"  (B: {_key_desc(pair.key_b, report.presenters[1])})"
+        title += f"  (B: {key_desc(pair.key_b, report.presenters[1])})"
     w(f"  {title}: {status}  [{ra}, {rb}]")
     al = report.alignment
     pa, pb = report.presenters
@@ -341,7 +342,7 @@ def _state_text(report, w) -> None:
 
 def _boundary_title(report, s) -> str:
     num = f"{s.op_a}" if s.op_a == s.op_b or s.op_b is None else f"{s.op_a}/{s.op_b}"
-    desc = _key_desc(s.key, report.presenters[0]) if s.key else ""
+    desc = key_desc(s.key, report.presenters[0]) if s.key else ""
     return f"op {num} {desc}".rstrip()
 
 
