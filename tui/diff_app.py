@@ -26,6 +26,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
+from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
@@ -125,6 +126,17 @@ def compute_diff(path_a, path_b, *, use_sidecar: bool, progress=None):
         return diff_traces(ta, tb, names=(str(path_a), str(path_b)), progress=progress)
 
 
+class DiffScreen(Screen):
+    """The main screen: tab switches the side (a Screen binds it to focus
+    cycling, and nothing here takes the focus).  Modal screens keep theirs."""
+
+    BINDINGS = [
+        Binding("tab", "app.switch_side", "switch side"),
+        Binding("shift+tab", "app.switch_side", "switch side", show=False),
+        Binding("ctrl+c,super+c", "screen.copy_text", "Copy selected text", show=False),
+    ]
+
+
 class DiffApp(IdleGC, App):
     CSS_PATH = [Path(__file__).parent / "diff.tcss", Path(__file__).parent / "screens.tcss"]
     TITLE = "vtdtrace diff"
@@ -138,10 +150,6 @@ class DiffApp(IdleGC, App):
         Binding("left_curly_bracket", "prev_region", "prev difference", key_display="{", show=False),
         Binding("right_square_bracket", "next_hazard", "hazard delta", key_display="]"),
         Binding("left_square_bracket", "prev_hazard", "prev hazard delta", key_display="[", show=False),
-        # tab/shift+tab reach switch_side through on_event (a Screen binds
-        # them to focus cycling); these make them show in the footer and palette
-        Binding("tab", "switch_side", "switch side"),
-        Binding("shift+tab", "switch_side", "switch side", show=False),
         Binding("e", "window_end", "window end", show=False),
         Binding("J,shift+down", "scroll_detail(1)", "scroll the lower pane", show=False),
         Binding("K,shift+up", "scroll_detail(-1)", "scroll the lower pane back", show=False),
@@ -167,6 +175,9 @@ class DiffApp(IdleGC, App):
         self.latency_probe = None         # bench: key -> frame written
 
     # --- composition ------------------------------------------------------------------------
+    def get_default_screen(self) -> Screen:
+        return DiffScreen(id="_default")
+
     def compose(self) -> ComposeResult:
         dm = self.dm
         yield DiffBar(dm, id="diff-bar")
@@ -435,13 +446,8 @@ class DiffApp(IdleGC, App):
             probe = self.latency_probe
             if probe is not None:
                 probe.event(event, self)
-            if self.screen is self.screen_stack[0]:
-                if self.command_line.handle_key(event):
-                    return
-                if event.key in ("tab", "shift+tab"):
-                    event.stop()
-                    self.action_switch_side()
-                    return
+            if self.screen is self.screen_stack[0] and self.command_line.handle_key(event):
+                return
         elif isinstance(event, events.MouseDown) and self.screen_stack:
             self.command_line.cancel()
         await super().on_event(event)
