@@ -303,10 +303,12 @@ def warm_sidecar(path: Path) -> float:
     return float(r.stdout.strip() or 0)
 
 
-def first_frame(trace: Path, reps: int) -> float:
+def first_frame(trace, reps: int, **child) -> float:
+    """Median wall time from spawning the child to its first frame
+    (``child``: Terminal's mode/module, for another app)."""
     times = []
     for _ in range(reps):
-        term = Terminal(trace)
+        term = Terminal(trace, **child)
         term.wait_output()
         time.sleep(0.3)
         res = term.quit()

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from bench import Options, Result, section
-from bench.tui_bench import JUMP_GAP, KEY_GAP, REPO, SIZE, Probe, Terminal, _pct
+from bench.tui_bench import JUMP_GAP, KEY_GAP, REPO, SIZE, Probe, Terminal, _pct, first_frame
 
 SEP = os.pathsep
 EDITS = 200
@@ -109,17 +109,6 @@ def _workload(n: int) -> tuple[Path, Path, float]:
     return pa, pb, float(r.stdout.strip())
 
 
-def first_frame(traces: str, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        term = Terminal(traces, mode="--diff-child", module="bench.tui_diff_bench")
-        term.wait_output()
-        time.sleep(0.3)
-        res = term.quit()
-        times.append(res["first_frame_wall"] - term.spawn_wall)
-    return statistics.median(times)
-
-
 def latencies(traces: str, steps: int, jumps: int) -> tuple[dict, dict]:
     term = Terminal(traces, mode="--diff-child", module="bench.tui_diff_bench")
     info = term.wait_ready(timeout=3600)
@@ -164,7 +153,7 @@ def run(opts: Options) -> list[Result]:
     reps = max(3, min(opts.reps, 5))
     a, b, cold = _workload(opts.events)
     traces = f"{a}{SEP}{b}"
-    ff = first_frame(traces, reps)
+    ff = first_frame(traces, reps, mode="--diff-child", module="bench.tui_diff_bench")
     results = [Result(f"first frame, 2 x {opts.events:,} events", ff, unit="s", ratio=ff, goal=("<=", 1.5))]
     steps, jumps = max(60, 20 * reps), max(30, 8 * reps)
     named, info = latencies(traces, steps, jumps)

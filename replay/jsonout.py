@@ -237,7 +237,7 @@ class EventPresenter:
             return f"-{ERRNO_NAME[-v]}"
         if role == ARGS and type(v) in _SEQ:
             return "(" + ", ".join(self._text_arg(a) for a in v) + ")"
-        return _text_scalar(v)
+        return text_scalar(v)
 
     def _text_arg(self, pair) -> str:
         if type(pair) in _SEQ and len(pair) == 2 and isinstance(pair[0], str):
@@ -251,11 +251,12 @@ class EventPresenter:
                 return f"{name}={v >> 3:02x}.{v & 7}"
             if role == BUS and type(v) is int:
                 return f"{name}={v:02x}"
-            return f"{name}={_text_scalar(v)}"
-        return _text_scalar(pair)
+            return f"{name}={text_scalar(v)}"
+        return text_scalar(pair)
 
 
-def _text_scalar(v) -> str:
+def text_scalar(v) -> str:
+    """A value as the text columns show it: - for none, bare names and numbers, JSON otherwise."""
     if v is None:
         return "-"
     if v is True:

@@ -18,7 +18,8 @@ from replay.diff import ARGS, ONLY_A, ONLY_B, HazardDelta, diff_files
 from tui import diff_app
 from tui.diff_app import DiffApp
 from tui.diff_list import DiffList
-from tui.diff_model import DiffModel, field_spans, split_spans
+from tui.diff_model import DiffModel
+from tui.field_spans import field_spans, split_spans
 from tui.model import TraceModel
 from tui.screens import HelpScreen
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from textual import events, work
+from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.message import Message
@@ -27,7 +27,7 @@ from textual.worker import get_current_worker
 from . import loader
 from .commands import TraceCommands
 from .event_list import EventList
-from .idle_gc import IdleGC
+from .key_routing import KeyRouting
 from .model import Filter, TraceModel
 from .command_line import CommandLine
 from .screens import BookmarksScreen, FilterScreen, HelpScreen
@@ -57,7 +57,7 @@ class FilterBatch(Message):
         self.generation, self.scanned, self.seqs, self.done = generation, scanned, seqs, done
 
 
-class VtdtraceApp(IdleGC, App):
+class VtdtraceApp(KeyRouting, App):
     """One trace; ``use_sidecar=False`` keeps derived data in a temporary
     store (tests that must not write beside a shipped trace)."""
 
@@ -103,7 +103,6 @@ class VtdtraceApp(IdleGC, App):
         self._transient_status = False
         self.loaded = False               # session and findings both in (or failed)
         self.settled = False              # ... and the post-load collection done
-        self.latency_probe = None         # bench/tui_bench.py: key -> frame written
 
     # --- composition ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -481,23 +480,3 @@ class VtdtraceApp(IdleGC, App):
         self.workers.cancel_all()
         self.gc_stop()
 
-    # --- measurement hook (bench/tui_bench.py) ------------------------------------------------
-    async def on_event(self, event) -> None:
-        if isinstance(event, events.Key) and not event.is_forwarded:
-            self.gc_key()
-            probe = self.latency_probe
-            if probe is not None:
-                probe.event(event, self)
-            # a prompt in the command line gets every key first (on the main
-            # screen; modal screens keep theirs)
-            if self.screen is self.screen_stack[0] and self.command_line.handle_key(event):
-                return
-        elif isinstance(event, events.MouseDown):
-            self.command_line.cancel()
-        await super().on_event(event)
-
-    def _display(self, screen, renderable) -> None:
-        super()._display(screen, renderable)
-        probe = self.latency_probe
-        if probe is not None and renderable is not None:
-            probe.displayed(self, renderable)

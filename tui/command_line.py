@@ -19,12 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from rich.segment import Segment
 from textual import events
-from textual.strip import Strip
-from textual.widget import Widget
 
-from .styles import CachedStyles
+from .lines import OneLine
 
 
 @dataclass
@@ -38,7 +35,7 @@ class _Ask:
     error: str = ""
 
 
-class CommandLine(CachedStyles, Widget, can_focus=False):
+class CommandLine(OneLine, can_focus=False):
     COMPONENT_CLASSES = {"command-line--status", "command-line--prompt", "command-line--text",
                          "command-line--cursor", "command-line--hint", "command-line--error"}
 
@@ -69,9 +66,6 @@ class CommandLine(CachedStyles, Widget, can_focus=False):
         self._ask = _Ask(title, value, len(value), hint, check, done)
         self.refresh()
 
-    def text(self) -> str:
-        """What the line shows, as plain text."""
-        return "".join(t for t, _ in self._parts())
 
     # --- editing ------------------------------------------------------------------------------
     def _finish(self, result, cancelled: bool) -> None:
@@ -124,7 +118,7 @@ class CommandLine(CachedStyles, Widget, can_focus=False):
             self._finish(None, True)
 
     # --- drawing ------------------------------------------------------------------------------
-    def _parts(self) -> list[tuple[str, str]]:
+    def parts(self, width: int = 0) -> list[tuple[str, str]]:
         ask = self._ask
         if ask is None:
             return [(" " + self.status if self.status else "", "command-line--status")]
@@ -136,12 +130,3 @@ class CommandLine(CachedStyles, Widget, can_focus=False):
         elif ask.hint:
             parts.append(("   " + ask.hint, "command-line--hint"))
         return parts
-
-    def render_line(self, y: int) -> Strip:
-        width = self.size.width
-        base = self.base_style()
-        if y > 0:
-            return Strip.blank(width, base)
-        cs = self.cstyle
-        segs = [Segment(t, base + cs(c)) for t, c in self._parts() if t]
-        return Strip(segs).crop_extend(0, width, base)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from textual import events, work
+from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -35,7 +35,7 @@ from .diff_bars import DiffBar, DiffMap, SideTitle
 from .diff_detail import DiffDetail
 from .diff_list import DiffList
 from .diff_model import SIDES, DiffModel
-from .idle_gc import IdleGC
+from .key_routing import KeyRouting
 from .model import TraceModel
 from .screens import HelpScreen
 
@@ -137,7 +137,7 @@ class DiffScreen(Screen):
     ]
 
 
-class DiffApp(IdleGC, App):
+class DiffApp(KeyRouting, App):
     CSS_PATH = [Path(__file__).parent / "diff.tcss", Path(__file__).parent / "screens.tcss"]
     TITLE = "vtdtrace diff"
 
@@ -172,7 +172,6 @@ class DiffApp(IdleGC, App):
         self.loaded = False               # the diff is in (or failed)
         self.sessions_loaded = False      # ... and both replay indexes
         self._top = 0
-        self.latency_probe = None         # bench: key -> frame written
 
     # --- composition ------------------------------------------------------------------------
     def get_default_screen(self) -> Screen:
@@ -438,25 +437,6 @@ class DiffApp(IdleGC, App):
     def on_diff_map_jump(self, message: DiffMap.Jump) -> None:
         if self.dm.ready:
             self._moved(self.dm.move_row(message.row), center=True)
-
-    # --- keys: a prompt gets them first -----------------------------------------------------------
-    async def on_event(self, event) -> None:
-        if isinstance(event, events.Key) and not event.is_forwarded:
-            self.gc_key()
-            probe = self.latency_probe
-            if probe is not None:
-                probe.event(event, self)
-            if self.screen is self.screen_stack[0] and self.command_line.handle_key(event):
-                return
-        elif isinstance(event, events.MouseDown) and self.screen_stack:
-            self.command_line.cancel()
-        await super().on_event(event)
-
-    def _display(self, screen, renderable) -> None:
-        super()._display(screen, renderable)
-        probe = self.latency_probe
-        if probe is not None and renderable is not None:
-            probe.displayed(self, renderable)
 
     def on_unmount(self) -> None:
         self._closing = True

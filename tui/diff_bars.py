@@ -10,27 +10,11 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from .diff_model import DiffModel
+from .lines import OneLine
 from .styles import CachedStyles
 
 
-class _OneLine(CachedStyles, Widget):
-    def parts(self, width: int) -> list[tuple[str, str | None]]:
-        raise NotImplementedError
-
-    def text(self) -> str:
-        return "".join(t for t, _ in self.parts(self.size.width))
-
-    def render_line(self, y: int) -> Strip:
-        width = self.size.width
-        base = self.base_style()
-        if y > 0:
-            return Strip.blank(width, base)
-        cs = self.cstyle
-        return Strip([Segment(t, base + cs(c) if c else base) for t, c in self.parts(width) if t]).crop_extend(
-            0, width, base)
-
-
-class DiffBar(_OneLine):
+class DiffBar(OneLine):
     """'vtdtrace diff · DIFFERENT │ row 57/412 · region 1/10 │ 10 regions · hazards …'."""
 
     COMPONENT_CLASSES = {"diff-bar--app", "diff-bar--same", "diff-bar--different", "diff-bar--dim",
@@ -63,7 +47,7 @@ class DiffBar(_OneLine):
         return out
 
 
-class SideTitle(_OneLine):
+class SideTitle(OneLine):
     """One side: 'A step 52 op 0 PM3 │ s1.legacy.vtdt · legacy · 330 ev'."""
 
     COMPONENT_CLASSES = {"side-title--tag", "side-title--tag-active", "side-title--name", "side-title--bad",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from replay.diff import ARGS, ONLY_A, ONLY_B
 from replay.diff.text import change_text, event_line, finding_text, key_desc, op_title
+from replay.jsonout import text_scalar
 
 from .diff_model import DiffModel
 from .lines import Line, LinePane, wrap_parts
@@ -34,11 +35,11 @@ def _field_value(pres, ev, name: str) -> str:
         arg = name[5:]
         for pair in d.get("args") or ():
             if isinstance(pair, list) and len(pair) == 2 and pair[0] == arg:
-                return _short(pair[1])
+                return text_scalar(pair[1])
         return "-"
     if name == "event":
         return event_line(pres, ev)
-    return _short(d.get(name))
+    return text_scalar(d.get(name))
 
 
 def _run_op_title(dm: DiffModel, row) -> str:
@@ -57,16 +58,6 @@ def _run_op_title(dm: DiffModel, row) -> str:
             return f"op {op} {key_desc((e[6], e[9], e[7], e[8]), m.presenter)}"
         seq -= 1
     return f"op {op}"
-
-
-def _short(v) -> str:
-    if v is None:
-        return "-"
-    if v is True:
-        return "true"
-    if v is False:
-        return "false"
-    return str(v)
 
 
 def detail_lines(dm: DiffModel, width: int) -> list[Line]:

@@ -166,3 +166,32 @@ class LinePane(CachedStyles, ScrollView, can_focus=True):
 
     def on_blur(self, event) -> None:
         self.refresh()
+
+
+class OneLine(CachedStyles, Widget):
+    """A one-row widget drawn from ``parts(width)``, ``[(text, component
+    class or None)]`` -- title bars, the command line.  The strip is kept
+    while the parts are the same (most frames change nothing here)."""
+
+    _line_key = None
+    _line_strip = None
+
+    def parts(self, width: int) -> list[tuple[str, str | None]]:
+        raise NotImplementedError
+
+    def text(self) -> str:
+        """The line as plain text (tests, the real-terminal check)."""
+        return "".join(t for t, _ in self.parts(self.size.width))
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.base_style()
+        if y > 0:
+            return Strip.blank(width, base)
+        parts = tuple(self.parts(width))
+        key = (parts, width, base)
+        if key != self._line_key:
+            cs = self.cstyle
+            strip = Strip([Segment(t, base + cs(c) if c else base) for t, c in parts if t])
+            self._line_key, self._line_strip = key, strip.crop_extend(0, width, base)
+        return self._line_strip

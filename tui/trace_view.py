@@ -14,26 +14,24 @@ resize; the rules are in app.tcss).
 
 from __future__ import annotations
 
-from rich.segment import Segment
 from textual.app import ComposeResult
 from textual.containers import Container, Horizontal, Vertical
-from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
 from .event_list import EventList
 from .findings_pane import FindingsPane
+from .lines import OneLine
 from .model import TraceModel
 from .stack_pane import StackPane
 from .state_pane import StatePane
-from .styles import CachedStyles
 from .timeline import Timeline
 
 WIDE = 120
 DETAILS = ("state", "stack", "findings")
 
 
-class TitleBar(CachedStyles, Widget):
+class TitleBar(OneLine):
     """Trace name, scenario, engine variant, integrity, position (one line,
     drawn as segments: it changes on every step)."""
 
@@ -43,8 +41,6 @@ class TitleBar(CachedStyles, Widget):
     def __init__(self, model: TraceModel, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.model = model
-        self._key = None
-        self._strip = None
 
     def parts(self, width: int) -> list[tuple[str, str | None]]:
         m = self.model
@@ -63,22 +59,6 @@ class TitleBar(CachedStyles, Widget):
             tail = f" op {ev[3]}" + (f" {ev[5]}" if ev[5] else "") + (f" {m.kind_name(ev)}" if wide else "")
             out.append((tail, None))
         return out
-
-    def text(self) -> str:
-        return "".join(t for t, _ in self.parts(self.size.width))
-
-    def render_line(self, y: int) -> Strip:
-        width = self.size.width
-        base = self.base_style()
-        if y > 0:
-            return Strip.blank(width, base)
-        parts = tuple(self.parts(width))
-        key = (parts, width, base)
-        if key != self._key:
-            cs = self.cstyle
-            segs = [Segment(t, base + cs(c) if c else base) for t, c in parts]
-            self._key, self._strip = key, Strip(segs).crop_extend(0, width, base)
-        return self._strip
 
 
 class TraceView(Vertical):

@@ -1,0 +1,38 @@
+"""How a key reaches both apps (one trace, diff): the command line first,
+the idle collector and the latency probe see it, then the bindings.
+
+A prompt in the command line (``g``, ``/``) gets every key before any
+binding, on the main screen only (modal screens keep theirs); a click
+anywhere cancels it.  ``latency_probe`` is bench/tui_bench.py's hook: it
+pairs a key with the first frame written after it.
+"""
+
+from __future__ import annotations
+
+from textual import events
+
+from .idle_gc import IdleGC
+
+
+class KeyRouting(IdleGC):
+    """Mix into an App that has a ``command_line`` property, before App."""
+
+    latency_probe = None
+
+    async def on_event(self, event) -> None:
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            self.gc_key()
+            probe = self.latency_probe
+            if probe is not None:
+                probe.event(event, self)
+            if self.screen is self.screen_stack[0] and self.command_line.handle_key(event):
+                return
+        elif isinstance(event, events.MouseDown) and self.screen_stack:
+            self.command_line.cancel()
+        await super().on_event(event)
+
+    def _display(self, screen, renderable) -> None:
+        super()._display(screen, renderable)
+        probe = self.latency_probe
+        if probe is not None and renderable is not None:
+            probe.displayed(self, renderable)
