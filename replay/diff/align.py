@@ -52,7 +52,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass
-from operator import itemgetter
+from itertools import compress, count
+from operator import itemgetter, ne
 from typing import Iterable, Iterator
 
 import msgpack
@@ -319,6 +320,18 @@ def fine_key(ev):
             return hash(freeze(ev))
 
 
+_get0, _get2, _tail4 = itemgetter(0), itemgetter(2), itemgetter(slice(4, None))
+
+
+def fine_keys(events: list) -> list:
+    """fine_key of every event, computed in C when no event needs
+    fine_key's fallbacks (the same values either way)."""
+    try:
+        return list(map(hash, zip(map(_get0, events), map(_get2, events), map(_packb, map(_tail4, events)))))
+    except (TypeError, IndexError, KeyError, ValueError, OverflowError):
+        return list(map(fine_key, events))
+
+
 # --------------------------------------------------------------------------------
 # The call/lock tree of one operation
 
@@ -344,28 +357,36 @@ def build_tree(events: list) -> list:
     events, unclosed brackets stay open."""
     root: list = []
     stack: list[Bracket] = []
-    for idx, ev in enumerate(events):
-        try:
-            k = ev[0]
-        except (TypeError, IndexError, KeyError):
-            k = None
-        children = stack[-1].children if stack else root
+    try:
+        kinds = list(map(_get0, events))
+    except (TypeError, IndexError, KeyError):
+        kinds = [_safe(ev, 0) for ev in events]
+    children = root
+    for idx, k in enumerate(kinds):
         if k == K_CALL:
-            br = Bracket(idx, True, ("call", _safe(ev, 4)))
+            br = Bracket(idx, True, ("call", _safe(events[idx], 4)))
             children.append(br)
             stack.append(br)
+            children = br.children
         elif k == K_LOCK:
-            br = Bracket(idx, False, ("lock", freeze(_safe(ev, F0)), freeze(_safe(ev, F0 + 1))))
+            ev = events[idx]
+            br = Bracket(idx, False, ("lock", _freeze_field(ev, F0), _freeze_field(ev, F0 + 1)))
             children.append(br)
             stack.append(br)
+            children = br.children
         elif k == K_RETURN:
-            pos = _find(stack, lambda b: b.is_call)
-            if pos is None:
-                children.append(idx)
+            if stack and stack[-1].is_call:         # the usual case: the innermost bracket
+                stack.pop().close = idx
             else:
+                pos = _find(stack, _is_call)
+                if pos is None:
+                    children.append(idx)
+                    continue
                 _close(stack, pos, idx, root)
+            children = stack[-1].children if stack else root
         elif k == K_UNLOCK:
-            want = ("lock", freeze(_safe(ev, F0)), freeze(_safe(ev, F0 + 1)))
+            ev = events[idx]
+            want = ("lock", _freeze_field(ev, F0), _freeze_field(ev, F0 + 1))
             pos = None
             for p in range(len(stack) - 1, -1, -1):
                 b = stack[p]
@@ -378,9 +399,26 @@ def build_tree(events: list) -> list:
                 children.append(idx)
             else:
                 _close(stack, pos, idx, root)
+                children = stack[-1].children if stack else root
         else:
             children.append(idx)
     return root
+
+
+_ATOMS = frozenset((int, str, float, bool, type(None)))
+
+
+def _freeze_field(ev, i):
+    """freeze(_safe(ev, i)), without the calls for a scalar field."""
+    try:
+        v = ev[i]
+    except (TypeError, IndexError, KeyError):
+        return None
+    return v if type(v) in _ATOMS else freeze(v)
+
+
+def _is_call(b) -> bool:
+    return b.is_call
 
 
 def _safe(ev, i):
@@ -417,23 +455,32 @@ def _lock_coarse_name(coarse):
     return coarse[:2]
 
 
-def annotate(items: list, events: list) -> tuple[list, list]:
+def annotate(items: list, events: list, fks: list | None = None) -> tuple[list, list]:
     """(coarse keys, fine keys) of a sibling list; brackets get their subtree
-    fine key computed bottom-up and cached."""
+    fine key computed bottom-up and cached.  ``fks``: fine_keys(events), when
+    the caller already has them."""
+    if fks is None:
+        fks = fine_keys(events)
     ck, fk = [], []
     for it in items:
         if type(it) is int:
-            ev = events[it]
-            ck.append(coarse_key(ev))
-            fk.append(fine_key(ev))
+            ck.append(coarse_key(events[it]))
+            fk.append(fks[it])
         else:
             if it.fine is None:
-                _, sub = annotate(it.children, events)
-                close = fine_key(events[it.close]) if it.close is not None else None
-                it.fine = hash((fine_key(events[it.open]), tuple(sub), close))
+                _subtree_fine(it, fks)
             ck.append(it.coarse if it.is_call else _lock_coarse_name(it.coarse))
             fk.append(it.fine)
     return ck, fk
+
+
+def _subtree_fine(br: Bracket, fks: list) -> int:
+    # a subtree's identity needs only fine keys: no coarse key below the
+    # level being aligned is ever looked at
+    sub = [fks[c] if type(c) is int else (c.fine if c.fine is not None else _subtree_fine(c, fks))
+           for c in br.children]
+    br.fine = hash((fks[br.open], tuple(sub), fks[br.close] if br.close is not None else None))
+    return br.fine
 
 
 # --------------------------------------------------------------------------------
@@ -644,6 +691,35 @@ class RowSink:
         if code != C_SAME and (n == 0 or self.cls[n - 1] == C_SAME):
             self.paths[n] = path
 
+    def add_run(self, ia, ib, seq_a, seq_b, code: int, path=()) -> None:
+        """Rows of one class without differing fields, in bulk: what add()
+        would record for each in turn."""
+        k = len(seq_a)
+        if not k:
+            return
+        n = len(self.cls)
+        if code != C_SAME and (n == 0 or self.cls[n - 1] == C_SAME):
+            self.paths[n] = path
+        self.sa.extend(seq_a)
+        self.sb.extend(seq_b)
+        self.cls.extend(bytes((code,)) * k)
+        self.ia.extend(ia)
+        self.ib.extend(ib)
+
+
+_get1 = itemgetter(1)
+
+
+def _seqs(events: list, first: int) -> list:
+    """_seq_of of every event (C speed when all are lists with int seqs)."""
+    try:
+        seqs = list(map(_get1, events))
+        if set(map(type, events)) == {list} and set(map(type, seqs)) == {int}:
+            return seqs
+    except (TypeError, IndexError, KeyError):
+        pass
+    return [_seq_of(ev, first + i) for i, ev in enumerate(events)]
+
 
 # Op groups larger than this (both sides together) get their common prefix
 # and suffix matched event by event (C speed) before the tree alignment of
@@ -659,16 +735,14 @@ def align_ops(ga: OpGroup | None, gb: OpGroup | None, funcs_a=None, funcs_b=None
     eb = gb.events if gb is not None else []
     fa0 = ga.first if ga is not None else 0
     fb0 = gb.first if gb is not None else 0
-    seq_a = [_seq_of(ev, fa0 + i) for i, ev in enumerate(ea)]
-    seq_b = [_seq_of(ev, fb0 + i) for i, ev in enumerate(eb)]
+    seq_a = _seqs(ea, fa0)
+    seq_b = _seqs(eb, fb0)
     funcs = funcs_a or S.FUNCS
     if not eb:
-        for i in range(len(ea)):
-            sink.add(i, -1, seq_a[i], 0, C_ONLY_A, (), ())
+        sink.add_run(range(len(ea)), [-1] * len(ea), seq_a, [0] * len(ea), C_ONLY_A)
         return sink
     if not ea:
-        for j in range(len(eb)):
-            sink.add(-1, j, 0, seq_b[j], C_ONLY_B, (), ())
+        sink.add_run([-1] * len(eb), range(len(eb)), [0] * len(eb), seq_b, C_ONLY_B)
         return sink
     na, nb = len(ea), len(eb)
     p = q = 0
@@ -677,14 +751,12 @@ def align_ops(ga: OpGroup | None, gb: OpGroup | None, funcs_a=None, funcs_b=None
         k = min(na, nb) - p
         if k > 0:
             q = slice_mismatch(ea[na - k:][::-1], eb[nb - k:][::-1])
-    for i in range(p):
-        sink.add(i, i, seq_a[i], seq_b[i], C_SAME, (), ())
+    sink.add_run(range(p), range(p), seq_a[:p], seq_b[:p], C_SAME)
     path = _open_path(ea[:p], funcs) if p else ()
     ctx = _Ctx(ea[p:na - q], eb[p:nb - q], seq_a[p:na - q], seq_b[p:nb - q], sink, funcs, p, p)
     ctx.items(build_tree(ctx.ea), build_tree(ctx.eb), path)
-    for t in range(q, 0, -1):
-        i, j = na - t, nb - t
-        sink.add(i, j, seq_a[i], seq_b[j], C_SAME, (), ())
+    if q:
+        sink.add_run(range(na - q, na), range(nb - q, nb), seq_a[na - q:], seq_b[nb - q:], C_SAME)
     return sink
 
 
@@ -704,11 +776,12 @@ def _open_path(events, funcs) -> tuple:
 
 
 class _Ctx:
-    __slots__ = ("ea", "eb", "sa", "sb", "sink", "funcs", "oa", "ob")
+    __slots__ = ("ea", "eb", "sa", "sb", "sink", "funcs", "oa", "ob", "fka", "fkb")
 
     def __init__(self, ea, eb, sa, sb, sink, funcs, oa=0, ob=0) -> None:
         self.ea, self.eb, self.sa, self.sb, self.sink, self.funcs = ea, eb, sa, sb, sink, funcs
         self.oa, self.ob = oa, ob     # index of ea[0] / eb[0] in the op group
+        self.fka, self.fkb = fine_keys(ea), fine_keys(eb)
 
     def func_name(self, code):
         if type(code) is int and 0 <= code < len(self.funcs):
@@ -723,16 +796,17 @@ class _Ctx:
         idxs: list = []
         _flatten(item, idxs)
         idxs.sort()
+        n = len(idxs)
         if side == 0:
-            for i in idxs:
-                self.sink.add(i + self.oa, -1, self.sa[i], 0, C_ONLY_A, (), path)
+            self.sink.add_run(_shifted(idxs, self.oa), [-1] * n, list(map(self.sa.__getitem__, idxs)), [0] * n,
+                              C_ONLY_A, path)
         else:
-            for j in idxs:
-                self.sink.add(-1, j + self.ob, 0, self.sb[j], C_ONLY_B, (), path)
+            self.sink.add_run([-1] * n, _shifted(idxs, self.ob), [0] * n, list(map(self.sb.__getitem__, idxs)),
+                              C_ONLY_B, path)
 
     def items(self, ia: list, ib: list, path) -> None:
-        ka, fa = annotate(ia, self.ea)
-        kb, fb = annotate(ib, self.eb)
+        ka, fa = annotate(ia, self.ea, self.fka)
+        kb, fb = annotate(ib, self.eb, self.fkb)
         for i, j in align_seq(ka, kb, fa, fb):
             if j is None:
                 self.only(0, ia[i], path)
@@ -742,8 +816,8 @@ class _Ctx:
                 x, y = ia[i], ib[j]
                 if type(x) is int:
                     self.pair(x, y, path)
-                elif fa[i] == fb[j] and _subtree_equal(x, y, self.ea, self.eb):
-                    self._same_subtree(x, y)
+                elif fa[i] == fb[j] and self._same_subtree(x, y):
+                    pass
                 else:
                     self.pair(x.open, y.open, path)
                     sub = path + ((self.func_name(self.ea[x.open][4]),) if x.is_call
@@ -756,15 +830,25 @@ class _Ctx:
                     elif y.close is not None:
                         self.sink.add(-1, y.close + self.ob, 0, self.sb[y.close], C_ONLY_B, (), path)
 
-    def _same_subtree(self, x, y) -> None:
+    def _same_subtree(self, x, y) -> bool:
+        """When the two subtrees' events are equal pairwise: their rows, and True."""
         a: list = []
         b: list = []
         _flatten(x, a)
         _flatten(y, b)
+        if len(a) != len(b):
+            return False
         a.sort()
         b.sort()
-        for i, j in zip(a, b):
-            self.sink.add(i + self.oa, j + self.ob, self.sa[i], self.sb[j], C_SAME, (), ())
+        if not all(map(same_payload, map(self.ea.__getitem__, a), map(self.eb.__getitem__, b))):
+            return False
+        self.sink.add_run(_shifted(a, self.oa), _shifted(b, self.ob), list(map(self.sa.__getitem__, a)),
+                          list(map(self.sb.__getitem__, b)), C_SAME)
+        return True
+
+
+def _shifted(idxs: list, by: int) -> list:
+    return [i + by for i in idxs] if by else idxs
 
 
 def _flatten(item, out: list) -> None:
@@ -776,18 +860,6 @@ def _flatten(item, out: list) -> None:
         _flatten(c, out)
     if item.close is not None:
         out.append(item.close)
-
-
-def _subtree_equal(x, y, ea, eb) -> bool:
-    a: list = []
-    b: list = []
-    _flatten(x, a)
-    _flatten(y, b)
-    if len(a) != len(b):
-        return False
-    a.sort()
-    b.sort()
-    return all(same_payload(ea[i], eb[j]) for i, j in zip(a, b))
 
 
 # --------------------------------------------------------------------------------
@@ -1362,10 +1434,9 @@ def _shares(xa, xb) -> bool:
 
 
 def _first_unequal(xa, xb) -> int:
-    for i, (x, y) in enumerate(zip(xa, xb)):
-        if x != y:
-            return i
-    return min(len(xa), len(xb))
+    # the first True of map(ne, ...), found without a Python-level loop
+    i = next(compress(count(), map(ne, xa, xb)), None)
+    return min(len(xa), len(xb)) if i is None else i
 
 
 def _mismatch_slow(xa, xb) -> int:

@@ -50,6 +50,7 @@ import gc
 import os
 from bisect import bisect_left, bisect_right
 from collections import Counter, deque
+from itertools import compress
 from operator import attrgetter, itemgetter
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -417,6 +418,11 @@ class _Touched:
 
     def scan(self, events) -> None:
         rel = _RELEVANT
+        try:
+            # four events in five change nothing scanned here: skip them in C
+            events = list(compress(events, map(rel.__contains__, map(_getkind, events))))
+        except (TypeError, IndexError, KeyError):
+            pass
         for ev in events:
             try:
                 k = ev[0]
@@ -552,20 +558,35 @@ class _Tracker:
         sa, sb, va, vb = self.sa, self.sb, self.va, self.vb
         d = self.diff
         before = dict(d)
+        listed: dict = {}       # section -> keys differing before
+        for sec, key in d:
+            listed.setdefault(sec, []).append(key)
+        same = self.same_views
+        # Where what a context entry's decoding reads is equal on both sides
+        # (DID map, table pages), only entries with unequal raw values can
+        # get past the check below: look at those alone.
+        raw_diff = None
+        if same and (t.pages_all or t.did_owner or t.pages) and sa.did_map == sb.did_map \
+                and sa.pages == sb.pages:
+            raw_diff = _differing_keys(sa.ctx, sb.ctx)
         # context entries: touched, already differing, or with a touched DID / table page
         keys = set(t.ctx)
-        keys.update(k[1] for k in d if k[0] == "context")
+        keys.update(listed.get("context", ()))
         if t.pages_all:
-            keys.update(sa.ctx)
-            keys.update(sb.ctx)
+            if raw_diff is None:
+                keys.update(sa.ctx)
+                keys.update(sb.ctx)
+            else:
+                keys.update(raw_diff)
         elif t.did_owner or t.pages:
             for st in (sa, sb):
-                for key, (lo, hi) in st.ctx.items():
+                ctx = st.ctx
+                items = ctx.items() if raw_diff is None else [(k, ctx[k]) for k in raw_diff if k in ctx]
+                for key, (lo, hi) in items:
                     if (key[0], (hi >> 8) & 0xFFFF) in t.did_owner or (lo & C.PAGE_MASK_4K) in t.pages:
                         keys.add(key)
         # A key whose raw values (and what its decoding reads) are equal on
         # both sides, and that did not differ before, needs no decoding.
-        same = self.same_views
         for key in keys:
             if same and ("context", key) not in d:
                 x = sa.ctx.get(key, ZERO)
@@ -579,21 +600,21 @@ class _Tracker:
                         continue
             self._set(d, ("context", key), _ctx_fields(sa, va, key), _ctx_fields(sb, vb, key))
         keys = set(t.dids)
-        keys.update(k[1] for k in d if k[0] == "dids")
+        keys.update(listed.get("dids", ()))
         for key in keys:
             if same and ("dids", key) not in d and (key in sa.did_bits) == (key in sb.did_bits) \
                     and sa.did_map.get(key) == sb.did_map.get(key):
                 continue
             self._set(d, ("dids", key), _did_fields(sa, va, key), _did_fields(sb, vb, key))
         keys = set(t.devices)
-        keys.update(k[1] for k in d if k[0] == "devices")
+        keys.update(listed.get("devices", ()))
         for key in keys:
             if same and ("devices", key) not in d and (key in sa.present) == (key in sb.present) \
                     and sa.owners.get(key) == sb.owners.get(key):
                 continue
             self._set(d, ("devices", key), _dev_fields(sa, va, key), _dev_fields(sb, vb, key))
         keys = set(t.idmaps)
-        keys.update(k[1] for k in d if k[0] == "idmaps")
+        keys.update(listed.get("idmaps", ()))
         if t.idmaps_all:
             keys.update(sa.idmaps)
             keys.update(sb.idmaps)
@@ -602,13 +623,13 @@ class _Tracker:
                 continue
             self._set(d, ("idmaps", key), _idmap_fields(sa, key), _idmap_fields(sb, key))
         keys = set(t.domains)
-        keys.update(k[1] for k in d if k[0] == "domains")
+        keys.update(listed.get("domains", ()))
         for key in keys:
             self._set(d, ("domains", key), {"status": sa.domains.get(key)}, {"status": sb.domains.get(key)})
         # caches (what the IOMMU may still hold): per unit, recomputed only
         # when that unit's raw cache model or its context entries changed
         units = set(t.units)
-        units.update(k[1] for k in d if k[0] == "caches")
+        units.update(listed.get("caches", ()))
         names_changed = bool(t.did_owner or t.pages or t.pages_all)
         if names_changed:
             units.update(u for (u, _b, _d) in sa.ctx)
@@ -619,7 +640,12 @@ class _Tracker:
                 d.pop(("caches", u), None)
                 self._sigs.pop(u, None)
             units = ()
+        differing = _units_differing(sa, sb) if units else None
         for u in units:
+            if differing is not None and u not in differing:
+                d.pop(("caches", u), None)
+                self._sigs.pop(u, None)
+                continue
             sig = (_unit_sig(sa, u), _unit_sig(sb, u))
             if sig[0] == sig[1]:
                 d.pop(("caches", u), None)
@@ -726,6 +752,33 @@ def _idmap_fields(st, key) -> dict:
     if v is None:
         return {"mapped": False}
     return {"mapped": True, "access": v[0], "refcount": v[1]}
+
+
+_SIG_TABLES = ("cc", "tlb", "devtlb", "hw", "pending", "ctx")
+
+
+def _differing_keys(x: dict, y: dict):
+    """Keys whose values differ or that one dict lacks (C speed); None when
+    the values are not hashable."""
+    try:
+        return {k for k, _v in x.items() ^ y.items()}
+    except TypeError:
+        return None
+
+
+def _units_differing(sa, sb):
+    """The units whose _unit_sig differs between two states (every other
+    unit's is equal), from one C-speed pass over each table instead of a
+    pass per unit and side; None when the tables cannot be compared so."""
+    out: set = set()
+    try:
+        for name in _SIG_TABLES:
+            x, y = getattr(sa, name), getattr(sb, name)
+            if x != y:
+                out.update([k[0] for k, _v in x.items() ^ y.items()])
+    except (TypeError, IndexError, KeyError):
+        return None
+    return out
 
 
 def _unit_sig(st, u):
@@ -1099,7 +1152,8 @@ class _Pass:
         if gb is not None:
             self.seen[1] = gb.last
         tr = self.tracker
-        if tr.feed(ea, eb, same, before_a) and tr.update(ea, eb):
+        # identical pairs: B's events touch exactly what A's do
+        if tr.feed(ea, eb, same, before_a) and tr.update(ea, None if same else eb):
             self._state_boundary(pair.index, pair.op_a, pair.op_b, pair.key_a or pair.key_b, ea, eb)
         tr.converged()
         return same and pair.status == SAME
