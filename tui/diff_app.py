@@ -341,6 +341,32 @@ class DiffApp(KeyRouting, App):
             t.refresh()
         self.query_one(DiffMap).refresh()
         self.detail.show(self.dm)
+        self._schedule_prefetch()
+
+    # --- idle prefetch ------------------------------------------------------------------------
+    PREFETCH_DELAY = 0.05
+
+    def _schedule_prefetch(self) -> None:
+        timer = getattr(self, "_prefetch_timer", None)
+        if timer is not None:
+            timer.stop()
+        self._prefetch_timer = self.set_timer(self.PREFETCH_DELAY, self._prefetch, name="prefetch")
+
+    def _prefetch(self) -> None:
+        """No key for a moment: prepare where }/{ and ]/[ go (their rows in
+        both lists, the state at the cursor there), so a jump draws from
+        caches -- a jump otherwise rebuilds every visible row of both lists."""
+        if getattr(self, "_closing", False) or not self.dm.ready:
+            return
+        lists = self.lists()
+        height = lists[0].page_height
+        dm = self.dm
+        for row, active in dm.destinations():
+            top = max(0, min(row - height // 2, max(dm.n_rows - height, 0)))
+            for lst in lists:
+                lst.prefetch(row, top, active)
+            if dm.sessions is not None:
+                dm.state_changes(dm.seq_at("a", row), dm.seq_at("b", row))
 
     def on_diff_list_resized(self, message: DiffList.Resized) -> None:
         # the lists' height changed (terminal resized): keep the cursor row in view
@@ -440,6 +466,9 @@ class DiffApp(KeyRouting, App):
 
     def on_unmount(self) -> None:
         self._closing = True
+        timer = getattr(self, "_prefetch_timer", None)
+        if timer is not None:
+            timer.stop()
         self.workers.cancel_all()
         self.dm.close_sessions()
         self.gc_stop()

@@ -85,6 +85,19 @@ class DiffList(CachedStyles, ScrollView, can_focus=False):
             self.refresh_line(old)
             self.refresh_line(self._cursor_row)
 
+    def prefetch(self, row: int, top: int, active: str) -> None:
+        """Idle time: build the strips a jump to ``row`` (scrolled to
+        ``top``, ``active`` the active side then) would draw."""
+        base = self.base_style()
+        width = self.scrollable_content_region.width
+        if width <= 0 or not self.dm.ready:
+            return
+        for r in self.dm.rows(top, top + self.page_height):
+            look = (2 if active == self.side else 1) if r.index == row else 0
+            key = (r.index, r.seq_a, r.seq_b, look, width, base)
+            if self._strips.get(key) is None:
+                self._strips[key] = self._strip(r, look, width, base)
+
     def redraw(self) -> None:
         self.refresh()
 

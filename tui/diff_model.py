@@ -26,6 +26,9 @@ Every move returns the new row, or None when there is nowhere to go.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import OrderedDict
+
 SIDES = ("a", "b")
 OTHER = {"a": "b", "b": "a"}
 
@@ -49,7 +52,7 @@ class DiffModel:
         # the cursor; opened by the app's worker after the diff
         self.sessions: dict | None = None
         self.session_note = "the replay index is being opened"
-        self._cursor_state: tuple = (None, None)
+        self._states: OrderedDict = OrderedDict()     # (seq_a, seq_b) -> changes, recent first out
 
     # --- the report arrives ---------------------------------------------------------------
     @property
@@ -181,7 +184,8 @@ class DiffModel:
 
     def _hazard_list(self) -> list:
         if self._hazards is None:
-            self._hazards = [h for h in self.report.hazards if h.row is not None]
+            self._hazards = [h for h in self.report.hazards if h.row is not None]   # sorted by row
+            self._hazard_rows = [h.row for h in self._hazards]
         return self._hazards
 
     def _hazard_index(self) -> int:
@@ -192,9 +196,10 @@ class DiffModel:
         hs = self._hazard_list()
         if k is not None and k < len(hs) and hs[k].row == self.row:
             return 2 * k
-        below = sum(1 for h in hs if h.row < self.row)
-        at = [i for i, h in enumerate(hs) if h.row == self.row]
-        return 2 * at[0] if at else 2 * below - 1
+        below = bisect_left(self._hazard_rows, self.row)      # findings starting above the cursor
+        if below < len(hs) and hs[below].row == self.row:
+            return 2 * below
+        return 2 * below - 1
 
     def _hazard_move(self, k: int):
         hs = self._hazard_list()
@@ -309,26 +314,53 @@ class DiffModel:
     # --- the state at the cursor ----------------------------------------------------------------
     def attach_sessions(self, sessions: dict) -> None:
         self.sessions = sessions
-        self._cursor_state = (None, None)
+        self._states.clear()
 
     def close_sessions(self) -> None:
         sessions, self.sessions = self.sessions, None
         for s in (sessions or {}).values():
             s.close()
 
+    STATES_KEPT = 16
+
     def cursor_state(self):
         """(seq_a, seq_b, changes): how the two states differ after each
         side's step at the cursor (replay.diff.state_delta), or None while
-        the sessions are not open.  Cached for the last cursor."""
+        the sessions are not open."""
         if self.sessions is None or not self.ready:
             return None
         key = (self.seq_at("a"), self.seq_at("b"))
-        if self._cursor_state[0] != key:
+        return (*key, self.state_changes(*key))
+
+    def state_changes(self, seq_a: int, seq_b: int) -> list:
+        """The state difference after A's step seq_a and B's seq_b, kept for
+        the last few pairs (idle time prepares where the jump keys go)."""
+        key = (seq_a, seq_b)
+        changes = self._states.get(key)
+        if changes is None:
             from replay.diff.state_delta import state_changes
             sa, sb = self.sessions["a"], self.sessions["b"]
-            changes = state_changes(sa.state_at(key[0]), sa.view, sb.state_at(key[1]), sb.view)
-            self._cursor_state = (key, changes)
-        return (*key, self._cursor_state[1])
+            changes = state_changes(sa.state_at(seq_a), sa.view, sb.state_at(seq_b), sb.view)
+            self._states[key] = changes
+            if len(self._states) > self.STATES_KEPT:
+                self._states.popitem(last=False)
+        else:
+            self._states.move_to_end(key)
+        return changes
+
+    def destinations(self) -> list[tuple[int, str]]:
+        """(row, active side) where }, {, ] and [ would go from here, the
+        cursor left where it is."""
+        if not self.ready or not self.n_rows:
+            return []
+        saved = (self.row, self.active, self._hazard_at)
+        out = []
+        for move in (self.next_region, self.next_hazard, self.prev_region, self.prev_hazard):
+            row = move()
+            if row is not None:
+                out.append((row, self.active))
+            self.row, self.active, self._hazard_at = saved
+        return out
 
     # --- what the row means ----------------------------------------------------------------
     def region_at(self, row: int | None = None):
