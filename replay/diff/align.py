@@ -48,6 +48,7 @@ the traces differ), difference regions and seq -> row lookups.
 
 from __future__ import annotations
 
+import gc
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
@@ -941,7 +942,13 @@ class OpPair:
         if self._packed is None:
             return None, None
         if self._unpacked is None:
-            self._unpacked = msgpack.unpackb(self._packed, raw=False, strict_map_key=False)
+            gc_was = gc.isenabled()
+            gc.disable()        # thousands of fresh lists and no garbage: a collection only walks them
+            try:
+                self._unpacked = msgpack.unpackb(self._packed, raw=False, strict_map_key=False)
+            finally:
+                if gc_was:
+                    gc.enable()
         return self._unpacked
 
     @property

@@ -61,7 +61,7 @@ from .. import caches as C
 from ..render import PlatformView, cache_view, did_owner, fmt_rid, hex64, pt_owner
 from ..state import ZERO, BadEvent, fold, initial_state
 from .align import (ARGS, C_SAME, CLASSES, MAX_GROUP_EVENTS, ONLY_A, ONLY_B, SAME, Alignment, EventStream,
-                    OpPair, Pairer, _delta, align_ops, groups_equal, last_op_start, slice_mismatch)
+                    OpPair, Pairer, _delta, _group_key, align_ops, groups_equal, last_op_start, slice_mismatch)
 
 CONTEXT_EVENTS = 3
 # Detail kept for the report: events of at most this many differing rows
@@ -417,44 +417,50 @@ class _Touched:
         self.units_all = False
 
     def scan(self, events) -> None:
-        rel = _RELEVANT
+        code_of = _SCAN_CODE.get
         try:
             # four events in five change nothing scanned here: skip them in C
-            events = list(compress(events, map(rel.__contains__, map(_getkind, events))))
+            events = list(compress(events, map(_RELEVANT.__contains__, map(_getkind, events))))
         except (TypeError, IndexError, KeyError):
             pass
+        ctx, units, dids, domains = self.ctx, self.units, self.dids, self.domains
         for ev in events:
             try:
-                k = ev[0]
-                if k not in rel:
+                c = code_of(ev[0])
+                if c is None:
                     continue
-                if k == S.K_CTX_WRITE:
-                    self.ctx.add((ev[6], ev[7], ev[8]))
-                    self.units.add(ev[6])
-                elif k in _CACHE_KINDS:
-                    self.units.add(ev[6])
-                elif k == S.K_DID_BITMAP:
-                    self.dids.add((ev[6], ev[7]))
-                elif k == S.K_DID_MAP:
-                    self.dids.add((ev[6], ev[7]))
-                    self.did_owner.add((ev[6], ev[7]))
-                elif k == S.K_PT_ALLOC:
-                    self.pages.add(ev[7])
-                elif k == S.K_PT_FREE:
-                    self.pages_all = True
-                elif k in (S.K_OWNER_MOVE, S.K_DEVICE_ADD, S.K_DEVICE_REMOVE):
+                if c == 0:
+                    domains.add(ev[6])
+                elif c == 1:
+                    dids.add((ev[6], ev[7]))
+                elif c == 2:
+                    ctx.add((ev[6], ev[7], ev[8]))
+                    units.add(ev[6])
+                elif c == 3:
+                    units.add(ev[6])
+                elif c == 4:
                     self.devices.add((ev[6], ev[7]))
-                elif k in (S.K_IDMAP_ADD, S.K_IDMAP_REMOVE):
+                elif c == 5:
+                    dids.add((ev[6], ev[7]))
+                    self.did_owner.add((ev[6], ev[7]))
+                elif c == 6:
+                    self.pages.add(ev[7])
+                elif c == 7:
+                    self.pages_all = True
+                elif c == 8:
                     self.idmaps.add((ev[6], ev[7], ev[8]))
-                elif k in (S.K_DOMAIN_CREATE, S.K_DOMAIN_DYING):
-                    self.domains.add(ev[6])
-                elif k == S.K_DOMAIN_DESTROY:
-                    self.domains.add(ev[6])
+                else:
+                    domains.add(ev[6])
                     self.pages_all = self.idmaps_all = True
             except (TypeError, IndexError, KeyError, AttributeError):
                 continue
 
 
+# _Touched.scan's branch per kind, the most frequent kinds first
+_SCAN_CODE = {S.K_DOMAIN_CREATE: 0, S.K_DOMAIN_DYING: 0, S.K_DID_BITMAP: 1, S.K_CTX_WRITE: 2,
+              **{k: 3 for k in _CACHE_KINDS if k != S.K_CTX_WRITE},
+              S.K_OWNER_MOVE: 4, S.K_DEVICE_ADD: 4, S.K_DEVICE_REMOVE: 4, S.K_DID_MAP: 5, S.K_PT_ALLOC: 6,
+              S.K_PT_FREE: 7, S.K_IDMAP_ADD: 8, S.K_IDMAP_REMOVE: 8, S.K_DOMAIN_DESTROY: 9}
 _RELEVANT = frozenset({S.K_CTX_WRITE, S.K_CACHE_SYNC, S.K_FLUSH_CONTEXT, S.K_FLUSH_IOTLB, S.K_FLUSH_DEV_IOTLB,
                        S.K_TRANSLATION_ENABLE, S.K_DID_BITMAP, S.K_DID_MAP, S.K_PT_ALLOC, S.K_PT_FREE,
                        S.K_OWNER_MOVE, S.K_DEVICE_ADD, S.K_DEVICE_REMOVE, S.K_IDMAP_ADD, S.K_IDMAP_REMOVE,
@@ -625,15 +631,18 @@ class _Tracker:
         keys = set(t.domains)
         keys.update(listed.get("domains", ()))
         for key in keys:
-            self._set(d, ("domains", key), {"status": sa.domains.get(key)}, {"status": sb.domains.get(key)})
+            status_a, status_b = sa.domains.get(key), sb.domains.get(key)
+            if status_a == status_b and ("domains", key) not in d:
+                continue
+            self._set(d, ("domains", key), {"status": status_a}, {"status": status_b})
         # caches (what the IOMMU may still hold): per unit, recomputed only
         # when that unit's raw cache model or its context entries changed
         units = set(t.units)
         units.update(listed.get("caches", ()))
         names_changed = bool(t.did_owner or t.pages or t.pages_all)
         if names_changed:
-            units.update(u for (u, _b, _d) in sa.ctx)
-            units.update(u for (u, _b, _d) in sb.ctx)
+            units.update(map(_unit_of, sa.ctx))
+            units.update(map(_unit_of, sb.ctx))
         if units and same and sa.ctx == sb.ctx and all(
                 getattr(sa, n) == getattr(sb, n) for n in ("cc", "tlb", "devtlb", "hw", "pending", "did_map", "pages")):
             for u in units:
@@ -755,6 +764,7 @@ def _idmap_fields(st, key) -> dict:
 
 
 _SIG_TABLES = ("cc", "tlb", "devtlb", "hw", "pending", "ctx")
+_unit_of = itemgetter(0)        # of a (unit, ...) key
 
 
 def _differing_keys(x: dict, y: dict):
@@ -892,7 +902,12 @@ def hazard_delta(al: Alignment, findings_a, findings_b) -> list:
         return []
     out = []
     for side, (keys, pidx, starts, fs), mine, other in (("a", ka, ca, cb), ("b", kb, cb, ca)):
-        extra = {k: n - other.get(k, 0) for k, n in mine.items() if n > other.get(k, 0)}
+        try:
+            # the keys whose counts differ, found in C among 10^5 equal ones
+            differ = mine.items() - other.items()
+        except TypeError:
+            differ = mine.items()
+        extra = {k: n - other.get(k, 0) for k, n in differ if n > other.get(k, 0)}
         if not extra:
             continue
         # the last `extra[k]` of each key (in start order) have no counterpart
@@ -1016,10 +1031,12 @@ class _Pass:
                     break
                 same = self._pair(*pair)
                 fast = same and self.pairer.idle()
+            # matching 10^5 findings allocates enough to set off collections
+            # that would walk everything the pass holds, for no garbage
+            return self._report()
         finally:
             if gc_was:
                 gc.enable()
-        return self._report()
 
     # -- the lockstep lane ----------------------------------------------------------------
     def _lockstep(self) -> bool:
@@ -1213,7 +1230,6 @@ def _op_of(ev):
 
 
 def _key_of(ev):
-    from .align import _group_key
     return _group_key(ev)
 
 
@@ -1343,7 +1359,13 @@ def _cached_rows(path):
         raw = sc.get_raw(_an.SIDECAR_KEY) if sc.fresh else None
     if raw is None:
         return None
-    entry = msgpack.unpackb(raw, use_list=True, strict_map_key=False)
+    gc_was = gc.isenabled()
+    gc.disable()        # 10^5 fresh lists, no garbage: collections would only walk them
+    try:
+        entry = msgpack.unpackb(raw, use_list=True, strict_map_key=False)
+    finally:
+        if gc_was:
+            gc.enable()
     if not isinstance(entry, dict) or entry.get("build") != list(_an._build_key()):
         return None
     value = entry.get("findings")       # encode_findings: [FINDINGS_FORMAT, [row, ...]]
