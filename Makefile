@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench traces clean
+.PHONY: demo demo-diff test bench traces clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found (set PYTHON=...)" >&2; exit 2; }
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/vtdtrace view traces/s1-usb-rmrr.direct-nocx16.vtdt
+
+demo-diff: $(STAMP)
+	$(BIN)/vtdtrace view traces/s1-usb-rmrr.legacy.vtdt traces/s1-usb-rmrr.direct.vtdt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
