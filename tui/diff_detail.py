@@ -85,12 +85,10 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
     reg = dm.region_at()
     if reg is not None:
         counts = ", ".join(f"{reg.counts[c]} {COUNT_TEXT[c]}" for c in reg.classes)
-        path = " > ".join(str(p) for p in reg.path)
         # `vtdtrace diff` numbers regions inside each operation
         local = f" (region {pair.regions.index(reg.index) + 1} of this operation in `vtdtrace diff`)" \
             if reg.index in pair.regions else ""
-        lines.extend(wrap_parts(f"region {reg.index + 1} of {n}{local}: {counts}" + (f"  in {path}" if path else ""),
-                                width, "diff-detail--region"))
+        lines.extend(wrap_parts(f"region {reg.index + 1} of {n}{local}: {counts}", width, "diff-detail--region"))
     elif n:
         nxt = dm.alignment.next_region(dm.row)
         where = f"next difference: region {nxt.index + 1} at row {nxt.row_start + 1:,} (}})" if nxt else \
@@ -159,6 +157,10 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
             add(([(f"  … {len(hz) - HAZARDS_SHOWN} more", "diff-detail--dim")], None))
     elif not report.hazards_available:
         add(([("hazard delta not computed", "diff-detail--dim")], None))
+    # where the region sits in the call structure: long, so after the rows' own facts and findings
+    if reg is not None and reg.path:
+        lines.extend(wrap_parts("region in " + " > ".join(str(p) for p in reg.path), width, "diff-detail--region"))
+
     # state after this operation, as the diff measured it
     sd = dm.state_diff_of(pair.index)
     if sd is not None:
