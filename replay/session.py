@@ -113,6 +113,27 @@ class ReplaySession:
             self.trace.close()
             raise
 
+    @classmethod
+    def open_cached(cls, path) -> "ReplaySession | None":
+        """The session when the trace's sidecar already holds fresh
+        checkpoints of this build, so that opening is O(1); None otherwise
+        (it never folds the trace to build them).  Raises reader.NotATrace
+        like the constructor."""
+        try:
+            with Sidecar.open(path, trace_fingerprint(path)) as sc:
+                meta = sc.get(K_META) if sc.fresh else None
+                ok = (isinstance(meta, dict) and list(meta.get("build") or ()) == _build_key()
+                      and K_CHECKPOINTS in sc)
+        except OSError:
+            return None
+        if not ok:
+            return None
+        session = cls(path)
+        if session.built:       # the sidecar changed in between: it had to build after all
+            session.close()
+            return None
+        return session
+
     def _open(self, use_sidecar, min_events, progress) -> None:
         trace = self.trace
         self.header = trace.header

@@ -1343,35 +1343,16 @@ def _row_json(r) -> dict:
 
 
 def _cached_rows(path):
-    """The sidecar's finding rows, read directly (tens of ms for 10^5
-    findings, where decoding them into objects costs most of a second), or
-    None when the entry is absent, stale or of another format."""
-    import msgpack
-
-    from replay.hazards import analyse as _an
+    """The sidecar's finding rows (replay.hazards.analyse.cached_finding_rows)
+    when they are in the layout _ROW_FIELDS reads, else None."""
     from replay.hazards import findings as _fi
-    from replay.reader import trace_fingerprint
-    from replay.sidecar import Sidecar
+    from replay.hazards.analyse import cached_finding_rows
 
     if getattr(_fi, "FINDINGS_FORMAT", None) != 1:
         return None
-    with Sidecar.open(path, trace_fingerprint(path)) as sc:
-        raw = sc.get_raw(_an.SIDECAR_KEY) if sc.fresh else None
-    if raw is None:
+    rows = cached_finding_rows(path)
+    if rows is None:
         return None
-    gc_was = gc.isenabled()
-    gc.disable()        # 10^5 fresh lists, no garbage: collections would only walk them
-    try:
-        entry = msgpack.unpackb(raw, use_list=True, strict_map_key=False)
-    finally:
-        if gc_was:
-            gc.enable()
-    if not isinstance(entry, dict) or entry.get("build") != list(_an._build_key()):
-        return None
-    value = entry.get("findings")       # encode_findings: [FINDINGS_FORMAT, [row, ...]]
-    if not (isinstance(value, list) and len(value) == 2 and value[0] == 1 and isinstance(value[1], list)):
-        return None
-    rows = value[1]
     if rows and (type(rows[0]) is not list or len(rows[0]) != len(_ROW_FIELDS)):
         return None
     return FindingRows(rows)    # each row is checked as it is matched (_keyed)
@@ -1380,8 +1361,7 @@ def _cached_rows(path):
 def cached_findings(path, trace):
     """The findings of a trace from its sidecar, when a fresh entry is there
     (None otherwise, or when this build has no analysers)."""
-    hz = _hazards()
-    if hz is None:
+    if _hazards() is None:
         return None
     try:
         rows = _cached_rows(path)
@@ -1389,16 +1369,9 @@ def cached_findings(path, trace):
             return rows
     except Exception:
         pass
-    public = getattr(hz, "cached_findings", None)
     try:
-        if public is not None:
-            got = public(path)
-            return None if got is None else got.findings
-        from replay.hazards import analyse as _an
-        from replay.reader import trace_fingerprint
-        from replay.sidecar import Sidecar
-        with Sidecar.open(path, trace_fingerprint(path)) as sc:
-            got = _an._load_cached(sc, trace)
+        from replay.hazards.analyse import cached_findings as _cached
+        got = _cached(path, trace)
         return None if got is None else got.findings
     except Exception:       # a cache problem is never an error: recompute
         return None
@@ -1411,24 +1384,12 @@ def store_findings(path, trace, analysis, findings) -> None:
     if hz is None:
         return
     try:
-        public = getattr(hz, "store_findings", None)
+        from replay.hazards.analyse import store_findings as _store
         stop = trace.stop
         if analysis.bad is not None and stop is None:
             from replay.reader import StopReport
             stop = StopReport("corrupt", 0, 0, analysis.seq, analysis.bad[1])
-        if public is not None:
-            public(path, hz.TraceFindings(path, trace.header, findings, analysis.seq, stop is None, stop))
-            return
-        from replay.hazards import analyse as _an
-        from replay.hazards.findings import encode_findings
-        from replay.reader import trace_fingerprint
-        from replay.sidecar import Sidecar
-        with Sidecar.open(path, trace_fingerprint(path)) as sc:
-            if sc.writable:
-                sc.put(_an.SIDECAR_KEY, {"build": _an._build_key(), "events": analysis.seq,
-                                         "stop": list(stop) if stop is not None else None,
-                                         "findings": encode_findings(findings)})
-                sc.commit()
+        _store(path, hz.TraceFindings(path, trace.header, findings, analysis.seq, stop is None, stop))
     except Exception:
         pass
 
@@ -1438,20 +1399,8 @@ def cached_session(path):
     checkpoints (opening it is then O(1)); None otherwise -- the diff never
     builds checkpoints, it folds instead."""
     try:
-        from replay import session as _se
-        from replay.reader import trace_fingerprint
-        from replay.sidecar import Sidecar
-        with Sidecar.open(path, trace_fingerprint(path)) as sc:
-            meta = sc.get(_se.K_META) if sc.fresh else None
-            ok = (isinstance(meta, dict) and list(meta.get("build") or ()) == list(_se._build_key())
-                  and _se.K_CHECKPOINTS in sc)
-        if not ok:
-            return None
-        session = _se.ReplaySession(path)
-        if getattr(session, "built", False):        # it had to build after all
-            session.close()
-            return None
-        return session
+        from replay.session import ReplaySession
+        return ReplaySession.open_cached(path)
     except Exception:       # a cache problem is never an error: fold instead
         return None
 

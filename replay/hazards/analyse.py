@@ -289,9 +289,7 @@ def findings_for_trace(path_or_trace, *, sidecar: bool = False) -> TraceFindings
         if sc is not None:
             try:
                 if sc.writable:
-                    sc.put(SIDECAR_KEY, {"build": _build_key(), "events": result.events,
-                                         "stop": list(stop) if stop is not None else None,
-                                         "findings": encode_findings(findings)})
+                    sc.put(SIDECAR_KEY, _entry(result))
                     sc.commit()
             except OSError:
                 pass
@@ -301,6 +299,82 @@ def findings_for_trace(path_or_trace, *, sidecar: bool = False) -> TraceFindings
     finally:
         if own:
             trace.close()
+
+
+def cached_findings(path, trace=None) -> TraceFindings | None:
+    """The findings of the trace at ``path`` from its sidecar, when a fresh
+    entry of this build is there; None otherwise (nothing is computed, and a
+    sidecar that cannot be read is a miss).  ``trace``: the trace already
+    open (its header goes into the result), else it is opened here."""
+    from replay.reader import open_trace, trace_fingerprint
+    from replay.sidecar import Sidecar
+
+    try:
+        with Sidecar.open(path, trace_fingerprint(path)) as sc:
+            if not sc.fresh or SIDECAR_KEY not in sc:
+                return None
+            if trace is not None:
+                return _load_cached(sc, trace)
+            with open_trace(path, verify=False) as own:
+                return _load_cached(sc, own)
+    except OSError:
+        return None
+
+
+def cached_finding_rows(path) -> list | None:
+    """The sidecar's findings of the trace at ``path`` as positional rows
+    (``Finding.to_row`` order of FINDINGS_FORMAT), without building Finding
+    objects: tens of ms for 10^5 findings, where decoding them costs most of
+    a second.  None when the entry is absent, stale or of another format."""
+    import msgpack
+
+    from replay.reader import trace_fingerprint
+    from replay.sidecar import Sidecar
+
+    from .findings import FINDINGS_FORMAT
+
+    with Sidecar.open(path, trace_fingerprint(path)) as sc:
+        raw = sc.get_raw(SIDECAR_KEY) if sc.fresh else None
+    if raw is None:
+        return None
+    gc_was = gc.isenabled()
+    gc.disable()        # 10^5 fresh lists, no garbage: collections would only walk them
+    try:
+        entry = msgpack.unpackb(raw, use_list=True, strict_map_key=False)
+    finally:
+        if gc_was:
+            gc.enable()
+    if not isinstance(entry, dict) or entry.get("build") != _build_key():
+        return None
+    value = entry.get("findings")       # encode_findings: [FINDINGS_FORMAT, [row, ...]]
+    if not (isinstance(value, list) and len(value) == 2 and value[0] == FINDINGS_FORMAT
+            and isinstance(value[1], list)):
+        return None
+    return value[1]
+
+
+def store_findings(path, result: TraceFindings) -> bool:
+    """Put findings computed elsewhere (an Analysis run inline, as the diff
+    does) into the trace's sidecar, as ``findings_for_trace(path,
+    sidecar=True)`` would have.  Best effort: False when not stored."""
+    from replay.reader import trace_fingerprint
+    from replay.sidecar import Sidecar
+
+    try:
+        with Sidecar.open(path, trace_fingerprint(path)) as sc:
+            if not sc.writable:
+                return False
+            sc.put(SIDECAR_KEY, _entry(result))
+            sc.commit()
+            return True
+    except OSError:
+        return False
+
+
+def _entry(result: TraceFindings) -> dict:
+    stop = result.stop
+    return {"build": _build_key(), "events": result.events, "stop": list(stop) if stop is not None else None,
+            "findings": encode_findings(result.findings)}
 
 
 def _load_cached(sc, trace):
