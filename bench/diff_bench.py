@@ -214,20 +214,35 @@ def _timed(fn, reps: int, before=None) -> float:
     return statistics.median(times)
 
 
-_RSS_DIFF = """
-import resource, sys
+# The child's own peak: VmHWM belongs to the memory map exec gave it, while
+# ru_maxrss also counts what the parent (this bench, hundreds of MB by then)
+# had resident when it forked.
+_PEAK_KB = """
+def peak_kb():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+"""
+_RSS_DIFF = _PEAK_KB + """
+import sys
 from replay.diff import diff_files, render_text
 rep = diff_files(sys.argv[1], sys.argv[2])
 render_text(rep)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(peak_kb())
 """
-_RSS_HOLD = """
-import gc, resource, sys
+_RSS_HOLD = _PEAK_KB + """
+import gc, sys
 from replay.reader import open_trace
 gc.disable()
 t = open_trace(sys.argv[1])
 events = [ev for chunk in t.iter_chunks() for ev in chunk]
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(peak_kb())
 """
 
 
