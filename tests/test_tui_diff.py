@@ -211,9 +211,13 @@ def test_goto_a_step_of_the_active_side(s1):
 
 
 def test_summary_and_equivalent_traces(s1, tmp_path):
-    assert s1.summary().startswith("DIFFERENT · 10 regions · hazards only A 6 / only B 4")
+    assert s1.summary() == "DIFFERENT · only-A findings 6, only-B 4 · 10 regions"
+    # the headers differ too (engine name and commit): said, not counted
+    from tui.diff_detail import detail_lines
+    text = "\n".join("".join(t for t, _ in parts) for parts, _ in detail_lines(s1, 200))
+    assert "headers differ (not counted as a difference): engine.name: legacy | direct" in text
     same = _model(tmp_path, DIRECT, DIRECT)
-    assert same.report.equivalent and same.summary().startswith("EQUIVALENT · 0 regions")
+    assert same.report.equivalent and same.summary() == "EQUIVALENT · only-A findings 0, only-B 0 · 0 regions"
     assert same.row == 0 and same.next_region() is None and same.next_hazard() is None
     for side in ("a", "b"):
         same.models[side].close()
@@ -501,7 +505,7 @@ async def test_damaged_second_trace_banner(tmp_path):
         assert "B: damaged trace" in screen_text(app)
         assert "damaged" in _title(app, "b")
         assert app.dm.ready and app.dm.report.damaged
-        assert "DAMAGED input" in app.query_one("#diff-bar").text()
+        assert "DIFFERENT (damaged input: readable prefixes)" in app.query_one("#diff-bar").text()
     _close(app)
 
 
@@ -588,7 +592,8 @@ async def test_finding_status_window_marks_and_window_end(tmp_path):
             await pilot.press("right_square_bracket")
         start, end = rmrr.finding["start"], rmrr.finding["end"]
         n = len([h for h in dm.report.hazards if h.row is not None])
-        assert f"finding {k + 1}/{n} · only A · rmrr-disconnect [{start}, {end})" in app.command_line.text()
+        assert (f"finding {k + 1}/{n} · only A · rmrr-disconnect 0000:00:14.0 [{start}, {end})"
+                in app.command_line.text())
         # where ]/[ landed is listed first in the lower pane
         assert app.detail.text().split("only one trace has:")[1].split("\n")[1].strip().startswith(
             "only A: rmrr-disconnect")
@@ -617,6 +622,14 @@ async def test_lower_pane_scrolls_from_the_keyboard(tmp_path):
         assert d.scroll_y == 0
         await pilot.press("shift+down")
         assert d.scroll_y > 0
+        # a move shows the new row's text from its first line
+        await pilot.press("n")
+        assert d.scroll_y == 0 and d.text().startswith(f"row {app.dm.row + 1} of")
+        # a failed move with nothing to say clears the last message
+        await pilot.press("home", "left_curly_bracket")
+        assert "no earlier difference" in app.command_line.text()
+        await pilot.press("up")
+        assert app.command_line.text().strip() == ""
     _close(app)
 
 

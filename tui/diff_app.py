@@ -54,7 +54,7 @@ side's step stays at its last event before the gap.
   [b]}[/b] / [b]{[/b]     next / previous difference region
   [b]][/b] / [b]\\[[/b]     next / previous finding that only one trace has (its side becomes active)
   [b]e[/b]         to the end of the window of that finding (the step that closes it)
-  [b]tab[/b]       switch the active side (A / B)
+  [b]tab[/b] / [b]shift+tab[/b]  switch the active side (A / B)
   [b]g[/b]         go to a step of the active side: 200, +10, -5, end
   (no search here: open one trace alone, [b]vtdtrace view A[/b], for / and the filter)
   [b]PgUp PgDn Home End[/b]  page through the rows
@@ -65,7 +65,9 @@ side's step stays at its last event before the gap.
   [b]-[/b] an event only A has      [b]+[/b] an event only B has
   [b]![/b] a finding only this trace has starts at this event, [b]▌[/b] the event is inside its window
   The lower pane explains the row: both events, each differing field with A's and
-  B's value, the state difference after the operation, the findings it adds or lacks.
+  B's value, the state at the cursor (how the state after A's step differs from the
+  state after B's step), the findings only one trace has, the state difference after
+  the operation, and the headers that differ.
   The bottom strip is the whole alignment: █ difference regions, ▲ findings of one
   trace only, ▼ you.  Click it (or a row) to jump.
 
@@ -313,8 +315,8 @@ class DiffApp(KeyRouting, App):
     # --- moving -------------------------------------------------------------------------------
     def _moved(self, result, what: str = "", center: bool = False, status=None) -> None:
         if result is None:
-            if what:
-                self.command_line.set_status(what)
+            # a move with nothing to say still ends the previous message
+            self.command_line.set_status(what)
             self.bell()
             return
         self.command_line.set_status(status() if status is not None else "")

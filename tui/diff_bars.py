@@ -73,16 +73,22 @@ class SideTitle(OneLine):
             if ev is not None:
                 out.append((f" op {ev[3]}" + (f" {ev[5]}" if ev[5] else ""), None))
             out.append((" │ ", "side-title--dim"))
-        out.append((f"{m.name} ", "side-title--name"))
-        out.append((f"· {m.engine} ", None))
+        rest = [(f"{m.name} ", "side-title--name"), (f"· {m.engine} ", None)]
         if not m.complete:
-            out.append(("· damaged ", "side-title--bad"))
+            rest.append(("· damaged ", "side-title--bad"))
         count = f"· {m.count:,} ev"
-        # the event count goes first when the line is too long: cut, it
-        # would read as another number
-        if sum(len(t) for t, _ in out) + len(count) <= width:
-            out.append((count, "side-title--dim"))
-        return out
+        # the event count goes first when the line is too long (cut, it
+        # would read as another number); decided for the longest step text
+        # of this trace, so it does not come and go as the cursor moves
+        longest = 4 + len(f"step {m.count:,} (gap) op {self._last_op()} XXXXX │ ")
+        if longest + sum(len(t) for t, _ in rest) + len(count) <= width:
+            rest.append((count, "side-title--dim"))
+        return out + rest
+
+    def _last_op(self) -> int:
+        m = self.dm.models[self.side]
+        ev = m.event(m.count)
+        return ev[3] if ev is not None else 0
 
 
 class DiffMap(CachedStyles, Widget):

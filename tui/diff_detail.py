@@ -24,6 +24,7 @@ STATUS_TEXT = {"same": "the same", "different": "different", "only-a": "only in 
 RUN_BACK = 4096          # events walked back to find the op-begin of a row in a run
 STATE_SHOWN = 12
 HAZARDS_SHOWN = 6
+HEADER_SHOWN = 6
 
 
 def _field_value(pres, ev, name: str) -> str:
@@ -131,7 +132,7 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
         add(([("state at the cursor: ", "diff-detail--label"), (dm.session_note, "diff-detail--dim")], None))
     else:
         sa, sb, changes = cur
-        head = f"state at the cursor (A after step {sa}, B after step {sb}): "
+        head = f"state at the cursor (A after step {sa:,}, B after step {sb:,}): "
         if not changes:
             add(([(head, "diff-detail--label"), ("the same", "diff-detail--dim")], None))
         else:
@@ -165,7 +166,7 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
     sd = dm.state_diff_of(pair.index)
     if sd is not None:
         if sd.changes:
-            add(([(f"state after this operation (A step {sd.seq_a}, B step {sd.seq_b}): "
+            add(([(f"state after this operation (A step {sd.seq_a:,}, B step {sd.seq_b:,}): "
                    f"{len(sd.changes)} difference{'s' if len(sd.changes) != 1 else ''}", "diff-detail--label")],
                  None))
             for c in sd.changes[:STATE_SHOWN]:
@@ -174,9 +175,16 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
                 add(([(f"  … {len(sd.changes) - STATE_SHOWN} more (vtdtrace diff --json)", "diff-detail--dim")],
                      None))
         else:
-            add(([(f"state after this operation (A step {sd.seq_a}, B step {sd.seq_b}): the same again",
+            add(([(f"state after this operation (A step {sd.seq_a:,}, B step {sd.seq_b:,}): the same again",
                    "diff-detail--label")], None))
 
+    if report.header_diff:
+        hd = report.header_diff
+        text = "; ".join(f"{d.get('path')}: {d.get('a')} | {d.get('b')}" if isinstance(d, dict) else str(d)
+                         for d in hd[:HEADER_SHOWN])
+        more = f"; … {len(hd) - HEADER_SHOWN} more" if len(hd) > HEADER_SHOWN else ""
+        lines.extend(wrap_parts(f"headers differ (not counted as a difference): {text}{more}", width,
+                                "diff-detail--dim"))
     return lines
 
 
@@ -188,4 +196,8 @@ class DiffDetail(LinePane, can_focus=False):
                          "diff-detail--hazard-here", "diff-detail--bad"}
 
     def show(self, dm: DiffModel) -> None:
+        """The row under the cursor, from its first line (J/K scrolled the
+        previous row's text)."""
+        if self.scroll_y:
+            self.scroll_to(y=0, animate=False, force=True)
         self.build(lambda width: detail_lines(dm, width))

@@ -230,8 +230,10 @@ class DiffModel:
             return ""
         f = h.finding
         end = f.get("end")
-        return (f"finding {self._hazard_at + 1}/{len(self._hazard_list())} · only {h.side.upper()} · "
-                f"{f.get('kind')} [{f.get('start')}, {'end' if end is None else end})   e: its end")
+        dev = f.get("rid") or f.get("device")
+        return (f"finding {self._hazard_at + 1:,}/{len(self._hazard_list()):,} · only {h.side.upper()} · "
+                f"{f.get('kind')}{f' {dev}' if dev else ''} [{f.get('start')}, {'end' if end is None else end})"
+                f"   e: its end")
 
     def window_end(self):
         """To the step that closes the window of the finding ]/[ landed on
@@ -393,23 +395,21 @@ class DiffModel:
         return [(h.row, h.side) for h in self.report.hazards if h.row is not None]
 
     def summary(self) -> str:
-        """'DIFFERENT · 3 of 3 ops differ · 10 regions · hazards 1 | 0'."""
+        """'DIFFERENT · only-A findings 6, only-B 4 · 10 regions' (the
+        numbers first: a narrow top bar cuts the end)."""
         if self.error:
             return "diff failed"
         if not self.ready:
             pct = "" if self.fraction is None else f" {self.fraction * 100:.0f}%"
             return f"{self.phase}…{pct}"
         r = self.report
-        if r.equivalent:
-            head = "EQUIVALENT"
-        else:
-            head = "DIFFERENT"
-        n_regions = len(self.alignment.regions)
-        ha = sum(1 for h in r.hazards if h.side == "a")
-        hb = len(r.hazards) - ha
-        bits = [head, f"{n_regions} region{'s' if n_regions != 1 else ''}"]
-        if r.hazards_available:
-            bits.append(f"hazards only A {ha} / only B {hb}")
+        head = "EQUIVALENT" if r.equivalent else "DIFFERENT"
         if r.damaged:
-            bits.append("DAMAGED input: readable prefixes compared")
+            head += " (damaged input: readable prefixes)"
+        bits = [head]
+        if r.hazards_available:
+            ha = sum(1 for h in r.hazards if h.side == "a")
+            bits.append(f"only-A findings {ha:,}, only-B {len(r.hazards) - ha:,}")
+        n_regions = len(self.alignment.regions)
+        bits.append(f"{n_regions:,} region{'s' if n_regions != 1 else ''}")
         return " · ".join(bits)
