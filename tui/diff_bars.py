@@ -26,7 +26,7 @@ class DiffBar(OneLine):
 
     def parts(self, width: int) -> list[tuple[str, str | None]]:
         dm = self.dm
-        out = [(" vtdtrace diff ", "diff-bar--app"), (" ", None)]
+        out = [(" vtdtrace diff " if width >= 100 else " diff ", "diff-bar--app"), (" ", None)]
         summary = dm.summary()
         if dm.ready:
             head, _, rest = summary.partition(" · ")
