@@ -30,19 +30,15 @@ from .event_list import EventList
 from .key_routing import KeyRouting
 from .model import Filter, TraceModel
 from .command_line import CommandLine
+from .progress import Progress
 from .screens import BookmarksScreen, FilterScreen, HelpScreen
 from .state_pane import StatePane
 from .timeline import Timeline
 from .trace_view import TraceView
 
 
-class SearchProgress(Message):
-    def __init__(self, fraction: float) -> None:
-        super().__init__()
-        self.fraction = fraction
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, SearchProgress)
+class SearchProgress(Progress):
+    pass
 
 
 class SearchDone(Message):

@@ -37,6 +37,7 @@ from .diff_list import DiffList
 from .diff_model import SIDES, DiffModel
 from .key_routing import KeyRouting
 from .model import TraceModel
+from .progress import Progress
 from .screens import HelpScreen
 
 PROGRESS_INTERVAL = 0.1
@@ -75,13 +76,8 @@ side's step stays at its last event before the gap.
 """
 
 
-class DiffProgress(Message):
-    def __init__(self, fraction: float) -> None:
-        super().__init__()
-        self.fraction = fraction
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, DiffProgress)
+class DiffProgress(Progress):
+    pass
 
 
 class DiffReady(Message):
