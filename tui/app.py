@@ -107,10 +107,6 @@ class VtdtraceApp(KeyRouting, App):
         yield Footer()
 
     @property
-    def command_line(self) -> CommandLine:
-        return self.screen_stack[0].query_one("#command", CommandLine)
-
-    @property
     def view(self) -> TraceView:
         # the main screen's, also while a modal screen (help, palette) is on top
         return self.screen_stack[0].query_one("#trace", TraceView)

@@ -205,10 +205,6 @@ class DiffApp(KeyRouting, App):
     def detail(self) -> DiffDetail:
         return self.screen_stack[0].query_one("#detail", DiffDetail)
 
-    @property
-    def command_line(self) -> CommandLine:
-        return self.screen_stack[0].query_one("#command", CommandLine)
-
     def on_mount(self) -> None:
         a, b = (self.dm.models[s].name for s in SIDES)
         self.title = f"vtdtrace diff {a} {b}"

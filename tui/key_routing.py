@@ -11,13 +11,20 @@ from __future__ import annotations
 
 from textual import events
 
+from .command_line import CommandLine
 from .idle_gc import IdleGC
 
 
 class KeyRouting(IdleGC):
-    """Mix into an App that has a ``command_line`` property, before App."""
+    """Mix into an App whose main screen has a CommandLine ``#command``,
+    before App."""
 
     latency_probe = None
+
+    @property
+    def command_line(self) -> CommandLine:
+        # the main screen's, also while a modal screen is on top
+        return self.screen_stack[0].query_one("#command", CommandLine)
 
     async def on_event(self, event) -> None:
         if isinstance(event, events.Key) and not event.is_forwarded:
