@@ -244,6 +244,12 @@ class Terminal:
     def send(self, keys: bytes) -> None:
         os.write(self.master, keys)
 
+    def press(self, keys: bytes, gap: float = KEY_GAP) -> None:
+        """Send keys, then leave the app ``gap`` seconds to draw (so no key
+        queues behind another)."""
+        self.send(keys)
+        time.sleep(gap)
+
     def wait_ready(self, timeout: float) -> dict:
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -322,11 +328,7 @@ def latencies(trace: Path, steps: int, jumps: int) -> tuple[dict, dict]:
     count = info["count"]
     time.sleep(0.5)
     rnd = random.Random(1)
-
-    def press(k: bytes, gap: float = KEY_GAP) -> None:
-        term.send(k)
-        time.sleep(gap)
-
+    press = term.press
     for _ in range(steps):
         press(b"n")
     press(b"g", 0.3)
@@ -351,10 +353,7 @@ def latencies(trace: Path, steps: int, jumps: int) -> tuple[dict, dict]:
     press(b"\r", 0.5)
     for _ in range(jumps):
         press(b"W", JUMP_GAP)
-    res = term.quit()
-    by_key: dict[str, list[tuple[float, float]]] = {}
-    for (key, seconds), cpu in zip(res["samples"], res["cpu"]):
-        by_key.setdefault(key, []).append((seconds * 1000, cpu * 1000))
+    by_key = samples_by_key(term.quit())
     named = {"step (n)": by_key.get("n", [])[:steps],
              "next hazard (])": by_key.get("right_square_bracket", []),
              "go to step (g N enter)": by_key.get("enter", [])[1:1 + jumps],   # not the set-up ones
@@ -362,13 +361,38 @@ def latencies(trace: Path, steps: int, jumps: int) -> tuple[dict, dict]:
     return named, info
 
 
+def samples_by_key(res: dict) -> dict[str, list[tuple[float, float]]]:
+    """The child's samples as key -> [(key->frame ms, UI-thread CPU ms)]."""
+    by_key: dict[str, list[tuple[float, float]]] = {}
+    for (key, seconds), cpu in zip(res["samples"], res["cpu"]):
+        by_key.setdefault(key, []).append((seconds * 1000, cpu * 1000))
+    return by_key
+
+
+def key_rows(name: str, pairs: list, note: str, baseline: tuple = (None, None)) -> list[Result]:
+    """Median, p95 (goals: a 60 Hz frame, two) and UI-thread CPU of one key;
+    ``baseline``: the bare list's (median, p95) from the same run."""
+    vals = [w for w, _ in pairs]
+    cpu = [c for _, c in pairs]
+    med, p95 = statistics.median(vals) if vals else float("nan"), _pct(vals, 0.95)
+    base_med, base_p95 = baseline
+    if base_med:
+        note += f"; {med / base_med:.2f}x the bare list"
+    return [
+        Result(f"key->frame {name} median", med, base_med, unit="ms", ratio=med, goal=("<=", 17), note=note),
+        Result(f"key->frame {name} p95", p95, base_p95, unit="ms", ratio=p95, goal=("<=", 33)),
+        Result(f"  main-thread CPU {name} median", statistics.median(cpu) if cpu else float("nan"), unit="ms",
+               note="key received -> frame written, CPU of the UI thread only: "
+                    "the part that does not depend on other tenants of the host"),
+    ]
+
+
 def bare_latency(steps: int) -> list[float]:
     term = Terminal(10_000_000, mode="--bare")
     term.wait_ready(timeout=60)
     time.sleep(0.5)
     for _ in range(steps):
-        term.send(b"n")
-        time.sleep(KEY_GAP)
+        term.press(b"n")
     res = term.quit()
     return [ms * 1000 for key, ms in res["samples"] if key == "n"]
 
@@ -415,16 +439,8 @@ def run(opts: Options) -> list[Result]:
     results.append(Result("key->frame bare Line-API list (baseline) p95", bare_p95, unit="ms"))
     named, info = latencies(big, steps=steps, jumps=jumps)
     for name, pairs in named.items():
-        vals = [w for w, _ in pairs]
-        cpu = [c for _, c in pairs]
-        med, p95 = statistics.median(vals) if vals else float("nan"), _pct(vals, 0.95)
-        results.append(Result(f"key->frame {name} median", med, bare_med, unit="ms", ratio=med, goal=("<=", 17),
-                              note=f"{len(vals)} keys at {big_n:,} events, pty {SIZE[0]}x{SIZE[1]}; "
-                                   f"{med / bare_med:.2f}x the bare list"))
-        results.append(Result(f"key->frame {name} p95", p95, bare_p95, unit="ms", ratio=p95, goal=("<=", 33)))
-        results.append(Result(f"  main-thread CPU {name} median", statistics.median(cpu) if cpu else float("nan"),
-                              unit="ms", note="key received -> frame written, CPU of the UI thread only: "
-                                              "the part that does not depend on other tenants of the host"))
+        results += key_rows(name, pairs, f"{len(pairs)} keys at {big_n:,} events, pty {SIZE[0]}x{SIZE[1]}",
+                            (bare_med, bare_p95))
     results.append(Result(f"load from a warm sidecar, {big_n:,} events", info["load_seconds"], unit="s",
                           note="index + checkpoints + findings read back; the UI answers keys meanwhile"))
     if cold:

@@ -25,7 +25,6 @@ import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ import time
 from pathlib import Path
 
 from bench import Options, Result, section
-from bench.tui_bench import JUMP_GAP, KEY_GAP, REPO, SIZE, Probe, Terminal, _pct, first_frame
+from bench.tui_bench import JUMP_GAP, REPO, SIZE, Probe, Terminal, first_frame, key_rows, samples_by_key
 
 SEP = os.pathsep
 EDITS = 200
@@ -114,11 +113,7 @@ def latencies(traces: str, steps: int, jumps: int) -> tuple[dict, dict]:
     info = term.wait_ready(timeout=3600)
     time.sleep(0.5)
     rnd = random.Random(1)
-
-    def press(k: bytes, gap: float = KEY_GAP) -> None:
-        term.send(k)
-        time.sleep(gap)
-
+    press = term.press
     for _ in range(steps):
         press(b"n")
     for _ in range(steps):
@@ -135,10 +130,7 @@ def latencies(traces: str, steps: int, jumps: int) -> tuple[dict, dict]:
         press(b"g", 0.3)
         press(str(rnd.randrange(1, info["count"] + 1)).encode(), 0.1)
         press(b"\r", JUMP_GAP)
-    res = term.quit()
-    by_key: dict[str, list[tuple[float, float]]] = {}
-    for (key, seconds), cpu in zip(res["samples"], res["cpu"]):
-        by_key.setdefault(key, []).append((seconds * 1000, cpu * 1000))
+    by_key = samples_by_key(term.quit())
     named = {"step the active side (n)": by_key.get("n", []),
              "next row (down)": by_key.get("down", []),
              "next difference (})": by_key.get("right_curly_bracket", []),
@@ -164,14 +156,7 @@ def run(opts: Options) -> list[Result]:
     results.append(Result("cold: diff + both indexes built, no sidecar", cold, unit="s",
                           note="once per pair of traces; the view shows progress meanwhile"))
     for name, pairs in named.items():
-        vals = [w for w, _ in pairs]
-        cpu = [c for _, c in pairs]
-        med, p95 = (statistics.median(vals) if vals else float("nan")), _pct(vals, 0.95)
-        results.append(Result(f"key->frame {name} median", med, unit="ms", ratio=med, goal=("<=", 17),
-                              note=f"{len(vals)} keys, pty {SIZE[0]}x{SIZE[1]}"))
-        results.append(Result(f"key->frame {name} p95", p95, unit="ms", ratio=p95, goal=("<=", 33)))
-        results.append(Result(f"  main-thread CPU {name} median", statistics.median(cpu) if cpu else float("nan"),
-                              unit="ms", note="the UI thread's own work, key received -> frame written"))
+        results += key_rows(name, pairs, f"{len(pairs)} keys, pty {SIZE[0]}x{SIZE[1]}")
     return results
 
 
