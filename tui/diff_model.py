@@ -159,12 +159,14 @@ class DiffModel:
             target = seq + delta
         if not 1 <= target <= count:
             return None
-        row = self.alignment.row_of(side, target)
+        return self._move_to_seq(side, target)
+
+    def _move_to_seq(self, side: str, seq: int):
+        """To the row showing the side's event seq (or the nearest before)."""
+        row = self.alignment.row_of(side, seq)
         if row is None:
-            row = self.alignment.nearest_row(side, target)
-        if row is None:
-            return None
-        return self.move_row(row)
+            row = self.alignment.nearest_row(side, seq)
+        return None if row is None else self.move_row(row)
 
     def next_region(self):
         if not self.ready:
@@ -192,10 +194,9 @@ class DiffModel:
         """Where the cursor is in the hazard list: the index of the finding a
         ]/[ landed on while the cursor has not moved since (two findings may
         start on one row), else a position between entries (-0.5 steps)."""
-        k = self._hazard_at
+        if self.current_hazard() is not None:
+            return 2 * self._hazard_at
         hs = self._hazard_list()
-        if k is not None and k < len(hs) and hs[k].row == self.row:
-            return 2 * k
         below = bisect_left(self._hazard_rows, self.row)      # findings starting above the cursor
         if below < len(hs) and hs[below].row == self.row:
             return 2 * below
@@ -245,10 +246,7 @@ class DiffModel:
         count = self.models[h.side].count
         seq = count if end is None else min(int(end), count)
         self.active = h.side
-        row = self.alignment.row_of(h.side, seq)
-        if row is None:
-            row = self.alignment.nearest_row(h.side, seq)
-        return None if row is None else self.move_row(row)
+        return self._move_to_seq(h.side, seq)
 
     def windows(self, side: str) -> list[tuple[int, int]]:
         """[start, end) steps of the findings only this side has (merged,
@@ -288,11 +286,7 @@ class DiffModel:
         if not self.ready or not self.n_rows:
             return None
         side = self.active
-        seq = max(1, min(seq, self.models[side].count))
-        row = self.alignment.row_of(side, seq)
-        if row is None:
-            row = self.alignment.nearest_row(side, seq)
-        return None if row is None else self.move_row(row)
+        return self._move_to_seq(side, max(1, min(seq, self.models[side].count)))
 
     def parse_goto(self, text: str) -> int:
         """'208', '+10', '-5', 'end' on the active side (its events are
@@ -375,8 +369,8 @@ class DiffModel:
             return 0, 0
         regs = self.alignment.regions
         row = self.row if row is None else row
-        prev = self.alignment.next_region(row)
-        k = (prev.index if prev is not None else len(regs))
+        nxt = self.alignment.next_region(row)
+        k = nxt.index if nxt is not None else len(regs)
         return k, len(regs)
 
     def pair_at(self, row: int | None = None):
