@@ -299,10 +299,17 @@ class DiffApp(KeyRouting, App):
     def _redraw_all(self) -> None:
         for lst in self.lists():
             lst.redraw()
+        self._refresh_bars()
+        self.detail.show(self.dm)
+
+    def _refresh_bars(self) -> None:
+        """The one-line widgets that show the cursor: summary bar, titles."""
         self.query_one(DiffBar).refresh()
         for t in self.screen_stack[0].query(SideTitle):
             t.refresh()
-        self.detail.show(self.dm)
+
+    def _clamp_top(self, top: int, height: int) -> int:
+        return max(0, min(top, max(self.dm.n_rows - height, 0)))
 
     # --- moving -------------------------------------------------------------------------------
     def _moved(self, result, what: str = "", center: bool = False, status=None) -> None:
@@ -326,13 +333,11 @@ class DiffApp(KeyRouting, App):
             new_top = row - (2 * height) // 3
         else:
             new_top = top
-        new_top = max(0, min(new_top, max(self.dm.n_rows - height, 0)))
+        new_top = self._clamp_top(new_top, height)
         self._top = new_top
         for lst in lists:
             lst.show_cursor(new_top)
-        self.query_one(DiffBar).refresh()
-        for t in self.screen_stack[0].query(SideTitle):
-            t.refresh()
+        self._refresh_bars()
         self.query_one(DiffMap).refresh()
         self.detail.show(self.dm)
         self._schedule_prefetch()
@@ -356,7 +361,7 @@ class DiffApp(KeyRouting, App):
         height = lists[0].page_height
         dm = self.dm
         for row, active in dm.destinations():
-            top = max(0, min(row - height // 2, max(dm.n_rows - height, 0)))
+            top = self._clamp_top(row - height // 2, height)    # where _moved centres a jump
             for lst in lists:
                 lst.prefetch(row, top, active)
             if dm.sessions is not None:
