@@ -298,7 +298,7 @@ class DiffApp(KeyRouting, App):
 
     def _redraw_all(self) -> None:
         for lst in self.lists():
-            lst.redraw()
+            lst.refresh()
         self._refresh_bars()
         self.detail.show(self.dm)
 

@@ -93,13 +93,7 @@ class DiffList(CachedStyles, ScrollView, can_focus=False):
         if width <= 0 or not self.dm.ready:
             return
         for r in self.dm.rows(top, top + self.page_height):
-            look = (2 if active == self.side else 1) if r.index == row else 0
-            key = (r.index, r.seq_a, r.seq_b, look, width, base)
-            if self._strips.get(key) is None:
-                self._strips[key] = self._strip(r, look, width, base)
-
-    def redraw(self) -> None:
-        self.refresh()
+            self._cached_strip(r, self._look(r.index, row, active), width, base)
 
     @property
     def page_height(self) -> int:
@@ -146,11 +140,16 @@ class DiffList(CachedStyles, ScrollView, can_focus=False):
         if row >= dm.n_rows or width <= 0:
             return Strip.blank(width, base)
         r = self._frame_rows.get(row) or dm.row_at(row)
-        if row == dm.row:
-            look = 2 if dm.active == self.side else 1
-        else:
-            look = 0
-        key = (row, r.seq_a, r.seq_b, look, width, base)
+        return self._cached_strip(r, self._look(row, dm.row, dm.active), width, base)
+
+    def _look(self, row: int, cursor: int, active: str) -> int:
+        """0 a plain row, 2 the cursor on the active side, 1 on the other."""
+        if row != cursor:
+            return 0
+        return 2 if active == self.side else 1
+
+    def _cached_strip(self, r, look: int, width: int, base: Style) -> Strip:
+        key = (r.index, r.seq_a, r.seq_b, look, width, base)
         strip = self._strips.get(key)
         if strip is None:
             strip = self._strips[key] = self._strip(r, look, width, base)
