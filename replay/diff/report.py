@@ -499,8 +499,7 @@ class _Tracker:
         self._sigs: dict = {}
         self.broken: str | None = None
         # equal raw values decode to equal names only when both headers name alike
-        self.same_views = (view_a.names == view_b.names and view_a.segment == view_b.segment
-                           and view_a.hardware == view_b.hardware)
+        self.same_views = name_alike(view_a, view_b)
 
     @property
     def sa(self):
@@ -695,11 +694,22 @@ class _Tracker:
 
     # -- rendering --------------------------------------------------------------------
     def changes(self) -> list:
-        out = []
-        for (section, key), (a, b) in sorted(self.diff.items(), key=_change_order):
-            ident = _ident(section, key, self.va, self.vb)
-            out.append({"section": section, **ident, "a": _js(a), "b": _js(b)})
-        return out
+        return change_records(self.diff, self.va, self.vb)
+
+
+def change_records(diff: dict, va: PlatformView, vb: PlatformView) -> list:
+    """``{(section, key): (a_fields, b_fields)}`` as the report's change
+    records, in its order (also state_delta's, for the diff view)."""
+    out = []
+    for (section, key), (a, b) in sorted(diff.items(), key=_change_order):
+        out.append({"section": section, **_ident(section, key, va, vb), "a": _js(a), "b": _js(b)})
+    return out
+
+
+def name_alike(va: PlatformView, vb: PlatformView) -> bool:
+    """Both headers name domains, segments and devices alike: equal raw
+    values then decode to equal fields."""
+    return va.names == vb.names and va.segment == vb.segment and va.hardware == vb.hardware
 
 
 from ..state import TABLES as _TABLES  # noqa: E402

@@ -12,8 +12,8 @@ printed by ``text.change_text``) as the report, so both read alike.
 from __future__ import annotations
 
 from ..render import PlatformView, cache_view
-from .report import (_change_order, _ctx_fields, _dev_fields, _did_fields, _ident, _idmap_fields, _js, _Tracker,
-                     _unit_sig)
+from .report import (_ctx_fields, _dev_fields, _did_fields, _idmap_fields, _Tracker, _unit_sig, change_records,
+                     name_alike)
 
 
 def state_changes(sa, view_a: PlatformView, sb, view_b: PlatformView) -> list[dict]:
@@ -25,8 +25,7 @@ def state_changes(sa, view_a: PlatformView, sb, view_b: PlatformView) -> list[di
     # Equal raw values decode alike when both headers name alike: then only
     # the keys whose raw values differ are decoded (a long trace's state has
     # thousands of entries and the view asks on every key press).
-    same = (view_a.names == view_b.names and view_a.segment == view_b.segment
-            and view_a.hardware == view_b.hardware)
+    same = name_alike(view_a, view_b)
 
     def keys(*tables):
         out: set = set()
@@ -59,10 +58,7 @@ def state_changes(sa, view_a: PlatformView, sb, view_b: PlatformView) -> list[di
             if _unit_sig(sa, u) == _unit_sig(sb, u):
                 continue
             put(d, ("caches", u), cache_view(sa, view_a, u), cache_view(sb, view_b, u))
-    out = []
-    for (section, key), (a, b) in sorted(d.items(), key=_change_order):
-        out.append({"section": section, **_ident(section, key, view_a, view_b), "a": _js(a), "b": _js(b)})
-    return out
+    return change_records(d, view_a, view_b)
 
 
 _MISS = object()
