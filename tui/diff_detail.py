@@ -11,7 +11,7 @@ the ones ``vtdtrace diff`` prints, so the screen and the report read alike.
 from __future__ import annotations
 
 from replay.diff import ARGS, ONLY_A, ONLY_B
-from replay.diff.text import change_text, event_line, finding_text, key_desc, op_title
+from replay.diff.text import PAIR_STATUS, change_text, event_line, finding_text, key_desc, op_title, region_counts
 from replay.jsonout import text_scalar
 
 from .diff_model import DiffModel
@@ -19,8 +19,6 @@ from .lines import Line, LinePane, wrap_parts
 
 CLASS_TEXT = {ARGS: "the same event with other values", ONLY_A: "an event only A has",
               ONLY_B: "an event only B has"}
-COUNT_TEXT = {ARGS: "changed", ONLY_A: "only in A", ONLY_B: "only in B"}
-STATUS_TEXT = {"same": "the same", "different": "different", "only-a": "only in A", "only-b": "only in B"}
 RUN_BACK = 4096          # events walked back to find the op-begin of a row in a run
 STATE_SHOWN = 12
 HAZARDS_SHOWN = 6
@@ -81,11 +79,11 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
     if pair.n_ops > 1:
         title = f"{_run_op_title(dm, row)}: the same in both traces (one of a run of {pair.n_ops:,})"
     else:
-        title = f"{op_title(report, pair)}: {STATUS_TEXT.get(pair.status, pair.status)}"
+        title = f"{op_title(report, pair)}: {PAIR_STATUS.get(pair.status, pair.status)}"
     add(([(f"row {dm.row + 1:,} of {dm.n_rows:,}", "diff-detail--label"), (f"  {title}", None)], None))
     reg = dm.region_at()
     if reg is not None:
-        counts = ", ".join(f"{reg.counts[c]} {COUNT_TEXT[c]}" for c in reg.classes)
+        counts = region_counts(reg)
         # `vtdtrace diff` numbers regions inside each operation
         local = f" (region {pair.regions.index(reg.index) + 1} of this operation in `vtdtrace diff`)" \
             if reg.index in pair.regions else ""

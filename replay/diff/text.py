@@ -267,8 +267,7 @@ def _ops_text(report, w) -> None:
 def _pair_text(report, pair, w) -> None:
     ra = f"A {pair.first_a}..{pair.last_a}" if pair.count_a else "A -"
     rb = f"B {pair.first_b}..{pair.last_b}" if pair.count_b else "B -"
-    status = {"different": "different", "only-a": "only in A", "only-b": "only in B",
-              "same": "same events, renumbered"}[pair.status]
+    status = PAIR_STATUS[pair.status]
     title = op_title(report, pair)
     if pair.key_a != pair.key_b and pair.key_a is not None and pair.key_b is not None:
         title += f"  (B: {key_desc(pair.key_b, report.presenters[1])})"
@@ -280,7 +279,7 @@ def _pair_text(report, pair, w) -> None:
         sa = f"A {reg.seq_a[0]}..{reg.seq_a[1]}" if reg.seq_a else "A -"
         sb = f"B {reg.seq_b[0]}..{reg.seq_b[1]}" if reg.seq_b else "B -"
         where = f" in {' > '.join(reg.path)}" if reg.path else ""
-        counts = ", ".join(f"{reg.counts[c]} {_cname(c)}" for c in CLASSES if reg.counts.get(c))
+        counts = region_counts(reg)
         w(f"    region {n}: {sa}, {sb}{where} ({counts})")
         if pair.events_a is None and pair.events_b is None:
             w("      (rows not kept: too many differences; see the counts)")
@@ -309,8 +308,15 @@ def _pair_text(report, pair, w) -> None:
             w(f"      ... {k1 - k0 - TEXT_ROWS} more rows")
 
 
-def _cname(c) -> str:
-    return {"args": "changed", "only-a": "only in A", "only-b": "only in B", "same": "same"}[c]
+# a row class and an op pair's status as the text says them (the diff view too)
+CLASS_NAMES = {ARGS: "changed", ONLY_A: "only in A", ONLY_B: "only in B", SAME: "same"}
+PAIR_STATUS = {"different": "different", "only-a": "only in A", "only-b": "only in B",
+               "same": "same events, renumbered"}
+
+
+def region_counts(reg) -> str:
+    """'28 changed, 6 only in A, 1 only in B'."""
+    return ", ".join(f"{reg.counts[c]} {CLASS_NAMES[c]}" for c in CLASSES if reg.counts.get(c))
 
 
 def _state_text(report, w) -> None:
