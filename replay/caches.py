@@ -108,9 +108,15 @@ def retire(st, key: tuple, value: tuple[int, int]) -> None:
             tlb = st.tlb
             tk = (key[0], did)
             tlb[tk] = tlb.get(tk, EMPTY) | {(key[1], key[2], pt)}
-            if tt == TT_DEV_IOTLB and st.ats and ats_on(st, key):
+            # ats_on(), inlined: retire runs for most context stores
+            if tt == TT_DEV_IOTLB and st.ats and \
+                    (st.unit_seg.get(key[0], 0), key[1] << 8 | key[2]) in st.ats:
                 devtlb = st.devtlb
-                devtlb[key] = devtlb.get(key, EMPTY) | {(did, pt)}
+                held = devtlb.get(key, EMPTY)
+                if (did, pt) not in held:
+                    # replaced only when it grows: the analyser tells a
+                    # changed set by identity
+                    devtlb[key] = held | {(did, pt)}
     elif st.cm:
         cc = st.cc
         cc[key] = cc.get(key, EMPTY) | {value}
@@ -157,7 +163,9 @@ def _drop_cc(st, key: tuple, values) -> None:
             if atc and (value[0] >> 2) & 3 == TT_DEV_IOTLB:
                 # ... and so do the ATC's (ATS may have been enabled since
                 # the value retired from memory into the context cache)
-                st.devtlb[key] = st.devtlb.get(key, EMPTY) | {tr}
+                held = st.devtlb.get(key, EMPTY)
+                if tr not in held:
+                    st.devtlb[key] = held | {tr}
 
 
 def flush_context(st, u: int, gran: str, did: int, sid: int, fm: int) -> None:
@@ -220,8 +228,9 @@ def ats_disable(st, seg: int, bdf: int) -> None:
             continue
         key = (u, bus, devfn)
         fills = atc_current(st, key)
-        if fills:
-            st.devtlb[key] = st.devtlb.get(key, EMPTY) | fills
+        held = st.devtlb.get(key, EMPTY)
+        if not fills <= held:
+            st.devtlb[key] = held | fills
 
 
 # --- queries --------------------------------------------------------------------

@@ -46,8 +46,8 @@ from __future__ import annotations
 from replay import caches
 from tracer import schema as S
 
-from .base import Analyser
-from .findings import BENIGN, HAZARD, Finding
+from .base import Analyser, domain_name
+from .findings import BENIGN, HAZARD, Finding, renderer
 
 
 class DevtlbAnalyser(Analyser):
@@ -59,6 +59,9 @@ class DevtlbAnalyser(Analyser):
         self.missed: dict = {}      # key -> {did: (label, why)}: the first DSI flush of a held DID that skipped it
         self.ats_off: dict = {}     # key -> label of the ATS disable since its ATC was last emptied
         self.fill_owner: dict = {}  # key -> {(did, pt): owner of the tables when first seen held}
+        self.seen: dict = {}        # key -> (fills, present, owner) as of its last check
+        self.held: dict = {}        # (iommu, did) -> {key whose ATC the model says may hold did}
+        self.dev_keys: dict = {}    # (seg, bdf) -> {key in seen}: what an owner move re-checks
 
     def hooks(self) -> dict:
         h = {
@@ -70,7 +73,6 @@ class DevtlbAnalyser(Analyser):
             S.K_DEVICE_ADD: self.on_device,
             S.K_DEVICE_REMOVE: self.on_device,
             S.K_ATS_ENABLE: self.on_ats,
-            S.K_OP_END: self.on_op_end,
         }
         if not self.ctx.st.coherent:
             h[S.K_CACHE_SYNC] = self.on_sync
@@ -89,15 +91,25 @@ class DevtlbAnalyser(Analyser):
             self.check(key, ev)
 
     def on_flush_context(self, ev):
-        # values leaving the context cache may have been filled into an ATC
+        # values leaving the context cache may have been filled into an ATC;
+        # the model's sets are replaced when they change, so an identity test
+        # finds the devices whose ATC did
         if ev[12] != 0 or not self.ctx.st.ats:
             return
         u = ev[6]
-        targets = self.ctx.flush_targets(ev)
-        keys = [k for k in self.ctx.st.devtlb if k[0] == u]
-        if targets is not None:
-            keys = [k for k in keys if k in targets]
-        for key in keys:
+        devtlb = self.ctx.st.devtlb
+        seen = self.seen
+        if ev[7] == "device" and not ev[10]:
+            # the frequent case (MO9, UO4): one source-id
+            sid = ev[9]
+            key = (u, sid >> 8, sid & 0xFF)
+            fills = devtlb.get(key)
+            if fills is not None and (key not in seen or seen[key][0] is not fills):
+                self.check(key, ev)
+            return
+        changed = [k for k, fills in devtlb.items()
+                   if k[0] == u and (k not in seen or seen[k][0] is not fills)]
+        for key in changed:
             self.check(key, ev)
 
     def on_flush_iotlb(self, ev):
@@ -105,11 +117,12 @@ class DevtlbAnalyser(Analyser):
         device_in_domain() keeps from reaching the device."""
         if ev[7] != "dsi" or ev[13] != 0 or not ev[12]:
             return
-        st = self.ctx.st
         u, did = ev[6], ev[8]
-        for key, fills in st.devtlb.items():
-            if key[0] != u or not any(d == did for d, _ in fills):
-                continue
+        keys = self.held.get((u, did))
+        if not keys:
+            return
+        st = self.ctx.st
+        for key in keys:
             # device_in_domain(): the DID and TT of the entry in memory (not P)
             lo, hi = st.ctx.get(key, (0, 0))
             if (hi >> 8) & 0xFFFF != did:
@@ -126,13 +139,16 @@ class DevtlbAnalyser(Analyser):
         if ev[9] == 0:
             self.missed.pop(key, None)
             self.ats_off.pop(key, None)
-        if key in self.by_key:
+        if key in self.seen:
             self.check(key, ev)
 
     def on_device(self, ev):
-        seg, bdf = ev[6], ev[7]
-        for key in self._keys_of(seg, bdf):
-            self.check(key, ev)
+        # every key the model holds fills for has been checked (each way in
+        # is a hooked event), so dev_keys knows them all
+        keys = self.dev_keys.get((ev[6], ev[7]))
+        if keys:
+            for key in sorted(keys):
+                self.check(key, ev)
 
     def on_ats(self, ev):
         seg, bdf = ev[6], ev[7]
@@ -141,20 +157,16 @@ class DevtlbAnalyser(Analyser):
                 self.ats_off.setdefault(key, ev[5] or f"seq {ev[1]}")
             self.check(key, ev)
 
-    def on_op_end(self, ev):
-        op = self.ctx.op
-        for w in self.open.values():
-            if w.op == op:
-                w.info.setdefault("outlived", op)
-
     def _keys_of(self, seg, bdf) -> list:
         """Keys of the device (seg, bdf) the model or an open window holds."""
         st = self.ctx.st
         bus, devfn = bdf >> 8, bdf & 0xFF
         out = []
-        for key in set(st.devtlb) | set(self.by_key):
-            if key[1] == bus and key[2] == devfn and st.unit_seg.get(key[0], 0) == seg:
-                out.append(key)
+        for keys in (st.devtlb, self.by_key):
+            for key in keys:
+                if key[1] == bus and key[2] == devfn and key not in out \
+                        and st.unit_seg.get(key[0], 0) == seg:
+                    out.append(key)
         return sorted(out)
 
     # --- the condition --------------------------------------------------------------------------
@@ -164,9 +176,23 @@ class DevtlbAnalyser(Analyser):
         st = ctx.st
         u, bus, devfn = key
         dev = (st.unit_seg.get(u, 0), bus << 8 | devfn)
-        foreign: dict = {}
         fills = st.devtlb.get(key)
-        owner = None
+        present = dev in st.present
+        owner = st.owners.get(dev) if present else None
+        # the model's sets are immutable and replaced when they change: an
+        # unchanged one with the same owner changes nothing
+        last = self.seen.get(key)
+        if last is not None and last[0] is fills and last[1] == present and last[2] == owner:
+            return
+        if last is None or last[0] is not fills:
+            self._index(key, last[0] if last is not None else None, fills)
+        if fills is None and key not in self.by_key:
+            self._forget(key, dev)
+            return
+        if last is None:
+            self.dev_keys.setdefault(dev, set()).add(key)
+        self.seen[key] = (fills, present, owner)
+        foreign: dict = {}
         if fills:
             # whose memory a held translation reaches: the tables' owner when
             # the model first held it (tables freed later still map that
@@ -180,8 +206,7 @@ class DevtlbAnalyser(Analyser):
             if len(known) > len(fills):
                 for fill in [f for f in known if f not in fills]:
                     del known[fill]
-            if dev in st.present:
-                owner = st.owners.get(dev)
+            if present:
                 for fill in fills:
                     po = known[fill]
                     if po != owner:
@@ -221,49 +246,99 @@ class DevtlbAnalyser(Analyser):
                 self.close_window(wkey, ev)
             if not opened:
                 del self.by_key[key]
+                if fills is None:
+                    self._forget(key, dev)
+
+    def _forget(self, key, dev) -> None:
+        """The device's ATC is empty and no window is open: drop what the
+        analyser kept about it."""
+        if self.seen.pop(key, None) is not None:
+            keys = self.dev_keys.get(dev)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.dev_keys[dev]
+        self.fill_owner.pop(key, None)
+        self.missed.pop(key, None)
+        self.ats_off.pop(key, None)
+
+    def _index(self, key, old, new) -> None:
+        """Keep ``held`` (which DIDs each ATC may hold) in step with the model."""
+        u = key[0]
+        held = self.held
+        for did in {d for d, _ in old or ()} - {d for d, _ in new or ()}:
+            keys = held.get((u, did))
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del held[(u, did)]
+        for did, _ in new or ():
+            keys = held.get((u, did))
+            if keys is None:
+                held[(u, did)] = {key}
+            else:
+                keys.add(key)
 
     def finish(self) -> None:
         super().finish()
+        self.held.clear()
+        self.dev_keys.clear()
         self.by_key.clear()
         self.missed.clear()
         self.ats_off.clear()
         self.fill_owner.clear()
+        self.seen.clear()
 
     # --- findings ---------------------------------------------------------------------------------
 
     def finalize(self, w, end, end_label, ev):
         ctx = self.ctx
         info = w.info
-        outlived = info.get("outlived")
-        sev = BENIGN if end is not None and outlived is None and w.op is not None else HAZARD
-        dom = info["dom"]
-        whose = f"{ctx.dom(dom)}'s" if dom is not None else "freed"
-        dids = "/".join(str(d) for d in sorted({d for d, _ in info["fills"]}))
-        tables = ", ".join(f"{pt:#x}" for pt in sorted({pt for _, pt in info["fills"]}))
-        owners = ", then ".join(ctx.dom(o) for o in info["owners"])
-        text = (f"IOMMU {w.iommu}: {w.rid}, owned by {owners}, may still translate DMA "
-                f"with {whose} page tables ({tables}, DID {dids}) cached in its device-TLB")
-        for did, (label, why) in sorted(info["missed"].items()):
-            text += (f"; the IOTLB flush of DID {did} at {label} did not invalidate its device-TLB: "
-                     f"{why} (device_in_domain() tests the current entry)")
-        if info.get("ats_off") is not None:
-            text += (f"; ATS was disabled at {info['ats_off']}, which the model assumes does not empty "
-                     f"the device-TLB (UNSURE)")
-        closed_by = info.get("closed_by")
-        where = end_label or (f"seq {end}" if end is not None else None)
-        if end is None:
-            if outlived is not None:
-                text += f"; no device-TLB invalidation reached it before op {outlived} returned, nor later"
-            else:
-                text += "; the trace ends before any device-TLB invalidation reached it"
-        elif closed_by == "flush-dev-iotlb":
-            if outlived is not None:
-                text += f"; op {outlived} returned without invalidating it, which only came at {where}"
-            else:
-                text += f", until the device-TLB invalidation at {where} in the same operation"
+        # an operation's events carry its number: a window ended by an event
+        # of another operation, or still open after its operation returned,
+        # outlived it
+        if ev is not None:
+            outlived = w.op if ev[3] != w.op else None
         else:
-            how = "the device went back to that domain" if closed_by == "owner-move" else "that changed"
-            text += (f"; op {outlived} returned with it, until {how} at {where}" if outlived is not None
-                     else f", until {how} at {where} in the same operation")
+            outlived = w.op if ctx.op != w.op else None
+        sev = BENIGN if end is not None and outlived is None and w.op is not None else HAZARD
+        # the facts now, the sentence when somebody reads it (Finding.detail)
+        facts = (ctx.names, w.iommu, w.rid, tuple(info["owners"]), info["dom"], tuple(sorted(info["fills"])),
+                 tuple(sorted(info["missed"].items())), info.get("ats_off"), info.get("closed_by"),
+                 end, end_label, outlived)
         return Finding("stale-devtlb", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label,
-                       end_label, text)
+                       end_label, (RENDER, facts))
+
+
+def _render(facts) -> str:
+    names, u, rid, owners, dom, fills, missed, ats_off, closed_by, end, end_label, outlived = facts
+    whose = f"{domain_name(names, dom)}'s" if dom is not None else "freed"
+    dids = "/".join(str(d) for d in sorted({d for d, _ in fills}))
+    tables = ", ".join(f"{pt:#x}" for pt in sorted({pt for _, pt in fills}))
+    text = (f"IOMMU {u}: {rid}, owned by {', then '.join(domain_name(names, o) for o in owners)}, "
+            f"may still translate DMA with {whose} page tables ({tables}, DID {dids}) cached in its device-TLB")
+    for did, (label, why) in missed:
+        text += (f"; the IOTLB flush of DID {did} at {label} did not invalidate its device-TLB: "
+                 f"{why} (device_in_domain() tests the current entry)")
+    if ats_off is not None:
+        text += (f"; ATS was disabled at {ats_off}, which the model assumes does not empty "
+                 f"the device-TLB (UNSURE)")
+    where = end_label or (f"seq {end}" if end is not None else None)
+    if end is None:
+        if outlived is not None:
+            text += f"; no device-TLB invalidation reached it before op {outlived} returned, nor later"
+        else:
+            text += "; the trace ends before any device-TLB invalidation reached it"
+    elif closed_by == "flush-dev-iotlb":
+        if outlived is not None:
+            text += f"; op {outlived} returned without invalidating it, which only came at {where}"
+        else:
+            text += f", until the device-TLB invalidation at {where} in the same operation"
+    else:
+        how = "the device went back to that domain" if closed_by == "owner-move" else "that changed"
+        text += (f"; op {outlived} returned with it, until {how} at {where}" if outlived is not None
+                 else f", until {how} at {where} in the same operation")
+    return text
+
+
+RENDER = renderer(_render)
