@@ -240,6 +240,7 @@ def test_diff_reports_stale_devtlb_in_the_hazard_delta(tmp_path, run_cli):
 
 async def test_tui_jumps_to_the_stale_devtlb_window_and_lists_it(tmp_path):
     from tui.app import VtdtraceApp
+    from tui.state_pane import StatePane
     path = trace_copy(tmp_path, f"{S11}.direct.vtdt")
     fs = [f for f in findings_for_trace(path).findings if f.severity != "benign"]
     assert [f.kind for f in fs] == ["stale-devtlb", "stale-devtlb"]
@@ -255,6 +256,13 @@ async def test_tui_jumps_to_the_stale_devtlb_window_and_lists_it(tmp_path):
         assert 3 in app.view.timeline._strip(app.view.timeline.size.width)
         view = app.model.step_view()
         assert [t["rid"] for t in view.show["iommus"][0]["caches"]["dev_iotlb"]] == ["0000:03:00.0"]
+        assert any(f["kind"] == "stale-devtlb" for f in view.open_findings)
+        # the state pane: the NIC's device-TLB row, the guest owning it, dom0's tables in it, red
+        pane = app.query_one("#state", StatePane)
+        row = next(parts for parts, _ in pane.lines if any("dev-tlb" in t for t, _ in parts))
+        text = "".join(t for t, _ in row)
+        assert "0000:03:00.0" in text and "owner guest ≠ tables dom0" in text
+        assert any(c == "state-pane--bad" for _, c in row)
         await pilot.press("right_square_bracket")
         assert app.model.cursor == fs[1].start
         await pilot.press("left_square_bracket")
