@@ -355,7 +355,8 @@ def show_text(st: ReplayState, view: PlatformView, *, count: int | None = None, 
                 out.append(f"    iotlb did {t['did']} {_owner(t['did_owner'])} via {t['rid']}: "
                            f"tables {_owner(t['pt_owner'])} {t['pt']}")
             for t in c["dev_iotlb"]:
-                out.append(f"    device-tlb {t['rid']} (owner {_owner(t['owner'])}, ATS {'on' if t['ats'] else 'off'}): "
+                ats = "on" if t["ats"] else "off"
+                out.append(f"    device-tlb {t['rid']} (owner {_owner(t['owner'])}, ATS {ats}): "
                            f"did {t['did']} {_owner(t['did_owner'])}, tables {_owner(t['pt_owner'])} {t['pt']}")
     out.append("")
     devs = ", ".join(f"{x['bdf']} {_owner(x['owner'])}" for x in d["devices"]) or "none"

@@ -18,14 +18,18 @@ The condition, per ATS device and per foreign domain: the device is present,
 owned by O, and its ATC may hold a translation made from page tables that
 are not O's.  Whose memory a held translation reaches is fixed when the
 model first holds it: the owner of its tables then (tables freed later keep
-pointing at that domain's pages, or at pages reused by anyone).  Page-table
-events therefore need no re-check; every event that can add a fill (a
-context store, a context-cache flush, an ATS disable) or change the owner
-triggers one for the device concerned.  The window opens at the event after which that first holds
--- usually the ``owner-move`` that hands the device to its new owner -- and
-closes at the event after which it no longer does: a device-TLB flush
-reaching the device, or the device going back to the domain whose
-translations it holds.  The translation the current entry gives is not
+pointing at that domain's pages, or at pages reused by anyone).  The window
+opens at the event after which that first holds -- usually the
+``owner-move`` that hands the device to its new owner -- and closes at the
+event after which it no longer does: a device-TLB flush reaching the
+device, or the device going back to the domain whose translations it holds.
+
+Re-checks: page-table events need none (the owner is fixed per fill); every
+event that can add a fill (a context store or cache-sync, a context-cache
+flush, an ATS disable), empty the ATC (a device-TLB flush) or change the
+device's owner or presence re-checks that device only, and returns at once
+when neither its set in the model (immutable, replaced only when it
+changes: an identity test) nor its owner moved.  The translation the current entry gives is not
 counted: a device translating through its own entry with another domain's
 tables is an ownership mismatch of the entry, not a stale cache.
 
