@@ -60,10 +60,11 @@ entries carrying a DID it changed, the tables it allocated or freed.
 
 from __future__ import annotations
 
+from replay.state import ROOT_TABLES
 from tracer import schema as S
 
-from .base import PAGE_MASK, TT_PT, Analyser
-from .findings import HAZARD, WARNING, Finding
+from .base import PAGE_MASK, TT_PT, Analyser, domain_name
+from .findings import HAZARD, WARNING, Finding, renderer
 from .topology import fmt_rid
 
 ZERO = (0, 0)
@@ -74,7 +75,7 @@ class Source:
     """One DMA source: a device (or a phantom function of it) and the
     requester IDs Xen maps for it."""
 
-    __slots__ = ("dev", "pkey", "wire", "how", "shadows")
+    __slots__ = ("dev", "pkey", "wire", "how", "shadows", "judged")
 
     def __init__(self, dev, wire, how, shadows) -> None:
         self.dev = dev
@@ -82,6 +83,7 @@ class Source:
         self.wire = wire            # (iommu, bus, devfn) its DMA carries
         self.how = how              # how that requester ID comes about, for the detail
         self.shadows = shadows      # ((key, what), ...): other entries Xen maps for it
+        self.judged = ()            # ((window key, requester ID), ...), set by the analyser
 
 
 def build_sources(topo) -> list:
@@ -131,27 +133,39 @@ class OwnerAnalyser(Analyser):
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         topo = ctx.topo
-        knobs = ((ctx.header.get("platform") or {}).get("knobs") or {}) \
-            if isinstance(ctx.header.get("platform"), dict) else {}
+        plat = ctx.header.get("platform")
+        knobs = plat.get("knobs") if isinstance(plat, dict) else None
         self.hwdom = topo.hardware
         self.hwdom_pt = isinstance(knobs, dict) and knobs.get("hwdom_passthrough") is True
         self.sources = build_sources(topo)
-        self.by_key: dict = {}      # key -> {source index} using it (wire or shadow)
-        self.by_dev: dict = {}      # st.owners key -> [source index]
-        self.groups: dict = {}      # wire key -> [source index] sharing it
+        by_key: dict = {}
+        by_pkey: dict = {}
+        groups: dict = {}
         for i, s in enumerate(self.sources):
-            self.by_key.setdefault(s.wire, set()).add(i)
-            for k, _ in s.shadows:
-                self.by_key.setdefault(k, set()).add(i)
-            self.by_dev.setdefault(s.pkey, []).append(i)
-            self.groups.setdefault(s.wire, []).append(i)
+            s.judged = tuple((("src", i, k), k) for k in (s.wire,) + tuple(k for k, _ in s.shadows))
+            for k in (s.wire,) + tuple(k for k, _ in s.shadows):
+                by_key.setdefault(k, []).append(i)
+            by_pkey.setdefault(s.pkey, []).append(i)
+            groups.setdefault(s.wire, []).append(i)
+        self.by_key = {k: tuple(v) for k, v in by_key.items()}       # key -> sources using it
+        self.by_pkey = {k: tuple(v) for k, v in by_pkey.items()}     # device -> its sources
+        # sources sharing a wire requester ID with another device (split candidates)
+        self.group = [tuple(groups[s.wire]) if len(groups[s.wire]) > 1 else () for s in self.sources]
+        self.any_group = any(self.group)
+        self.st = ctx.st
         self.declared = set(topo.rid_owner)
+        # ownership as the events give it: device -> owner while present, owner -> sources
+        self.owner_map: dict = {}
+        self.owned: dict = {}
+        self.did_seen: dict = {}     # (iommu, did) -> the domain it resolved to when last seen
         # what changed since the last judgement
         self.dirty_keys: set = set()
         self.dirty_devs: set = set()
         self.dirty_dids: set = set()
         self.dirty_doms: set = set()
-        self.open_keys: dict = {}   # key -> number of open windows on it
+        # open windows by requester ID and by source
+        self.open_by_key: dict = {}
+        self.open_by_src: dict = {}
 
     def hooks(self) -> dict:
         return {
@@ -167,49 +181,82 @@ class OwnerAnalyser(Analyser):
             S.K_OP_END: self.on_op_end,
         }
 
-    # --- what changed ------------------------------------------------------------------
+    # --- what changed (and which open windows an event may have closed) ------------------
 
     def on_ctx_write(self, ev):
         key = self.ctx.cur[0]
         self.dirty_keys.add(key)
-        if key in self.open_keys:
-            self._recheck(ev, key)
+        ws = self.open_by_key.get(key)
+        if ws:
+            self._recheck(ws, ev)
 
     def on_device(self, ev):
-        self.dirty_devs.add((ev[6], ev[7]))
+        st = self.ctx.st
+        pkey = (ev[6], ev[7])
+        idx = self.by_pkey.get(pkey)
+        if idx is None:
+            return
+        o = st.owners.get(pkey) if pkey in st.present else None
+        if type(o) is not int:
+            o = None
+        old = self.owner_map.get(pkey)
+        if o == old:
+            return
+        if old is not None:
+            self.owned[old].difference_update(idx)
+        if o is None:
+            self.owner_map.pop(pkey, None)
+        else:
+            self.owner_map[pkey] = o
+            self.owned.setdefault(o, set()).update(idx)
+        self.dirty_devs.add(pkey)
         if self.open:
-            self._recheck(ev)
+            for i in idx:
+                for j in self.group[i] or (i,):
+                    ws = self.open_by_src.get(j)
+                    if ws:
+                        self._recheck(ws, ev)
 
     def on_did(self, ev):
-        self.dirty_dids.add((ev[6], ev[7]))
+        ud = (ev[6], ev[7])
+        st = self.st
+        now = st.did_map.get(ud, 0) if ud in st.did_bits else None
+        if self.did_seen.get(ud, -1) == now:
+            return          # re-setting a set bit, the common MO5 case: nothing resolves anew
+        self.did_seen[ud] = now
+        self.dirty_dids.add(ud)
         if self.open:
-            self._recheck(ev)
+            obk = self.open_by_key
+            for key in self.ctx.keys_with_did(*ud):
+                ws = obk.get(key)
+                if ws:
+                    self._recheck(ws, ev)
 
     def on_pt_alloc(self, ev):
         dom, maddr, what = ev[6], ev[7], ev[8]
-        if what in ("pgd", "quarantine"):
-            self.dirty_doms.add(dom)        # the owner now has tables
+        if what in ROOT_TABLES:
+            self.dirty_doms.add(dom)        # the owner has tables now
         keys = self.ctx.root_keys.get(maddr)
         if keys:
             self.dirty_keys.update(keys)
-        if self.open:
-            self._recheck(ev)
+            if self.open:
+                for key in keys:
+                    ws = self.open_by_key.get(key)
+                    if ws:
+                        self._recheck(ws, ev)
 
     def on_tables_gone(self, ev):
         dom = ev[6]
         self.dirty_doms.add(dom)
         self.dirty_keys.update(self.ctx.keys_on_tables_of(dom))
         if self.open:
-            self._recheck(ev)
+            # an owner without tables makes its non-present entries consistent
+            for i in list(self.owned.get(dom, ())):
+                ws = self.open_by_src.get(i)
+                if ws:
+                    self._recheck(ws, ev)
 
     # --- the verdict -----------------------------------------------------------------------
-
-    def owner_of(self, s):
-        st = self.ctx.st
-        if s.pkey not in st.present:
-            return None
-        o = st.owners.get(s.pkey)
-        return o if type(o) is int else None
 
     def has_tables(self, dom) -> bool:
         return dom in self.ctx.st.pgd or (dom == self.hwdom and self.hwdom_pt)
@@ -227,30 +274,44 @@ class OwnerAnalyser(Analyser):
         return did, downer, ctx.pt_owner(lo & PAGE_MASK), False
 
     def split_with(self, i, owner) -> tuple:
-        """The other sources on i's wire requester ID owned by another domain."""
-        out = []
-        for j in self.groups[self.sources[i].wire]:
-            if j != i:
-                oj = self.owner_of(self.sources[j])
-                if oj is not None and oj != owner and self.sources[j].dev is not self.sources[i].dev:
-                    out.append((self.sources[j].dev.bdf, oj))
-        return tuple(sorted(set(out)))
+        """The devices sharing i's wire requester ID under another owner."""
+        out = set()
+        om = self.owner_map
+        dev = self.sources[i].dev
+        for j in self.group[i]:
+            sj = self.sources[j]
+            if sj.dev is not dev:
+                oj = om.get(sj.pkey)
+                if oj is not None and oj != owner:
+                    out.add((sj.dev.bdf, oj))
+        return tuple(sorted(out))
 
     def verdict(self, i, key):
         """None when consistent, else (severity, facts) for source i at key
         (its wire requester ID or one of its shadows)."""
         s = self.sources[i]
-        owner = self.owner_of(s)
+        owner = self.owner_map.get(s.pkey)
         if owner is None:
             return None
-        e = self.entry(key)
-        if e is not None and e[1] == owner and e[2] == owner:
-            return None
-        if e is None and not self.has_tables(owner):
-            return None
+        ctx = self.ctx
+        st = ctx.st
+        lo, hi = st.ctx.get(key, ZERO)
+        if lo & 1:
+            # fast path: the owner's tables and the owner's DID
+            if (lo >> 2) & 3 != TT_PT:
+                page = st.pages.get(lo & PAGE_MASK)
+                if page is not None and page[0] == owner and ctx.did_owner(key[0], (hi >> 8) & 0xFFFF) == owner:
+                    return None
+            elif owner == self.hwdom and ctx.did_owner(key[0], (hi >> 8) & 0xFFFF) == owner:
+                return None
+            e = self.entry(key)
+        else:
+            if not self.has_tables(owner):
+                return None
+            e = None
         if key != s.wire:
             return WARNING, ("shadow", owner, e)
-        split = self.split_with(i, owner)
+        split = self.split_with(i, owner) if self.group[i] else ()
         sev = HAZARD if (e is not None or split) else WARNING
         return sev, ("wire", owner, e, split)
 
@@ -264,33 +325,32 @@ class OwnerAnalyser(Analyser):
         return self.orphan_verdict(wkey[1]) if wkey[0] == "orphan" else self.verdict(wkey[1], wkey[2])
 
     def _open(self, wkey, key, v, ev, device):
-        ctx = self.ctx
-        self.open_window("owner-mismatch", wkey, ev, device=device, rid=ctx.rid(key), iommu=key[0],
-                         info={"v": v, "key": key, "src": wkey[1] if wkey[0] == "src" else None})
-        self.open_keys[key] = self.open_keys.get(key, 0) + 1
+        src = wkey[1] if wkey[0] == "src" else None
+        self.open_window("owner-mismatch", wkey, ev, device=device, rid=self.ctx.rid(key), iommu=key[0],
+                         info={"v": v, "key": key, "src": src})
+        self.open_by_key.setdefault(key, set()).add(wkey)
+        if src is not None:
+            self.open_by_src.setdefault(src, set()).add(wkey)
 
     def _close(self, wkey, ev):
         w = self.open.get(wkey)
         if w is None:
             return
-        key = w.info["key"]
-        n = self.open_keys.get(key, 0) - 1
-        if n > 0:
-            self.open_keys[key] = n
-        else:
-            self.open_keys.pop(key, None)
+        for index, k in ((self.open_by_key, w.info["key"]), (self.open_by_src, w.info["src"])):
+            ws = index.get(k)
+            if ws is not None:
+                ws.discard(wkey)
+                if not ws:
+                    del index[k]
         self.close_window(wkey, ev)
 
-    def _recheck(self, ev, key=None):
-        """An event may have fixed open windows (of one requester ID, or any)."""
-        for wkey in list(self.open):
-            if key is not None and self.open[wkey].info["key"] != key:
-                continue
+    def _recheck(self, wkeys, ev):
+        """An event may have made these open windows' pairs consistent."""
+        for wkey in list(wkeys):
             if self._verdict_of(wkey) is None:
                 self._close(wkey, ev)
 
-    def _judge(self, wkey, key, ev, device):
-        v = self._verdict_of(wkey)
+    def _judge(self, wkey, key, v, ev, device):
         w = self.open.get(wkey)
         if w is not None:
             if v == w.info["v"]:
@@ -302,89 +362,132 @@ class OwnerAnalyser(Analyser):
     def on_op_end(self, ev):
         """A top-level operation returned: judge every source it may have
         changed, and every undeclared requester ID it stored."""
-        ctx = self.ctx
-        if not (self.dirty_keys or self.dirty_devs or self.dirty_dids or self.dirty_doms):
+        keys, devs, dids, doms = self.dirty_keys, self.dirty_devs, self.dirty_dids, self.dirty_doms
+        if not (keys or devs or dids or doms):
             return
-        keys = self.dirty_keys
-        for ud in self.dirty_dids:
-            keys.update(ctx.keys_with_did(*ud))
-        todo = set()
         by_key = self.by_key
+        todo = set()
+        orphans = None
         for key in keys:
             idx = by_key.get(key)
             if idx is not None:
                 todo.update(idx)
-        if self.dirty_devs or self.dirty_doms:
-            for i, s in enumerate(self.sources):
-                if s.pkey in self.dirty_devs or self.owner_of(s) in self.dirty_doms:
-                    todo.add(i)
-        # a source's split status follows its siblings' owners
-        for i in list(todo):
-            todo.update(self.groups[self.sources[i].wire])
-        for i in sorted(todo):
-            s = self.sources[i]
-            self._judge(("src", i, s.wire), s.wire, ev, s.dev.bdf)
-            for k, _ in s.shadows:
-                self._judge(("src", i, k), k, ev, s.dev.bdf)
-        for key in sorted(k for k in keys if k not in self.declared):
-            self._judge(("orphan", key), key, ev, ctx.op_device)
-        self.dirty_keys = set()
-        self.dirty_devs.clear()
-        self.dirty_dids.clear()
-        self.dirty_doms.clear()
+            elif key not in self.declared:
+                orphans = (orphans or []) + [key]
+        if dids:
+            keys_with_did = self.ctx.keys_with_did
+            for ud in dids:
+                for key in keys_with_did(*ud):
+                    idx = by_key.get(key)
+                    if idx is not None:
+                        todo.update(idx)
+            dids.clear()
+        if devs:
+            for pkey in devs:
+                todo.update(self.by_pkey[pkey])
+            devs.clear()
+        if doms:
+            for dom in doms:
+                todo.update(self.owned.get(dom, ()))
+            doms.clear()
+        keys.clear()
+        if self.any_group:
+            group = self.group
+            for i in list(todo):
+                if group[i]:
+                    todo.update(group[i])       # a split follows the siblings' owners
+        open_ = self.open
+        verdict = self.verdict
+        st = self.ctx.st
+        ctx_get, pages_get, bits, map_get = st.ctx.get, st.pages.get, st.did_bits, st.did_map.get
+        owner_get = self.owner_map.get
+        sources = self.sources
+        for i in todo:
+            s = sources[i]
+            owner = owner_get(s.pkey)
+            for wkey, key in s.judged:
+                # the common case inline: present, translating with the owner's tables and DID
+                lo, hi = ctx_get(key, ZERO)
+                if lo & 1 and (lo >> 2) & 3 != TT_PT and owner is not None:
+                    page = pages_get(lo & PAGE_MASK)
+                    if page is not None and page[0] == owner:
+                        ud = (key[0], (hi >> 8) & 0xFFFF)
+                        if ud in bits and map_get(ud, 0) == owner:
+                            if wkey in open_:
+                                self._judge(wkey, key, None, ev, None)
+                            continue
+                v = verdict(i, key)
+                if v is not None or wkey in open_:
+                    self._judge(wkey, key, v, ev, s.dev.bdf)
+        if orphans:
+            for key in sorted(orphans):
+                wkey = ("orphan", key)
+                v = self.orphan_verdict(key)
+                if v is not None or wkey in open_:
+                    self._judge(wkey, key, v, ev, self.ctx.op_device)
 
     def finish(self) -> None:
         super().finish()
-        self.open_keys.clear()
+        self.open_by_key.clear()
+        self.open_by_src.clear()
 
     # --- findings ------------------------------------------------------------------------------
 
     def finalize(self, w, end, end_label, ev):
-        return Finding("owner-mismatch", w.info["v"][0], w.device, w.rid, w.iommu, w.start, end,
-                       w.start_label, end_label, self.detail(w))
-
-    def _entry_str(self, e) -> str:
-        did, downer, towner, pt = e
-        dom = self.ctx.dom
-        d = f"DID {did} ({dom(downer) if downer is not None else 'not allocated'})"
-        if pt:
-            return f"passes DMA through untranslated (pass-through) with {d}"
-        return f"translates with {d} and {dom(towner) + chr(39) + 's' if towner is not None else 'freed'} page tables"
-
-    def detail(self, w) -> str:
-        ctx = self.ctx
-        dom = ctx.dom
         sev, facts = w.info["v"]
-        head = f"IOMMU {w.iommu}: "
+        src = w.info["src"]
         if facts[0] == "orphan":
-            return (head + f"{w.rid} has a present context entry that {self._entry_str(facts[2])}, although no "
-                    f"device, phantom function or bridge alias of the platform has that requester ID")
-        s = self.sources[w.info["src"]]
-        owner = facts[1]
-        e = facts[2]
-        if facts[0] == "shadow":
-            what = dict(s.shadows)[w.info["key"]]
-            state = "is not present" if e is None else self._entry_str(e) + f", not {dom(owner)}'s"
-            return (head + f"{s.dev.bdf}, owned by {dom(owner)}, does not DMA through {w.rid} ({what}), but Xen "
-                    f"maps that entry for it, and the entry {state}")
-        split = facts[3]
-        if e is None:
-            text = (f"{s.dev.bdf}, owned by {dom(owner)}, DMAs through {w.rid} ({s.how}), whose context entry is "
-                    f"not present: its DMA faults instead of reaching {dom(owner)}'s memory")
+            text = None
+        elif facts[0] == "shadow":
+            text = dict(self.sources[src].shadows)[w.info["key"]]
         else:
-            reach = []
-            did, downer, towner, _ = e
-            if towner != owner:
-                reach.append(f"{dom(towner)}'s memory" if towner is not None else "freed page tables")
-            if downer != owner:
-                name = (f"{dom(downer)}'s memory (through IOTLB entries tagged DID {did})" if downer is not None
-                        else f"whatever domain DID {did} is handed to next")
-                if towner != downer or towner is None:
-                    reach.append(name)
-            text = (f"{s.dev.bdf}, owned by {dom(owner)}, DMAs through {w.rid} ({s.how}), whose context entry "
-                    f"{self._entry_str(e)}: the device reaches {' and '.join(reach)}")
-        if split:
-            others = ", ".join(f"{b} ({dom(o)})" for b, o in split)
-            text += (f"; {others} share{'s' if len(split) == 1 else ''} that requester ID under another owner, "
-                     f"and Xen expects devices behind one bridge to be assigned together")
-        return head + text
+            text = self.sources[src].how
+        detail = (RENDER, (self.ctx.names, w.iommu, w.rid, w.device, text) + facts)
+        return Finding("owner-mismatch", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label, end_label,
+                       detail)
+
+
+def _entry_str(names, e) -> str:
+    did, downer, towner, pt = e
+    d = f"DID {did} ({domain_name(names, downer) if downer is not None else 'not allocated'})"
+    if pt:
+        return f"passes DMA through untranslated (pass-through) with {d}"
+    tables = f"{domain_name(names, towner)}'s" if towner is not None else "freed"
+    return f"translates with {d} and {tables} page tables"
+
+
+def _render(facts) -> str:
+    """The one-sentence detail: which device, owned by whom, DMAs through
+    which requester ID into whose memory."""
+    names, iommu, rid, device, text, what, owner, e = facts[:8]
+    head = f"IOMMU {iommu}: "
+    if what == "orphan":
+        return (head + f"{rid} has a present context entry that {_entry_str(names, e)}, although no device, "
+                f"phantom function or bridge alias of the platform has that requester ID")
+    own = domain_name(names, owner)
+    if what == "shadow":
+        state = "is not present" if e is None else _entry_str(names, e) + f", not {own}'s"
+        return (head + f"{device}, owned by {own}, does not DMA through {rid} ({text}), but Xen maps that "
+                f"entry for it, and the entry {state}")
+    split = facts[8]
+    if e is None:
+        out = (f"{device}, owned by {own}, DMAs through {rid} ({text}), whose context entry is not present: "
+               f"its DMA faults instead of reaching {own}'s memory")
+    else:
+        reach = []
+        did, downer, towner, _ = e
+        if towner != owner:
+            reach.append(f"{domain_name(names, towner)}'s memory" if towner is not None else "freed page tables")
+        if downer != owner and (towner != downer or towner is None):
+            reach.append(f"{domain_name(names, downer)}'s memory (through IOTLB entries tagged DID {did})"
+                         if downer is not None else f"whatever domain DID {did} is handed to next")
+        out = (f"{device}, owned by {own}, DMAs through {rid} ({text}), whose context entry "
+               f"{_entry_str(names, e)}: the device reaches {' and '.join(reach)}")
+    if split:
+        others = ", ".join(f"{b} ({domain_name(names, o)})" for b, o in split)
+        out += (f"; {others} share{'s' if len(split) == 1 else ''} that requester ID under another owner, and "
+                f"Xen expects devices behind one bridge to be assigned together")
+    return head + out
+
+
+RENDER = renderer(_render)
