@@ -53,7 +53,8 @@ so the window opens at that op-end event (which has no step label).  It
 stays open until an event -- a context store, an ownership move, a DID or
 page-table change -- makes the pair consistent again, and is judged afresh
 at the next operation end (a different mismatch there closes it and opens
-another).  To stay cheap, an operation end re-judges only the sources the
+another).  An orphan entry's window lasts until the entry is stored again
+(cleared, or rewritten: then judged afresh).  To stay cheap, an operation end re-judges only the sources the
 operation touched: the requester IDs it stored, the devices it moved, the
 entries carrying a DID it changed, the tables it allocated or freed.
 """
@@ -191,26 +192,23 @@ class OwnerAnalyser(Analyser):
             self._recheck(ws, ev)
 
     def on_device(self, ev):
-        st = self.ctx.st
         pkey = (ev[6], ev[7])
         idx = self.by_pkey.get(pkey)
         if idx is None:
             return
-        o = st.owners.get(pkey) if pkey in st.present else None
-        if type(o) is not int:
-            o = None
+        o = self.owner_now(pkey)
         old = self.owner_map.get(pkey)
         if o == old:
             return
         if old is not None:
             self.owned[old].difference_update(idx)
         if o is None:
-            self.owner_map.pop(pkey, None)
+            del self.owner_map[pkey]
         else:
             self.owner_map[pkey] = o
             self.owned.setdefault(o, set()).update(idx)
         self.dirty_devs.add(pkey)
-        if self.open:
+        if self.open_by_src:
             for i in idx:
                 for j in self.group[i] or (i,):
                     ws = self.open_by_src.get(j)
@@ -225,7 +223,7 @@ class OwnerAnalyser(Analyser):
             return          # re-setting a set bit, the common MO5 case: nothing resolves anew
         self.did_seen[ud] = now
         self.dirty_dids.add(ud)
-        if self.open:
+        if self.open_by_key:
             obk = self.open_by_key
             for key in self.ctx.keys_with_did(*ud):
                 ws = obk.get(key)
@@ -233,13 +231,12 @@ class OwnerAnalyser(Analyser):
                     self._recheck(ws, ev)
 
     def on_pt_alloc(self, ev):
-        dom, maddr, what = ev[6], ev[7], ev[8]
-        if what in ROOT_TABLES:
-            self.dirty_doms.add(dom)        # the owner has tables now
-        keys = self.ctx.root_keys.get(maddr)
+        if ev[8] in ROOT_TABLES:
+            self.dirty_doms.add(ev[6])      # the owner has tables now
+        keys = self.ctx.root_keys.get(ev[7])
         if keys:
             self.dirty_keys.update(keys)
-            if self.open:
+            if self.open_by_key:
                 for key in keys:
                     ws = self.open_by_key.get(key)
                     if ws:
@@ -249,12 +246,18 @@ class OwnerAnalyser(Analyser):
         dom = ev[6]
         self.dirty_doms.add(dom)
         self.dirty_keys.update(self.ctx.keys_on_tables_of(dom))
-        if self.open:
+        if self.open_by_src:
             # an owner without tables makes its non-present entries consistent
-            for i in list(self.owned.get(dom, ())):
+            for i in [i for i in self.open_by_src if self.owner_now(self.sources[i].pkey) == dom]:
                 ws = self.open_by_src.get(i)
                 if ws:
                     self._recheck(ws, ev)
+
+    def owner_now(self, pkey):
+        """The device's owner in the replayed state (None: absent)."""
+        st = self.st
+        o = st.owners.get(pkey) if pkey in st.present else None
+        return o if type(o) is int else None
 
     # --- the verdict -----------------------------------------------------------------------
 
@@ -286,29 +289,30 @@ class OwnerAnalyser(Analyser):
                     out.add((sj.dev.bdf, oj))
         return tuple(sorted(out))
 
+    def consistent(self, owner, key) -> bool:
+        """Whether key's entry in memory is owner's: present with a DID
+        allocated to owner and owner's tables (pass-through: the hardware
+        domain's), or not present while owner has no tables."""
+        st = self.st
+        lo, hi = st.ctx.get(key, ZERO)
+        if not lo & 1:
+            return not self.has_tables(owner)
+        ud = (key[0], (hi >> 8) & 0xFFFF)
+        if ud not in st.did_bits or st.did_map.get(ud, 0) != owner:
+            return False
+        if (lo >> 2) & 3 == TT_PT:
+            return owner == self.hwdom
+        page = st.pages.get(lo & PAGE_MASK)
+        return page is not None and page[0] == owner
+
     def verdict(self, i, key):
         """None when consistent, else (severity, facts) for source i at key
         (its wire requester ID or one of its shadows)."""
         s = self.sources[i]
         owner = self.owner_map.get(s.pkey)
-        if owner is None:
+        if owner is None or self.consistent(owner, key):
             return None
-        ctx = self.ctx
-        st = ctx.st
-        lo, hi = st.ctx.get(key, ZERO)
-        if lo & 1:
-            # fast path: the owner's tables and the owner's DID
-            if (lo >> 2) & 3 != TT_PT:
-                page = st.pages.get(lo & PAGE_MASK)
-                if page is not None and page[0] == owner and ctx.did_owner(key[0], (hi >> 8) & 0xFFFF) == owner:
-                    return None
-            elif owner == self.hwdom and ctx.did_owner(key[0], (hi >> 8) & 0xFFFF) == owner:
-                return None
-            e = self.entry(key)
-        else:
-            if not self.has_tables(owner):
-                return None
-            e = None
+        e = self.entry(key)
         if key != s.wire:
             return WARNING, ("shadow", owner, e)
         split = self.split_with(i, owner) if self.group[i] else ()
@@ -320,9 +324,6 @@ class OwnerAnalyser(Analyser):
         return None if e is None else (WARNING, ("orphan", None, e))
 
     # --- windows -----------------------------------------------------------------------------
-
-    def _verdict_of(self, wkey):
-        return self.orphan_verdict(wkey[1]) if wkey[0] == "orphan" else self.verdict(wkey[1], wkey[2])
 
     def _open(self, wkey, key, v, ev, device):
         src = wkey[1] if wkey[0] == "src" else None
@@ -347,7 +348,12 @@ class OwnerAnalyser(Analyser):
     def _recheck(self, wkeys, ev):
         """An event may have made these open windows' pairs consistent."""
         for wkey in list(wkeys):
-            if self._verdict_of(wkey) is None:
+            if wkey[0] == "orphan":
+                fixed = not self.st.ctx.get(wkey[1], ZERO)[0] & 1
+            else:
+                owner = self.owner_now(self.sources[wkey[1]].pkey)
+                fixed = owner is None or self.consistent(owner, wkey[2])
+            if fixed:
                 self._close(wkey, ev)
 
     def _judge(self, wkey, key, v, ev, device):
@@ -383,8 +389,11 @@ class OwnerAnalyser(Analyser):
                         todo.update(idx)
             dids.clear()
         if devs:
+            by_pkey = self.by_pkey
             for pkey in devs:
-                todo.update(self.by_pkey[pkey])
+                idx = by_pkey.get(pkey)
+                if idx is not None:
+                    todo.update(idx)
             devs.clear()
         if doms:
             for dom in doms:
@@ -398,24 +407,17 @@ class OwnerAnalyser(Analyser):
                     todo.update(group[i])       # a split follows the siblings' owners
         open_ = self.open
         verdict = self.verdict
-        st = self.ctx.st
-        ctx_get, pages_get, bits, map_get = st.ctx.get, st.pages.get, st.did_bits, st.did_map.get
+        consistent = self.consistent
         owner_get = self.owner_map.get
         sources = self.sources
         for i in todo:
             s = sources[i]
             owner = owner_get(s.pkey)
             for wkey, key in s.judged:
-                # the common case inline: present, translating with the owner's tables and DID
-                lo, hi = ctx_get(key, ZERO)
-                if lo & 1 and (lo >> 2) & 3 != TT_PT and owner is not None:
-                    page = pages_get(lo & PAGE_MASK)
-                    if page is not None and page[0] == owner:
-                        ud = (key[0], (hi >> 8) & 0xFFFF)
-                        if ud in bits and map_get(ud, 0) == owner:
-                            if wkey in open_:
-                                self._judge(wkey, key, None, ev, None)
-                            continue
+                if owner is None or consistent(owner, key):
+                    if wkey in open_:
+                        self._judge(wkey, key, None, ev, None)
+                    continue
                 v = verdict(i, key)
                 if v is not None or wkey in open_:
                     self._judge(wkey, key, v, ev, s.dev.bdf)
