@@ -209,11 +209,12 @@ class OwnerAnalyser(Analyser):
             self.owned.setdefault(o, set()).update(idx)
         self.dirty_devs.add(pkey)
         if self.open_by_src:
+            # consistency is the device's own affair (a sibling's move changes only
+            # the severity, which the next op-end judges)
             for i in idx:
-                for j in self.group[i] or (i,):
-                    ws = self.open_by_src.get(j)
-                    if ws:
-                        self._recheck(ws, ev)
+                ws = self.open_by_src.get(i)
+                if ws:
+                    self._recheck(ws, ev)
 
     def on_did(self, ev):
         ud = (ev[6], ev[7])
