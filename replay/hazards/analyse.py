@@ -38,11 +38,13 @@ from .did import DidAnalyser
 from .findings import KINDS, FindingIndex, decode_findings, encode_findings, sort_findings
 from .locks import LockAnalyser
 from .mismatch import MismatchAnalyser
+from .owner import OwnerAnalyser
 from .rmrr import RmrrAnalyser
 from .stale import StaleAnalyser
 
 # Order matters: mismatch before stale (foreign-iotlb reads the mismatch set).
-ANALYSERS = (RmrrAnalyser, MismatchAnalyser, StaleAnalyser, DidAnalyser, LockAnalyser, DevtlbAnalyser)
+ANALYSERS = (RmrrAnalyser, MismatchAnalyser, StaleAnalyser, DidAnalyser, LockAnalyser, DevtlbAnalyser,
+             OwnerAnalyser)
 
 
 class Analysis:
