@@ -198,8 +198,7 @@ def test_damaged_findings_entry_is_rebuilt(trace, capsys):
     findings_for_trace(trace, sidecar=True)
     cache = Path(sidecar.beside_path(trace))
     pristine = cache.read_bytes()
-    with sidecar.Sidecar.open(trace) as sc:
-        off, length = sc._toc[SIDECAR_KEY][:2]
+    off, length = _entry_span(trace, SIDECAR_KEY)
     for k in range(0, length, max(1, length // 25)):
         data = bytearray(pristine)
         data[off + k] ^= 0x40
@@ -329,13 +328,26 @@ def test_concurrent_first_opens_build_one_copy(synth_trace, tmp_path):
     one = os.path.getsize(sidecar.beside_path(solo / "t.vtdt"))
     path = tmp_path / "t.vtdt"
     shutil.copyfile(synth_trace, path)
-    code = ("import sys; from replay.session import ReplaySession; "
+    # Each process imports, says so, and opens when told: all at once.  A
+    # build that takes a while makes the opens overlap for sure.
+    code = ("import sys, time; from replay import session; from replay.session import ReplaySession\n"
+            "real = session.build\n"
+            "def slow(*a, **k):\n    time.sleep(0.5)\n    return real(*a, **k)\n"
+            "session.build = slow\n"
+            "print('ready', flush=True); sys.stdin.readline()\n"
             "s = ReplaySession(sys.argv[1]); print(s.count, s.built); s.close()")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=REPO, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    for p in procs:
+        assert p.stdout.readline() == "ready\n"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
     outs = [p.communicate() for p in procs]
+    outs = [(o.split("\n", 1)[-1] if o.startswith("ready") else o, e) for o, e in outs]
     assert all(p.returncode == 0 for p in procs), outs
     assert len({o.split()[0] for o, _ in outs}) == 1
+    assert sorted(o.split()[1] for o, _ in outs) == ["False", "False", "False", "True"]
     size = os.path.getsize(sidecar.beside_path(path))
     assert size <= one * 1.1, (size, one)
 
