@@ -42,8 +42,13 @@ _keys: dict = {}
 
 
 def _package_version() -> str:
-    from tracer import __version__
-    return __version__
+    # The installed distribution's version (replay does not import the
+    # record side of tracer, where __version__ lives).
+    from importlib import metadata
+    try:
+        return metadata.version("vtdtrace")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _package_modules(package: str) -> list[str]:
