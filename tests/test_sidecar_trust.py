@@ -428,3 +428,20 @@ def test_show_with_nowhere_to_put_a_cache_still_answers(trace, tmp_path, capsys,
     rc, out, err = vt(capsys, "show", trace, "--at", 4000)
     assert (rc, out, err) == (want[0], want[1], "")
     assert not Path(sidecar.beside_path(trace)).exists()
+
+
+def test_the_viewer_finds_damage_behind_an_identical_identity(trace):
+    from tui.model import TraceModel
+
+    ReplaySession(trace).close()
+    first_bad = flip(trace, keep_mtime=True)
+    m = TraceModel(trace)
+    s = ReplaySession(trace)
+    try:
+        m.attach_session(s)
+        assert m.stop is None                      # the sidecar vouched for the file
+        view = m.step_view(first_bad + 100)
+        assert view.seq == first_bad - 1 and m.count == first_bad - 1
+        assert m.stop is not None and "checksum" in m.damage_text()
+    finally:
+        s.close()
