@@ -67,13 +67,6 @@ def vt(capsys, *args):
     return rc, out, err
 
 
-def damaged_chunk(path) -> tuple[int, int]:
-    """(index, first seq) of the chunk to damage: the fifth."""
-    with open_trace(path) as t:
-        off, first, _ = t.chunks[4]
-    return 4, first
-
-
 def flip(path, keep_mtime=False) -> int:
     """Flip one bit in the fifth chunk's payload; returns that chunk's first seq."""
     st = os.stat(path)
@@ -111,7 +104,7 @@ def test_cache_built_on_the_intact_trace_does_not_hide_later_damage(trace, tmp_p
     first_bad = flip(trace)
     rc, out, err = vt(capsys, "show", trace)
     assert rc == 3 and f"last good seq {first_bad - 1}" in err
-    assert out.startswith(f"state after event {first_bad - 1}") or f"{first_bad - 1}" in out.splitlines()[0]
+    assert out.startswith(f"step {first_bad - 1} of {first_bad - 1}:")
     rc, out, err = vt(capsys, "show", trace, "--at", 5500)         # past the damage
     assert rc == 3 and "beyond the readable part" in err and out
     assert out == reference_show(trace, first_bad - 1, tmp_path, capsys)[1]
@@ -128,6 +121,8 @@ def test_cache_built_on_the_intact_trace_does_not_hide_later_damage(trace, tmp_p
 
 def test_cache_built_on_a_damaged_copy_does_not_outlive_the_repair(trace, tmp_path, capsys):
     good = Path(trace).read_bytes()
+    with open_trace(trace) as t:
+        total = t.count
     other = tmp_path / "o.vtdt"
     shutil.copyfile(trace, other)
     first_bad = flip(trace)
@@ -143,8 +138,7 @@ def test_cache_built_on_a_damaged_copy_does_not_outlive_the_repair(trace, tmp_pa
     assert vt(capsys, "export", trace, "--format", "chrome", "-o", tmp_path / "y.json")[0] == 0
     assert vt(capsys, "diff", trace, other)[0] == 0
     with ReplaySession(trace) as s:
-        assert s.count == EVENTS + 16 or s.count > first_bad
-        assert s.stop is None
+        assert s.count == total > first_bad and s.stop is None
 
 
 def test_damage_behind_an_identical_identity_is_found_when_read(trace, tmp_path, capsys):
