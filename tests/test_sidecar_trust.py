@@ -448,3 +448,20 @@ def test_the_viewer_finds_damage_behind_an_identical_identity(trace):
         assert m.stop is not None and "checksum" in m.damage_text()
     finally:
         s.close()
+
+
+def test_the_issue_repro_as_a_user_runs_it(synth_trace, tmp_path, run_cli):
+    """`show` once, flip one payload bit of a later chunk, `show` and
+    `show --at` again: damage and exit 3 as `check` reports it, never the
+    cached intact state, never an internal error."""
+    path = tmp_path / "t.vtdt"
+    shutil.copyfile(synth_trace, path)
+    assert run_cli("show", path).returncode == 0
+    first_bad = flip(path)
+    check = run_cli("check", path)
+    assert check.returncode == 3
+    damage = check.stderr.split("damaged: ", 1)[1].split("; findings", 1)[0]
+    for args in ((), ("--at", 2500), ("--at", first_bad + 500), ("--json",)):
+        r = run_cli("show", path, *args)
+        assert r.returncode == 3 and r.stderr.count("\n") == 1, (args, r.stderr)
+        assert damage in r.stderr and "internal error" not in r.stderr and r.stdout
