@@ -59,7 +59,8 @@ def _synth_trace(n: int, seed: int) -> Path:
     from tracer.writer import TraceWriter
 
     CACHE.mkdir(exist_ok=True)
-    path = CACHE / f"synth-{n}-s{seed}-direct.vtdt"
+    from tracer.synth import SYNTH_VERSION
+    path = CACHE / f"synth-{n}-s{seed}-v{SYNTH_VERSION}-direct.vtdt"
     if path.exists():
         with open_trace(path, verify=False) as t:
             if t.complete and t.count >= n:

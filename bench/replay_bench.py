@@ -49,7 +49,8 @@ def synth_trace(n: int, seed: int = 1) -> Path:
     from tracer.writer import TraceWriter
 
     CACHE.mkdir(exist_ok=True)
-    path = CACHE / f"synth-{n}-s{seed}-direct.vtdt"
+    from tracer.synth import SYNTH_VERSION
+    path = CACHE / f"synth-{n}-s{seed}-v{SYNTH_VERSION}-direct.vtdt"
     if path.exists():
         try:
             with open_trace(path, verify=False) as t:

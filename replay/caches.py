@@ -20,7 +20,22 @@ entry, because that is the part that makes a hazard:
     kept because the foreign-fill hazard (c3) needs it.  Address ranges are
     not modelled: a fill covers the whole address space.
 ``devtlb[(u, bus, devfn)]``  frozenset of ``(did, pt_root)`` an ATS device's
-    own translation cache may hold (entries with TT = device-IOTLB).
+    own translation cache (its ATC, the "device-TLB") may hold although the
+    entry values the IOMMU can use now do not give them.  A device can only
+    fill its ATC with Translation Requests, which the IOMMU answers from an
+    entry with TT = device-IOTLB, and only while ATS is enabled on it: so a
+    value gets here when it stops being usable (like the IOTLB fills above)
+    if it has TT = device-IOTLB and the device at that requester ID has ATS
+    enabled (``ats`` table; ``unit_seg`` gives the unit's PCI segment), and
+    when ATS is disabled (``ats-enable`` value 0) every value it could use
+    until then is kept: whether clearing ATS Enable empties the ATC is not
+    known (PCIe leaves it open), so the model assumes it does not.  Only a
+    device-TLB invalidation addressed to the device (``flush-dev-iotlb``,
+    rc 0) empties it -- the IOTLB flushes never do, whatever their
+    ``dev_iotlb`` flag says, because Xen sends one descriptor per device and
+    each one is an event.  Fills through IOTLB entries (a Translation Request
+    the IOMMU answers from its IOTLB) are not modelled separately: the IOTLB
+    side of such a translation is the stale-/foreign-iotlb model's.
 ``hw`` / ``pending`` (non-coherent units only, ECAP.C = 0)  ``hw[key]`` is the
     value the IOMMU is known to see (as of the last ``cache-sync``);
     ``pending[key]`` the values written since, each of which may or may not
@@ -93,9 +108,15 @@ def retire(st, key: tuple, value: tuple[int, int]) -> None:
             tlb = st.tlb
             tk = (key[0], did)
             tlb[tk] = tlb.get(tk, EMPTY) | {(key[1], key[2], pt)}
-            if tt == TT_DEV_IOTLB:
+            # ats_on(), inlined: retire runs for most context stores
+            if tt == TT_DEV_IOTLB and st.ats and \
+                    (st.unit_seg.get(key[0], 0), key[1] << 8 | key[2]) in st.ats:
                 devtlb = st.devtlb
-                devtlb[key] = devtlb.get(key, EMPTY) | {(did, pt)}
+                held = devtlb.get(key, EMPTY)
+                if (did, pt) not in held:
+                    # replaced only when it grows: the analyser tells a
+                    # changed set by identity
+                    devtlb[key] = held | {(did, pt)}
     elif st.cm:
         cc = st.cc
         cc[key] = cc.get(key, EMPTY) | {value}
@@ -133,11 +154,18 @@ def _drop_cc(st, key: tuple, values) -> None:
     (re)filled since the last IOTLB flush stay behind."""
     tlb = st.tlb
     u, bus, devfn = key
+    atc = bool(st.ats) and ats_on(st, key)
     for value in values:
         tr = translation_of(value)
         if tr is not None:
             tk = (u, tr[0])
             tlb[tk] = tlb.get(tk, EMPTY) | {(bus, devfn, tr[1])}
+            if atc and (value[0] >> 2) & 3 == TT_DEV_IOTLB:
+                # ... and so do the ATC's (ATS may have been enabled since
+                # the value retired from memory into the context cache)
+                held = st.devtlb.get(key, EMPTY)
+                if tr not in held:
+                    st.devtlb[key] = held | {tr}
 
 
 def flush_context(st, u: int, gran: str, did: int, sid: int, fm: int) -> None:
@@ -181,6 +209,28 @@ def flush_iotlb(st, u: int, gran: str, did: int) -> None:
 
 def flush_dev_iotlb(st, u: int, sid: int) -> None:
     st.devtlb.pop((u, sid >> 8, sid & 0xFF), None)
+
+
+def ats_on(st, key: tuple) -> bool:
+    """ATS is enabled on the device whose own requester ID is ``key``."""
+    u, bus, devfn = key
+    return (st.unit_seg.get(u, 0), bus << 8 | devfn) in st.ats
+
+
+def ats_disable(st, seg: int, bdf: int) -> None:
+    """disable_ats_device: the device stops issuing Translation Requests, but
+    its ATC is not assumed empty (UNSURE), so every translation it could
+    fill until now -- from the entry values the IOMMU may use at its
+    requester ID -- stays in the model until a device-TLB invalidation."""
+    bus, devfn = bdf >> 8, bdf & 0xFF
+    for u in st.translation:
+        if st.unit_seg.get(u, 0) != seg:
+            continue
+        key = (u, bus, devfn)
+        fills = atc_current(st, key)
+        held = st.devtlb.get(key, EMPTY)
+        if not fills <= held:
+            st.devtlb[key] = held | fills
 
 
 # --- queries --------------------------------------------------------------------
@@ -247,7 +297,44 @@ def stale_iotlb(st, u: int) -> frozenset:
     return frozenset(t for t in iotlb_may_hold(st, u) if t not in current)
 
 
+def atc_current(st, key: tuple) -> frozenset:
+    """{(did, pt_root)} the device at ``key`` could put into its ATC right
+    now from the entry values the IOMMU may use (memory or hw + pending, the
+    context cache) -- the values with TT = device-IOTLB.  Whether ATS is
+    enabled is the caller's question."""
+    if key[0] not in st.translation:
+        return EMPTY
+    out = set()
+    for value in context_may_hold(st, key):
+        if value[0] & P_BIT and (value[0] >> 2) & 3 == TT_DEV_IOTLB:
+            out.add(translation_of(value))
+    return frozenset(out)
+
+
+def atc_may_hold(st, key: tuple) -> frozenset:
+    """{(did, pt_root)} the ATC of the ATS device at ``key`` may hold: what
+    outlived the entry values (``devtlb``) plus, while ATS is enabled, what
+    the current values can fill."""
+    held = st.devtlb.get(key, EMPTY)
+    if st.ats and ats_on(st, key):
+        held = held | atc_current(st, key)
+    return held
+
+
 def devtlb_may_hold(st, u: int) -> dict:
     """{(bus, devfn): frozenset of (did, pt_root)} an ATS device's own
-    translation cache may hold beyond what its current entry gives."""
-    return {k[1:]: v for k, v in st.devtlb.items() if k[0] == u}
+    translation cache may hold beyond what its entry in memory gives."""
+    keys = {k for k in st.devtlb if k[0] == u}
+    if st.ats:
+        keys.update(k for k in st.cc if k[0] == u and ats_on(st, k))
+        if not st.coherent:
+            keys.update(k for k in st.pending if k[0] == u and ats_on(st, k))
+    out = {}
+    for key in keys:
+        held = atc_may_hold(st, key)
+        lo, hi = st.ctx.get(key, (0, 0))
+        if lo & P_BIT and (lo >> 2) & 3 == TT_DEV_IOTLB and st.ats and ats_on(st, key):
+            held = held - {translation_of((lo, hi))}
+        if held:
+            out[key[1:]] = held
+    return out

@@ -249,9 +249,17 @@ def cache_view(st: ReplayState, view: PlatformView, u: int) -> dict:
             "pt_owner": view.domain_name(page[0]) if page else None,
         })
     dev_iotlb = []
+    seg = st.unit_seg.get(u, 0)
     for (bus, devfn), fills in sorted(caches.devtlb_may_hold(st, u).items()):
+        dev = (seg, bus << 8 | devfn)
+        owner = view.domain_name(st.owners[dev]) if dev in st.owners else None
         for did, pt in sorted(fills):
-            dev_iotlb.append({"rid": view.rid(u, bus, devfn), "did": did, "pt": hex64(pt)})
+            page = st.pages.get(pt)
+            dev_iotlb.append({
+                "rid": view.rid(u, bus, devfn), "owner": owner, "ats": dev in st.ats,
+                "did": did, "did_owner": view.domain_name(st.did_map.get((u, did), 0)),
+                "pt": hex64(pt), "pt_owner": view.domain_name(page[0]) if page else None,
+            })
     return {"context": context, "iotlb": iotlb, "dev_iotlb": dev_iotlb}
 
 
@@ -347,7 +355,9 @@ def show_text(st: ReplayState, view: PlatformView, *, count: int | None = None, 
                 out.append(f"    iotlb did {t['did']} {_owner(t['did_owner'])} via {t['rid']}: "
                            f"tables {_owner(t['pt_owner'])} {t['pt']}")
             for t in c["dev_iotlb"]:
-                out.append(f"    device-tlb {t['rid']}: did {t['did']} tables {t['pt']}")
+                ats = "on" if t["ats"] else "off"
+                out.append(f"    device-tlb {t['rid']} (owner {_owner(t['owner'])}, ATS {ats}): "
+                           f"did {t['did']} {_owner(t['did_owner'])}, tables {_owner(t['pt_owner'])} {t['pt']}")
     out.append("")
     devs = ", ".join(f"{x['bdf']} {_owner(x['owner'])}" for x in d["devices"]) or "none"
     out.append(f"devices: {devs}")

@@ -36,7 +36,7 @@ ROOT_TABLES = ("pgd", "quarantine")
 
 # Bump when the checkpoint encoding below changes; sidecars built by another
 # format are rebuilt.
-STATE_FORMAT = 4
+STATE_FORMAT = 5
 
 
 class BadEvent(ValueError):
@@ -78,7 +78,7 @@ TABLES = (
     "stacks",        # cpu -> (parent, func_code): call stack as a cons list, innermost first
     "cc",            # caches.py: context-cache values that may outlive memory
     "tlb",           # caches.py: (iommu, did) -> frozenset of (bus, devfn, pt_root)
-    "devtlb",        # caches.py: (iommu, bus, devfn) -> frozenset of (did, pt_root)
+    "devtlb",        # caches.py: (iommu, bus, devfn) -> frozenset of (did, pt_root) an ATC may hold
     "hw",            # caches.py: non-coherent units: value as of the last cache-sync
     "pending",       # caches.py: non-coherent units: values written since
 )
@@ -91,9 +91,9 @@ class ReplayState:
     ``kind``/``cpu`` describe the last event applied (None at seq 0)."""
 
     __slots__ = TABLES + ("seq", "op", "label", "func", "kind", "cpu",
-                          "open_op", "op_info", "rollback", "cm", "coherent", "journal")
+                          "open_op", "op_info", "rollback", "cm", "coherent", "unit_seg", "journal")
 
-    def __init__(self, *, cm: bool = False, coherent: bool = True) -> None:
+    def __init__(self, *, cm: bool = False, coherent: bool = True, unit_seg=None) -> None:
         for name in TABLES:
             setattr(self, name, {})
         self.seq = 0
@@ -104,6 +104,9 @@ class ReplayState:
         # Platform knobs the cache model depends on (constant for a trace).
         self.cm = cm
         self.coherent = coherent
+        # iommu -> PCI segment (absent: 0): which device's ATS enable bit a
+        # requester ID of a unit answers to (the device-TLB model)
+        self.unit_seg = dict(unit_seg or {})
         # Not state: (table, key) pairs touched since the owner last cleared
         # it, or None (not tracking).  Never copied or compared.
         self.journal = None
@@ -113,7 +116,7 @@ class ReplayState:
         for name in TABLES:
             setattr(new, name, getattr(self, name).copy())
         for name in ("seq", "op", "label", "func", "kind", "cpu",
-                     "open_op", "op_info", "rollback", "cm", "coherent"):
+                     "open_op", "op_info", "rollback", "cm", "coherent", "unit_seg"):
             setattr(new, name, getattr(self, name))
         new.journal = None
         return new
@@ -145,9 +148,15 @@ def initial_state(header: dict | None = None) -> ReplayState:
     """The state before any event.  Everything architectural is created by
     events (domain-create, device-add, ...), so only the knobs that change
     how the hardware caches behave come from the header."""
-    knobs = ((header or {}).get("platform") or {}).get("knobs") or {}
+    plat = (header or {}).get("platform") or {}
+    knobs = plat.get("knobs") or {}
+    unit_seg = {}
+    for u in plat.get("iommus") or ():
+        if isinstance(u, dict) and type(u.get("id")) is int and type(u.get("segment")) is int \
+                and u["segment"]:
+            unit_seg[u["id"]] = u["segment"]
     return ReplayState(cm=bool(knobs.get("caching_mode", False)),
-                       coherent=bool(knobs.get("coherent", True)))
+                       coherent=bool(knobs.get("coherent", True)), unit_seg=unit_seg)
 
 
 # --- the fold -------------------------------------------------------------------
@@ -244,7 +253,8 @@ def _ats_enable(st, ev):
     key = (ev[6], ev[7])
     if ev[8]:
         _set(st, "ats", key, 1)
-    else:
+    elif key in st.ats:
+        caches.ats_disable(st, *key)
         _del(st, "ats", key)
 
 
@@ -492,7 +502,7 @@ def to_canonical(st: ReplayState) -> dict:
 # --- checkpoint encoding ----------------------------------------------------------
 
 _SCALARS = ("seq", "op", "label", "func", "kind", "cpu", "open_op", "op_info", "rollback",
-            "cm", "coherent")
+            "cm", "coherent", "unit_seg")
 
 
 # How each table is stored in a checkpoint.  Tables whose values are all 1

@@ -11,7 +11,7 @@ variant.  For every recording:
   labels of its end events, a known kind and severity;
 * the incremental windows agree, at every step, with a brute-force
   recomputation from the folded state of that step (did-pt-mismatch,
-  stale-context, rmrr-disconnect);
+  stale-context, rmrr-disconnect, stale-devtlb);
 * ``findings_for_trace`` on a trace file cut anywhere reports exactly the
   findings of its readable prefix.
 
@@ -57,7 +57,8 @@ def scenarios(draw) -> str:
         stride = draw(st.sampled_from((0, 0, 0, 4)))
         devices.append((f"0000:00:{slot:02x}.0", "pcie-endpoint",
                         ['id = "8086:a12f"', f"phantom_stride = {stride}",
-                         f'owner = "{draw(st.sampled_from(OWNERS))}"']))
+                         f'owner = "{draw(st.sampled_from(OWNERS))}"',
+                         f"ats = {'true' if draw(st.booleans()) else 'false'}"]))
     if draw(st.booleans()):
         btype = draw(st.sampled_from(("pcie2pci-bridge", "legacy-pci-bridge")))
         devices.append(("0000:00:1e.0", btype, ['id = "8086:244e"', "secondary = 0x05"]))
@@ -158,14 +159,26 @@ def _open_sets(findings, kind, last, key):
 def _oracle(header, events):
     """Brute force, from the folded state after every event:
     {t: ({(iommu, rid) mismatched in memory}, {(iommu, rid) with a stale cached context},
-         {(device, rid) disconnected from an RMRR})}."""
+         {(device, rid) disconnected from an RMRR},
+         {(iommu, rid) of a present device whose ATC may hold another domain's translations})}."""
     topo = Topology(header)
     st_ = initial_state(header)
     rmrr_devs = topo.rmrr_devices()
     out = {}
+    seen_owner = {}     # (key, did, pt) -> owner of pt when the model first held it
     for ev in events:
         apply(st_, ev)
-        mism, stale, disc = set(), set(), set()
+        mism, stale, disc, atc = set(), set(), set(), set()
+        held = {(key, fill) for key, fills in st_.devtlb.items() for fill in fills}
+        for gone in [k for k in seen_owner if k not in held]:
+            del seen_owner[gone]
+        for key, fill in sorted(held):
+            if (key, fill) not in seen_owner:
+                page = st_.pages.get(fill[1])
+                seen_owner[(key, fill)] = page[0] if page else None
+            dev = (st_.unit_seg.get(key[0], 0), key[1] << 8 | key[2])
+            if dev in st_.present and seen_owner[(key, fill)] != st_.owners.get(dev):
+                atc.add((key[0], topo.rid(*key)))
         for (u, bus, devfn), (lo, hi) in st_.ctx.items():
             if not lo & 1 or (lo >> 2) & 3 == caches.TT_PASS_THRU:
                 continue
@@ -194,7 +207,7 @@ def _oracle(header, events):
                                                       for r in dev.rmrrs)
                     if bad:
                         disc.add((dev.bdf, topo.rid(*key)))
-        out[ev[1]] = (mism, stale, disc)
+        out[ev[1]] = (mism, stale, disc, atc)
     return out
 
 
@@ -223,8 +236,12 @@ def _check_against_oracle(text):
         mism = _open_sets(findings, "did-pt-mismatch", last, lambda f: (f.iommu, f.rid))
         stale = _open_sets(findings, "stale-context", last, lambda f: (f.iommu, f.rid))
         disc = _open_sets(findings, "rmrr-disconnect", last, lambda f: (f.device, f.rid))
+        atc = _open_sets(findings, "stale-devtlb", last, lambda f: (f.iommu, f.rid))
+        if not header["platform"]["knobs"]["ats"]:
+            assert not any(f.kind == "stale-devtlb" for f in findings), name
         for t in range(1, last + 1):
-            want_m, want_s, want_d = oracle[t]
+            want_m, want_s, want_d, want_a = oracle[t]
+            assert atc[t] == want_a, (name, t, atc[t], want_a)
             assert mism[t] == want_m, (name, t, mism[t], want_m)
             assert stale[t] == want_s, (name, t, stale[t], want_s)
             assert disc[t] == want_d, (name, t, disc[t], want_d)
@@ -247,7 +264,8 @@ SHIPPED_PLUS = [
 
 @pytest.mark.parametrize("name,extra", [(n, "") for n in (
     "s1-usb-rmrr", "s2-guest-destroy-quarantine", "s3-igd-own-drhd", "s4-legacy-pci-rmrr-bridge",
-    "s5-me-wifi-phantom", "s6-enomem", "s7-phantom-quarantine", "s8-two-legacy-behind-bridge")] + SHIPPED_PLUS)
+    "s5-me-wifi-phantom", "s6-enomem", "s7-phantom-quarantine", "s8-two-legacy-behind-bridge",
+    "s11-ats-stale-devtlb")] + SHIPPED_PLUS)
 def test_shipped_scenarios_match_the_brute_force_recomputation(name, extra):
     from tracer.scenario import resolve
     _check_against_oracle(resolve(name)[0].read_text() + "\n" + extra)

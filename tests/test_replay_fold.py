@@ -196,7 +196,9 @@ def test_initial_state_takes_the_cache_knobs_from_the_header():
     st = initial_state({"platform": {"knobs": {"caching_mode": True, "coherent": False}}})
     assert st.cm and not st.coherent and st.seq == 0 and st.op is None
     st = initial_state(None)
-    assert not st.cm and st.coherent
+    assert not st.cm and st.coherent and st.unit_seg == {}
+    st = initial_state({"platform": {"iommus": [{"id": 0, "segment": 0}, {"id": 3, "segment": 2}, "junk"]}})
+    assert st.unit_seg == {3: 2}
 
 
 # --- the may-hold cache model ----------------------------------------------------------
@@ -314,7 +316,7 @@ def test_non_coherent_writes_are_pending_until_cache_sync():
 
 def test_device_tlb_of_an_ats_entry_until_its_own_invalidation():
     e = Events()
-    st = run(_switch(e, old=entry(PT_A, 0, tt=1)))
+    st = run([e("ats-enable", 0, 0xA0, 1)] + _switch(e, old=entry(PT_A, 0, tt=1)))
     assert caches.devtlb_may_hold(st, 0) == {(0, 0xA0): frozenset({(0, PT_A)})}
     fold(st, [e("flush-iotlb", 0, "global", 0, 0, 0, False, True, 0)])
     assert st.devtlb                                  # device-TLBs have their own descriptors

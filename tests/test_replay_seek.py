@@ -213,7 +213,7 @@ def test_an_event_the_fold_cannot_apply_ends_the_readable_trace(tmp_path, write_
     with ReplaySession(path, min_events=4) as s:
         assert s.count == len(good) and s.stop.kind == "corrupt"
         assert f"event {len(good) + 1}" in s.stop.message
-        assert s.state_at(s.count) == fold(ReplayState(), good)
+        assert s.state_at(s.count) == fold(initial_state(s.header), good)
         assert s.next_of_kind("log", 0) is None
     with ReplaySession(path) as s:
         assert not s.built and s.count == len(good) and s.stop.kind == "corrupt"

@@ -87,14 +87,19 @@ def shipped_dir() -> Path | None:
     return None
 
 
+def _natural(path) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.stem)]
+
+
 def list_shipped() -> list[tuple[str, str]]:
-    """[(name, description)] of the shipped scenarios, sorted by name.  The
-    name is the file stem, which is what ``load_scenario`` looks up."""
+    """[(name, description)] of the shipped scenarios, sorted by name with
+    numbers compared as numbers (s2 before s11).  The name is the file stem,
+    which is what ``load_scenario`` looks up."""
     d = shipped_dir()
     if d is None:
         return []
     out = []
-    for path in sorted(d.glob("*.toml")):
+    for path in sorted(d.glob("*.toml"), key=_natural):
         data = _parse_toml(path, path.name)
         desc = data.get("description", "")
         out.append((path.stem, desc if isinstance(desc, str) else ""))

@@ -117,8 +117,12 @@ def build_lines(v: StepView, selected, width: int) -> list[Line]:
                       (f" via {t['rid']}: tables {_own(t['pt_owner'])} {t['pt']}",
                        "state-pane--bad" if mism else "state-pane--dim")], None))
             for t in c["dev_iotlb"]:
-                add(([("     dev-tlb  ", "state-pane--label"), (f"{t['rid']}  did {t['did']} tables {t['pt']}", None)],
-                     None))
+                # another domain's translations in the ATC of a device it does not own: stale-devtlb
+                mism = t["pt_owner"] != t["owner"]
+                add(([("     dev-tlb  ", "state-pane--label"), (f"{t['rid']}  ", "state-pane--rid"),
+                      (f"owner {_own(t['owner'])}{' ≠ ' if mism else ' / '}tables {_own(t['pt_owner'])}",
+                       "state-pane--bad" if mism else None),
+                      (f"  did {t['did']} {_own(t['did_owner'])} {t['pt']}", "state-pane--dim")], None))
     add(([], None))
     devs = show["devices"]
     add(([("Devices: ", "state-pane--label"),

@@ -10,7 +10,8 @@ Findings are ``Finding`` records (``to_json()`` gives the DESIGN §8 object);
 
 One module per analyser family: rmrr (rmrr-disconnect), mismatch
 (did-pt-mismatch), stale (stale-context, stale-iotlb, foreign-iotlb), did
-(did-leak, did-dangling, did-reuse), locks (lock-order).  docs/HAZARDS.md
+(did-leak, did-dangling, did-reuse), locks (lock-order), devtlb
+(stale-devtlb).  docs/HAZARDS.md
 describes every kind, its Xen code window and its severity.
 """
 

@@ -33,6 +33,7 @@ from replay.state import BadEvent, fold, initial_state
 from tracer import schema as S
 
 from .base import Context
+from .devtlb import DevtlbAnalyser
 from .did import DidAnalyser
 from .findings import KINDS, FindingIndex, decode_findings, encode_findings, sort_findings
 from .locks import LockAnalyser
@@ -41,7 +42,7 @@ from .rmrr import RmrrAnalyser
 from .stale import StaleAnalyser
 
 # Order matters: mismatch before stale (foreign-iotlb reads the mismatch set).
-ANALYSERS = (RmrrAnalyser, MismatchAnalyser, StaleAnalyser, DidAnalyser, LockAnalyser)
+ANALYSERS = (RmrrAnalyser, MismatchAnalyser, StaleAnalyser, DidAnalyser, LockAnalyser, DevtlbAnalyser)
 
 
 class Analysis:

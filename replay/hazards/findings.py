@@ -42,6 +42,7 @@ KINDS = (
     "did-dangling",
     "did-reuse",
     "lock-order",
+    "stale-devtlb",
 )
 BENIGN, WARNING, HAZARD = "benign", "warning", "hazard"
 SEVERITIES = (BENIGN, WARNING, HAZARD)

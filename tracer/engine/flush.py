@@ -61,6 +61,7 @@ class FlushMixin:
         """Device-TLB flushes go to ATS devices whose *current* entry carries
         the DID with TT = device-IOTLB (device_in_domain(), which looks at the
         root entry but not at the context entry's P bit; D4)."""
+        # list_for_each_entry_safe from the head: newest first.
         for pdev in iommu.ats_devices:
             lo, hi = iommu.entry(pdev.bus, pdev.devfn)
             if gran != "global":

@@ -121,7 +121,7 @@ class VtdIommu:
     ctx: dict = field(default_factory=dict)
     domid_bitmap: set = field(default_factory=set)
     domid_map: dict = field(default_factory=dict)   # did -> domid; absent = 0 (zero-filled)
-    ats_devices: list = field(default_factory=list)  # pdevs with ATS enabled
+    ats_devices: list = field(default_factory=list)  # pdevs with ATS enabled, newest first (list_add)
     # On ats_dev_drhd_units: added by ats_device() and never removed, which is
     # what find_ats_dev_drhd() (flush_dev_iotlb for every flush) tests.
     ats_unit: bool = False

@@ -177,7 +177,10 @@ class MappingMixin:
     def enable_ats_device(self, pdev, iommu, label) -> None:
         if not pdev.ats_enabled:
             pdev.ats_enabled = True
-            iommu.ats_devices.append(pdev)
+            # list_add(): at the head of iommu->ats_devices, which
+            # dev_invalidate_iotlb() walks from the head -- the device enabled
+            # last is invalidated first.
+            iommu.ats_devices.insert(0, pdev)
             self.emit(S.K_ATS_ENABLE, label, pdev.seg, pdev.bdf16, 1)
 
     def disable_ats_device(self, pdev, iommu, label) -> None:
