@@ -37,6 +37,8 @@ import msgpack
 
 from tracer.schema import FORMAT_MAJOR, FUNCS, KIND_BY_NAME, KINDS, SCHEMA_VERSION, Kind
 
+from .validate import EventCheck
+
 MAGIC = b"\x89VTDT\r\n\x1a"
 FILE_HEADER = struct.Struct("<8sHHIII")    # magic, major, minor, meta_len, meta_crc, head_crc
 CHUNK_HEADER = struct.Struct("<4sIIIQII")  # sync, tag, payload_len, count, first_seq, payload_crc, head_crc
@@ -152,7 +154,12 @@ def load_schema(d) -> TraceSchema:
                 or not isinstance(item[1], list) or not all(isinstance(f, str) for f in item[1])):
             raise ValueError(f"schema kind #{code} malformed")
         known = KIND_BY_NAME.get(item[0])
-        kinds.append(Kind(code, item[0], tuple(item[1]), known.doc if known else ""))
+        if known is not None and tuple(item[1][:len(known.fields)]) != known.fields:
+            # A newer minor may append fields, never change the ones this build reads.
+            raise ValueError(f"schema kind {item[0]!r} has fields {item[1]!r}, "
+                             f"which do not extend this build's {list(known.fields)!r}")
+        kinds.append(Kind(code, item[0], tuple(item[1]), known.doc if known else "",
+                          known.types if known else ()))
     if not all(isinstance(f, str) for f in funcs_raw):
         raise ValueError("schema funcs must be strings")
     to_current = tuple(KIND_BY_NAME[k.name].code if k.name in KIND_BY_NAME else -1 for k in kinds)
@@ -185,6 +192,7 @@ class Trace:
         self.size = size
         self.header: dict = {}
         self.schema: TraceSchema = current_schema()
+        self._check = EventCheck(self.schema)
         self.format_version: tuple | None = None
         self.stop: StopReport | None = None
         self.tag = 0
@@ -300,7 +308,7 @@ class Trace:
             payload = memoryview(blob)[CHUNK_HEADER.size:]
             if zlib.crc32(payload) != ref.payload_crc:
                 raise _Damage("corrupt", ref.offset, "chunk payload checksum mismatch")
-            return _decode_payload(payload, ref, not self.tuples)
+            return _decode_payload(payload, ref, self._check, not self.tuples)
         except _Damage as d:
             self._damaged(i, d.kind, d.offset, d.message)
             return None
@@ -315,7 +323,7 @@ class Trace:
         self.stop = StopReport(kind, offset, i, self.count, message)
 
 
-def _decode_payload(payload, ref: ChunkRef, use_list: bool = True) -> list:
+def _decode_payload(payload, ref: ChunkRef, check: EventCheck, use_list: bool = True) -> list:
     up = _unpacker(ref.payload_len, use_list)
     up.feed(payload)
     # Materialising ~1000 lists at once sets off the cyclic GC several times
@@ -336,15 +344,12 @@ def _decode_payload(payload, ref: ChunkRef, use_list: bool = True) -> list:
     if len(events) != ref.count or up.tell() != ref.payload_len:
         raise _Damage("corrupt", ref.offset,
                       f"chunk declares {ref.count} events, holds {len(events)}")
-    # Seq continuity at chunk level (CRCs already rule out accidental damage
-    # inside): the first and last events must carry the seqs the header says.
-    # A per-event check would cost ~15 % of the read rate (research/perf.md).
-    first, last = events[0], events[-1]
-    seq_type = list if use_list else tuple
-    if (type(first) is not seq_type or type(last) is not seq_type or len(first) < 2 or len(last) < 2
-            or first[1] != ref.first_seq or last[1] != ref.first_seq + ref.count - 1):
-        raise _Damage("corrupt", ref.offset,
-                      f"event seqs do not run {ref.first_seq}..{ref.first_seq + ref.count - 1}")
+    # Every event against the catalogue's types and the chunk's seq range
+    # (replay/validate.py: a few C-level passes, no Python per event).
+    bad = check.check(events, ref.first_seq, list if use_list else tuple)
+    if bad is not None:
+        i, msg = bad
+        raise _Damage("corrupt", ref.offset, f"event {ref.first_seq + i} (item {i} of the chunk) {msg}")
     return events
 
 
@@ -478,6 +483,7 @@ def _read_header(trace: Trace) -> int:
         raise _Damage("bad-header", 0, f"header metadata unreadable: {exc}") from None
     trace.header = meta
     trace.schema = schema
+    trace._check = EventCheck(schema)
     trace.format_version = (major, minor)
     trace.tag = head_crc
     return end

@@ -1,0 +1,165 @@
+"""Checking decoded events against the catalogue: field types and seq range.
+
+The CRCs prove a chunk is what the writer wrote, not that the writer (or
+whoever crafted the file) followed the catalogue.  So after a chunk is
+decoded, every event in it is checked before anyone sees it:
+
+* it is an array (list, or tuple with ``open_trace(tuples=True)``) of at
+  least the six prefix items;
+* ``kind`` is an int code of the trace's own catalogue and ``func`` an int
+  code of its function table;
+* seq, cpu, op are ints and label a str; the events' seqs run exactly
+  ``first_seq .. first_seq + count - 1`` of the chunk header;
+* every field of a kind this build knows has its catalogue type
+  (tracer.schema.FIELD_TYPES; an exact type match, so True is no int);
+  ``args`` of ``call`` holds [str, scalar] pairs.
+
+Kinds this build does not know (appended by a newer minor) and fields after
+the ones it knows are tolerated, unchecked, and shown raw.
+
+The check must cost little next to the decode, because the fold reads every
+event through it.  Each rule is therefore one pass in C over the chunk
+(``map``/``zip``/``set`` over ``operator.itemgetter`` and ``type``), and the
+type rule is decided per *signature*: ``(kind, tuple of the item types)``.
+A chunk has a handful of distinct signatures, each decided once per trace
+and remembered, so the Python-level work per event is nil.  Only when a
+rule fails does ``first_problem`` walk the chunk event by event in Python,
+to name the first bad event and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+from itertools import chain, compress, product, repeat
+from operator import itemgetter
+
+from tracer.schema import ARG_VALUE_TYPES, F0, FIELD_TYPES, KINDS, PREFIX, PREFIX_TYPES
+
+_KIND, _SEQ, _FUNC = itemgetter(0), itemgetter(1), itemgetter(4)
+_ARGS = itemgetter(F0)
+_PAIR_TYPES = frozenset((str, t) for t in ARG_VALUE_TYPES)
+_PREFIX = tuple(FIELD_TYPES[t] for t in PREFIX_TYPES)
+_MAX_REMEMBERED = 4096      # signatures decided per trace, beyond the catalogue's own
+
+
+def _type_name(v) -> str:
+    t = type(v)
+    return {list: "array", tuple: "array", dict: "map", str: "str", bytes: "bin", bool: "bool",
+            int: "int", float: "float", type(None): "nil"}.get(t, t.__name__)
+
+
+class EventCheck:
+    """The catalogue rules compiled for one trace's schema (a TraceSchema)."""
+
+    def __init__(self, schema) -> None:
+        self.kinds = schema.kinds
+        self.nkinds = len(schema.kinds)
+        self.nfuncs = len(schema.funcs)
+        # file kind code -> per-field allowed Python types (kinds this build knows)
+        self.fields: dict[int, tuple] = {}
+        self.call = None
+        for code, k in enumerate(schema.kinds):
+            cur = schema.to_current[code] if code < len(schema.to_current) else -1
+            if cur >= 0:
+                ours = KINDS[cur]
+                self.fields[code] = tuple(zip(ours.fields, (FIELD_TYPES[t] for t in ours.types), ours.types))
+                if ours.name == "call":
+                    self.call = code
+        # Signatures known good: every exact combination for the known kinds
+        # (args may be a list or a tuple), then whatever _signature_problem
+        # accepts later (unknown kinds, extra trailing fields).
+        # A signature is (kind, (type(kind), type(seq), ..., type(label), *field types)).
+        self.ok: set = {(code, sig) for code, fields in self.fields.items()
+                        for sig in product((int,), *_PREFIX, *(types for _, types, _ in fields))}
+        self._verdicts: dict = {}
+
+    # -- the fast path ---------------------------------------------------------------
+    def check(self, events: list, first: int, array: type) -> tuple | None:
+        """None when every event passes; else (index in the chunk, message)
+        of the first event that does not."""
+        try:
+            if set(map(type, events)) != {array}:
+                return self.first_problem(events, first, array)
+            keys = set(zip(map(_KIND, events), map(tuple, map(map, repeat(type), events))))
+            if not keys <= self.ok:
+                for key in keys - self.ok:
+                    if self._signature_problem(key) is not None:
+                        return self.first_problem(events, first, array)
+                    if len(self.ok) < _MAX_REMEMBERED:
+                        self.ok.add(key)
+            if list(map(_SEQ, events)) != list(range(first, first + len(events))):
+                return self.first_problem(events, first, array)
+            funcs = list(map(_FUNC, events))
+            if min(funcs) < 0 or max(funcs) >= self.nfuncs:
+                return self.first_problem(events, first, array)
+            if self.call is not None:
+                calls = compress(events, map(self.call.__eq__, map(_KIND, events)))
+                pairs = list(chain.from_iterable(map(_ARGS, calls)))
+                if pairs and (not set(map(type, pairs)) <= {array}
+                              or not set(map(tuple, map(map, repeat(type), pairs))) <= _PAIR_TYPES):
+                    return self.first_problem(events, first, array)
+        except Exception:       # anything odd enough to break a C pass: find it in Python
+            return self.first_problem(events, first, array)
+        return None
+
+    def _signature_problem(self, key) -> str | None:
+        """What is wrong with every event of this signature (None: nothing)."""
+        if key in self._verdicts:
+            return self._verdicts[key]
+        code, sig = key
+        msg = None
+        if len(sig) < F0:
+            msg = f"has {len(sig)} items, an event has at least {F0}"
+        elif sig[0] is not int or not 0 <= code < self.nkinds:
+            msg = (f"kind {code!r} is not a code of the trace's catalogue ({self.nkinds} kinds)"
+                   if sig[0] is int else f"kind is a {sig[0].__name__}, not an int")
+        else:
+            for name, types, t in zip(PREFIX, _PREFIX, sig[1:F0]):
+                if t not in types:
+                    msg = f"{name} is a {t.__name__}, expected {PREFIX_TYPES[PREFIX.index(name)]}"
+                    break
+            fields = self.fields.get(code)
+            if msg is None and fields is not None:
+                kind = self.kinds[code].name
+                if len(sig) - F0 < len(fields):
+                    msg = f"{kind} has {len(sig) - F0} fields, expected {len(fields)}"
+                else:
+                    for (name, types, tname), t in zip(fields, sig[F0:]):
+                        if t not in types:
+                            msg = f"{kind} field {name} is a {t.__name__}, expected {tname}"
+                            break
+        if len(self._verdicts) < _MAX_REMEMBERED:   # a crafted file may hold many
+            self._verdicts[key] = msg
+        return msg
+
+    # -- the slow path: name the first bad event -------------------------------------
+    def first_problem(self, events: list, first: int, array: type) -> tuple | None:
+        for i, ev in enumerate(events):
+            msg = self.problem(ev, first + i, array)
+            if msg is not None:
+                return i, msg
+        return None
+
+    def problem(self, ev, seq: int, array: type = list) -> str | None:
+        """What is wrong with ``ev`` as the event numbered ``seq`` (None: nothing)."""
+        if type(ev) is not array:
+            return f"is a {_type_name(ev)}, not an event array"
+        try:
+            key = (ev[0] if len(ev) else None, tuple(map(type, ev)))
+            hash(key)
+        except TypeError:
+            return f"kind is a {_type_name(ev[0])}, not an int"
+        msg = self._signature_problem(key)
+        if msg is not None:
+            return msg
+        if ev[1] != seq:
+            return f"carries seq {ev[1]}, expected {seq}"
+        if not 0 <= ev[4] < self.nfuncs:
+            return f"func {ev[4]} is not a code of the trace's function table ({self.nfuncs})"
+        if ev[0] == self.call:
+            for j, pair in enumerate(ev[F0]):
+                if type(pair) is not array or len(pair) != 2:
+                    return f"call argument {j} is a {_type_name(pair)}, expected an array [name, value]"
+                if type(pair[0]) is not str or type(pair[1]) not in ARG_VALUE_TYPES:
+                    return (f"call argument {j} is [{_type_name(pair[0])}, {_type_name(pair[1])}], "
+                            "expected [str, int|str|bool|nil]")
+        return None
