@@ -193,6 +193,7 @@ class Trace:
         self.header: dict = {}
         self.schema: TraceSchema = current_schema()
         self._check = EventCheck(self.schema)
+        self._checked: set = set()       # indexes of chunks whose events passed _check
         self.format_version: tuple | None = None
         self.stop: StopReport | None = None
         self.tag = 0
@@ -308,7 +309,12 @@ class Trace:
             payload = memoryview(blob)[CHUNK_HEADER.size:]
             if zlib.crc32(payload) != ref.payload_crc:
                 raise _Damage("corrupt", ref.offset, "chunk payload checksum mismatch")
-            return _decode_payload(payload, ref, self._check, not self.tuples)
+            # A chunk's events are checked once per open trace: a re-decode
+            # (seeks) has just matched the same CRC, so the same events.
+            events = _decode_payload(payload, ref, None if i in self._checked else self._check,
+                                     not self.tuples)
+            self._checked.add(i)
+            return events
         except _Damage as d:
             self._damaged(i, d.kind, d.offset, d.message)
             return None
@@ -323,7 +329,7 @@ class Trace:
         self.stop = StopReport(kind, offset, i, self.count, message)
 
 
-def _decode_payload(payload, ref: ChunkRef, check: EventCheck, use_list: bool = True) -> list:
+def _decode_payload(payload, ref: ChunkRef, check: EventCheck | None, use_list: bool = True) -> list:
     up = _unpacker(ref.payload_len, use_list)
     up.feed(payload)
     # Materialising ~1000 lists at once sets off the cyclic GC several times
@@ -335,18 +341,19 @@ def _decode_payload(payload, ref: ChunkRef, check: EventCheck, use_list: bool = 
     if gc_was:
         gc.disable()
     try:
-        events = list(up)
-    except Exception as exc:   # any msgpack failure inside a CRC-valid chunk
-        raise _Damage("corrupt", ref.offset, f"undecodable event data ({type(exc).__name__})") from None
+        try:
+            events = list(up)
+        except Exception as exc:   # any msgpack failure inside a CRC-valid chunk
+            raise _Damage("corrupt", ref.offset, f"undecodable event data ({type(exc).__name__})") from None
+        if len(events) != ref.count or up.tell() != ref.payload_len:
+            raise _Damage("corrupt", ref.offset,
+                          f"chunk declares {ref.count} events, holds {len(events)}")
+        # Every event against the catalogue's types and the chunk's seq range
+        # (replay/validate.py: a few C-level passes, no Python per event).
+        bad = check.check(events, ref.first_seq, list if use_list else tuple) if check is not None else None
     finally:
         if gc_was:
             gc.enable()
-    if len(events) != ref.count or up.tell() != ref.payload_len:
-        raise _Damage("corrupt", ref.offset,
-                      f"chunk declares {ref.count} events, holds {len(events)}")
-    # Every event against the catalogue's types and the chunk's seq range
-    # (replay/validate.py: a few C-level passes, no Python per event).
-    bad = check.check(events, ref.first_seq, list if use_list else tuple)
     if bad is not None:
         i, msg = bad
         raise _Damage("corrupt", ref.offset, f"event {ref.first_seq + i} (item {i} of the chunk) {msg}")

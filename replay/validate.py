@@ -36,9 +36,26 @@ from tracer.schema import ARG_VALUE_TYPES, F0, FIELD_TYPES, KINDS, PREFIX, PREFI
 
 _KIND, _SEQ, _FUNC = itemgetter(0), itemgetter(1), itemgetter(4)
 _ARGS = itemgetter(F0)
-_PAIR_TYPES = frozenset((str, t) for t in ARG_VALUE_TYPES)
+_NAME, _VALUE = itemgetter(0), itemgetter(1)
+_ARG_VALUE_TYPES = frozenset(ARG_VALUE_TYPES)
+_NONE = type(None)
 _PREFIX = tuple(FIELD_TYPES[t] for t in PREFIX_TYPES)
 _MAX_REMEMBERED = 4096      # signatures decided per trace, beyond the catalogue's own
+
+
+class _IntOrNone:
+    """Equal to the types an optional int field may hold (int, NoneType)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other) -> bool:
+        return other is int or other is _NONE
+
+    __hash__ = None
+
+
+_INT_OR_NONE = _IntOrNone()
+assert all(t in ((int,), (int, _NONE)) or len(t) == 1 or t == (list, tuple) for t in FIELD_TYPES.values())
 
 
 def _type_name(v) -> str:
@@ -71,35 +88,73 @@ class EventCheck:
         self.ok: set = {(code, sig) for code, fields in self.fields.items()
                         for sig in product((int,), *_PREFIX, *(types for _, types, _ in fields))}
         self._verdicts: dict = {}
+        # For _types_ok, per array type: kind -> the item types expected,
+        # kind -> item count.
+        self._flat = {}
+        for array in (list, tuple):
+            exp, lens = {}, {}
+            for code, fields in self.fields.items():
+                types = [(int,)] + list(_PREFIX) + [t if t != (list, tuple) else (array,)
+                                                    for _, t, _ in fields]
+                exp[code] = tuple(t[0] if len(t) == 1 else _INT_OR_NONE for t in types)
+                lens[code] = len(types)
+            self._flat[array] = (exp, lens)
 
     # -- the fast path ---------------------------------------------------------------
     def check(self, events: list, first: int, array: type) -> tuple | None:
         """None when every event passes; else (index in the chunk, message)
         of the first event that does not."""
         try:
-            if set(map(type, events)) != {array}:
-                return self.first_problem(events, first, array)
-            keys = set(zip(map(_KIND, events), map(tuple, map(map, repeat(type), events))))
-            if not keys <= self.ok:
-                for key in keys - self.ok:
-                    if self._signature_problem(key) is not None:
-                        return self.first_problem(events, first, array)
-                    if len(self.ok) < _MAX_REMEMBERED:
-                        self.ok.add(key)
-            if list(map(_SEQ, events)) != list(range(first, first + len(events))):
-                return self.first_problem(events, first, array)
-            funcs = list(map(_FUNC, events))
-            if min(funcs) < 0 or max(funcs) >= self.nfuncs:
-                return self.first_problem(events, first, array)
-            if self.call is not None:
-                calls = compress(events, map(self.call.__eq__, map(_KIND, events)))
-                pairs = list(chain.from_iterable(map(_ARGS, calls)))
-                if pairs and (not set(map(type, pairs)) <= {array}
-                              or not set(map(tuple, map(map, repeat(type), pairs))) <= _PAIR_TYPES):
-                    return self.first_problem(events, first, array)
+            if (self._types_ok(events, array)
+                    and list(map(_SEQ, events)) == list(range(first, first + len(events)))):
+                funcs = list(map(_FUNC, events))
+                if 0 <= min(funcs) and max(funcs) < self.nfuncs and self._args_ok(events, array):
+                    return None
         except Exception:       # anything odd enough to break a C pass: find it in Python
-            return self.first_problem(events, first, array)
-        return None
+            pass
+        return self.first_problem(events, first, array)
+
+    def _types_ok(self, events: list, array: type) -> bool:
+        """Every item of every event has a type its kind allows.
+
+        The common case in one comparison: the item types of the whole chunk,
+        flattened, against the types the events' kinds expect, after the item
+        counts matched.  An optional field expects _IntOrNone, which compares
+        equal to both (list equality tries identity first, so only those
+        items cost a Python-level comparison).  Kinds unknown here or extra
+        trailing fields make the counts differ: then per-event signatures
+        (slower, still C-level) decide."""
+        exp, lens = self._flat[array]
+        if set(map(type, events)) != {array}:
+            return False
+        kinds = list(map(_KIND, events))
+        try:
+            if list(map(len, events)) != list(map(lens.__getitem__, kinds)):
+                return self._signatures_ok(events, kinds)
+        except (KeyError, TypeError):        # a kind code this build does not know, or no code at all
+            return self._signatures_ok(events, kinds)
+        return list(map(type, chain.from_iterable(events))) == list(chain.from_iterable(map(exp.__getitem__, kinds)))
+    def _signatures_ok(self, events: list, kinds: list) -> bool:
+        keys = set(zip(kinds, map(tuple, map(map, repeat(type), events))))
+        for key in keys - self.ok:
+            if self._signature_problem(key) is not None:
+                return False
+            if len(self.ok) < _MAX_REMEMBERED:
+                self.ok.add(key)
+        return True
+
+    def _args_ok(self, events: list, array: type) -> bool:
+        """call args: arrays of two, a str name and a scalar value."""
+        if self.call is None:
+            return True
+        calls = compress(events, map(self.call.__eq__, map(_KIND, events)))
+        pairs = list(chain.from_iterable(map(_ARGS, calls)))
+        if not pairs:
+            return True
+        if set(map(type, pairs)) != {array} or set(map(len, pairs)) != {2}:
+            return False
+        types = list(map(type, chain.from_iterable(pairs)))
+        return set(types[0::2]) == {str} and set(types[1::2]) <= _ARG_VALUE_TYPES
 
     def _signature_problem(self, key) -> str | None:
         """What is wrong with every event of this signature (None: nothing)."""

@@ -200,7 +200,11 @@ def test_truncated_trace_replays_to_its_last_good_event(tmp_path):
         assert not s.built and s.stop.kind == "truncated" and s.stop.last_good_seq == s.count
 
 
-def test_an_event_the_fold_cannot_apply_ends_the_readable_trace(tmp_path, write_trace):
+def test_an_event_off_the_catalogue_ends_the_readable_trace_before_its_chunk(tmp_path, write_trace):
+    """The reader checks every event's field types while decoding: the chunk
+    holding a ctx-write whose new_lo is a string is damage, the trace ends
+    before that chunk, and the stop report names the chunk, its byte offset
+    and the event."""
     from tests.test_replay_fold import Events, entry
 
     e = Events()
@@ -210,13 +214,15 @@ def test_an_event_the_fold_cannot_apply_ends_the_readable_trace(tmp_path, write_
     bad = [S.K_CTX_WRITE, e.seq + 1, 0, 0, 0, "", 0, 0, 8, "full", "plain", 0, 0, "x", None]
     after = [[S.K_LOG, e.seq + 2, 0, 0, 0, "", "info", "after"]]
     path = write_trace(good + [bad] + after, chunk_events=8)
+    readable = len(good) // 8 * 8          # the chunks before the bad event's
     with ReplaySession(path, min_events=4) as s:
-        assert s.count == len(good) and s.stop.kind == "corrupt"
-        assert f"event {len(good) + 1}" in s.stop.message
-        assert s.state_at(s.count) == fold(ReplayState(), good)
+        assert s.count == readable and s.stop.kind == "corrupt"
+        assert s.stop.chunk_index == len(good) // 8
+        assert f"event {len(good) + 1} " in s.stop.message and "new_lo" in s.stop.message
+        assert s.state_at(s.count) == fold(ReplayState(), good[:readable])
         assert s.next_of_kind("log", 0) is None
     with ReplaySession(path) as s:
-        assert not s.built and s.count == len(good) and s.stop.kind == "corrupt"
+        assert not s.built and s.count == readable and s.stop.kind == "corrupt"
 
 
 def test_schema_shaped_garbage_never_raises(write_trace, events_factory):
@@ -314,8 +320,9 @@ def test_sidecar_store_round_trip_and_concurrent_commit(tmp_path):
 
 
 def test_event_seq_fields_do_not_steer_the_seek(tmp_path):
-    """Only a chunk's first and last seq are checked by the reader: a bogus
-    seq field inside must not move the replay's position."""
+    """Every event's seq is checked against its chunk's range: a bogus seq
+    field inside a chunk ends the readable trace before that chunk, and
+    never moves the replay's position."""
     from tests.conftest import HEADER
     from tests.test_replay_fold import Events, entry
     from tracer.writer import TraceWriter
@@ -333,7 +340,8 @@ def test_event_seq_fields_do_not_steer_the_seek(tmp_path):
             else:
                 w.append(ev)
     with ReplaySession(path, min_events=8) as s:
-        assert s.count == 41
-        for n in range(0, 42):
+        assert s.count == 8 and s.stop.kind == "corrupt" and s.stop.chunk_index == 1
+        assert "event 11 " in s.stop.message and "carries seq 3, expected 11" in s.stop.message
+        for n in range(0, 9):
             st = s.state_at(n)
             assert st.seq == n and len(st.ctx) == max(0, n - 1)
