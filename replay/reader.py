@@ -35,9 +35,9 @@ from typing import Iterator, NamedTuple
 
 import msgpack
 
-from tracer.schema import FORMAT_MAJOR, FUNCS, KIND_BY_NAME, KINDS, SCHEMA_VERSION, Kind
+from tracer.schema import FORMAT_MAJOR, FORMAT_MINOR, FUNCS, KIND_BY_NAME, KINDS, SCHEMA_VERSION, Kind
 
-from .validate import EventCheck
+from .validate import EventCheck, platform_problem
 
 MAGIC = b"\x89VTDT\r\n\x1a"
 FILE_HEADER = struct.Struct("<8sHHIII")    # magic, major, minor, meta_len, meta_crc, head_crc
@@ -196,6 +196,7 @@ class Trace:
         self._checked: set = set()       # indexes of chunks whose events passed _check
         self.format_version: tuple | None = None
         self.stop: StopReport | None = None
+        self.notes: list[str] = []       # one-line remarks for the user (a newer writer ...)
         self.tag = 0
         self._fd = fd
         self._refs: list[ChunkRef] = []
@@ -398,7 +399,16 @@ def open_trace(path, *, verify: bool = True, tuples: bool = False) -> Trace:
     except BaseException:
         trace.close()
         raise
+    if trace.notes and note_handler is not None:
+        for note in trace.notes:
+            note_handler(path, note)
     return trace
+
+
+# Called as note_handler(path, message) for each of a trace's notes when it
+# is opened; the command line prints them (once per file) on stderr, a
+# library user may set its own.  None: notes stay in Trace.notes only.
+note_handler = None
 
 
 def _open_regular(path) -> tuple[int, int]:
@@ -486,11 +496,23 @@ def _read_header(trace: Trace) -> int:
         if not isinstance(meta, dict):
             raise ValueError("not a map")
         schema = load_schema(meta.get("schema"))
+        problem = platform_problem(meta.get("platform"))
+        if problem is not None:
+            raise ValueError(problem)
     except Exception as exc:
         raise _Damage("bad-header", 0, f"header metadata unreadable: {exc}") from None
     trace.header = meta
     trace.schema = schema
     trace._check = EventCheck(schema)
+    # Newer writers only append (kinds, trailing fields, functions): read
+    # under the same rules, shown raw where this build knows nothing, and
+    # say so once (docs/FORMAT.md, "Newer traces").
+    if schema.version > SCHEMA_VERSION:
+        trace.notes.append(f"event schema version {schema.version} is newer than this build's "
+                           f"{SCHEMA_VERSION}: event kinds and fields it does not know are shown raw")
+    elif minor > FORMAT_MINOR:
+        trace.notes.append(f"format version {major}.{minor} is newer than this build's "
+                           f"{FORMAT_MAJOR}.{FORMAT_MINOR}: what it does not know is shown raw")
     trace.format_version = (major, minor)
     trace.tag = head_crc
     return end

@@ -218,3 +218,59 @@ class EventCheck:
                     return (f"call argument {j} is [{_type_name(pair[0])}, {_type_name(pair[1])}], "
                             "expected [str, int|str|bool|nil]")
         return None
+
+
+# --- the header's platform description -------------------------------------------------
+# What tracer.platform.Platform.to_header writes, as (key, allowed types)
+# per list entry.  Keys may be absent (older or hand-made headers); present
+# ones must have these types, since the renderers compute with them
+# (segments and buses into requester IDs, domids into names).
+_S, _I, _B, _N, _L = str, int, bool, type(None), list
+_PLATFORM_ROWS = {
+    "iommus": {"id": (_I,), "segment": (_I,), "include_all": (_B,), "devices": (_L,),
+               "nd": (_I,), "ndoms": (_I,), "levels": (_I,)},
+    "devices": {"bdf": (_S,), "type": (_S, _N), "id": (_S, _N), "phantom_stride": (_I,), "ats": (_B,),
+                "owner": (_S, _N), "present": (_B,), "secondary": (_I, _N), "subordinate": (_I, _N)},
+    "rmrrs": {"base": (_I,), "end": (_I,), "segment": (_I,), "devices": (_L,)},
+}
+_REQUIRED = {"iommus": ("id",), "devices": ("bdf",), "rmrrs": ()}
+_SCALARS = (_S, _I, _B, _N)
+
+
+def platform_problem(platform) -> str | None:
+    """What is wrong with a header's ``platform`` map (None: nothing)."""
+    if platform is None:
+        return None
+    if type(platform) is not dict:
+        return f"platform is a {_type_name(platform)}, expected a map"
+    knobs = platform.get("knobs")
+    if knobs is not None and (type(knobs) is not dict or not all(type(v) in _SCALARS for v in knobs.values())):
+        return "platform.knobs must be a map of scalars"
+    for section, fields in _PLATFORM_ROWS.items():
+        rows = platform.get(section)
+        if rows is None:
+            continue
+        if type(rows) is not list:
+            return f"platform.{section} is a {_type_name(rows)}, expected an array"
+        for i, row in enumerate(rows):
+            where = f"platform.{section}[{i}]"
+            if type(row) is not dict:
+                return f"{where} is a {_type_name(row)}, expected a map"
+            for key in _REQUIRED[section]:
+                if key not in row:
+                    return f"{where} has no {key}"
+            for key, types in fields.items():
+                if key in row and type(row[key]) not in types:
+                    return (f"{where}.{key} is a {_type_name(row[key])}, expected "
+                            + " or ".join(_type_name(t()) if t is not _N else "nil" for t in types))
+            if "devices" in fields and "devices" in row and not all(type(b) is str for b in row["devices"]):
+                return f"{where}.devices must hold strings"
+    domains = platform.get("domains")
+    if domains is not None:
+        if type(domains) is not list:
+            return f"platform.domains is a {_type_name(domains)}, expected an array"
+        for i, row in enumerate(domains):
+            if (type(row) is not list or not 2 <= len(row) <= 3 or type(row[0]) is not int
+                    or type(row[1]) is not str or (len(row) == 3 and type(row[2]) is not bool)):
+                return f"platform.domains[{i}] must be [domid, name, hardware]"
+    return None

@@ -66,10 +66,20 @@ def _quiet_stdout() -> None:
         pass
 
 
+def _print_note(path, message: str, _seen=set()) -> None:
+    """A remark about a trace (e.g. written by a newer vtdtrace), once per file."""
+    if (str(path), message) not in _seen:
+        _seen.add((str(path), message))
+        from replay.jsonout import safe_text
+        print(f"vtdtrace: note: {safe_text(path)}: {message}", file=sys.stderr)
+
+
 def run_command(args) -> int:
     """The command boundary shared by every subcommand: one line on stderr,
     never a traceback."""
     try:
+        from replay import reader
+        reader.note_handler = _print_note
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         return 130
