@@ -86,6 +86,12 @@ def run_command(args) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return 0
+    except OSError as exc:
+        # Output that cannot be written (`log ... > full-disk`): the cause, once.
+        from .errors import fail
+        _quiet_stdout()
+        return fail(exc.filename if exc.filename is not None else "output",
+                    f"cannot write: {exc.strerror or exc}")
     except Exception as exc:
         from .errors import fail
         return fail(getattr(args, "trace", None), f"internal error: {type(exc).__name__}: {exc}")
