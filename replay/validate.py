@@ -58,10 +58,18 @@ _INT_OR_NONE = _IntOrNone()
 assert all(t in ((int,), (int, _NONE)) or len(t) == 1 or t == (list, tuple) for t in FIELD_TYPES.values())
 
 
+_TYPE_NAMES = {list: "array", tuple: "array", dict: "map", str: "str", bytes: "bin", bool: "bool",
+               int: "int", float: "float", type(None): "nil"}
+
+
 def _type_name(v) -> str:
-    t = type(v)
-    return {list: "array", tuple: "array", dict: "map", str: "str", bytes: "bin", bool: "bool",
-            int: "int", float: "float", type(None): "nil"}.get(t, t.__name__)
+    return _TYPE_NAMES.get(type(v), type(v).__name__)
+
+
+def _a(t: type) -> str:
+    """'an array', 'a str', 'nil': the msgpack name of a Python type, for messages."""
+    name = _TYPE_NAMES.get(t, t.__name__)
+    return name if name == "nil" else ("an " if name[0] in "aeiou" else "a ") + name
 
 
 class EventCheck:
@@ -166,11 +174,11 @@ class EventCheck:
             msg = f"has {len(sig)} items, an event has at least {F0}"
         elif sig[0] is not int or not 0 <= code < self.nkinds:
             msg = (f"kind {code!r} is not a code of the trace's catalogue ({self.nkinds} kinds)"
-                   if sig[0] is int else f"kind is a {sig[0].__name__}, not an int")
+                   if sig[0] is int else f"kind is {_a(sig[0])}, not an int")
         else:
             for name, types, t in zip(PREFIX, _PREFIX, sig[1:F0]):
                 if t not in types:
-                    msg = f"{name} is a {t.__name__}, expected {PREFIX_TYPES[PREFIX.index(name)]}"
+                    msg = f"{name} is {_a(t)}, expected {PREFIX_TYPES[PREFIX.index(name)]}"
                     break
             fields = self.fields.get(code)
             if msg is None and fields is not None:
@@ -180,7 +188,7 @@ class EventCheck:
                 else:
                     for (name, types, tname), t in zip(fields, sig[F0:]):
                         if t not in types:
-                            msg = f"{kind} field {name} is a {t.__name__}, expected {tname}"
+                            msg = f"{kind} field {name} is {_a(t)}, expected {tname}"
                             break
         if len(self._verdicts) < _MAX_REMEMBERED:   # a crafted file may hold many
             self._verdicts[key] = msg
@@ -197,12 +205,12 @@ class EventCheck:
     def problem(self, ev, seq: int, array: type = list) -> str | None:
         """What is wrong with ``ev`` as the event numbered ``seq`` (None: nothing)."""
         if type(ev) is not array:
-            return f"is a {_type_name(ev)}, not an event array"
+            return f"is {_a(type(ev))}, not an event array"
         try:
             key = (ev[0] if len(ev) else None, tuple(map(type, ev)))
             hash(key)
         except TypeError:
-            return f"kind is a {_type_name(ev[0])}, not an int"
+            return f"kind is {_a(type(ev[0]))}, not an int"
         msg = self._signature_problem(key)
         if msg is not None:
             return msg
@@ -213,7 +221,7 @@ class EventCheck:
         if ev[0] == self.call:
             for j, pair in enumerate(ev[F0]):
                 if type(pair) is not array or len(pair) != 2:
-                    return f"call argument {j} is a {_type_name(pair)}, expected an array [name, value]"
+                    return f"call argument {j} is {_a(type(pair))}, expected an array [name, value]"
                 if type(pair[0]) is not str or type(pair[1]) not in ARG_VALUE_TYPES:
                     return (f"call argument {j} is [{_type_name(pair[0])}, {_type_name(pair[1])}], "
                             "expected [str, int|str|bool|nil]")
@@ -242,7 +250,7 @@ def platform_problem(platform) -> str | None:
     if platform is None:
         return None
     if type(platform) is not dict:
-        return f"platform is a {_type_name(platform)}, expected a map"
+        return f"platform is {_a(type(platform))}, expected a map"
     knobs = platform.get("knobs")
     if knobs is not None and (type(knobs) is not dict or not all(type(v) in _SCALARS for v in knobs.values())):
         return "platform.knobs must be a map of scalars"
@@ -251,24 +259,24 @@ def platform_problem(platform) -> str | None:
         if rows is None:
             continue
         if type(rows) is not list:
-            return f"platform.{section} is a {_type_name(rows)}, expected an array"
+            return f"platform.{section} is {_a(type(rows))}, expected an array"
         for i, row in enumerate(rows):
             where = f"platform.{section}[{i}]"
             if type(row) is not dict:
-                return f"{where} is a {_type_name(row)}, expected a map"
+                return f"{where} is {_a(type(row))}, expected a map"
             for key in _REQUIRED[section]:
                 if key not in row:
                     return f"{where} has no {key}"
             for key, types in fields.items():
                 if key in row and type(row[key]) not in types:
-                    return (f"{where}.{key} is a {_type_name(row[key])}, expected "
-                            + " or ".join(_type_name(t()) if t is not _N else "nil" for t in types))
+                    return (f"{where}.{key} is {_a(type(row[key]))}, expected "
+                            + " or ".join(_TYPE_NAMES[t] for t in types))
             if "devices" in fields and "devices" in row and not all(type(b) is str for b in row["devices"]):
                 return f"{where}.devices must hold strings"
     domains = platform.get("domains")
     if domains is not None:
         if type(domains) is not list:
-            return f"platform.domains is a {_type_name(domains)}, expected an array"
+            return f"platform.domains is {_a(type(domains))}, expected an array"
         for i, row in enumerate(domains):
             if (type(row) is not list or not 2 <= len(row) <= 3 or type(row[0]) is not int
                     or type(row[1]) is not str or (len(row) == 3 and type(row[2]) is not bool)):

@@ -141,10 +141,12 @@ class TraceWriter:
         try:
             self._file.write(head)
             self._file.flush()
-        except BaseException:
+        except BaseException as exc:
             # Not even the header made it: nothing readable to keep.
             self._failed = True
             self.discard()
+            if isinstance(exc, OSError):
+                exc.vtdtrace_removed = True
             raise
         self._offset = len(head)
 

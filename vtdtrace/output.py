@@ -25,7 +25,9 @@ def open_trace_writer(out: str, header: dict, force: bool):
     except FileExistsError:
         return fail(out, "exists (use --force to overwrite)")
     except OSError as exc:
-        return fail(out, f"cannot write: {exc.strerror or exc}")
+        # The writer removes a file it created but could not write the header into.
+        removed = " (partial output removed)" if getattr(exc, "vtdtrace_removed", False) else ""
+        return fail(out, f"cannot write: {exc.strerror or exc}{removed}")
 
 
 def write_failed(out: str, writer, exc: OSError) -> int:
