@@ -341,7 +341,8 @@ def test_export_to_a_file_that_cannot_grow_is_one_line_and_no_partial_file(tmp_p
 
 # --- scenarios --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value", ["[" * 5000 + "]" * 5000, "{ a = " * 5000 + "1" + " }" * 5000])
+@pytest.mark.parametrize("value", ["[" * 5000 + "]" * 5000, "{ a = " * 5000 + "1" + " }" * 5000],
+                         ids=["arrays", "inline-tables"])
 def test_a_scenario_nested_5000_deep_is_one_line_naming_file_and_key(tmp_path, value):
     path = tmp_path / "deep.toml"
     path.write_text(f'name = "deep"\n\n[[op]]\nverb = "assign"\nweird = {value}\n')
