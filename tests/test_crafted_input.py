@@ -199,6 +199,10 @@ def test_control_characters_in_names_never_reach_the_terminal(tmp_path, run_cli)
         for line in r.stdout.splitlines():
             assert all(c.isprintable() for c in line), (args, line)
         assert "forged line" not in "\n".join(x for x in r.stdout.splitlines() if x.startswith("forged"))
+    other = tmp_path / "plain.vtdt"
+    write(other, good_events(12))
+    r = run(run_cli, "diff", path, other)
+    assert r.returncode == 1 and all(all(c.isprintable() for c in line) for line in r.stdout.splitlines())
     r = run(run_cli, "log", path)
     assert "gu\\x1b[2Jest\\x07\\x0aforged line\\x9b\\u202e" in r.stdout
 
