@@ -30,7 +30,7 @@ to name the first bad event and what is wrong with it.
 from __future__ import annotations
 
 from itertools import chain, compress, product, repeat
-from operator import itemgetter
+from operator import eq, itemgetter
 
 from tracer.schema import ARG_VALUE_TYPES, F0, FIELD_TYPES, KINDS, PREFIX, PREFIX_TYPES
 
@@ -113,16 +113,16 @@ class EventCheck:
         """None when every event passes; else (index in the chunk, message)
         of the first event that does not."""
         try:
-            if (self._types_ok(events, array)
-                    and list(map(_SEQ, events)) == list(range(first, first + len(events)))):
+            kinds = self._types_ok(events, array)
+            if kinds is not None and list(map(_SEQ, events)) == list(range(first, first + len(events))):
                 funcs = list(map(_FUNC, events))
-                if 0 <= min(funcs) and max(funcs) < self.nfuncs and self._args_ok(events, array):
+                if 0 <= min(funcs) and max(funcs) < self.nfuncs and self._args_ok(events, kinds, array):
                     return None
         except Exception:       # anything odd enough to break a C pass: find it in Python
             pass
         return self.first_problem(events, first, array)
 
-    def _types_ok(self, events: list, array: type) -> bool:
+    def _types_ok(self, events: list, array: type) -> list | None:
         """Every item of every event has a type its kind allows.
 
         The common case in one comparison: the item types of the whole chunk,
@@ -134,14 +134,16 @@ class EventCheck:
         (slower, still C-level) decide."""
         exp, lens = self._flat[array]
         if set(map(type, events)) != {array}:
-            return False
+            return None
         kinds = list(map(_KIND, events))
         try:
             if list(map(len, events)) != list(map(lens.__getitem__, kinds)):
-                return self._signatures_ok(events, kinds)
+                return kinds if self._signatures_ok(events, kinds) else None
         except (KeyError, TypeError):        # a kind code this build does not know, or no code at all
-            return self._signatures_ok(events, kinds)
-        return list(map(type, chain.from_iterable(events))) == list(chain.from_iterable(map(exp.__getitem__, kinds)))
+            return kinds if self._signatures_ok(events, kinds) else None
+        if list(map(type, chain.from_iterable(events))) == list(chain.from_iterable(map(exp.__getitem__, kinds))):
+            return kinds
+        return None
     def _signatures_ok(self, events: list, kinds: list) -> bool:
         keys = set(zip(kinds, map(tuple, map(map, repeat(type), events))))
         for key in keys - self.ok:
@@ -151,11 +153,11 @@ class EventCheck:
                 self.ok.add(key)
         return True
 
-    def _args_ok(self, events: list, array: type) -> bool:
+    def _args_ok(self, events: list, kinds: list, array: type) -> bool:
         """call args: arrays of two, a str name and a scalar value."""
         if self.call is None:
             return True
-        calls = compress(events, map(self.call.__eq__, map(_KIND, events)))
+        calls = compress(events, map(eq, kinds, repeat(self.call)))
         pairs = list(chain.from_iterable(map(_ARGS, calls)))
         if not pairs:
             return True

@@ -78,8 +78,9 @@ def run_command(args) -> int:
     """The command boundary shared by every subcommand: one line on stderr,
     never a traceback."""
     try:
-        from replay import reader
-        reader.note_handler = _print_note
+        if getattr(args, "command", None) != "view":     # stderr under a full-screen UI would garble it
+            from replay import reader
+            reader.note_handler = _print_note
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         return 130
