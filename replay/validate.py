@@ -35,6 +35,7 @@ from operator import eq, itemgetter
 from tracer.schema import ARG_VALUE_TYPES, F0, FIELD_TYPES, KINDS, PREFIX, PREFIX_TYPES
 
 _KIND, _SEQ, _FUNC = itemgetter(0), itemgetter(1), itemgetter(4)
+_PREFIX6 = itemgetter(0, 1, 2, 3, 4, 5)
 _ARGS = itemgetter(F0)
 _NAME, _VALUE = itemgetter(0), itemgetter(1)
 _ARG_VALUE_TYPES = frozenset(ARG_VALUE_TYPES)
@@ -96,6 +97,8 @@ class EventCheck:
         self.ok: set = {(code, sig) for code, fields in self.fields.items()
                         for sig in product((int,), *_PREFIX, *(types for _, types, _ in fields))}
         self._verdicts: dict = {}
+        self._codes = frozenset(range(self.nkinds))
+        self._prefix_types = [int] + [t[0] for t in _PREFIX]
         # For _types_ok, per array type: kind -> the item types expected,
         # kind -> item count.
         self._flat = {}
@@ -118,6 +121,25 @@ class EventCheck:
                 funcs = list(map(_FUNC, events))
                 if 0 <= min(funcs) and max(funcs) < self.nfuncs and self._args_ok(events, kinds, array):
                     return None
+        except Exception:       # anything odd enough to break a C pass: find it in Python
+            pass
+        return self.first_problem(events, first, array)
+
+    def check_prefix(self, events: list, first: int, array: type) -> tuple | None:
+        """The rules without the field types of the kinds (those are the
+        fold's: replay.state.fold checks them as it applies each event):
+        arrays, the prefix types, kind and func codes, seqs, call args.
+        Same result as ``check`` for a chunk that passes both."""
+        try:
+            if set(map(type, events)) == {array}:
+                kinds = list(map(_KIND, events))
+                n = len(events)
+                if (set(kinds) <= self._codes
+                        and list(map(type, chain.from_iterable(map(_PREFIX6, events)))) == self._prefix_types * n
+                        and list(map(_SEQ, events)) == list(range(first, first + n))):
+                    funcs = list(map(_FUNC, events))
+                    if 0 <= min(funcs) and max(funcs) < self.nfuncs and self._args_ok(events, kinds, array):
+                        return None
         except Exception:       # anything odd enough to break a C pass: find it in Python
             pass
         return self.first_problem(events, first, array)
