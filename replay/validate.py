@@ -35,7 +35,6 @@ from operator import eq, itemgetter
 from tracer.schema import ARG_VALUE_TYPES, F0, FIELD_TYPES, KINDS, PREFIX, PREFIX_TYPES
 
 _KIND, _SEQ, _FUNC = itemgetter(0), itemgetter(1), itemgetter(4)
-_PREFIX6 = itemgetter(0, 1, 2, 3, 4, 5)
 _ARGS = itemgetter(F0)
 _NAME, _VALUE = itemgetter(0), itemgetter(1)
 _ARG_VALUE_TYPES = frozenset(ARG_VALUE_TYPES)
@@ -97,8 +96,6 @@ class EventCheck:
         self.ok: set = {(code, sig) for code, fields in self.fields.items()
                         for sig in product((int,), *_PREFIX, *(types for _, types, _ in fields))}
         self._verdicts: dict = {}
-        self._codes = frozenset(range(self.nkinds))
-        self._prefix_types = [int] + [t[0] for t in _PREFIX]
         # For _types_ok, per array type: kind -> the item types expected,
         # kind -> item count.
         self._flat = {}
@@ -125,21 +122,20 @@ class EventCheck:
             pass
         return self.first_problem(events, first, array)
 
-    def check_prefix(self, events: list, first: int, array: type) -> tuple | None:
-        """The rules without the field types of the kinds (those are the
-        fold's: replay.state.fold checks them as it applies each event):
-        arrays, the prefix types, kind and func codes, seqs, call args.
-        Same result as ``check`` for a chunk that passes both."""
+    def check_seq(self, events: list, first: int, array: type) -> tuple | None:
+        """The container rules: every event an array, seqs running
+        ``first ..``, kind and func codes within the trace's tables.  For
+        consumers that fold every event they read: the fold checks the rest
+        (prefix and field types, call args) as it applies each event
+        (replay.state.fold), which costs less than a pass of its own.  A
+        chunk failing here gets ``check``'s message."""
         try:
-            if set(map(type, events)) == {array}:
-                kinds = list(map(_KIND, events))
-                n = len(events)
-                if (set(kinds) <= self._codes
-                        and list(map(type, chain.from_iterable(map(_PREFIX6, events)))) == self._prefix_types * n
-                        and list(map(_SEQ, events)) == list(range(first, first + n))):
-                    funcs = list(map(_FUNC, events))
-                    if 0 <= min(funcs) and max(funcs) < self.nfuncs and self._args_ok(events, kinds, array):
-                        return None
+            if (set(map(type, events)) == {array}
+                    and list(map(_SEQ, events)) == list(range(first, first + len(events)))
+                    and set(map(type, map(_SEQ, events))) == {int}):
+                kinds, funcs = list(map(_KIND, events)), list(map(_FUNC, events))
+                if 0 <= min(kinds) and max(kinds) < self.nkinds and 0 <= min(funcs) and max(funcs) < self.nfuncs:
+                    return None
         except Exception:       # anything odd enough to break a C pass: find it in Python
             pass
         return self.first_problem(events, first, array)
@@ -226,8 +222,15 @@ class EventCheck:
                 return i, msg
         return None
 
-    def problem(self, ev, seq: int, array: type = list) -> str | None:
-        """What is wrong with ``ev`` as the event numbered ``seq`` (None: nothing)."""
+    def fields_problem(self, ev) -> str | None:
+        """What is wrong with the item types of ``ev`` (an array); decided
+        per signature and remembered, so cheap for the kinds that repeat."""
+        return self._signature_problem((ev[0], tuple(map(type, ev))))
+
+    def problem(self, ev, seq: int, array: type = list, codes: bool = True) -> str | None:
+        """What is wrong with ``ev`` as the event numbered ``seq`` (None:
+        nothing).  codes=False: func codes are not looked up (the fold's
+        caller, the reader, checked them against the trace's own table)."""
         if type(ev) is not array:
             return f"is {_a(type(ev))}, not an event array"
         try:
@@ -240,7 +243,7 @@ class EventCheck:
             return msg
         if ev[1] != seq:
             return f"carries seq {ev[1]}, expected {seq}"
-        if not 0 <= ev[4] < self.nfuncs:
+        if codes and not 0 <= ev[4] < self.nfuncs:
             return f"func {ev[4]} is not a code of the trace's function table ({self.nfuncs})"
         if ev[0] == self.call:
             for j, pair in enumerate(ev[F0]):

@@ -112,9 +112,9 @@ def test_lock_name_that_is_an_array_is_damage_in_log(tmp_path, run_cli):
     assert r.returncode == 3
     line = one_line(r.stderr)
     off = chunk_offset(path, 2)
-    assert f"corrupt at byte {off} (chunk 2, last good seq 16)" in line
-    assert "event 20 " in line and "lock field lock is an array, expected str" in line
-    assert len(r.stdout.splitlines()) == 1 + 16          # header line + the readable part
+    assert f"corrupt at byte {off} (chunk 2, last good seq 19)" in line
+    assert "event 20: " in line and "lock field lock is an array, expected str" in line
+    assert len(r.stdout.splitlines()) == 1 + 19          # header line + the readable part
 
 
 def test_string_typed_numeric_field_is_damage_in_show(tmp_path, run_cli):
@@ -126,10 +126,10 @@ def test_string_typed_numeric_field_is_damage_in_show(tmp_path, run_cli):
         r = run(run_cli, *args, path)
         assert r.returncode == 3, (args, r.stderr)
         line = one_line(r.stderr)
-        assert f"at byte {chunk_offset(path, 2)} (chunk 2" in line and "event 22 " in line
+        assert f"at byte {chunk_offset(path, 2)} (chunk 2" in line and "event 22: " in line
         assert "did-bitmap field iommu is a str, expected int" in line
     r = run(run_cli, "show", path)
-    assert "step 16 of 16" in r.stdout                      # the readable part's last state
+    assert "step 21 of 21" in r.stdout                      # the readable part's last state
 
 
 def test_string_typed_field_check_and_show_name_the_same_place(tmp_path, run_cli):
@@ -138,7 +138,7 @@ def test_string_typed_field_check_and_show_name_the_same_place(tmp_path, run_cli
     events[29] = ev("iommu-bitmap", 30, 1, "0", 1)
     path = tmp_path / "where.vtdt"
     write(path, events)
-    where = f"corrupt at byte {chunk_offset(path, 3)} (chunk 3, last good seq 24)"
+    where = f"corrupt at byte {chunk_offset(path, 3)} (chunk 3, last good seq 29): event 30: "
     for args in (["check"], ["check", "--json"], ["show"], ["info"], ["log"]):
         r = run(run_cli, *args, path)
         assert r.returncode == 3, (args, r.stderr)
@@ -175,8 +175,8 @@ def test_event_seqs_inside_a_chunk_are_checked(tmp_path, run_cli):
     r = run(run_cli, "info", path)
     assert r.returncode == 3 and "integrity ok" not in r.stdout
     line = one_line(r.stderr)
-    assert f"corrupt at byte {chunk_offset(path, 2)} (chunk 2, last good seq 16)" in line
-    assert "event 19 " in line and "carries seq 5, expected 19" in line
+    assert f"corrupt at byte {chunk_offset(path, 2)} (chunk 2, last good seq 18)" in line
+    assert "event 19: " in line and "carries seq 5, expected 19" in line
     r = run(run_cli, "info", "--json", path)
     assert r.returncode == 3
 

@@ -95,8 +95,8 @@ _values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
        st.integers(1, 9))
 def test_arbitrary_field_values_round_trip(tmp_path_factory, raw, chunk_events):
     """The container carries any msgpack value; the reader hands out exactly
-    the chunks before the first one holding an event off the catalogue's
-    types, and reports that chunk as corrupt (docs/FORMAT.md section 3)."""
+    the events before the first one off the catalogue's types, and reports
+    its chunk as corrupt (docs/FORMAT.md section 2.2)."""
     events = [[k, i, 0, 1, 2, "L", *fields] for i, (k, fields) in enumerate(raw, 1)]
     path = tmp_path_factory.mktemp("h") / "t.vtdt"
     with mock.patch("tracer.writer.os.fsync"):     # durability is not what this test is about
@@ -109,10 +109,10 @@ def test_arbitrary_field_values_round_trip(tmp_path_factory, raw, chunk_events):
         if bad is None:
             assert t.complete and got == events
         else:
-            first_bad_chunk = bad // chunk_events
-            assert got == events[:first_bad_chunk * chunk_events]
-            assert t.stop.kind == "corrupt" and t.stop.chunk_index == first_bad_chunk
-            assert f"event {bad + 1} " in t.stop.message
+            assert got == events[:bad]
+            assert t.stop.kind == "corrupt" and t.stop.chunk_index == bad // chunk_events
+            assert t.count == bad == t.stop.last_good_seq
+            assert f"event {bad + 1}: " in t.stop.message
 
 
 def _conforms(ev) -> bool:

@@ -200,11 +200,9 @@ def test_truncated_trace_replays_to_its_last_good_event(tmp_path):
         assert not s.built and s.stop.kind == "truncated" and s.stop.last_good_seq == s.count
 
 
-def test_an_event_off_the_catalogue_ends_the_readable_trace_before_its_chunk(tmp_path, write_trace):
-    """The reader checks every event's field types while decoding: the chunk
-    holding a ctx-write whose new_lo is a string is damage, the trace ends
-    before that chunk, and the stop report names the chunk, its byte offset
-    and the event."""
+def test_an_event_off_the_catalogue_ends_the_readable_trace(tmp_path, write_trace):
+    """A ctx-write whose new_lo is a string: the readable trace ends just
+    before it, and the stop report names its chunk, byte offset and seq."""
     from tests.test_replay_fold import Events, entry
 
     e = Events()
@@ -214,15 +212,14 @@ def test_an_event_off_the_catalogue_ends_the_readable_trace_before_its_chunk(tmp
     bad = [S.K_CTX_WRITE, e.seq + 1, 0, 0, 0, "", 0, 0, 8, "full", "plain", 0, 0, "x", None]
     after = [[S.K_LOG, e.seq + 2, 0, 0, 0, "", "info", "after"]]
     path = write_trace(good + [bad] + after, chunk_events=8)
-    readable = len(good) // 8 * 8          # the chunks before the bad event's
     with ReplaySession(path, min_events=4) as s:
-        assert s.count == readable and s.stop.kind == "corrupt"
-        assert s.stop.chunk_index == len(good) // 8
-        assert f"event {len(good) + 1} " in s.stop.message and "new_lo" in s.stop.message
-        assert s.state_at(s.count) == fold(ReplayState(), good[:readable])
+        assert s.count == len(good) and s.stop.kind == "corrupt"
+        assert s.stop.chunk_index == len(good) // 8 and s.stop.offset == s.trace.chunks[len(good) // 8][0]
+        assert s.stop.message == f"event {len(good) + 1}: ctx-write field new_lo is a str, expected u64"
+        assert s.state_at(s.count) == fold(ReplayState(), good)
         assert s.next_of_kind("log", 0) is None
     with ReplaySession(path) as s:
-        assert not s.built and s.count == readable and s.stop.kind == "corrupt"
+        assert not s.built and s.count == len(good) and s.stop.kind == "corrupt"
 
 
 def test_schema_shaped_garbage_never_raises(write_trace, events_factory):
@@ -321,8 +318,8 @@ def test_sidecar_store_round_trip_and_concurrent_commit(tmp_path):
 
 def test_event_seq_fields_do_not_steer_the_seek(tmp_path):
     """Every event's seq is checked against its chunk's range: a bogus seq
-    field inside a chunk ends the readable trace before that chunk, and
-    never moves the replay's position."""
+    field ends the readable trace just before that event, and never moves
+    the replay's position."""
     from tests.conftest import HEADER
     from tests.test_replay_fold import Events, entry
     from tracer.writer import TraceWriter
@@ -340,8 +337,8 @@ def test_event_seq_fields_do_not_steer_the_seek(tmp_path):
             else:
                 w.append(ev)
     with ReplaySession(path, min_events=8) as s:
-        assert s.count == 8 and s.stop.kind == "corrupt" and s.stop.chunk_index == 1
-        assert "event 11 " in s.stop.message and "carries seq 3, expected 11" in s.stop.message
-        for n in range(0, 9):
+        assert s.count == 10 and s.stop.kind == "corrupt" and s.stop.chunk_index == 1
+        assert s.stop.message == "event 11: carries seq 3, expected 11"
+        for n in range(0, 11):
             st = s.state_at(n)
             assert st.seq == n and len(st.ctx) == max(0, n - 1)

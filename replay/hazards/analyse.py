@@ -278,7 +278,7 @@ def findings_for_trace(path_or_trace, *, sidecar: bool = False) -> TraceFindings
         a = Analysis(trace.header)
         translate = _translator(trace.schema)
         bad_chunk = None
-        for i, chunk in enumerate(trace.iter_chunks()):
+        for i, chunk in enumerate(trace.iter_chunks(folded=True)):
             a.feed(translate(chunk) if translate is not None else chunk)
             if a.bad is not None:
                 bad_chunk = i
