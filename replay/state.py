@@ -357,8 +357,8 @@ def fold(st: ReplayState, events) -> ReplayState:
         for ev in events:
             k = ev[0]
             f = ev[4]
-            if (type(k) is not int or type(ev[2]) is not int or type(ev[3]) is not int
-                    or type(f) is not int or type(ev[5]) is not str):
+            if (type(k) is not int or type(ev[1]) is not int or type(ev[2]) is not int
+                    or type(ev[3]) is not int or type(f) is not int or type(ev[5]) is not str):
                 raise _Bad
             if k == K_CALL:
                 a = ev[6]
