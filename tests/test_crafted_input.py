@@ -21,6 +21,8 @@ import sys
 
 import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import HEADER, REPO
 from replay.reader import CHUNK_HEADER, FILE_HEADER, open_trace
@@ -355,3 +357,48 @@ def test_a_scenario_nested_5000_deep_is_one_line_naming_file_and_key(tmp_path, v
     assert one_line(r.stderr) == (f"vtdtrace: {path}: weird (line 5): expected arrays and inline tables nested "
                                   "at most 32 deep, found deeper nesting at line 5")
     assert not (tmp_path / "x.vtdt").exists()
+
+
+# --- the fold's inline checks and the reader's agree ------------------------------------------
+
+_ODD_VALUES = (None, True, 0, -1, 1 << 63, 1.5, "x", b"x", [], [1, 2], ["a", 1], {"a": 1})
+
+
+@given(st.integers(0, 10 ** 6), st.integers(0, len(S.KINDS) - 1), st.integers(0, 20), st.sampled_from(_ODD_VALUES),
+       st.booleans())
+def test_fold_and_reader_apply_the_same_rules(seed, kind, where, value, as_tuples):
+    """The two places that check events (replay.validate for readers that
+    show events, replay.state.fold for the folding ones) accept and reject
+    the same events, with the same words."""
+    from conftest import make_events
+    from replay.state import BadEvent, ReplayState, fold
+    from replay.validate import EventCheck
+    from replay.reader import current_schema
+
+    ev = next(e for e in make_events(len(S.KINDS) * 2, seed) if e[0] == kind)
+    ev = list(ev)
+    i = where % len(ev)
+    if i == 0:
+        i = 1 + where % (len(ev) - 1)            # the kind itself picks the rules; vary the rest
+    if i == 1:
+        i = 2
+    ev[i] = value
+    if where > 15:
+        ev = ev[:S.F0 + where % 3]              # some too short
+    if where == 7 and kind == S.K_CALL:
+        ev[S.F0] = [["ok", 1], value]
+    if as_tuples:
+        def tup(v):
+            return tuple(tup(x) for x in v) if isinstance(v, list) else v
+        ev = tup(ev)
+    check = EventCheck(current_schema())
+    reader_says = check.problem(ev, ev[1], type(ev), codes=False)   # codes: the reader's, in both paths
+    try:
+        fold(ReplayState(), [ev])
+        fold_says = None
+    except BadEvent as exc:
+        fold_says = str(exc)
+    if reader_says is None:
+        assert fold_says is None, fold_says
+    else:
+        assert fold_says == f"event {ev[1]}: {reader_says}"
