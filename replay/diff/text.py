@@ -198,7 +198,9 @@ def render_text(report) -> str:
     _ops_text(report, w)
     _state_text(report, w)
     _hazard_text(report, w)
-    return "\n".join(out) + "\n"
+    # Names, labels and values come from the traces: one terminal-safe line each.
+    from replay.jsonout import safe_text
+    return "\n".join(map(safe_text, out)) + "\n"
 
 
 def _short(v) -> str:
