@@ -521,7 +521,8 @@ def _read_header(trace: Trace) -> int:
         if not isinstance(meta, dict):
             raise ValueError("not a map")
         schema = load_schema(meta.get("schema"))
-        problem = platform_problem(meta.get("platform"))
+        # Absent is a hand-made header; present, it must be a platform map.
+        problem = platform_problem(meta["platform"], present=True) if "platform" in meta else None
         if problem is not None:
             raise ValueError(problem)
     except Exception as exc:

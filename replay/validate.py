@@ -29,6 +29,8 @@ to name the first bad event and what is wrong with it.
 
 from __future__ import annotations
 
+import re
+
 from itertools import chain, compress, product, repeat
 from operator import eq, itemgetter
 
@@ -272,12 +274,18 @@ _PLATFORM_ROWS = {
     "rmrrs": {"base": (_I,), "end": (_I,), "segment": (_I,), "devices": (_L,)},
 }
 _REQUIRED = {"iommus": ("id",), "devices": ("bdf",), "rmrrs": ()}
+# A device as the header names it: SSSS:BB:DD.F (device 0-1f, function 0-7).
+# The renderers turn these into requester IDs, so "zz:zz.z" or a function 9
+# is a damaged header, not a device.
+_BDF = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[01][0-9a-fA-F]\.[0-7]")
 _SCALARS = (_S, _I, _B, _N)
 
 
-def platform_problem(platform) -> str | None:
-    """What is wrong with a header's ``platform`` map (None: nothing)."""
-    if platform is None:
+def platform_problem(platform, present: bool = False) -> str | None:
+    """What is wrong with a header's ``platform`` map (None: nothing).
+    ``present``: the header has the key, so nil is not "no platform" (the
+    writer never writes one) but damage."""
+    if platform is None and not present:
         return None
     if type(platform) is not dict:
         return f"platform is {_a(type(platform))}, expected a map"
@@ -301,8 +309,11 @@ def platform_problem(platform) -> str | None:
                 if key in row and type(row[key]) not in types:
                     return (f"{where}.{key} is {_a(type(row[key]))}, expected "
                             + " or ".join(_TYPE_NAMES[t] for t in types))
-            if "devices" in fields and "devices" in row and not all(type(b) is str for b in row["devices"]):
-                return f"{where}.devices must hold strings"
+            if "devices" in fields and "devices" in row and not all(
+                    type(b) is str and _BDF.fullmatch(b) for b in row["devices"]):
+                return f"{where}.devices must hold BDFs (SSSS:BB:DD.F)"
+            if section == "devices" and not _BDF.fullmatch(row["bdf"]):
+                return f"{where}.bdf is {row['bdf']!r}, expected SSSS:BB:DD.F"
     domains = platform.get("domains")
     if domains is not None:
         if type(domains) is not list:

@@ -402,3 +402,25 @@ def test_fold_and_reader_apply_the_same_rules(seed, kind, where, value, as_tuple
         assert fold_says is None, fold_says
     else:
         assert fold_says == f"event {ev[1]}: {reader_says}"
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda p: p["devices"][0].update(bdf="zz:zz.z"),
+    lambda p: p["devices"][0].update(bdf="0000:00:00.9"),
+    lambda p: p["rmrrs"].append({"base": 0, "end": 4095, "segment": 0, "devices": ["00:14"]}),
+], ids=["bdf-junk", "function-9", "rmrr-device-junk"])
+def test_a_header_device_that_is_not_a_bdf_is_a_bad_header(mutate):
+    from replay.validate import platform_problem
+
+    platform = {"iommus": [{"id": 0, "segment": 0}], "rmrrs": [],
+                "devices": [{"bdf": "0000:00:14.0", "type": "pcie-endpoint"}]}
+    assert platform_problem(platform, present=True) is None
+    mutate(platform)
+    assert "SSSS:BB:DD.F" in platform_problem(platform, present=True)
+
+
+def test_a_header_whose_platform_is_nil_is_a_bad_header():
+    from replay.validate import platform_problem
+
+    assert platform_problem(None) is None                       # no platform key: a hand-made header
+    assert "expected a map" in platform_problem(None, present=True)
