@@ -10,7 +10,12 @@ Row y shows seq y (row 0: the platform before any event); with a filter on,
 row y shows the y-th matching event (TraceModel.seq_at_row).  Columns: a
 bookmark mark, a hazard mark (a coloured bar when the step lies inside a
 finding's window), seq, CPU, op, step label, Xen function, kind, the decoded
-arguments.  Column widths follow the widget width.
+arguments.  Column widths follow the widget width and are recomputed on
+every width change (a live resize included): the arguments keep at least
+``ARGS_MIN`` cells, the function column takes what is left up to the
+longest function name of the trace's schema, and a name that does not fit
+is drawn by its distinguishing tail (tui/func_names.py), never cut to a
+prefix several functions share.
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from .func_names import fit_name
 from .model import TraceModel
 from .styles import CachedStyles
 
 ROW_CACHE = 2048
+ARGS_MIN = 40          # argument cells kept before the function column grows
+FUNC_MIN = 12
 
 
 def _fit(text: str, width: int, right: bool = False) -> str:
@@ -179,9 +187,11 @@ class EventList(CachedStyles, ScrollView, can_focus=True):
         wseq = max(len(str(m.count)), 3)
         last = m.event(m.count)
         wop = max(len(str(last[3])) if last else 1, 2)
-        rest = width - 2 - (wseq + 1) - 2 - (wop + 1) - 5
-        wfunc = max(10, min(28, rest // 3))
-        wkind = 18 if width >= 110 else 13
+        kinds = [k.name for k in m.schema.kinds]
+        wkind = max(map(len, kinds), default=13) if width >= 100 else 13
+        fixed = 2 + (wseq + 1) + 2 + (wop + 1) + 6 + (wkind + 1)
+        longest = max((len(f) for f in m.schema.funcs if f), default=FUNC_MIN)
+        wfunc = max(FUNC_MIN, min(longest, width - fixed - ARGS_MIN))
         self._layout = (wseq, wop, wfunc, wkind)
         self._layout_width = width
         self._rows.clear()
@@ -210,7 +220,7 @@ class EventList(CachedStyles, ScrollView, can_focus=True):
                     (_fit(s, wseq, True) + " ", "event-list--seq"),
                     (cpu + " " + _fit(op, wop, True) + " ", "event-list--meta"),
                     (_fit(label, 5) + " ", "event-list--label"),
-                    (_fit(func, wfunc) + " ", "event-list--func"),
+                    (fit_name(m.schema.funcs, func, wfunc) + " ", "event-list--func"),
                     (_fit(kind, wkind) + " ", "event-list--kind"),
                     (args, "event-list--args"),
                 ]
@@ -222,6 +232,7 @@ class EventList(CachedStyles, ScrollView, can_focus=True):
     def render_lines(self, crop):
         # per frame, not per line: the region walks the styles
         self._width = self.scrollable_content_region.width
+        self._columns(self._width)          # a resize: new widths, fresh rows
         return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
