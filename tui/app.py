@@ -153,6 +153,7 @@ class VtdtraceApp(KeyRouting, App):
         """The findings pane is the list of every finding while maximised
         (whichever key maximised or restored it: 4, Escape)."""
         view = self.view
+        view.events.maximized_changed()
         pane = view.findings_pane
         listing = widget is pane
         if listing != pane.listing:

@@ -382,6 +382,7 @@ class StepView:
     translation: frozenset          # IOMMU ids with DMA remapping on
     open_findings: list = field(default_factory=list)
     key: tuple = ()                 # (seq, findings identity): what the view depends on
+    rmrr: frozenset = frozenset()   # RIDs of RMRR devices (the platform's RMRR list, from the header)
 
 
 # --- the model -----------------------------------------------------------------------------
@@ -397,6 +398,7 @@ class TraceModel:
         self.schema = self.trace.schema
         self.presenter = EventPresenter(self.schema, self.header)
         self.view = render.PlatformView(self.header)
+        self.rmrr_rids = self._rmrr_rids()
         self.count = self.trace.count
         self.stop = self.trace.stop
         self.session = None
@@ -436,6 +438,20 @@ class TraceModel:
         if isinstance(sc, dict) and isinstance(sc.get("name"), str):
             return sc["name"]
         return "?"
+
+    def _rmrr_rids(self) -> frozenset:
+        """The devices the platform's RMRRs name (header ``platform.rmrrs``),
+        as the state pane writes RIDs; a malformed header gives none."""
+        plat = self.header.get("platform")
+        rids = set()
+        for r in (plat.get("rmrrs") if isinstance(plat, dict) else None) or ():
+            if isinstance(r, dict):
+                for d in r.get("devices") or ():
+                    if isinstance(d, str):
+                        loc = render.parse_bdf(d if d.count(":") == 2 else "0000:" + d)
+                        if loc is not None:
+                            rids.add(render.fmt_rid(*loc))
+        return frozenset(rids)
 
     @property
     def complete(self) -> bool:
@@ -765,7 +781,7 @@ class TraceModel:
         stacks = {cpu: [render.func_name(f) for f in st.stack(cpu)] for cpu in sorted(st.stacks)}
         return StepView(seq=seq, count=self.count, show=show, op_text=render.op_text(st, s.view),
                         rollback=st.rollback, stacks=stacks, translation=frozenset(st.translation),
-                        open_findings=open_f, key=(seq, self.count, id(self.findings)))
+                        open_findings=open_f, key=(seq, self.count, id(self.findings)), rmrr=self.rmrr_rids)
 
     # --- search -------------------------------------------------------------------------------
     def reader(self):
