@@ -227,7 +227,7 @@ class EventList(CachedStyles, ScrollView, can_focus=True):
         wkind = min(max(map(len, kinds), default=13), 15) if width >= 100 else 13
         fixed = 2 + (wseq + 1) + 2 + (wop + 1) + 6 + (wkind + 1)
         longest = max((len(f) for f in m.schema.funcs if f), default=FUNC_MIN)
-        wfunc = max(FUNC_MIN, min(longest, width - fixed - ARGS_MIN))
+        wfunc = max(FUNC_MIN, min(longest, width - fixed - 1 - ARGS_MIN))
         self._layout = (wseq, wop, wfunc, wkind)
         self._layout_width = width
         self._rows.clear()

@@ -33,28 +33,31 @@ def abbreviations(names: tuple[str, ...], width: int) -> dict[str, str]:
     any unique choice exists)."""
     width = max(width, 4)
     out: dict[str, str] = {}
-    taken: dict[str, str] = {}
+    taken: dict[str, str] = {}          # text -> the name it stands for
     for name in names:
         if name and len(name) <= width:
             out[name] = name
             taken[name] = name
     long = sorted({n for n in names if n and len(n) > width})
-    # the tail-only form first for everyone; collisions move on to the next
-    # candidate, for every name involved in the collision
-    gens = {n: _candidates(n, width) for n in long}
-    current = {n: next(gens[n]) for n in long}
-    for _ in range(width + 2):
-        seen: dict[str, list[str]] = {}
-        for n, a in current.items():
-            seen.setdefault(a, []).append(n)
-        clash = [n for a, ns in seen.items() if len(ns) > 1 or a in taken for n in ns]
-        if not clash:
-            break
-        for n in clash:
-            nxt = next(gens[n], None)
-            if nxt is not None:
-                current[n] = nxt
-    out.update(current)
+    # the tail-only form wherever it is unique; the others, in name order,
+    # take their first candidate nobody holds yet
+    first = {n: next(_candidates(n, width)) for n in long}
+    uses: dict[str, int] = {}
+    for a in first.values():
+        uses[a] = uses.get(a, 0) + 1
+    for n in long:
+        if uses[first[n]] == 1 and first[n] not in taken:
+            out[n] = taken[first[n]] = first[n]
+    for n in long:
+        if n in out:
+            continue
+        for cand in _candidates(n, width):
+            if cand not in taken and uses.get(cand, 0) <= (1 if cand == first[n] else 0):
+                out[n] = taken[cand] = cand
+                break
+        else:
+            out[n] = name_cut = n[: width - 1] + "…"
+            taken[name_cut] = n
     return out
 
 
