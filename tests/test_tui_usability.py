@@ -367,10 +367,13 @@ async def test_footer_keeps_help_and_quit_and_the_title_keeps_the_step(s1, size)
     app.model.close()
 
 
-async def test_ctrl_c_quits(s1):
+@pytest.mark.parametrize("before", [(), ("g", "1"), ("question_mark",)])
+async def test_ctrl_c_quits(s1, before):
+    """From the main screen, from inside a prompt, from the help screen."""
     app = VtdtraceApp(s1)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
+        await pilot.press(*before)
         await pilot.press("ctrl+c")
         await pilot.pause()
         assert not app.is_running and app.return_code == 0

@@ -43,7 +43,8 @@ class KeyRouting(IdleGC):
                 cancel = getattr(self, "cancel_search", None)
                 if cancel is not None and cancel():
                     return
-            if main and self.command_line.handle_key(event):
+            # ctrl+c quits from a prompt too (the prompt would swallow it)
+            if main and event.key != "ctrl+c" and self.command_line.handle_key(event):
                 return
         elif isinstance(event, events.MouseDown) and self.screen_stack:
             self.command_line.cancel()
