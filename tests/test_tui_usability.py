@@ -488,7 +488,7 @@ async def test_timeline_shows_density_and_zooms_to_the_operation(synth_trace, s1
         assert f"steps {begin:,}–{end:,}" in tl.render_line(0).text
         assert "▼" in tl.render_line(0).text
         # the hazard window [208, 219) now spans many cells
-        assert sum(1 for r, _ in tl._strip(tl.size.width) if r == 3) > 10
+        assert sum(1 for r in tl._strip(tl.size.width) if r == 3) > 10
         await pilot.press("Z")
         await pilot.pause()
         assert app.model.zoom is None
@@ -529,4 +529,15 @@ async def test_one_meaning_per_symbol_and_the_severity_floor_of_next_finding(s1)
         assert app.model.cursor == min(hazards + warnings + benign_only)
         await pilot.press("s")
         assert app.model.min_rank == 2
+    app.model.close()
+
+
+async def test_arrows_on_the_findings_pane_step_until_it_is_the_list(s1):
+    app = VtdtraceApp(s1)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("4", "down", "down")
+        assert app.model.cursor == 2
+        await pilot.press("enter")
+        assert "maximise the findings pane" in status_line(app)
     app.model.close()

@@ -184,7 +184,7 @@ class FindingsPane(LinePane):
 
     def action_select(self, delta: int) -> None:
         if not self.listing:
-            self.scroll_to(y=max(0, round(self.scroll_y) + delta), animate=False, force=True)
+            self.app.action_step(delta)        # as everywhere outside the list: ↓/↑ step
             return
         if not self._need_list():
             return

@@ -102,7 +102,12 @@ class Timeline(CachedStyles, Widget):
             return width
         return min((seq - a) * width // max(b - a, 1), width - 1)
 
-    def _strip(self, width: int) -> list[tuple[int, int]]:
+    def _strip(self, width: int) -> list[int]:
+        """The worst severity rank per cell (0: none)."""
+        return [rank for rank, _ in self._cells(width)]
+
+    def _cells(self, width: int) -> list[tuple[int, int]]:
+        """Per cell: (worst severity rank, windows of that severity)."""
         key = (width, self.model.count, id(self.model.findings), self.model.zoom)
         if self._buckets is None or self._bucket_key != key:
             f = self.model.findings
@@ -132,7 +137,7 @@ class Timeline(CachedStyles, Widget):
                               Segment("━" * done, base + cs("timeline--progress")),
                               Segment("━" * (bar_w - done), base + cs("timeline--progress-bg"))]
                              ).adjust_cell_length(width, base)
-            cells = self._strip(width)
+            cells = self._cells(width)
             skey = (self._bucket_key, base)
             if skey == getattr(self, "_strip_key", None):
                 return self._strip_strip
