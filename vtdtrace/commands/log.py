@@ -10,29 +10,20 @@ stderr, exit 3.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from ..errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, fail
+from ..positions import beyond_end, event_seq
 
 _BATCH = 4096   # lines per write: printing is the cost at millions of events
 
 
-def _seq(text: str) -> int:
-    try:
-        n = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an event number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"event numbers start at 1, got {n}")
-    return n
-
 
 def add_parser(p) -> None:
     p.add_argument("trace", metavar="TRACE", help="a .vtdt trace file")
-    p.add_argument("--from", dest="start", type=_seq, default=1, metavar="N",
+    p.add_argument("--from", dest="start", type=event_seq, default=1, metavar="N",
                    help="first event (seq, inclusive; default 1)")
-    p.add_argument("--to", dest="end", type=_seq, default=None, metavar="M",
+    p.add_argument("--to", dest="end", type=event_seq, default=None, metavar="M",
                    help="last event (seq, inclusive; default the last)")
     p.add_argument("--kind", action="append", default=[], metavar="K",
                    help="only these event kinds (repeatable, comma-separated)")
@@ -58,6 +49,11 @@ def run(args) -> int:
     except NotATrace as exc:
         return fail(args.trace, exc.message)
     with trace:
+        for option, n in (("--from", args.start), ("--to", args.end)):
+            past = None if n is None or (n == 1 and option == "--from") else \
+                beyond_end(option, n, trace.count, trace.stop is not None)
+            if past:
+                return fail(args.trace, past)
         codes = None
         if args.kind:
             names = [n.strip() for arg in args.kind for n in arg.split(",") if n.strip()]

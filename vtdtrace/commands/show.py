@@ -10,26 +10,17 @@ at that step.  --json prints the DESIGN §8 object.  Exit 2 for a file that is n
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from ..errors import EXIT_DAMAGED, EXIT_OK, fail
+from ..positions import beyond_end, step
 
-
-def _step(text: str) -> int:
-    try:
-        n = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a step number, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"steps start at 0 (the platform before any event), got {n}")
-    return n
 
 
 def add_parser(p) -> None:
     p.add_argument("trace", metavar="TRACE", help="a .vtdt trace file")
-    p.add_argument("--at", type=_step, default=None, metavar="N",
+    p.add_argument("--at", type=step, default=None, metavar="N",
                    help="state after event N (default: the last; 0 = before any event)")
     p.add_argument("--json", action="store_true", help="the DESIGN §8 show object")
 
@@ -45,9 +36,9 @@ def run(args) -> int:
     with session:
         session.findings = _findings(args.trace)
         n = session.count if args.at is None else args.at
-        if n > session.count:
-            what = "the readable part ends" if session.stop is not None else "the trace ends"
-            return fail(args.trace, f"--at {n} is beyond the end: {what} at event {session.count}")
+        past = beyond_end("--at", n, session.count, session.stop is not None)
+        if past:
+            return fail(args.trace, past)
         if args.json:
             sys.stdout.write(json.dumps(session.show_dict(n), indent=2, ensure_ascii=True) + "\n")
         else:
