@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, make_events
 
 DIRECT = REPO / "traces" / "s1-usb-rmrr.direct.vtdt"
 COUNT = 268          # events in the shipped s1 direct trace
@@ -76,12 +76,16 @@ def test_the_last_step_is_inside(run_cli):
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 1
 
 
-def test_past_the_readable_end_of_a_damaged_trace(run_cli, tmp_path):
-    data = DIRECT.read_bytes()
+def test_past_the_readable_end_of_a_damaged_trace(run_cli, write_trace, tmp_path):
+    t = write_trace(make_events(500, seed=2), chunk_events=16)
     cut = tmp_path / "cut.vtdt"
-    cut.write_bytes(data[: len(data) // 2])
-    r = run_cli("log", cut, "--from", str(COUNT))
-    assert "is beyond the end: the readable part ends at event" in one_line(r, 2)
+    cut.write_bytes(t.read_bytes()[: t.stat().st_size // 2])
+    r = run_cli("log", cut, "--jsonl", "--from", "400")
+    # not a usage error: what is readable from there (nothing), then the damage line, exit 3
+    assert r.stdout == "" and "is beyond the end" not in one_line(r, 3)
+    r = run_cli("log", cut, "--jsonl", "--from", "5", "--to", "400")
+    assert one_line(r, 3) and r.stdout.splitlines()[0].startswith('{"seq":5,')
+    assert 5 < len(r.stdout.splitlines()) < 396
 
 
 # --- writers -----------------------------------------------------------------------------

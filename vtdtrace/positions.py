@@ -12,9 +12,11 @@ Every command prints seqs in decimal, so a position is read the same way:
     notation anyone reads a seq in).
 
 Both refusals are one line and exit 2 (argparse's usage error, through
-``cli._Parser.error``).  A position past the last event is refused the same
-way, once the trace is open: ``beyond_end`` words that line for ``show --at``
-and ``log --from/--to`` alike.
+``cli._Parser.error``).  A position past the last event of a complete trace
+is refused the same way, once the trace is open: ``beyond_end`` words that
+line for ``show --at`` and ``log --from/--to`` alike.  Past the readable end
+of a damaged trace is not a usage error: the command shows what is readable
+and exits 3 with the damage line.
 """
 
 from __future__ import annotations
@@ -44,10 +46,9 @@ def step(text: str) -> int:
     return _decimal(text, "step", 0)
 
 
-def beyond_end(option: str, n: int, count: int, damaged: bool) -> str | None:
-    """The one-line refusal for a position past the trace's (readable) end,
-    or None when n is inside it."""
+def beyond_end(option: str, n: int, count: int) -> str | None:
+    """The one-line refusal for a position past the end of a complete trace
+    of `count` events, or None when n is inside it."""
     if n <= count:
         return None
-    what = "the readable part ends" if damaged else "the trace ends"
-    return f"{option} {n} is beyond the end: {what} at event {count}"
+    return f"{option} {n} is beyond the end: the trace ends at event {count}"

@@ -49,10 +49,11 @@ def run(args) -> int:
     except NotATrace as exc:
         return fail(args.trace, exc.message)
     with trace:
+        # Past the end of a complete trace: a usage error.  Of a damaged one:
+        # what is readable in the range (perhaps nothing), then exit 3.
         for option, n in (("--from", args.start), ("--to", args.end)):
-            past = None if n is None or (n == 1 and option == "--from") else \
-                beyond_end(option, n, trace.count, trace.stop is not None)
-            if past:
+            past = None if n is None or trace.stop is not None else beyond_end(option, n, trace.count)
+            if past and not (option == "--from" and n == 1):
                 return fail(args.trace, past)
         codes = None
         if args.kind:

@@ -14,8 +14,7 @@ import json
 import sys
 
 from ..errors import EXIT_DAMAGED, EXIT_OK, fail
-from ..positions import beyond_end, step
-
+from ..positions import step
 
 
 def add_parser(p) -> None:
@@ -36,9 +35,9 @@ def run(args) -> int:
     with session:
         session.findings = _findings(args.trace)
         n = session.count if args.at is None else args.at
-        past = beyond_end("--at", n, session.count, session.stop is not None)
-        if past:
-            return fail(args.trace, past)
+        if n > session.count:
+            what = "the readable part ends" if session.stop is not None else "the trace ends"
+            return fail(args.trace, f"--at {n} is beyond the end: {what} at event {session.count}")
         if args.json:
             sys.stdout.write(json.dumps(session.show_dict(n), indent=2, ensure_ascii=True) + "\n")
         else:
