@@ -167,3 +167,35 @@ def test_no_cache_neither_reads_nor_writes_the_sidecar(run_cli, private):
     assert not (REPO / beside_path(t)).exists() and not (REPO / user_cache_path(t)).exists()
     assert run_cli("check", t).returncode == 1
     assert (REPO / beside_path(t)).exists()
+
+
+# --- synth: the platform scales with the length ---------------------------------------------
+
+def test_a_short_synth_trace_is_mostly_operations(run_cli, tmp_path):
+    out = tmp_path / "s.vtdt"
+    r = run_cli("synth", "--events", "1000", "-o", out)
+    assert r.returncode == 0 and r.stderr == ""
+    ops = [json.loads(line) for line in run_cli("log", out, "--jsonl", "--kind", "op-begin").stdout.splitlines()]
+    assert ops[0]["verb"] == "boot" and len(ops) >= 6
+    assert {op["verb"] for op in ops[1:]} >= {"assign", "deassign"}
+    assert ops[1]["seq"] < 700                                   # the boot is under 70 % of the trace
+    info = json.loads(run_cli("info", out, "--json").stdout)
+    assert 1000 <= info["events"] < 1100
+    assert len(info["platform"]["domains"]) < 20
+    assert r.stdout == f"synthesised {info['events']} events in {len(ops) - 1} ops (seed 1, direct) -> {out}\n"
+
+
+def test_long_synth_traces_keep_the_full_platform():
+    from tracer.record import make_header
+    from tracer.synth import GUESTS, sizing, synth_platform
+
+    for n in (10 ** 6, 10 ** 7):
+        assert make_header(synth_platform(3, True, **sizing(n)), "direct") == \
+            make_header(synth_platform(3, True), "direct")
+    assert sizing(10 ** 6)["guests"] == GUESTS
+    small, mid = synth_platform(3, True, **sizing(1000)), synth_platform(3, True, **sizing(10 ** 5))
+    assert len(small.devices) < len(mid.devices) == len(synth_platform(3).devices)
+    assert len(small.domains) < len(mid.domains) < len(synth_platform(3).domains)
+    # every device kind the workload exercises is still there
+    assert any(d.ats for d in small.devices) and any(d.phantom_stride for d in small.devices)
+    assert any(d.type == "pci" for d in small.devices) and small.rmrrs == mid.rmrrs
