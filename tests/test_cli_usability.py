@@ -1,7 +1,9 @@
-"""Summaries that keep a big trace's output readable, run as a user runs them
-(a subprocess): `info` names a few domains and counts the rest (its --json
-has them all); `check` opens with a one-screen summary, filters by minimum
-severity and reuses the findings cached in the sidecar."""
+"""The command line on big and small traces, run as a user runs it (a
+subprocess): `info` names a few domains and counts the rest (its --json has
+them all); `check` opens with a one-screen summary, filters by minimum
+severity and reuses the findings cached in the sidecar; a short `synth`
+trace is mostly operations; the README's `record` commands reproduce the
+shipped traces byte for byte."""
 
 from __future__ import annotations
 
@@ -199,3 +201,32 @@ def test_long_synth_traces_keep_the_full_platform():
     # every device kind the workload exercises is still there
     assert any(d.ats for d in small.devices) and any(d.phantom_stride for d in small.devices)
     assert any(d.type == "pci" for d in small.devices) and small.rmrrs == mid.rmrrs
+
+
+# --- record: the README's commands reproduce the shipped traces -----------------------------
+
+@pytest.mark.parametrize("flags,name", [
+    (["--engine", "legacy", "--cx16"], "s1-usb-rmrr.legacy.vtdt"),
+    (["--engine", "direct", "--cx16"], "s1-usb-rmrr.direct.vtdt"),
+    (["--engine", "direct", "--no-cx16"], "s1-usb-rmrr.direct-nocx16.vtdt"),
+])
+def test_record_with_an_explicit_cx16_flag_reproduces_the_shipped_trace(tmp_path, flags, name):
+    """Shipped traces are recorded with --cx16 or --no-cx16 (the header says
+    `cx16_source=command line`); README and docs/CLI.md say so."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    env["PYTHONPATH"] = str(REPO)
+    r = subprocess.run([sys.executable, "-m", "vtdtrace", "record", "s1-usb-rmrr", *flags], cwd=tmp_path,
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / name).read_bytes() == (REPO / "traces" / name).read_bytes()
+    # without the flag, the scenario's own cx16 = true: same events, but the header names its source
+    if "--cx16" in flags:
+        bare = [f for f in flags if f != "--cx16"]
+        r = subprocess.run([sys.executable, "-m", "vtdtrace", "record", "s1-usb-rmrr", *bare, "-o", "bare.vtdt"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert r.returncode == 0 and "(cx16, scenario)" in r.stdout
+        assert (tmp_path / "bare.vtdt").read_bytes() != (REPO / "traces" / name).read_bytes()
