@@ -124,3 +124,29 @@ def test_state_values_read_in_the_text_notation():
     assert text == ("caches of iommu 0: A context=[rid=0000:00:14.0 values=[present=yes did=0 did_owner=dom0 "
                     "pt_owner=- lo=0x0000000100007001]] in_use=no | B context=[] in_use=yes")
     assert not re.search(r"True|False|None|'", text)
+
+
+def test_the_diff_views_lower_pane_prints_no_python_reprs(pair):
+    """Every row of legacy against direct no-cx16 (the RMRR window, the
+    mismatch window, their caches): the lower pane's text, at any row, has
+    no True/False/None and no quoted Python strings."""
+    from replay.diff import diff_files
+    from tui.diff_detail import detail_lines
+    from tui.diff_model import DiffModel
+    from tui.model import TraceModel
+
+    a, b = pair("s1-usb-rmrr.legacy", "s1-usb-rmrr.direct-nocx16")
+    dm = DiffModel(TraceModel(a), TraceModel(b))
+    try:
+        dm.attach(diff_files(a, b))
+        seen_state = False
+        for row in range(dm.n_rows):
+            dm.move_row(row)
+            text = "\n".join("".join(t for t, _ in parts) for parts, _ in detail_lines(dm, 200))
+            seen_state |= "present=" in text
+            assert not re.search(r"\b(True|False|None)\b|'[^']*'(?!s)", text.replace("dom0's", "").replace(
+                "guest's", "")), (row, text)
+        assert seen_state          # state differences were printed, so their notation was checked
+    finally:
+        for m in dm.models.values():
+            m.close()

@@ -44,7 +44,7 @@ def add_parser(p) -> None:
                    help="list only findings of severity S or worse: hazard, warning or benign (the default: "
                         "all); the summary and the exit status still count every finding")
     p.add_argument("--summary", action="store_true",
-                   help="print the summary by kind and device, not the findings one by one")
+                   help="text: print the summary by kind and device, not the findings one by one")
     p.add_argument("--no-cache", action="store_true",
                    help="compute the findings from the trace; neither read nor write its sidecar")
 

@@ -2,7 +2,8 @@
 
 Events as aligned text columns (seq, cpu, op, func, label, kind, decoded
 args) or one JSON object per line (the same bytes as `export --format
-jsonl`).  --from/--to are inclusive seqs; --kind is repeatable and takes
+jsonl`).  --from/--to are inclusive decimal seqs, refused (exit 2) past the
+end of a complete trace, as `show --at` is; --kind is repeatable and takes
 comma-separated lists; --rid SSSS:BB:DD.F keeps the events about that
 requester ID.  A damaged trace prints what is readable, then one line on
 stderr, exit 3.
@@ -16,7 +17,6 @@ from ..errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, fail
 from ..positions import beyond_end, event_seq
 
 _BATCH = 4096   # lines per write: printing is the cost at millions of events
-
 
 
 def add_parser(p) -> None:
@@ -49,8 +49,9 @@ def run(args) -> int:
     except NotATrace as exc:
         return fail(args.trace, exc.message)
     with trace:
-        # Past the end of a complete trace: a usage error.  Of a damaged one:
-        # what is readable in the range (perhaps nothing), then exit 3.
+        # Past the end of a complete trace: a usage error (vtdtrace/positions.py).
+        # Of a damaged one: what is readable in the range (perhaps nothing), then
+        # exit 3.  The default --from 1 of an empty trace is no position asked for.
         for option, n in (("--from", args.start), ("--to", args.end)):
             past = None if n is None or trace.stop is not None else beyond_end(option, n, trace.count)
             if past and not (option == "--from" and n == 1):
