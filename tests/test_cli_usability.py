@@ -160,6 +160,27 @@ def test_check_reuses_the_cached_findings(private, monkeypatch, capsys):
     assert "check recomputed the findings" in capsys.readouterr().err
 
 
+def test_check_reuses_what_the_viewer_cached(private, monkeypatch, capsys):
+    """`view` (tui/loader.py) and `show` cache the findings with
+    findings_for_trace(path, sidecar=True): check answers from there."""
+    from replay.hazards import analyse, findings_for_trace
+
+    from vtdtrace.cli import main
+
+    t = private("s1-usb-rmrr.direct-nocx16")
+    assert main(["check", str(t), "--no-cache"]) == 1
+    want = capsys.readouterr().out
+    findings_for_trace(str(t), sidecar=True)                     # what the viewer's loader does
+
+    class Broken:
+        def __init__(self, *a, **k):
+            raise AssertionError("check recomputed the findings")
+
+    monkeypatch.setattr(analyse, "Analysis", Broken)
+    assert main(["check", str(t)]) == 1
+    assert capsys.readouterr().out == want
+
+
 def test_no_cache_neither_reads_nor_writes_the_sidecar(run_cli, private):
     from replay.sidecar import beside_path, user_cache_path
 
