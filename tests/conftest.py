@@ -22,6 +22,35 @@ settings.register_profile("ci", max_examples=200, deadline=None, derandomize=Tru
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_user_cache(tmp_path_factory):
+    """Sidecars that fall back to the user's cache directory go to a private
+    one (inherited by the CLI subprocesses), never to ~/.cache."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
+def _repo_sidecars() -> dict:
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in (REPO / "traces").glob("*.vtdt-cache")}
+
+
+@pytest.fixture(autouse=True)
+def _no_sidecar_in_the_repository(request):
+    """No test may write a sidecar beside the shipped traces: a later run
+    would read what this one left (tests work on copies in tmp_path, or with
+    the sidecar off)."""
+    before = _repo_sidecars()
+    yield
+    after = _repo_sidecars()
+    changed = sorted(str(p.relative_to(REPO)) for p in after if before.get(p) != after[p])
+    assert not changed, f"{request.node.nodeid} wrote {changed}: work on a copy in tmp_path"
+
+
 def make_events(n: int, seed: int = 0) -> list[list]:
     """n schema-shaped events cycling through every kind, with edge values
     (u64 extremes, DOMID_INVALID, None, non-ASCII text, nested call args)."""

@@ -162,6 +162,38 @@ def test_s8_direct_rollback_clears_shared_aliases_but_not_the_device():
     assert boot_writes[-1]["new_lo"] == 0 and boot_writes[-1]["label"] == "UO3"
 
 
+@pytest.mark.parametrize("cx16", [True, False])
+def test_s10_direct_d1_on_the_guest_alias_then_d2_rollback_with_the_bridge_devfn(cx16):
+    """Case 1 of issue 12, as domain_context_mapping{,_one} of d67a72c655 do it: assigning
+    05:02.0 to the guest that already holds the shared aliases."""
+    r = Run("s10-alias-rid-split", "direct", cx16)
+    op2 = r.op(2)
+    # P1 moves 05:02.0 itself to the guest (a present entry: MO returns 1 -> prev_present)
+    p1 = ctx_writes(op2, 5, 0x10)
+    assert p1 and did_of(p1[-1]["new_hi"]) == did_of(r.entry(0, 5, 0x08)[1]) != 0
+    # P3: the bridge 00:1e.0 is already the guest's -> the no-op returns -EFAULT (D1)
+    calls = [e for e in op2 if e["kind"] in ("call", "return") and e["func"] == "domain_context_mapping_one"]
+    bridge = next(i for i, e in enumerate(calls) if e["kind"] == "call" and dict(e["args"])["devfn"] == 0xF0
+                  and dict(e["args"])["bus"] == 0)
+    assert calls[bridge + 1]["kind"] == "return" and calls[bridge + 1]["rc"] == -14
+    assert calls[bridge + 1]["label"] == "MO6"
+    # P5: prev_present and pdev->domain (dom0) != guest -> domain_context_mapping(dom0) with
+    # the clobbered devfn 0xf0 (D2): it maps (05, 1e.0), then moves both aliases to dom0
+    rb = [e for e in op2 if e["kind"] == "rollback-begin"]
+    assert [e["label"] for e in rb] == ["P5"] and "remap" in rb[0]["what"]
+    dcm = [e for e in op2 if e["kind"] == "call" and e["func"] == "domain_context_mapping"]
+    assert dict(dcm[-1]["args"])["devfn"] == 0xF0 and dict(dcm[-1]["args"])["domain"] == DOM0
+    assert r.result.rcs == [0, -14]
+    dom0_did = did_of(r.entry(0, 0, 0xFA)[1])                 # dom0's SATA 00:1f.2
+    for bus, devfn in ((5, 0xF0), (0, 0xF0), (5, 0x00)):      # 05:1e.0, 00:1e.0, 05:00.0
+        lo, hi = r.entry(0, bus, devfn)
+        assert lo & 1 and did_of(hi) == dom0_did
+    # 05:01.0 and 05:02.0 keep the guest's DID; 05:02.0 stays dom0's, 05:01.0 the guest's
+    assert did_of(r.entry(0, 5, 0x08)[1]) == did_of(r.entry(0, 5, 0x10)[1]) != dom0_did
+    assert r.engine.pci_get_pdev(0, 5, 0x10).domain.domid == DOM0
+    assert r.engine.pci_get_pdev(0, 5, 0x08).domain.domid == GUEST
+
+
 def test_s5_me_phantom_nested_mapping():
     r = Run("s5-me-wifi-phantom", "direct")
     assert r.result.rcs == [0]
@@ -298,6 +330,9 @@ FINAL = {
     ("s7-phantom-quarantine", "direct"): ([0], "0000:02:00.0", "guest"),
     ("s8-two-legacy-behind-bridge", "legacy"): ([0, 0], "0000:05:02.0", "dom0"),
     ("s8-two-legacy-behind-bridge", "direct"): ([0, 0], "0000:05:02.0", "dom0"),
+    # D1: the second device's bridge MO finds the aliases already the guest's -> -EFAULT
+    ("s10-alias-rid-split", "legacy"): ([0, 0], "0000:05:02.0", "guest"),
+    ("s10-alias-rid-split", "direct"): ([0, -14], "0000:05:02.0", "dom0"),
 }
 
 

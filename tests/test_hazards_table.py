@@ -1,4 +1,4 @@
-"""Every shipped scenario (traces/s1..s8) under every engine variant --
+"""Every shipped scenario (traces/s*.toml) under every engine variant --
 legacy (V1), direct with cmpxchg16b, direct without -- against the findings
 research/vtd-model.md §5/§6 predicts: exact kinds, severities, devices,
 requester IDs and the Xen step labels at both ends of every window.
@@ -30,6 +30,9 @@ from tracer.recorder import ListSink
 from tracer.scenario import load_scenario, loads_scenario, resolve
 
 OPEN = None
+# owner-mismatch is judged when a top-level operation ends: its windows open (and, when the
+# next judgement finds another mismatch, close) at an op-end event, which has no step label
+OP_END = "op-end"
 VARIANTS = {"legacy": ("legacy", True), "direct": ("direct", True), "direct-nocx16": ("direct", False)}
 
 EXPECTED = {
@@ -60,6 +63,74 @@ EXPECTED = {
         ("foreign-iotlb", "warning", "00:14.0", "00:14.0", "MO7", "MO10"),
         ("stale-context", "benign", "00:14.0", "00:14.0", "MO7", "MO9"),
         ("stale-iotlb", "benign", "00:14.0", "00:14.0", "MO7", "MO10"),
+    ],
+    # S10 (D1 + D2, no RMRR).  Every variant: after op 1 the two devices are split and dom0's
+    # 05:02.0 DMAs through 05:00.0 into the guest's memory (hazard).  V1: op 2 unmaps and maps
+    # 05:02.0 and the aliases for the guest; RO8 makes everything consistent.  The guest's
+    # DID on the shared aliases is flushed with dom0's DID by UO4 (stale-context hazards).
+    ("s10-alias-rid-split", "legacy"): [
+        ("stale-context", "benign", "05:01.0", "05:01.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "05:01.0", "05:01.0", "UO3", "UO5"),
+        ("stale-context", "benign", "00:1e.0", "00:1e.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:1e.0", "00:1e.0", "UO3", "UO5"),
+        ("stale-context", "benign", "00:1e.0", "05:00.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:1e.0", "05:00.0", "UO3", "UO5"),
+        ("owner-mismatch", "hazard", "05:02.0", "05:00.0", OP_END, "RO8"),
+        ("owner-mismatch", "warning", "05:02.0", "00:1e.0", OP_END, "RO8"),
+        ("stale-context", "benign", "05:02.0", "05:02.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "05:02.0", "05:02.0", "UO3", "UO5"),
+        ("stale-context", "hazard", "00:1e.0", "00:1e.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:1e.0", "00:1e.0", "UO3", "PM5"),
+        ("stale-context", "hazard", "00:1e.0", "05:00.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:1e.0", "05:00.0", "UO3", "PM5"),
+    ],
+    # S10 V2: boot's D1 clears both aliases (warnings until op 1's RN5); op 1 maps them for the
+    # guest: split, hazard for dom0's 05:02.0.  Op 2: P1 switches 05:02.0, the bridge MO is a
+    # no-op -> -EFAULT (D1), P5 runs domain_context_mapping(dom0) with devfn 0xf0 (D2): maps
+    # the spurious 05:1e.0 and moves 00:1e.0 / 05:00.0 back to dom0 (MO7 ends 05:02.0's
+    # windows).  Final: the guest's 05:01.0 DMAs through dom0's 05:00.0 into dom0's memory
+    # (hazard, open); 05:02.0 is dom0's with the guest's tables in its own entry and the
+    # orphan 05:1e.0 is charged to it (warnings, open).
+    ("s10-alias-rid-split", "direct"): [
+        ("owner-mismatch", "warning", "05:01.0", "05:00.0", OP_END, "RN5"),
+        ("owner-mismatch", "warning", "05:01.0", "00:1e.0", OP_END, "RN5"),
+        ("owner-mismatch", "warning", "05:02.0", "05:00.0", OP_END, OP_END),
+        ("owner-mismatch", "warning", "05:02.0", "00:1e.0", OP_END, OP_END),
+        ("stale-context", "benign", "05:01.0", "05:01.0", "MO7", "MO9"),
+        ("stale-iotlb", "benign", "05:01.0", "05:01.0", "MO7", "MO10"),
+        ("owner-mismatch", "hazard", "05:02.0", "05:00.0", OP_END, "MO7"),
+        ("owner-mismatch", "warning", "05:02.0", "00:1e.0", OP_END, "MO7"),
+        ("stale-context", "benign", "05:02.0", "05:02.0", "MO7", "MO9"),
+        ("stale-iotlb", "benign", "05:02.0", "05:02.0", "MO7", "MO10"),
+        ("stale-context", "benign", "00:1e.0", "00:1e.0", "MO7", "MO9"),
+        ("stale-iotlb", "benign", "00:1e.0", "00:1e.0", "MO7", "MO10"),
+        ("stale-context", "benign", "00:1e.0", "05:00.0", "MO7", "MO9"),
+        ("stale-iotlb", "benign", "00:1e.0", "05:00.0", "MO7", "MO10"),
+        ("owner-mismatch", "hazard", "05:01.0", "05:00.0", OP_END, OPEN),
+        ("owner-mismatch", "warning", "05:01.0", "00:1e.0", OP_END, OPEN),
+        ("owner-mismatch", "warning", "05:02.0", "05:02.0", OP_END, OPEN),
+        ("owner-mismatch", "warning", "05:02.0", "05:1e.0", OP_END, OPEN),
+    ],
+    # S10 V2-nocx16: as cx16 (05:01.0/05:02.0 have no RMRR: the plain path).
+    ("s10-alias-rid-split", "direct-nocx16"): [
+        ("owner-mismatch", "warning", "05:01.0", "05:00.0", OP_END, "RN5"),
+        ("owner-mismatch", "warning", "05:01.0", "00:1e.0", OP_END, "RN5"),
+        ("owner-mismatch", "warning", "05:02.0", "05:00.0", OP_END, OP_END),
+        ("owner-mismatch", "warning", "05:02.0", "00:1e.0", OP_END, OP_END),
+        ("stale-context", "benign", "05:01.0", "05:01.0", "MO7", "MO9"),
+        ("stale-iotlb", "benign", "05:01.0", "05:01.0", "MO7", "MO10"),
+        ("owner-mismatch", "hazard", "05:02.0", "05:00.0", OP_END, "MO7"),
+        ("owner-mismatch", "warning", "05:02.0", "00:1e.0", OP_END, "MO7"),
+        ("stale-context", "benign", "05:02.0", "05:02.0", "MO7", "MO9"),
+        ("stale-iotlb", "benign", "05:02.0", "05:02.0", "MO7", "MO10"),
+        ("stale-context", "benign", "00:1e.0", "00:1e.0", "MO7", "MO9"),
+        ("stale-iotlb", "benign", "00:1e.0", "00:1e.0", "MO7", "MO10"),
+        ("stale-context", "benign", "00:1e.0", "05:00.0", "MO7", "MO9"),
+        ("stale-iotlb", "benign", "00:1e.0", "05:00.0", "MO7", "MO10"),
+        ("owner-mismatch", "hazard", "05:01.0", "05:00.0", OP_END, OPEN),
+        ("owner-mismatch", "warning", "05:01.0", "00:1e.0", OP_END, OPEN),
+        ("owner-mismatch", "warning", "05:02.0", "05:02.0", OP_END, OPEN),
+        ("owner-mismatch", "warning", "05:02.0", "05:1e.0", OP_END, OPEN),
     ],
     # S2 V1: a1 UO3 -> PM5 into dom_io, then a2/a3 on the scratch tables (no RMRR), open.
     ("s2-guest-destroy-quarantine", "legacy"): [
@@ -137,6 +208,12 @@ EXPECTED = {
         ("stale-context", "benign", "00:1e.0", "05:00.0", "UO3", "UO5"),
         ("stale-iotlb", "benign", "00:1e.0", "05:00.0", "UO3", "UO5"),
         ("rmrr-disconnect", "hazard", "05:01.0", "05:01.0", "AS5", OPEN),
+        # owner-mismatch after op 1: 05:01.0 stays dom0's; its DMA carries 05:00.0, which is
+        # not present (it faults, so a warning); its own entry holds the guest's tables and
+        # 00:1e.0 is cleared (shadows, warnings)
+        ("owner-mismatch", "warning", "05:01.0", "05:00.0", OP_END, OPEN),
+        ("owner-mismatch", "warning", "05:01.0", "00:1e.0", OP_END, OPEN),
+        ("owner-mismatch", "warning", "05:01.0", "05:01.0", OP_END, OPEN),
     ],
     # S4 V2-nocx16: as cx16, plus P1 takes the best-effort path (RMRR device, dom0 keeps
     # 00:1f.2 and the aliases on the unit): b and c3 with victims.
@@ -154,6 +231,9 @@ EXPECTED = {
         ("stale-context", "benign", "00:1e.0", "05:00.0", "UO3", "UO5"),
         ("stale-iotlb", "benign", "00:1e.0", "05:00.0", "UO3", "UO5"),
         ("rmrr-disconnect", "hazard", "05:01.0", "05:01.0", "AS5", OPEN),
+        ("owner-mismatch", "warning", "05:01.0", "05:00.0", OP_END, OPEN),
+        ("owner-mismatch", "warning", "05:01.0", "00:1e.0", OP_END, OPEN),
+        ("owner-mismatch", "warning", "05:01.0", "05:01.0", OP_END, OPEN),
     ],
     # S5: no RMRR, so no a-windows; WLAN and the ME phantom 00:16.7 (charged to the ME
     # 00:16.0 it is a function of) get their own benign c1/c2 on their own units.
@@ -180,6 +260,8 @@ EXPECTED = {
         ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", OPEN),
         ("stale-context", "benign", "00:14.0", "00:14.0", "UO3", "UO5"),
         ("stale-iotlb", "benign", "00:14.0", "00:14.0", "UO3", "UO5"),
+        # owner dom_io, which has (scratch) tables, entry not present: the DMA faults
+        ("owner-mismatch", "warning", "00:14.0", "00:14.0", OP_END, OPEN),
     ],
     # S6 V2: entry untouched, nothing to report.
     ("s6-enomem", "direct"): [
@@ -218,6 +300,9 @@ EXPECTED = {
         ("stale-iotlb", "benign", "02:00.0", "02:00.0", "MO7", "MO10"),
         ("did-dangling", "hazard", "02:00.0", "02:00.4", "RN4", OPEN),
         ("did-pt-mismatch", "warning", "02:00.0", "02:00.4", "RN4", OPEN),
+        # the guest's phantom 02:00.4 still translates with dom_io's scratch tables and a
+        # freed DID after op 1
+        ("owner-mismatch", "hazard", "02:00.0", "02:00.4", OP_END, OPEN),
     ],
     ("s7-phantom-quarantine", "direct-nocx16"): [
         ("stale-context", "benign", "02:00.0", "02:00.0", "MO7", "MO9"),
@@ -228,6 +313,7 @@ EXPECTED = {
         ("stale-iotlb", "benign", "02:00.0", "02:00.0", "MO7", "MO10"),
         ("did-dangling", "hazard", "02:00.0", "02:00.4", "RN4", OPEN),
         ("did-pt-mismatch", "warning", "02:00.0", "02:00.4", "RN4", OPEN),
+        ("owner-mismatch", "hazard", "02:00.0", "02:00.4", OP_END, OPEN),
     ],
     # S8 V1: 05:02.0 and the shared aliases unmapped/mapped each way: a1 on 05:01.0's alias
     # RIDs, and a2 while the aliases point at the guest's tables (no 05:01.0 RMRR there).
@@ -250,6 +336,10 @@ EXPECTED = {
         ("rmrr-disconnect", "hazard", "05:01.0", "05:00.0", "UO3", "PM5"),
         ("stale-context", "benign", "00:1e.0", "05:00.0", "UO3", "UO5"),
         ("stale-iotlb", "benign", "00:1e.0", "05:00.0", "UO3", "UO5"),
+        # between the ops the two devices are split: dom0's 05:01.0 DMAs through 05:00.0 into
+        # the guest's memory (hazard); the bridge's 00:1e.0 is the guest's too (warning)
+        ("owner-mismatch", "hazard", "05:01.0", "05:00.0", OP_END, "PM5"),
+        ("owner-mismatch", "warning", "05:01.0", "00:1e.0", OP_END, "PM5"),
     ],
     # S8 V2 (D1, DERIVED): at boot 05:02.0's bridge MO is a same-owner no-op -> -EFAULT -> P5
     # clears both aliases: a1 from translation enable (HW4) until op 1 maps them for the guest,
@@ -267,6 +357,15 @@ EXPECTED = {
         ("stale-iotlb", "benign", "00:1e.0", "00:1e.0", "MO7", "MO10"),
         ("stale-context", "benign", "00:1e.0", "05:00.0", "MO7", "MO9"),
         ("stale-iotlb", "benign", "00:1e.0", "05:00.0", "MO7", "MO10"),
+        # owner-mismatch: after boot both aliases are cleared (DMA of both devices faults,
+        # warnings) until op 1 maps them for the guest; then split: dom0's 05:01.0 DMAs into
+        # the guest's memory (hazard) until op 2 moves the aliases back (MO7)
+        ("owner-mismatch", "warning", "05:01.0", "05:00.0", OP_END, OP_END),
+        ("owner-mismatch", "warning", "05:01.0", "00:1e.0", OP_END, OP_END),
+        ("owner-mismatch", "warning", "05:02.0", "05:00.0", OP_END, "RN5"),
+        ("owner-mismatch", "warning", "05:02.0", "00:1e.0", OP_END, "RN5"),
+        ("owner-mismatch", "hazard", "05:01.0", "05:00.0", OP_END, "MO7"),
+        ("owner-mismatch", "warning", "05:01.0", "00:1e.0", OP_END, "MO7"),
     ],
     # S8 V2-nocx16: as cx16; op 2 moves the aliases with the plain path (05:02.0 has no RMRR):
     # W1 clears P, W3 sets it: a1 for 05:01.0 between the two MO7 stores.
@@ -285,6 +384,12 @@ EXPECTED = {
         ("rmrr-disconnect", "hazard", "05:01.0", "05:00.0", "MO7", "MO7"),
         ("stale-context", "benign", "00:1e.0", "05:00.0", "MO7", "MO9"),
         ("stale-iotlb", "benign", "00:1e.0", "05:00.0", "MO7", "MO10"),
+        ("owner-mismatch", "warning", "05:01.0", "05:00.0", OP_END, OP_END),
+        ("owner-mismatch", "warning", "05:01.0", "00:1e.0", OP_END, OP_END),
+        ("owner-mismatch", "warning", "05:02.0", "05:00.0", OP_END, "RN5"),
+        ("owner-mismatch", "warning", "05:02.0", "00:1e.0", OP_END, "RN5"),
+        ("owner-mismatch", "hazard", "05:01.0", "05:00.0", OP_END, "MO7"),
+        ("owner-mismatch", "warning", "05:01.0", "00:1e.0", OP_END, "MO7"),
     ],
     # S11 (D4): the moved NIC's own device-TLB is never invalidated -- the previous owner's DSI
     # flush comes after its entry left that DID (device_in_domain()).  One window per foreign
@@ -338,6 +443,12 @@ EXPECTED_EXTRA = {
         ("did-pt-mismatch", "hazard", "05:01.0", "05:01.0", "DK3", OPEN),
         ("did-dangling", "hazard", "05:01.0", "05:01.0", "DK4", OPEN),
         ("lock-order", "warning", None, None, "DK4", "DK4"),
+        # dom0's 05:01.0 as after S4; destruction frees the guest's tables its own entry uses:
+        # that shadow's mismatch changes (guest's tables -> freed ones) at the destroy's end
+        ("owner-mismatch", "warning", "05:01.0", "05:00.0", OP_END, OPEN),
+        ("owner-mismatch", "warning", "05:01.0", "00:1e.0", OP_END, OPEN),
+        ("owner-mismatch", "warning", "05:01.0", "05:01.0", OP_END, OP_END),
+        ("owner-mismatch", "warning", "05:01.0", "05:01.0", OP_END, OPEN),
     ],
     ("s4-then-destroy", "legacy"): [
         ("rmrr-disconnect", "hazard", "05:01.0", "05:01.0", "UO3", "PM5"),
@@ -351,6 +462,8 @@ EXPECTED_EXTRA = {
         ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PM5"),
         ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", OPEN),
         ("stale-iotlb", "hazard", "00:14.0", "00:14.0", "UO3", OPEN),
+        # PM9's unmap leaves the device with dom_io, whose scratch tables it does not use
+        ("owner-mismatch", "warning", "00:14.0", "00:14.0", OP_END, OPEN),
     ],
     ("s1-iotlb-flush-fails", "direct"): [],
     ("s1-iotlb-flush-fails", "direct-nocx16"): [
@@ -382,8 +495,8 @@ def run(scenario, variant, extra: str = ""):
 def rows(findings):
     def short(bdf):
         return bdf[5:] if bdf else None
-    return sorted(((f.kind, f.severity, short(f.device), short(f.rid), f.start_label,
-                    f.end_label if f.end is not None else OPEN) for f in findings), key=_key)
+    return sorted(((f.kind, f.severity, short(f.device), short(f.rid), f.start_label or OP_END,
+                    OPEN if f.end is None else (f.end_label or OP_END)) for f in findings), key=_key)
 
 
 def _key(row):

@@ -107,7 +107,7 @@ def test_shipped_traces_are_what_the_engine_records_now():
             f"{path.name} is stale: run `make traces`"
         n += 1
     from tracer.scenario import list_shipped
-    assert n == 3 * len(list_shipped()) >= 27
+    assert n == 3 * len(list_shipped()) >= 30
 
 
 from test_scenario import CASES  # noqa: E402  (one refusal class per case)

@@ -290,25 +290,31 @@ def test_build_in_memory_and_seek():
 
 
 def test_sidecar_store_round_trip_and_concurrent_commit(tmp_path):
-    trace = tmp_path / "x.vtdt"
-    trace.write_bytes(b"trace")
-    a = sidecar.Sidecar.open(trace, "fp-1")
-    b = sidecar.Sidecar.open(trace, "fp-1")
+    trace = record(tmp_path, name="x.vtdt")
+    ident, content = sidecar.trace_identity(trace), sidecar.scan_content(trace)
+    a = sidecar.Sidecar.open(trace)
+    b = sidecar.Sidecar.open(trace)
+    assert not a.trusted and a.keys() == []
     a.put("one", {"k": [1, 2]})
-    a.commit()
+    a.bind(ident, content)
+    assert a.commit()
     b.put("two", 2)          # b re-reads the TOC under the lock: a's entry survives
-    b.commit()
+    assert b.commit()
     a.close()
     b.close()
-    c = sidecar.Sidecar.open(trace, "fp-1")
-    assert c.fresh and sorted(c.keys()) == ["one", "two"] and c.get("one") == {"k": (1, 2)}
+    c = sidecar.Sidecar.open(trace)
+    assert c.trusted and sorted(c.keys()) == ["one", sidecar.K_CHUNKS, "two"] and c.get("one") == {"k": (1, 2)}
+    big = bytes(range(256)) * 100            # several checksum blocks
     with c.stream("big") as out:
-        assert out.write(b"abc") == 0 and out.write(b"defg") == 3
+        assert out.write(b"abc") == 0 and out.write(big) == 3
     c.commit()
-    assert c.read("big", 2, 3) == b"cde"
+    whole = b"abc" + big
+    assert c.read("big", 2, 3) == whole[2:5] and c.read("big", 5000, 9000) == whole[5000:14000]
+    assert c.get_raw("big") == whole
     c.close()
-    d = sidecar.Sidecar.open(trace, "fp-2")      # another trace: nothing carried over
-    assert not d.fresh and d.keys() == []
+    record(tmp_path, "s1-usb-rmrr", "legacy", name="x.vtdt")   # another trace: nothing carried over
+    d = sidecar.Sidecar.open(trace)
+    assert not d.trusted and d.keys() == []
     d.close()
     assert sorted(os.listdir(tmp_path)) == ["x.vtdt", "x.vtdt-cache"]     # no temporary files left
 

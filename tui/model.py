@@ -670,7 +670,19 @@ class TraceModel:
 
     def _step_view(self, seq: int) -> StepView:
         s = self.session
-        st = s.state_at(seq)
+        try:
+            st = s.state_at(seq)
+        except IndexError:
+            # A chunk failed its CRC although the sidecar vouched for the
+            # file: the session replayed the readable part again and it is
+            # shorter now (replay.session).  Show its end, say it is damaged.
+            if s.count >= self.count:
+                raise
+            st = s.state_at(s.count)
+            seq = s.count
+        if s.count < self.count or (s.stop is not None and self.stop is None):
+            self.count, self.stop = s.count, s.stop
+            self.cursor = min(self.cursor, self.count)
         open_f = self.findings.open_at(seq) if self.findings is not None else []
         show = render.show_dict(st, s.view, open_f)
         stacks = {cpu: [render.func_name(f) for f in st.stack(cpu)] for cpu in sorted(st.stacks)}

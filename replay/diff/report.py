@@ -1393,9 +1393,11 @@ def cached_findings(path, trace):
         return None
 
 
-def store_findings(path, trace, analysis, findings) -> None:
+def store_findings(path, trace, analysis, findings, binding=None) -> None:
     """Put findings computed inline into the trace's sidecar (best effort), as
-    findings_for_trace(path, sidecar=True) would have."""
+    findings_for_trace(path, sidecar=True) would have.  ``binding``: the
+    trace's (identity, content) from before the diff read it
+    (replay.sidecar), which lets an untrusted sidecar be bound to it."""
     hz = _hazards()
     if hz is None:
         return
@@ -1405,7 +1407,9 @@ def store_findings(path, trace, analysis, findings) -> None:
         if analysis.bad is not None and stop is None:
             from replay.reader import StopReport
             stop = StopReport("corrupt", 0, 0, analysis.seq, analysis.bad[1])
-        _store(path, hz.TraceFindings(path, trace.header, findings, analysis.seq, stop is None, stop))
+        identity, content = binding if binding is not None else (None, None)
+        _store(path, hz.TraceFindings(path, trace.header, findings, analysis.seq, stop is None, stop),
+               identity, content)
     except Exception:
         pass
 
@@ -1421,12 +1425,15 @@ def cached_session(path):
         return None
 
 
-def diff_traces(trace_a, trace_b, *, findings: bool = True, names=None, paths=None, **kw) -> DiffReport:
+def diff_traces(trace_a, trace_b, *, findings: bool = True, names=None, paths=None, bindings=None,
+                **kw) -> DiffReport:
     """Diff two open reader Traces (their readable prefixes when damaged).
 
-    Findings: from the sidecar when cached there (``paths`` given), else the
-    hazard analysers run inline in the same pass (and, with ``paths``, their
-    result is cached for next time)."""
+    Findings: from the sidecar when it is trusted for the trace as it is now
+    and holds them (``paths`` given), else the hazard analysers run inline
+    in the same pass (and, with ``paths``, their result is cached for next
+    time; ``bindings``: each trace's replay.sidecar (identity, content) from
+    before it was read, see store_findings)."""
     na, nb = names or (None, None)
     sides = []
     hz = _hazards() if findings else None
@@ -1441,6 +1448,11 @@ def diff_traces(trace_a, trace_b, *, findings: bool = True, names=None, paths=No
     session = None
     if paths is not None and sides[0].analysis is None and sides[1].analysis is None:
         session = cached_session(paths[0])
+        if session is not None and (session.count, session.stop is None) != (trace_a.count, trace_a.stop is None):
+            # The checkpoints describe another readable part than the one
+            # this diff reads: fold instead.
+            session.close()
+            session = None
         if session is not None:
             sides[0].state_at = session.state_at
     try:
@@ -1449,9 +1461,9 @@ def diff_traces(trace_a, trace_b, *, findings: bool = True, names=None, paths=No
         if session is not None:
             session.close()
     if paths is not None:
-        for side, path in zip(sides, paths):
+        for side, path, binding in zip(sides, paths, bindings or (None, None)):
             if side.analysis is not None:
-                store_findings(path, side.trace, side.analysis, side.findings)
+                store_findings(path, side.trace, side.analysis, side.findings, binding)
     return report
 
 
@@ -1460,18 +1472,25 @@ def diff_files(path_a, path_b, *, findings: bool = True, **kw) -> DiffReport:
     is not a trace (exit 2); a damaged trace is diffed on its readable part
     (report.damaged, exit 3)."""
     from replay.reader import NotATrace, open_trace
+    from replay.sidecar import content_of, trace_identity
 
+    # Each trace's identity before it is read, and its content as the CRC
+    # pass of the (verifying) open finds it: what a findings entry stored
+    # for next time is bound to.
+    ida = trace_identity(path_a)
     try:
         ta = open_trace(path_a)
     except NotATrace as exc:
         raise DiffInputError(path_a, exc.message) from None
     try:
+        idb = trace_identity(path_b)
         try:
             tb = open_trace(path_b)
         except NotATrace as exc:
             raise DiffInputError(path_b, exc.message) from None
         with tb:
+            bindings = ((ida, content_of(ta)), (idb, content_of(tb)))
             return diff_traces(ta, tb, findings=findings, names=(str(path_a), str(path_b)),
-                               paths=(path_a, path_b), **kw)
+                               paths=(path_a, path_b), bindings=bindings, **kw)
     finally:
         ta.close()

@@ -11,7 +11,7 @@ Findings are ``Finding`` records (``to_json()`` gives the DESIGN §8 object);
 One module per analyser family: rmrr (rmrr-disconnect), mismatch
 (did-pt-mismatch), stale (stale-context, stale-iotlb, foreign-iotlb), did
 (did-leak, did-dangling, did-reuse), locks (lock-order), devtlb
-(stale-devtlb).  docs/HAZARDS.md
+(stale-devtlb), owner (owner-mismatch).  docs/HAZARDS.md
 describes every kind, its Xen code window and its severity.
 """
 

@@ -43,6 +43,7 @@ KINDS = (
     "did-reuse",
     "lock-order",
     "stale-devtlb",
+    "owner-mismatch",
 )
 BENIGN, WARNING, HAZARD = "benign", "warning", "hazard"
 SEVERITIES = (BENIGN, WARNING, HAZARD)
