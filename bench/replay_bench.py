@@ -95,7 +95,7 @@ def _replay(path: Path) -> None:
         gc.freeze()
         gc.disable()
         try:
-            for chunk in t.iter_chunks():
+            for chunk in t.iter_chunks(folded=True):    # as the session reads them
                 fold(st, chunk)
         finally:
             gc.unfreeze()

@@ -100,14 +100,14 @@ class _Source:
         return evs
 
     def read_chunk(self, i: int) -> list:
-        evs = next(self.trace.iter_chunks(i), None)
+        evs = next(self.trace.iter_chunks(i, folded=True), None)
         if evs is None:
             raise ChunkUnreadable(f"chunk {i} is unreadable: "
                                   f"{self.trace.stop.describe() if self.trace.stop else 'damaged'}")
         return self._fix(evs)
 
     def iter_chunks(self):
-        for evs in self.trace.iter_chunks():
+        for evs in self.trace.iter_chunks(folded=True):
             yield self._fix(evs)
 
 

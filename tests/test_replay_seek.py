@@ -200,7 +200,9 @@ def test_truncated_trace_replays_to_its_last_good_event(tmp_path):
         assert not s.built and s.stop.kind == "truncated" and s.stop.last_good_seq == s.count
 
 
-def test_an_event_the_fold_cannot_apply_ends_the_readable_trace(tmp_path, write_trace):
+def test_an_event_off_the_catalogue_ends_the_readable_trace(tmp_path, write_trace):
+    """A ctx-write whose new_lo is a string: the readable trace ends just
+    before it, and the stop report names its chunk, byte offset and seq."""
     from tests.test_replay_fold import Events, entry
 
     e = Events()
@@ -212,7 +214,8 @@ def test_an_event_the_fold_cannot_apply_ends_the_readable_trace(tmp_path, write_
     path = write_trace(good + [bad] + after, chunk_events=8)
     with ReplaySession(path, min_events=4) as s:
         assert s.count == len(good) and s.stop.kind == "corrupt"
-        assert f"event {len(good) + 1}" in s.stop.message
+        assert s.stop.chunk_index == len(good) // 8 and s.stop.offset == s.trace.chunks[len(good) // 8][0]
+        assert s.stop.message == f"event {len(good) + 1}: ctx-write field new_lo is a str, expected u64"
         assert s.state_at(s.count) == fold(initial_state(s.header), good)
         assert s.next_of_kind("log", 0) is None
     with ReplaySession(path) as s:
@@ -320,8 +323,9 @@ def test_sidecar_store_round_trip_and_concurrent_commit(tmp_path):
 
 
 def test_event_seq_fields_do_not_steer_the_seek(tmp_path):
-    """Only a chunk's first and last seq are checked by the reader: a bogus
-    seq field inside must not move the replay's position."""
+    """Every event's seq is checked against its chunk's range: a bogus seq
+    field ends the readable trace just before that event, and never moves
+    the replay's position."""
     from tests.conftest import HEADER
     from tests.test_replay_fold import Events, entry
     from tracer.writer import TraceWriter
@@ -339,7 +343,8 @@ def test_event_seq_fields_do_not_steer_the_seek(tmp_path):
             else:
                 w.append(ev)
     with ReplaySession(path, min_events=8) as s:
-        assert s.count == 41
-        for n in range(0, 42):
+        assert s.count == 10 and s.stop.kind == "corrupt" and s.stop.chunk_index == 1
+        assert s.stop.message == "event 11: carries seq 3, expected 11"
+        for n in range(0, 11):
             st = s.state_at(n)
             assert st.seq == n and len(st.ctx) == max(0, n - 1)

@@ -89,16 +89,33 @@ def _quiet_stdout() -> None:
         pass
 
 
+def _print_note(path, message: str, _seen=set()) -> None:
+    """A remark about a trace (e.g. written by a newer vtdtrace), once per file."""
+    if (str(path), message) not in _seen:
+        _seen.add((str(path), message))
+        from replay.jsonout import safe_text
+        print(f"vtdtrace: note: {safe_text(path)}: {message}", file=sys.stderr)
+
+
 def run_command(args) -> int:
     """The command boundary shared by every subcommand: one line on stderr,
     never a traceback."""
     try:
+        if getattr(args, "command", None) != "view":     # stderr under a full-screen UI would garble it
+            from replay import reader
+            reader.note_handler = _print_note
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         _quiet_stdout()
         return 0
+    except OSError as exc:
+        # Output that cannot be written (`log ... > full-disk`): the cause, once.
+        from .errors import fail
+        _quiet_stdout()
+        return fail(exc.filename if exc.filename is not None else "output",
+                    f"cannot write: {exc.strerror or exc}")
     except Exception as exc:
         from .errors import fail
         return fail(getattr(args, "trace", None), f"internal error: {type(exc).__name__}: {exc}")

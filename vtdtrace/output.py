@@ -6,7 +6,11 @@
     ``-o``); ``record``/``synth -o -`` are refused, because a trace is a
     binary file whose index is written last and must be seekable.
 
-Every refusal is one line and exit 2, before any work is done.
+Every refusal is one line and exit 2, before any work is done.  A write
+that fails on the way (disk full, file size limit, I/O error) is one line
+naming the file and the cause, exit 2, and the partial file is removed so
+that a retry is not refused as "exists".  (A recording that is killed keeps
+its readable prefix: only a failed write discards.)
 """
 
 from __future__ import annotations
@@ -27,8 +31,18 @@ def open_trace_writer(out: str, header: dict, force: bool):
         return refused
     try:
         return TraceWriter(out, header, force=force)
+    except FileExistsError:
+        return fail(out, "exists (use --force to overwrite)")
     except OSError as exc:
-        return fail(out, f"cannot write: {exc.strerror or exc}")
+        # The writer removes a file it created but could not write the header into.
+        removed = " (partial output removed)" if getattr(exc, "vtdtrace_removed", False) else ""
+        return fail(out, f"cannot write: {exc.strerror or exc}{removed}")
+
+
+def write_failed(out: str, writer, exc: OSError) -> int:
+    """The one-line report of a failed write into ``writer``; removes its file."""
+    writer.discard()
+    return fail(out, f"cannot write: {exc.strerror or exc} (partial output removed)")
 
 
 def refuse_overwrite(out: str, force: bool) -> int | None:

@@ -204,7 +204,9 @@ def render_text(report, hide_label_only: bool = False) -> str:
     _ops_text(report, w, hide_label_only)
     _state_text(report, w)
     _hazard_text(report, w)
-    return "\n".join(out) + "\n"
+    # Names, labels and values come from the traces: one terminal-safe line each.
+    from replay.jsonout import safe_text
+    return "\n".join(map(safe_text, out)) + "\n"
 
 
 def _short(v) -> str:

@@ -328,14 +328,17 @@ def _compute(trace) -> TraceFindings:
 
     a = Analysis(trace.header)
     translate = _translator(trace.schema)
-    for chunk in trace.iter_chunks():
+    bad_chunk = None
+    for i, chunk in enumerate(trace.iter_chunks(folded=True)):
         a.feed(translate(chunk) if translate is not None else chunk)
         if a.bad is not None:
+            bad_chunk = i
             break
     findings = a.finish()
     stop = trace.stop
     if a.bad is not None and stop is None:
-        stop = StopReport("corrupt", 0, 0, a.seq, a.bad[1])
+        # Where the event sits, as the reader would say it (show does).
+        stop = StopReport("corrupt", trace.chunks[bad_chunk][0], bad_chunk, a.seq, a.bad[1])
     return TraceFindings(trace.path, trace.header, findings, a.seq, stop is None, stop)
 
 

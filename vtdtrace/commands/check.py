@@ -124,8 +124,8 @@ def _engine(header) -> str:
 
 def _clean(s) -> str:
     """Trace-derived text on one printable line."""
-    s = " ".join(str(s).split())
-    return "".join(c if c.isprintable() else "?" for c in s)
+    from replay.jsonout import safe_text
+    return safe_text(s)
 
 
 def _range(f) -> str:

@@ -11,6 +11,7 @@ readable part, then one line on stderr, exit 3.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ..errors import EXIT_DAMAGED, EXIT_OK, fail
@@ -45,8 +46,25 @@ def run(args) -> int:
             else:
                 _chrome(trace, out, args.trace)
             out.flush()
-        finally:
             if out is not sys.stdout:
+                out.close()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            if out is sys.stdout:
+                raise
+            # Disk full or a size limit: no half-written export left behind.
+            try:
+                out.close()
+            except OSError:
+                pass
+            try:
+                os.unlink(args.output)
+            except OSError:
+                pass
+            return fail(args.output, f"cannot write: {exc.strerror or exc} (partial output removed)")
+        finally:
+            if out is not sys.stdout and not out.closed:
                 out.close()
         if trace.stop is not None:
             return fail(args.trace, trace.stop.describe(), EXIT_DAMAGED)
@@ -54,8 +72,6 @@ def run(args) -> int:
 
 
 def _same_file(a, b) -> bool:
-    import os
-
     try:
         return os.path.samefile(a, b)
     except OSError:

@@ -155,5 +155,5 @@ def _s(v) -> str:
     else:
         from replay.jsonout import dumps, json_safe
         s = dumps(json_safe(v))
-    s = " ".join(s.split())      # newlines and tabs would break the one-line layout
-    return "".join(c if c.isprintable() else "?" for c in s)
+    from replay.jsonout import safe_text
+    return safe_text(s)          # escapes newlines and tabs too: one line per value

@@ -32,7 +32,7 @@ def add_parser(p) -> None:
 
 
 def run(args) -> int:
-    from replay.jsonout import EventPresenter, RidFilter
+    from replay.jsonout import EventPresenter, RidFilter, safe_text
     from replay.reader import NotATrace, open_trace
     from tracer.platform import parse_bdf
 
@@ -92,6 +92,8 @@ def run(args) -> int:
 
 
 def _text_renderer(pres, count: int):
+    from replay.jsonout import safe_text
+
     sw = max(3, len(str(count)))
     fw, kw = min(pres.func_width, 32), pres.kind_width
     header = f"{'seq':>{sw}} {'cpu':>3} {'op':>3} {'func':<{fw}} {'label':<6} {'kind':<{kw}} args"
@@ -101,14 +103,15 @@ def _text_renderer(pres, count: int):
         if k is None:
             return f"{'?':>{sw}} {'':>3} {'':>3} {'':<{fw}} {'':<6} {'?':<{kw}} {pres.text_args(ev)}"
         line = (f"{_cell(ev[1]):>{sw}} {_cell(ev[2]):>3} {_cell(ev[3]):>3} "
-                f"{_cell(pres.func_name(ev[4])):<{fw}} {_cell(ev[5]):<6} {k[0].name:<{kw}} {pres.text_args(ev)}")
+                f"{_cell(pres.func_name(ev[4])):<{fw}} {_cell(ev[5]):<6} {safe_text(k[0].name):<{kw}} {pres.text_args(ev)}")
         return line.rstrip()
 
     return render, header
 
 
 def _cell(v) -> str:
+    from replay.jsonout import safe_text
+
     if isinstance(v, (int, str)) and not isinstance(v, bool):
-        s = str(v)
-        return s if s.isprintable() else repr(s)
-    return repr(v)
+        return safe_text(str(v))
+    return safe_text(repr(v))
