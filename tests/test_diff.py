@@ -505,7 +505,7 @@ def test_hazard_delta_matching_and_positions():
     assert rep.next_hazard(-1) is h and rep.next_hazard(h.row) is None and rep.prev_hazard(h.row + 1) is h
     # without findings on either side: not available, empty lists
     rep2 = _diff(ha, ea, hb, eb)
-    assert rep2.hazard_delta() == {"only_a": [], "only_b": [], "available": False}
+    assert rep2.hazard_delta() == {"only_a": [], "only_b": [], "changed": [], "available": False}
     # finding objects (attributes, labels pair) work too
     class F:
         kind, device, rid, iommu, start, end, labels, severity = ("did-leak", "d", "r", 0, 5, None,

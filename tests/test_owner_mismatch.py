@@ -205,10 +205,11 @@ def test_diff_s10_legacy_vs_direct_carries_the_breach_in_the_hazard_delta(s10_co
     only_b = [(f["kind"], f["severity"], f["device"], f["rid"], f["open_at_end"]) for f in hd["only_b"]
               if f["kind"] == "owner-mismatch"]
     assert ("owner-mismatch", "hazard", "0000:05:01.0", "0000:05:00.0", True) in only_b
-    # the split after op 1 is in both (only its end differs: RO8 vs MO7)
-    only_a = [(f["kind"], f["device"], f["rid"], f["end_label"]) for f in hd["only_a"]
-              if f["kind"] == "owner-mismatch"]
-    assert ("owner-mismatch", "0000:05:02.0", "0000:05:00.0", "RO8") in only_a
+    # the split after op 1 is in both, only its end differs (RO8 vs MO7): "changed", not one-sided
+    changed = [(c["a"]["kind"], c["a"]["device"], c["a"]["rid"], c["a"]["end_label"], c["b"]["end_label"])
+               for c in hd["changed"] if c["a"]["kind"] == "owner-mismatch"]
+    assert ("owner-mismatch", "0000:05:02.0", "0000:05:00.0", "RO8", "MO7") in changed
+    assert not [f for f in hd["only_a"] if f["kind"] == "owner-mismatch"]
     text = vt(s10_copy, "diff", "traces/s10-alias-rid-split.legacy.vtdt", "traces/s10-alias-rid-split.direct.vtdt").stdout
     assert "owner-mismatch" in text
 

@@ -62,6 +62,7 @@ from ..render import PlatformView, cache_view, did_owner, fmt_rid, hex64, pt_own
 from ..state import ZERO, BadEvent, fold, initial_state
 from .align import (ARGS, C_SAME, CLASSES, MAX_GROUP_EVENTS, ONLY_A, ONLY_B, SAME, Alignment, EventStream,
                     OpPair, Pairer, _delta, _group_key, align_ops, groups_equal, last_op_start, slice_mismatch)
+from .hazard_pairs import pair_changed
 
 CONTEXT_EVENTS = 3
 # Detail kept for the report: events of at most this many differing rows
@@ -254,7 +255,8 @@ class StateDiff:
 
 @dataclass
 class HazardDelta:
-    """A finding present in one trace only, with its position in the alignment."""
+    """A finding present in one trace only, with its position in the alignment
+    (one the other trace has with another extent is a hazard_pairs.ChangedHazard)."""
 
     side: str            # "a" | "b"
     finding: dict
@@ -277,6 +279,8 @@ class DiffReport:
     state_note: str | None = None       # why the state comparison stopped early
     detail_truncated: bool = False
     presenters: tuple = field(default=(None, None), repr=False)
+    # windows both traces have with other extents (hazard_pairs.ChangedHazard), by row
+    changed_hazards: list = field(default_factory=list)
 
     @property
     def equivalent(self) -> bool:
@@ -296,7 +300,8 @@ class DiffReport:
 
     def hazard_delta(self) -> dict:
         out = {"only_a": [h.finding for h in self.hazards if h.side == "a"],
-               "only_b": [h.finding for h in self.hazards if h.side == "b"]}
+               "only_b": [h.finding for h in self.hazards if h.side == "b"],
+               "changed": [c.to_json() for c in self.changed_hazards]}
         if not self.hazards_available:
             out["available"] = False
         return out
@@ -340,7 +345,8 @@ class DiffReport:
         out = {"op_pairs": sum(counts.values()), "ops_same": counts["same"], "ops_different": counts["different"],
                "ops_only_a": counts["only-a"], "ops_only_b": counts["only-b"], "ops_renumbered": self.renumbered,
                "regions": len(al.regions), "rows": al.n_rows,
-               "rows_args": rows[ARGS], "rows_only_a": rows[ONLY_A], "rows_only_b": rows[ONLY_B]}
+               "rows_args": rows[ARGS], "rows_only_a": rows[ONLY_A], "rows_only_b": rows[ONLY_B],
+               "rows_label_only": sum(reg.label_only for reg in al.regions)}
         if self.state_note:
             out["state_note"] = self.state_note
         if self.detail_truncated:
@@ -1208,12 +1214,12 @@ class _Pass:
                 side.findings = side.analysis.finish()
         fa, fb = a.findings, b.findings
         available = fa is not None and fb is not None
-        hz = hazard_delta(al, fa, fb) if available else []
+        hz, changed = pair_changed(hazard_delta(al, fa, fb)) if available else ([], [])
         return DiffReport(a=a.info(), b=b.info(), header_diff=header_diff(a.header, b.header), alignment=al,
                           first_divergence=self.first, state_diff=self.state_diffs, hazards=hz,
                           hazards_available=available, differing_pairs=self.differing,
                           renumbered=self.renumbered, state_note=self.tracker.broken,
-                          detail_truncated=self.truncated, presenters=self.pres)
+                          detail_truncated=self.truncated, presenters=self.pres, changed_hazards=changed)
 
 
 def _seq_of_ev(ev, fallback):

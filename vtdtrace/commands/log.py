@@ -2,7 +2,8 @@
 
 Events as aligned text columns (seq, cpu, op, func, label, kind, decoded
 args) or one JSON object per line (the same bytes as `export --format
-jsonl`).  --from/--to are inclusive seqs; --kind is repeatable and takes
+jsonl`).  --from/--to are inclusive decimal seqs, refused (exit 2) past the
+end of a complete trace, as `show --at` is; --kind is repeatable and takes
 comma-separated lists; --rid SSSS:BB:DD.F keeps the events about that
 requester ID.  A damaged trace prints what is readable, then one line on
 stderr, exit 3.
@@ -10,29 +11,19 @@ stderr, exit 3.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from ..errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, fail
+from ..positions import beyond_end, event_seq
 
 _BATCH = 4096   # lines per write: printing is the cost at millions of events
 
 
-def _seq(text: str) -> int:
-    try:
-        n = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an event number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"event numbers start at 1, got {n}")
-    return n
-
-
 def add_parser(p) -> None:
     p.add_argument("trace", metavar="TRACE", help="a .vtdt trace file")
-    p.add_argument("--from", dest="start", type=_seq, default=1, metavar="N",
+    p.add_argument("--from", dest="start", type=event_seq, default=1, metavar="N",
                    help="first event (seq, inclusive; default 1)")
-    p.add_argument("--to", dest="end", type=_seq, default=None, metavar="M",
+    p.add_argument("--to", dest="end", type=event_seq, default=None, metavar="M",
                    help="last event (seq, inclusive; default the last)")
     p.add_argument("--kind", action="append", default=[], metavar="K",
                    help="only these event kinds (repeatable, comma-separated)")
@@ -58,6 +49,13 @@ def run(args) -> int:
     except NotATrace as exc:
         return fail(args.trace, exc.message)
     with trace:
+        # Past the end of a complete trace: a usage error (vtdtrace/positions.py).
+        # Of a damaged one: what is readable in the range (perhaps nothing), then
+        # exit 3.  The default --from 1 of an empty trace is no position asked for.
+        for option, n in (("--from", args.start), ("--to", args.end)):
+            past = None if n is None or trace.stop is not None else beyond_end(option, n, trace.count)
+            if past and not (option == "--from" and n == 1):
+                return fail(args.trace, past)
         codes = None
         if args.kind:
             names = [n.strip() for arg in args.kind for n in arg.split(",") if n.strip()]

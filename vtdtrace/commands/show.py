@@ -12,26 +12,16 @@ the state after its last readable event).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from ..errors import EXIT_DAMAGED, EXIT_OK, fail
-
-
-def _step(text: str) -> int:
-    try:
-        n = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a step number, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"steps start at 0 (the platform before any event), got {n}")
-    return n
+from ..positions import step
 
 
 def add_parser(p) -> None:
     p.add_argument("trace", metavar="TRACE", help="a .vtdt trace file")
-    p.add_argument("--at", type=_step, default=None, metavar="N",
+    p.add_argument("--at", type=step, default=None, metavar="N",
                    help="state after event N (default: the last; 0 = before any event)")
     p.add_argument("--json", action="store_true", help="the DESIGN §8 show object")
 
