@@ -10,7 +10,7 @@ Traces are untrusted input (they get attached to bug reports), so:
 
 The byte layout is in docs/FORMAT.md.  The constants below repeat
 tracer/writer.py's on purpose: replay may import only the schema side of
-tracer (DESIGN §2), and tests/test_format_roundtrip.py asserts both agree.
+tracer (README.md#layout), and tests/test_format_roundtrip.py asserts both agree.
 
 Integrity is established in two steps.  ``open_trace`` walks the chunk
 headers (and, with ``verify=True``, the payload CRCs), which finds every kind
@@ -338,7 +338,7 @@ def _decode_payload(payload, ref: ChunkRef, use_list: bool = True) -> list:
                       f"chunk declares {ref.count} events, holds {len(events)}")
     # Seq continuity at chunk level (CRCs already rule out accidental damage
     # inside): the first and last events must carry the seqs the header says.
-    # A per-event check would cost ~15 % of the read rate (research/perf.md).
+    # A per-event check would cost ~15 % of the read rate (measured).
     first, last = events[0], events[-1]
     seq_type = list if use_list else tuple
     if (type(first) is not seq_type or type(last) is not seq_type or len(first) < 2 or len(last) < 2

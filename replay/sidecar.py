@@ -1,6 +1,6 @@
 """The sidecar: a small keyed store of data derived from one trace
 (checkpoints, indexes; later findings and bookmarks), kept beside it as
-``TRACE.vtdt-cache`` so the next open is instant (DESIGN §6).
+``TRACE.vtdt-cache`` so the next open is instant (docs/CLI.md#sidecar).
 
 Layout (all integers little-endian)::
 

@@ -2,7 +2,7 @@
 under ``vtdtrace.commands`` with ``add_parser(sub)`` and ``run(args) -> int``;
 modules are imported lazily so `check`/`diff` never pay for Textual.
 
-Exit codes (DESIGN §8): 0 ok, 1 hazard/difference, 2 usage or I/O error or not
+Exit codes (docs/CLI.md#exit-codes): 0 ok, 1 hazard/difference, 2 usage or I/O error or not
 a trace, 3 damaged trace.  Every error is one line on stderr.
 """
 

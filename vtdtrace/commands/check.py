@@ -2,7 +2,7 @@
 
 The hazard findings of a trace (replay.hazards; docs/HAZARDS.md).  Text: one
 line per finding, grouped by device, with the seq range and the Xen step
-labels at both ends.  --json: the DESIGN §8 object
+labels at both ends.  --json: the object of docs/CLI.md#check-json
 
     {"trace", "engine", "events", "complete",
      "findings": [{"kind", "severity", "device", "rid", "iommu", "start", "end",
@@ -30,7 +30,7 @@ def add_parser(p) -> None:
     from replay.hazards.findings import KINDS
 
     p.add_argument("trace", metavar="TRACE", help="a .vtdt trace file")
-    p.add_argument("--json", action="store_true", help="the DESIGN §8 check object")
+    p.add_argument("--json", action="store_true", help="the check object of docs/CLI.md#check-json")
     p.add_argument("--kind", action="append", default=None, metavar="K",
                    help=f"only findings of kind K (repeatable, or comma-separated): {', '.join(KINDS)}")
 

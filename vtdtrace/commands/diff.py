@@ -3,7 +3,7 @@
 Aligns two traces by operation, then by call structure and lock-protected
 sections, and reports the first divergence, what differs in each aligned
 operation, the state difference at aligned operation boundaries and the
-hazard windows one trace has and the other lacks (DESIGN §7).
+hazard windows one trace has and the other lacks (docs/CLI.md#diff-json).
 
 Exit 0 when the traces are equivalent (the same event payloads; header-only
 differences do not count), 1 when they differ (two different scenarios
@@ -22,7 +22,7 @@ from ..errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, fail
 def add_parser(p) -> None:
     p.add_argument("a", metavar="A", help="the first trace (.vtdt)")
     p.add_argument("b", metavar="B", help="the second trace (.vtdt)")
-    p.add_argument("--json", action="store_true", help="machine-readable output (DESIGN §8)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (docs/CLI.md#diff-json)")
 
 
 def run(args) -> int:
