@@ -5,7 +5,7 @@
 bytes by construction.
 
 Events on disk are raw (domids, 16-bit bus<<8|devfn, 64-bit ints; see
-tracer/schema.py).  What a reader wants (DESIGN §8 "Names") depends on what a
+tracer/schema.py).  What a reader wants (docs/CLI.md#names) depends on what a
 field *means*, which is not always its name: ``old``/``new`` are 64-bit root
 entries in ``root-write`` but domids in ``did-map`` and ``owner-move``.  Hence
 an explicit role per (kind, field); tests/test_cli_info_log.py fails when the

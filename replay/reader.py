@@ -10,7 +10,7 @@ Traces are untrusted input (they get attached to bug reports), so:
 
 The byte layout is in docs/FORMAT.md.  The constants below repeat
 tracer/writer.py's on purpose: replay may import only the schema side of
-tracer (DESIGN §2), and tests/test_format_roundtrip.py asserts both agree.
+tracer (README.md#layout), and tests/test_format_roundtrip.py asserts both agree.
 
 Integrity is established in two steps.  ``open_trace`` walks the chunk
 headers (and, with ``verify=True``, the payload CRCs), which finds every kind

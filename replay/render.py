@@ -1,11 +1,11 @@
-"""Replayed state -> what people read: the ``show --json`` dict of DESIGN §8
-and the equivalent text.
+"""Replayed state -> what people read: the ``show --json`` dict of
+docs/CLI.md#show-json and the equivalent text.
 
 Everything here is presentation: the IOMMU semantics live in replay.state and
 replay.caches.  Names come from the trace header (its platform summary), never
 from the engine, so a trace recorded elsewhere renders the same.
 
-Conventions (DESIGN §8): requester IDs as ``SSSS:BB:DD.F``; domains by their
+Conventions (docs/CLI.md#names): requester IDs as ``SSSS:BB:DD.F``; domains by their
 scenario name, ``dom_io`` for DOMID_IO, null for DOMID_INVALID; 64-bit values
 as ``"0x%016x"``.
 """
@@ -264,7 +264,7 @@ def cache_view(st: ReplayState, view: PlatformView, u: int) -> dict:
 
 
 def show_dict(st: ReplayState, view: PlatformView, open_findings=()) -> dict:
-    """The DESIGN §8 ``show --json`` object for ``st``.  ``open_findings`` is
+    """The ``show --json`` object (docs/CLI.md#show-json) for ``st``.  ``open_findings`` is
     the list of finding dicts open at ``st.seq`` (from the hazard analysers,
     through ReplaySession.open_findings)."""
     iommus = []

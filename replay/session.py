@@ -431,7 +431,7 @@ class ReplaySession:
         return self._answer(lambda: self.ctx_index.prev_before((iommu, bus, devfn), before))
 
     def open_findings(self, n: int) -> list:
-        """Findings open at step n as DESIGN §8 finding dicts.  The hazard
+        """Findings open at step n as finding dicts (docs/CLI.md#check-json).  The hazard
         analysers plug in by setting ``session.findings`` to an object with
         ``open_at(n)`` (replay.hazards.FindingIndex); until one is set there
         are none."""

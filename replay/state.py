@@ -5,7 +5,7 @@ the one-event form.  Both mutate ``state`` in place and return it: the result
 depends on nothing but the state and the events (no I/O, no clock, no engine),
 which is what makes the replay event-sourced.  Mutation in place is a
 deliberate trade: rebuilding immutable maps per event would cost several times
-the decode itself (research/perf.md §2).  Callers that need to keep a state
+the decode itself (measured).  Callers that need to keep a state
 take ``state.copy()``, which is cheap because every table is a flat dict of
 immutable values (ints, strings, tuples, frozensets) -- a shallow
 ``dict.copy()`` per table is a complete snapshot.

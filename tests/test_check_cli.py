@@ -1,5 +1,5 @@
 """`vtdtrace check` as a subprocess: golden text/JSON for shipped traces, the
-DESIGN §8 JSON contract, --kind, and the exit codes (0 no hazard, 1 hazard,
+docs/CLI.md#check-json contract, --kind, and the exit codes (0 no hazard, 1 hazard,
 2 usage / not a trace, 3 damaged -- after reporting the readable part's
 findings, and winning over 1).
 

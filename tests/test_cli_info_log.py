@@ -1,4 +1,4 @@
-"""`vtdtrace info` and `vtdtrace log`: output contracts (DESIGN §8), exit codes,
+"""`vtdtrace info` and `vtdtrace log`: output contracts (docs/CLI.md), exit codes,
 one-line errors, and the JSON conversion shared with `export --format jsonl`."""
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from tracer.writer import TraceWriter
 
 
 def test_reader_and_writer_agree_on_the_layout():
-    # replay may not import tracer.writer (DESIGN §2), so the layout is
+    # replay may not import tracer.writer (README.md#layout), so the layout is
     # written down twice; this is what keeps the copies equal.
     for name in ("MAGIC", "SYNC_EVENTS", "SYNC_INDEX", "TRAILER_MARKER", "MAX_META_BYTES", "MAX_CHUNK_BYTES"):
         assert getattr(R, name) == getattr(W, name), name

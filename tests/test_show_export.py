@@ -1,4 +1,4 @@
-"""`vtdtrace show` and `vtdtrace export`: the DESIGN §8 contracts.
+"""`vtdtrace show` and `vtdtrace export`: the docs/CLI.md contracts.
 
 Golden files under tests/golden/show/ hold the text and JSON of `show` at
 chosen steps of the shipped traces; regenerate them after an intended change

@@ -124,7 +124,7 @@ def test_textual_is_imported_only_by_the_view_command():
 
 
 def test_view_exit_status_after_the_viewer_closes(tmp_path, monkeypatch):
-    """0 for a complete trace, 3 for a damaged one (DESIGN §8), once the
+    """0 for a complete trace, 3 for a damaged one (docs/CLI.md#exit-codes), once the
     viewer has run (the app is replaced by a stub that records its model)."""
     import argparse
     import sys as _sys

@@ -1,4 +1,4 @@
-"""Scenario loader: a TOML file (DESIGN §9, docs/SCENARIOS.md) -> ``Platform``.
+"""Scenario loader: a TOML file (docs/SCENARIOS.md) -> ``Platform``.
 
 Everything that can be checked without running the engine is checked here, so a
 bad scenario is refused before any event is recorded.  Every refusal is one
@@ -26,7 +26,7 @@ from .platform import (
 )
 from .schema import DOMID_FIRST_RESERVED
 
-# The closed key lists of DESIGN §9.  `relaxed` on an op is the one addition:
+# The closed key lists of docs/SCENARIOS.md.  `relaxed` on an op is the one addition:
 # it is XEN_DOMCTL_DEV_RDM_RELAXED, the only way to assign a device whose RMRR is
 # shared (Op.relaxed exists in the platform model for it).
 TOP_KEYS = ("name", "description", "platform", "iommu", "device", "rmrr", "domain", "op", "fault")

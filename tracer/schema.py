@@ -11,7 +11,7 @@ positional msgpack array:
 * ``cpu``   -- simulated CPU (0 until concurrency is modelled)
 * ``op``    -- enclosing top-level operation (0 = boot, n = the n-th ``[[op]]``)
 * ``func``  -- small int, index into ``FUNCS`` (the Xen function emitting it)
-* ``label`` -- the spec's step label (``MO7``, ``UO3``, ``RN4`` ...) or ``""``
+* ``label`` -- the step label (``MO7``, ``UO3``, ``RN4`` ..., docs/MODEL.md#step-labels) or ``""``
 
 Positional arrays, not maps: maps with string keys cost ~3x the bytes and ~7x
 the decode time.  The header of every trace carries ``schema_dict()`` so a

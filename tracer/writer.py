@@ -12,7 +12,7 @@ module -- tests/test_format_roundtrip.py checks that both agree):
 Why this shape:
 * Events are packed into one buffer with one reused Packer and framed per
   chunk of ~1000 events: a CRC per event would cost +36 % bytes and make
-  reading 4x slower (research/perf.md), a CRC per chunk costs nothing.
+  reading 4x slower (measured), a CRC per chunk costs nothing.
 * Every chunk is flushed as soon as it is framed, so a SIGKILLed recording
   leaves a readable prefix; the index + trailer only make opening O(1).
 * Nothing varies between runs: the meta map is written with sorted keys, the

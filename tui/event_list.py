@@ -1,10 +1,10 @@
 """The event list: a virtual Line-API view over millions of events.
 
-Toolong's technique (research/anchors.md §5.4): a ``ScrollView`` whose
+Toolong's technique (Textualize/toolong): a ``ScrollView`` whose
 ``virtual_size`` is the number of rows; ``render_line`` decodes only the rows
 on screen, through the reader's chunk LRU and an LRU of formatted rows here.
 Nothing is proportional to the trace length: 10^7 events cost what 10^3 do.
-No ``DataTable``: 100k rows take 12 s to add here (research/perf.md §5).
+No ``DataTable``: 100k rows took 12 s to add here (measured).
 
 Row y shows seq y (row 0: the platform before any event); with a filter on,
 row y shows the y-th matching event (TraceModel.seq_at_row).  Columns: a

@@ -1,6 +1,6 @@
 """The TUI's model: what the screen shows, computed without a single widget.
 
-memray's split (research/anchors.md §5.2): this module is pure -- no Textual
+memray's split (bloomberg/memray's TUI): this module is pure -- no Textual
 import, no threads, no clock -- so every navigation rule is testable without a
 terminal.  Widgets only render a ``TraceModel``; the loader worker
 (tui/loader.py) fills in the replay session and the findings and posts
@@ -111,7 +111,7 @@ def _fget(f, name, default=None):
 
 
 def finding_dict(f) -> dict:
-    """A finding as the DESIGN §8 dict, whatever object the analysers hand out."""
+    """A finding as the docs/CLI.md#check-json dict, whatever object the analysers hand out."""
     if isinstance(f, dict):
         return f
     to = getattr(f, "to_json", None)
@@ -128,8 +128,8 @@ def _rank(f) -> int:
 class FindingsView:
     """The screen's questions about findings.
 
-    ``findings`` are replay.hazards ``Finding`` records (or their DESIGN §8
-    dicts) in check order; ``index`` is the analysers' ``FindingIndex`` for
+    ``findings`` are replay.hazards ``Finding`` records (or their
+    docs/CLI.md#check-json dicts) in check order; ``index`` is the analysers' ``FindingIndex`` for
     "open at step n" (logarithmic).  Built once in the loader thread; kept
     compact because a long trace has a benign stale-context window per
     reassignment: records stay records (converted to dicts only for the few
@@ -375,7 +375,7 @@ class StepView:
 
     seq: int
     count: int
-    show: dict                      # render.show_dict: the DESIGN §8 show object
+    show: dict                      # render.show_dict: docs/CLI.md#show-json
     op_text: str
     rollback: int
     stacks: dict                    # cpu -> [function names], outermost first

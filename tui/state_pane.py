@@ -15,8 +15,8 @@ never-mapped devices.
 Below each unit: the DID map and what its caches may still hold; then device
 owners, the locks held with their holders and the findings open at the step.
 
-The content is a list of lines built from ``render.show_dict`` (the DESIGN §8
-``show --json`` object) -- nothing here computes owners or cache contents.
+The content is a list of lines built from ``render.show_dict`` (the
+``show --json`` object, docs/CLI.md#show-json) -- nothing here computes owners or cache contents.
 Rendering is Line API (a ScrollView), so a platform with many devices scrolls
 without re-laying out widgets on every step.
 

@@ -1,4 +1,4 @@
-"""Hierarchical alignment of two traces (DESIGN §7).
+"""Hierarchical alignment of two traces (docs/CLI.md#diff-json).
 
 Three levels, each aligned on its own so that a local difference never
 desynchronises what follows it:

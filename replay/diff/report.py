@@ -1,4 +1,4 @@
-"""The diff report: one streaming pass over two traces (DESIGN §7, §8).
+"""The diff report: one streaming pass over two traces (docs/CLI.md#diff-json).
 
 ``diff_streams(a, b)`` walks both traces op group by op group (align.py),
 aligns what differs, folds each trace's state alongside and compares the
@@ -293,7 +293,7 @@ class DiffReport:
 
     @property
     def exit_code(self) -> int:
-        """DESIGN §8: 3 damaged input > 1 different > 0 equivalent."""
+        """docs/CLI.md#exit-codes: 3 damaged input > 1 different > 0 equivalent."""
         if self.damaged:
             return 3
         return 0 if self.equivalent else 1

@@ -1,5 +1,5 @@
 """Deterministic renderings of a DiffReport: readable text and the ``ops``
-part of the JSON (DESIGN §8).
+part of the JSON (docs/CLI.md#diff-json).
 
 Nothing here depends on the machine, the locale or dict/set iteration order
 of anything but the report, so the same two traces always print the same

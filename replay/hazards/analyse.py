@@ -6,7 +6,7 @@ when fold() asks for event i+1 (so event i has been applied), runs the hooks
 registered for event i's kind.  Every hook thus sees exactly
 ``state_at(seq)`` of its event, and the cost of riding along is one dict
 lookup and one generator step per event -- no second pass, no per-event
-fold() call (research/perf.md §2: table dispatch costs little next to the
+fold() call (measured: table dispatch costs little next to the
 decode).
 
 Hooks exist only for the kinds that can change what the analysers look at:

@@ -4,7 +4,7 @@ The replayed IOMMU state after event N (default: the last event; 0 = the
 platform before any event): context entries decoded one per line with the
 domains owning their DID and their page tables, DIDs, what the caches may
 still hold, device owners, locks, call stacks and the hazard findings open
-at that step.  --json prints the DESIGN §8 object.  Exit 2 for a file that
+at that step.  --json prints the object of docs/CLI.md#show-json.  Exit 2 for a file that
 is not a trace or a step beyond the end of a complete trace; 3 for a damaged
 trace, after printing the state of its readable part (for a step beyond it:
 the state after its last readable event).
@@ -23,7 +23,7 @@ def add_parser(p) -> None:
     p.add_argument("trace", metavar="TRACE", help="a .vtdt trace file")
     p.add_argument("--at", type=step, default=None, metavar="N",
                    help="state after event N (default: the last; 0 = before any event)")
-    p.add_argument("--json", action="store_true", help="the DESIGN §8 show object")
+    p.add_argument("--json", action="store_true", help="the show object of docs/CLI.md#show-json")
 
 
 def run(args) -> int:
