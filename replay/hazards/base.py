@@ -56,27 +56,6 @@ class Window:
         self.info = info
 
 
-class Marks:
-    """What the index hooks saw change, for an analyser that judges at
-    operation ends (owner.py) and would otherwise need hooks of its own on
-    the frequent kinds: the requester IDs stored, the devices moved and the
-    DIDs stored since it last looked.  ``watch_keys`` / ``watch_devs`` are
-    the requester IDs and devices its open windows depend on: a store to
-    one, a DID store of a DID one of them carries, or a move of one is
-    passed on at once (``watcher.on_watched_key/_did/_dev(x, ev)``), so a
-    window still closes at the event that ends it."""
-
-    __slots__ = ("keys", "devs", "dids", "watch_keys", "watch_devs", "watcher")
-
-    def __init__(self, watcher, watch_keys, watch_devs) -> None:
-        self.keys: set = set()
-        self.devs: set = set()
-        self.dids: set = set()
-        self.watch_keys = watch_keys
-        self.watch_devs = watch_devs
-        self.watcher = watcher
-
-
 class Context:
     """What all analysers share.  ``st`` is the replayed state (replay.state),
     updated by the driver before any hook runs for an event."""
@@ -112,8 +91,6 @@ class Context:
         self.warning = None
         # per ctx-write: (key, old info, new info)
         self.cur = None
-        # Marks, when an analyser asked for them
-        self.marks = None
         self._rids: dict = {}
 
     # --- names ---------------------------------------------------------------------
@@ -176,11 +153,6 @@ class Context:
             # a store that changes neither the DID nor the tables in use
             # (P cleared and set again, AW/FPD, a half written back)
             self.cur = (key, old, new)
-            m = self.marks
-            if m is not None:
-                m.keys.add(key)
-                if key in m.watch_keys:
-                    m.watcher.on_watched_key(key, ev)
             return key
         if old is not None:
             del keyinfo[key]
@@ -221,11 +193,6 @@ class Context:
                 else:
                     s.add(key)
         self.cur = (key, old, new)
-        m = self.marks
-        if m is not None:
-            m.keys.add(key)
-            if key in m.watch_keys:
-                m.watcher.on_watched_key(key, ev)
         return key
 
     # --- the cache model, scanned directly (it only holds what outlived memory:
@@ -264,13 +231,10 @@ class Context:
 
     def on_did_map(self, ev):
         u, did, old, new = ev[6], ev[7], ev[8], ev[9]
-        ud = (u, did)
         s = self.map_dids.get(old)
         if s is not None:
-            s.discard(ud)
-        self.map_dids.setdefault(new, set()).add(ud)
-        if self.marks is not None:
-            self._mark_did(ud, ev)
+            s.discard((u, did))
+        self.map_dids.setdefault(new, set()).add((u, did))
 
     def on_did_bitmap(self, ev):
         u, did = ev[6], ev[7]
@@ -284,16 +248,6 @@ class Context:
             s = self.bits_on.get(u)
             if s is not None:
                 s.discard(did)
-        if self.marks is not None:
-            self._mark_did((u, did), ev)
-
-    def _mark_did(self, ud, ev):
-        m = self.marks
-        m.dids.add(ud)
-        if m.watch_keys:
-            keys = self.did_keys.get(ud)
-            if keys and not m.watch_keys.keys().isdisjoint(keys):
-                m.watcher.on_watched_did(ud, ev)
 
     def on_owner_move(self, ev):
         seg, bdf = ev[6], ev[7]
@@ -312,12 +266,6 @@ class Context:
             k = (new, unit)
             self.owner_unit[(seg, bdf)] = k
             self.pdevs_on[k] = self.pdevs_on.get(k, 0) + 1
-        m = self.marks
-        if m is not None:
-            pkey = (seg, bdf)
-            m.devs.add(pkey)
-            if pkey in m.watch_devs:
-                m.watcher.on_watched_dev(pkey, ev)
         return prev, (new, unit)
 
     def on_device_remove(self, ev):

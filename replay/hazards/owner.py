@@ -64,7 +64,7 @@ from __future__ import annotations
 from replay.state import ROOT_TABLES
 from tracer import schema as S
 
-from .base import PAGE_MASK, TT_PT, Analyser, Marks, domain_name
+from .base import PAGE_MASK, TT_PT, Analyser, domain_name
 from .findings import HAZARD, WARNING, Finding, renderer
 from .topology import fmt_rid
 
@@ -168,19 +168,20 @@ class OwnerAnalyser(Analyser):
         # resolve anew, domains whose tables came or went
         self.todo: set = set()
         self.orphans: set = set()
+        self.dirty_dids: set = set()
         self.dirty_doms: set = set()
-        # open windows by requester ID, by source and by device (how many)
+        # open windows by requester ID and by source
         self.open_by_key: dict = {}
         self.open_by_src: dict = {}
-        self.open_devs: dict = {}
-        # stores, ownership moves and DID stores reach this analyser through
-        # the context's own hooks (base.Marks): no call of its own per event
-        self.marks = ctx.marks = Marks(self, self.open_by_key, self.open_devs)
 
     def hooks(self) -> dict:
         return {
+            S.K_CTX_WRITE: self.on_ctx_write,
+            S.K_OWNER_MOVE: self.on_device,
             S.K_DEVICE_ADD: self.on_device,
             S.K_DEVICE_REMOVE: self.on_device,
+            S.K_DID_MAP: self.on_did,
+            S.K_DID_BITMAP: self.on_did,
             S.K_PT_ALLOC: self.on_pt_alloc,
             S.K_PT_FREE: self.on_tables_gone,
             S.K_DOMAIN_DESTROY: self.on_tables_gone,
@@ -189,38 +190,67 @@ class OwnerAnalyser(Analyser):
 
     # --- what changed (and which open windows an event may have closed) ------------------
 
-    def on_watched_key(self, key, ev):
-        """A store to a requester ID with an open window (Marks)."""
+    def on_ctx_write(self, ev):
+        key = self.ctx.cur[0]
+        idx = self.by_key.get(key)
+        if idx is not None:
+            self.todo.update(idx)
+        elif key not in self.declared:
+            self.orphans.add(key)
         ws = self.open_by_key.get(key)
         if ws:
             self._recheck(ws, ev)
 
-    def on_watched_dev(self, pkey, ev):
-        """A move of a device with an open window (Marks).  Consistency is
-        the device's own affair: a sibling's move changes only the
-        severity, which the next op-end judges."""
-        obs = self.open_by_src
-        for i in self.by_pkey[pkey]:
-            ws = obs.get(i)
-            if ws:
-                self._recheck(ws, ev)
-
-    def on_watched_did(self, ud, ev):
-        """A store of a DID that a requester ID with an open window carries
-        (Marks); the DID may resolve anew."""
-        obk = self.open_by_key
-        for key in list(self._did_keys.get(ud, ())):
-            ws = obk.get(key)
-            if ws:
-                self._recheck(ws, ev)
-
     def on_device(self, ev):
-        """pci_add_device / pci_remove_device (rare): like an ownership move."""
         pkey = (ev[6], ev[7])
-        if pkey in self.by_pkey:
-            self.marks.devs.add(pkey)
-            if pkey in self.open_devs:
-                self.on_watched_dev(pkey, ev)
+        idx = self.by_pkey.get(pkey)
+        if idx is None:
+            return
+        o = self._owners.get(pkey) if pkey in self._present else None
+        if type(o) is not int:
+            o = None
+        om = self.owner_map
+        old = om.get(pkey)
+        if o == old:
+            return
+        owned = self.owned
+        if old is not None:
+            owned[old].difference_update(idx)
+        if o is None:
+            del om[pkey]
+        else:
+            om[pkey] = o
+            s = owned.get(o)
+            if s is None:
+                owned[o] = set(idx)
+            else:
+                s.update(idx)
+        self.todo.update(idx)
+        obs = self.open_by_src
+        if obs:
+            # consistency is the device's own affair (a sibling's move changes only
+            # the severity, which the next op-end judges)
+            for i in idx:
+                ws = obs.get(i)
+                if ws:
+                    self._recheck(ws, ev)
+
+    def on_did(self, ev):
+        ud = (ev[6], ev[7])
+        now = self._did_map.get(ud, 0) if ud in self._did_bits else None
+        seen = self.did_seen
+        if seen.get(ud, -1) == now:
+            return          # re-setting a set bit, the common MO5 case: nothing resolves anew
+        seen[ud] = now
+        self.dirty_dids.add(ud)
+        obk = self.open_by_key
+        if obk:
+            keys = self._did_keys.get(ud)
+            if keys:
+                for key in keys:
+                    ws = obk.get(key)
+                    if ws:
+                        self._recheck(ws, ev)
 
     def on_pt_alloc(self, ev):
         if ev[8] in ROOT_TABLES:
@@ -331,8 +361,6 @@ class OwnerAnalyser(Analyser):
         self.open_by_key.setdefault(key, set()).add(wkey)
         if src is not None:
             self.open_by_src.setdefault(src, set()).add(wkey)
-            pkey = self.sources[src].pkey
-            self.open_devs[pkey] = self.open_devs.get(pkey, 0) + 1
 
     def _close(self, wkey, ev):
         w = self.open.get(wkey)
@@ -344,14 +372,6 @@ class OwnerAnalyser(Analyser):
                 ws.discard(wkey)
                 if not ws:
                     del index[k]
-        src = w.info["src"]
-        if src is not None:
-            pkey = self.sources[src].pkey
-            n = self.open_devs[pkey] - 1
-            if n:
-                self.open_devs[pkey] = n
-            else:
-                del self.open_devs[pkey]
         self.close_window(wkey, ev)
 
     def _recheck(self, wkeys, ev):
@@ -364,11 +384,6 @@ class OwnerAnalyser(Analyser):
                 fixed = owner is None or self.consistent(owner, wkey[2])
             if fixed:
                 self._close(wkey, ev)
-                # judged again at the op end (the event that fixed it marked it too)
-                if wkey[0] == "orphan":
-                    self.marks.keys.add(wkey[1])
-                else:
-                    self.todo.add(wkey[1])
 
     def _judge(self, wkey, key, v, ev, device):
         w = self.open.get(wkey)
@@ -382,61 +397,17 @@ class OwnerAnalyser(Analyser):
     def on_op_end(self, ev):
         """A top-level operation returned: judge every source it may have
         changed, and every undeclared requester ID it stored."""
-        m = self.marks
-        todo, doms = self.todo, self.dirty_doms
-        by_key = self.by_key
-        if m.devs:
-            # ownership as of this op end, for the devices moved since the last
-            om, owned, by_pkey = self.owner_map, self.owned, self.by_pkey
-            owners, present = self._owners, self._present
-            for pkey in m.devs:
-                idx = by_pkey.get(pkey)
-                if idx is None:
-                    continue
-                o = owners.get(pkey) if pkey in present else None
-                if type(o) is not int:
-                    o = None
-                old = om.get(pkey)
-                if o == old:
-                    continue
-                if old is not None:
-                    owned[old].difference_update(idx)
-                if o is None:
-                    del om[pkey]
-                else:
-                    om[pkey] = o
-                    s = owned.get(o)
-                    if s is None:
-                        owned[o] = set(idx)
-                    else:
-                        s.update(idx)
-                todo.update(idx)
-            m.devs.clear()
-        if m.keys:
-            declared, orphans = self.declared, self.orphans
-            for key in m.keys:
-                idx = by_key.get(key)
-                if idx is not None:
-                    todo.update(idx)
-                elif key not in declared:
-                    orphans.add(key)
-            m.keys.clear()
-        if m.dids:
-            # the DIDs that resolve to another domain than at the last op end
-            did_keys, seen = self._did_keys, self.did_seen
-            did_bits, did_map = self._did_bits, self._did_map
-            for ud in m.dids:
-                now = did_map.get(ud, 0) if ud in did_bits else None
-                if seen.get(ud, -1) == now:
-                    continue        # re-setting a set bit, the common MO5 case
-                seen[ud] = now
+        todo, dids, doms = self.todo, self.dirty_dids, self.dirty_doms
+        if dids:
+            by_key, did_keys = self.by_key, self._did_keys
+            for ud in dids:
                 keys = did_keys.get(ud)
                 if keys:
                     for key in keys:
                         idx = by_key.get(key)
                         if idx is not None:
                             todo.update(idx)
-            m.dids.clear()
+            dids.clear()
         if doms:
             for dom in doms:
                 todo.update(self.owned.get(dom, ()))
