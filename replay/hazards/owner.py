@@ -237,6 +237,15 @@ class OwnerAnalyser(Analyser):
 
     def on_did(self, ev):
         ud = (ev[6], ev[7])
+        keys = self._did_keys.get(ud)
+        if not keys:
+            # No entry carries the DID (a fresh allocation, a DID already let
+            # go): what it resolves to matters to the entries that store it
+            # later, and those stores mark them.  Forget what it resolved to,
+            # so the next store of it while an entry carries it counts as a
+            # change.
+            self.did_seen.pop(ud, None)
+            return
         now = self._did_map.get(ud, 0) if ud in self._did_bits else None
         seen = self.did_seen
         if seen.get(ud, -1) == now:
@@ -245,12 +254,10 @@ class OwnerAnalyser(Analyser):
         self.dirty_dids.add(ud)
         obk = self.open_by_key
         if obk:
-            keys = self._did_keys.get(ud)
-            if keys:
-                for key in keys:
-                    ws = obk.get(key)
-                    if ws:
-                        self._recheck(ws, ev)
+            for key in keys:
+                ws = obk.get(key)
+                if ws:
+                    self._recheck(ws, ev)
 
     def on_pt_alloc(self, ev):
         if ev[8] in ROOT_TABLES:
