@@ -153,6 +153,7 @@ class OwnerAnalyser(Analyser):
         # sources sharing a wire requester ID with another device (split candidates)
         self.group = [tuple(groups[s.wire]) if len(groups[s.wire]) > 1 else () for s in self.sources]
         self.any_group = any(self.group)
+        self.grouped = frozenset(i for i, g in enumerate(self.group) if g)
         self.st = st = ctx.st
         # the tables the hooks read, bound once (the fold mutates them in place)
         self._ctx, self._did_bits, self._did_map, self._pages = st.ctx, st.did_bits, st.did_map, st.pages
@@ -173,6 +174,7 @@ class OwnerAnalyser(Analyser):
         # open windows by requester ID and by source
         self.open_by_key: dict = {}
         self.open_by_src: dict = {}
+        self.open_devs: dict = {}       # device -> how many of its sources' windows are open
 
     def hooks(self) -> dict:
         return {
@@ -226,10 +228,10 @@ class OwnerAnalyser(Analyser):
             else:
                 s.update(idx)
         self.todo.update(idx)
-        obs = self.open_by_src
-        if obs:
+        if pkey in self.open_devs:
             # consistency is the device's own affair (a sibling's move changes only
             # the severity, which the next op-end judges)
+            obs = self.open_by_src
             for i in idx:
                 ws = obs.get(i)
                 if ws:
@@ -368,6 +370,8 @@ class OwnerAnalyser(Analyser):
         self.open_by_key.setdefault(key, set()).add(wkey)
         if src is not None:
             self.open_by_src.setdefault(src, set()).add(wkey)
+            pkey = self.sources[src].pkey
+            self.open_devs[pkey] = self.open_devs.get(pkey, 0) + 1
 
     def _close(self, wkey, ev):
         w = self.open.get(wkey)
@@ -379,6 +383,14 @@ class OwnerAnalyser(Analyser):
                 ws.discard(wkey)
                 if not ws:
                     del index[k]
+        src = w.info["src"]
+        if src is not None:
+            pkey = self.sources[src].pkey
+            n = self.open_devs[pkey] - 1
+            if n:
+                self.open_devs[pkey] = n
+            else:
+                del self.open_devs[pkey]
         self.close_window(wkey, ev)
 
     def _recheck(self, wkeys, ev):
@@ -424,7 +436,7 @@ class OwnerAnalyser(Analyser):
             if orphans:
                 self._judge_orphans(ev)
             return
-        if self.any_group:
+        if self.any_group and not todo.isdisjoint(self.grouped):
             group = self.group
             for i in list(todo):
                 if group[i]:
@@ -475,6 +487,7 @@ class OwnerAnalyser(Analyser):
         super().finish()
         self.open_by_key.clear()
         self.open_by_src.clear()
+        self.open_devs.clear()
 
     # --- findings ------------------------------------------------------------------------------
 
