@@ -1,6 +1,6 @@
 """`python -m bench [SECTION ...]`: performance figures measured as same-run
-ratios (research/perf.md: the host is noisy, so absolute rates move by 2x
-while ratios measured side by side in one process hold).
+ratios (the host is noisy: absolute rates moved by up to 2x between runs,
+while ratios measured side by side in one process held; see README.md#performance).
 
 Sections register themselves; any module named ``bench/*_bench.py`` is
 imported by ``python -m bench``, so adding ``bench/replay_bench.py`` with

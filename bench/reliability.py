@@ -367,14 +367,15 @@ def _crafted(base: Base, events: list, header: dict | None = None, **kw) -> byte
     return frame(header if header is not None else base.header, events, base.chunk_events, **kw)
 
 
-def m_field_type(rng: random.Random, base: Base):
-    """One field of one event replaced by a value of another type."""
+def _retype(rng: random.Random, base: Base, positions) -> bytes | None:
+    """One item of one event, at one of POSITIONS(event), replaced by a value
+    of another type (a str for a list or a list for a str counts as another)."""
     evs = [list(e) for e in base.events]
-    i = rng.randrange(len(evs))
-    ev = evs[i]
-    if len(ev) <= 6:
+    ev = evs[rng.randrange(len(evs))]
+    choices = positions(ev)
+    if not choices:
         return None
-    j = rng.randrange(6, len(ev))
+    j = rng.choice(choices)
     new = rng.choice(_BAD_VALUES)(rng)
     if type(new) is type(ev[j]) or (isinstance(ev[j], (list, str)) and isinstance(new, type(ev[j]))):
         return None
@@ -382,16 +383,14 @@ def m_field_type(rng: random.Random, base: Base):
     return _crafted(base, evs)
 
 
+def m_field_type(rng: random.Random, base: Base):
+    """One field of one event replaced by a value of another type."""
+    return _retype(rng, base, lambda ev: range(6, len(ev)))
+
+
 def m_header_field_type(rng: random.Random, base: Base):
-    """Event header fields (kind, cpu, op, func, label) of the wrong type."""
-    evs = [list(e) for e in base.events]
-    ev = evs[rng.randrange(len(evs))]
-    j = rng.choice((0, 2, 3, 4, 5))
-    new = rng.choice(_BAD_VALUES)(rng)
-    if type(new) is type(ev[j]):
-        return None
-    ev[j] = new
-    return _crafted(base, evs)
+    """Event header items (kind, cpu, op, func, label) of the wrong type."""
+    return _retype(rng, base, lambda ev: (0, 2, 3, 4, 5))
 
 
 def m_deep_nesting(rng: random.Random, base: Base):

@@ -34,7 +34,7 @@ import msgpack
 from bench import Options, Result, clock, interleaved, section
 from replay.reader import CHUNK_HEADER, open_trace
 from replay.session import ReplaySession
-from replay.sidecar import beside_path
+from replay.sidecar import beside_path, scan_content
 from replay.state import fold, initial_state
 
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -95,7 +95,7 @@ def _replay(path: Path) -> None:
         gc.freeze()
         gc.disable()
         try:
-            for chunk in t.iter_chunks():
+            for chunk in t.iter_chunks(folded=True):    # as the session reads them
                 fold(st, chunk)
         finally:
             gc.unfreeze()
@@ -164,7 +164,8 @@ def _figures(path: Path, reps: int) -> dict:
     # Fold vs raw unpack, and the first open vs a fold pass, side by side.
     t = interleaved({"raw": lambda: _raw_unpack(path, payloads),
                      "replay": lambda: _replay(path),
-                     "build": lambda: _build(path)}, reps)
+                     "build": lambda: _build(path),
+                     "verify": lambda: scan_content(path)}, reps)
     warm = []
     for _ in range(max(3, reps)):
         t0 = time.perf_counter()
@@ -199,6 +200,10 @@ def run(opts: Options) -> list[Result]:
         Result("first open (build)", t["build"], t["replay"], "s", t["build"] / t["replay"], ("<=", 1.3),
                note="ReplaySession with no sidecar: fold + checkpoints + kind/ctx indexes + sidecar write, "
                     "vs one fold pass (CPU time)"),
+        Result("re-verify (identity changed)", t["verify"], t["replay"], "s", t["verify"] / t["replay"],
+               ("<=", 0.15), note="one CRC-32 pass over every chunk (replay.sidecar.scan_content): what an open "
+                                  "pays, once, before trusting a sidecar whose trace was copied, touched or "
+                                  "changed, vs one fold pass (CPU time)"),
         Result("warm open", f["warm"], None, "s", f["warm"], ("<=", 0.5),
                note="ReplaySession with a fresh sidecar, until any step can be shown (wall)"),
         Result("seek median", f["seek_med"] * 1e3, None, "ms", f["seek_med"] * 1e3, ("<=", 2.0),

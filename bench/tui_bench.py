@@ -142,7 +142,7 @@ def child_main(trace: str, out: str, ready: str) -> int:
 
 
 def bare_child_main(rows: str, out: str, ready: str) -> int:
-    """The same-run baseline (research/perf.md §5): a bare Line-API list of
+    """The same-run baseline (docs/TUI.md#latency-what-was-done-and-what-it-measures): a bare Line-API list of
     ``rows`` rows with a cursor, n moving it one row (scrolling by one at the
     edge), nothing else on screen."""
     import tui
@@ -435,7 +435,7 @@ def run(opts: Options) -> list[Result]:
     bare = bare_latency(steps)
     bare_med, bare_p95 = statistics.median(bare), _pct(bare, 0.95)
     results.append(Result("key->frame bare Line-API list (baseline) median", bare_med, unit="ms",
-                          note="same run, same pty: a list with a cursor and nothing else (perf.md §5)"))
+                          note="same run, same pty: a list with a cursor and nothing else"))
     results.append(Result("key->frame bare Line-API list (baseline) p95", bare_p95, unit="ms"))
     named, info = latencies(big, steps=steps, jumps=jumps)
     for name, pairs in named.items():

@@ -1,6 +1,6 @@
 """Chrome Trace Event JSON (opens in ui.perfetto.dev and chrome://tracing).
 
-Lanes (research/ecosystem.md §5.1):
+Lanes (the Trace Event Format's pid/tid, as Perfetto groups them):
 
 * process 0 "Xen": thread "operations" (top-level operations and rollbacks
   as slices, log lines and injected faults as instants), one "cpu N" thread

@@ -5,7 +5,7 @@
 bytes by construction.
 
 Events on disk are raw (domids, 16-bit bus<<8|devfn, 64-bit ints; see
-tracer/schema.py).  What a reader wants (DESIGN §8 "Names") depends on what a
+tracer/schema.py).  What a reader wants (docs/CLI.md#names) depends on what a
 field *means*, which is not always its name: ``old``/``new`` are 64-bit root
 entries in ``root-write`` but domids in ``did-map`` and ``owner-move``.  Hence
 an explicit role per (kind, field); tests/test_cli_info_log.py fails when the
@@ -62,21 +62,47 @@ def field_role(kind: str, field: str) -> str:
     return role or PLAIN
 
 
+# Deeper arrays/maps than this are replaced by a marker string: json.dumps
+# (and any recursive walk) would hit Python's recursion limit near 500
+# levels, and msgpack decodes up to 1024.  Nothing the catalogue defines
+# nests more than three levels (event, call args, pair).
+MAX_DEPTH = 64
+TOO_DEEP = f"<nested deeper than {MAX_DEPTH} levels>"
+
+
 def json_safe(value):
     """Any decoded msgpack value as something json.dumps accepts, deterministically.
-    (Traces are untrusted: bin, non-finite floats and odd map keys must not crash.)"""
+    (Traces are untrusted: bin, non-finite floats, odd map keys and deep
+    nesting must not crash.)  Iterative: an explicit stack, no recursion."""
     if value is None or isinstance(value, (str, bool, int)):
         return value
-    if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {(k if isinstance(k, str) else json_safe(k) if isinstance(k, bytes) else repr(k)): json_safe(v)
-                for k, v in value.items()}
-    return repr(value)
+    root: list = [None]
+    # (container to fill, key or index, value to convert, depth)
+    stack = [(root, 0, value, 0)]
+    while stack:
+        into, at, v, depth = stack.pop()
+        if v is None or isinstance(v, (str, bool, int)):
+            out = v
+        elif isinstance(v, float):
+            out = v if v == v and v not in (float("inf"), float("-inf")) else repr(v)
+        elif isinstance(v, (bytes, bytearray, memoryview)):
+            out = bytes(v).hex()
+        elif isinstance(v, (list, tuple, dict)) and depth >= MAX_DEPTH:
+            out = TOO_DEEP
+        elif isinstance(v, (list, tuple)):
+            out = [None] * len(v)
+            for i, item in enumerate(v):
+                stack.append((out, i, item, depth + 1))
+        elif isinstance(v, dict):
+            out = {}
+            for k, item in v.items():
+                key = k if isinstance(k, str) else bytes(k).hex() if isinstance(k, bytes) else repr(k)
+                out[key] = None
+                stack.append((out, key, item, depth + 1))
+        else:
+            out = repr(v)
+        into[at] = out
+    return root[0]
 
 
 def hex64(value):
@@ -207,7 +233,7 @@ class EventPresenter:
             if role == BUS and merged_bus:
                 parts.append("bdf=" + self._text_rid(self.names.segment(raw.get("iommu")), v, raw.get("devfn")))
                 continue
-            parts.append(f"{name}={self._text_value(role, v, raw, kind.fields)}")
+            parts.append(f"{safe_text(name)}={self._text_value(role, v, raw, kind.fields)}")
         if len(values) > len(kind.fields):
             parts.append("extra=" + dumps(json_safe(values[len(kind.fields):])))
         return " ".join(parts)
@@ -225,7 +251,7 @@ class EventPresenter:
             return "0x%016x" % v
         if role == DOMAIN or (role == LOCK_TARGET and raw.get("lock") in DOMAIN_LOCKS):
             name = self.names.domain(v)
-            return "DOMID_INVALID" if name is None else str(name)
+            return "DOMID_INVALID" if name is None else safe_text(name)
         if role == BDF and type(v) is int:
             seg = raw.get("seg")
             return fmt_rid(seg if type(seg) is int else 0, v & 0xFFFF)
@@ -243,6 +269,7 @@ class EventPresenter:
         if type(pair) in _SEQ and len(pair) == 2 and isinstance(pair[0], str):
             name, v = pair
             role = ROLE_BY_NAME.get(name) if name not in AMBIGUOUS_NAMES else None
+            name = safe_text(name)
             if role == DOMAIN:
                 return f"{name}={self._text_value(DOMAIN, v, {}, ())}"
             if role == U64 and type(v) is int and 0 <= v <= _U64_MAX:
@@ -253,6 +280,23 @@ class EventPresenter:
                 return f"{name}={v:02x}"
             return f"{name}={text_scalar(v)}"
         return text_scalar(pair)
+
+
+def safe_text(s) -> str:
+    """Trace-derived text for a terminal: every character that is not
+    printable (C0/C1 controls such as ESC and BEL, newlines, tabs, DEL,
+    bidirectional overrides, ...) as a Python-style escape (\\x1b, \\u202e).
+    The one helper every text renderer uses for names and strings from a
+    trace; JSON output escapes by itself."""
+    s = s if isinstance(s, str) else str(s)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else _escape(c) for c in s)
+
+
+def _escape(c: str) -> str:
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
 
 
 def text_scalar(v) -> str:

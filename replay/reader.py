@@ -10,7 +10,7 @@ Traces are untrusted input (they get attached to bug reports), so:
 
 The byte layout is in docs/FORMAT.md.  The constants below repeat
 tracer/writer.py's on purpose: replay may import only the schema side of
-tracer (DESIGN §2), and tests/test_format_roundtrip.py asserts both agree.
+tracer (README.md#layout), and tests/test_format_roundtrip.py asserts both agree.
 
 Integrity is established in two steps.  ``open_trace`` walks the chunk
 headers (and, with ``verify=True``, the payload CRCs), which finds every kind
@@ -35,7 +35,9 @@ from typing import Iterator, NamedTuple
 
 import msgpack
 
-from tracer.schema import FORMAT_MAJOR, FUNCS, KIND_BY_NAME, KINDS, SCHEMA_VERSION, Kind
+from tracer.schema import FORMAT_MAJOR, FORMAT_MINOR, FUNCS, KIND_BY_NAME, KINDS, SCHEMA_VERSION, Kind
+
+from .validate import EventCheck, platform_problem
 
 MAGIC = b"\x89VTDT\r\n\x1a"
 FILE_HEADER = struct.Struct("<8sHHIII")    # magic, major, minor, meta_len, meta_crc, head_crc
@@ -50,6 +52,7 @@ MAX_CHUNK_BYTES = 16 << 20
 MIN_EVENT_BYTES = 1            # a chunk cannot declare more events than it has bytes
 
 STOP_KINDS = ("truncated", "corrupt", "foreign-chunk", "bad-header")
+FOLD_CHECKED, FULLY_CHECKED = 1, 2       # how far a decoded chunk's events were checked
 _CACHED_CHUNKS = 8
 
 
@@ -152,7 +155,12 @@ def load_schema(d) -> TraceSchema:
                 or not isinstance(item[1], list) or not all(isinstance(f, str) for f in item[1])):
             raise ValueError(f"schema kind #{code} malformed")
         known = KIND_BY_NAME.get(item[0])
-        kinds.append(Kind(code, item[0], tuple(item[1]), known.doc if known else ""))
+        if known is not None and tuple(item[1][:len(known.fields)]) != known.fields:
+            # A newer minor may append fields, never change the ones this build reads.
+            raise ValueError(f"schema kind {item[0]!r} has fields {item[1]!r}, "
+                             f"which do not extend this build's {list(known.fields)!r}")
+        kinds.append(Kind(code, item[0], tuple(item[1]), known.doc if known else "",
+                          known.types if known else ()))
     if not all(isinstance(f, str) for f in funcs_raw):
         raise ValueError("schema funcs must be strings")
     to_current = tuple(KIND_BY_NAME[k.name].code if k.name in KIND_BY_NAME else -1 for k in kinds)
@@ -185,8 +193,12 @@ class Trace:
         self.size = size
         self.header: dict = {}
         self.schema: TraceSchema = current_schema()
+        self._check = EventCheck(self.schema)
+        self._checked: dict = {}         # chunk index -> level of the checks its events passed
+        self._partial = None             # (chunk index, header count) of a chunk cut by a bad event
         self.format_version: tuple | None = None
         self.stop: StopReport | None = None
+        self.notes: list[str] = []       # one-line remarks for the user (a newer writer ...)
         self.tag = 0
         self._fd = fd
         self._refs: list[ChunkRef] = []
@@ -226,12 +238,18 @@ class Trace:
             pass
 
     # -- events ------------------------------------------------------------------------
-    def iter_chunks(self, first: int = 0) -> Iterator[list]:
+    def iter_chunks(self, first: int = 0, *, folded: bool = False) -> Iterator[list]:
         """Decoded chunks (lists of event lists) from chunk index `first`, in
-        order, stopping before any damage.  The fast path for folds."""
+        order, stopping before any damage.  The fast path for folds.
+
+        folded=True: the caller passes every event to replay.state.fold,
+        which checks prefix and field types as it applies them, so the reader
+        checks only that events are arrays with the chunk's seqs (cheaper:
+        docs/FORMAT.md section 2.2).  An event the fold rejects is then
+        reported by the caller, as BadEvent."""
         i = first
         while i < len(self._refs):
-            chunk = self._decode(i)
+            chunk = self._decode(i, FOLD_CHECKED if folded else FULLY_CHECKED)
             if chunk is None:
                 return
             yield chunk
@@ -271,7 +289,7 @@ class Trace:
         chunk = self._cache.get(i)
         if chunk is None:
             chunk = self._decode(i)
-            if chunk is None:
+            if chunk is None or n > self.count:
                 raise IndexError(f"seq {n} is beyond the readable part: {self.stop.describe()}")
             self._cache[i] = chunk
             if len(self._cache) > _CACHED_CHUNKS:
@@ -281,11 +299,17 @@ class Trace:
         return chunk[n - self._refs[i].first_seq]
 
     # -- decoding ----------------------------------------------------------------------
-    def _decode(self, i: int):
-        """Chunk i's events, or None after recording the damage found in it."""
+    def _decode(self, i: int, level: int = 2):
+        """Chunk i's events, or None after recording the damage found in it.
+        level: FULLY_CHECKED (every rule of replay.validate) or FOLD_CHECKED
+        (arrays, seqs and codes; the fold checks the rest).  An event that
+        breaks a rule ends the readable trace just before it: the events of
+        its chunk before it are returned (and stay readable)."""
         ref = self._refs[i]
         if self._fd < 0:
             raise ValueError("read from a closed Trace")
+        # The chunk the trace ends inside keeps the header's count on disk.
+        count = self._partial[1] if self._partial is not None and self._partial[0] == i else ref.count
         try:
             blob = os.pread(self._fd, CHUNK_HEADER.size + ref.payload_len, ref.offset)
         except OSError as exc:
@@ -295,27 +319,46 @@ class Trace:
             if len(blob) != CHUNK_HEADER.size + ref.payload_len:
                 raise _Damage("truncated", ref.offset, "file shrank while open")
             head = _check_chunk_header(blob, ref.offset, self.tag)
-            if head != (SYNC_EVENTS, ref.payload_len, ref.count, ref.first_seq, ref.payload_crc):
+            if head != (SYNC_EVENTS, ref.payload_len, count, ref.first_seq, ref.payload_crc):
                 raise _Damage("corrupt", ref.offset, "chunk header disagrees with the index")
             payload = memoryview(blob)[CHUNK_HEADER.size:]
             if zlib.crc32(payload) != ref.payload_crc:
                 raise _Damage("corrupt", ref.offset, "chunk payload checksum mismatch")
-            return _decode_payload(payload, ref, not self.tuples)
+            # A chunk's events are checked once per open trace: a re-decode
+            # (seeks) has just matched the same CRC, so the same events.
+            done = self._checked.get(i, 0)
+            check = None if done >= level else self._check.check if level == FULLY_CHECKED else self._check.check_seq
+            events, bad = _decode_payload(payload, ref._replace(count=count), check, not self.tuples)
         except _Damage as d:
             self._damaged(i, d.kind, d.offset, d.message)
             return None
+        if done < level:
+            self._checked[i] = level
+        if bad is not None:
+            j, msg = bad
+            self._damaged(i, "corrupt", ref.offset, f"event {ref.first_seq + j}: {msg}", keep=j)
+            return events[:j] or None
+        return events if count == ref.count else events[:ref.count]
 
-    def _damaged(self, i: int, kind: str, offset: int, message: str) -> None:
-        """Chunk i is unreadable: the trace now ends before it."""
+    def _damaged(self, i: int, kind: str, offset: int, message: str, keep: int = 0) -> None:
+        """The trace now ends inside chunk i, after its first `keep` events
+        (0: before the chunk)."""
+        if keep:
+            ref = self._refs[i]
+            self._partial = (i, self._partial[1] if self._partial and self._partial[0] == i else ref.count)
+            self._refs[i] = ref._replace(count=keep)
+            i += 1
         del self._refs[i:]
         del self._firsts[i:]
-        for k in [k for k in self._cache if k >= i]:
+        for k in [k for k in self._cache if k >= i - (1 if keep else 0)]:
             del self._cache[k]
         self.count = self._refs[-1].first_seq + self._refs[-1].count - 1 if self._refs else 0
-        self.stop = StopReport(kind, offset, i, self.count, message)
+        self.stop = StopReport(kind, offset, i - (1 if keep else 0), self.count, message)
 
 
-def _decode_payload(payload, ref: ChunkRef, use_list: bool = True) -> list:
+def _decode_payload(payload, ref: ChunkRef, check, use_list: bool = True) -> tuple:
+    """(events, None), or (events, (index, message)) of the first event that
+    fails ``check``; raises _Damage for what is not `count` events at all."""
     up = _unpacker(ref.payload_len, use_list)
     up.feed(payload)
     # Materialising ~1000 lists at once sets off the cyclic GC several times
@@ -327,25 +370,20 @@ def _decode_payload(payload, ref: ChunkRef, use_list: bool = True) -> list:
     if gc_was:
         gc.disable()
     try:
-        events = list(up)
-    except Exception as exc:   # any msgpack failure inside a CRC-valid chunk
-        raise _Damage("corrupt", ref.offset, f"undecodable event data ({type(exc).__name__})") from None
+        try:
+            events = list(up)
+        except Exception as exc:   # any msgpack failure inside a CRC-valid chunk
+            raise _Damage("corrupt", ref.offset, f"undecodable event data ({type(exc).__name__})") from None
+        if len(events) != ref.count or up.tell() != ref.payload_len:
+            raise _Damage("corrupt", ref.offset,
+                          f"chunk declares {ref.count} events, holds {len(events)}")
+        # Every event against the catalogue's types and the chunk's seq range
+        # (replay/validate.py: a few C-level passes, no Python per event).
+        bad = check(events, ref.first_seq, list if use_list else tuple) if check is not None else None
     finally:
         if gc_was:
             gc.enable()
-    if len(events) != ref.count or up.tell() != ref.payload_len:
-        raise _Damage("corrupt", ref.offset,
-                      f"chunk declares {ref.count} events, holds {len(events)}")
-    # Seq continuity at chunk level (CRCs already rule out accidental damage
-    # inside): the first and last events must carry the seqs the header says.
-    # A per-event check would cost ~15 % of the read rate (research/perf.md).
-    first, last = events[0], events[-1]
-    seq_type = list if use_list else tuple
-    if (type(first) is not seq_type or type(last) is not seq_type or len(first) < 2 or len(last) < 2
-            or first[1] != ref.first_seq or last[1] != ref.first_seq + ref.count - 1):
-        raise _Damage("corrupt", ref.offset,
-                      f"event seqs do not run {ref.first_seq}..{ref.first_seq + ref.count - 1}")
-    return events
+    return events, bad
 
 
 def _check_chunk_header(blob, offset: int, tag: int):
@@ -386,7 +424,16 @@ def open_trace(path, *, verify: bool = True, tuples: bool = False) -> Trace:
     except BaseException:
         trace.close()
         raise
+    if trace.notes and note_handler is not None:
+        for note in trace.notes:
+            note_handler(path, note)
     return trace
+
+
+# Called as note_handler(path, message) for each of a trace's notes when it
+# is opened; the command line prints them (once per file) on stderr, a
+# library user may set its own.  None: notes stay in Trace.notes only.
+note_handler = None
 
 
 def _open_regular(path) -> tuple[int, int]:
@@ -474,10 +521,24 @@ def _read_header(trace: Trace) -> int:
         if not isinstance(meta, dict):
             raise ValueError("not a map")
         schema = load_schema(meta.get("schema"))
+        # Absent is a hand-made header; present, it must be a platform map.
+        problem = platform_problem(meta["platform"], present=True) if "platform" in meta else None
+        if problem is not None:
+            raise ValueError(problem)
     except Exception as exc:
         raise _Damage("bad-header", 0, f"header metadata unreadable: {exc}") from None
     trace.header = meta
     trace.schema = schema
+    trace._check = EventCheck(schema)
+    # Newer writers only append (kinds, trailing fields, functions): read
+    # under the same rules, shown raw where this build knows nothing, and
+    # say so once (docs/FORMAT.md, "Newer traces").
+    if schema.version > SCHEMA_VERSION:
+        trace.notes.append(f"event schema version {schema.version} is newer than this build's "
+                           f"{SCHEMA_VERSION}: event kinds and fields it does not know are shown raw")
+    elif minor > FORMAT_MINOR:
+        trace.notes.append(f"format version {major}.{minor} is newer than this build's "
+                           f"{FORMAT_MAJOR}.{FORMAT_MINOR}: what it does not know is shown raw")
     trace.format_version = (major, minor)
     trace.tag = head_crc
     return end

@@ -1,11 +1,11 @@
-"""Replayed state -> what people read: the ``show --json`` dict of DESIGN §8
-and the equivalent text.
+"""Replayed state -> what people read: the ``show --json`` dict of
+docs/CLI.md#show-json and the equivalent text.
 
 Everything here is presentation: the IOMMU semantics live in replay.state and
 replay.caches.  Names come from the trace header (its platform summary), never
 from the engine, so a trace recorded elsewhere renders the same.
 
-Conventions (DESIGN §8): requester IDs as ``SSSS:BB:DD.F``; domains by their
+Conventions (docs/CLI.md#names): requester IDs as ``SSSS:BB:DD.F``; domains by their
 scenario name, ``dom_io`` for DOMID_IO, null for DOMID_INVALID; 64-bit values
 as ``"0x%016x"``.
 """
@@ -16,7 +16,7 @@ from tracer import schema as S
 from tracer.platform import fmt_bdf, try_parse_bdf
 
 from . import caches
-from .jsonout import TraceNames
+from .jsonout import TraceNames, safe_text
 from .state import ReplayState, func_name
 
 PAGE_MASK_4K = caches.PAGE_MASK_4K
@@ -264,7 +264,7 @@ def cache_view(st: ReplayState, view: PlatformView, u: int) -> dict:
 
 
 def show_dict(st: ReplayState, view: PlatformView, open_findings=()) -> dict:
-    """The DESIGN §8 ``show --json`` object for ``st``.  ``open_findings`` is
+    """The ``show --json`` object (docs/CLI.md#show-json) for ``st``.  ``open_findings`` is
     the list of finding dicts open at ``st.seq`` (from the hazard analysers,
     through ReplaySession.open_findings)."""
     iommus = []
@@ -311,19 +311,31 @@ def op_text(st: ReplayState, view: PlatformView) -> str:
     return " ".join(parts)
 
 
+def _text_safe(obj):
+    """show_dict's object with every string escaped for a terminal (names
+    and labels come from the trace)."""
+    if isinstance(obj, str):
+        return safe_text(obj)
+    if isinstance(obj, dict):
+        return {k: _text_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_text_safe(v) for v in obj]
+    return obj
+
+
 def show_text(st: ReplayState, view: PlatformView, *, count: int | None = None, open_findings=()) -> str:
     """The state as readable text: context entries one per line, decoded,
     with the domains that own their DID and their page tables."""
-    d = show_dict(st, view, open_findings)
+    d = _text_safe(show_dict(st, view, open_findings))
     out = []
     of = f" of {count}" if count is not None else ""
     if st.seq == 0:
         out.append(f"step 0{of}: the platform before any event")
     else:
         kind = S.KINDS[st.kind].name if isinstance(st.kind, int) and 0 <= st.kind < len(S.KINDS) else st.kind
-        where = " ".join(x for x in (st.label or "", func_name(st.func) if st.func else "") if x)
+        where = safe_text(" ".join(x for x in (st.label or "", func_name(st.func) if st.func else "") if x))
         out.append(f"step {st.seq}{of}: {kind}" + (f" at {where}" if where else "") + f"  (op {st.op})")
-    out.append(f"operation: {op_text(st, view)}" + (f", rollback depth {st.rollback}" if st.rollback else ""))
+    out.append(f"operation: {safe_text(op_text(st, view))}" + (f", rollback depth {st.rollback}" if st.rollback else ""))
     for u in d["iommus"]:
         on = "translation on" if u["id"] in st.translation else "translation off"
         out.append("")

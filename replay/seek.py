@@ -4,14 +4,14 @@ seq indexes ("next write of this context entry", "previous event of kind K").
 Checkpoints sit at chunk boundaries (state after ``first_seq - 1`` of a chunk),
 so a seek restores the nearest one at or before the target and folds the
 events of at most a few chunks: cost does not grow with the distance from the
-current step or with the trace length (DESIGN §6).  They are kept in a
+current step or with the trace length (docs/CLI.md#positions).  They are kept in a
 ``SortedDict`` seq -> locator; a locator is either a state in memory or a slice
 of the sidecar's checkpoint entry, decoded on demand through a small LRU, so
 memory does not grow with the trace.
 
 How often to checkpoint: at most every chunk (about K = 1024 events), and only
 once the trace bytes since the last checkpoint reach what that checkpoint
-cost -- the checkpoints then never outweigh the trace (perf.md G6), at the
+cost -- the checkpoints then never outweigh the trace (measured with `python -m bench` G6), at the
 price of a longer fold per seek on a platform whose state changes a lot.
 Persisted checkpoints share unchanged tables with the previous one
 (CheckpointWriter), so on most traces a checkpoint costs a few hundred bytes
@@ -498,7 +498,7 @@ def build(source, initial: ReplayState, store=None, column=None, *,
     chunk start once ``min_events`` events and as many trace bytes as the
     last checkpoint cost went by.  The garbage collector is frozen for the
     pass: the fold allocates many small long-lived tuples and collecting
-    over them is pure overhead (up to 3x, perf.md §3)."""
+    over them is pure overhead (measured up to 3x)."""
     store = store if store is not None else MemoryStore()
     column = column if column is not None else io.BytesIO()
     chunks = list(source.chunks)

@@ -2,15 +2,27 @@
 facade the CLI and the TUI use.
 
 Opening reads the trace header and, when the sidecar beside the trace is
-fresh, only the sidecar's table of contents: checkpoints and indexes are
-loaded lazily.  Otherwise one pass over the trace folds every event, writes a
-checkpoint every chunk or so into the sidecar and builds the seq indexes
-(replay.seek.build), so later opens are instant.
+trusted for the trace as it is now (replay.sidecar: same identity, or the
+same content after one CRC pass), only the sidecar's table of contents:
+checkpoints and indexes are loaded lazily.  Otherwise one pass over the trace
+folds every event, writes a checkpoint every chunk or so into the sidecar and
+builds the seq indexes (replay.seek.build), so later opens are instant.  A
+builder holds the sidecar's writer lock from before the pass: a second
+process opening at the same time waits and reuses the result.
 
 A damaged trace replays up to its last good event; ``stop`` says where reading
 stopped (the reader's StopReport).  An event the fold cannot apply (a chunk
 with a valid CRC but events that do not follow the schema) ends the readable
 part the same way.
+
+The cache never outvotes the trace.  Every chunk an answer reads is
+CRC-checked as it is read (replay.reader); when one fails although the
+sidecar vouched for it (the file was changed behind an identical identity),
+the session drops the sidecar, replays the readable part from the trace
+again and reports the damage (``damage_found``) -- an answer past it raises
+IndexError like any step beyond the end.  A sidecar entry that fails its
+checksum or does not decode is dropped and rebuilt the same way, never used.
+A sidecar that cannot be written (full disk) leaves the data in memory.
 """
 
 from __future__ import annotations
@@ -20,10 +32,12 @@ from array import array
 from tracer import schema as S
 
 from . import render
-from .reader import StopReport, open_trace, trace_fingerprint
+from .codeid import code_key
+from .reader import StopReport, open_trace
 from .seek import (DEFAULT_MIN_EVENTS, CheckpointReader, Checkpoints, CheckpointWriter, KindIndex, Seeker,
                    SeqIndex, build, seq_typecode)
-from .sidecar import Sidecar
+from .sidecar import (Sidecar, SidecarCorrupt, SidecarError, SidecarWriteError, content_of, scan_content,
+                      trace_identity)
 from .state import STATE_FORMAT, ReplayState, initial_state
 
 # Bump when what the session stores in the sidecar changes shape or meaning.
@@ -37,7 +51,11 @@ K_KIND_COLUMN = "replay/kind-column"
 
 def _build_key() -> list:
     """What a sidecar's derived data depends on besides the trace bytes."""
-    return [SESSION_FORMAT, STATE_FORMAT, len(S.KINDS), len(S.FUNCS)]
+    return [SESSION_FORMAT, STATE_FORMAT, len(S.KINDS), len(S.FUNCS), *code_key("fold")]
+
+
+class ChunkUnreadable(IndexError):
+    """A chunk the index said was readable failed its checks when read."""
 
 
 def event_translator(schema):
@@ -82,14 +100,14 @@ class _Source:
         return evs
 
     def read_chunk(self, i: int) -> list:
-        evs = next(self.trace.iter_chunks(i), None)
+        evs = next(self.trace.iter_chunks(i, folded=True), None)
         if evs is None:
-            raise IndexError(f"chunk {i} is unreadable: "
-                             f"{self.trace.stop.describe() if self.trace.stop else 'damaged'}")
+            raise ChunkUnreadable(f"chunk {i} is unreadable: "
+                                  f"{self.trace.stop.describe() if self.trace.stop else 'damaged'}")
         return self._fix(evs)
 
     def iter_chunks(self):
-        for evs in self.trace.iter_chunks():
+        for evs in self.trace.iter_chunks(folded=True):
             yield self._fix(evs)
 
 
@@ -102,29 +120,36 @@ class ReplaySession:
     def __init__(self, path, *, sidecar: bool = True, min_events: int = DEFAULT_MIN_EVENTS,
                  progress=None) -> None:
         self.path = path
+        # The identity first: data read after it is bound to it, and a file
+        # replaced meanwhile makes the commit refuse (replay.sidecar).
+        self.identity = trace_identity(path)
         # verify=False: the O(1) open; every chunk's CRC is still checked when
         # it is decoded, and the first open decodes them all.  Events as
         # tuples: one allocation less per event to make and to free, which
         # is most of what a seek costs besides the fold.
         self.trace = open_trace(path, verify=False, tuples=True)
+        self.sidecar = None
+        self._min_events = min_events
+        self.damage_found = False   # a chunk failed its CRC behind a sidecar that vouched for it
         try:
-            self._open(sidecar, min_events, progress)
+            self._open(sidecar, progress)
         except BaseException:
-            self.trace.close()
+            self.close()
             raise
 
     @classmethod
     def open_cached(cls, path) -> "ReplaySession | None":
-        """The session when the trace's sidecar already holds fresh
-        checkpoints of this build, so that opening is O(1); None otherwise
-        (it never folds the trace to build them).  Raises reader.NotATrace
-        like the constructor."""
+        """The session when the trace's sidecar already holds trusted
+        checkpoints of this build, so that opening is O(1) (or one CRC pass
+        when the trace's identity changed); None otherwise (it never folds
+        the trace to build them).  Raises reader.NotATrace like the
+        constructor."""
         try:
-            with Sidecar.open(path, trace_fingerprint(path)) as sc:
-                meta = sc.get(K_META) if sc.fresh else None
+            with Sidecar.open(path) as sc:
+                meta = sc.get(K_META) if sc.trusted else None
                 ok = (isinstance(meta, dict) and list(meta.get("build") or ()) == _build_key()
                       and K_CHECKPOINTS in sc)
-        except OSError:
+        except (OSError, SidecarError):
             return None
         if not ok:
             return None
@@ -134,26 +159,39 @@ class ReplaySession:
             return None
         return session
 
-    def _open(self, use_sidecar, min_events, progress) -> None:
+    def _open(self, use_sidecar, progress) -> None:
         trace = self.trace
         self.header = trace.header
         self.view = render.PlatformView(self.header)
         self.initial = initial_state(self.header)
         self._translate = event_translator(trace.schema)
-        fp = trace_fingerprint(self.path)
-        self.sidecar = Sidecar.open(self.path, fp) if use_sidecar else Sidecar.temporary(fp)
+        if use_sidecar:
+            self.sidecar = Sidecar.open(self.path, self.identity)
+        else:
+            self.sidecar = Sidecar.temporary(self.path, self.identity)
         self.built = False          # True when this open had to fold the whole trace
         self.findings = None        # hook: an object with open_at(n) -> [finding dict]
-        self._kinds = None
-        self._kind_chunks = None
-        self._ctx_all = None
-        meta = self.sidecar.get(K_META) if self.sidecar.fresh else None
-        if not (isinstance(meta, dict) and self._load(meta)):
-            self._build(min_events, progress)
-        self.source = _Source(trace, self._translate, self.count)
+        if not self._try_load():
+            self._build_shared(progress)
+        self._attach()
+
+    def _attach(self) -> None:
+        self.source = _Source(self.trace, self._translate, self.count)
         self.seeker = Seeker(self.source, self.checkpoints, self.count)
 
     # --- index: load or build ------------------------------------------------
+
+    def _try_load(self) -> bool:
+        self._kinds = None
+        self._kind_chunks = None
+        self._ctx_all = None
+        if not self.sidecar.trusted:
+            return False
+        try:
+            meta = self.sidecar.get(K_META)
+            return isinstance(meta, dict) and self._load(meta)
+        except SidecarError:
+            return False
 
     def _load(self, meta: dict) -> bool:
         if list(meta.get("build") or ()) != _build_key() or K_CHECKPOINTS not in self.sidecar:
@@ -164,6 +202,8 @@ class ReplaySession:
             seqs, offs, lens = (array("Q", b) for b in meta["checkpoints"])
             stop = meta.get("stop")
             stop = StopReport(*stop) if stop else None
+            if type(count) is not int or tc not in ("I", "Q") or not len(seqs) == len(offs) == len(lens):
+                return False
         except (KeyError, TypeError, ValueError):
             return False
         if count > self.trace.count or not len(seqs):
@@ -179,7 +219,20 @@ class ReplaySession:
 
     def _reader(self) -> CheckpointReader:
         sc = self.sidecar
-        return CheckpointReader(lambda off, n: sc.read(K_CHECKPOINTS, off, n))
+        reader = CheckpointReader(lambda off, n: sc.read(K_CHECKPOINTS, off, n))
+        load = reader.load
+
+        def checked(locator):
+            # The bytes passed their block CRCs; anything that still does
+            # not decode is a bad entry all the same: rebuild, never raise.
+            try:
+                return load(locator)
+            except SidecarError:
+                raise
+            except Exception as exc:
+                raise SidecarCorrupt(f"checkpoint does not decode: {type(exc).__name__}") from None
+        reader.load = checked
+        return reader
 
     @property
     def kinds(self) -> KindIndex:
@@ -193,12 +246,15 @@ class ReplaySession:
             if chunks is None:
                 raw = self.sidecar.get(K_KIND_CHUNKS) or {}
                 chunks = {}
-                for name, b in raw.items():
-                    kind = S.KIND_BY_NAME.get(name)
-                    if kind is not None:
-                        arr = array("I")
-                        arr.frombytes(b)
-                        chunks[kind.code] = arr
+                try:
+                    for name, b in raw.items():
+                        kind = S.KIND_BY_NAME.get(name)
+                        if kind is not None:
+                            arr = array("I")
+                            arr.frombytes(b)
+                            chunks[kind.code] = arr
+                except (AttributeError, TypeError, ValueError):
+                    raise SidecarCorrupt("kind index does not decode") from None
             src = self.source.chunks
             sc = self.sidecar
             self._kinds = KindIndex([c[1] for c in src], [c[2] for c in src], chunks,
@@ -209,18 +265,49 @@ class ReplaySession:
         # All context-entry lists come in one entry (they are few and small).
         if self._ctx_all is None:
             raw = self.sidecar.get(K_CTX) or {}
-            self._ctx_all = {}
-            for k, b in zip(raw.get("keys", ()), raw.get("seqs", ())):
-                arr = array(self._tc)
-                arr.frombytes(b)
-                self._ctx_all[tuple(k)] = arr
+            ctx = {}
+            try:
+                for k, b in zip(raw.get("keys", ()), raw.get("seqs", ())):
+                    arr = array(self._tc)
+                    arr.frombytes(b)
+                    ctx[tuple(k)] = arr
+            except (AttributeError, TypeError, ValueError):
+                raise SidecarCorrupt("context-entry index does not decode") from None
+            self._ctx_all = ctx
         return self._ctx_all.get(key)
 
-    def _build(self, min_events, progress) -> None:
+    def _build_shared(self, progress) -> None:
+        """Build under the sidecar's writer lock -- unless another process
+        built it while we waited for the lock -- falling back to a private
+        store when the sidecar cannot be written."""
         sc = self.sidecar
+        try:
+            sc.lock()
+        except SidecarWriteError:
+            self._private_build(progress)
+            return
+        if self._try_load():
+            sc.commit()             # nothing written: releases the lock
+            return
+        try:
+            self._build(progress)
+        except SidecarWriteError:
+            self._private_build(progress)
+
+    def _private_build(self, progress) -> None:
+        try:
+            self.sidecar.close()
+        except OSError:
+            pass
+        self.sidecar = Sidecar.memory(self.path, self.identity)
+        self._build(progress)
+
+    def _build(self, progress) -> None:
+        sc = self.sidecar
+        self._kinds = None
         source = _Source(self.trace, self._translate, self.trace.count)
         with sc.stream(K_CHECKPOINTS) as out:
-            result = build(source, self.initial, CheckpointWriter(out.write), min_events=min_events,
+            result = build(source, self.initial, CheckpointWriter(out.write), min_events=self._min_events,
                            progress=progress)
         # The kind column (1 byte/event) was kept in memory: the sidecar
         # takes one stream at a time.
@@ -245,6 +332,11 @@ class ReplaySession:
             "checkpoints": [seqs.tobytes(), offs.tobytes(), lens.tobytes()],
             "stop": list(self.stop) if self.stop is not None else None,
         })
+        if not sc.trusted and sc.path is not None:
+            # Every chunk was decoded (and CRC-checked) by the pass unless it
+            # ended early; then one CRC pass says what the file holds.
+            clean = result.error is None and self.trace.stop is None
+            sc.bind(self.identity, content_of(self.trace) if clean else scan_content(self.path))
         sc.commit()
         self.built = True
         self.checkpoints = Checkpoints(self._reader().load)
@@ -253,6 +345,37 @@ class ReplaySession:
         self._kind_chunks = result.kinds
         self.ctx_index = SeqIndex(result.ctx)
         self._ctx_all = result.ctx
+
+    # --- when the cache and the trace disagree -------------------------------------
+
+    def _answer(self, fn):
+        """fn() -- after dropping and rebuilding the cache when it turns out
+        unusable: a bad sidecar entry, or a chunk that fails its CRC although
+        the sidecar vouched for the file."""
+        for _ in range(3):
+            try:
+                return fn()
+            except ChunkUnreadable:
+                self.damage_found = True
+                self._rebuild()
+            except SidecarError:
+                self._rebuild()
+        return fn()
+
+    def _rebuild(self) -> None:
+        """Drop everything the sidecar holds and replay the readable part of
+        the trace again (the reader has already cut it at the bad chunk)."""
+        sc = self.sidecar
+        sc.reset()
+        if not sc.writable:
+            self._private_build(None)
+        else:
+            try:
+                sc.lock()
+                self._build(None)
+            except SidecarWriteError:
+                self._private_build(None)
+        self._attach()
 
     # --- the public surface -----------------------------------------------------
 
@@ -263,15 +386,27 @@ class ReplaySession:
     def state_at(self, n: int) -> ReplayState:
         """The state after n events (0 = the platform before any event).
         IndexError outside 0..count.  The caller owns the returned state."""
-        return self.seeker.state_at(n)
+        return self._answer(lambda: self.seeker.state_at(n))
 
     def event(self, n: int) -> list:
         """Event n (1-based) as a list, in this build's kind/func codes."""
-        return list(self.seeker.event(n))
+        return list(self._answer(lambda: self.seeker.event(n)))
 
     def events(self, start: int = 1, stop: int | None = None):
         """Events (lists) with start <= seq < stop."""
-        return map(list, self.seeker.events(start, self.count + 1 if stop is None else stop))
+        stop = self.count + 1 if stop is None else stop
+        seq = start
+        while True:
+            try:
+                for ev in self.seeker.events(seq, min(stop, self.count + 1)):
+                    yield list(ev)
+                    seq += 1
+                return
+            except ChunkUnreadable:
+                self.damage_found = True
+                self._rebuild()
+            except SidecarError:
+                self._rebuild()
 
     @staticmethod
     def kind_code(kind) -> int:
@@ -281,22 +416,22 @@ class ReplaySession:
 
     def next_of_kind(self, kind, after: int):
         """The first event of ``kind`` (name or code) with seq > after, or None."""
-        return self._kind_index().next_after(self.kind_code(kind), after)
+        return self._answer(lambda: self._kind_index().next_after(self.kind_code(kind), after))
 
     def prev_of_kind(self, kind, before: int):
         """The last event of ``kind`` with seq < before, or None."""
-        return self._kind_index().prev_before(self.kind_code(kind), before)
+        return self._answer(lambda: self._kind_index().prev_before(self.kind_code(kind), before))
 
     def next_ctx_write(self, iommu: int, bus: int, devfn: int, after: int):
         """The first ctx-write of entry (iommu, bus, devfn) with seq > after."""
-        return self.ctx_index.next_after((iommu, bus, devfn), after)
+        return self._answer(lambda: self.ctx_index.next_after((iommu, bus, devfn), after))
 
     def prev_ctx_write(self, iommu: int, bus: int, devfn: int, before: int):
         """The last ctx-write of entry (iommu, bus, devfn) with seq < before."""
-        return self.ctx_index.prev_before((iommu, bus, devfn), before)
+        return self._answer(lambda: self.ctx_index.prev_before((iommu, bus, devfn), before))
 
     def open_findings(self, n: int) -> list:
-        """Findings open at step n as DESIGN §8 finding dicts.  The hazard
+        """Findings open at step n as finding dicts (docs/CLI.md#check-json).  The hazard
         analysers plug in by setting ``session.findings`` to an object with
         ``open_at(n)`` (replay.hazards.FindingIndex); until one is set there
         are none."""
@@ -313,7 +448,8 @@ class ReplaySession:
 
     def close(self) -> None:
         try:
-            self.sidecar.close()
+            if self.sidecar is not None:
+                self.sidecar.close()
         finally:
             self.trace.close()
 

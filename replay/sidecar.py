@@ -1,27 +1,55 @@
 """The sidecar: a small keyed store of data derived from one trace
-(checkpoints, indexes; later findings and bookmarks), kept beside it as
-``TRACE.vtdt-cache`` so the next open is instant (DESIGN §6).
+(checkpoints, indexes, findings, bookmarks), kept beside it as
+``TRACE.vtdt-cache`` so the next open is instant.
+
+The trace is the authority; the sidecar only accelerates.  Three rules keep
+a cached answer from ever outvoting the trace:
+
+1. **Bound to the bytes it was computed from.**  The table of contents
+   records the *identity* of the trace file the entries were verified
+   against -- size, mtime in ns, inode, device and the trailer's CRC -- and
+   its *content*: the file header's tag, every chunk's (offset, first seq,
+   count, payload CRC) and where reading stopped.  When the identity still
+   matches, the entries are used without rereading the trace (opening stays
+   O(1)).  When anything differs, the whole trace is CRC-verified once
+   (``scan_content``) and compared with the recorded content: equal (a copy,
+   a ``touch``, a move) and the new identity is recorded; different (damage,
+   a repair, another recording) and every entry is dropped.  A trace
+   modified within ~2 s of being verified may not show it in its mtime (file
+   system clocks are coarse), so such an identity is recorded as *racy* and
+   verified again at the next open, as git does for its index.
+2. **Every entry checksummed.**  Each TOC entry carries the CRC-32 of its
+   bytes; an entry longer than ``BLOCK`` also has a table of per-block CRCs,
+   so a slice (one checkpoint out of megabytes) is verified by reading only
+   the blocks under it.  A mismatch raises ``SidecarCorrupt``; callers
+   discard the cache and rebuild from the trace, never use the bytes.
+3. **One writer at a time.**  Writers serialise on ``flock``; a builder takes
+   the lock *before* computing, so a second process opening at the same time
+   waits and then reads the first one's entries instead of appending its own
+   copy.  Entries are appended where the old TOC was and a new TOC + trailer
+   written on ``commit()``; bytes of existing entries never move, so a reader
+   that opened earlier keeps reading valid data, and a reader that opens
+   later sees only committed entries (it reads the trailer under the lock).
+   A stale file is replaced with ``os.replace``, never truncated in place,
+   and the replacement is created like any new file (mode from the umask and
+   the directory's defaults).
 
 Layout (all integers little-endian)::
 
     header   8-byte magic, u32 format version, u32 reserved
-    entry*   raw bytes, each written once and never moved
-    toc      msgpack {"v": version, "fp": fingerprint bytes, "entries": {key: [offset, length]}}
+    entry*   raw bytes, then for an entry longer than BLOCK its u32 CRC per BLOCK bytes
+    toc      msgpack {"v", "trust", "entries": {key: [offset, length, crc, sums offset, sums crc]}}
     trailer  8-byte marker, u64 toc offset, u32 toc length, u32 crc32(toc)
 
 Only the trailer at EOF is trusted: a file without a valid trailer (a writer
-died, the file was cut) or with another trace's fingerprint is stale and is
-rebuilt from scratch.  Values are msgpack (never pickle: a sidecar may come
-with an untrusted trace).  Entries are read lazily with ``pread`` -- opening
-costs one TOC read, and a large entry (the checkpoints) can be read in slices.
+died, the file was cut) or of another VERSION is rebuilt from scratch.
+Values are msgpack (never pickle: a sidecar may come with an untrusted trace).
 
-Writing appends new entries where the old TOC was and writes a new TOC and
-trailer on ``commit()``; bytes of existing entries never move, so a reader that
-opened the file earlier keeps reading valid data.  Writers serialise on
-``flock``.  A stale file is replaced with ``os.replace``, never truncated in
-place, for the same reason.
+A sidecar that cannot be written (a full disk, a read-only folder with no
+user cache) never stops an answer: writes raise ``SidecarWriteError``, the
+file keeps its previous committed state, and callers compute in memory.
 
-Where it lives: beside the trace when that folder is writable (or a fresh
+Where it lives: beside the trace when that folder is writable (or a
 sidecar already sits there), else in the user's cache directory
 (``$XDG_CACHE_HOME/vtdtrace`` or ``~/.cache/vtdtrace``), else in an anonymous
 temporary file that lasts as long as the process.
@@ -29,32 +57,114 @@ temporary file that lasts as long as the process.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
 import struct
 import tempfile
+import time
 import zlib
+from array import array
+from typing import NamedTuple
 
 import msgpack
 
 MAGIC = b"VTDTSIDE"
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct("<8sII")
 TRAILER = struct.Struct("<8sQII")
 TRAILER_MARKER = b"VTDTSTOC"
 MAX_TOC_BYTES = 64 << 20
+# Entries longer than this get per-block CRCs (slices are verified by block).
+BLOCK = 4096
+# A trace modified less than this before it was verified may change again
+# without its mtime showing it: verify it again next time.
+RACY_NS = 2_000_000_000
+K_CHUNKS = "trust/chunks"
+_CHUNK_ROW = struct.Struct("<QQII")      # offset, first_seq, count, payload_crc
 
 
 class SidecarError(Exception):
     pass
 
 
-def fingerprint_bytes(fingerprint) -> bytes:
-    """Fingerprints are opaque (the reader defines them); compare them as
-    their msgpack bytes so tuples and lists round-trip equal."""
-    return msgpack.packb(fingerprint, use_bin_type=True)
+class SidecarCorrupt(SidecarError):
+    """An entry's bytes do not match its checksum: discard, rebuild."""
 
+
+class SidecarWriteError(SidecarError):
+    """The sidecar could not be written (full disk, I/O error, lost race)."""
+
+
+# --- the trace's identity and content --------------------------------------------------
+
+class TraceIdentity(NamedTuple):
+    size: int
+    mtime_ns: int
+    ino: int
+    dev: int
+    tail_crc: int       # the trailer's CRC, or the CRC of the last 4 KiB without one
+
+
+def trace_identity(path) -> TraceIdentity | None:
+    """The identity of the file at ``path`` now, or None when it cannot be
+    stat'ed or read (no cache is used then)."""
+    from .reader import TRAILER as T, TRAILER_MARKER as TM
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError):
+        return None
+    try:
+        st = os.fstat(fd)
+        tail = os.pread(fd, min(st.st_size, 4096), max(0, st.st_size - 4096))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    tr = tail[-T.size:]
+    if len(tr) == T.size and tr[:4] == TM and zlib.crc32(tr[:-4]) == T.unpack(tr)[5]:
+        crc = T.unpack(tr)[5]
+    else:
+        crc = zlib.crc32(tail)
+    return TraceIdentity(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, crc)
+
+
+class Content(NamedTuple):
+    """What a full CRC pass over a trace establishes: the header's tag, the
+    readable chunks (packed _CHUNK_ROW rows) and the stop report (a list, or
+    None for a complete trace)."""
+    tag: int
+    chunks: bytes
+    stop: list | None
+
+
+def _pack_chunks(trace) -> bytes:
+    # The reader's chunk refs carry each chunk's payload CRC (replay.reader.ChunkRef).
+    return b"".join(_CHUNK_ROW.pack(r.offset, r.first_seq, r.count, r.payload_crc) for r in trace._refs)
+
+
+def content_of(trace) -> Content:
+    """The content of a trace every chunk of which has just been decoded
+    (each decode checks the chunk's CRC), so no second pass is needed."""
+    return Content(trace.tag, _pack_chunks(trace), list(trace.stop) if trace.stop is not None else None)
+
+
+def scan_content(path) -> Content | None:
+    """One CRC pass over the whole trace (no decoding); None when it is not a trace."""
+    from .reader import NotATrace, open_trace
+    try:
+        with open_trace(path, verify=True) as t:
+            return content_of(t)
+    except (NotATrace, OSError):
+        return None
+
+
+def is_racy(identity: TraceIdentity) -> bool:
+    return time.time_ns() - identity.mtime_ns < RACY_NS
+
+
+# --- where it lives ---------------------------------------------------------------------
 
 def beside_path(trace_path) -> str:
     p = os.fspath(trace_path)
@@ -76,59 +186,174 @@ def _dir_writable(path: str) -> bool:
     return os.access(os.path.dirname(os.path.abspath(path)) or ".", os.W_OK | os.X_OK)
 
 
-class Sidecar:
-    """A keyed store bound to one trace fingerprint.  Use ``Sidecar.open``."""
+# --- storage backends: a file (locked with flock) or memory --------------------------
 
-    def __init__(self, f, path: str | None, fingerprint, *, writable: bool, location: str) -> None:
-        self._f = f
+class _FileStore:
+    def __init__(self, f) -> None:
+        self.f = f
+        self.fd = f.fileno()
+
+    def pread(self, n: int, off: int) -> bytes:
+        return os.pread(self.fd, n, off)
+
+    def pwrite(self, data, off: int) -> None:
+        view = memoryview(data).cast("B")
+        while len(view):
+            n = os.pwrite(self.fd, view, off)
+            if n <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view, off = view[n:], off + n
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def truncate(self, n: int) -> None:
+        os.ftruncate(self.fd, n)
+
+    def lock(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def unlock(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class _MemStore:
+    """The last resort when no file can be written (a full disk)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def pread(self, n: int, off: int) -> bytes:
+        return bytes(self.buf[off:off + n])
+
+    def pwrite(self, data, off: int) -> None:
+        data = bytes(data)
+        if len(self.buf) < off:
+            self.buf.extend(bytes(off - len(self.buf)))
+        self.buf[off:off + len(data)] = data
+
+    def size(self) -> int:
+        return len(self.buf)
+
+    def truncate(self, n: int) -> None:
+        del self.buf[n:]
+
+    def lock(self) -> None:
+        pass
+
+    unlock = lock
+
+    def close(self) -> None:
+        self.buf = bytearray()
+
+
+class _Entry(NamedTuple):
+    offset: int
+    length: int
+    crc: int
+    sums_offset: int        # 0: no block table (length <= BLOCK)
+    sums_crc: int
+
+
+# --- the store ----------------------------------------------------------------------------
+
+class Sidecar:
+    """A keyed store bound to one trace.  Use ``Sidecar.open``.
+
+    ``trusted``: the entries were computed from the trace as it is now (see
+    the module docstring); entries of an untrusted sidecar must not be used.
+    A writer that computed its data from the trace calls ``bind(identity,
+    content)`` before ``commit()`` when the sidecar was not trusted."""
+
+    def __init__(self, store, path: str | None, *, writable: bool, location: str,
+                 trace_path=None, identity: TraceIdentity | None = None) -> None:
+        self._s = store
         self.path = path
-        self.location = location          # "beside" | "user-cache" | "temporary"
+        self.location = location          # "beside" | "user-cache" | "temporary" | "memory"
         self.writable = writable
-        self._fp = fingerprint_bytes(fingerprint)
-        self._toc: dict[str, tuple[int, int]] = {}
+        self.trace_path = trace_path
+        self.identity = identity          # of the trace as this process saw it
+        self._toc: dict[str, _Entry] = {}
+        self._trust: dict | None = None
         self._end = HEADER.size           # where the next entry goes (= current TOC offset)
         self._locked = False
         self._dirty = False
-        self.fresh = self._load()         # False: nothing usable was there (new or rebuilt)
+        self._bound = None                # (identity, content) to record at commit
+        self._saved = None                # (end, old TOC + trailer) to restore on a failed write
+        self._sums: dict[str, array] = {}
+        self.trusted = False
+        self._load()
 
     # --- opening -------------------------------------------------------------
 
     @classmethod
-    def open(cls, trace_path, fingerprint) -> "Sidecar":
+    def open(cls, trace_path, identity: TraceIdentity | None = None) -> "Sidecar":
+        """The sidecar of the trace at ``trace_path``.  ``identity``: the
+        trace's identity as the caller saw it before reading it (taken here
+        when None).  When the recorded identity differs, the trace is
+        CRC-verified here (see the module docstring); ``trusted`` says
+        whether the entries may be used."""
+        if identity is None:
+            identity = trace_identity(trace_path)
+        if identity is None:
+            return cls.temporary(trace_path, None)
         beside = beside_path(trace_path)
-        fpb = fingerprint_bytes(fingerprint)
+        sc = None
         if _dir_writable(beside):
-            sc = cls._open_path(beside, fingerprint, fpb, "beside")
-            if sc is not None:
-                return sc
-        elif _valid_file(beside, fpb):
-            # Someone built it before the folder went read-only: use as is.
+            sc = cls._open_path(beside, "beside", trace_path, identity)
+        elif os.path.exists(beside):
+            # Built before the folder went read-only: readable, not writable.
             try:
-                return cls(open(beside, "rb"), beside, fingerprint, writable=False, location="beside")
+                store = _FileStore(open(beside, "rb"))
+            except OSError:
+                store = None
+            if store is not None:
+                sc = cls(store, beside, writable=False, location="beside", trace_path=trace_path,
+                         identity=identity)
+                if sc._trust is None:
+                    sc.close()
+                    sc = None
+        if sc is None:
+            user = user_cache_path(trace_path)
+            try:
+                os.makedirs(os.path.dirname(user), exist_ok=True)
             except OSError:
                 pass
-        user = user_cache_path(trace_path)
+            else:
+                sc = cls._open_path(user, "user-cache", trace_path, identity)
+        if sc is None:
+            return cls.temporary(trace_path, identity)
+        sc._establish_trust()
+        return sc
+
+    @classmethod
+    def temporary(cls, trace_path=None, identity: TraceIdentity | None = None) -> "Sidecar":
+        """An anonymous store for this process only (``sidecar=False``)."""
         try:
-            os.makedirs(os.path.dirname(user), exist_ok=True)
+            store = _FileStore(tempfile.TemporaryFile())
+            store.pwrite(HEADER.pack(MAGIC, VERSION, 0), 0)
+            location = "temporary"
         except OSError:
-            pass
-        else:
-            sc = cls._open_path(user, fingerprint, fpb, "user-cache")
-            if sc is not None:
-                return sc
-        return cls.temporary(fingerprint)
+            store = _MemStore()
+            store.pwrite(HEADER.pack(MAGIC, VERSION, 0), 0)
+            location = "memory"
+        return cls(store, None, writable=True, location=location, trace_path=trace_path, identity=identity)
 
     @classmethod
-    def temporary(cls, fingerprint) -> "Sidecar":
-        f = tempfile.TemporaryFile()
-        f.write(HEADER.pack(MAGIC, VERSION, 0))
-        return cls(f, None, fingerprint, writable=True, location="temporary")
+    def memory(cls, trace_path=None, identity: TraceIdentity | None = None) -> "Sidecar":
+        """A store in memory: the fallback when no file can be written."""
+        store = _MemStore()
+        store.pwrite(HEADER.pack(MAGIC, VERSION, 0), 0)
+        return cls(store, None, writable=True, location="memory", trace_path=trace_path, identity=identity)
 
     @classmethod
-    def _open_path(cls, path, fingerprint, fpb, location):
-        """Open (creating or replacing a stale one) under the file lock, so
-        that two processes opening at once end up on the same file and a
-        writer in the middle of a build is waited for, not replaced."""
+    def _open_path(cls, path, location, trace_path, identity):
+        """Open (creating, or replacing an unreadable one) under the file
+        lock, so that two processes opening at once end up on the same file
+        and a writer in the middle of a commit is waited for."""
         try:
             for _ in range(8):
                 f = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "r+b")
@@ -139,13 +364,15 @@ class Sidecar:
                         continue
                     size = os.fstat(f.fileno()).st_size
                     if size == 0:
-                        os.pwrite(f.fileno(), HEADER.pack(MAGIC, VERSION, 0), 0)
-                    elif size != HEADER.size and _read_toc(f, fpb) is None:
-                        _replace_with_empty(path)   # stale: another trace, or a writer died
+                        _FileStore(f).pwrite(HEADER.pack(MAGIC, VERSION, 0), 0)
+                    elif size != HEADER.size and _read_toc(_FileStore(f)) is None:
+                        _replace_with_empty(path)   # another version, or a writer died
                         f.close()
                         continue
+                    sc = cls(_FileStore(f), path, writable=True, location=location, trace_path=trace_path,
+                             identity=identity)
                     fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-                    return cls(f, path, fingerprint, writable=True, location=location)
+                    return sc
                 except BaseException:
                     f.close()
                     raise
@@ -153,18 +380,107 @@ class Sidecar:
         except OSError:
             return None
 
+    # --- trust -----------------------------------------------------------------
+
+    def _establish_trust(self) -> None:
+        """Decide whether the entries describe the trace as it is now; verify
+        the trace when the identity differs (or was racy), drop every entry
+        when the content differs."""
+        trust = self._trust
+        self.trusted = False
+        if trust is None or self.identity is None:
+            return
+        recorded = TraceIdentity(*trust["id"])
+        if recorded == self.identity and not trust["racy"]:
+            self.trusted = True
+            return
+        content = scan_content(self.trace_path)
+        if content is None or not self._recorded_content_is(content):
+            self.reset()
+            return
+        self.trusted = True
+        # The same bytes under a new identity (a copy, a touch) or no longer
+        # racy: record it so that the next open is O(1) again.  Best effort.
+        if self.writable and (recorded != self.identity or not is_racy(self.identity)):
+            try:
+                self.lock()
+                if self.trusted:
+                    self.bind(self.identity, content)
+                    self.commit()
+                else:
+                    self.abort()
+            except SidecarError:
+                pass
+
+    def _recorded_content_is(self, content: Content) -> bool:
+        trust = self._trust
+        try:
+            chunks = self.get_raw(K_CHUNKS)
+        except SidecarError:
+            return False
+        return (trust.get("tag") == content.tag and chunks == content.chunks
+                and _plain(trust.get("stop")) == _plain(content.stop))
+
+    def _decide(self, verified) -> bool:
+        """After re-reading the TOC under the lock: are its entries still
+        for the trace as this process sees it?  ``verified``: the trust
+        record this process verified before, if any.  Entries of another
+        content are dropped from the TOC this writer will commit."""
+        t = self._trust
+        if t is None or self.identity is None:
+            return False
+        if TraceIdentity(*t["id"]) == self.identity and not t["racy"]:
+            return True
+        if verified is not None and _plain(verified) == _plain(t):
+            return True
+        content = scan_content(self.trace_path)
+        if content is not None and self._recorded_content_is(content):
+            return True
+        self._toc, self._trust = {}, None
+        return False
+
+    def bind(self, identity: TraceIdentity | None, content: Content | None) -> None:
+        """Record at the next commit that the entries were computed from the
+        trace with ``identity`` and ``content`` (a writer on an untrusted
+        sidecar).  Without an identity nothing will be published."""
+        self._bound = (identity, content)
+        self._dirty = True
+
+    def reset(self) -> None:
+        """Drop every entry: replace the file with an empty one (readers that
+        opened the old file keep it)."""
+        self.trusted = False
+        self._sums.clear()
+        if not self.writable or self.path is None:
+            self._toc, self._trust, self._end = {}, None, HEADER.size
+            return
+        try:
+            self.lock()
+            _replace_with_empty(self.path)
+            self._release()
+            self._reopen()
+        except (OSError, SidecarError):
+            if self._locked:
+                self._release()
+            self._toc, self._trust, self._end = {}, None, HEADER.size
+            self.writable = False
+        self.trusted = False
+
+    def _reopen(self) -> None:
+        f = open(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666), "r+b")
+        self._s.close()
+        self._s = _FileStore(f)
+        self._load()
+
     # --- reading -------------------------------------------------------------
 
-    def _read_trailer(self):
-        return _read_toc(self._f, self._fp)
-
-    def _load(self) -> bool:
-        got = self._read_trailer()
+    def _load(self) -> None:
+        got = _read_toc(self._s)
         if got is None:
-            self._toc, self._end = {}, HEADER.size
-            return False
-        self._toc, self._end = got
-        return bool(self._toc)
+            self._toc, self._trust, self._end = {}, None, HEADER.size
+        else:
+            self._toc, self._trust, self._end = got
+        self._sums.clear()
 
     def __contains__(self, key: str) -> bool:
         return key in self._toc
@@ -173,52 +489,120 @@ class Sidecar:
         return list(self._toc)
 
     def size(self, key: str) -> int:
-        return self._toc[key][1]
+        return self._toc[key].length
 
     def get_raw(self, key: str) -> bytes | None:
-        loc = self._toc.get(key)
-        if loc is None:
+        """The entry's bytes, verified; None when absent.  SidecarCorrupt
+        when they do not match their checksum."""
+        e = self._toc.get(key)
+        if e is None:
             return None
-        return self._pread(loc[0], loc[1])
+        data = self._pread(e.offset, e.length)
+        if zlib.crc32(data) != e.crc:
+            raise SidecarCorrupt(f"sidecar entry {key} fails its checksum")
+        return data
 
     def read(self, key: str, offset: int, length: int) -> bytes:
-        """``length`` bytes at ``offset`` inside entry ``key``."""
-        base, size = self._toc[key]
-        if offset < 0 or length < 0 or offset + length > size:
-            raise SidecarError(f"read of {key}[{offset}:{offset + length}] outside its {size} bytes")
-        return self._pread(base + offset, length)
+        """``length`` bytes at ``offset`` inside entry ``key``, verified by
+        the blocks under them."""
+        e = self._toc.get(key)
+        if e is None:
+            raise SidecarCorrupt(f"sidecar entry {key} is missing")
+        if offset < 0 or length < 0 or offset + length > e.length:
+            raise SidecarCorrupt(f"read of {key}[{offset}:{offset + length}] outside its {e.length} bytes")
+        if not e.sums_offset:
+            return self.get_raw(key)[offset:offset + length]
+        if not length:
+            return b""
+        sums = self._block_sums(key, e)
+        first, last = offset // BLOCK, (offset + length - 1) // BLOCK
+        start = first * BLOCK
+        data = self._pread(e.offset + start, min(e.length, (last + 1) * BLOCK) - start)
+        view = memoryview(data)
+        for b in range(first, last + 1):
+            if zlib.crc32(view[(b - first) * BLOCK:(b - first + 1) * BLOCK]) != sums[b]:
+                raise SidecarCorrupt(f"sidecar entry {key} fails its checksum at block {b}")
+        return data[offset - start:offset - start + length]
+
+    def _block_sums(self, key: str, e: _Entry) -> array:
+        sums = self._sums.get(key)
+        if sums is None:
+            raw = self._pread(e.sums_offset, 4 * -(-e.length // BLOCK))
+            if zlib.crc32(raw) != e.sums_crc:
+                raise SidecarCorrupt(f"sidecar entry {key}: block checksums damaged")
+            sums = array("I")
+            sums.frombytes(raw)
+            self._sums[key] = sums
+        return sums
 
     def get(self, key: str, default=None):
+        """The entry decoded (msgpack, tuples for arrays); SidecarCorrupt
+        when it fails its checksum or does not decode."""
         data = self.get_raw(key)
         if data is None:
             return default
-        return msgpack.unpackb(data, use_list=False, strict_map_key=False)
+        try:
+            return msgpack.unpackb(data, use_list=False, strict_map_key=False)
+        except Exception as exc:
+            raise SidecarCorrupt(f"sidecar entry {key} does not decode: {type(exc).__name__}") from None
 
     def _pread(self, offset: int, length: int) -> bytes:
-        data = os.pread(self._f.fileno(), length, offset)
+        try:
+            data = self._s.pread(length, offset)
+        except OSError as exc:
+            raise SidecarCorrupt(f"sidecar unreadable: {exc.strerror or exc}") from None
         if len(data) != length:
-            raise SidecarError("sidecar shorter than its table of contents says")
+            raise SidecarCorrupt("sidecar shorter than its table of contents says")
         return data
 
     # --- writing -------------------------------------------------------------
 
-    def _begin_write(self) -> None:
+    def lock(self) -> None:
+        """Take the writer lock and re-read the TOC: another process may have
+        committed meanwhile (a builder that waited here then finds the
+        entries built and uses them instead of appending its own copy)."""
         if not self.writable:
-            raise SidecarError("sidecar is read-only")
+            raise SidecarWriteError("sidecar is read-only")
         if self._locked:
             return
-        fcntl.flock(self._f.fileno(), fcntl.LOCK_EX)
-        self._locked = True
-        # Another process may have committed since we read the TOC.
-        got = self._read_trailer()
-        if got is not None:
-            self._toc, self._end = got
+        verified = self._trust if self.trusted else None
+        try:
+            if self.path is not None and not _same_file(self._s.f, self.path):
+                self._reopen()              # replaced since we opened it
+            self._s.lock()
+            self._locked = True
+            if self.path is not None:
+                self._load()
+                self.trusted = self._decide(verified)
+            self._saved = (self._end, self._s.pread(self._s.size() - self._end, self._end))
+        except OSError as exc:
+            if self._locked:
+                self._release()
+            raise SidecarWriteError(f"cannot lock the sidecar: {exc.strerror or exc}") from None
+
+    def _write(self, data, offset: int) -> None:
+        try:
+            self._s.pwrite(data, offset)
+        except OSError as exc:
+            self.abort()
+            raise SidecarWriteError(f"cannot write the sidecar: {exc.strerror or exc}") from None
 
     def put_raw(self, key: str, data) -> None:
-        self._begin_write()
-        os.pwrite(self._f.fileno(), data, self._end)
-        self._toc[key] = (self._end, len(data))
-        self._end += len(data)
+        self.lock()
+        data = bytes(data)
+        off = self._end
+        sums_off = sums_crc = 0
+        self._write(data, off)
+        end = off + len(data)
+        if len(data) > BLOCK:
+            view = memoryview(data)
+            sums = array("I", (zlib.crc32(view[i:i + BLOCK]) for i in range(0, len(data), BLOCK))).tobytes()
+            self._write(sums, end)
+            sums_off, sums_crc = end, zlib.crc32(sums)
+            end += len(sums)
+        self._toc[key] = _Entry(off, len(data), zlib.crc32(data), sums_off, sums_crc)
+        self._sums.pop(key, None)
+        self._end = end
         self._dirty = True
 
     def put(self, key: str, value) -> None:
@@ -227,41 +611,110 @@ class Sidecar:
     def stream(self, key: str) -> "_Stream":
         """Write one large entry piecewise: ``with sc.stream(k) as s:
         off = s.write(part)`` (offsets are relative to the entry)."""
-        self._begin_write()
+        self.lock()
         return _Stream(self, key)
 
     def delete(self, key: str) -> None:
         if key in self._toc:
-            self._begin_write()
-            del self._toc[key]
+            self.lock()
+            self._toc.pop(key, None)
             self._dirty = True
 
-    def commit(self) -> None:
-        """Make the writes since the last commit durable (TOC + trailer)."""
+    def commit(self) -> bool:
+        """Publish the writes since the lock was taken (TOC + trailer) and
+        release the lock.  Nothing is published (False; the entries stay
+        usable by this process) when the trace changed since this process
+        saw it, or when nothing says which trace the entries belong to."""
+        if not self._locked:
+            return False
+        try:
+            if not self._dirty:
+                return True
+            if self.path is None:           # a private store: nothing to publish
+                self._dirty, self._bound = False, None
+                return True
+            trust = self._trust if self.trusted else None
+            if self._bound is not None:
+                identity, content = self._bound
+                if identity is None or content is None or identity != trace_identity(self.trace_path):
+                    return self._refuse()
+                try:
+                    same = self.get_raw(K_CHUNKS) == content.chunks
+                except SidecarError:
+                    same = False
+                if not same:
+                    self.put_raw(K_CHUNKS, content.chunks)
+                trust = {"id": list(identity), "racy": is_racy(identity), "tag": content.tag,
+                         "stop": content.stop}
+            if trust is None:
+                return self._refuse()
+            toc = msgpack.packb({"v": VERSION, "trust": trust,
+                                 "entries": {k: list(v) for k, v in self._toc.items()}},
+                                use_bin_type=True)
+            trailer = TRAILER.pack(TRAILER_MARKER, self._end, len(toc), zlib.crc32(toc))
+            self._write(toc + trailer, self._end)
+            try:
+                self._s.truncate(self._end + len(toc) + len(trailer))
+            except OSError:
+                pass
+            self._trust = trust
+            self._dirty, self._bound = False, None
+            self.trusted = True
+            return True
+        finally:
+            if self._locked:
+                self._release()
+
+    def _refuse(self) -> bool:
+        """Publish nothing.  The entries written stay readable by this
+        process; on disk the old TOC may be overwritten, which the next
+        opener sees as a sidecar to rebuild."""
+        self._dirty, self._bound = False, None
+        self.trusted = False
+        return False
+
+    def abort(self) -> None:
+        """Forget the writes since the lock was taken: the file gets its last
+        committed TOC back (best effort) and the lock is released."""
         if not self._locked:
             return
         try:
-            if self._dirty:
-                toc = msgpack.packb({"v": VERSION, "fp": self._fp,
-                                     "entries": {k: list(v) for k, v in self._toc.items()}},
-                                    use_bin_type=True)
-                trailer = TRAILER.pack(TRAILER_MARKER, self._end, len(toc), zlib.crc32(toc))
-                fd = self._f.fileno()
-                os.pwrite(fd, toc + trailer, self._end)
-                os.ftruncate(fd, self._end + len(toc) + len(trailer))
-                self._dirty = False
+            if self._saved is not None:
+                end, tail = self._saved
+                try:
+                    self._s.pwrite(tail, end)
+                    self._s.truncate(end + len(tail))
+                except OSError:
+                    pass
         finally:
-            fcntl.flock(self._f.fileno(), fcntl.LOCK_UN)
-            self._locked = False
+            self._dirty, self._bound = False, None
+            self._release()
+            try:
+                self._load()
+            except OSError:
+                pass
+            if self._trust is None:
+                self.trusted = False
+
+    def _release(self) -> None:
+        self._locked = False
+        self._saved = None
+        try:
+            self._s.unlock()
+        except OSError:
+            pass
 
     def close(self) -> None:
-        if self._f is None:
+        if self._s is None:
             return
         try:
-            self.commit()
+            try:
+                self.commit()
+            except SidecarError:
+                pass
         finally:
-            self._f.close()
-            self._f = None
+            self._s.close()
+            self._s = None
 
     def __enter__(self) -> "Sidecar":
         return self
@@ -271,69 +724,107 @@ class Sidecar:
 
 
 class _Stream:
+    """One entry written piecewise, with its whole and per-block CRCs kept
+    as it goes."""
+
     def __init__(self, sc: Sidecar, key: str) -> None:
         self._sc = sc
         self._key = key
         self._start = sc._end
         self._pos = 0
+        self._crc = 0
+        self._sums = array("I")
+        self._block = 0         # running CRC of the current, unfinished block
 
     def write(self, data) -> int:
         off = self._pos
-        os.pwrite(self._sc._f.fileno(), data, self._start + off)
-        self._pos += len(data)
+        self._sc._write(data, self._start + off)
+        view = memoryview(data).cast("B")
+        self._crc = zlib.crc32(view, self._crc)
+        pos = off
+        while len(view):
+            room = BLOCK - pos % BLOCK
+            part = view[:room]
+            self._block = zlib.crc32(part, self._block)
+            pos += len(part)
+            view = view[len(part):]
+            if pos % BLOCK == 0:
+                self._sums.append(self._block)
+                self._block = 0
+        self._pos = pos
         return off
 
     def __enter__(self) -> "_Stream":
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
-        if exc_type is None:
-            sc = self._sc
-            sc._toc[self._key] = (self._start, self._pos)
-            sc._end = self._start + self._pos
-            sc._dirty = True
+        if exc_type is not None:
+            return
+        sc = self._sc
+        end = self._start + self._pos
+        sums_off = sums_crc = 0
+        if self._pos > BLOCK:
+            if self._pos % BLOCK:
+                self._sums.append(self._block)
+            raw = self._sums.tobytes()
+            sc._write(raw, end)
+            sums_off, sums_crc = end, zlib.crc32(raw)
+            end += len(raw)
+        sc._toc[self._key] = _Entry(self._start, self._pos, self._crc, sums_off, sums_crc)
+        sc._sums.pop(self._key, None)
+        sc._end = end
+        sc._dirty = True
 
 
 # --- file helpers -------------------------------------------------------------------
 
-def _read_toc(f, fpb: bytes):
-    """(toc, data end) from a sidecar file object, or None when it is not a
-    complete sidecar of this version for this fingerprint."""
+def _plain(v):
+    """Tuples (msgpack, use_list=False) and lists compare alike."""
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _read_toc(store):
+    """(entries, trust, data end) from a sidecar store, or None when it is
+    not a complete sidecar of this version."""
     try:
-        fd = f.fileno()
-        size = os.fstat(fd).st_size
+        size = store.size()
         if size < HEADER.size + TRAILER.size:
             return None
-        magic, version, _ = HEADER.unpack(os.pread(fd, HEADER.size, 0))
+        magic, version, _ = HEADER.unpack(store.pread(HEADER.size, 0))
         if magic != MAGIC or version != VERSION:
             return None
-        marker, toc_off, toc_len, crc = TRAILER.unpack(os.pread(fd, TRAILER.size, size - TRAILER.size))
+        marker, toc_off, toc_len, crc = TRAILER.unpack(store.pread(TRAILER.size, size - TRAILER.size))
         if marker != TRAILER_MARKER or toc_len > MAX_TOC_BYTES \
                 or toc_off < HEADER.size or toc_off + toc_len + TRAILER.size != size:
             return None
-        raw = os.pread(fd, toc_len, toc_off)
+        raw = store.pread(toc_len, toc_off)
         if len(raw) != toc_len or zlib.crc32(raw) != crc:
             return None
         toc = msgpack.unpackb(raw, use_list=False)
-        if not isinstance(toc, dict) or toc.get("v") != VERSION or toc.get("fp") != fpb:
+        if not isinstance(toc, dict) or toc.get("v") != VERSION:
             return None
         entries = {}
         for key, loc in toc.get("entries", {}).items():
-            off, length = loc
-            if not (isinstance(key, str) and HEADER.size <= off and off + length <= toc_off):
+            e = _Entry(*loc)
+            if not (isinstance(key, str) and all(type(x) is int for x in e)
+                    and HEADER.size <= e.offset and e.offset + e.length <= toc_off and e.length >= 0
+                    and (e.sums_offset == 0 or HEADER.size <= e.sums_offset
+                         and e.sums_offset + 4 * -(-e.length // BLOCK) <= toc_off)):
                 return None
-            entries[key] = (off, length)
-        return entries, toc_off
-    except (OSError, ValueError, TypeError, msgpack.UnpackException, struct.error):
+            entries[key] = e
+        trust = toc.get("trust")
+        if trust is not None:
+            ident = trust.get("id") if isinstance(trust, dict) else None
+            if not (isinstance(ident, (list, tuple)) and len(ident) == len(TraceIdentity._fields)
+                    and all(type(x) is int for x in ident) and type(trust.get("racy")) is bool
+                    and type(trust.get("tag")) is int and K_CHUNKS in entries):
+                return None
+            trust = dict(trust)
+        return entries, trust, toc_off
+    except (OSError, ValueError, TypeError, AttributeError, msgpack.UnpackException, struct.error):
         return None
-
-
-def _valid_file(path: str, fpb: bytes) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return _read_toc(f, fpb) is not None
-    except OSError:
-        return False
 
 
 def _same_file(f, path: str) -> bool:
@@ -345,14 +836,27 @@ def _same_file(f, path: str) -> bool:
 
 
 def _replace_with_empty(path: str) -> None:
-    """A new, empty sidecar at ``path``; readers of the old file keep its inode."""
+    """A new, empty sidecar at ``path``; readers of the old file keep its
+    inode.  Created with mode 0666 so the umask and the folder's default ACL
+    apply, as for any new file (mkstemp would force 0600)."""
     d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".vtdt-cache.", dir=d)
+    for _ in range(100):
+        tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}")
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise OSError(errno.EEXIST, "no temporary name for the sidecar")
     try:
         os.write(fd, HEADER.pack(MAGIC, VERSION, 0))
         os.close(fd)
+        fd = -1
         os.replace(tmp, path)
     except BaseException:
+        if fd >= 0:
+            os.close(fd)
         try:
             os.unlink(tmp)
         except OSError:

@@ -1,4 +1,4 @@
-"""Dependency rules of DESIGN §2, enforced (as Harlequin does for its imports):
+"""Dependency rules of README.md#layout, enforced (as Harlequin does for its imports):
 tracer and replay work headless (no textual), and replay rebuilds state from
 events alone (it never imports the engine, only the schema side of tracer)."""
 

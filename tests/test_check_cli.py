@@ -1,5 +1,5 @@
 """`vtdtrace check` as a subprocess: golden text/JSON for shipped traces, the
-DESIGN §8 JSON contract, --kind, and the exit codes (0 no hazard, 1 hazard,
+docs/CLI.md#check-json contract, --kind, and the exit codes (0 no hazard, 1 hazard,
 2 usage / not a trace, 3 damaged -- after reporting the readable part's
 findings, and winning over 1).
 
@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,11 +36,31 @@ GOLDENS = [
     ("s1-usb-rmrr.direct-nocx16.json", ["traces/s1-usb-rmrr.direct-nocx16.vtdt", "--json"], 1),
     ("s1-usb-rmrr.direct-nocx16.kinds.json",
      ["traces/s1-usb-rmrr.direct-nocx16.vtdt", "--json", "--kind", "foreign-iotlb", "--kind", "stale-context"], 1),
+    ("s1-usb-rmrr.direct-nocx16.summary.txt", ["traces/s1-usb-rmrr.direct-nocx16.vtdt", "--summary"], 1),
+    ("s1-usb-rmrr.direct-nocx16.warning.txt",
+     ["traces/s1-usb-rmrr.direct-nocx16.vtdt", "--severity", "warning"], 1),
+    ("s1-usb-rmrr.direct-nocx16.hazard.json",
+     ["traces/s1-usb-rmrr.direct-nocx16.vtdt", "--json", "--severity", "hazard"], 1),
     ("s6-enomem.legacy.txt", ["traces/s6-enomem.legacy.vtdt"], 1),
     ("s6-enomem.direct.txt", ["traces/s6-enomem.direct.vtdt"], 0),
     ("s7-phantom-quarantine.direct.json", ["traces/s7-phantom-quarantine.direct.vtdt", "--json"], 1),
     ("s8-two-legacy-behind-bridge.direct.txt", ["traces/s8-two-legacy-behind-bridge.direct.vtdt"], 1),
 ]
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """`python -m vtdtrace ARGS` run in a private copy of traces/ (check reads
+    and writes the sidecar beside a trace: no test may leave one in the
+    repository, nor read one an earlier test left)."""
+    shutil.copytree(REPO / "traces", tmp_path / "traces")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "vtdtrace", *map(str, args)], cwd=tmp_path,
+                              capture_output=True, text=True, env=env)
+
+    return run
 
 
 @pytest.mark.parametrize("golden,args,code", GOLDENS, ids=[g[0] for g in GOLDENS])

@@ -33,7 +33,21 @@ S1L, S1D, S1N = T + "s1-usb-rmrr.legacy.vtdt", T + "s1-usb-rmrr.direct.vtdt", T 
 S3D = T + "s3-igd-own-drhd.direct.vtdt"
 
 
-def vt(*args, cwd=REPO, env=None):
+_WORK: Path | None = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _private_traces(tmp_path_factory):
+    """The commands run in a private copy of traces/: a diff writes the
+    traces' sidecars, which must not land in (or be read from) the repository."""
+    global _WORK
+    _WORK = tmp_path_factory.mktemp("diff-work")
+    shutil.copytree(REPO / "traces", _WORK / "traces", ignore=shutil.ignore_patterns("*.vtdt-cache"))
+    yield
+
+
+def vt(*args, cwd=None, env=None):
+    cwd = _WORK if cwd is None else cwd
     e = dict(os.environ)
     e.pop("SOURCE_DATE_EPOCH", None)
     if env:
@@ -171,7 +185,7 @@ def test_header_only_difference_is_equivalent(tmp_path):
     with TraceWriter(out, header) as w:
         for ev in src.events():
             w.append(ev)
-    r, doc = _diff_json(REPO / S1D, out)
+    r, doc = _diff_json(_WORK / S1D, out)
     assert r.returncode == 0 and doc["equivalent"] is True
     assert [h["path"] for h in doc["header_diff"]] == ["scenario.description"]
 
@@ -491,7 +505,7 @@ def test_hazard_delta_matching_and_positions():
     assert rep.next_hazard(-1) is h and rep.next_hazard(h.row) is None and rep.prev_hazard(h.row + 1) is h
     # without findings on either side: not available, empty lists
     rep2 = _diff(ha, ea, hb, eb)
-    assert rep2.hazard_delta() == {"only_a": [], "only_b": [], "available": False}
+    assert rep2.hazard_delta() == {"only_a": [], "only_b": [], "changed": [], "available": False}
     # finding objects (attributes, labels pair) work too
     class F:
         kind, device, rid, iommu, start, end, labels, severity = ("did-leak", "d", "r", 0, 5, None,

@@ -1,4 +1,5 @@
-"""The engine against the spec's step lists (vtd-model.md §3, §3.7, §9) on the
+"""The engine against docs/MODEL.md's step lists, error table and checks
+(#step-labels, #errors, #checked) on the
 shipped scenarios: event shape at the decisive points and the final state."""
 
 import pytest
@@ -346,7 +347,7 @@ def test_final_return_codes_and_owner(key, cx16):
     pdev = r.engine.pci_get_pdev(*parse_bdf(bdf))
     assert pdev.domain.name == owner
     # Every present entry's DID resolves through the map on its unit, except
-    # the stale-DID cases the spec predicts (D3 in S7 direct).
+    # the stale-DID cases docs/MODEL.md#d3 predicts (D3 in S7 direct).
     for u in r.engine.iommus:
         for (bus, devfn), (lo, hi) in u.ctx.items():
             if lo & 1 and not (name.startswith("s7") and variant == "direct"):

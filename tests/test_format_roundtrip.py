@@ -25,7 +25,7 @@ from tracer.writer import TraceWriter
 
 
 def test_reader_and_writer_agree_on_the_layout():
-    # replay may not import tracer.writer (DESIGN §2), so the layout is
+    # replay may not import tracer.writer (README.md#layout), so the layout is
     # written down twice; this is what keeps the copies equal.
     for name in ("MAGIC", "SYNC_EVENTS", "SYNC_INDEX", "TRAILER_MARKER", "MAX_META_BYTES", "MAX_CHUNK_BYTES"):
         assert getattr(R, name) == getattr(W, name), name
@@ -94,14 +94,40 @@ _values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
 @given(st.lists(st.tuples(st.integers(0, len(S.KINDS) - 1), st.lists(_values, max_size=5)), max_size=20),
        st.integers(1, 9))
 def test_arbitrary_field_values_round_trip(tmp_path_factory, raw, chunk_events):
+    """The container carries any msgpack value; the reader hands out exactly
+    the events before the first one off the catalogue's types, and reports
+    its chunk as corrupt (docs/FORMAT.md section 2.2)."""
     events = [[k, i, 0, 1, 2, "L", *fields] for i, (k, fields) in enumerate(raw, 1)]
     path = tmp_path_factory.mktemp("h") / "t.vtdt"
     with mock.patch("tracer.writer.os.fsync"):     # durability is not what this test is about
         with TraceWriter(path, HEADER, chunk_events=chunk_events) as w:
             for ev in events:
                 w.append(ev)
+    bad = next((i for i, ev in enumerate(events) if not _conforms(ev)), None)
     with open_trace(path) as t:
-        assert t.complete and list(t.events()) == events
+        got = list(t.events())
+        if bad is None:
+            assert t.complete and got == events
+        else:
+            assert got == events[:bad]
+            assert t.stop.kind == "corrupt" and t.stop.chunk_index == bad // chunk_events
+            assert t.count == bad == t.stop.last_good_seq
+            assert f"event {bad + 1}: " in t.stop.message
+
+
+def _conforms(ev) -> bool:
+    """The catalogue's type rule, written out independently of replay.validate."""
+    kind = S.KINDS[ev[0]]
+    fields = ev[S.F0:]
+    if len(fields) < len(kind.fields):
+        return False
+    for typ, v in zip(kind.types, fields):
+        if type(v) not in S.FIELD_TYPES[typ]:
+            return False
+        if typ == "args" and not all(type(p) is list and len(p) == 2 and type(p[0]) is str
+                                     and type(p[1]) in (int, str, bool, type(None)) for p in v):
+            return False
+    return True
 
 
 _SCRIPT = textwrap.dedent("""

@@ -1,6 +1,6 @@
 """Every shipped scenario (traces/s*.toml) under every engine variant --
 legacy (V1), direct with cmpxchg16b, direct without -- against the findings
-research/vtd-model.md §5/§6 predicts: exact kinds, severities, devices,
+docs/MODEL.md#hazards and the scenario files predict: exact kinds, severities, devices,
 requester IDs and the Xen step labels at both ends of every window.
 
 The decisive rows of issue 5 are checked down to the events themselves:
@@ -15,8 +15,8 @@ direct leaves none.
 
 Rows are (kind, severity, device, rid, start_label, end_label) with
 "SSSS:" dropped from BDFs and OPEN for a window still open when the trace
-ends.  Where the table goes beyond or against the spec's hand-derived notes,
-the comment says why (the spec marks those DERIVED).
+ends.  Where the table goes beyond or against the hand-derived expectations,
+the comment says why (docs/MODEL.md marks those DERIVED).
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ EXPECTED = {
         ("stale-context", "benign", "00:1e.0", "05:00.0", "UO3", "UO5"),
         ("stale-iotlb", "benign", "00:1e.0", "05:00.0", "UO3", "UO5"),
     ],
-    # S4 V2 (DERIVED in the spec): P1 switches 05:01.0, P2 -EOPNOTSUPP, P5 maps and unmaps the
+    # S4 V2 (DERIVED, docs/MODEL.md#d2): P1 switches 05:01.0, P2 -EOPNOTSUPP, P5 maps and unmaps the
     # spurious 05:1e.0 (charged to the op's device), then clears both aliases: a1 on the aliases
     # for good; AS5 removes the guest's RMRR map while 05:01.0 still uses its tables: a2, open.
     ("s4-legacy-pci-rmrr-bridge", "direct"): [

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
+import pytest
 from hypothesis import given
 
 from conftest import REPO
@@ -163,15 +165,24 @@ def test_s10_variations_agree_with_show():
 
 # --- s10 on the command line --------------------------------------------------------------
 
-def vt(*args):
+@pytest.fixture
+def s10_copy(tmp_path):
+    """A folder holding traces/s10-* copies: commands may write their cache there."""
+    (tmp_path / "traces").mkdir()
+    for p in (REPO / "traces").glob("s10-alias-rid-split.*.vtdt"):
+        shutil.copyfile(p, tmp_path / "traces" / p.name)
+    return tmp_path
+
+
+def vt(cwd, *args):
     env = dict(os.environ)
     env.pop("SOURCE_DATE_EPOCH", None)
-    return subprocess.run([sys.executable, "-m", "vtdtrace", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "vtdtrace", *args], cwd=cwd, capture_output=True,
                           text=True, env=env)
 
 
-def test_check_s10_direct_names_the_guest_device_dmaing_into_dom0():
-    r = vt("check", "traces/s10-alias-rid-split.direct.vtdt", "--kind", "owner-mismatch", "--json")
+def test_check_s10_direct_names_the_guest_device_dmaing_into_dom0(s10_copy):
+    r = vt(s10_copy, "check", "traces/s10-alias-rid-split.direct.vtdt", "--kind", "owner-mismatch", "--json")
     assert r.returncode == 1, r.stderr
     doc = json.loads(r.stdout)
     open_hz = [f for f in doc["findings"] if f["severity"] == "hazard" and f["open_at_end"]]
@@ -183,22 +194,23 @@ def test_check_s10_direct_names_the_guest_device_dmaing_into_dom0():
     orphan = [f for f in doc["findings"] if f["rid"] == "0000:05:1e.0"]
     assert [(f["severity"], f["device"], f["open_at_end"]) for f in orphan] == [("warning", "0000:05:02.0", True)]
     # legacy ends consistent: every owner-mismatch window is closed
-    r = vt("check", "traces/s10-alias-rid-split.legacy.vtdt", "--kind", "owner-mismatch", "--json")
+    r = vt(s10_copy, "check", "traces/s10-alias-rid-split.legacy.vtdt", "--kind", "owner-mismatch", "--json")
     assert all(not f["open_at_end"] for f in json.loads(r.stdout)["findings"])
 
 
-def test_diff_s10_legacy_vs_direct_carries_the_breach_in_the_hazard_delta():
-    r = vt("diff", "traces/s10-alias-rid-split.legacy.vtdt", "traces/s10-alias-rid-split.direct.vtdt", "--json")
+def test_diff_s10_legacy_vs_direct_carries_the_breach_in_the_hazard_delta(s10_copy):
+    r = vt(s10_copy, "diff", "traces/s10-alias-rid-split.legacy.vtdt", "traces/s10-alias-rid-split.direct.vtdt", "--json")
     assert r.returncode == 1, r.stderr
     hd = json.loads(r.stdout)["hazard_delta"]
     only_b = [(f["kind"], f["severity"], f["device"], f["rid"], f["open_at_end"]) for f in hd["only_b"]
               if f["kind"] == "owner-mismatch"]
     assert ("owner-mismatch", "hazard", "0000:05:01.0", "0000:05:00.0", True) in only_b
-    # the split after op 1 is in both (only its end differs: RO8 vs MO7)
-    only_a = [(f["kind"], f["device"], f["rid"], f["end_label"]) for f in hd["only_a"]
-              if f["kind"] == "owner-mismatch"]
-    assert ("owner-mismatch", "0000:05:02.0", "0000:05:00.0", "RO8") in only_a
-    text = vt("diff", "traces/s10-alias-rid-split.legacy.vtdt", "traces/s10-alias-rid-split.direct.vtdt").stdout
+    # the split after op 1 is in both, only its end differs (RO8 vs MO7): "changed", not one-sided
+    changed = [(c["a"]["kind"], c["a"]["device"], c["a"]["rid"], c["a"]["end_label"], c["b"]["end_label"])
+               for c in hd["changed"] if c["a"]["kind"] == "owner-mismatch"]
+    assert ("owner-mismatch", "0000:05:02.0", "0000:05:00.0", "RO8", "MO7") in changed
+    assert not [f for f in hd["only_a"] if f["kind"] == "owner-mismatch"]
+    text = vt(s10_copy, "diff", "traces/s10-alias-rid-split.legacy.vtdt", "traces/s10-alias-rid-split.direct.vtdt").stdout
     assert "owner-mismatch" in text
 
 

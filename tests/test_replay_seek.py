@@ -200,7 +200,9 @@ def test_truncated_trace_replays_to_its_last_good_event(tmp_path):
         assert not s.built and s.stop.kind == "truncated" and s.stop.last_good_seq == s.count
 
 
-def test_an_event_the_fold_cannot_apply_ends_the_readable_trace(tmp_path, write_trace):
+def test_an_event_off_the_catalogue_ends_the_readable_trace(tmp_path, write_trace):
+    """A ctx-write whose new_lo is a string: the readable trace ends just
+    before it, and the stop report names its chunk, byte offset and seq."""
     from tests.test_replay_fold import Events, entry
 
     e = Events()
@@ -212,7 +214,8 @@ def test_an_event_the_fold_cannot_apply_ends_the_readable_trace(tmp_path, write_
     path = write_trace(good + [bad] + after, chunk_events=8)
     with ReplaySession(path, min_events=4) as s:
         assert s.count == len(good) and s.stop.kind == "corrupt"
-        assert f"event {len(good) + 1}" in s.stop.message
+        assert s.stop.chunk_index == len(good) // 8 and s.stop.offset == s.trace.chunks[len(good) // 8][0]
+        assert s.stop.message == f"event {len(good) + 1}: ctx-write field new_lo is a str, expected u64"
         assert s.state_at(s.count) == fold(initial_state(s.header), good)
         assert s.next_of_kind("log", 0) is None
     with ReplaySession(path) as s:
@@ -290,32 +293,39 @@ def test_build_in_memory_and_seek():
 
 
 def test_sidecar_store_round_trip_and_concurrent_commit(tmp_path):
-    trace = tmp_path / "x.vtdt"
-    trace.write_bytes(b"trace")
-    a = sidecar.Sidecar.open(trace, "fp-1")
-    b = sidecar.Sidecar.open(trace, "fp-1")
+    trace = record(tmp_path, name="x.vtdt")
+    ident, content = sidecar.trace_identity(trace), sidecar.scan_content(trace)
+    a = sidecar.Sidecar.open(trace)
+    b = sidecar.Sidecar.open(trace)
+    assert not a.trusted and a.keys() == []
     a.put("one", {"k": [1, 2]})
-    a.commit()
+    a.bind(ident, content)
+    assert a.commit()
     b.put("two", 2)          # b re-reads the TOC under the lock: a's entry survives
-    b.commit()
+    assert b.commit()
     a.close()
     b.close()
-    c = sidecar.Sidecar.open(trace, "fp-1")
-    assert c.fresh and sorted(c.keys()) == ["one", "two"] and c.get("one") == {"k": (1, 2)}
+    c = sidecar.Sidecar.open(trace)
+    assert c.trusted and sorted(c.keys()) == ["one", sidecar.K_CHUNKS, "two"] and c.get("one") == {"k": (1, 2)}
+    big = bytes(range(256)) * 100            # several checksum blocks
     with c.stream("big") as out:
-        assert out.write(b"abc") == 0 and out.write(b"defg") == 3
+        assert out.write(b"abc") == 0 and out.write(big) == 3
     c.commit()
-    assert c.read("big", 2, 3) == b"cde"
+    whole = b"abc" + big
+    assert c.read("big", 2, 3) == whole[2:5] and c.read("big", 5000, 9000) == whole[5000:14000]
+    assert c.get_raw("big") == whole
     c.close()
-    d = sidecar.Sidecar.open(trace, "fp-2")      # another trace: nothing carried over
-    assert not d.fresh and d.keys() == []
+    record(tmp_path, "s1-usb-rmrr", "legacy", name="x.vtdt")   # another trace: nothing carried over
+    d = sidecar.Sidecar.open(trace)
+    assert not d.trusted and d.keys() == []
     d.close()
     assert sorted(os.listdir(tmp_path)) == ["x.vtdt", "x.vtdt-cache"]     # no temporary files left
 
 
 def test_event_seq_fields_do_not_steer_the_seek(tmp_path):
-    """Only a chunk's first and last seq are checked by the reader: a bogus
-    seq field inside must not move the replay's position."""
+    """Every event's seq is checked against its chunk's range: a bogus seq
+    field ends the readable trace just before that event, and never moves
+    the replay's position."""
     from tests.conftest import HEADER
     from tests.test_replay_fold import Events, entry
     from tracer.writer import TraceWriter
@@ -333,7 +343,8 @@ def test_event_seq_fields_do_not_steer_the_seek(tmp_path):
             else:
                 w.append(ev)
     with ReplaySession(path, min_events=8) as s:
-        assert s.count == 41
-        for n in range(0, 42):
+        assert s.count == 10 and s.stop.kind == "corrupt" and s.stop.chunk_index == 1
+        assert s.stop.message == "event 11: carries seq 3, expected 11"
+        for n in range(0, 11):
             st = s.state_at(n)
             assert st.seq == n and len(st.ctx) == max(0, n - 1)

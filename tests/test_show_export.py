@@ -1,4 +1,4 @@
-"""`vtdtrace show` and `vtdtrace export`: the DESIGN §8 contracts.
+"""`vtdtrace show` and `vtdtrace export`: the docs/CLI.md contracts.
 
 Golden files under tests/golden/show/ hold the text and JSON of `show` at
 chosen steps of the shipped traces; regenerate them after an intended change
@@ -317,5 +317,6 @@ def test_jsonl_export_is_byte_identical_to_log_jsonl(trace, capsys, tmp_path):
         assert rc == 0
         rc, exp_out, _ = cli(capsys, "export", path, "--format", "jsonl")
         assert rc == 0 and exp_out == log_out and exp_out.endswith("\n")
-        rc, _, _ = cli(capsys, "export", path, "--format", "jsonl", "-o", tmp_path / "e.jsonl")
+        # the second round overwrites the first round's file: --force (no writer overwrites without it)
+        rc, _, _ = cli(capsys, "export", path, "--format", "jsonl", "-o", tmp_path / "e.jsonl", "--force")
         assert rc == 0 and (tmp_path / "e.jsonl").read_bytes() == log_out.encode("ascii")

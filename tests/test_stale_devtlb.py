@@ -206,15 +206,18 @@ def test_a_removed_device_reports_nothing_while_absent():
 
 # --- show, diff, the TUI -----------------------------------------------------------------------------
 
-def test_show_lists_the_device_tlb_with_owners(run_cli):
-    p = run_cli("show", f"traces/{S11}.direct.vtdt", "--at", "197", "--json")
+def test_show_lists_the_device_tlb_with_owners(run_cli, tmp_path):
+    # on a copy: show writes the trace's sidecar beside it
+    trace = tmp_path / f"{S11}.direct.vtdt"
+    shutil.copyfile(REPO / "traces" / trace.name, trace)
+    p = run_cli("show", trace, "--at", "197", "--json")
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["iommus"][0]["caches"]["dev_iotlb"] == [{
         "rid": "0000:03:00.0", "owner": "guest", "ats": True, "did": 0, "did_owner": "dom0",
         "pt": "0x0000000100007000", "pt_owner": "dom0"}]
     assert any(f["kind"] == "stale-devtlb" for f in d["open_findings"])
-    p = run_cli("show", f"traces/{S11}.direct.vtdt", "--at", "197")
+    p = run_cli("show", trace, "--at", "197")
     assert "device-tlb 0000:03:00.0 (owner guest, ATS on): did 0 dom0, tables dom0 0x0000000100007000" \
         in p.stdout
 

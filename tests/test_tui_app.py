@@ -324,7 +324,7 @@ async def test_panes_1_to_4_focus_and_maximise(s1):
 
 async def test_wide_terminal_shows_every_pane(s1):
     app = VtdtraceApp(s1)
-    async with app.run_test(size=(160, 45)) as pilot:
+    async with app.run_test(size=(200, 50)) as pilot:
         await settle(app, pilot)
         view = app.view
         assert view.has_class("-wide")

@@ -95,7 +95,7 @@ async def test_legacy_rmrr_disconnect_window_is_marked(tmp_path):
         # the timeline strip has hazard cells and the cursor marker
         tl = app.view.timeline
         assert 3 in tl._strip(tl.size.width)
-        assert "▲" in tl.render_line(1).text
+        assert "▼" in tl.render_line(0).text             # the cursor marker, above the strip
         await pilot.press("4")
         assert "rmrr-disconnect" in screen_text(app)
     app.model.close()

@@ -56,11 +56,11 @@ async def test_progress_messages_drive_the_timeline_bar(tmp_path):
         app.model.findings, saved = None, app.model.findings
         app.post_message(loader.LoadProgress("indexing", 0.42))
         await pilot.pause()
-        line = tl.render_line(0).text
+        line = tl.render_line(1).text                    # the strip (the markers are above it)
         assert "indexing  42%" in line and "━" in line
         app.post_message(loader.FindingsLoaded(saved))
         await pilot.pause()
-        assert "indexing" not in tl.render_line(0).text
+        assert "indexing" not in tl.render_line(1).text
     app.model.close()
 
 
@@ -124,7 +124,7 @@ def test_textual_is_imported_only_by_the_view_command():
 
 
 def test_view_exit_status_after_the_viewer_closes(tmp_path, monkeypatch):
-    """0 for a complete trace, 3 for a damaged one (DESIGN §8), once the
+    """0 for a complete trace, 3 for a damaged one (docs/CLI.md#exit-codes), once the
     viewer has run (the app is replaced by a stub that records its model)."""
     import argparse
     import sys as _sys

@@ -18,28 +18,69 @@ def _app(path):
     return VtdtraceApp(path)
 
 
-def test_main_screen_at_a_hazard(snap_compare, tmp_path):
-    app = _app(trace_copy(tmp_path))
+def _at_hazard(snap_compare, tmp_path, size, *keys, name=None):
+    app = _app(trace_copy(tmp_path, *(name,) if name else ()))
 
     async def run_before(pilot):
         await settle(app, pilot)
         await pilot.press("right_square_bracket")
+        for k in keys:
+            await pilot.press(k)
         await pilot.pause()
 
-    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+    ok = snap_compare(app, terminal_size=size, run_before=run_before)
     app.model.close()
+    return ok
+
+
+# The layout at the three sizes a Xen developer works at (issue 17): stacked
+# at 80 and 120 columns, side by side at 200.
+def test_main_screen_at_a_hazard(snap_compare, tmp_path):
+    assert _at_hazard(snap_compare, tmp_path, (80, 24))
+
+
+def test_main_screen_at_a_hazard_120(snap_compare, tmp_path):
+    assert _at_hazard(snap_compare, tmp_path, (120, 35))
 
 
 def test_main_screen_at_a_hazard_wide(snap_compare, tmp_path):
-    app = _app(trace_copy(tmp_path))
+    assert _at_hazard(snap_compare, tmp_path, (200, 50))
 
-    async def run_before(pilot):
-        await settle(app, pilot)
-        await pilot.press("right_square_bracket")
-        await pilot.pause()
 
-    assert snap_compare(app, terminal_size=(150, 42), run_before=run_before)
-    app.model.close()
+def test_maximised_event_list_120(snap_compare, tmp_path):
+    assert _at_hazard(snap_compare, tmp_path, (120, 35), "1")
+
+
+def test_maximised_event_list_80(snap_compare, tmp_path):
+    assert _at_hazard(snap_compare, tmp_path, (80, 24), "1")
+
+
+def test_maximised_event_list_wide(snap_compare, tmp_path):
+    assert _at_hazard(snap_compare, tmp_path, (200, 50), "1")
+
+
+def test_stack_pane_maximised_120(snap_compare, tmp_path):
+    assert _at_hazard(snap_compare, tmp_path, (120, 35), "3", "3")
+
+
+def test_findings_list_maximised_120(snap_compare, tmp_path):
+    assert _at_hazard(snap_compare, tmp_path, (120, 35), "4", "4")
+
+
+def test_legacy_rmrr_entry_cut_off_80(snap_compare, tmp_path):
+    assert _at_hazard(snap_compare, tmp_path, (80, 24), name="s1-usb-rmrr.legacy.vtdt")
+
+
+def test_legacy_rmrr_entry_cut_off_120(snap_compare, tmp_path):
+    assert _at_hazard(snap_compare, tmp_path, (120, 35), name="s1-usb-rmrr.legacy.vtdt")
+
+
+def test_legacy_rmrr_entry_cut_off_wide(snap_compare, tmp_path):
+    assert _at_hazard(snap_compare, tmp_path, (200, 50), name="s1-usb-rmrr.legacy.vtdt")
+
+
+def test_timeline_zoomed_to_the_operation_120(snap_compare, tmp_path):
+    assert _at_hazard(snap_compare, tmp_path, (120, 35), "z")
 
 
 def test_search_and_filter_state(snap_compare, tmp_path):

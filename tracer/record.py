@@ -1,6 +1,6 @@
 """Recording: scenario + engine variant -> a trace file (or any sink).
 
-The header holds only what is the same on every machine and run (DESIGN §5):
+The header holds only what is the same on every machine and run (docs/FORMAT.md, file header):
 no wall clock (the writer adds `created` only under SOURCE_DATE_EPOCH), no
 absolute path, no Python version.
 """

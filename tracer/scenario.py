@@ -1,4 +1,4 @@
-"""Scenario loader: a TOML file (DESIGN §9, docs/SCENARIOS.md) -> ``Platform``.
+"""Scenario loader: a TOML file (docs/SCENARIOS.md) -> ``Platform``.
 
 Everything that can be checked without running the engine is checked here, so a
 bad scenario is refused before any event is recorded.  Every refusal is one
@@ -26,7 +26,7 @@ from .platform import (
 )
 from .schema import DOMID_FIRST_RESERVED
 
-# The closed key lists of DESIGN §9.  `relaxed` on an op is the one addition:
+# The closed key lists of docs/SCENARIOS.md.  `relaxed` on an op is the one addition:
 # it is XEN_DOMCTL_DEV_RDM_RELAXED, the only way to assign a device whose RMRR is
 # shared (Op.relaxed exists in the platform model for it).
 TOP_KEYS = ("name", "description", "platform", "iommu", "device", "rmrr", "domain", "op", "fault")
@@ -147,9 +147,65 @@ def _read_text(path: Path, shown: str) -> str:
 _TOML_POS = re.compile(r"^(.*?)\s*\(at (line \d+, column \d+|end of document)\)$")
 
 
+# Arrays and inline tables nested deeper than this are refused before
+# parsing: tomllib parses them recursively (a RecursionError near 1000
+# levels), and no scenario value nests more than three.
+MAX_NESTING = 32
+
+
+def _check_nesting(text: str, shown: str) -> None:
+    """Refuse values nested deeper than MAX_NESTING, naming the key and the
+    line, in one pass over the text that skips strings and comments."""
+    depth = line = 0
+    line = 1
+    key, key_line = None, 1
+    i, n = 0, len(text)
+    line_start = 0
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line += 1
+            line_start = i + 1
+        elif c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        elif c == '"' or c == "'":
+            triple = text.startswith(c * 3, i)
+            quote = c * 3 if triple else c
+            j = i + len(quote)
+            while j < n and not text.startswith(quote, j):
+                if c == '"' and text[j] == "\\":
+                    j += 1
+                elif text[j] == "\n":
+                    if not triple:
+                        break          # unterminated: tomllib will say so
+                    line += 1
+                    line_start = j + 1
+                j += 1
+            i = j + len(quote)
+            continue
+        elif c == "[" or c == "{":
+            if depth == 0:
+                before = text[line_start:i]
+                key = before.split("=", 1)[0].strip() if "=" in before else None
+                key_line = line
+            depth += 1
+            if depth > MAX_NESTING:
+                where = f"{key} (line {key_line})" if key else f"line {line}"
+                raise ScenarioError(shown, where, f"expected arrays and inline tables nested at most "
+                                                  f"{MAX_NESTING} deep, found deeper nesting at line {line}")
+        elif c == "]" or c == "}":
+            depth = max(0, depth - 1)
+        i += 1
+
+
 def _loads(text: str, shown: str) -> dict:
+    _check_nesting(text, shown)
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise ScenarioError(shown, None, "expected a scenario, got values nested too deeply to read") from None
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         m = _TOML_POS.match(msg)
@@ -305,7 +361,10 @@ def load_scenario(path_or_name: str | os.PathLike) -> Platform:
     path, shown = resolve(path_or_name)
     text = _read_text(path, shown)
     data = _loads(text, shown)
-    platform = _build(_Loader(shown), data, path.stem)
+    try:
+        platform = _build(_Loader(shown), data, path.stem)
+    except RecursionError:
+        raise ScenarioError(shown, None, "expected a scenario, got values nested too deeply to read") from None
     platform.source_name = path.name
     platform.source_text = text
     return platform
@@ -314,7 +373,11 @@ def load_scenario(path_or_name: str | os.PathLike) -> Platform:
 def loads_scenario(text: str, file: str = "<string>") -> Platform:
     """Validate scenario text that is not in a file (tests, generators);
     ``file`` names it in messages and becomes ``source_name``."""
-    platform = _build(_Loader(file), _loads(text, file), Path(file).stem)
+    data = _loads(text, file)
+    try:
+        platform = _build(_Loader(file), data, Path(file).stem)
+    except RecursionError:
+        raise ScenarioError(file, None, "expected a scenario, got values nested too deeply to read") from None
     platform.source_name = Path(file).name
     platform.source_text = text
     return platform

@@ -11,7 +11,7 @@ positional msgpack array:
 * ``cpu``   -- simulated CPU (0 until concurrency is modelled)
 * ``op``    -- enclosing top-level operation (0 = boot, n = the n-th ``[[op]]``)
 * ``func``  -- small int, index into ``FUNCS`` (the Xen function emitting it)
-* ``label`` -- the spec's step label (``MO7``, ``UO3``, ``RN4`` ...) or ``""``
+* ``label`` -- the step label (``MO7``, ``UO3``, ``RN4`` ..., docs/MODEL.md#step-labels) or ``""``
 
 Positional arrays, not maps: maps with string keys cost ~3x the bytes and ~7x
 the decode time.  The header of every trace carries ``schema_dict()`` so a
@@ -24,6 +24,12 @@ Value conventions inside fields:
   ``seg`` where it matters (``iommu`` implies the segment for context entries);
 * 64-bit values (``lo``, ``hi``, addresses) are unsigned ints;
 * ``None`` stands for "not applicable".
+
+Every field has a type (``FIELD_TYPES``: int, u64, dom, str, bool, args, and
+``?`` for "or None"), taken from what the engine emits.  The reader checks
+every event of a known kind against them while decoding
+(replay/reader.py), so nothing downstream meets a string where the catalogue
+says int; the header carries only names, so the types are this build's.
 """
 
 from __future__ import annotations
@@ -49,94 +55,119 @@ class Kind:
     name: str
     fields: tuple[str, ...]
     doc: str
+    # FIELD_TYPES names of the fields this build knows, in order: one per field,
+    # fewer when a newer trace appended fields, none for a kind unknown here.
+    types: tuple[str, ...] = ()
 
 
+# Field types.  msgpack gives back exactly these Python types, so a type is a
+# set of Python types (an exact ``type(v)`` match: ``True`` is not an int, an
+# int is not a bool).  ``?`` adds None (not applicable).  ``u64`` and ``dom``
+# are integers whose role is display: hex, and a domain name.  ``args`` is the
+# call event's argument list: arrays of two, [name, value] with a str name and
+# a value of ARG_VALUE_TYPES.
+_NONE = type(None)
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "int?": (int, _NONE),
+    "u64": (int,),
+    "dom": (int,), "dom?": (int, _NONE),
+    "str": (str,),
+    "bool": (bool,),
+    "args": (list, tuple),     # tuple when read with open_trace(tuples=True)
+}
+ARG_VALUE_TYPES: tuple[type, ...] = (int, str, bool, _NONE)
+# The prefix after kind: seq, cpu, op, func (codes and counters), label.
+PREFIX_TYPES: tuple[str, ...] = ("int", "int", "int", "int", "str")
+
+# (name, ("field:type", ...), doc) per kind, in code order.
 _KIND_SPECS: list[tuple[str, tuple[str, ...], str]] = [
     # --- operations and calls -------------------------------------------------
-    ("op-begin", ("verb", "bdf", "domain", "seg"),
+    ("op-begin", ("verb:str", "bdf:int?", "domain:dom?", "seg:int?"),
      "A top-level operation starts: verb is boot|assign|deassign|quarantine|destroy|add|remove; "
      "bdf/seg the device (None for boot/destroy), domain the target or destroyed domain."),
-    ("op-end", ("rc",),
+    ("op-end", ("rc:int",),
      "The top-level operation returns rc (0 or -errno)."),
-    ("call", ("args",),
+    ("call", ("args:args",),
      "Entry into the Xen function named by func; args is a list of [name, value] pairs in C parameter order."),
-    ("return", ("rc",),
+    ("return", ("rc:int?",),
      "Return from func with rc (int; None for void functions)."),
     # --- locks ----------------------------------------------------------------
-    ("lock", ("lock", "target"),
+    ("lock", ("lock:str", "target:int?"),
      "Acquire: lock is pcidevs_lock | iommu->lock | mapping_lock | rcu_domain | register_lock | bus2bridge_lock; "
      "target the IOMMU index (iommu->lock, register_lock), the domid (mapping_lock, rcu_domain), the segment (bus2bridge_lock) or None."),
-    ("unlock", ("lock", "target"),
+    ("unlock", ("lock:str", "target:int?"),
      "Release of a lock taken by a matching lock event."),
     # --- hardware structures ----------------------------------------------------
-    ("root-write", ("iommu", "bus", "old", "new"),
+    ("root-write", ("iommu:int", "bus:int", "old:u64", "new:u64"),
      "Root entry of bus written (lo: P | context-table pointer); happens when a context table is allocated."),
-    ("ctx-write", ("iommu", "bus", "devfn", "half", "method", "old_lo", "old_hi", "new_lo", "new_hi"),
+    ("ctx-write", ("iommu:int", "bus:int", "devfn:int", "half:str", "method:str", "old_lo:u64", "old_hi:u64", "new_lo:u64", "new_hi:u64"),
      "Store to the in-memory context entry: half is lo|hi|full, method plain|write_atomic|cmpxchg16b; "
      "old_* / new_* the whole 128-bit entry before and after this store."),
-    ("cache-sync", ("iommu", "bus", "devfn"),
+    ("cache-sync", ("iommu:int", "bus:int", "devfn:int"),
      "iommu_sync_cache over the context entry: on a non-coherent unit the entry becomes visible to the IOMMU."),
-    ("flush-context", ("iommu", "gran", "did", "sid", "fm", "non_present", "rc"),
+    ("flush-context", ("iommu:int", "gran:str", "did:int", "sid:int", "fm:int", "non_present:bool", "rc:int"),
      "Context-cache invalidation: gran global|domain|device, did, sid (bus<<8|devfn), fm (function mask), "
      "non_present flag; rc 1 = skipped, caller must flush the write buffer; 0 done; <0 error."),
-    ("flush-iotlb", ("iommu", "gran", "did", "addr", "order", "non_present", "dev_iotlb", "rc"),
+    ("flush-iotlb", ("iommu:int", "gran:str", "did:int", "addr:u64", "order:int", "non_present:bool", "dev_iotlb:bool", "rc:int"),
      "IOTLB invalidation: gran global|dsi|psi, did, addr/order (psi), non_present flag, "
      "dev_iotlb = device-TLBs flushed too; rc as flush-context."),
-    ("flush-dev-iotlb", ("iommu", "sid", "did", "rc"),
+    ("flush-dev-iotlb", ("iommu:int", "sid:int", "did:int", "rc:int"),
      "Device-TLB (ATS) invalidation sent to the device sid because its current entry has did."),
-    ("flush-write-buffer", ("iommu", "performed"),
+    ("flush-write-buffer", ("iommu:int", "performed:bool"),
      "iommu_flush_write_buffer: performed is true when CAP.RWBF or the quirk makes it do anything."),
-    ("translation-enable", ("iommu",),
+    ("translation-enable", ("iommu:int",),
      "DMA remapping enabled on the unit (GCMD.TE)."),
     # --- DID bookkeeping --------------------------------------------------------
-    ("did-bitmap", ("iommu", "did", "value"),
+    ("did-bitmap", ("iommu:int", "did:int", "value:int"),
      "iommu->domid_bitmap bit did set (value 1) or cleared (value 0)."),
-    ("did-map", ("iommu", "did", "old", "new"),
+    ("did-map", ("iommu:int", "did:int", "old:dom", "new:dom"),
      "iommu->domid_map[did] changed from domid old to domid new."),
-    ("iommu-bitmap", ("domain", "iommu", "value"),
+    ("iommu-bitmap", ("domain:dom", "iommu:int", "value:int"),
      "Bit iommu of the domain's hd->arch.vtd.iommu_bitmap set/cleared."),
     # --- page tables and identity maps -------------------------------------------
-    ("pt-alloc", ("domain", "maddr", "what"),
+    ("pt-alloc", ("domain:dom", "maddr:u64", "what:str"),
      "Page-table root allocated for domain at maddr; what is pgd (the domain's I/O page tables) "
      "or quarantine (dom_io's all-scratch read-only tree)."),
-    ("pt-free", ("domain", "maddr"),
+    ("pt-free", ("domain:dom", "maddr:u64"),
      "The domain's page-table tree at maddr freed (domain destruction)."),
-    ("idmap-add", ("domain", "base", "end", "access", "refcount"),
+    ("idmap-add", ("domain:dom", "base:u64", "end:u64", "access:str", "refcount:int"),
      "Identity (1:1) mapping [base, end] (inclusive, bytes) with access rw|r in the domain's tables; "
      "refcount after the call (a repeat only bumps it)."),
-    ("idmap-remove", ("domain", "base", "end", "refcount"),
+    ("idmap-remove", ("domain:dom", "base:u64", "end:u64", "refcount:int"),
      "Identity mapping dropped (refcount after; 0 = pages unmapped)."),
     # --- devices and domains ----------------------------------------------------
-    ("owner-move", ("seg", "bdf", "old", "new"),
+    ("owner-move", ("seg:int", "bdf:int", "old:dom?", "new:dom?"),
      "pdev->domain changes (list_move of the pdev to the new domain's list)."),
-    ("device-add", ("seg", "bdf"),
+    ("device-add", ("seg:int", "bdf:int"),
      "pci_add_device: the pdev exists from now on."),
-    ("device-remove", ("seg", "bdf"),
+    ("device-remove", ("seg:int", "bdf:int"),
      "pci_remove_device: the pdev is gone."),
-    ("ats-enable", ("seg", "bdf", "value"),
+    ("ats-enable", ("seg:int", "bdf:int", "value:int"),
      "enable_ats_device (value 1) / disable_ats_device (value 0)."),
-    ("domain-create", ("domain",),
+    ("domain-create", ("domain:dom",),
      "The domain exists (scenario domains at boot; dom_io is always there)."),
-    ("domain-dying", ("domain",),
+    ("domain-dying", ("domain:dom",),
      "d->is_dying set: destruction has started."),
-    ("domain-destroy", ("domain",),
+    ("domain-destroy", ("domain:dom",),
      "The domain is gone; its domid no longer resolves."),
     # --- control flow and diagnostics ---------------------------------------------
-    ("rollback-begin", ("rc", "what"),
+    ("rollback-begin", ("rc:int", "what:str"),
      "An error path starts undoing work (what: MO14 unmap|MO14 remap|P5 unmap|P5 remap|PM9 ...) after rc."),
-    ("rollback-end", ("rc",),
+    ("rollback-end", ("rc:int",),
      "The rollback finished with rc."),
-    ("fault-inject", ("point", "errno", "nth"),
+    ("fault-inject", ("point:str", "errno:int", "nth:int"),
      "A scenario-injected failure fires at point (pgd-alloc|did-alloc|flush-context|flush-iotlb|quirk|cmpxchg|rmrr-map)."),
-    ("engine-limit", ("what", "depth"),
+    ("engine-limit", ("what:str", "depth:int"),
      "The simulator refused to go on (e.g. MO14 rollback ping-pong capped at depth); the C code would loop."),
-    ("log", ("level", "text"),
+    ("log", ("level:str", "text:str"),
      "A printk/dprintk line as Xen prints it (level: debug|info|warning|err)."),
 ]
 
 KINDS: tuple[Kind, ...] = tuple(
-    Kind(code, name, fields, doc) for code, (name, fields, doc) in enumerate(_KIND_SPECS)
+    Kind(code, name, tuple(f.split(":")[0] for f in fields), doc, tuple(f.split(":")[1] for f in fields))
+    for code, (name, fields, doc) in enumerate(_KIND_SPECS)
 )
+assert all(t in FIELD_TYPES for k in KINDS for t in k.types)
 KIND_BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
 KIND_NAMES: tuple[str, ...] = tuple(k.name for k in KINDS)
 

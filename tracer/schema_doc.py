@@ -24,15 +24,17 @@ def _cell(text: str) -> str:
 
 
 def catalogue_markdown() -> str:
+    prefix = ", ".join(f"{f}: {t}" for f, t in zip(S.PREFIX, S.PREFIX_TYPES))
     lines = [
         f"Schema version {S.SCHEMA_VERSION}, format {S.FORMAT_MAJOR}.{S.FORMAT_MINOR}. "
-        f"Every event is `[kind, {', '.join(S.PREFIX)}, *fields]`; the table lists `fields`.",
+        f"Every event is `[kind: int, {prefix}, *fields]`; the table lists `fields` "
+        "with their types (section 2.1).",
         "",
         "| code | kind | fields | meaning |",
         "|---:|---|---|---|",
     ]
     for k in S.KINDS:
-        fields = ", ".join(f"`{f}`" for f in k.fields) or "—"
+        fields = ", ".join(f"`{f}: {t}`" for f, t in zip(k.fields, k.types)) or "—"
         lines.append(f"| {k.code} | `{k.name}` | {fields} | {_cell(k.doc)} |")
     lines += ["", "Function codes (`func`; append-only):", "",
               "| code | function | code | function | code | function |",

@@ -1,13 +1,16 @@
 """Large realistic traces: the real engine driven through a long random but
 valid workload (`vtdtrace synth`).
 
-The platform is fixed-shape and generated from the seed: several DRHD units
-(one dedicated to an IGD), PCIe endpoints (some with RMRRs, some with phantom
-functions), legacy PCI devices behind PCIe-to-PCI bridges, a CPT host bridge
-with an ME so the WLAN quirk fires, two ATS-capable endpoints behind each of
-three units with ATS on (`ats=1`: every entry is of type device-IOTLB and the
-replay tracks what the ATS devices' device-TLBs may hold), and a pool of
-guest domains.  Operations
+The platform is generated from the seed: several DRHD units (one dedicated
+to an IGD), PCIe endpoints (some with RMRRs, some with phantom functions),
+legacy PCI devices behind PCIe-to-PCI bridges, a CPT host bridge with an ME
+so the WLAN quirk fires, ATS-capable endpoints behind each of three units
+with ATS on (`ats=1`: every entry is of type device-IOTLB and the replay
+tracks what the ATS devices' device-TLBs may hold), and a pool of guest
+domains.  Its size follows the requested length (``sizing``): booting maps
+every device and creates every domain, so a short trace gets fewer of both
+and is still mostly operations; from 10^6 events it is the full platform
+(8 endpoints per unit, three PCI devices, 4000 guests).  Operations
 are drawn one at a time from the live state, so every one is valid when it is
 issued: assign a dom0/dom_io device to a live guest, deassign a guest's
 device, quarantine a dom0 device, destroy a guest.  Now and then a fault is
@@ -24,11 +27,13 @@ from .platform import Device, Domain, Fault, IommuUnit, Knobs, Op, Platform, Rmr
 from .record import make_header
 from .recorder import Recorder
 
-GUESTS = 4000
+GUESTS = 4000           # the pool of a long trace (10^6 events and more)
+MIN_GUESTS = 8
+EVENTS_PER_GUEST = 250  # booting creates every domain: ~1.3 events each
 # Bumped whenever the generated workload changes for the same seed, so that
 # caches of synth traces (bench/.cache) are not reused across versions.
-# 2: ATS on, two ATS endpoints per unit.
-SYNTH_VERSION = 2
+# 2: ATS on, two ATS endpoints per unit.  3: the guest pool scales with the length.
+SYNTH_VERSION = 3
 FAULT_RATE = 0.03
 
 
@@ -36,7 +41,38 @@ def _dev(seg, bus, devfn, type_, vid, did, **kw) -> Device:
     return Device(fmt_bdf(seg, bus, devfn), seg, bus, devfn, type_, vid, did, **kw)
 
 
-def synth_platform(seed: int, cx16: bool = True) -> Platform:
+# The endpoints behind each of the three generic units, by their index k on
+# the unit's buses: k == 3 has phantom functions, k in (5, 6) are ATS devices.
+ALL_ENDPOINTS = tuple(range(8))
+# A short trace keeps a phantom and an ATS endpoint per unit (the plain kind
+# is among the fixed devices: WLAN, xHCI, EHCI, IGD): booting
+# maps every device for dom0 at ~40 events each, which for the full platform
+# (34 devices) is ~1350 events -- all of a 1000-event trace.
+FEW_ENDPOINTS = (3, 5)
+FULL_PLATFORM_EVENTS = 20_000
+
+
+def guests_for(n_events: int) -> int:
+    """The guest pool for a trace of n_events: one guest per 250 events,
+    between 8 and 4000.  A short trace is then mostly operations, not the
+    boot of thousands of domains it never uses (a workload creates a guest
+    only when fewer than six are live, so a 10^5-event trace uses ~120 and
+    a 10^6-event one stays well inside its 4000, the fixed pool it had)."""
+    return max(MIN_GUESTS, min(GUESTS, n_events // EVENTS_PER_GUEST))
+
+
+def sizing(n_events: int) -> dict:
+    """synth_platform's size arguments for a trace of n_events: fewer
+    guests and endpoints for a short trace, so that most of it is operations
+    (every device kind and fault still appears); from FULL_PLATFORM_EVENTS
+    on, every endpoint, and from 10^6 events the platform of SYNTH_VERSION 2."""
+    full = n_events >= FULL_PLATFORM_EVENTS
+    return {"guests": guests_for(n_events), "endpoints": ALL_ENDPOINTS if full else FEW_ENDPOINTS,
+            "pci_slots": 3 if full else 1}
+
+
+def synth_platform(seed: int, cx16: bool = True, guests: int = GUESTS, endpoints=ALL_ENDPOINTS,
+                   pci_slots: int = 3) -> Platform:
     rng = random.Random(seed)
     devices = [
         _dev(0, 0, 0, "host-bridge", 0x8086, 0x0104),           # Cougar Point host bridge
@@ -47,13 +83,13 @@ def synth_platform(seed: int, cx16: bool = True) -> Platform:
         _dev(0, 0, 0x1E << 3, "pcie2pci-bridge", 0x8086, 0x244E, secondary=0x10),
         _dev(0, 3, 0, "pcie-endpoint", 0x8086, 0x0087),          # Kilmer Peak WLAN
     ]
-    for slot in range(1, 4):
+    for slot in range(1, pci_slots + 1):
         devices.append(_dev(0, 0x10, slot << 3, "pci", 0x10EC, 0x8139))
     units = [IommuUnit(0, devices=["0000:00:02.0"], nd=2), IommuUnit(1, devices=["0000:00:16.0"], nd=1)]
     for u in range(2, 5):
         bus0 = 0x20 + (u - 2) * 0x10
         units.append(IommuUnit(u, devices=[], nd=rng.choice((1, 2)), levels=rng.choice((3, 4))))
-        for k in range(8):
+        for k in endpoints:
             bus = bus0 + k
             stride = 4 if k == 3 else 0
             dev = _dev(0, bus, 0, "pcie-endpoint", 0x8086, 0x1500 + k, phantom_stride=stride,
@@ -67,7 +103,7 @@ def synth_platform(seed: int, cx16: bool = True) -> Platform:
         Rmrr(0x8B800000, 0x8FFFFFFF, devices=["0000:00:02.0"]),
         Rmrr(0xE0000000, 0xE0000FFF, devices=["0000:10:01.0"]),
     ]
-    domains = [Domain("dom0", 0, True)] + [Domain(f"guest{i}", i) for i in range(1, GUESTS + 1)]
+    domains = [Domain("dom0", 0, True)] + [Domain(f"guest{i}", i) for i in range(1, guests + 1)]
     return Platform(
         name=f"synth-{seed}",
         description=f"random valid workload, seed {seed}",
@@ -78,9 +114,10 @@ def synth_platform(seed: int, cx16: bool = True) -> Platform:
 
 
 class _Workload:
-    def __init__(self, engine: Engine, rng: random.Random) -> None:
+    def __init__(self, engine: Engine, rng: random.Random, guests: int = GUESTS) -> None:
         self.e = engine
         self.rng = rng
+        self.guests = guests
         self.next_guest = 1
         self.live: list = []
         self.movable = [p for p in engine.pdevs.values()
@@ -88,7 +125,7 @@ class _Workload:
 
     def _guest(self):
         if not self.live or (len(self.live) < 6 and self.rng.random() < 0.3):
-            if self.next_guest <= GUESTS:
+            if self.next_guest <= self.guests:
                 d = self.e.domain(f"guest{self.next_guest}")
                 self.next_guest += 1
                 self.live.append(d)
@@ -126,12 +163,13 @@ class _Workload:
 
 def synth(n_events: int, seed: int, sink, variant: str = "direct", cx16: bool = True) -> tuple[int, int]:
     """Run until at least n_events were emitted; returns (events, ops)."""
-    platform = synth_platform(seed, cx16)
+    size = sizing(n_events)
+    platform = synth_platform(seed, cx16, **size)
     rng = random.Random(seed ^ 0x5EED)
     rec = Recorder(sink)
     engine = Engine(platform, rec, variant=variant)
     engine.boot()
-    work = _Workload(engine, rng)
+    work = _Workload(engine, rng, size["guests"])
     index = 0
     while rec.seq < n_events:
         op = work.next_op(index + 1)
@@ -147,7 +185,7 @@ def synth(n_events: int, seed: int, sink, variant: str = "direct", cx16: bool = 
 
 
 def synth_header(seed: int, variant: str, cx16: bool, n_events: int) -> dict:
-    platform = synth_platform(seed, cx16)
+    platform = synth_platform(seed, cx16, **sizing(n_events))
     header = make_header(platform, variant)
     header["scenario"]["synth"] = {"seed": seed, "events": n_events}
     return header

@@ -12,7 +12,7 @@ module -- tests/test_format_roundtrip.py checks that both agree):
 Why this shape:
 * Events are packed into one buffer with one reused Packer and framed per
   chunk of ~1000 events: a CRC per event would cost +36 % bytes and make
-  reading 4x slower (research/perf.md), a CRC per chunk costs nothing.
+  reading 4x slower (measured), a CRC per chunk costs nothing.
 * Every chunk is flushed as soon as it is framed, so a SIGKILLed recording
   leaves a readable prefix; the index + trailer only make opening O(1).
 * Nothing varies between runs: the meta map is written with sorted keys, the
@@ -141,8 +141,12 @@ class TraceWriter:
         try:
             self._file.write(head)
             self._file.flush()
-        except BaseException:
-            self._file.close()
+        except BaseException as exc:
+            # Not even the header made it: nothing readable to keep.
+            self._failed = True
+            self.discard()
+            if isinstance(exc, OSError):
+                exc.vtdtrace_removed = True
             raise
         self._offset = len(head)
 
@@ -238,6 +242,21 @@ class TraceWriter:
             os.fsync(self._file.fileno())
         finally:
             self._finish()
+
+    def discard(self) -> None:
+        """Close and delete the file: for a caller whose write failed (disk
+        full, file size limit, I/O error), so that the partial trace does
+        not stay behind looking like a killed recording."""
+        self._closed = True
+        self._pack = _refuse_closed if not self._failed else _refuse_failed
+        try:
+            self._file.close()
+        except OSError:
+            pass                 # the write that failed may fail again on close
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
 
     def _finish(self) -> None:
         self._closed = True

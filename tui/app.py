@@ -7,9 +7,18 @@ model opens the trace in O(1) (trailer + index), the screen is composed and
 drawn, and only after that first refresh does the loader start.
 
 Keys (help screen, footer and command palette list the same set):
-n/p/↓/↑ step, o/u step over/out, ]/[ next/previous finding, g go to step,
-w/W next/previous write of the selected context entry, / search (>/< repeat),
-f filter (F clears), m/' bookmarks, 1-4 panes, ctrl+p palette, ? help, q quit.
+n/p/↓/↑ step, o/u step over/out, ]/[ next/previous finding (s: the lowest
+severity they stop at), g go to step, w/W next/previous write of the
+selected context entry, / search (>/< repeat, escape cancels a running one),
+f filter (F clears), m/' bookmarks, z/Z timeline zoom to the operation /
+whole trace, 1-4 panes, ctrl+p palette, ? help, q or ctrl+c quit.
+
+The command line under the panes carries two things: the filter (a state,
+shown while it is on) and a *message* (a search result, why a key did
+nothing, a bookmark set).  A message lasts until the next key: every key
+clears it first, and the action then says what it did or why it did
+nothing.  The command line and the footer stay on screen while a pane is
+maximised (``ALLOW_IN_MAXIMIZED_VIEW``).
 """
 
 from __future__ import annotations
@@ -21,14 +30,14 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.widgets import Footer
 from textual.worker import get_current_worker
 
 from . import loader
 from .commands import TraceCommands
 from .event_list import EventList
+from .key_footer import KeyFooter
 from .key_routing import KeyRouting
-from .model import Filter, TraceModel
+from .model import SEVERITY_RANK, Filter, TraceModel
 from .command_line import CommandLine
 from .progress import Progress
 from .screens import BookmarksScreen, FilterScreen, HelpScreen
@@ -62,6 +71,8 @@ class VtdtraceApp(KeyRouting, App):
     TITLE = "vtdtrace"
     COMMANDS = App.COMMANDS | {TraceCommands}
     ENABLE_COMMAND_PALETTE = True
+    # the status / prompt line and the keys stay visible over a maximised pane
+    ALLOW_IN_MAXIMIZED_VIEW = "KeyFooter, CommandLine"
 
     BINDINGS = [
         Binding("n", "step(1)", "next"),
@@ -70,8 +81,9 @@ class VtdtraceApp(KeyRouting, App):
         Binding("up", "step(-1)", "prev", show=False),
         Binding("o", "step_over", "over"),
         Binding("u", "step_out", "out"),
-        Binding("right_square_bracket", "next_finding", "hazard", key_display="]"),
-        Binding("left_square_bracket", "prev_finding", "hazard", key_display="[", show=False),
+        Binding("right_square_bracket", "next_finding", "next finding", key_display="]"),
+        Binding("left_square_bracket", "prev_finding", "previous finding", key_display="[", show=False),
+        Binding("s", "cycle_severity", "stop at", show=False),
         Binding("g", "goto", "go to"),
         Binding("w", "next_write", "write"),
         Binding("W", "prev_write", "prev write", show=False),
@@ -82,13 +94,31 @@ class VtdtraceApp(KeyRouting, App):
         Binding("F", "clear_filter", "clear filter", show=False),
         Binding("m", "bookmark", "mark"),
         Binding("apostrophe", "bookmarks", "marks", key_display="'"),
+        Binding("z", "zoom", "zoom op", show=False),
+        Binding("Z", "unzoom", "whole trace", show=False),
         Binding("1", "pane(1)", "events", show=False),
         Binding("2", "pane(2)", "state", show=False),
         Binding("3", "pane(3)", "stack", show=False),
         Binding("4", "pane(4)", "findings", show=False),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("q", "quit", "quit"),
+        # as in every terminal program (Textual's own ctrl+c copies text)
+        Binding("ctrl+c", "quit", "quit", show=False, priority=True),
     ]
+
+    SEVERITY_NAMES = {3: "hazard", 2: "warning", 1: "benign"}
+
+    def footer_entries(self):
+        """The footer's keys, most important first; help and quit last
+        (pinned).  ``]`` names the lowest severity it stops at."""
+        floor = self.model.min_rank
+        stop = {3: "next hazard", 2: "next warn/hazard", 1: "next finding"}[floor]
+        return [("n", "next", "step(1)"), ("p", "prev", "step(-1)"), ("]", stop, "next_finding"),
+                ("g", "go to", "goto"), ("/", "search", "search"), ("o", "over", "step_over"),
+                ("u", "out", "step_out"), ("s", f"stop≥{self.SEVERITY_NAMES[floor]}", "cycle_severity"),
+                ("w", "write", "next_write"), ("f", "filter", "filter"), ("m", "mark", "bookmark"),
+                ("z", "zoom op", "zoom"), ("1-4", "panes", "pane(1)"), ("^p", "palette", "command_palette"),
+                ("?", "help", "help"), ("q", "quit", "quit")]
 
     def __init__(self, path, *, use_sidecar: bool = True, model: TraceModel | None = None) -> None:
         super().__init__()
@@ -96,7 +126,7 @@ class VtdtraceApp(KeyRouting, App):
         self.use_sidecar = use_sidecar
         self._filter_generation = 0
         self._bookmarks_dirty = False
-        self._transient_status = False
+        self._said = False                # a message is on the command line (the next key clears it)
         self.loaded = False               # session and findings both in (or failed)
         self.settled = False              # ... and the post-load collection done
 
@@ -104,7 +134,7 @@ class VtdtraceApp(KeyRouting, App):
     def compose(self) -> ComposeResult:
         yield TraceView(self.model, id="trace")
         yield CommandLine(id="command")
-        yield Footer()
+        yield KeyFooter(self.footer_entries, id="footer")
 
     @property
     def view(self) -> TraceView:
@@ -117,6 +147,17 @@ class VtdtraceApp(KeyRouting, App):
         # The loader starts after the first frame has been written.
         self.call_after_refresh(self._start_loader)
         self.gc_start()
+        self.watch(self.screen, "maximized", self._maximized_changed, init=False)
+
+    def _maximized_changed(self, widget) -> None:
+        """The findings pane is the list of every finding while maximised
+        (whichever key maximised or restored it: 4, Escape)."""
+        view = self.view
+        view.events.maximized_changed()
+        pane = view.findings_pane
+        listing = widget is pane
+        if listing != pane.listing:
+            pane.set_listing(listing, self.model.findings, self.model.cursor)
 
     def on_resize(self, event) -> None:
         self.view.apply_layout(event.size.width)
@@ -182,16 +223,23 @@ class VtdtraceApp(KeyRouting, App):
         view.refresh_step()
 
     # --- moving ---------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        """A message on the command line, until the next key."""
+        self.view.set_search_status(text)
+        self._said = bool(text)
+
+    def key_pressed(self, event) -> None:
+        """Every key (KeyRouting): a message from the last action goes."""
+        if self._said:
+            self._said = False
+            self.view.set_search_status("")
+
     def _moved(self, result, what: str = "", center: bool = False) -> None:
         if result is None:
             if what:
-                self.view.set_search_status(what)
-                self._transient_status = True
+                self.say(what)
             self.bell()
             return
-        if self._transient_status:               # "no later finding" is stale now
-            self._transient_status = False
-            self.view.set_search_status("")
         self.view.refresh_step(center=center)
         self._schedule_prefetch()
 
@@ -220,26 +268,47 @@ class VtdtraceApp(KeyRouting, App):
                 view.state_pane.prefetch(m.step_view(seq), m.selection_at(seq))
 
     def goto_seq(self, seq: int, center: bool = False) -> None:
+        if seq == self.model.cursor:
+            self.say(f"already at step {seq:,}")
+            self.view.refresh_step(center=center)
+            return
         self._moved(self.model.move_to(seq), center=center)
 
+    def _edge(self, forward: bool) -> str:
+        """Why a step in that direction goes nowhere."""
+        m = self.model
+        if m.filter_seqs is not None:
+            return f"no {'later' if forward else 'earlier'} event matches the filter ({m.filter.describe()})"
+        if forward:
+            return f"at the last step ({m.count:,}): nothing after it"
+        return "at step 0, the platform before any event: nothing before it"
+
     def action_step(self, delta: int) -> None:
-        self._moved(self.model.step(delta))
+        self._moved(self.model.step(delta), self._edge(delta > 0))
 
     def action_step_over(self) -> None:
-        self._moved(self.model.step_over())
+        self._moved(self.model.step_over(), self._edge(True))
 
     def action_step_out(self) -> None:
-        self._moved(self.model.step_out())
+        m = self.model
+        why = (self._edge(True) if m.cursor >= m.count
+               else "nothing to step out to: the readable trace ends inside this function")
+        self._moved(m.step_out(), why)
+
+    def _finding_miss(self, which: str) -> str:
+        floor = self.SEVERITY_NAMES[self.model.min_rank]
+        sev = "finding" if floor == "benign" else f"finding of severity {floor} or worse"
+        return f"no {which} {sev}  (s: the lowest severity ] and [ stop at)"
 
     def action_next_finding(self) -> None:
         if self.model.findings is None:
             return self._moved(None, "findings are still being computed")
-        self._moved(self.model.next_finding(), "no later finding", center=True)
+        self._moved(self.model.next_finding(), self._finding_miss("later"), center=True)
 
     def action_prev_finding(self) -> None:
         if self.model.findings is None:
             return self._moved(None, "findings are still being computed")
-        self._moved(self.model.prev_finding(), "no earlier finding", center=True)
+        self._moved(self.model.prev_finding(), self._finding_miss("earlier"), center=True)
 
     def action_next_finding_any(self) -> None:
         if self.model.findings is None:
@@ -250,6 +319,36 @@ class VtdtraceApp(KeyRouting, App):
         if self.model.findings is None:
             return self._moved(None, "findings are still being computed")
         self._moved(self.model.prev_finding(benign=True), "no earlier finding", center=True)
+
+    def action_cycle_severity(self) -> None:
+        """s: the lowest severity ]/[ stop at: warning -> hazard -> benign -> warning."""
+        m = self.model
+        m.min_rank = {2: 3, 3: 1, 1: 2}[m.min_rank]
+        self.query_one(KeyFooter).refresh_labels()
+        what = {3: "hazards only", 2: "warnings and hazards", 1: "every finding, benign windows included"}
+        self.say(f"] and [ stop at {what[m.min_rank]}")
+        self._schedule_prefetch()
+
+    # --- the timeline's zoom ------------------------------------------------------------------
+    def action_zoom(self) -> None:
+        m = self.model
+        if m.session is None:
+            return self._moved(None, "the index is still being built")
+        span = m.op_span()
+        if span is None:
+            return self._moved(None, f"step {m.cursor:,} is not inside an operation: nothing to zoom to")
+        m.zoom = span
+        self.view.timeline.reset()
+        ev = m.event(span[0])
+        self.say(f"timeline: op {ev[3] if ev else '?'}, steps {span[0]:,}–{span[1] - 1:,}   Z: whole trace")
+
+    def action_unzoom(self) -> None:
+        m = self.model
+        if m.zoom is None:
+            return self._moved(None, "the timeline already shows the whole trace")
+        m.zoom = None
+        self.view.timeline.reset()
+        self.say("timeline: the whole trace")
 
     def action_next_write(self) -> None:
         self._moved(self.model.next_write(), self._write_miss("later"), center=True)
@@ -282,20 +381,36 @@ class VtdtraceApp(KeyRouting, App):
             if text:
                 self.model.search_text = text
                 self._search(text, True)
+        # opens with the last search selected: Enter repeats it, typing replaces it
         self.command_line.ask("search forward", self.model.search_text,
-                              "enter: search   escape: cancel   > / <: next / previous match", done=done)
+                              "enter: search   escape: cancel   > / <: next / previous match", done=done,
+                              select=True)
 
     def action_search_next(self) -> None:
         if self.model.search_text:
             self._search(self.model.search_text, True)
+        else:
+            self._moved(None, "nothing searched yet: / to search")
 
     def action_search_prev(self) -> None:
         if self.model.search_text:
             self._search(self.model.search_text, False)
+        else:
+            self._moved(None, "nothing searched yet: / to search")
 
     def _search(self, text: str, forward: bool) -> None:
-        self.view.set_search_status(f'searching "{text}"…')
+        self._searching = True
+        self.view.set_search_status(f'searching "{text}"…   escape: cancel')
         self._search_worker(text, forward, self.model.cursor)
+
+    def cancel_search(self) -> bool:
+        """Escape while a search runs: stop it (True when one ran)."""
+        if not getattr(self, "_searching", False):
+            return False
+        self._searching = False
+        self.workers.cancel_group(self, "search")
+        self.say(f'search for "{self.model.search_text}" cancelled; the cursor stays at step {self.model.cursor:,}')
+        return True
 
     @work(thread=True, group="search", exclusive=True, exit_on_error=False)
     def _search_worker(self, text: str, forward: bool, start: int) -> None:
@@ -316,15 +431,20 @@ class VtdtraceApp(KeyRouting, App):
             reader.close()
 
     def on_search_progress(self, message: SearchProgress) -> None:
-        self.view.set_search_status(f'searching "{self.model.search_text}"… {message.fraction * 100:.0f}%')
+        if getattr(self, "_searching", False):
+            self.view.set_search_status(f'searching "{self.model.search_text}"… '
+                                        f'{message.fraction * 100:.0f}%   escape: cancel')
 
     def on_search_done(self, message: SearchDone) -> None:
+        if not getattr(self, "_searching", False):
+            return                                   # cancelled meanwhile
+        self._searching = False
         if message.seq is None:
-            self.view.set_search_status(f'"{message.text}": no {"later" if message.forward else "earlier"} match')
+            self.say(f'"{message.text}": no {"later" if message.forward else "earlier"} match')
             self.bell()
             return
-        self.view.set_search_status(f'"{message.text}" at step {message.seq}')
-        self.goto_seq(message.seq, center=True)
+        self._moved(self.model.move_to(message.seq), center=True)
+        self.say(f'"{message.text}" at step {message.seq}')
 
     # --- filter ---------------------------------------------------------------------------------
     def action_filter(self) -> None:
@@ -334,7 +454,10 @@ class VtdtraceApp(KeyRouting, App):
         self.push_screen(FilterScreen(self.model.filter), done)
 
     def action_clear_filter(self) -> None:
+        if self.model.filter.empty:
+            return self._moved(None, "no filter to clear")
         self.apply_filter(Filter())
+        self.say("filter cleared: every event is shown")
 
     def apply_filter(self, flt: Filter) -> None:
         m = self.model
@@ -397,7 +520,7 @@ class VtdtraceApp(KeyRouting, App):
         added = m.toggle_bookmark()
         self.view.events.invalidate_seq(m.cursor)
         self.view.timeline.cursor_moved()
-        self.view.set_search_status(f"bookmark {'set' if added else 'removed'} at step {m.cursor}")
+        self.say(f"bookmark {'set' if added else 'removed'} at step {m.cursor}")
         self._save_bookmarks()
 
     def _save_bookmarks(self) -> None:
@@ -411,7 +534,7 @@ class VtdtraceApp(KeyRouting, App):
             m.session.sidecar.commit()
             self._bookmarks_dirty = False
         except Exception as exc:
-            self.view.set_search_status(f"cannot save bookmarks: {exc}")
+            self.say(f"cannot save bookmarks: {exc}")
         finally:
             loader.SIDECAR_LOCK.release()
 
@@ -423,6 +546,7 @@ class VtdtraceApp(KeyRouting, App):
             self.view.events.invalidate_seq(seq)
             self.view.timeline.cursor_moved()
             self._save_bookmarks()
+            self.say(f"bookmark at step {seq} deleted")
 
         def done(seq):
             if seq is not None:
@@ -451,6 +575,14 @@ class VtdtraceApp(KeyRouting, App):
     # --- messages from the widgets ------------------------------------------------------------
     def on_event_list_row_clicked(self, message: EventList.RowClicked) -> None:
         self.goto_seq(message.seq)
+
+    def on_findings_pane_go(self, message) -> None:
+        self.goto_seq(message.seq, center=True)
+        f = self.model.findings
+        if f is not None and self.view.findings_pane.selected is not None:
+            it = f.items[self.view.findings_pane.selected]
+            kind = it.get("kind") if isinstance(it, dict) else it.kind
+            self.say(f"{kind} opens at step {message.seq:,}   4: back to the panes")
 
     def on_timeline_jump(self, message: Timeline.Jump) -> None:
         self.goto_seq(message.seq, center=True)

@@ -8,7 +8,9 @@ re-lay out the screen: the frame after Enter costs what the jump costs and no
 more (a modal screen's dismissal repaints everything under it).
 
 Editing keys: printable characters, ←/→, Home/End, Backspace/Delete,
-ctrl+u (clear), Enter (answer), Escape (cancel).  While it asks, the app
+ctrl+u (clear), Enter (answer), Escape (cancel).  A prompt can open with
+its old answer *selected* (``/`` offers the last search): Enter takes it,
+typing replaces it, Backspace clears it, an arrow key keeps it for editing.  While it asks, the app
 hands it every key (``handle_key``) before any binding sees it.  It never
 takes the focus: a focus change makes Textual rebuild the footer's key list
 (tens of widgets, their CSS) -- that alone cost ~100 ms a prompt here.
@@ -33,6 +35,7 @@ class _Ask:
     check: Callable | None
     done: Callable | None
     error: str = ""
+    selected: bool = False          # the whole buffer is selected: typing replaces it
 
 
 class CommandLine(OneLine, can_focus=False):
@@ -59,11 +62,11 @@ class CommandLine(OneLine, can_focus=False):
             self.refresh()
 
     def ask(self, title: str, value: str = "", hint: str = "", check: Callable | None = None,
-            done: Callable | None = None) -> None:
+            done: Callable | None = None, select: bool = False) -> None:
         """Prompt; ``check(text)`` turns the answer into the result or raises
         ValueError (shown, the prompt stays); ``done(result)`` receives it
-        (None when cancelled)."""
-        self._ask = _Ask(title, value, len(value), hint, check, done)
+        (None when cancelled).  ``select``: ``value`` starts selected."""
+        self._ask = _Ask(title, value, len(value), hint, check, done, selected=bool(select and value))
         self.refresh()
 
 
@@ -81,6 +84,13 @@ class CommandLine(OneLine, can_focus=False):
         if ask is None:
             return False
         key, b, p = event.key, ask.buffer, ask.pos
+        if ask.selected and key not in ("enter", "escape"):
+            ask.selected = False
+            if key in ("backspace", "delete", "ctrl+u") or (event.is_printable and event.character):
+                b, p = ask.buffer, ask.pos = "", 0           # replaced by what is typed
+                if key in ("backspace", "delete", "ctrl+u"):
+                    self.refresh()
+                    return True
         if key == "enter":
             try:
                 result = ask.check(b) if ask.check is not None else b
@@ -123,6 +133,9 @@ class CommandLine(OneLine, can_focus=False):
         if ask is None:
             return [(" " + self.status if self.status else "", "command-line--status")]
         b, p = ask.buffer, ask.pos
+        if ask.selected:
+            return [(f" {ask.title}: ", "command-line--prompt"), (b, "command-line--cursor"),
+                    ("   " + ask.hint if ask.hint else "", "command-line--hint")]
         parts = [(f" {ask.title}: ", "command-line--prompt"), (b[:p], "command-line--text"),
                  (b[p:p + 1] or " ", "command-line--cursor"), (b[p + 1:], "command-line--text")]
         if ask.error:

@@ -178,8 +178,9 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
 
     if report.header_diff:
         hd = report.header_diff
-        text = "; ".join(f"{d.get('path')}: {d.get('a')} | {d.get('b')}" if isinstance(d, dict) else str(d)
-                         for d in hd[:HEADER_SHOWN])
+        # values as the trace view prints them (true, -, JSON), not Python reprs
+        text = "; ".join(f"{d.get('path')}: {text_scalar(d.get('a'))} | {text_scalar(d.get('b'))}"
+                         if isinstance(d, dict) else text_scalar(d) for d in hd[:HEADER_SHOWN])
         more = f"; … {len(hd) - HEADER_SHOWN} more" if len(hd) > HEADER_SHOWN else ""
         lines.extend(wrap_parts(f"headers differ (not counted as a difference): {text}{more}", width,
                                 "diff-detail--dim"))

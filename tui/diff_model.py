@@ -389,8 +389,9 @@ class DiffModel:
         return [(h.row, h.side) for h in self.report.hazards if h.row is not None]
 
     def summary(self) -> str:
-        """'DIFFERENT · only-A findings 6, only-B 4 · 10 regions' (the
-        numbers first: a narrow top bar cuts the end)."""
+        """'DIFFERENT · only-A findings 2, only-B 0, changed 4 · 10 regions'
+        (the numbers first: a narrow top bar cuts the end; "changed": windows
+        both traces have with other extents, which ]/[ do not visit)."""
         if self.error:
             return "diff failed"
         if not self.ready:
@@ -403,7 +404,9 @@ class DiffModel:
         bits = [head]
         if r.hazards_available:
             ha = sum(1 for h in r.hazards if h.side == "a")
-            bits.append(f"only-A findings {ha:,}, only-B {len(r.hazards) - ha:,}")
+            changed = len(getattr(r, "changed_hazards", ()))
+            bits.append(f"only-A findings {ha:,}, only-B {len(r.hazards) - ha:,}"
+                        + (f", changed {changed:,}" if changed else ""))
         n_regions = len(self.alignment.regions)
         bits.append(f"{n_regions:,} region{'s' if n_regions != 1 else ''}")
         return " · ".join(bits)

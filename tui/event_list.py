@@ -1,16 +1,26 @@
 """The event list: a virtual Line-API view over millions of events.
 
-Toolong's technique (research/anchors.md §5.4): a ``ScrollView`` whose
+Toolong's technique (Textualize/toolong): a ``ScrollView`` whose
 ``virtual_size`` is the number of rows; ``render_line`` decodes only the rows
 on screen, through the reader's chunk LRU and an LRU of formatted rows here.
 Nothing is proportional to the trace length: 10^7 events cost what 10^3 do.
-No ``DataTable``: 100k rows take 12 s to add here (research/perf.md §5).
+No ``DataTable``: 100k rows took 12 s to add here (measured).
 
 Row y shows seq y (row 0: the platform before any event); with a filter on,
 row y shows the y-th matching event (TraceModel.seq_at_row).  Columns: a
 bookmark mark, a hazard mark (a coloured bar when the step lies inside a
 finding's window), seq, CPU, op, step label, Xen function, kind, the decoded
-arguments.  Column widths follow the widget width.
+arguments.  Column widths follow the widget width and are recomputed on
+every width change (a live resize included): the arguments keep at least
+``ARGS_MIN`` cells, the function column takes what is left up to the
+longest function name of the trace's schema, and a name that does not fit
+is drawn by its distinguishing tail (tui/func_names.py), never cut to a
+prefix several functions share.
+
+Maximised (``1`` twice) the list takes the whole screen and its last
+``PREVIEW`` lines show the event under the cursor in full -- seq, kind,
+function and every argument, wrapped between fields -- since even a full
+row at 120 columns cannot hold a ctx-write's four halves.
 """
 
 from __future__ import annotations
@@ -24,10 +34,15 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from .func_names import fit_name
+from .lines import wrap_parts
 from .model import TraceModel
 from .styles import CachedStyles
 
 ROW_CACHE = 2048
+PREVIEW = 4            # lines under a maximised list: a rule and the cursor event in full
+ARGS_MIN = 40          # argument cells kept before the function column grows
+FUNC_MIN = 12
 
 
 def _fit(text: str, width: int, right: bool = False) -> str:
@@ -89,13 +104,13 @@ class EventList(CachedStyles, ScrollView, can_focus=True):
         self._rows.clear()
         self._strips.clear()
         self._layout_width = -1
-        self.virtual_size = Size(self.size.width, self.model.row_count())
+        self.virtual_size = Size(self.size.width, self.model.row_count() + self.preview)
         self._cursor_row = self.model.row_of_seq(self.model.cursor)
         self.refresh()
 
     def grow(self) -> None:
         """More filter matches arrived: the list only got longer."""
-        self.virtual_size = Size(self.size.width, self.model.row_count())
+        self.virtual_size = Size(self.size.width, self.model.row_count() + self.preview)
         self._cursor_row = self.model.row_of_seq(self.model.cursor)
         self.refresh()
 
@@ -110,7 +125,7 @@ class EventList(CachedStyles, ScrollView, can_focus=True):
         old = self._cursor_row
         row = self.model.row_of_seq(self.model.cursor)
         self._cursor_row = row
-        height = max(self.scrollable_content_region.height, 1)
+        height = max(self.rows_height(), 1)
         top = round(self.scroll_y)
         margin = min(2, height // 4)
         if center or abs(row - old) > height:
@@ -129,13 +144,16 @@ class EventList(CachedStyles, ScrollView, can_focus=True):
         else:
             self.refresh_line(old)
             self.refresh_line(row)
+            if self.preview:
+                for y in range(PREVIEW):
+                    self.refresh_line(top + height + y)
 
     def prefetch_rows(self, seq: int) -> None:
         """Idle time: format and draw the rows a centred jump to seq would
         show (the destination of ]/[), so that frame finds them cached."""
         base = self.base_style()
         width = self.scrollable_content_region.width
-        height = self.scrollable_content_region.height
+        height = self.rows_height()
         if width <= 0 or height <= 0:
             return
         row = self.model.row_of_seq(seq)
@@ -147,8 +165,34 @@ class EventList(CachedStyles, ScrollView, can_focus=True):
             if self._strips.get(key) is None:
                 self._strips[key] = self._strip(s, look, width, base)
 
+    @property
+    def preview(self) -> int:
+        """Lines kept for the cursor event in full (maximised only)."""
+        return PREVIEW if self.is_maximized and self.size.height > PREVIEW + 4 else 0
+
+    def rows_height(self) -> int:
+        return self.scrollable_content_region.height - self.preview
+
+    def maximized_changed(self) -> None:
+        self.virtual_size = Size(self.size.width, self.model.row_count() + self.preview)
+        self._strips.clear()
+        self.refresh()
+
+    def _preview_lines(self, width: int) -> list[str]:
+        m = self.model
+        ev = m.event(m.cursor)
+        if ev is None:
+            text = "0: the platform before any event"
+        else:
+            s, cpu, op, label, func, kind, args = m.row_fields(ev)
+            text = f"{s} {kind} {func} {label} (op {op}, cpu {cpu})  {args}"
+        rows = [t for parts, _ in wrap_parts(text, width - 1, None, " ", "   ") for t, _ in parts]
+        if len(rows) > PREVIEW - 1:
+            rows = rows[:PREVIEW - 2] + [rows[PREVIEW - 2][: width - 2] + " …"]
+        return rows
+
     def action_page(self, direction: int) -> None:
-        height = max(self.scrollable_content_region.height - 1, 1)
+        height = max(self.rows_height() - 1, 1)
         row = self.model.row_of_seq(self.model.cursor) + direction * height
         row = max(0, min(row, self.model.row_count() - 1))
         if self.model.row_count():
@@ -163,7 +207,7 @@ class EventList(CachedStyles, ScrollView, can_focus=True):
             self.post_message(self.RowClicked(self.model.seq_at_row(row)))
 
     def on_resize(self, event) -> None:
-        self.virtual_size = Size(self.size.width, self.model.row_count())
+        self.virtual_size = Size(self.size.width, self.model.row_count() + self.preview)
 
     def on_focus(self, event) -> None:
         self.refresh_line(self._cursor_row)
@@ -179,9 +223,11 @@ class EventList(CachedStyles, ScrollView, can_focus=True):
         wseq = max(len(str(m.count)), 3)
         last = m.event(m.count)
         wop = max(len(str(last[3])) if last else 1, 2)
-        rest = width - 2 - (wseq + 1) - 2 - (wop + 1) - 5
-        wfunc = max(10, min(28, rest // 3))
-        wkind = 18 if width >= 110 else 13
+        kinds = [k.name for k in m.schema.kinds]
+        wkind = min(max(map(len, kinds), default=13), 15) if width >= 100 else 13
+        fixed = 2 + (wseq + 1) + 2 + (wop + 1) + 6 + (wkind + 1)
+        longest = max((len(f) for f in m.schema.funcs if f), default=FUNC_MIN)
+        wfunc = max(FUNC_MIN, min(longest, width - fixed - 1 - ARGS_MIN))
         self._layout = (wseq, wop, wfunc, wkind)
         self._layout_width = width
         self._rows.clear()
@@ -210,7 +256,7 @@ class EventList(CachedStyles, ScrollView, can_focus=True):
                     (_fit(s, wseq, True) + " ", "event-list--seq"),
                     (cpu + " " + _fit(op, wop, True) + " ", "event-list--meta"),
                     (_fit(label, 5) + " ", "event-list--label"),
-                    (_fit(func, wfunc) + " ", "event-list--func"),
+                    (fit_name(m.schema.funcs, func, wfunc) + " ", "event-list--func"),
                     (_fit(kind, wkind) + " ", "event-list--kind"),
                     (args, "event-list--args"),
                 ]
@@ -222,12 +268,23 @@ class EventList(CachedStyles, ScrollView, can_focus=True):
     def render_lines(self, crop):
         # per frame, not per line: the region walks the styles
         self._width = self.scrollable_content_region.width
+        self._columns(self._width)          # a resize: new widths, fresh rows
         return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
         width = self._width
         row = round(self.scroll_y) + y
         base = self.base_style()
+        preview = self.preview
+        if preview:
+            rows_h = self.scrollable_content_region.height - preview
+            if y >= rows_h:
+                k = y - rows_h
+                if k == 0:
+                    return Strip([Segment("─" * width, base + self.cstyle("event-list--meta"))], width)
+                lines = self._preview_lines(width)
+                text = lines[k - 1] if k - 1 < len(lines) else ""
+                return Strip([Segment(text, base + self.cstyle("event-list--args"))]).adjust_cell_length(width, base)
         if row >= self.model.row_count() or width <= 0:
             return Strip.blank(width, base)
         seq = self.model.seq_at_row(row)

@@ -3,7 +3,10 @@ the idle collector and the latency probe see it, then the bindings.
 
 A prompt in the command line (``g``, ``/``) gets every key before any
 binding, on the main screen only (modal screens keep theirs); a click
-anywhere cancels it.  ``latency_probe`` is bench/tui_bench.py's hook: it
+anywhere cancels it.  Before that the app's ``key_pressed`` (if it has one)
+sees every key -- the one-trace view clears the last message there -- and
+Escape stops a running search (``cancel_search``) before anything else
+takes it (Textual's own Escape would un-maximise a pane).  ``latency_probe`` is bench/tui_bench.py's hook: it
 pairs a key with the first frame written after it.
 """
 
@@ -32,7 +35,16 @@ class KeyRouting(IdleGC):
             probe = self.latency_probe
             if probe is not None:
                 probe.event(event, self)
-            if self.screen is self.screen_stack[0] and self.command_line.handle_key(event):
+            pressed = getattr(self, "key_pressed", None)
+            if pressed is not None:
+                pressed(event)
+            main = self.screen is self.screen_stack[0]
+            if main and event.key == "escape" and not self.command_line.asking:
+                cancel = getattr(self, "cancel_search", None)
+                if cancel is not None and cancel():
+                    return
+            # ctrl+c quits from a prompt too (the prompt would swallow it)
+            if main and event.key != "ctrl+c" and self.command_line.handle_key(event):
                 return
         elif isinstance(event, events.MouseDown) and self.screen_stack:
             self.command_line.cancel()

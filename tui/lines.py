@@ -14,6 +14,7 @@ from __future__ import annotations
 import textwrap
 
 from rich.segment import Segment
+from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
@@ -27,10 +28,12 @@ Line = tuple
 
 
 def wrap_parts(text: str, width: int, comp: str | None, first_indent: str = "", indent: str = "  ") -> list[Line]:
-    """A long text as several lines of at most width cells, broken at spaces
-    (long hex values are split when they must be)."""
+    """A long text as several lines of at most width cells, broken at
+    spaces -- between ``name=value`` fields, never inside one: a field
+    longer than the width stays whole on its own line and the pane scrolls
+    sideways to it (``old`` / ``_lo=0x…`` read as two fields)."""
     rows = textwrap.wrap(text, max(width, 20), initial_indent=first_indent, subsequent_indent=indent,
-                         break_on_hyphens=False) or [first_indent]
+                         break_on_hyphens=False, break_long_words=False) or [first_indent]
     return [([(row, comp)], None) for row in rows]
 
 
@@ -58,7 +61,16 @@ def set_virtual_size(widget, size: Size) -> None:
 
 
 class LinePane(CachedStyles, ScrollView, can_focus=True):
-    """Draws ``self.lines``; subclasses fill them with ``set_lines``."""
+    """Draws ``self.lines``; subclasses fill them with ``set_lines``.
+    ←/→ scroll sideways a field's width, Home/End to either edge (a pane
+    without lines wider than itself does not move)."""
+
+    BINDINGS = [
+        Binding("right", "scroll_side(8)", "scroll right", show=False),
+        Binding("left", "scroll_side(-8)", "scroll left", show=False),
+        Binding("end", "scroll_side(1000000)", "right edge", show=False),
+        Binding("home", "scroll_side(-1000000)", "left edge", show=False),
+    ]
 
     SELECTED_ROW = ""           # component class for the selected line's background
 
@@ -108,6 +120,15 @@ class LinePane(CachedStyles, ScrollView, can_focus=True):
         else:
             for y in changed:
                 self.refresh_line(y)
+
+    def action_scroll_side(self, delta: int) -> None:
+        widest = self.virtual_size.width
+        room = self.scrollable_content_region.width
+        x = max(0, min(round(self.scroll_x) + delta, max(widest - room, 0)))
+        if x != round(self.scroll_x):
+            self.scroll_to(x=x, animate=False, force=True)
+        else:
+            self.app.bell()
 
     def content_width(self) -> int:
         return max(self.scrollable_content_region.width, 20)

@@ -1,6 +1,6 @@
 """Loading in the background: the IO/compute side of the TUI.
 
-memray's UpdateThread pattern (research/anchors.md §5.2): a worker thread
+memray's UpdateThread pattern (bloomberg/memray's TUI): a worker thread
 does the whole-trace work and *posts messages*; it never touches a widget.
 The app starts it after the first frame, so the first frame never waits for
 anything proportional to the trace length.

@@ -1,6 +1,6 @@
 """The TUI's model: what the screen shows, computed without a single widget.
 
-memray's split (research/anchors.md §5.2): this module is pure -- no Textual
+memray's split (bloomberg/memray's TUI): this module is pure -- no Textual
 import, no threads, no clock -- so every navigation rule is testable without a
 terminal.  Widgets only render a ``TraceModel``; the loader worker
 (tui/loader.py) fills in the replay session and the findings and posts
@@ -111,7 +111,7 @@ def _fget(f, name, default=None):
 
 
 def finding_dict(f) -> dict:
-    """A finding as the DESIGN §8 dict, whatever object the analysers hand out."""
+    """A finding as the docs/CLI.md#check-json dict, whatever object the analysers hand out."""
     if isinstance(f, dict):
         return f
     to = getattr(f, "to_json", None)
@@ -128,8 +128,8 @@ def _rank(f) -> int:
 class FindingsView:
     """The screen's questions about findings.
 
-    ``findings`` are replay.hazards ``Finding`` records (or their DESIGN §8
-    dicts) in check order; ``index`` is the analysers' ``FindingIndex`` for
+    ``findings`` are replay.hazards ``Finding`` records (or their
+    docs/CLI.md#check-json dicts) in check order; ``index`` is the analysers' ``FindingIndex`` for
     "open at step n" (logarithmic).  Built once in the loader thread; kept
     compact because a long trace has a benign stale-context window per
     reassignment: records stay records (converted to dicts only for the few
@@ -166,9 +166,12 @@ class FindingsView:
         ends = [end_max if e is None else e for e in ends]
         self.starts = array(SEQ_TYPECODE, starts)
         self._ranks = ranks
-        notable = [i for i, r in enumerate(ranks) if r >= 2]
-        self._notable = array(SEQ_TYPECODE, notable)
-        self._notable_starts = array(SEQ_TYPECODE, (starts[i] for i in notable))
+        # per lowest severity rank: (indexes, their starts) of the findings
+        # at or above it, for ]/[ with a chosen floor
+        self._at_least = {}
+        for floor in (2, 3):
+            idx = [i for i, r in enumerate(ranks) if r >= floor]
+            self._at_least[floor] = (array(SEQ_TYPECODE, idx), array(SEQ_TYPECODE, (starts[i] for i in idx)))
         self._cover = {r: self._merge((st, en) for st, en, rk in zip(starts, ends, ranks) if rk == r)
                        for r in (1, 2, 3)}
         self.resolution = max(1, min(TIMELINE_RESOLUTION, count))
@@ -234,21 +237,27 @@ class FindingsView:
                 ends.append(b)
         return starts, ends
 
-    def next_start(self, n: int, benign: bool = False):
-        """The first finding starting after step n (as a dict), or None."""
-        if benign:
+    def next_start(self, n: int, benign: bool = False, min_rank: int | None = None):
+        """The first finding starting after step n (as a dict), or None;
+        only findings of rank >= ``min_rank`` (default: warnings and
+        hazards, or everything with ``benign``)."""
+        floor = 1 if benign else (2 if min_rank is None else min_rank)
+        if floor <= 1:
             i = bisect_right(self.starts, n)
             return finding_dict(self.items[i]) if i < len(self.items) else None
-        j = bisect_right(self._notable_starts, n)
-        return finding_dict(self.items[self._notable[j]]) if j < len(self._notable) else None
+        idx, starts = self._at_least[min(floor, 3)]
+        j = bisect_right(starts, n)
+        return finding_dict(self.items[idx[j]]) if j < len(idx) else None
 
-    def prev_start(self, n: int, benign: bool = False):
+    def prev_start(self, n: int, benign: bool = False, min_rank: int | None = None):
         """The last finding starting before step n (as a dict), or None."""
-        if benign:
+        floor = 1 if benign else (2 if min_rank is None else min_rank)
+        if floor <= 1:
             i = bisect_left(self.starts, n)
             return finding_dict(self.items[i - 1]) if i > 0 else None
-        j = bisect_left(self._notable_starts, n)
-        return finding_dict(self.items[self._notable[j - 1]]) if j > 0 else None
+        idx, starts = self._at_least[min(floor, 3)]
+        j = bisect_left(starts, n)
+        return finding_dict(self.items[idx[j - 1]]) if j > 0 else None
 
     def around(self, n: int, k: int) -> tuple[int, list[dict]]:
         """(index of the first, up to k findings as dicts) around step n."""
@@ -265,6 +274,7 @@ class FindingsView:
         of the trace span every cell)."""
         out = bytearray(cells)
         total = self.count
+        self.counts = {r: array("I", bytes(4 * cells)) for r in (1, 2, 3)}
         if total <= 0:
             return out
         diffs = {r: [0] * (cells + 1) for r in (1, 2, 3)}
@@ -280,26 +290,80 @@ class FindingsView:
             d = diffs[rank]
             d[c0 if c0 < last_cell else last_cell] += 1
             d[(c1 if c1 < last_cell else last_cell) + 1] -= 1
+        self.counts = {}
         for rank in (1, 2, 3):
             run = 0
             d = diffs[rank]
+            cnt = array("I", bytes(4 * cells))
             for c in range(cells):
                 run += d[c]
+                cnt[c] = run
                 if run > 0:
                     out[c] = rank
+            self.counts[rank] = cnt
         return out
 
     def buckets(self, width: int, total: int | None = None) -> list[int]:
         """Worst severity rank per timeline cell, from the histogram."""
+        return [rank for rank, _ in self.density(width)]
+
+    def density(self, width: int, span: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+        """Per timeline cell: (worst severity rank, how many windows of
+        that severity cover the cell at most).  The whole trace comes from
+        the fixed-resolution histogram; a ``span`` [a, b) of steps (the
+        timeline zoomed to an operation) is counted exactly from the
+        windows open at ``a`` and those starting inside the span."""
         if width <= 0:
             return []
+        if span is not None:
+            return self._span_density(width, *span)
         res = self.resolution
-        h = self.histogram
         out = []
+        c1, c2, c3 = self.counts[1], self.counts[2], self.counts[3]
         for c in range(width):
             a = c * res // width
             b = max((c + 1) * res // width, a + 1)
-            out.append(max(h[a:b]) if a < res else 0)
+            if a >= res:
+                out.append((0, 0))
+                continue
+            n3 = max(c3[a:b])
+            if n3:
+                out.append((3, n3))
+                continue
+            n2 = max(c2[a:b])
+            if n2:
+                out.append((2, n2))
+                continue
+            n1 = max(c1[a:b])
+            out.append((1, n1) if n1 else (0, 0))
+        return out
+
+    def _span_density(self, width: int, a: int, b: int) -> list[tuple[int, int]]:
+        b = max(b, a + 1)
+        total = b - a
+        windows = [(_fget(f, "start") or 0, self._end(f), _rank(f)) for f in self.open_at(a)]
+        i = bisect_right(self.starts, a)
+        j = bisect_left(self.starts, b)
+        windows += [(self.starts[k], self._end(self.items[k]), self._ranks[k]) for k in range(i, j)]
+        counts = {r: [0] * (width + 1) for r in (1, 2, 3)}
+        for st, en, rk in windows:
+            st, en = max(st, a), min(en, b)
+            if en <= st:
+                continue
+            c0 = (st - a) * width // total
+            c1 = min((en - 1 - a) * width // total, width - 1)
+            d = counts[rk]
+            d[c0] += 1
+            d[c1 + 1] -= 1
+        runs = {r: 0 for r in (1, 2, 3)}
+        out = []
+        for c in range(width):
+            best = (0, 0)
+            for r in (1, 2, 3):
+                runs[r] += counts[r][c]
+                if runs[r] > 0:
+                    best = (r, runs[r])
+            out.append(best)
         return out
 
 
@@ -311,13 +375,14 @@ class StepView:
 
     seq: int
     count: int
-    show: dict                      # render.show_dict: the DESIGN §8 show object
+    show: dict                      # render.show_dict: docs/CLI.md#show-json
     op_text: str
     rollback: int
     stacks: dict                    # cpu -> [function names], outermost first
     translation: frozenset          # IOMMU ids with DMA remapping on
     open_findings: list = field(default_factory=list)
     key: tuple = ()                 # (seq, findings identity): what the view depends on
+    rmrr: frozenset = frozenset()   # RIDs of RMRR devices (the platform's RMRR list, from the header)
 
 
 # --- the model -----------------------------------------------------------------------------
@@ -333,6 +398,7 @@ class TraceModel:
         self.schema = self.trace.schema
         self.presenter = EventPresenter(self.schema, self.header)
         self.view = render.PlatformView(self.header)
+        self.rmrr_rids = self._rmrr_rids()
         self.count = self.trace.count
         self.stop = self.trace.stop
         self.session = None
@@ -346,6 +412,8 @@ class TraceModel:
         self.filter_seqs: array | None = None    # matching seqs (sorted) while a filter is on
         self.filter_done = True
         self.search_text = ""
+        self.min_rank = 2                # ]/[ stop at findings of this severity rank or worse
+        self.zoom: tuple[int, int] | None = None   # the timeline's span of steps, None: the whole trace
         self.bookmarks: dict[int, str] = {}
         self._by_name = {k.name: k.code for k in self.schema.kinds}
         self._k_call = self._by_name.get("call")
@@ -370,6 +438,20 @@ class TraceModel:
         if isinstance(sc, dict) and isinstance(sc.get("name"), str):
             return sc["name"]
         return "?"
+
+    def _rmrr_rids(self) -> frozenset:
+        """The devices the platform's RMRRs name (header ``platform.rmrrs``),
+        as the state pane writes RIDs; a malformed header gives none."""
+        plat = self.header.get("platform")
+        rids = set()
+        for r in (plat.get("rmrrs") if isinstance(plat, dict) else None) or ():
+            if isinstance(r, dict):
+                for d in r.get("devices") or ():
+                    if isinstance(d, str):
+                        loc = render.parse_bdf(d if d.count(":") == 2 else "0000:" + d)
+                        if loc is not None:
+                            rids.add(render.fmt_rid(*loc))
+        return frozenset(rids)
 
     @property
     def complete(self) -> bool:
@@ -561,15 +643,37 @@ class TraceModel:
         ``benign``: a long trace has one per reassignment)."""
         if self.findings is None:
             return None
-        f = self.findings.next_start(self.cursor, benign)
+        f = self.findings.next_start(self.cursor, benign, self.min_rank)
         return None if f is None or f["start"] > self.count else self.move_to(f["start"])
 
     def prev_finding(self, benign: bool = False):
         """[: the step that opens the previous finding."""
         if self.findings is None:
             return None
-        f = self.findings.prev_start(self.cursor, benign)
+        f = self.findings.prev_start(self.cursor, benign, self.min_rank)
         return None if f is None else self.move_to(f["start"])
+
+    def op_span(self, seq: int | None = None):
+        """[op-begin, op-end + 1) of the operation step seq lies in (default:
+        the cursor), from the session's kind index; None outside any
+        operation or before the index is built."""
+        s = self.session
+        seq = self.cursor if seq is None else seq
+        if s is None or seq < 1:
+            return None
+        begins = s.kinds.seqs(s.kind_code("op-begin"))
+        ends = s.kinds.seqs(s.kind_code("op-end"))
+        if not begins:
+            return None
+        i = bisect_right(begins, seq) - 1
+        if i < 0:
+            return None
+        b = begins[i]
+        j = bisect_left(ends, b) if ends else 0
+        e = ends[j] if ends is not None and j < len(ends) else self.count
+        if e < seq:
+            return None
+        return (b, min(e, self.count) + 1)
 
     def next_write(self):
         """w: the next ctx-write of the selected context entry."""
@@ -651,7 +755,8 @@ class TraceModel:
             return []
         targets = []
         if self.findings is not None:
-            for f in (self.findings.next_start(self.cursor), self.findings.prev_start(self.cursor)):
+            for f in (self.findings.next_start(self.cursor, min_rank=self.min_rank),
+                      self.findings.prev_start(self.cursor, min_rank=self.min_rank)):
                 if f is not None:
                     targets.append(f["start"])
         if self.selected is not None:
@@ -670,13 +775,25 @@ class TraceModel:
 
     def _step_view(self, seq: int) -> StepView:
         s = self.session
-        st = s.state_at(seq)
+        try:
+            st = s.state_at(seq)
+        except IndexError:
+            # A chunk failed its CRC although the sidecar vouched for the
+            # file: the session replayed the readable part again and it is
+            # shorter now (replay.session).  Show its end, say it is damaged.
+            if s.count >= self.count:
+                raise
+            st = s.state_at(s.count)
+            seq = s.count
+        if s.count < self.count or (s.stop is not None and self.stop is None):
+            self.count, self.stop = s.count, s.stop
+            self.cursor = min(self.cursor, self.count)
         open_f = self.findings.open_at(seq) if self.findings is not None else []
         show = render.show_dict(st, s.view, open_f)
         stacks = {cpu: [render.func_name(f) for f in st.stack(cpu)] for cpu in sorted(st.stacks)}
         return StepView(seq=seq, count=self.count, show=show, op_text=render.op_text(st, s.view),
                         rollback=st.rollback, stacks=stacks, translation=frozenset(st.translation),
-                        open_findings=open_f, key=(seq, self.count, id(self.findings)))
+                        open_findings=open_f, key=(seq, self.count, id(self.findings)), rmrr=self.rmrr_rids)
 
     # --- search -------------------------------------------------------------------------------
     def reader(self):

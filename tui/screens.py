@@ -20,14 +20,16 @@ HELP_TEXT = """\
   [b]n[/b] / [b]↓[/b]     next event            [b]p[/b] / [b]↑[/b]     previous event
   [b]o[/b]         step over: a call in one step (to its return), an operation to its op-end
   [b]u[/b]         step out: to the return of the current function (top level: op-end)
-  [b]][/b] / [b]\\[[/b]     next / previous finding: the step that opens a warning or hazard window
-            (benign windows, closed by the operation's own flush: palette "any severity")
+  [b]][/b] / [b]\\[[/b]     next / previous finding: the step that opens a window of the chosen severity
+  [b]s[/b]         lowest severity ] / \\[ stop at: warning → hazard only → all (benign too)
+            (benign windows are the ones an operation closes with its own flush)
   [b]g[/b]         go to step: 200, +10, -5, op 2, end
   [b]w[/b] / [b]W[/b]     next / previous write of the selected context entry
   [b]PgUp PgDn Home End[/b]  page through the list (event list focused)
 
 [b]Finding things[/b]
   [b]/[/b]         search forward (row text, case-insensitive); [b]>[/b] / [b]<[/b] next / previous match
+            the prompt offers the last search selected; [b]escape[/b] stops a running search
   [b]f[/b]         filter: show only events of a kind, a function, a device, with a text
   [b]F[/b]         clear the filter
   [b]m[/b]         bookmark the current step (again: remove)
@@ -37,16 +39,22 @@ HELP_TEXT = """\
   [b]1[/b] events  [b]2[/b] state  [b]3[/b] call stack  [b]4[/b] findings
   a pane's key again maximises it (and restores it); [b]tab[/b] cycles focus
   In the state pane ↑/↓ select the context entry that [b]w[/b]/[b]W[/b] follow.
+  Maximised: the list shows the cursor's event in full below it; the findings
+  pane lists every finding (↑/↓, [b]enter[/b] goes to its start); ←/→/Home/End
+  scroll the state and stack panes sideways.
+  [b]z[/b] / [b]Z[/b]     timeline: zoom to the cursor's operation / the whole trace
 
 [b]Elsewhere[/b]
   [b]ctrl+p[/b]    command palette: every action above by name
-  [b]?[/b]         this help            [b]q[/b]  quit
+  [b]?[/b]         this help            [b]q[/b] / [b]ctrl+c[/b]  quit
 
 [b]Reading the screen[/b]
   ▌ left of a row: the step is inside a hazard window (red: hazard, yellow: warning)
   ◆ a bookmark.  In the state pane a red row with ≠ is a present context entry
-  whose DID belongs to one domain and whose page tables to another.
-  The strip at the bottom is the whole trace: █ hazard windows, ▲ you, ◆ bookmarks.
+  whose DID belongs to one domain and whose page tables to another; R marks an
+  RMRR device, and a red ✗ row its entry cut off (not present) under a hazard.
+  The strip at the bottom is the whole trace: ▁…█ how many finding windows
+  cover a cell (colour: the worst severity there), ▼ you, ◆ bookmarks.
 """
 
 

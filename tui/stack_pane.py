@@ -1,8 +1,8 @@
 """The call-stack pane -- where the trace is: the current event decoded in
 full (the list crops long arguments), the operation in progress and each
 CPU's Xen call stack after the step, outermost frame first, the innermost
-marked with the step label the event carries (the spec's MO7, RN4 ...
-labels), so the trace reads next to the C source."""
+marked with the step label the event carries (MO7, RN4 ...,
+docs/MODEL.md#step-labels), so the trace reads next to the C source."""
 
 from __future__ import annotations
 

@@ -5,11 +5,18 @@ the domain that owns the DID (through the unit's DID map) next to the domain
 whose page tables SLPTPTR points into, translation type, address width and
 the raw halves.  When the two owners differ on a present entry the row is red
 and carries a "≠": that is XSA-400's did-pt-mismatch, visible at a glance.
+An RMRR device (the platform's RMRR list, from the trace header) carries an
+``R`` after its RID; when its entry is *not present* while a hazard finding
+for that RID on that unit is open at the step (replay's analysers: the
+``rmrr-disconnect`` window of the legacy engine) the row is red and carries
+"✗" and the finding's kind -- the device whose identity-mapped DMA must keep
+working is cut off, which a bare ``-  -  -`` row would hide among
+never-mapped devices.
 Below each unit: the DID map and what its caches may still hold; then device
 owners, the locks held with their holders and the findings open at the step.
 
-The content is a list of lines built from ``render.show_dict`` (the DESIGN §8
-``show --json`` object) -- nothing here computes owners or cache contents.
+The content is a list of lines built from ``render.show_dict`` (the
+``show --json`` object, docs/CLI.md#show-json) -- nothing here computes owners or cache contents.
 Rendering is Line API (a ScrollView), so a platform with many devices scrolls
 without re-laying out widgets on every step.
 
@@ -71,28 +78,42 @@ def build_lines(v: StepView, selected, width: int) -> list[Line]:
         add(([], None))
         on = "translation on" if u["id"] in v.translation else "translation off"
         add(([(f"IOMMU {u['id']}", "state-pane--title"), (f"  {on}", "state-pane--dim")], None))
-        add(([("   RID           P  DID  DID owner    PT owner   TT     AW  lo                  hi",
+        add(([("   RID          R P  DID  DID owner    PT owner   TT     AW  lo                  hi",
                "state-pane--header")], None))
+        # hazards open at the step, by the entry they name (replay's findings)
+        hazards: dict[str, str] = {}
+        for f in v.open_findings:
+            if f.get("severity") == "hazard" and f.get("rid") and f.get("iommu") in (None, u["id"]):
+                hazards.setdefault(f["rid"], str(f.get("kind")))
         for e in u["context"]:
             key = _key_of(u["id"], e["rid"])
             sel = key is not None and key == selected
             mark = ("▸ ", "state-pane--select") if sel else ("  ", None)
-            rid = (f" {e['rid']}  ", "state-pane--rid")
+            rmrr = e["rid"] in v.rmrr
+            rid = (f" {e['rid']} ", "state-pane--rid")
+            flag = ("R ", "state-pane--rmrr") if rmrr else ("  ", None)
             tail = [(f"{TT_SHORT.get(e['tt'], e['tt']):<6} {e['aw']:<3} {e['lo']}  {e['hi']}", "state-pane--dim")]
             if e["present"]:
                 did_o, pt_o = e["did_owner"], e["pt_owner"]
                 mismatch = pt_o is not None and did_o != pt_o
                 ocomp = "state-pane--bad" if mismatch else "state-pane--owner"
-                parts = [mark, rid, ("P  ", "state-pane--present"), (f"{e['did']:>4}  ", "state-pane--did"),
+                parts = [mark, rid, flag, ("P  ", "state-pane--present"), (f"{e['did']:>4}  ", "state-pane--did"),
                          (f"{_own(did_o):<10}", ocomp), ("≠ " if mismatch else "  ", ocomp),
                          (f"{_own(pt_o):<10} ", ocomp)] + tail
+            elif rmrr and e["rid"] in hazards:
+                # an RMRR device cut off while a hazard about it is open
+                parts = [mark, rid, flag, ("-  ", "state-pane--bad"),
+                         (f"{e['did']:>4}  " if (e['did'] or e['did_owner']) else "   -  ", "state-pane--bad"),
+                         (f"✗ {hazards[e['rid']]:<20} ", "state-pane--bad")] + tail
             else:
-                parts = [mark, rid, ("-  ", "state-pane--absent"),
+                parts = [mark, rid, flag, ("-  ", "state-pane--absent"),
                          (f"{e['did']:>4}  " if (e['did'] or e['did_owner']) else "   -  ", "state-pane--absent"),
                          (f"{_own(e['did_owner']):<10}  {_own(e['pt_owner']):<10} ", "state-pane--absent")] + tail
             add((parts, key))
         if not u["context"]:
             add(([("   (no context entries)", "state-pane--dim")], None))
+        if any(e["rid"] in v.rmrr for e in u["context"]):
+            add(([("   R: RMRR device (identity-mapped memory it must always reach)", "state-pane--dim")], None))
         dids = " · ".join(f"{k} {_own(o)}" for k, o in u["dids"].items()) or "none in use"
         add(([("   DID map: ", "state-pane--label"), (dids, None)], None))
         c = u["caches"]
@@ -141,7 +162,7 @@ class StatePane(LinePane):
         "state-pane--title", "state-pane--dim", "state-pane--warn", "state-pane--bad",
         "state-pane--header", "state-pane--select", "state-pane--selected-row",
         "state-pane--rid", "state-pane--present", "state-pane--absent", "state-pane--did",
-        "state-pane--owner", "state-pane--label", "state-pane--lock",
+        "state-pane--owner", "state-pane--label", "state-pane--lock", "state-pane--rmrr",
     }
     SELECTED_ROW = "state-pane--selected-row"
 

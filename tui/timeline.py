@@ -1,14 +1,27 @@
 """The hazard timeline: the whole trace in one strip, one cell per
-``count / width`` steps, coloured by the worst finding whose window touches
-the cell, with the cursor (▲) and bookmarks (◆) on the line below.
+``count / width`` steps, with the cursor (▼) and bookmarks (◆) on the line
+above it.
+
+A cell shows the density of finding windows, by severity: its colour is the
+worst severity whose window touches the cell, its height (▁ … █) how many
+windows of that severity cover it, on a log scale relative to the busiest
+cell on screen -- at 10^6 events, where some window touches every cell, the
+strip still shows where they pile up and where hazards are.  ``z`` zooms the
+strip to the operation the cursor is in (its op-begin .. op-end, counted
+exactly from the windows, FindingsView.density), ``Z`` goes back to the whole
+trace; the marker line then names the span.  ▼ is the cursor everywhere
+(the diff view's strip uses it too); ◀ / ▶ say it lies left / right of a
+zoomed span.
 
 While the loader is still building the index and running the analysers the
 strip is a progress bar; it fills in when the findings arrive.  The strip is
-computed once per width (FindingsView.buckets, linear in the number of
-findings); moving the cursor re-renders only the marker line.
+computed once per width and span (linear in the number of findings, or in
+the windows of the span); moving the cursor re-renders only the marker line.
 """
 
 from __future__ import annotations
+
+from math import log2
 
 from rich.segment import Segment
 from textual.events import Click
@@ -19,6 +32,20 @@ from textual.widget import Widget
 
 from .model import TraceModel
 from .styles import CachedStyles
+
+
+LEVELS = "▁▂▃▄▅▆▇█"
+STRIP_Y, MARKER_Y = 1, 0
+
+
+def level_glyph(n: int, peak: int) -> str:
+    """A count as one of eight heights, log-scaled to the busiest cell."""
+    if n <= 0:
+        return "─"
+    if peak <= 1:
+        return LEVELS[-1]
+    k = -(-len(LEVELS) * log2(1 + n) // log2(1 + peak))
+    return LEVELS[max(1, min(int(k), len(LEVELS))) - 1]
 
 
 class Timeline(CachedStyles, Widget):
@@ -53,20 +80,38 @@ class Timeline(CachedStyles, Widget):
 
     def reset(self) -> None:
         self._buckets = None
+        self._strip_key = None
         self.refresh()
 
     def cursor_moved(self) -> None:
-        self.refresh(Region(0, 1, self.size.width, 1))     # the marker line only
+        self.refresh(Region(0, MARKER_Y, self.size.width, 1))     # the marker line only
 
-    def _cell_of(self, seq: int, width: int) -> int:
-        total = max(self.model.count, 1)
-        return min(max(seq - 1, 0) * width // total, width - 1)
+    def _range(self) -> tuple[int, int]:
+        """[a, b) of steps the strip spans (the whole trace: 1 .. count)."""
+        z = self.model.zoom
+        return z if z is not None else (1, max(self.model.count, 1) + 1)
+
+    def _cell_of(self, seq: int, width: int):
+        """The cell of seq; -1 / width when it lies left / right of a zoom."""
+        a, b = self._range()
+        if self.model.zoom is None:
+            seq = max(seq, 1)
+        if seq < a:
+            return -1
+        if seq >= b:
+            return width
+        return min((seq - a) * width // max(b - a, 1), width - 1)
 
     def _strip(self, width: int) -> list[int]:
-        key = (width, self.model.count, id(self.model.findings))
+        """The worst severity rank per cell (0: none)."""
+        return [rank for rank, _ in self._cells(width)]
+
+    def _cells(self, width: int) -> list[tuple[int, int]]:
+        """Per cell: (worst severity rank, windows of that severity)."""
+        key = (width, self.model.count, id(self.model.findings), self.model.zoom)
         if self._buckets is None or self._bucket_key != key:
             f = self.model.findings
-            self._buckets = f.buckets(width, self.model.count) if f is not None else [0] * width
+            self._buckets = (f.density(width, self.model.zoom) if f is not None else [(0, 0)] * width)
             self._bucket_key = key
         return self._buckets
 
@@ -76,7 +121,7 @@ class Timeline(CachedStyles, Widget):
         cs = self.cstyle
         if width <= 0:
             return Strip.blank(0)
-        if y == 0:
+        if y == STRIP_Y:
             if self.progress is not None and self.model.findings is None:
                 what, frac = self.progress
                 if frac < 0:            # a phase without progress reports
@@ -92,25 +137,38 @@ class Timeline(CachedStyles, Widget):
                               Segment("━" * done, base + cs("timeline--progress")),
                               Segment("━" * (bar_w - done), base + cs("timeline--progress-bg"))]
                              ).adjust_cell_length(width, base)
-            cells = self._strip(width)
+            cells = self._cells(width)
+            skey = (self._bucket_key, base)
+            if skey == getattr(self, "_strip_key", None):
+                return self._strip_strip
             styles = (cs("timeline--none"), cs("timeline--info"),
                       cs("timeline--warning"), cs("timeline--hazard"))
+            peak = {r: max((n for rk, n in cells if rk == r), default=0) for r in (1, 2, 3)}
             segs = []
-            run_rank, run_len = None, 0
-            for rank in cells:
-                if rank == run_rank:
-                    run_len += 1
-                    continue
-                if run_len:
-                    segs.append(Segment(("█" if run_rank else "─") * run_len, base + styles[run_rank]))
-                run_rank, run_len = rank, 1
-            if run_len:
-                segs.append(Segment(("█" if run_rank else "─") * run_len, base + styles[run_rank]))
-            return Strip(segs).adjust_cell_length(width, base)
-        if y == 1:
-            marks = {self._cell_of(seq, width): ("◆", "timeline--bookmark") for seq in self.model.bookmarks}
-            marks[self._cell_of(self.model.cursor, width)] = ("▲", "timeline--cursor")
-            key = (width, base, tuple(sorted(marks.items())))
+            run_rank, run = None, []
+            for rank, n in cells:
+                if rank != run_rank and run:
+                    segs.append(Segment("".join(run), base + styles[run_rank]))
+                    run = []
+                run_rank = rank
+                run.append(level_glyph(n, peak.get(rank, 0)) if rank else "─")
+            if run:
+                segs.append(Segment("".join(run), base + styles[run_rank]))
+            self._strip_key, self._strip_strip = skey, Strip(segs).adjust_cell_length(width, base)
+            return self._strip_strip
+        if y == MARKER_Y:
+            marks = {}
+            for seq in self.model.bookmarks:
+                c = self._cell_of(seq, width)
+                if 0 <= c < width:
+                    marks[c] = ("◆", "timeline--bookmark")
+            c = self._cell_of(self.model.cursor, width)
+            marks[max(0, min(c, width - 1))] = ("◀" if c < 0 else "▶" if c >= width else "▼", "timeline--cursor")
+            label = ""
+            if self.model.zoom is not None:
+                a, b = self.model.zoom
+                label = f" steps {a:,}–{b - 1:,}  Z: whole trace "
+            key = (width, base, label, tuple(sorted(marks.items())))
             if key == self._marker_key:
                 return self._marker_strip
             segs, pos = [], 0
@@ -122,12 +180,20 @@ class Timeline(CachedStyles, Widget):
                 pos = c + 1
             if pos < width:
                 segs.append(Segment(" " * (width - pos), base))
-            self._marker_key, self._marker_strip = key, Strip(segs, width)
+            strip = Strip(segs, width)
+            if label and len(label) < width:
+                # the span's name at the right, unless a mark is there
+                at = width - len(label)
+                if all(c < at for c in marks):
+                    strip = Strip.join([strip.crop(0, at),
+                                        Strip([Segment(label, base + cs("timeline--text"))])])
+            self._marker_key, self._marker_strip = key, strip
             return self._marker_strip
         return Strip.blank(width, base)
 
     def on_click(self, event: Click) -> None:
         width = self.size.width
         if width > 0 and self.model.count:
-            seq = 1 + event.x * self.model.count // width
-            self.post_message(self.Jump(min(seq, self.model.count)))
+            a, b = self._range()
+            seq = a + event.x * (b - a) // width
+            self.post_message(self.Jump(max(1, min(seq, b - 1, self.model.count))))

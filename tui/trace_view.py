@@ -6,10 +6,14 @@ The app holds one ``TraceView`` per open trace; the side-by-side diff view
 the alignment, which is why everything about one trace lives here and the
 app only routes keys and messages.
 
-Layout follows the terminal: below 120 columns the list sits above one
-detail pane at a time (2/3/4 pick it), from 120 columns the list is on the
-left and all detail panes are on the right (the ``-wide`` class, set on
-resize; the rules are in app.tcss).
+Layout follows what fits: the list sits above one detail pane at a time
+(2/3/4 pick it) until the terminal is wide enough for the list *and* a
+detail column side by side with each readable -- the list with its full
+function names and ``ARGS_MIN`` argument cells (LIST_MIN), the state pane
+with a whole context-entry row (DETAILS_WIDTH) -- and only then is the list
+on the left and all detail panes on the right (the ``-wide`` class, set on
+resize; the rules are in app.tcss).  Side by side at 120 columns left the
+list ~54 cells: 10 characters of arguments and cut function names.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from .stack_pane import StackPane
 from .state_pane import StatePane
 from .timeline import Timeline
 
-WIDE = 120
+DETAILS_WIDTH = 100      # app.tcss `TraceView.-wide #details`: a state-pane row and its border
+LIST_MIN = 100           # seq, cpu, op, label, a ~24-cell function, kind and 40 cells of arguments
+WIDE = DETAILS_WIDTH + LIST_MIN
 DETAILS = ("state", "stack", "findings")
 
 
@@ -43,21 +49,41 @@ class TitleBar(OneLine):
         self.model = model
 
     def parts(self, width: int) -> list[tuple[str, str | None]]:
+        """The position (step, op, label) is never cut: what does not fit
+        goes first -- the scenario, the kind, the event count, the
+        integrity when complete -- and then the file name loses its middle."""
         m = self.model
-        wide = width >= 100
-        out = [(" vtdtrace ", "title-bar--app"), (f" {m.name} ", "title-bar--name")]
-        if wide and m.scenario not in m.name:
-            out.append((f"· {m.scenario} ", None))
-        out.append((f"· {m.engine} · ", None))
-        integ = m.integrity()
-        out.append((integ, "title-bar--bad" if integ == "damaged" else "title-bar--ok"))
-        out.append((f" · {m.count:,} ev", None))
-        out.append((" │ ", "title-bar--dim"))
-        out.append((f"step {m.cursor:,}", "title-bar--step"))
         ev = m.event(m.cursor)
+        step = [(" │ ", "title-bar--dim"), (f"step {m.cursor:,}", "title-bar--step")]
         if ev is not None:
-            tail = f" op {ev[3]}" + (f" {ev[5]}" if ev[5] else "") + (f" {m.kind_name(ev)}" if wide else "")
-            out.append((tail, None))
+            step.append((f" op {ev[3]}" + (f" {ev[5]}" if ev[5] else ""), None))
+        kind = [(f" {m.kind_name(ev)}", None)] if ev is not None else []
+        integ = m.integrity()
+        scen = [(f"· {m.scenario} ", None)] if m.scenario not in m.name else []
+        count = [(f" · {m.count:,} ev", None)]
+        integ_part = [("· ", None), (integ, "title-bar--bad" if integ == "damaged" else "title-bar--ok")]
+        head = [(" vtdtrace ", "title-bar--app")]
+        name = m.name
+        eng = [(f"· {m.engine} ", None)]
+        # drop in this order until it fits (a damaged trace keeps saying so)
+        order = ("scen", "kind", "count", "integ", "eng")
+        parts = {"scen": scen, "kind": kind, "count": count,
+                 "integ": integ_part if integ != "damaged" else [], "eng": eng}
+        damaged = integ_part if integ == "damaged" else []
+        for n in range(len(order) + 1):
+            dropped = order[:n]
+            p = {k: ([] if k in dropped else v) for k, v in parts.items()}
+            out = (head + [(f" {name} ", "title-bar--name")] + p["scen"] + p["eng"] + p["integ"] + damaged
+                   + p["count"] + step + p["kind"])
+            if sum(len(t) for t, _ in out) <= width:
+                return out
+        # still too long: the file name gives up its middle
+        rest = sum(len(t) for t, _ in out) - len(name) - 2
+        room = max(width - rest - 2, 5)
+        if len(name) > room:
+            half = (room - 1) // 2
+            name = name[:half] + "…" + name[len(name) - (room - 1 - half):]
+        out[1] = (f" {name} ", "title-bar--name")
         return out
 
 

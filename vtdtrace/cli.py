@@ -2,8 +2,10 @@
 under ``vtdtrace.commands`` with ``add_parser(sub)`` and ``run(args) -> int``;
 modules are imported lazily so `check`/`diff` never pay for Textual.
 
-Exit codes (DESIGN §8): 0 ok, 1 hazard/difference, 2 usage or I/O error or not
-a trace, 3 damaged trace.  Every error is one line on stderr.
+Exit codes: 0 ok, 1 hazard/difference, 2 usage or I/O error or not a trace,
+3 damaged trace.  Every error is one line on stderr.  These contracts, the
+position notation (vtdtrace/positions.py) and the writer rule
+(vtdtrace/output.py) are written down for users in docs/CLI.md.
 """
 
 from __future__ import annotations
@@ -32,8 +34,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"vtdtrace: {message}\n")
 
 
+DESCRIPTION = "Trace recorder and replay debugger for Xen VT-d device reassignment"
+EPILOG = ("Exit codes: 0 ok, 1 a hazard (check) or a difference (diff), 2 usage or I/O error "
+          "or not a trace, 3 a damaged trace. Positions are decimal seqs (0 = before any event). "
+          "No command overwrites a file without --force. The contracts are in docs/CLI.md; "
+          "`vtdtrace COMMAND --help` for a command's options.")
+
+
+def short_usage() -> str:
+    """What a bare `vtdtrace` prints: one usage line and the commands, not
+    every option of every command."""
+    width = max(len(name) for name, _ in COMMANDS)
+    lines = ["usage: vtdtrace COMMAND [ARGS...]   (vtdtrace COMMAND --help for its options)", "",
+             DESCRIPTION + ".", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in COMMANDS]
+    lines += ["", "Exit codes, positions, output files and JSON shapes: docs/CLI.md"]
+    return "\n".join(lines) + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="vtdtrace", description="Trace recorder and replay debugger for Xen VT-d device reassignment")
+    parser = _Parser(prog="vtdtrace", description=DESCRIPTION, epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, help_text in COMMANDS:
         try:
@@ -49,10 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not (sys.argv[1:] if argv is None else argv):
+        sys.stderr.write(short_usage())
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
-        parser.print_help(sys.stderr)
+        sys.stderr.write(short_usage())
         return 2
     return run_command(args)
 
@@ -66,16 +89,33 @@ def _quiet_stdout() -> None:
         pass
 
 
+def _print_note(path, message: str, _seen=set()) -> None:
+    """A remark about a trace (e.g. written by a newer vtdtrace), once per file."""
+    if (str(path), message) not in _seen:
+        _seen.add((str(path), message))
+        from replay.jsonout import safe_text
+        print(f"vtdtrace: note: {safe_text(path)}: {message}", file=sys.stderr)
+
+
 def run_command(args) -> int:
     """The command boundary shared by every subcommand: one line on stderr,
     never a traceback."""
     try:
+        if getattr(args, "command", None) != "view":     # stderr under a full-screen UI would garble it
+            from replay import reader
+            reader.note_handler = _print_note
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         _quiet_stdout()
         return 0
+    except OSError as exc:
+        # Output that cannot be written (`log ... > full-disk`): the cause, once.
+        from .errors import fail
+        _quiet_stdout()
+        return fail(exc.filename if exc.filename is not None else "output",
+                    f"cannot write: {exc.strerror or exc}")
     except Exception as exc:
         from .errors import fail
         return fail(getattr(args, "trace", None), f"internal error: {type(exc).__name__}: {exc}")

@@ -1,4 +1,4 @@
-"""One-line user-facing errors with their exit codes (DESIGN §8)."""
+"""One-line user-facing errors with their exit codes (docs/CLI.md#exit-codes)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Trace diff (DESIGN §7): hierarchical alignment of two traces, the report
+"""Trace diff (docs/CLI.md#diff-json): hierarchical alignment of two traces, the report
 (first divergence, per-operation differences, state difference at aligned
 operation boundaries, hazard delta) and its text/JSON renderings.
 

@@ -1,4 +1,4 @@
-"""Hierarchical alignment of two traces (DESIGN §7).
+"""Hierarchical alignment of two traces (docs/CLI.md#diff-json).
 
 Three levels, each aligned on its own so that a local difference never
 desynchronises what follows it:
@@ -77,6 +77,8 @@ DP_CELLS = 40_000
 SAME, ARGS, ONLY_A, ONLY_B = "same", "args", "only-a", "only-b"
 CLASSES = (SAME, ARGS, ONLY_A, ONLY_B)
 C_SAME, C_ARGS, C_ONLY_A, C_ONLY_B = range(4)
+# The differing fields of a row whose events differ only in their step label.
+LABEL_ONLY = ("label",)
 
 
 # --------------------------------------------------------------------------------
@@ -892,6 +894,9 @@ class Region:
     seq_b: tuple | None
     counts: dict             # class -> number of rows
     path: tuple              # enclosing functions / sections at its start
+    # of counts["args"], the rows that differ only in their step label (the
+    # engines name the same step PMx / MOx): the same values, counted apart
+    label_only: int = 0
 
     @property
     def classes(self) -> tuple:
@@ -1066,10 +1071,13 @@ class Alignment:
                 continue
             start = k
             counts: dict = {}
+            labels = 0
             fa = la = fb = lb = None
             while k < n and cls[k] != C_SAME:
                 c = CLASSES[cls[k]]
                 counts[c] = counts.get(c, 0) + 1
+                if c == ARGS and r.fields.get(k) == LABEL_ONLY:
+                    labels += 1
                 if r.sa[k]:
                     fa = r.sa[k] if fa is None else fa
                     la = r.sa[k]
@@ -1079,7 +1087,7 @@ class Alignment:
                 k += 1
             reg = Region(len(self.regions), pair.index, pair.row_start + start, pair.row_start + k,
                          (fa, la) if fa is not None else None, (fb, lb) if fb is not None else None,
-                         counts, r.paths.get(start, ()))
+                         counts, r.paths.get(start, ()), labels)
             pair.regions.append(reg.index)
             self.regions.append(reg)
             self._region_starts.append(reg.row_start)

@@ -1,4 +1,4 @@
-"""The diff report: one streaming pass over two traces (DESIGN §7, §8).
+"""The diff report: one streaming pass over two traces (docs/CLI.md#diff-json).
 
 ``diff_streams(a, b)`` walks both traces op group by op group (align.py),
 aligns what differs, folds each trace's state alongside and compares the
@@ -62,6 +62,7 @@ from ..render import PlatformView, cache_view, did_owner, fmt_rid, hex64, pt_own
 from ..state import ZERO, BadEvent, fold, initial_state
 from .align import (ARGS, C_SAME, CLASSES, MAX_GROUP_EVENTS, ONLY_A, ONLY_B, SAME, Alignment, EventStream,
                     OpPair, Pairer, _delta, _group_key, align_ops, groups_equal, last_op_start, slice_mismatch)
+from .hazard_pairs import pair_changed
 
 CONTEXT_EVENTS = 3
 # Detail kept for the report: events of at most this many differing rows
@@ -254,7 +255,8 @@ class StateDiff:
 
 @dataclass
 class HazardDelta:
-    """A finding present in one trace only, with its position in the alignment."""
+    """A finding present in one trace only, with its position in the alignment
+    (one the other trace has with another extent is a hazard_pairs.ChangedHazard)."""
 
     side: str            # "a" | "b"
     finding: dict
@@ -277,6 +279,8 @@ class DiffReport:
     state_note: str | None = None       # why the state comparison stopped early
     detail_truncated: bool = False
     presenters: tuple = field(default=(None, None), repr=False)
+    # windows both traces have with other extents (hazard_pairs.ChangedHazard), by row
+    changed_hazards: list = field(default_factory=list)
 
     @property
     def equivalent(self) -> bool:
@@ -289,14 +293,15 @@ class DiffReport:
 
     @property
     def exit_code(self) -> int:
-        """DESIGN §8: 3 damaged input > 1 different > 0 equivalent."""
+        """docs/CLI.md#exit-codes: 3 damaged input > 1 different > 0 equivalent."""
         if self.damaged:
             return 3
         return 0 if self.equivalent else 1
 
     def hazard_delta(self) -> dict:
         out = {"only_a": [h.finding for h in self.hazards if h.side == "a"],
-               "only_b": [h.finding for h in self.hazards if h.side == "b"]}
+               "only_b": [h.finding for h in self.hazards if h.side == "b"],
+               "changed": [c.to_json() for c in self.changed_hazards]}
         if not self.hazards_available:
             out["available"] = False
         return out
@@ -340,7 +345,8 @@ class DiffReport:
         out = {"op_pairs": sum(counts.values()), "ops_same": counts["same"], "ops_different": counts["different"],
                "ops_only_a": counts["only-a"], "ops_only_b": counts["only-b"], "ops_renumbered": self.renumbered,
                "regions": len(al.regions), "rows": al.n_rows,
-               "rows_args": rows[ARGS], "rows_only_a": rows[ONLY_A], "rows_only_b": rows[ONLY_B]}
+               "rows_args": rows[ARGS], "rows_only_a": rows[ONLY_A], "rows_only_b": rows[ONLY_B],
+               "rows_label_only": sum(reg.label_only for reg in al.regions)}
         if self.state_note:
             out["state_note"] = self.state_note
         if self.detail_truncated:
@@ -1208,12 +1214,12 @@ class _Pass:
                 side.findings = side.analysis.finish()
         fa, fb = a.findings, b.findings
         available = fa is not None and fb is not None
-        hz = hazard_delta(al, fa, fb) if available else []
+        hz, changed = pair_changed(hazard_delta(al, fa, fb)) if available else ([], [])
         return DiffReport(a=a.info(), b=b.info(), header_diff=header_diff(a.header, b.header), alignment=al,
                           first_divergence=self.first, state_diff=self.state_diffs, hazards=hz,
                           hazards_available=available, differing_pairs=self.differing,
                           renumbered=self.renumbered, state_note=self.tracker.broken,
-                          detail_truncated=self.truncated, presenters=self.pres)
+                          detail_truncated=self.truncated, presenters=self.pres, changed_hazards=changed)
 
 
 def _seq_of_ev(ev, fallback):
@@ -1387,9 +1393,11 @@ def cached_findings(path, trace):
         return None
 
 
-def store_findings(path, trace, analysis, findings) -> None:
+def store_findings(path, trace, analysis, findings, binding=None) -> None:
     """Put findings computed inline into the trace's sidecar (best effort), as
-    findings_for_trace(path, sidecar=True) would have."""
+    findings_for_trace(path, sidecar=True) would have.  ``binding``: the
+    trace's (identity, content) from before the diff read it
+    (replay.sidecar), which lets an untrusted sidecar be bound to it."""
     hz = _hazards()
     if hz is None:
         return
@@ -1399,7 +1407,9 @@ def store_findings(path, trace, analysis, findings) -> None:
         if analysis.bad is not None and stop is None:
             from replay.reader import StopReport
             stop = StopReport("corrupt", 0, 0, analysis.seq, analysis.bad[1])
-        _store(path, hz.TraceFindings(path, trace.header, findings, analysis.seq, stop is None, stop))
+        identity, content = binding if binding is not None else (None, None)
+        _store(path, hz.TraceFindings(path, trace.header, findings, analysis.seq, stop is None, stop),
+               identity, content)
     except Exception:
         pass
 
@@ -1415,12 +1425,15 @@ def cached_session(path):
         return None
 
 
-def diff_traces(trace_a, trace_b, *, findings: bool = True, names=None, paths=None, **kw) -> DiffReport:
+def diff_traces(trace_a, trace_b, *, findings: bool = True, names=None, paths=None, bindings=None,
+                **kw) -> DiffReport:
     """Diff two open reader Traces (their readable prefixes when damaged).
 
-    Findings: from the sidecar when cached there (``paths`` given), else the
-    hazard analysers run inline in the same pass (and, with ``paths``, their
-    result is cached for next time)."""
+    Findings: from the sidecar when it is trusted for the trace as it is now
+    and holds them (``paths`` given), else the hazard analysers run inline
+    in the same pass (and, with ``paths``, their result is cached for next
+    time; ``bindings``: each trace's replay.sidecar (identity, content) from
+    before it was read, see store_findings)."""
     na, nb = names or (None, None)
     sides = []
     hz = _hazards() if findings else None
@@ -1435,6 +1448,11 @@ def diff_traces(trace_a, trace_b, *, findings: bool = True, names=None, paths=No
     session = None
     if paths is not None and sides[0].analysis is None and sides[1].analysis is None:
         session = cached_session(paths[0])
+        if session is not None and (session.count, session.stop is None) != (trace_a.count, trace_a.stop is None):
+            # The checkpoints describe another readable part than the one
+            # this diff reads: fold instead.
+            session.close()
+            session = None
         if session is not None:
             sides[0].state_at = session.state_at
     try:
@@ -1443,9 +1461,9 @@ def diff_traces(trace_a, trace_b, *, findings: bool = True, names=None, paths=No
         if session is not None:
             session.close()
     if paths is not None:
-        for side, path in zip(sides, paths):
+        for side, path, binding in zip(sides, paths, bindings or (None, None)):
             if side.analysis is not None:
-                store_findings(path, side.trace, side.analysis, side.findings)
+                store_findings(path, side.trace, side.analysis, side.findings, binding)
     return report
 
 
@@ -1454,18 +1472,25 @@ def diff_files(path_a, path_b, *, findings: bool = True, **kw) -> DiffReport:
     is not a trace (exit 2); a damaged trace is diffed on its readable part
     (report.damaged, exit 3)."""
     from replay.reader import NotATrace, open_trace
+    from replay.sidecar import content_of, trace_identity
 
+    # Each trace's identity before it is read, and its content as the CRC
+    # pass of the (verifying) open finds it: what a findings entry stored
+    # for next time is bound to.
+    ida = trace_identity(path_a)
     try:
         ta = open_trace(path_a)
     except NotATrace as exc:
         raise DiffInputError(path_a, exc.message) from None
     try:
+        idb = trace_identity(path_b)
         try:
             tb = open_trace(path_b)
         except NotATrace as exc:
             raise DiffInputError(path_b, exc.message) from None
         with tb:
+            bindings = ((ida, content_of(ta)), (idb, content_of(tb)))
             return diff_traces(ta, tb, findings=findings, names=(str(path_a), str(path_b)),
-                               paths=(path_a, path_b), **kw)
+                               paths=(path_a, path_b), bindings=bindings, **kw)
     finally:
         ta.close()

@@ -1,5 +1,5 @@
 """Deterministic renderings of a DiffReport: readable text and the ``ops``
-part of the JSON (DESIGN §8).
+part of the JSON (docs/CLI.md#diff-json).
 
 Nothing here depends on the machine, the locale or dict/set iteration order
 of anything but the report, so the same two traces always print the same
@@ -9,13 +9,16 @@ Text markers for rows inside a difference region (a region is a run of
 differing rows inside one aligned operation):
 
     ~ A / B   the same event with other field values (the fields in brackets)
+    = A B     the same event, the same values, another step label (the two
+              engines name the same step differently: PM4 / MO5); counted
+              apart, and left out with ``hide_label_only``
     - A       an event only trace A has
     + B       an event only trace B has
 """
 
 from __future__ import annotations
 
-from .align import ARGS, CLASSES, ONLY_A, ONLY_B, SAME
+from .align import ARGS, CLASSES, LABEL_ONLY, ONLY_A, ONLY_B, SAME
 
 # Text limits (JSON is never cut, except where the report itself kept no
 # detail -- see report.DETAIL_ROWS).
@@ -104,7 +107,8 @@ def ops_json(report) -> list:
 
 def _region_json(report, pair, reg) -> dict:
     d = {"seq_a": list(reg.seq_a) if reg.seq_a else None, "seq_b": list(reg.seq_b) if reg.seq_b else None,
-         "in": list(reg.path), "counts": {c: reg.counts[c] for c in CLASSES if reg.counts.get(c)}}
+         "in": list(reg.path), "counts": {c: reg.counts[c] for c in CLASSES if reg.counts.get(c)},
+         "label_only": reg.label_only}
     if pair.events_a is None and pair.events_b is None:
         d["rows"] = None
         return d
@@ -157,7 +161,9 @@ def _side_desc(info: dict) -> str:
     return ", ".join(bits)
 
 
-def render_text(report) -> str:
+def render_text(report, hide_label_only: bool = False) -> str:
+    """The text report; ``hide_label_only`` leaves the rows that differ only
+    in their step label out of the listing (they are still counted)."""
     out: list[str] = []
     w = out.append
     a, b = report.a, report.b
@@ -193,12 +199,14 @@ def render_text(report) -> str:
             parts.append(f"{s['ops_renumbered']} renumbered")
         w(f"result: DIFFERENT -- {s['op_pairs']} aligned operations: {', '.join(parts)}; "
           f"{s['regions']} difference region{'s' if s['regions'] != 1 else ''} "
-          f"({s['rows_args']} changed, {s['rows_only_a']} only in A, {s['rows_only_b']} only in B)")
+          f"({_row_counts(s['rows_args'], s['rows_label_only'], s['rows_only_a'], s['rows_only_b'])})")
     _first_text(report, w)
-    _ops_text(report, w)
+    _ops_text(report, w, hide_label_only)
     _state_text(report, w)
     _hazard_text(report, w)
-    return "\n".join(out) + "\n"
+    # Names, labels and values come from the traces: one terminal-safe line each.
+    from replay.jsonout import safe_text
+    return "\n".join(map(safe_text, out)) + "\n"
 
 
 def _short(v) -> str:
@@ -239,7 +247,7 @@ def _opnum(f) -> str:
     return f"{f['op_a']}/{f['op_b']}"
 
 
-def _ops_text(report, w) -> None:
+def _ops_text(report, w, hide_label_only: bool = False) -> None:
     al = report.alignment
     shown = 0
     hidden = 0
@@ -257,14 +265,14 @@ def _ops_text(report, w) -> None:
             hidden += 1
             continue
         shown += 1
-        _pair_text(report, pair, w)
+        _pair_text(report, pair, w, hide_label_only)
     if hidden:
         w(f"  ... {hidden} more differing operations (see --json)")
     if header and same:
         w(f"  ({same} identical operation{'s' if same != 1 else ''} not shown)")
 
 
-def _pair_text(report, pair, w) -> None:
+def _pair_text(report, pair, w, hide_label_only: bool = False) -> None:
     ra = f"A {pair.first_a}..{pair.last_a}" if pair.count_a else "A -"
     rb = f"B {pair.first_b}..{pair.last_b}" if pair.count_b else "B -"
     status = PAIR_STATUS[pair.status]
@@ -274,8 +282,12 @@ def _pair_text(report, pair, w) -> None:
     w(f"  {title}: {status}  [{ra}, {rb}]")
     al = report.alignment
     pa, pb = report.presenters
+    labels_only = 0         # regions left out whole: every row differs only in its step label
     for n, ri in enumerate(pair.regions, 1):
         reg = al.regions[ri]
+        if hide_label_only and reg.label_only == reg.row_end - reg.row_start:
+            labels_only += 1
+            continue
         sa = f"A {reg.seq_a[0]}..{reg.seq_a[1]}" if reg.seq_a else "A -"
         sb = f"B {reg.seq_b[0]}..{reg.seq_b[1]}" if reg.seq_b else "B -"
         where = f" in {' > '.join(reg.path)}" if reg.path else ""
@@ -287,16 +299,22 @@ def _pair_text(report, pair, w) -> None:
         r = pair.rows
         k0 = reg.row_start - pair.row_start
         k1 = reg.row_end - pair.row_start
-        for k in range(k0, min(k1, k0 + TEXT_ROWS)):
+        listed = 0
+        for k in range(k0, k1):
             cls = CLASSES[r.cls[k]]
             ia, ib = r.ia[k], r.ib[k]
+            if cls == ARGS and hide_label_only and r.fields.get(k) == LABEL_ONLY:
+                continue
+            if listed >= TEXT_ROWS:
+                break
+            listed += 1
             if cls == ARGS:
                 fields = r.fields.get(k, ())
                 eva, evb = pair.events_a[ia], pair.events_b[ib]
-                if fields == ("label",):
-                    # Only the step label differs: one line, both labels.
-                    w(f"      ~ A {r.sa[k]:>7}  B {r.sb[k]:<7} {_label(eva)}/{_label(evb)} "
-                      f"{event_line(pa, eva, label=False)}  [label]")
+                if fields == LABEL_ONLY:
+                    # The same values under another step label: one line, both labels.
+                    w(f"      = A {r.sa[k]:>7}  B {r.sb[k]:<7} {_label(eva)}/{_label(evb)} "
+                      f"{event_line(pa, eva, label=False)}")
                     continue
                 w(f"      ~ A {r.sa[k]:>7}  {event_line(pa, eva)}")
                 w(f"        B {r.sb[k]:>7}  {event_line(pb, evb)}  [{', '.join(fields)}]")
@@ -304,8 +322,13 @@ def _pair_text(report, pair, w) -> None:
                 w(f"      - A {r.sa[k]:>7}  {event_line(pa, pair.events_a[ia])}")
             elif cls == ONLY_B:
                 w(f"      + B {r.sb[k]:>7}  {event_line(pb, pair.events_b[ib])}")
-        if k1 - k0 > TEXT_ROWS:
-            w(f"      ... {k1 - k0 - TEXT_ROWS} more rows")
+        more = k1 - k0 - (reg.label_only if hide_label_only else 0) - listed
+        if more > 0:
+            w(f"      ... {more} more rows")
+        if hide_label_only and reg.label_only:
+            w(f"      ({_n(reg.label_only, 'row')} differing only in step labels not shown)")
+    if labels_only:
+        w(f"    ({_n(labels_only, 'region')} differing only in step labels not shown)")
 
 
 # a row class and an op pair's status as the text says them (the diff view too)
@@ -315,8 +338,21 @@ PAIR_STATUS = {"different": "different", "only-a": "only in A", "only-b": "only 
 
 
 def region_counts(reg) -> str:
-    """'28 changed, 6 only in A, 1 only in B'."""
-    return ", ".join(f"{reg.counts[c]} {CLASS_NAMES[c]}" for c in CLASSES if reg.counts.get(c))
+    """'1 changed, 27 only in step labels, 6 only in A, 1 only in B'."""
+    return _row_counts(reg.counts.get(ARGS, 0), reg.label_only, reg.counts.get(ONLY_A, 0),
+                       reg.counts.get(ONLY_B, 0))
+
+
+def _row_counts(args: int, label_only: int, only_a: int, only_b: int) -> str:
+    """Row counts by class, the rows differing only in step labels apart
+    from those whose values differ; zero counts left out."""
+    parts = [(args - label_only, CLASS_NAMES[ARGS]), (label_only, "only in step labels"),
+             (only_a, CLASS_NAMES[ONLY_A]), (only_b, CLASS_NAMES[ONLY_B])]
+    return ", ".join(f"{n} {what}" for n, what in parts if n) or "none"
+
+
+def _n(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
 
 
 def _state_text(report, w) -> None:
@@ -377,22 +413,26 @@ def _fields_text(d: dict) -> str:
     for k, v in d.items():
         if isinstance(v, list):
             v = "[" + "; ".join(_item_text(x) for x in v) + "]"
-        elif v is None:
-            v = "-"
-        elif v is True:
-            v = "yes"
-        elif v is False:
-            v = "no"
+        else:
+            v = _item_text(v)
         parts.append(f"{k}={v}")
     return " ".join(parts)
 
 
 def _item_text(x) -> str:
+    """A value at any depth in the notation of the rest of the text (yes/no,
+    - for none; addresses are already hex strings), never a Python repr."""
     if isinstance(x, dict):
         return " ".join(f"{k}={_item_text(v)}" for k, v in x.items())
-    if isinstance(x, list):
+    if isinstance(x, (list, tuple)):
         return "[" + ", ".join(_item_text(v) for v in x) + "]"
-    return "-" if x is None else str(x)
+    if x is None:
+        return "-"
+    if x is True:
+        return "yes"
+    if x is False:
+        return "no"
+    return str(x)
 
 
 def _hazard_text(report, w) -> None:
@@ -402,7 +442,8 @@ def _hazard_text(report, w) -> None:
         return
     ha = [h for h in report.hazards if h.side == "a"]
     hb = [h for h in report.hazards if h.side == "b"]
-    if not ha and not hb:
+    changed = report.changed_hazards
+    if not ha and not hb and not changed:
         w("hazard delta: none (the same findings in the same operations)")
         return
     w("hazard delta")
@@ -410,6 +451,23 @@ def _hazard_text(report, w) -> None:
         w(f"  {label}: {len(items) if items else 'none'}")
         for h in items:
             w(f"    {finding_text(h.finding)}")
+    if changed:
+        w(f"  changed (both traces, another extent): {len(changed)}")
+        for c in changed:
+            w(f"    {changed_text(c)}")
+
+
+def changed_text(c) -> str:
+    """A window both traces have with other extents, as one line."""
+    a, b = c.a.finding, c.b.finding
+    dev = a.get("device") or a.get("rid") or "-"
+    return f"{a.get('kind')} {dev} ({a.get('severity') or '-'}): A {_extent(a)} | B {_extent(b)}"
+
+
+def _extent(f: dict) -> str:
+    end = f.get("end")
+    return (f"[{f.get('start')}, {end if end is not None else 'end'}) "
+            f"{f.get('start_label') or '?'} -> {f.get('end_label') or ('open' if end is None else '?')}")
 
 
 def finding_text(f: dict) -> str:

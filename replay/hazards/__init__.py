@@ -1,11 +1,11 @@
-"""Hazard analysers (research/vtd-model.md §5) over the replayed state.
+"""Hazard analysers (docs/MODEL.md#hazards, docs/HAZARDS.md) over the replayed state.
 
     from replay.hazards import findings_for_trace, findings_for_events, FindingIndex
 
 ``findings_for_trace(path)`` -> TraceFindings(findings, events, complete, stop,
 index); ``findings_for_events(header, events)`` for an in-memory event list;
 ``Analysis(header)`` with ``feed(events)`` / ``finish()`` for incremental use.
-Findings are ``Finding`` records (``to_json()`` gives the DESIGN §8 object);
+Findings are ``Finding`` records (``to_json()`` gives the docs/CLI.md#check-json object);
 ``FindingIndex`` answers "open at step n" and next/previous queries.
 
 One module per analyser family: rmrr (rmrr-disconnect), mismatch

@@ -6,7 +6,7 @@ when fold() asks for event i+1 (so event i has been applied), runs the hooks
 registered for event i's kind.  Every hook thus sees exactly
 ``state_at(seq)`` of its event, and the cost of riding along is one dict
 lookup and one generator step per event -- no second pass, no per-event
-fold() call (research/perf.md §2: table dispatch costs little next to the
+fold() call (measured: table dispatch costs little next to the
 decode).
 
 Hooks exist only for the kinds that can change what the analysers look at:
@@ -246,8 +246,23 @@ SIDECAR_KEY = "hazards/findings"
 
 
 def _build_key() -> list:
+    """What a cached findings entry depends on besides the trace: the row
+    format, the catalogue, the finding kinds and the code that computed it
+    (package version + source digest of the fold and every analyser)."""
+    from replay.codeid import code_key
+
     from .findings import FINDINGS_FORMAT
-    return [FINDINGS_FORMAT, len(S.KINDS), len(S.FUNCS), list(KINDS)]
+    return [FINDINGS_FORMAT, len(S.KINDS), len(S.FUNCS), list(KINDS), *code_key("hazards")]
+
+
+def _open_sidecar(path, identity=None):
+    """The trace's sidecar (replay.sidecar: trusted only for the trace as it
+    is now), or None when there is none to be had."""
+    from replay.sidecar import Sidecar, SidecarError
+    try:
+        return Sidecar.open(path, identity)
+    except (OSError, SidecarError):
+        return None
 
 
 def findings_for_trace(path_or_trace, *, sidecar: bool = False) -> TraceFindings:
@@ -256,94 +271,134 @@ def findings_for_trace(path_or_trace, *, sidecar: bool = False) -> TraceFindings
     ``complete`` False with the reader's StopReport (an event the fold
     cannot apply ends the prefix the same way, reported as "corrupt").
 
-    ``sidecar=True`` reads the findings from the trace's sidecar when one
-    fresh for this trace holds them, and stores them there otherwise
-    (replay.sidecar; keyed by the trace fingerprint).  Raises
-    replay.reader.NotATrace for what is not a trace."""
-    from replay.reader import StopReport, open_trace, trace_fingerprint
+    ``sidecar=True`` reads the findings from the trace's sidecar when it is
+    trusted for the trace as it is now and holds them for this build, and
+    stores them there otherwise (replay.sidecar), computing them under the
+    sidecar's writer lock so that concurrent first runs compute once.
+    Raises replay.reader.NotATrace for what is not a trace."""
+    from replay.reader import open_trace
+    from replay.sidecar import SidecarError, content_of, trace_identity
 
     own = not hasattr(path_or_trace, "iter_chunks")
-    trace = open_trace(path_or_trace) if own else path_or_trace
-    path = trace.path
+    if not (sidecar and own):
+        if own:
+            with open_trace(path_or_trace) as trace:
+                return _compute(trace)
+        return _compute(path_or_trace)
+    path = path_or_trace
+    identity = trace_identity(path)
+    sc = _open_sidecar(path, identity)
     try:
-        sc = None
-        if sidecar and own:
-            try:
-                from replay.sidecar import Sidecar
-                sc = Sidecar.open(path, trace_fingerprint(path))
-            except (OSError, ImportError):
-                sc = None
-            if sc is not None:
-                cached = _load_cached(sc, trace)
-                if cached is not None:
-                    sc.close()
-                    return cached
-        a = Analysis(trace.header)
-        translate = _translator(trace.schema)
-        for chunk in trace.iter_chunks():
-            a.feed(translate(chunk) if translate is not None else chunk)
-            if a.bad is not None:
-                break
-        findings = a.finish()
-        stop = trace.stop
-        if a.bad is not None and stop is None:
-            stop = StopReport("corrupt", 0, 0, a.seq, a.bad[1])
-        result = TraceFindings(path, trace.header, findings, a.seq, stop is None, stop)
         if sc is not None:
+            cached = _cached_result(sc, path)
+            if cached is not None:
+                return cached
             try:
-                if sc.writable:
-                    sc.put(SIDECAR_KEY, _entry(result))
-                    sc.commit()
-            except OSError:
+                sc.lock()           # one writer: another process may be computing them now
+            except SidecarError:
                 pass
-            finally:
-                sc.close()
+            else:
+                cached = _cached_result(sc, path)
+                if cached is not None:
+                    return cached
+        with open_trace(path) as trace:
+            # verify=True: the open was one CRC pass, which is what binds
+            # an untrusted sidecar to this content.
+            content = content_of(trace)
+            result = _compute(trace)
+        if sc is not None and sc.writable:
+            try:
+                sc.put(SIDECAR_KEY, _entry(result))
+                if not sc.trusted:
+                    sc.bind(identity, content)
+                sc.commit()
+            except (OSError, SidecarError):
+                pass
         return result
     finally:
-        if own:
-            trace.close()
+        if sc is not None:
+            try:
+                sc.close()
+            except (OSError, SidecarError):
+                pass
+
+
+def _compute(trace) -> TraceFindings:
+    from replay.reader import StopReport
+
+    a = Analysis(trace.header)
+    translate = _translator(trace.schema)
+    bad_chunk = None
+    for i, chunk in enumerate(trace.iter_chunks(folded=True)):
+        a.feed(translate(chunk) if translate is not None else chunk)
+        if a.bad is not None:
+            bad_chunk = i
+            break
+    findings = a.finish()
+    stop = trace.stop
+    if a.bad is not None and stop is None:
+        # Where the event sits, as the reader would say it (show does).
+        stop = StopReport("corrupt", trace.chunks[bad_chunk][0], bad_chunk, a.seq, a.bad[1])
+    return TraceFindings(trace.path, trace.header, findings, a.seq, stop is None, stop)
+
+
+def _cached_result(sc, path):
+    """The trusted cached findings with the trace's header (an O(1) open),
+    or None."""
+    from replay.reader import NotATrace, open_trace
+
+    if not sc.trusted or SIDECAR_KEY not in sc:
+        return None
+    try:
+        with open_trace(path, verify=False) as own:
+            return _load_cached(sc, own)
+    except NotATrace:
+        return None
 
 
 def cached_findings(path, trace=None) -> TraceFindings | None:
-    """The findings of the trace at ``path`` from its sidecar, when a fresh
-    entry of this build is there; None otherwise (nothing is computed, and a
-    sidecar that cannot be read is a miss).  ``trace``: the trace already
-    open (its header goes into the result), else it is opened here."""
-    from replay.reader import open_trace, trace_fingerprint
-    from replay.sidecar import Sidecar
-
-    try:
-        with Sidecar.open(path, trace_fingerprint(path)) as sc:
-            if not sc.fresh or SIDECAR_KEY not in sc:
-                return None
-            if trace is not None:
-                return _load_cached(sc, trace)
-            with open_trace(path, verify=False) as own:
-                return _load_cached(sc, own)
-    except OSError:
+    """The findings of the trace at ``path`` from its sidecar, when it is
+    trusted for the trace as it is now and holds an entry of this build;
+    None otherwise (nothing is computed, and a sidecar that cannot be read
+    is a miss).  ``trace``: the trace already open (its header goes into
+    the result), else it is opened here."""
+    sc = _open_sidecar(path)
+    if sc is None:
         return None
+    with sc:
+        if trace is not None:
+            return _load_cached(sc, trace) if sc.trusted else None
+        return _cached_result(sc, path)
 
 
 def cached_finding_rows(path) -> list | None:
     """The sidecar's findings of the trace at ``path`` as positional rows
     (``Finding.to_row`` order of FINDINGS_FORMAT), without building Finding
     objects: tens of ms for 10^5 findings, where decoding them costs most of
-    a second.  None when the entry is absent, stale or of another format."""
+    a second.  None when the entry is absent, untrusted, damaged or of
+    another build."""
     import msgpack
 
-    from replay.reader import trace_fingerprint
-    from replay.sidecar import Sidecar
+    from replay.sidecar import SidecarError
 
     from .findings import FINDINGS_FORMAT
 
-    with Sidecar.open(path, trace_fingerprint(path)) as sc:
-        raw = sc.get_raw(SIDECAR_KEY) if sc.fresh else None
+    sc = _open_sidecar(path)
+    if sc is None:
+        return None
+    with sc:
+        try:
+            raw = sc.get_raw(SIDECAR_KEY) if sc.trusted else None
+        except SidecarError:
+            return None
     if raw is None:
         return None
     gc_was = gc.isenabled()
     gc.disable()        # 10^5 fresh lists, no garbage: collections would only walk them
     try:
         entry = msgpack.unpackb(raw, use_list=True, strict_map_key=False)
+    except Exception:
+        return None
     finally:
         if gc_was:
             gc.enable()
@@ -356,22 +411,33 @@ def cached_finding_rows(path) -> list | None:
     return value[1]
 
 
-def store_findings(path, result: TraceFindings) -> bool:
+def store_findings(path, result: TraceFindings, identity=None, content=None) -> bool:
     """Put findings computed elsewhere (an Analysis run inline, as the diff
     does) into the trace's sidecar, as ``findings_for_trace(path,
-    sidecar=True)`` would have.  Best effort: False when not stored."""
-    from replay.reader import trace_fingerprint
-    from replay.sidecar import Sidecar
+    sidecar=True)`` would have.  ``identity`` / ``content``: the trace's
+    replay.sidecar identity taken before it was read and its content as the
+    CRC pass of its open found it; they bind a sidecar that is not yet
+    trusted (without them only a trusted one is written).  Best effort:
+    False when not stored."""
+    from replay.sidecar import SidecarError
 
-    try:
-        with Sidecar.open(path, trace_fingerprint(path)) as sc:
-            if not sc.writable:
-                return False
-            sc.put(SIDECAR_KEY, _entry(result))
-            sc.commit()
-            return True
-    except OSError:
+    sc = _open_sidecar(path, identity)
+    if sc is None:
         return False
+    try:
+        if not sc.writable:
+            return False
+        sc.put(SIDECAR_KEY, _entry(result))
+        if not sc.trusted:
+            sc.bind(identity, content)
+        return sc.commit()
+    except (OSError, SidecarError):
+        return False
+    finally:
+        try:
+            sc.close()
+        except (OSError, SidecarError):
+            pass
 
 
 def _entry(result: TraceFindings) -> dict:
@@ -382,9 +448,10 @@ def _entry(result: TraceFindings) -> dict:
 
 def _load_cached(sc, trace):
     from replay.reader import StopReport
+    from replay.sidecar import SidecarError
 
     try:
-        entry = sc.get(SIDECAR_KEY) if sc.fresh else None
+        entry = sc.get(SIDECAR_KEY) if sc.trusted else None
         if not isinstance(entry, dict) or list(_as_list(entry.get("build"))) != _build_key():
             return None
         stop = entry.get("stop")
@@ -393,7 +460,7 @@ def _load_cached(sc, trace):
         events = entry.get("events")
         if type(events) is not int:
             return None
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, SidecarError):
         return None
     return TraceFindings(trace.path, trace.header, findings, events, stop is None, stop, from_cache=True)
 

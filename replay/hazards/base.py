@@ -3,7 +3,7 @@ platform topology, incremental indexes every analyser reads) and the window
 bookkeeping that turns "the condition started / stopped holding" into
 findings.
 
-Positions follow DESIGN §8: a hook runs right after its event was folded, so
+Positions follow docs/CLI.md#positions: a hook runs right after its event was folded, so
 a condition found true in a hook for event ``s`` holds for ``state_at(s)``:
 the window opens at ``s`` (``start_label`` = that event's label) and closes at
 the first event after which it is false.
@@ -25,7 +25,7 @@ TT_PT = caches.TT_PASS_THRU
 
 def domain_name(names, domid) -> str:
     """A domid's name from a Context.names tuple (the scenario's names, in
-    a form the garbage collector does not track), DESIGN §8 style."""
+    a form the garbage collector does not track), as docs/CLI.md#names writes them."""
     if domid is None or domid == DOMID_INVALID:
         return "DOMID_INVALID"
     for d, name in names:

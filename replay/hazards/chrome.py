@@ -1,6 +1,6 @@
 """Hazard windows as Chrome Trace Event async slices on the device's track.
 
-Lanes follow replay/export_chrome.py (research/ecosystem.md §5.1): process
+Lanes follow replay/export_chrome.py: process
 ``1 + iommu`` is IOMMU ``iommu``, thread ``rid16 + 1`` on it is requester ID
 ``rid16 = bus << 8 | devfn``.  A finding goes on the thread of its *device*
 (the device whose RMRR is cut off, whose entry is stale ...) on the
@@ -13,7 +13,7 @@ nestable async events: a ``b`` at ``ts = start`` and an ``e`` at
 ``ts = end`` (``end_ts`` -- normally last seq + 1 -- for a window still
 open when the trace ends), sharing ``cat`` and a unique ``id``.  ``ts`` is the
 event seq (1 step = 1 us), as in the exporter.  ``args`` carries the whole
-DESIGN §8 finding.
+finding of docs/CLI.md#check-json.
 
     events = chrome_hazard_events(findings, end_ts=last_seq + 1)
 

@@ -1,4 +1,4 @@
-"""did-leak, did-dangling, did-reuse: research/vtd-model.md §5 (d1-d3).
+"""did-leak, did-dangling, did-reuse: docs/MODEL.md#hazard-d1 (d1-d3).
 
 * did-leak (d1), per (unit, DID): the DID's bitmap bit is set and its
   domid_map slot names a domain, but no present context entry on the unit

@@ -1,7 +1,7 @@
 """Findings: the record the analysers produce, the severity vocabulary, the
 JSON and sidecar encodings, and the interval index.
 
-A finding is a window ``[start, end)`` over event seq (DESIGN §8 Positions):
+A finding is a window ``[start, end)`` over event seq (docs/CLI.md#positions):
 the hazard holds for ``state_at(t)`` for every ``start <= t < end``.
 ``start`` is the event after which the condition first holds, ``end`` the
 event after which it no longer does; both carry the Xen step label of that
@@ -31,7 +31,7 @@ import bisect
 
 from sortedcontainers import SortedKeyList
 
-# Finding kinds, in the order `check` lists its counts (DESIGN §6).
+# Finding kinds, in the order `check` lists its counts (docs/CLI.md#check-json).
 KINDS = (
     "rmrr-disconnect",
     "did-pt-mismatch",
@@ -98,13 +98,13 @@ class Finding:
         return self.start <= n and (self.end is None or n < self.end)
 
     def sort_key(self) -> tuple:
-        """(start, kind, iommu, rid) as DESIGN §8 orders `check --json`, then
+        """(start, kind, iommu, rid) as docs/CLI.md#check-json orders `check --json`, then
         the rest so the order is total and deterministic."""
         return (self.start, self.kind, -1 if self.iommu is None else self.iommu, self.rid or "",
                 self.device or "", -1 if self.end is None else self.end, self.severity)
 
     def to_json(self) -> dict:
-        """The DESIGN §8 ``check --json`` finding object."""
+        """The ``check --json`` finding object (docs/CLI.md#check-json)."""
         return {
             "kind": self.kind,
             "severity": self.severity,

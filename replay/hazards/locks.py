@@ -1,5 +1,5 @@
 """lock-order: lock discipline of the VT-d reassignment code
-(research/vtd-model.md §2).
+(docs/MODEL.md#lock-order).
 
 * a context-entry store without ``iommu->lock`` of its unit held by the
   storing CPU;

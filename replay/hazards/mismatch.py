@@ -1,4 +1,4 @@
-"""did-pt-mismatch: research/vtd-model.md §5 (b).
+"""did-pt-mismatch: docs/MODEL.md#hazard-b.
 
 A present, translating context entry *in memory* whose DID does not belong to
 the domain whose page tables its SLPTPTR points at: ``domid_map[DID]``

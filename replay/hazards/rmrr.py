@@ -1,4 +1,4 @@
-"""rmrr-disconnect: research/vtd-model.md §5 (a).
+"""rmrr-disconnect: docs/MODEL.md#hazard-a.
 
 At step t, for a present device D with RMRR ranges R on a translating unit,
 and a requester ID ``rid`` in RIDs(D) (own, phantom, bridge aliases, ME

@@ -1,4 +1,4 @@
-"""stale-context, stale-iotlb, foreign-iotlb: research/vtd-model.md §5 (c1-c3),
+"""stale-context, stale-iotlb, foreign-iotlb: docs/MODEL.md#hazard-c1 (c1-c3),
 over the "may hold" cache model of replay.caches.
 
 * stale-context (c1), per requester ID: the context cache may hold a value

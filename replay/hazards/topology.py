@@ -6,7 +6,7 @@ another tool analyses the same.
 * the DRHD unit of each device (``acpi_find_matched_drhd_unit``: an explicit
   device scope naming the device or a bridge above it, else the segment's
   INCLUDE_PCI_ALL unit);
-* ``RIDs(pdev)`` (research/vtd-model.md §5): its own (bus, devfn), its phantom
+* ``RIDs(pdev)`` (docs/MODEL.md#rids): its own (bus, devfn), its phantom
   functions, for conventional PCI behind a PCIe-to-PCI or legacy bridge the
   topmost bridge's (bus, devfn) and, for PCIe-to-PCI, (secbus, 0); for a WLAN
   device matching the ME quirk (vtd/quirks.c), the ME's phantom function

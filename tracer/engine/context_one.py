@@ -1,6 +1,6 @@
 """The per-requester-ID workers: domain_context_mapping_one (V2 seed, step
 labels MO1-MO15; V1 parent, PM1-PM9), domain_context_unmap_one (UO1-UO7),
-bus_to_context_maddr and domain_pgd_maddr.  research/vtd-model.md §3.1-§3.3.
+bus_to_context_maddr and domain_pgd_maddr.  docs/MODEL.md#mo, #pm, #uo.
 """
 
 from __future__ import annotations

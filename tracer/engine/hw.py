@@ -1,5 +1,6 @@
 """VT-d hardware structures: legacy root and context entries with the real
-bit layout (VT-d spec §9.1/§9.3, Xen vtd/iommu.h), and one DRHD unit's state.
+bit layout (Intel VT-d specification, root and context entries; Xen
+vtd/iommu.h; docs/MODEL.md#context-entry), and one DRHD unit's state.
 
 Context entry (128 bits, two u64 halves as in Xen's ``struct context_entry``):
 

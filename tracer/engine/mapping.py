@@ -1,5 +1,5 @@
 """Per-device-type mapping: domain_context_mapping (DCM0/DCM1, P1-P5) and
-domain_context_unmap (DCU), find_upstream_bridge.  research/vtd-model.md §3.4.
+domain_context_unmap (DCU), find_upstream_bridge.  docs/MODEL.md#dcm.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""vtd/quirks.c: the ME WiFi phantom-function quirk (research/vtd-model.md
-§3.6).  Mapping a Centrino WLAN device also maps the ME's phantom function
+"""vtd/quirks.c: the ME WiFi phantom-function quirk
+(docs/MODEL.md#me-wifi-quirk).  Mapping a Centrino WLAN device also maps the ME's phantom function
 0:3.7 (Cantiga) or 0:22.7 (Ironlake / Cougar Point) into the same domain,
 on the IOMMU of the real ME device 0:dev.0."""
 

@@ -1,6 +1,6 @@
 """reassign_device_ownership (V1: RO1-RO8, unmap then map through dom_io;
 V2: RN1-RN7, in place), intel_iommu_assign_device and the RMRR identity
-maps (iommu_identity_mapping).  research/vtd-model.md §3.5."""
+maps (iommu_identity_mapping).  docs/MODEL.md#reassign, #assign."""
 
 from __future__ import annotations
 

@@ -1,8 +1,11 @@
-"""vtdtrace check TRACE [--json] [--kind K]...
+"""vtdtrace check TRACE [--json] [--kind K]... [--severity S] [--summary] [--no-cache]
 
-The hazard findings of a trace (replay.hazards; docs/HAZARDS.md).  Text: one
-line per finding, grouped by device, with the seq range and the Xen step
-labels at both ends.  --json: the DESIGN §8 object
+The hazard findings of a trace (replay.hazards; docs/HAZARDS.md).  Text: a
+one-screen summary by kind and by device (vtdtrace/finding_summary.py), then
+one line per finding, grouped by device, with the seq range and the Xen step
+labels at both ends (--summary stops after the summary).  --severity S lists
+only findings of severity S or worse (benign < warning < hazard); the summary
+still counts them all.  --json: the object
 
     {"trace", "engine", "events", "complete",
      "findings": [{"kind", "severity", "device", "rid", "iommu", "start", "end",
@@ -10,13 +13,17 @@ labels at both ends.  --json: the DESIGN §8 object
      "counts": {KIND: N for every kind}}
 
 findings sorted by (start, kind, iommu, rid); ``counts`` counts the findings
-listed (with --kind, the kinds not asked for are 0).
+listed (with --kind or --severity, what is not asked for is 0).
 
 Exit: 0 when no finding of severity ``hazard`` among the kinds asked for, 1
 when there is one, 3 when the trace is damaged (after reporting the findings
 of its readable part; 3 wins over 1), 2 for usage errors and files that are
-not traces.  The findings are computed from the trace every time (no sidecar
-cache): a CI gate should not trust a stale cache.
+not traces.  --severity never changes the exit status (hazards are listed at
+every level).  The findings come from the trace's sidecar when it holds them
+for this trace as it is now and for this build (what `view`, `show` and
+`diff` leave there), and are computed and stored there otherwise
+(replay.hazards.findings_for_trace, under the sidecar's trust rules);
+--no-cache computes them from the trace and neither reads nor writes it.
 """
 
 from __future__ import annotations
@@ -30,9 +37,16 @@ def add_parser(p) -> None:
     from replay.hazards.findings import KINDS
 
     p.add_argument("trace", metavar="TRACE", help="a .vtdt trace file")
-    p.add_argument("--json", action="store_true", help="the DESIGN §8 check object")
+    p.add_argument("--json", action="store_true", help="the check object (docs/CLI.md)")
     p.add_argument("--kind", action="append", default=None, metavar="K",
                    help=f"only findings of kind K (repeatable, or comma-separated): {', '.join(KINDS)}")
+    p.add_argument("--severity", choices=("hazard", "warning", "benign"), default="benign", metavar="S",
+                   help="list only findings of severity S or worse: hazard, warning or benign (the default: "
+                        "all); the summary and the exit status still count every finding")
+    p.add_argument("--summary", action="store_true",
+                   help="text: print the summary by kind and device, not the findings one by one")
+    p.add_argument("--no-cache", action="store_true",
+                   help="compute the findings from the trace; neither read nor write its sidecar")
 
 
 def parse_kinds(values):
@@ -58,7 +72,7 @@ def parse_kinds(values):
 
 def run(args) -> int:
     """Broken pipes and internal errors are the front door's (vtdtrace.cli.run_command)."""
-    from replay.hazards import HAZARD, counts, findings_for_trace
+    from replay.hazards import HAZARD, SEVERITY_RANK, counts, findings_for_trace
     from replay.jsonout import dumps, json_safe
     from replay.reader import NotATrace
 
@@ -67,10 +81,12 @@ def run(args) -> int:
     except ValueError as exc:
         return fail(None, str(exc), EXIT_USAGE)
     try:
-        result = findings_for_trace(args.trace)
+        result = findings_for_trace(args.trace, sidecar=not args.no_cache)
     except NotATrace as exc:
         return fail(args.trace, exc.message)
     findings = [f for f in result.findings if f.kind in kinds]
+    least = SEVERITY_RANK[args.severity]
+    listed = [f for f in findings if SEVERITY_RANK[f.severity] >= least]
     header = result.header if isinstance(result.header, dict) else {}
     if args.json:
         doc = {
@@ -78,12 +94,13 @@ def run(args) -> int:
             "engine": json_safe(header.get("engine")),
             "events": result.events,
             "complete": result.complete,
-            "findings": [f.to_json() for f in findings],
-            "counts": counts(findings),
+            "findings": [f.to_json() for f in listed],
+            "counts": counts(listed),
         }
         sys.stdout.write(dumps(doc) + "\n")
     else:
-        sys.stdout.write(text_report(args.trace, header, result, findings, kinds))
+        sys.stdout.write(text_report(args.trace, header, result, findings, kinds,
+                                     listed=None if args.summary else listed, severity=args.severity))
     sys.stdout.flush()
     if not result.complete:
         stop = result.stop
@@ -107,8 +124,8 @@ def _engine(header) -> str:
 
 def _clean(s) -> str:
     """Trace-derived text on one printable line."""
-    s = " ".join(str(s).split())
-    return "".join(c if c.isprintable() else "?" for c in s)
+    from replay.jsonout import safe_text
+    return safe_text(s)
 
 
 def _range(f) -> str:
@@ -119,9 +136,15 @@ def _range(f) -> str:
     return f"seq {start} -> {end}"
 
 
-def text_report(path, header, result, findings, kinds) -> str:
+def text_report(path, header, result, findings, kinds, listed=(), severity="benign") -> str:
+    """The text report: head line, summary, the `listed` findings by device
+    (None: the summary only), the closing count of all `findings`."""
     from replay.hazards import BENIGN, HAZARD, WARNING
 
+    from ..finding_summary import summary_lines
+
+    if listed == ():
+        listed = findings
     out = []
     scen = header.get("scenario")
     name = scen.get("name") if isinstance(scen, dict) else None
@@ -129,8 +152,11 @@ def text_report(path, header, result, findings, kinds) -> str:
     head = f"{path}: {_clean(name) + ', ' if isinstance(name, str) else ''}{_engine(header)}, "
     head += f"{result.events} events ({state})"
     out.append(_clean(head))
+    if findings:
+        out.append("")
+        out += summary_lines(findings, _all_kinds(), _clean)
     groups: dict = {}
-    for f in findings:
+    for f in listed or ():
         groups.setdefault(f.device, []).append(f)
     for dev in sorted(groups, key=lambda d: (d is None, d or "")):
         out.append("")
@@ -143,8 +169,13 @@ def text_report(path, header, result, findings, kinds) -> str:
     which = "" if len(kinds) == len(set(kinds)) and set(kinds) == set(_all_kinds()) else \
         f" (kinds: {', '.join(kinds)})"
     if findings:
+        shown = ""
+        if listed is None:
+            shown = "; listed: none (--summary)"
+        elif len(listed) != len(findings):
+            shown = f"; listed: {len(listed)} of severity {severity}{' or worse' if severity != HAZARD else ''}"
         out.append(f"{len(findings)} finding{'s' if len(findings) != 1 else ''}{which}: "
-                   f"{n[HAZARD]} hazard, {n[WARNING]} warning, {n[BENIGN]} benign")
+                   f"{n[HAZARD]} hazard, {n[WARNING]} warning, {n[BENIGN]} benign{shown}")
     else:
         out.append(f"no findings{which}")
     return "\n".join(out) + "\n"

@@ -1,9 +1,12 @@
-"""vtdtrace diff A B [--json]
+"""vtdtrace diff A B [--json] [--hide-label-only]
 
 Aligns two traces by operation, then by call structure and lock-protected
 sections, and reports the first divergence, what differs in each aligned
 operation, the state difference at aligned operation boundaries and the
-hazard windows one trace has and the other lacks (DESIGN §7).
+hazard windows one trace has and the other lacks, or has with another extent
+(replay/diff).  Rows that differ only in their step label -- the two engines
+name the same step PMx / MOx -- are counted apart from rows whose values
+differ and marked ``=``; --hide-label-only leaves them out of the listing.
 
 Exit 0 when the traces are equivalent (the same event payloads; header-only
 differences do not count), 1 when they differ (two different scenarios
@@ -22,7 +25,10 @@ from ..errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, fail
 def add_parser(p) -> None:
     p.add_argument("a", metavar="A", help="the first trace (.vtdt)")
     p.add_argument("b", metavar="B", help="the second trace (.vtdt)")
-    p.add_argument("--json", action="store_true", help="machine-readable output (DESIGN §8)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (docs/CLI.md)")
+    p.add_argument("--hide-label-only", action="store_true",
+                   help="leave out of the listing the rows that differ only in their step label "
+                        "(PM4 / MO5: the same values); they are still counted, and still a difference")
 
 
 def run(args) -> int:
@@ -50,7 +56,7 @@ def _run(args) -> int:
     if args.json:
         out.write(dumps(report.to_json()) + "\n")
     else:
-        out.write(render_text(report))
+        out.write(render_text(report, hide_label_only=args.hide_label_only))
     out.flush()
     code = report.exit_code
     if code == EXIT_DAMAGED:

@@ -1,18 +1,21 @@
-"""vtdtrace export TRACE --format chrome|jsonl [-o FILE]
+"""vtdtrace export TRACE --format chrome|jsonl [-o FILE] [--force]
 
 chrome: Chrome Trace Event JSON for ui.perfetto.dev / chrome://tracing (one
 process per IOMMU, one thread per requester ID, lock holds and calls as
 slices, entry writes and flushes as instants; replay/export_chrome.py).
 jsonl: one JSON object per event, the same bytes as `vtdtrace log --jsonl`.
-Output goes to stdout unless -o names a file.  A damaged trace exports its
+Output goes to stdout unless -o names a file, which is never overwritten
+without --force (vtdtrace/output.py has the rule for every writer).  A damaged trace exports its
 readable part, then one line on stderr, exit 3.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ..errors import EXIT_DAMAGED, EXIT_OK, fail
+from ..output import open_text_output
 
 _BATCH = 4096
 
@@ -20,7 +23,8 @@ _BATCH = 4096
 def add_parser(p) -> None:
     p.add_argument("trace", metavar="TRACE", help="a .vtdt trace file")
     p.add_argument("--format", required=True, choices=("chrome", "jsonl"), help="output format")
-    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout (- is stdout)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing FILE")
 
 
 def run(args) -> int:
@@ -31,25 +35,47 @@ def run(args) -> int:
     except NotATrace as exc:
         return fail(args.trace, exc.message)
     with trace:
-        if args.output:
-            try:
-                out = open(args.output, "w", encoding="ascii", newline="\n")
-            except OSError as exc:
-                return fail(args.output, f"cannot write: {exc.strerror or exc}")
-        else:
-            out = sys.stdout
+        if args.output not in (None, "-") and _same_file(args.output, args.trace):
+            return fail(args.output, "is the trace being exported; choose another file")
+        out = open_text_output(args.output, args.force)
+        if isinstance(out, int):
+            return out
         try:
             if args.format == "jsonl":
                 _jsonl(trace, out)
             else:
                 _chrome(trace, out, args.trace)
             out.flush()
-        finally:
             if out is not sys.stdout:
+                out.close()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            if out is sys.stdout:
+                raise
+            # Disk full or a size limit: no half-written export left behind.
+            try:
+                out.close()
+            except OSError:
+                pass
+            try:
+                os.unlink(args.output)
+            except OSError:
+                pass
+            return fail(args.output, f"cannot write: {exc.strerror or exc} (partial output removed)")
+        finally:
+            if out is not sys.stdout and not out.closed:
                 out.close()
         if trace.stop is not None:
             return fail(args.trace, trace.stop.describe(), EXIT_DAMAGED)
     return EXIT_OK
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _jsonl(trace, out) -> None:

@@ -103,13 +103,33 @@ def _platform(pf: dict) -> str:
         k = len(items) if isinstance(items, list) else 0
         return f"{k} {word}{'' if k == 1 else 's'}"
 
+    text = ", ".join([n("iommus", "IOMMU"), n("devices", "device"), n("rmrrs", "RMRR"), n("domains", "domain")])
+    doms = _domains(pf.get("domains"))
+    return text + (f" ({doms})" if doms else "")
+
+
+SHOWN_DOMAINS = 8       # up to this many are all named; beyond, the first few and the system domains
+FIRST_DOMAINS = 4
+
+
+def _domains(items) -> str:
+    """The platform's domains as `name=id`, summarised when there are many (a
+    synth platform has thousands of guests): the first few, the system
+    domains (dom_io & co., ids from 0x7FF0 up: what a reader looks for), and
+    how many more.  `info --json` lists them all."""
     doms = []
-    for d in pf.get("domains") or ():
+    for d in items if isinstance(items, list) else ():
         if isinstance(d, list) and len(d) >= 2:
             hw = " hw" if len(d) > 2 and d[2] is True else ""
-            doms.append(f"{_s(d[1])}={_s(d[0])}{hw}")
-    text = ", ".join([n("iommus", "IOMMU"), n("devices", "device"), n("rmrrs", "RMRR"), n("domains", "domain")])
-    return text + (f" ({', '.join(doms)})" if doms else "")
+            system = type(d[0]) is int and d[0] >= 0x7FF0
+            doms.append((f"{_s(d[1])}={_s(d[0])}{hw}", system))
+    if len(doms) <= SHOWN_DOMAINS:
+        return ", ".join(text for text, _ in doms)
+    guests = [text for text, system in doms if not system]
+    system = [text for text, system in doms if system]
+    shown = guests[:FIRST_DOMAINS]
+    more = len(doms) - len(shown) - len(system)
+    return ", ".join(shown + [f"... {more} more"] + system) + "; info --json lists all"
 
 
 def _mapping(value, first=None) -> str:
@@ -135,5 +155,5 @@ def _s(v) -> str:
     else:
         from replay.jsonout import dumps, json_safe
         s = dumps(json_safe(v))
-    s = " ".join(s.split())      # newlines and tabs would break the one-line layout
-    return "".join(c if c.isprintable() else "?" for c in s)
+    from replay.jsonout import safe_text
+    return safe_text(s)          # escapes newlines and tabs too: one line per value

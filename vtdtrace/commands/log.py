@@ -2,7 +2,8 @@
 
 Events as aligned text columns (seq, cpu, op, func, label, kind, decoded
 args) or one JSON object per line (the same bytes as `export --format
-jsonl`).  --from/--to are inclusive seqs; --kind is repeatable and takes
+jsonl`).  --from/--to are inclusive decimal seqs, refused (exit 2) past the
+end of a complete trace, as `show --at` is; --kind is repeatable and takes
 comma-separated lists; --rid SSSS:BB:DD.F keeps the events about that
 requester ID.  A damaged trace prints what is readable, then one line on
 stderr, exit 3.
@@ -10,29 +11,19 @@ stderr, exit 3.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from ..errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, fail
+from ..positions import beyond_end, event_seq
 
 _BATCH = 4096   # lines per write: printing is the cost at millions of events
 
 
-def _seq(text: str) -> int:
-    try:
-        n = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an event number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"event numbers start at 1, got {n}")
-    return n
-
-
 def add_parser(p) -> None:
     p.add_argument("trace", metavar="TRACE", help="a .vtdt trace file")
-    p.add_argument("--from", dest="start", type=_seq, default=1, metavar="N",
+    p.add_argument("--from", dest="start", type=event_seq, default=1, metavar="N",
                    help="first event (seq, inclusive; default 1)")
-    p.add_argument("--to", dest="end", type=_seq, default=None, metavar="M",
+    p.add_argument("--to", dest="end", type=event_seq, default=None, metavar="M",
                    help="last event (seq, inclusive; default the last)")
     p.add_argument("--kind", action="append", default=[], metavar="K",
                    help="only these event kinds (repeatable, comma-separated)")
@@ -41,7 +32,7 @@ def add_parser(p) -> None:
 
 
 def run(args) -> int:
-    from replay.jsonout import EventPresenter, RidFilter
+    from replay.jsonout import EventPresenter, RidFilter, safe_text
     from replay.reader import NotATrace, open_trace
     from tracer.platform import parse_bdf
 
@@ -58,6 +49,13 @@ def run(args) -> int:
     except NotATrace as exc:
         return fail(args.trace, exc.message)
     with trace:
+        # Past the end of a complete trace: a usage error (vtdtrace/positions.py).
+        # Of a damaged one: what is readable in the range (perhaps nothing), then
+        # exit 3.  The default --from 1 of an empty trace is no position asked for.
+        for option, n in (("--from", args.start), ("--to", args.end)):
+            past = None if n is None or trace.stop is not None else beyond_end(option, n, trace.count)
+            if past and not (option == "--from" and n == 1):
+                return fail(args.trace, past)
         codes = None
         if args.kind:
             names = [n.strip() for arg in args.kind for n in arg.split(",") if n.strip()]
@@ -94,6 +92,8 @@ def run(args) -> int:
 
 
 def _text_renderer(pres, count: int):
+    from replay.jsonout import safe_text
+
     sw = max(3, len(str(count)))
     fw, kw = min(pres.func_width, 32), pres.kind_width
     header = f"{'seq':>{sw}} {'cpu':>3} {'op':>3} {'func':<{fw}} {'label':<6} {'kind':<{kw}} args"
@@ -103,14 +103,15 @@ def _text_renderer(pres, count: int):
         if k is None:
             return f"{'?':>{sw}} {'':>3} {'':>3} {'':<{fw}} {'':<6} {'?':<{kw}} {pres.text_args(ev)}"
         line = (f"{_cell(ev[1]):>{sw}} {_cell(ev[2]):>3} {_cell(ev[3]):>3} "
-                f"{_cell(pres.func_name(ev[4])):<{fw}} {_cell(ev[5]):<6} {k[0].name:<{kw}} {pres.text_args(ev)}")
+                f"{_cell(pres.func_name(ev[4])):<{fw}} {_cell(ev[5]):<6} {safe_text(k[0].name):<{kw}} {pres.text_args(ev)}")
         return line.rstrip()
 
     return render, header
 
 
 def _cell(v) -> str:
+    from replay.jsonout import safe_text
+
     if isinstance(v, (int, str)) and not isinstance(v, bool):
-        s = str(v)
-        return s if s.isprintable() else repr(s)
-    return repr(v)
+        return safe_text(str(v))
+    return safe_text(repr(v))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import fail
-from ..output import open_trace_writer
+from ..output import open_trace_writer, write_failed
 
 PLANNED = ("original", "final")
 
@@ -43,8 +43,11 @@ def run(args) -> int:
     writer = open_trace_writer(out, make_header(platform, args.engine), args.force)
     if isinstance(writer, int):
         return writer
-    with writer:
-        result = record(platform, args.engine, writer)
+    try:
+        with writer:
+            result = record(platform, args.engine, writer)
+    except OSError as exc:
+        return write_failed(out, writer, exc)
     rcs = ", ".join(f"op{i + 1}={rc}" for i, rc in enumerate(result.rcs)) or "no ops"
     cx = "cx16" if platform.knobs.cx16 else "no-cx16"
     print(f"recorded {platform.name} under {args.engine} ({cx}, {platform.knobs.cx16_source}) -> {out}")

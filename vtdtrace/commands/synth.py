@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import fail
-from ..output import open_trace_writer
+from ..output import open_trace_writer, write_failed
 
 
 def add_parser(p) -> None:
@@ -29,7 +29,10 @@ def run(args) -> int:
     writer = open_trace_writer(out, synth_header(args.seed, args.engine, args.cx16, args.events), args.force)
     if isinstance(writer, int):
         return writer
-    with writer:
-        events, ops = synth(args.events, args.seed, writer, args.engine, args.cx16)
+    try:
+        with writer:
+            events, ops = synth(args.events, args.seed, writer, args.engine, args.cx16)
+    except OSError as exc:
+        return write_failed(out, writer, exc)
     print(f"synthesised {events} events in {ops} ops (seed {args.seed}, {args.engine}) -> {out}")
     return 0

@@ -3,7 +3,7 @@
 The trace is opened (and rejected with one line and exit 2 when it is
 missing or not a trace) before Textual is imported or any screen is drawn.
 A damaged trace opens with its readable prefix and a banner saying where it
-stops; the exit status is then 3 (DESIGN §8) after the viewer closes.
+stops; the exit status is then 3 (docs/CLI.md#exit-codes) after the viewer closes.
 Two traces open the side-by-side diff view (tui/diff_app.py); its exit
 status is 0, or 3 when either trace is damaged -- like `view`, not like
 `diff` (the viewer reports no verdict; `vtdtrace diff` does).
