@@ -66,6 +66,10 @@ class DevtlbAnalyser(Analyser):
         self.seen: dict = {}        # key -> (fills, present, owner) as of its last check
         self.held: dict = {}        # (iommu, did) -> {key whose ATC the model says may hold did}
         self.dev_keys: dict = {}    # (seg, bdf) -> {key in seen}: what an owner move re-checks
+        # the tables the hooks read, bound once (the fold mutates them in place)
+        st = ctx.st
+        self._devtlb, self._ats, self._ctxt = st.devtlb, st.ats, st.ctx
+        self._unit_seg, self._present, self._owners = st.unit_seg, st.present, st.owners
 
     def hooks(self) -> dict:
         h = {
@@ -86,7 +90,7 @@ class DevtlbAnalyser(Analyser):
 
     def on_ctx_write(self, ev):
         key = self.ctx.cur[0]
-        if key in self.ctx.st.devtlb or key in self.by_key:
+        if key in self._devtlb or key in self.by_key:
             self.check(key, ev)
 
     def on_sync(self, ev):
@@ -98,19 +102,23 @@ class DevtlbAnalyser(Analyser):
         # values leaving the context cache may have been filled into an ATC;
         # the model's sets are replaced when they change, so an identity test
         # finds the devices whose ATC did
-        if ev[12] != 0 or not self.ctx.st.ats:
+        if ev[12] != 0 or not self._ats:
             return
         u = ev[6]
-        devtlb = self.ctx.st.devtlb
-        seen = self.seen
+        devtlb = self._devtlb
         if ev[7] == "device" and not ev[10]:
             # the frequent case (MO9, UO4): one source-id
+            if not devtlb:
+                return
             sid = ev[9]
             key = (u, sid >> 8, sid & 0xFF)
             fills = devtlb.get(key)
-            if fills is not None and (key not in seen or seen[key][0] is not fills):
-                self.check(key, ev)
+            if fills is not None:
+                last = self.seen.get(key)
+                if last is None or last[0] is not fills:
+                    self.check(key, ev)
             return
+        seen = self.seen
         changed = [k for k, fills in devtlb.items()
                    if k[0] == u and (k not in seen or seen[k][0] is not fills)]
         for key in changed:
@@ -119,16 +127,20 @@ class DevtlbAnalyser(Analyser):
     def on_flush_iotlb(self, ev):
         """Remember, for the detail, the DSI flush of a DID an ATC holds that
         device_in_domain() keeps from reaching the device."""
-        if ev[7] != "dsi" or ev[13] != 0 or not ev[12]:
+        held = self.held
+        if not held:
             return
         u, did = ev[6], ev[8]
-        keys = self.held.get((u, did))
-        if not keys:
+        keys = held.get((u, did))
+        if not keys or ev[7] != "dsi" or ev[13] != 0 or not ev[12]:
             return
-        st = self.ctx.st
+        ctxt, missed = self._ctxt, self.missed
         for key in keys:
+            m = missed.get(key)
+            if m is not None and did in m:
+                continue        # only the first one is told
             # device_in_domain(): the DID and TT of the entry in memory (not P)
-            lo, hi = st.ctx.get(key, (0, 0))
+            lo, hi = ctxt.get(key, (0, 0))
             if (hi >> 8) & 0xFFFF != did:
                 why = f"its context entry carries DID {(hi >> 8) & 0xFFFF} by then"
             elif (lo >> 2) & 3 != caches.TT_DEV_IOTLB:
@@ -136,20 +148,27 @@ class DevtlbAnalyser(Analyser):
                        else "its context entry is not of type device-IOTLB by then")
             else:
                 continue
-            self.missed.setdefault(key, {}).setdefault(did, (ev[5] or f"seq {ev[1]}", why))
+            if m is None:
+                m = missed[key] = {}
+            m[did] = (ev[5] or f"seq {ev[1]}", why)
 
     def on_flush_dev_iotlb(self, ev):
+        seen = self.seen
+        if not seen:
+            # nothing held, no window open: missed / ats_off are empty too
+            return
         key = (ev[6], ev[7] >> 8, ev[7] & 0xFF)
         if ev[9] == 0:
             self.missed.pop(key, None)
             self.ats_off.pop(key, None)
-        if key in self.seen:
+        if key in seen:
             self.check(key, ev)
 
     def on_device(self, ev):
         # every key the model holds fills for has been checked (each way in
         # is a hooked event), so dev_keys knows them all
-        keys = self.dev_keys.get((ev[6], ev[7]))
+        dk = self.dev_keys
+        keys = dk.get((ev[6], ev[7])) if dk else None
         if keys:
             for key in sorted(keys):
                 self.check(key, ev)
@@ -177,12 +196,11 @@ class DevtlbAnalyser(Analyser):
 
     def check(self, key, ev) -> None:
         ctx = self.ctx
-        st = ctx.st
         u, bus, devfn = key
-        dev = (st.unit_seg.get(u, 0), bus << 8 | devfn)
-        fills = st.devtlb.get(key)
-        present = dev in st.present
-        owner = st.owners.get(dev) if present else None
+        dev = (self._unit_seg.get(u, 0), bus << 8 | devfn)
+        fills = self._devtlb.get(key)
+        present = dev in self._present
+        owner = self._owners.get(dev) if present else None
         # the model's sets are immutable and replaced when they change: an
         # unchanged one with the same owner changes nothing
         last = self.seen.get(key)
@@ -270,18 +288,22 @@ class DevtlbAnalyser(Analyser):
         """Keep ``held`` (which DIDs each ATC may hold) in step with the model."""
         u = key[0]
         held = self.held
-        for did in {d for d, _ in old or ()} - {d for d, _ in new or ()}:
-            keys = held.get((u, did))
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del held[(u, did)]
-        for did, _ in new or ():
-            keys = held.get((u, did))
-            if keys is None:
-                held[(u, did)] = {key}
-            else:
-                keys.add(key)
+        if old:
+            keep = {d for d, _ in new} if new else ()
+            for did, _ in old:
+                if did not in keep:
+                    keys = held.get((u, did))
+                    if keys is not None:
+                        keys.discard(key)
+                        if not keys:
+                            del held[(u, did)]
+        if new:
+            for did, _ in new:
+                keys = held.get((u, did))
+                if keys is None:
+                    held[(u, did)] = {key}
+                else:
+                    keys.add(key)
 
     def finish(self) -> None:
         super().finish()

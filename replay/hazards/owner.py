@@ -153,20 +153,28 @@ class OwnerAnalyser(Analyser):
         # sources sharing a wire requester ID with another device (split candidates)
         self.group = [tuple(groups[s.wire]) if len(groups[s.wire]) > 1 else () for s in self.sources]
         self.any_group = any(self.group)
-        self.st = ctx.st
+        self.grouped = frozenset(i for i, g in enumerate(self.group) if g)
+        self.st = st = ctx.st
+        # the tables the hooks read, bound once (the fold mutates them in place)
+        self._ctx, self._did_bits, self._did_map, self._pages = st.ctx, st.did_bits, st.did_map, st.pages
+        self._owners, self._present = st.owners, st.present
+        self._did_keys, self._root_keys = ctx.did_keys, ctx.root_keys
         self.declared = set(topo.rid_owner)
         # ownership as the events give it: device -> owner while present, owner -> sources
         self.owner_map: dict = {}
         self.owned: dict = {}
         self.did_seen: dict = {}     # (iommu, did) -> the domain it resolved to when last seen
-        # what changed since the last judgement
-        self.dirty_keys: set = set()
-        self.dirty_devs: set = set()
+        # what changed since the last judgement: the sources a store or an
+        # ownership move touched, undeclared requester IDs stored, DIDs that
+        # resolve anew, domains whose tables came or went
+        self.todo: set = set()
+        self.orphans: set = set()
         self.dirty_dids: set = set()
         self.dirty_doms: set = set()
         # open windows by requester ID and by source
         self.open_by_key: dict = {}
         self.open_by_src: dict = {}
+        self.open_devs: dict = {}       # device -> how many of its sources' windows are open
 
     def hooks(self) -> dict:
         return {
@@ -186,7 +194,11 @@ class OwnerAnalyser(Analyser):
 
     def on_ctx_write(self, ev):
         key = self.ctx.cur[0]
-        self.dirty_keys.add(key)
+        idx = self.by_key.get(key)
+        if idx is not None:
+            self.todo.update(idx)
+        elif key not in self.declared:
+            self.orphans.add(key)
         ws = self.open_by_key.get(key)
         if ws:
             self._recheck(ws, ev)
@@ -196,37 +208,55 @@ class OwnerAnalyser(Analyser):
         idx = self.by_pkey.get(pkey)
         if idx is None:
             return
-        o = self.owner_now(pkey)
-        old = self.owner_map.get(pkey)
+        o = self._owners.get(pkey) if pkey in self._present else None
+        if type(o) is not int:
+            o = None
+        om = self.owner_map
+        old = om.get(pkey)
         if o == old:
             return
+        owned = self.owned
         if old is not None:
-            self.owned[old].difference_update(idx)
+            owned[old].difference_update(idx)
         if o is None:
-            del self.owner_map[pkey]
+            del om[pkey]
         else:
-            self.owner_map[pkey] = o
-            self.owned.setdefault(o, set()).update(idx)
-        self.dirty_devs.add(pkey)
-        if self.open_by_src:
+            om[pkey] = o
+            s = owned.get(o)
+            if s is None:
+                owned[o] = set(idx)
+            else:
+                s.update(idx)
+        self.todo.update(idx)
+        if pkey in self.open_devs:
             # consistency is the device's own affair (a sibling's move changes only
             # the severity, which the next op-end judges)
+            obs = self.open_by_src
             for i in idx:
-                ws = self.open_by_src.get(i)
+                ws = obs.get(i)
                 if ws:
                     self._recheck(ws, ev)
 
     def on_did(self, ev):
         ud = (ev[6], ev[7])
-        st = self.st
-        now = st.did_map.get(ud, 0) if ud in st.did_bits else None
-        if self.did_seen.get(ud, -1) == now:
+        keys = self._did_keys.get(ud)
+        if not keys:
+            # No entry carries the DID (a fresh allocation, a DID already let
+            # go): what it resolves to matters to the entries that store it
+            # later, and those stores mark them.  Forget what it resolved to,
+            # so the next store of it while an entry carries it counts as a
+            # change.
+            self.did_seen.pop(ud, None)
+            return
+        now = self._did_map.get(ud, 0) if ud in self._did_bits else None
+        seen = self.did_seen
+        if seen.get(ud, -1) == now:
             return          # re-setting a set bit, the common MO5 case: nothing resolves anew
-        self.did_seen[ud] = now
+        seen[ud] = now
         self.dirty_dids.add(ud)
-        if self.open_by_key:
-            obk = self.open_by_key
-            for key in self.ctx.keys_with_did(*ud):
+        obk = self.open_by_key
+        if obk:
+            for key in keys:
                 ws = obk.get(key)
                 if ws:
                     self._recheck(ws, ev)
@@ -234,9 +264,9 @@ class OwnerAnalyser(Analyser):
     def on_pt_alloc(self, ev):
         if ev[8] in ROOT_TABLES:
             self.dirty_doms.add(ev[6])      # the owner has tables now
-        keys = self.ctx.root_keys.get(ev[7])
+        keys = self._root_keys.get(ev[7])
         if keys:
-            self.dirty_keys.update(keys)
+            self._mark_keys(keys)
             if self.open_by_key:
                 for key in keys:
                     ws = self.open_by_key.get(key)
@@ -246,7 +276,7 @@ class OwnerAnalyser(Analyser):
     def on_tables_gone(self, ev):
         dom = ev[6]
         self.dirty_doms.add(dom)
-        self.dirty_keys.update(self.ctx.keys_on_tables_of(dom))
+        self._mark_keys(self.ctx.keys_on_tables_of(dom))
         if self.open_by_src:
             # an owner without tables makes its non-present entries consistent
             for i in [i for i in self.open_by_src if self.owner_now(self.sources[i].pkey) == dom]:
@@ -254,10 +284,18 @@ class OwnerAnalyser(Analyser):
                 if ws:
                     self._recheck(ws, ev)
 
+    def _mark_keys(self, keys):
+        by_key, todo = self.by_key, self.todo
+        for key in keys:
+            idx = by_key.get(key)
+            if idx is not None:
+                todo.update(idx)
+            elif key not in self.declared:
+                self.orphans.add(key)
+
     def owner_now(self, pkey):
         """The device's owner in the replayed state (None: absent)."""
-        st = self.st
-        o = st.owners.get(pkey) if pkey in st.present else None
+        o = self._owners.get(pkey) if pkey in self._present else None
         return o if type(o) is int else None
 
     # --- the verdict -----------------------------------------------------------------------
@@ -294,16 +332,15 @@ class OwnerAnalyser(Analyser):
         """Whether key's entry in memory is owner's: present with a DID
         allocated to owner and owner's tables (pass-through: the hardware
         domain's), or not present while owner has no tables."""
-        st = self.st
-        lo, hi = st.ctx.get(key, ZERO)
+        lo, hi = self._ctx.get(key, ZERO)
         if not lo & 1:
             return not self.has_tables(owner)
         ud = (key[0], (hi >> 8) & 0xFFFF)
-        if ud not in st.did_bits or st.did_map.get(ud, 0) != owner:
+        if ud not in self._did_bits or self._did_map.get(ud, 0) != owner:
             return False
         if (lo >> 2) & 3 == TT_PT:
             return owner == self.hwdom
-        page = st.pages.get(lo & PAGE_MASK)
+        page = self._pages.get(lo & PAGE_MASK)
         return page is not None and page[0] == owner
 
     def verdict(self, i, key):
@@ -333,6 +370,8 @@ class OwnerAnalyser(Analyser):
         self.open_by_key.setdefault(key, set()).add(wkey)
         if src is not None:
             self.open_by_src.setdefault(src, set()).add(wkey)
+            pkey = self.sources[src].pkey
+            self.open_devs[pkey] = self.open_devs.get(pkey, 0) + 1
 
     def _close(self, wkey, ev):
         w = self.open.get(wkey)
@@ -344,6 +383,14 @@ class OwnerAnalyser(Analyser):
                 ws.discard(wkey)
                 if not ws:
                     del index[k]
+        src = w.info["src"]
+        if src is not None:
+            pkey = self.sources[src].pkey
+            n = self.open_devs[pkey] - 1
+            if n:
+                self.open_devs[pkey] = n
+            else:
+                del self.open_devs[pkey]
         self.close_window(wkey, ev)
 
     def _recheck(self, wkeys, ev):
@@ -369,70 +416,78 @@ class OwnerAnalyser(Analyser):
     def on_op_end(self, ev):
         """A top-level operation returned: judge every source it may have
         changed, and every undeclared requester ID it stored."""
-        keys, devs, dids, doms = self.dirty_keys, self.dirty_devs, self.dirty_dids, self.dirty_doms
-        if not (keys or devs or dids or doms):
-            return
-        by_key = self.by_key
-        todo = set()
-        orphans = None
-        for key in keys:
-            idx = by_key.get(key)
-            if idx is not None:
-                todo.update(idx)
-            elif key not in self.declared:
-                orphans = (orphans or []) + [key]
+        todo, dids, doms = self.todo, self.dirty_dids, self.dirty_doms
         if dids:
-            keys_with_did = self.ctx.keys_with_did
+            by_key, did_keys = self.by_key, self._did_keys
             for ud in dids:
-                for key in keys_with_did(*ud):
-                    idx = by_key.get(key)
-                    if idx is not None:
-                        todo.update(idx)
+                keys = did_keys.get(ud)
+                if keys:
+                    for key in keys:
+                        idx = by_key.get(key)
+                        if idx is not None:
+                            todo.update(idx)
             dids.clear()
-        if devs:
-            by_pkey = self.by_pkey
-            for pkey in devs:
-                idx = by_pkey.get(pkey)
-                if idx is not None:
-                    todo.update(idx)
-            devs.clear()
         if doms:
             for dom in doms:
                 todo.update(self.owned.get(dom, ()))
             doms.clear()
-        keys.clear()
-        if self.any_group:
+        orphans = self.orphans
+        if not todo:
+            if orphans:
+                self._judge_orphans(ev)
+            return
+        if self.any_group and not todo.isdisjoint(self.grouped):
             group = self.group
             for i in list(todo):
                 if group[i]:
                     todo.update(group[i])       # a split follows the siblings' owners
         open_ = self.open
-        verdict = self.verdict
-        consistent = self.consistent
         owner_get = self.owner_map.get
         sources = self.sources
+        ctxt, did_bits, did_map, pages = self._ctx, self._did_bits, self._did_map, self._pages
         for i in todo:
             s = sources[i]
             owner = owner_get(s.pkey)
             for wkey, key in s.judged:
-                if owner is None or consistent(owner, key):
-                    if wkey in open_:
-                        self._judge(wkey, key, None, ev, None)
-                    continue
-                v = verdict(i, key)
-                if v is not None or wkey in open_:
-                    self._judge(wkey, key, v, ev, s.dev.bdf)
+                if owner is not None:
+                    # consistent(owner, key), inlined: this loop runs at every op end
+                    lo, hi = ctxt.get(key, ZERO)
+                    if not lo & 1:
+                        ok = not self.has_tables(owner)
+                    else:
+                        ud = (key[0], (hi >> 8) & 0xFFFF)
+                        if ud not in did_bits or did_map.get(ud, 0) != owner:
+                            ok = False
+                        elif (lo >> 2) & 3 == TT_PT:
+                            ok = owner == self.hwdom
+                        else:
+                            page = pages.get(lo & PAGE_MASK)
+                            ok = page is not None and page[0] == owner
+                    if not ok:
+                        v = self.verdict(i, key)
+                        if v is not None or wkey in open_:
+                            self._judge(wkey, key, v, ev, s.dev.bdf)
+                        continue
+                if wkey in open_:
+                    self._judge(wkey, key, None, ev, None)
+        todo.clear()
         if orphans:
-            for key in sorted(orphans):
-                wkey = ("orphan", key)
-                v = self.orphan_verdict(key)
-                if v is not None or wkey in open_:
-                    self._judge(wkey, key, v, ev, self.ctx.op_device)
+            self._judge_orphans(ev)
+
+    def _judge_orphans(self, ev):
+        open_ = self.open
+        for key in sorted(self.orphans):
+            wkey = ("orphan", key)
+            v = self.orphan_verdict(key)
+            if v is not None or wkey in open_:
+                self._judge(wkey, key, v, ev, self.ctx.op_device)
+        self.orphans.clear()
 
     def finish(self) -> None:
         super().finish()
         self.open_by_key.clear()
         self.open_by_src.clear()
+        self.open_devs.clear()
 
     # --- findings ------------------------------------------------------------------------------
 
