@@ -20,7 +20,7 @@ def add_parser(p) -> None:
 
 
 def run(args) -> int:
-    from replay.jsonout import dumps, json_safe
+    from replay.jsonout import JSON_SHAPE, dumps, json_safe
     from replay.reader import NotATrace, open_trace
 
     try:
@@ -34,6 +34,7 @@ def run(args) -> int:
         if args.json:
             fmt = h.get("format")
             doc = {
+                "shape_version": JSON_SHAPE,
                 "trace": args.trace,
                 "format": json_safe(fmt) if isinstance(fmt, dict) else None,
                 "schema_version": trace.schema.version if trace.format_version else None,

@@ -57,15 +57,27 @@ def run(args) -> int:
             session.findings = _findings(args.trace, cached=False)
             out = session.show_dict(shown) if args.json else session.show_text(shown)
         if args.json:
+            from replay.jsonout import JSON_SHAPE
+            out = {"shape_version": JSON_SHAPE, **out}
             sys.stdout.write(json.dumps(out, indent=2, ensure_ascii=True) + "\n")
         else:
-            sys.stdout.write(out)
+            sys.stdout.write(_encodable(out))
         sys.stdout.flush()
         if session.stop is not None:
             beyond = (f"; --at {n} is beyond the readable part, shown: the state after event {shown}"
                       if shown < n else "")
             return fail(args.trace, f"damaged: {session.stop.describe()}{beyond}", EXIT_DAMAGED)
     return EXIT_OK
+
+
+def _encodable(text: str) -> str:
+    """The text, with the mismatch mark spelt != where stdout's encoding
+    has no ≠ (a Latin-1 or ASCII terminal): one line, never a traceback."""
+    try:
+        text.encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return text.replace("≠", "!=")
+    return text
 
 
 def _findings(path, cached: bool = True):
