@@ -82,7 +82,7 @@ def test_info_json(capsys, trace):
     code, out, err = cli(capsys, "info", trace, "--json")
     assert code == 0 and err == ""
     doc = json.loads(out)
-    assert list(doc) == ["trace", "format", "schema_version", "tool", "tool_version", "engine", "scenario",
+    assert doc["shape_version"] == 2 and list(doc) == ["shape_version", "trace", "format", "schema_version", "tool", "tool_version", "engine", "scenario",
                          "platform", "created", "events", "chunks", "bytes", "complete", "integrity", "stop"]
     assert doc["events"] == 12 and doc["chunks"] == 3 and doc["complete"] is True
     assert doc["integrity"] == "ok" and doc["stop"] is None and doc["created"] is None
@@ -153,12 +153,15 @@ def test_log_jsonl_schema_names_hex_and_domain_names(capsys, trace):
     assert len(objs) == 12
     for obj, ev in zip(objs, handmade()):
         kind = S.KINDS[ev[0]]
-        assert list(obj) == ["seq", "cpu", "op", "func", "label", "kind", *kind.fields]
+        # shape 2: a requester ID is one "SSSS:BB:DD.F" string (seg/bus/devfn merged into bdf)
+        merged = [f for f in kind.fields if f not in ("seg", "devfn")]
+        merged = ["bdf" if f == "bus" and "devfn" in kind.fields else f for f in merged]
+        assert list(obj) == ["seq", "cpu", "op", "func", "label", "kind", *merged]
         assert obj["seq"] == ev[1] and obj["kind"] == kind.name
     assert objs[0] == {"seq": 1, "cpu": 0, "op": 1, "func": "", "label": "", "kind": "op-begin",
-                       "verb": "assign", "bdf": 0xA0, "domain": "guest", "seg": 0}
-    assert objs[1]["args"] == [["domain", "guest"], ["iommu", 0], ["bus", 0], ["devfn", 160]]
-    assert objs[2]["new_lo"] == "0x0000000100007001" and objs[2]["devfn"] == 0xA0
+                       "verb": "assign", "bdf": "0000:00:14.0", "domain": "guest"}
+    assert objs[1]["args"] == [["domain", "guest"], ["iommu", 0], ["bdf", "0000:00:14.0"]]
+    assert objs[2]["new_lo"] == "0x0000000100007001" and objs[2]["bdf"] == "0000:00:14.0"
     assert all(HEX64.match(objs[2][f]) for f in ("old_lo", "old_hi", "new_lo", "new_hi"))
     assert objs[5]["old"] is None and objs[5]["new"] == "guest"          # DOMID_INVALID -> null
     assert (objs[6]["old"], objs[6]["new"]) == ("dom0", "guest")
