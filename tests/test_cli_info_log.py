@@ -245,8 +245,14 @@ def test_rid_filter(capsys, trace):
     assert code == 0 and _seqs(out) == [1, 2, 3, 5, 7]
     assert _seqs(cli(capsys, "log", trace, "--jsonl", "--rid", "0001:00:14.0")[1]) == [4]
     assert _seqs(cli(capsys, "log", trace, "--jsonl", "--rid", "0000:00:14.0", "--kind", "ctx-write")[1]) == [3]
-    code, _, err = cli(capsys, "log", trace, "--rid", "00:14.0")
+    # BB:DD.F is accepted, segment 0 implied (Xen's notation); a bare DD.F is not a BDF
+    code, short, _ = cli(capsys, "log", trace, "--jsonl", "--rid", "00:14.0")
+    assert code == 0 and _seqs(short) == [1, 2, 3, 5, 7]
+    code, _, err = cli(capsys, "log", trace, "--rid", "14.0")
     assert code == 2 and err.count("\n") == 1 and "--rid" in err
+    # the segment of the event's IOMMU is in the JSON requester ID (shape 2)
+    seg1 = json.loads(cli(capsys, "log", trace, "--jsonl", "--rid", "0001:00:14.0")[1])
+    assert seg1["bdf"] == "0001:00:14.0" and "devfn" not in seg1
 
 
 def test_log_on_a_damaged_trace_prints_the_readable_part_then_exits_3(capsys, big, tmp_path):

@@ -58,3 +58,25 @@ def test_readme_key_summary_names_every_key_of_the_trace_view():
         shown = b.key_display or b.key
         shown = {"1": "1`–`4", "2": "1`–`4", "3": "1`–`4", "4": "1`–`4"}.get(shown, shown)
         assert f"`{shown}`" in para or f"/`{shown}`" in para, f"README lacks the key {shown!r}"
+
+
+def test_diff_view_shows_a_differing_devfn_as_the_requester_id(tmp_path):
+    """The lower pane reads values from the JSON form; there seg/bus/devfn
+    are one `bdf` (shape 2), so a row differing in devfn shows both BDFs."""
+    from replay.jsonout import EventPresenter
+    from replay.reader import open_trace
+    from tracer import schema as S
+    from tui.diff_detail import _field_value
+    with open_trace(trace_copy(tmp_path)) as t:
+        pres = EventPresenter(t.schema, t.header)
+        evs = list(t.events())
+    ctx = next(e for e in evs if e[0] == S.K_CTX_WRITE and e[8] == 0xA0)
+    assert _field_value(pres, ctx, "devfn") == "0000:00:14.0"
+    assert _field_value(pres, ctx, "half") == ctx[9]
+    call = next(e for e in evs if e[0] == S.K_CALL and S.FUNCS[e[4]] == "domain_context_mapping_one"
+                and dict(e[6]).get("devfn") == 0xA0)
+    assert _field_value(pres, call, "args.devfn") == "0000:00:14.0"
+    assert _field_value(pres, call, "args.domain") == "dom0"
+    lone = next(e for e in evs if e[0] == S.K_CALL and S.FUNCS[e[4]] == "domain_context_mapping"
+                and dict(e[6]).get("devfn") == 0xA0)
+    assert _field_value(pres, lone, "args.devfn") == "14.0"
