@@ -60,6 +60,7 @@ class PlatformView:
                 self.iommus.append({
                     "id": u["id"], "segment": u.get("segment") or 0,
                     "include_all": bool(u.get("include_all")),
+                    "levels": u.get("levels") if isinstance(u.get("levels"), int) else None,
                     "scope": {b for b in (u.get("devices") or ()) if isinstance(b, str)},
                 })
         self.iommus.sort(key=lambda u: u["id"])
@@ -326,6 +327,7 @@ def show_dict(st: ReplayState, view: PlatformView, open_findings=()) -> dict:
                 for (uu, did) in sorted(st.did_bits) if uu == u}
         iommus.append({
             "id": u,
+            "levels": next((x["levels"] for x in view.iommus if x["id"] == u), None),
             "context": context_rows(st, view, u),
             "dids": dids,
             "caches": cache_view(st, view, u),
@@ -400,7 +402,8 @@ def show_text(st: ReplayState, view: PlatformView, *, count: int | None = None, 
     for u in d["iommus"]:
         on = "translation on" if u["id"] in st.translation else "translation off"
         out.append("")
-        out.append(f"IOMMU {u['id']}  ({on})")
+        levels = f", {u['levels']}-level page tables" if u["levels"] else ""
+        out.append(f"IOMMU {u['id']}  ({on}{levels})")
         out.append("  context entries")
         width = max((len(e["rid"]) for e in u["context"]), default=12)
         rows = []

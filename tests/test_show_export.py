@@ -152,7 +152,8 @@ def test_show_json_has_the_contract_shape(trace, capsys):
         if n == 0:
             assert doc["op"] is None and doc["devices"] == [] and doc["locks"] == []
         for u in doc["iommus"]:
-            assert list(u) == ["id", "context", "dids", "caches"]
+            assert list(u) == ["id", "levels", "context", "dids", "caches"]
+            assert u["levels"] == next(x["levels"] for x in header["platform"]["iommus"] if x["id"] == u["id"])
             assert set(u["caches"]) == {"context", "iotlb", "dev_iotlb"}
             for e in u["context"]:
                 assert list(e) == ["rid", "present", "did", "did_owner", "pt_owner", "tt", "aw",
