@@ -73,7 +73,7 @@ def test_info_text(capsys, trace):
     assert fields["format"].startswith(f"vtdtrace {S.FORMAT_MAJOR}.{S.FORMAT_MINOR}, schema {S.SCHEMA_VERSION}")
     assert fields["engine"].startswith("direct ") and "xen_commit=d67a72c655" in fields["engine"]
     assert fields["scenario"] == "unit (unit.toml): test"
-    assert fields["platform"] == "2 IOMMUs, 1 device, 0 RMRRs, 3 domains (dom0=0 hw, guest=1, dom_io=32753)"
+    assert fields["platform"] == "2 IOMMUs, 1 device, 0 RMRRs, 3 domains (dom0=0 hw, guest=1, dom_io=0x7ff1)"
     assert fields["events"] == f"12 (seq 1..12) in 3 chunks, {trace.stat().st_size} bytes"
     assert fields["integrity"] == "ok"
 

@@ -123,7 +123,9 @@ def _domains(items) -> str:
         if isinstance(d, list) and len(d) >= 2:
             hw = " hw" if len(d) > 2 and d[2] is True else ""
             system = type(d[0]) is int and d[0] >= 0x7FF0
-            doms.append((f"{_s(d[1])}={_s(d[0])}{hw}", system))
+            # Reserved ids as Xen's headers write them (DOMID_IO is 0x7FF1).
+            domid = f"{d[0]:#x}" if system else _s(d[0])
+            doms.append((f"{_s(d[1])}={domid}{hw}", system))
     if len(doms) <= SHOWN_DOMAINS:
         return ", ".join(text for text, _ in doms)
     guests = [text for text, system in doms if not system]
