@@ -1,4 +1,4 @@
-"""Xen's notation everywhere (issue 17, items 12-13), as a user runs the CLI:
+"""Xen's notation everywhere, as a user runs the CLI:
 addresses and the rc of address-returning functions in hex, source IDs as
 BDFs, requester IDs as one "SSSS:BB:DD.F" string in every JSON output
 (shape version 2, docs/CLI.md#json-shape), `00:14.0` accepted for
