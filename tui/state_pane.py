@@ -70,9 +70,9 @@ def _who(f: dict) -> str:
 
 
 def _banner(findings, width: int) -> list:
-    """One line: the kinds open at the step by severity, each with the
-    devices it names where the line has room for them (hazards first); the
-    findings pane (4) has them in full."""
+    """One line: the kinds open at the step by severity, each severity with
+    the devices its findings name where the line has room for them (hazards
+    first); the findings pane (4) has them in full."""
     by_sev: dict[str, dict[str, list[str]]] = {}
     for f in findings:
         kinds = by_sev.setdefault(f.get("severity") or "hazard", {})
@@ -87,9 +87,9 @@ def _banner(findings, width: int) -> list:
         parts = [head]
         for sev in sevs:
             comp = {"hazard": "state-pane--bad", "warning": "state-pane--warn"}.get(sev, "state-pane--dim")
-            text = " ".join(f"{k} {', '.join(who)}" if sev in named and who else k
-                            for k, who in by_sev[sev].items())
-            parts.append((text + f" ({sev})  ", comp))
+            kinds = by_sev[sev]
+            who = list(dict.fromkeys(w for ws in kinds.values() for w in ws)) if sev in named else []
+            parts.append((" ".join(kinds) + (f" ({sev}: {', '.join(who)})  " if who else f" ({sev})  "), comp))
         return parts
 
     # the most that fits: devices for every severity, for hazards only, none
