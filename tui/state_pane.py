@@ -12,6 +12,13 @@ for that RID on that unit is open at the step (replay's analysers: the
 "✗" and the finding's kind -- the device whose identity-mapped DMA must keep
 working is cut off, which a bare ``-  -  -`` row would hide among
 never-mapped devices.
+An ``owner-mismatch`` hazard open at the step names the requester ID its
+device's DMA uses on the wire (``rid``) and that device (``device``): that
+entry's row is red and carries "← <device> <owner> ≠" after the owners it
+really has (the owner from the show object's device list), so a guest's
+device DMAing through dom0's alias entry is seen on the entry itself.  The
+banner above the units names the devices of the open findings where the line
+has room.
 Below each unit: the DID map and what its caches may still hold; then device
 owners, the locks held with their holders and the findings open at the step.
 
