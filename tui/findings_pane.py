@@ -17,6 +17,8 @@ from bisect import bisect_left
 from textual.binding import Binding
 from textual.message import Message
 
+from replay.hazards.findings import boundary_label
+
 from .lines import Line, LinePane, wrap_parts
 from .model import SEVERITY_RANK, FindingsView
 
@@ -33,10 +35,8 @@ def _span(f: dict) -> str:
 
 
 def _labels(f: dict) -> str:
-    a, b = f.get("start_label") or "", f.get("end_label") or ""
-    if a or b:
-        return f"{a or '?'} → {b or ('open' if f.get('end') is None else '?')}"
-    return ""
+    end = f.get("end")
+    return f"{boundary_label(f.get('start_label'))} → {'open' if end is None else boundary_label(f.get('end_label'))}"
 
 
 def findings_lines(findings: FindingsView | None, seq: int, loading: str = "", width: int = 80) -> list[Line]:
@@ -107,8 +107,8 @@ def list_lines(findings: FindingsView) -> list[Line]:
         sv = _field(f, "severity") or "hazard"
         end = _field(f, "end")
         span = f"[{_field(f, 'start')}, {'end' if end is None else end})"
-        a, b = _field(f, "start_label") or "", _field(f, "end_label") or ""
-        labels = f"{a or '?'} → {b or ('open' if end is None else '?')}" if (a or b) else ""
+        labels = (f"{boundary_label(_field(f, 'start_label'))} → "
+                  f"{'open' if end is None else boundary_label(_field(f, 'end_label'))}")
         lines.append(([(f"{_field(f, 'start'):>8}  ", None), (f"{_field(f, 'kind'):<16}  ", SEV_COMP.get(sv)),
                        (f"{sv:<8}  {_field(f, 'rid') or _field(f, 'device') or '-':<12}  {span:<18}  {labels}",
                         None)], i))

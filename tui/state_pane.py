@@ -12,6 +12,13 @@ for that RID on that unit is open at the step (replay's analysers: the
 "✗" and the finding's kind -- the device whose identity-mapped DMA must keep
 working is cut off, which a bare ``-  -  -`` row would hide among
 never-mapped devices.
+An ``owner-mismatch`` hazard open at the step names the requester ID its
+device's DMA uses on the wire (``rid``) and that device (``device``): that
+entry's row is red and carries "← <device> <owner> ≠" after the owners it
+really has (the owner from the show object's device list), so a guest's
+device DMAing through dom0's alias entry is seen on the entry itself.  The
+banner above the units names the devices of the open findings where the line
+has room.
 Below each unit: the DID map and what its caches may still hold; then device
 owners, the locks held with their holders and the findings open at the step.
 
@@ -39,6 +46,7 @@ from replay.render import parse_bdf
 from .lines import Line, LinePane
 from .model import StepView
 
+OWNER_MISMATCH = "owner-mismatch"
 TT_SHORT = {0: "mlvl", 1: "devtlb", 2: "pass", 3: "rsvd"}
 
 
@@ -52,6 +60,53 @@ def _key_of(iommu: int, rid: str):
     return (iommu, loc[1], loc[2]) if loc else None
 
 
+def _short(bdf: str) -> str:
+    """``05:01.0`` for ``0000:05:01.0``: segment 0 goes without saying."""
+    return bdf[5:] if bdf.startswith("0000:") else bdf
+
+
+def _who(f: dict) -> str:
+    """The device a finding names, short; an owner-mismatch through another
+    requester ID adds the entry (``05:01.0 via 05:00.0``)."""
+    dev, rid = f.get("device"), f.get("rid")
+    if not dev:
+        return _short(rid) if rid else ""
+    if f.get("kind") == OWNER_MISMATCH and rid and rid != dev:
+        return f"{_short(dev)} via {_short(rid)}"
+    return _short(dev)
+
+
+def _banner(findings, width: int) -> list:
+    """One line: the kinds open at the step by severity, each severity with
+    the devices its findings name where the line has room for them (hazards
+    first); the findings pane (4) has them in full."""
+    by_sev: dict[str, dict[str, list[str]]] = {}
+    for f in findings:
+        kinds = by_sev.setdefault(f.get("severity") or "hazard", {})
+        who = kinds.setdefault(str(f.get("kind")), [])
+        w = _who(f)
+        if w and w not in who:
+            who.append(w)
+    sevs = [sev for sev in ("hazard", "warning", "benign") if sev in by_sev]
+    head = ("⚠ open: ", "state-pane--bad" if "hazard" in by_sev else "state-pane--warn")
+
+    def line(named) -> list:
+        parts = [head]
+        for sev in sevs:
+            comp = {"hazard": "state-pane--bad", "warning": "state-pane--warn"}.get(sev, "state-pane--dim")
+            kinds = by_sev[sev]
+            who = list(dict.fromkeys(w for ws in kinds.values() for w in ws)) if sev in named else []
+            parts.append((" ".join(kinds) + (f" ({sev}: {', '.join(who)})  " if who else f" ({sev})  "), comp))
+        return parts
+
+    # the most that fits: devices for every severity, for hazards only, none
+    for named in (sevs, sevs[:1]):
+        parts = line(named)
+        if sum(len(t) for t, _ in parts) <= width:
+            return parts
+    return line(())
+
+
 def build_lines(v: StepView, selected, width: int) -> list[Line]:
     """The pane's lines for one step."""
     lines: list[Line] = []
@@ -63,17 +118,9 @@ def build_lines(v: StepView, selected, width: int) -> list[Line]:
         head.append((f"  rollback depth {v.rollback}", "state-pane--warn"))
     add((head, None))
     if v.open_findings:
-        # one line: the findings pane (4) has them in full
-        by_sev: dict[str, list[str]] = {}
-        for f in v.open_findings:
-            by_sev.setdefault(f.get("severity") or "hazard", []).append(str(f.get("kind")))
-        parts = [("⚠ open: ", "state-pane--bad" if "hazard" in by_sev else "state-pane--warn")]
-        for sev in ("hazard", "warning", "benign"):
-            if sev in by_sev:
-                comp = {"hazard": "state-pane--bad", "warning": "state-pane--warn"}.get(sev, "state-pane--dim")
-                parts.append((" ".join(dict.fromkeys(by_sev[sev])) + f" ({sev})  ", comp))
-        add((parts, None))
+        add((_banner(v.open_findings, width), None))
     show = v.show
+    owners = {d["bdf"]: d["owner"] for d in show["devices"]}
     for u in show["iommus"]:
         add(([], None))
         on = "translation on" if u["id"] in v.translation else "translation off"
@@ -82,9 +129,16 @@ def build_lines(v: StepView, selected, width: int) -> list[Line]:
                "state-pane--header")], None))
         # hazards open at the step, by the entry they name (replay's findings)
         hazards: dict[str, str] = {}
+        # owner-mismatch hazards by the requester ID they name: the DMA
+        # sources that use that entry while it is not their owner's
+        wire: dict[str, list[str]] = {}
         for f in v.open_findings:
             if f.get("severity") == "hazard" and f.get("rid") and f.get("iommu") in (None, u["id"]):
                 hazards.setdefault(f["rid"], str(f.get("kind")))
+                if f.get("kind") == OWNER_MISMATCH and f.get("device"):
+                    src = f"{_short(f['device'])} {_own(owners.get(f['device']))}"
+                    if src not in wire.setdefault(f["rid"], []):
+                        wire[f["rid"]].append(src)
         for e in u["context"]:
             key = _key_of(u["id"], e["rid"])
             sel = key is not None and key == selected
@@ -93,22 +147,27 @@ def build_lines(v: StepView, selected, width: int) -> list[Line]:
             rid = (f" {e['rid']} ", "state-pane--rid")
             flag = ("R ", "state-pane--rmrr") if rmrr else ("  ", None)
             tail = [(f"{TT_SHORT.get(e['tt'], e['tt']):<6} {e['aw']:<3} {e['lo']}  {e['hi']}", "state-pane--dim")]
+            users = wire.get(e["rid"])
+            # the DMA sources an owner-mismatch finding says use this entry, not their owner's
+            used = [(f"← {', '.join(users)} ≠ ", "state-pane--bad")] if users else []
             if e["present"]:
                 did_o, pt_o = e["did_owner"], e["pt_owner"]
                 mismatch = pt_o is not None and did_o != pt_o
-                ocomp = "state-pane--bad" if mismatch else "state-pane--owner"
-                parts = [mark, rid, flag, ("P  ", "state-pane--present"), (f"{e['did']:>4}  ", "state-pane--did"),
+                ocomp = "state-pane--bad" if mismatch or users else "state-pane--owner"
+                parts = [mark, rid, flag, ("P  ", "state-pane--bad" if users else "state-pane--present"),
+                         (f"{e['did']:>4}  ", "state-pane--bad" if users else "state-pane--did"),
                          (f"{_own(did_o):<10}", ocomp), ("≠ " if mismatch else "  ", ocomp),
-                         (f"{_own(pt_o):<10} ", ocomp)] + tail
+                         (f"{_own(pt_o):<10} ", ocomp)] + used + tail
             elif rmrr and e["rid"] in hazards:
                 # an RMRR device cut off while a hazard about it is open
                 parts = [mark, rid, flag, ("-  ", "state-pane--bad"),
                          (f"{e['did']:>4}  " if (e['did'] or e['did_owner']) else "   -  ", "state-pane--bad"),
                          (f"✗ {hazards[e['rid']]:<20} ", "state-pane--bad")] + tail
             else:
-                parts = [mark, rid, flag, ("-  ", "state-pane--absent"),
-                         (f"{e['did']:>4}  " if (e['did'] or e['did_owner']) else "   -  ", "state-pane--absent"),
-                         (f"{_own(e['did_owner']):<10}  {_own(e['pt_owner']):<10} ", "state-pane--absent")] + tail
+                acomp = "state-pane--bad" if users else "state-pane--absent"
+                parts = [mark, rid, flag, ("-  ", acomp),
+                         (f"{e['did']:>4}  " if (e['did'] or e['did_owner']) else "   -  ", acomp),
+                         (f"{_own(e['did_owner']):<10}  {_own(e['pt_owner']):<10} ", acomp)] + used + tail
             add((parts, key))
         if not u["context"]:
             add(([("   (no context entries)", "state-pane--dim")], None))

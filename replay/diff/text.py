@@ -18,6 +18,8 @@ differing rows inside one aligned operation):
 
 from __future__ import annotations
 
+from replay.hazards.findings import boundary_label
+
 from .align import ARGS, CLASSES, LABEL_ONLY, ONLY_A, ONLY_B, SAME
 
 # Text limits (JSON is never cut, except where the report itself kept no
@@ -466,15 +468,22 @@ def changed_text(c) -> str:
 
 def _extent(f: dict) -> str:
     end = f.get("end")
-    return (f"[{f.get('start')}, {end if end is not None else 'end'}) "
-            f"{f.get('start_label') or '?'} -> {f.get('end_label') or ('open' if end is None else '?')}")
+    return f"[{f.get('start')}, {end if end is not None else 'end'}) {_labels(f)}"
+
+
+def _labels(f: dict) -> str:
+    """``start -> end`` by step label; an unlabelled boundary is an op-end
+    event (replay.hazards.findings.boundary_label: the rule check uses)."""
+    end = f.get("end")
+    return (f"{boundary_label(f.get('start_label'))} -> "
+            f"{'open' if end is None else boundary_label(f.get('end_label'))}")
 
 
 def finding_text(f: dict) -> str:
     """One finding as one line (also the diff view's detail pane)."""
     end = f.get("end")
     rng = f"[{f.get('start')}, {end if end is not None else 'end'})"
-    labels = f"{f.get('start_label') or '?'} -> {f.get('end_label') or ('open' if end is None else '?')}"
+    labels = _labels(f)
     dev = f.get("device") or f.get("rid") or "-"
     sev = f.get("severity") or "-"
     detail = f"  {f['detail']}" if f.get("detail") else ""

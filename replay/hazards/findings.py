@@ -163,6 +163,19 @@ def renderer(fn):
     return len(_RENDERERS) - 1
 
 
+OP_END = "op-end"
+
+
+def boundary_label(label) -> str:
+    """How a window's start or end is named in text: its step label, or
+    ``op-end`` for an event without one.  The only unlabelled events a window
+    opens or closes at are op-end events (owner-mismatch is judged only when a
+    top-level operation returns, and every other analyser opens and closes at
+    labelled engine steps), so a missing label names that event rather than
+    an unknown ``?``.  check, diff and the TUI use this one rule."""
+    return label if label else OP_END
+
+
 def sort_findings(findings) -> list:
     return sorted(findings, key=Finding.sort_key)
 

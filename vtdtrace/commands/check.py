@@ -130,11 +130,11 @@ def _clean(s) -> str:
 
 
 def _range(f) -> str:
-    start = f"{f.start} {f.start_label}" if f.start_label else f"{f.start}"
+    from replay.hazards.findings import boundary_label
+    start = f"{f.start} {boundary_label(f.start_label)}"
     if f.end is None:
         return f"seq {start} -> open at end"
-    end = f"{f.end} {f.end_label}" if f.end_label else f"{f.end}"
-    return f"seq {start} -> {end}"
+    return f"seq {start} -> {f.end} {boundary_label(f.end_label)}"
 
 
 def text_report(path, header, result, findings, kinds, listed=(), severity="benign") -> str:
