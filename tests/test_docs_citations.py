@@ -70,6 +70,11 @@ def into_docs(source: Path, target: str, root: Path = REPO) -> bool:
     return resolved == root / "docs" or root / "docs" in resolved.parents
 
 
+# Tracker numbers ("issue" and a number) lead to a tracker the reader may not have;
+# the docs say the same thing and live here.
+TRACKER = re.compile(r"\bissue #?\d+", re.IGNORECASE)
+
+
 def bad_citations(path: Path, text: str, root: Path = REPO) -> list[str]:
     bad = []
     rel = path.relative_to(root)
@@ -77,6 +82,8 @@ def bad_citations(path: Path, text: str, root: Path = REPO) -> list[str]:
         for word in FORBIDDEN:
             if word in line:
                 bad.append(f"{rel}:{n}: {word!r}: {line.strip()}")
+        if TRACKER.search(line):
+            bad.append(f"{rel}:{n}: a tracker issue number (name the doc instead): {line.strip()}")
         if SECTION in line:
             rest = line
             for m in LINK.finditer(line):
@@ -128,6 +135,7 @@ def test_the_guard_sees_what_it_must_refuse(tmp_path):
     readme = tmp_path / "README.md"
     assert bad_citations(readme, f"[{SECTION}5](docs/MODEL.md#hazards)", tmp_path) == []
     assert len(bad_citations(readme, f"[{SECTION}5](MODEL.md#hazards)", tmp_path)) == 1
+    assert len(bad_citations(p, "as issue " + "12 asks; see Issue #" + "7", tmp_path)) == 1
 
 
 def test_no_tracked_file_cites_a_document_outside_the_repository():
