@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import re
 
-from itertools import chain, compress, product, repeat
-from operator import eq, itemgetter
+from itertools import chain, compress, groupby, product, repeat
+from operator import eq, is_not, itemgetter
 
-from tracer.schema import ARG_VALUE_TYPES, F0, FIELD_TYPES, KINDS, PREFIX, PREFIX_TYPES
+from tracer.schema import (ARG_VALUE_TYPES, DOMID_RESERVED, F0, FIELD_ENUMS, FIELD_RANGES, FIELD_TYPES, KINDS,
+                           PREFIX, PREFIX_TYPES, SCHEMA_VERSION, U64_MAX)
 
 _KIND, _SEQ, _FUNC = itemgetter(0), itemgetter(1), itemgetter(4)
 _ARGS = itemgetter(F0)
@@ -74,10 +75,83 @@ def _a(t: type) -> str:
     return name if name == "nil" else ("an " if name[0] in "aeiou" else "a ") + name
 
 
-class EventCheck:
-    """The catalogue rules compiled for one trace's schema (a TraceSchema)."""
+class _Rule:
+    """The value rule of one field of one kind: ``lo <= v <= hi`` (allowed
+    None) or ``v in allowed``; ``optional``: None passes too."""
 
-    def __init__(self, schema) -> None:
+    __slots__ = ("index", "get", "field", "lo", "hi", "allowed", "optional", "expected")
+
+    def __init__(self, index, field, lo=0, hi=0, allowed=None, optional=False, expected=""):
+        self.index, self.get, self.field = index, itemgetter(index), field
+        self.lo, self.hi, self.allowed, self.optional, self.expected = lo, hi, allowed, optional, expected
+
+    def ok(self, v) -> bool:
+        if self.allowed is not None:
+            return v in self.allowed
+        return (self.optional and v is None) or self.lo <= v <= self.hi
+
+    def column_ok(self, events) -> bool:
+        """Every event's value passes: C-level passes over the column."""
+        col = list(map(self.get, events))
+        if self.allowed is not None:
+            return self.allowed.issuperset(col)
+        if self.optional:
+            col = list(compress(col, map(is_not, col, repeat(None))))
+        return not col or (self.lo <= min(col) and max(col) <= self.hi)
+
+
+def _platform_sets(platform) -> tuple:
+    """(IOMMU ids, segments, domids) the header's platform declares; None
+    for what it does not say (a hand-made header without the list).  The
+    header passed platform_problem, so the types are right."""
+    if type(platform) is not dict:
+        return None, None, None
+    iommus, segs, doms = None, None, None
+    units = platform.get("iommus")
+    if units is not None:
+        iommus = frozenset(u["id"] for u in units)
+        if all("segment" in u for u in units):
+            segs = {u["segment"] for u in units}
+            segs.update(int(d["bdf"][:4], 16) for d in platform.get("devices") or ())
+            segs.update(r["segment"] for r in platform.get("rmrrs") or () if "segment" in r)
+            segs = frozenset(segs)
+    if platform.get("domains") is not None:
+        doms = frozenset(chain((row[0] for row in platform["domains"]), DOMID_RESERVED))
+    return iommus, segs, doms
+
+
+def _value_rules(kind, platform_sets, enums: bool) -> list:
+    """The value rules of a kind this build knows (tracer.schema)."""
+    iommus, segs, doms = platform_sets
+    rules = []
+    for i, (field, t) in enumerate(zip(kind.fields, kind.types), F0):
+        opt = t.endswith("?")
+        if enums and (kind.name, field) in FIELD_ENUMS:
+            words = FIELD_ENUMS[(kind.name, field)]
+            rules.append(_Rule(i, field, allowed=frozenset(words), expected="expected one of " + "|".join(words)))
+        elif t == "u64":
+            rules.append(_Rule(i, field, 0, U64_MAX, expected="expected 0..2^64-1"))
+        elif field in FIELD_RANGES:
+            lo, hi = FIELD_RANGES[field]
+            rules.append(_Rule(i, field, lo, hi, optional=opt, expected=f"expected {lo}..{hi:#x}"))
+        elif field == "iommu" and iommus is not None:
+            rules.append(_Rule(i, field, allowed=iommus, expected="not an IOMMU of the header's platform (ids "
+                               + (", ".join(map(str, sorted(iommus))) or "none") + ")"))
+        elif field == "seg" and segs is not None:
+            rules.append(_Rule(i, field, allowed=segs | {None} if opt else segs,
+                               expected="not a segment of the header's platform ("
+                               + ", ".join(f"{s:04x}" for s in sorted(segs)) + ")"))
+        elif t.startswith("dom") and doms is not None:
+            rules.append(_Rule(i, field, allowed=doms | {None} if opt else doms,
+                               expected="not a domain of the header nor a reserved domid"))
+    return rules
+
+
+class EventCheck:
+    """The catalogue rules compiled for one trace's schema (a TraceSchema)
+    and, for the value rules that need one, its header's platform."""
+
+    def __init__(self, schema, platform=None) -> None:
         self.kinds = schema.kinds
         self.nkinds = len(schema.kinds)
         self.nfuncs = len(schema.funcs)
@@ -91,6 +165,17 @@ class EventCheck:
                 self.fields[code] = tuple(zip(ours.fields, (FIELD_TYPES[t] for t in ours.types), ours.types))
                 if ours.name == "call":
                     self.call = code
+        # Value rules per file kind code.  Under a newer schema the closed
+        # sets of words are not enforced (a newer build may add words); the
+        # ranges and the platform's lists still are.
+        sets = _platform_sets(platform)
+        enums = getattr(schema, "version", SCHEMA_VERSION) <= SCHEMA_VERSION
+        self.values: dict[int, list] = {}
+        for code in self.fields:
+            rules = _value_rules(KINDS[schema.to_current[code]], sets, enums)
+            if rules:
+                self.values[code] = rules
+        self._value_kinds = frozenset(self.values)
         # Signatures known good: every exact combination for the known kinds
         # (args may be a list or a tuple), then whatever _signature_problem
         # accepts later (unknown kinds, extra trailing fields).
@@ -120,7 +205,8 @@ class EventCheck:
             kinds = self._types_ok(events, array)
             if kinds is not None and list(map(_SEQ, events)) == list(range(first, first + len(events))):
                 funcs = list(map(_FUNC, events))
-                if 0 <= min(funcs) and max(funcs) < self.nfuncs and self._args_ok(events, kinds, array):
+                if (0 <= min(funcs) and max(funcs) < self.nfuncs and self._args_ok(events, kinds, array)
+                        and self._values_ok(events, kinds)):
                     return None
         except Exception:       # anything odd enough to break a C pass: find it in Python
             pass
@@ -138,8 +224,10 @@ class EventCheck:
         # that seqs are ints; a float code 2.0 is in the code set, the fold
         # checks that codes are ints.
         try:
+            kinds = list(map(_KIND, events))
             if (list(map(_SEQ, events)) == list(range(first, first + len(events)))
-                    and set(map(_KIND, events)) <= self._kind_codes and set(map(_FUNC, events)) <= self._func_codes):
+                    and set(kinds) <= self._kind_codes and set(map(_FUNC, events)) <= self._func_codes
+                    and self._values_ok(events, kinds)):
                 return None
         except Exception:       # anything odd enough to break a C pass: find it in Python
             pass
@@ -175,6 +263,31 @@ class EventCheck:
             if len(self.ok) < _MAX_REMEMBERED:
                 self.ok.add(key)
         return True
+
+    def _values_ok(self, events: list, kinds: list) -> bool:
+        """Every field with a value rule holds an allowed value.  The events
+        with such fields, grouped by kind (one sort in C), then per rule one
+        column and a min/max or subset test: no Python work per event.  A
+        value of the wrong type raises (the caller's slow path names it)."""
+        vk = self._value_kinds
+        if not vk:
+            return True
+        values = self.values
+        for code, group in groupby(sorted(compress(events, map(vk.__contains__, kinds)), key=_KIND), _KIND):
+            group = list(group)
+            for rule in values[code]:
+                if not rule.column_ok(group):
+                    return False
+        return True
+
+    def value_problem(self, ev) -> str | None:
+        """What is wrong with the values of ``ev`` (item types already
+        right), or None."""
+        for rule in self.values.get(ev[0], ()):
+            v = ev[rule.index]
+            if not rule.ok(v):
+                return f"{self.kinds[ev[0]].name} field {rule.field} is {v!r}, {rule.expected}"
+        return None
 
     def _args_ok(self, events: list, kinds: list, array: type) -> bool:
         """call args: arrays of two, a str name and a scalar value."""
@@ -257,7 +370,7 @@ class EventCheck:
                 if type(pair[0]) is not str or type(pair[1]) not in ARG_VALUE_TYPES:
                     return (f"call argument {j} is [{_type_name(pair[0])}, {_type_name(pair[1])}], "
                             "expected [str, int|str|bool|nil]")
-        return None
+        return self.value_problem(ev)
 
 
 # --- the header's platform description -------------------------------------------------
