@@ -345,10 +345,12 @@ class EventCheck:
         per signature and remembered, so cheap for the kinds that repeat."""
         return self._signature_problem((ev[0], tuple(map(type, ev))))
 
-    def problem(self, ev, seq: int, array: type = list, codes: bool = True) -> str | None:
+    def problem(self, ev, seq: int, array: type = list, codes: bool = True, values: bool = True) -> str | None:
         """What is wrong with ``ev`` as the event numbered ``seq`` (None:
         nothing).  codes=False: func codes are not looked up (the fold's
-        caller, the reader, checked them against the trace's own table)."""
+        caller, the reader, checked them against the trace's own table).
+        values=False: only the type rules, the ones the fold applies itself
+        (the reader applies the value rules per chunk on every path)."""
         if type(ev) is not array:
             return f"is {_a(type(ev))}, not an event array"
         try:
@@ -370,7 +372,7 @@ class EventCheck:
                 if type(pair[0]) is not str or type(pair[1]) not in ARG_VALUE_TYPES:
                     return (f"call argument {j} is [{_type_name(pair[0])}, {_type_name(pair[1])}], "
                             "expected [str, int|str|bool|nil]")
-        return self.value_problem(ev)
+        return self.value_problem(ev) if values else None
 
 
 # --- the header's platform description -------------------------------------------------
