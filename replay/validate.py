@@ -44,6 +44,14 @@ _ARG_VALUE_TYPES = frozenset(ARG_VALUE_TYPES)
 _NONE = type(None)
 _PREFIX = tuple(FIELD_TYPES[t] for t in PREFIX_TYPES)
 _MAX_REMEMBERED = 4096      # signatures decided per trace, beyond the catalogue's own
+_MAX_VALUE_KEYS = 1 << 16   # value keys decided per trace (a synth trace of 1e6 events has ~10k)
+_TAIL_LEN = 5               # value rules in the first fields are decided per key
+_TAIL = itemgetter(slice(F0, F0 + _TAIL_LEN))
+# Value rules replay.state.fold applies inline, as it dispatches these kinds
+# (one comparison each there, against a pass of their own here): a folding
+# reader leaves them to the fold.  Only rules that need no platform.
+FOLD_VALUE_RULES = frozenset({("lock", "lock"), ("unlock", "lock"), ("ctx-write", "old_lo"),
+                              ("ctx-write", "old_hi"), ("ctx-write", "new_lo"), ("ctx-write", "new_hi")})
 
 
 class _IntOrNone:
@@ -176,6 +184,24 @@ class EventCheck:
             if rules:
                 self.values[code] = rules
         self._value_kinds = frozenset(self.values)
+        # The kinds a folding reader checks (check_seq): those with a rule
+        # the fold does not apply itself.
+        name = {code: KINDS[schema.to_current[code]].name for code in self.values}
+        self._seq_value_kinds = frozenset(code for code, rules in self.values.items()
+                                          if any((name[code], r.field) not in FOLD_VALUE_RULES for r in rules))
+        self._values_seen: set = set()
+        # Rules past the first _TAIL_LEN fields, per kind: the plain ranges
+        # sharing one (lo, hi) as one multi-column getter, the rest singly.
+        self._wide = []
+        for code, rules in self.values.items():
+            wide = [r for r in rules if r.index - F0 >= _TAIL_LEN]
+            folded = all((name[code], r.field) in FOLD_VALUE_RULES for r in wide)
+            if not wide:
+                continue
+            plain = [r for r in wide if r.allowed is None and not r.optional and (r.lo, r.hi) == (wide[0].lo, wide[0].hi)]
+            get = itemgetter(*(r.index for r in plain)) if len(plain) > 1 else None
+            singles = [r for r in wide if get is None or r not in plain]
+            self._wide.append((code, get, wide[0].lo, wide[0].hi, singles, folded))
         # Signatures known good: every exact combination for the known kinds
         # (args may be a list or a tuple), then whatever _signature_problem
         # accepts later (unknown kinds, extra trailing fields).
@@ -227,7 +253,7 @@ class EventCheck:
             kinds = list(map(_KIND, events))
             if (list(map(_SEQ, events)) == list(range(first, first + len(events)))
                     and set(kinds) <= self._kind_codes and set(map(_FUNC, events)) <= self._func_codes
-                    and self._values_ok(events, kinds)):
+                    and self._values_ok(events, kinds, folding=True)):
                 return None
         except Exception:       # anything odd enough to break a C pass: find it in Python
             pass
@@ -264,20 +290,52 @@ class EventCheck:
                 self.ok.add(key)
         return True
 
-    def _values_ok(self, events: list, kinds: list) -> bool:
-        """Every field with a value rule holds an allowed value.  The events
-        with such fields, grouped by kind (one sort in C), then per rule one
-        column and a min/max or subset test: no Python work per event.  A
-        value of the wrong type raises (the caller's slow path names it)."""
-        vk = self._value_kinds
-        if not vk:
-            return True
-        values = self.values
-        for code, group in groupby(sorted(compress(events, map(vk.__contains__, kinds)), key=_KIND), _KIND):
-            group = list(group)
-            for rule in values[code]:
+    def _values_ok(self, events: list, kinds: list, folding: bool = False) -> bool:
+        """Every field with a value rule holds an allowed value.
+
+        The rules sit almost all in an event's first five fields, and those
+        take few distinct values in a trace (IOMMU, bus, devfn, words,
+        domids, a lock's target ...).  So, like the types, they are decided
+        per key: (kind, first five fields) of every event with rules, one
+        set built in C, and only keys not seen before in this trace are
+        decided in Python.  The rules past the fifth field (ctx-write's
+        128-bit entries, whose values never repeat) are min/max passes over
+        the columns of that kind.  A value of the wrong type raises: the
+        caller's slow path names it.  folding: the events go on to the
+        fold, which applies FOLD_VALUE_RULES itself."""
+        vk = self._seq_value_kinds if folding else self._value_kinds
+        mask = list(map(vk.__contains__, kinds))
+        keys = set(zip(compress(kinds, mask), map(tuple, map(_TAIL, compress(events, mask)))))
+        known = self._values_seen
+        if not keys <= known:
+            for key in keys - known:
+                if not self._tail_ok(key):
+                    return False
+                if len(known) < _MAX_VALUE_KEYS:
+                    known.add(key)
+        for code, get, lo, hi, singles, folded in self._wide:
+            if folding and folded:
+                continue
+            group = list(compress(events, map(eq, kinds, repeat(code))))
+            if not group:
+                continue
+            if get is not None:
+                col = list(chain.from_iterable(map(get, group)))
+                if min(col) < lo or max(col) > hi:
+                    return False
+            for rule in singles:
                 if not rule.column_ok(group):
                     return False
+        return True
+
+    def _tail_ok(self, key) -> bool:
+        code, tail = key
+        for rule in self.values[code]:
+            i = rule.index - F0
+            if i >= _TAIL_LEN:
+                break
+            if i >= len(tail) or not rule.ok(tail[i]):
+                return False
         return True
 
     def value_problem(self, ev) -> str | None:
