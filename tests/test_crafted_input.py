@@ -192,7 +192,7 @@ def test_control_characters_in_names_never_reach_the_terminal(tmp_path, run_cli)
     events = good_events(12)
     events[5] = ev("did-map", 6, 0, 6, 0, 1)                # names domain 1
     events[6] = ev("log", 7, "info", "text with \x1b]0;title\x07 in it")
-    events[7] = ev("op-begin", 8, "assign\x1b[1m", 0x14, 1, 0)
+    events[7] = ev("rollback-begin", 8, -12, "MO14\x1b[1m unmap")   # verbs are a closed set: a free text
     path = tmp_path / "ctl.vtdt"
     write(path, events, header=header)
     for args in (["log"], ["show"], ["show", "--at", "8"], ["check"], ["info"]):
