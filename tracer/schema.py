@@ -30,6 +30,8 @@ Every field has a type (``FIELD_TYPES``: int, u64, dom, str, bool, args, and
 every event of a known kind against them while decoding
 (replay/reader.py), so nothing downstream meets a string where the catalogue
 says int; the header carries only names, so the types are this build's.
+Fields that index state or name a closed set also have value rules (ranges,
+the header platform's IOMMUs, segments and domains, FIELD_ENUMS: see below).
 """
 
 from __future__ import annotations
@@ -126,8 +128,9 @@ _KIND_SPECS: list[tuple[str, tuple[str, ...], str]] = [
      "Bit iommu of the domain's hd->arch.vtd.iommu_bitmap set/cleared."),
     # --- page tables and identity maps -------------------------------------------
     ("pt-alloc", ("domain:dom", "maddr:u64", "what:str"),
-     "Page-table root allocated for domain at maddr; what is pgd (the domain's I/O page tables) "
-     "or quarantine (dom_io's all-scratch read-only tree)."),
+     "Page-table page allocated for domain at maddr; what is pgd (the root of the domain's I/O page tables), "
+     "pt-l3|pt-l2|pt-l1 (a lower level of them), quarantine|quarantine-l3|quarantine-l2|quarantine-l1 "
+     "(dom_io's read-only quarantine tree) or scratch (its scratch page)."),
     ("pt-free", ("domain:dom", "maddr:u64"),
      "The domain's page-table tree at maddr freed (domain destruction)."),
     ("idmap-add", ("domain:dom", "base:u64", "end:u64", "access:str", "refcount:int"),
