@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from conftest import HEADER, REPO, make_events
 from replay.reader import current_schema, open_trace
+from replay.state import BadEvent, ReplayState, fold
 from replay.validate import EventCheck
 from test_crafted_input import chunk_offset, ev, good_events, one_line, run, write
 from tracer import schema as S
@@ -133,7 +134,8 @@ _ODD = (-1, 256, 0x10000, -(1 << 63), 99, 7, 123456, "middle", "zzz", "")
 def test_the_chunk_passes_and_the_event_walk_agree(seed, which, field, value):
     """The vectorised per-chunk rules (fast path, both reader levels) find
     a bad value exactly when the event-by-event walk does, and the walk
-    names the first bad event."""
+    names the first bad event; what the folding level leaves to the fold
+    (FOLD_VALUE_RULES), the fold rejects with the same words."""
     events = make_events(64, seed)
     e = events[which]
     i = S.F0 + field % (len(e) - S.F0)
@@ -142,4 +144,10 @@ def test_the_chunk_passes_and_the_event_walk_agree(seed, which, field, value):
     check = EventCheck(current_schema(), HEADER["platform"])
     walk = check.first_problem(events, 1, list)
     assert check.check(events, 1, list) == walk
-    assert check.check_seq(events, 1, list) == walk
+    seq_says = check.check_seq(events, 1, list)
+    if seq_says is None and walk is not None:
+        with pytest.raises(BadEvent) as exc:
+            fold(ReplayState(), events)
+        assert str(exc.value) == f"event {walk[0] + 1}: {walk[1]}"
+    else:
+        assert seq_says == walk
