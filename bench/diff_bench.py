@@ -1,4 +1,4 @@
-"""Diff figures (issue 7's goals) on two 10^6-event traces that differ in a
+"""Diff figures (the goals in README.md#performance) on two 10^6-event traces that differ in a
 handful of places:
 
 * ``diff, findings cached``: end-to-end ``diff_files`` + text rendering when

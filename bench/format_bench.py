@@ -1,4 +1,4 @@
-"""The trace container against bare msgpack (issue 2's goals, README.md#performance):
+"""The trace container against bare msgpack (the goals in README.md#performance):
 
 * bytes/event of a trace vs a bare positional msgpack stream of the same events;
 * read + CRC + decode (open_trace + iter_chunks) vs msgpack.Unpacker draining

@@ -1,4 +1,4 @@
-"""Hazard analysis figures (issue 5's goal): `check` -- reader decode, the
+"""Hazard analysis figures (the goal in README.md#performance): `check` -- reader decode, the
 state fold and every analyser, i.e. ``replay.hazards.findings_for_trace``
 without the sidecar -- against a raw msgpack Unpacker draining the same
 chunk payloads, on the same `vtdtrace synth` trace (10^6 events by default),

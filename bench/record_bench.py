@@ -1,5 +1,5 @@
 """Recording overhead: the engine driven by `synth` into the trace writer vs
-into a null sink, same workload, same process (issue 4: writer <= 1.5x)."""
+into a null sink, same workload, same process (goal: writer <= 1.5x, README.md#performance)."""
 
 from __future__ import annotations
 

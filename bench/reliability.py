@@ -17,10 +17,14 @@ Method
    intact one and says what a correct tool must do with it:
 
    ``damage``      accidental damage (bit flips, cuts, overwrites, a zeroed
-                   page).  Correct: exit 3 (or 2 when the file no longer
-                   looks like a trace), or the *reference* answer with the
-                   reference exit code when the damage touched nothing the
-                   answer depends on.
+                   page, a bit rotting behind an unchanged size/mtime/inode).
+                   Correct: exit 3 (or 2 when the file no longer looks like a
+                   trace).  Every byte of a trace is under a CRC and every
+                   command but the viewer verifies them all before it
+                   answers, so even an answer that reads nothing damaged
+                   (``show --at`` before the damage) must say exit 3 -- and a
+                   cached intact answer with exit 0 is exactly the silent
+                   failure this class looks for.
    ``invalid``     CRC-valid, well-framed, but with content this build's
                    catalogue forbids (a field of the wrong type, a seq outside
                    its chunk's range, absurd nesting, a malformed platform).
@@ -40,8 +44,9 @@ Method
 3. **Oracle** (``judge``), for every command run:
    * ``internal`` -- "internal error", a traceback, a signal, an exit code
      outside {0, 1, 2, 3}, or more than one error line on stderr;
-   * ``silent``   -- exit 0 or 1 with an answer different from the reference
-     (damage/invalid/cache classes), or raw control characters in text output;
+   * ``silent``   -- exit 0 or 1 on a damaged file; exit 0 or 1 with an answer
+     different from the reference (invalid/cache classes); raw control
+     characters in text output;
    * ``reported`` -- exit 3 (or 2 where accepted);
    * ``same``     -- the reference answer and exit code;
    * ``answered`` -- exit 0/1 on a ``tolerated`` input;
@@ -531,6 +536,7 @@ class MutationClass:
     kind: str          # damage | invalid | tolerated | cache
     make: object
     bases: tuple = ("synth", "s1")
+    keep_identity: bool = False   # damage in place with the mtime put back (bit rot)
 
 
 CLASSES = [
@@ -539,6 +545,7 @@ CLASSES = [
     MutationClass("truncation", "damage", m_truncate),
     MutationClass("overwrite 1-64 bytes", "damage", m_overwrite),
     MutationClass("zeroed 4 KiB page", "damage", m_zero_page, ("synth",)),
+    MutationClass("bit rot (size, mtime, inode kept)", "damage", m_payload_flip, keep_identity=True),
     MutationClass("field of the wrong type", "invalid", m_field_type, ("s1",)),
     MutationClass("event header of the wrong type", "invalid", m_header_field_type, ("s1",)),
     MutationClass("nesting 400-510 deep", "invalid", m_deep_nesting, ("s1",)),
@@ -574,7 +581,7 @@ def judge(cls: MutationClass, cmd: str, got: Run, ref: Run) -> str:
         if cls.kind == "cache":
             return "silent" if ref.code != got.code else "same"
         return "reported"
-    if got.code == ref.code and got.out == ref.out:
+    if cls.kind != "damage" and got.code == ref.code and got.out == ref.out:
         return "same"
     return "silent"
 
@@ -591,6 +598,7 @@ def trial(cls: MutationClass, base: Base, rng: random.Random, folder: str, with_
     _write(folder, REF, base.data)
     if cls.kind == "cache":
         _write(folder, TRACE, base.data)
+        _age(path)
         if cls.make == "repaired":
             damaged = m_payload_flip(rng, base)
             _overwrite_in_place(path, damaged)
@@ -615,8 +623,12 @@ def trial(cls: MutationClass, base: Base, rng: random.Random, folder: str, with_
             return None
         if with_sidecar:
             _write(folder, TRACE, base.data)
+            _age(path)
             _warm(folder, xdg, base)
+            st = os.stat(path)
             _overwrite_in_place(path, data)
+            if cls.keep_identity:
+                os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
         else:
             _write(folder, TRACE, data)
     results = {}
@@ -626,6 +638,14 @@ def trial(cls: MutationClass, base: Base, rng: random.Random, folder: str, with_
         got = run_cli(_argv(argv, base), folder, xdg)
         results[name] = (judge(cls, name, got, base.reference[name]), got)
     return results
+
+
+def _age(path: str) -> None:
+    """An hour-old mtime: a cache built now is bound to the identity without
+    the 'recently written' re-verification, as for any trace that sat on a
+    disk for a while."""
+    old = os.stat(path).st_mtime_ns - 3600 * 10**9
+    os.utime(path, ns=(old, old))
 
 
 def _warm(folder: str, xdg: str, base: Base) -> None:

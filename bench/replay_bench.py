@@ -1,4 +1,4 @@
-"""Replay figures (issue 4's goals): the state fold against a raw msgpack
+"""Replay figures (the goals in README.md#performance): the state fold against a raw msgpack
 Unpacker over the same file, the first open (fold + checkpoints + indexes)
 against one fold pass, the open with a fresh sidecar, seek latency to random
 steps, sidecar size, and peak RSS of the replay process.

@@ -11,11 +11,18 @@ entries in ``root-write`` but domids in ``did-map`` and ``owner-move``.  Hence
 an explicit role per (kind, field); tests/test_cli_info_log.py fails when the
 schema gains a field nobody classified.
 
-JSON conventions: the schema's field names; 64-bit values as "0x%016x"
-strings; domains by scenario name (``dom_io`` for DOMID_IO, null for
-DOMID_INVALID, ``d<N>`` for a domid the header does not name); everything
-else as stored.  Output is ASCII-only with compact separators so the bytes do
-not depend on the locale.
+JSON conventions (shape version ``JSON_SHAPE``, docs/CLI.md#json-shape): the
+schema's field names, except that a requester ID is one string as lspci
+prints it -- ``bdf``, ``sid`` and ``source_id`` become "SSSS:BB:DD.F" (the
+segment from ``seg`` or from the event's IOMMU), a ``bus``+``devfn`` pair (with
+its ``seg``) becomes one ``bdf`` at the pair's place, a lone ``devfn`` becomes
+"DD.F"; 64-bit values as "0x%016x" strings; domains by scenario name (``dom_io``
+for DOMID_IO, null for DOMID_INVALID, ``d<N>`` for a domid the header does not
+name); everything else as stored.  Output is ASCII-only with compact
+separators so the bytes do not depend on the locale.
+
+Text conventions: the same, as ``name=value`` pairs, plus the return value of
+a function that returns a machine address (``ADDRESS_FUNCS``) in hex.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from __future__ import annotations
 import json
 
 from tracer.platform import ERRNO_NAME, fmt_bdf, fmt_rid
-from tracer.schema import DOMID_COW, DOMID_INVALID, DOMID_IDLE, DOMID_IO, DOMID_XEN
+from tracer.schema import ADDRESS_FUNCS, DOMID_COW, DOMID_INVALID, DOMID_IDLE, DOMID_IO, DOMID_XEN, K_RETURN
 
 # Roles
 PLAIN, U64, DOMAIN, LOCK_TARGET, BDF, SID, BUS, DEVFN, SEG, RC, ARGS = (
@@ -48,6 +55,20 @@ ROLE_BY_KIND = {
     ("lock", "target"): LOCK_TARGET, ("unlock", "target"): LOCK_TARGET,
 }
 DOMAIN_LOCKS = frozenset({"mapping_lock", "rcu_domain"})   # their target is a domid
+
+# Version of the JSON shapes of docs/CLI.md (log --jsonl, export jsonl,
+# show/check/diff/info --json).  2: requester IDs as "SSSS:BB:DD.F" strings,
+# diff's hazard_delta.changed and label_only counts.
+JSON_SHAPE = 2
+
+# Call arguments whose meaning depends on the function: struct domain
+# pointers that the engine records as domids (reassign_device_ownership's
+# source/target; `target` is a lock's instance elsewhere).
+ARG_ROLE_BY_FUNC = {
+    ("reassign_device_ownership", "source"): DOMAIN,
+    ("reassign_device_ownership", "target"): DOMAIN,
+}
+ARG_ROLE_BY_NAME = {"source_id": SID}
 
 RESERVED_DOMAINS = {DOMID_IO: "dom_io", DOMID_XEN: "dom_xen", DOMID_COW: "dom_cow", DOMID_IDLE: "idle"}
 _U64_MAX = (1 << 64) - 1
@@ -171,7 +192,7 @@ class EventPresenter:
             return self.funcs[code]
         return json_safe(code)
 
-    def _json_value(self, role, value, ev_fields):
+    def _json_value(self, role, value, ev_fields, func=None):
         if role == U64:
             return hex64(value)
         if role == DOMAIN:
@@ -179,18 +200,54 @@ class EventPresenter:
         if role == LOCK_TARGET and ev_fields.get("lock") in DOMAIN_LOCKS:
             return self.names.domain(value)
         if role == ARGS and type(value) in _SEQ:
-            return [self._json_arg(a) for a in value]
+            return self._json_args(value, func)
+        if role == SID and type(value) is int:
+            return fmt_rid(self.names.segment(ev_fields.get("iommu")), value & 0xFFFF)
+        if role == DEVFN and type(value) is int:
+            return fmt_devfn(value)
         return json_safe(value)
 
-    def _json_arg(self, pair):
-        if type(pair) in _SEQ and len(pair) == 2 and isinstance(pair[0], str):
-            name = pair[0]
-            role = ROLE_BY_NAME.get(name) if name not in AMBIGUOUS_NAMES else None
+    def _json_args(self, pairs, func) -> list:
+        """A call's [name, value] pairs; a requester ID given as seg/bus/devfn
+        (or bus/devfn on an IOMMU) becomes one ["bdf", "SSSS:BB:DD.F"] where
+        its first part was."""
+        named = {p[0]: p[1] for p in pairs if type(p) in _SEQ and len(p) == 2 and isinstance(p[0], str)}
+        merged = type(named.get("bus")) is int and type(named.get("devfn")) is int
+        if merged:
+            seg = named.get("seg")
+            seg = seg if type(seg) is int else self.names.segment(named.get("iommu"))
+            rid = fmt_bdf(seg, named["bus"] & 0xFF, named["devfn"] & 0xFF)
+        out, placed = [], False
+        for pair in pairs:
+            if not (type(pair) in _SEQ and len(pair) == 2 and isinstance(pair[0], str)):
+                out.append(json_safe(pair))
+                continue
+            name, v = pair
+            if merged and name in ("seg", "bus", "devfn"):
+                if not placed:
+                    out.append(["bdf", rid])
+                    placed = True
+                continue
+            role = self._arg_role(func, name)
             if role == U64:
-                return [name, hex64(pair[1])]
-            if role == DOMAIN:
-                return [name, self.names.domain(pair[1])]
-        return json_safe(pair)
+                out.append([name, hex64(v)])
+            elif role == DOMAIN:
+                out.append([name, self.names.domain(v)])
+            elif role == SID and type(v) is int:
+                out.append([name, fmt_rid(self.names.segment(named.get("iommu")), v & 0xFFFF)])
+            elif role == DEVFN and type(v) is int:
+                out.append([name, fmt_devfn(v)])
+            else:
+                out.append(json_safe(pair))
+        return out
+
+    def _arg_role(self, func, name):
+        role = ARG_ROLE_BY_FUNC.get((func, name))
+        if role is None:
+            role = ARG_ROLE_BY_NAME.get(name)
+        if role is None and name not in AMBIGUOUS_NAMES:
+            role = ROLE_BY_NAME.get(name)
+        return role
 
     # -- JSON -----------------------------------------------------------------------
     def to_json(self, ev) -> dict:
@@ -204,8 +261,25 @@ class EventPresenter:
                "func": self.func_name(ev[4]), "label": json_safe(ev[5]), "kind": kind.name}
         values = ev[6:]
         raw = dict(zip(kind.fields, values))
+        func = out["func"]
+        merged = BUS in roles and DEVFN in roles
         for name, role in zip(kind.fields, roles):
-            out[name] = self._json_value(role, raw.get(name), raw)
+            v = raw.get(name)
+            if role == SEG and (BDF in roles or merged):
+                continue                      # inside bdf
+            if role == DEVFN and merged:
+                continue                      # inside bdf
+            if role == BUS and merged:
+                seg = raw.get("seg") if SEG in roles else self.names.segment(raw.get("iommu"))
+                out["bdf"] = self._text_rid(seg, v, raw.get("devfn")) if _all_int(seg, v, raw.get("devfn")) \
+                    else json_safe([v, raw.get("devfn")])
+                continue
+            if role == BDF:
+                seg = raw.get("seg") if SEG in roles else self.names.segment(raw.get("iommu"))
+                out[name] = (fmt_rid(seg, v & 0xFFFF) if _all_int(seg, v)
+                             else None if v is None else json_safe(v))
+                continue
+            out[name] = self._json_value(role, v, raw, func)
         if len(values) > len(kind.fields):
             out["extra"] = json_safe(values[len(kind.fields):])
         return out
@@ -232,6 +306,15 @@ class EventPresenter:
                 continue                      # shown inside bdf=
             if role == BUS and merged_bus:
                 parts.append("bdf=" + self._text_rid(self.names.segment(raw.get("iommu")), v, raw.get("devfn")))
+                continue
+            if role == RC and kind.code == K_RETURN and type(v) is int and v >= 0 \
+                    and self.func_name(ev[4]) in ADDRESS_FUNCS:
+                parts.append(f"rc={v:#x}")    # a machine address, as Xen prints one
+                continue
+            if role == ARGS and type(v) in _SEQ:
+                func = self.func_name(ev[4])
+                named = {a[0]: a[1] for a in v if type(a) in _SEQ and len(a) == 2 and isinstance(a[0], str)}
+                parts.append("args=(" + ", ".join(self._text_arg(a, func, named) for a in v) + ")")
                 continue
             parts.append(f"{safe_text(name)}={self._text_value(role, v, raw, kind.fields)}")
         if len(values) > len(kind.fields):
@@ -265,11 +348,13 @@ class EventPresenter:
             return "(" + ", ".join(self._text_arg(a) for a in v) + ")"
         return text_scalar(v)
 
-    def _text_arg(self, pair) -> str:
+    def _text_arg(self, pair, func=None, named=None) -> str:
         if type(pair) in _SEQ and len(pair) == 2 and isinstance(pair[0], str):
             name, v = pair
-            role = ROLE_BY_NAME.get(name) if name not in AMBIGUOUS_NAMES else None
+            role = self._arg_role(func, name)
             name = safe_text(name)
+            if role == SID and type(v) is int:
+                return f"{name}={fmt_rid(self.names.segment((named or {}).get('iommu')), v & 0xFFFF)}"
             if role == DOMAIN:
                 return f"{name}={self._text_value(DOMAIN, v, {}, ())}"
             if role == U64 and type(v) is int and 0 <= v <= _U64_MAX:
@@ -280,6 +365,16 @@ class EventPresenter:
                 return f"{name}={v:02x}"
             return f"{name}={text_scalar(v)}"
         return text_scalar(pair)
+
+
+def _all_int(*values) -> bool:
+    return all(type(v) is int for v in values)
+
+
+def fmt_devfn(devfn: int) -> str:
+    """A lone devfn as Xen prints one: DD.F."""
+    devfn &= 0xFF
+    return f"{devfn >> 3:02x}.{devfn & 7}"
 
 
 def safe_text(s) -> str:

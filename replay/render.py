@@ -60,6 +60,7 @@ class PlatformView:
                 self.iommus.append({
                     "id": u["id"], "segment": u.get("segment") or 0,
                     "include_all": bool(u.get("include_all")),
+                    "levels": u.get("levels") if isinstance(u.get("levels"), int) else None,
                     "scope": {b for b in (u.get("devices") or ()) if isinstance(b, str)},
                 })
         self.iommus.sort(key=lambda u: u["id"])
@@ -78,6 +79,12 @@ class PlatformView:
             })
         self._by_loc = {d["loc"]: d for d in self.devices}
         self._rids = None
+        # RMRRs: (base, end) -> the devices the firmware lists for the range.
+        self.rmrrs: dict[tuple[int, int], list[str]] = {}
+        for r in plat.get("rmrrs") or ():
+            if isinstance(r, dict) and isinstance(r.get("base"), int) and isinstance(r.get("end"), int):
+                devs = [b for b in (r.get("devices") or ()) if isinstance(b, str)]
+                self.rmrrs.setdefault((r["base"], r["end"]), []).extend(devs)
 
     # --- names ------------------------------------------------------------
 
@@ -178,13 +185,34 @@ class PlatformView:
 
 # --- decoding -------------------------------------------------------------------
 
+def did_slot_owner(st: ReplayState, view: PlatformView, iommu: int, did: int):
+    """The domain domid_map names for DID did: the map is zero-filled, as
+    Xen's MO3 reads it, but a slot that was never used (its bitmap bit clear
+    and nothing ever written to it) belongs to nobody, not to dom0: None."""
+    key = (iommu, did)
+    if key not in st.did_bits and key not in st.did_map:
+        return None
+    return view.domain_name(st.did_map.get(key, 0))
+
+
 def did_owner(st: ReplayState, view: PlatformView, iommu: int, lo: int, hi: int):
-    """The domain the entry's DID belongs to, through the unit's DID map
-    (zero-filled, as Xen's MO3 reads it).  None for an all-zero entry."""
+    """The domain the entry's DID belongs to, through the unit's DID map.
+    None for an all-zero entry and for a never-used DID slot."""
     if not lo & 1 and hi == 0:
         return None
-    did = (hi >> 8) & 0xFFFF
-    return view.domain_name(st.did_map.get((iommu, did), 0))
+    return did_slot_owner(st, view, iommu, (hi >> 8) & 0xFFFF)
+
+
+def slptptr(st: ReplayState, view: PlatformView, lo: int, hi: int) -> dict:
+    """SLPTPTR decoded: the table it points at (bits 63:12 of the low half),
+    whose table that is (a domain's root, or a lower level of it on a unit
+    with fewer levels than the tree) and the levels AW selects (AW 1, 2, 3:
+    3-, 4-, 5-level)."""
+    ptr = lo & PAGE_MASK_4K
+    page = st.pages.get(ptr)
+    aw = hi & 7
+    return {"slptptr": hex64(ptr), "table": page[1] if page else None,
+            "levels": aw + 2 if 1 <= aw <= 3 else None}
 
 
 def pt_owner(st: ReplayState, view: PlatformView, lo: int):
@@ -205,9 +233,35 @@ def _entry(st, view, u, bus, devfn, lo, hi) -> dict:
         "pt_owner": pt_owner(st, view, lo),
         "tt": (lo >> 2) & 3,
         "aw": hi & 7,
+        **slptptr(st, view, lo, hi),
         "lo": hex64(lo),
         "hi": hex64(hi),
     }
+
+
+def page_tables(st: ReplayState, view: PlatformView) -> list[dict]:
+    """Every domain's I/O page-table tree: its root (what SLPTPTR of a
+    4-level unit holds), the levels it has (its table pages other than the
+    quarantine's scratch page) and its pages."""
+    out = []
+    for domid, root in sorted(st.pgd.items()):
+        pages = [what for (d, what) in st.pages.values() if d == domid]
+        out.append({"domain": view.domain_name(domid), "root": hex64(root),
+                    "table": st.pages.get(root, (None, None))[1],
+                    "levels": sum(1 for w in pages if w != "scratch"), "pages": len(pages)})
+    return out
+
+
+def identity_maps(st: ReplayState, view: PlatformView) -> list[dict]:
+    """The identity (1:1) mappings in each domain's tables with their
+    reference counts, and the RMRR devices whose range each one is."""
+    out = []
+    for (domid, base, end), (access, refcount) in sorted(st.idmaps.items(), key=lambda kv: (
+            view.domain_name(kv[0][0]) or "", kv[0][1], kv[0][2])):
+        out.append({"domain": view.domain_name(domid), "base": hex64(base), "end": hex64(end),
+                    "access": access, "refcount": refcount,
+                    "rmrr_devices": list(view.rmrrs.get((base, end), ()))})
+    return out
 
 
 def iommu_ids(st: ReplayState, view: PlatformView) -> list[int]:
@@ -244,7 +298,7 @@ def cache_view(st: ReplayState, view: PlatformView, u: int) -> dict:
     for did, bus, devfn, pt in sorted(caches.stale_iotlb(st, u)):
         page = st.pages.get(pt)
         iotlb.append({
-            "did": did, "did_owner": view.domain_name(st.did_map.get((u, did), 0)),
+            "did": did, "did_owner": did_slot_owner(st, view, u, did),
             "rid": view.rid(u, bus, devfn), "pt": hex64(pt),
             "pt_owner": view.domain_name(page[0]) if page else None,
         })
@@ -257,7 +311,7 @@ def cache_view(st: ReplayState, view: PlatformView, u: int) -> dict:
             page = st.pages.get(pt)
             dev_iotlb.append({
                 "rid": view.rid(u, bus, devfn), "owner": owner, "ats": dev in st.ats,
-                "did": did, "did_owner": view.domain_name(st.did_map.get((u, did), 0)),
+                "did": did, "did_owner": did_slot_owner(st, view, u, did),
                 "pt": hex64(pt), "pt_owner": view.domain_name(page[0]) if page else None,
             })
     return {"context": context, "iotlb": iotlb, "dev_iotlb": dev_iotlb}
@@ -273,6 +327,7 @@ def show_dict(st: ReplayState, view: PlatformView, open_findings=()) -> dict:
                 for (uu, did) in sorted(st.did_bits) if uu == u}
         iommus.append({
             "id": u,
+            "levels": next((x["levels"] for x in view.iommus if x["id"] == u), None),
             "context": context_rows(st, view, u),
             "dids": dids,
             "caches": cache_view(st, view, u),
@@ -287,6 +342,8 @@ def show_dict(st: ReplayState, view: PlatformView, open_findings=()) -> dict:
         "label": st.label,
         "iommus": iommus,
         "devices": devices,
+        "page_tables": page_tables(st, view),
+        "identity_maps": identity_maps(st, view),
         "locks": locks,
         "stacks": stacks,
         "open_findings": list(open_findings),
@@ -297,6 +354,12 @@ def show_dict(st: ReplayState, view: PlatformView, open_findings=()) -> dict:
 
 def _owner(name) -> str:
     return name if name is not None else "-"
+
+
+def _mismatch(e) -> bool:
+    """A present entry (or cached value) whose DID belongs to another domain
+    than its page tables: the state pane's ≠."""
+    return bool(e.get("present")) and e.get("pt_owner") is not None and e.get("did_owner") != e.get("pt_owner")
 
 
 def op_text(st: ReplayState, view: PlatformView) -> str:
@@ -339,18 +402,28 @@ def show_text(st: ReplayState, view: PlatformView, *, count: int | None = None, 
     for u in d["iommus"]:
         on = "translation on" if u["id"] in st.translation else "translation off"
         out.append("")
-        out.append(f"IOMMU {u['id']}  ({on})")
+        levels = f", {u['levels']}-level page tables" if u["levels"] else ""
+        out.append(f"IOMMU {u['id']}  ({on}{levels})")
         out.append("  context entries")
         width = max((len(e["rid"]) for e in u["context"]), default=12)
+        rows = []
         for e in u["context"]:
             if e["present"]:
-                desc = (f"P  did {e['did']:<4} {_owner(e['did_owner']):<8}  pt {_owner(e['pt_owner']):<8}  "
-                        f"tt {e['tt']} ({TT_NAMES[e['tt']]})  aw {e['aw']}")
+                # The TUI's mark: a DID of one domain with another's tables.
+                mism = "≠" if _mismatch(e) else " "
+                levels = f"{e['levels']}-level" if e["levels"] else "reserved"
+                ptr = f"{int(e['slptptr'], 16):#x}" if e["slptptr"].startswith("0x") else e["slptptr"]
+                desc = (f"P  did {e['did']:<4} {_owner(e['did_owner']):<8} {mism} pt {_owner(e['pt_owner']):<8}  "
+                        f"tt {e['tt']} ({TT_NAMES[e['tt']]})  aw {e['aw']} ({levels})  "
+                        f"slptptr {ptr} {_owner(e['table'])}")
             else:
                 desc = "-  not present"
                 if e["did_owner"] is not None or e["pt_owner"] is not None:
                     desc += f" (did {e['did']} {_owner(e['did_owner'])}, pt {_owner(e['pt_owner'])})"
-            out.append(f"    {e['rid']:<{width}}  {desc:<60}  lo {e['lo']} hi {e['hi']}")
+            rows.append((e, desc))
+        pad = max((len(desc) for _, desc in rows), default=0)
+        for e, desc in rows:
+            out.append(f"    {e['rid']:<{width}}  {desc:<{pad}}  lo {e['lo']} hi {e['hi']}")
         if not u["context"]:
             out.append("    (none)")
         dids = ", ".join(f"{k} {_owner(v)}" for k, v in u["dids"].items()) or "none"
@@ -360,7 +433,8 @@ def show_text(st: ReplayState, view: PlatformView, *, count: int | None = None, 
             out.append("  may still be used (not yet invalidated):")
             for e in c["context"]:
                 for v in e["values"]:
-                    state = (f"did {v['did']} {_owner(v['did_owner'])}, pt {_owner(v['pt_owner'])}"
+                    sep = " ≠ " if _mismatch(v) else ", "
+                    state = (f"did {v['did']} {_owner(v['did_owner'])}{sep}pt {_owner(v['pt_owner'])}"
                              if v["present"] else "not present")
                     out.append(f"    context {e['rid']}: {state}  lo {v['lo']} hi {v['hi']}")
             for t in c["iotlb"]:
@@ -373,6 +447,21 @@ def show_text(st: ReplayState, view: PlatformView, *, count: int | None = None, 
     out.append("")
     devs = ", ".join(f"{x['bdf']} {_owner(x['owner'])}" for x in d["devices"]) or "none"
     out.append(f"devices: {devs}")
+    if d["page_tables"]:
+        out.append("page tables:")
+        for t in d["page_tables"]:
+            out.append(f"  {_owner(t['domain']):<10} root {t['root']} ({_owner(t['table'])}), "
+                       f"{t['levels']} levels, {t['pages']} pages")
+    else:
+        out.append("page tables: none")
+    if d["identity_maps"]:
+        out.append("identity maps:")
+        for m in d["identity_maps"]:
+            rmrr = (" RMRR of " + ", ".join(m["rmrr_devices"])) if m["rmrr_devices"] else ""
+            out.append(f"  {_owner(m['domain']):<10} [{m['base']}, {m['end']}] {_owner(m['access'])} "
+                       f"refcount {m['refcount']}{rmrr}")
+    else:
+        out.append("identity maps: none")
     locks = ", ".join(f"{x['lock']} (cpu {x['cpu']})" for x in d["locks"]) or "none held"
     out.append(f"locks: {locks}")
     for cpu, frames in d["stacks"].items():

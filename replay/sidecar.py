@@ -18,6 +18,12 @@ a cached answer from ever outvoting the trace:
    modified within ~2 s of being verified may not show it in its mtime (file
    system clocks are coarse), so such an identity is recorded as *racy* and
    verified again at the next open, as git does for its index.
+   The identity shortcut cannot see a bit that rots on disk (size, mtime and
+   inode stay), so a process that gives one-shot answers -- every command
+   but ``view`` -- calls ``always_verify()``: its opens CRC-verify the whole
+   trace against the recorded content before any entry is used (one CRC pass,
+   a few hundredths of a fold); the viewer keeps its O(1) open and relies on
+   the per-chunk check of every chunk it reads.
 2. **Every entry checksummed.**  Each TOC entry carries the CRC-32 of its
    bytes; an entry longer than ``BLOCK`` also has a table of per-block CRCs,
    so a slice (one checkpoint out of megabytes) is verified by reading only
@@ -158,6 +164,20 @@ def scan_content(path) -> Content | None:
             return content_of(t)
     except (NotATrace, OSError):
         return None
+
+
+_ALWAYS_VERIFY = False
+
+
+def always_verify(on: bool = True) -> None:
+    """Never trust a sidecar on the trace's identity alone in this process:
+    verify the trace's content at every open (see the module docstring)."""
+    global _ALWAYS_VERIFY
+    _ALWAYS_VERIFY = on
+
+
+def _identity_suffices(recorded: TraceIdentity, identity: TraceIdentity, racy: bool) -> bool:
+    return recorded == identity and not racy and not _ALWAYS_VERIFY
 
 
 def is_racy(identity: TraceIdentity) -> bool:
@@ -391,7 +411,7 @@ class Sidecar:
         if trust is None or self.identity is None:
             return
         recorded = TraceIdentity(*trust["id"])
-        if recorded == self.identity and not trust["racy"]:
+        if _identity_suffices(recorded, self.identity, trust["racy"]):
             self.trusted = True
             return
         content = scan_content(self.trace_path)
@@ -401,7 +421,7 @@ class Sidecar:
         self.trusted = True
         # The same bytes under a new identity (a copy, a touch) or no longer
         # racy: record it so that the next open is O(1) again.  Best effort.
-        if self.writable and (recorded != self.identity or not is_racy(self.identity)):
+        if self.writable and (recorded != self.identity or (trust["racy"] and not is_racy(self.identity))):
             try:
                 self.lock()
                 if self.trusted:
@@ -429,7 +449,7 @@ class Sidecar:
         t = self._trust
         if t is None or self.identity is None:
             return False
-        if TraceIdentity(*t["id"]) == self.identity and not t["racy"]:
+        if _identity_suffices(TraceIdentity(*t["id"]), self.identity, t["racy"]):
             return True
         if verified is not None and _plain(verified) == _plain(t):
             return True

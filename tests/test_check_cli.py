@@ -79,7 +79,8 @@ def test_golden_output(run_cli, golden, args, code):
 def test_json_contract(run_cli):
     r = run_cli("check", "traces/s1-usb-rmrr.direct-nocx16.vtdt", "--json")
     doc = json.loads(r.stdout)
-    assert list(doc) == ["trace", "engine", "events", "complete", "findings", "counts"]
+    assert list(doc) == ["shape_version", "trace", "engine", "events", "complete", "findings", "counts"]
+    assert doc["shape_version"] == 2
     assert doc["trace"] == "traces/s1-usb-rmrr.direct-nocx16.vtdt"
     assert doc["engine"]["name"] == "direct" and doc["engine"]["cx16"] is False
     assert doc["complete"] is True and doc["events"] > 0

@@ -73,7 +73,7 @@ def test_info_text(capsys, trace):
     assert fields["format"].startswith(f"vtdtrace {S.FORMAT_MAJOR}.{S.FORMAT_MINOR}, schema {S.SCHEMA_VERSION}")
     assert fields["engine"].startswith("direct ") and "xen_commit=d67a72c655" in fields["engine"]
     assert fields["scenario"] == "unit (unit.toml): test"
-    assert fields["platform"] == "2 IOMMUs, 1 device, 0 RMRRs, 3 domains (dom0=0 hw, guest=1, dom_io=32753)"
+    assert fields["platform"] == "2 IOMMUs, 1 device, 0 RMRRs, 3 domains (dom0=0 hw, guest=1, dom_io=0x7ff1)"
     assert fields["events"] == f"12 (seq 1..12) in 3 chunks, {trace.stat().st_size} bytes"
     assert fields["integrity"] == "ok"
 
@@ -82,7 +82,7 @@ def test_info_json(capsys, trace):
     code, out, err = cli(capsys, "info", trace, "--json")
     assert code == 0 and err == ""
     doc = json.loads(out)
-    assert list(doc) == ["trace", "format", "schema_version", "tool", "tool_version", "engine", "scenario",
+    assert doc["shape_version"] == 2 and list(doc) == ["shape_version", "trace", "format", "schema_version", "tool", "tool_version", "engine", "scenario",
                          "platform", "created", "events", "chunks", "bytes", "complete", "integrity", "stop"]
     assert doc["events"] == 12 and doc["chunks"] == 3 and doc["complete"] is True
     assert doc["integrity"] == "ok" and doc["stop"] is None and doc["created"] is None
@@ -153,12 +153,15 @@ def test_log_jsonl_schema_names_hex_and_domain_names(capsys, trace):
     assert len(objs) == 12
     for obj, ev in zip(objs, handmade()):
         kind = S.KINDS[ev[0]]
-        assert list(obj) == ["seq", "cpu", "op", "func", "label", "kind", *kind.fields]
+        # shape 2: a requester ID is one "SSSS:BB:DD.F" string (seg/bus/devfn merged into bdf)
+        merged = [f for f in kind.fields if f not in ("seg", "devfn")]
+        merged = ["bdf" if f == "bus" and "devfn" in kind.fields else f for f in merged]
+        assert list(obj) == ["seq", "cpu", "op", "func", "label", "kind", *merged]
         assert obj["seq"] == ev[1] and obj["kind"] == kind.name
     assert objs[0] == {"seq": 1, "cpu": 0, "op": 1, "func": "", "label": "", "kind": "op-begin",
-                       "verb": "assign", "bdf": 0xA0, "domain": "guest", "seg": 0}
-    assert objs[1]["args"] == [["domain", "guest"], ["iommu", 0], ["bus", 0], ["devfn", 160]]
-    assert objs[2]["new_lo"] == "0x0000000100007001" and objs[2]["devfn"] == 0xA0
+                       "verb": "assign", "bdf": "0000:00:14.0", "domain": "guest"}
+    assert objs[1]["args"] == [["domain", "guest"], ["iommu", 0], ["bdf", "0000:00:14.0"]]
+    assert objs[2]["new_lo"] == "0x0000000100007001" and objs[2]["bdf"] == "0000:00:14.0"
     assert all(HEX64.match(objs[2][f]) for f in ("old_lo", "old_hi", "new_lo", "new_hi"))
     assert objs[5]["old"] is None and objs[5]["new"] == "guest"          # DOMID_INVALID -> null
     assert (objs[6]["old"], objs[6]["new"]) == ("dom0", "guest")
@@ -242,8 +245,14 @@ def test_rid_filter(capsys, trace):
     assert code == 0 and _seqs(out) == [1, 2, 3, 5, 7]
     assert _seqs(cli(capsys, "log", trace, "--jsonl", "--rid", "0001:00:14.0")[1]) == [4]
     assert _seqs(cli(capsys, "log", trace, "--jsonl", "--rid", "0000:00:14.0", "--kind", "ctx-write")[1]) == [3]
-    code, _, err = cli(capsys, "log", trace, "--rid", "00:14.0")
+    # BB:DD.F is accepted, segment 0 implied (Xen's notation); a bare DD.F is not a BDF
+    code, short, _ = cli(capsys, "log", trace, "--jsonl", "--rid", "00:14.0")
+    assert code == 0 and _seqs(short) == [1, 2, 3, 5, 7]
+    code, _, err = cli(capsys, "log", trace, "--rid", "14.0")
     assert code == 2 and err.count("\n") == 1 and "--rid" in err
+    # the segment of the event's IOMMU is in the JSON requester ID (shape 2)
+    seg1 = json.loads(cli(capsys, "log", trace, "--jsonl", "--rid", "0001:00:14.0")[1])
+    assert seg1["bdf"] == "0001:00:14.0" and "devfn" not in seg1
 
 
 def test_log_on_a_damaged_trace_prints_the_readable_part_then_exits_3(capsys, big, tmp_path):

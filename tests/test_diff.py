@@ -92,7 +92,9 @@ def test_golden_text_and_json(name, a, b, code):
     r, doc = _diff_json(a, b)
     assert r.returncode == code
     golden(name + ".json", json.dumps(doc, indent=1, sort_keys=False) + "\n")
-    assert list(doc)[:6] == ["equivalent", "header_diff", "first_divergence", "ops", "state_diff", "hazard_delta"]
+    assert list(doc)[:7] == ["shape_version", "equivalent", "header_diff", "first_divergence", "ops", "state_diff",
+                             "hazard_delta"]
+    assert doc["shape_version"] == 2
     assert doc["equivalent"] is (code == 0)
     assert set(doc["hazard_delta"]) >= {"only_a", "only_b"}
 

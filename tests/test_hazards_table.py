@@ -3,7 +3,7 @@ legacy (V1), direct with cmpxchg16b, direct without -- against the findings
 docs/MODEL.md#hazards and the scenario files predict: exact kinds, severities, devices,
 requester IDs and the Xen step labels at both ends of every window.
 
-The decisive rows of issue 5 are checked down to the events themselves:
+The decisive rows are checked down to the events themselves:
 S1 legacy opens an rmrr-disconnect on 00:14.0 at the UO3 store that clears
 P and closes it at the PM5 store that sets it, once on the way to the guest
 and once on the way back; S1 direct with cx16 has neither an

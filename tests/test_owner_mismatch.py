@@ -1,4 +1,4 @@
-"""owner-mismatch (issue 12, case 1): a device whose DMA translates for
+"""owner-mismatch (docs/HAZARDS.md): a device whose DMA translates for
 another domain than its owner.
 
 * Property, both ways: on random scenarios under every engine variant, at

@@ -141,7 +141,9 @@ def test_show_json_has_the_contract_shape(trace, capsys):
         rc, out, _ = cli(capsys, "show", path, "--at", n, "--json")
         assert rc == 0
         doc = json.loads(out)
-        assert list(doc) == ["seq", "op", "label", "iommus", "devices", "locks", "stacks", "open_findings"]
+        assert list(doc) == ["shape_version", "seq", "op", "label", "iommus", "devices", "page_tables",
+                             "identity_maps", "locks", "stacks", "open_findings"]
+        assert doc["shape_version"] == 2
         assert doc["seq"] == n
         for f in doc["open_findings"]:      # check --json finding objects, open at n
             assert list(f) == ["kind", "severity", "device", "rid", "iommu", "start", "end", "open_at_end",
@@ -150,14 +152,23 @@ def test_show_json_has_the_contract_shape(trace, capsys):
         if n == 0:
             assert doc["op"] is None and doc["devices"] == [] and doc["locks"] == []
         for u in doc["iommus"]:
-            assert list(u) == ["id", "context", "dids", "caches"]
+            assert list(u) == ["id", "levels", "context", "dids", "caches"]
+            assert u["levels"] == next(x["levels"] for x in header["platform"]["iommus"] if x["id"] == u["id"])
             assert set(u["caches"]) == {"context", "iotlb", "dev_iotlb"}
             for e in u["context"]:
-                assert list(e) == ["rid", "present", "did", "did_owner", "pt_owner", "tt", "aw", "lo", "hi"]
+                assert list(e) == ["rid", "present", "did", "did_owner", "pt_owner", "tt", "aw",
+                                   "slptptr", "table", "levels", "lo", "hi"]
                 assert RID_RE.match(e["rid"]) and U64_RE.match(e["lo"]) and U64_RE.match(e["hi"])
+                assert U64_RE.match(e["slptptr"]) and int(e["slptptr"], 16) == int(e["lo"], 16) & ~0xFFF
+                assert e["levels"] == ((int(e["hi"], 16) & 7) + 2 if 1 <= int(e["hi"], 16) & 7 <= 3 else None)
             assert all(k.isdigit() for k in u["dids"])
         for d in doc["devices"]:
             assert list(d) == ["bdf", "owner"] and RID_RE.match(d["bdf"])
+        for t in doc["page_tables"]:
+            assert list(t) == ["domain", "root", "table", "levels", "pages"] and U64_RE.match(t["root"])
+        for m in doc["identity_maps"]:
+            assert list(m) == ["domain", "base", "end", "access", "refcount", "rmrr_devices"]
+            assert all(RID_RE.match(b) for b in m["rmrr_devices"])
         for lk in doc["locks"]:
             assert list(lk) == ["lock", "cpu"]
     # Every requester ID of a declared device is listed, present or not -- at step 0 too.

@@ -156,6 +156,29 @@ def test_damage_behind_an_identical_identity_is_found_when_read(trace, tmp_path,
     assert rc == 3 and f"last good seq {first_bad - 1}" in err
 
 
+def test_bit_rot_behind_an_unchanged_identity_never_gets_a_cached_answer(trace, tmp_path, run_cli):
+    """A bit that rots on disk keeps size, mtime and inode.  The one-shot
+    commands verify the content before any cached answer (exit 3, as with
+    no sidecar at all); only the viewer trusts the identity, and it finds
+    the damage in the chunk it reads."""
+    for args in (("show",), ("check", "--json"), ("show", "--at", 2500)):
+        assert run_cli(*args, trace).returncode in (0, 1)           # caches built, not racy
+    assert Path(sidecar.beside_path(trace)).exists()
+    flip(trace, keep_mtime=True)
+    nocache = tmp_path / "nocache"
+    nocache.mkdir()
+    ref = nocache / "r.vtdt"
+    shutil.copyfile(trace, ref)
+    want = run_cli("check", "--json", "--no-cache", ref)
+    assert want.returncode == 3
+    for args in (("show",), ("show", "--json"), ("check", "--json"), ("export", "--format", "jsonl")):
+        r = run_cli(*args, trace)
+        assert r.returncode == 3 and "checksum" in r.stderr, (args, r.returncode, r.stderr)
+    got = run_cli("check", "--json", trace)
+    assert json.loads(got.stdout)["findings"] == json.loads(want.stdout)["findings"]
+    assert run_cli("diff", trace, ref).returncode == 3
+
+
 # --- defect 2: every entry checksummed ----------------------------------------------------------
 
 def _entry_span(path, key):

@@ -1,4 +1,4 @@
-"""The side-by-side diff view, `vtdtrace view A B` (issue 7).
+"""The side-by-side diff view, `vtdtrace view A B` (docs/TUI.md).
 
 The model (tui/diff_model.py) is tested on the real S1 reports: the rule
 each move follows, for every row and every event, not a few hand-picked

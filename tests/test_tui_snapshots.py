@@ -33,7 +33,7 @@ def _at_hazard(snap_compare, tmp_path, size, *keys, name=None):
     return ok
 
 
-# The layout at the three sizes a Xen developer works at (issue 17): stacked
+# The layout at the three sizes a Xen developer works at: stacked
 # at 80 and 120 columns, side by side at 200.
 def test_main_screen_at_a_hazard(snap_compare, tmp_path):
     assert _at_hazard(snap_compare, tmp_path, (80, 24))

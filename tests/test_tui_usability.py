@@ -1,5 +1,5 @@
-"""Pilot tests of the trace view as a Xen developer uses it (issue 17, items
-1-11): layout by what fits, readable function names, maximised panes, the
+"""Pilot tests of the trace view as a Xen developer uses it (docs/TUI.md):
+layout by what fits, readable function names, maximised panes, the
 findings list, search, the status line, footer and title, live resize, the
 RMRR marks, the timeline's density and zoom, one meaning per symbol.
 

@@ -49,11 +49,16 @@ ILK_CPT_WLAN = _intel_ids(0x0087, 0x0089, 0x0082, 0x0085, 0x008F, 0x0090, 0x0091
 _BDF_RE = re.compile(r"^([0-9a-fA-F]{4}):([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])$")
 
 
-def parse_bdf(text: str) -> tuple[int, int, int]:
-    """'SSSS:BB:DD.F' -> (seg, bus, devfn); ValueError when malformed."""
+def parse_bdf(text: str, *, short_ok: bool = False) -> tuple[int, int, int]:
+    """'SSSS:BB:DD.F' -> (seg, bus, devfn); ValueError when malformed.
+    short_ok: 'BB:DD.F' too, segment 0 implied (as lspci prints a device of
+    segment 0) -- for BDFs a user types; files keep the full form."""
+    if short_ok and isinstance(text, str) and text.count(":") == 1:
+        text = "0000:" + text
     m = _BDF_RE.match(text) if isinstance(text, str) else None
     if not m:
-        raise ValueError(f"expected a BDF like 0000:00:14.0, got {text!r}")
+        like = "0000:00:14.0 or 00:14.0" if short_ok else "0000:00:14.0"
+        raise ValueError(f"expected a BDF like {like}, got {text!r}")
     seg, bus, dev = (int(m.group(i), 16) for i in (1, 2, 3))
     fn = int(m.group(4))
     if dev > 0x1F:

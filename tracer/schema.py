@@ -235,6 +235,13 @@ FUNCS: tuple[str, ...] = (
 )
 FUNC_CODE: dict[str, int] = {name: i for i, name in enumerate(FUNCS)}
 
+# The functions among FUNCS whose return value is a machine address, not an
+# error code: bus_to_context_maddr (the bus's context table) and
+# domain_pgd_maddr (the root SLPTPTR gets; 0 when allocation failed).
+# Readers print their rc in hex; tests/test_xen_notation.py checks that no
+# other function returns a value in the engine's page-frame range.
+ADDRESS_FUNCS = frozenset({"bus_to_context_maddr", "domain_pgd_maddr"})
+
 # Xen domid constants (public/xen.h).
 DOMID_FIRST_RESERVED = 0x7FF0
 DOMID_SELF = 0x7FF0

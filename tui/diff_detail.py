@@ -23,6 +23,7 @@ RUN_BACK = 4096          # events walked back to find the op-begin of a row in a
 STATE_SHOWN = 12
 HAZARDS_SHOWN = 6
 HEADER_SHOWN = 6
+RID_PARTS = ("seg", "bus", "devfn")
 
 
 def _field_value(pres, ev, name: str) -> str:
@@ -32,12 +33,14 @@ def _field_value(pres, ev, name: str) -> str:
     d = pres.to_json(ev)
     if name.startswith("args."):
         arg = name[5:]
-        for pair in d.get("args") or ():
-            if isinstance(pair, list) and len(pair) == 2 and pair[0] == arg:
-                return text_scalar(pair[1])
-        return "-"
+        pairs = {p[0]: p[1] for p in d.get("args") or () if isinstance(p, list) and len(p) == 2}
+        if arg not in pairs and arg in RID_PARTS:
+            arg = "bdf"               # seg/bus/devfn are one requester ID in the JSON form
+        return text_scalar(pairs[arg]) if arg in pairs else "-"
     if name == "event":
         return event_line(pres, ev)
+    if name not in d and name in RID_PARTS:
+        name = "bdf"
     return text_scalar(d.get(name))
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import OrderedDict
+from vtdtrace.positions import decimal
 
 SIDES = ("a", "b")
 OTHER = {"a": "b", "b": "a"}
@@ -297,12 +298,15 @@ class DiffModel:
         here = self.seq_at(self.active)
         if t in ("end", "$"):
             return count
+        # The command line's position rule (vtdtrace.positions), a sign
+        # making it relative.
+        sign, digits = (t[0], t[1:].strip()) if t[:1] in "+-" else ("", t)
         try:
-            if t.startswith(("+", "-")):
-                return max(1, min(here + int(t), count))
-            n = int(t)
-        except ValueError:
-            raise ValueError(f"not a step: {text!r} (a number, +N, -N or end)") from None
+            n = decimal(digits)
+        except ValueError as exc:
+            raise ValueError(f"not a step: {exc} (a number, +N, -N or end)") from None
+        if sign:
+            return max(1, min(here + (n if sign == "+" else -n), count))
         if not 1 <= n <= count:
             raise ValueError(f"step {n} is outside 1..{count} of {self.active.upper()}")
         return n

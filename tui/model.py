@@ -40,6 +40,7 @@ from replay import render
 from replay.jsonout import EventPresenter, RidFilter
 from replay.reader import open_trace
 from tracer import schema as S
+from vtdtrace.positions import decimal
 
 SEQ_TYPECODE = "Q"
 STEP_VIEWS = 16
@@ -703,13 +704,17 @@ class TraceModel:
             if seq is None:
                 raise ValueError(f"no operation {want} in the readable trace")
             return seq
-        m = re.fullmatch(r"([+-]?)\s*(\d+)", t.replace("_", "").replace(",", ""))
-        if not m:
-            raise ValueError(f"not a step: {text!r} (try 200, +10, -5, op 1, end)")
-        n = int(m.group(2))
-        if m.group(1) == "+":
+        # The command line's position rule (vtdtrace.positions): decimal
+        # digits, leading zeros allowed; no hex, no 1_0.  A sign makes the
+        # step relative to the cursor.
+        sign, digits = (t[0], t[1:].strip()) if t[:1] in "+-" and t else ("", t)
+        try:
+            n = decimal(digits)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (try 200, +10, -5, op 1, end)") from None
+        if sign == "+":
             n = self.cursor + n
-        elif m.group(1) == "-":
+        elif sign == "-":
             n = self.cursor - n
         if not 0 <= n <= self.count:
             raise ValueError(f"step {n} is outside 0..{self.count}")

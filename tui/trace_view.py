@@ -2,7 +2,7 @@
 list, the detail panes (state, call stack, findings) and the hazard timeline.
 
 The app holds one ``TraceView`` per open trace; the side-by-side diff view
-(issue 7) puts two of them next to each other and drives both cursors from
+puts two of them next to each other and drives both cursors from
 the alignment, which is why everything about one trace lives here and the
 app only routes keys and messages.
 

@@ -24,13 +24,23 @@ from __future__ import annotations
 import argparse
 
 
-def _decimal(text: str, noun: str, first: int) -> int:
+def decimal(text: str, noun: str = "step", first: int = 0) -> int:
+    """The position rule itself, for every caller (the CLI's options and the
+    viewer's go-to prompt): decimal digits, leading zeros allowed; ValueError
+    with the one-line reason otherwise."""
     if text.isascii() and text.isdigit():
         return int(text, 10)
     if text[:1] == "-" and text[1:].isascii() and text[1:].isdigit():
-        raise argparse.ArgumentTypeError(f"{noun}s start at {first}, got {text}")
+        raise ValueError(f"{noun}s start at {first}, got {text}")
     hint = " (positions are decimal, as log prints them)" if text.lower().startswith("0x") else ""
-    raise argparse.ArgumentTypeError(f"expected a decimal {noun} number, got {text!r}{hint}")
+    raise ValueError(f"expected a decimal {noun} number, got {text!r}{hint}")
+
+
+def _decimal(text: str, noun: str, first: int) -> int:
+    try:
+        return decimal(text, noun, first)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def event_seq(text: str) -> int:

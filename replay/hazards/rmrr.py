@@ -194,7 +194,9 @@ class RmrrAnalyser(Analyser):
         ctx = self.ctx
         dev = w.info["dev"]
         own = w.rid == dev.bdf
-        who = f"{w.rid}" if own else f"{w.rid} (requester ID used by {dev.bdf})"
+        # The requester ID is the device's own: name the device once.
+        who = (f"RMRR device {dev.bdf} ({ranges_str(dev.rmrrs)})" if own else
+               f"{w.rid}, a requester ID of RMRR device {dev.bdf} ({ranges_str(dev.rmrrs)}),")
         if w.wkey[0] == "a1":
             what = "has a non-present context entry, so its DMA to the RMRR faults"
             tag = "a1"
@@ -213,7 +215,6 @@ class RmrrAnalyser(Analyser):
             tag = "a2"
         persistent = w.info.get("persistent")
         tail = f"; still open when op {persistent} returned (a3)" if persistent is not None else ""
-        detail = (f"IOMMU {w.iommu}: {who} of RMRR device {dev.bdf} ({ranges_str(dev.rmrrs)}) "
-                  f"{what} ({tag}){tail}")
+        detail = f"IOMMU {w.iommu}: {who} {what} ({tag}){tail}"
         return Finding("rmrr-disconnect", HAZARD, w.device, w.rid, w.iommu, w.start, end,
                        w.start_label, end_label, detail)

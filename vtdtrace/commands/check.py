@@ -73,7 +73,7 @@ def parse_kinds(values):
 def run(args) -> int:
     """Broken pipes and internal errors are the front door's (vtdtrace.cli.run_command)."""
     from replay.hazards import HAZARD, SEVERITY_RANK, counts, findings_for_trace
-    from replay.jsonout import dumps, json_safe
+    from replay.jsonout import JSON_SHAPE, dumps, json_safe
     from replay.reader import NotATrace
 
     try:
@@ -90,6 +90,7 @@ def run(args) -> int:
     header = result.header if isinstance(result.header, dict) else {}
     if args.json:
         doc = {
+            "shape_version": JSON_SHAPE,
             "trace": args.trace,
             "engine": json_safe(header.get("engine")),
             "events": result.events,

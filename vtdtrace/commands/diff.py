@@ -46,7 +46,7 @@ def run(args) -> int:
 
 def _run(args) -> int:
     from replay.diff import DiffInputError, diff_files, render_text
-    from replay.jsonout import dumps
+    from replay.jsonout import JSON_SHAPE, dumps
 
     try:
         report = diff_files(args.a, args.b)
@@ -54,7 +54,7 @@ def _run(args) -> int:
         return fail(exc.path, exc.message)
     out = sys.stdout
     if args.json:
-        out.write(dumps(report.to_json()) + "\n")
+        out.write(dumps({"shape_version": JSON_SHAPE, **report.to_json()}) + "\n")
     else:
         out.write(render_text(report, hide_label_only=args.hide_label_only))
     out.flush()

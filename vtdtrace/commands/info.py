@@ -20,7 +20,7 @@ def add_parser(p) -> None:
 
 
 def run(args) -> int:
-    from replay.jsonout import dumps, json_safe
+    from replay.jsonout import JSON_SHAPE, dumps, json_safe
     from replay.reader import NotATrace, open_trace
 
     try:
@@ -34,6 +34,7 @@ def run(args) -> int:
         if args.json:
             fmt = h.get("format")
             doc = {
+                "shape_version": JSON_SHAPE,
                 "trace": args.trace,
                 "format": json_safe(fmt) if isinstance(fmt, dict) else None,
                 "schema_version": trace.schema.version if trace.format_version else None,
@@ -122,7 +123,9 @@ def _domains(items) -> str:
         if isinstance(d, list) and len(d) >= 2:
             hw = " hw" if len(d) > 2 and d[2] is True else ""
             system = type(d[0]) is int and d[0] >= 0x7FF0
-            doms.append((f"{_s(d[1])}={_s(d[0])}{hw}", system))
+            # Reserved ids as Xen's headers write them (DOMID_IO is 0x7FF1).
+            domid = f"{d[0]:#x}" if system else _s(d[0])
+            doms.append((f"{_s(d[1])}={domid}{hw}", system))
     if len(doms) <= SHOWN_DOMAINS:
         return ", ".join(text for text, _ in doms)
     guests = [text for text, system in doms if not system]

@@ -4,7 +4,7 @@ Events as aligned text columns (seq, cpu, op, func, label, kind, decoded
 args) or one JSON object per line (the same bytes as `export --format
 jsonl`).  --from/--to are inclusive decimal seqs, refused (exit 2) past the
 end of a complete trace, as `show --at` is; --kind is repeatable and takes
-comma-separated lists; --rid SSSS:BB:DD.F keeps the events about that
+comma-separated lists; --rid SSSS:BB:DD.F (or BB:DD.F) keeps the events about that
 requester ID.  A damaged trace prints what is readable, then one line on
 stderr, exit 3.
 """
@@ -27,7 +27,7 @@ def add_parser(p) -> None:
                    help="last event (seq, inclusive; default the last)")
     p.add_argument("--kind", action="append", default=[], metavar="K",
                    help="only these event kinds (repeatable, comma-separated)")
-    p.add_argument("--rid", metavar="RID", help="only events about requester ID SSSS:BB:DD.F")
+    p.add_argument("--rid", metavar="RID", help="only events about requester ID SSSS:BB:DD.F (or BB:DD.F: segment 0)")
     p.add_argument("--jsonl", action="store_true", help="one JSON object per line")
 
 
@@ -41,7 +41,7 @@ def run(args) -> int:
     rid = None
     if args.rid is not None:
         try:
-            rid = parse_bdf(args.rid)
+            rid = parse_bdf(args.rid, short_ok=True)
         except ValueError as exc:
             return fail(None, f"--rid: {exc}")
     try:

@@ -2,9 +2,11 @@
 
 The replayed IOMMU state after event N (default: the last event; 0 = the
 platform before any event): context entries decoded one per line with the
-domains owning their DID and their page tables, DIDs, what the caches may
-still hold, device owners, locks, call stacks and the hazard findings open
-at that step.  --json prints the object of docs/CLI.md#show-json.  Exit 2 for a file that
+domains owning their DID and their page tables (a mismatch marked ≠) and
+SLPTPTR with the table and levels it selects, DIDs, what the caches may
+still hold, device owners, every domain's page-table root, the identity maps
+with their reference counts, locks, call stacks and the hazard findings
+open at that step.  --json prints the object of docs/CLI.md#show-json.  Exit 2 for a file that
 is not a trace or a step beyond the end of a complete trace; 3 for a damaged
 trace, after printing the state of its readable part (for a step beyond it:
 the state after its last readable event).
@@ -57,15 +59,27 @@ def run(args) -> int:
             session.findings = _findings(args.trace, cached=False)
             out = session.show_dict(shown) if args.json else session.show_text(shown)
         if args.json:
+            from replay.jsonout import JSON_SHAPE
+            out = {"shape_version": JSON_SHAPE, **out}
             sys.stdout.write(json.dumps(out, indent=2, ensure_ascii=True) + "\n")
         else:
-            sys.stdout.write(out)
+            sys.stdout.write(_encodable(out))
         sys.stdout.flush()
         if session.stop is not None:
             beyond = (f"; --at {n} is beyond the readable part, shown: the state after event {shown}"
                       if shown < n else "")
             return fail(args.trace, f"damaged: {session.stop.describe()}{beyond}", EXIT_DAMAGED)
     return EXIT_OK
+
+
+def _encodable(text: str) -> str:
+    """The text, with the mismatch mark spelt != where stdout's encoding
+    has no ≠ (a Latin-1 or ASCII terminal): one line, never a traceback."""
+    try:
+        text.encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return text.replace("≠", "!=")
+    return text
 
 
 def _findings(path, cached: bool = True):
