@@ -445,6 +445,42 @@ def m_platform(rng: random.Random, base: Base):
     return _crafted(base, base.events, h)
 
 
+def m_value(rng: random.Random, base: Base):
+    """One index-like field of one event set out of its range, with the
+    right type: an IOMMU or segment the platform lacks, a bus or devfn
+    beyond 0xff, a BDF beyond 0xffff, a negative u64, a word outside a
+    closed set, a domid the header does not name."""
+    from tracer import schema as S
+    from tracer.schema import FIELD_ENUMS, FIELD_RANGES
+    names = [k[0] for k in base.header["schema"]["kinds"]]
+    fields = {n: f for n, f in base.header["schema"]["kinds"]}
+    types = {k.name: dict(zip(k.fields, k.types)) for k in S.KINDS}
+    evs = [list(e) for e in base.events]
+    picks = []
+    for i, e in enumerate(evs):
+        kind = names[e[0]]
+        for j, f in enumerate(fields.get(kind, ()), 6):
+            t = types.get(kind, {}).get(f, "")
+            if j < len(e) and ((kind, f) in FIELD_ENUMS or f in FIELD_RANGES or f in ("iommu", "seg")
+                               or t == "u64" or t.startswith("dom")):
+                picks.append((i, j, kind, f, t))
+    if not picks:
+        return None
+    i, j, kind, f, t = rng.choice(picks)
+    if (kind, f) in FIELD_ENUMS:
+        new = rng.choice(["zzz", "middle", "", "LO"])
+    elif t == "u64":
+        new = -rng.randint(1, 1 << 63)
+    elif f in FIELD_RANGES:
+        new = rng.choice([-1, FIELD_RANGES[f][1] + 1, FIELD_RANGES[f][1] + rng.randint(2, 1 << 20)])
+    elif f in ("iommu", "seg"):
+        new = rng.choice([-1, 99, 0x7777])
+    else:
+        new = rng.choice([123456, -5, 0x7FEF, 65536])
+    evs[i][j] = new
+    return _crafted(base, evs)
+
+
 def m_unknown_kind(rng: random.Random, base: Base):
     """A kind code this build does not know, inserted as a whole event: the
     seqs after it shift, as a newer writer would have numbered them."""
@@ -516,6 +552,7 @@ CLASSES = [
     MutationClass("seq outside its chunk", "invalid", m_seq_range, ("s1",)),
     MutationClass("event cut short", "invalid", m_short_event, ("s1",)),
     MutationClass("malformed platform", "invalid", m_platform, ("s1",)),
+    MutationClass("value out of range", "invalid", m_value, ("s1",)),
     MutationClass("unknown kind", "tolerated", m_unknown_kind, ("s1",)),
     MutationClass("extra trailing fields", "tolerated", m_extra_fields, ("s1",)),
     MutationClass("newer schema version", "tolerated", m_newer_schema, ("s1",)),

@@ -34,8 +34,8 @@ import importlib
 import importlib.util
 import os
 
-FOLD_MODULES = ("tracer.schema", "replay.reader", "replay.state", "replay.caches", "replay.seek",
-                "replay.session")
+FOLD_MODULES = ("tracer.schema", "replay.reader", "replay.validate", "replay.state", "replay.caches",
+                "replay.seek", "replay.session")
 HAZARD_PACKAGES = ("replay.hazards",)
 
 _keys: dict = {}

@@ -529,7 +529,7 @@ def _read_header(trace: Trace) -> int:
         raise _Damage("bad-header", 0, f"header metadata unreadable: {exc}") from None
     trace.header = meta
     trace.schema = schema
-    trace._check = EventCheck(schema)
+    trace._check = EventCheck(schema, meta.get("platform"))
     # Newer writers only append (kinds, trailing fields, functions): read
     # under the same rules, shown raw where this build knows nothing, and
     # say so once (docs/FORMAT.md, "Newer traces").

@@ -340,7 +340,9 @@ def fold(st: ReplayState, events) -> ReplayState:
     words as replay.validate; the reader leaves these to the fold when asked
     to (``Trace.iter_chunks(folded=True)``; it still checks arrays, seqs and
     the kind and func codes), so they cost one test per field here instead
-    of a pass of their own."""
+    of a pass of their own.  Likewise the value rules of the hottest kinds
+    (replay.validate.FOLD_VALUE_RULES: lock names, context entries >= 0);
+    the reader applies the others per chunk."""
     # Locals: attribute and global lookups inside the loop cost more than the
     # work of most handlers.
     K_CALL, K_RETURN, K_LOCK, K_UNLOCK = S.K_CALL, S.K_RETURN, S.K_LOCK, S.K_UNLOCK
@@ -355,6 +357,7 @@ def fold(st: ReplayState, events) -> ReplayState:
     flush_context, flush_iotlb = caches.flush_context, caches.flush_iotlb
     arrays, scalars, none = _ARRAYS, _ARG_VALUES, None
     nkinds = len(S.KINDS)
+    lock_names = _LOCK_NAMES
     ev = None
     try:
         # Branches in order of frequency (synth workload, and the stretches
@@ -391,7 +394,8 @@ def fold(st: ReplayState, events) -> ReplayState:
                         stacks[cpu] = top[0]
             elif k == K_LOCK:
                 key = (ev[6], ev[7])
-                if type(key[0]) is not str or key[1] is not none and type(key[1]) is not int:
+                if (type(key[0]) is not str or key[1] is not none and type(key[1]) is not int
+                        or key[0] not in lock_names):
                     raise _Bad
                 if key in locks:
                     # RCU read-side references nest; spinlocks cannot, but a
@@ -401,7 +405,8 @@ def fold(st: ReplayState, events) -> ReplayState:
                     locks[key] = ev[2]
             elif k == K_UNLOCK:
                 key = (ev[6], ev[7])
-                if type(key[0]) is not str or key[1] is not none and type(key[1]) is not int:
+                if (type(key[0]) is not str or key[1] is not none and type(key[1]) is not int
+                        or key[0] not in lock_names):
                     raise _Bad
                 depth = nest.get(key) if nest else None
                 if depth is None:
@@ -466,6 +471,8 @@ def fold(st: ReplayState, events) -> ReplayState:
                         or type(ev[10]) is not str or type(ev[11]) is not int or type(ev[12]) is not int):
                     # Everything downstream does bit arithmetic on entries.
                     raise _Bad
+                if new[0] < 0 or new[1] < 0 or ev[11] < 0 or ev[12] < 0:
+                    raise _Bad          # u64 (msgpack holds nothing above 2**64-1)
                 old = ctx.get(key, ZERO)
                 ctx[key] = new
                 if coherent:
@@ -529,6 +536,7 @@ class _Bad(Exception):
 
 _ARRAYS = (list, tuple)
 _ARG_VALUES = S.ARG_VALUE_TYPES
+_LOCK_NAMES = frozenset(S.LOCK_NAMES)
 
 
 def set_position(st: ReplayState, ev) -> None:

@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import re
 
-from itertools import chain, compress, product, repeat
-from operator import eq, itemgetter
+from itertools import chain, compress, groupby, product, repeat
+from operator import eq, is_not, itemgetter
 
-from tracer.schema import ARG_VALUE_TYPES, F0, FIELD_TYPES, KINDS, PREFIX, PREFIX_TYPES
+from tracer.schema import (ARG_VALUE_TYPES, DOMID_RESERVED, F0, FIELD_ENUMS, FIELD_RANGES, FIELD_TYPES, KINDS,
+                           PREFIX, PREFIX_TYPES, SCHEMA_VERSION, U64_MAX)
 
 _KIND, _SEQ, _FUNC = itemgetter(0), itemgetter(1), itemgetter(4)
 _ARGS = itemgetter(F0)
@@ -43,6 +44,14 @@ _ARG_VALUE_TYPES = frozenset(ARG_VALUE_TYPES)
 _NONE = type(None)
 _PREFIX = tuple(FIELD_TYPES[t] for t in PREFIX_TYPES)
 _MAX_REMEMBERED = 4096      # signatures decided per trace, beyond the catalogue's own
+_MAX_VALUE_KEYS = 1 << 16   # value keys decided per trace (a synth trace of 1e6 events has ~10k)
+_TAIL_LEN = 5               # value rules in the first fields are decided per key
+_TAIL = itemgetter(slice(F0, F0 + _TAIL_LEN))
+# Value rules replay.state.fold applies inline, as it dispatches these kinds
+# (one comparison each there, against a pass of their own here): a folding
+# reader leaves them to the fold.  Only rules that need no platform.
+FOLD_VALUE_RULES = frozenset({("lock", "lock"), ("unlock", "lock"), ("ctx-write", "old_lo"),
+                              ("ctx-write", "old_hi"), ("ctx-write", "new_lo"), ("ctx-write", "new_hi")})
 
 
 class _IntOrNone:
@@ -74,10 +83,83 @@ def _a(t: type) -> str:
     return name if name == "nil" else ("an " if name[0] in "aeiou" else "a ") + name
 
 
-class EventCheck:
-    """The catalogue rules compiled for one trace's schema (a TraceSchema)."""
+class _Rule:
+    """The value rule of one field of one kind: ``lo <= v <= hi`` (allowed
+    None) or ``v in allowed``; ``optional``: None passes too."""
 
-    def __init__(self, schema) -> None:
+    __slots__ = ("index", "get", "field", "lo", "hi", "allowed", "optional", "expected")
+
+    def __init__(self, index, field, lo=0, hi=0, allowed=None, optional=False, expected=""):
+        self.index, self.get, self.field = index, itemgetter(index), field
+        self.lo, self.hi, self.allowed, self.optional, self.expected = lo, hi, allowed, optional, expected
+
+    def ok(self, v) -> bool:
+        if self.allowed is not None:
+            return v in self.allowed
+        return (self.optional and v is None) or self.lo <= v <= self.hi
+
+    def column_ok(self, events) -> bool:
+        """Every event's value passes: C-level passes over the column."""
+        col = list(map(self.get, events))
+        if self.allowed is not None:
+            return self.allowed.issuperset(col)
+        if self.optional:
+            col = list(compress(col, map(is_not, col, repeat(None))))
+        return not col or (self.lo <= min(col) and max(col) <= self.hi)
+
+
+def _platform_sets(platform) -> tuple:
+    """(IOMMU ids, segments, domids) the header's platform declares; None
+    for what it does not say (a hand-made header without the list).  The
+    header passed platform_problem, so the types are right."""
+    if type(platform) is not dict:
+        return None, None, None
+    iommus, segs, doms = None, None, None
+    units = platform.get("iommus")
+    if units is not None:
+        iommus = frozenset(u["id"] for u in units)
+        if all("segment" in u for u in units):
+            segs = {u["segment"] for u in units}
+            segs.update(int(d["bdf"][:4], 16) for d in platform.get("devices") or ())
+            segs.update(r["segment"] for r in platform.get("rmrrs") or () if "segment" in r)
+            segs = frozenset(segs)
+    if platform.get("domains") is not None:
+        doms = frozenset(chain((row[0] for row in platform["domains"]), DOMID_RESERVED))
+    return iommus, segs, doms
+
+
+def _value_rules(kind, platform_sets, enums: bool) -> list:
+    """The value rules of a kind this build knows (tracer.schema)."""
+    iommus, segs, doms = platform_sets
+    rules = []
+    for i, (field, t) in enumerate(zip(kind.fields, kind.types), F0):
+        opt = t.endswith("?")
+        if enums and (kind.name, field) in FIELD_ENUMS:
+            words = FIELD_ENUMS[(kind.name, field)]
+            rules.append(_Rule(i, field, allowed=frozenset(words), expected="expected one of " + "|".join(words)))
+        elif t == "u64":
+            rules.append(_Rule(i, field, 0, U64_MAX, expected="expected 0..2^64-1"))
+        elif field in FIELD_RANGES:
+            lo, hi = FIELD_RANGES[field]
+            rules.append(_Rule(i, field, lo, hi, optional=opt, expected=f"expected {lo}..{hi:#x}"))
+        elif field == "iommu" and iommus is not None:
+            rules.append(_Rule(i, field, allowed=iommus, expected="not an IOMMU of the header's platform (ids "
+                               + (", ".join(map(str, sorted(iommus))) or "none") + ")"))
+        elif field == "seg" and segs is not None:
+            rules.append(_Rule(i, field, allowed=segs | {None} if opt else segs,
+                               expected="not a segment of the header's platform ("
+                               + ", ".join(f"{s:04x}" for s in sorted(segs)) + ")"))
+        elif t.startswith("dom") and doms is not None:
+            rules.append(_Rule(i, field, allowed=doms | {None} if opt else doms,
+                               expected="not a domain of the header nor a reserved domid"))
+    return rules
+
+
+class EventCheck:
+    """The catalogue rules compiled for one trace's schema (a TraceSchema)
+    and, for the value rules that need one, its header's platform."""
+
+    def __init__(self, schema, platform=None) -> None:
         self.kinds = schema.kinds
         self.nkinds = len(schema.kinds)
         self.nfuncs = len(schema.funcs)
@@ -91,6 +173,35 @@ class EventCheck:
                 self.fields[code] = tuple(zip(ours.fields, (FIELD_TYPES[t] for t in ours.types), ours.types))
                 if ours.name == "call":
                     self.call = code
+        # Value rules per file kind code.  Under a newer schema the closed
+        # sets of words are not enforced (a newer build may add words); the
+        # ranges and the platform's lists still are.
+        sets = _platform_sets(platform)
+        enums = getattr(schema, "version", SCHEMA_VERSION) <= SCHEMA_VERSION
+        self.values: dict[int, list] = {}
+        for code in self.fields:
+            rules = _value_rules(KINDS[schema.to_current[code]], sets, enums)
+            if rules:
+                self.values[code] = rules
+        self._value_kinds = frozenset(self.values)
+        # The kinds a folding reader checks (check_seq): those with a rule
+        # the fold does not apply itself.
+        name = {code: KINDS[schema.to_current[code]].name for code in self.values}
+        self._seq_value_kinds = frozenset(code for code, rules in self.values.items()
+                                          if any((name[code], r.field) not in FOLD_VALUE_RULES for r in rules))
+        self._values_seen: set = set()
+        # Rules past the first _TAIL_LEN fields, per kind: the plain ranges
+        # sharing one (lo, hi) as one multi-column getter, the rest singly.
+        self._wide = []
+        for code, rules in self.values.items():
+            wide = [r for r in rules if r.index - F0 >= _TAIL_LEN]
+            folded = all((name[code], r.field) in FOLD_VALUE_RULES for r in wide)
+            if not wide:
+                continue
+            plain = [r for r in wide if r.allowed is None and not r.optional and (r.lo, r.hi) == (wide[0].lo, wide[0].hi)]
+            get = itemgetter(*(r.index for r in plain)) if len(plain) > 1 else None
+            singles = [r for r in wide if get is None or r not in plain]
+            self._wide.append((code, get, wide[0].lo, wide[0].hi, singles, folded))
         # Signatures known good: every exact combination for the known kinds
         # (args may be a list or a tuple), then whatever _signature_problem
         # accepts later (unknown kinds, extra trailing fields).
@@ -120,7 +231,8 @@ class EventCheck:
             kinds = self._types_ok(events, array)
             if kinds is not None and list(map(_SEQ, events)) == list(range(first, first + len(events))):
                 funcs = list(map(_FUNC, events))
-                if 0 <= min(funcs) and max(funcs) < self.nfuncs and self._args_ok(events, kinds, array):
+                if (0 <= min(funcs) and max(funcs) < self.nfuncs and self._args_ok(events, kinds, array)
+                        and self._values_ok(events, kinds)):
                     return None
         except Exception:       # anything odd enough to break a C pass: find it in Python
             pass
@@ -138,8 +250,10 @@ class EventCheck:
         # that seqs are ints; a float code 2.0 is in the code set, the fold
         # checks that codes are ints.
         try:
+            kinds = list(map(_KIND, events))
             if (list(map(_SEQ, events)) == list(range(first, first + len(events)))
-                    and set(map(_KIND, events)) <= self._kind_codes and set(map(_FUNC, events)) <= self._func_codes):
+                    and set(kinds) <= self._kind_codes and set(map(_FUNC, events)) <= self._func_codes
+                    and self._values_ok(events, kinds, folding=True)):
                 return None
         except Exception:       # anything odd enough to break a C pass: find it in Python
             pass
@@ -175,6 +289,63 @@ class EventCheck:
             if len(self.ok) < _MAX_REMEMBERED:
                 self.ok.add(key)
         return True
+
+    def _values_ok(self, events: list, kinds: list, folding: bool = False) -> bool:
+        """Every field with a value rule holds an allowed value.
+
+        The rules sit almost all in an event's first five fields, and those
+        take few distinct values in a trace (IOMMU, bus, devfn, words,
+        domids, a lock's target ...).  So, like the types, they are decided
+        per key: (kind, first five fields) of every event with rules, one
+        set built in C, and only keys not seen before in this trace are
+        decided in Python.  The rules past the fifth field (ctx-write's
+        128-bit entries, whose values never repeat) are min/max passes over
+        the columns of that kind.  A value of the wrong type raises: the
+        caller's slow path names it.  folding: the events go on to the
+        fold, which applies FOLD_VALUE_RULES itself."""
+        vk = self._seq_value_kinds if folding else self._value_kinds
+        mask = list(map(vk.__contains__, kinds))
+        keys = set(zip(compress(kinds, mask), map(tuple, map(_TAIL, compress(events, mask)))))
+        known = self._values_seen
+        if not keys <= known:
+            for key in keys - known:
+                if not self._tail_ok(key):
+                    return False
+                if len(known) < _MAX_VALUE_KEYS:
+                    known.add(key)
+        for code, get, lo, hi, singles, folded in self._wide:
+            if folding and folded:
+                continue
+            group = list(compress(events, map(eq, kinds, repeat(code))))
+            if not group:
+                continue
+            if get is not None:
+                col = list(chain.from_iterable(map(get, group)))
+                if min(col) < lo or max(col) > hi:
+                    return False
+            for rule in singles:
+                if not rule.column_ok(group):
+                    return False
+        return True
+
+    def _tail_ok(self, key) -> bool:
+        code, tail = key
+        for rule in self.values[code]:
+            i = rule.index - F0
+            if i >= _TAIL_LEN:
+                break
+            if i >= len(tail) or not rule.ok(tail[i]):
+                return False
+        return True
+
+    def value_problem(self, ev) -> str | None:
+        """What is wrong with the values of ``ev`` (item types already
+        right), or None."""
+        for rule in self.values.get(ev[0], ()):
+            v = ev[rule.index]
+            if not rule.ok(v):
+                return f"{self.kinds[ev[0]].name} field {rule.field} is {v!r}, {rule.expected}"
+        return None
 
     def _args_ok(self, events: list, kinds: list, array: type) -> bool:
         """call args: arrays of two, a str name and a scalar value."""
@@ -232,10 +403,12 @@ class EventCheck:
         per signature and remembered, so cheap for the kinds that repeat."""
         return self._signature_problem((ev[0], tuple(map(type, ev))))
 
-    def problem(self, ev, seq: int, array: type = list, codes: bool = True) -> str | None:
+    def problem(self, ev, seq: int, array: type = list, codes: bool = True, values: bool = True) -> str | None:
         """What is wrong with ``ev`` as the event numbered ``seq`` (None:
         nothing).  codes=False: func codes are not looked up (the fold's
-        caller, the reader, checked them against the trace's own table)."""
+        caller, the reader, checked them against the trace's own table).
+        values=False: only the type rules, the ones the fold applies itself
+        (the reader applies the value rules per chunk on every path)."""
         if type(ev) is not array:
             return f"is {_a(type(ev))}, not an event array"
         try:
@@ -257,7 +430,7 @@ class EventCheck:
                 if type(pair[0]) is not str or type(pair[1]) not in ARG_VALUE_TYPES:
                     return (f"call argument {j} is [{_type_name(pair[0])}, {_type_name(pair[1])}], "
                             "expected [str, int|str|bool|nil]")
-        return None
+        return self.value_problem(ev) if values else None
 
 
 # --- the header's platform description -------------------------------------------------

@@ -54,14 +54,22 @@ def _no_sidecar_in_the_repository(request):
 def make_events(n: int, seed: int = 0) -> list[list]:
     """n events of the catalogue's types cycling through every kind, with edge
     values (u64 extremes, DOMID_INVALID, None where a field is optional,
-    negative ints, non-ASCII text, call args of every value type)."""
+    negative ints, non-ASCII text, call args of every value type) that keep
+    to the catalogue's value rules for HEADER's platform (IOMMUs and
+    segments 0 and 1, its domains, the closed sets of words)."""
     from tracer import schema as S
 
     rnd = random.Random(seed)
     u64 = (0, 1, 0xFFFF_FFFF, 0x1_0000_0000, (1 << 64) - 1, 0x0000_0001_0000_7001)
-    doms = (0, 1, 2, S.DOMID_IO, S.DOMID_INVALID, None)
+    doms = (0, 1, S.DOMID_IO, S.DOMID_INVALID, None)
 
-    def value(typ: str):
+    def value(kind: str, field: str, typ: str):
+        if (kind, field) in S.FIELD_ENUMS:
+            return rnd.choice(S.FIELD_ENUMS[(kind, field)])
+        if field in ("iommu", "seg"):
+            return rnd.choice((0, 1))
+        if field in S.FIELD_RANGES:
+            return rnd.choice((0, 1, S.FIELD_RANGES[field][1]) + ((None,) if typ == "int?" else ()))
         # One generator per catalogue type (tracer.schema.FIELD_TYPES): the
         # reader rejects anything else as damage.
         if typ == "u64":
@@ -82,7 +90,7 @@ def make_events(n: int, seed: int = 0) -> list[list]:
         kind = S.KINDS[(seq - 1) % len(S.KINDS)]
         label = rnd.choice(("", "MO7", "UO3", "RN4"))
         events.append([kind.code, seq, 0, rnd.randrange(4), rnd.randrange(len(S.FUNCS)), label,
-                       *(value(t) for t in kind.types)])
+                       *(value(kind.name, f, t) for f, t in zip(kind.fields, kind.types))])
     return events
 
 

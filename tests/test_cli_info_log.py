@@ -48,7 +48,7 @@ def handmade():
         _ev("lock", 8, "mapping_lock", 1),
         _ev("lock", 9, "iommu->lock", 0),
         _ev("return", 10, -12),
-        _ev("pt-alloc", 11, 5, 0x100001000, "pgd"),
+        _ev("pt-alloc", 11, S.DOMID_IO, 0x100001000, "quarantine"),
         _ev("op-end", 12, 0, func="", label=""),
     ]
 
@@ -141,7 +141,7 @@ def test_log_text_decodes_arguments(capsys, trace):
     assert rows[6].endswith("bdf=0000:00:14.0 old=dom0 new=guest")
     assert rows[7].endswith("lock=mapping_lock target=guest") and rows[8].endswith("lock=iommu->lock target=0")
     assert rows[9].endswith("rc=-ENOMEM")
-    assert rows[10].endswith("domain=d5 maddr=0x0000000100001000 what=pgd")
+    assert rows[10].endswith("domain=dom_io maddr=0x0000000100001000 what=quarantine")
 
 
 # --- log: JSON lines --------------------------------------------------------------------------
@@ -166,7 +166,7 @@ def test_log_jsonl_schema_names_hex_and_domain_names(capsys, trace):
     assert objs[5]["old"] is None and objs[5]["new"] == "guest"          # DOMID_INVALID -> null
     assert (objs[6]["old"], objs[6]["new"]) == ("dom0", "guest")
     assert objs[7]["target"] == "guest" and objs[8]["target"] == 0
-    assert objs[10]["domain"] == "d5" and objs[10]["maddr"] == "0x0000000100001000"
+    assert objs[10]["domain"] == "dom_io" and objs[10]["maddr"] == "0x0000000100001000"
 
 
 def test_jsonl_bytes_are_the_shared_presenter_output(capsys, big):

@@ -30,6 +30,8 @@ Every field has a type (``FIELD_TYPES``: int, u64, dom, str, bool, args, and
 every event of a known kind against them while decoding
 (replay/reader.py), so nothing downstream meets a string where the catalogue
 says int; the header carries only names, so the types are this build's.
+Fields that index state or name a closed set also have value rules (ranges,
+the header platform's IOMMUs, segments and domains, FIELD_ENUMS: see below).
 """
 
 from __future__ import annotations
@@ -126,8 +128,9 @@ _KIND_SPECS: list[tuple[str, tuple[str, ...], str]] = [
      "Bit iommu of the domain's hd->arch.vtd.iommu_bitmap set/cleared."),
     # --- page tables and identity maps -------------------------------------------
     ("pt-alloc", ("domain:dom", "maddr:u64", "what:str"),
-     "Page-table root allocated for domain at maddr; what is pgd (the domain's I/O page tables) "
-     "or quarantine (dom_io's all-scratch read-only tree)."),
+     "Page-table page allocated for domain at maddr; what is pgd (the root of the domain's I/O page tables), "
+     "pt-l3|pt-l2|pt-l1 (a lower level of them), quarantine|quarantine-l3|quarantine-l2|quarantine-l1 "
+     "(dom_io's read-only quarantine tree) or scratch (its scratch page)."),
     ("pt-free", ("domain:dom", "maddr:u64"),
      "The domain's page-table tree at maddr freed (domain destruction)."),
     ("idmap-add", ("domain:dom", "base:u64", "end:u64", "access:str", "refcount:int"),
@@ -249,6 +252,60 @@ DOMID_INVALID = 0x7FF4
 DOMID_IDLE = 0x7FFF
 
 LOCK_NAMES = ("pcidevs_lock", "iommu->lock", "mapping_lock", "rcu_domain", "register_lock", "bus2bridge_lock")
+# Every reserved domid the engine may name (DOMID_IO owns quarantined
+# devices, DOMID_INVALID fills unused domid_map slots ...).
+DOMID_RESERVED = (DOMID_SELF, DOMID_IO, DOMID_XEN, DOMID_COW, DOMID_INVALID, DOMID_IDLE)
+
+# Field values.  A type says an iommu is an int; these say which ints, since
+# the fold indexes its state with them and the renderers print them as
+# hardware.  Rules by field name hold in every kind that has the field:
+#   u64 fields     0 .. 2**64-1
+#   bus, devfn     0 .. 0xff          bdf, sid   0 .. 0xffff
+#   iommu          an ``id`` of the header's platform.iommus
+#   seg            a segment of the platform (of its IOMMUs, devices, RMRRs)
+#   dom fields     a domid of the header's platform.domains or DOMID_RESERVED
+#                  (``dom?``: or None)
+# and FIELD_ENUMS closes the str fields whose meaning is a fixed set of words
+# (the engine's emit sites use nothing else).  Rules that need the platform
+# apply only when the header has the list they need.
+U64_MAX = (1 << 64) - 1
+FIELD_RANGES: dict[str, tuple[int, int]] = {"bus": (0, 0xFF), "devfn": (0, 0xFF), "bdf": (0, 0xFFFF),
+                                            "sid": (0, 0xFFFF)}
+_VERBS = ("boot", "assign", "deassign", "quarantine", "destroy", "add", "remove")
+FIELD_ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("op-begin", "verb"): _VERBS,
+    ("lock", "lock"): LOCK_NAMES,
+    ("unlock", "lock"): LOCK_NAMES,
+    ("ctx-write", "half"): ("lo", "hi", "full"),
+    ("ctx-write", "method"): ("plain", "write_atomic", "cmpxchg16b"),
+    ("flush-context", "gran"): ("global", "domain", "device"),
+    ("flush-iotlb", "gran"): ("global", "dsi", "psi"),
+    ("pt-alloc", "what"): ("pgd", "pt-l3", "pt-l2", "pt-l1",
+                           "quarantine", "quarantine-l3", "quarantine-l2", "quarantine-l1", "scratch"),
+    ("idmap-add", "access"): ("rw", "r"),
+    ("fault-inject", "point"): ("pgd-alloc", "did-alloc", "flush-context", "flush-iotlb", "quirk", "cmpxchg",
+                                "rmrr-map"),
+    ("log", "level"): ("debug", "info", "warning", "err"),
+}
+assert all(KIND_BY_NAME[k].types[KIND_BY_NAME[k].fields.index(f)] == "str" for k, f in FIELD_ENUMS)
+
+
+def value_rule(kind: str, field: str, type_: str) -> str | None:
+    """The value rule of a field in words (docs/FORMAT.md's table), or None."""
+    if (kind, field) in FIELD_ENUMS:
+        return "|".join(FIELD_ENUMS[(kind, field)])
+    if type_ == "u64":
+        return "0..2^64-1"
+    if field in FIELD_RANGES:
+        lo, hi = FIELD_RANGES[field]
+        return f"{lo}..{hi:#x}"
+    if field == "iommu":
+        return "platform IOMMU id"
+    if field == "seg":
+        return "platform segment"
+    if type_.startswith("dom"):
+        return "header domain or reserved domid"
+    return None
 
 
 def schema_dict() -> dict:

@@ -28,14 +28,16 @@ def catalogue_markdown() -> str:
     lines = [
         f"Schema version {S.SCHEMA_VERSION}, format {S.FORMAT_MAJOR}.{S.FORMAT_MINOR}. "
         f"Every event is `[kind: int, {prefix}, *fields]`; the table lists `fields` "
-        "with their types (section 2.1).",
+        "with their types (section 2.1) and the values allowed where a field has a rule (section 2.2).",
         "",
-        "| code | kind | fields | meaning |",
-        "|---:|---|---|---|",
+        "| code | kind | fields | values | meaning |",
+        "|---:|---|---|---|---|",
     ]
     for k in S.KINDS:
         fields = ", ".join(f"`{f}: {t}`" for f, t in zip(k.fields, k.types)) or "—"
-        lines.append(f"| {k.code} | `{k.name}` | {fields} | {_cell(k.doc)} |")
+        rules = [(f, S.value_rule(k.name, f, t)) for f, t in zip(k.fields, k.types)]
+        values = "; ".join(f"{f}: {r}" for f, r in rules if r) or "—"
+        lines.append(f"| {k.code} | `{k.name}` | {fields} | {_cell(values)} | {_cell(k.doc)} |")
     lines += ["", "Function codes (`func`; append-only):", "",
               "| code | function | code | function | code | function |",
               "|---:|---|---:|---|---:|---|"]
