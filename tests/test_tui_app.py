@@ -8,10 +8,8 @@ tests pin is the *rule* each key follows."""
 from __future__ import annotations
 
 import pytest
-from test_tui_support import S1_NOCX16, screen_text, settle, trace_copy
+from test_tui_support import S1_NOCX16, decoded, screen_text, settle, trace_copy
 
-from replay.reader import open_trace
-from tracer import schema as S
 from tui.app import VtdtraceApp
 from tui.event_list import EventList
 from tui.model import Filter
@@ -20,11 +18,6 @@ from tui.screens import BookmarksScreen, FilterScreen, HelpScreen
 from tui.state_pane import StatePane
 
 USB = (0, 0x00, 0xA0)          # IOMMU 0, 0000:00:14.0 (devfn 0xa0)
-
-
-def decoded(path):
-    with open_trace(path) as t:
-        return [S.event_to_dict(e) for e in t.events()]
 
 
 @pytest.fixture

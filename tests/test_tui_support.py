@@ -50,3 +50,12 @@ def screen_text(app) -> str:
 def test_trace_copy(tmp_path):
     p = trace_copy(tmp_path)
     assert p.read_bytes() == (REPO / "traces" / S1_NOCX16).read_bytes()
+
+
+def decoded(path) -> list[dict]:
+    """Every event of the trace at ``path`` as the catalogue's named dict."""
+    from replay.reader import open_trace
+    from tracer import schema as S
+
+    with open_trace(path) as t:
+        return [S.event_to_dict(e) for e in t.events()]

@@ -12,10 +12,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-from test_tui_support import screen_text, settle, trace_copy
+from test_tui_support import decoded, screen_text, settle, trace_copy
 
 from replay.hazards import findings_for_trace
-from replay.reader import open_trace
 from tracer import schema as S
 from tui.app import VtdtraceApp
 from tui.command_line import CommandLine
@@ -24,11 +23,6 @@ from tui.model import FindingsView
 from tui.screens import BookmarksScreen
 
 SIZES = [(80, 24), (120, 35), (200, 50)]
-
-
-def decoded(path):
-    with open_trace(path) as t:
-        return [S.event_to_dict(e) for e in t.events()]
 
 
 @pytest.fixture
