@@ -167,6 +167,10 @@ def scan_content(path) -> Content | None:
 
 
 _ALWAYS_VERIFY = False
+# Under always_verify, what one CRC pass found, by (path, identity): a command
+# opens the sidecar more than once (the session, then the findings) and the
+# file has not changed in between unless its identity did.
+_VERIFIED: dict = {}
 
 
 def always_verify(on: bool = True) -> None:
@@ -174,6 +178,17 @@ def always_verify(on: bool = True) -> None:
     verify the trace's content at every open (see the module docstring)."""
     global _ALWAYS_VERIFY
     _ALWAYS_VERIFY = on
+    _VERIFIED.clear()
+
+
+def _content_now(path, identity: TraceIdentity | None) -> Content | None:
+    """scan_content, done once per identity while always_verify is on."""
+    if not _ALWAYS_VERIFY or identity is None:
+        return scan_content(path)
+    key = (os.fspath(path), identity)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = scan_content(path)
+    return _VERIFIED[key]
 
 
 def _identity_suffices(recorded: TraceIdentity, identity: TraceIdentity, racy: bool) -> bool:
@@ -414,7 +429,7 @@ class Sidecar:
         if _identity_suffices(recorded, self.identity, trust["racy"]):
             self.trusted = True
             return
-        content = scan_content(self.trace_path)
+        content = _content_now(self.trace_path, self.identity)
         if content is None or not self._recorded_content_is(content):
             self.reset()
             return
@@ -453,7 +468,7 @@ class Sidecar:
             return True
         if verified is not None and _plain(verified) == _plain(t):
             return True
-        content = scan_content(self.trace_path)
+        content = _content_now(self.trace_path, self.identity)
         if content is not None and self._recorded_content_is(content):
             return True
         self._toc, self._trust = {}, None
