@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import pytest
 from replay.reader import open_trace
 from tracer import schema as S
 from vtdtrace.cli import main
+
+from test_tui_support import trace_copy
 
 REPO = Path(__file__).resolve().parent.parent
 TRACES = REPO / "traces"
@@ -32,11 +33,7 @@ U64_RE = re.compile(r"^0x[0-9a-f]{16}$")
 @pytest.fixture
 def trace(tmp_path):
     """A shipped trace copied into tmp_path (the sidecar goes beside it, not into the repo)."""
-    def get(name: str) -> Path:
-        dst = tmp_path / f"{name}.vtdt"
-        shutil.copyfile(TRACES / f"{name}.vtdt", dst)
-        return dst
-    return get
+    return lambda name: trace_copy(tmp_path, f"{name}.vtdt")
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:

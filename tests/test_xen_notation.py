@@ -13,7 +13,6 @@ from __future__ import annotations
 import glob
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,8 @@ from replay.state import ReplayState
 from tracer import schema as S
 from tracer.platform import fmt_bdf, fmt_rid
 
+from test_tui_support import trace_copy
+
 REPO = Path(__file__).resolve().parent.parent
 TRACES = REPO / "traces"
 RID_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
@@ -32,11 +33,7 @@ DEVFN_RE = re.compile(r"^[0-9a-f]{2}\.[0-7]$")
 
 @pytest.fixture
 def copy(tmp_path):
-    def make(name: str) -> Path:
-        dst = tmp_path / f"{name}.vtdt"
-        shutil.copyfile(TRACES / f"{name}.vtdt", dst)
-        return dst
-    return make
+    return lambda name: trace_copy(tmp_path, f"{name}.vtdt")
 
 
 def events(path):
