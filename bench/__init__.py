@@ -18,10 +18,10 @@ from __future__ import annotations
 import gc
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-SECTIONS: dict[str, "Section"] = {}
+SECTIONS: dict[str, Section] = {}
 
 
 @dataclass

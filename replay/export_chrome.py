@@ -28,7 +28,9 @@ import json
 
 from tracer import schema as S
 
-from .hazards.chrome import begin_event as hz_begin, end_event as hz_end, track as hz_track
+from .hazards.chrome import begin_event as hz_begin
+from .hazards.chrome import end_event as hz_end
+from .hazards.chrome import track as hz_track
 from .jsonout import EventPresenter, json_safe
 from .render import PlatformView, fmt_rid
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 
 from tracer.platform import ERRNO_NAME, fmt_bdf, fmt_rid
-from tracer.schema import ADDRESS_FUNCS, DOMID_COW, DOMID_INVALID, DOMID_IDLE, DOMID_IO, DOMID_XEN, K_RETURN
+from tracer.schema import ADDRESS_FUNCS, DOMID_COW, DOMID_IDLE, DOMID_INVALID, DOMID_IO, DOMID_XEN, K_RETURN
 
 # Roles
 PLAIN, U64, DOMAIN, LOCK_TARGET, BDF, SID, BUS, DEVFN, SEG, RC, ARGS = (

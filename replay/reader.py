@@ -30,8 +30,9 @@ import stat
 import struct
 import zlib
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import msgpack
 
@@ -225,7 +226,7 @@ class Trace:
             self._fd = -1
         self._cache.clear()
 
-    def __enter__(self) -> "Trace":
+    def __enter__(self) -> Trace:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -42,8 +42,21 @@ from sortedcontainers import SortedDict
 
 from tracer import schema as S
 
-from .state import (JOURNALED, STATE_FORMAT, TABLES, BadEvent, ReplayState, assemble, decode_table,
-                    encode_table, fold, scalars_of, set_position, table_body, table_from_body)
+from .state import (
+    JOURNALED,
+    STATE_FORMAT,
+    TABLES,
+    BadEvent,
+    ReplayState,
+    assemble,
+    decode_table,
+    encode_table,
+    fold,
+    scalars_of,
+    set_position,
+    table_body,
+    table_from_body,
+)
 
 # Keep (at least) this many events between two checkpoints.
 DEFAULT_MIN_EVENTS = 1000

@@ -29,15 +29,24 @@ from __future__ import annotations
 
 from array import array
 
+from replay.codes import event_translator
 from tracer import schema as S
 
 from . import render
 from .codeid import code_key
 from .reader import StopReport, open_trace
-from .seek import (DEFAULT_MIN_EVENTS, CheckpointReader, Checkpoints, CheckpointWriter, KindIndex, Seeker,
-                   SeqIndex, build, seq_typecode)
-from .sidecar import (Sidecar, SidecarCorrupt, SidecarError, SidecarWriteError, content_of, scan_content,
-                      trace_identity)
+from .seek import (
+    DEFAULT_MIN_EVENTS,
+    CheckpointReader,
+    Checkpoints,
+    CheckpointWriter,
+    KindIndex,
+    Seeker,
+    SeqIndex,
+    build,
+    seq_typecode,
+)
+from .sidecar import Sidecar, SidecarCorrupt, SidecarError, SidecarWriteError, content_of, scan_content, trace_identity
 from .state import STATE_FORMAT, ReplayState, initial_state
 
 # Bump when what the session stores in the sidecar changes shape or meaning.
@@ -58,27 +67,6 @@ class ChunkUnreadable(IndexError):
     """A chunk the index said was readable failed its checks when read."""
 
 
-def event_translator(schema):
-    """A function rewriting a chunk's events to this build's kind and function
-    codes, or None when the trace uses them already (the common case)."""
-    if schema.is_current:
-        return None
-    unknown = len(S.KINDS)      # the fold skips codes it does not know
-    kmap = [c if c >= 0 else unknown for c in schema.to_current]
-    fmap = [S.FUNC_CODE.get(name, len(S.FUNCS) + i) for i, name in enumerate(schema.funcs)]
-
-    def translate(evs):
-        out = []
-        for ev in evs:
-            ev = list(ev)
-            k = ev[0]
-            ev[0] = kmap[k] if isinstance(k, int) and 0 <= k < len(kmap) else unknown
-            f = ev[4] if len(ev) > 4 else None
-            if isinstance(f, int) and 0 <= f < len(fmap):
-                ev[4] = fmap[f]
-            out.append(ev)
-        return out
-    return translate
 
 
 class _Source:
@@ -138,7 +126,7 @@ class ReplaySession:
             raise
 
     @classmethod
-    def open_cached(cls, path) -> "ReplaySession | None":
+    def open_cached(cls, path) -> ReplaySession | None:
         """The session when the trace's sidecar already holds trusted
         checkpoints of this build, so that opening is O(1) (or one CRC pass
         when the trace's identity changed); None otherwise (it never folds
@@ -453,7 +441,7 @@ class ReplaySession:
         finally:
             self.trace.close()
 
-    def __enter__(self) -> "ReplaySession":
+    def __enter__(self) -> ReplaySession:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -116,7 +116,8 @@ class TraceIdentity(NamedTuple):
 def trace_identity(path) -> TraceIdentity | None:
     """The identity of the file at ``path`` now, or None when it cannot be
     stat'ed or read (no cache is used then)."""
-    from .reader import TRAILER as T, TRAILER_MARKER as TM
+    from .reader import TRAILER as T
+    from .reader import TRAILER_MARKER as TM
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except (OSError, ValueError):
@@ -325,7 +326,7 @@ class Sidecar:
     # --- opening -------------------------------------------------------------
 
     @classmethod
-    def open(cls, trace_path, identity: TraceIdentity | None = None) -> "Sidecar":
+    def open(cls, trace_path, identity: TraceIdentity | None = None) -> Sidecar:
         """The sidecar of the trace at ``trace_path``.  ``identity``: the
         trace's identity as the caller saw it before reading it (taken here
         when None).  When the recorded identity differs, the trace is
@@ -365,7 +366,7 @@ class Sidecar:
         return sc
 
     @classmethod
-    def temporary(cls, trace_path=None, identity: TraceIdentity | None = None) -> "Sidecar":
+    def temporary(cls, trace_path=None, identity: TraceIdentity | None = None) -> Sidecar:
         """An anonymous store for this process only (``sidecar=False``)."""
         try:
             store = _FileStore(tempfile.TemporaryFile())
@@ -378,7 +379,7 @@ class Sidecar:
         return cls(store, None, writable=True, location=location, trace_path=trace_path, identity=identity)
 
     @classmethod
-    def memory(cls, trace_path=None, identity: TraceIdentity | None = None) -> "Sidecar":
+    def memory(cls, trace_path=None, identity: TraceIdentity | None = None) -> Sidecar:
         """A store in memory: the fallback when no file can be written."""
         store = _MemStore()
         store.pwrite(HEADER.pack(MAGIC, VERSION, 0), 0)
@@ -643,7 +644,7 @@ class Sidecar:
     def put(self, key: str, value) -> None:
         self.put_raw(key, msgpack.packb(value, use_bin_type=True))
 
-    def stream(self, key: str) -> "_Stream":
+    def stream(self, key: str) -> _Stream:
         """Write one large entry piecewise: ``with sc.stream(k) as s:
         off = s.write(part)`` (offsets are relative to the entry)."""
         self.lock()
@@ -751,7 +752,7 @@ class Sidecar:
             self._s.close()
             self._s = None
 
-    def __enter__(self) -> "Sidecar":
+    def __enter__(self) -> Sidecar:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -789,7 +790,7 @@ class _Stream:
         self._pos = pos
         return off
 
-    def __enter__(self) -> "_Stream":
+    def __enter__(self) -> _Stream:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:

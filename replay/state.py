@@ -114,7 +114,7 @@ class ReplayState:
         # it, or None (not tracking).  Never copied or compared.
         self.journal = None
 
-    def copy(self) -> "ReplayState":
+    def copy(self) -> ReplayState:
         new = ReplayState.__new__(ReplayState)
         for name in TABLES:
             setattr(new, name, getattr(self, name).copy())

@@ -30,12 +30,22 @@ to name the first bad event and what is wrong with it.
 from __future__ import annotations
 
 import re
-
-from itertools import chain, compress, groupby, product, repeat
+from itertools import chain, compress, product, repeat
 from operator import eq, is_not, itemgetter
 
-from tracer.schema import (ARG_VALUE_TYPES, DOMID_RESERVED, F0, FIELD_ENUMS, FIELD_RANGES, FIELD_TYPES, KINDS,
-                           PREFIX, PREFIX_TYPES, SCHEMA_VERSION, U64_MAX)
+from tracer.schema import (
+    ARG_VALUE_TYPES,
+    DOMID_RESERVED,
+    F0,
+    FIELD_ENUMS,
+    FIELD_RANGES,
+    FIELD_TYPES,
+    KINDS,
+    PREFIX,
+    PREFIX_TYPES,
+    SCHEMA_VERSION,
+    U64_MAX,
+)
 
 _KIND, _SEQ, _FUNC = itemgetter(0), itemgetter(1), itemgetter(4)
 _ARGS = itemgetter(F0)

@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import HEADER, REPO, make_events
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import HEADER, REPO, make_events
 from replay.jsonout import AMBIGUOUS_NAMES, ROLE_BY_KIND, ROLE_BY_NAME, EventPresenter, field_role
 from replay.reader import current_schema, open_trace
 from tracer import schema as S

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, make_events
 
 SHIPPED = REPO / "traces" / "s1-usb-rmrr.direct.vtdt"

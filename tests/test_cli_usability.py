@@ -12,7 +12,6 @@ import json
 import shutil
 
 import pytest
-
 from conftest import HEADER, REPO, make_events
 
 
@@ -121,7 +120,6 @@ def test_severity_and_summary_text(run_cli, private):
 def test_the_device_rows_fit_one_screen(run_cli, write_trace):
     """Thirty devices with findings: the ten worst are named, then one line for the rest."""
     from replay.hazards import Finding
-
     from vtdtrace.finding_summary import MAX_DEVICES, summary_lines
 
     fs = [Finding(kind="stale-context", severity="benign", device=f"0000:{b:02x}:00.0", rid=None, iommu=0,
@@ -141,7 +139,6 @@ def test_check_reuses_the_cached_findings(private, monkeypatch, capsys):
     analysers broken in between, it still answers, byte for byte."""
     from replay.hazards import analyse
     from replay.hazards.analyse import cached_findings
-
     from vtdtrace.cli import main
 
     t = private("s1-usb-rmrr.legacy")
@@ -164,7 +161,6 @@ def test_check_reuses_what_the_viewer_cached(private, monkeypatch, capsys):
     """`view` (tui/loader.py) and `show` cache the findings with
     findings_for_trace(path, sidecar=True): check answers from there."""
     from replay.hazards import analyse, findings_for_trace
-
     from vtdtrace.cli import main
 
     t = private("s1-usb-rmrr.direct-nocx16")

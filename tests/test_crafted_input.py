@@ -21,11 +21,11 @@ import sys
 
 import msgpack
 import pytest
+from conftest import HEADER, REPO
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import HEADER, REPO
-from replay.reader import CHUNK_HEADER, FILE_HEADER, open_trace
+from replay.reader import open_trace
 from tracer import schema as S
 from tracer.writer import TraceWriter
 
@@ -371,9 +371,10 @@ def test_fold_and_reader_apply_the_same_rules(seed, kind, where, value, as_tuple
     show events, replay.state.fold for the folding ones) accept and reject
     the same events, with the same words."""
     from conftest import make_events
+
+    from replay.reader import current_schema
     from replay.state import BadEvent, ReplayState, fold
     from replay.validate import EventCheck
-    from replay.reader import current_schema
 
     ev = next(e for e in make_events(len(S.KINDS) * 2, seed) if e[0] == kind)
     ev = list(ev)

@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import REPO
 from replay.diff import Side, diff_streams, render_text
 from replay.diff import align as A
 from replay.diff.report import hazard_delta

@@ -3,11 +3,10 @@
 shipped scenarios: event shape at the decisive points and the final state."""
 
 import pytest
+from engine_helpers import Run
 
 from tracer import schema as S
 from tracer.platform import parse_bdf
-
-from engine_helpers import Run
 
 USB = (0, 0, 0xA0)        # iommu 0, 00:14.0
 GUEST, DOM0 = 1, 0

@@ -18,10 +18,10 @@ import zlib
 
 import msgpack
 import pytest
+from conftest import HEADER, REPO, make_events
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import HEADER, REPO, make_events
 from replay.reader import CHUNK_HEADER, FILE_HEADER, TRAILER, NotATrace, open_trace
 from tracer import writer as W
 

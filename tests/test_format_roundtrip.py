@@ -13,10 +13,10 @@ from unittest import mock
 
 import msgpack
 import pytest
+from conftest import HEADER, REPO, make_events
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import HEADER, REPO, make_events
 from replay import reader as R
 from replay.reader import open_trace, trace_fingerprint
 from tracer import schema as S
@@ -335,3 +335,14 @@ def test_format_doc_catalogue_is_up_to_date():
 
     doc = (REPO / "docs" / "FORMAT.md").read_text(encoding="utf-8")
     assert extract(doc) == catalogue_markdown(), "run: python -m tracer.schema_doc --write docs/FORMAT.md"
+
+
+def test_generated_field_names_are_up_to_date():
+    """tracer/schema_fields.py names every kind code and field index; a
+    catalogue edit must regenerate it (the runtime values come from the
+    catalogue either way, but readers and the type checker see this file)."""
+    from tracer.schema_doc import FIELDS_MODULE, fields_module
+
+    assert (REPO / FIELDS_MODULE).read_text(encoding="utf-8") == fields_module(), \
+        "run: python -m tracer.schema_doc --fields"
+    assert S.F_CTX_WRITE_NEW_LO == S.F0 + S.KIND_BY_NAME["ctx-write"].fields.index("new_lo")

@@ -25,10 +25,9 @@ import random
 import sys
 
 import pytest
+from conftest import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import REPO
 
 sys.path.insert(0, str(REPO))
 from bench import reliability as R  # noqa: E402

@@ -23,9 +23,8 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import given
-
 from conftest import REPO
+from hypothesis import given
 from test_hazards_property import SETTINGS, _recordings, scenarios
 from test_tui_support import screen_text, settle, trace_copy
 

@@ -9,8 +9,7 @@ import glob
 import pytest
 
 from replay import caches
-from replay.state import (BadEvent, ReplayState, apply, decode_state, encode_state, fold, initial_state,
-                          to_canonical)
+from replay.state import BadEvent, ReplayState, apply, decode_state, encode_state, fold, initial_state, to_canonical
 from tracer import schema as S
 
 P = 1

@@ -16,8 +16,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import pytest
-
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 

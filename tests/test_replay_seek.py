@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def record(tmp_path, scenario="s1-usb-rmrr", variant="direct", cx16=True, chunk_events=7, name=None):
-    from tracer.record import make_header, record as rec
+    from tracer.record import make_header
+    from tracer.record import record as rec
     from tracer.scenario import load_scenario
     from tracer.writer import TraceWriter
 

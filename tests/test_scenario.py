@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 
 from tracer.platform import ERRNO
-from tracer.scenario import (
-    ScenarioError, drhd_for, list_shipped, load_scenario, loads_scenario, shipped_dir,
-)
+from tracer.scenario import ScenarioError, drhd_for, list_shipped, load_scenario, loads_scenario, shipped_dir
 
 REPO = Path(__file__).resolve().parent.parent
 

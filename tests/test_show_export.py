@@ -14,12 +14,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from test_tui_support import trace_copy
 
 from replay.reader import open_trace
 from tracer import schema as S
 from vtdtrace.cli import main
-
-from test_tui_support import trace_copy
 
 REPO = Path(__file__).resolve().parent.parent
 TRACES = REPO / "traces"

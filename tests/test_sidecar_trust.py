@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from replay import sidecar
 from replay.reader import open_trace
 from replay.session import K_CHECKPOINTS, ReplaySession

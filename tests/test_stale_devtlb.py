@@ -280,7 +280,6 @@ async def test_tui_jumps_to_the_stale_devtlb_window_and_lists_it(tmp_path):
 # --- the engine's device-TLB flushes, against Xen's rule computed from the replay ----------------
 
 from hypothesis import given  # noqa: E402
-
 from test_replay_property import SETTINGS, _platform, scenarios  # noqa: E402
 
 

@@ -8,12 +8,12 @@ tests pin is the *rule* each key follows."""
 from __future__ import annotations
 
 import pytest
-from test_tui_support import S1_NOCX16, decoded, screen_text, settle, trace_copy
+from test_tui_support import decoded, screen_text, settle, trace_copy
 
 from tui.app import VtdtraceApp
+from tui.command_line import CommandLine
 from tui.event_list import EventList
 from tui.model import Filter
-from tui.command_line import CommandLine
 from tui.screens import BookmarksScreen, FilterScreen, HelpScreen
 from tui.state_pane import StatePane
 

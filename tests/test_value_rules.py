@@ -11,14 +11,14 @@ import copy
 import glob
 
 import pytest
+from conftest import HEADER, REPO, make_events
 from hypothesis import given
 from hypothesis import strategies as st
+from test_crafted_input import chunk_offset, ev, good_events, one_line, run, write
 
-from conftest import HEADER, REPO, make_events
 from replay.reader import current_schema, open_trace
 from replay.state import BadEvent, ReplayState, fold
 from replay.validate import EventCheck
-from test_crafted_input import chunk_offset, ev, good_events, one_line, run, write
 from tracer import schema as S
 
 # One IOMMU (id 0, segment 0): the reviewer's platform.

@@ -16,14 +16,13 @@ import re
 from pathlib import Path
 
 import pytest
+from test_tui_support import trace_copy
 
 from replay import render
 from replay.reader import open_trace
 from replay.state import ReplayState
 from tracer import schema as S
 from tracer.platform import fmt_bdf, fmt_rid
-
-from test_tui_support import trace_copy
 
 REPO = Path(__file__).resolve().parent.parent
 TRACES = REPO / "traces"

@@ -6,7 +6,8 @@ the engine's live snapshot after each event.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from .schema import FUNC_CODE
 

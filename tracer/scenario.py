@@ -21,8 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .platform import (
-    BRIDGE_TYPES, DEFAULT_ERRNO, DEVICE_TYPES, ERRNO, FAULT_POINTS, OP_VERBS,
-    Device, Domain, Fault, IommuUnit, Knobs, Op, Platform, Rmrr, fmt_bdf, parse_bdf,
+    BRIDGE_TYPES,
+    DEFAULT_ERRNO,
+    DEVICE_TYPES,
+    ERRNO,
+    FAULT_POINTS,
+    OP_VERBS,
+    Device,
+    Domain,
+    Fault,
+    IommuUnit,
+    Knobs,
+    Op,
+    Platform,
+    Rmrr,
+    fmt_bdf,
+    parse_bdf,
 )
 from .schema import DOMID_FIRST_RESERVED
 

@@ -174,10 +174,20 @@ assert all(t in FIELD_TYPES for k in KINDS for t in k.types)
 KIND_BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
 KIND_NAMES: tuple[str, ...] = tuple(k.name for k in KINDS)
 
-# Kind codes as module constants (K_CTX_WRITE ...) for fast dispatch in the fold.
+# Kind codes (K_CTX_WRITE ...) and field indices (F_CTX_WRITE_NEW_LO ...) as
+# module constants, for dispatch and named field access on hot paths.  The
+# generated module gives readers and the type checker their names; the loop
+# below derives their values from the catalogue itself, so a catalogue edit is
+# never read through stale numbers (a test fails until the module is
+# regenerated with ``python -m tracer.schema_doc --fields``).
+from .schema_fields import *  # noqa: E402, F403
+
 for _k in KINDS:
-    globals()["K_" + _k.name.upper().replace("-", "_")] = _k.code
-del _k
+    _n = _k.name.upper().replace("-", "_")
+    globals()["K_" + _n] = _k.code
+    for _i, _f in enumerate(_k.fields):
+        globals()[f"F_{_n}_{_f.upper()}"] = F0 + _i
+del _k, _n, _i, _f
 
 # Xen functions that emit events.  Append only (codes are stored in traces).
 FUNCS: tuple[str, ...] = (

@@ -3,6 +3,7 @@
     python -m tracer.schema_doc                       print the generated block
     python -m tracer.schema_doc --write docs/FORMAT.md   replace it in place
     python -m tracer.schema_doc --check docs/FORMAT.md   exit 1 if it is stale
+    python -m tracer.schema_doc --fields              write tracer/schema_fields.py
 
 The block sits between BEGIN and END marker comments, so the prose around it
 is edited by hand and the tables never drift from the schema (a test checks).
@@ -49,6 +50,37 @@ def catalogue_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+FIELDS_MODULE = "tracer/schema_fields.py"
+
+
+def _const(name: str) -> str:
+    return name.upper().replace("-", "_")
+
+
+def fields_module() -> str:
+    """tracer/schema_fields.py: a name for every kind code and for every field's
+    index inside an event array, so readers write ``ev[F_CTX_WRITE_NEW_LO]``
+    instead of ``ev[12]``.  Generated, so the names never drift from the
+    catalogue (tests/test_format_roundtrip.py checks)."""
+    out = ['"""Kind codes and event-array field indices, generated from tracer/schema.py.',
+           "",
+           "Do not edit: run ``python -m tracer.schema_doc --fields``.  ``K_<KIND>`` is a",
+           "kind's code (``ev[I_KIND]``); ``F_<KIND>_<FIELD>`` the index of one of its",
+           "fields in the event array ``[kind, seq, cpu, op, func, label, *fields]``.",
+           '"""',
+           "",
+           "from typing import Final",
+           ""]
+    for k in S.KINDS:
+        out.append(f"K_{_const(k.name)}: Final = {k.code}")
+    for k in S.KINDS:
+        out.append("")
+        out.append(f"# {k.name}")
+        for i, f in enumerate(k.fields):
+            out.append(f"F_{_const(k.name)}_{_const(f)}: Final = {S.F0 + i}")
+    return "\n".join(out) + "\n"
+
+
 def extract(doc: str) -> str | None:
     """The generated block currently in doc (without markers), or None."""
     try:
@@ -70,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--write", metavar="FILE", help="replace the generated block in FILE")
     g.add_argument("--check", metavar="FILE", help="exit 1 if FILE's block is stale")
+    g.add_argument("--fields", action="store_true", help=f"regenerate {FIELDS_MODULE}")
     args = ap.parse_args(argv)
+    if args.fields:
+        with open(FIELDS_MODULE, "w", encoding="utf-8") as f:
+            f.write(fields_module())
+        return 0
     if not (args.write or args.check):
         sys.stdout.write(catalogue_markdown())
         return 0

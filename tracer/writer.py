@@ -264,7 +264,7 @@ class TraceWriter:
             self._pack = _refuse_closed  # append() after close raises, at no cost before
         self._file.close()
 
-    def __enter__(self) -> "TraceWriter":
+    def __enter__(self) -> TraceWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

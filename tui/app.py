@@ -33,12 +33,12 @@ from textual.message import Message
 from textual.worker import get_current_worker
 
 from . import loader
+from .command_line import CommandLine
 from .commands import TraceCommands
 from .event_list import EventList
 from .key_footer import KeyFooter
 from .key_routing import KeyRouting
-from .model import SEVERITY_RANK, Filter, TraceModel
-from .command_line import CommandLine
+from .model import Filter, TraceModel
 from .progress import Progress
 from .screens import BookmarksScreen, FilterScreen, HelpScreen
 from .state_pane import StatePane

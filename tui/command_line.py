@@ -18,8 +18,8 @@ takes the focus: a focus change makes Textual rebuild the footer's key list
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from textual import events
 

@@ -29,8 +29,8 @@ from textual.strip import Strip
 from replay.diff import ARGS, ONLY_A, ONLY_B
 
 from .diff_model import DiffModel
-from .field_spans import field_spans, split_spans
 from .event_list import _fit
+from .field_spans import field_spans, split_spans
 from .styles import CachedStyles
 
 ROW_CACHE = 2048

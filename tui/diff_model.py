@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import OrderedDict
+
 from vtdtrace.positions import decimal
 
 SIDES = ("a", "b")

@@ -33,7 +33,6 @@ from textual.widget import Widget
 from .model import TraceModel
 from .styles import CachedStyles
 
-
 LEVELS = "▁▂▃▄▅▆▇█"
 STRIP_Y, MARKER_Y = 1, 0
 

@@ -44,8 +44,7 @@ replay.diff never imports the engine (tracer.engine): it diffs events alone.
 """
 
 from .align import ARGS, CLASSES, ONLY_A, ONLY_B, SAME, Alignment, OpPair, Region, Row
-from .report import (DiffInputError, DiffReport, HazardDelta, Side, StateDiff, diff_files, diff_streams,
-                     diff_traces)
+from .report import DiffInputError, DiffReport, HazardDelta, Side, StateDiff, diff_files, diff_streams, diff_traces
 from .text import render_text
 
 __all__ = [

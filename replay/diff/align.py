@@ -52,10 +52,10 @@ import gc
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import compress, count
 from operator import itemgetter, ne
-from typing import Iterable, Iterator
 
 import msgpack
 
@@ -966,7 +966,7 @@ class OpPair:
         return self._events()[1]
 
     @classmethod
-    def run(cls, first_a: int, first_b: int, count: int, op_a, op_b, key, n_ops: int) -> "OpPair":
+    def run(cls, first_a: int, first_b: int, count: int, op_a, op_b, key, n_ops: int) -> OpPair:
         p = cls(0, None, None, SAME)
         p.first_a, p.first_b, p.count_a, p.count_b = first_a, first_b, count, count
         p.op_a, p.op_b, p.key_a, p.key_b, p.n_ops = op_a, op_b, key, key, n_ops
@@ -1239,7 +1239,7 @@ class EventStream:
     def at_chunk_end(self) -> bool:
         return self.pos >= len(self.buf) and not self.done and self.src is not None
 
-    def adopt_from(self, other: "EventStream") -> bool:
+    def adopt_from(self, other: EventStream) -> bool:
         """When both are at a chunk boundary and this trace's next chunk is
         byte-identical to the one ``other`` is about to load: load other's
         (decoding it once) and take the same decoded list without decoding

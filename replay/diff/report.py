@@ -50,18 +50,36 @@ import gc
 import os
 from bisect import bisect_left, bisect_right
 from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from itertools import compress
 from operator import attrgetter, itemgetter
-from dataclasses import dataclass, field
-from typing import Iterable
 
+from replay.codes import event_translator
 from tracer import schema as S
 
 from .. import caches as C
 from ..render import PlatformView, cache_view, did_owner, fmt_rid, hex64, pt_owner
 from ..state import ZERO, BadEvent, fold, initial_state
-from .align import (ARGS, C_SAME, CLASSES, MAX_GROUP_EVENTS, ONLY_A, ONLY_B, SAME, Alignment, EventStream,
-                    OpPair, Pairer, _delta, _group_key, align_ops, groups_equal, last_op_start, slice_mismatch)
+from .align import (
+    ARGS,
+    C_SAME,
+    CLASSES,
+    MAX_GROUP_EVENTS,
+    ONLY_A,
+    ONLY_B,
+    SAME,
+    Alignment,
+    EventStream,
+    OpPair,
+    Pairer,
+    _delta,
+    _group_key,
+    align_ops,
+    groups_equal,
+    last_op_start,
+    slice_mismatch,
+)
 from .hazard_pairs import pair_changed
 
 CONTEXT_EVENTS = 3
@@ -99,12 +117,12 @@ class Side:
         self.count = 0          # events seen by the pass
 
     @classmethod
-    def from_events(cls, header: dict | None, events: Iterable[list], **kw) -> "Side":
+    def from_events(cls, header: dict | None, events: Iterable[list], **kw) -> Side:
         """From a flat event iterable (a ListSink's list, a generator)."""
         return cls(header, _batched(events), **kw)
 
     @classmethod
-    def from_trace(cls, trace, *, name=None, findings=None, analysis=None) -> "Side":
+    def from_trace(cls, trace, *, name=None, findings=None, analysis=None) -> Side:
         """From an open reader Trace (replay.reader.open_trace)."""
         return cls(trace.header, TraceChunks(trace), name=str(trace.path) if name is None else name,
                    schema=trace.schema, findings=findings, analysis=analysis, trace=trace)
@@ -130,7 +148,7 @@ class TraceChunks:
 
     def __init__(self, trace) -> None:
         self.trace = trace
-        self.translate = _translator(trace.schema)
+        self.translate = event_translator(trace.schema)
         self._chunks = trace.chunks
         self._fd = None
         try:
@@ -157,7 +175,7 @@ class TraceChunks:
         _sync, _tag, plen, count, first, pcrc, _hcrc = CHUNK_HEADER.unpack(head)
         return off + CHUNK_HEADER.size, plen, count, first, pcrc
 
-    def same_bytes(self, i: int, other: "TraceChunks", j: int) -> bool:
+    def same_bytes(self, i: int, other: TraceChunks, j: int) -> bool:
         if self._fd is None or getattr(other, "_fd", None) is None or self.translate or other.translate:
             return False
         try:
@@ -197,28 +215,6 @@ def _batched(events):
         yield buf
 
 
-def _translator(schema):
-    """Rewrite events of a trace written with another catalogue to this
-    build's kind/function codes (None when it already uses them)."""
-    if schema is None or schema.is_current:
-        return None
-    unknown = len(S.KINDS)
-    kmap = [c if c >= 0 else unknown for c in schema.to_current]
-    fmap = [S.FUNC_CODE.get(name, len(S.FUNCS) + i) for i, name in enumerate(schema.funcs)]
-
-    def translate(evs):
-        out = []
-        for ev in evs:
-            ev = list(ev)
-            k = ev[0] if ev else None
-            if ev:
-                ev[0] = kmap[k] if type(k) is int and 0 <= k < len(kmap) else unknown
-            f = ev[4] if len(ev) > 4 else None
-            if type(f) is int and 0 <= f < len(fmap):
-                ev[4] = fmap[f]
-            out.append(ev)
-        return out
-    return translate
 
 
 def _js(v):

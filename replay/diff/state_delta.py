@@ -12,8 +12,16 @@ printed by ``text.change_text``) as the report, so both read alike.
 from __future__ import annotations
 
 from ..render import PlatformView, cache_view
-from .report import (_ctx_fields, _dev_fields, _did_fields, _idmap_fields, _Tracker, _unit_sig, change_records,
-                     name_alike)
+from .report import (
+    _ctx_fields,
+    _dev_fields,
+    _did_fields,
+    _idmap_fields,
+    _Tracker,
+    _unit_sig,
+    change_records,
+    name_alike,
+)
 
 
 def state_changes(sa, view_a: PlatformView, sb, view_b: PlatformView) -> list[dict]:

@@ -17,8 +17,18 @@ describes every kind, its Xen code window and its severity.
 
 from .analyse import ANALYSERS, Analysis, TraceFindings, findings_for_events, findings_for_trace
 from .findings import (
-    BENIGN, HAZARD, KINDS, SEVERITIES, SEVERITY_RANK, WARNING, Finding, FindingIndex, counts,
-    decode_findings, encode_findings, sort_findings,
+    BENIGN,
+    HAZARD,
+    KINDS,
+    SEVERITIES,
+    SEVERITY_RANK,
+    WARNING,
+    Finding,
+    FindingIndex,
+    counts,
+    decode_findings,
+    encode_findings,
+    sort_findings,
 )
 
 __all__ = [

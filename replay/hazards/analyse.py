@@ -29,6 +29,7 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass, field
 
+from replay.codes import event_translator
 from replay.state import BadEvent, fold, initial_state
 from tracer import schema as S
 
@@ -216,30 +217,6 @@ class TraceFindings:
         return self._index
 
 
-def _translator(schema):
-    """Rewrite a chunk's events to this build's kind/function codes when the
-    trace was written with another catalogue (None when it is current)."""
-    if schema.is_current:
-        return None
-    unknown = len(S.KINDS)
-    kmap = [c if c >= 0 else unknown for c in schema.to_current]
-    fmap = [S.FUNC_CODE.get(name, len(S.FUNCS) + i) for i, name in enumerate(schema.funcs)]
-
-    def translate(evs):
-        out = []
-        for ev in evs:
-            if not isinstance(ev, list) or len(ev) < 5:
-                out.append(ev)
-                continue
-            ev = list(ev)
-            k = ev[0]
-            ev[0] = kmap[k] if type(k) is int and 0 <= k < len(kmap) else unknown
-            f = ev[4]
-            if type(f) is int and 0 <= f < len(fmap):
-                ev[4] = fmap[f]
-            out.append(ev)
-        return out
-    return translate
 
 
 SIDECAR_KEY = "hazards/findings"
@@ -327,7 +304,7 @@ def _compute(trace) -> TraceFindings:
     from replay.reader import StopReport
 
     a = Analysis(trace.header)
-    translate = _translator(trace.schema)
+    translate = event_translator(trace.schema)
     bad_chunk = None
     for i, chunk in enumerate(trace.iter_chunks(folded=True)):
         a.feed(translate(chunk) if translate is not None else chunk)

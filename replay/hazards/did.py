@@ -372,7 +372,7 @@ class DidAnalyser(Analyser):
                 return None
             d, did = w.info["dom"], w.info["did"]
             name = ctx.dom(d)
-            gone = "" if d in ctx.alive else f" (a domain that no longer exists)"
+            gone = "" if d in ctx.alive else " (a domain that no longer exists)"
             detail = (f"IOMMU {w.iommu}: DID {did} stays allocated to {name}{gone} although no context "
                       f"entry on the unit carries it and {name} has no device behind the unit (leaked)")
             return Finding("did-leak", WARNING, w.device, None, w.iommu, w.start, end, w.start_label,

@@ -127,7 +127,7 @@ class Finding:
                 self.start_label, self.end_label, self.detail]
 
     @classmethod
-    def from_row(cls, row) -> "Finding":
+    def from_row(cls, row) -> Finding:
         if not isinstance(row, (list, tuple)) or len(row) != 10:
             raise ValueError("finding row must have 10 fields")
         kind, sev, dev, rid, iommu, start, end, sl, el, detail = row

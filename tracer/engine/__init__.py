@@ -14,14 +14,14 @@ snapshot the replay property test compares against.
 
 from __future__ import annotations
 
+from .context_one import ContextOneMixin
 from .core import EngineCore, EngineLimit
 from .did import DidMixin
 from .flush import FlushMixin
-from .context_one import ContextOneMixin
 from .mapping import MappingMixin
+from .pci import PciMixin
 from .quirks import QuirksMixin
 from .reassign import ReassignMixin
-from .pci import PciMixin
 
 VARIANTS = {
     "legacy": "V1: stable-4.15 7bbcacec42, unmap then map via dom_io",

@@ -8,10 +8,20 @@ from __future__ import annotations
 from .. import schema as S
 from .core import MO14_DEPTH_CAP
 from .hw import (
-    CONTEXT_TT_DEV_IOTLB, CONTEXT_TT_MULTI_LEVEL, CONTEXT_TT_PASS_THRU,
-    context_clear_present, context_domain_id, context_present, context_set_address_root, context_set_address_width,
-    context_set_fault_enable, context_set_present, context_set_translation_type,
-    level_to_agaw, root_entry, sid,
+    CONTEXT_TT_DEV_IOTLB,
+    CONTEXT_TT_MULTI_LEVEL,
+    CONTEXT_TT_PASS_THRU,
+    context_clear_present,
+    context_domain_id,
+    context_present,
+    context_set_address_root,
+    context_set_address_width,
+    context_set_fault_enable,
+    context_set_present,
+    context_set_translation_type,
+    level_to_agaw,
+    root_entry,
+    sid,
 )
 
 EFAULT, ENOMEM, ESRCH, EILSEQ, EINVAL = 14, 12, 3, 84, 22

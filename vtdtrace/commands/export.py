@@ -94,9 +94,9 @@ def _jsonl(trace, out) -> None:
 
 
 def _chrome(trace, out, path) -> None:
+    from replay.codes import event_translator
     from replay.export_chrome import export_chrome
     from replay.reader import current_schema
-    from replay.session import event_translator
 
     translate = event_translator(trace.schema)
     if translate is None:

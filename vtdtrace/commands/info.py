@@ -90,7 +90,7 @@ def _text_lines(path, trace):
         c = h["created"]
         when = _s(c)
         if type(c) is int and 0 <= c < 253402300800:
-            when = datetime.datetime.fromtimestamp(c, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            when = datetime.datetime.fromtimestamp(c, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         yield "created", when
     if trace.format_version:
         span = f" (seq 1..{trace.count})" if trace.count else ""

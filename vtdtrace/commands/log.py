@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, fail
+from ..errors import EXIT_DAMAGED, EXIT_OK, fail
 from ..positions import beyond_end, event_seq
 
 _BATCH = 4096   # lines per write: printing is the cost at millions of events
@@ -32,7 +32,7 @@ def add_parser(p) -> None:
 
 
 def run(args) -> int:
-    from replay.jsonout import EventPresenter, RidFilter, safe_text
+    from replay.jsonout import EventPresenter, RidFilter
     from replay.reader import NotATrace, open_trace
     from tracer.platform import parse_bdf
 

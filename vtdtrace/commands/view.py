@@ -28,7 +28,6 @@ def add_parser(p) -> None:
 
 def run(args) -> int:
     from replay.reader import NotATrace
-
     from tui.model import TraceModel
 
     models = []
