@@ -39,7 +39,7 @@ ROOT_TABLES = ("pgd", "quarantine")
 
 # Bump when the checkpoint encoding below changes; sidecars built by another
 # format are rebuilt.
-STATE_FORMAT = 5
+STATE_FORMAT = 6
 
 
 class BadEvent(ValueError):
@@ -76,6 +76,7 @@ TABLES = (
     "domains",       # domid -> 1: created, not yet destroyed
     "dying",         # domid -> 1: is_dying set (a subset of domains)
     "translation",   # iommu -> 1: DMA remapping enabled
+    "pseudo",        # pseudo domid -> (seg, bdf16): the device it stands for (engine `final`)
     "locks",         # (lock, target) -> cpu
     "nest",          # (lock, target) -> depth, for re-entered nestable locks (rcu_domain) only
     "stacks",        # cpu -> (parent, func_code): call stack as a cons list, innermost first
@@ -171,7 +172,7 @@ def initial_state(header: dict | None = None) -> ReplayState:
 # tell what changed since the last checkpoint without comparing whole tables
 # (thousands of domains).  The fast-path tables are small and compared.
 JOURNALED = frozenset(("root", "iommu_bitmap", "pgd", "pages", "idmaps", "present", "owners", "ats",
-                       "domains", "dying", "translation"))
+                       "domains", "dying", "translation", "pseudo"))
 
 
 def _set(st, name: str, key, value) -> None:
@@ -283,6 +284,15 @@ def _domain_destroy(st, ev):
         _del(st, "iommu_bitmap", key)
 
 
+def _pseudo_domid(st, ev):
+    # [seg, bdf, iommu, domain, value]: the device's pseudo domain ID taken or returned
+    seg, bdf, dom = ev[6], ev[7], ev[9]
+    if ev[10]:
+        _set(st, "pseudo", dom, (seg, bdf))
+    else:
+        _del(st, "pseudo", dom)
+
+
 def _rollback_begin(st, ev):
     st.rollback += 1
 
@@ -317,6 +327,7 @@ _RARE = {
     S.K_FAULT_INJECT: _no_state,
     S.K_ENGINE_LIMIT: _no_state,
     S.K_LOG: _no_state,
+    S.K_PSEUDO_DOMID: _pseudo_domid,
 }
 # This build's catalogue, for the fold's checks of the rare kinds and the
 # wording of every BadEvent (the reader's words: replay/validate.py).
@@ -578,7 +589,7 @@ def to_canonical(st: ReplayState) -> dict:
         iommu_bitmap=_group(st.iommu_bitmap),
         pgd=st.pgd, idmaps=st.idmaps, owners=st.owners, ats=st.ats.keys(),
         domains={d: "dying" if d in st.dying else "alive" for d in st.domains},
-        translation=st.translation.keys(), locks=st.locks,
+        translation=st.translation.keys(), pseudo=st.pseudo, locks=st.locks,
         stacks={cpu: [func_name(f) for f in st.stack(cpu)] for cpu in st.stacks},
         op=st.open_op,
     )

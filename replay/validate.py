@@ -43,6 +43,8 @@ from tracer.schema import (
     KINDS,
     PREFIX,
     PREFIX_TYPES,
+    PSEUDO_DOMID_FIRST,
+    PSEUDO_DOMID_LAST,
     SCHEMA_VERSION,
     U64_MAX,
 )
@@ -118,6 +120,10 @@ class _Rule:
         return not col or (self.lo <= min(col) and max(col) <= self.hi)
 
 
+# Per-device pseudo domain IDs (engine `final`) may stand wherever a domain does.
+_PSEUDO_DOMIDS = frozenset(range(PSEUDO_DOMID_FIRST, PSEUDO_DOMID_LAST + 1))
+
+
 def _platform_sets(platform) -> tuple:
     """(IOMMU ids, segments, domids) the header's platform declares; None
     for what it does not say (a hand-made header without the list).  The
@@ -134,7 +140,7 @@ def _platform_sets(platform) -> tuple:
             segs.update(r["segment"] for r in platform.get("rmrrs") or () if "segment" in r)
             segs = frozenset(segs)
     if platform.get("domains") is not None:
-        doms = frozenset(chain((row[0] for row in platform["domains"]), DOMID_RESERVED))
+        doms = frozenset(chain((row[0] for row in platform["domains"]), DOMID_RESERVED)) | _PSEUDO_DOMIDS
     return iommus, segs, doms
 
 

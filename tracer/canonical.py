@@ -17,6 +17,7 @@ dict of sorted tuples, so insertion order never matters:
     ats          ((seg, bdf16), ...)                  ATS enabled
     domains      ((domid, "alive"|"dying"), ...)      existing domains
     translation  (iommu, ...)                         units with DMA remapping enabled
+    pseudo       ((domid, seg, bdf16), ...)           pdev->arch.pseudo_domid of present pdevs
     locks        ((lock, target, cpu), ...)           held locks
     stacks       ((cpu, (func, ...)), ...)            call stacks, outermost first
     op           int                                  open top-level op (None when idle)
@@ -30,7 +31,7 @@ def _t(x):
 
 
 def canonical(*, ctx, root, did_bitmap, did_map, iommu_bitmap, pgd, idmaps, owners, ats,
-              domains, translation, locks, stacks, op) -> dict:
+              domains, translation, locks, stacks, op, pseudo=None) -> dict:
     return {
         "ctx": _t((u, b, df, lo, hi) for (u, b, df), (lo, hi) in ctx.items()),
         "root": _t((u, b, lo) for (u, b), lo in root.items()),
@@ -43,6 +44,7 @@ def canonical(*, ctx, root, did_bitmap, did_map, iommu_bitmap, pgd, idmaps, owne
         "ats": _t(ats),
         "domains": _t(domains.items()),
         "translation": _t(translation),
+        "pseudo": _t((d, s, bdf) for d, (s, bdf) in (pseudo or {}).items()),
         "locks": _t((lk, tgt, cpu) for (lk, tgt), cpu in locks.items()),
         "stacks": _t((cpu, tuple(st)) for cpu, st in stacks.items() if st),
         "op": op,

@@ -42,7 +42,7 @@ FORMAT_NAME = "vtdtrace"
 # Bump MAJOR for an incompatible change of the container or of the meaning of
 # an existing field; MINOR when kinds or trailing fields are appended.
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1
 SCHEMA_VERSION = 1
 
 PREFIX = ("seq", "cpu", "op", "func", "label")
@@ -130,9 +130,11 @@ _KIND_SPECS: list[tuple[str, tuple[str, ...], str]] = [
     ("pt-alloc", ("domain:dom", "maddr:u64", "what:str"),
      "Page-table page allocated for domain at maddr; what is pgd (the root of the domain's I/O page tables), "
      "pt-l3|pt-l2|pt-l1 (a lower level of them), quarantine|quarantine-l3|quarantine-l2|quarantine-l1 "
-     "(dom_io's read-only quarantine tree) or scratch (its scratch page)."),
+     "(dom_io's read-only quarantine tree; under engine `final` one device's quarantine tree, owned by "
+     "its pseudo domain ID) or scratch (the tree's scratch leaf page; read/write under `final`)."),
     ("pt-free", ("domain:dom", "maddr:u64"),
-     "The domain's page-table tree at maddr freed (domain destruction)."),
+     "The domain's page-table tree at maddr freed (domain destruction; under `final` a device's "
+     "quarantine tree, with its pseudo domain ID as the domain)."),
     ("idmap-add", ("domain:dom", "base:u64", "end:u64", "access:str", "refcount:int"),
      "Identity (1:1) mapping [base, end] (inclusive, bytes) with access rw|r in the domain's tables; "
      "refcount after the call (a repeat only bumps it)."),
@@ -164,6 +166,12 @@ _KIND_SPECS: list[tuple[str, tuple[str, ...], str]] = [
      "The simulator refused to go on (e.g. MO14 rollback ping-pong capped at depth); the C code would loop."),
     ("log", ("level:str", "text:str"),
      "A printk/dprintk line as Xen prints it (level: debug|info|warning|err)."),
+    # --- format 1.1 (engine `final`) ----------------------------------------------
+    ("pseudo-domid", ("seg:int", "bdf:int", "iommu:int", "domain:dom", "value:int"),
+     "The device's per-device pseudo domain ID (pdev->arch.pseudo_domid, 0x8000 | index, in domid_map's "
+     "domain-ID space) taken from (value 1) or returned to (value 0) the pseudo-ID bitmap of the IOMMU "
+     "iommu: iommu_alloc_domid / iommu_free_domid.  The device's quarantine page tables are recorded "
+     "as that domain's (pt-alloc, idmap-add, pt-free)."),
 ]
 
 KINDS: tuple[Kind, ...] = tuple(
@@ -242,6 +250,12 @@ FUNCS: tuple[str, ...] = (
     "iommu_add_device",
     "iommu_remove_device",
     "iommu_clear_root_pgtable",
+    # format 1.1 (engine `final`)
+    "iommu_quarantine_dev_init",
+    "fill_qpt",
+    "quarantine_teardown",
+    "iommu_identity_map_teardown",
+    "get_iommu_did",
 )
 FUNC_CODE: dict[str, int] = {name: i for i, name in enumerate(FUNCS)}
 
@@ -265,6 +279,16 @@ LOCK_NAMES = ("pcidevs_lock", "iommu->lock", "mapping_lock", "rcu_domain", "regi
 # Every reserved domid the engine may name (DOMID_IO owns quarantined
 # devices, DOMID_INVALID fills unused domid_map slots ...).
 DOMID_RESERVED = (DOMID_SELF, DOMID_IO, DOMID_XEN, DOMID_COW, DOMID_INVALID, DOMID_IDLE)
+# Per-device pseudo domain IDs (engine `final`, x86 iommu_alloc_domid): DOMID_MASK + 1 + index,
+# index < UINT16_MAX - DOMID_MASK.  They share domid_map with real domain IDs and stand for
+# dom_io on behalf of one quarantined device.
+DOMID_MASK = 0x7FFF
+PSEUDO_DOMID_FIRST = DOMID_MASK + 1
+PSEUDO_DOMID_LAST = 0xFFFE
+
+
+def is_pseudo_domid(domid: object) -> bool:
+    return type(domid) is int and PSEUDO_DOMID_FIRST <= domid <= PSEUDO_DOMID_LAST
 
 # Field values.  A type says an iommu is an int; these say which ints, since
 # the fold indexes its state with them and the renderers print them as
@@ -273,8 +297,8 @@ DOMID_RESERVED = (DOMID_SELF, DOMID_IO, DOMID_XEN, DOMID_COW, DOMID_INVALID, DOM
 #   bus, devfn     0 .. 0xff          bdf, sid   0 .. 0xffff
 #   iommu          an ``id`` of the header's platform.iommus
 #   seg            a segment of the platform (of its IOMMUs, devices, RMRRs)
-#   dom fields     a domid of the header's platform.domains or DOMID_RESERVED
-#                  (``dom?``: or None)
+#   dom fields     a domid of the header's platform.domains, DOMID_RESERVED or a
+#                  pseudo domain ID 0x8000..0xfffe (``dom?``: or None)
 # and FIELD_ENUMS closes the str fields whose meaning is a fixed set of words
 # (the engine's emit sites use nothing else).  Rules that need the platform
 # apply only when the header has the list they need.
@@ -314,7 +338,7 @@ def value_rule(kind: str, field: str, type_: str) -> str | None:
     if field == "seg":
         return "platform segment"
     if type_.startswith("dom"):
-        return "header domain or reserved domid"
+        return "header domain, reserved domid or pseudo domain ID"
     return None
 
 

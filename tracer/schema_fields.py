@@ -40,6 +40,7 @@ K_ROLLBACK_END: Final = 29
 K_FAULT_INJECT: Final = 30
 K_ENGINE_LIMIT: Final = 31
 K_LOG: Final = 32
+K_PSEUDO_DOMID: Final = 33
 
 # op-begin
 F_OP_BEGIN_VERB: Final = 6
@@ -203,3 +204,10 @@ F_ENGINE_LIMIT_DEPTH: Final = 7
 # log
 F_LOG_LEVEL: Final = 6
 F_LOG_TEXT: Final = 7
+
+# pseudo-domid
+F_PSEUDO_DOMID_SEG: Final = 6
+F_PSEUDO_DOMID_BDF: Final = 7
+F_PSEUDO_DOMID_IOMMU: Final = 8
+F_PSEUDO_DOMID_DOMAIN: Final = 9
+F_PSEUDO_DOMID_VALUE: Final = 10

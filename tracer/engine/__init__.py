@@ -8,7 +8,11 @@
 * ``direct`` -- V2, stable-4.15 d67a72c655 (the seed, XSA-400 / CVE-2022-26359):
   in-place re-assignment with cmpxchg16b or the two non-cx16 write paths.
 
-Planned: ``original`` (V0) and ``final`` (V3).  ``canonical()`` is the live
+* ``final`` -- V3, stable-4.15 b3ee746000 (end of the XSA-400 series):
+  ``FinalEngine`` (final.py, final_quarantine.py), per-device pseudo domain
+  IDs and quarantine page tables.
+
+Planned: ``original`` (V0).  ``canonical()`` is the live
 snapshot the replay property test compares against.
 """
 
@@ -26,16 +30,21 @@ from .reassign import ReassignMixin
 VARIANTS = {
     "legacy": "V1: stable-4.15 7bbcacec42, unmap then map via dom_io",
     "direct": "V2: stable-4.15 d67a72c655, direct re-assignment (XSA-400)",
+    "final": "V3: stable-4.15 b3ee746000, end of the XSA-400 series (per-device quarantine)",
 }
 PLANNED_VARIANTS = {
     "original": "V0: stable-4.15 aafd4f1df0, before XSA-400",
-    "final": "V3: stable-4.15 b3ee746000, end of the XSA-400 series",
 }
-XEN_COMMITS = {"legacy": "7bbcacec42", "direct": "d67a72c655"}
+XEN_COMMITS = {"legacy": "7bbcacec42", "direct": "d67a72c655", "final": "b3ee746000"}
 
 
 class Engine(PciMixin, ReassignMixin, MappingMixin, ContextOneMixin, QuirksMixin,
              FlushMixin, DidMixin, EngineCore):
+
+    def __new__(cls, platform, recorder, *, variant: str, cx16: bool | None = None):
+        # A variant with code of its own is a subclass (ENGINE_CLASSES, below).
+        sub = ENGINE_CLASSES.get(variant) if cls is Engine else None
+        return object.__new__(sub if sub is not None else cls)
 
     def __init__(self, platform, recorder, *, variant: str, cx16: bool | None = None) -> None:
         if variant not in VARIANTS:
@@ -56,5 +65,12 @@ class Engine(PciMixin, ReassignMixin, MappingMixin, ContextOneMixin, QuirksMixin
             raise
         return rcs
 
+
+# The subclasses import Engine: registered after it exists.  One line per variant.
+from .final import FinalEngine  # noqa: E402
+
+ENGINE_CLASSES: dict[str, type[Engine]] = {
+    "final": FinalEngine,
+}
 
 __all__ = ["Engine", "EngineLimit", "VARIANTS", "PLANNED_VARIANTS", "XEN_COMMITS"]

@@ -61,6 +61,9 @@ class PciDev:
     domain: XenDomain | None = None
     quarantine: bool = False
     ats_enabled: bool = False
+    # pdev->arch (engine `final`): the pseudo domain ID and the quarantine page tables
+    pseudo_domid: int = S.DOMID_INVALID
+    qpt: XenDomain | None = None
 
     @property
     def bdf16(self) -> int:
@@ -299,6 +302,8 @@ class EngineCore:
             ats=[(p.seg, p.bdf16) for p in self.pdevs.values() if p.ats_enabled],
             domains={d.domid: ("dying" if d.is_dying else "alive") for d in live if d.created},
             translation=[u.index for u in self.iommus if u.translation_enabled],
+            pseudo={p.pseudo_domid: (p.seg, p.bdf16) for p in self.pdevs.values()
+                    if p.pseudo_domid != S.DOMID_INVALID},
             locks=self.locks,
             stacks={self.rec.cpu: [f.func for f in self.stack]},
             op=self.op_open,
