@@ -1,5 +1,5 @@
 """Regenerate the shipped traces: every traces/*.toml under `legacy`,
-`direct` (cx16) and `direct` without cx16 -> traces/NAME.ENGINE[-nocx16].vtdt.
+`direct` and `final`, each with cx16 and without -> traces/NAME.ENGINE[-nocx16].vtdt.
 
     python -m tracer.regen          (or: make traces)
     python -m tracer.regen --check  exit 1 if a committed trace differs
@@ -19,7 +19,8 @@ from .record import apply_cx16, default_output, make_header, record
 from .scenario import load_scenario
 from .writer import TraceWriter
 
-COMBOS = (("legacy", True), ("direct", True), ("direct", False))
+COMBOS = (("legacy", True), ("direct", True), ("direct", False),
+          ("final", True), ("final", False))
 
 
 def shipped_traces(traces_dir: Path):

@@ -5,7 +5,9 @@
   carries the DID and that domain has no device behind the unit.  Checked at
   operation boundaries: reported only when it still holds when a top-level
   operation returns (the window starts where it began).  DID 0 under
-  caching mode is the architectural reservation, not a leak.
+  caching mode is the architectural reservation, not a leak; nor is the DID
+  of a device's pseudo domain ID (engine ``final``: allocated with its
+  quarantine tables, kept while the device exists, whoever owns it).
 * did-dangling (d2), per requester ID: its entry in memory, a value the
   context cache may hold, or an IOTLB fill through it carries a DID whose
   bitmap bit is clear, whose slot says DOMID_INVALID or whose domain is gone;
@@ -24,12 +26,18 @@ space), dangling and reuse are ``hazard``.
 from __future__ import annotations
 
 from tracer import schema as S
-from tracer.schema import DOMID_INVALID
+from tracer.schema import DOMID_INVALID, DOMID_IO
 
 from .base import Analyser, join_names
 from .findings import HAZARD, WARNING, Finding
 
 WHERE = {"entry": "its context entry", "cache": "the context cache", "iotlb": "the IOTLB"}
+
+
+def _bitmap_domain(st, dom):
+    """The domain whose iommu_bitmap covers tables dom owns: a device's
+    quarantine tables (its pseudo domain ID's, engine final) are dom_io's."""
+    return DOMID_IO if dom in st.pseudo else dom
 
 
 class DidAnalyser(Analyser):
@@ -73,8 +81,8 @@ class DidAnalyser(Analyser):
         m = st.did_map.get((u, did), 0)
         if m == DOMID_INVALID:
             return "invalid"
-        if m not in self.ctx.alive:
-            return "gone"
+        if m not in self.ctx.alive and m not in st.pseudo:
+            return "gone"       # (a pseudo domain ID lives while its device has it)
         return None
 
     def refs(self, key) -> dict:
@@ -258,7 +266,9 @@ class DidAnalyser(Analyser):
         leak = None
         if (u, did) in st.did_bits and not (did == 0 and st.cm):
             m = st.did_map.get((u, did), 0)
-            if m != DOMID_INVALID and not ctx.keys_with_did(u, did) and not ctx.pdevs_on.get((m, u)):
+            # a pseudo domain ID's DID stays while its device exists, by design
+            if m != DOMID_INVALID and not ctx.keys_with_did(u, did) and not ctx.pdevs_on.get((m, u)) \
+                    and m not in st.pseudo:
                 leak = m
         wkey = ("d1", u, did)
         w = self.open.get(wkey)
@@ -291,7 +301,7 @@ class DidAnalyser(Analyser):
         bitmap = None
         info = ctx.keyinfo.get(key)
         if info is not None and info[1] is not None:
-            dom = ctx.pt_owner(info[1])
+            dom = _bitmap_domain(ctx.st, ctx.pt_owner(info[1]))
             if dom is not None and (dom, u) not in ctx.st.iommu_bitmap:
                 bitmap = dom
         wkey = ("d2", key)
@@ -345,7 +355,7 @@ class DidAnalyser(Analyser):
             if dangling(u, info[0]) is not None:
                 return False
             if info[1] is not None:
-                dom = ctx.pt_owner(info[1])
+                dom = _bitmap_domain(st, ctx.pt_owner(info[1]))
                 if dom is not None and (dom, u) not in st.iommu_bitmap:
                     return False
         for lo, hi in st.cc.get(key, ()):

@@ -4,7 +4,9 @@
 * a context-entry store without ``iommu->lock`` of its unit held by the
   storing CPU;
 * a DID allocation (``context_set_domain_id`` setting the bitmap bit or the
-  domid_map slot) without ``iommu->lock`` -- Xen ASSERTs it;
+  domid_map slot) without ``iommu->lock`` -- Xen ASSERTs it (engine
+  ``final``: a pseudo domain ID's DID under ``pcidevs_lock`` is fine, the
+  lock that code asserts);
 * a DID free (bit cleared, slot set to DOMID_INVALID) without
   ``pcidevs_lock``.  The seed's ``check_cleanup_domid_map`` runs under
   ``pcidevs_lock`` only, which is correct (no finding).  Domain teardown's
@@ -27,7 +29,7 @@ nothing).
 from __future__ import annotations
 
 from tracer import schema as S
-from tracer.schema import DOMID_INVALID, FUNC_CODE
+from tracer.schema import DOMID_INVALID, FUNC_CODE, is_pseudo_domid
 
 from .base import Analyser, label_of
 from .findings import HAZARD, WARNING, Finding
@@ -137,7 +139,10 @@ class LockAnalyser(Analyser):
                 self._point(ev, ("free", u, ev[4]), u, None,
                             "DID {dids} freed without pcidevs_lock held", HAZARD, did=did)
         elif ev[4] == F_SET_DID:
-            if self._holds("iommu->lock", u, cpu):
+            # Engine final: the DID of a pseudo domain ID is obtained before
+            # any entry, under pcidevs_lock, which is what that code asserts.
+            if self._holds("iommu->lock", u, cpu) or (
+                    is_pseudo_domid(ctx.st.did_map.get((u, did))) and self._holds("pcidevs_lock", None, cpu)):
                 self.last = None
                 return
             self._point(ev, ("alloc", u), u, None,

@@ -26,7 +26,8 @@ PCIe-to-PCI bridge) are **shadow** entries: no DMA of this device uses them.
 
 **Consistent** means: the entry in memory is present and translates with a
 DID whose bitmap bit is set and whose ``domid_map`` slot names the owner,
-through page tables the owner owns (``dom_io``: its quarantine tables; a
+through page tables the owner owns (``dom_io``: its quarantine tables, or
+-- engine ``final`` -- the device's own pseudo domain ID and its tables; a
 pass-through entry counts as the hardware domain's); or it is not present
 and the owner has no I/O page tables at all (``dom_io`` without quarantine
 tables, for instance).
@@ -63,6 +64,7 @@ from __future__ import annotations
 
 from replay.state import ROOT_TABLES
 from tracer import schema as S
+from tracer.schema import DOMID_IO
 
 from .base import PAGE_MASK, TT_PT, Analyser, domain_name
 from .findings import HAZARD, WARNING, Finding, renderer
@@ -336,8 +338,15 @@ class OwnerAnalyser(Analyser):
         if not lo & 1:
             return not self.has_tables(owner)
         ud = (key[0], (hi >> 8) & 0xFFFF)
-        if ud not in self._did_bits or self._did_map.get(ud, 0) != owner:
+        if ud not in self._did_bits:
             return False
+        m = self._did_map.get(ud, 0)
+        if m != owner:
+            # a quarantined device's entry names its pseudo domain ID (engine
+            # final): dom_io's, if the tables are that pseudo domain ID's too
+            if owner != DOMID_IO or m not in self.st.pseudo:
+                return False
+            owner = m
         if (lo >> 2) & 3 == TT_PT:
             return owner == self.hwdom
         page = self._pages.get(lo & PAGE_MASK)
