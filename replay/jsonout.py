@@ -32,6 +32,8 @@ import json
 from tracer.platform import ERRNO_NAME, fmt_bdf, fmt_rid
 from tracer.schema import ADDRESS_FUNCS, DOMID_COW, DOMID_IDLE, DOMID_INVALID, DOMID_IO, DOMID_XEN, K_RETURN
 
+from .pseudo import is_pseudo_domid, pseudo_domain_name
+
 # Roles
 PLAIN, U64, DOMAIN, LOCK_TARGET, BDF, SID, BUS, DEVFN, SEG, RC, ARGS = (
     "plain", "u64", "domain", "lock-target", "bdf", "sid", "bus", "devfn", "seg", "rc", "args")
@@ -153,14 +155,18 @@ class TraceNames:
                 if isinstance(unit, dict) and type(unit.get("id")) is int and type(unit.get("segment")) is int:
                     self.iommu_segment[unit["id"]] = unit["segment"]
 
-    def domain(self, domid):
-        """JSON form: name, None for DOMID_INVALID/None, d<N> for unnamed ids."""
+    def domain(self, domid, pseudo=None):
+        """JSON form: name, None for DOMID_INVALID/None, d<N> for unnamed ids,
+        ``dom_io/pseudo 0x8002`` for a pseudo domain ID (with its device when
+        ``pseudo``, a replayed state's pseudo table, names one: replay.pseudo)."""
         if type(domid) is not int:
             return json_safe(domid)
         if domid == DOMID_INVALID:
             return None
         name = self.domains.get(domid)
         if name is None:
+            if is_pseudo_domid(domid):
+                return pseudo_domain_name(domid, pseudo.get(domid) if pseudo else None)
             name = RESERVED_DOMAINS.get(domid, f"d{domid}")
         return name
 

@@ -43,6 +43,9 @@ class PlatformView:
             plat = {}
         # Domain names exactly as `log --jsonl` prints them.
         self._names = TraceNames(header if isinstance(header, dict) else {})
+        # pseudo domain ID -> (seg, bdf16) of its device, from the state being
+        # rendered (show_dict sets it): names a pseudo domain ID's device
+        self.pseudo: dict | None = None
         self.names: dict[int, str] = {}
         self.hardware: int | None = None
         for row in plat.get("domains") or ():
@@ -93,7 +96,7 @@ class PlatformView:
         for no domain at all), d<N> for an id the header does not name."""
         if domid is None:
             return None
-        return self._names.domain(domid)
+        return self._names.domain(domid, self.pseudo)
 
     def rid(self, iommu: int, bus: int, devfn: int) -> str:
         return fmt_rid(self.segment.get(iommu, 0), bus, devfn)
@@ -321,6 +324,7 @@ def show_dict(st: ReplayState, view: PlatformView, open_findings=()) -> dict:
     """The ``show --json`` object (docs/CLI.md#show-json) for ``st``.  ``open_findings`` is
     the list of finding dicts open at ``st.seq`` (from the hazard analysers,
     through ReplaySession.open_findings)."""
+    view.pseudo = st.pseudo
     iommus = []
     for u in iommu_ids(st, view):
         dids = {str(did): view.domain_name(st.did_map.get((uu, did), 0))

@@ -33,7 +33,34 @@ OPEN = None
 # owner-mismatch is judged when a top-level operation ends: its windows open (and, when the
 # next judgement finds another mismatch, close) at an op-end event, which has no step label
 OP_END = "op-end"
-VARIANTS = {"legacy": ("legacy", True), "direct": ("direct", True), "direct-nocx16": ("direct", False)}
+VARIANTS = {"legacy": ("legacy", True), "direct": ("direct", True), "direct-nocx16": ("direct", False),
+            "final": ("final", True), "final-nocx16": ("final", False)}
+
+_D3_ROWS_02 = [
+    ("stale-context", "benign", "02:00.0", "02:00.0", "MO7", "MO9"),
+    ("stale-iotlb", "benign", "02:00.0", "02:00.0", "MO7", "MO10"),
+    ("did-dangling", "hazard", "02:00.0", "02:00.4", "RN4", OPEN),
+    ("did-pt-mismatch", "warning", "02:00.0", "02:00.4", "RN4", OPEN),
+    ("owner-mismatch", "hazard", "02:00.0", "02:00.4", OP_END, OPEN),
+]
+S12_DIRECT = _D3_ROWS_02 + [
+    ("stale-context", "benign", "03:00.0", "03:00.0", "MO7", "MO9"),
+    ("stale-iotlb", "benign", "03:00.0", "03:00.0", "MO7", "MO10"),
+    ("stale-context", "benign", "03:00.0", "03:00.4", "MO7", "MO9"),
+    ("stale-iotlb", "benign", "03:00.0", "03:00.4", "MO7", "MO10"),
+    ("stale-context", "benign", "03:00.0", "03:00.0", "MO7", "MO9"),
+    ("stale-iotlb", "benign", "03:00.0", "03:00.0", "MO7", "MO10"),
+    ("did-dangling", "hazard", "03:00.0", "03:00.4", "RN4", OPEN),
+    ("did-pt-mismatch", "warning", "03:00.0", "03:00.4", "RN4", OPEN),
+    ("owner-mismatch", "hazard", "03:00.0", "03:00.4", OP_END, OPEN),
+]
+# A device quarantined at boot and then assigned without D3 (S7, S12's 03:00.0 under final): the
+# main function and the phantom are each switched once at boot (dom0 -> dom_io) and once by the
+# op (dom_io -> guest), each store followed by its own MO9/MO10 flushes.
+def _clean_quarantined(dev):
+    return [(k, "benign", dev, rid, "MO7", end) for rid in (dev, dev[:-1] + "4")
+            for k, end in (("stale-context", "MO9"), ("stale-iotlb", "MO10")) for _ in range(2)]
+
 
 EXPECTED = {
     # S1 V1: a1 UO3 -> PM5 each way; the unmap's own flushes (UO5) close c1/c2.
@@ -315,6 +342,39 @@ EXPECTED = {
         ("did-pt-mismatch", "warning", "02:00.0", "02:00.4", "RN4", OPEN),
         ("owner-mismatch", "hazard", "02:00.0", "02:00.4", OP_END, OPEN),
     ],
+    # S12 V1: 03:00.0 is S7's device (same unit layout, boot quarantining and op): S7's rows.
+    # 02:00.0 (op 1) is S7's op 1 with dom0 as the source: DCU unmaps the main function first and
+    # frees dom0's DID 0 on DRHD 0 (dom0 has nothing else there) while 02:00.4 keeps it (b, no
+    # victim); PM4 hands number 0 to the guest (d3) and 02:00.4's fills through dom0's tables are
+    # tagged with it (c3, victim 02:00.0) until the phantom's UO5.
+    ("s12-phantom-source-alone", "legacy"): [
+        ("stale-context", "benign", "02:00.0", "02:00.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "02:00.0", "02:00.0", "UO3", "UO5"),
+        ("did-pt-mismatch", "hazard", "02:00.0", "02:00.4", "DCU", "UO3"),
+        ("did-reuse", "hazard", "02:00.0", "02:00.4", "PM4", "UO5"),
+        ("foreign-iotlb", "hazard", "02:00.0", "02:00.4", "PM4", "UO5"),
+        ("stale-context", "benign", "02:00.0", "02:00.4", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "02:00.0", "02:00.4", "UO3", "UO5"),
+        ("did-pt-mismatch", "warning", "02:00.0", "02:00.0", "DCU", "PM4"),
+        ("stale-context", "benign", "03:00.0", "03:00.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "03:00.0", "03:00.0", "UO3", "UO5"),
+        ("stale-context", "hazard", "03:00.0", "03:00.4", "UO3", "UO5"),
+        ("stale-iotlb", "hazard", "03:00.0", "03:00.4", "UO3", OPEN),
+        ("did-pt-mismatch", "warning", "03:00.0", "03:00.0", "DCU", "PM4"),
+        ("stale-context", "benign", "03:00.0", "03:00.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "03:00.0", "03:00.0", "UO3", "UO5"),
+        ("did-pt-mismatch", "hazard", "03:00.0", "03:00.4", "DCU", "UO3"),
+        ("did-reuse", "hazard", "03:00.0", "03:00.4", "PM4", "UO5"),
+        ("foreign-iotlb", "hazard", "03:00.0", "03:00.4", "PM4", "UO5"),
+        ("stale-context", "benign", "03:00.0", "03:00.4", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "03:00.0", "03:00.4", "UO3", "UO5"),
+        ("did-pt-mismatch", "warning", "03:00.0", "03:00.0", "DCU", "PM4"),
+    ],
+    # S12 V2 (D3 twice): op 1, RN4 frees dom0's DID on DRHD 0 while 02:00.4 carries it; op 2,
+    # dom_io's on DRHD 1 while 03:00.4 does (S7).  Each phantom's MO3 reads DOMID_INVALID ->
+    # -ESRCH, swallowed: d2, b and the owner mismatch stay open.  cx16 or not alike (no RMRR).
+    ("s12-phantom-source-alone", "direct"): S12_DIRECT,
+    ("s12-phantom-source-alone", "direct-nocx16"): S12_DIRECT,
     # S8 V1: 05:02.0 and the shared aliases unmapped/mapped each way: a1 on 05:01.0's alias
     # RIDs, and a2 while the aliases point at the guest's tables (no 05:01.0 RMRR there).
     ("s8-two-legacy-behind-bridge", "legacy"): [
@@ -423,6 +483,46 @@ EXPECTED = {
     ],
 }
 
+# --- final (V3, b3ee746000) -------------------------------------------------------------------
+# V3 changes, against V2: per-device pseudo domain IDs and quarantine tables (only with
+# quarantine on, only for a device that leaves the hardware domain or sits in dom_io), the skipped
+# check_cleanup_domid_map(dom_io), MAP_ERROR_RECOVERY (only on an MO14 rollback), the unmap's
+# flush of the entry's own DID (only on a UO path), and the NULL-pdev printk (only on an EILSEQ).
+# Where a scenario reaches none of them the table is V2's, row for row, and says why:
+FINAL_AS_DIRECT = {
+    # quarantine off: no pseudo domain ID, no quarantine tables; the cmpxchg16b / best-effort
+    # writes and their flushes are the same C; the Must-show rows: cx16 has neither an
+    # rmrr-disconnect nor a did-pt-mismatch (asserted on its own below), no-cx16 keeps V2's
+    # b/c3 window (MO7 did not change).
+    "s1-usb-rmrr": "quarantine = false",
+    "s10-alias-rid-split": "quarantine = false",
+    "s3-igd-own-drhd": "quarantine = false",
+    "s4-legacy-pci-rmrr-bridge": "quarantine = false",
+    "s5-me-wifi-phantom": "quarantine = false (MAP_ERROR_RECOVERY only matters on a failure)",
+    "s6-enomem": "quarantine = false; MO4's -ENOMEM leaves the entry untouched as in V2",
+    "s8-two-legacy-behind-bridge": "quarantine = false; D1 and D2 are in V3 too",
+    "s11-ats-stale-devtlb": "quarantine = false; D4 is not fixed by the series",
+}
+for _name, _why in FINAL_AS_DIRECT.items():
+    EXPECTED[(_name, "final")] = EXPECTED[(_name, "direct")]
+    EXPECTED[(_name, "final-nocx16")] = EXPECTED[(_name, "direct-nocx16")]
+# S2 V3: the dying guest's device goes to its own quarantine tables, which identity-map the RMRR
+# read/write (QD4): V2's a3 window is gone; the rest is V2's (MAP_OWNER_DYING is still set: the
+# owner is the guest, not dom_io).
+EXPECTED[("s2-guest-destroy-quarantine", "final")] = [
+    r for r in EXPECTED[("s2-guest-destroy-quarantine", "direct")] if r[0] != "rmrr-disconnect"]
+EXPECTED[("s2-guest-destroy-quarantine", "final-nocx16")] = [
+    r for r in EXPECTED[("s2-guest-destroy-quarantine", "direct-nocx16")] if r[0] != "rmrr-disconnect"]
+# S7 V3: D3 gone for dom_io -- RN4's check_cleanup_domid_map(dom_io) returns at once, and
+# 02:00.4's MO3 resolves its DID's slot (02:00.0's pseudo domain ID) to dom_io: the phantom is
+# switched like the main function.  The pseudo domain ID's DID stays allocated (by design).
+EXPECTED[("s7-phantom-quarantine", "final")] = _clean_quarantined("02:00.0")
+EXPECTED[("s7-phantom-quarantine", "final-nocx16")] = _clean_quarantined("02:00.0")
+# S12 V3: op 1 is V2's D3 (the source is dom0, which V3 still cleans up at RN4); op 2 is S7's
+# V3 case (the source is dom_io).
+EXPECTED[("s12-phantom-source-alone", "final")] = _D3_ROWS_02 + _clean_quarantined("03:00.0")
+EXPECTED[("s12-phantom-source-alone", "final-nocx16")] = _D3_ROWS_02 + _clean_quarantined("03:00.0")
+
 # Beyond the shipped scenarios: paths the table above does not reach.
 EXTRA_OPS = {
     # S4, then the guest is destroyed: the guest still owns 05:01.0's entry (P5 left it there),
@@ -475,6 +575,15 @@ EXPECTED_EXTRA = {
     ("s5-and-back", "legacy"): [("did-leak", "warning", "03:00.0", None, "UO3", OPEN)],
     ("s5-and-back", "direct"): [("did-leak", "warning", "03:00.0", None, "MO7", OPEN)],
 }
+
+# final (V3) on these paths is V2's: S4 then destroy has quarantine off and the destruction
+# path (DK3/DK4) frees the same DID and tables (cleanup_domid_map now takes the domain ID);
+# S1's failed IOTLB flush makes MO14 re-map dom0 once -- the nested call carries
+# MAP_ERROR_RECOVERY, which only matters if it fails too, and it does not; S5 and back leaves the
+# ME unit's DID as V2 does (RN4 still cleans the WLAN's unit only).
+for (_name, _v), _rows in list(EXPECTED_EXTRA.items()):
+    if _v.startswith("direct"):
+        EXPECTED_EXTRA[(_name, _v.replace("direct", "final"))] = _rows
 
 
 def run(scenario, variant, extra: str = ""):
@@ -652,3 +761,56 @@ def test_s11_the_previous_owners_flush_reaches_the_other_nic_only(variant):
     # the window opens exactly at the owner move that hands the NIC on
     ev = _ev(events, first.start)
     assert ev[0] == S.K_OWNER_MOVE and ev[7] == nic
+
+
+# --- final (V3): the decisive rows, down to the events -------------------------------------------
+
+def test_s1_final_cx16_has_no_disconnect_and_no_mismatch():
+    """As direct with cx16: one cmpxchg16b each way, only benign windows (quarantine is off, so
+    no V3 change is on S1's path)."""
+    _, events, findings = run("s1-usb-rmrr", "final")
+    kinds = {f.kind for f in findings}
+    assert "rmrr-disconnect" not in kinds and "did-pt-mismatch" not in kinds
+    assert findings and all(f.severity == "benign" for f in findings)
+    writes = [_ctx_write(ev) for ev in events if ev[0] == S.K_CTX_WRITE and ev[3] > 0]
+    assert [w["method"] for w in writes] == ["cmpxchg16b", "cmpxchg16b"]
+
+
+def _returns(events, func, op):
+    code = S.FUNC_CODE[func]
+    return [ev for ev in events if ev[0] == S.K_RETURN and ev[4] == code and ev[3] == op]
+
+
+@pytest.mark.parametrize("variant", ["final", "final-nocx16"])
+def test_s12_final_d3_stays_for_dom0_and_is_gone_for_dom_io(variant):
+    """Op 1 (source dom0, alone on DRHD 0): RN4 still frees dom0's DID, and the phantom's MO3
+    returns -ESRCH (swallowed by assign_device).  Op 2 (source dom_io): check_cleanup_domid_map
+    returns without cleaning anything, and no mapping returns -ESRCH."""
+    _, events, findings = run("s12-phantom-source-alone", variant)
+    esrch = [ev for ev in _returns(events, "domain_context_mapping_one", 1) if ev[6] == -3]
+    assert [ev[5] for ev in esrch] == ["MO3"]
+    assert not [ev for ev in _returns(events, "domain_context_mapping_one", 2) if ev[6] == -3]
+    call, ccd = S.FUNC_CODE, S.FUNC_CODE["check_cleanup_domid_map"]
+    for i, ev in enumerate(events):
+        if ev[0] == S.K_CALL and ev[4] == ccd and ev[3] == 2 and ev[5] == "RN4":
+            assert dict(map(tuple, ev[6]))["domain"] == S.DOMID_IO
+            assert events[i + 1][0] == S.K_RETURN and events[i + 1][4] == ccd   # returns at once
+            break
+    else:
+        raise AssertionError("no RN4 check_cleanup_domid_map in op 2")
+    assert not [ev for ev in events if ev[0] == S.K_CALL and ev[4] == call["cleanup_domid_map"] and ev[3] == 2]
+    dangling = [(f.rid, f.start_label) for f in findings if f.kind == "did-dangling"]
+    assert dangling == [("0000:02:00.4", "RN4")]
+    # the pseudo domain ID's DID of 03:00.0 stays allocated after op 2, and is not a leak
+    assert not [f for f in findings if f.kind == "did-leak"]
+
+
+def test_s2_final_quarantine_tables_map_the_rmrr():
+    """V3's per-device quarantine tables identity-map the USB controller's RMRR read/write
+    (QD4), so the dying guest's device lands on tables that keep it: no rmrr-disconnect."""
+    _, events, findings = run("s2-guest-destroy-quarantine", "final")
+    pseudo = [ev for ev in events if ev[0] == S.K_PSEUDO_DOMID and ev[7] == 0xA0]
+    assert len(pseudo) == 1 and pseudo[0][10] == 1 and S.is_pseudo_domid(pseudo[0][9])
+    adds = [ev for ev in events if ev[0] == S.K_IDMAP_ADD and ev[6] == pseudo[0][9]]
+    assert [(ev[5], ev[7], ev[8], ev[9]) for ev in adds] == [("QD4", 0xD5D45000, 0xD5D45FFF, "rw")]
+    assert not [f for f in findings if f.kind == "rmrr-disconnect"]

@@ -30,6 +30,7 @@ import gc
 from dataclasses import dataclass, field
 
 from replay.codes import event_translator
+from replay.pseudo import pseudo_domain_name
 from replay.state import BadEvent, fold, initial_state
 from tracer import schema as S
 
@@ -81,6 +82,7 @@ class Analysis:
         add(pre, S.K_OWNER_MOVE, ctx.on_owner_move)
         add(pre, S.K_DEVICE_REMOVE, ctx.on_device_remove)
         add(pre, S.K_DOMAIN_CREATE, self._domain_create)
+        add(pre, S.K_PSEUDO_DOMID, self._pseudo_domid)
         add(pre, S.K_DOMAIN_DYING, self._domain_dying)
         add(pre, S.K_DOMAIN_DESTROY, self._domain_destroy)
         add(pre, S.K_OP_BEGIN, ctx.op_begin)
@@ -105,6 +107,14 @@ class Analysis:
     def _domain_create(self, ev):
         self.ctx.alive.add(ev[6])
         self.ctx.dying.discard(ev[6])
+
+    def _pseudo_domid(self, ev):
+        """A device's pseudo domain ID (engine final): findings name it after
+        the device, also once it has been returned."""
+        if ev[10]:
+            ctx = self.ctx
+            ctx.topo.names[ev[9]] = pseudo_domain_name(ev[9], (ev[6], ev[7]))
+            ctx.names = tuple(sorted(ctx.topo.names.items()))
 
     def _domain_dying(self, ev):
         self.ctx.dying.add(ev[6])
