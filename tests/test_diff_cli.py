@@ -149,3 +149,25 @@ def test_the_diff_views_lower_pane_prints_no_python_reprs(pair):
     finally:
         for m in dm.models.values():
             m.close()
+
+
+def test_direct_against_final_s7_did_dangling_only_in_a(pair):
+    """The end of the XSA-400 series closes D3 for dom_io: diffing S7 under `direct` and under
+    `final` reports the phantom's did-dangling as only in A, nothing of the kind in B, and the
+    first divergence is boot's shared quarantine tree, which `final` no longer builds."""
+    a, b = pair("s7-phantom-quarantine.direct", "s7-phantom-quarantine.final")
+    r = diff(a, b)
+    assert r.returncode == 1 and r.stderr == ""
+    text = r.stdout
+    only_a = text[text.index("hazard delta"):].split("only in A:")[1].split("only in B:")[0]
+    assert re.search(r"^\s+did-dangling 0000:02:00\.0 \[\d+, end\) RN4 -> open \(hazard\)", only_a, re.M)
+    j = json.loads(diff("--json", a, b).stdout)
+    delta = j["hazard_delta"]
+    assert [(f["kind"], f["rid"]) for f in delta["only_a"] if f["kind"] == "did-dangling"] == \
+        [("did-dangling", "0000:02:00.4")]
+    assert not [f for f in delta["only_b"] + delta["changed"] if "did-dangling" in json.dumps(f)]
+    first = j["first_divergence"]
+    assert (first["class"], first["event_a"]["func"], first["event_b"]) == \
+        ("only-a", "intel_iommu_quarantine_init", None)
+    # B names the device's pseudo domain ID after the device
+    assert "dom_io/pseudo 0x8002 (0000:02:00.0)" in json.dumps(delta["only_b"])
