@@ -34,7 +34,7 @@ def test_record_default_name_summary_and_refusal_to_overwrite(tmp_path):
     assert forced.returncode == 0, forced.stderr
 
 
-@pytest.mark.parametrize("engine", ["original", "final", "bogus"])
+@pytest.mark.parametrize("engine", ["original", "bogus"])
 def test_planned_or_unknown_variant_exit_2(tmp_path, engine):
     r = vt("record", "s1-usb-rmrr", "--engine", engine, cwd=tmp_path)
     assert r.returncode == 2
@@ -106,8 +106,11 @@ def test_shipped_traces_are_what_the_engine_records_now():
         assert path.read_bytes() == record_bytes(toml, variant, cx16), \
             f"{path.name} is stale: run `make traces`"
         n += 1
+    from tracer.regen import COMBOS
     from tracer.scenario import list_shipped
-    assert n == 3 * len(list_shipped()) >= 30
+    # legacy, direct, direct-nocx16, final, final-nocx16 of every shipped scenario
+    assert {v for v, _ in COMBOS} >= {"legacy", "direct", "final"}
+    assert n == len(COMBOS) * len(list_shipped()) >= 55
 
 
 from test_scenario import CASES  # noqa: E402  (one refusal class per case)
@@ -123,3 +126,19 @@ def test_every_refusal_class_exit_2_one_line_no_trace(tmp_path, monkeypatch, cap
     assert rc == 2
     assert err == f"vtdtrace: {expected}\n"
     assert not (tmp_path / "out.vtdt").exists()
+
+
+@pytest.mark.parametrize("flag,suffix", [("--cx16", ""), ("--no-cx16", "-nocx16")])
+def test_final_records_the_shipped_trace_byte_for_byte(tmp_path, flag, suffix):
+    """`record --engine final` (V3, b3ee746000): the header names the variant, its commit and
+    branch, and an explicit --cx16/--no-cx16 reproduces the shipped trace."""
+    from conftest import REPO
+    from replay.reader import open_trace
+
+    r = vt("record", "s12-phantom-source-alone", "--engine", "final", flag, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / f"s12-phantom-source-alone.final{suffix}.vtdt"
+    assert out.read_bytes() == (REPO / "traces" / out.name).read_bytes()
+    with open_trace(str(out)) as t:
+        assert {k: t.header["engine"][k] for k in ("name", "xen_commit", "xen_branch")} == \
+            {"name": "final", "xen_commit": "b3ee746000", "xen_branch": "stable-4.15"}
