@@ -133,6 +133,7 @@ def test_final_records_the_shipped_trace_byte_for_byte(tmp_path, flag, suffix):
     """`record --engine final` (V3, b3ee746000): the header names the variant, its commit and
     branch, and an explicit --cx16/--no-cx16 reproduces the shipped trace."""
     from conftest import REPO
+
     from replay.reader import open_trace
 
     r = vt("record", "s12-phantom-source-alone", "--engine", "final", flag, cwd=tmp_path)

@@ -97,6 +97,10 @@ class EngineCore:
         self._fault_counts: dict[int, int] = {}
         self.cur_pdev: PciDev | None = None     # the device the current op is about
         self.mo14_depth = 0
+        # pseudo domain ID -> (seg, bdf16) of the device it was allocated for,
+        # until it is returned (engine `final`; it outlives a pdev whose
+        # removal failed, as the pseudo-ID bitmap bit does)
+        self.pseudo_holders: dict[int, tuple[int, int]] = {}
 
         # Domains: scenario domains plus dom_io (dom_xen owns hidden devices; none here).
         self.domains: dict[int, XenDomain] = {}
@@ -302,8 +306,7 @@ class EngineCore:
             ats=[(p.seg, p.bdf16) for p in self.pdevs.values() if p.ats_enabled],
             domains={d.domid: ("dying" if d.is_dying else "alive") for d in live if d.created},
             translation=[u.index for u in self.iommus if u.translation_enabled],
-            pseudo={p.pseudo_domid: (p.seg, p.bdf16) for p in self.pdevs.values()
-                    if p.pseudo_domid != S.DOMID_INVALID},
+            pseudo=self.pseudo_holders,
             locks=self.locks,
             stacks={self.rec.cpu: [f.func for f in self.stack]},
             op=self.op_open,

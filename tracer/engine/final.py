@@ -68,12 +68,6 @@ class FinalEngine(QuarantineEngine):
     ``variant == "direct"`` nowhere that reaches them (every such function is
     overridden here)."""
 
-    def __init__(self, platform: Any, recorder: Any, *, variant: str, cx16: bool | None = None) -> None:
-        super().__init__(platform, recorder, variant=variant, cx16=cx16)
-        # iommu->pseudo_domid_map per unit (set indexes); iommu_alloc_domid's static start
-        self.pseudo_domid_maps: dict[int, set[int]] = {u.index: set() for u in self.iommus}
-        self.pseudo_start = 0
-
     # --- DID bookkeeping (vtd/iommu.c; the domid-based helpers are in final_quarantine.py) ------
 
     def check_cleanup_domid_map(self, d: XenDomain, exclude: PciDev | None, iommu: VtdIommu,
@@ -121,10 +115,7 @@ class FinalEngine(QuarantineEngine):
     def _tree_of_root(self, d: XenDomain, root: int) -> XenDomain:
         if root == d.pgd_maddr:
             return d
-        for pdev in self.pdevs.values():
-            if pdev.qpt is not None and pdev.qpt.pgd_maddr == root:
-                return pdev.qpt
-        return d
+        return self.qpt_trees.get(root, d)
 
     # --- domain_context_mapping_one (MO1-MO15 with the V3 changes) ----------------------
 
@@ -552,6 +543,7 @@ class FinalEngine(QuarantineEngine):
         self.pseudo_start = idx + 1
         domid = idx | (S.DOMID_MASK + 1)
         pdev.pseudo_domid = domid
+        self.pseudo_holders[domid] = (pdev.seg, pdev.bdf16)
         self.emit(S.K_PSEUDO_DOMID, label, pdev.seg, pdev.bdf16, iommu.index, domid, 1)
         return domid
 
@@ -561,13 +553,14 @@ class FinalEngine(QuarantineEngine):
             return
         self.pseudo_domid_maps[iommu.index].discard(domid & S.DOMID_MASK)
         pdev.pseudo_domid = S.DOMID_INVALID
+        self.pseudo_holders.pop(domid, None)
         self.emit(S.K_PSEUDO_DOMID, label, pdev.seg, pdev.bdf16, iommu.index, domid, 0)
 
     # --- live snapshot: the quarantine trees are dom_io's, per device ----------------------------
 
     def canonical(self) -> dict[str, Any]:
         out: dict[str, Any] = super().canonical()
-        trees = [p.qpt for p in self.pdevs.values() if p.qpt is not None]
+        trees = list(self.qpt_trees.values())
         if trees:
             out["pgd"] = tuple(sorted(out["pgd"] + tuple((q.domid, q.pgd_maddr) for q in trees)))
             out["idmaps"] = tuple(sorted(out["idmaps"] + tuple(

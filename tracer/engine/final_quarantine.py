@@ -36,6 +36,8 @@ identity map's own table there).
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import schema as S
 from . import Engine
 from .context_one import EFAULT
@@ -52,6 +54,15 @@ _LEVEL_WHAT = {3: "quarantine-l3", 2: "quarantine-l2", 1: "quarantine-l1", 0: "s
 class QuarantineEngine(Engine):
     """The V3 domain-ID helpers the quarantine tables need, and the tables;
     FinalEngine (final.py) builds on it."""
+
+    def __init__(self, platform: Any, recorder: Any, *, variant: str, cx16: bool | None = None) -> None:
+        super().__init__(platform, recorder, variant=variant, cx16=cx16)
+        # iommu->pseudo_domid_map per unit (set indexes); iommu_alloc_domid's static start
+        self.pseudo_domid_maps: dict[int, set[int]] = {u.index: set() for u in self.iommus}
+        self.pseudo_start = 0
+        # root maddr -> quarantine tree, from QD2 until quarantine_teardown (a
+        # device whose removal failed leaves its tree behind, as in Xen)
+        self.qpt_trees: dict[int, XenDomain] = {}
 
     # --- DID bookkeeping by domain ID (vtd/iommu.c at b3ee746000) -----------------------
 
@@ -146,6 +157,7 @@ class QuarantineEngine(Engine):
         if what == "quarantine":
             tree.pgd_maddr = maddr
             pdev.qpt = tree
+            self.qpt_trees[maddr] = tree
         self.emit(S.K_PT_ALLOC, label, tree.domid, maddr, what)
         return maddr
 
@@ -174,6 +186,7 @@ class QuarantineEngine(Engine):
             del tree.identity_maps[(b, e)]
             self.emit(S.K_IDMAP_REMOVE, label, tree.domid, b, e, 0)
         pdev.qpt = None
+        del self.qpt_trees[tree.pgd_maddr]
         self.emit(S.K_PT_FREE, label, tree.domid, tree.pgd_maddr)
         if iommu is not None:
             self.cleanup_domid_map(pdev.pseudo_domid, iommu, label)
