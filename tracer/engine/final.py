@@ -115,7 +115,7 @@ class FinalEngine(QuarantineEngine):
     def _tree_of_root(self, d: XenDomain, root: int) -> XenDomain:
         if root == d.pgd_maddr:
             return d
-        return self.qpt_trees.get(root, d)
+        return self.qpt_by_root.get(root, d)
 
     # --- domain_context_mapping_one (MO1-MO15 with the V3 changes) ----------------------
 

@@ -62,6 +62,11 @@ class QuarantineEngine(Engine):
         self.pseudo_start = 0
         # root maddr -> quarantine tree, from QD2 until quarantine_teardown (a
         # device whose removal failed leaves its tree behind, as in Xen)
+        self.qpt_by_root: dict[int, XenDomain] = {}
+        # the trees as the trace names them: by owner, the pseudo domain ID.  A
+        # device whose pseudo domain ID was returned (its first mapping failed)
+        # builds its tree as DOMID_INVALID's, as the C does; a second such tree
+        # takes that name over, and freeing either drops the name.
         self.qpt_trees: dict[int, XenDomain] = {}
 
     # --- DID bookkeeping by domain ID (vtd/iommu.c at b3ee746000) -----------------------
@@ -157,7 +162,8 @@ class QuarantineEngine(Engine):
         if what == "quarantine":
             tree.pgd_maddr = maddr
             pdev.qpt = tree
-            self.qpt_trees[maddr] = tree
+            self.qpt_by_root[maddr] = tree
+            self.qpt_trees[tree.domid] = tree
         self.emit(S.K_PT_ALLOC, label, tree.domid, maddr, what)
         return maddr
 
@@ -186,7 +192,8 @@ class QuarantineEngine(Engine):
             del tree.identity_maps[(b, e)]
             self.emit(S.K_IDMAP_REMOVE, label, tree.domid, b, e, 0)
         pdev.qpt = None
-        del self.qpt_trees[tree.pgd_maddr]
+        del self.qpt_by_root[tree.pgd_maddr]
+        self.qpt_trees.pop(tree.domid, None)
         self.emit(S.K_PT_FREE, label, tree.domid, tree.pgd_maddr)
         if iommu is not None:
             self.cleanup_domid_map(pdev.pseudo_domid, iommu, label)
