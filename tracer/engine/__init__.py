@@ -14,6 +14,8 @@ snapshot the replay property test compares against.
 
 from __future__ import annotations
 
+from ..platform import Platform
+from ..recorder import Recorder
 from .context_one import ContextOneMixin
 from .core import EngineCore, EngineLimit
 from .did import DidMixin
@@ -37,7 +39,7 @@ XEN_COMMITS = {"legacy": "7bbcacec42", "direct": "d67a72c655"}
 class Engine(PciMixin, ReassignMixin, MappingMixin, ContextOneMixin, QuirksMixin,
              FlushMixin, DidMixin, EngineCore):
 
-    def __init__(self, platform, recorder, *, variant: str, cx16: bool | None = None) -> None:
+    def __init__(self, platform: Platform, recorder: Recorder, *, variant: str, cx16: bool | None = None) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"unknown engine variant {variant!r}")
         self.variant = variant
