@@ -6,8 +6,7 @@
 * ``legacy`` -- V1, stable-4.15 7bbcacec42 (the seed's parent): unmap, then
   map through dom_io;
 * ``direct`` -- V2, stable-4.15 d67a72c655 (the seed, XSA-400 / CVE-2022-26359):
-  in-place re-assignment with cmpxchg16b or the two non-cx16 write paths.
-
+  in-place re-assignment with cmpxchg16b or the two non-cx16 write paths;
 * ``final`` -- V3, stable-4.15 b3ee746000 (end of the XSA-400 series):
   ``FinalEngine`` (final.py, final_quarantine.py), per-device pseudo domain
   IDs and quarantine page tables.
@@ -18,6 +17,8 @@ snapshot the replay property test compares against.
 
 from __future__ import annotations
 
+from ..platform import Platform
+from ..recorder import Recorder
 from .context_one import ContextOneMixin
 from .core import EngineCore, EngineLimit
 from .did import DidMixin
@@ -41,12 +42,13 @@ XEN_COMMITS = {"legacy": "7bbcacec42", "direct": "d67a72c655", "final": "b3ee746
 class Engine(PciMixin, ReassignMixin, MappingMixin, ContextOneMixin, QuirksMixin,
              FlushMixin, DidMixin, EngineCore):
 
-    def __new__(cls, platform, recorder, *, variant: str, cx16: bool | None = None):
+    def __new__(cls, platform: Platform, recorder: Recorder, *, variant: str,
+                cx16: bool | None = None) -> Engine:
         # A variant with code of its own is a subclass (ENGINE_CLASSES, below).
         sub = ENGINE_CLASSES.get(variant) if cls is Engine else None
         return object.__new__(sub if sub is not None else cls)
 
-    def __init__(self, platform, recorder, *, variant: str, cx16: bool | None = None) -> None:
+    def __init__(self, platform: Platform, recorder: Recorder, *, variant: str, cx16: bool | None = None) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"unknown engine variant {variant!r}")
         self.variant = variant
