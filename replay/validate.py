@@ -99,29 +99,30 @@ class _Rule:
     """The value rule of one field of one kind: ``lo <= v <= hi`` (allowed
     None) or ``v in allowed``; ``optional``: None passes too."""
 
-    __slots__ = ("index", "get", "field", "lo", "hi", "allowed", "optional", "expected")
+    __slots__ = ("index", "get", "field", "lo", "hi", "allowed", "optional", "expected", "pseudo")
 
-    def __init__(self, index, field, lo=0, hi=0, allowed=None, optional=False, expected=""):
+    def __init__(self, index, field, lo=0, hi=0, allowed=None, optional=False, expected="", pseudo=False):
         self.index, self.get, self.field = index, itemgetter(index), field
         self.lo, self.hi, self.allowed, self.optional, self.expected = lo, hi, allowed, optional, expected
+        # a domain field: a per-device pseudo domain ID (engine `final`) passes too
+        self.pseudo = pseudo
 
     def ok(self, v) -> bool:
         if self.allowed is not None:
-            return v in self.allowed
+            return v in self.allowed or (self.pseudo and type(v) is int and
+                                         PSEUDO_DOMID_FIRST <= v <= PSEUDO_DOMID_LAST)
         return (self.optional and v is None) or self.lo <= v <= self.hi
 
     def column_ok(self, events) -> bool:
         """Every event's value passes: C-level passes over the column."""
         col = list(map(self.get, events))
         if self.allowed is not None:
-            return self.allowed.issuperset(col)
+            if self.allowed.issuperset(col):
+                return True
+            return self.pseudo and all(map(self.ok, col))
         if self.optional:
             col = list(compress(col, map(is_not, col, repeat(None))))
         return not col or (self.lo <= min(col) and max(col) <= self.hi)
-
-
-# Per-device pseudo domain IDs (engine `final`) may stand wherever a domain does.
-_PSEUDO_DOMIDS = frozenset(range(PSEUDO_DOMID_FIRST, PSEUDO_DOMID_LAST + 1))
 
 
 def _platform_sets(platform) -> tuple:
@@ -140,7 +141,7 @@ def _platform_sets(platform) -> tuple:
             segs.update(r["segment"] for r in platform.get("rmrrs") or () if "segment" in r)
             segs = frozenset(segs)
     if platform.get("domains") is not None:
-        doms = frozenset(chain((row[0] for row in platform["domains"]), DOMID_RESERVED)) | _PSEUDO_DOMIDS
+        doms = frozenset(chain((row[0] for row in platform["domains"]), DOMID_RESERVED))
     return iommus, segs, doms
 
 
@@ -166,7 +167,7 @@ def _value_rules(kind, platform_sets, enums: bool) -> list:
                                expected="not a segment of the header's platform ("
                                + ", ".join(f"{s:04x}" for s in sorted(segs)) + ")"))
         elif t.startswith("dom") and doms is not None:
-            rules.append(_Rule(i, field, allowed=doms | {None} if opt else doms,
+            rules.append(_Rule(i, field, allowed=doms | {None} if opt else doms, pseudo=True,
                                expected="not a domain of the header nor a reserved domid"))
     return rules
 

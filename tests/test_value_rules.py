@@ -51,6 +51,8 @@ CASES = [
     ("cache-sync-iommu-1", ("cache-sync", 1, 0, 0xa0), "cache-sync field iommu is 1, not an IOMMU"),
     ("iommu-bitmap-iommu", ("iommu-bitmap", 1, 5, 1), "iommu-bitmap field iommu is 5, not an IOMMU"),
     ("did-map-dom", ("did-map", 0, 1, 0, 42), "did-map field new is 42, not a domain of the header"),
+    # pseudo domain IDs (engine final) are 0x8000..0xfffe; 0xffff is none
+    ("did-map-pseudo-ffff", ("did-map", 0, 1, 0, 0xFFFF), "did-map field new is 65535, not a domain of the header"),
     ("flush-context-gran", ("flush-context", 0, "page", 1, 0xa0, 0, False, 0),
      "flush-context field gran is 'page', expected one of global|domain|device"),
     ("flush-context-sid", ("flush-context", 0, "device", 1, 0x10000, 0, False, 0),
@@ -101,6 +103,7 @@ def test_the_same_events_on_the_platform_they_name_are_fine(tmp_path, run_cli):
     events[19] = ev("cache-sync", 20, 1, 0, 0xa0)
     events[20] = ev("owner-move", 21, 1, 0xa0, None, 1)
     events[21] = ev("did-map", 22, 1, 3, 0, S.DOMID_INVALID)
+    events[22] = ev("did-map", 23, 1, 4, 0, 0x8001)          # a pseudo domain ID (engine final)
     path = tmp_path / "fine.vtdt"
     write(path, events)
     r = run(run_cli, "info", path)
@@ -116,7 +119,7 @@ def test_every_shipped_trace_keeps_to_the_value_rules():
             assert t.stop is None and n == t.count, (path, t.stop)
 
 
-@pytest.mark.parametrize("engine", ["direct", "legacy"])
+@pytest.mark.parametrize("engine", ["direct", "legacy", "final"])
 def test_a_synth_trace_is_integrity_ok(tmp_path, run_cli, engine):
     path = tmp_path / "synth.vtdt"
     r = run(run_cli, "synth", "--events", "30000", "--engine", engine, "--seed", "3", "-o", path)
