@@ -560,9 +560,11 @@ class FinalEngine(QuarantineEngine):
 
     def canonical(self) -> dict[str, Any]:
         out: dict[str, Any] = super().canonical()
-        trees = list(self.qpt_trees.values())
-        if trees:
-            out["pgd"] = tuple(sorted(out["pgd"] + tuple((q.domid, q.pgd_maddr) for q in trees)))
+        if self.qpt_by_root:
+            # as the trace names them: a root per owner name, ranges per (owner, range)
+            out["pgd"] = tuple(sorted(out["pgd"] + tuple((d, q.pgd_maddr) for d, q in self.qpt_trees.items())))
+            maps = {(q.domid, b, e): (acc, n) for q in self.qpt_by_root.values()
+                    for (b, e), (acc, n) in q.identity_maps.items() if n > 0}
             out["idmaps"] = tuple(sorted(out["idmaps"] + tuple(
-                (q.domid, b, e, acc, n) for q in trees for (b, e), (acc, n) in q.identity_maps.items() if n > 0)))
+                (d, b, e, acc, n) for (d, b, e), (acc, n) in maps.items())))
         return out

@@ -190,6 +190,11 @@ class QuarantineEngine(Engine):
         # iommu_free_pgtables(): the pages, and the identity maps they held, go
         for (b, e) in list(tree.identity_maps):
             del tree.identity_maps[(b, e)]
+            # the trace names the range by owner: a tree sharing the name
+            # (DOMID_INVALID's) no longer shows it either
+            for other in self.qpt_by_root.values():
+                if other.domid == tree.domid:
+                    other.identity_maps.pop((b, e), None)
             self.emit(S.K_IDMAP_REMOVE, label, tree.domid, b, e, 0)
         pdev.qpt = None
         del self.qpt_by_root[tree.pgd_maddr]
