@@ -22,7 +22,9 @@ snapshot after every event.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from types import SimpleNamespace
+from typing import Any
 
 import msgpack
 
@@ -31,6 +33,12 @@ from tracer.canonical import canonical
 
 from . import caches
 from .validate import EventCheck
+
+# An event array as decoded: [kind, seq, cpu, op, func, label, *fields].
+# Untrusted until the fold's checks pass, hence Any items.
+Event = Sequence[Any]
+# A call stack as a cons list, innermost first: (parent, func_code).
+Stack = tuple["Stack | None", int]
 
 ZERO = (0, 0)
 # pt-alloc "what" values that are the root of a domain's tree (the rest are
@@ -52,7 +60,7 @@ class BadEvent(ValueError):
     which ``set_position`` can bring up to date (tests/test_replay_fold.py
     checks this for every kind against random field values)."""
 
-    def __init__(self, seq, message: str, event=None) -> None:
+    def __init__(self, seq: object, message: str, event: object = None) -> None:
         super().__init__(f"event {seq}: {message}")
         self.seq = seq
         self.event = event
@@ -96,7 +104,44 @@ class ReplayState:
     __slots__ = TABLES + ("seq", "op", "label", "func", "kind", "cpu",
                           "open_op", "op_info", "rollback", "cm", "coherent", "unit_seg", "journal")
 
-    def __init__(self, *, cm: bool = False, coherent: bool = True, unit_seg=None) -> None:
+    # The slots' types (annotations only: __slots__ makes the attributes).
+    ctx: dict[tuple[int, int, int], tuple[int, int]]
+    root: dict[tuple[int, int], int]
+    did_bits: dict[tuple[int, int], int]
+    did_map: dict[tuple[int, int], int]
+    iommu_bitmap: dict[tuple[int, int], int]
+    pgd: dict[int, int]
+    pages: dict[int, tuple[int, str]]
+    idmaps: dict[tuple[int, int, int], tuple[str | None, int]]
+    present: dict[tuple[int, int], int]
+    owners: dict[tuple[int, int], int]
+    ats: dict[tuple[int, int], int]
+    domains: dict[int, int]
+    dying: dict[int, int]
+    translation: dict[int, int]
+    locks: dict[tuple[str, int | None], int]
+    nest: dict[tuple[str, int | None], int]
+    stacks: dict[int, Stack]
+    cc: dict[Any, frozenset[Any]]
+    tlb: dict[Any, frozenset[Any]]
+    devtlb: dict[Any, frozenset[Any]]
+    hw: dict[Any, Any]
+    pending: dict[Any, frozenset[Any]]
+    seq: int
+    op: int | None
+    label: str | None
+    func: int | None
+    kind: int | None
+    cpu: int | None
+    open_op: int | None
+    op_info: tuple[Any, ...] | None
+    rollback: int
+    cm: bool
+    coherent: bool
+    unit_seg: dict[int, int]
+    journal: list[tuple[str, Any]] | None
+
+    def __init__(self, *, cm: bool = False, coherent: bool = True, unit_seg: dict[int, int] | None = None) -> None:
         for name in TABLES:
             setattr(self, name, {})
         self.seq = 0
@@ -124,18 +169,18 @@ class ReplayState:
         new.journal = None
         return new
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, ReplayState):
             return NotImplemented
         return all(getattr(self, n) == getattr(other, n) for n in self.__slots__ if n != "journal")
 
-    __hash__ = None  # mutable
+    __hash__ = None  # type: ignore[assignment]  # mutable: unhashable, as a dict
 
     # --- convenience views (rendering, analysers) ---------------------------
 
     def stack(self, cpu: int) -> tuple[int, ...]:
         """Function codes on cpu's call stack, outermost first."""
-        out = []
+        out: list[int] = []
         node = self.stacks.get(cpu)
         while node is not None:
             out.append(node[1])
@@ -147,13 +192,13 @@ class ReplayState:
         return self.ctx.get((iommu, bus, devfn), ZERO)
 
 
-def initial_state(header: dict | None = None) -> ReplayState:
+def initial_state(header: dict[str, Any] | None = None) -> ReplayState:
     """The state before any event.  Everything architectural is created by
     events (domain-create, device-add, ...), so only the knobs that change
     how the hardware caches behave come from the header."""
     plat = (header or {}).get("platform") or {}
     knobs = plat.get("knobs") or {}
-    unit_seg = {}
+    unit_seg: dict[int, int] = {}
     for u in plat.get("iommus") or ():
         if isinstance(u, dict) and type(u.get("id")) is int and type(u.get("segment")) is int \
                 and u["segment"]:
@@ -174,14 +219,14 @@ JOURNALED = frozenset(("root", "iommu_bitmap", "pgd", "pages", "idmaps", "presen
                        "domains", "dying", "translation"))
 
 
-def _set(st, name: str, key, value) -> None:
+def _set(st: ReplayState, name: str, key: Any, value: Any) -> None:
     getattr(st, name)[key] = value
     j = st.journal
     if j is not None:
         j.append((name, key))
 
 
-def _del(st, name: str, key) -> None:
+def _del(st: ReplayState, name: str, key: Any) -> None:
     d = getattr(st, name)
     if key in d:
         del d[key]
@@ -190,26 +235,26 @@ def _del(st, name: str, key) -> None:
             j.append((name, key))
 
 
-def _root_write(st, ev):
+def _root_write(st: ReplayState, ev: Event) -> None:
     _set(st, "root", (ev[6], ev[7]), ev[9])
 
 
-def _cache_sync(st, ev):
+def _cache_sync(st: ReplayState, ev: Event) -> None:
     key = (ev[6], ev[7], ev[8])
     caches.cache_sync(st, key, st.ctx.get(key, ZERO))
 
 
-def _flush_dev_iotlb(st, ev):
+def _flush_dev_iotlb(st: ReplayState, ev: Event) -> None:
     # [iommu, sid, did, rc]
     if ev[9] == 0:
         caches.flush_dev_iotlb(st, ev[6], ev[7])
 
 
-def _translation_enable(st, ev):
+def _translation_enable(st: ReplayState, ev: Event) -> None:
     _set(st, "translation", ev[6], 1)
 
 
-def _pt_alloc(st, ev):
+def _pt_alloc(st: ReplayState, ev: Event) -> None:
     dom, maddr, what = ev[6], ev[7], ev[8]
     hash(dom)                   # the pgd update below must not be the one to fail
     _set(st, "pages", maddr, (dom, what))
@@ -217,21 +262,21 @@ def _pt_alloc(st, ev):
         _set(st, "pgd", dom, maddr)
 
 
-def _drop_tables(st, dom):
+def _drop_tables(st: ReplayState, dom: int) -> None:
     _del(st, "pgd", dom)
     for maddr in [m for m, (d, _) in st.pages.items() if d == dom]:
         _del(st, "pages", maddr)
 
 
-def _pt_free(st, ev):
+def _pt_free(st: ReplayState, ev: Event) -> None:
     _drop_tables(st, ev[6])
 
 
-def _idmap_add(st, ev):
+def _idmap_add(st: ReplayState, ev: Event) -> None:
     _set(st, "idmaps", (ev[6], ev[7], ev[8]), (ev[9], ev[10]))
 
 
-def _idmap_remove(st, ev):
+def _idmap_remove(st: ReplayState, ev: Event) -> None:
     key = (ev[6], ev[7], ev[8])
     rc = ev[9]
     if rc > 0:
@@ -241,18 +286,18 @@ def _idmap_remove(st, ev):
         _del(st, "idmaps", key)
 
 
-def _device_add(st, ev):
+def _device_add(st: ReplayState, ev: Event) -> None:
     _set(st, "present", (ev[6], ev[7]), 1)
 
 
-def _device_remove(st, ev):
+def _device_remove(st: ReplayState, ev: Event) -> None:
     key = (ev[6], ev[7])
     _del(st, "present", key)
     _del(st, "owners", key)
     _del(st, "ats", key)
 
 
-def _ats_enable(st, ev):
+def _ats_enable(st: ReplayState, ev: Event) -> None:
     key = (ev[6], ev[7])
     if ev[8]:
         _set(st, "ats", key, 1)
@@ -261,16 +306,16 @@ def _ats_enable(st, ev):
         _del(st, "ats", key)
 
 
-def _domain_create(st, ev):
+def _domain_create(st: ReplayState, ev: Event) -> None:
     _set(st, "domains", ev[6], 1)
 
 
-def _domain_dying(st, ev):
+def _domain_dying(st: ReplayState, ev: Event) -> None:
     if ev[6] in st.domains:
         _set(st, "dying", ev[6], 1)
 
 
-def _domain_destroy(st, ev):
+def _domain_destroy(st: ReplayState, ev: Event) -> None:
     # A destroyed domain's tables, identity maps and IOMMU bitmap go with it
     # (struct domain is freed), whatever events preceded.
     dom = ev[6]
@@ -279,20 +324,20 @@ def _domain_destroy(st, ev):
     _drop_tables(st, dom)
     for key in [k for k in st.idmaps if k[0] == dom]:
         _del(st, "idmaps", key)
-    for key in [k for k in st.iommu_bitmap if k[0] == dom]:
-        _del(st, "iommu_bitmap", key)
+    for bkey in [k for k in st.iommu_bitmap if k[0] == dom]:
+        _del(st, "iommu_bitmap", bkey)
 
 
-def _rollback_begin(st, ev):
+def _rollback_begin(st: ReplayState, ev: Event) -> None:
     st.rollback += 1
 
 
-def _rollback_end(st, ev):
+def _rollback_end(st: ReplayState, ev: Event) -> None:
     if st.rollback:
         st.rollback -= 1
 
 
-def _no_state(st, ev):
+def _no_state(st: ReplayState, ev: Event) -> None:
     """Kinds that record what happened without changing replayed state
     (log lines, injected faults, engine limits, write-buffer flushes)."""
 
@@ -332,7 +377,7 @@ assert set(_RARE) | {S.K_CALL, S.K_RETURN, S.K_LOCK, S.K_UNLOCK, S.K_CTX_WRITE, 
 _DISPATCH = {k: h for k, h in _RARE.items() if h is not _no_state}
 
 
-def fold(st: ReplayState, events) -> ReplayState:
+def fold(st: ReplayState, events: Iterable[Event]) -> ReplayState:
     """Apply ``events`` (an iterable of event arrays) to ``st`` in order.
 
     Every event is checked against the catalogue as it is applied: prefix
@@ -358,7 +403,8 @@ def fold(st: ReplayState, events) -> ReplayState:
     arrays, scalars, none = _ARRAYS, _ARG_VALUES, None
     nkinds = len(S.KINDS)
     lock_names = _LOCK_NAMES
-    ev = None
+    ev: Any = None
+    key: Any            # a table key; its shape depends on the kind
     try:
         # Branches in order of frequency (synth workload, and the stretches
         # the diff folds): every kind of more than ~1% is handled here, since
@@ -525,7 +571,8 @@ def fold(st: ReplayState, events) -> ReplayState:
             set_position(st, ev)
     except (_Bad, TypeError, IndexError, KeyError, ValueError, AttributeError) as exc:
         seq = ev[1] if isinstance(ev, (list, tuple)) and len(ev) > 1 else "?"
-        why = _CHECK.problem(ev, seq, type(ev), codes=False) if isinstance(ev, (list, tuple)) else "is not an event array"
+        why = (_CHECK.problem(ev, seq, type(ev), codes=False) if isinstance(ev, (list, tuple))
+               else "is not an event array")
         raise BadEvent(seq, why or f"cannot apply {_kind_name(ev)}: {exc}", ev) from None
     return st
 
@@ -539,38 +586,39 @@ _ARG_VALUES = S.ARG_VALUE_TYPES
 _LOCK_NAMES = frozenset(S.LOCK_NAMES)
 
 
-def set_position(st: ReplayState, ev) -> None:
+def set_position(st: ReplayState, ev: Event) -> None:
     """Record ``ev`` as the last event applied (seq, cpu, op, func, label, kind)."""
     seq, cpu, op, func, label = ev[1], ev[2], ev[3], ev[4], ev[5]
     st.seq, st.cpu, st.op, st.func, st.label, st.kind = seq, cpu, op, func, label, ev[0]
 
 
-def apply(st: ReplayState, event) -> ReplayState:
+def apply(st: ReplayState, event: Event) -> ReplayState:
     """Apply one event (see ``fold``)."""
     return fold(st, (event,))
 
 
-def _kind_name(ev) -> str:
+def _kind_name(ev: Any) -> str:
     try:
-        return S.KINDS[ev[0]].name
+        name: str = S.KINDS[ev[0]].name
+        return name
     except (TypeError, IndexError, KeyError):
         return "event"
 
 
 # --- the canonical architectural state -----------------------------------------
 
-def _group(flat: dict) -> dict:
-    out: dict = {}
+def _group(flat: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
     for a, b in flat:
         out.setdefault(a, []).append(b)
     return out
 
 
-def func_name(code) -> str:
+def func_name(code: object) -> str:
     return S.FUNCS[code] if isinstance(code, int) and 0 <= code < len(S.FUNCS) else str(code)
 
 
-def to_canonical(st: ReplayState) -> dict:
+def to_canonical(st: ReplayState) -> dict[str, Any]:
     """The architectural part of ``st`` in tracer/canonical.py's shape."""
     return canonical(
         ctx=st.ctx, root=st.root,
@@ -599,7 +647,7 @@ _SCALARS = ("seq", "op", "label", "func", "kind", "cpu", "open_op", "op_info", "
 KEYS_ONLY = frozenset(("did_bits", "iommu_bitmap", "present", "ats", "domains", "dying", "translation"))
 
 
-def table_body(name: str, d: dict):
+def table_body(name: str, d: dict[Any, Any]) -> list[Any]:
     """One table as msgpack-ready lists: key and value lists, not a map --
     maps with array keys would not round-trip."""
     if name in KEYS_ONLY:
@@ -611,14 +659,14 @@ def table_body(name: str, d: dict):
     return [list(d), list(d.values())]
 
 
-def table_from_body(name: str, body) -> dict:
+def table_from_body(name: str, body: Any) -> dict[Any, Any]:
     """The inverse of table_body, from what msgpack gives back (tuples)."""
     if name in KEYS_ONLY:
         return dict.fromkeys(body, 1)
     if name == "stacks":
-        d = {}
+        d: dict[int, Stack | None] = {}
         for cpu, funcs in zip(*body):
-            node = None
+            node: Stack | None = None
             for f in funcs:
                 node = (node, f)
             d[cpu] = node
@@ -628,15 +676,16 @@ def table_from_body(name: str, body) -> dict:
     return dict(zip(*body))
 
 
-def encode_table(name: str, d: dict) -> bytes:
-    return msgpack.packb(table_body(name, d))
+def encode_table(name: str, d: dict[Any, Any]) -> bytes:
+    data: bytes = msgpack.packb(table_body(name, d))
+    return data
 
 
-def decode_table(name: str, data: bytes) -> dict:
+def decode_table(name: str, data: bytes) -> dict[Any, Any]:
     return table_from_body(name, msgpack.unpackb(data, use_list=False, strict_map_key=False))
 
 
-def _unwind(node) -> tuple:
+def _unwind(node: Stack | None) -> tuple[int, ...]:
     out = []
     while node is not None:
         out.append(node[1])
@@ -645,11 +694,11 @@ def _unwind(node) -> tuple:
     return tuple(out)
 
 
-def scalars_of(st: ReplayState) -> list:
+def scalars_of(st: ReplayState) -> list[Any]:
     return [getattr(st, n) for n in _SCALARS]
 
 
-def assemble(scalars, tables) -> ReplayState:
+def assemble(scalars: Iterable[Any], tables: Iterable[dict[Any, Any]]) -> ReplayState:
     """A state from its scalars and its tables (in TABLES order).  The tables
     are used as given, not copied."""
     st = ReplayState.__new__(ReplayState)
@@ -663,7 +712,8 @@ def assemble(scalars, tables) -> ReplayState:
 
 def encode_state(st: ReplayState) -> bytes:
     """A whole state as one msgpack blob."""
-    return msgpack.packb([STATE_FORMAT, scalars_of(st), [encode_table(n, getattr(st, n)) for n in TABLES]])
+    data: bytes = msgpack.packb([STATE_FORMAT, scalars_of(st), [encode_table(n, getattr(st, n)) for n in TABLES]])
+    return data
 
 
 def decode_state(data: bytes) -> ReplayState:

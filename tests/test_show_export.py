@@ -210,7 +210,7 @@ def test_exit_codes_and_one_line_errors(tmp_path, trace, capsys):
 
 def small_chunks(tmp_path, scenario="s1-usb-rmrr", variant="direct") -> Path:
     """The scenario recorded with 16-event chunks, so a cut leaves a prefix."""
-    from tests.test_replay_seek import record
+    from test_replay_seek import record
     return record(tmp_path, scenario, variant, chunk_events=16)
 
 
