@@ -25,6 +25,8 @@ deterministic (no clock, no dict-order dependence on anything but the trace).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tracer import schema as S
 
@@ -33,6 +35,9 @@ from .hazards.chrome import end_event as hz_end
 from .hazards.chrome import track as hz_track
 from .jsonout import EventPresenter, json_safe
 from .render import PlatformView, fmt_rid
+
+if TYPE_CHECKING:
+    from .reader import StopReport, TraceSchema
 
 PID_XEN = 0
 TID_OPS = 0
@@ -44,21 +49,21 @@ TID_FLUSHES, TID_DIDS, TID_ROOT, TID_IOMMU_LOCK, TID_REGISTER_LOCK = range(0x100
 IOMMU_LOCKS = {"iommu->lock": TID_IOMMU_LOCK, "register_lock": TID_REGISTER_LOCK}
 
 
-def _dumps(obj) -> str:
+def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
 
 
 class _Out:
     """Streams trace events; tracks per-thread open slices and names."""
 
-    def __init__(self, fp) -> None:
+    def __init__(self, fp: TextIO) -> None:
         self.fp = fp
         self.first = True
-        self.named: set = set()
-        self.open: dict = {}          # (pid, tid) -> [slice name, ...]
+        self.named: set[tuple[Any, int]] = set()
+        self.open: dict[tuple[int, int], list[str]] = {}   # (pid, tid) -> [slice name, ...]
         self.last_ts = 0
 
-    def raw(self, obj) -> None:
+    def raw(self, obj: Any) -> None:
         self.fp.write(("" if self.first else ",\n") + _dumps(obj))
         self.first = False
 
@@ -76,15 +81,15 @@ class _Out:
             self.raw({"name": "thread_sort_index", "ph": "M", "pid": pid, "tid": tid,
                       "args": {"sort_index": tid}})
 
-    def instant(self, pid, tid, ts, name, cat, args, scope="t") -> None:
+    def instant(self, pid: int, tid: int, ts: int, name: str, cat: str, args: Any, scope: str = "t") -> None:
         self.raw({"name": name, "cat": cat, "ph": "i", "s": scope, "ts": ts, "pid": pid, "tid": tid,
                   "args": args})
 
-    def begin(self, pid, tid, ts, name, cat, args) -> None:
+    def begin(self, pid: int, tid: int, ts: int, name: str, cat: str, args: Any) -> None:
         self.open.setdefault((pid, tid), []).append(name)
         self.raw({"name": name, "cat": cat, "ph": "B", "ts": ts, "pid": pid, "tid": tid, "args": args})
 
-    def end(self, pid, tid, ts, name=None, args=None) -> None:
+    def end(self, pid: int, tid: int, ts: int, name: str | None = None, args: Any = None) -> None:
         """Close the innermost slice called ``name`` on the thread (and any
         left open inside it); without a name the innermost one.  Nothing is
         emitted when no such slice is open (an unmatched unlock/return)."""
@@ -98,7 +103,7 @@ class _Out:
                 stack.pop()
                 self.raw({"ph": "E", "ts": ts, "pid": pid, "tid": tid})
         stack.pop()
-        ev = {"ph": "E", "ts": ts, "pid": pid, "tid": tid}
+        ev: dict[str, Any] = {"ph": "E", "ts": ts, "pid": pid, "tid": tid}
         if args:
             ev["args"] = args
         self.raw(ev)
@@ -113,12 +118,12 @@ class _Out:
 class ChromeExporter:
     """One pass over a trace's events (this build's kind/func codes)."""
 
-    def __init__(self, fp, header: dict, schema) -> None:
+    def __init__(self, fp: TextIO, header: dict[str, Any], schema: TraceSchema) -> None:
         self.out = _Out(fp)
         self.view = PlatformView(header)
         self.pres = EventPresenter(schema, header)
         self.header = header
-        self._global_locks: dict = {}
+        self._global_locks: dict[tuple[Any, Any], int] = {}
         self._last_seq = 0
 
     # --- lanes ----------------------------------------------------------------
@@ -128,7 +133,7 @@ class ChromeExporter:
         self.out.name_thread(PID_XEN, tid, name)
         return PID_XEN, tid
 
-    def _iommu(self, u, tid: int, name: str) -> tuple[int, int]:
+    def _iommu(self, u: Any, tid: int, name: str) -> tuple[int, int]:
         pid = 1 + u if isinstance(u, int) and u >= 0 else PID_XEN
         if pid == PID_XEN:
             return self._xen(TID_DOMAINS, "domains")
@@ -137,21 +142,21 @@ class ChromeExporter:
         self.out.name_thread(pid, tid, name)
         return pid, tid
 
-    def _rid(self, u, bus, devfn) -> tuple[int, int]:
+    def _rid(self, u: Any, bus: Any, devfn: Any) -> tuple[int, int]:
         if not (isinstance(bus, int) and isinstance(devfn, int) and 0 <= bus < 256 and 0 <= devfn < 256):
             return self._iommu(u, TID_FLUSHES, "flushes")
         name = self.view.rid(u, bus, devfn) if isinstance(u, int) else fmt_rid(0, bus, devfn)
         dtype = self.view.device_type(self.view.segment.get(u, 0), bus, devfn)
         return self._iommu(u, (bus << 8 | devfn) + 1, f"{name} {dtype}" if dtype else name)
 
-    def _device(self, seg, bdf) -> tuple[int, int]:
+    def _device(self, seg: Any, bdf: Any) -> tuple[int, int]:
         if isinstance(seg, int) and isinstance(bdf, int) and 0 <= bdf < 0x10000:
             u = self.view.drhd(seg, bdf >> 8, bdf & 0xFF)
             if u is not None:
                 return self._rid(u, bdf >> 8, bdf & 0xFF)
         return self._xen(TID_DOMAINS, "domains")
 
-    def _lock_lane(self, lock, target) -> tuple[int, int]:
+    def _lock_lane(self, lock: Any, target: Any) -> tuple[int, int]:
         if lock in IOMMU_LOCKS and isinstance(target, int):
             return self._iommu(target, IOMMU_LOCKS[lock], str(lock))
         key = (lock, target)
@@ -162,12 +167,12 @@ class ChromeExporter:
 
     # --- events ---------------------------------------------------------------
 
-    def _args(self, ev) -> dict:
+    def _args(self, ev: Any) -> dict[str, Any]:
         """The event's JSON form (as `log --jsonl`) minus what the slice shows."""
         d = self.pres.to_json(ev)
         return {k: v for k, v in d.items() if k not in ("cpu", "kind")}
 
-    def event(self, ev) -> None:
+    def event(self, ev: Any) -> None:
         if type(ev) is not list or len(ev) < S.F0 or type(ev[0]) is not int or type(ev[1]) is not int:
             return
         out = self.out
@@ -177,6 +182,7 @@ class ChromeExporter:
         self._last_seq = ts
         f = ev[S.F0:]
         name = S.KINDS[k].name if 0 <= k < len(S.KINDS) else f"kind-{k}"
+        title: str | None
         try:
             if k == S.K_CALL:
                 cpu = ev[2] if isinstance(ev[2], int) else 0
@@ -196,9 +202,8 @@ class ChromeExporter:
             elif k == S.K_OP_BEGIN:
                 pid, tid = self._xen(TID_OPS, "operations")
                 a = self._args(ev)
-                title = " ".join(str(x) for x in (f"op {ev[3]}", a.get("verb"), a.get("bdf"), a.get("domain"))
-                                 if x is not None)
-                out.begin(pid, tid, ts, title, "op", a)
+                out.begin(pid, tid, ts, " ".join(str(x) for x in (f"op {ev[3]}", a.get("verb"), a.get("bdf"),
+                                                                 a.get("domain")) if x is not None), "op", a)
             elif k == S.K_OP_END:
                 pid, tid = self._xen(TID_OPS, "operations")
                 stack = out.open.get((pid, tid)) or []
@@ -263,7 +268,7 @@ class ChromeExporter:
 
     # --- hazard windows ---------------------------------------------------------
 
-    def findings(self, items, at_seq: int, end_ts: int | None = None) -> None:
+    def findings(self, items: Iterable[tuple[int, Any]], at_seq: int, end_ts: int | None = None) -> None:
         """Async b (start == at_seq) or e (end == at_seq; or ``end_ts`` for
         windows still open when the trace ends) of findings, on the track of
         their device as replay.hazards.chrome lays them out."""
@@ -284,7 +289,9 @@ class ChromeExporter:
                 self.out.raw(ev)
 
 
-def export_chrome(events, header: dict, schema, fp, *, findings=(), stop=None) -> int:
+def export_chrome(events: Iterable[Any], header: dict[str, Any], schema: TraceSchema, fp: TextIO, *,
+                  findings: Iterable[Any] = (),
+                  stop: StopReport | Callable[[], StopReport | None] | None = None) -> int:
     """Write Chrome Trace Event JSON for ``events`` (this build's codes) to
     ``fp``; returns the number of trace events consumed.  ``findings`` are
     hazard windows (replay.hazards Finding objects or check --json dicts);
@@ -293,9 +300,9 @@ def export_chrome(events, header: dict, schema, fp, *, findings=(), stop=None) -
     fp.write('{"traceEvents":[\n')
     ex = ChromeExporter(fp, header, schema)
     fs = list(enumerate(findings))
-    starts: dict = {}
-    ends: dict = {}
-    open_at_end = []
+    starts: dict[int, list[tuple[int, Any]]] = {}
+    ends: dict[int, list[tuple[int, Any]]] = {}
+    open_at_end: list[tuple[int, Any]] = []
     for n, f in fs:
         get = f.get if isinstance(f, dict) else (lambda key, f=f: getattr(f, key, None))
         s, e = get("start"), get("end")
