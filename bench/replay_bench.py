@@ -162,10 +162,10 @@ def _figures(path: Path, reps: int) -> dict:
     payloads = _payloads(path)
     gc.collect()
     # Fold vs raw unpack, and the first open vs a fold pass, side by side.
-    t = interleaved({"raw": lambda: _raw_unpack(path, payloads),
-                     "replay": lambda: _replay(path),
-                     "build": lambda: _build(path),
-                     "verify": lambda: scan_content(path)}, reps)
+    times = interleaved({"raw": lambda: _raw_unpack(path, payloads),
+                         "replay": lambda: _replay(path),
+                         "build": lambda: _build(path),
+                         "verify": lambda: scan_content(path)}, reps)
     warm = []
     for _ in range(max(3, reps)):
         t0 = time.perf_counter()
@@ -175,7 +175,7 @@ def _figures(path: Path, reps: int) -> dict:
     _build(path)                     # leave a fresh sidecar for the seeks
     side = os.path.getsize(beside_path(path))
     lat, wall = _seek_latencies(path, count)
-    return {"count": count, "size": size, "t": t, "warm": statistics.median(warm), "sidecar": side,
+    return {"count": count, "size": size, "t": times, "warm": statistics.median(warm), "sidecar": side,
             "seek_med": statistics.median(lat), "seek_p95": _p(lat, 0.95), "seek_max": max(lat),
             "wall_med": statistics.median(wall), "wall_p95": _p(wall, 0.95),
             "rss_cold": _peak_rss_mb(path, "cold"), "rss_seek": _peak_rss_mb(path, "seek")}

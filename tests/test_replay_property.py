@@ -145,7 +145,7 @@ def test_replay_equals_the_engine_after_every_event(text):
         st_ = initial_state({"platform": platform.to_header()})
         diffs = []
 
-        def observe(engine, ev):
+        def observe(engine, ev, st_=st_, diffs=diffs, variant=variant):   # this iteration's
             apply(st_, ev)
             if not diffs:
                 got, want = to_canonical(st_), engine.canonical()
@@ -205,7 +205,7 @@ def test_a_re_added_device_starts_without_ats():
         st_ = initial_state({"platform": platform.to_header()})
         diffs = []
 
-        def observe(engine, ev):
+        def observe(engine, ev, st_=st_, diffs=diffs, variant=variant):   # this iteration's
             apply(st_, ev)
             got, want = to_canonical(st_), engine.canonical()
             if got != want and not diffs:

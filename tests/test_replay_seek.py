@@ -329,6 +329,7 @@ def test_event_seq_fields_do_not_steer_the_seek(tmp_path):
     the replay's position."""
     from conftest import HEADER
     from test_replay_fold import Events, entry
+
     from tracer.writer import TraceWriter
 
     e = Events()

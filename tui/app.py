@@ -264,8 +264,9 @@ class VtdtraceApp(KeyRouting, App):
         m, view = self.model, self.view
         for seq in m.prefetch():
             view.events.prefetch_rows(seq)
-            if view.state_pane.display:
-                view.state_pane.prefetch(m.step_view(seq), m.selection_at(seq))
+            sv = m.step_view(seq)           # not None: prefetch() prepared it
+            if view.state_pane.display and sv is not None:
+                view.state_pane.prefetch(sv, m.selection_at(seq))
 
     def goto_seq(self, seq: int, center: bool = False) -> None:
         if seq == self.model.cursor:

@@ -62,7 +62,8 @@ def run(args) -> int:
             by_name = trace.schema.kind_by_name
             unknown = [n for n in names if n not in by_name]
             if unknown:
-                return fail(args.trace, f"unknown event kind {unknown[0]!r} (known: {', '.join(trace.schema.kind_names)})")
+                known = ", ".join(trace.schema.kind_names)
+                return fail(args.trace, f"unknown event kind {unknown[0]!r} (known: {known})")
             codes = frozenset(by_name[n].code for n in names)
         pres = EventPresenter(trace.schema, trace.header)
         keep = RidFilter(pres, *rid) if rid else None
@@ -103,7 +104,8 @@ def _text_renderer(pres, count: int):
         if k is None:
             return f"{'?':>{sw}} {'':>3} {'':>3} {'':<{fw}} {'':<6} {'?':<{kw}} {pres.text_args(ev)}"
         line = (f"{_cell(ev[1]):>{sw}} {_cell(ev[2]):>3} {_cell(ev[3]):>3} "
-                f"{_cell(pres.func_name(ev[4])):<{fw}} {_cell(ev[5]):<6} {safe_text(k[0].name):<{kw}} {pres.text_args(ev)}")
+                f"{_cell(pres.func_name(ev[4])):<{fw}} {_cell(ev[5]):<6} {safe_text(k[0].name):<{kw}} "
+                f"{pres.text_args(ev)}")
         return line.rstrip()
 
     return render, header
