@@ -48,6 +48,20 @@ TID_LOCK0 = 1000              # + n, global lock instances in order of first use
 TID_FLUSHES, TID_DIDS, TID_ROOT, TID_IOMMU_LOCK, TID_REGISTER_LOCK = range(0x10001, 0x10006)
 IOMMU_LOCKS = {"iommu->lock": TID_IOMMU_LOCK, "register_lock": TID_REGISTER_LOCK}
 
+# Where the fields a lane is chosen by sit, per kind (tracer/schema_fields.py).
+_RID_FIELDS = {S.K_CTX_WRITE: (S.F_CTX_WRITE_IOMMU, S.F_CTX_WRITE_BUS, S.F_CTX_WRITE_DEVFN),
+               S.K_CACHE_SYNC: (S.F_CACHE_SYNC_IOMMU, S.F_CACHE_SYNC_BUS, S.F_CACHE_SYNC_DEVFN)}
+_UNIT_FIELD = {S.K_FLUSH_IOTLB: S.F_FLUSH_IOTLB_IOMMU, S.K_FLUSH_WRITE_BUFFER: S.F_FLUSH_WRITE_BUFFER_IOMMU,
+               S.K_DID_BITMAP: S.F_DID_BITMAP_IOMMU, S.K_DID_MAP: S.F_DID_MAP_IOMMU,
+               S.K_IOMMU_BITMAP: S.F_IOMMU_BITMAP_IOMMU,
+               S.K_ROOT_WRITE: S.F_ROOT_WRITE_IOMMU, S.K_TRANSLATION_ENABLE: S.F_TRANSLATION_ENABLE_IOMMU}
+_DID_FIELD = {S.K_DID_BITMAP: S.F_DID_BITMAP_DID, S.K_DID_MAP: S.F_DID_MAP_DID}
+_DEVICE_FIELDS = {S.K_OWNER_MOVE: (S.F_OWNER_MOVE_SEG, S.F_OWNER_MOVE_BDF),
+                  S.K_DEVICE_ADD: (S.F_DEVICE_ADD_SEG, S.F_DEVICE_ADD_BDF),
+                  S.K_DEVICE_REMOVE: (S.F_DEVICE_REMOVE_SEG, S.F_DEVICE_REMOVE_BDF),
+                  S.K_ATS_ENABLE: (S.F_ATS_ENABLE_SEG, S.F_ATS_ENABLE_BDF)}
+_TEXT_FIELD = {S.K_LOG: S.F_LOG_TEXT, S.K_FAULT_INJECT: S.F_FAULT_INJECT_POINT, S.K_ENGINE_LIMIT: S.F_ENGINE_LIMIT_WHAT}
+
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
@@ -173,89 +187,96 @@ class ChromeExporter:
         return {k: v for k, v in d.items() if k not in ("cpu", "kind")}
 
     def event(self, ev: Any) -> None:
-        if type(ev) is not list or len(ev) < S.F0 or type(ev[0]) is not int or type(ev[1]) is not int:
+        if (type(ev) is not list or len(ev) < S.F0 or type(ev[S.I_KIND]) is not int
+                or type(ev[S.I_SEQ]) is not int):
             return
         out = self.out
-        k, ts = ev[0], ev[1]
+        k, ts, cpu, op, label = ev[S.I_KIND], ev[S.I_SEQ], ev[S.I_CPU], ev[S.I_OP], ev[S.I_LABEL]
         if ts < self._last_seq:        # never let time run backwards on a lane
             return
         self._last_seq = ts
-        f = ev[S.F0:]
         name = S.KINDS[k].name if 0 <= k < len(S.KINDS) else f"kind-{k}"
         title: str | None
         try:
-            if k == S.K_CALL:
-                cpu = ev[2] if isinstance(ev[2], int) else 0
-                pid, tid = self._xen(TID_CPU0 + cpu, f"cpu {cpu}")
-                out.begin(pid, tid, ts, self.pres.func_name(ev[4]), "call", self._args(ev))
-            elif k == S.K_RETURN:
-                cpu = ev[2] if isinstance(ev[2], int) else 0
-                pid, tid = self._xen(TID_CPU0 + cpu, f"cpu {cpu}")
-                out.end(pid, tid, ts, self.pres.func_name(ev[4]), {"rc": self._args(ev).get("rc"), "seq": ts})
+            if k == S.K_CALL or k == S.K_RETURN:
+                lane = cpu if isinstance(cpu, int) else 0
+                pid, tid = self._xen(TID_CPU0 + lane, f"cpu {lane}")
+                func = self.pres.func_name(ev[S.I_FUNC])
+                if k == S.K_CALL:
+                    out.begin(pid, tid, ts, func, "call", self._args(ev))
+                else:
+                    out.end(pid, tid, ts, func, {"rc": self._args(ev).get("rc"), "seq": ts})
             elif k == S.K_LOCK:
-                pid, tid = self._lock_lane(f[0], f[1])
-                out.begin(pid, tid, ts, self.view.lock_name(f[0], f[1]), "lock",
-                          {"seq": ts, "label": ev[5], "cpu": ev[2]})
+                lock, target = ev[S.F_LOCK_LOCK], ev[S.F_LOCK_TARGET]
+                pid, tid = self._lock_lane(lock, target)
+                out.begin(pid, tid, ts, self.view.lock_name(lock, target), "lock",
+                          {"seq": ts, "label": label, "cpu": cpu})
             elif k == S.K_UNLOCK:
-                pid, tid = self._lock_lane(f[0], f[1])
-                out.end(pid, tid, ts, self.view.lock_name(f[0], f[1]), {"seq": ts, "label": ev[5]})
+                lock, target = ev[S.F_UNLOCK_LOCK], ev[S.F_UNLOCK_TARGET]
+                pid, tid = self._lock_lane(lock, target)
+                out.end(pid, tid, ts, self.view.lock_name(lock, target), {"seq": ts, "label": label})
             elif k == S.K_OP_BEGIN:
                 pid, tid = self._xen(TID_OPS, "operations")
                 a = self._args(ev)
-                out.begin(pid, tid, ts, " ".join(str(x) for x in (f"op {ev[3]}", a.get("verb"), a.get("bdf"),
+                out.begin(pid, tid, ts, " ".join(str(x) for x in (f"op {op}", a.get("verb"), a.get("bdf"),
                                                                  a.get("domain")) if x is not None), "op", a)
             elif k == S.K_OP_END:
                 pid, tid = self._xen(TID_OPS, "operations")
                 stack = out.open.get((pid, tid)) or []
-                title = next((n for n in reversed(stack) if (n == f"op {ev[3]}" or n.startswith(f"op {ev[3]} "))), None)
+                title = next((n for n in reversed(stack) if (n == f"op {op}" or n.startswith(f"op {op} "))), None)
                 if title is not None:
                     out.end(pid, tid, ts, title, self._args(ev))
             elif k == S.K_ROLLBACK_BEGIN:
                 pid, tid = self._xen(TID_OPS, "operations")
-                out.begin(pid, tid, ts, f"rollback {f[1]}", "rollback", self._args(ev))
+                out.begin(pid, tid, ts, f"rollback {ev[S.F_ROLLBACK_BEGIN_WHAT]}", "rollback", self._args(ev))
             elif k == S.K_ROLLBACK_END:
                 pid, tid = self._xen(TID_OPS, "operations")
                 stack = out.open.get((pid, tid)) or []
                 title = next((n for n in reversed(stack) if n.startswith("rollback")), None)
                 if title is not None:
                     out.end(pid, tid, ts, title, self._args(ev))
-            elif k in (S.K_CTX_WRITE, S.K_CACHE_SYNC):
-                pid, tid = self._rid(f[0], f[1], f[2])
+            elif k in _RID_FIELDS:
+                unit, bus, devfn = (ev[i] for i in _RID_FIELDS[k])
+                pid, tid = self._rid(unit, bus, devfn)
                 a = self._args(ev)
-                if k == S.K_CTX_WRITE and isinstance(f[8], int):
-                    a["did"] = (f[8] >> 8) & 0xFFFF
-                    a["present"] = bool(f[7] & 1) if isinstance(f[7], int) else None
+                if k == S.K_CTX_WRITE and isinstance(ev[S.F_CTX_WRITE_NEW_HI], int):
+                    new_lo = ev[S.F_CTX_WRITE_NEW_LO]
+                    a["did"] = (ev[S.F_CTX_WRITE_NEW_HI] >> 8) & 0xFFFF
+                    a["present"] = bool(new_lo & 1) if isinstance(new_lo, int) else None
                 out.instant(pid, tid, ts, name, "context", a)
             elif k == S.K_FLUSH_CONTEXT:
-                if f[1] == "device" and isinstance(f[3], int):
-                    pid, tid = self._rid(f[0], f[3] >> 8, f[3] & 0xFF)
+                unit, gran, sid = ev[S.F_FLUSH_CONTEXT_IOMMU], ev[S.F_FLUSH_CONTEXT_GRAN], ev[S.F_FLUSH_CONTEXT_SID]
+                if gran == "device" and isinstance(sid, int):
+                    pid, tid = self._rid(unit, sid >> 8, sid & 0xFF)
                 else:
-                    pid, tid = self._iommu(f[0], TID_FLUSHES, "flushes")
-                out.instant(pid, tid, ts, f"{name} {f[1]}", "flush", self._args(ev))
+                    pid, tid = self._iommu(unit, TID_FLUSHES, "flushes")
+                out.instant(pid, tid, ts, f"{name} {gran}", "flush", self._args(ev))
             elif k == S.K_FLUSH_DEV_IOTLB:
-                sid = f[1] if isinstance(f[1], int) else -1
-                pid, tid = self._rid(f[0], sid >> 8, sid & 0xFF)
+                sid = ev[S.F_FLUSH_DEV_IOTLB_SID]
+                sid = sid if isinstance(sid, int) else -1
+                pid, tid = self._rid(ev[S.F_FLUSH_DEV_IOTLB_IOMMU], sid >> 8, sid & 0xFF)
                 out.instant(pid, tid, ts, name, "flush", self._args(ev))
             elif k in (S.K_FLUSH_IOTLB, S.K_FLUSH_WRITE_BUFFER):
-                pid, tid = self._iommu(f[0], TID_FLUSHES, "flushes")
-                out.instant(pid, tid, ts, f"{name} {f[1]}" if k == S.K_FLUSH_IOTLB else name, "flush",
-                            self._args(ev))
-            elif k in (S.K_DID_BITMAP, S.K_DID_MAP):
-                pid, tid = self._iommu(f[0], TID_DIDS, "DIDs")
-                out.instant(pid, tid, ts, f"{name} {f[1]}", "did", self._args(ev))
+                pid, tid = self._iommu(ev[_UNIT_FIELD[k]], TID_FLUSHES, "flushes")
+                out.instant(pid, tid, ts, f"{name} {ev[S.F_FLUSH_IOTLB_GRAN]}" if k == S.K_FLUSH_IOTLB else name,
+                            "flush", self._args(ev))
+            elif k in _DID_FIELD:
+                pid, tid = self._iommu(ev[_UNIT_FIELD[k]], TID_DIDS, "DIDs")
+                out.instant(pid, tid, ts, f"{name} {ev[_DID_FIELD[k]]}", "did", self._args(ev))
             elif k == S.K_IOMMU_BITMAP:
-                pid, tid = self._iommu(f[1], TID_DIDS, "DIDs")
+                pid, tid = self._iommu(ev[S.F_IOMMU_BITMAP_IOMMU], TID_DIDS, "DIDs")
                 out.instant(pid, tid, ts, name, "did", self._args(ev))
             elif k in (S.K_ROOT_WRITE, S.K_TRANSLATION_ENABLE):
-                pid, tid = self._iommu(f[0], TID_ROOT, "root table")
+                pid, tid = self._iommu(ev[_UNIT_FIELD[k]], TID_ROOT, "root table")
                 out.instant(pid, tid, ts, name, "root", self._args(ev),
                             scope="p" if k == S.K_TRANSLATION_ENABLE else "t")
-            elif k in (S.K_OWNER_MOVE, S.K_DEVICE_ADD, S.K_DEVICE_REMOVE, S.K_ATS_ENABLE):
-                pid, tid = self._device(f[0], f[1])
+            elif k in _DEVICE_FIELDS:
+                seg, bdf = (ev[i] for i in _DEVICE_FIELDS[k])
+                pid, tid = self._device(seg, bdf)
                 out.instant(pid, tid, ts, name, "device", self._args(ev))
-            elif k in (S.K_LOG, S.K_FAULT_INJECT, S.K_ENGINE_LIMIT):
+            elif k in _TEXT_FIELD:
                 pid, tid = self._xen(TID_OPS, "operations")
-                text = f[1] if k == S.K_LOG else f[0]
+                text = ev[_TEXT_FIELD[k]]
                 out.instant(pid, tid, ts, f"{name}: {text}"[:120], name, self._args(ev),
                             scope="t" if k == S.K_LOG else "p")
             else:

@@ -32,7 +32,23 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tracer.platform import ERRNO_NAME, fmt_bdf, fmt_rid
-from tracer.schema import ADDRESS_FUNCS, DOMID_COW, DOMID_IDLE, DOMID_INVALID, DOMID_IO, DOMID_XEN, K_RETURN, Kind
+from tracer.schema import (
+    ADDRESS_FUNCS,
+    DOMID_COW,
+    DOMID_IDLE,
+    DOMID_INVALID,
+    DOMID_IO,
+    DOMID_XEN,
+    F0,
+    I_CPU,
+    I_FUNC,
+    I_KIND,
+    I_LABEL,
+    I_OP,
+    I_SEQ,
+    K_RETURN,
+    Kind,
+)
 
 if TYPE_CHECKING:
     from .reader import TraceSchema
@@ -189,8 +205,8 @@ class EventPresenter:
     # -- shared helpers -------------------------------------------------------------
     def _kind(self, ev: Any) -> tuple[Kind, tuple[str, ...]] | None:
         """(Kind, roles) for a well-formed event, else None."""
-        if type(ev) in _SEQ and len(ev) >= 6 and type(ev[0]) is int and 0 <= ev[0] < len(self.kinds):
-            return self.kinds[ev[0]], self._roles[ev[0]]
+        if type(ev) in _SEQ and len(ev) >= F0 and type(ev[I_KIND]) is int and 0 <= ev[I_KIND] < len(self.kinds):
+            return self.kinds[ev[I_KIND]], self._roles[ev[I_KIND]]
         return None
 
     def func_name(self, code: Any) -> Any:
@@ -261,12 +277,13 @@ class EventPresenter:
         """The JSON object for one event (keys in schema order)."""
         k = self._kind(ev)
         if k is None:
-            seq = ev[1] if type(ev) in _SEQ and len(ev) > 1 else None
+            seq = ev[I_SEQ] if type(ev) in _SEQ and len(ev) > I_SEQ else None
             return {"seq": json_safe(seq), "kind": None, "malformed": json_safe(ev)}
         kind, roles = k
-        out: dict[str, Any] = {"seq": json_safe(ev[1]), "cpu": json_safe(ev[2]), "op": json_safe(ev[3]),
-               "func": self.func_name(ev[4]), "label": json_safe(ev[5]), "kind": kind.name}
-        values = ev[6:]
+        out: dict[str, Any] = {"seq": json_safe(ev[I_SEQ]), "cpu": json_safe(ev[I_CPU]), "op": json_safe(ev[I_OP]),
+                               "func": self.func_name(ev[I_FUNC]), "label": json_safe(ev[I_LABEL]),
+                               "kind": kind.name}
+        values = ev[F0:]
         raw = dict(zip(kind.fields, values))
         func = out["func"]
         merged = BUS in roles and DEVFN in roles
@@ -302,7 +319,7 @@ class EventPresenter:
         if k is None:
             return "malformed " + dumps(json_safe(ev))
         kind, roles = k
-        values = ev[6:]
+        values = ev[F0:]
         raw = dict(zip(kind.fields, values))
         parts = []
         merged_bus = BUS in roles and DEVFN in roles
@@ -316,11 +333,11 @@ class EventPresenter:
                 parts.append("bdf=" + self._text_rid(self.names.segment(raw.get("iommu")), v, raw.get("devfn")))
                 continue
             if role == RC and kind.code == K_RETURN and type(v) is int and v >= 0 \
-                    and self.func_name(ev[4]) in ADDRESS_FUNCS:
+                    and self.func_name(ev[I_FUNC]) in ADDRESS_FUNCS:
                 parts.append(f"rc={v:#x}")    # a machine address, as Xen prints one
                 continue
             if role == ARGS and type(v) in _SEQ:
-                func = self.func_name(ev[4])
+                func = self.func_name(ev[I_FUNC])
                 named = {a[0]: a[1] for a in v if type(a) in _SEQ and len(a) == 2 and isinstance(a[0], str)}
                 parts.append("args=(" + ", ".join(self._text_arg(a, func, named) for a in v) + ")")
                 continue
@@ -440,7 +457,7 @@ class RidFilter:
             return False
         kind, _ = k
         inv = self._plans[kind.code]
-        raw = dict(zip(kind.fields, ev[6:]))
+        raw = dict(zip(kind.fields, ev[F0:]))
         seg = self.p.names.segment(raw.get("iommu"))
         if BUS in inv and DEVFN in inv:
             if raw.get(inv[BUS]) == self.bus and raw.get(inv[DEVFN]) == self.devfn and seg == self.seg:

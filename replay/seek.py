@@ -563,6 +563,7 @@ def build(source: ChunkSource, initial: ReplayState, store: CheckpointSink | Non
     kind_chunks = {code: array("I") for code in range(nk)}
     ctx: dict[tuple[int, int, int], SeqArray] = {}
     ctx_byte = bytes((S.K_CTX_WRITE,))
+    F_IOMMU, F_BUS, F_DEVFN = S.F_CTX_WRITE_IOMMU, S.F_CTX_WRITE_BUS, S.F_CTX_WRITE_DEVFN
     kind_of = itemgetter(0)
     st = initial.copy()
     st.journal = []             # lets the checkpoint writer skip unchanged tables
@@ -609,7 +610,7 @@ def build(source: ChunkSource, initial: ReplayState, store: CheckpointSink | Non
             j = col.find(ctx_byte)
             while j >= 0:
                 ev = evs[j]
-                key = (ev[6], ev[7], ev[8])
+                key = (ev[F_IOMMU], ev[F_BUS], ev[F_DEVFN])
                 a = ctx.get(key)
                 if a is None:
                     a = ctx[key] = array(tc)

@@ -99,10 +99,10 @@ class _Source:
     def _fix(self, evs: Sequence[Event]) -> Sequence[Event]:
         if self.translate is not None:
             evs = self.translate(evs)
-        if evs and evs[-1][1] > self._count:
+        if evs and evs[-1][S.I_SEQ] > self._count:
             # The readable trace ends inside this chunk (an event the fold
             # could not apply): positions, not seq fields, decide.
-            evs = evs[:max(0, self._count - evs[0][1] + 1)]
+            evs = evs[:max(0, self._count - evs[0][S.I_SEQ] + 1)]
         return evs
 
     def read_chunk(self, i: int) -> Sequence[Event]:

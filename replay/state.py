@@ -236,26 +236,25 @@ def _del(st: ReplayState, name: str, key: Any) -> None:
 
 
 def _root_write(st: ReplayState, ev: Event) -> None:
-    _set(st, "root", (ev[6], ev[7]), ev[9])
+    _set(st, "root", (ev[S.F_ROOT_WRITE_IOMMU], ev[S.F_ROOT_WRITE_BUS]), ev[S.F_ROOT_WRITE_NEW])
 
 
 def _cache_sync(st: ReplayState, ev: Event) -> None:
-    key = (ev[6], ev[7], ev[8])
+    key = (ev[S.F_CACHE_SYNC_IOMMU], ev[S.F_CACHE_SYNC_BUS], ev[S.F_CACHE_SYNC_DEVFN])
     caches.cache_sync(st, key, st.ctx.get(key, ZERO))
 
 
 def _flush_dev_iotlb(st: ReplayState, ev: Event) -> None:
-    # [iommu, sid, did, rc]
-    if ev[9] == 0:
-        caches.flush_dev_iotlb(st, ev[6], ev[7])
+    if ev[S.F_FLUSH_DEV_IOTLB_RC] == 0:
+        caches.flush_dev_iotlb(st, ev[S.F_FLUSH_DEV_IOTLB_IOMMU], ev[S.F_FLUSH_DEV_IOTLB_SID])
 
 
 def _translation_enable(st: ReplayState, ev: Event) -> None:
-    _set(st, "translation", ev[6], 1)
+    _set(st, "translation", ev[S.F_TRANSLATION_ENABLE_IOMMU], 1)
 
 
 def _pt_alloc(st: ReplayState, ev: Event) -> None:
-    dom, maddr, what = ev[6], ev[7], ev[8]
+    dom, maddr, what = ev[S.F_PT_ALLOC_DOMAIN], ev[S.F_PT_ALLOC_MADDR], ev[S.F_PT_ALLOC_WHAT]
     hash(dom)                   # the pgd update below must not be the one to fail
     _set(st, "pages", maddr, (dom, what))
     if what in ROOT_TABLES:
@@ -269,16 +268,17 @@ def _drop_tables(st: ReplayState, dom: int) -> None:
 
 
 def _pt_free(st: ReplayState, ev: Event) -> None:
-    _drop_tables(st, ev[6])
+    _drop_tables(st, ev[S.F_PT_FREE_DOMAIN])
 
 
 def _idmap_add(st: ReplayState, ev: Event) -> None:
-    _set(st, "idmaps", (ev[6], ev[7], ev[8]), (ev[9], ev[10]))
+    _set(st, "idmaps", (ev[S.F_IDMAP_ADD_DOMAIN], ev[S.F_IDMAP_ADD_BASE], ev[S.F_IDMAP_ADD_END]),
+         (ev[S.F_IDMAP_ADD_ACCESS], ev[S.F_IDMAP_ADD_REFCOUNT]))
 
 
 def _idmap_remove(st: ReplayState, ev: Event) -> None:
-    key = (ev[6], ev[7], ev[8])
-    rc = ev[9]
+    key = (ev[S.F_IDMAP_REMOVE_DOMAIN], ev[S.F_IDMAP_REMOVE_BASE], ev[S.F_IDMAP_REMOVE_END])
+    rc = ev[S.F_IDMAP_REMOVE_REFCOUNT]
     if rc > 0:
         old = st.idmaps.get(key)
         _set(st, "idmaps", key, (old[0] if old else None, rc))
@@ -287,19 +287,19 @@ def _idmap_remove(st: ReplayState, ev: Event) -> None:
 
 
 def _device_add(st: ReplayState, ev: Event) -> None:
-    _set(st, "present", (ev[6], ev[7]), 1)
+    _set(st, "present", (ev[S.F_DEVICE_ADD_SEG], ev[S.F_DEVICE_ADD_BDF]), 1)
 
 
 def _device_remove(st: ReplayState, ev: Event) -> None:
-    key = (ev[6], ev[7])
+    key = (ev[S.F_DEVICE_REMOVE_SEG], ev[S.F_DEVICE_REMOVE_BDF])
     _del(st, "present", key)
     _del(st, "owners", key)
     _del(st, "ats", key)
 
 
 def _ats_enable(st: ReplayState, ev: Event) -> None:
-    key = (ev[6], ev[7])
-    if ev[8]:
+    key = (ev[S.F_ATS_ENABLE_SEG], ev[S.F_ATS_ENABLE_BDF])
+    if ev[S.F_ATS_ENABLE_VALUE]:
         _set(st, "ats", key, 1)
     elif key in st.ats:
         caches.ats_disable(st, *key)
@@ -307,18 +307,19 @@ def _ats_enable(st: ReplayState, ev: Event) -> None:
 
 
 def _domain_create(st: ReplayState, ev: Event) -> None:
-    _set(st, "domains", ev[6], 1)
+    _set(st, "domains", ev[S.F_DOMAIN_CREATE_DOMAIN], 1)
 
 
 def _domain_dying(st: ReplayState, ev: Event) -> None:
-    if ev[6] in st.domains:
-        _set(st, "dying", ev[6], 1)
+    dom = ev[S.F_DOMAIN_DYING_DOMAIN]
+    if dom in st.domains:
+        _set(st, "dying", dom, 1)
 
 
 def _domain_destroy(st: ReplayState, ev: Event) -> None:
     # A destroyed domain's tables, identity maps and IOMMU bitmap go with it
     # (struct domain is freed), whatever events preceded.
-    dom = ev[6]
+    dom = ev[S.F_DOMAIN_DESTROY_DOMAIN]
     _del(st, "domains", dom)
     _del(st, "dying", dom)
     _drop_tables(st, dom)
@@ -389,11 +390,40 @@ def fold(st: ReplayState, events: Iterable[Event]) -> ReplayState:
     (replay.validate.FOLD_VALUE_RULES: lock names, context entries >= 0);
     the reader applies the others per chunk."""
     # Locals: attribute and global lookups inside the loop cost more than the
-    # work of most handlers.
+    # work of most handlers.  Field indices too: ``ev[F_CTX_WRITE_NEW_LO]``
+    # with a local index costs what ``ev[13]`` did (a LOAD_FAST for the
+    # LOAD_CONST), a global or attribute load per access would not.
     K_CALL, K_RETURN, K_LOCK, K_UNLOCK = S.K_CALL, S.K_RETURN, S.K_LOCK, S.K_UNLOCK
     K_CTX_WRITE, K_DID_BITMAP, K_DID_MAP = S.K_CTX_WRITE, S.K_DID_BITMAP, S.K_DID_MAP
     K_OP_BEGIN, K_OP_END, K_IOMMU_BITMAP, K_OWNER_MOVE = S.K_OP_BEGIN, S.K_OP_END, S.K_IOMMU_BITMAP, S.K_OWNER_MOVE
     K_FLUSH_CONTEXT, K_FLUSH_IOTLB, K_CACHE_SYNC = S.K_FLUSH_CONTEXT, S.K_FLUSH_IOTLB, S.K_CACHE_SYNC
+    I_KIND, I_SEQ, I_CPU, I_OP, I_FUNC, I_LABEL = S.I_KIND, S.I_SEQ, S.I_CPU, S.I_OP, S.I_FUNC, S.I_LABEL
+    F_CALL_ARGS, F_RETURN_RC, F_OP_END_RC = S.F_CALL_ARGS, S.F_RETURN_RC, S.F_OP_END_RC
+    F_LOCK_LOCK, F_LOCK_TARGET = S.F_LOCK_LOCK, S.F_LOCK_TARGET
+    F_UNLOCK_LOCK, F_UNLOCK_TARGET = S.F_UNLOCK_LOCK, S.F_UNLOCK_TARGET
+    F_DID_BITMAP_IOMMU, F_DID_BITMAP_DID, F_DID_BITMAP_VALUE = (
+        S.F_DID_BITMAP_IOMMU, S.F_DID_BITMAP_DID, S.F_DID_BITMAP_VALUE)
+    F_IOMMU_BITMAP_DOMAIN, F_IOMMU_BITMAP_IOMMU, F_IOMMU_BITMAP_VALUE = (
+        S.F_IOMMU_BITMAP_DOMAIN, S.F_IOMMU_BITMAP_IOMMU, S.F_IOMMU_BITMAP_VALUE)
+    F_OP_BEGIN_VERB, F_OP_BEGIN_END = S.F_OP_BEGIN_VERB, S.F_OP_BEGIN_SEG + 1
+    F_FLUSH_CONTEXT_IOMMU, F_FLUSH_CONTEXT_GRAN, F_FLUSH_CONTEXT_DID = (
+        S.F_FLUSH_CONTEXT_IOMMU, S.F_FLUSH_CONTEXT_GRAN, S.F_FLUSH_CONTEXT_DID)
+    F_FLUSH_CONTEXT_SID, F_FLUSH_CONTEXT_FM, F_FLUSH_CONTEXT_NON_PRESENT, F_FLUSH_CONTEXT_RC = (
+        S.F_FLUSH_CONTEXT_SID, S.F_FLUSH_CONTEXT_FM, S.F_FLUSH_CONTEXT_NON_PRESENT, S.F_FLUSH_CONTEXT_RC)
+    F_FLUSH_IOTLB_IOMMU, F_FLUSH_IOTLB_GRAN, F_FLUSH_IOTLB_DID, F_FLUSH_IOTLB_ADDR = (
+        S.F_FLUSH_IOTLB_IOMMU, S.F_FLUSH_IOTLB_GRAN, S.F_FLUSH_IOTLB_DID, S.F_FLUSH_IOTLB_ADDR)
+    F_FLUSH_IOTLB_ORDER, F_FLUSH_IOTLB_NON_PRESENT, F_FLUSH_IOTLB_DEV_IOTLB, F_FLUSH_IOTLB_RC = (
+        S.F_FLUSH_IOTLB_ORDER, S.F_FLUSH_IOTLB_NON_PRESENT, S.F_FLUSH_IOTLB_DEV_IOTLB, S.F_FLUSH_IOTLB_RC)
+    F_CTX_WRITE_IOMMU, F_CTX_WRITE_BUS, F_CTX_WRITE_DEVFN = S.F_CTX_WRITE_IOMMU, S.F_CTX_WRITE_BUS, S.F_CTX_WRITE_DEVFN
+    F_CTX_WRITE_HALF, F_CTX_WRITE_METHOD = S.F_CTX_WRITE_HALF, S.F_CTX_WRITE_METHOD
+    F_CTX_WRITE_OLD_LO, F_CTX_WRITE_OLD_HI = S.F_CTX_WRITE_OLD_LO, S.F_CTX_WRITE_OLD_HI
+    F_CTX_WRITE_NEW_LO, F_CTX_WRITE_NEW_HI = S.F_CTX_WRITE_NEW_LO, S.F_CTX_WRITE_NEW_HI
+    F_CACHE_SYNC_IOMMU, F_CACHE_SYNC_BUS, F_CACHE_SYNC_DEVFN = (
+        S.F_CACHE_SYNC_IOMMU, S.F_CACHE_SYNC_BUS, S.F_CACHE_SYNC_DEVFN)
+    F_OWNER_MOVE_SEG, F_OWNER_MOVE_BDF, F_OWNER_MOVE_OLD, F_OWNER_MOVE_NEW = (
+        S.F_OWNER_MOVE_SEG, S.F_OWNER_MOVE_BDF, S.F_OWNER_MOVE_OLD, S.F_OWNER_MOVE_NEW)
+    F_DID_MAP_IOMMU, F_DID_MAP_DID, F_DID_MAP_OLD, F_DID_MAP_NEW = (
+        S.F_DID_MAP_IOMMU, S.F_DID_MAP_DID, S.F_DID_MAP_OLD, S.F_DID_MAP_NEW)
     stacks, locks, nest, ctx = st.stacks, st.locks, st.nest, st.ctx
     did_bits, did_map, iommu_bitmap, owners = st.did_bits, st.did_map, st.iommu_bitmap, st.owners
     coherent, cm, translation = st.coherent, st.cm, st.translation
@@ -414,24 +444,24 @@ def fold(st: ReplayState, events: Iterable[Event]) -> ReplayState:
         # with its fields' type checks (raise _Bad: the except clause below
         # words the message).
         for ev in events:
-            k = ev[0]
-            f = ev[4]
-            if (type(k) is not int or type(ev[1]) is not int or type(ev[2]) is not int
-                    or type(ev[3]) is not int or type(f) is not int or type(ev[5]) is not str):
+            k = ev[I_KIND]
+            f = ev[I_FUNC]
+            if (type(k) is not int or type(ev[I_SEQ]) is not int or type(ev[I_CPU]) is not int
+                    or type(ev[I_OP]) is not int or type(f) is not int or type(ev[I_LABEL]) is not str):
                 raise _Bad
             if k == K_CALL:
-                a = ev[6]
+                a = ev[F_CALL_ARGS]
                 if type(a) not in arrays:
                     raise _Bad
                 for p in a:
                     if type(p) not in arrays or len(p) != 2 or type(p[0]) is not str or type(p[1]) not in scalars:
                         raise _Bad
-                cpu = ev[2]
+                cpu = ev[I_CPU]
                 stacks[cpu] = (stacks.get(cpu), f)
             elif k == K_RETURN:
-                if ev[6] is not none and type(ev[6]) is not int:
+                if ev[F_RETURN_RC] is not none and type(ev[F_RETURN_RC]) is not int:
                     raise _Bad
-                cpu = ev[2]
+                cpu = ev[I_CPU]
                 top = stacks.get(cpu)
                 if top is not None:
                     if top[0] is None:
@@ -439,7 +469,7 @@ def fold(st: ReplayState, events: Iterable[Event]) -> ReplayState:
                     else:
                         stacks[cpu] = top[0]
             elif k == K_LOCK:
-                key = (ev[6], ev[7])
+                key = (ev[F_LOCK_LOCK], ev[F_LOCK_TARGET])
                 if (type(key[0]) is not str or key[1] is not none and type(key[1]) is not int
                         or key[0] not in lock_names):
                     raise _Bad
@@ -448,9 +478,9 @@ def fold(st: ReplayState, events: Iterable[Event]) -> ReplayState:
                     # damaged trace must not break the count either.
                     nest[key] = nest.get(key, 1) + 1
                 else:
-                    locks[key] = ev[2]
+                    locks[key] = ev[I_CPU]
             elif k == K_UNLOCK:
-                key = (ev[6], ev[7])
+                key = (ev[F_UNLOCK_LOCK], ev[F_UNLOCK_TARGET])
                 if (type(key[0]) is not str or key[1] is not none and type(key[1]) is not int
                         or key[0] not in lock_names):
                     raise _Bad
@@ -462,17 +492,18 @@ def fold(st: ReplayState, events: Iterable[Event]) -> ReplayState:
                 else:
                     nest[key] = depth - 1
             elif k == K_DID_BITMAP:
-                if type(ev[6]) is not int or type(ev[7]) is not int or type(ev[8]) is not int:
+                key = (ev[F_DID_BITMAP_IOMMU], ev[F_DID_BITMAP_DID])
+                if type(key[0]) is not int or type(key[1]) is not int or type(ev[F_DID_BITMAP_VALUE]) is not int:
                     raise _Bad
-                if ev[8]:
-                    did_bits[(ev[6], ev[7])] = 1
+                if ev[F_DID_BITMAP_VALUE]:
+                    did_bits[key] = 1
                 else:
-                    did_bits.pop((ev[6], ev[7]), None)
+                    did_bits.pop(key, None)
             elif k == K_IOMMU_BITMAP:
-                key = (ev[6], ev[7])
-                if type(key[0]) is not int or type(key[1]) is not int or type(ev[8]) is not int:
+                key = (ev[F_IOMMU_BITMAP_DOMAIN], ev[F_IOMMU_BITMAP_IOMMU])
+                if type(key[0]) is not int or type(key[1]) is not int or type(ev[F_IOMMU_BITMAP_VALUE]) is not int:
                     raise _Bad
-                if ev[8]:
+                if ev[F_IOMMU_BITMAP_VALUE]:
                     iommu_bitmap[key] = 1
                     if st.journal is not None:
                         st.journal.append(("iommu_bitmap", key))
@@ -481,43 +512,44 @@ def fold(st: ReplayState, events: Iterable[Event]) -> ReplayState:
                     if st.journal is not None:
                         st.journal.append(("iommu_bitmap", key))
             elif k == K_OP_BEGIN:
-                info = tuple(ev[6:10])
+                info = tuple(ev[F_OP_BEGIN_VERB:F_OP_BEGIN_END])     # verb, bdf, domain, seg
                 if (len(info) != 4 or type(info[0]) is not str or any(v is not none and type(v) is not int
                                                                        for v in info[1:])):
                     raise _Bad
-                st.open_op = ev[3]
+                st.open_op = ev[I_OP]
                 st.op_info = info
             elif k == K_OP_END:
-                if type(ev[6]) is not int:
+                if type(ev[F_OP_END_RC]) is not int:
                     raise _Bad
                 st.open_op = None
                 st.op_info = None
             elif k == K_FLUSH_CONTEXT:
-                # [iommu, gran, did, sid, fm, non_present, rc]: only rc 0 invalidated anything.
-                if (type(ev[6]) is not int or type(ev[7]) is not str or type(ev[8]) is not int
-                        or type(ev[9]) is not int or type(ev[10]) is not int or type(ev[11]) is not bool
-                        or type(ev[12]) is not int):
+                if (type(ev[F_FLUSH_CONTEXT_IOMMU]) is not int or type(ev[F_FLUSH_CONTEXT_GRAN]) is not str
+                        or type(ev[F_FLUSH_CONTEXT_DID]) is not int or type(ev[F_FLUSH_CONTEXT_SID]) is not int
+                        or type(ev[F_FLUSH_CONTEXT_FM]) is not int or type(ev[F_FLUSH_CONTEXT_NON_PRESENT]) is not bool
+                        or type(ev[F_FLUSH_CONTEXT_RC]) is not int):
                     raise _Bad
-                if ev[12] == 0:
-                    flush_context(st, ev[6], ev[7], ev[8], ev[9], ev[10])
+                if ev[F_FLUSH_CONTEXT_RC] == 0:         # only rc 0 invalidated anything
+                    flush_context(st, ev[F_FLUSH_CONTEXT_IOMMU], ev[F_FLUSH_CONTEXT_GRAN], ev[F_FLUSH_CONTEXT_DID],
+                                  ev[F_FLUSH_CONTEXT_SID], ev[F_FLUSH_CONTEXT_FM])
             elif k == K_FLUSH_IOTLB:
-                # [iommu, gran, did, addr, order, non_present, dev_iotlb, rc]
-                if (type(ev[6]) is not int or type(ev[7]) is not str or type(ev[8]) is not int
-                        or type(ev[9]) is not int or type(ev[10]) is not int or type(ev[11]) is not bool
-                        or type(ev[12]) is not bool or type(ev[13]) is not int):
+                if (type(ev[F_FLUSH_IOTLB_IOMMU]) is not int or type(ev[F_FLUSH_IOTLB_GRAN]) is not str
+                        or type(ev[F_FLUSH_IOTLB_DID]) is not int or type(ev[F_FLUSH_IOTLB_ADDR]) is not int
+                        or type(ev[F_FLUSH_IOTLB_ORDER]) is not int or type(ev[F_FLUSH_IOTLB_NON_PRESENT]) is not bool
+                        or type(ev[F_FLUSH_IOTLB_DEV_IOTLB]) is not bool or type(ev[F_FLUSH_IOTLB_RC]) is not int):
                     raise _Bad
-                if ev[13] == 0:
-                    flush_iotlb(st, ev[6], ev[7], ev[8])
+                if ev[F_FLUSH_IOTLB_RC] == 0:
+                    flush_iotlb(st, ev[F_FLUSH_IOTLB_IOMMU], ev[F_FLUSH_IOTLB_GRAN], ev[F_FLUSH_IOTLB_DID])
             elif k == K_CTX_WRITE:
-                # [iommu, bus, devfn, half, method, old_lo, old_hi, new_lo, new_hi]
-                key = (ev[6], ev[7], ev[8])
-                new = (ev[13], ev[14])
+                key = (ev[F_CTX_WRITE_IOMMU], ev[F_CTX_WRITE_BUS], ev[F_CTX_WRITE_DEVFN])
+                new = (ev[F_CTX_WRITE_NEW_LO], ev[F_CTX_WRITE_NEW_HI])
                 if (type(new[0]) is not int or type(new[1]) is not int or type(key[0]) is not int
-                        or type(key[1]) is not int or type(key[2]) is not int or type(ev[9]) is not str
-                        or type(ev[10]) is not str or type(ev[11]) is not int or type(ev[12]) is not int):
+                        or type(key[1]) is not int or type(key[2]) is not int
+                        or type(ev[F_CTX_WRITE_HALF]) is not str or type(ev[F_CTX_WRITE_METHOD]) is not str
+                        or type(ev[F_CTX_WRITE_OLD_LO]) is not int or type(ev[F_CTX_WRITE_OLD_HI]) is not int):
                     # Everything downstream does bit arithmetic on entries.
                     raise _Bad
-                if new[0] < 0 or new[1] < 0 or ev[11] < 0 or ev[12] < 0:
+                if new[0] < 0 or new[1] < 0 or ev[F_CTX_WRITE_OLD_LO] < 0 or ev[F_CTX_WRITE_OLD_HI] < 0:
                     raise _Bad          # u64 (msgpack holds nothing above 2**64-1)
                 old = ctx.get(key, ZERO)
                 ctx[key] = new
@@ -529,32 +561,37 @@ def fold(st: ReplayState, events: Iterable[Event]) -> ReplayState:
                 else:
                     ctx_write(st, key, old, new)
             elif k == K_CACHE_SYNC:
-                if type(ev[6]) is not int or type(ev[7]) is not int or type(ev[8]) is not int:
+                if (type(ev[F_CACHE_SYNC_IOMMU]) is not int or type(ev[F_CACHE_SYNC_BUS]) is not int
+                        or type(ev[F_CACHE_SYNC_DEVFN]) is not int):
                     raise _Bad
                 # A coherent unit sees every store at once: nothing to sync.
                 if not coherent:
                     _cache_sync(st, ev)
             elif k == K_OWNER_MOVE:
-                key = (ev[6], ev[7])
-                if (type(key[0]) is not int or type(key[1]) is not int or ev[8] is not none and type(ev[8]) is not int
-                        or ev[9] is not none and type(ev[9]) is not int):
+                key = (ev[F_OWNER_MOVE_SEG], ev[F_OWNER_MOVE_BDF])
+                owner = ev[F_OWNER_MOVE_NEW]
+                if (type(key[0]) is not int or type(key[1]) is not int
+                        or ev[F_OWNER_MOVE_OLD] is not none and type(ev[F_OWNER_MOVE_OLD]) is not int
+                        or owner is not none and type(owner) is not int):
                     raise _Bad
-                if ev[9] is None:
+                if owner is None:
                     if key in owners:
                         del owners[key]
                         if st.journal is not None:
                             st.journal.append(("owners", key))
                 else:
-                    owners[key] = ev[9]
+                    owners[key] = owner
                     if st.journal is not None:
                         st.journal.append(("owners", key))
             elif k == K_DID_MAP:
-                if type(ev[6]) is not int or type(ev[7]) is not int or type(ev[8]) is not int or type(ev[9]) is not int:
+                key = (ev[F_DID_MAP_IOMMU], ev[F_DID_MAP_DID])
+                if (type(key[0]) is not int or type(key[1]) is not int or type(ev[F_DID_MAP_OLD]) is not int
+                        or type(ev[F_DID_MAP_NEW]) is not int):
                     raise _Bad
-                if ev[9]:
-                    did_map[(ev[6], ev[7])] = ev[9]
+                if ev[F_DID_MAP_NEW]:
+                    did_map[key] = ev[F_DID_MAP_NEW]
                 else:
-                    did_map.pop((ev[6], ev[7]), None)
+                    did_map.pop(key, None)
             elif not 0 <= k < nkinds:
                 # A kind this build does not know, from a newer catalogue (the
                 # translators give them -1 or len(KINDS); the reader has
@@ -570,7 +607,7 @@ def fold(st: ReplayState, events: Iterable[Event]) -> ReplayState:
         if ev is not None:
             set_position(st, ev)
     except (_Bad, TypeError, IndexError, KeyError, ValueError, AttributeError) as exc:
-        seq = ev[1] if isinstance(ev, (list, tuple)) and len(ev) > 1 else "?"
+        seq = ev[I_SEQ] if isinstance(ev, (list, tuple)) and len(ev) > I_SEQ else "?"
         why = (_CHECK.problem(ev, seq, type(ev), codes=False) if isinstance(ev, (list, tuple))
                else "is not an event array")
         raise BadEvent(seq, why or f"cannot apply {_kind_name(ev)}: {exc}", ev) from None
@@ -588,8 +625,8 @@ _LOCK_NAMES = frozenset(S.LOCK_NAMES)
 
 def set_position(st: ReplayState, ev: Event) -> None:
     """Record ``ev`` as the last event applied (seq, cpu, op, func, label, kind)."""
-    seq, cpu, op, func, label = ev[1], ev[2], ev[3], ev[4], ev[5]
-    st.seq, st.cpu, st.op, st.func, st.label, st.kind = seq, cpu, op, func, label, ev[0]
+    seq, cpu, op, func, label = ev[S.I_SEQ], ev[S.I_CPU], ev[S.I_OP], ev[S.I_FUNC], ev[S.I_LABEL]
+    st.seq, st.cpu, st.op, st.func, st.label, st.kind = seq, cpu, op, func, label, ev[S.I_KIND]
 
 
 def apply(st: ReplayState, event: Event) -> ReplayState:
@@ -599,7 +636,7 @@ def apply(st: ReplayState, event: Event) -> ReplayState:
 
 def _kind_name(ev: Any) -> str:
     try:
-        name: str = S.KINDS[ev[0]].name
+        name: str = S.KINDS[ev[S.I_KIND]].name
         return name
     except (TypeError, IndexError, KeyError):
         return "event"

@@ -42,6 +42,9 @@ from tracer.schema import (
     FIELD_ENUMS,
     FIELD_RANGES,
     FIELD_TYPES,
+    I_FUNC,
+    I_KIND,
+    I_SEQ,
     KINDS,
     PREFIX,
     PREFIX_TYPES,
@@ -50,7 +53,7 @@ from tracer.schema import (
     Kind,
 )
 
-_KIND, _SEQ, _FUNC = itemgetter(0), itemgetter(1), itemgetter(4)
+_KIND, _SEQ, _FUNC = itemgetter(I_KIND), itemgetter(I_SEQ), itemgetter(I_FUNC)
 _ARGS = itemgetter(F0)
 _NAME, _VALUE = itemgetter(0), itemgetter(1)
 _ARG_VALUE_TYPES = frozenset(ARG_VALUE_TYPES)
@@ -378,10 +381,10 @@ class EventCheck:
     def value_problem(self, ev: Sequence[Any]) -> str | None:
         """What is wrong with the values of ``ev`` (item types already
         right), or None."""
-        for rule in self.values.get(ev[0], ()):
+        for rule in self.values.get(ev[I_KIND], ()):
             v = ev[rule.index]
             if not rule.ok(v):
-                return f"{self.kinds[ev[0]].name} field {rule.field} is {v!r}, {rule.expected}"
+                return f"{self.kinds[ev[I_KIND]].name} field {rule.field} is {v!r}, {rule.expected}"
         return None
 
     def _args_ok(self, events: Sequence[Any], kinds: list[Any], array: type) -> bool:
@@ -438,7 +441,7 @@ class EventCheck:
     def fields_problem(self, ev: Sequence[Any]) -> str | None:
         """What is wrong with the item types of ``ev`` (an array); decided
         per signature and remembered, so cheap for the kinds that repeat."""
-        return self._signature_problem((ev[0], tuple(map(type, ev))))
+        return self._signature_problem((ev[I_KIND], tuple(map(type, ev))))
 
     def problem(self, ev: Any, seq: object, array: type = list, codes: bool = True, values: bool = True) -> str | None:
         """What is wrong with ``ev`` as the event numbered ``seq`` (None:
@@ -450,18 +453,18 @@ class EventCheck:
         if type(ev) is not expected:
             return f"is {_a(type(ev))}, not an event array"
         try:
-            key = (ev[0] if len(ev) else None, tuple(map(type, ev)))
+            key = (ev[I_KIND] if len(ev) else None, tuple(map(type, ev)))
             hash(key)
         except TypeError:
-            return f"kind is {_a(type(ev[0]))}, not an int"
+            return f"kind is {_a(type(ev[I_KIND]))}, not an int"
         msg = self._signature_problem(key)
         if msg is not None:
             return msg
-        if ev[1] != seq:
-            return f"carries seq {ev[1]}, expected {seq}"
-        if codes and not 0 <= ev[4] < self.nfuncs:
-            return f"func {ev[4]} is not a code of the trace's function table ({self.nfuncs})"
-        if ev[0] == self.call:
+        if ev[I_SEQ] != seq:
+            return f"carries seq {ev[I_SEQ]}, expected {seq}"
+        if codes and not 0 <= ev[I_FUNC] < self.nfuncs:
+            return f"func {ev[I_FUNC]} is not a code of the trace's function table ({self.nfuncs})"
+        if ev[I_KIND] == self.call:
             for j, pair in enumerate(ev[F0]):
                 if type(pair) is not expected or len(pair) != 2:
                     return f"call argument {j} is {_a(type(pair))}, expected an array [name, value]"

@@ -32,6 +32,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.worker import get_current_worker
 
+from tracer import schema as S
+
 from . import loader
 from .command_line import CommandLine
 from .commands import TraceCommands
@@ -341,7 +343,7 @@ class VtdtraceApp(KeyRouting, App):
         m.zoom = span
         self.view.timeline.reset()
         ev = m.event(span[0])
-        self.say(f"timeline: op {ev[3] if ev else '?'}, steps {span[0]:,}–{span[1] - 1:,}   Z: whole trace")
+        self.say(f"timeline: op {ev[S.I_OP] if ev else '?'}, steps {span[0]:,}–{span[1] - 1:,}   Z: whole trace")
 
     def action_unzoom(self) -> None:
         m = self.model

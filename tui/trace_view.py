@@ -23,6 +23,8 @@ from textual.containers import Container, Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Static
 
+from tracer import schema as S
+
 from .event_list import EventList
 from .findings_pane import FindingsPane
 from .lines import OneLine, Part
@@ -56,7 +58,7 @@ class TitleBar(OneLine):
         ev = m.event(m.cursor)
         step: list[Part] = [(" │ ", "title-bar--dim"), (f"step {m.cursor:,}", "title-bar--step")]
         if ev is not None:
-            step.append((f" op {ev[3]}" + (f" {ev[5]}" if ev[5] else ""), None))
+            step.append((f" op {ev[S.I_OP]}" + (f" {ev[S.I_LABEL]}" if ev[S.I_LABEL] else ""), None))
         kind: list[Part] = [(f" {m.kind_name(ev)}", None)] if ev is not None else []
         integ = m.integrity()
         scen: list[Part] = [(f"· {m.scenario} ", None)] if m.scenario not in m.name else []
@@ -186,8 +188,8 @@ class TraceView(Vertical):
         time below 120 columns) are skipped and drawn when shown."""
         m = self.model
         ev = m.event(m.cursor)
-        label = ev[5] if ev is not None else None
-        event_text = (f"{ev[1]} {m.kind_name(ev)} {m.presenter.text_args(ev)}" if ev is not None
+        label = ev[S.I_LABEL] if ev is not None else None
+        event_text = (f"{ev[S.I_SEQ]} {m.kind_name(ev)} {m.presenter.text_args(ev)}" if ev is not None
                       else "0: the platform before any event")
         if m.session is None:
             wait = m.load_error or f"{self.load_phase}… the state appears when the index is built"
