@@ -32,7 +32,7 @@ from pathlib import Path
 import msgpack
 
 from bench import Options, Result, clock, interleaved, section
-from replay.reader import CHUNK_HEADER, open_trace
+from replay.reader import CHUNK_HEADER, NotATrace, open_trace
 from replay.session import ReplaySession
 from replay.sidecar import beside_path, scan_content
 from replay.state import fold, initial_state
@@ -56,8 +56,8 @@ def synth_trace(n: int, seed: int = 1) -> Path:
             with open_trace(path, verify=False) as t:
                 if t.complete and t.count >= n:
                     return path
-        except Exception:
-            pass
+        except (NotATrace, OSError):
+            pass                # a cache file cut short or unreadable: synthesise it again
     tmp = path.with_suffix(".tmp")
     with TraceWriter(tmp, synth_header(seed, "direct", True, n), force=True) as w:
         synth(n, seed, w, "direct", True)

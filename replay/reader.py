@@ -240,8 +240,8 @@ class Trace:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:
-            pass
+        except OSError:
+            pass            # a descriptor gone bad under us: nothing left to release
 
     # -- events ------------------------------------------------------------------------
     def iter_chunks(self, first: int = 0, *, folded: bool = False) -> Iterator[list[Event]]:
@@ -383,7 +383,11 @@ def _decode_payload(payload: memoryview, ref: ChunkRef, check: _Check | None,
     try:
         try:
             events = list(up)
-        except Exception as exc:   # any msgpack failure inside a CRC-valid chunk
+        except (msgpack.UnpackException, ValueError) as exc:
+            # Bytes that pass their CRC but are no msgpack this format allows
+            # (crafted, or written by a broken tool): msgpack raises these
+            # (FormatError, StackError, ExtraData, OutOfData, a non-str map
+            # key, an ext type, invalid UTF-8).
             raise _Damage("corrupt", ref.offset, f"undecodable event data ({type(exc).__name__})") from None
         if len(events) != ref.count or up.tell() != ref.payload_len:
             raise _Damage("corrupt", ref.offset,
@@ -541,7 +545,10 @@ def _read_header(trace: Trace) -> int:
         problem = platform_problem(meta["platform"], present=True) if "platform" in meta else None
         if problem is not None:
             raise ValueError(problem)
-    except Exception as exc:
+    except (msgpack.UnpackException, ValueError) as exc:
+        # A header that passes its CRC but is no valid metadata map (crafted,
+        # or another tool's): msgpack's errors, or load_schema's and
+        # platform_problem's ValueError naming what is wrong.
         raise _Damage("bad-header", 0, f"header metadata unreadable: {exc}") from None
     trace.header = meta
     trace.schema = schema

@@ -599,7 +599,10 @@ class Sidecar:
             return default
         try:
             return msgpack.unpackb(data, use_list=False, strict_map_key=False)
-        except Exception as exc:
+        except (msgpack.UnpackException, ValueError, TypeError) as exc:
+            # An entry that passes its CRC but does not decode (another
+            # build's, or crafted): msgpack's errors; TypeError for a map
+            # used as a map key (unhashable).
             raise SidecarCorrupt(f"sidecar entry {key} does not decode: {type(exc).__name__}") from None
 
     def _pread(self, offset: int, length: int) -> bytes:

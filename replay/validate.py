@@ -274,7 +274,10 @@ class EventCheck:
                 if (0 <= min(funcs) and max(funcs) < self.nfuncs and self._args_ok(events, kinds, array)
                         and self._values_ok(events, kinds)):
                     return None
-        except Exception:       # anything odd enough to break a C pass: find it in Python
+        except (TypeError, ValueError, IndexError, KeyError):
+            # Events odd enough to break a C pass (no array, too short, a
+            # value of another type in a comparison, an unhashable item, an
+            # empty min()): the Python walk below names the first of them.
             pass
         return self.first_problem(events, first, array)
 
@@ -295,7 +298,10 @@ class EventCheck:
                     and set(kinds) <= self._kind_codes and set(map(_FUNC, events)) <= self._func_codes
                     and self._values_ok(events, kinds, folding=True)):
                 return None
-        except Exception:       # anything odd enough to break a C pass: find it in Python
+        except (TypeError, ValueError, IndexError, KeyError):
+            # Events odd enough to break a C pass (no array, too short, a
+            # value of another type in a comparison, an unhashable item, an
+            # empty min()): the Python walk below names the first of them.
             pass
         return self.first_problem(events, first, array)
 

@@ -32,6 +32,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.worker import get_current_worker
 
+from replay.sidecar import SidecarError
 from tracer import schema as S
 
 from . import loader
@@ -536,7 +537,7 @@ class VtdtraceApp(KeyRouting, App):
             m.session.sidecar.put(loader.BOOKMARKS_KEY, m.bookmarks_payload())
             m.session.sidecar.commit()
             self._bookmarks_dirty = False
-        except Exception as exc:
+        except SidecarError as exc:         # a read-only folder, a full disk
             self.say(f"cannot save bookmarks: {exc}")
         finally:
             loader.SIDECAR_LOCK.release()

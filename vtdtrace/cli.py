@@ -130,5 +130,8 @@ def run_command(args) -> int:
         return fail(exc.filename if exc.filename is not None else "stdout",
                     f"cannot write: {exc.strerror or exc}")
     except Exception as exc:
-        from .errors import fail
-        return fail(getattr(args, "trace", None), f"internal error: {type(exc).__name__}: {exc}")
+        # A bug: one line and exit 70 for a user, a traceback under the test suite.
+        from .errors import EXIT_INTERNAL, RAISE_INTERNAL_ENV, fail
+        if os.environ.get(RAISE_INTERNAL_ENV):
+            raise
+        return fail(getattr(args, "trace", None), f"internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL)
