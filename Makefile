@@ -35,4 +35,4 @@ traces: $(STAMP)
 	$(BIN)/python -m tracer.regen
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

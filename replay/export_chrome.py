@@ -75,7 +75,6 @@ class _Out:
         self.first = True
         self.named: set[tuple[Any, int]] = set()
         self.open: dict[tuple[int, int], list[str]] = {}   # (pid, tid) -> [slice name, ...]
-        self.last_ts = 0
 
     def raw(self, obj: Any) -> None:
         self.fp.write(("" if self.first else ",\n") + _dumps(obj))

@@ -341,7 +341,7 @@ class EventPresenter:
                 named = {a[0]: a[1] for a in v if type(a) in _SEQ and len(a) == 2 and isinstance(a[0], str)}
                 parts.append("args=(" + ", ".join(self._text_arg(a, func, named) for a in v) + ")")
                 continue
-            parts.append(f"{safe_text(name)}={self._text_value(role, v, raw, kind.fields)}")
+            parts.append(f"{safe_text(name)}={self._text_value(role, v, raw)}")
         if len(values) > len(kind.fields):
             parts.append("extra=" + dumps(json_safe(values[len(kind.fields):])))
         return " ".join(parts)
@@ -352,7 +352,7 @@ class EventPresenter:
             return fmt_bdf(seg, bus & 0xFF, devfn & 0xFF)
         return "-"
 
-    def _text_value(self, role: str | None, v: Any, raw: dict[str, Any], fields: Sequence[str]) -> str:
+    def _text_value(self, role: str | None, v: Any, raw: dict[str, Any]) -> str:
         if v is None:
             return "-"
         if role == U64 and type(v) is int and 0 <= v <= _U64_MAX:
@@ -381,7 +381,7 @@ class EventPresenter:
             if role == SID and type(v) is int:
                 return f"{name}={fmt_rid(self.names.segment((named or {}).get('iommu')), v & 0xFFFF)}"
             if role == DOMAIN:
-                return f"{name}={self._text_value(DOMAIN, v, {}, ())}"
+                return f"{name}={self._text_value(DOMAIN, v, {})}"
             if role == U64 and type(v) is int and 0 <= v <= _U64_MAX:
                 return f"{name}=0x{v:016x}"
             if role == DEVFN and type(v) is int:

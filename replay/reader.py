@@ -57,7 +57,6 @@ MAX_META_BYTES = 16 << 20
 MAX_CHUNK_BYTES = 16 << 20
 MIN_EVENT_BYTES = 1            # a chunk cannot declare more events than it has bytes
 
-STOP_KINDS = ("truncated", "corrupt", "foreign-chunk", "bad-header")
 FOLD_CHECKED, FULLY_CHECKED = 1, 2       # how far a decoded chunk's events were checked
 _CACHED_CHUNKS = 8
 

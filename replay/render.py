@@ -219,7 +219,7 @@ def did_owner(st: ReplayState, view: PlatformView, iommu: int, lo: int, hi: int)
     return did_slot_owner(st, view, iommu, (hi >> 8) & 0xFFFF)
 
 
-def slptptr(st: ReplayState, view: PlatformView, lo: int, hi: int) -> dict[str, Any]:
+def slptptr(st: ReplayState, lo: int, hi: int) -> dict[str, Any]:
     """SLPTPTR decoded: the table it points at (bits 63:12 of the low half),
     whose table that is (a domain's root, or a lower level of it on a unit
     with fewer levels than the tree) and the levels AW selects (AW 1, 2, 3:
@@ -249,7 +249,7 @@ def _entry(st: ReplayState, view: PlatformView, u: int, bus: int, devfn: int, lo
         "pt_owner": pt_owner(st, view, lo),
         "tt": (lo >> 2) & 3,
         "aw": hi & 7,
-        **slptptr(st, view, lo, hi),
+        **slptptr(st, lo, hi),
         "lo": hex64(lo),
         "hi": hex64(hi),
     }

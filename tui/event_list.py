@@ -325,6 +325,3 @@ class EventList(CachedStyles, ScrollView, can_focus=True):
         for text, comp in parts:
             segs.append(Segment(text, rowbg + cstyle(comp)))
         return Strip(segs).adjust_cell_length(width, rowbg)
-
-    def cursor_style(self) -> Style:
-        return self.cstyle_full("event-list--cursor")

@@ -126,11 +126,3 @@ def load(model: TraceModel, post, cancelled=lambda: False, *, use_sidecar: bool 
     if cancelled():
         return
     post(FindingsLoaded(view, model))
-
-
-def save_bookmarks(session, payload) -> None:
-    """Write the bookmarks into the sidecar (a worker thread: it may wait for
-    the sidecar's file lock)."""
-    with SIDECAR_LOCK:
-        session.sidecar.put(BOOKMARKS_KEY, payload)
-        session.sidecar.commit()
