@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from replay.diff import Side, diff_streams, render_text
 from replay.diff import align as A
-from replay.diff.report import hazard_delta
+from replay.diff.hazard_match import hazard_delta
 from tracer import schema as S
 
 GOLDEN = REPO / "tests" / "golden" / "diff"

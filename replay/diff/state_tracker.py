@@ -1,0 +1,472 @@
+"""The state tracker: both traces' replayed states and their decoded
+difference, kept up to date as the streaming pass folds events.
+
+The report compares the two states at every aligned operation boundary.
+Decoding both states whole at each boundary would cost O(state) per
+operation; instead the tracker looks only at what the events just folded
+*touched* (``Touched.scan``: context entries, DIDs, table pages, devices,
+identity maps, domains, IOMMU units) plus what differed before, decodes
+those entries on both sides and keeps ``diff``:
+``{(section, key): (a_fields, b_fields)}`` with only the differing fields.
+
+Sections, in the report's order (``SECTIONS``): context entries (decoded:
+present, did, did_owner, pt_owner, tt, aw, lo, hi), DIDs (in use, owner),
+devices (present, owner), identity maps, domains, caches (what the IOMMU
+may still hold, per unit).
+
+Shortcuts that keep the cost where the traces differ:
+
+* while the two states are equal, a side without an inline hazard analysis
+  is not folded at all (*lazy*: its state would be the other side's); it
+  gets a copy on the first difference and is folded until the states agree
+  again (``converged``).  With A's checkpoints at hand (``state_at_a``)
+  neither side is folded over identical stretches (*virtual*);
+* when both headers name domains, segments and devices alike
+  (``name_alike``), equal raw values decode to equal fields, so an entry
+  whose raw values (and what its decoding reads) are equal is not decoded;
+* the cache view of a unit is recomputed only when that unit's raw cache
+  model or its context entries changed (``unit_sig``).
+
+The field decoders (``ctx_fields`` ...), ``put_change`` and
+``change_records`` are shared with state_delta.py, which compares two
+states from scratch for the side-by-side view.
+"""
+
+from __future__ import annotations
+
+from itertools import compress
+from operator import itemgetter
+
+from tracer import schema as S
+
+from .. import caches as C
+from ..render import PlatformView, cache_view, did_owner, fmt_rid, hex64, pt_owner
+from ..state import TABLES, ZERO, BadEvent, fold, initial_state
+from .report import jsonable
+
+SECTIONS = ("context", "dids", "devices", "idmaps", "domains", "caches")
+# what a unit's cache view reads (unit_sig, render.cache_view)
+CACHE_INPUTS = ("cc", "tlb", "devtlb", "hw", "pending", "ctx", "did_map", "pages")
+_getkind = itemgetter(0)
+_MISS = object()
+
+
+_CACHE_KINDS = {S.K_CTX_WRITE, S.K_CACHE_SYNC, S.K_FLUSH_CONTEXT, S.K_FLUSH_IOTLB, S.K_FLUSH_DEV_IOTLB,
+                S.K_TRANSLATION_ENABLE}
+
+
+class Touched:
+    __slots__ = ("ctx", "dids", "did_owner", "pages", "pages_all", "devices", "idmaps", "idmaps_all",
+                 "domains", "units", "units_all")
+
+    def __init__(self) -> None:
+        self.ctx = set()
+        self.dids = set()
+        self.did_owner = set()
+        self.pages = set()
+        self.pages_all = False
+        self.devices = set()
+        self.idmaps = set()
+        self.idmaps_all = False
+        self.domains = set()
+        self.units = set()
+        self.units_all = False
+
+    def scan(self, events) -> None:
+        code_of = _SCAN_CODE.get
+        try:
+            # four events in five change nothing scanned here: skip them in C
+            events = list(compress(events, map(_RELEVANT.__contains__, map(_getkind, events))))
+        except (TypeError, IndexError, KeyError):
+            pass
+        ctx, units, dids, domains = self.ctx, self.units, self.dids, self.domains
+        for ev in events:
+            try:
+                c = code_of(ev[0])
+                if c is None:
+                    continue
+                if c == 0:
+                    domains.add(ev[6])
+                elif c == 1:
+                    dids.add((ev[6], ev[7]))
+                elif c == 2:
+                    ctx.add((ev[6], ev[7], ev[8]))
+                    units.add(ev[6])
+                elif c == 3:
+                    units.add(ev[6])
+                elif c == 4:
+                    self.devices.add((ev[6], ev[7]))
+                elif c == 5:
+                    dids.add((ev[6], ev[7]))
+                    self.did_owner.add((ev[6], ev[7]))
+                elif c == 6:
+                    self.pages.add(ev[7])
+                elif c == 7:
+                    self.pages_all = True
+                elif c == 8:
+                    self.idmaps.add((ev[6], ev[7], ev[8]))
+                else:
+                    domains.add(ev[6])
+                    self.pages_all = self.idmaps_all = True
+            except (TypeError, IndexError, KeyError, AttributeError):
+                continue
+
+
+# Touched.scan's branch per kind, the most frequent kinds first
+_SCAN_CODE = {S.K_DOMAIN_CREATE: 0, S.K_DOMAIN_DYING: 0, S.K_DID_BITMAP: 1, S.K_CTX_WRITE: 2,
+              **{k: 3 for k in _CACHE_KINDS if k != S.K_CTX_WRITE},
+              S.K_OWNER_MOVE: 4, S.K_DEVICE_ADD: 4, S.K_DEVICE_REMOVE: 4, S.K_DID_MAP: 5, S.K_PT_ALLOC: 6,
+              S.K_PT_FREE: 7, S.K_IDMAP_ADD: 8, S.K_IDMAP_REMOVE: 8, S.K_DOMAIN_DESTROY: 9}
+_RELEVANT = frozenset({S.K_CTX_WRITE, S.K_CACHE_SYNC, S.K_FLUSH_CONTEXT, S.K_FLUSH_IOTLB, S.K_FLUSH_DEV_IOTLB,
+                       S.K_TRANSLATION_ENABLE, S.K_DID_BITMAP, S.K_DID_MAP, S.K_PT_ALLOC, S.K_PT_FREE,
+                       S.K_OWNER_MOVE, S.K_DEVICE_ADD, S.K_DEVICE_REMOVE, S.K_IDMAP_ADD, S.K_IDMAP_REMOVE,
+                       S.K_DOMAIN_CREATE, S.K_DOMAIN_DYING, S.K_DOMAIN_DESTROY})
+
+
+class StateTracker:
+    """Keeps both traces' states and their decoded difference.
+
+    A side with a hazard ``Analysis`` running inline is fed every event (the
+    analysis folds its own state, ``analysis.st``, which is used as is).  A
+    side without one folds its own state -- lazily: while the two states are
+    equal, a lazy side is not folded at all (its state would be the other
+    side's); on the first difference it gets a copy and is folded until the
+    states are equal again.  With no analysis on either side only A is folded
+    over identical stretches."""
+
+    def __init__(self, ha: dict, hb: dict, view_a: PlatformView, view_b: PlatformView,
+                 analysis_a=None, analysis_b=None, state_at_a=None) -> None:
+        self.va, self.vb = view_a, view_b
+        self.an = (analysis_a, analysis_b)
+        sa = analysis_a.st if analysis_a is not None else initial_state(ha)
+        sb = analysis_b.st if analysis_b is not None else initial_state(hb)
+        self.st = [sa, sb]
+        # which side may skip folding while the states are equal
+        self.lazy = 1 if analysis_b is None else (0 if analysis_a is None else None)
+        self.equal = (sa.cm, sa.coherent) == (sb.cm, sb.coherent)
+        self.detached = False         # lazy side currently holds its own copy
+        if not self.equal and self.lazy is not None:
+            self.detached = True
+        # A's state from checkpoints (a cached ReplaySession): with no analysis
+        # on either side, neither is folded while the states are equal
+        self.state_at_a = state_at_a if (analysis_a is None and analysis_b is None) else None
+        self.virtual = self.state_at_a is not None and self.equal
+        self.diff: dict = {}
+        self._sigs: dict = {}
+        self.broken: str | None = None
+        # equal raw values decode to equal names only when both headers name alike
+        self.same_views = name_alike(view_a, view_b)
+
+    @property
+    def sa(self):
+        return self.st[0]
+
+    @property
+    def sb(self):
+        return self.st[1]
+
+    def _fold(self, side: int, events) -> None:
+        an = self.an[side]
+        if an is not None:
+            an.feed(events)
+            if an.bad is not None and not self.broken:
+                self.broken = f"state comparison stopped: {an.bad[1]}"
+        else:
+            fold(self.st[side], events)
+
+    # -- folding ----------------------------------------------------------------------
+    def feed(self, ea: list, eb: list, same: bool, before_a: int = 0) -> bool:
+        """Fold a pair's events (A's follow its event ``before_a``); returns
+        True when the decoded difference may have changed (call ``update``)."""
+        try:
+            if self.virtual:
+                if same:
+                    return False
+                # the states were equal: A's from its checkpoints, B's a copy
+                self.st[0] = self.state_at_a(before_a)
+                self.st[1] = self.st[0].copy()
+                self.virtual = False
+                self.detached = True
+            if self.equal and same:
+                lz = self.lazy
+                for side, evs in ((0, ea), (1, eb)):
+                    if side != lz or self.detached:
+                        self._fold(side, evs)
+                return False
+            if self.equal and self.lazy is not None and not self.detached:
+                lz = self.lazy
+                self.st[lz] = self.st[1 - lz].copy()
+                self.detached = True
+            self.equal = False
+            self._fold(0, ea)
+            self._fold(1, eb)
+        except BadEvent as exc:
+            self.broken = f"state comparison stopped: {exc}"
+        if self.broken:
+            self.diff = {}
+            return False
+        return True
+
+    def update(self, ea: list, eb: list | None) -> bool:
+        """Recompute the decoded difference for what the events touched (eb
+        None: B's events are identical to ea).  True when it changed."""
+        if self.broken:
+            return False
+        t = Touched()
+        t.scan(ea)
+        if eb is not None:
+            t.scan(eb)
+        sa, sb, va, vb = self.sa, self.sb, self.va, self.vb
+        d = self.diff
+        before = dict(d)
+        listed: dict = {}       # section -> keys differing before
+        for sec, key in d:
+            listed.setdefault(sec, []).append(key)
+        same = self.same_views
+        # Where what a context entry's decoding reads is equal on both sides
+        # (DID map, table pages), only entries with unequal raw values can
+        # get past the check below: look at those alone.
+        raw_diff = None
+        if same and (t.pages_all or t.did_owner or t.pages) and sa.did_map == sb.did_map \
+                and sa.pages == sb.pages:
+            raw_diff = _differing_keys(sa.ctx, sb.ctx)
+        # context entries: touched, already differing, or with a touched DID / table page
+        keys = set(t.ctx)
+        keys.update(listed.get("context", ()))
+        if t.pages_all:
+            if raw_diff is None:
+                keys.update(sa.ctx)
+                keys.update(sb.ctx)
+            else:
+                keys.update(raw_diff)
+        elif t.did_owner or t.pages:
+            for st in (sa, sb):
+                ctx = st.ctx
+                items = ctx.items() if raw_diff is None else [(k, ctx[k]) for k in raw_diff if k in ctx]
+                for key, (lo, hi) in items:
+                    if (key[0], (hi >> 8) & 0xFFFF) in t.did_owner or (lo & C.PAGE_MASK_4K) in t.pages:
+                        keys.add(key)
+        # A key whose raw values (and what its decoding reads) are equal on
+        # both sides, and that did not differ before, needs no decoding.
+        for key in keys:
+            if same and ("context", key) not in d:
+                x = sa.ctx.get(key, ZERO)
+                if x == sb.ctx.get(key, ZERO):
+                    try:
+                        dk = (key[0], (x[1] >> 8) & 0xFFFF)
+                        page = x[0] & C.PAGE_MASK_4K
+                    except TypeError:
+                        dk = page = None
+                    if sa.did_map.get(dk) == sb.did_map.get(dk) and sa.pages.get(page) == sb.pages.get(page):
+                        continue
+            put_change(d, ("context", key), ctx_fields(sa, va, key), ctx_fields(sb, vb, key))
+        keys = set(t.dids)
+        keys.update(listed.get("dids", ()))
+        for key in keys:
+            if same and ("dids", key) not in d and (key in sa.did_bits) == (key in sb.did_bits) \
+                    and sa.did_map.get(key) == sb.did_map.get(key):
+                continue
+            put_change(d, ("dids", key), did_fields(sa, va, key), did_fields(sb, vb, key))
+        keys = set(t.devices)
+        keys.update(listed.get("devices", ()))
+        for key in keys:
+            if same and ("devices", key) not in d and (key in sa.present) == (key in sb.present) \
+                    and sa.owners.get(key) == sb.owners.get(key):
+                continue
+            put_change(d, ("devices", key), dev_fields(sa, va, key), dev_fields(sb, vb, key))
+        keys = set(t.idmaps)
+        keys.update(listed.get("idmaps", ()))
+        if t.idmaps_all:
+            keys.update(sa.idmaps)
+            keys.update(sb.idmaps)
+        for key in keys:
+            if ("idmaps", key) not in d and sa.idmaps.get(key) == sb.idmaps.get(key):
+                continue
+            put_change(d, ("idmaps", key), idmap_fields(sa, key), idmap_fields(sb, key))
+        keys = set(t.domains)
+        keys.update(listed.get("domains", ()))
+        for key in keys:
+            status_a, status_b = sa.domains.get(key), sb.domains.get(key)
+            if status_a == status_b and ("domains", key) not in d:
+                continue
+            put_change(d, ("domains", key), {"status": status_a}, {"status": status_b})
+        # caches (what the IOMMU may still hold): per unit, recomputed only
+        # when that unit's raw cache model or its context entries changed
+        units = set(t.units)
+        units.update(listed.get("caches", ()))
+        names_changed = bool(t.did_owner or t.pages or t.pages_all)
+        if names_changed:
+            units.update(map(_unit_of, sa.ctx))
+            units.update(map(_unit_of, sb.ctx))
+        if units and same and sa.ctx == sb.ctx and all(
+                getattr(sa, n) == getattr(sb, n) for n in ("cc", "tlb", "devtlb", "hw", "pending", "did_map", "pages")):
+            for u in units:
+                d.pop(("caches", u), None)
+                self._sigs.pop(u, None)
+            units = ()
+        differing = _units_differing(sa, sb) if units else None
+        for u in units:
+            if differing is not None and u not in differing:
+                d.pop(("caches", u), None)
+                self._sigs.pop(u, None)
+                continue
+            sig = (unit_sig(sa, u), unit_sig(sb, u))
+            if sig[0] == sig[1]:
+                d.pop(("caches", u), None)
+                self._sigs.pop(u, None)
+                continue
+            if not names_changed and self._sigs.get(u) == sig and ("caches", u) in d:
+                continue
+            self._sigs[u] = sig
+            put_change(d, ("caches", u), cache_view(sa, va, u), cache_view(sb, vb, u))
+        return d != before
+
+    def converged(self) -> bool:
+        """Equal states again: a lazy side goes back to not folding."""
+        if self.equal or self.diff or self.broken:
+            return self.equal
+        sa, sb = self.st
+        if (sa.cm, sa.coherent) == (sb.cm, sb.coherent) and all(getattr(sa, n) == getattr(sb, n) for n in TABLES) \
+                and (sa.open_op, sa.rollback) == (sb.open_op, sb.rollback):
+            self.equal = True
+            if self.state_at_a is not None:
+                self.virtual = True
+                self.detached = False
+                self.st = [None, None]
+            elif self.lazy is not None and self.detached:
+                self.detached = False
+                lz = self.lazy
+                self.st[lz] = initial_state({})      # placeholder; refreshed by the copy on divergence
+        return self.equal
+
+    # -- rendering --------------------------------------------------------------------
+    def changes(self) -> list:
+        return change_records(self.diff, self.va, self.vb)
+
+
+def put_change(d, key, a: dict, b: dict) -> None:
+    """Record in ``d`` the decoded fields a and b of one entry as its
+    difference (only the differing fields), or drop it when they are equal."""
+    if a == b:
+        d.pop(key, None)
+        return
+    ca = {k: v for k, v in a.items() if b.get(k, _MISS) != v}
+    cb = {k: v for k, v in b.items() if a.get(k, _MISS) != v}
+    d[key] = (ca, cb)
+
+
+def change_records(diff: dict, va: PlatformView, vb: PlatformView) -> list:
+    """``{(section, key): (a_fields, b_fields)}`` as the report's change
+    records, in its order (also state_delta's, for the diff view)."""
+    out = []
+    for (section, key), (a, b) in sorted(diff.items(), key=_change_order):
+        out.append({"section": section, **_ident(section, key, va, vb), "a": jsonable(a), "b": jsonable(b)})
+    return out
+
+
+def name_alike(va: PlatformView, vb: PlatformView) -> bool:
+    """Both headers name domains, segments and devices alike: equal raw
+    values then decode to equal fields."""
+    return va.names == vb.names and va.segment == vb.segment and va.hardware == vb.hardware
+
+
+
+
+def _change_order(item):
+    (section, key), _ = item
+    return (SECTIONS.index(section), repr(_sortable(key)))
+
+
+def _sortable(key):
+    if isinstance(key, tuple):
+        return tuple(_sortable(k) for k in key)
+    return (0, key) if isinstance(key, int) else (1, str(key))
+
+
+def _ident(section, key, va, vb) -> dict:
+    if section == "context":
+        u, bus, devfn = key
+        return {"iommu": u, "rid": va.rid(u, bus, devfn) if type(bus) is int and type(devfn) is int else str(key)}
+    if section == "dids":
+        return {"iommu": key[0], "did": key[1]}
+    if section == "devices":
+        seg, bdf = key
+        return {"bdf": fmt_rid(seg, bdf >> 8, bdf & 0xFF) if type(seg) is int and type(bdf) is int else str(key)}
+    if section == "idmaps":
+        dom, base, end = key
+        return {"domain": va.domain_name(dom) if dom in va.names else vb.domain_name(dom),
+                "base": hex64(base), "end": hex64(end)}
+    if section == "domains":
+        return {"domain": va.domain_name(key) if key in va.names else vb.domain_name(key)}
+    return {"iommu": key}
+
+
+def ctx_fields(st, view, key) -> dict:
+    lo, hi = st.ctx.get(key, ZERO)
+    try:
+        u = key[0]
+        return {"present": bool(lo & 1), "did": (hi >> 8) & 0xFFFF, "did_owner": did_owner(st, view, u, lo, hi),
+                "pt_owner": pt_owner(st, view, lo), "tt": (lo >> 2) & 3, "aw": hi & 7,
+                "lo": hex64(lo), "hi": hex64(hi)}
+    except TypeError:
+        return {"lo": jsonable(lo), "hi": jsonable(hi)}
+
+
+def did_fields(st, view, key) -> dict:
+    owner = st.did_map.get(key)
+    return {"in_use": key in st.did_bits, "owner": view.domain_name(owner) if owner is not None else None}
+
+
+def dev_fields(st, view, key) -> dict:
+    present = key in st.present
+    owner = st.owners.get(key)
+    return {"present": present, "owner": view.domain_name(owner) if owner is not None else None}
+
+
+def idmap_fields(st, key) -> dict:
+    v = st.idmaps.get(key)
+    if v is None:
+        return {"mapped": False}
+    return {"mapped": True, "access": v[0], "refcount": v[1]}
+
+
+_SIG_TABLES = ("cc", "tlb", "devtlb", "hw", "pending", "ctx")
+_unit_of = itemgetter(0)        # of a (unit, ...) key
+
+
+def _differing_keys(x: dict, y: dict):
+    """Keys whose values differ or that one dict lacks (C speed); None when
+    the values are not hashable."""
+    try:
+        return {k for k, _v in x.items() ^ y.items()}
+    except TypeError:
+        return None
+
+
+def _units_differing(sa, sb):
+    """The units whose unit_sig differs between two states (every other
+    unit's is equal), from one C-speed pass over each table instead of a
+    pass per unit and side; None when the tables cannot be compared so."""
+    out: set = set()
+    try:
+        for name in _SIG_TABLES:
+            x, y = getattr(sa, name), getattr(sb, name)
+            if x != y:
+                out.update([k[0] for k, _v in x.items() ^ y.items()])
+    except (TypeError, IndexError, KeyError):
+        return None
+    return out
+
+
+def unit_sig(st, u):
+    """Everything the cache view of unit u depends on, as a comparable value."""
+    return (
+        {k: v for k, v in st.cc.items() if k[0] == u},
+        {k: v for k, v in st.tlb.items() if k[0] == u},
+        {k: v for k, v in st.devtlb.items() if k[0] == u},
+        {k: v for k, v in st.hw.items() if k[0] == u},
+        {k: v for k, v in st.pending.items() if k[0] == u},
+        {k: v for k, v in st.ctx.items() if k[0] == u},
+    )
+
+
