@@ -63,6 +63,7 @@ from tracer import schema as S
 
 F0 = S.F0
 K_OP_BEGIN, K_CALL, K_RETURN = S.K_OP_BEGIN, S.K_CALL, S.K_RETURN
+I_KIND, I_SEQ, I_CPU, I_OP, I_FUNC, I_LABEL = S.I_KIND, S.I_SEQ, S.I_CPU, S.I_OP, S.I_FUNC, S.I_LABEL
 K_LOCK, K_UNLOCK = S.K_LOCK, S.K_UNLOCK
 
 # Look-ahead at the operation level, in op groups per side.
@@ -131,18 +132,13 @@ def freeze(v):
 
 
 def group_key(ev):
-    if type(ev) is list and len(ev) >= F0 + 4 and ev[0] == K_OP_BEGIN:
-        return freeze((ev[F0], ev[F0 + 3], ev[F0 + 1], ev[F0 + 2]))   # verb, seg, bdf, domain
+    """(verb, seg, bdf, domain) of an op-begin event, None for another kind."""
+    if ev[I_KIND] == K_OP_BEGIN:
+        return (ev[S.F_OP_BEGIN_VERB], ev[S.F_OP_BEGIN_SEG], ev[S.F_OP_BEGIN_BDF], ev[S.F_OP_BEGIN_DOMAIN])
     return None
 
 
-def _seq_of(ev, fallback: int) -> int:
-    if type(ev) is list and len(ev) > 1 and type(ev[1]) is int:
-        return ev[1]
-    return fallback
-
-
-_getop = itemgetter(3)
+_getop = itemgetter(I_OP)
 
 
 def op_groups(chunks: Iterable[list]) -> Iterator[OpGroup]:
@@ -161,10 +157,7 @@ def same_payload(a: list, b: list) -> bool:
     """Equal in every field but seq and op."""
     if a is b:
         return True
-    try:
-        return a[0] == b[0] and a[2] == b[2] and a[4:] == b[4:] and len(a) == len(b)
-    except (TypeError, IndexError, KeyError):
-        return a == b
+    return a[I_KIND] == b[I_KIND] and a[I_CPU] == b[I_CPU] and a[I_FUNC:] == b[I_FUNC:]
 
 
 def groups_equal(ga: list, gb: list) -> bool:
@@ -174,37 +167,39 @@ def groups_equal(ga: list, gb: list) -> bool:
         return False
     if ga == gb:
         return True
-    try:
-        d = gb[0][1] - ga[0][1]
-        do = gb[0][3] != ga[0][3]
-    except (TypeError, IndexError, KeyError):
-        return all(map(same_payload, ga, gb))
+    seq, op = I_SEQ, I_OP       # locals: the loops below run once per event
+    d = gb[0][seq] - ga[0][seq]
+    do = gb[0][op] != ga[0][op]
     if not d and not do:
         return False          # same seqs and op ids yet unequal
     if _shares(ga, gb):
         return all(map(same_payload, ga, gb))
     # Renumber B's events in place to A's numbering, compare, restore.
-    oa = ga[0][3]
-    saved = []
+    oa = ga[0][op]
+    saved = [(ev[seq], ev[op]) for ev in gb]
+    for ev in gb:
+        ev[seq] -= d
+        ev[op] = oa
     try:
-        for ev in gb:
-            saved.append((ev[1], ev[3]))
-            ev[1] -= d
-            ev[3] = oa
         return ga == gb
-    except (TypeError, IndexError, KeyError):
-        pass
     finally:
         for ev, (s, o) in zip(gb, saved):
-            ev[1] = s
-            ev[3] = o
-    return all(map(same_payload, ga, gb))
+            ev[seq] = s
+            ev[op] = o
 
 
-def _field_names(kind_code: int):
-    if type(kind_code) is int and 0 <= kind_code < len(S.KINDS):
+def _field_names(kind_code: int) -> tuple:
+    if kind_code < len(S.KINDS):
         return S.KINDS[kind_code].fields
-    return ()
+    return ()       # a kind this build does not know (replay.codes.UNKNOWN_KIND)
+
+
+def kind_name(kind_code: int) -> str | None:
+    """The name of a kind of this build's catalogue, None for a kind it does
+    not know (replay.codes.UNKNOWN_KIND: a newer trace's)."""
+    if kind_code < len(S.KINDS):
+        return S.KINDS[kind_code].name
+    return None
 
 
 def differing_fields(a: list, b: list) -> tuple:
@@ -212,18 +207,16 @@ def differing_fields(a: list, b: list) -> tuple:
     (``args.NAME`` for a call argument); () when their payloads are equal."""
     if same_payload(a, b):
         return ()
-    if type(a) is not list or type(b) is not list or len(a) < F0 or len(b) < F0:
-        return ("event",)
     out = []
-    if a[0] != b[0]:
+    if a[I_KIND] != b[I_KIND]:
         out.append("kind")
-    if a[2] != b[2]:
+    if a[I_CPU] != b[I_CPU]:
         out.append("cpu")
-    if a[4] != b[4]:
+    if a[I_FUNC] != b[I_FUNC]:
         out.append("func")
-    if a[5] != b[5]:
+    if a[I_LABEL] != b[I_LABEL]:
         out.append("label")
-    names = _field_names(a[0]) if a[0] == b[0] else ()
+    names = _field_names(a[I_KIND]) if a[I_KIND] == b[I_KIND] else ()
     n = max(len(a), len(b)) - F0
     for i in range(n):
         va = a[F0 + i] if F0 + i < len(a) else _MISSING
@@ -299,12 +292,9 @@ _IDENT_IDX = tuple(
 
 def coarse_key(ev):
     """What an event is, for matching: kind, function and identifying fields."""
-    try:
-        k = ev[0]
-        idx = _IDENT_IDX[k] if type(k) is int and 0 <= k < len(_IDENT_IDX) else ()
-        return (k, ev[4]) + tuple(freeze(ev[i]) if i < len(ev) else None for i in idx)
-    except (TypeError, IndexError, KeyError):
-        return ("malformed",)
+    k = ev[I_KIND]
+    idx = _IDENT_IDX[k] if k < len(_IDENT_IDX) else ()     # none for a kind this build does not know
+    return (k, ev[I_FUNC]) + tuple(freeze(ev[i]) for i in idx)
 
 
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
@@ -313,26 +303,17 @@ _packb_full = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
 def fine_key(ev):
     """A hash of the payload (all but seq and op): msgpack bytes of the rest,
-    hashed (C speed; equal payloads give equal keys on any hash seed)."""
-    try:
-        return hash((ev[0], ev[2], _packb(ev[4:])))
-    except (TypeError, IndexError, KeyError, ValueError, OverflowError):
-        try:
-            return hash((freeze(ev[0]), freeze(ev[2]), freeze(ev[4:])))
-        except (TypeError, IndexError, KeyError):
-            return hash(freeze(ev))
+    hashed (C speed; equal payloads give equal keys on any hash seed).
+    Every decoded msgpack value packs again."""
+    return hash((ev[I_KIND], ev[I_CPU], _packb(ev[I_FUNC:])))
 
 
-_get0, _get2, _tail4 = itemgetter(0), itemgetter(2), itemgetter(slice(4, None))
+_get_kind, _get_cpu, _payload = itemgetter(I_KIND), itemgetter(I_CPU), itemgetter(slice(I_FUNC, None))
 
 
 def fine_keys(events: list) -> list:
-    """fine_key of every event, computed in C when no event needs
-    fine_key's fallbacks (the same values either way)."""
-    try:
-        return list(map(hash, zip(map(_get0, events), map(_get2, events), map(_packb, map(_tail4, events)))))
-    except (TypeError, IndexError, KeyError, ValueError, OverflowError):
-        return list(map(fine_key, events))
+    """fine_key of every event, computed in C."""
+    return list(map(hash, zip(map(_get_kind, events), map(_get_cpu, events), map(_packb, map(_payload, events)))))
 
 
 # --------------------------------------------------------------------------------
@@ -356,24 +337,20 @@ class Bracket:
 
 def build_tree(events: list) -> list:
     """The op's events as a list of items: an int (a plain event's index) or
-    a Bracket.  Robust to any input: unmatched returns/unlocks are plain
-    events, unclosed brackets stay open."""
+    a Bracket.  Any nesting is accepted: unmatched returns/unlocks are plain
+    events, unclosed brackets stay open (a trace cut inside an operation)."""
     root: list = []
     stack: list[Bracket] = []
-    try:
-        kinds = list(map(_get0, events))
-    except (TypeError, IndexError, KeyError):
-        kinds = [_safe(ev, 0) for ev in events]
     children = root
-    for idx, k in enumerate(kinds):
+    for idx, k in enumerate(map(_get_kind, events)):
         if k == K_CALL:
-            br = Bracket(idx, True, ("call", _safe(events[idx], 4)))
+            br = Bracket(idx, True, ("call", events[idx][I_FUNC]))
             children.append(br)
             stack.append(br)
             children = br.children
         elif k == K_LOCK:
             ev = events[idx]
-            br = Bracket(idx, False, ("lock", _freeze_field(ev, F0), _freeze_field(ev, F0 + 1)))
+            br = Bracket(idx, False, ("lock", ev[S.F_LOCK_LOCK], ev[S.F_LOCK_TARGET]))
             children.append(br)
             stack.append(br)
             children = br.children
@@ -389,7 +366,7 @@ def build_tree(events: list) -> list:
             children = stack[-1].children if stack else root
         elif k == K_UNLOCK:
             ev = events[idx]
-            want = ("lock", _freeze_field(ev, F0), _freeze_field(ev, F0 + 1))
+            want = ("lock", ev[S.F_UNLOCK_LOCK], ev[S.F_UNLOCK_TARGET])
             pos = None
             for p in range(len(stack) - 1, -1, -1):
                 b = stack[p]
@@ -408,27 +385,8 @@ def build_tree(events: list) -> list:
     return root
 
 
-_ATOMS = frozenset((int, str, float, bool, type(None)))
-
-
-def _freeze_field(ev, i):
-    """freeze(_safe(ev, i)), without the calls for a scalar field."""
-    try:
-        v = ev[i]
-    except (TypeError, IndexError, KeyError):
-        return None
-    return v if type(v) in _ATOMS else freeze(v)
-
-
 def _is_call(b) -> bool:
     return b.is_call
-
-
-def _safe(ev, i):
-    try:
-        return ev[i]
-    except (TypeError, IndexError, KeyError):
-        return None
 
 
 def _find(stack, pred):
@@ -710,18 +668,13 @@ class RowSink:
         self.ib.extend(ib)
 
 
-_get1 = itemgetter(1)
+_get_seq = itemgetter(I_SEQ)
 
 
-def _seqs(events: list, first: int) -> list:
-    """_seq_of of every event (C speed when all are lists with int seqs)."""
-    try:
-        seqs = list(map(_get1, events))
-        if set(map(type, events)) == {list} and set(map(type, seqs)) == {int}:
-            return seqs
-    except (TypeError, IndexError, KeyError):
-        pass
-    return [_seq_of(ev, first + i) for i, ev in enumerate(events)]
+def func_name(code: int) -> str:
+    """A function of this build's table by code; the bare number for one it
+    does not know (replay.codes: a newer trace's)."""
+    return S.FUNCS[code] if code < len(S.FUNCS) else str(code)
 
 
 # Op groups larger than this (both sides together) get their common prefix
@@ -731,16 +684,13 @@ def _seqs(events: list, first: int) -> list:
 TRIM_OVER = 600
 
 
-def align_ops(ga: OpGroup | None, gb: OpGroup | None, funcs_a=None, funcs_b=None) -> RowSink:
+def align_ops(ga: OpGroup | None, gb: OpGroup | None) -> RowSink:
     """Rows for a pair of op groups (either may be None: one-sided)."""
     sink = RowSink()
     ea = ga.events if ga is not None else []
     eb = gb.events if gb is not None else []
-    fa0 = ga.first if ga is not None else 0
-    fb0 = gb.first if gb is not None else 0
-    seq_a = _seqs(ea, fa0)
-    seq_b = _seqs(eb, fb0)
-    funcs = funcs_a or S.FUNCS
+    seq_a = list(map(_get_seq, ea))
+    seq_b = list(map(_get_seq, eb))
     if not eb:
         sink.add_run(range(len(ea)), [-1] * len(ea), seq_a, [0] * len(ea), C_ONLY_A)
         return sink
@@ -755,41 +705,38 @@ def align_ops(ga: OpGroup | None, gb: OpGroup | None, funcs_a=None, funcs_b=None
         if k > 0:
             q = slice_mismatch(ea[na - k:][::-1], eb[nb - k:][::-1])
     sink.add_run(range(p), range(p), seq_a[:p], seq_b[:p], C_SAME)
-    path = _open_path(ea[:p], funcs) if p else ()
-    ctx = _Ctx(ea[p:na - q], eb[p:nb - q], seq_a[p:na - q], seq_b[p:nb - q], sink, funcs, p, p)
+    path = _open_path(ea[:p]) if p else ()
+    ctx = _Ctx(ea[p:na - q], eb[p:nb - q], seq_a[p:na - q], seq_b[p:nb - q], sink, p, p)
     ctx.items(build_tree(ctx.ea), build_tree(ctx.eb), path)
     if q:
         sink.add_run(range(na - q, na), range(nb - q, nb), seq_a[na - q:], seq_b[nb - q:], C_SAME)
     return sink
 
 
-def _open_path(events, funcs) -> tuple:
+def _open_path(events) -> tuple:
     """Functions and sections still open after events (for a region's path)."""
     stack: list = []
     for ev in events:
-        k = _safe(ev, 0)
+        k = ev[I_KIND]
         if k == K_CALL:
-            code = _safe(ev, 4)
-            stack.append(funcs[code] if type(code) is int and 0 <= code < len(funcs) else str(code))
+            stack.append(func_name(ev[I_FUNC]))
         elif k == K_LOCK:
-            stack.append(str(_safe(ev, F0)))
+            stack.append(ev[S.F_LOCK_LOCK])
         elif k in (K_RETURN, K_UNLOCK) and stack:
             stack.pop()
     return tuple(stack)
 
 
 class _Ctx:
-    __slots__ = ("ea", "eb", "sa", "sb", "sink", "funcs", "oa", "ob", "fka", "fkb")
+    """The tree alignment of one pair of op groups (or of what lies between
+    their common prefix and suffix), writing rows into ``sink``."""
 
-    def __init__(self, ea, eb, sa, sb, sink, funcs, oa=0, ob=0) -> None:
-        self.ea, self.eb, self.sa, self.sb, self.sink, self.funcs = ea, eb, sa, sb, sink, funcs
+    __slots__ = ("ea", "eb", "sa", "sb", "sink", "oa", "ob", "fka", "fkb")
+
+    def __init__(self, ea, eb, sa, sb, sink, oa, ob) -> None:
+        self.ea, self.eb, self.sa, self.sb, self.sink = ea, eb, sa, sb, sink
         self.oa, self.ob = oa, ob     # index of ea[0] / eb[0] in the op group
         self.fka, self.fkb = fine_keys(ea), fine_keys(eb)
-
-    def func_name(self, code):
-        if type(code) is int and 0 <= code < len(self.funcs):
-            return self.funcs[code]
-        return str(code)
 
     def pair(self, i: int, j: int, path) -> None:
         f = differing_fields(self.ea[i], self.eb[j])
@@ -823,8 +770,8 @@ class _Ctx:
                     pass
                 else:
                     self.pair(x.open, y.open, path)
-                    sub = path + ((self.func_name(self.ea[x.open][4]),) if x.is_call
-                                  else (str(_safe(self.ea[x.open], F0)),))
+                    opener = self.ea[x.open]
+                    sub = path + ((func_name(opener[I_FUNC]),) if x.is_call else (opener[S.F_LOCK_LOCK],))
                     self.items(x.children, y.children, sub)
                     if x.close is not None and y.close is not None:
                         self.pair(x.close, y.close, path)
@@ -933,15 +880,10 @@ class OpPair:
         self.n_ops = 1
         self._seq_rows = None         # lazily: ({seq_a: k}, {seq_b: k}) for big differing pairs
 
-    def keep_events(self, ea: list, eb: list) -> bool:
+    def keep_events(self, ea: list, eb: list) -> None:
         """Keep the events of a differing pair for rendering, packed (one
-        bytes object per pair, not thousands of small objects).  False when
-        they cannot be packed."""
-        try:
-            self._packed = _packb_full([ea, eb])
-        except (TypeError, ValueError, OverflowError):
-            return False
-        return True
+        bytes object per pair, not thousands of small objects)."""
+        self._packed = _packb_full([ea, eb])
 
     def _events(self):
         if self._packed is None:
@@ -1035,8 +977,8 @@ class Alignment:
             pair.n_rows = len(pair.rows)
         self.pairs.append(pair)
         self._starts.append(pair.row_start)
-        for side, first, count in (("a", pair.first_a, pair.count_a), ("b", pair.first_b, pair.count_b)):
-            if count:
+        for side, first, n in (("a", pair.first_a, pair.count_a), ("b", pair.first_b, pair.count_b)):
+            if n:
                 firsts, idx = self._side[side]
                 firsts.append(first)
                 idx.append(pair.index)
@@ -1190,11 +1132,10 @@ class Alignment:
 # Streaming op pairing
 
 
-def op_delta(a, b):
-    try:
-        return b - a
-    except TypeError:
-        return None
+def op_delta(a: int, b: int) -> int:
+    """How much B's op ids are ahead of A's (a run of identical operations
+    continues only under the same shift)."""
+    return b - a
 
 
 class EventStream:
@@ -1207,8 +1148,7 @@ class EventStream:
     which lets the lockstep lane take a chunk byte-identical to the other
     trace's without decoding it (``adopt``)."""
 
-    __slots__ = ("_it", "src", "ci", "buf", "pos", "_ops", "done", "pushback", "_cont", "_next_seq",
-                 "loaded")
+    __slots__ = ("_it", "src", "ci", "buf", "pos", "_ops", "done", "pushback", "_cont", "loaded")
 
     def __init__(self, chunks) -> None:
         self.src = chunks if hasattr(chunks, "decode") else None
@@ -1220,7 +1160,6 @@ class EventStream:
         self.done = False
         self.pushback: list | None = None    # events to put in front of the next group
         self._cont = None                    # (op, part): the next group continues a cut one
-        self._next_seq = 1
         self.loaded = 0                      # events taken from the trace so far
 
     def _next_chunk(self):
@@ -1288,18 +1227,14 @@ class EventStream:
     def _chunk_ops(self) -> list:
         ops = self._ops
         if ops is None:
-            try:
-                ops = list(map(_getop, self.buf))
-            except (TypeError, IndexError, KeyError):
-                ops = [ev[3] if type(ev) is list and len(ev) > 3 else None for ev in self.buf]
-            self._ops = ops
+            ops = self._ops = list(map(_getop, self.buf))
         return ops
 
     def next_group(self) -> OpGroup | None:
         events: list = self.pushback or []
         self.pushback = None
         if events:
-            op = _safe(events[0], 3)
+            op = events[0][I_OP]
         else:
             if not self._load():
                 return None
@@ -1318,18 +1253,14 @@ class EventStream:
         cont = self._cont
         part = cont[1] if cont is not None and cont[0] == op else 0
         self._cont = (op, part + 1) if len(events) >= MAX_GROUP_EVENTS else None
-        first = _seq_of(events[0], self._next_seq)
-        self._next_seq = first + len(events)
+        first = events[0][I_SEQ]
         return OpGroup(op, group_key(events[0]) if not part else None, first, events, part)
 
 
 def _run_end(ops: list, i: int, o) -> int:
     """End of the run of value o starting at ops[i] (bisect when sorted)."""
     n = len(ops)
-    try:
-        j = bisect_right(ops, o, i)
-    except TypeError:
-        j = i + 1
+    j = bisect_right(ops, o, i)
     if j <= i:
         j = i + 1
     if j - i > 1 and ops[i:j] != [o] * (j - i):
@@ -1427,30 +1358,22 @@ def slice_mismatch(xa: list, xb: list) -> int:
     n = len(xa)
     if xa == xb:
         return n
-    try:
-        d = xb[0][1] - xa[0][1]
-        dop = xb[0][3] - xa[0][3]
-    except (TypeError, IndexError, KeyError):
-        return _mismatch_slow(xa, xb)
+    seq, op = I_SEQ, I_OP       # locals: the loops below run once per event
+    d = xb[0][seq] - xa[0][seq]
+    dop = xb[0][op] - xa[0][op]
     if not d and not dop:
         return _first_unequal(xa, xb)
     if _shares(xa, xb):
         return _mismatch_slow(xa, xb)
-    done = 0
+    for ev in xb:
+        ev[seq] -= d
+        ev[op] -= dop
     try:
-        for ev in xb:
-            ev[1] -= d
-            ev[3] -= dop
-            done += 1
-        if xa == xb:
-            return n
-        return _first_unequal(xa, xb)
-    except (TypeError, IndexError, KeyError):
-        return _mismatch_slow(xa, xb) if done == n else min(done, _mismatch_slow(xa, xb))
+        return n if xa == xb else _first_unequal(xa, xb)
     finally:
-        for ev in xb[:done]:
-            ev[1] += d
-            ev[3] += dop
+        for ev in xb:
+            ev[seq] += d
+            ev[op] += dop
 
 
 def _shares(xa, xb) -> bool:
@@ -1481,12 +1404,12 @@ def last_op_start(evs: list, lo: int, start: int) -> int:
         return start if lo else 0
     k = n - 1
     while k > lo:
-        if _safe(evs[k - 1], 3) != _safe(evs[k], 3):
+        if evs[k - 1][I_OP] != evs[k][I_OP]:
             return k
         k -= 1
     if lo == 0:
         return 0
-    return lo if _safe(evs[lo - 1], 3) != _safe(evs[lo], 3) else start
+    return lo if evs[lo - 1][I_OP] != evs[lo][I_OP] else start
 
 
 def _resync(qa: deque, qb: deque):

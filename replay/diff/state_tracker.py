@@ -38,6 +38,18 @@ from itertools import compress
 from operator import itemgetter
 
 from tracer import schema as S
+from tracer.schema import (
+    I_KIND,
+    K_CTX_WRITE,
+    K_DID_BITMAP,
+    K_DID_MAP,
+    K_DOMAIN_CREATE,
+    K_DOMAIN_DYING,
+    K_IDMAP_ADD,
+    K_IDMAP_REMOVE,
+    K_PT_ALLOC,
+    K_PT_FREE,
+)
 
 from .. import caches as C
 from ..render import PlatformView, cache_view, did_owner, fmt_rid, hex64, pt_owner
@@ -47,80 +59,77 @@ from .report import jsonable
 SECTIONS = ("context", "dids", "devices", "idmaps", "domains", "caches")
 # what a unit's cache view reads (unit_sig, render.cache_view)
 CACHE_INPUTS = ("cc", "tlb", "devtlb", "hw", "pending", "ctx", "did_map", "pages")
-_getkind = itemgetter(0)
+_getkind = itemgetter(I_KIND)
 _MISS = object()
 
 
-_CACHE_KINDS = {S.K_CTX_WRITE, S.K_CACHE_SYNC, S.K_FLUSH_CONTEXT, S.K_FLUSH_IOTLB, S.K_FLUSH_DEV_IOTLB,
-                S.K_TRANSLATION_ENABLE}
-
-
 class Touched:
+    """What a run of events touched, by section: the keys whose decoded
+    entries may have changed (``*_all``: every key of that kind)."""
+
     __slots__ = ("ctx", "dids", "did_owner", "pages", "pages_all", "devices", "idmaps", "idmaps_all",
-                 "domains", "units", "units_all")
+                 "domains", "units")
 
     def __init__(self) -> None:
-        self.ctx = set()
-        self.dids = set()
-        self.did_owner = set()
-        self.pages = set()
-        self.pages_all = False
-        self.devices = set()
-        self.idmaps = set()
+        self.ctx: set = set()           # (unit, bus, devfn) of context entries written
+        self.dids: set = set()          # (unit, did) whose bit or owner changed
+        self.did_owner: set = set()     # (unit, did) whose owner changed: entries naming it decode anew
+        self.pages: set = set()         # table pages allocated: entries pointing there decode anew
+        self.pages_all = False          # a table page was freed (or a domain destroyed)
+        self.devices: set = set()       # (seg, bdf)
+        self.idmaps: set = set()        # (domain, base, end)
         self.idmaps_all = False
-        self.domains = set()
-        self.units = set()
-        self.units_all = False
+        self.domains: set = set()
+        self.units: set = set()         # IOMMU units whose cache model may have changed
 
     def scan(self, events) -> None:
-        code_of = _SCAN_CODE.get
-        try:
-            # four events in five change nothing scanned here: skip them in C
-            events = list(compress(events, map(_RELEVANT.__contains__, map(_getkind, events))))
-        except (TypeError, IndexError, KeyError):
-            pass
         ctx, units, dids, domains = self.ctx, self.units, self.dids, self.domains
-        for ev in events:
-            try:
-                c = code_of(ev[0])
-                if c is None:
-                    continue
-                if c == 0:
-                    domains.add(ev[6])
-                elif c == 1:
-                    dids.add((ev[6], ev[7]))
-                elif c == 2:
-                    ctx.add((ev[6], ev[7], ev[8]))
-                    units.add(ev[6])
-                elif c == 3:
-                    units.add(ev[6])
-                elif c == 4:
-                    self.devices.add((ev[6], ev[7]))
-                elif c == 5:
-                    dids.add((ev[6], ev[7]))
-                    self.did_owner.add((ev[6], ev[7]))
-                elif c == 6:
-                    self.pages.add(ev[7])
-                elif c == 7:
-                    self.pages_all = True
-                elif c == 8:
-                    self.idmaps.add((ev[6], ev[7], ev[8]))
-                else:
-                    domains.add(ev[6])
-                    self.pages_all = self.idmaps_all = True
-            except (TypeError, IndexError, KeyError, AttributeError):
-                continue
+        # four events in five change nothing scanned here: skip them in C
+        for ev in compress(events, map(_RELEVANT.__contains__, map(_getkind, events))):
+            k = ev[I_KIND]
+            if k == K_DOMAIN_CREATE:
+                domains.add(ev[S.F_DOMAIN_CREATE_DOMAIN])
+            elif k == K_DOMAIN_DYING:
+                domains.add(ev[S.F_DOMAIN_DYING_DOMAIN])
+            elif k == K_DID_BITMAP:
+                dids.add((ev[S.F_DID_BITMAP_IOMMU], ev[S.F_DID_BITMAP_DID]))
+            elif k == K_CTX_WRITE:
+                unit = ev[S.F_CTX_WRITE_IOMMU]
+                ctx.add((unit, ev[S.F_CTX_WRITE_BUS], ev[S.F_CTX_WRITE_DEVFN]))
+                units.add(unit)
+            elif k in _UNIT_FIELD:
+                units.add(ev[_UNIT_FIELD[k]])
+            elif k in _DEVICE_FIELDS:
+                seg, bdf = _DEVICE_FIELDS[k]
+                self.devices.add((ev[seg], ev[bdf]))
+            elif k == K_DID_MAP:
+                key = (ev[S.F_DID_MAP_IOMMU], ev[S.F_DID_MAP_DID])
+                dids.add(key)
+                self.did_owner.add(key)
+            elif k == K_PT_ALLOC:
+                self.pages.add(ev[S.F_PT_ALLOC_MADDR])
+            elif k == K_PT_FREE:
+                self.pages_all = True
+            elif k == K_IDMAP_ADD:
+                self.idmaps.add((ev[S.F_IDMAP_ADD_DOMAIN], ev[S.F_IDMAP_ADD_BASE], ev[S.F_IDMAP_ADD_END]))
+            elif k == K_IDMAP_REMOVE:
+                self.idmaps.add((ev[S.F_IDMAP_REMOVE_DOMAIN], ev[S.F_IDMAP_REMOVE_BASE], ev[S.F_IDMAP_REMOVE_END]))
+            else:       # domain-destroy: its tables and identity maps go
+                domains.add(ev[S.F_DOMAIN_DESTROY_DOMAIN])
+                self.pages_all = self.idmaps_all = True
 
 
-# Touched.scan's branch per kind, the most frequent kinds first
-_SCAN_CODE = {S.K_DOMAIN_CREATE: 0, S.K_DOMAIN_DYING: 0, S.K_DID_BITMAP: 1, S.K_CTX_WRITE: 2,
-              **{k: 3 for k in _CACHE_KINDS if k != S.K_CTX_WRITE},
-              S.K_OWNER_MOVE: 4, S.K_DEVICE_ADD: 4, S.K_DEVICE_REMOVE: 4, S.K_DID_MAP: 5, S.K_PT_ALLOC: 6,
-              S.K_PT_FREE: 7, S.K_IDMAP_ADD: 8, S.K_IDMAP_REMOVE: 8, S.K_DOMAIN_DESTROY: 9}
-_RELEVANT = frozenset({S.K_CTX_WRITE, S.K_CACHE_SYNC, S.K_FLUSH_CONTEXT, S.K_FLUSH_IOTLB, S.K_FLUSH_DEV_IOTLB,
-                       S.K_TRANSLATION_ENABLE, S.K_DID_BITMAP, S.K_DID_MAP, S.K_PT_ALLOC, S.K_PT_FREE,
-                       S.K_OWNER_MOVE, S.K_DEVICE_ADD, S.K_DEVICE_REMOVE, S.K_IDMAP_ADD, S.K_IDMAP_REMOVE,
-                       S.K_DOMAIN_CREATE, S.K_DOMAIN_DYING, S.K_DOMAIN_DESTROY})
+# The kinds besides ctx-write that change a unit's cache model, with the
+# field naming the unit.
+_UNIT_FIELD = {S.K_CACHE_SYNC: S.F_CACHE_SYNC_IOMMU, S.K_FLUSH_CONTEXT: S.F_FLUSH_CONTEXT_IOMMU,
+               S.K_FLUSH_IOTLB: S.F_FLUSH_IOTLB_IOMMU, S.K_FLUSH_DEV_IOTLB: S.F_FLUSH_DEV_IOTLB_IOMMU,
+               S.K_TRANSLATION_ENABLE: S.F_TRANSLATION_ENABLE_IOMMU}
+# The kinds that change a device's presence or owner, with its (seg, bdf) fields.
+_DEVICE_FIELDS = {S.K_OWNER_MOVE: (S.F_OWNER_MOVE_SEG, S.F_OWNER_MOVE_BDF),
+                  S.K_DEVICE_ADD: (S.F_DEVICE_ADD_SEG, S.F_DEVICE_ADD_BDF),
+                  S.K_DEVICE_REMOVE: (S.F_DEVICE_REMOVE_SEG, S.F_DEVICE_REMOVE_BDF)}
+_RELEVANT = frozenset({K_DOMAIN_CREATE, K_DOMAIN_DYING, K_DID_BITMAP, K_CTX_WRITE, *_UNIT_FIELD, *_DEVICE_FIELDS,
+                       K_DID_MAP, K_PT_ALLOC, K_PT_FREE, K_IDMAP_ADD, K_IDMAP_REMOVE, S.K_DOMAIN_DESTROY})
 
 
 class StateTracker:
@@ -201,6 +210,10 @@ class StateTracker:
             self._fold(0, ea)
             self._fold(1, eb)
         except BadEvent as exc:
+            # An event the fold cannot apply: only in events handed to
+            # diff_streams directly (Side.from_events), since the reader
+            # checks every event of a trace as it decodes it.  The
+            # comparison of events goes on; the states' stops here.
             self.broken = f"state comparison stopped: {exc}"
         if self.broken:
             self.diff = {}
@@ -244,7 +257,7 @@ class StateTracker:
                 ctx = st.ctx
                 items = ctx.items() if raw_diff is None else [(k, ctx[k]) for k in raw_diff if k in ctx]
                 for key, (lo, hi) in items:
-                    if (key[0], (hi >> 8) & 0xFFFF) in t.did_owner or (lo & C.PAGE_MASK_4K) in t.pages:
+                    if (key[0], ctx_did(hi)) in t.did_owner or (lo & C.PAGE_MASK_4K) in t.pages:
                         keys.add(key)
         # A key whose raw values (and what its decoding reads) are equal on
         # both sides, and that did not differ before, needs no decoding.
@@ -252,11 +265,8 @@ class StateTracker:
             if same and ("context", key) not in d:
                 x = sa.ctx.get(key, ZERO)
                 if x == sb.ctx.get(key, ZERO):
-                    try:
-                        dk = (key[0], (x[1] >> 8) & 0xFFFF)
-                        page = x[0] & C.PAGE_MASK_4K
-                    except TypeError:
-                        dk = page = None
+                    dk = (key[0], ctx_did(x[1]))
+                    page = x[0] & C.PAGE_MASK_4K
                     if sa.did_map.get(dk) == sb.did_map.get(dk) and sa.pages.get(page) == sb.pages.get(page):
                         continue
             put_change(d, ("context", key), ctx_fields(sa, va, key), ctx_fields(sb, vb, key))
@@ -386,12 +396,12 @@ def _sortable(key):
 def _ident(section, key, va, vb) -> dict:
     if section == "context":
         u, bus, devfn = key
-        return {"iommu": u, "rid": va.rid(u, bus, devfn) if type(bus) is int and type(devfn) is int else str(key)}
+        return {"iommu": u, "rid": va.rid(u, bus, devfn)}
     if section == "dids":
         return {"iommu": key[0], "did": key[1]}
     if section == "devices":
         seg, bdf = key
-        return {"bdf": fmt_rid(seg, bdf >> 8, bdf & 0xFF) if type(seg) is int and type(bdf) is int else str(key)}
+        return {"bdf": fmt_rid(seg, bdf >> 8, bdf & 0xFF)}
     if section == "idmaps":
         dom, base, end = key
         return {"domain": va.domain_name(dom) if dom in va.names else vb.domain_name(dom),
@@ -401,15 +411,18 @@ def _ident(section, key, va, vb) -> dict:
     return {"iommu": key}
 
 
+def ctx_did(hi: int) -> int:
+    """The domain ID of a context entry (its high word's bits 8..23)."""
+    return (hi >> 8) & 0xFFFF
+
+
 def ctx_fields(st, view, key) -> dict:
+    """A context entry decoded: present (P, bit 0 of lo), did, the DID's and
+    the page tables' owners, tt (lo bits 2..3), aw (hi bits 0..2), raw words."""
     lo, hi = st.ctx.get(key, ZERO)
-    try:
-        u = key[0]
-        return {"present": bool(lo & 1), "did": (hi >> 8) & 0xFFFF, "did_owner": did_owner(st, view, u, lo, hi),
-                "pt_owner": pt_owner(st, view, lo), "tt": (lo >> 2) & 3, "aw": hi & 7,
-                "lo": hex64(lo), "hi": hex64(hi)}
-    except TypeError:
-        return {"lo": jsonable(lo), "hi": jsonable(hi)}
+    return {"present": bool(lo & 1), "did": ctx_did(hi), "did_owner": did_owner(st, view, key[0], lo, hi),
+            "pt_owner": pt_owner(st, view, lo), "tt": (lo >> 2) & 3, "aw": hi & 7,
+            "lo": hex64(lo), "hi": hex64(hi)}
 
 
 def did_fields(st, view, key) -> dict:
@@ -435,26 +448,20 @@ _unit_of = itemgetter(0)        # of a (unit, ...) key
 
 
 def _differing_keys(x: dict, y: dict):
-    """Keys whose values differ or that one dict lacks (C speed); None when
-    the values are not hashable."""
-    try:
-        return {k for k, _v in x.items() ^ y.items()}
-    except TypeError:
-        return None
+    """Keys whose values differ or that one dict lacks (C speed: the state
+    tables hold hashable values)."""
+    return {k for k, _v in x.items() ^ y.items()}
 
 
 def _units_differing(sa, sb):
     """The units whose unit_sig differs between two states (every other
     unit's is equal), from one C-speed pass over each table instead of a
-    pass per unit and side; None when the tables cannot be compared so."""
+    pass per unit and side."""
     out: set = set()
-    try:
-        for name in _SIG_TABLES:
-            x, y = getattr(sa, name), getattr(sb, name)
-            if x != y:
-                out.update([k[0] for k, _v in x.items() ^ y.items()])
-    except (TypeError, IndexError, KeyError):
-        return None
+    for name in _SIG_TABLES:
+        x, y = getattr(sa, name), getattr(sb, name)
+        if x != y:
+            out.update([k[0] for k, _v in x.items() ^ y.items()])
     return out
 
 

@@ -35,8 +35,10 @@ import gc
 from collections import deque
 from operator import itemgetter
 
-from tracer import schema as S
+from tracer.schema import I_FUNC, I_KIND, I_LABEL, I_OP, I_SEQ, K_OP_BEGIN
 
+from ..jsonout import EventPresenter
+from ..reader import current_schema
 from ..render import PlatformView
 from .align import (
     ARGS,
@@ -53,6 +55,7 @@ from .align import (
     align_ops,
     group_key,
     groups_equal,
+    kind_name,
     last_op_start,
     op_delta,
     slice_mismatch,
@@ -61,7 +64,7 @@ from .hazard_match import hazard_delta
 from .hazard_pairs import pair_changed
 from .header import header_diff
 from .inputs import Side
-from .report import DiffReport, StateDiff, jsonable
+from .report import DiffReport, StateDiff
 from .state_tracker import StateTracker
 
 CONTEXT_EVENTS = 3
@@ -80,7 +83,7 @@ def diff_streams(a: Side, b: Side, *, context: int = CONTEXT_EVENTS, detail_rows
     return _Pass(a, b, context, detail_rows, window, progress).run()
 
 
-_getkind = itemgetter(0)
+_getkind = itemgetter(I_KIND)
 
 
 class _Pass:
@@ -96,9 +99,6 @@ class _Pass:
     until a pair is identical again with equal states and nothing queued."""
 
     def __init__(self, a: Side, b: Side, context: int, detail_rows: int, window, progress=None) -> None:
-        from replay.jsonout import EventPresenter
-        from replay.reader import current_schema
-
         self.a, self.b = a, b
         self.context = context
         self.va, self.vb = PlatformView(a.header), PlatformView(b.header)
@@ -111,8 +111,11 @@ class _Pass:
         self.differing = self.renumbered = 0
         self.state_diffs: list = []
         self.last_reported: list = []
-        self.pres = (EventPresenter(a.schema or current_schema(), a.header),
-                     EventPresenter(b.schema or current_schema(), b.header))
+        # The events are in this build's codes (replay.codes), whatever
+        # catalogue each trace was written with: present them with this
+        # build's (the header names domains and devices).
+        schema = current_schema()
+        self.pres = (EventPresenter(schema, a.header), EventPresenter(schema, b.header))
         self.seen = [0, 0]      # last seq consumed per side
         self.sa, self.sb = EventStream(a.chunks), EventStream(b.chunks)
         self.pairer = Pairer(self.sa, self.sb, **({} if window is None else {"window": window}))
@@ -184,7 +187,7 @@ class _Pass:
             self._commit(self.pend_start)
         elif len(pa) >= MAX_GROUP_EVENTS:
             # one huge operation: commit it in parts, the rest continues it
-            op = _op_of(pa[0])
+            op = pa[0][I_OP]
             self._commit(len(pa))
             self.sa.mark_continued(op, 1)
             self.sb.mark_continued(op, 1)
@@ -204,15 +207,11 @@ class _Pass:
             return
         pa, pb = self.pend_a, self.pend_b
         ea, eb = (pa, pb) if k == len(pa) else (pa[:k], pb[:k])
-        first_a = _seq_of_ev(ea[0], self.seen[0] + 1)
-        first_b = _seq_of_ev(eb[0], self.seen[1] + 1)
-        op_a, op_b = _op_of(ea[0]), _op_of(eb[0])
-        try:
-            n_ops = list(map(_getkind, ea)).count(S.K_OP_BEGIN) or 1
-        except (TypeError, IndexError, KeyError):
-            n_ops = 1
+        first_a, first_b = ea[0][I_SEQ], eb[0][I_SEQ]
+        op_a, op_b = ea[0][I_OP], eb[0][I_OP]
+        n_ops = list(map(_getkind, ea)).count(K_OP_BEGIN) or 1
         dop = op_delta(op_a, op_b)
-        self.al.add_same(first_a, first_b, k, op_a, op_b, _key_of(ea[0]), n_ops, dop)
+        self.al.add_same(first_a, first_b, k, op_a, op_b, group_key(ea[0]), n_ops, dop)
         if dop:
             self.renumbered += n_ops
             if self.first is None:
@@ -228,8 +227,8 @@ class _Pass:
             # states differ: fold both (done), compare at the end of the run
             if tr.update(ea, None):
                 last_op = _last_op_begin(ea)
-                self._state_boundary(len(self.al.pairs) - 1, _op_of(ea[-1]), _op_of(eb[-1]),
-                                     _key_of(last_op) if last_op is not None else None, ea, eb)
+                self._state_boundary(len(self.al.pairs) - 1, ea[-1][I_OP], eb[-1][I_OP],
+                                     group_key(last_op) if last_op is not None else None)
             tr.converged()
         if k == len(pa):
             self.pend_a, self.pend_b = [], []
@@ -252,14 +251,13 @@ class _Pass:
             if ga.op != gb.op:
                 self.renumbered += 1
                 if self.first is None:
-                    self.first = _first_div(pair, 0, "args", ("op",), ea, eb, self.tail, self.pres, ctx)
-                    self.first["fields"] = ["op"]
+                    self.first = _first_renumbered(pair, ea, eb, self.tail, self.pres, ctx)
             if self.first is None and ctx:
                 self.tail.extend(zip(ea[-ctx:], eb[-ctx:]))
         else:
             status = "different" if (ga is not None and gb is not None) else (ONLY_A if gb is None else ONLY_B)
             pair = OpPair(0, ga, gb, status)
-            pair.rows = align_ops(ga, gb, funcs_a=self.pres[0].funcs, funcs_b=self.pres[1].funcs)
+            pair.rows = align_ops(ga, gb)
             if all(c == C_SAME for c in pair.rows.cls):
                 # equal payloads that groups_equal could not prove (irregular seqs)
                 pair.status = SAME
@@ -267,7 +265,8 @@ class _Pass:
                 self.differing += 1
             self.al.add(pair)
             if pair.status != SAME:
-                if self.budget > 0 and pair.keep_events(ea, eb):
+                if self.budget > 0:
+                    pair.keep_events(ea, eb)
                     self.budget -= len(pair.rows)
                 else:
                     self.truncated = True
@@ -282,11 +281,11 @@ class _Pass:
         tr = self.tracker
         # identical pairs: B's events touch exactly what A's do
         if tr.feed(ea, eb, same, before_a) and tr.update(ea, None if same else eb):
-            self._state_boundary(pair.index, pair.op_a, pair.op_b, pair.key_a or pair.key_b, ea, eb)
+            self._state_boundary(pair.index, pair.op_a, pair.op_b, pair.key_a or pair.key_b)
         tr.converged()
         return same and pair.status == SAME
 
-    def _state_boundary(self, pair_index, op_a, op_b, key, ea, eb) -> None:
+    def _state_boundary(self, pair_index, op_a, op_b, key) -> None:
         """The state difference after the events just folded changed: record it."""
         changes = self.tracker.changes()
         if changes == self.last_reported:
@@ -317,31 +316,12 @@ class _Pass:
                           detail_truncated=self.truncated, presenters=self.pres, changed_hazards=changed)
 
 
-def _seq_of_ev(ev, fallback):
-    try:
-        v = ev[1]
-    except (TypeError, IndexError, KeyError):
-        return fallback
-    return v if type(v) is int else fallback
-
-
 def _last_op_begin(evs):
     for k in range(len(evs) - 1, -1, -1):
         ev = evs[k]
-        if type(ev) is list and ev and ev[0] == S.K_OP_BEGIN:
+        if ev[I_KIND] == K_OP_BEGIN:
             return ev
     return None
-
-
-def _op_of(ev):
-    try:
-        return ev[3]
-    except (TypeError, IndexError, KeyError):
-        return None
-
-
-def _key_of(ev):
-    return group_key(ev)
 
 
 def _same_tail(pair: OpPair, ea, eb, n: int):
@@ -358,11 +338,10 @@ def _same_tail(pair: OpPair, ea, eb, n: int):
 
 def _ev_brief(pres, ev) -> dict:
     """A compact description of an event for context lines."""
-    k = pres._kind(ev)
-    if k is None:
-        return {"seq": jsonable(ev[1]) if isinstance(ev, list) and len(ev) > 1 else None, "kind": None,
-                "text": pres.text_args(ev)}
-    return {"seq": ev[1], "kind": k[0].name, "func": pres.func_name(ev[4]), "label": jsonable(ev[5]),
+    name = kind_name(ev[I_KIND])
+    if name is None:
+        return {"seq": ev[I_SEQ], "kind": None, "text": pres.text_args(ev)}
+    return {"seq": ev[I_SEQ], "kind": name, "func": pres.func_name(ev[I_FUNC]), "label": ev[I_LABEL],
             "text": pres.text_args(ev)}
 
 
@@ -373,13 +352,14 @@ def _context(tail: deque, pres, n: int, extra=()) -> list:
     for ea, eb in items:
         d = _ev_brief(pres[0], ea)
         seq_a = d.pop("seq")
-        out.append({"seq_a": seq_a, "seq_b": eb[1] if isinstance(eb, list) and len(eb) > 1 else None, **d})
+        out.append({"seq_a": seq_a, "seq_b": eb[I_SEQ], **d})
     return out
 
 
-def _first_div(pair, k, cls, fields, ea, eb, tail, pres, n) -> dict:
-    return {"seq_a": ea[k][1], "seq_b": eb[k][1], "class": cls, "op_a": pair.op_a, "op_b": pair.op_b,
-            "context": _context(tail, pres, n)}
+def _first_renumbered(pair, ea, eb, tail, pres, n) -> dict:
+    """The first divergence when it is an identical operation under another op id."""
+    return {"seq_a": ea[0][I_SEQ], "seq_b": eb[0][I_SEQ], "class": ARGS, "op_a": pair.op_a, "op_b": pair.op_b,
+            "context": _context(tail, pres, n), "fields": ["op"]}
 
 
 def _first_from_rows(pair: OpPair, ea, eb, tail, pres, n, seen) -> dict:

@@ -19,8 +19,9 @@ differing rows inside one aligned operation):
 from __future__ import annotations
 
 from replay.hazards.findings import boundary_label
+from tracer.schema import I_FUNC, I_KIND, I_LABEL
 
-from .align import ARGS, CLASSES, LABEL_ONLY, ONLY_A, ONLY_B, SAME
+from .align import ARGS, CLASSES, LABEL_ONLY, ONLY_A, ONLY_B, SAME, kind_name
 
 # Text limits (JSON is never cut, except where the report itself kept no
 # detail -- see report.DETAIL_ROWS).
@@ -136,20 +137,14 @@ def _region_json(report, pair, reg) -> dict:
 
 def event_line(pres, ev, label: bool = True) -> str:
     """'LABEL kind func args' for one event."""
-    k = pres._kind(ev)
-    if k is None:
+    kind = kind_name(ev[I_KIND])
+    if kind is None:
         return pres.text_args(ev)
-    kind = k[0].name
-    func = pres.func_name(ev[4])
+    func = pres.func_name(ev[I_FUNC])
     head = f"{kind} {func}" if func else kind
     if label:
-        head = f"{_label(ev):<5} {head}"
+        head = f"{ev[I_LABEL]:<5} {head}"
     return f"{head} {pres.text_args(ev)}".rstrip()
-
-
-def _label(ev) -> str:
-    v = ev[5] if isinstance(ev, list) and len(ev) > 5 else ""
-    return v if isinstance(v, str) else str(v)
 
 
 def _side_desc(info: dict) -> str:
@@ -315,7 +310,7 @@ def _pair_text(report, pair, w, hide_label_only: bool = False) -> None:
                 eva, evb = pair.events_a[ia], pair.events_b[ib]
                 if fields == LABEL_ONLY:
                     # The same values under another step label: one line, both labels.
-                    w(f"      = A {r.sa[k]:>7}  B {r.sb[k]:<7} {_label(eva)}/{_label(evb)} "
+                    w(f"      = A {r.sa[k]:>7}  B {r.sb[k]:<7} {eva[I_LABEL]}/{evb[I_LABEL]} "
                       f"{event_line(pa, eva, label=False)}")
                     continue
                 w(f"      ~ A {r.sa[k]:>7}  {event_line(pa, eva)}")
@@ -365,7 +360,6 @@ def _state_text(report, w) -> None:
         w(f"state: the same at every aligned operation boundary{note}")
         return
     w("state difference at aligned operation boundaries (listed where it changes)")
-    al = report.alignment
     for n, s in enumerate(sd):
         if n >= TEXT_STATE:
             w(f"  ... {len(sd) - TEXT_STATE} more (see --json)")
