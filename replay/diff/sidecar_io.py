@@ -26,7 +26,7 @@ from replay.hazards.analyse import cached_finding_rows
 from replay.hazards.analyse import cached_findings as _hazards_cached_findings
 from replay.hazards.analyse import store_findings as _hazards_store_findings
 from replay.hazards.findings import FINDINGS_FORMAT
-from replay.reader import NotATrace, StopReport
+from replay.reader import StopReport
 from replay.session import ReplaySession
 
 from .hazard_match import ROW_FIELDS, FindingRows
@@ -70,11 +70,7 @@ def store_findings(path, trace, analysis, findings, binding=None) -> None:
 
 def cached_session(path):
     """A ReplaySession of the trace when its sidecar already holds fresh
-    checkpoints (opening it is then O(1)); None otherwise."""
-    try:
-        return ReplaySession.open_cached(path)
-    except NotATrace:
-        # The file at path is no trace (any more): the diff opened it as one
-        # a moment ago, so it was replaced meanwhile.  The trace already open
-        # is folded instead.
-        return None
+    checkpoints (opening it is then O(1)); None otherwise.  The sidecar is
+    trusted only for the file as it is now, so a path the diff has just
+    opened as a trace opens as one here."""
+    return ReplaySession.open_cached(path)
