@@ -454,17 +454,20 @@ async def test_keys_wait_for_the_alignment_and_progress_is_shown(tmp_path, monke
     _close(app)
 
 
-async def test_a_failing_diff_is_one_line_on_screen(tmp_path, monkeypatch):
+@pytest.mark.parametrize("error,line", [(OSError("boom"), "cannot diff: boom"),
+                                         (ValueError("boom"), "cannot diff: internal error: ValueError: boom")],
+                         ids=["io-error", "bug"])
+async def test_a_failing_diff_is_one_line_on_screen(tmp_path, monkeypatch, error, line):
     def broken(a, b, *, use_sidecar, progress=None):
-        raise ValueError("boom")
+        raise error
 
     monkeypatch.setattr(diff_app, "compute_diff", broken)
     app = _app(tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(app, pilot)
-        assert "cannot diff: boom" in app.detail.text()
+        assert line in app.detail.text()
         await pilot.press("n")
-        assert "cannot diff: boom" in app.command_line.text()
+        assert line in app.command_line.text()
     _close(app)
 
 

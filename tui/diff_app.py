@@ -215,6 +215,9 @@ class DiffApp(KeyRouting, App):
     # --- the diff in a worker -------------------------------------------------------------------
     @work(thread=True, group="diff", exclusive=True, exit_on_error=False)
     def _diff_worker(self) -> None:
+        from replay.diff import DiffInputError
+        from replay.reader import NotATrace
+
         worker = get_current_worker()
 
         def throttled(post):
@@ -234,8 +237,11 @@ class DiffApp(KeyRouting, App):
                                   progress=throttled(lambda f: self.post_message(DiffProgress(f))))
         except _Cancelled:
             return
-        except Exception as exc:       # one line on screen, never a traceback
+        except (DiffInputError, NotATrace, OSError) as exc:     # a path that holds no (readable) trace
             self.post_message(DiffFailed(f"cannot diff: {getattr(exc, 'message', None) or exc}"))
+            return
+        except Exception as exc:       # the worker's boundary: a bug, still one line on screen, never a traceback
+            self.post_message(DiffFailed(f"cannot diff: internal error: {type(exc).__name__}: {exc}"))
             return
         if worker.is_cancelled:
             return
