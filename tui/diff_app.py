@@ -2,9 +2,10 @@
 the diff alignment.
 
 The screen is drawn at once (each list shows its trace's first events,
-dimmed, until the rows are aligned); a worker thread computes the diff (``replay.diff.diff_files``: findings from the sidecars
-when cached, else the analysers run inside the diff's pass) and posts
-progress and then the report.  From then on every key is a move of the
+dimmed, until the rows are aligned); a worker thread computes the diff
+(``replay.diff.diff_files``: findings from the sidecars when cached, else
+the analysers run inside the diff's pass) and posts progress and then the
+report.  From then on every key is a move of the
 ``DiffModel`` (tui/diff_model.py, pure) followed by a redraw: both lists
 show the same rows of the alignment, so they scroll together by
 construction.
