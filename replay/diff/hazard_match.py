@@ -30,6 +30,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter
 from operator import attrgetter, itemgetter
+from typing import Any
 
 from replay.hazards.findings import Finding
 
@@ -53,14 +54,14 @@ class FindingRows(list):
     __slots__ = ()
 
 
-def row_json(r) -> dict:
+def row_json(r) -> dict[Any, Any]:
     """A sidecar row as the check --json dict."""
     d = dict(zip(ROW_FIELDS, r))
     d["open_at_end"] = d["end"] is None
     return {k: d[k] for k in FINDING_KEYS}
 
 
-def finding_dict(f) -> dict:
+def finding_dict(f) -> dict[Any, Any]:
     """A finding (dict or object) as the check --json dict."""
     if hasattr(f, "to_json"):
         f = f.to_json()
@@ -124,7 +125,7 @@ def _keyed(al: Alignment, side: str, fs):
     return keys, pidx, starts, objs
 
 
-def hazard_delta(al: Alignment, findings_a, findings_b) -> list:
+def hazard_delta(al: Alignment, findings_a, findings_b) -> list[Any]:
     """Findings without a counterpart: the same kind, device, requester ID
     and step labels, starting in the same aligned operation pair (matched in
     order of start when several).  Only the unmatched ones are converted."""
@@ -142,7 +143,7 @@ def hazard_delta(al: Alignment, findings_a, findings_b) -> list:
         if not extra:
             continue
         # the last `extra[k]` of each key (in start order) have no counterpart
-        by_key: dict = {}
+        by_key: dict[Any, Any] = {}
         for i in _candidates(al, side, {k[1] for k in extra}, starts, pidx):
             key = (keys[i], pidx[i])
             if key in extra:
@@ -158,7 +159,7 @@ def hazard_delta(al: Alignment, findings_a, findings_b) -> list:
     return out
 
 
-def _candidates(al: Alignment, side: str, pairs: set, starts: list, pidx: list):
+def _candidates(al: Alignment, side: str, pairs: set[Any], starts: list[Any], pidx: list[Any]):
     """Indexes of the findings that start in the given pairs: by bisection
     when the starts are sorted (the check order), else by a scan."""
     n = len(starts)

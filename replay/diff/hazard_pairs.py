@@ -22,6 +22,7 @@ aligned pair (pair None) are never paired.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -36,7 +37,7 @@ class ChangedHazard:
         rows = [r for r in (self.a.row, self.b.row) if r is not None]
         return min(rows) if rows else None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[Any, Any]:
         return {"a": self.a.finding, "b": self.b.finding}
 
 
@@ -51,13 +52,13 @@ def _start(h):
     return s if type(s) is int else -1
 
 
-def pair_changed(hazards: list) -> tuple[list, list]:
+def pair_changed(hazards: list[Any]) -> tuple[list, list]:
     """(still unmatched HazardDeltas in their order, [ChangedHazard] by row)."""
-    by_key: dict = {}
+    by_key: dict[Any, Any] = {}
     for h in hazards:
         if h.pair is not None:
             by_key.setdefault(_key(h), {"a": [], "b": []})[h.side].append(h)
-    paired: set = set()
+    paired: set[Any] = set()
     changed = []
     for sides in by_key.values():
         for ha, hb in zip(sorted(sides["a"], key=_start), sorted(sides["b"], key=_start)):

@@ -14,14 +14,15 @@ strings are summarised by length and digest, long lists by length.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from .report import jsonable
 
 
-def header_diff(ha: dict, hb: dict) -> list:
+def header_diff(ha: dict[Any, Any], hb: dict[Any, Any]) -> list[Any]:
     """[{"path", "a", "b"}] for every differing leaf (the writer's format and
     schema maps included; long strings summarised)."""
-    out: list = []
+    out: list[Any] = []
     _hdiff(ha, hb, "", out)
     return out
 

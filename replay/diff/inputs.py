@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from replay.codes import event_translator
 from replay.reader import CHUNK_HEADER
@@ -39,7 +40,7 @@ class Side:
     reads anyway, and whose folded state it uses); with neither, the hazard
     delta is not available."""
 
-    def __init__(self, header: dict | None, chunks: Iterable[list], *, name: str = "A",
+    def __init__(self, header: dict[Any, Any] | None, chunks: Iterable[list], *, name: str = "A",
                  schema=None, findings=None, analysis=None, trace=None, state_at=None) -> None:
         self.header = header if isinstance(header, dict) else {}
         self.chunks = chunks
@@ -52,7 +53,7 @@ class Side:
         self.count = 0          # events seen by the pass
 
     @classmethod
-    def from_events(cls, header: dict | None, events: Iterable[list], **kw) -> Side:
+    def from_events(cls, header: dict[Any, Any] | None, events: Iterable[list], **kw) -> Side:
         """From a flat event iterable (a ListSink's list, a generator)."""
         return cls(header, batched(events), **kw)
 
@@ -62,7 +63,7 @@ class Side:
         return cls(trace.header, TraceChunks(trace), name=str(trace.path) if name is None else name,
                    schema=trace.schema, findings=findings, analysis=analysis, trace=trace)
 
-    def info(self) -> dict:
+    def info(self) -> dict[Any, Any]:
         h = self.header
         eng = h.get("engine") if isinstance(h.get("engine"), dict) else {}
         scen = h.get("scenario") if isinstance(h.get("scenario"), dict) else {}

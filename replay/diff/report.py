@@ -31,6 +31,7 @@ can say (every value the report carries went through it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .align import ARGS, CLASSES, ONLY_A, ONLY_B, Alignment
 
@@ -57,10 +58,10 @@ class StateDiff:
     seq_a: int            # state_at(seq_a) of A ...
     seq_b: int            # ... against state_at(seq_b) of B
     row: int              # last row of the pair
-    changes: list         # [{"section", <identity>, "a": {...}, "b": {...}}]
-    key: tuple | None = None   # op-begin key of the operation it follows
+    changes: list[Any]         # [{"section", <identity>, "a": {...}, "b": {...}}]
+    key: tuple[Any, ...] | None = None   # op-begin key of the operation it follows
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[Any, Any]:
         return {"op_a": self.op_a, "op_b": self.op_b, "seq_a": self.seq_a, "seq_b": self.seq_b,
                 "changes": self.changes}
 
@@ -71,28 +72,28 @@ class HazardDelta:
     (one the other trace has with another extent is a hazard_pairs.ChangedHazard)."""
 
     side: str            # "a" | "b"
-    finding: dict
+    finding: dict[Any, Any]
     row: int | None      # the row of its start event
     pair: int | None
 
 
 @dataclass
 class DiffReport:
-    a: dict
-    b: dict
-    header_diff: list
+    a: dict[Any, Any]
+    b: dict[Any, Any]
+    header_diff: list[Any]
     alignment: Alignment
-    first_divergence: dict | None
-    state_diff: list
-    hazards: list                       # [HazardDelta] sorted by row
+    first_divergence: dict[Any, Any] | None
+    state_diff: list[Any]
+    hazards: list[Any]                       # [HazardDelta] sorted by row
     hazards_available: bool
     differing_pairs: int = 0
     renumbered: int = 0
     state_note: str | None = None       # why the state comparison stopped early
     detail_truncated: bool = False
-    presenters: tuple = field(default=(None, None), repr=False)
+    presenters: tuple[Any, ...] = field(default=(None, None), repr=False)
     # windows both traces have with other extents (hazard_pairs.ChangedHazard), by row
-    changed_hazards: list = field(default_factory=list)
+    changed_hazards: list[Any] = field(default_factory=list)
 
     @property
     def equivalent(self) -> bool:
@@ -110,7 +111,7 @@ class DiffReport:
             return 3
         return 0 if self.equivalent else 1
 
-    def hazard_delta(self) -> dict:
+    def hazard_delta(self) -> dict[Any, Any]:
         out = {"only_a": [h.finding for h in self.hazards if h.side == "a"],
                "only_b": [h.finding for h in self.hazards if h.side == "b"],
                "changed": [c.to_json() for c in self.changed_hazards]}
@@ -131,7 +132,7 @@ class DiffReport:
                 return h
         return None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[Any, Any]:
         from .text import ops_json
         return {
             "equivalent": self.equivalent,
@@ -145,7 +146,7 @@ class DiffReport:
             "summary": self.summary(),
         }
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[Any, Any]:
         al = self.alignment
         counts = {"same": 0, "different": 0, "only-a": 0, "only-b": 0}
         for p in al.pairs:

@@ -11,6 +11,8 @@ printed by ``text.change_text``) as the report, so both read alike.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..render import PlatformView, cache_view
 from .state_tracker import (
     CACHE_INPUTS,
@@ -29,7 +31,7 @@ def state_changes(sa, view_a: PlatformView, sb, view_b: PlatformView) -> list[di
     """``[{"section", <identity>, "a": {...}, "b": {...}}]``: every entry of
     the two states that decodes differently, only its differing fields, in
     the report's order (context, dids, devices, idmaps, domains, caches)."""
-    d: dict = {}
+    d: dict[Any, Any] = {}
     put = put_change
     # Equal raw values decode alike when both headers name alike: then only
     # the keys whose raw values differ are decoded (a long trace's state has
@@ -37,7 +39,7 @@ def state_changes(sa, view_a: PlatformView, sb, view_b: PlatformView) -> list[di
     same = name_alike(view_a, view_b)
 
     def keys(*tables):
-        out: set = set()
+        out: set[Any] = set()
         for name in tables:
             ta, tb = getattr(sa, name), getattr(sb, name)
             if same and ta == tb:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from itertools import compress
 from operator import itemgetter
+from typing import Any
 
 from tracer import schema as S
 from tracer.schema import (
@@ -71,16 +72,16 @@ class Touched:
                  "domains", "units")
 
     def __init__(self) -> None:
-        self.ctx: set = set()           # (unit, bus, devfn) of context entries written
-        self.dids: set = set()          # (unit, did) whose bit or owner changed
-        self.did_owner: set = set()     # (unit, did) whose owner changed: entries naming it decode anew
-        self.pages: set = set()         # table pages allocated: entries pointing there decode anew
+        self.ctx: set[Any] = set()           # (unit, bus, devfn) of context entries written
+        self.dids: set[Any] = set()          # (unit, did) whose bit or owner changed
+        self.did_owner: set[Any] = set()     # (unit, did) whose owner changed: entries naming it decode anew
+        self.pages: set[Any] = set()         # table pages allocated: entries pointing there decode anew
         self.pages_all = False          # a table page was freed (or a domain destroyed)
-        self.devices: set = set()       # (seg, bdf)
-        self.idmaps: set = set()        # (domain, base, end)
+        self.devices: set[Any] = set()       # (seg, bdf)
+        self.idmaps: set[Any] = set()        # (domain, base, end)
         self.idmaps_all = False
-        self.domains: set = set()
-        self.units: set = set()         # IOMMU units whose cache model may have changed
+        self.domains: set[Any] = set()
+        self.units: set[Any] = set()         # IOMMU units whose cache model may have changed
 
     def scan(self, events) -> None:
         ctx, units, dids, domains = self.ctx, self.units, self.dids, self.domains
@@ -143,7 +144,7 @@ class StateTracker:
     states are equal again.  With no analysis on either side only A is folded
     over identical stretches."""
 
-    def __init__(self, ha: dict, hb: dict, view_a: PlatformView, view_b: PlatformView,
+    def __init__(self, ha: dict[Any, Any], hb: dict[Any, Any], view_a: PlatformView, view_b: PlatformView,
                  analysis_a=None, analysis_b=None, state_at_a=None) -> None:
         self.va, self.vb = view_a, view_b
         self.an = (analysis_a, analysis_b)
@@ -160,8 +161,8 @@ class StateTracker:
         # on either side, neither is folded while the states are equal
         self.state_at_a = state_at_a if (analysis_a is None and analysis_b is None) else None
         self.virtual = self.state_at_a is not None and self.equal
-        self.diff: dict = {}
-        self._sigs: dict = {}
+        self.diff: dict[Any, Any] = {}
+        self._sigs: dict[Any, Any] = {}
         self.broken: str | None = None
         # equal raw values decode to equal names only when both headers name alike
         self.same_views = name_alike(view_a, view_b)
@@ -184,7 +185,7 @@ class StateTracker:
             fold(self.st[side], events)
 
     # -- folding ----------------------------------------------------------------------
-    def feed(self, ea: list, eb: list, same: bool, before_a: int = 0) -> bool:
+    def feed(self, ea: list[Any], eb: list[Any], same: bool, before_a: int = 0) -> bool:
         """Fold a pair's events (A's follow its event ``before_a``); returns
         True when the decoded difference may have changed (call ``update``)."""
         try:
@@ -220,7 +221,7 @@ class StateTracker:
             return False
         return True
 
-    def update(self, ea: list, eb: list | None) -> bool:
+    def update(self, ea: list[Any], eb: list[Any] | None) -> bool:
         """Recompute the decoded difference for what the events touched (eb
         None: B's events are identical to ea).  True when it changed."""
         if self.broken:
@@ -232,7 +233,7 @@ class StateTracker:
         sa, sb, va, vb = self.sa, self.sb, self.va, self.vb
         d = self.diff
         before = dict(d)
-        listed: dict = {}       # section -> keys differing before
+        listed: dict[Any, Any] = {}       # section -> keys differing before
         for sec, key in d:
             listed.setdefault(sec, []).append(key)
         same = self.same_views
@@ -350,11 +351,11 @@ class StateTracker:
         return self.equal
 
     # -- rendering --------------------------------------------------------------------
-    def changes(self) -> list:
+    def changes(self) -> list[Any]:
         return change_records(self.diff, self.va, self.vb)
 
 
-def put_change(d, key, a: dict, b: dict) -> None:
+def put_change(d, key, a: dict[Any, Any], b: dict[Any, Any]) -> None:
     """Record in ``d`` the decoded fields a and b of one entry as its
     difference (only the differing fields), or drop it when they are equal."""
     if a == b:
@@ -365,7 +366,7 @@ def put_change(d, key, a: dict, b: dict) -> None:
     d[key] = (ca, cb)
 
 
-def change_records(diff: dict, va: PlatformView, vb: PlatformView) -> list:
+def change_records(diff: dict[Any, Any], va: PlatformView, vb: PlatformView) -> list[Any]:
     """``{(section, key): (a_fields, b_fields)}`` as the report's change
     records, in its order (also state_delta's, for the diff view)."""
     out = []
@@ -393,7 +394,7 @@ def _sortable(key):
     return (0, key) if isinstance(key, int) else (1, str(key))
 
 
-def _ident(section, key, va, vb) -> dict:
+def _ident(section, key, va, vb) -> dict[Any, Any]:
     if section == "context":
         u, bus, devfn = key
         return {"iommu": u, "rid": va.rid(u, bus, devfn)}
@@ -416,7 +417,7 @@ def ctx_did(hi: int) -> int:
     return (hi >> 8) & 0xFFFF
 
 
-def ctx_fields(st, view, key) -> dict:
+def ctx_fields(st, view, key) -> dict[Any, Any]:
     """A context entry decoded: present (P, bit 0 of lo), did, the DID's and
     the page tables' owners, tt (lo bits 2..3), aw (hi bits 0..2), raw words."""
     lo, hi = st.ctx.get(key, ZERO)
@@ -425,18 +426,18 @@ def ctx_fields(st, view, key) -> dict:
             "lo": hex64(lo), "hi": hex64(hi)}
 
 
-def did_fields(st, view, key) -> dict:
+def did_fields(st, view, key) -> dict[Any, Any]:
     owner = st.did_map.get(key)
     return {"in_use": key in st.did_bits, "owner": view.domain_name(owner) if owner is not None else None}
 
 
-def dev_fields(st, view, key) -> dict:
+def dev_fields(st, view, key) -> dict[Any, Any]:
     present = key in st.present
     owner = st.owners.get(key)
     return {"present": present, "owner": view.domain_name(owner) if owner is not None else None}
 
 
-def idmap_fields(st, key) -> dict:
+def idmap_fields(st, key) -> dict[Any, Any]:
     v = st.idmaps.get(key)
     if v is None:
         return {"mapped": False}
@@ -447,7 +448,7 @@ _SIG_TABLES = ("cc", "tlb", "devtlb", "hw", "pending", "ctx")
 _unit_of = itemgetter(0)        # of a (unit, ...) key
 
 
-def _differing_keys(x: dict, y: dict):
+def _differing_keys(x: dict[Any, Any], y: dict[Any, Any]):
     """Keys whose values differ or that one dict lacks (C speed: the state
     tables hold hashable values)."""
     return {k for k, _v in x.items() ^ y.items()}
@@ -457,7 +458,7 @@ def _units_differing(sa, sb):
     """The units whose unit_sig differs between two states (every other
     unit's is equal), from one C-speed pass over each table instead of a
     pass per unit and side."""
-    out: set = set()
+    out: set[Any] = set()
     for name in _SIG_TABLES:
         x, y = getattr(sa, name), getattr(sb, name)
         if x != y:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import gc
 from collections import deque
 from operator import itemgetter
+from typing import Any
 
 from tracer.schema import I_FUNC, I_KIND, I_LABEL, I_OP, I_SEQ, K_OP_BEGIN
 
@@ -109,8 +110,8 @@ class _Pass:
         self.budget = detail_rows
         self.truncated = False
         self.differing = self.renumbered = 0
-        self.state_diffs: list = []
-        self.last_reported: list = []
+        self.state_diffs: list[Any] = []
+        self.last_reported: list[Any] = []
         # The events are in this build's codes (replay.codes), whatever
         # catalogue each trace was written with: present them with this
         # build's (the header names domains and devices).
@@ -119,8 +120,8 @@ class _Pass:
         self.seen = [0, 0]      # last seq consumed per side
         self.sa, self.sb = EventStream(a.chunks), EventStream(b.chunks)
         self.pairer = Pairer(self.sa, self.sb, **({} if window is None else {"window": window}))
-        self.pend_a: list = []
-        self.pend_b: list = []
+        self.pend_a: list[Any] = []
+        self.pend_b: list[Any] = []
         self.pend_start = 0     # where the operation in progress begins in pend_*
         self.progress = progress
         self._total = a.trace.count if a.trace is not None else None
@@ -336,7 +337,7 @@ def _same_tail(pair: OpPair, ea, eb, n: int):
     return out
 
 
-def _ev_brief(pres, ev) -> dict:
+def _ev_brief(pres, ev) -> dict[Any, Any]:
     """A compact description of an event for context lines."""
     name = kind_name(ev[I_KIND])
     if name is None:
@@ -345,7 +346,7 @@ def _ev_brief(pres, ev) -> dict:
             "text": pres.text_args(ev)}
 
 
-def _context(tail: deque, pres, n: int, extra=()) -> list:
+def _context(tail: deque, pres, n: int, extra=()) -> list[Any]:
     items = list(tail) + list(extra)
     items = items[-n:] if n else []
     out = []
@@ -356,13 +357,13 @@ def _context(tail: deque, pres, n: int, extra=()) -> list:
     return out
 
 
-def _first_renumbered(pair, ea, eb, tail, pres, n) -> dict:
+def _first_renumbered(pair, ea, eb, tail, pres, n) -> dict[Any, Any]:
     """The first divergence when it is an identical operation under another op id."""
     return {"seq_a": ea[0][I_SEQ], "seq_b": eb[0][I_SEQ], "class": ARGS, "op_a": pair.op_a, "op_b": pair.op_b,
             "context": _context(tail, pres, n), "fields": ["op"]}
 
 
-def _first_from_rows(pair: OpPair, ea, eb, tail, pres, n, seen) -> dict:
+def _first_from_rows(pair: OpPair, ea, eb, tail, pres, n, seen) -> dict[Any, Any]:
     r = pair.rows
     k = next(i for i, c in enumerate(r.cls) if c != C_SAME)
     prior = [(ea[r.ia[i]], eb[r.ib[i]]) for i in range(max(0, k - n), k) if r.cls[i] == C_SAME]

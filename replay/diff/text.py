@@ -18,6 +18,8 @@ differing rows inside one aligned operation):
 
 from __future__ import annotations
 
+from typing import Any
+
 from replay.hazards.findings import boundary_label
 from tracer.schema import I_FUNC, I_KIND, I_LABEL
 
@@ -67,7 +69,7 @@ def key_desc(key, pres) -> str:
     return " ".join(out)
 
 
-def _key_json(key, pres) -> dict:
+def _key_json(key, pres) -> dict[Any, Any]:
     verb, seg, bdf, dom = (tuple(key or ()) + (None,) * 4)[:4]
     dev = None
     if type(bdf) is int:
@@ -84,7 +86,7 @@ def _range(first, count):
 # JSON: ops
 
 
-def ops_json(report) -> list:
+def ops_json(report) -> list[Any]:
     """The aligned operation pairs that are not identical."""
     out = []
     al = report.alignment
@@ -108,7 +110,7 @@ def ops_json(report) -> list:
     return out
 
 
-def _region_json(report, pair, reg) -> dict:
+def _region_json(report, pair, reg) -> dict[Any, Any]:
     d = {"seq_a": list(reg.seq_a) if reg.seq_a else None, "seq_b": list(reg.seq_b) if reg.seq_b else None,
          "in": list(reg.path), "counts": {c: reg.counts[c] for c in CLASSES if reg.counts.get(c)},
          "label_only": reg.label_only}
@@ -147,7 +149,7 @@ def event_line(pres, ev, label: bool = True) -> str:
     return f"{head} {pres.text_args(ev)}".rstrip()
 
 
-def _side_desc(info: dict) -> str:
+def _side_desc(info: dict[Any, Any]) -> str:
     bits = [str(info.get("scenario") or "?"), str(info.get("engine") or "?")]
     cx = info.get("cx16")
     if cx is not None:
@@ -384,7 +386,7 @@ def _boundary_title(report, s) -> str:
     return f"op {num} {desc}".rstrip()
 
 
-def change_text(c: dict) -> str:
+def change_text(c: dict[Any, Any]) -> str:
     """One state change as one line (also the diff view's detail pane)."""
     sec = c["section"]
     if sec == "context":
@@ -402,7 +404,7 @@ def change_text(c: dict) -> str:
     return f"{what}: A {_fields_text(c['a'])} | B {_fields_text(c['b'])}"
 
 
-def _fields_text(d: dict) -> str:
+def _fields_text(d: dict[Any, Any]) -> str:
     if not d:
         return "-"
     parts = []
@@ -460,12 +462,12 @@ def changed_text(c) -> str:
     return f"{a.get('kind')} {dev} ({a.get('severity') or '-'}): A {_extent(a)} | B {_extent(b)}"
 
 
-def _extent(f: dict) -> str:
+def _extent(f: dict[Any, Any]) -> str:
     end = f.get("end")
     return f"[{f.get('start')}, {end if end is not None else 'end'}) {_labels(f)}"
 
 
-def _labels(f: dict) -> str:
+def _labels(f: dict[Any, Any]) -> str:
     """``start -> end`` by step label; an unlabelled boundary is an op-end
     event (replay.hazards.findings.boundary_label: the rule check uses)."""
     end = f.get("end")
@@ -473,7 +475,7 @@ def _labels(f: dict) -> str:
             f"{'open' if end is None else boundary_label(f.get('end_label'))}")
 
 
-def finding_text(f: dict) -> str:
+def finding_text(f: dict[Any, Any]) -> str:
     """One finding as one line (also the diff view's detail pane)."""
     end = f.get("end")
     rng = f"[{f.get('start')}, {end if end is not None else 'end'})"
