@@ -16,8 +16,11 @@ spare the pass folding A.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from replay import hazards
-from replay.reader import NotATrace, open_trace
+from replay.reader import NotATrace, Trace, open_trace
 from replay.sidecar import content_of, trace_identity
 
 from .inputs import Side, TraceChunks
@@ -29,14 +32,15 @@ from .streaming import diff_streams
 class DiffInputError(Exception):
     """A path that is not a trace (CLI exit 2)."""
 
-    def __init__(self, path, message: str) -> None:
+    def __init__(self, path: object, message: str) -> None:
         super().__init__(f"{path}: {message}")
         self.path = path
         self.message = message
 
 
-def diff_traces(trace_a, trace_b, *, findings: bool = True, names=None, paths=None, bindings=None,
-                **kw) -> DiffReport:
+def diff_traces(trace_a: Trace, trace_b: Trace, *, findings: bool = True, names: tuple[str, str] | None = None,
+                paths: tuple[Path | str, Path | str] | None = None, bindings: tuple[Any, Any] | None = None,
+                **kw: Any) -> DiffReport:
     """Diff two open reader Traces (their readable prefixes when damaged).
 
     Findings: from the sidecar when it is trusted for the trace as it is now
@@ -79,7 +83,7 @@ def diff_traces(trace_a, trace_b, *, findings: bool = True, names=None, paths=No
     return report
 
 
-def diff_files(path_a, path_b, *, findings: bool = True, **kw) -> DiffReport:
+def diff_files(path_a: Path | str, path_b: Path | str, *, findings: bool = True, **kw: Any) -> DiffReport:
     """Open both files and diff them.  Raises DiffInputError for a path that
     is not a trace (exit 2); a damaged trace is diffed on its readable part
     (report.damaged, exit 3)."""

@@ -45,30 +45,32 @@ _ROW_KEY = itemgetter(0, 2, 3, 7, 8)
 _ROW_START = itemgetter(5)
 _ATTR_KEY = attrgetter("kind", "device", "rid", "start_label", "end_label")
 _ATTR_START = attrgetter("start")
+# (match keys, pair indexes, starts, findings) of one side
+Keyed = tuple[list[Any], list[int], list[int], Any]
 
 
-class FindingRows(list):
+class FindingRows(list[list[Any]]):
     """Findings as the sidecar stores them: positional rows in
     replay.hazards.Finding.to_row order, matched without building objects."""
 
     __slots__ = ()
 
 
-def row_json(r) -> dict[Any, Any]:
+def row_json(r: list[Any]) -> dict[str, Any]:
     """A sidecar row as the check --json dict."""
     d = dict(zip(ROW_FIELDS, r))
     d["open_at_end"] = d["end"] is None
     return {k: d[k] for k in FINDING_KEYS}
 
 
-def finding_dict(f) -> dict[Any, Any]:
+def finding_dict(f: Any) -> dict[str, Any]:
     """A finding (dict or object) as the check --json dict."""
     if hasattr(f, "to_json"):
         f = f.to_json()
     if isinstance(f, dict):
         get = f.get
     else:
-        def get(k, default=None):
+        def get(k: str, default: Any = None) -> Any:
             return getattr(f, k, default)
     out = {k: get(k) for k in FINDING_KEYS}
     labels = get("labels")
@@ -77,16 +79,17 @@ def finding_dict(f) -> dict[Any, Any]:
         out["end_label"] = out["end_label"] if out["end_label"] is not None else labels[1]
     if out["open_at_end"] is None:
         out["open_at_end"] = out["end"] is None
-    return jsonable(out)
+    return {k: jsonable(v) for k, v in out.items()}
 
 
-def _fkey(f):
+def _fkey(f: Any) -> tuple[tuple[Any, ...], Any]:
     """(match key, start) of a finding given as a dict or an object."""
     if isinstance(f, dict):
         get = f.get
         sl, el = get("start_label"), get("end_label")
-        if sl is None and el is None and isinstance(get("labels"), (list, tuple)) and len(get("labels")) == 2:
-            sl, el = get("labels")
+        labels = get("labels")
+        if sl is None and el is None and isinstance(labels, (list, tuple)) and len(labels) == 2:
+            sl, el = labels
         return (get("kind"), get("device"), get("rid"), sl, el), get("start")
     sl, el = getattr(f, "start_label", None), getattr(f, "end_label", None)
     if sl is None and el is None:
@@ -97,7 +100,7 @@ def _fkey(f):
         getattr(f, "start", None)
 
 
-def _keyed(al: Alignment, side: str, fs):
+def _keyed(al: Alignment, side: str, fs: Any) -> Keyed:
     """(keys, pair indexes, starts, findings) of one side's findings: C-speed
     (itemgetter/attrgetter, bisect) for sidecar rows and Finding objects."""
     if fs is None:
@@ -125,7 +128,7 @@ def _keyed(al: Alignment, side: str, fs):
     return keys, pidx, starts, objs
 
 
-def hazard_delta(al: Alignment, findings_a, findings_b) -> list[Any]:
+def hazard_delta(al: Alignment, findings_a: Any, findings_b: Any) -> list[HazardDelta]:
     """Findings without a counterpart: the same kind, device, requester ID
     and step labels, starting in the same aligned operation pair (matched in
     order of start when several).  Only the unmatched ones are converted."""
@@ -159,7 +162,7 @@ def hazard_delta(al: Alignment, findings_a, findings_b) -> list[Any]:
     return out
 
 
-def _candidates(al: Alignment, side: str, pairs: set[Any], starts: list[Any], pidx: list[Any]):
+def _candidates(al: Alignment, side: str, pairs: set[int], starts: list[int], pidx: list[int]) -> list[int]:
     """Indexes of the findings that start in the given pairs: by bisection
     when the starts are sorted (the check order), else by a scan."""
     n = len(starts)
@@ -167,7 +170,7 @@ def _candidates(al: Alignment, side: str, pairs: set[Any], starts: list[Any], pi
         starts == sorted(starts)
     if not ordered:
         return [i for i in range(n) if pidx[i] in pairs]
-    out = []
+    out: list[int] = []
     for p in sorted(x for x in pairs if x >= 0):
         pair = al.pairs[p]
         first, count = (pair.first_a, pair.count_a) if side == "a" else (pair.first_b, pair.count_b)
@@ -179,7 +182,7 @@ def _candidates(al: Alignment, side: str, pairs: set[Any], starts: list[Any], pi
     return out
 
 
-def _fstart(d):
+def _fstart(d: dict[str, Any]) -> int:
     s = d.get("start")
     return s if type(s) is int else -1
 

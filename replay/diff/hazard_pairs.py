@@ -24,16 +24,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .report import HazardDelta
+
 
 @dataclass
 class ChangedHazard:
     """One window both traces have, with other extents (or labels)."""
 
-    a: object            # report.HazardDelta of side "a"
-    b: object            # ... of side "b"
+    a: HazardDelta       # of side "a"
+    b: HazardDelta       # ... of side "b"
 
     @property
-    def row(self):
+    def row(self) -> int | None:
         rows = [r for r in (self.a.row, self.b.row) if r is not None]
         return min(rows) if rows else None
 
@@ -41,18 +43,18 @@ class ChangedHazard:
         return {"a": self.a.finding, "b": self.b.finding}
 
 
-def _key(h):
+def _key(h: HazardDelta) -> tuple[Any, ...]:
     f = h.finding
     return (h.pair, str(f.get("kind")), str(f.get("severity")), str(f.get("device")), str(f.get("rid")),
             str(f.get("iommu")))
 
 
-def _start(h):
+def _start(h: HazardDelta) -> int:
     s = h.finding.get("start")
     return s if type(s) is int else -1
 
 
-def pair_changed(hazards: list[Any]) -> tuple[list, list]:
+def pair_changed(hazards: list[HazardDelta]) -> tuple[list[HazardDelta], list[ChangedHazard]]:
     """(still unmatched HazardDeltas in their order, [ChangedHazard] by row)."""
     by_key: dict[Any, Any] = {}
     for h in hazards:

@@ -30,7 +30,7 @@ def header_diff(ha: dict[Any, Any], hb: dict[Any, Any]) -> list[Any]:
 _MISS = object()
 
 
-def _hdiff(a, b, path, out):
+def _hdiff(a: Any, b: Any, path: str, out: list[dict[str, Any]]) -> None:
     if type(a) is type(b) and a == b:
         return
     if isinstance(a, dict) and isinstance(b, dict):
@@ -47,7 +47,7 @@ def _hdiff(a, b, path, out):
         out.append({"path": path, "a": _hval(a), "b": _hval(b)})
 
 
-def _hval(v):
+def _hval(v: Any) -> Any:
     if v is _MISS:
         return None
     if isinstance(v, str) and (len(v) > 80 or "\n" in v):

@@ -19,11 +19,12 @@ the lockstep lane decodes such a chunk once for both.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from replay.codes import event_translator
-from replay.reader import CHUNK_HEADER
+from replay.codes import Event, event_translator
+from replay.reader import CHUNK_HEADER, Trace
+from replay.state import ReplayState
 
 from .report import jsonable
 
@@ -40,8 +41,9 @@ class Side:
     reads anyway, and whose folded state it uses); with neither, the hazard
     delta is not available."""
 
-    def __init__(self, header: dict[Any, Any] | None, chunks: Iterable[list], *, name: str = "A",
-                 schema=None, findings=None, analysis=None, trace=None, state_at=None) -> None:
+    def __init__(self, header: dict[str, Any] | None, chunks: Iterable[list[Event]] | TraceChunks, *, name: str = "A",
+                 schema: Any = None, findings: Any = None, analysis: Any = None, trace: Any = None,
+                 state_at: Callable[[int], ReplayState] | None = None) -> None:
         self.header = header if isinstance(header, dict) else {}
         self.chunks = chunks
         self.name = name
@@ -53,22 +55,23 @@ class Side:
         self.count = 0          # events seen by the pass
 
     @classmethod
-    def from_events(cls, header: dict[Any, Any] | None, events: Iterable[list], **kw) -> Side:
+    def from_events(cls, header: dict[str, Any] | None, events: Iterable[Event], **kw: Any) -> Side:
         """From a flat event iterable (a ListSink's list, a generator)."""
         return cls(header, batched(events), **kw)
 
     @classmethod
-    def from_trace(cls, trace, *, name=None, findings=None, analysis=None) -> Side:
+    def from_trace(cls, trace: Trace, *, name: str | None = None, findings: Any = None, analysis: Any = None) -> Side:
         """From an open reader Trace (replay.reader.open_trace)."""
         return cls(trace.header, TraceChunks(trace), name=str(trace.path) if name is None else name,
                    schema=trace.schema, findings=findings, analysis=analysis, trace=trace)
 
     def info(self) -> dict[Any, Any]:
         h = self.header
-        eng = h.get("engine") if isinstance(h.get("engine"), dict) else {}
-        scen = h.get("scenario") if isinstance(h.get("scenario"), dict) else {}
-        out = {"trace": self.name, "engine": jsonable(eng.get("name")), "cx16": jsonable(eng.get("cx16")),
-               "scenario": jsonable(scen.get("name")), "events": self.count, "complete": True, "stop": None}
+        eng = h["engine"] if isinstance(h.get("engine"), dict) else {}
+        scen = h["scenario"] if isinstance(h.get("scenario"), dict) else {}
+        out: dict[str, Any] = {
+            "trace": self.name, "engine": jsonable(eng.get("name")), "cx16": jsonable(eng.get("cx16")),
+            "scenario": jsonable(scen.get("name")), "events": self.count, "complete": True, "stop": None}
         if self.trace is not None:
             out["events"] = self.trace.count
             out["complete"] = self.trace.complete
@@ -82,7 +85,7 @@ class TraceChunks:
     j)`` whether chunk i's payload is byte-identical to chunk j of another
     source's trace -- then one decoded list serves both."""
 
-    def __init__(self, trace) -> None:
+    def __init__(self, trace: Trace) -> None:
         self.trace = trace
         self.translate = event_translator(trace.schema)
         self._chunks = trace.chunks
@@ -99,28 +102,29 @@ class TraceChunks:
     def count(self) -> int:
         return len(self.trace.chunks)
 
-    def decode(self, i: int):
+    def decode(self, i: int) -> list[Event] | None:
         evs = next(self.trace.iter_chunks(i), None)
         if evs is not None and self.translate is not None:
             evs = self.translate(evs)
         return evs
 
-    def _head(self, i: int):
+    def _head(self, fd: int, i: int) -> tuple[int, int, int, int, int] | None:
         off = self._chunks[i][0]
-        head = os.pread(self._fd, CHUNK_HEADER.size, off)
+        head = os.pread(fd, CHUNK_HEADER.size, off)
         if len(head) != CHUNK_HEADER.size:
             return None
         _sync, _tag, plen, count, first, pcrc, _hcrc = CHUNK_HEADER.unpack(head)
         return off + CHUNK_HEADER.size, plen, count, first, pcrc
 
     def same_bytes(self, i: int, other: TraceChunks, j: int) -> bool:
-        if self._fd is None or other._fd is None or self.translate or other.translate:
+        fa, fb = self._fd, other._fd
+        if fa is None or fb is None or self.translate or other.translate:
             return False
-        ha, hb = self._head(i), other._head(j)
+        ha, hb = self._head(fa, i), other._head(fb, j)
         if ha is None or hb is None or ha[1:] != hb[1:]:
             return False
-        pa = os.pread(self._fd, ha[1], ha[0])
-        pb = os.pread(other._fd, hb[1], hb[0])
+        pa = os.pread(fa, ha[1], ha[0])
+        pb = os.pread(fb, hb[1], hb[0])
         return len(pa) == ha[1] and pa == pb
 
     def close(self) -> None:
@@ -129,12 +133,12 @@ class TraceChunks:
             self._fd = None
 
 
-def batched(events):
+def batched(events: Iterable[Event]) -> Iterator[list[Event]]:
     if isinstance(events, list):
         for i in range(0, len(events), CHUNK):
             yield events[i:i + CHUNK]
         return
-    buf = []
+    buf: list[Event] = []
     for ev in events:
         buf.append(ev)
         if len(buf) >= CHUNK:

@@ -36,7 +36,7 @@ from typing import Any
 from .align import ARGS, CLASSES, ONLY_A, ONLY_B, Alignment
 
 
-def jsonable(v):
+def jsonable(v: Any) -> Any:
     """A value of a trace or header as JSON can say it: containers copied
     with str keys, scalars as they are, anything else as its repr."""
     if v is None or isinstance(v, (str, bool, int, float)):
@@ -85,7 +85,7 @@ class DiffReport:
     alignment: Alignment
     first_divergence: dict[Any, Any] | None
     state_diff: list[Any]
-    hazards: list[Any]                       # [HazardDelta] sorted by row
+    hazards: list[HazardDelta]          # sorted by row
     hazards_available: bool
     differing_pairs: int = 0
     renumbered: int = 0
@@ -112,7 +112,7 @@ class DiffReport:
         return 0 if self.equivalent else 1
 
     def hazard_delta(self) -> dict[Any, Any]:
-        out = {"only_a": [h.finding for h in self.hazards if h.side == "a"],
+        out: dict[str, Any] = {"only_a": [h.finding for h in self.hazards if h.side == "a"],
                "only_b": [h.finding for h in self.hazards if h.side == "b"],
                "changed": [c.to_json() for c in self.changed_hazards]}
         if not self.hazards_available:
@@ -155,11 +155,12 @@ class DiffReport:
         for reg in al.regions:
             for c, n in reg.counts.items():
                 rows[c] += n
-        out = {"op_pairs": sum(counts.values()), "ops_same": counts["same"], "ops_different": counts["different"],
-               "ops_only_a": counts["only-a"], "ops_only_b": counts["only-b"], "ops_renumbered": self.renumbered,
-               "regions": len(al.regions), "rows": al.n_rows,
-               "rows_args": rows[ARGS], "rows_only_a": rows[ONLY_A], "rows_only_b": rows[ONLY_B],
-               "rows_label_only": sum(reg.label_only for reg in al.regions)}
+        out: dict[str, Any] = {
+            "op_pairs": sum(counts.values()), "ops_same": counts["same"], "ops_different": counts["different"],
+            "ops_only_a": counts["only-a"], "ops_only_b": counts["only-b"], "ops_renumbered": self.renumbered,
+            "regions": len(al.regions), "rows": al.n_rows,
+            "rows_args": rows[ARGS], "rows_only_a": rows[ONLY_A], "rows_only_b": rows[ONLY_B],
+            "rows_label_only": sum(reg.label_only for reg in al.regions)}
         if self.state_note:
             out["state_note"] = self.state_note
         if self.detail_truncated:

@@ -21,18 +21,21 @@ answer None / store nothing, so a cache problem never changes an answer.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from replay import hazards
 from replay.hazards.analyse import cached_finding_rows
 from replay.hazards.analyse import cached_findings as _hazards_cached_findings
 from replay.hazards.analyse import store_findings as _hazards_store_findings
-from replay.hazards.findings import FINDINGS_FORMAT
-from replay.reader import StopReport
+from replay.hazards.findings import FINDINGS_FORMAT, Finding
+from replay.reader import StopReport, Trace
 from replay.session import ReplaySession
 
 from .hazard_match import ROW_FIELDS, FindingRows
 
 
-def _cached_rows(path):
+def _cached_rows(path: Path | str) -> FindingRows | None:
     """The sidecar's finding rows when they are in the layout ROW_FIELDS
     reads, else None."""
     if FINDINGS_FORMAT != 1:
@@ -45,7 +48,7 @@ def _cached_rows(path):
     return FindingRows(rows)
 
 
-def cached_findings(path, trace):
+def cached_findings(path: Path | str, trace: Trace) -> FindingRows | list[Finding] | None:
     """The findings of a trace from its sidecar, when a fresh entry is there
     (None otherwise)."""
     rows = _cached_rows(path)
@@ -55,7 +58,8 @@ def cached_findings(path, trace):
     return None if got is None else got.findings
 
 
-def store_findings(path, trace, analysis, findings, binding=None) -> None:
+def store_findings(path: Path | str, trace: Trace, analysis: hazards.Analysis, findings: list[Finding],
+                   binding: tuple[Any, Any] | None = None) -> None:
     """Put findings computed inline into the trace's sidecar (best effort), as
     findings_for_trace(path, sidecar=True) would have.  ``binding``: the
     trace's (identity, content) from before the diff read it
@@ -68,7 +72,7 @@ def store_findings(path, trace, analysis, findings, binding=None) -> None:
                                                         stop), identity, content)
 
 
-def cached_session(path):
+def cached_session(path: Path | str) -> ReplaySession | None:
     """A ReplaySession of the trace when its sidecar already holds fresh
     checkpoints (opening it is then O(1)); None otherwise.  The sidecar is
     trusted only for the file as it is now, so a path the diff has just

@@ -16,6 +16,7 @@ from typing import Any
 from ..render import PlatformView, cache_view
 from .state_tracker import (
     CACHE_INPUTS,
+    State,
     change_records,
     ctx_fields,
     dev_fields,
@@ -27,7 +28,7 @@ from .state_tracker import (
 )
 
 
-def state_changes(sa, view_a: PlatformView, sb, view_b: PlatformView) -> list[dict]:
+def state_changes(sa: State, view_a: PlatformView, sb: State, view_b: PlatformView) -> list[dict[str, Any]]:
     """``[{"section", <identity>, "a": {...}, "b": {...}}]``: every entry of
     the two states that decodes differently, only its differing fields, in
     the report's order (context, dids, devices, idmaps, domains, caches)."""
@@ -38,7 +39,7 @@ def state_changes(sa, view_a: PlatformView, sb, view_b: PlatformView) -> list[di
     # thousands of entries and the view asks on every key press).
     same = name_alike(view_a, view_b)
 
-    def keys(*tables):
+    def keys(*tables: str) -> set[Any]:
         out: set[Any] = set()
         for name in tables:
             ta, tb = getattr(sa, name), getattr(sb, name)

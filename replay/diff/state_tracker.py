@@ -34,6 +34,7 @@ states from scratch for the side-by-side view.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import compress
 from operator import itemgetter
 from typing import Any
@@ -53,6 +54,7 @@ from tracer.schema import (
 )
 
 from .. import caches as C
+from ..codes import Event
 from ..render import PlatformView, cache_view, did_owner, fmt_rid, hex64, pt_owner
 from ..state import TABLES, ZERO, BadEvent, fold, initial_state
 from .report import jsonable
@@ -61,6 +63,11 @@ SECTIONS = ("context", "dids", "devices", "idmaps", "domains", "caches")
 # what a unit's cache view reads (unit_sig, render.cache_view)
 CACHE_INPUTS = ("cc", "tlb", "devtlb", "hw", "pending", "ctx", "did_map", "pages")
 _getkind = itemgetter(I_KIND)
+# A replay.state.ReplayState (its tables are set per name, so mypy sees no
+# attributes on it; typed as what it is once replay/state.py declares them).
+State = Any
+# {(section, key): (a_fields, b_fields)}: the decoded difference, differing fields only
+Diff = dict[tuple[str, Any], tuple[dict[str, Any], dict[str, Any]]]
 _MISS = object()
 
 
@@ -83,7 +90,7 @@ class Touched:
         self.domains: set[Any] = set()
         self.units: set[Any] = set()         # IOMMU units whose cache model may have changed
 
-    def scan(self, events) -> None:
+    def scan(self, events: list[Event]) -> None:
         ctx, units, dids, domains = self.ctx, self.units, self.dids, self.domains
         # four events in five change nothing scanned here: skip them in C
         for ev in compress(events, map(_RELEVANT.__contains__, map(_getkind, events))):
@@ -145,7 +152,8 @@ class StateTracker:
     over identical stretches."""
 
     def __init__(self, ha: dict[Any, Any], hb: dict[Any, Any], view_a: PlatformView, view_b: PlatformView,
-                 analysis_a=None, analysis_b=None, state_at_a=None) -> None:
+                 analysis_a: Any = None, analysis_b: Any = None,
+                 state_at_a: Callable[[int], State] | None = None) -> None:
         self.va, self.vb = view_a, view_b
         self.an = (analysis_a, analysis_b)
         sa = analysis_a.st if analysis_a is not None else initial_state(ha)
@@ -168,14 +176,14 @@ class StateTracker:
         self.same_views = name_alike(view_a, view_b)
 
     @property
-    def sa(self):
+    def sa(self) -> State:
         return self.st[0]
 
     @property
-    def sb(self):
+    def sb(self) -> State:
         return self.st[1]
 
-    def _fold(self, side: int, events) -> None:
+    def _fold(self, side: int, events: list[Event]) -> None:
         an = self.an[side]
         if an is not None:
             an.feed(events)
@@ -193,6 +201,7 @@ class StateTracker:
                 if same:
                     return False
                 # the states were equal: A's from its checkpoints, B's a copy
+                assert self.state_at_a is not None      # virtual only with it
                 self.st[0] = self.state_at_a(before_a)
                 self.st[1] = self.st[0].copy()
                 self.virtual = False
@@ -314,7 +323,7 @@ class StateTracker:
             for u in units:
                 d.pop(("caches", u), None)
                 self._sigs.pop(u, None)
-            units = ()
+            units = set()
         differing = _units_differing(sa, sb) if units else None
         for u in units:
             if differing is not None and u not in differing:
@@ -355,7 +364,7 @@ class StateTracker:
         return change_records(self.diff, self.va, self.vb)
 
 
-def put_change(d, key, a: dict[Any, Any], b: dict[Any, Any]) -> None:
+def put_change(d: Diff, key: tuple[str, Any], a: dict[str, Any], b: dict[str, Any]) -> None:
     """Record in ``d`` the decoded fields a and b of one entry as its
     difference (only the differing fields), or drop it when they are equal."""
     if a == b:
@@ -383,18 +392,18 @@ def name_alike(va: PlatformView, vb: PlatformView) -> bool:
 
 
 
-def _change_order(item):
+def _change_order(item: tuple[tuple[str, Any], Any]) -> tuple[int, str]:
     (section, key), _ = item
     return (SECTIONS.index(section), repr(_sortable(key)))
 
 
-def _sortable(key):
+def _sortable(key: Any) -> Any:
     if isinstance(key, tuple):
         return tuple(_sortable(k) for k in key)
     return (0, key) if isinstance(key, int) else (1, str(key))
 
 
-def _ident(section, key, va, vb) -> dict[Any, Any]:
+def _ident(section: str, key: Any, va: PlatformView, vb: PlatformView) -> dict[str, Any]:
     if section == "context":
         u, bus, devfn = key
         return {"iommu": u, "rid": va.rid(u, bus, devfn)}
@@ -417,7 +426,7 @@ def ctx_did(hi: int) -> int:
     return (hi >> 8) & 0xFFFF
 
 
-def ctx_fields(st, view, key) -> dict[Any, Any]:
+def ctx_fields(st: State, view: PlatformView, key: tuple[int, int, int]) -> dict[str, Any]:
     """A context entry decoded: present (P, bit 0 of lo), did, the DID's and
     the page tables' owners, tt (lo bits 2..3), aw (hi bits 0..2), raw words."""
     lo, hi = st.ctx.get(key, ZERO)
@@ -426,18 +435,18 @@ def ctx_fields(st, view, key) -> dict[Any, Any]:
             "lo": hex64(lo), "hi": hex64(hi)}
 
 
-def did_fields(st, view, key) -> dict[Any, Any]:
+def did_fields(st: State, view: PlatformView, key: tuple[int, int]) -> dict[str, Any]:
     owner = st.did_map.get(key)
     return {"in_use": key in st.did_bits, "owner": view.domain_name(owner) if owner is not None else None}
 
 
-def dev_fields(st, view, key) -> dict[Any, Any]:
+def dev_fields(st: State, view: PlatformView, key: tuple[int, int]) -> dict[str, Any]:
     present = key in st.present
     owner = st.owners.get(key)
     return {"present": present, "owner": view.domain_name(owner) if owner is not None else None}
 
 
-def idmap_fields(st, key) -> dict[Any, Any]:
+def idmap_fields(st: State, key: tuple[int, int, int]) -> dict[str, Any]:
     v = st.idmaps.get(key)
     if v is None:
         return {"mapped": False}
@@ -448,13 +457,13 @@ _SIG_TABLES = ("cc", "tlb", "devtlb", "hw", "pending", "ctx")
 _unit_of = itemgetter(0)        # of a (unit, ...) key
 
 
-def _differing_keys(x: dict[Any, Any], y: dict[Any, Any]):
+def _differing_keys(x: dict[Any, Any], y: dict[Any, Any]) -> set[Any]:
     """Keys whose values differ or that one dict lacks (C speed: the state
     tables hold hashable values)."""
     return {k for k, _v in x.items() ^ y.items()}
 
 
-def _units_differing(sa, sb):
+def _units_differing(sa: State, sb: State) -> set[int]:
     """The units whose unit_sig differs between two states (every other
     unit's is equal), from one C-speed pass over each table instead of a
     pass per unit and side."""
@@ -466,7 +475,7 @@ def _units_differing(sa, sb):
     return out
 
 
-def unit_sig(st, u):
+def unit_sig(st: State, u: int) -> tuple[dict[Any, Any], ...]:
     """Everything the cache view of unit u depends on, as a comparable value."""
     return (
         {k: v for k, v in st.cc.items() if k[0] == u},

@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import gc
 from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from operator import itemgetter
 from typing import Any
 
-from tracer.schema import I_FUNC, I_KIND, I_LABEL, I_OP, I_SEQ, K_OP_BEGIN
+from tracer.schema import FUNCS, I_FUNC, I_KIND, I_LABEL, I_OP, I_SEQ, K_OP_BEGIN
 
+from ..codes import Event
 from ..jsonout import EventPresenter
 from ..reader import current_schema
 from ..render import PlatformView
@@ -51,6 +53,7 @@ from .align import (
     SAME,
     Alignment,
     EventStream,
+    OpGroup,
     OpPair,
     Pairer,
     align_ops,
@@ -68,6 +71,9 @@ from .inputs import Side
 from .report import DiffReport, StateDiff
 from .state_tracker import StateTracker
 
+Progress = Callable[[int, int | None], None]
+Presenters = tuple[EventPresenter, EventPresenter]
+
 CONTEXT_EVENTS = 3
 # Detail kept for the report: events of at most this many differing rows
 # (over all pairs) are kept for rendering; counts are always exact.
@@ -75,7 +81,7 @@ DETAIL_ROWS = 20_000
 
 
 def diff_streams(a: Side, b: Side, *, context: int = CONTEXT_EVENTS, detail_rows: int = DETAIL_ROWS,
-                 window: int | None = None, progress=None) -> DiffReport:
+                 window: int | None = None, progress: Progress | None = None) -> DiffReport:
     """Compare two traces given as Sides, in one streaming pass over both.
 
     ``progress(done, total)``, if given, is called every few thousand events
@@ -99,14 +105,15 @@ class _Pass:
     aligned by call/lock structure, states compared at every boundary --
     until a pair is identical again with equal states and nothing queued."""
 
-    def __init__(self, a: Side, b: Side, context: int, detail_rows: int, window, progress=None) -> None:
+    def __init__(self, a: Side, b: Side, context: int, detail_rows: int, window: int | None,
+                 progress: Progress | None = None) -> None:
         self.a, self.b = a, b
         self.context = context
         self.va, self.vb = PlatformView(a.header), PlatformView(b.header)
         self.tracker = StateTracker(a.header, b.header, self.va, self.vb, a.analysis, b.analysis, a.state_at)
         self.al = Alignment()
-        self.first = None
-        self.tail: deque = deque(maxlen=max(context, 1))
+        self.first: dict[str, Any] | None = None
+        self.tail: deque[tuple[Event, Event]] = deque(maxlen=max(context, 1))
         self.budget = detail_rows
         self.truncated = False
         self.differing = self.renumbered = 0
@@ -239,7 +246,7 @@ class _Pass:
         self.pend_start = 0
 
     # -- the alignment lane ---------------------------------------------------------------
-    def _pair(self, ga, gb) -> bool:
+    def _pair(self, ga: OpGroup | None, gb: OpGroup | None) -> bool:
         """Record one aligned pair; True when it is identical."""
         before_a = self.seen[0]
         ea = ga.events if ga is not None else []
@@ -249,7 +256,7 @@ class _Pass:
         if same:
             pair = OpPair(0, ga, gb, SAME)
             self.al.add(pair)
-            if ga.op != gb.op:
+            if pair.op_a != pair.op_b:
                 self.renumbered += 1
                 if self.first is None:
                     self.first = _first_renumbered(pair, ea, eb, self.tail, self.pres, ctx)
@@ -286,7 +293,7 @@ class _Pass:
         tr.converged()
         return same and pair.status == SAME
 
-    def _state_boundary(self, pair_index, op_a, op_b, key) -> None:
+    def _state_boundary(self, pair_index: int, op_a: int | None, op_b: int | None, key: Any) -> None:
         """The state difference after the events just folded changed: record it."""
         changes = self.tracker.changes()
         if changes == self.last_reported:
@@ -317,7 +324,7 @@ class _Pass:
                           detail_truncated=self.truncated, presenters=self.pres, changed_hazards=changed)
 
 
-def _last_op_begin(evs):
+def _last_op_begin(evs: list[Event]) -> Event | None:
     for k in range(len(evs) - 1, -1, -1):
         ev = evs[k]
         if ev[I_KIND] == K_OP_BEGIN:
@@ -325,9 +332,10 @@ def _last_op_begin(evs):
     return None
 
 
-def _same_tail(pair: OpPair, ea, eb, n: int):
+def _same_tail(pair: OpPair, ea: list[Event], eb: list[Event], n: int) -> list[tuple[Event, Event]]:
     r = pair.rows
-    out = []
+    assert r is not None
+    out: list[tuple[Event, Event]] = []
     k = len(r) - 1
     while k >= 0 and len(out) < n:
         if r.cls[k] == C_SAME:
@@ -337,16 +345,18 @@ def _same_tail(pair: OpPair, ea, eb, n: int):
     return out
 
 
-def _ev_brief(pres, ev) -> dict[Any, Any]:
+def _ev_brief(pres: EventPresenter, ev: Event) -> dict[str, Any]:
     """A compact description of an event for context lines."""
     name = kind_name(ev[I_KIND])
     if name is None:
         return {"seq": ev[I_SEQ], "kind": None, "text": pres.text_args(ev)}
-    return {"seq": ev[I_SEQ], "kind": name, "func": pres.func_name(ev[I_FUNC]), "label": ev[I_LABEL],
-            "text": pres.text_args(ev)}
+    func = ev[I_FUNC]       # a code past FUNCS: a function this build does not know, as its number
+    return {"seq": ev[I_SEQ], "kind": name, "func": FUNCS[func] if func < len(FUNCS) else func,
+            "label": ev[I_LABEL], "text": pres.text_args(ev)}
 
 
-def _context(tail: deque, pres, n: int, extra=()) -> list[Any]:
+def _context(tail: deque[tuple[Event, Event]], pres: Presenters, n: int,
+             extra: Iterable[tuple[Event, Event]] = ()) -> list[dict[str, Any]]:
     items = list(tail) + list(extra)
     items = items[-n:] if n else []
     out = []
@@ -357,14 +367,17 @@ def _context(tail: deque, pres, n: int, extra=()) -> list[Any]:
     return out
 
 
-def _first_renumbered(pair, ea, eb, tail, pres, n) -> dict[Any, Any]:
+def _first_renumbered(pair: OpPair, ea: list[Event], eb: list[Event], tail: deque[tuple[Event, Event]],
+                      pres: Presenters, n: int) -> dict[str, Any]:
     """The first divergence when it is an identical operation under another op id."""
     return {"seq_a": ea[0][I_SEQ], "seq_b": eb[0][I_SEQ], "class": ARGS, "op_a": pair.op_a, "op_b": pair.op_b,
             "context": _context(tail, pres, n), "fields": ["op"]}
 
 
-def _first_from_rows(pair: OpPair, ea, eb, tail, pres, n, seen) -> dict[Any, Any]:
+def _first_from_rows(pair: OpPair, ea: list[Event], eb: list[Event], tail: deque[tuple[Event, Event]],
+                     pres: Presenters, n: int, seen: list[int]) -> dict[str, Any]:
     r = pair.rows
+    assert r is not None
     k = next(i for i, c in enumerate(r.cls) if c != C_SAME)
     prior = [(ea[r.ia[i]], eb[r.ib[i]]) for i in range(max(0, k - n), k) if r.cls[i] == C_SAME]
     cls = CLASSES[r.cls[k]]
@@ -374,7 +387,7 @@ def _first_from_rows(pair: OpPair, ea, eb, tail, pres, n, seen) -> dict[Any, Any
         seq_a = _next_seq(r.sa, k, pair.first_a, pair.count_a, seen[0])
     if seq_b is None:
         seq_b = _next_seq(r.sb, k, pair.first_b, pair.count_b, seen[1])
-    out = {"seq_a": seq_a, "seq_b": seq_b, "class": cls, "op_a": pair.op_a, "op_b": pair.op_b,
+    out: dict[str, Any] = {"seq_a": seq_a, "seq_b": seq_b, "class": cls, "op_a": pair.op_a, "op_b": pair.op_b,
            "context": _context(tail, pres, n, prior)}
     if cls == ARGS:
         out["fields"] = list(r.fields.get(k, ()))
@@ -384,7 +397,7 @@ def _first_from_rows(pair: OpPair, ea, eb, tail, pres, n, seen) -> dict[Any, Any
     return out
 
 
-def _next_seq(arr, k, first, count, seen_before):
+def _next_seq(arr: Sequence[int], k: int, first: int, count: int, seen_before: int) -> int:
     """Where a missing event would be: the next event of that side after row k."""
     for s in arr[k:]:
         if s:
