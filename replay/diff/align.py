@@ -900,9 +900,11 @@ class OpPair:
         bytes object per pair, not thousands of small objects)."""
         self._packed = _packb_full([ea, eb])
 
-    def _events(self) -> tuple[list[Event] | None, list[Event] | None]:
+    def kept_events(self) -> tuple[list[Event], list[Event]] | None:
+        """Both groups' events of a differing pair, None when not kept
+        (keep_events: only the first DETAIL_ROWS rows of a diff are)."""
         if self._packed is None:
-            return None, None
+            return None
         if self._unpacked is None:
             gc_was = gc.isenabled()
             gc.disable()        # thousands of fresh lists and no garbage: a collection only walks them
@@ -913,15 +915,6 @@ class OpPair:
                 if gc_was:
                     gc.enable()
         return self._unpacked
-
-    @property
-    def events_a(self) -> list[Event] | None:
-        """A's events of a differing pair (None when not kept)."""
-        return self._events()[0]
-
-    @property
-    def events_b(self) -> list[Event] | None:
-        return self._events()[1]
 
     @classmethod
     def run(cls, first_a: int, first_b: int, count: int, op_a: int, op_b: int, key: Any, n_ops: int) -> OpPair:
