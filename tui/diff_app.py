@@ -436,7 +436,7 @@ class DiffApp(KeyRouting, App):
                     animate=False)
 
     def _hazard_miss(self, which: str) -> str:
-        if not self.dm.report.hazards_available:
+        if not self.dm.rep.hazards_available:
             return "the hazard delta was not computed"
         return f"no {which} finding that only one trace has"
 
