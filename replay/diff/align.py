@@ -307,18 +307,13 @@ _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 _packb_full = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
 
-def fine_key(ev: Event) -> int:
-    """A hash of the payload (all but seq and op): msgpack bytes of the rest,
-    hashed (C speed; equal payloads give equal keys on any hash seed).
-    Every decoded msgpack value packs again."""
-    return hash((ev[I_KIND], ev[I_CPU], _packb(ev[I_FUNC:])))
-
-
 _get_kind, _get_cpu, _payload = itemgetter(I_KIND), itemgetter(I_CPU), itemgetter(slice(I_FUNC, None))
 
 
 def fine_keys(events: list[Any]) -> list[Any]:
-    """fine_key of every event, computed in C."""
+    """A hash of each event's payload (all but seq and op): msgpack bytes of
+    the rest, hashed (C speed; equal payloads give equal keys on any hash
+    seed; every decoded msgpack value packs again)."""
     return list(map(hash, zip(map(_get_kind, events), map(_get_cpu, events), map(_packb, map(_payload, events)))))
 
 
@@ -368,7 +363,7 @@ def build_tree(events: list[Any]) -> list[Any]:
                 if pos is None:
                     children.append(idx)
                     continue
-                _close(stack, pos, idx, root)
+                _close(stack, pos, idx)
             children = stack[-1].children if stack else root
         elif k == K_UNLOCK:
             ev = events[idx]
@@ -384,7 +379,7 @@ def build_tree(events: list[Any]) -> list[Any]:
             if pos is None:
                 children.append(idx)
             else:
-                _close(stack, pos, idx, root)
+                _close(stack, pos, idx)
                 children = stack[-1].children if stack else root
         else:
             children.append(idx)
@@ -402,7 +397,7 @@ def _find(stack: list[Bracket], pred: Callable[[Bracket], bool]) -> int | None:
     return None
 
 
-def _close(stack: list[Any], pos: int, idx: int, root: list[Any]) -> None:
+def _close(stack: list[Any], pos: int, idx: int) -> None:
     """Close stack[pos] at event idx; open sections above it cross its end:
     flatten them (their lock event and children move into their parent)."""
     while len(stack) - 1 > pos:
@@ -493,7 +488,7 @@ def _align(ka: Keys, kb: Keys, fa: Keys, fb: Keys, a0: int, a1: int, b0: int, b1
         elif (a1 - a0) * (b1 - b0) <= DP_CELLS:
             _dp(ka, kb, fa, fb, a0, a1, b0, b1, out)
         else:
-            _greedy(ka, kb, fa, fb, a0, a1, b0, b1, out)
+            _greedy(ka, kb, a0, a1, b0, b1, out)
     out.extend(reversed(tail))
 
 
@@ -586,8 +581,7 @@ def _dp(ka: Keys, kb: Keys, fa: Keys, fb: Keys, a0: int, a1: int, b0: int, b1: i
     out.extend((None, y) for y in gb)
 
 
-def _greedy(ka: Keys, kb: Keys, fa: Keys, fb: Keys, a0: int, a1: int, b0: int, b1: int, out: Out,
-            look: int = 32, run: int = 8) -> None:
+def _greedy(ka: Keys, kb: Keys, a0: int, a1: int, b0: int, b1: int, out: Out, look: int = 32, run: int = 8) -> None:
     """Lockstep with a small look-ahead: linear, for large unanchored ranges.
     At a mismatch, take the cheapest of: substitute (both advance), skip d
     items of A, skip d items of B -- scored by how many items match right
@@ -1227,8 +1221,6 @@ class EventStream:
     def advance(self, n: int) -> None:
         self.pos += n
 
-    def exhausted(self) -> bool:
-        return not self.pushback and not self._load()
 
     def mark_continued(self, op: int, part: int) -> None:
         """The events of op so far were consumed elsewhere (a cut group)."""

@@ -41,10 +41,7 @@ def _hdiff(a: Any, b: Any, path: str, out: list[dict[str, Any]]) -> None:
         for i in range(max(len(a), len(b))):
             _hdiff(a[i] if i < len(a) else _MISS, b[i] if i < len(b) else _MISS, f"{path}[{i}]", out)
         return
-    if a is _MISS or b is _MISS or a != b or type(a) is not type(b):
-        if a is not _MISS and b is not _MISS and a == b and type(a) is type(b):
-            return
-        out.append({"path": path, "a": _hval(a), "b": _hval(b)})
+    out.append({"path": path, "a": _hval(a), "b": _hval(b)})     # the first test: they differ
 
 
 def _hval(v: Any) -> Any:
