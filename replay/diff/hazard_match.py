@@ -41,9 +41,11 @@ FINDING_KEYS = ("kind", "severity", "device", "rid", "iommu", "start", "end", "o
                 "start_label", "end_label", "detail")
 # replay.hazards' positional finding row (Finding.to_row), format 1
 ROW_FIELDS = ("kind", "severity", "device", "rid", "iommu", "start", "end", "start_label", "end_label", "detail")
-_ROW_KEY = itemgetter(0, 2, 3, 7, 8)
-_ROW_START = itemgetter(5)
-_ATTR_KEY = attrgetter("kind", "device", "rid", "start_label", "end_label")
+# what two findings must share to match (and their start decides the pair)
+MATCH_FIELDS = ("kind", "device", "rid", "start_label", "end_label")
+_ROW_KEY = itemgetter(*(ROW_FIELDS.index(f) for f in MATCH_FIELDS))
+_ROW_START = itemgetter(ROW_FIELDS.index("start"))
+_ATTR_KEY = attrgetter(*MATCH_FIELDS)
 _ATTR_START = attrgetter("start")
 # (match keys, pair indexes, starts, findings) of one side
 Keyed = tuple[list[Any], list[int], list[int], Any]

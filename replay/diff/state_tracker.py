@@ -273,10 +273,10 @@ class StateTracker:
         # both sides, and that did not differ before, needs no decoding.
         for key in keys:
             if same and ("context", key) not in d:
-                x = sa.ctx.get(key, ZERO)
-                if x == sb.ctx.get(key, ZERO):
-                    dk = (key[0], ctx_did(x[1]))
-                    page = x[0] & C.PAGE_MASK_4K
+                lo, hi = sa.ctx.get(key, ZERO)
+                if (lo, hi) == sb.ctx.get(key, ZERO):
+                    dk = (key[0], ctx_did(hi))
+                    page = lo & C.PAGE_MASK_4K
                     if sa.did_map.get(dk) == sb.did_map.get(dk) and sa.pages.get(page) == sb.pages.get(page):
                         continue
             put_change(d, ("context", key), ctx_fields(sa, va, key), ctx_fields(sb, vb, key))
