@@ -102,8 +102,10 @@ class TraceChunks:
     def count(self) -> int:
         return len(self.trace.chunks)
 
-    def decode(self, i: int) -> list[Event] | None:
-        evs = next(self.trace.iter_chunks(i), None)
+    def decode(self, i: int) -> list[Any] | None:
+        """Chunk i's events (event lists, the reader's default), in this
+        build's codes; None past the readable part."""
+        evs: list[Any] | None = next(self.trace.iter_chunks(i), None)
         if evs is not None and self.translate is not None:
             evs = self.translate(evs)
         return evs
