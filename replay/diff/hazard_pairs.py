@@ -1,7 +1,7 @@
 """Findings both traces have, with another extent: "changed", not "only in A"
 plus "only in B".
 
-``hazard_delta`` (report.py) matches a finding of A with one of B when they
+``hazard_delta`` (hazard_match.py) matches a finding of A with one of B when they
 have the same kind, device, requester ID and step labels and start in the
 same aligned operation pair.  Two engines often open the same window at
 different steps -- legacy's stale-context runs UO3 -> UO5, direct's
