@@ -34,20 +34,20 @@ CHUNK = 1024
 
 class Side:
     """One trace to compare: its header and its events as a stream of chunks
-    (lists of event arrays).  ``trace`` (a reader Trace) supplies the stop
-    report after the pass.  Hazard findings come from ``findings`` (already
+    (lists of event arrays in this build's codes: TraceChunks translates a
+    trace written with another catalogue).  ``trace`` (a reader Trace)
+    supplies the stop report after the pass.  Hazard findings come from ``findings`` (already
     computed, e.g. from the sidecar) or from ``analysis`` (a
     ``replay.hazards.Analysis(header)`` the pass feeds with the events it
     reads anyway, and whose folded state it uses); with neither, the hazard
     delta is not available."""
 
-    def __init__(self, header: dict[str, Any] | None, chunks: Iterable[list[Event]] | TraceChunks, *, name: str = "A",
-                 schema: Any = None, findings: Any = None, analysis: Any = None, trace: Any = None,
+    def __init__(self, header: dict[str, Any] | None, chunks: Iterable[list[Event]] | TraceChunks, *,
+                 name: str = "A", findings: Any = None, analysis: Any = None, trace: Any = None,
                  state_at: Callable[[int], ReplayState] | None = None) -> None:
         self.header = header if isinstance(header, dict) else {}
         self.chunks = chunks
         self.name = name
-        self.schema = schema
         self.findings = findings    # a list of findings (dicts or Finding objects), or None
         self.analysis = analysis    # or a replay.hazards.Analysis to run inline over the events
         self.trace = trace
@@ -63,7 +63,7 @@ class Side:
     def from_trace(cls, trace: Trace, *, name: str | None = None, findings: Any = None, analysis: Any = None) -> Side:
         """From an open reader Trace (replay.reader.open_trace)."""
         return cls(trace.header, TraceChunks(trace), name=str(trace.path) if name is None else name,
-                   schema=trace.schema, findings=findings, analysis=analysis, trace=trace)
+                   findings=findings, analysis=analysis, trace=trace)
 
     def info(self) -> dict[Any, Any]:
         h = self.header
