@@ -23,7 +23,7 @@ def _f(start, end, kind="stale-context", rid="0000:00:14.0", iommu=0, sev="benig
 def test_index_open_at_matches_a_scan():
     rnd = random.Random(5)
     fs = []
-    for i in range(400):
+    for _i in range(400):
         s = rnd.randrange(1, 1000)
         e = None if rnd.random() < 0.1 else s + rnd.randrange(1, 80)
         fs.append(_f(s, e, kind=rnd.choice(("stale-context", "stale-iotlb", "rmrr-disconnect")),

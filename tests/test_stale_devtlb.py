@@ -288,7 +288,7 @@ def _expected_dev_flushes(st_, topo, order, u, gran, did) -> list:
     enabled last first); for a DSI only those device_in_domain() accepts -- the root entry
     of their bus present, their entry in memory carrying the DID with TT = device-IOTLB."""
     out = []
-    for seg, bdf in order.get(u, ()):
+    for _seg, bdf in order.get(u, ()):
         if gran != "global":
             bus, devfn = bdf >> 8, bdf & 0xFF
             lo, hi = st_.ctx.get((u, bus, devfn), (0, 0))
