@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from replay.codes import event_translator
 from replay.state import BadEvent, fold, initial_state
 from tracer import schema as S
+from tracer.schema import I_KIND, I_SEQ
 
-from .base import Context
+from .base import F_DOMAIN, Context
 from .devtlb import DevtlbAnalyser
 from .did import DidAnalyser
 from .findings import KINDS, FindingIndex, decode_findings, encode_findings, sort_findings
@@ -103,15 +104,15 @@ class Analysis:
         self.ctx.warning = None
 
     def _domain_create(self, ev):
-        self.ctx.alive.add(ev[6])
-        self.ctx.dying.discard(ev[6])
+        self.ctx.alive.add(ev[F_DOMAIN])
+        self.ctx.dying.discard(ev[F_DOMAIN])
 
     def _domain_dying(self, ev):
-        self.ctx.dying.add(ev[6])
+        self.ctx.dying.add(ev[F_DOMAIN])
 
     def _domain_destroy(self, ev):
-        self.ctx.alive.discard(ev[6])
-        self.ctx.dying.discard(ev[6])
+        self.ctx.alive.discard(ev[F_DOMAIN])
+        self.ctx.dying.discard(ev[F_DOMAIN])
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -127,16 +128,19 @@ class Analysis:
                 for h in hs:
                     h(prev)
             try:
-                hs = get(ev[0])
+                hs = get(ev[I_KIND])
             except (TypeError, IndexError, KeyError):
-                hs = None      # not an event array: fold() reports it as a BadEvent
+                # An in-memory event that is not an event array (findings_for_events
+                # of a hand-built list; decoded traces are validated): no hooks, and
+                # fold() reports it as the BadEvent it is (test_hazards_api).
+                hs = None
             prev = ev
             yield ev
         if hs is not None:
             for h in hs:
                 h(prev)
         if prev is not None:
-            self.seq = prev[1]
+            self.seq = prev[I_SEQ]
 
     def feed(self, events) -> None:
         if self.bad is not None or self.done:
@@ -179,13 +183,6 @@ class Analysis:
             out = clipped
         self.ctx.out = out = sort_findings(out)
         return out
-
-
-def _kind_name(ev) -> str:
-    try:
-        return S.KINDS[ev[0]].name
-    except (TypeError, IndexError, KeyError):
-        return "event"
 
 
 def findings_for_events(header, events) -> list:

@@ -12,12 +12,26 @@ the first event after which it is false.
 from __future__ import annotations
 
 from replay import caches
+from tracer import schema as S
 from tracer.schema import DOMID_INVALID
 
 from .findings import HAZARD, Finding
 from .topology import SPECIAL, Topology, fmt_rid
 
 ZERO = (0, 0)
+
+# Hooks registered for several kinds read the fields those kinds have in
+# common, at the position they share (checked here, once).
+F_KEY_IOMMU, F_KEY_BUS, F_KEY_DEVFN = S.F_CTX_WRITE_IOMMU, S.F_CTX_WRITE_BUS, S.F_CTX_WRITE_DEVFN
+assert (S.F_CACHE_SYNC_IOMMU, S.F_CACHE_SYNC_BUS, S.F_CACHE_SYNC_DEVFN) == (F_KEY_IOMMU, F_KEY_BUS, F_KEY_DEVFN)
+F_DID_UNIT, F_DID_DID = S.F_DID_MAP_IOMMU, S.F_DID_MAP_DID
+assert (S.F_DID_BITMAP_IOMMU, S.F_DID_BITMAP_DID) == (F_DID_UNIT, F_DID_DID)
+F_DOMAIN = S.F_DOMAIN_DESTROY_DOMAIN
+assert S.F_PT_FREE_DOMAIN == S.F_PT_ALLOC_DOMAIN == S.F_DOMAIN_CREATE_DOMAIN == S.F_DOMAIN_DYING_DOMAIN \
+    == S.F_IDMAP_ADD_DOMAIN == S.F_IDMAP_REMOVE_DOMAIN == F_DOMAIN
+F_DEV_SEG, F_DEV_BDF = S.F_OWNER_MOVE_SEG, S.F_OWNER_MOVE_BDF
+assert (S.F_DEVICE_ADD_SEG, S.F_DEVICE_ADD_BDF) == (S.F_DEVICE_REMOVE_SEG, S.F_DEVICE_REMOVE_BDF) \
+    == (S.F_ATS_ENABLE_SEG, S.F_ATS_ENABLE_BDF) == (F_DEV_SEG, F_DEV_BDF)
 P_BIT = 1
 PAGE_MASK = caches.PAGE_MASK_4K
 TT_PT = caches.TT_PASS_THRU
@@ -35,8 +49,8 @@ def domain_name(names, domid) -> str:
 
 
 def label_of(ev):
-    lab = ev[5]
-    return lab if isinstance(lab, str) and lab else None
+    """An event's step label, None for an unlabelled one."""
+    return ev[S.I_LABEL] or None
 
 
 class Window:
@@ -92,6 +106,9 @@ class Context:
         # per ctx-write: (key, old info, new info)
         self.cur = None
         self._rids: dict = {}
+        # one string object per step label: every event decodes its own copy,
+        # and a finding keeps two of them for as long as it lives
+        self._labels: dict = {}
 
     # --- names ---------------------------------------------------------------------
 
@@ -104,6 +121,13 @@ class Context:
         if r is None:
             r = self._rids[key] = self.topo.key_str(key)
         return r
+
+    def label(self, ev):
+        """``label_of(ev)``, interned: findings share one object per label."""
+        lab = ev[S.I_LABEL]
+        if not lab:
+            return None
+        return self._labels.setdefault(lab, lab)
 
     def device_of(self, key):
         """The device a requester ID belongs to; a requester ID no declared
@@ -136,13 +160,18 @@ class Context:
         return self.did_keys.get((u, did), ())
 
     def owner_dying(self, domid) -> bool:
+        """The one home of MAP_OWNER_DYING's rule: a DID of a dying domain has
+        no victims.  Whatever a wrong pairing under it fills into the IOTLB
+        can only be hit by the dying domain's own devices, whose DMA Xen is
+        tearing down: did-pt-mismatch and foreign-iotlb name no other
+        requester ID for it (and are a ``warning`` without victims)."""
         return domid in self.dying
 
     # --- index maintenance (driver calls these before the analysers) -------------------
 
     def on_ctx_write(self, ev):
-        key = (ev[6], ev[7], ev[8])
-        lo, hi = ev[13], ev[14]
+        key = (ev[S.F_CTX_WRITE_IOMMU], ev[S.F_CTX_WRITE_BUS], ev[S.F_CTX_WRITE_DEVFN])
+        lo, hi = ev[S.F_CTX_WRITE_NEW_LO], ev[S.F_CTX_WRITE_NEW_HI]
         keyinfo = self.keyinfo
         if lo & P_BIT:
             new = ((hi >> 8) & 0xFFFF, None if (lo >> 2) & 3 == TT_PT else lo & PAGE_MASK)
@@ -222,23 +251,23 @@ class Context:
         """Keys a completed context flush can have emptied: the (bus, devfn)
         a device-selective flush names (with its function mask), or None for
         a domain-selective or global one (any key of the unit)."""
-        if ev[7] != "device":
+        if ev[S.F_FLUSH_CONTEXT_GRAN] != "device":
             return None
-        u, sid, fm = ev[6], ev[9], ev[10]
-        mask = caches.FM_MASK[fm & 3] if type(fm) is int else 0
+        u, sid, fm = ev[S.F_FLUSH_CONTEXT_IOMMU], ev[S.F_FLUSH_CONTEXT_SID], ev[S.F_FLUSH_CONTEXT_FM]
+        mask = caches.FM_MASK[fm & 3]
         bus, base = sid >> 8, (sid & 0xFF) & ~mask
         return [(u, bus, base | low) for low in range(8) if not low & ~mask]
 
     def on_did_map(self, ev):
-        u, did, old, new = ev[6], ev[7], ev[8], ev[9]
+        u, did, old, new = ev[F_DID_UNIT], ev[F_DID_DID], ev[S.F_DID_MAP_OLD], ev[S.F_DID_MAP_NEW]
         s = self.map_dids.get(old)
         if s is not None:
             s.discard((u, did))
         self.map_dids.setdefault(new, set()).add((u, did))
 
     def on_did_bitmap(self, ev):
-        u, did = ev[6], ev[7]
-        if ev[8]:
+        u, did = ev[F_DID_UNIT], ev[F_DID_DID]
+        if ev[S.F_DID_BITMAP_VALUE]:
             self.bits_on.setdefault(u, set()).add(did)
             if (u, did) not in self.st.did_map:
                 # a slot never written reads 0 (dom0's domid): e.g. the
@@ -250,7 +279,7 @@ class Context:
                 s.discard(did)
 
     def on_owner_move(self, ev):
-        seg, bdf = ev[6], ev[7]
+        seg, bdf = ev[F_DEV_SEG], ev[F_DEV_BDF]
         dev = self.topo.by_loc.get((seg, bdf >> 8, bdf & 0xFF))
         unit = dev.unit if dev is not None else self.topo.drhd(seg, bdf >> 8, bdf & 0xFF)
         prev = self.owner_unit.pop((seg, bdf), None)
@@ -261,15 +290,15 @@ class Context:
                 self.pdevs_on[k] = n
             else:
                 self.pdevs_on.pop(k, None)
-        new = ev[9]
-        if type(new) is int and unit is not None:
+        new = ev[S.F_OWNER_MOVE_NEW]
+        if new is not None and unit is not None:
             k = (new, unit)
             self.owner_unit[(seg, bdf)] = k
             self.pdevs_on[k] = self.pdevs_on.get(k, 0) + 1
         return prev, (new, unit)
 
     def on_device_remove(self, ev):
-        prev = self.owner_unit.pop((ev[6], ev[7]), None)
+        prev = self.owner_unit.pop((ev[F_DEV_SEG], ev[F_DEV_BDF]), None)
         if prev is not None:
             n = self.pdevs_on.get(prev, 0) - 1
             if n > 0:
@@ -279,8 +308,8 @@ class Context:
         return prev
 
     def op_begin(self, ev):
-        self.op = ev[3]
-        self._op_dev = (ev[9], ev[7])
+        self.op = ev[S.I_OP]
+        self._op_dev = (ev[S.F_OP_BEGIN_SEG], ev[S.F_OP_BEGIN_BDF])
         self._op_device = False
 
     @property
@@ -319,7 +348,7 @@ class Analyser:
     # --- windows ---------------------------------------------------------------------
 
     def open_window(self, kind, wkey, ev, *, device=None, rid=None, iommu=None, info=None) -> Window:
-        w = Window(kind, wkey, device, rid, iommu, ev[1], label_of(ev), self.ctx.op,
+        w = Window(kind, wkey, device, rid, iommu, ev[S.I_SEQ], self.ctx.label(ev), self.ctx.op,
                    info if info is not None else {})
         self.open[wkey] = w
         return w
@@ -327,7 +356,7 @@ class Analyser:
     def close_window(self, wkey, ev) -> None:
         w = self.open.pop(wkey, None)
         if w is not None:
-            f = self.finalize(w, ev[1], label_of(ev), ev)
+            f = self.finalize(w, ev[S.I_SEQ], self.ctx.label(ev), ev)
             if f is not None:
                 self.ctx.out.append(f)
 

@@ -50,7 +50,7 @@ from __future__ import annotations
 from replay import caches
 from tracer import schema as S
 
-from .base import Analyser, domain_name
+from .base import F_DEV_BDF, F_DEV_SEG, F_KEY_BUS, F_KEY_DEVFN, F_KEY_IOMMU, Analyser, domain_name
 from .findings import BENIGN, HAZARD, Finding, renderer
 
 
@@ -94,7 +94,7 @@ class DevtlbAnalyser(Analyser):
             self.check(key, ev)
 
     def on_sync(self, ev):
-        key = (ev[6], ev[7], ev[8])
+        key = (ev[F_KEY_IOMMU], ev[F_KEY_BUS], ev[F_KEY_DEVFN])
         if key in self.ctx.st.devtlb or key in self.by_key:
             self.check(key, ev)
 
@@ -102,15 +102,15 @@ class DevtlbAnalyser(Analyser):
         # values leaving the context cache may have been filled into an ATC;
         # the model's sets are replaced when they change, so an identity test
         # finds the devices whose ATC did
-        if ev[12] != 0 or not self._ats:
+        if ev[S.F_FLUSH_CONTEXT_RC] != 0 or not self._ats:
             return
-        u = ev[6]
+        u = ev[S.F_FLUSH_CONTEXT_IOMMU]
         devtlb = self._devtlb
-        if ev[7] == "device" and not ev[10]:
+        if ev[S.F_FLUSH_CONTEXT_GRAN] == "device" and not ev[S.F_FLUSH_CONTEXT_FM]:
             # the frequent case (MO9, UO4): one source-id
             if not devtlb:
                 return
-            sid = ev[9]
+            sid = ev[S.F_FLUSH_CONTEXT_SID]
             key = (u, sid >> 8, sid & 0xFF)
             fills = devtlb.get(key)
             if fills is not None:
@@ -130,9 +130,10 @@ class DevtlbAnalyser(Analyser):
         held = self.held
         if not held:
             return
-        u, did = ev[6], ev[8]
+        u, did = ev[S.F_FLUSH_IOTLB_IOMMU], ev[S.F_FLUSH_IOTLB_DID]
         keys = held.get((u, did))
-        if not keys or ev[7] != "dsi" or ev[13] != 0 or not ev[12]:
+        if not keys or ev[S.F_FLUSH_IOTLB_GRAN] != "dsi" or ev[S.F_FLUSH_IOTLB_RC] != 0 \
+                or not ev[S.F_FLUSH_IOTLB_DEV_IOTLB]:
             return
         ctxt, missed = self._ctxt, self.missed
         for key in keys:
@@ -150,15 +151,16 @@ class DevtlbAnalyser(Analyser):
                 continue
             if m is None:
                 m = missed[key] = {}
-            m[did] = (ev[5] or f"seq {ev[1]}", why)
+            m[did] = (self.ctx.label(ev) or f"seq {ev[S.I_SEQ]}", why)
 
     def on_flush_dev_iotlb(self, ev):
         seen = self.seen
         if not seen:
             # nothing held, no window open: missed / ats_off are empty too
             return
-        key = (ev[6], ev[7] >> 8, ev[7] & 0xFF)
-        if ev[9] == 0:
+        sid = ev[S.F_FLUSH_DEV_IOTLB_SID]
+        key = (ev[S.F_FLUSH_DEV_IOTLB_IOMMU], sid >> 8, sid & 0xFF)
+        if ev[S.F_FLUSH_DEV_IOTLB_RC] == 0:
             self.missed.pop(key, None)
             self.ats_off.pop(key, None)
         if key in seen:
@@ -168,16 +170,16 @@ class DevtlbAnalyser(Analyser):
         # every key the model holds fills for has been checked (each way in
         # is a hooked event), so dev_keys knows them all
         dk = self.dev_keys
-        keys = dk.get((ev[6], ev[7])) if dk else None
+        keys = dk.get((ev[F_DEV_SEG], ev[F_DEV_BDF])) if dk else None
         if keys:
             for key in sorted(keys):
                 self.check(key, ev)
 
     def on_ats(self, ev):
-        seg, bdf = ev[6], ev[7]
+        seg, bdf = ev[S.F_ATS_ENABLE_SEG], ev[S.F_ATS_ENABLE_BDF]
         for key in self._keys_of(seg, bdf):
-            if not ev[8] and key in self.ctx.st.devtlb:
-                self.ats_off.setdefault(key, ev[5] or f"seq {ev[1]}")
+            if not ev[S.F_ATS_ENABLE_VALUE] and key in self.ctx.st.devtlb:
+                self.ats_off.setdefault(key, self.ctx.label(ev) or f"seq {ev[S.I_SEQ]}")
             self.check(key, ev)
 
     def _keys_of(self, seg, bdf) -> list:
@@ -264,7 +266,7 @@ class DevtlbAnalyser(Analyser):
                 wkey = opened.pop(dom)
                 w = self.open.get(wkey)
                 if w is not None:
-                    w.info["closed_by"] = S.KINDS[ev[0]].name
+                    w.info["closed_by"] = S.KINDS[ev[S.I_KIND]].name
                 self.close_window(wkey, ev)
             if not opened:
                 del self.by_key[key]
@@ -324,7 +326,7 @@ class DevtlbAnalyser(Analyser):
         # of another operation, or still open after its operation returned,
         # outlived it
         if ev is not None:
-            outlived = w.op if ev[3] != w.op else None
+            outlived = w.op if ev[S.I_OP] != w.op else None
         else:
             outlived = w.op if ctx.op != w.op else None
         sev = BENIGN if end is not None and outlived is None and w.op is not None else HAZARD

@@ -26,7 +26,20 @@ from __future__ import annotations
 from tracer import schema as S
 from tracer.schema import DOMID_INVALID
 
-from .base import Analyser, join_names
+from .base import (
+    F_DEV_BDF,
+    F_DEV_SEG,
+    F_DID_DID,
+    F_DID_UNIT,
+    F_DOMAIN,
+    F_KEY_BUS,
+    F_KEY_DEVFN,
+    F_KEY_IOMMU,
+    PAGE_MASK,
+    TT_PT,
+    Analyser,
+    join_names,
+)
 from .findings import HAZARD, WARNING, Finding
 
 WHERE = {"entry": "its context entry", "cache": "the context cache", "iotlb": "the IOTLB"}
@@ -104,7 +117,7 @@ class DidAnalyser(Analyser):
             out.add(ctx.pt_owner(info[1]) if info[1] is not None else None)
         for lo, hi in st.cc.get(key, ()):
             if lo & 1 and (hi >> 8) & 0xFFFF == did:
-                out.add(None if (lo >> 2) & 3 == 2 else ctx.pt_owner(lo & 0xFFFF_FFFF_FFFF_F000))
+                out.add(None if (lo >> 2) & 3 == TT_PT else ctx.pt_owner(lo & PAGE_MASK))
         u, b, df = key
         for fb, fdf, pt in st.tlb.get((u, did), ()):
             if fb == b and fdf == df:
@@ -147,26 +160,26 @@ class DidAnalyser(Analyser):
         self.check_key(key, ev)
 
     def on_sync(self, ev):
-        self.check_key((ev[6], ev[7], ev[8]), ev)
+        self.check_key((ev[F_KEY_IOMMU], ev[F_KEY_BUS], ev[F_KEY_DEVFN]), ev)
 
     def on_flush_context(self, ev):
         # a completed flush only takes cache references away (and may turn
         # them into IOTLB references): only keys it can have touched
-        keys = self.cached.get(ev[6])
-        if keys and ev[12] == 0:
+        keys = self.cached.get(ev[S.F_FLUSH_CONTEXT_IOMMU])
+        if keys and ev[S.F_FLUSH_CONTEXT_RC] == 0:
             targets = self.ctx.flush_targets(ev)
             for key in list(keys if targets is None else keys.intersection(targets)):
                 self.check_key(key, ev)
 
     def on_flush_iotlb(self, ev):
-        keys = self.cached.get(ev[6])
-        if keys and ev[13] == 0:
+        keys = self.cached.get(ev[S.F_FLUSH_IOTLB_IOMMU])
+        if keys and ev[S.F_FLUSH_IOTLB_RC] == 0:
             for key in list(keys):
                 self.check_key(key, ev)
 
     def on_did_map(self, ev):
         ctx = self.ctx
-        u, did, new = ev[6], ev[7], ev[9]
+        u, did, new = ev[F_DID_UNIT], ev[F_DID_DID], ev[S.F_DID_MAP_NEW]
         if new != DOMID_INVALID and (u, did) not in ctx.st.did_bits:
             # context_set_domain_id allocating did: anything still using it?
             for key in sorted(self.keys_referencing(u, did)):
@@ -174,13 +187,14 @@ class DidAnalyser(Analyser):
                 if wkey not in self.open and self.table_owners(key, did) != {new}:
                     r = self.refs(key).get(did, set())
                     self.open_window("did-reuse", wkey, ev, device=ctx.device_of(key), rid=ctx.rid(key),
-                                     iommu=u, info={"did": did, "new": new, "old": ev[8], "where": set(r)})
+                                     iommu=u, info={"did": did, "new": new, "old": ev[S.F_DID_MAP_OLD],
+                                                                "where": set(r)})
                     self.d3.setdefault(key, set()).add(did)
                     self._track(key, True)
         self.on_did(ev)
 
     def on_did(self, ev):
-        u, did = ev[6], ev[7]
+        u, did = ev[F_DID_UNIT], ev[F_DID_DID]
         self.check_leak(u, did, ev)
         self._restatus(u, did, ev)
 
@@ -199,8 +213,8 @@ class DidAnalyser(Analyser):
 
     def on_iommu_bitmap(self, ev):
         ctx = self.ctx
-        dom, u = ev[6], ev[7]
-        if ev[8]:
+        dom, u = ev[S.F_IOMMU_BITMAP_DOMAIN], ev[S.F_IOMMU_BITMAP_IOMMU]
+        if ev[S.F_IOMMU_BITMAP_VALUE]:
             # a bit set can only end "the bitmap lacks the unit" windows
             for key in list(self.by_unit.get(u, ())):
                 w = self.open.get(("d2", key))
@@ -214,12 +228,12 @@ class DidAnalyser(Analyser):
 
     def on_owner(self, ev):
         ctx = self.ctx
-        seg, bdf = ev[6], ev[7]
+        seg, bdf = ev[F_DEV_SEG], ev[F_DEV_BDF]
         dev = ctx.topo.by_loc.get((seg, bdf >> 8, bdf & 0xFF))
         unit = dev.unit if dev is not None else ctx.topo.drhd(seg, bdf >> 8, bdf & 0xFF)
         if unit is None:
             return
-        doms = (ev[8], ev[9]) if ev[0] == S.K_OWNER_MOVE else None
+        doms = (ev[S.F_OWNER_MOVE_OLD], ev[S.F_OWNER_MOVE_NEW]) if ev[S.I_KIND] == S.K_OWNER_MOVE else None
         if doms is None:
             cands = [(unit, d) for d in ctx.bits_on.get(unit, ())]
         else:
@@ -230,7 +244,7 @@ class DidAnalyser(Analyser):
     def on_domain(self, ev):
         """A domain appears or goes: DIDs whose slot names it become (non-)
         dangling and (non-)leaked."""
-        for u, did in list(self.ctx.map_dids.get(ev[6], ())):
+        for u, did in list(self.ctx.map_dids.get(ev[F_DOMAIN], ())):
             self.check_leak(u, did, ev)
             self._restatus(u, did, ev)
 
@@ -239,11 +253,11 @@ class DidAnalyser(Analyser):
         self.on_pt_free(ev)      # its tables went with it
 
     def on_pt_alloc(self, ev):
-        for key in list(self.ctx.root_keys.get(ev[7], ())):
+        for key in list(self.ctx.root_keys.get(ev[S.F_PT_ALLOC_MADDR], ())):
             self.check_key(key, ev)
 
     def on_pt_free(self, ev):
-        for key in self.ctx.keys_on_tables_of(ev[6]):
+        for key in self.ctx.keys_on_tables_of(ev[F_DOMAIN]):
             self.check_key(key, ev)
 
     def on_op_end(self, ev):

@@ -29,7 +29,7 @@ from __future__ import annotations
 from tracer import schema as S
 from tracer.schema import DOMID_INVALID, FUNC_CODE
 
-from .base import Analyser, label_of
+from .base import F_DID_DID, F_DID_UNIT, Analyser
 from .findings import HAZARD, WARNING, Finding
 
 # (outer, inner): outer must be taken first.
@@ -78,12 +78,12 @@ class LockAnalyser(Analyser):
         locks = st.locks
         if len(locks) < 2 and not st.nest:
             return          # the only lock held: nothing to be out of order with
-        lock = ev[6]
+        lock = ev[S.F_LOCK_LOCK]
         bad = BAD.get(lock)
         if bad is None:
             return          # RCU read-side references: not ordered
-        key = (lock, ev[7])
-        cpu = ev[2]
+        key = (lock, ev[S.F_LOCK_TARGET])
+        cpu = ev[S.I_CPU]
         if key in st.nest:
             self._inversion(ev, key, key, "is taken again by the CPU that holds it (self-deadlock)")
             return
@@ -107,36 +107,36 @@ class LockAnalyser(Analyser):
     # --- protected stores ------------------------------------------------------------------------
 
     def on_ctx_write(self, ev):
-        u = ev[6]
-        if self._holds("iommu->lock", u, ev[2]):
+        u = ev[S.F_CTX_WRITE_IOMMU]
+        if self._holds("iommu->lock", u, ev[S.I_CPU]):
             self.last = None
             return
-        key = (u, ev[7], ev[8])
+        key = (u, ev[S.F_CTX_WRITE_BUS], ev[S.F_CTX_WRITE_DEVFN])
         self._point(ev, ("ctx", u, key), u, key,
                     f"context entry of {self.ctx.rid(key)} stored without iommu->lock[{u}] held", HAZARD)
 
     def on_did(self, ev):
         ctx = self.ctx
-        u, did = ev[6], ev[7]
-        cpu = ev[2]
-        if ev[0] == S.K_DID_BITMAP:
-            freeing = not ev[8]
+        u, did = ev[F_DID_UNIT], ev[F_DID_DID]
+        cpu = ev[S.I_CPU]
+        if ev[S.I_KIND] == S.K_DID_BITMAP:
+            freeing = not ev[S.F_DID_BITMAP_VALUE]
         else:
-            freeing = ev[9] == DOMID_INVALID
+            freeing = ev[S.F_DID_MAP_NEW] == DOMID_INVALID
         if freeing:
             if self._holds("pcidevs_lock", None, cpu):
                 self.last = None
                 return
-            teardown = F_TEARDOWN in ctx.st.stack(cpu) or label_of(ev) == "DK4"
+            teardown = F_TEARDOWN in ctx.st.stack(cpu) or ev[S.I_LABEL] == "DK4"
             if teardown:
                 self._point(ev, ("free", u, "teardown"), u, None,
                             "iommu_domain_teardown frees DID {dids} without pcidevs_lock "
                             "(lock-free cleanup_domid_map: the XSA-399 race window with "
                             "a concurrent context_set_domain_id)", WARNING, did=did)
             else:
-                self._point(ev, ("free", u, ev[4]), u, None,
+                self._point(ev, ("free", u, ev[S.I_FUNC]), u, None,
                             "DID {dids} freed without pcidevs_lock held", HAZARD, did=did)
-        elif ev[4] == F_SET_DID:
+        elif ev[S.I_FUNC] == F_SET_DID:
             if self._holds("iommu->lock", u, cpu):
                 self.last = None
                 return
@@ -150,7 +150,7 @@ class LockAnalyser(Analyser):
         ctx = self.ctx
         if self.last is not None and self.last[0] == sig and self.last[1] in self.open:
             w = self.open[self.last[1]]
-            w.info["last"] = (ev[1], label_of(ev))
+            w.info["last"] = (ev[S.I_SEQ], ctx.label(ev))
             if did is not None:
                 w.info["dids"].add(did)
             return
@@ -159,7 +159,7 @@ class LockAnalyser(Analyser):
         wkey = ("pt", self.n)
         self.open_window("lock-order", wkey, ev, device=ctx.op_device if key is None else ctx.device_of(key)
                          or ctx.op_device, rid=ctx.rid(key) if key is not None else None, iommu=u,
-                         info={"what": what, "sev": sev, "last": (ev[1], label_of(ev)),
+                         info={"what": what, "sev": sev, "last": (ev[S.I_SEQ], ctx.label(ev)),
                                "dids": {did} if did is not None else set()})
         self.last = (sig, wkey)
 

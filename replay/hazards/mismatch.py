@@ -24,7 +24,7 @@ from __future__ import annotations
 from tracer import schema as S
 from tracer.schema import DOMID_INVALID
 
-from .base import Analyser, join_names
+from .base import F_DID_DID, F_DID_UNIT, F_DOMAIN, Analyser, join_names
 from .findings import HAZARD, WARNING, Finding
 
 
@@ -50,8 +50,8 @@ class MismatchAnalyser(Analyser):
     # --- triggers ------------------------------------------------------------------------
 
     def on_log(self, ev):
-        text = ev[7] if len(ev) > 7 else None
-        if ev[6] == "warning" and isinstance(text, str) and "data corruption" in text:
+        text = ev[S.F_LOG_TEXT]
+        if ev[S.F_LOG_LEVEL] == "warning" and "data corruption" in text:
             self.ctx.warning = text
 
     def on_ctx_write(self, ev):
@@ -64,7 +64,7 @@ class MismatchAnalyser(Analyser):
                     self._victims(self.open[("b", other)], key)
 
     def on_did(self, ev):
-        u, did = ev[6], ev[7]
+        u, did = ev[F_DID_UNIT], ev[F_DID_DID]
         st = self.ctx.st
         status = ((u, did) in st.did_bits, st.did_map.get((u, did), 0))
         if self._status.get((u, did)) == status:
@@ -74,11 +74,11 @@ class MismatchAnalyser(Analyser):
             self.check(key, ev)
 
     def on_pt_alloc(self, ev):
-        for key in list(self.ctx.root_keys.get(ev[7], ())):
+        for key in list(self.ctx.root_keys.get(ev[S.F_PT_ALLOC_MADDR], ())):
             self.check(key, ev)
 
     def on_tables_gone(self, ev):
-        for key in self.ctx.keys_on_tables_of(ev[6]):
+        for key in self.ctx.keys_on_tables_of(ev[F_DOMAIN]):
             self.check(key, ev)
 
     # --- the condition ----------------------------------------------------------------------
@@ -118,7 +118,7 @@ class MismatchAnalyser(Analyser):
                 w = self.open_window("did-pt-mismatch", wkey, ev, device=ctx.device_of(key),
                                      rid=ctx.rid(key), iommu=u,
                                      info={"cause": cause, "causes": [cause], "victims": set(),
-                                           "warning": ctx.warning if ev[0] == S.K_CTX_WRITE else None})
+                                           "warning": ctx.warning if ev[S.I_KIND] == S.K_CTX_WRITE else None})
                 self.by_did.setdefault((u, cause[1]), set()).add(key)
             elif cause[0] != w.info["causes"][-1][0] or cause[3] != w.info["causes"][-1][3]:
                 w.info["causes"].append(cause)
@@ -130,8 +130,7 @@ class MismatchAnalyser(Analyser):
             self.close_window(wkey, ev)
 
     def _victims(self, w, other) -> None:
-        owner = w.info["cause"][2]
-        if owner in self.ctx.dying:
+        if self.ctx.owner_dying(w.info["cause"][2]):
             return
         w.info["victims"].add(other)
 

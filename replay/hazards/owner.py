@@ -64,7 +64,7 @@ from __future__ import annotations
 from replay.state import ROOT_TABLES
 from tracer import schema as S
 
-from .base import PAGE_MASK, TT_PT, Analyser, domain_name
+from .base import F_DEV_BDF, F_DEV_SEG, F_DID_DID, F_DID_UNIT, F_DOMAIN, PAGE_MASK, TT_PT, Analyser, domain_name
 from .findings import HAZARD, WARNING, Finding, renderer
 from .topology import fmt_rid
 
@@ -204,7 +204,7 @@ class OwnerAnalyser(Analyser):
             self._recheck(ws, ev)
 
     def on_device(self, ev):
-        pkey = (ev[6], ev[7])
+        pkey = (ev[F_DEV_SEG], ev[F_DEV_BDF])
         idx = self.by_pkey.get(pkey)
         if idx is None:
             return
@@ -238,7 +238,7 @@ class OwnerAnalyser(Analyser):
                     self._recheck(ws, ev)
 
     def on_did(self, ev):
-        ud = (ev[6], ev[7])
+        ud = (ev[F_DID_UNIT], ev[F_DID_DID])
         keys = self._did_keys.get(ud)
         if not keys:
             # No entry carries the DID (a fresh allocation, a DID already let
@@ -262,9 +262,9 @@ class OwnerAnalyser(Analyser):
                     self._recheck(ws, ev)
 
     def on_pt_alloc(self, ev):
-        if ev[8] in ROOT_TABLES:
-            self.dirty_doms.add(ev[6])      # the owner has tables now
-        keys = self._root_keys.get(ev[7])
+        if ev[S.F_PT_ALLOC_WHAT] in ROOT_TABLES:
+            self.dirty_doms.add(ev[F_DOMAIN])      # the owner has tables now
+        keys = self._root_keys.get(ev[S.F_PT_ALLOC_MADDR])
         if keys:
             self._mark_keys(keys)
             if self.open_by_key:
@@ -274,7 +274,7 @@ class OwnerAnalyser(Analyser):
                         self._recheck(ws, ev)
 
     def on_tables_gone(self, ev):
-        dom = ev[6]
+        dom = ev[F_DOMAIN]
         self.dirty_doms.add(dom)
         self._mark_keys(self.ctx.keys_on_tables_of(dom))
         if self.open_by_src:

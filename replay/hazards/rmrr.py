@@ -26,7 +26,20 @@ from replay import caches
 from tracer import schema as S
 from tracer.schema import DOMID_IO
 
-from .base import P_BIT, PAGE_MASK, TT_PT, ZERO, Analyser, ranges_str
+from .base import (
+    F_DEV_BDF,
+    F_DEV_SEG,
+    F_DOMAIN,
+    F_KEY_BUS,
+    F_KEY_DEVFN,
+    F_KEY_IOMMU,
+    P_BIT,
+    PAGE_MASK,
+    TT_PT,
+    ZERO,
+    Analyser,
+    ranges_str,
+)
 from .findings import HAZARD, Finding
 
 
@@ -74,20 +87,21 @@ class RmrrAnalyser(Analyser):
     # --- triggers ----------------------------------------------------------------------
 
     def on_key_event(self, ev):
-        key = (ev[6], ev[7], ev[8])
+        key = (ev[F_KEY_IOMMU], ev[F_KEY_BUS], ev[F_KEY_DEVFN])
         if key in self.tracked:
             self.check(key, ev)
 
     def on_unit_event(self, ev):
-        for key in self.by_unit.get(ev[6], ()):
+        for key in self.by_unit.get(ev[S.F_TRANSLATION_ENABLE_IOMMU], ()):
             self.check(key, ev)
 
     def on_flush(self, ev):
-        if self.open and ev[12] == 0:
-            u = ev[6]
-            if ev[7] == "device" and not ev[10]:
+        if self.open and ev[S.F_FLUSH_CONTEXT_RC] == 0:
+            u = ev[S.F_FLUSH_CONTEXT_IOMMU]
+            if ev[S.F_FLUSH_CONTEXT_GRAN] == "device" and not ev[S.F_FLUSH_CONTEXT_FM]:
                 # device-selective, no function mask: one requester ID
-                key = (u, ev[9] >> 8, ev[9] & 0xFF)
+                sid = ev[S.F_FLUSH_CONTEXT_SID]
+                key = (u, sid >> 8, sid & 0xFF)
                 if key in self.tracked:
                     self.check(key, ev)
                 return
@@ -102,13 +116,13 @@ class RmrrAnalyser(Analyser):
                 self.check(key, ev)
 
     def on_idmap_add(self, ev):
-        self._cov.pop(ev[6], None)
+        self._cov.pop(ev[F_DOMAIN], None)
         self.on_shrink(ev)
 
     def on_idmap_remove(self, ev):
         """dom lost an identity map (or was destroyed): only requester IDs
         that may use dom's tables can lose their RMRR."""
-        dom = ev[6]
+        dom = ev[F_DOMAIN]
         self._cov.pop(dom, None)
         ctx = self.ctx
         st = ctx.st
@@ -118,12 +132,8 @@ class RmrrAnalyser(Analyser):
                     or key in st.cc or not st.coherent:
                 self.check(key, ev)
 
-    def on_all(self, ev):
-        for key in self.tracked:
-            self.check(key, ev)
-
     def on_device(self, ev):
-        for key in self.dev_keys.get((ev[6], ev[7]), ()):
+        for key in self.dev_keys.get((ev[F_DEV_SEG], ev[F_DEV_BDF]), ()):
             self.check(key, ev)
 
     def on_op_end(self, ev):
@@ -160,7 +170,7 @@ class RmrrAnalyser(Analyser):
             a1 = a2 = None
             seg, bus, devfn = dev.loc
             if live and (seg, (bus << 8) | devfn) in st.present:
-                for lo, hi in values:
+                for lo, _hi in values:
                     if not lo & P_BIT:
                         a1 = True
                     elif (lo >> 2) & 3 != TT_PT:

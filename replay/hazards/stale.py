@@ -27,7 +27,18 @@ from __future__ import annotations
 from replay import caches
 from tracer import schema as S
 
-from .base import PAGE_MASK, ZERO, Analyser, domain_name, join_names
+from .base import (
+    F_DID_DID,
+    F_DID_UNIT,
+    F_KEY_BUS,
+    F_KEY_DEVFN,
+    F_KEY_IOMMU,
+    PAGE_MASK,
+    ZERO,
+    Analyser,
+    domain_name,
+    join_names,
+)
 from .findings import BENIGN, HAZARD, WARNING, Finding, renderer
 
 translation_of = caches.translation_of
@@ -75,9 +86,8 @@ class StaleAnalyser(Analyser):
         dids = set(self.c2_of.get(key, ()))
         if old is not None:
             dids.add(old[0])
-        olo = ev[11]
-        if olo & 1:
-            dids.add((ev[12] >> 8) & 0xFFFF)
+        if ev[S.F_CTX_WRITE_OLD_LO] & caches.P_BIT:
+            dids.add((ev[S.F_CTX_WRITE_OLD_HI] >> 8) & 0xFFFF)
         for did in dids:
             self.check_c2(key, did, ev)
         c3 = self.c3_keys.get(u)
@@ -89,19 +99,19 @@ class StaleAnalyser(Analyser):
             for k in c3:
                 w = self.open[("c3", k)]
                 if k != key and any(d == new[0] for d, _ in w.info["fills"]) \
-                        and not self._dying_owner(w, new[0]):
+                        and not self._owner_dying(w, new[0]):
                     w.info["victims"].add(key)
 
     def on_sync(self, ev):
-        key = (ev[6], ev[7], ev[8])
+        key = (ev[F_KEY_IOMMU], ev[F_KEY_BUS], ev[F_KEY_DEVFN])
         self.check_c1(key, ev)
         self._recheck((key,), ev)
 
     def on_flush_context(self, ev):
-        if ev[12] != 0:
+        if ev[S.F_FLUSH_CONTEXT_RC] != 0:
             return                      # skipped (non-present, CM = 0) or failed: nothing dropped
         ctx = self.ctx
-        u = ev[6]
+        u = ev[S.F_FLUSH_CONTEXT_IOMMU]
         targets = ctx.flush_targets(ev)
         c1 = self.c1_keys.get(u)
         if c1:
@@ -117,10 +127,10 @@ class StaleAnalyser(Analyser):
                 self.check_c3(key, ev)
 
     def on_flush_iotlb(self, ev):
-        u = ev[6]
-        if ev[13] != 0:
+        u = ev[S.F_FLUSH_IOTLB_IOMMU]
+        if ev[S.F_FLUSH_IOTLB_RC] != 0:
             return                      # failed or skipped: nothing was invalidated
-        gran, did = ev[7], ev[8]
+        gran, did = ev[S.F_FLUSH_IOTLB_GRAN], ev[S.F_FLUSH_IOTLB_DID]
         if gran == "dsi":
             for key in list(self.c2_did.get((u, did), ())):
                 self.check_c2(key, did, ev)
@@ -140,7 +150,7 @@ class StaleAnalyser(Analyser):
         become foreign (or stopped being so)."""
         ctx = self.ctx
         st = ctx.st
-        u, did = ev[6], ev[7]
+        u, did = ev[F_DID_UNIT], ev[F_DID_DID]
         keys = set(self.c3_keys.get(u, ()))
         mism = ctx.mismatch_keys.get(u)
         if mism:
@@ -161,11 +171,11 @@ class StaleAnalyser(Analyser):
         ctx = self.ctx
         st = ctx.st
         keys = set()
-        for u, ks in self.c3_keys.items():
+        for ks in self.c3_keys.values():
             keys.update(ks)
-        for u, ks in ctx.mismatch_keys.items():
+        for ks in ctx.mismatch_keys.values():
             keys.update(ks)
-        for (u, did), fills in st.tlb.items():
+        for (u, _did), fills in st.tlb.items():
             keys.update((u, b, df) for b, df, _ in fills)
         keys.update(st.cc)
         for key in sorted(keys):
@@ -214,11 +224,12 @@ class StaleAnalyser(Analyser):
                 self.c1_keys.setdefault(u, set()).add(key)
             w.info["values"].update(stale)
         elif w is not None:
-            if ev[0] == S.K_FLUSH_CONTEXT and ev[7] == "device":
+            flush = ev[S.I_KIND] == S.K_FLUSH_CONTEXT
+            if flush and ev[S.F_FLUSH_CONTEXT_GRAN] == "device":
                 tags = {caches.cache_tag(v) for v in w.info["values"] if v[0] & 1}
-                if tags and ev[8] not in tags:
-                    w.info["wrong_did"] = (ev[8], tags)
-            if ev[0] == S.K_FLUSH_CONTEXT:
+                if tags and ev[S.F_FLUSH_CONTEXT_DID] not in tags:
+                    w.info["wrong_did"] = (ev[S.F_FLUSH_CONTEXT_DID], tags)
+            if flush:
                 w.info["flushed"] = True
             self.c1_keys[u].discard(key)
             self.close_window(wkey, ev)
@@ -272,11 +283,11 @@ class StaleAnalyser(Analyser):
             return None
         return owner, po
 
-    def _dying_owner(self, w, did) -> bool:
-        for (d, _), (owner, _) in w.info["fills"].items():
-            if d == did and owner in self.ctx.dying:
-                return True
-        return False
+    def _owner_dying(self, w, did) -> bool:
+        """A foreign fill tagged did was made while did's owner was dying
+        (Context.owner_dying: no victims)."""
+        owner_dying = self.ctx.owner_dying
+        return any(d == did and owner_dying(owner) for (d, _), (owner, _) in w.info["fills"].items())
 
     def check_c3(self, key, ev) -> None:
         """foreign-iotlb for key: a translation it may use or have filled --
@@ -310,13 +321,13 @@ class StaleAnalyser(Analyser):
         if found:
             if w is None:
                 info = {"fills": {}, "victims": set(),
-                        "warning": ctx.warning if ev[0] == S.K_CTX_WRITE else None}
+                        "warning": ctx.warning if ev[S.I_KIND] == S.K_CTX_WRITE else None}
                 w = self.open_window("foreign-iotlb", wkey, ev, device=ctx.device_of(key), rid=ctx.rid(key),
                                      iommu=u, info=info)
                 self.c3_keys.setdefault(u, set()).add(key)
             for tr, fo in found.items():
                 w.info["fills"].setdefault(tr, fo)
-                if fo[0] in ctx.dying:
+                if ctx.owner_dying(fo[0]):
                     continue
                 for other in ctx.keys_with_did(u, tr[0]):
                     if other != key:
@@ -363,7 +374,7 @@ class StaleAnalyser(Analyser):
         sev = HAZARD if (end is None or outlived is not None) else BENIGN
         pt_owner = self.ctx.pt_owner
         fills = tuple((tr, owner, pt_owner(tr[1])) for tr, owner in info["fills"].items())
-        restored = ev is not None and ev[0] != S.K_FLUSH_IOTLB
+        restored = ev is not None and ev[S.I_KIND] != S.K_FLUSH_IOTLB
         flushed = info["flushed"]
         flushed = tuple(sorted({d for g, d in flushed if g == "dsi"})) if flushed else ()
         facts = (self.ctx.names, w.iommu, w.rid, end, end_label, outlived, flushed, restored, fills)
@@ -433,7 +444,7 @@ def _render_c2(facts) -> str:
     fills = sorted(fills, key=lambda x: x[0])
     dids = sorted({tr[0] for tr, _, _ in fills})
     parts = []
-    for (did, pt), owner, po in fills:
+    for (did, _pt), owner, po in fills:
         tables = f"{domain_name(names, po)}'s tables" if po is not None else "freed tables"
         who = domain_name(names, owner) if owner is not None else "freed"
         parts.append(f"DID {did} ({who}) from {tables}")
