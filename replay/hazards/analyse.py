@@ -177,6 +177,7 @@ class Analysis:
                 if f.start > last:
                     continue
                 if f.end is not None and f.end > last:
+                    f.detail = f.detail     # the sentence as the analysers saw the window, before the clip
                     f.end = None
                     f.end_label = None
                 clipped.append(f)

@@ -331,15 +331,15 @@ class DevtlbAnalyser(Analyser):
             outlived = w.op if ctx.op != w.op else None
         sev = BENIGN if end is not None and outlived is None and w.op is not None else HAZARD
         # the facts now, the sentence when somebody reads it (Finding.detail)
-        facts = (ctx.names, w.iommu, w.rid, tuple(info["owners"]), info["dom"], tuple(sorted(info["fills"])),
-                 tuple(sorted(info["missed"].items())), info.get("ats_off"), info.get("closed_by"),
-                 end, end_label, outlived)
+        detail = (RENDER, ctx.names, tuple(info["owners"]), info["dom"], tuple(sorted(info["fills"])),
+                  tuple(sorted(info["missed"].items())), info.get("ats_off"), info.get("closed_by"), outlived)
         return Finding("stale-devtlb", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label,
-                       end_label, (RENDER, facts))
+                       end_label, detail)
 
 
-def _render(facts) -> str:
-    names, u, rid, owners, dom, fills, missed, ats_off, closed_by, end, end_label, outlived = facts
+def _render(f: Finding, d: tuple) -> str:
+    _, names, owners, dom, fills, missed, ats_off, closed_by, outlived = d
+    u, rid, end, end_label = f.iommu, f.rid, f.end, f.end_label
     whose = f"{domain_name(names, dom)}'s" if dom is not None else "freed"
     dids = "/".join(str(d) for d in sorted({d for d, _ in fills}))
     tables = ", ".join(f"{pt:#x}" for pt in sorted({pt for _, pt in fills}))

@@ -500,7 +500,7 @@ class OwnerAnalyser(Analyser):
             text = dict(self.sources[src].shadows)[w.info["key"]]
         else:
             text = self.sources[src].how
-        detail = (RENDER, (self.ctx.names, w.iommu, w.rid, w.device, text) + facts)
+        detail = (RENDER, self.ctx.names, text, *facts)
         return Finding("owner-mismatch", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label, end_label,
                        detail)
 
@@ -514,10 +514,11 @@ def _entry_str(names, e) -> str:
     return f"translates with {d} and {tables} page tables"
 
 
-def _render(facts) -> str:
+def _render(f: Finding, d: tuple) -> str:
     """The one-sentence detail: which device, owned by whom, DMAs through
     which requester ID into whose memory."""
-    names, iommu, rid, device, text, what, owner, e = facts[:8]
+    _, names, text, what, owner, e = d[:6]
+    iommu, rid, device = f.iommu, f.rid, f.device
     head = f"IOMMU {iommu}: "
     if what == "orphan":
         return (head + f"{rid} has a present context entry that {_entry_str(names, e)}, although no device, "
@@ -527,7 +528,7 @@ def _render(facts) -> str:
         state = "is not present" if e is None else _entry_str(names, e) + f", not {own}'s"
         return (head + f"{device}, owned by {own}, does not DMA through {rid} ({text}), but Xen maps that "
                 f"entry for it, and the entry {state}")
-    split = facts[8]
+    split = d[6]
     if e is None:
         out = (f"{device}, owned by {own}, DMAs through {rid} ({text}), whose context entry is not present: "
                f"its DMA faults instead of reaching {own}'s memory")

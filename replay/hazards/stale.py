@@ -360,26 +360,30 @@ class StaleAnalyser(Analyser):
         wrong = info.get("wrong_did")
         sev = HAZARD if (end is None or outlived is not None or wrong is not None) else BENIGN
         pt_owner = self.ctx.pt_owner
-        # owners now (tables may be freed later), names when written
-        values = tuple((v, pt_owner(v[0] & PAGE_MASK)) for v in info["values"])
         if wrong is not None:
             wrong = (wrong[0], tuple(sorted(wrong[1])))
-        facts = (self.ctx.names, w.iommu, w.rid, end, end_label, outlived, wrong, "flushed" in info, values)
+        # owners now (tables may be freed later), names when written; the
+        # values flat: (lo, hi, owner of lo's tables) per value
+        facts = [RENDER_C1, self.ctx.names, outlived, wrong, "flushed" in info]
+        for v in info["values"]:
+            facts += (v[0], v[1], pt_owner(v[0] & PAGE_MASK))
         return Finding("stale-context", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label,
-                       end_label, (RENDER_C1, facts))
+                       end_label, tuple(facts))
 
     def _fin_c2(self, w, end, end_label, ev):
         info = w.info
         outlived = info.get("outlived")
         sev = HAZARD if (end is None or outlived is not None) else BENIGN
         pt_owner = self.ctx.pt_owner
-        fills = tuple((tr, owner, pt_owner(tr[1])) for tr, owner in info["fills"].items())
         restored = ev is not None and ev[S.I_KIND] != S.K_FLUSH_IOTLB
         flushed = info["flushed"]
         flushed = tuple(sorted({d for g, d in flushed if g == "dsi"})) if flushed else ()
-        facts = (self.ctx.names, w.iommu, w.rid, end, end_label, outlived, flushed, restored, fills)
+        # the fills flat: (did, tables, owner of did, owner of the tables) per fill
+        facts = [RENDER_C2, self.ctx.names, outlived, flushed, restored]
+        for (did, pt), owner in info["fills"].items():
+            facts += (did, pt, owner, pt_owner(pt))
         return Finding("stale-iotlb", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label,
-                       end_label, (RENDER_C2, facts))
+                       end_label, tuple(facts))
 
     def _fin_c3(self, w, end, end_label):
         ctx = self.ctx
@@ -427,9 +431,11 @@ def _value(names, v, po) -> str:
     return f"DID {(hi >> 8) & 0xFFFF} with {_tables(names, lo, po)}"
 
 
-def _render_c1(facts) -> str:
-    names, u, rid, end, end_label, outlived, wrong, flushed, values = facts
-    vals = " / ".join(_value(names, v, po) for v, po in sorted(values, key=lambda x: x[0]))
+def _render_c1(f: Finding, d: tuple) -> str:
+    _, names, outlived, wrong, flushed = d[:5]
+    u, rid, end, end_label = f.iommu, f.rid, f.end, f.end_label
+    values = sorted((((d[i], d[i + 1]), d[i + 2]) for i in range(5, len(d), 3)), key=lambda x: x[0])
+    vals = " / ".join(_value(names, v, po) for v, po in values)
     tail = _tail(end, end_label, outlived, "context-cache flush for it")
     if wrong is not None:
         tail += (f"; that device-selective flush named DID {wrong[0]} while the cached entry carries "
@@ -439,9 +445,10 @@ def _render_c1(facts) -> str:
     return f"IOMMU {u}: the context cache may still hold {vals} for {rid} after its entry in memory changed{tail}"
 
 
-def _render_c2(facts) -> str:
-    names, u, rid, end, end_label, outlived, flushed, restored, fills = facts
-    fills = sorted(fills, key=lambda x: x[0])
+def _render_c2(f: Finding, d: tuple) -> str:
+    _, names, outlived, flushed, restored = d[:5]
+    u, rid, end, end_label = f.iommu, f.rid, f.end, f.end_label
+    fills = sorted((((d[i], d[i + 1]), d[i + 2], d[i + 3]) for i in range(5, len(d), 4)), key=lambda x: x[0])
     dids = sorted({tr[0] for tr, _, _ in fills})
     parts = []
     for (did, _pt), owner, po in fills:
