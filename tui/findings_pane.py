@@ -17,10 +17,10 @@ from bisect import bisect_left
 from textual.binding import Binding
 from textual.message import Message
 
-from replay.hazards.findings import boundary_label
+from replay.hazards.findings import SEVERITY_RANK, boundary_label
 
 from .lines import Line, LinePane, wrap_parts
-from .model import SEVERITY_RANK, FindingsView
+from .model import FindingsView
 
 NEIGHBOURS = 6
 OPEN_LISTED = 12         # open findings listed one per line

@@ -37,6 +37,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from replay import render
+from replay.hazards.findings import SEVERITY_RANK, Finding, FindingIndex
 from replay.jsonout import EventPresenter, RidFilter
 from replay.reader import open_trace
 from tracer import schema as S
@@ -101,66 +102,46 @@ def parse_kinds(text: str) -> tuple[str, ...]:
 
 # --- findings ---------------------------------------------------------------------------
 
-SEVERITY_RANK = {"hazard": 3, "warning": 2, "benign": 1}
 TIMELINE_RESOLUTION = 4096
 
 
-def _fget(f, name, default=None):
-    if isinstance(f, dict):
-        return f.get(name, default)
-    return getattr(f, name, default)
+def finding_dict(f: Finding) -> dict:
+    """A finding as the docs/CLI.md#check-json dict the panes read."""
+    return f.to_json()
 
 
-def finding_dict(f) -> dict:
-    """A finding as the docs/CLI.md#check-json dict, whatever object the analysers hand out."""
-    if isinstance(f, dict):
-        return f
-    to = getattr(f, "to_json", None)
-    if to is not None:
-        return to()
-    return {k: _fget(f, k) for k in ("kind", "severity", "device", "rid", "iommu", "start", "end",
-                                     "open_at_end", "start_label", "end_label", "detail")}
-
-
-def _rank(f) -> int:
-    return SEVERITY_RANK.get(_fget(f, "severity"), 1)
+def _rank(f: Finding) -> int:
+    return SEVERITY_RANK.get(f.severity, 1)
 
 
 class FindingsView:
     """The screen's questions about findings.
 
     ``findings`` are replay.hazards ``Finding`` records (or their
-    docs/CLI.md#check-json dicts) in check order; ``index`` is the analysers' ``FindingIndex`` for
-    "open at step n" (logarithmic).  Built once in the loader thread; kept
-    compact because a long trace has a benign stale-context window per
-    reassignment: records stay records (converted to dicts only for the few
-    on screen), starts are typed arrays, and the timeline reads a histogram of
-    fixed resolution computed here, not the findings.
+    docs/CLI.md#check-json dicts, read with ``Finding.from_json``);
+    ``index`` is the analysers' ``FindingIndex`` of them for "open at step
+    n" (logarithmic) and the check order, built here when not given.  Built
+    once in the loader thread; kept compact because a long trace has a benign
+    stale-context window per reassignment: records stay records (converted
+    to dicts only for the few on screen), starts are typed arrays, and the
+    timeline reads a histogram of fixed resolution computed here, not the
+    findings.
 
     ``next_start``/``prev_start`` skip benign windows (the ones the operation
     closes itself with its own flush) unless ``benign=True``."""
 
-    def __init__(self, findings, index=None, count: int = 0) -> None:
-        if index is not None:
-            items = list(index)                  # the analysers' check order
-        else:
-            items = sorted(findings, key=lambda f: (
-                _fget(f, "start") or 0, _fget(f, "kind") or "",
-                -1 if _fget(f, "iommu") is None else _fget(f, "iommu"), _fget(f, "rid") or ""))
+    def __init__(self, findings, index: FindingIndex | None = None, count: int = 0) -> None:
+        if index is None:
+            index = FindingIndex(Finding.from_json(f) if isinstance(f, dict) else f for f in findings)
+        items = list(index)                  # the analysers' check order
         self.items = items
         self.count = count
         self._index = index
-        # columns, extracted once (records or dicts)
-        if items and not isinstance(items[0], dict):
-            starts = [f.start for f in items]
-            ends = [f.end for f in items]
-            sevs = [f.severity for f in items]
-            kinds = [f.kind for f in items]
-        else:
-            starts = [_fget(f, "start") or 0 for f in items]
-            ends = [_fget(f, "end") for f in items]
-            sevs = [_fget(f, "severity") for f in items]
-            kinds = [_fget(f, "kind") for f in items]
+        # columns, extracted once
+        starts = [f.start for f in items]
+        ends = [f.end for f in items]
+        sevs = [f.severity for f in items]
+        kinds = [f.kind for f in items]
         rank_of = SEVERITY_RANK.get
         ranks = bytes(min(max(rank_of(sv, 1), 1), 3) for sv in sevs)
         end_max = count + 1
@@ -183,35 +164,16 @@ class FindingsView:
         self.by_severity: dict[str, int] = {}
         for sv in sevs:
             self.by_severity[sv] = self.by_severity.get(sv, 0) + 1
-        if index is None:
-            # "open at n" without the analysers' tree: sorted starts plus a
-            # running maximum of the ends (open windows run past the end)
-            self._ends = ends
-            self._maxend = []
-            m = 0
-            for e in ends:
-                m = max(m, e)
-                self._maxend.append(m)
 
-    def _end(self, f) -> int:
-        end = _fget(f, "end")
-        return self.count + 1 if end is None else end
+    def _end(self, f: Finding) -> int:
+        return self.count + 1 if f.end is None else f.end
 
     def __len__(self) -> int:
         return len(self.items)
 
     def open_at(self, n: int) -> list[dict]:
         """Findings with start <= n < end (end None: open to the end), as dicts."""
-        if self._index is not None:
-            return [finding_dict(f) for f in self._index.open_at(n)]
-        i = bisect_right(self.starts, n) - 1
-        out = []
-        while i >= 0 and self._maxend[i] > n:
-            if self._ends[i] > n:
-                out.append(finding_dict(self.items[i]))
-            i -= 1
-        out.reverse()
-        return out
+        return [finding_dict(f) for f in self._index.open_at(n)]
 
     def worst_at(self, n: int) -> int:
         """Severity rank of the worst finding open at n (0: none): one bisect
@@ -342,7 +304,7 @@ class FindingsView:
     def _span_density(self, width: int, a: int, b: int) -> list[tuple[int, int]]:
         b = max(b, a + 1)
         total = b - a
-        windows = [(_fget(f, "start") or 0, self._end(f), _rank(f)) for f in self.open_at(a)]
+        windows = [(f.start, self._end(f), _rank(f)) for f in self._index.open_at(a)]
         i = bisect_right(self.starts, a)
         j = bisect_left(self.starts, b)
         windows += [(self.starts[k], self._end(self.items[k]), self._ranks[k]) for k in range(i, j)]

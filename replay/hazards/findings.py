@@ -128,6 +128,13 @@ class Finding:
                 self.start_label, self.end_label, self.detail]
 
     @classmethod
+    def from_json(cls, d: dict) -> Finding:
+        """Inverse of ``to_json`` (a ``check --json`` finding object); absent
+        optional fields are None, an absent detail is empty."""
+        return cls(d["kind"], d["severity"], d.get("device"), d.get("rid"), d.get("iommu"), d["start"],
+                   d.get("end"), d.get("start_label"), d.get("end_label"), d.get("detail") or "")
+
+    @classmethod
     def from_row(cls, row) -> Finding:
         if not isinstance(row, (list, tuple)) or len(row) != 10:
             raise ValueError("finding row must have 10 fields")
