@@ -482,14 +482,13 @@ class TraceModel:
 
     def entry_of(self, ev):
         """The context entry (iommu, bus, devfn) an event addresses, or None."""
-        k = ev[0]
-        try:
-            if k in self._k_entry:
-                return (ev[6], ev[7], ev[8])
-            if k == self._k_flush_ctx and ev[7] == "device":
-                return (ev[6], ev[9] >> 8, ev[9] & 0xFF)
-        except (IndexError, TypeError):
-            return None
+        # (the trace's own kind codes; decoding checked the event's fields)
+        k = ev[S.I_KIND]
+        if k in self._k_entry:
+            return (ev[S.F_CTX_WRITE_IOMMU], ev[S.F_CTX_WRITE_BUS], ev[S.F_CTX_WRITE_DEVFN])
+        if k == self._k_flush_ctx and ev[S.F_FLUSH_CONTEXT_GRAN] == "device":
+            sid = ev[S.F_FLUSH_CONTEXT_SID]
+            return (ev[S.F_FLUSH_CONTEXT_IOMMU], sid >> 8, sid & 0xFF)
         return None
 
     # --- rows of the list (the filter maps rows to seqs) --------------------------------------
