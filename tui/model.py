@@ -157,7 +157,7 @@ class FindingsView:
         self._cover = {r: self._merge((st, en) for st, en, rk in zip(starts, ends, ranks) if rk == r)
                        for r in (1, 2, 3)}
         self.resolution = max(1, min(TIMELINE_RESOLUTION, count))
-        self.histogram = self._histogram(self.resolution, starts, ends, ranks)
+        self.counts = self._histogram(self.resolution, starts, ends, ranks)
         self.by_kind: dict[str, int] = {}
         for k in kinds:
             self.by_kind[k] = self.by_kind.get(k, 0) + 1
@@ -230,16 +230,14 @@ class FindingsView:
         lo = max(0, hi - k)
         return lo, [finding_dict(f) for f in self.items[lo:hi]]
 
-    def _histogram(self, cells: int, starts, ends, ranks) -> bytearray:
-        """Worst severity rank per cell; cell c covers steps
-        [1 + c*count/cells, 1 + (c+1)*count/cells).  Linear in findings +
-        cells (a difference array per rank: windows left open to the end
-        of the trace span every cell)."""
-        out = bytearray(cells)
+    def _histogram(self, cells: int, starts, ends, ranks) -> dict[int, array]:
+        """{severity rank: windows of that rank covering each cell}; cell c
+        covers steps [1 + c*count/cells, 1 + (c+1)*count/cells).  Linear in
+        findings + cells (a difference array per rank: windows left open to
+        the end of the trace span every cell)."""
         total = self.count
-        self.counts = {r: array("I", bytes(4 * cells)) for r in (1, 2, 3)}
         if total <= 0:
-            return out
+            return {r: array("I", bytes(4 * cells)) for r in (1, 2, 3)}
         diffs = {r: [0] * (cells + 1) for r in (1, 2, 3)}
         last_cell = cells - 1
         for start, end, rank in zip(starts, ends, ranks):
@@ -253,7 +251,7 @@ class FindingsView:
             d = diffs[rank]
             d[c0 if c0 < last_cell else last_cell] += 1
             d[(c1 if c1 < last_cell else last_cell) + 1] -= 1
-        self.counts = {}
+        counts = {}
         for rank in (1, 2, 3):
             run = 0
             d = diffs[rank]
@@ -261,10 +259,8 @@ class FindingsView:
             for c in range(cells):
                 run += d[c]
                 cnt[c] = run
-                if run > 0:
-                    out[c] = rank
-            self.counts[rank] = cnt
-        return out
+            counts[rank] = cnt
+        return counts
 
     def buckets(self, width: int, total: int | None = None) -> list[int]:
         """Worst severity rank per timeline cell, from the histogram."""

@@ -58,9 +58,6 @@ class Topology:
         plat = header.get("platform") if isinstance(header, dict) else None
         if not isinstance(plat, dict):
             plat = {}
-        knobs = plat.get("knobs") if isinstance(plat.get("knobs"), dict) else {}
-        self.coherent = bool(knobs.get("coherent", True))
-        self.caching_mode = bool(knobs.get("caching_mode", False))
 
         # --- domains
         self.names: dict[int, str] = {}
