@@ -34,7 +34,7 @@ from replay.state import BadEvent, fold, initial_state
 from tracer import schema as S
 from tracer.schema import I_KIND, I_SEQ
 
-from .base import F_DOMAIN, Context
+from .base import F_DOMAIN, Context, Event
 from .devtlb import DevtlbAnalyser
 from .did import DidAnalyser
 from .findings import KINDS, FindingIndex, decode_findings, encode_findings, sort_findings
@@ -100,17 +100,17 @@ class Analysis:
 
     # --- context bookkeeping hooks ------------------------------------------------------
 
-    def _clear_warning(self, ev):
+    def _clear_warning(self, ev: Event) -> None:
         self.ctx.warning = None
 
-    def _domain_create(self, ev):
+    def _domain_create(self, ev: Event) -> None:
         self.ctx.alive.add(ev[F_DOMAIN])
         self.ctx.dying.discard(ev[F_DOMAIN])
 
-    def _domain_dying(self, ev):
+    def _domain_dying(self, ev: Event) -> None:
         self.ctx.dying.add(ev[F_DOMAIN])
 
-    def _domain_destroy(self, ev):
+    def _domain_destroy(self, ev: Event) -> None:
         self.ctx.alive.discard(ev[F_DOMAIN])
         self.ctx.dying.discard(ev[F_DOMAIN])
 

@@ -23,6 +23,7 @@ space), dangling and reuse are ``hazard``.
 
 from __future__ import annotations
 
+from replay.caches import Key
 from tracer import schema as S
 from tracer.schema import DOMID_INVALID
 
@@ -38,6 +39,10 @@ from .base import (
     PAGE_MASK,
     TT_PT,
     Analyser,
+    Context,
+    Event,
+    Hook,
+    Window,
     join_names,
 )
 from .findings import HAZARD, WARNING, Finding
@@ -48,16 +53,16 @@ WHERE = {"entry": "its context entry", "cache": "the context cache", "iotlb": "t
 class DidAnalyser(Analyser):
     KINDS = ("did-leak", "did-dangling", "did-reuse")
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        self.by_unit: dict = {}     # iommu -> {key with an open d2/d3 window}
-        self.d3: dict = {}          # key -> {did with an open did-reuse window}
-        self.cached: dict = {}      # iommu -> {key of by_unit referencing a DID from cache or IOTLB}
-        self._status: dict = {}     # (iommu, did) -> why it is dangling, None when it is not
+        self.by_unit: dict[int, set[Key]] = {}     # iommu -> {key with an open d2/d3 window}
+        self.d3: dict[Key, set[int]] = {}          # key -> {did with an open did-reuse window}
+        self.cached: dict[int, set[Key]] = {}      # iommu -> {key of by_unit referencing a DID from cache or IOTLB}
+        self._status: dict[tuple[int, int], str | None] = {}    # (iommu, did) -> why it is dangling, None: not
                                     # (absent: "freed", as every bit starts clear)
 
-    def hooks(self) -> dict:
-        h = {
+    def hooks(self) -> dict[int, Hook]:
+        h: dict[int, Hook] = {
             S.K_CTX_WRITE: self.on_ctx_write,
             S.K_FLUSH_CONTEXT: self.on_flush_context,
             S.K_FLUSH_IOTLB: self.on_flush_iotlb,
@@ -78,7 +83,7 @@ class DidAnalyser(Analyser):
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def dangling(self, u, did):
+    def dangling(self, u: int, did: int) -> str | None:
         """Why DID did on u is dangling, or None."""
         st = self.ctx.st
         if (u, did) not in st.did_bits:
@@ -90,11 +95,11 @@ class DidAnalyser(Analyser):
             return "gone"
         return None
 
-    def refs(self, key) -> dict:
+    def refs(self, key: Key) -> dict[int, set[str]]:
         """{did: {"entry" | "cache" | "iotlb"}}: the DIDs key references."""
         ctx = self.ctx
         st = ctx.st
-        out: dict = {}
+        out: dict[int, set[str]] = {}
         info = ctx.keyinfo.get(key)
         if info is not None:
             out[info[0]] = {"entry"}
@@ -106,7 +111,7 @@ class DidAnalyser(Analyser):
                 out.setdefault(did, set()).add("iotlb")
         return out
 
-    def table_owners(self, key, did) -> set:
+    def table_owners(self, key: Key, did: int) -> set[int | None]:
         """Owners of the page tables key's references to did translate with
         (None for pass-through or freed tables)."""
         ctx = self.ctx
@@ -124,7 +129,7 @@ class DidAnalyser(Analyser):
                 out.add(ctx.pt_owner(pt))
         return out
 
-    def keys_referencing(self, u, did) -> set:
+    def keys_referencing(self, u: int, did: int) -> set[Key]:
         ctx = self.ctx
         st = ctx.st
         ks = set(ctx.keys_with_did(u, did))
@@ -137,14 +142,14 @@ class DidAnalyser(Analyser):
             ks.add((u, b, df))
         return ks
 
-    def _track(self, key, on: bool) -> None:
+    def _track(self, key: Key, on: bool) -> None:
         s = self.by_unit.setdefault(key[0], set())
         if on:
             s.add(key)
 
     # --- triggers ----------------------------------------------------------------------------
 
-    def on_ctx_write(self, ev):
+    def on_ctx_write(self, ev: Event) -> None:
         ctx = self.ctx
         key, old, new = ctx.cur
         u = key[0]
@@ -159,10 +164,10 @@ class DidAnalyser(Analyser):
             self.check_leak(u, new[0], ev)
         self.check_key(key, ev)
 
-    def on_sync(self, ev):
+    def on_sync(self, ev: Event) -> None:
         self.check_key((ev[F_KEY_IOMMU], ev[F_KEY_BUS], ev[F_KEY_DEVFN]), ev)
 
-    def on_flush_context(self, ev):
+    def on_flush_context(self, ev: Event) -> None:
         # a completed flush only takes cache references away (and may turn
         # them into IOTLB references): only keys it can have touched
         keys = self.cached.get(ev[S.F_FLUSH_CONTEXT_IOMMU])
@@ -171,13 +176,13 @@ class DidAnalyser(Analyser):
             for key in list(keys if targets is None else keys.intersection(targets)):
                 self.check_key(key, ev)
 
-    def on_flush_iotlb(self, ev):
+    def on_flush_iotlb(self, ev: Event) -> None:
         keys = self.cached.get(ev[S.F_FLUSH_IOTLB_IOMMU])
         if keys and ev[S.F_FLUSH_IOTLB_RC] == 0:
             for key in list(keys):
                 self.check_key(key, ev)
 
-    def on_did_map(self, ev):
+    def on_did_map(self, ev: Event) -> None:
         ctx = self.ctx
         u, did, new = ev[F_DID_UNIT], ev[F_DID_DID], ev[S.F_DID_MAP_NEW]
         if new != DOMID_INVALID and (u, did) not in ctx.st.did_bits:
@@ -193,12 +198,12 @@ class DidAnalyser(Analyser):
                     self._track(key, True)
         self.on_did(ev)
 
-    def on_did(self, ev):
+    def on_did(self, ev: Event) -> None:
         u, did = ev[F_DID_UNIT], ev[F_DID_DID]
         self.check_leak(u, did, ev)
         self._restatus(u, did, ev)
 
-    def _restatus(self, u, did, ev) -> None:
+    def _restatus(self, u: int, did: int, ev: Event) -> None:
         """did's dangling status may have changed: re-check its users, unless
         it did not (re-setting a set bit, the common MO5 case)."""
         why = self.dangling(u, did)
@@ -211,7 +216,7 @@ class DidAnalyser(Analyser):
         for key in self.keys_referencing(u, did):
             self.check_key(key, ev)
 
-    def on_iommu_bitmap(self, ev):
+    def on_iommu_bitmap(self, ev: Event) -> None:
         ctx = self.ctx
         dom, u = ev[S.F_IOMMU_BITMAP_DOMAIN], ev[S.F_IOMMU_BITMAP_IOMMU]
         if ev[S.F_IOMMU_BITMAP_VALUE]:
@@ -226,7 +231,7 @@ class DidAnalyser(Analyser):
                 if key[0] == u:
                     self.check_key(key, ev)
 
-    def on_owner(self, ev):
+    def on_owner(self, ev: Event) -> None:
         ctx = self.ctx
         seg, bdf = ev[F_DEV_SEG], ev[F_DEV_BDF]
         dev = ctx.topo.by_loc.get((seg, bdf >> 8, bdf & 0xFF))
@@ -241,32 +246,32 @@ class DidAnalyser(Analyser):
         for u, did in cands:
             self.check_leak(u, did, ev)
 
-    def on_domain(self, ev):
+    def on_domain(self, ev: Event) -> None:
         """A domain appears or goes: DIDs whose slot names it become (non-)
         dangling and (non-)leaked."""
         for u, did in list(self.ctx.map_dids.get(ev[F_DOMAIN], ())):
             self.check_leak(u, did, ev)
             self._restatus(u, did, ev)
 
-    def on_domain_destroy(self, ev):
+    def on_domain_destroy(self, ev: Event) -> None:
         self.on_domain(ev)
         self.on_pt_free(ev)      # its tables went with it
 
-    def on_pt_alloc(self, ev):
+    def on_pt_alloc(self, ev: Event) -> None:
         for key in list(self.ctx.root_keys.get(ev[S.F_PT_ALLOC_MADDR], ())):
             self.check_key(key, ev)
 
-    def on_pt_free(self, ev):
+    def on_pt_free(self, ev: Event) -> None:
         for key in self.ctx.keys_on_tables_of(ev[F_DOMAIN]):
             self.check_key(key, ev)
 
-    def on_op_end(self, ev):
+    def on_op_end(self, ev: Event) -> None:
         for w in self.open.values():
             w.info["confirmed"] = True
 
     # --- d1 ---------------------------------------------------------------------------------------
 
-    def check_leak(self, u, did, ev) -> None:
+    def check_leak(self, u: int, did: int, ev: Event) -> None:
         ctx = self.ctx
         st = ctx.st
         leak = None
@@ -288,7 +293,7 @@ class DidAnalyser(Analyser):
 
     # --- d2 / d3 -------------------------------------------------------------------------------------
 
-    def check_key(self, key, ev) -> None:
+    def check_key(self, key: Key, ev: Event) -> None:
         ctx = self.ctx
         u = key[0]
         if ("d2", key) not in self.open and key not in self.d3 and self._clean(key):
@@ -347,7 +352,7 @@ class DidAnalyser(Analyser):
             if s is not None:
                 s.discard(key)
 
-    def _clean(self, key) -> bool:
+    def _clean(self, key: Key) -> bool:
         """Fast path of check_key for a key without open windows: nothing it
         references is dangling and its tables' domain flushes the unit."""
         ctx = self.ctx
@@ -379,7 +384,7 @@ class DidAnalyser(Analyser):
 
     # --- findings ---------------------------------------------------------------------------------------
 
-    def finalize(self, w, end, end_label, ev):
+    def finalize(self, w: Window, end: int | None, end_label: str | None, ev: Event | None) -> Finding | None:
         ctx = self.ctx
         if w.kind == "did-leak":
             if not w.info.get("confirmed"):

@@ -64,7 +64,21 @@ from __future__ import annotations
 from replay.state import ROOT_TABLES
 from tracer import schema as S
 
-from .base import F_DEV_BDF, F_DEV_SEG, F_DID_DID, F_DID_UNIT, F_DOMAIN, PAGE_MASK, TT_PT, Analyser, domain_name
+from .base import (
+    F_DEV_BDF,
+    F_DEV_SEG,
+    F_DID_DID,
+    F_DID_UNIT,
+    F_DOMAIN,
+    PAGE_MASK,
+    TT_PT,
+    Analyser,
+    Context,
+    Event,
+    Hook,
+    Window,
+    domain_name,
+)
 from .findings import HAZARD, WARNING, Finding, renderer
 from .topology import fmt_rid
 
@@ -131,7 +145,7 @@ def build_sources(topo) -> list:
 class OwnerAnalyser(Analyser):
     KINDS = ("owner-mismatch",)
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         topo = ctx.topo
         plat = ctx.header.get("platform")
@@ -176,7 +190,7 @@ class OwnerAnalyser(Analyser):
         self.open_by_src: dict = {}
         self.open_devs: dict = {}       # device -> how many of its sources' windows are open
 
-    def hooks(self) -> dict:
+    def hooks(self) -> dict[int, Hook]:
         return {
             S.K_CTX_WRITE: self.on_ctx_write,
             S.K_OWNER_MOVE: self.on_device,
@@ -192,7 +206,7 @@ class OwnerAnalyser(Analyser):
 
     # --- what changed (and which open windows an event may have closed) ------------------
 
-    def on_ctx_write(self, ev):
+    def on_ctx_write(self, ev: Event) -> None:
         key = self.ctx.cur[0]
         idx = self.by_key.get(key)
         if idx is not None:
@@ -203,7 +217,7 @@ class OwnerAnalyser(Analyser):
         if ws:
             self._recheck(ws, ev)
 
-    def on_device(self, ev):
+    def on_device(self, ev: Event) -> None:
         pkey = (ev[F_DEV_SEG], ev[F_DEV_BDF])
         idx = self.by_pkey.get(pkey)
         if idx is None:
@@ -237,7 +251,7 @@ class OwnerAnalyser(Analyser):
                 if ws:
                     self._recheck(ws, ev)
 
-    def on_did(self, ev):
+    def on_did(self, ev: Event) -> None:
         ud = (ev[F_DID_UNIT], ev[F_DID_DID])
         keys = self._did_keys.get(ud)
         if not keys:
@@ -261,7 +275,7 @@ class OwnerAnalyser(Analyser):
                 if ws:
                     self._recheck(ws, ev)
 
-    def on_pt_alloc(self, ev):
+    def on_pt_alloc(self, ev: Event) -> None:
         if ev[S.F_PT_ALLOC_WHAT] in ROOT_TABLES:
             self.dirty_doms.add(ev[F_DOMAIN])      # the owner has tables now
         keys = self._root_keys.get(ev[S.F_PT_ALLOC_MADDR])
@@ -273,7 +287,7 @@ class OwnerAnalyser(Analyser):
                     if ws:
                         self._recheck(ws, ev)
 
-    def on_tables_gone(self, ev):
+    def on_tables_gone(self, ev: Event) -> None:
         dom = ev[F_DOMAIN]
         self.dirty_doms.add(dom)
         self._mark_keys(self.ctx.keys_on_tables_of(dom))
@@ -413,7 +427,7 @@ class OwnerAnalyser(Analyser):
         if v is not None:
             self._open(wkey, key, v, ev, device)
 
-    def on_op_end(self, ev):
+    def on_op_end(self, ev: Event) -> None:
         """A top-level operation returned: judge every source it may have
         changed, and every undeclared requester ID it stored."""
         todo, dids, doms = self.todo, self.dirty_dids, self.dirty_doms
@@ -474,7 +488,7 @@ class OwnerAnalyser(Analyser):
         if orphans:
             self._judge_orphans(ev)
 
-    def _judge_orphans(self, ev):
+    def _judge_orphans(self, ev: Event) -> None:
         open_ = self.open
         for key in sorted(self.orphans):
             wkey = ("orphan", key)
@@ -491,7 +505,7 @@ class OwnerAnalyser(Analyser):
 
     # --- findings ------------------------------------------------------------------------------
 
-    def finalize(self, w, end, end_label, ev):
+    def finalize(self, w: Window, end: int | None, end_label: str | None, ev: Event | None) -> Finding | None:
         sev, facts = w.info["v"]
         src = w.info["src"]
         if facts[0] == "orphan":

@@ -24,7 +24,11 @@ without (MAP_SINGLE_DEVICE, a dying owner's DID).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from replay import caches
+from replay.caches import Key, Value
 from tracer import schema as S
 
 from .base import (
@@ -36,6 +40,11 @@ from .base import (
     PAGE_MASK,
     ZERO,
     Analyser,
+    Context,
+    Event,
+    Hook,
+    Names,
+    Window,
     domain_name,
     join_names,
 )
@@ -47,16 +56,16 @@ translation_of = caches.translation_of
 class StaleAnalyser(Analyser):
     KINDS = ("stale-context", "stale-iotlb", "foreign-iotlb")
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        self.c1_keys: dict = {}     # iommu -> {key with an open stale-context window}
-        self.c2_keys: dict = {}     # iommu -> {(key, did) with an open stale-iotlb window}
-        self.c2_did: dict = {}      # (iommu, did) -> {key with an open stale-iotlb window for did}
-        self.c2_of: dict = {}       # key -> {did with an open stale-iotlb window}
-        self.c3_keys: dict = {}     # iommu -> {key with an open foreign-iotlb window}
+        self.c1_keys: dict[int, set[Key]] = {}     # iommu -> {key with an open stale-context window}
+        self.c2_keys: dict[int, set[tuple[Key, int]]] = {}  # iommu -> {(key, did) with an open stale-iotlb window}
+        self.c2_did: dict[tuple[int, int], set[Key]] = {}  # (iommu, did) -> {key with an open window for did}
+        self.c2_of: dict[Key, set[int]] = {}       # key -> {did with an open stale-iotlb window}
+        self.c3_keys: dict[int, set[Key]] = {}     # iommu -> {key with an open foreign-iotlb window}
 
-    def hooks(self) -> dict:
-        h = {
+    def hooks(self) -> dict[int, Hook]:
+        h: dict[int, Hook] = {
             S.K_CTX_WRITE: self.on_ctx_write,
             S.K_FLUSH_CONTEXT: self.on_flush_context,
             S.K_FLUSH_IOTLB: self.on_flush_iotlb,
@@ -77,7 +86,7 @@ class StaleAnalyser(Analyser):
     # can have changed: its own store; the IDs whose cached values a flush took
     # away or whose windows are open; the users of a DID whose ownership moved.
 
-    def on_ctx_write(self, ev):
+    def on_ctx_write(self, ev: Event) -> None:
         ctx = self.ctx
         key, old, new = ctx.cur
         u = key[0]
@@ -102,12 +111,12 @@ class StaleAnalyser(Analyser):
                         and not self._owner_dying(w, new[0]):
                     w.info["victims"].add(key)
 
-    def on_sync(self, ev):
+    def on_sync(self, ev: Event) -> None:
         key = (ev[F_KEY_IOMMU], ev[F_KEY_BUS], ev[F_KEY_DEVFN])
         self.check_c1(key, ev)
         self._recheck((key,), ev)
 
-    def on_flush_context(self, ev):
+    def on_flush_context(self, ev: Event) -> None:
         if ev[S.F_FLUSH_CONTEXT_RC] != 0:
             return                      # skipped (non-present, CM = 0) or failed: nothing dropped
         ctx = self.ctx
@@ -126,7 +135,7 @@ class StaleAnalyser(Analyser):
             for key in list(c3):
                 self.check_c3(key, ev)
 
-    def on_flush_iotlb(self, ev):
+    def on_flush_iotlb(self, ev: Event) -> None:
         u = ev[S.F_FLUSH_IOTLB_IOMMU]
         if ev[S.F_FLUSH_IOTLB_RC] != 0:
             return                      # failed or skipped: nothing was invalidated
@@ -145,7 +154,7 @@ class StaleAnalyser(Analyser):
             for key in list(c3):
                 self.check_c3(key, ev)
 
-    def on_did(self, ev):
+    def on_did(self, ev: Event) -> None:
         """DID ownership changed: cached translations tagged with it may have
         become foreign (or stopped being so)."""
         ctx = self.ctx
@@ -166,7 +175,7 @@ class StaleAnalyser(Analyser):
         for key in keys:
             self.check_c3(key, ev)
 
-    def on_all(self, ev):
+    def on_all(self, ev: Event) -> None:
         """Page tables came or went: re-derive every foreign-iotlb candidate."""
         ctx = self.ctx
         st = ctx.st
@@ -181,13 +190,13 @@ class StaleAnalyser(Analyser):
         for key in sorted(keys):
             self.check_c3(key, ev)
 
-    def on_op_end(self, ev):
+    def on_op_end(self, ev: Event) -> None:
         op = self.ctx.op
         for w in self.open.values():
             if w.kind != "foreign-iotlb":
                 w.info.setdefault("outlived", op)
 
-    def _recheck(self, keys, ev, c3: bool = True) -> None:
+    def _recheck(self, keys: Iterable[Key], ev: Event, c3: bool = True) -> None:
         """Keys whose cached values may have turned into IOTLB fills.  A fill
         can only add to a stale-iotlb window that is not open yet (an IOTLB
         flush emptied it while the value sat in the context cache); a
@@ -205,7 +214,7 @@ class StaleAnalyser(Analyser):
 
     # --- c1 -------------------------------------------------------------------------------------
 
-    def check_c1(self, key, ev) -> None:
+    def check_c1(self, key: Key, ev: Event) -> None:
         st = self.ctx.st
         mem = st.ctx.get(key, ZERO)
         if st.coherent:
@@ -236,7 +245,7 @@ class StaleAnalyser(Analyser):
 
     # --- c2 ---------------------------------------------------------------------------------------
 
-    def check_c2(self, key, did, ev) -> None:
+    def check_c2(self, key: Key, did: int, ev: Event) -> None:
         """stale-iotlb for (key, did): IOTLB fills through key tagged did
         that its entry in memory does not give."""
         u, b, df = key
@@ -271,7 +280,7 @@ class StaleAnalyser(Analyser):
 
     # --- c3 ---------------------------------------------------------------------------------------
 
-    def _foreign(self, u, did, pt):
+    def _foreign(self, u: int, did: int, pt: int) -> tuple[int, int] | None:
         """(owner of did, owner of pt) when a translation tagged did through
         tables pt is foreign to did's owner, else None."""
         ctx = self.ctx
@@ -283,28 +292,28 @@ class StaleAnalyser(Analyser):
             return None
         return owner, po
 
-    def _owner_dying(self, w, did) -> bool:
+    def _owner_dying(self, w: Window, did: int) -> bool:
         """A foreign fill tagged did was made while did's owner was dying
         (Context.owner_dying: no victims)."""
         owner_dying = self.ctx.owner_dying
         return any(d == did and owner_dying(owner) for (d, _), (owner, _) in w.info["fills"].items())
 
-    def check_c3(self, key, ev) -> None:
+    def check_c3(self, key: Key, ev: Event) -> None:
         """foreign-iotlb for key: a translation it may use or have filled --
         its entry in memory, a cached value, an IOTLB fill -- is tagged with a
         DID whose owner does not own the tables."""
         ctx = self.ctx
         st = ctx.st
         u, b, df = key
-        found = {}
+        found: dict[tuple[int, int], tuple[int, int]] = {}
         _foreign = self._foreign
         mism = ctx.mismatch_keys.get(u)
         if mism and key in mism:
-            tr = ctx.keyinfo.get(key)
-            if tr is not None and tr[1] is not None:
-                fo = _foreign(u, *tr)
+            ki = ctx.keyinfo.get(key)
+            if ki is not None and ki[1] is not None:
+                fo = _foreign(u, ki[0], ki[1])
                 if fo is not None:
-                    found[tr] = fo
+                    found[(ki[0], ki[1])] = fo
         for v in st.cc.get(key, ()):
             tr = translation_of(v)
             if tr is not None:
@@ -320,7 +329,7 @@ class StaleAnalyser(Analyser):
         w = self.open.get(wkey)
         if found:
             if w is None:
-                info = {"fills": {}, "victims": set(),
+                info: dict[str, Any] = {"fills": {}, "victims": set(),
                         "warning": ctx.warning if ev[S.I_KIND] == S.K_CTX_WRITE else None}
                 w = self.open_window("foreign-iotlb", wkey, ev, device=ctx.device_of(key), rid=ctx.rid(key),
                                      iommu=u, info=info)
@@ -343,7 +352,7 @@ class StaleAnalyser(Analyser):
 
     # --- findings ------------------------------------------------------------------------------------
 
-    def finalize(self, w, end, end_label, ev):
+    def finalize(self, w: Window, end: int | None, end_label: str | None, ev: Event | None) -> Finding | None:
         if w.kind == "stale-context":
             return self._fin_c1(w, end, end_label)
         if w.kind == "stale-iotlb":
@@ -354,7 +363,7 @@ class StaleAnalyser(Analyser):
     # the sentence needs (table owners may change later); the sentence itself
     # is written when somebody reads it (Finding.detail).
 
-    def _fin_c1(self, w, end, end_label):
+    def _fin_c1(self, w: Window, end: int | None, end_label: str | None) -> Finding:
         info = w.info
         outlived = info.get("outlived")
         wrong = info.get("wrong_did")
@@ -370,7 +379,7 @@ class StaleAnalyser(Analyser):
         return Finding("stale-context", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label,
                        end_label, tuple(facts))
 
-    def _fin_c2(self, w, end, end_label, ev):
+    def _fin_c2(self, w: Window, end: int | None, end_label: str | None, ev: Event | None) -> Finding:
         info = w.info
         outlived = info.get("outlived")
         sev = HAZARD if (end is None or outlived is not None) else BENIGN
@@ -385,7 +394,7 @@ class StaleAnalyser(Analyser):
         return Finding("stale-iotlb", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label,
                        end_label, tuple(facts))
 
-    def _fin_c3(self, w, end, end_label):
+    def _fin_c3(self, w: Window, end: int | None, end_label: str | None) -> Finding:
         ctx = self.ctx
         fills = w.info["fills"]
         (did, pt), (owner, po) = sorted(fills.items())[0]
@@ -407,7 +416,7 @@ class StaleAnalyser(Analyser):
                        end_label, f"IOMMU {w.iommu}: {what}")
 
 
-def _tail(end, end_label, outlived, what_flush) -> str:
+def _tail(end: int | None, end_label: str | None, outlived: int | None, what_flush: str) -> str:
     if end is None:
         if outlived is not None:
             return f"; no {what_flush} followed before op {outlived} returned, nor later"
@@ -418,20 +427,20 @@ def _tail(end, end_label, outlived, what_flush) -> str:
     return f", until the {what_flush} at {end_label or 'seq ' + str(end)} in the same operation"
 
 
-def _tables(names, lo, po) -> str:
+def _tables(names: Names, lo: int, po: int | None) -> str:
     if lo & 1 and (lo >> 2) & 3 == caches.TT_PASS_THRU:
         return "pass-through"
     return f"{domain_name(names, po)}'s tables" if po is not None else "freed tables"
 
 
-def _value(names, v, po) -> str:
+def _value(names: Names, v: Value, po: int | None) -> str:
     lo, hi = v
     if not lo & 1:
         return "a non-present entry"
     return f"DID {(hi >> 8) & 0xFFFF} with {_tables(names, lo, po)}"
 
 
-def _render_c1(f: Finding, d: tuple) -> str:
+def _render_c1(f: Finding, d: tuple[Any, ...]) -> str:
     _, names, outlived, wrong, flushed = d[:5]
     u, rid, end, end_label = f.iommu, f.rid, f.end, f.end_label
     values = sorted((((d[i], d[i + 1]), d[i + 2]) for i in range(5, len(d), 3)), key=lambda x: x[0])
@@ -445,7 +454,7 @@ def _render_c1(f: Finding, d: tuple) -> str:
     return f"IOMMU {u}: the context cache may still hold {vals} for {rid} after its entry in memory changed{tail}"
 
 
-def _render_c2(f: Finding, d: tuple) -> str:
+def _render_c2(f: Finding, d: tuple[Any, ...]) -> str:
     _, names, outlived, flushed, restored = d[:5]
     u, rid, end, end_label = f.iommu, f.rid, f.end, f.end_label
     fills = sorted((((d[i], d[i + 1]), d[i + 2], d[i + 3]) for i in range(5, len(d), 4)), key=lambda x: x[0])
