@@ -55,15 +55,15 @@ def peak_rss_mb(path) -> tuple[float, int]:
 @section("hazards", "check (decode + fold + all analysers) vs raw unpack of the same trace")
 def run(opts: Options) -> list[Result]:
     path = synth_trace(opts.events)
-    with open_trace(path, verify=False) as t:
-        count = t.count
+    with open_trace(path, verify=False) as trace:
+        count = trace.count
     payloads = _payloads(path)
     gc.collect()
     t = interleaved({"raw": lambda: _raw_unpack(path, payloads),
                      "replay": lambda: _replay(path),
                      "check": lambda: _check(path)}, opts.reps)
     result = findings_for_trace(path)
-    sev = {}
+    sev: dict[str, int] = {}
     for f in result.findings:
         sev[f.severity] = sev.get(f.severity, 0) + 1
 

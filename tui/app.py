@@ -499,7 +499,6 @@ class VtdtraceApp(KeyRouting, App):
             return
         first = len(m.filter_seqs) == 0
         m.add_filter_matches(message.seqs)
-        m.filter_done = message.done
         n = len(m.filter_seqs)
         scanned = f"{message.scanned * 100 // max(m.count, 1)}%" if not message.done else "all"
         self.view.set_status(f"filter {m.filter.describe()}: {n:,} of {m.count:,} events"

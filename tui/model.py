@@ -34,14 +34,20 @@ import re
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from replay import render
 from replay.hazards.findings import SEVERITY_RANK, Finding, FindingIndex
 from replay.jsonout import EventPresenter, RidFilter
 from replay.reader import open_trace
+from replay.state import func_name
 from tracer import schema as S
 from vtdtrace.positions import decimal
+
+if TYPE_CHECKING:
+    from replay.session import ReplaySession
 
 SEQ_TYPECODE = "Q"
 STEP_VIEWS = 16
@@ -360,7 +366,7 @@ class TraceModel:
         self.rmrr_rids = self._rmrr_rids()
         self.count = self.trace.count
         self.stop = self.trace.stop
-        self.session = None
+        self.session: ReplaySession | None = None
         self._shared = False
         self._views: OrderedDict = OrderedDict()
         self.findings: FindingsView | None = None
@@ -369,7 +375,6 @@ class TraceModel:
         self.selected: tuple[int, int, int] | None = None
         self.filter = Filter()
         self.filter_seqs: array | None = None    # matching seqs (sorted) while a filter is on
-        self.filter_done = True
         self.search_text = ""
         self.min_rank = 2                # ]/[ stop at findings of this severity rank or worse
         self.zoom: tuple[int, int] | None = None   # the timeline's span of steps, None: the whole trace
@@ -385,7 +390,9 @@ class TraceModel:
     # --- header facts -----------------------------------------------------------------
     @property
     def engine(self) -> str:
-        eng = self.header.get("engine") if isinstance(self.header.get("engine"), dict) else {}
+        eng = self.header.get("engine")
+        if not isinstance(eng, dict):
+            eng = {}
         name = str(eng.get("name", "?"))
         if eng.get("cx16") is False:
             name += " (no cx16)"
@@ -452,7 +459,7 @@ class TraceModel:
             return None
         try:
             if self._shared:
-                return self.session.event(seq)
+                return self._live().event(seq)
             return self.trace.event(seq)
         except IndexError:
             return None
@@ -460,7 +467,7 @@ class TraceModel:
     def events(self, start: int, stop: int):
         """Events start <= seq < stop, chunk by chunk (UI thread only)."""
         if self._shared:
-            return self.session.events(start, stop)
+            return self._live().events(start, stop)
         return self.trace.events(start, stop)
 
     def kind_name(self, ev) -> str:
@@ -735,8 +742,14 @@ class TraceModel:
             self.session.state_at(self.cursor)
         return done
 
+    def _live(self) -> ReplaySession:
+        """The attached session (what needs it runs only once it is)."""
+        assert self.session is not None
+        return self.session
+
     def _step_view(self, seq: int) -> StepView:
-        s = self.session
+        s = self._live()
+        st: Any      # a ReplayState, whose tables its __slots__ declare
         try:
             st = s.state_at(seq)
         except IndexError:
@@ -752,7 +765,7 @@ class TraceModel:
             self.cursor = min(self.cursor, self.count)
         open_f = self.findings.open_at(seq) if self.findings is not None else []
         show = render.show_dict(st, s.view, open_f)
-        stacks = {cpu: [render.func_name(f) for f in st.stack(cpu)] for cpu in sorted(st.stacks)}
+        stacks = {cpu: [func_name(f) for f in st.stack(cpu)] for cpu in sorted(st.stacks)}
         return StepView(seq=seq, count=self.count, show=show, op_text=render.op_text(st, s.view),
                         rollback=st.rollback, stacks=stacks, translation=frozenset(st.translation),
                         open_findings=open_f, key=(seq, self.count, id(self.findings)), rmrr=self.rmrr_rids)
@@ -798,21 +811,21 @@ class TraceModel:
     # --- filter ---------------------------------------------------------------------------------
     def filter_predicate(self, flt: Filter):
         """A function event -> bool for flt (FilterError on bad input)."""
-        tests = []
+        tests: list[Callable[[Any], bool]] = []
         if flt.kinds:
-            codes = {self._by_name[k] for k in flt.kinds if k in self._by_name}
-            tests.append(lambda ev, codes=codes: ev[0] in codes)
+            kinds = frozenset(self._by_name[k] for k in flt.kinds if k in self._by_name)
+            tests.append(lambda ev: ev[S.I_KIND] in kinds)
         if flt.func:
-            sub = flt.func.lower()
-            codes = {i for i, name in enumerate(self.schema.funcs) if sub in name.lower()}
-            tests.append(lambda ev, codes=codes: ev[4] in codes)
+            fsub = flt.func.lower()
+            funcs = frozenset(i for i, name in enumerate(self.schema.funcs) if fsub in name.lower())
+            tests.append(lambda ev: ev[S.I_FUNC] in funcs)
         if flt.device:
             seg, bus, devfn = parse_device(flt.device)
             rf = RidFilter(self.presenter, seg, bus, devfn)
             tests.append(rf)
         if flt.text:
-            sub = flt.text.lower()
-            tests.append(lambda ev, sub=sub: sub in self.row_text(ev).lower())
+            tsub = flt.text.lower()
+            tests.append(lambda ev: tsub in self.row_text(ev).lower())
         if not tests:
             return lambda ev: True
         if len(tests) == 1:
@@ -843,12 +856,7 @@ class TraceModel:
     def begin_filter(self, flt: Filter) -> None:
         self.filter_predicate(flt)          # validate before anything changes
         self.filter = flt
-        if flt.empty:
-            self.filter_seqs = None
-            self.filter_done = True
-        else:
-            self.filter_seqs = array(SEQ_TYPECODE)
-            self.filter_done = False
+        self.filter_seqs = None if flt.empty else array(SEQ_TYPECODE)
 
     def add_filter_matches(self, seqs) -> None:
         if self.filter_seqs is not None:

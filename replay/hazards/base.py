@@ -183,7 +183,7 @@ class Context:
 
     # --- index maintenance (driver calls these before the analysers) -------------------
 
-    def on_ctx_write(self, ev: Event) -> Key:
+    def on_ctx_write(self, ev: Event) -> None:
         key = (ev[S.F_CTX_WRITE_IOMMU], ev[S.F_CTX_WRITE_BUS], ev[S.F_CTX_WRITE_DEVFN])
         lo, hi = ev[S.F_CTX_WRITE_NEW_LO], ev[S.F_CTX_WRITE_NEW_HI]
         keyinfo = self.keyinfo
@@ -197,7 +197,7 @@ class Context:
             # a store that changes neither the DID nor the tables in use
             # (P cleared and set again, AW/FPD, a half written back)
             self.cur = (key, old, new)
-            return key
+            return
         if old is not None:
             del keyinfo[key]
             s = self.did_keys.get((key[0], old[0]))
@@ -237,7 +237,6 @@ class Context:
                 else:
                     s.add(key)
         self.cur = (key, old, new)
-        return key
 
     # --- the cache model, scanned directly (it only holds what outlived memory:
     # a handful of entries between a store and its flush) ------------------------------

@@ -61,6 +61,10 @@ entries carrying a DID it changed, the tables it allocated or freed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
+from replay.caches import Key
 from replay.state import ROOT_TABLES
 from tracer import schema as S
 
@@ -76,14 +80,25 @@ from .base import (
     Context,
     Event,
     Hook,
+    Names,
     Window,
     domain_name,
 )
 from .findings import HAZARD, WARNING, Finding, renderer
-from .topology import fmt_rid
+from .topology import Device, Topology, fmt_rid
 
 ZERO = (0, 0)
 SOURCE_TYPES = ("pcie-endpoint", "pci")
+
+# (seg, bdf16): a device as st.present / st.owners key it
+Pkey = tuple[int, int]
+# a requester ID's entry in memory: None (not present), or (did, DID owner,
+# tables owner, pass-through)
+Entry = tuple[int, int | None, int | None, bool] | None
+# a window key: ("src", source index, requester ID) or ("orphan", requester ID)
+WKey = tuple[Any, ...]
+# (severity, facts): facts as the deferred detail carries them
+Verdict = tuple[str, tuple[Any, ...]]
 
 
 class Source:
@@ -92,18 +107,18 @@ class Source:
 
     __slots__ = ("dev", "pkey", "wire", "how", "shadows", "judged")
 
-    def __init__(self, dev, wire, how, shadows) -> None:
+    def __init__(self, dev: Device, wire: Key, how: str, shadows: tuple[tuple[Key, str], ...]) -> None:
         self.dev = dev
-        self.pkey = (dev.loc[0], (dev.loc[1] << 8) | dev.loc[2])     # st.present / st.owners key
-        self.wire = wire            # (iommu, bus, devfn) its DMA carries
+        self.pkey: Pkey = (dev.loc[0], (dev.loc[1] << 8) | dev.loc[2])
+        self.wire = wire            # the requester ID its DMA carries
         self.how = how              # how that requester ID comes about, for the detail
         self.shadows = shadows      # ((key, what), ...): other entries Xen maps for it
-        self.judged = ()            # ((window key, requester ID), ...), set by the analyser
+        self.judged: tuple[tuple[WKey, Key], ...] = ()     # (window key, requester ID), set by the analyser
 
 
-def build_sources(topo) -> list:
+def build_sources(topo: Topology) -> list[Source]:
     """Every DMA source of the platform, from the trace header's topology."""
-    out = []
+    out: list[Source] = []
     for dev in topo.devices:
         if dev.type not in SOURCE_TYPES or dev.unit is None:
             continue
@@ -153,9 +168,9 @@ class OwnerAnalyser(Analyser):
         self.hwdom = topo.hardware
         self.hwdom_pt = isinstance(knobs, dict) and knobs.get("hwdom_passthrough") is True
         self.sources = build_sources(topo)
-        by_key: dict = {}
-        by_pkey: dict = {}
-        groups: dict = {}
+        by_key: dict[Key, list[int]] = {}
+        by_pkey: dict[Pkey, list[int]] = {}
+        groups: dict[Key, list[int]] = {}
         for i, s in enumerate(self.sources):
             s.judged = tuple((("src", i, k), k) for k in (s.wire,) + tuple(k for k, _ in s.shadows))
             for k in (s.wire,) + tuple(k for k, _ in s.shadows):
@@ -175,20 +190,20 @@ class OwnerAnalyser(Analyser):
         self._did_keys, self._root_keys = ctx.did_keys, ctx.root_keys
         self.declared = set(topo.rid_owner)
         # ownership as the events give it: device -> owner while present, owner -> sources
-        self.owner_map: dict = {}
-        self.owned: dict = {}
-        self.did_seen: dict = {}     # (iommu, did) -> the domain it resolved to when last seen
+        self.owner_map: dict[Pkey, int] = {}
+        self.owned: dict[int, set[int]] = {}
+        self.did_seen: dict[tuple[int, int], int | None] = {}    # (iommu, did) -> what it resolved to when last seen
         # what changed since the last judgement: the sources a store or an
         # ownership move touched, undeclared requester IDs stored, DIDs that
         # resolve anew, domains whose tables came or went
-        self.todo: set = set()
-        self.orphans: set = set()
-        self.dirty_dids: set = set()
-        self.dirty_doms: set = set()
+        self.todo: set[int] = set()
+        self.orphans: set[Key] = set()
+        self.dirty_dids: set[tuple[int, int]] = set()
+        self.dirty_doms: set[int] = set()
         # open windows by requester ID and by source
-        self.open_by_key: dict = {}
-        self.open_by_src: dict = {}
-        self.open_devs: dict = {}       # device -> how many of its sources' windows are open
+        self.open_by_key: dict[Key, set[WKey]] = {}
+        self.open_by_src: dict[int, set[WKey]] = {}
+        self.open_devs: dict[Pkey, int] = {}       # device -> how many of its sources' windows are open
 
     def hooks(self) -> dict[int, Hook]:
         return {
@@ -298,7 +313,7 @@ class OwnerAnalyser(Analyser):
                 if ws:
                     self._recheck(ws, ev)
 
-    def _mark_keys(self, keys):
+    def _mark_keys(self, keys: Iterable[Key]) -> None:
         by_key, todo = self.by_key, self.todo
         for key in keys:
             idx = by_key.get(key)
@@ -307,17 +322,17 @@ class OwnerAnalyser(Analyser):
             elif key not in self.declared:
                 self.orphans.add(key)
 
-    def owner_now(self, pkey):
+    def owner_now(self, pkey: Pkey) -> int | None:
         """The device's owner in the replayed state (None: absent)."""
         o = self._owners.get(pkey) if pkey in self._present else None
         return o if type(o) is int else None
 
     # --- the verdict -----------------------------------------------------------------------
 
-    def has_tables(self, dom) -> bool:
+    def has_tables(self, dom: int) -> bool:
         return dom in self.ctx.st.pgd or (dom == self.hwdom and self.hwdom_pt)
 
-    def entry(self, key):
+    def entry(self, key: Key) -> Entry:
         """None (not present), or (did, DID owner, tables owner, pass-through)."""
         ctx = self.ctx
         lo, hi = ctx.st.ctx.get(key, ZERO)
@@ -329,9 +344,9 @@ class OwnerAnalyser(Analyser):
             return did, downer, self.hwdom, True
         return did, downer, ctx.pt_owner(lo & PAGE_MASK), False
 
-    def split_with(self, i, owner) -> tuple:
+    def split_with(self, i: int, owner: int) -> tuple[tuple[str, int], ...]:
         """The devices sharing i's wire requester ID under another owner."""
-        out = set()
+        out: set[tuple[str, int]] = set()
         om = self.owner_map
         dev = self.sources[i].dev
         for j in self.group[i]:
@@ -342,7 +357,7 @@ class OwnerAnalyser(Analyser):
                     out.add((sj.dev.bdf, oj))
         return tuple(sorted(out))
 
-    def consistent(self, owner, key) -> bool:
+    def consistent(self, owner: int, key: Key) -> bool:
         """Whether key's entry in memory is owner's: present with a DID
         allocated to owner and owner's tables (pass-through: the hardware
         domain's), or not present while owner has no tables."""
@@ -357,7 +372,7 @@ class OwnerAnalyser(Analyser):
         page = self._pages.get(lo & PAGE_MASK)
         return page is not None and page[0] == owner
 
-    def verdict(self, i, key):
+    def verdict(self, i: int, key: Key) -> Verdict | None:
         """None when consistent, else (severity, facts) for source i at key
         (its wire requester ID or one of its shadows)."""
         s = self.sources[i]
@@ -371,13 +386,13 @@ class OwnerAnalyser(Analyser):
         sev = HAZARD if (e is not None or split) else WARNING
         return sev, ("wire", owner, e, split)
 
-    def orphan_verdict(self, key):
+    def orphan_verdict(self, key: Key) -> Verdict | None:
         e = self.entry(key)
         return None if e is None else (WARNING, ("orphan", None, e))
 
     # --- windows -----------------------------------------------------------------------------
 
-    def _open(self, wkey, key, v, ev, device):
+    def _open(self, wkey: WKey, key: Key, v: Verdict, ev: Event, device: str | None) -> None:
         src = wkey[1] if wkey[0] == "src" else None
         self.open_window("owner-mismatch", wkey, ev, device=device, rid=self.ctx.rid(key), iommu=key[0],
                          info={"v": v, "key": key, "src": src})
@@ -387,7 +402,7 @@ class OwnerAnalyser(Analyser):
             pkey = self.sources[src].pkey
             self.open_devs[pkey] = self.open_devs.get(pkey, 0) + 1
 
-    def _close(self, wkey, ev):
+    def _close(self, wkey: WKey, ev: Event) -> None:
         w = self.open.get(wkey)
         if w is None:
             return
@@ -407,7 +422,7 @@ class OwnerAnalyser(Analyser):
                 del self.open_devs[pkey]
         self.close_window(wkey, ev)
 
-    def _recheck(self, wkeys, ev):
+    def _recheck(self, wkeys: Iterable[WKey], ev: Event) -> None:
         """An event may have made these open windows' pairs consistent."""
         for wkey in list(wkeys):
             if wkey[0] == "orphan":
@@ -418,7 +433,7 @@ class OwnerAnalyser(Analyser):
             if fixed:
                 self._close(wkey, ev)
 
-    def _judge(self, wkey, key, v, ev, device):
+    def _judge(self, wkey: WKey, key: Key, v: Verdict | None, ev: Event, device: str | None) -> None:
         w = self.open.get(wkey)
         if w is not None:
             if v == w.info["v"]:
@@ -519,7 +534,7 @@ class OwnerAnalyser(Analyser):
                        detail)
 
 
-def _entry_str(names, e) -> str:
+def _entry_str(names: Names, e: tuple[int, int | None, int | None, bool]) -> str:
     did, downer, towner, pt = e
     d = f"DID {did} ({domain_name(names, downer) if downer is not None else 'not allocated'})"
     if pt:
@@ -528,7 +543,7 @@ def _entry_str(names, e) -> str:
     return f"translates with {d} and {tables} page tables"
 
 
-def _render(f: Finding, d: tuple) -> str:
+def _render(f: Finding, d: tuple[Any, ...]) -> str:
     """The one-sentence detail: which device, owned by whom, DMAs through
     which requester ID into whose memory."""
     _, names, text, what, owner, e = d[:6]
