@@ -179,14 +179,14 @@ def _events(maps):
 
 
 @pytest.mark.parametrize("maps,disconnected", [
-    ([(0x10000, 0x11FFF, "rw")], False),                              # exactly the RMRR
-    ([(0xF000, 0x12FFF, "rw")], False),                               # a range containing it
-    ([(0x10000, 0x10FFF, "rw")], True),                               # its first page only
-    ([(0x11000, 0x11FFF, "rw")], True),                               # its last page only
-    ([(0xF000, 0x10FFF, "rw")], True),                                # overlapping its start
-    ([(0x11000, 0x12FFF, "rw")], True),                               # overlapping its end
-    ([(0x1000, 0x1FFF, "rw"), (0x20000, 0x20FFF, "rw")], True),       # ranges beside it, none on it
-    ([(0x10000, 0x11FFF, "r")], True),                                # read-only
+    pytest.param([(0x10000, 0x11FFF, "rw")], False, id="exactly"),
+    pytest.param([(0xF000, 0x12FFF, "rw")], False, id="containing"),
+    pytest.param([(0x10000, 0x10FFF, "rw")], True, id="first-page-only"),
+    pytest.param([(0x11000, 0x11FFF, "rw")], True, id="last-page-only"),
+    pytest.param([(0xF000, 0x10FFF, "rw")], True, id="overlapping-start"),
+    pytest.param([(0x11000, 0x12FFF, "rw")], True, id="overlapping-end"),
+    pytest.param([(0x1000, 0x1FFF, "rw"), (0x20000, 0x20FFF, "rw")], True, id="beside-not-on"),
+    pytest.param([(0x10000, 0x11FFF, "r")], True, id="read-only"),
 ])
 def test_an_rmrr_is_covered_only_by_one_rw_map_containing_it(maps, disconnected):
     events = _events(maps)
