@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, cast
 from textual.binding import Binding
 from textual.message import Message
 
-from replay.hazards.findings import boundary_label
+from replay.hazards.findings import SEVERITY_RANK, boundary_label
 
 from .lines import Line, LinePane, wrap_parts
-from .model import SEVERITY_RANK, FindingsView
+from .model import FindingsView
 
 if TYPE_CHECKING:
     from .app import VtdtraceApp
