@@ -80,7 +80,7 @@ class StateTables(Protocol):
     iommu_bitmap: dict[tuple[int, int], int]
     pgd: dict[int, int]
     pages: dict[int, tuple[int, str]]
-    idmaps: dict[tuple[int, int, int], tuple[str, int]]
+    idmaps: dict[tuple[int, int, int], tuple[str | None, int]]
     present: dict[tuple[int, int], int]
     owners: dict[tuple[int, int], int]
     ats: dict[tuple[int, int], int]

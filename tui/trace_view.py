@@ -199,6 +199,7 @@ class TraceView(Vertical):
             return
         if self._visible("state") or self._visible("stack"):
             view = m.step_view()
+            assert view is not None, "step_view is None only before the session exists"
             if self._visible("state"):
                 self.state_pane.show_step(view, m.selected)
             if self._visible("stack"):
