@@ -8,11 +8,19 @@
 * ``direct`` -- V2, stable-4.15 d67a72c655 (the seed, XSA-400 / CVE-2022-26359):
   in-place re-assignment with cmpxchg16b or the two non-cx16 write paths.
 
-Planned: ``original`` (V0) and ``final`` (V3).  ``canonical()`` is the live
-snapshot the replay property test compares against.
+* ``original`` -- V0, stable-4.15 aafd4f1df0 (before XSA-400): unmap then map,
+  RMRR maps removed before the unmap and added after the map (original.py).
+
+A variant with a module of its own is an ``Engine`` subclass that overrides
+the functions whose C differs at its commit; ``Engine(..., variant=NAME)``
+constructs it (``VARIANT_CLASSES``).  ``canonical()`` is the live snapshot
+the replay property test compares against.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from .context_one import ContextOneMixin
 from .core import EngineCore, EngineLimit
@@ -23,19 +31,38 @@ from .pci import PciMixin
 from .quirks import QuirksMixin
 from .reassign import ReassignMixin
 
+if TYPE_CHECKING:
+    from ..platform import Platform
+    from ..recorder import Recorder
+
 VARIANTS = {
     "legacy": "V1: stable-4.15 7bbcacec42, unmap then map via dom_io",
     "direct": "V2: stable-4.15 d67a72c655, direct re-assignment (XSA-400)",
+    "original": "V0: stable-4.15 aafd4f1df0, before XSA-400: RMRR maps removed before the unmap",
 }
 PLANNED_VARIANTS = {
-    "original": "V0: stable-4.15 aafd4f1df0, before XSA-400",
     "final": "V3: stable-4.15 b3ee746000, end of the XSA-400 series",
 }
-XEN_COMMITS = {"legacy": "7bbcacec42", "direct": "d67a72c655"}
+XEN_COMMITS = {
+    "legacy": "7bbcacec42",
+    "direct": "d67a72c655",
+    "original": "aafd4f1df0",
+}
+# Variants with overrides of their own: name -> (module, class), imported on use.
+VARIANT_CLASSES = {
+    "original": ("original", "OriginalEngine"),
+}
 
 
 class Engine(PciMixin, ReassignMixin, MappingMixin, ContextOneMixin, QuirksMixin,
              FlushMixin, DidMixin, EngineCore):
+
+    def __new__(cls, platform: Platform, recorder: Recorder, *, variant: str,
+                cx16: bool | None = None) -> Engine:
+        if cls is Engine and variant in VARIANT_CLASSES:
+            module, name = VARIANT_CLASSES[variant]
+            cls = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        return super().__new__(cls)
 
     def __init__(self, platform, recorder, *, variant: str, cx16: bool | None = None) -> None:
         if variant not in VARIANTS:
@@ -57,4 +84,4 @@ class Engine(PciMixin, ReassignMixin, MappingMixin, ContextOneMixin, QuirksMixin
         return rcs
 
 
-__all__ = ["Engine", "EngineLimit", "VARIANTS", "PLANNED_VARIANTS", "XEN_COMMITS"]
+__all__ = ["Engine", "EngineLimit", "VARIANTS", "PLANNED_VARIANTS", "XEN_COMMITS", "VARIANT_CLASSES"]
