@@ -597,6 +597,13 @@ EXTRA_OPS = {
     "s1-iotlb-flush-fails": ("s1-usb-rmrr", '[[fault]]\nat = "flush-iotlb"\ndomain = "guest"\nnth = 1\n'),
     # S5 and back: the ME phantom's unit keeps the guest's DID (only the WLAN's unit is cleaned).
     "s5-and-back": ("s5-me-wifi-phantom", '[[op]]\ndo = "deassign"\ndevice = "0000:03:00.0"\n'),
+    # S1 with the guest's RMRR identity map failing: V1 fails at AS3 before touching the
+    # entry; V0 has already moved the device (AO1) and moves it back (AO3).
+    "s1-rmrr-map-fails": ("s1-usb-rmrr", '[[fault]]\nat = "rmrr-map"\ndomain = "guest"\nnth = 1\n'),
+    # S1, then the controller is hot-removed and added again (dom0's own RMRR map comes and
+    # goes with it: setup_hwdom_rmrr mapped it once, refcount 1).
+    "s1-remove-add": ("s1-usb-rmrr", '[[op]]\ndo = "remove"\ndevice = "0000:00:14.0"\n'
+                                     '[[op]]\ndo = "add"\ndevice = "0000:00:14.0"\n'),
 }
 
 EXPECTED_EXTRA = {
@@ -637,6 +644,41 @@ EXPECTED_EXTRA = {
         ("did-pt-mismatch", "warning", "00:14.0", "00:14.0", "MO7", "MO7"),
     ],
     ("s5-and-back", "legacy"): [("did-leak", "warning", "03:00.0", None, "UO3", OPEN)],
+    # V0 as V1: DCU(guest) cleans the guest's DID up on the WLAN's unit only.
+    ("s5-and-back", "original"): [("did-leak", "warning", "03:00.0", None, "UO3", OPEN)],
+    # V1: AS3's map fails before reassign_device_ownership runs: nothing moved, nothing open.
+    ("s1-rmrr-map-fails", "legacy"): [],
+    # V0: AO1 moved the controller to the guest (a1 UO3 -> PM5), AO2 fails with the guest's
+    # tables in use (a2 from PM5), AO3 re-assigns it back: RO3's removal finds no map
+    # (-ENOENT, ignored), RO1's UO3 clears the entry (the a2 ends at UO5's flush), a1 until
+    # PM5 maps dom0's tables again.  Two disconnections where V1 has none.
+    ("s1-rmrr-map-fails", "original"): [
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PM5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "PM5", "UO5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PM5"),
+    ],
+    # V1 (3d65d2fa8b): remove unmaps the context first (a1 from UO3 until the device is gone
+    # at PR2), add maps dom0's RMRR before the context (a1 only from the device's return at
+    # PA1 until PM5 maps it).
+    ("s1-remove-add", "legacy"): [
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PM5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PM5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PR2"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "PA1", "PM5"),
+    ],
+    # V0: ops 1-2 as in the table above; remove drops dom0's RMRR map first (a2 PR1 -> UO5,
+    # the entry still uses dom0's tables), add maps the context first (a2 PM5 -> PA2's
+    # idmap-add).
+    ("s1-remove-add", "original"): [
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PM5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "PM5", "AO2"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "RO3", "UO5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PM5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "PR1", "UO5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PR2"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "PA1", "PM5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "PM5", "PA2"),
+    ],
     ("s5-and-back", "direct"): [("did-leak", "warning", "03:00.0", None, "MO7", OPEN)],
 }
 
