@@ -6,22 +6,20 @@
 * ``legacy`` -- V1, stable-4.15 7bbcacec42 (the seed's parent): unmap, then
   map through dom_io;
 * ``direct`` -- V2, stable-4.15 d67a72c655 (the seed, XSA-400 / CVE-2022-26359):
-  in-place re-assignment with cmpxchg16b or the two non-cx16 write paths.
-
+  in-place re-assignment with cmpxchg16b or the two non-cx16 write paths;
 * ``original`` -- V0, stable-4.15 aafd4f1df0 (before XSA-400): unmap then map,
   RMRR maps removed before the unmap and added after the map (original.py).
 
-A variant with a module of its own is an ``Engine`` subclass that overrides
-the functions whose C differs at its commit; ``Engine(..., variant=NAME)``
-constructs it (``VARIANT_CLASSES``).  ``canonical()`` is the live snapshot
-the replay property test compares against.
+``OriginalEngine`` overrides the functions whose C differs at its commit;
+``Engine(..., variant="original")`` constructs it (``ENGINE_CLASSES``).
+``canonical()`` is the live snapshot the replay property test compares
+against.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
-
+from ..platform import Platform
+from ..recorder import Recorder
 from .context_one import ContextOneMixin
 from .core import EngineCore, EngineLimit
 from .did import DidMixin
@@ -31,10 +29,6 @@ from .pci import PciMixin
 from .quirks import QuirksMixin
 from .reassign import ReassignMixin
 
-if TYPE_CHECKING:
-    from ..platform import Platform
-    from ..recorder import Recorder
-
 VARIANTS = {
     "legacy": "V1: stable-4.15 7bbcacec42, unmap then map via dom_io",
     "direct": "V2: stable-4.15 d67a72c655, direct re-assignment (XSA-400)",
@@ -43,15 +37,7 @@ VARIANTS = {
 PLANNED_VARIANTS = {
     "final": "V3: stable-4.15 b3ee746000, end of the XSA-400 series",
 }
-XEN_COMMITS = {
-    "legacy": "7bbcacec42",
-    "direct": "d67a72c655",
-    "original": "aafd4f1df0",
-}
-# Variants with overrides of their own: name -> (module, class), imported on use.
-VARIANT_CLASSES = {
-    "original": ("original", "OriginalEngine"),
-}
+XEN_COMMITS = {"legacy": "7bbcacec42", "direct": "d67a72c655", "original": "aafd4f1df0"}
 
 
 class Engine(PciMixin, ReassignMixin, MappingMixin, ContextOneMixin, QuirksMixin,
@@ -59,12 +45,12 @@ class Engine(PciMixin, ReassignMixin, MappingMixin, ContextOneMixin, QuirksMixin
 
     def __new__(cls, platform: Platform, recorder: Recorder, *, variant: str,
                 cx16: bool | None = None) -> Engine:
-        if cls is Engine and variant in VARIANT_CLASSES:
-            module, name = VARIANT_CLASSES[variant]
-            cls = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-        return super().__new__(cls)
+        # A variant with code of its own is a subclass (ENGINE_CLASSES, below).
+        sub = ENGINE_CLASSES.get(variant) if cls is Engine else None
+        return object.__new__(sub if sub is not None else cls)
 
-    def __init__(self, platform, recorder, *, variant: str, cx16: bool | None = None) -> None:
+    def __init__(self, platform: Platform, recorder: Recorder, *, variant: str,
+                 cx16: bool | None = None) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"unknown engine variant {variant!r}")
         self.variant = variant
@@ -84,4 +70,11 @@ class Engine(PciMixin, ReassignMixin, MappingMixin, ContextOneMixin, QuirksMixin
         return rcs
 
 
-__all__ = ["Engine", "EngineLimit", "VARIANTS", "PLANNED_VARIANTS", "XEN_COMMITS", "VARIANT_CLASSES"]
+# The subclasses import Engine: registered after it exists.  One line per variant.
+from .original import OriginalEngine  # noqa: E402
+
+ENGINE_CLASSES: dict[str, type[Engine]] = {
+    "original": OriginalEngine,
+}
+
+__all__ = ["Engine", "EngineLimit", "VARIANTS", "PLANNED_VARIANTS", "XEN_COMMITS"]
