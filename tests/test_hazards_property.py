@@ -108,12 +108,12 @@ def _platform(text: str):
 
 
 def _recordings(text):
-    """[(name, header, events)] under legacy, direct cx16 and direct no-cx16."""
+    """[(name, header, events)] under legacy, direct cx16, direct no-cx16 and original."""
     from tracer.record import apply_cx16, make_header, record
     from tracer.recorder import ListSink
 
     out = []
-    for variant, cx16 in (("legacy", True), ("direct", True), ("direct", False)):
+    for variant, cx16 in (("legacy", True), ("direct", True), ("direct", False), ("original", True)):
         platform = apply_cx16(_platform(text), cx16)
         sink = ListSink()
         record(platform, variant, sink)
@@ -197,7 +197,7 @@ def _oracle(header, events):
             for key in dev.rids:
                 if key[0] not in st_.translation:
                     continue
-                for lo, hi in caches.context_may_hold(st_, key):
+                for lo, _hi in caches.context_may_hold(st_, key):
                     bad = not lo & 1
                     if lo & 1 and (lo >> 2) & 3 != caches.TT_PASS_THRU:
                         page = st_.pages.get(lo & caches.PAGE_MASK_4K)
