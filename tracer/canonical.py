@@ -24,13 +24,28 @@ dict of sorted tuples, so insertion order never matters:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-def _t(x):
+
+def _t(x: Iterable[Any]) -> tuple[Any, ...]:
     return tuple(sorted(x))
 
 
-def canonical(*, ctx, root, did_bitmap, did_map, iommu_bitmap, pgd, idmaps, owners, ats,
-              domains, translation, locks, stacks, op) -> dict:
+def canonical(*, ctx: Mapping[tuple[int, int, int], tuple[int, int]],
+              root: Mapping[tuple[int, int], int],
+              did_bitmap: Mapping[int, Iterable[int]],
+              did_map: Mapping[tuple[int, int], int],
+              iommu_bitmap: Mapping[int, Iterable[int]],
+              pgd: Mapping[int, int],
+              idmaps: Mapping[tuple[int, int, int], tuple[str, int]],
+              owners: Mapping[tuple[int, int], int],
+              ats: Iterable[tuple[int, int]],
+              domains: Mapping[int, str],
+              translation: Iterable[int],
+              locks: Mapping[tuple[str, Any], int],
+              stacks: Mapping[int, Iterable[str]],
+              op: int | None) -> dict[str, Any]:
     return {
         "ctx": _t((u, b, df, lo, hi) for (u, b, df), (lo, hi) in ctx.items()),
         "root": _t((u, b, lo) for (u, b), lo in root.items()),

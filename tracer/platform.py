@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from .schema import DOMID_IO
 
@@ -36,7 +37,7 @@ DEFAULT_ERRNO = {
 # vtd/quirks.c me_wifi_quirk(): host-bridge ids of 0:0.0 (device << 16 |
 # vendor, as pci_conf_read32 returns them) and the WLAN ids whose mapping also
 # maps the ME phantom function.  Shared by the engine and the replay topology.
-def _intel_ids(*devs: int) -> frozenset:
+def _intel_ids(*devs: int) -> frozenset[int]:
     return frozenset((d << 16) | 0x8086 for d in devs)
 
 
@@ -49,7 +50,7 @@ ILK_CPT_WLAN = _intel_ids(0x0087, 0x0089, 0x0082, 0x0085, 0x008F, 0x0090, 0x0091
 _BDF_RE = re.compile(r"^([0-9a-fA-F]{4}):([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])$")
 
 
-def parse_bdf(text: str, *, short_ok: bool = False) -> tuple[int, int, int]:
+def parse_bdf(text: object, *, short_ok: bool = False) -> tuple[int, int, int]:
     """'SSSS:BB:DD.F' -> (seg, bus, devfn); ValueError when malformed.
     short_ok: 'BB:DD.F' too, segment 0 implied (as lspci prints a device of
     segment 0) -- for BDFs a user types; files keep the full form."""
@@ -66,14 +67,16 @@ def parse_bdf(text: str, *, short_ok: bool = False) -> tuple[int, int, int]:
     return seg, bus, (dev << 3) | fn
 
 
-def try_parse_bdf(text) -> tuple[int, int, int] | None:
+def try_parse_bdf(text: object) -> tuple[int, int, int] | None:
     """Like parse_bdf() but None when malformed, and tolerant of short hex
     fields: for trace headers, which are untrusted input read by replay."""
+    if not isinstance(text, str):
+        return None
     try:
-        seg, bus, rest = text.split(":")
-        dev, fn = rest.split(".")
-        seg, bus, dev, fn = int(seg, 16), int(bus, 16), int(dev, 16), int(fn)
-    except (AttributeError, ValueError):
+        seg_s, bus_s, rest = text.split(":")
+        dev_s, fn_s = rest.split(".")
+        seg, bus, dev, fn = int(seg_s, 16), int(bus_s, 16), int(dev_s, 16), int(fn_s)
+    except ValueError:
         return None
     if not (0 <= seg <= 0xFFFF and 0 <= bus <= 0xFF and 0 <= dev <= 0x1F and 0 <= fn <= 7):
         return None
@@ -208,7 +211,7 @@ class Platform:
         names[DOMID_IO] = "dom_io"
         return names
 
-    def to_header(self) -> dict:
+    def to_header(self) -> dict[str, Any]:
         """A platform summary for the trace header (deterministic, msgpack-able)."""
         return {
             "knobs": {

@@ -7,22 +7,24 @@ absolute path, no Python version.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import __version__
 from .engine import XEN_COMMITS, Engine, EngineLimit
 from .platform import Platform
-from .recorder import Recorder
+from .recorder import Event, Recorder, Sink
 
 
 @dataclass
 class RecordResult:
     events: int
-    rcs: list
+    rcs: list[int]
     limit: str | None = None
 
 
-def make_header(platform: Platform, variant: str) -> dict:
+def make_header(platform: Platform, variant: str) -> dict[str, Any]:
     return {
         "tool": "vtdtrace",
         "tool_version": __version__,
@@ -51,11 +53,15 @@ def apply_cx16(platform: Platform, cx16: bool | None) -> Platform:
     return platform
 
 
-def record(platform: Platform, variant: str, sink, on_event=None) -> RecordResult:
+def record(platform: Platform, variant: str, sink: Sink,
+           on_event: Callable[[Engine, Event], None] | None = None) -> RecordResult:
     """on_event(engine, event), called after every event, lets the replay
     property test take the engine's live snapshot (engine.canonical())."""
     holder: list[Engine] = []
-    observer = (lambda ev: on_event(holder[0], ev)) if on_event else None
+    observer: Callable[[Event], None] | None = None
+    if on_event is not None:
+        hook = on_event
+        observer = lambda ev: hook(holder[0], ev)  # noqa: E731
     rec = Recorder(sink, observer)
     engine = Engine(platform, rec, variant=variant)
     holder.append(engine)

@@ -7,39 +7,42 @@ the engine's live snapshot after each event.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from .schema import FUNC_CODE
 
+# One event as the engine emits it: [kind, seq, cpu, op, func, label, *fields].
+Event = list[Any]
+
 
 class Sink(Protocol):
-    def append(self, event: list) -> None: ...
+    def append(self, event: Event) -> None: ...
 
 
 class NullSink:
     """Drops events (used to measure the engine without I/O)."""
 
-    def append(self, event: list) -> None:
+    def append(self, event: Event) -> None:
         pass
 
 
 class ListSink:
     def __init__(self) -> None:
-        self.events: list[list] = []
+        self.events: list[Event] = []
 
-    def append(self, event: list) -> None:
+    def append(self, event: Event) -> None:
         self.events.append(event)
 
 
 class Recorder:
-    def __init__(self, sink: Sink, observer: Callable[[list], None] | None = None) -> None:
+    def __init__(self, sink: Sink, observer: Callable[[Event], None] | None = None) -> None:
         self.sink = sink
         self.observer = observer
         self.seq = 0
         self.cpu = 0
         self.op = 0
 
-    def emit(self, kind: int, func: str, label: str, *fields) -> None:
+    def emit(self, kind: int, func: str, label: str, *fields: object) -> None:
         self.seq += 1
         ev = [kind, self.seq, self.cpu, self.op, FUNC_CODE[func], label, *fields]
         self.sink.append(ev)

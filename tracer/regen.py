@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from .record import apply_cx16, default_output, make_header, record
@@ -25,7 +26,7 @@ COMBOS = (("legacy", True), ("direct", True), ("direct", False),
           ("original", True))
 
 
-def shipped_traces(traces_dir: Path):
+def shipped_traces(traces_dir: Path) -> Iterator[tuple[Path, str, bool, Path]]:
     """(scenario path, variant, cx16, trace path) for every shipped combination."""
     for toml in sorted(traces_dir.glob("*.toml")):
         platform = load_scenario(toml)
@@ -43,7 +44,7 @@ def record_bytes(toml: Path, variant: str, cx16: bool) -> bytes:
         return out.read_bytes()
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tracer.regen")
     ap.add_argument("--check", action="store_true", help="compare instead of writing")
     ap.add_argument("--dir", default=str(Path(__file__).resolve().parent.parent / "traces"))

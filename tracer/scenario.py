@@ -17,8 +17,10 @@ import difflib
 import os
 import re
 import tomllib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn, overload
 
 from .platform import (
     BRIDGE_TYPES,
@@ -101,7 +103,7 @@ def shipped_dir() -> Path | None:
     return None
 
 
-def _natural(path) -> list:
+def _natural(path: Path) -> list[int | str]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.stem)]
 
 
@@ -120,7 +122,7 @@ def list_shipped() -> list[tuple[str, str]]:
     return out
 
 
-def resolve(path_or_name: str | os.PathLike) -> tuple[Path, str]:
+def resolve(path_or_name: str | os.PathLike[str]) -> tuple[Path, str]:
     """(file to read, name to report it by).  An existing file wins; otherwise
     a bare name (with or without .toml) is looked up among the shipped ones."""
     given = os.fspath(path_or_name)
@@ -142,7 +144,7 @@ def resolve(path_or_name: str | os.PathLike) -> tuple[Path, str]:
     raise ScenarioError(given, None, f"no such file, and no shipped scenario of that name (shipped: {names})")
 
 
-def _parse_toml(path: Path, shown: str) -> dict:
+def _parse_toml(path: Path, shown: str) -> dict[str, Any]:
     text = _read_text(path, shown)
     return _loads(text, shown)
 
@@ -155,7 +157,8 @@ def _read_text(path: Path, shown: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ScenarioError(shown, None, f"expected UTF-8 text, got byte {raw[exc.start]:#04x} at offset {exc.start}") from None
+        raise ScenarioError(shown, None,
+                            f"expected UTF-8 text, got byte {raw[exc.start]:#04x} at offset {exc.start}") from None
 
 
 _TOML_POS = re.compile(r"^(.*?)\s*\(at (line \d+, column \d+|end of document)\)$")
@@ -214,7 +217,7 @@ def _check_nesting(text: str, shown: str) -> None:
         i += 1
 
 
-def _loads(text: str, shown: str) -> dict:
+def _loads(text: str, shown: str) -> dict[str, Any]:
     _check_nesting(text, shown)
     try:
         return tomllib.loads(text)
@@ -229,7 +232,7 @@ def _loads(text: str, shown: str) -> dict:
 
 # --------------------------------------------------------------------------- values
 
-def _show(value) -> str:
+def _show(value: object) -> str:
     """A value as the error message shows it (TOML-ish, one line)."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -246,7 +249,7 @@ def _show(value) -> str:
     return f"a {type(value).__name__}"
 
 
-def _suggest(word: str, choices) -> str:
+def _suggest(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -255,18 +258,18 @@ def _suggest(word: str, choices) -> str:
 class _Loader:
     file: str
 
-    def fail(self, key: str | None, expected: str):
+    def fail(self, key: str | None, expected: str) -> NoReturn:
         raise ScenarioError(self.file, key, expected)
 
     # -- structure ----------------------------------------------------------
 
-    def keys(self, table: dict, where: str, allowed: tuple[str, ...]) -> None:
+    def keys(self, table: dict[str, Any], where: str, allowed: tuple[str, ...]) -> None:
         for k in table:
             if k not in allowed:
                 self.fail(f"{where}.{k}" if where else k,
                           f"unknown key{_suggest(k, allowed)}; expected one of {', '.join(allowed)}")
 
-    def array_of_tables(self, data: dict, key: str) -> list[dict]:
+    def array_of_tables(self, data: dict[str, Any], key: str) -> list[dict[str, Any]]:
         value = data.get(key, [])
         if isinstance(value, dict):
             self.fail(key, f"expected an array of tables ([[{key}]]), got a table ([{key}])")
@@ -279,7 +282,7 @@ class _Loader:
 
     # -- scalars -------------------------------------------------------------
 
-    def boolean(self, t: dict, where: str, key: str, default: bool) -> bool:
+    def boolean(self, t: dict[str, Any], where: str, key: str, default: bool) -> bool:
         if key not in t:
             return default
         v = t[key]
@@ -287,7 +290,15 @@ class _Loader:
             self.fail(f"{where}.{key}", f"expected true or false, got {_show(v)}")
         return v
 
-    def integer(self, t: dict, where: str, key: str, default: int | None, lo: int, hi: int,
+    @overload
+    def integer(self, t: dict[str, Any], where: str, key: str, default: int, lo: int, hi: int,
+                what: str = "") -> int: ...
+
+    @overload
+    def integer(self, t: dict[str, Any], where: str, key: str, default: None, lo: int, hi: int,
+                what: str = "") -> int | None: ...
+
+    def integer(self, t: dict[str, Any], where: str, key: str, default: int | None, lo: int, hi: int,
                 what: str = "") -> int | None:
         if key not in t:
             return default
@@ -297,7 +308,13 @@ class _Loader:
             self.fail(f"{where}.{key}", f"expected {rng}, got {_show(v)}")
         return v
 
-    def string(self, t: dict, where: str, key: str, default: str | None = None) -> str | None:
+    @overload
+    def string(self, t: dict[str, Any], where: str, key: str, default: str) -> str: ...
+
+    @overload
+    def string(self, t: dict[str, Any], where: str, key: str, default: None = None) -> str | None: ...
+
+    def string(self, t: dict[str, Any], where: str, key: str, default: str | None = None) -> str | None:
         if key not in t:
             return default
         v = t[key]
@@ -305,11 +322,22 @@ class _Loader:
             self.fail(f"{where}.{key}" if where else key, f"expected a string, got {_show(v)}")
         return v
 
-    def required(self, t: dict, where: str, key: str, expected: str) -> None:
+    def required(self, t: dict[str, Any], where: str, key: str, expected: str) -> None:
         if key not in t:
             self.fail(f"{where}.{key}", f"missing; expected {expected}")
 
-    def bdf(self, value, key: str) -> tuple[str, int, int, int]:
+    # For a key the caller made sure is there (required(), or `key in t`).
+    def present_string(self, t: dict[str, Any], where: str, key: str) -> str:
+        v = self.string(t, where, key)
+        assert v is not None
+        return v
+
+    def present_integer(self, t: dict[str, Any], where: str, key: str, lo: int, hi: int, what: str = "") -> int:
+        v = self.integer(t, where, key, None, lo, hi, what)
+        assert v is not None
+        return v
+
+    def bdf(self, value: object, key: str) -> tuple[str, int, int, int]:
         """A BDF -> (canonical lowercase text, seg, bus, devfn)."""
         try:
             seg, bus, devfn = parse_bdf(value)
@@ -318,27 +346,36 @@ class _Loader:
                       f"expected a BDF like 0000:00:14.0, got {_show(value)}")
         return fmt_bdf(seg, bus, devfn), seg, bus, devfn
 
-    def bdf_list(self, t: dict, where: str, key: str) -> list[tuple[str, int, int, int]]:
+    def bdf_list(self, t: dict[str, Any], where: str, key: str) -> list[tuple[str, int, int, int]]:
         v = t.get(key, [])
         if not isinstance(v, list):
             self.fail(f"{where}.{key}", f"expected an array of BDF strings, got {_show(v)}")
         return [self.bdf(x, f"{where}.{key}[{i}]") for i, x in enumerate(v, 1)]
 
 
-def _known(names) -> str:
+def _known(names: Sequence[str]) -> str:
     return ", ".join(names) if names else "none"
 
 
 # --------------------------------------------------------------------------- DRHD
 
+def _bus_range(bridge: Device) -> tuple[int, int]:
+    """(secondary, subordinate) of a bridge; the loader sets both on every bridge."""
+    assert bridge.secondary is not None and bridge.subordinate is not None
+    return bridge.secondary, bridge.subordinate
+
+
 def _bridge_for_bus(devices: list[Device], seg: int, bus: int) -> Device | None:
     """The innermost declared bridge whose secondary..subordinate holds `bus`
     (Xen's bus2bridge[] entry; nested ranges are checked by the loader)."""
     best = None
+    best_width = 0
     for d in devices:
-        if d.seg == seg and d.type in BRIDGE_TYPES and d.secondary <= bus <= d.subordinate:
-            if best is None or d.subordinate - d.secondary < best.subordinate - best.secondary:
-                best = d
+        if d.seg != seg or d.type not in BRIDGE_TYPES:
+            continue
+        sec, sub = _bus_range(d)
+        if sec <= bus <= sub and (best is None or sub - sec < best_width):
+            best, best_width = d, sub - sec
     return best
 
 
@@ -370,7 +407,7 @@ def _drhd(iommus: list[IommuUnit], devices: list[Device], seg: int, bus: int, de
 
 # --------------------------------------------------------------------------- loader
 
-def load_scenario(path_or_name: str | os.PathLike) -> Platform:
+def load_scenario(path_or_name: str | os.PathLike[str]) -> Platform:
     """Load and validate a scenario file, or a shipped scenario by name."""
     path, shown = resolve(path_or_name)
     text = _read_text(path, shown)
@@ -397,7 +434,7 @@ def loads_scenario(text: str, file: str = "<string>") -> Platform:
     return platform
 
 
-def _build(ld: _Loader, data: dict, stem: str) -> Platform:
+def _build(ld: _Loader, data: dict[str, Any], stem: str) -> Platform:
     ld.keys(data, "", TOP_KEYS)
 
     name = ld.string(data, "", "name", stem)
@@ -428,7 +465,7 @@ def _build(ld: _Loader, data: dict, stem: str) -> Platform:
                     devices=devices, rmrrs=rmrrs, domains=domains, ops=ops, faults=faults)
 
 
-def _knobs(ld: _Loader, data: dict) -> Knobs:
+def _knobs(ld: _Loader, data: dict[str, Any]) -> Knobs:
     t = data.get("platform", {})
     if not isinstance(t, dict):
         ld.fail("platform", f"expected a table ([platform]), got {_show(t)}")
@@ -440,19 +477,19 @@ def _knobs(ld: _Loader, data: dict) -> Knobs:
     return k
 
 
-def _domains(ld: _Loader, data: dict) -> list[Domain]:
+def _domains(ld: _Loader, data: dict[str, Any]) -> list[Domain]:
     out: list[Domain] = []
     for i, t in enumerate(ld.array_of_tables(data, "domain"), 1):
         w = f"domain[{i}]"
         ld.keys(t, w, DOMAIN_KEYS)
         ld.required(t, w, "name", "the domain's name")
         ld.required(t, w, "id", "its domid")
-        name = ld.string(t, w, "name")
+        name = ld.present_string(t, w, "name")
         if name in RESERVED_DOMAIN_NAMES:
             ld.fail(f"{w}.name", f"{name!r} is one of Xen's special domains; expected another name")
         if not _DOMAIN_NAME_RE.match(name):
             ld.fail(f"{w}.name", f"expected a name of letters, digits, '_', '.' or '-', got {name!r}")
-        domid = ld.integer(t, w, "id", None, 0, DOMID_FIRST_RESERVED - 1,
+        domid = ld.present_integer(t, w, "id", 0, DOMID_FIRST_RESERVED - 1,
                            f"a domid in 0..{DOMID_FIRST_RESERVED - 1:#x} (0x7ff0 and up are reserved)")
         hardware = ld.boolean(t, w, "hardware", False)
         for j, other in enumerate(out, 1):
@@ -472,7 +509,7 @@ def _domains(ld: _Loader, data: dict) -> list[Domain]:
     return out
 
 
-def _iommus(ld: _Loader, data: dict) -> list[IommuUnit]:
+def _iommus(ld: _Loader, data: dict[str, Any]) -> list[IommuUnit]:
     out: list[IommuUnit] = []
     tables = ld.array_of_tables(data, "iommu")
     if not tables:
@@ -507,7 +544,7 @@ def _iommus(ld: _Loader, data: dict) -> list[IommuUnit]:
     return out
 
 
-def _devices(ld: _Loader, data: dict, domains: list[Domain], hwdom: Domain) -> list[Device]:
+def _devices(ld: _Loader, data: dict[str, Any], domains: list[Domain], hwdom: Domain) -> list[Device]:
     out: list[Device] = []
     owners = [d.name for d in domains] + ["dom_io"]
     for i, t in enumerate(ld.array_of_tables(data, "device"), 1):
@@ -519,12 +556,13 @@ def _devices(ld: _Loader, data: dict, domains: list[Domain], hwdom: Domain) -> l
         for j, other in enumerate(out, 1):
             if other.bdf == bdf:
                 ld.fail(f"{w}.bdf", f"duplicate device {bdf!r} (also device[{j}])")
-        dtype = ld.string(t, w, "type")
+        dtype = ld.present_string(t, w, "type")
         if dtype not in DEVICE_TYPES:
-            ld.fail(f"{w}.type", f"expected one of {', '.join(DEVICE_TYPES)}, got {dtype!r}{_suggest(dtype, DEVICE_TYPES)}")
+            ld.fail(f"{w}.type",
+                    f"expected one of {', '.join(DEVICE_TYPES)}, got {dtype!r}{_suggest(dtype, DEVICE_TYPES)}")
         vendor, device = 0x8086, 0
         if "id" in t:
-            ident = ld.string(t, w, "id")
+            ident = ld.present_string(t, w, "id")
             m = _ID_RE.match(ident)
             if not m:
                 ld.fail(f"{w}.id", f"expected vendor:device in hex like 8086:a12f, got {ident!r}")
@@ -539,7 +577,8 @@ def _devices(ld: _Loader, data: dict, domains: list[Domain], hwdom: Domain) -> l
             ld.fail(f"{w}.phantom_stride", f"expected 0 for a {dtype} (only a pcie-endpoint has phantom functions)")
         if stride and (devfn & 7) >= stride:
             # alloc_pdev() drops the stride in that case; refuse rather than ignore.
-            ld.fail(f"{w}.phantom_stride", f"expected a function number below the stride {stride}, got function {devfn & 7}")
+            ld.fail(f"{w}.phantom_stride",
+                    f"expected a function number below the stride {stride}, got function {devfn & 7}")
         ats = ld.boolean(t, w, "ats", False)
         present = ld.boolean(t, w, "present", True)
         owner = ld.string(t, w, "owner", hwdom.name)
@@ -549,12 +588,14 @@ def _devices(ld: _Loader, data: dict, domains: list[Domain], hwdom: Domain) -> l
             # pci_add_device() hands a new device to the hardware domain.
             ld.fail(f"{w}.owner", f"expected the hardware domain {hwdom.name!r} for a device that is "
                     f"added later (present = false), got {owner!r}")
-        secondary = subordinate = None
+        secondary: int | None = None
+        subordinate: int | None = None
         if dtype in BRIDGE_TYPES:
             ld.required(t, w, "secondary", "the bridge's secondary bus number")
-            secondary = ld.integer(t, w, "secondary", None, 0, 0xFF, "a bus number 0..255 (0xff max)")
+            secondary = ld.present_integer(t, w, "secondary", 0, 0xFF, "a bus number 0..255 (0xff max)")
             if secondary <= bus:
-                ld.fail(f"{w}.secondary", f"expected a bus number above the bridge's own bus {bus:#04x}, got {secondary:#04x}")
+                ld.fail(f"{w}.secondary",
+                        f"expected a bus number above the bridge's own bus {bus:#04x}, got {secondary:#04x}")
             subordinate = ld.integer(t, w, "subordinate", secondary, secondary, 0xFF,
                                      f"a bus number in secondary..255 ({secondary:#04x}..0xff)")
         else:
@@ -597,18 +638,20 @@ def _bridges(ld: _Loader, devices: list[Device]) -> None:
     idx = {id(d): i for i, d in enumerate(devices, 1)}
     bridges = [d for d in devices if d.type in BRIDGE_TYPES]
     for a_pos, a in enumerate(bridges):
+        a_sec, a_sub = _bus_range(a)
         for b in bridges[:a_pos]:
-            if a.seg != b.seg or a.subordinate < b.secondary or b.subordinate < a.secondary:
+            b_sec, b_sub = _bus_range(b)
+            if a.seg != b.seg or a_sub < b_sec or b_sub < a_sec:
                 continue
-            a_in_b = b.secondary <= a.bus <= b.subordinate and b.secondary <= a.secondary and a.subordinate <= b.subordinate
-            b_in_a = a.secondary <= b.bus <= a.subordinate and a.secondary <= b.secondary and b.subordinate <= a.subordinate
+            a_in_b = b_sec <= a.bus <= b_sub and b_sec <= a_sec and a_sub <= b_sub
+            b_in_a = a_sec <= b.bus <= a_sub and a_sec <= b_sec and b_sub <= a_sub
             if not (a_in_b or b_in_a):
                 ld.fail(f"device[{idx[id(a)]}].secondary",
-                        f"buses {a.secondary:#04x}..{a.subordinate:#04x} overlap device[{idx[id(b)]}]'s "
-                        f"{b.secondary:#04x}..{b.subordinate:#04x}; expected disjoint or nested bridge ranges")
+                        f"buses {a_sec:#04x}..{a_sub:#04x} overlap device[{idx[id(b)]}]'s "
+                        f"{b_sec:#04x}..{b_sub:#04x}; expected disjoint or nested bridge ranges")
 
 
-def _rmrrs(ld: _Loader, data: dict, devices: list[Device]) -> list[Rmrr]:
+def _rmrrs(ld: _Loader, data: dict[str, Any], devices: list[Device]) -> list[Rmrr]:
     out: list[Rmrr] = []
     known = [d.bdf for d in devices]
     for i, t in enumerate(ld.array_of_tables(data, "rmrr"), 1):
@@ -616,8 +659,8 @@ def _rmrrs(ld: _Loader, data: dict, devices: list[Device]) -> list[Rmrr]:
         ld.keys(t, w, RMRR_KEYS)
         ld.required(t, w, "base", "the first byte's address (4 KiB aligned)")
         ld.required(t, w, "end", "the last byte's address, inclusive (end + 1 4 KiB aligned)")
-        base = ld.integer(t, w, "base", None, 0, (1 << 63) - 1, "an address (integer)")
-        end = ld.integer(t, w, "end", None, 0, (1 << 63) - 1, "an address (integer)")
+        base = ld.present_integer(t, w, "base", 0, (1 << 63) - 1, "an address (integer)")
+        end = ld.present_integer(t, w, "end", 0, (1 << 63) - 1, "an address (integer)")
         if base % PAGE:
             ld.fail(f"{w}.base", f"expected a 4 KiB aligned address, got {base:#x}")
         if (end + 1) % PAGE:
@@ -633,7 +676,8 @@ def _rmrrs(ld: _Loader, data: dict, devices: list[Device]) -> list[Rmrr]:
             if bdf not in known:
                 ld.fail(f"{w}.devices[{k}]", f"unknown device {bdf!r} (known: {_known(known)})")
             if bseg != seg:
-                ld.fail(f"{w}.devices[{k}]", f"expected a device in segment {seg:04x} (an RMRR has one segment), got {bdf!r}")
+                ld.fail(f"{w}.devices[{k}]",
+                        f"expected a device in segment {seg:04x} (an RMRR has one segment), got {bdf!r}")
             if [s[0] for s in scope].index(bdf) != k - 1:
                 ld.fail(f"{w}.devices[{k}]", f"duplicate device {bdf!r}")
         # acpi_parse_one_rmrr() refuses overlaps across all segments (-EEXIST).
@@ -645,7 +689,7 @@ def _rmrrs(ld: _Loader, data: dict, devices: list[Device]) -> list[Rmrr]:
     return out
 
 
-def _ops(ld: _Loader, data: dict, domains: list[Domain], hwdom: Domain,
+def _ops(ld: _Loader, data: dict[str, Any], domains: list[Domain], hwdom: Domain,
          devices: list[Device]) -> list[Op]:
     out: list[Op] = []
     names = [d.name for d in domains]
@@ -656,7 +700,7 @@ def _ops(ld: _Loader, data: dict, domains: list[Domain], hwdom: Domain,
         w = f"op[{i}]"
         ld.keys(t, w, OP_KEYS)
         ld.required(t, w, "do", f"one of {', '.join(OP_VERBS)}")
-        verb = ld.string(t, w, "do")
+        verb = ld.present_string(t, w, "do")
         if verb not in OP_SHAPE:
             ld.fail(f"{w}.do", f"expected one of {', '.join(OP_VERBS)}, got {verb!r}{_suggest(verb, OP_VERBS)}")
         needs, optional = OP_SHAPE[verb]
@@ -688,7 +732,7 @@ def _ops(ld: _Loader, data: dict, domains: list[Domain], hwdom: Domain,
         for key in ("to", "domain"):
             if key not in t:
                 continue
-            name = ld.string(t, w, key)
+            name = ld.present_string(t, w, key)
             if key == "to" and name == "dom_io":
                 ld.fail(f"{w}.to", "expected a domain; use do = \"quarantine\" to assign to dom_io")
             if name not in names:
@@ -700,6 +744,7 @@ def _ops(ld: _Loader, data: dict, domains: list[Domain], hwdom: Domain,
         if verb == "destroy":
             if op.domain == hwdom.name:
                 ld.fail(f"{w}.domain", f"expected a guest; the hardware domain {hwdom.name!r} cannot be destroyed")
+            assert op.domain is not None   # OP_SHAPE: destroy needs a domain
             destroyed[op.domain] = i
         out.append(op)
     return out
@@ -712,7 +757,7 @@ _OP_KEY_MEANING = {
 }
 
 
-def _faults(ld: _Loader, data: dict, domains: list[Domain], devices: list[Device]) -> list[Fault]:
+def _faults(ld: _Loader, data: dict[str, Any], domains: list[Domain], devices: list[Device]) -> list[Fault]:
     out: list[Fault] = []
     names = [d.name for d in domains] + ["dom_io"]
     known = [d.bdf for d in devices]
@@ -720,14 +765,14 @@ def _faults(ld: _Loader, data: dict, domains: list[Domain], devices: list[Device
         w = f"fault[{i}]"
         ld.keys(t, w, FAULT_KEYS)
         ld.required(t, w, "at", f"one of {', '.join(FAULT_POINTS)}")
-        at = ld.string(t, w, "at")
+        at = ld.present_string(t, w, "at")
         if at not in FAULT_POINTS:
             ld.fail(f"{w}.at", f"expected one of {', '.join(FAULT_POINTS)}, got {at!r}{_suggest(at, FAULT_POINTS)}")
         if "domain" in t and "device" in t:
             ld.fail(f"{w}.device", "expected domain or device, not both")
         fault = Fault(at=at)
         if "domain" in t:
-            name = ld.string(t, w, "domain")
+            name = ld.present_string(t, w, "domain")
             if name not in names:
                 ld.fail(f"{w}.domain", f"unknown domain {name!r} (known: {_known(names)})")
             fault.domain = name

@@ -36,7 +36,9 @@ the header platform's IOMMUs, segments and domains, FIELD_ENUMS: see below).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 FORMAT_NAME = "vtdtrace"
 # Bump MAJOR for an incompatible change of the container or of the meaning of
@@ -96,13 +98,15 @@ _KIND_SPECS: list[tuple[str, tuple[str, ...], str]] = [
     # --- locks ----------------------------------------------------------------
     ("lock", ("lock:str", "target:int?"),
      "Acquire: lock is pcidevs_lock | iommu->lock | mapping_lock | rcu_domain | register_lock | bus2bridge_lock; "
-     "target the IOMMU index (iommu->lock, register_lock), the domid (mapping_lock, rcu_domain), the segment (bus2bridge_lock) or None."),
+     "target the IOMMU index (iommu->lock, register_lock), the domid (mapping_lock, rcu_domain), "
+     "the segment (bus2bridge_lock) or None."),
     ("unlock", ("lock:str", "target:int?"),
      "Release of a lock taken by a matching lock event."),
     # --- hardware structures ----------------------------------------------------
     ("root-write", ("iommu:int", "bus:int", "old:u64", "new:u64"),
      "Root entry of bus written (lo: P | context-table pointer); happens when a context table is allocated."),
-    ("ctx-write", ("iommu:int", "bus:int", "devfn:int", "half:str", "method:str", "old_lo:u64", "old_hi:u64", "new_lo:u64", "new_hi:u64"),
+    ("ctx-write", ("iommu:int", "bus:int", "devfn:int", "half:str", "method:str",
+                   "old_lo:u64", "old_hi:u64", "new_lo:u64", "new_hi:u64"),
      "Store to the in-memory context entry: half is lo|hi|full, method plain|write_atomic|cmpxchg16b; "
      "old_* / new_* the whole 128-bit entry before and after this store."),
     ("cache-sync", ("iommu:int", "bus:int", "devfn:int"),
@@ -110,7 +114,8 @@ _KIND_SPECS: list[tuple[str, tuple[str, ...], str]] = [
     ("flush-context", ("iommu:int", "gran:str", "did:int", "sid:int", "fm:int", "non_present:bool", "rc:int"),
      "Context-cache invalidation: gran global|domain|device, did, sid (bus<<8|devfn), fm (function mask), "
      "non_present flag; rc 1 = skipped, caller must flush the write buffer; 0 done; <0 error."),
-    ("flush-iotlb", ("iommu:int", "gran:str", "did:int", "addr:u64", "order:int", "non_present:bool", "dev_iotlb:bool", "rc:int"),
+    ("flush-iotlb", ("iommu:int", "gran:str", "did:int", "addr:u64", "order:int", "non_present:bool",
+                     "dev_iotlb:bool", "rc:int"),
      "IOTLB invalidation: gran global|dsi|psi, did, addr/order (psi), non_present flag, "
      "dev_iotlb = device-TLBs flushed too; rc as flush-context."),
     ("flush-dev-iotlb", ("iommu:int", "sid:int", "did:int", "rc:int"),
@@ -159,7 +164,8 @@ _KIND_SPECS: list[tuple[str, tuple[str, ...], str]] = [
     ("rollback-end", ("rc:int",),
      "The rollback finished with rc."),
     ("fault-inject", ("point:str", "errno:int", "nth:int"),
-     "A scenario-injected failure fires at point (pgd-alloc|did-alloc|flush-context|flush-iotlb|quirk|cmpxchg|rmrr-map)."),
+     "A scenario-injected failure fires at point "
+     "(pgd-alloc|did-alloc|flush-context|flush-iotlb|quirk|cmpxchg|rmrr-map)."),
     ("engine-limit", ("what:str", "depth:int"),
      "The simulator refused to go on (e.g. MO14 rollback ping-pong capped at depth); the C code would loop."),
     ("log", ("level:str", "text:str"),
@@ -318,7 +324,7 @@ def value_rule(kind: str, field: str, type_: str) -> str | None:
     return None
 
 
-def schema_dict() -> dict:
+def schema_dict() -> dict[str, Any]:
     """The catalogue as stored in every trace header."""
     return {
         "schema_version": SCHEMA_VERSION,
@@ -328,7 +334,8 @@ def schema_dict() -> dict:
     }
 
 
-def event_to_dict(ev, kinds=KINDS, funcs=FUNCS) -> dict:
+def event_to_dict(ev: Sequence[Any], kinds: Sequence[Kind] = KINDS,
+                  funcs: Sequence[str] = FUNCS) -> dict[str, Any]:
     """An event array as a dict with the schema's field names (for JSON output)."""
     kind = kinds[ev[I_KIND]]
     out = {

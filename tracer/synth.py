@@ -21,11 +21,13 @@ quirk failures), so error and rollback paths appear too.
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from .engine import Engine
+from .engine.core import XenDomain
 from .platform import Device, Domain, Fault, IommuUnit, Knobs, Op, Platform, Rmrr, fmt_bdf
 from .record import make_header
-from .recorder import Recorder
+from .recorder import Recorder, Sink
 
 GUESTS = 4000           # the pool of a long trace (10^6 events and more)
 MIN_GUESTS = 8
@@ -37,7 +39,7 @@ SYNTH_VERSION = 3
 FAULT_RATE = 0.03
 
 
-def _dev(seg, bus, devfn, type_, vid, did, **kw) -> Device:
+def _dev(seg: int, bus: int, devfn: int, type_: str, vid: int, did: int, **kw: Any) -> Device:
     return Device(fmt_bdf(seg, bus, devfn), seg, bus, devfn, type_, vid, did, **kw)
 
 
@@ -61,7 +63,7 @@ def guests_for(n_events: int) -> int:
     return max(MIN_GUESTS, min(GUESTS, n_events // EVENTS_PER_GUEST))
 
 
-def sizing(n_events: int) -> dict:
+def sizing(n_events: int) -> dict[str, Any]:
     """synth_platform's size arguments for a trace of n_events: fewer
     guests and endpoints for a short trace, so that most of it is operations
     (every device kind and fault still appears); from FULL_PLATFORM_EVENTS
@@ -71,7 +73,7 @@ def sizing(n_events: int) -> dict:
             "pci_slots": 3 if full else 1}
 
 
-def synth_platform(seed: int, cx16: bool = True, guests: int = GUESTS, endpoints=ALL_ENDPOINTS,
+def synth_platform(seed: int, cx16: bool = True, guests: int = GUESTS, endpoints: tuple[int, ...] = ALL_ENDPOINTS,
                    pci_slots: int = 3) -> Platform:
     rng = random.Random(seed)
     devices = [
@@ -119,11 +121,11 @@ class _Workload:
         self.rng = rng
         self.guests = guests
         self.next_guest = 1
-        self.live: list = []
+        self.live: list[XenDomain] = []
         self.movable = [p for p in engine.pdevs.values()
                         if p.type in ("pcie-endpoint", "pci") and p.devfn != (22 << 3)]
 
-    def _guest(self):
+    def _guest(self) -> XenDomain | None:
         if not self.live or (len(self.live) < 6 and self.rng.random() < 0.3):
             if self.next_guest <= self.guests:
                 d = self.e.domain(f"guest{self.next_guest}")
@@ -161,7 +163,7 @@ class _Workload:
         self.e._fault_counts.clear()
 
 
-def synth(n_events: int, seed: int, sink, variant: str = "direct", cx16: bool = True) -> tuple[int, int]:
+def synth(n_events: int, seed: int, sink: Sink, variant: str = "direct", cx16: bool = True) -> tuple[int, int]:
     """Run until at least n_events were emitted; returns (events, ops)."""
     size = sizing(n_events)
     platform = synth_platform(seed, cx16, **size)
@@ -184,7 +186,7 @@ def synth(n_events: int, seed: int, sink, variant: str = "direct", cx16: bool = 
     return rec.seq, index
 
 
-def synth_header(seed: int, variant: str, cx16: bool, n_events: int) -> dict:
+def synth_header(seed: int, variant: str, cx16: bool, n_events: int) -> dict[str, Any]:
     platform = synth_platform(seed, cx16, **sizing(n_events))
     header = make_header(platform, variant)
     header["scenario"]["synth"] = {"seed": seed, "events": n_events}

@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from types import TracebackType
+from typing import Any, NoReturn
 
 import msgpack
 
@@ -46,7 +48,7 @@ DEFAULT_CHUNK_EVENTS = 1024
 DEFAULT_MAX_CHUNK_BYTES = 1 << 20
 
 
-def _canonical(obj, where="header"):
+def _canonical(obj: Any, where: str = "header") -> Any:
     """A copy of obj with every map's keys sorted, so the header bytes do not
     depend on the order a caller happened to build its dicts in."""
     if isinstance(obj, dict):
@@ -62,9 +64,9 @@ def _canonical(obj, where="header"):
     return obj
 
 
-def encode_header(meta: dict) -> bytes:
+def encode_header(meta: dict[str, Any]) -> bytes:
     """The complete file header for a meta map, exactly as written (no fields added)."""
-    body = msgpack.packb(_canonical(meta), use_bin_type=True)
+    body: bytes = msgpack.packb(_canonical(meta), use_bin_type=True)
     if len(body) > MAX_META_BYTES:
         raise ValueError(f"trace header of {len(body)} bytes exceeds {MAX_META_BYTES}")
     fixed = FILE_HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(body), zlib.crc32(body), 0)
@@ -75,15 +77,16 @@ def encode_header(meta: dict) -> bytes:
 def file_tag(header_bytes: bytes) -> int:
     """The per-file chunk tag: the header CRC, deterministic yet different for
     different recordings, so a chunk spliced in from another trace is caught."""
-    return FILE_HEADER.unpack_from(header_bytes)[5]
+    tag: int = FILE_HEADER.unpack_from(header_bytes)[5]
+    return tag
 
 
-def chunk_header(sync: bytes, tag: int, payload, count: int, first_seq: int) -> bytes:
+def chunk_header(sync: bytes, tag: int, payload: bytes | bytearray, count: int, first_seq: int) -> bytes:
     fixed = CHUNK_HEADER.pack(sync, tag, len(payload), count, first_seq, zlib.crc32(payload), 0)
     return fixed[:-4] + zlib.crc32(fixed[:-4]).to_bytes(4, "little")
 
 
-def build_meta(header: dict) -> dict:
+def build_meta(header: dict[str, Any]) -> dict[str, Any]:
     """The caller's header plus what the writer owns: format, schema, and
     `created` (only when SOURCE_DATE_EPOCH is set, as reproducible builds do)."""
     meta = dict(header)
@@ -99,11 +102,11 @@ def build_meta(header: dict) -> dict:
     return meta
 
 
-def _refuse_closed(event):
+def _refuse_closed(event: object) -> NoReturn:
     raise ValueError("write to a closed TraceWriter")
 
 
-def _refuse_failed(event):
+def _refuse_failed(event: object) -> NoReturn:
     raise OSError("the TraceWriter failed on an earlier write; the trace ends before it")
 
 
@@ -116,7 +119,7 @@ class TraceWriter:
     the reader reports the trace as truncated -- the recording did not finish.
     """
 
-    def __init__(self, path, header: dict, *, force: bool = False,
+    def __init__(self, path: str, header: dict[str, Any], *, force: bool = False,
                  chunk_events: int = DEFAULT_CHUNK_EVENTS,
                  max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES) -> None:
         if not 1 <= chunk_events <= 1 << 20:
@@ -146,12 +149,13 @@ class TraceWriter:
             self._failed = True
             self.discard()
             if isinstance(exc, OSError):
-                exc.vtdtrace_removed = True
+                # A marker for vtdtrace/output.py's message: no partial file stays.
+                exc.vtdtrace_removed = True  # type: ignore[attr-defined]
             raise
         self._offset = len(head)
 
     # -- the Sink protocol: this is the recorder's hot path ---------------------
-    def append(self, event) -> None:
+    def append(self, event: list[Any]) -> None:
         if event[1] != self._next_seq:
             raise ValueError(f"event seq {event[1]!r} out of order (expected {self._next_seq})")
         packed = self._pack(event)
@@ -267,7 +271,8 @@ class TraceWriter:
     def __enter__(self) -> TraceWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is None:
             self.close()
         else:

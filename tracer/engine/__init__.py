@@ -49,8 +49,7 @@ class Engine(PciMixin, ReassignMixin, MappingMixin, ContextOneMixin, QuirksMixin
         sub = ENGINE_CLASSES.get(variant) if cls is Engine else None
         return object.__new__(sub if sub is not None else cls)
 
-    def __init__(self, platform: Platform, recorder: Recorder, *, variant: str,
-                 cx16: bool | None = None) -> None:
+    def __init__(self, platform: Platform, recorder: Recorder, *, variant: str, cx16: bool | None = None) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"unknown engine variant {variant!r}")
         self.variant = variant

@@ -6,11 +6,14 @@ bus_to_context_maddr and domain_pgd_maddr.  docs/MODEL.md#mo, #pm, #uo.
 from __future__ import annotations
 
 from .. import schema as S
-from .core import MO14_DEPTH_CAP
+from .core import MO14_DEPTH_CAP, PciDev, XenDomain
+from .did import DidMixin
+from .flush import FlushMixin
 from .hw import (
     CONTEXT_TT_DEV_IOTLB,
     CONTEXT_TT_MULTI_LEVEL,
     CONTEXT_TT_PASS_THRU,
+    VtdIommu,
     context_clear_present,
     context_domain_id,
     context_present,
@@ -23,30 +26,31 @@ from .hw import (
     root_entry,
     sid,
 )
+from .quirks import UNMAP_ME_PHANTOM_FUNC, QuirksMixin
 
 EFAULT, ENOMEM, ESRCH, EILSEQ, EINVAL = 14, 12, 3, 84, 22
 
 MAP_WITH_RMRR = 1 << 0
 MAP_OWNER_DYING = 1 << 1
 MAP_SINGLE_DEVICE = 1 << 2
-UNMAP_ME_PHANTOM_FUNC = 1 << 3
 # V1 (parent) quirk argument values.
 V1_MAP_ME_PHANTOM_FUNC = 1
 V1_UNMAP_ME_PHANTOM_FUNC = 0
 
 
-class ContextOneMixin:
+class ContextOneMixin(QuirksMixin, FlushMixin, DidMixin):
 
     # --- helpers ------------------------------------------------------------
 
-    def _store(self, iommu, bus, devfn, half, method, new_lo, new_hi, label) -> None:
+    def _store(self, iommu: VtdIommu, bus: int, devfn: int, half: str, method: str, new_lo: int, new_hi: int,
+               label: str) -> None:
         """A store to the in-memory context entry the IOMMU walks."""
         old_lo, old_hi = iommu.entry(bus, devfn)
         iommu.ctx[(bus, devfn)] = (new_lo, new_hi)
         self.emit(S.K_CTX_WRITE, label, iommu.index, bus, devfn, half, method,
                   old_lo, old_hi, new_lo, new_hi)
 
-    def bus_to_context_maddr(self, iommu, bus: int, label: str) -> int:
+    def bus_to_context_maddr(self, iommu: VtdIommu, bus: int, label: str) -> int:
         """Allocates the bus's context table on first use.  An allocation
         failure (unchecked in 4.15, fixed in ef5b718cf8) is not modelled."""
         if bus not in iommu.ctx_table:
@@ -59,7 +63,7 @@ class ContextOneMixin:
             self.leave(maddr)
         return iommu.ctx_table[bus]
 
-    def domain_pgd_maddr(self, d, nr_pt_levels: int, label: str) -> int:
+    def domain_pgd_maddr(self, d: XenDomain, nr_pt_levels: int, label: str) -> int:
         """The root SLPTPTR must hold for a unit with nr_pt_levels levels;
         0 (-> -ENOMEM at the caller) when allocation fails.  Domains always
         get 4-level tables; shallower units skip the top levels via pte[0]."""
@@ -71,7 +75,7 @@ class ContextOneMixin:
             self._alloc_tree(d, "pgd", label)
         return self.leave(self._pgd_for_levels(d, nr_pt_levels))
 
-    def _alloc_tree(self, d, kind: str, label: str) -> None:
+    def _alloc_tree(self, d: XenDomain, kind: str, label: str) -> None:
         names = ("pgd", "pt-l3", "pt-l2", "pt-l1") if kind == "pgd" else \
             ("quarantine", "quarantine-l3", "quarantine-l2", "quarantine-l1", "scratch")
         # State first, event second, so the live snapshot after each pt-alloc
@@ -84,27 +88,29 @@ class ContextOneMixin:
                 d.pgd_maddr = maddr
             self.emit(S.K_PT_ALLOC, label, d.domid, maddr, what)
 
-    def _pgd_for_levels(self, d, nr_pt_levels: int) -> int:
+    def _pgd_for_levels(self, d: XenDomain, nr_pt_levels: int) -> int:
         # pages[0] is the 4-level root; pages[k] the table pte[0] of level 4-k points to.
         skip = 4 - nr_pt_levels
         return d.pt_pages[skip] if skip < len(d.pt_pages) else 0
 
-    def _rcu_lock(self, d, label) -> None:
+    def _rcu_lock(self, d: XenDomain, label: str) -> None:
         self.lock(label, "rcu_domain", d.domid)
 
-    def _rcu_unlock(self, d, label) -> None:
+    def _rcu_unlock(self, d: XenDomain, label: str) -> None:
         self.unlock(label, "rcu_domain", d.domid)
 
-    def _mo_args(self, domain, iommu, bus, devfn, pdev, mode=None):
-        args = [("domain", domain.domid), ("iommu", iommu.index), ("bus", bus), ("devfn", devfn),
-                ("pdev", str(pdev) if pdev else None)]
+    def _mo_args(self, domain: XenDomain, iommu: VtdIommu, bus: int, devfn: int, pdev: PciDev | None,
+                 mode: int | None = None) -> list[tuple[str, object]]:
+        args: list[tuple[str, object]] = [("domain", domain.domid), ("iommu", iommu.index), ("bus", bus),
+                                          ("devfn", devfn), ("pdev", str(pdev) if pdev else None)]
         if mode is not None:
             args.append(("mode", mode))
         return args
 
     # --- V2: the seed ---------------------------------------------------------
 
-    def domain_context_mapping_one(self, domain, iommu, bus, devfn, pdev, mode) -> int:
+    def domain_context_mapping_one(self, domain: XenDomain, iommu: VtdIommu, bus: int, devfn: int,
+                                   pdev: PciDev | None, mode: int) -> int:
         if self.variant == "legacy":
             return self.domain_context_mapping_one_v1(domain, iommu, bus, devfn, pdev)
         self.enter("domain_context_mapping_one", "MO1", *self._mo_args(domain, iommu, bus, devfn, pdev, mode))
@@ -169,7 +175,8 @@ class ContextOneMixin:
             # stable-4.15 `unlock:` label returns -EFAULT (D1).
             return self._mo_unlock(iommu, prev_dom, "MO6")
         # else: Xen ASSERTs AW and FPD are what a fresh mapping sets (debug
-        # builds only); every entry this engine writes satisfies it.
+        # builds only); every entry this engine writes satisfies it.  The new
+        # entry is (lo, hi) from here on.
 
         # MO7
         if self.cpu_has_cx16:
@@ -239,7 +246,7 @@ class ContextOneMixin:
             return self.leave(rc, "MO15")
         return self.leave(int(pdev is not None and prev_dom is not None), "MO15")
 
-    def _mo_unlock(self, iommu, prev_dom, label) -> int:
+    def _mo_unlock(self, iommu: VtdIommu, prev_dom: XenDomain | None, label: str) -> int:
         """The `unlock:` label: stable-4.15 returns -EFAULT from every path
         that jumps here (D1), whatever rc held."""
         self.unlock(label, "iommu->lock", iommu.index)
@@ -247,7 +254,8 @@ class ContextOneMixin:
             self._rcu_unlock(prev_dom, label)
         return self.leave(-EFAULT, label)
 
-    def _mo14_rollback(self, domain, iommu, bus, devfn, pdev, mode, prev_dom, rc) -> int:
+    def _mo14_rollback(self, domain: XenDomain, iommu: VtdIommu, bus: int, devfn: int, pdev: PciDev | None,
+                       mode: int, prev_dom: XenDomain | None, rc: int) -> int:
         if prev_dom is None:
             self.emit(S.K_ROLLBACK_BEGIN, "MO14", rc, "MO14 unmap")
             ret = self.domain_context_unmap_one(domain, iommu, bus, devfn)
@@ -275,7 +283,8 @@ class ContextOneMixin:
 
     # --- V1: the seed's parent --------------------------------------------------
 
-    def domain_context_mapping_one_v1(self, domain, iommu, bus, devfn, pdev) -> int:
+    def domain_context_mapping_one_v1(self, domain: XenDomain, iommu: VtdIommu, bus: int, devfn: int,
+                                      pdev: PciDev | None) -> int:
         self.enter("domain_context_mapping_one", "PM1", *self._mo_args(domain, iommu, bus, devfn, pdev))
         seg = iommu.segment
         # PM1
@@ -343,7 +352,8 @@ class ContextOneMixin:
             self.emit(S.K_ROLLBACK_END, "PM9", ret)
         return self.leave(rc, "PM9" if rc else None)
 
-    def _pm2_present(self, domain, iommu, bus, devfn, pdev, hi) -> int:
+    def _pm2_present(self, domain: XenDomain, iommu: VtdIommu, bus: int, devfn: int,
+                     pdev: PciDev | None, hi: int) -> int:
         """PM2 of V1: a present entry is accepted whoever owns it (the
         `original` engine checks ownership here)."""
         self.unlock("PM2", "iommu->lock", iommu.index)
@@ -351,7 +361,7 @@ class ContextOneMixin:
 
     # --- unmap (V1 and V2 identical) ------------------------------------------------
 
-    def domain_context_unmap_one(self, domain, iommu, bus, devfn) -> int:
+    def domain_context_unmap_one(self, domain: XenDomain, iommu: VtdIommu, bus: int, devfn: int) -> int:
         self.enter("domain_context_unmap_one", "UO1", ("domain", domain.domid), ("iommu", iommu.index),
                    ("bus", bus), ("devfn", devfn))
         # UO1
@@ -398,6 +408,6 @@ class ContextOneMixin:
                 self.domain_crash(domain, "UO7")
         return self.leave(rc)
 
-    def domain_crash(self, d, label) -> None:
+    def domain_crash(self, d: XenDomain, label: str) -> None:
         self.log(label, "err", f"domain_crash called from {self.func}")
         self.log(label, "info", f"{self.pd(d)} crashed")

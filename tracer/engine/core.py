@@ -6,11 +6,13 @@ sibling modules, one per concern, mixed into ``Engine`` (engine/__init__.py).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from .. import schema as S
 from ..canonical import canonical
-from ..platform import DEFAULT_ERRNO, ERRNO, Platform, fmt_bdf, parse_bdf
+from ..platform import DEFAULT_ERRNO, ERRNO, Device, Platform, Rmrr, fmt_bdf, parse_bdf
 from ..recorder import Recorder
 from .hw import VtdIommu
 
@@ -24,6 +26,12 @@ MO14_DEPTH_CAP = 8
 # RCU read-side domain references nest (the nested MO of the ME quirk takes
 # the same domain again); spinlocks do not.
 NESTABLE_LOCKS = ("rcu_domain",)
+
+# What a lock is taken on: a domid, an IOMMU index, a segment, or nothing
+# (the global pcidevs_lock).
+LockTarget = int | None
+
+_RC = TypeVar("_RC")
 
 
 class EngineLimit(Exception):
@@ -41,10 +49,11 @@ class XenDomain:
     is_dying: bool = False
     destroyed: bool = False
     pgd_maddr: int = 0                      # hd->arch.vtd.pgd_maddr
-    pt_pages: list = field(default_factory=list)   # every page of its I/O tables
-    iommu_bitmap: set = field(default_factory=set)  # hd->arch.vtd.iommu_bitmap
-    identity_maps: dict = field(default_factory=dict)  # (base, end) -> [access, count]
-    pdevs: list = field(default_factory=list)      # d->pdev_list (order matters)
+    pt_pages: list[int] = field(default_factory=list)   # every page of its I/O tables
+    iommu_bitmap: set[int] = field(default_factory=set)  # hd->arch.vtd.iommu_bitmap
+    # (base, end) -> [access, count]; a list because the count is bumped in place.
+    identity_maps: dict[tuple[int, int], list[Any]] = field(default_factory=dict)
+    pdevs: list[PciDev] = field(default_factory=list)      # d->pdev_list (order matters)
 
 
 @dataclass(eq=False)
@@ -88,8 +97,8 @@ class EngineCore:
         self.cpu_has_cx16 = platform.knobs.cx16 if cx16 is None else cx16
         self._next_page = _ALLOC_BASE
         self.stack: list[_Frame] = []
-        self.locks: dict[tuple, int] = {}
-        self._nest: dict[tuple, int] = {}
+        self.locks: dict[tuple[str, LockTarget], int] = {}
+        self._nest: dict[tuple[str, LockTarget], int] = {}
         self.op_open: int | None = None
         self._fault_counts: dict[int, int] = {}
         self.cur_pdev: PciDev | None = None     # the device the current op is about
@@ -117,7 +126,7 @@ class EngineCore:
 
         # PCI devices (all declared ones; `present` ones exist from boot).
         self.pdevs: dict[tuple[int, int, int], PciDev] = {}
-        self._declared = {}
+        self._declared: dict[tuple[int, int, int], tuple[Device, PciDev]] = {}
         for dev in platform.devices:
             pd = PciDev(dev.seg, dev.bus, dev.devfn, dev.type, dev.id32, dev.phantom_stride, dev.ats)
             self._declared[(dev.seg, dev.bus, dev.devfn)] = (dev, pd)
@@ -158,8 +167,8 @@ class EngineCore:
         for uid, scope in self._drhd_scope.items():
             if any(b in scope for b in bdfs):
                 return self._iommu_by_id[uid]
-        uid = self._drhd_all.get(pdev.seg)
-        return self._iommu_by_id[uid] if uid is not None else None
+        all_uid = self._drhd_all.get(pdev.seg)
+        return self._iommu_by_id[all_uid] if all_uid is not None else None
 
     def conf_read_id(self, seg: int, bus: int, devfn: int) -> int:
         """pci_conf_read32(sbdf, 0): 0xffffffff where nothing answers."""
@@ -172,7 +181,7 @@ class EngineCore:
         entry = self._declared.get((seg, bus, devfn))
         return entry[1].type if entry else None
 
-    def rmrrs_for(self, seg: int, bus: int, devfn: int):
+    def rmrrs_for(self, seg: int, bus: int, devfn: int) -> Iterator[tuple[Rmrr, int]]:
         """for_each_rmrr_device() filtered on (seg, bus, devfn)."""
         for r, scope in self._rmrr_scope:
             for s, b, df in scope:
@@ -201,7 +210,7 @@ class EngineCore:
     def func(self) -> str:
         return self.stack[-1].func if self.stack else ""
 
-    def emit(self, kind: int, label: str, *fields) -> None:
+    def emit(self, kind: int, label: str, *fields: object) -> None:
         if self.stack:
             self.stack[-1].label = label
             func = self.stack[-1].func
@@ -209,12 +218,12 @@ class EngineCore:
             func = ""
         self.rec.emit(kind, func, label, *fields)
 
-    def enter(self, func: str, label: str, *args) -> None:
+    def enter(self, func: str, label: str, *args: tuple[str, object]) -> None:
         """Function entry: args as (name, value) pairs in C parameter order."""
         self.stack.append(_Frame(func, label))
         self.rec.emit(S.K_CALL, func, label, [list(a) for a in args])
 
-    def leave(self, rc, label: str | None = None):
+    def leave(self, rc: _RC, label: str | None = None) -> _RC:
         # Pop first: the live state after the `return` event has the frame gone,
         # exactly as the replay sees it.
         frame = self.stack.pop()
@@ -225,7 +234,7 @@ class EngineCore:
     def log(self, label: str, level: str, text: str) -> None:
         self.emit(S.K_LOG, label, level, text)
 
-    def lock(self, label: str, name: str, target) -> None:
+    def lock(self, label: str, name: str, target: LockTarget) -> None:
         key = (name, target)
         if key in self.locks:
             if name not in NESTABLE_LOCKS:
@@ -237,7 +246,7 @@ class EngineCore:
             self._nest[key] = 1
         self.emit(S.K_LOCK, label, name, target)
 
-    def unlock(self, label: str, name: str, target) -> None:
+    def unlock(self, label: str, name: str, target: LockTarget) -> None:
         key = (name, target)
         self._nest[key] -= 1
         if not self._nest[key]:
@@ -275,8 +284,11 @@ class EngineCore:
 
     # --- live snapshot ------------------------------------------------------
 
-    def canonical(self) -> dict:
-        ctx, root, bitmap, dmap = {}, {}, {}, {}
+    def canonical(self) -> dict[str, Any]:
+        ctx: dict[tuple[int, int, int], tuple[int, int]] = {}
+        root: dict[tuple[int, int], int] = {}
+        bitmap: dict[int, set[int]] = {}
+        dmap: dict[tuple[int, int], int] = {}
         for u in self.iommus:
             for (b, df), v in u.ctx.items():
                 ctx[(u.index, b, df)] = v
@@ -286,7 +298,7 @@ class EngineCore:
             for did, dom in u.domid_map.items():
                 dmap[(u.index, did)] = dom
         live = [d for d in self.domains.values() if not d.destroyed]
-        idmaps = {}
+        idmaps: dict[tuple[int, int, int], tuple[str, int]] = {}
         for d in live:
             for (b, e), (acc, cnt) in d.identity_maps.items():
                 idmaps[(d.domid, b, e)] = (acc, cnt)

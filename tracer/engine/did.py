@@ -4,19 +4,20 @@ context_set_domain_id, cleanup_domid_map, check_cleanup_domid_map."""
 from __future__ import annotations
 
 from .. import schema as S
-from .hw import context_set_did
+from .core import EngineCore, PciDev, XenDomain
+from .hw import VtdIommu, context_set_did
 
 
-class DidMixin:
+class DidMixin(EngineCore):
 
-    def _did_bit(self, iommu, did: int, value: int, label: str) -> None:
+    def _did_bit(self, iommu: VtdIommu, did: int, value: int, label: str) -> None:
         if value:
             iommu.domid_bitmap.add(did)
         else:
             iommu.domid_bitmap.discard(did)
         self.emit(S.K_DID_BITMAP, label, iommu.index, did, value)
 
-    def _did_map(self, iommu, did: int, domid: int, label: str) -> None:
+    def _did_map(self, iommu: VtdIommu, did: int, domid: int, label: str) -> None:
         old = iommu.domid_map.get(did, 0)
         if domid == 0:
             iommu.domid_map.pop(did, None)
@@ -24,7 +25,7 @@ class DidMixin:
             iommu.domid_map[did] = domid
         self.emit(S.K_DID_MAP, label, iommu.index, did, old, domid)
 
-    def domain_iommu_domid(self, d, iommu, label: str) -> int:
+    def domain_iommu_domid(self, d: XenDomain, iommu: VtdIommu, label: str) -> int:
         """First set bitmap bit whose map slot is d's domid, else -1."""
         for i in sorted(iommu.domid_bitmap):
             if iommu.domid_map.get(i, 0) == d.domid:
@@ -33,7 +34,7 @@ class DidMixin:
             self.log(label, "err", f"[VT-D]Cannot get valid iommu {iommu.index} domid: {self.pd(d)}")
         return -1
 
-    def context_set_domain_id(self, hi: int, d, iommu, label: str) -> tuple[int, int]:
+    def context_set_domain_id(self, hi: int, d: XenDomain, iommu: VtdIommu, label: str) -> tuple[int, int]:
         """Returns (rc, new hi).  Reuses d's DID or takes the first clear bit.
         Xen asserts iommu->lock here."""
         self.enter("context_set_domain_id", label, ("domain", d.domid), ("iommu", iommu.index))
@@ -52,13 +53,13 @@ class DidMixin:
         self.leave(0)
         return 0, hi
 
-    def domain_iommu_domid_quiet(self, d, iommu):
+    def domain_iommu_domid_quiet(self, d: XenDomain, iommu: VtdIommu) -> int | None:
         for i in sorted(iommu.domid_bitmap):
             if iommu.domid_map.get(i, 0) == d.domid:
                 return i
         return None
 
-    def cleanup_domid_map(self, d, iommu, label: str) -> None:
+    def cleanup_domid_map(self, d: XenDomain, iommu: VtdIommu, label: str) -> None:
         """Post XSA-399 order: map slot := DOMID_INVALID, then clear the bit."""
         self.enter("cleanup_domid_map", label, ("domain", d.domid), ("iommu", iommu.index))
         did = self.domain_iommu_domid(d, iommu, label)
@@ -67,7 +68,7 @@ class DidMixin:
             self._did_bit(iommu, did, 0, label)
         self.leave(None)
 
-    def check_cleanup_domid_map(self, d, exclude, iommu, label: str) -> None:
+    def check_cleanup_domid_map(self, d: XenDomain, exclude: PciDev | None, iommu: VtdIommu, label: str) -> None:
         self.enter("check_cleanup_domid_map", label, ("domain", d.domid),
                    ("exclude", str(exclude) if exclude else None), ("iommu", iommu.index))
         found = self.any_pdev_behind_iommu(d, exclude, iommu)
@@ -78,11 +79,11 @@ class DidMixin:
             self.cleanup_domid_map(d, iommu, label)
         self.leave(None)
 
-    def set_iommu_bitmap(self, d, iommu, label: str) -> None:
+    def set_iommu_bitmap(self, d: XenDomain, iommu: VtdIommu, label: str) -> None:
         d.iommu_bitmap.add(iommu.index)
         self.emit(S.K_IOMMU_BITMAP, label, d.domid, iommu.index, 1)
 
-    def pd(self, d) -> str:
+    def pd(self, d: XenDomain | None) -> str:
         """Xen's %pd."""
         if d is None:
             return "(NULL)"

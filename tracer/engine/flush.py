@@ -7,15 +7,17 @@ since 4.15's waits cannot fail)."""
 from __future__ import annotations
 
 from .. import schema as S
-from .hw import CONTEXT_TT_DEV_IOTLB, context_domain_id, context_translation_type
+from .core import EngineCore, XenDomain
+from .hw import CONTEXT_TT_DEV_IOTLB, VtdIommu, context_domain_id, context_translation_type
 
 
-class FlushMixin:
+class FlushMixin(EngineCore):
 
-    def iommu_sync_cache(self, iommu, bus: int, devfn: int, label: str) -> None:
+    def iommu_sync_cache(self, iommu: VtdIommu, bus: int, devfn: int, label: str) -> None:
         self.emit(S.K_CACHE_SYNC, label, iommu.index, bus, devfn)
 
-    def _flush_context(self, iommu, did, sid, fm, gran, non_present, label, domain=None):
+    def _flush_context(self, iommu: VtdIommu, did: int, sid: int, fm: int, gran: str, non_present: bool,
+                       label: str, domain: XenDomain | None = None) -> int:
         """iommu->flush.context (register or QI form; same semantics)."""
         if non_present:
             if not iommu.caching_mode:
@@ -28,16 +30,18 @@ class FlushMixin:
         self.unlock(label, "register_lock", iommu.index)
         return rc
 
-    def iommu_flush_context_device(self, iommu, did, sid, fm, non_present, label, domain=None):
+    def iommu_flush_context_device(self, iommu: VtdIommu, did: int, sid: int, fm: int, non_present: bool,
+                                   label: str, domain: XenDomain | None = None) -> int:
         self.enter("iommu_flush_context_device", label, ("iommu", iommu.index), ("did", did),
                    ("source_id", sid), ("function_mask", fm), ("non_present", bool(non_present)))
         rc = self._flush_context(iommu, did, sid, fm, "device", non_present, label, domain)
         return self.leave(rc)
 
-    def iommu_flush_context_global(self, iommu, non_present, label):
+    def iommu_flush_context_global(self, iommu: VtdIommu, non_present: bool, label: str) -> int:
         return self._flush_context(iommu, 0, 0, 0, "global", non_present, label)
 
-    def _flush_iotlb(self, iommu, did, gran, non_present, dev_iotlb, label, domain=None):
+    def _flush_iotlb(self, iommu: VtdIommu, did: int, gran: str, non_present: bool, dev_iotlb: bool,
+                     label: str, domain: XenDomain | None = None) -> int:
         if non_present:
             if not iommu.caching_mode:
                 self.emit(S.K_FLUSH_IOTLB, label, iommu.index, gran, did, 0, 0, True, bool(dev_iotlb), 1)
@@ -57,7 +61,7 @@ class FlushMixin:
                 rc = dev_rc
         return rc
 
-    def _dev_invalidate_iotlb(self, iommu, did, gran, label) -> int:
+    def _dev_invalidate_iotlb(self, iommu: VtdIommu, did: int, gran: str, label: str) -> int:
         """Device-TLB flushes go to ATS devices whose *current* entry carries
         the DID with TT = device-IOTLB (device_in_domain(), which looks at the
         root entry but not at the context entry's P bit; D4)."""
@@ -71,13 +75,14 @@ class FlushMixin:
             self.emit(S.K_FLUSH_DEV_IOTLB, label, iommu.index, pdev.bdf16, did, 0)
         return 0
 
-    def iommu_flush_iotlb_dsi(self, iommu, did, non_present, dev_iotlb, label, domain=None):
+    def iommu_flush_iotlb_dsi(self, iommu: VtdIommu, did: int, non_present: bool, dev_iotlb: bool,
+                              label: str, domain: XenDomain | None = None) -> int:
         self.enter("iommu_flush_iotlb_dsi", label, ("iommu", iommu.index), ("did", did),
                    ("non_present", bool(non_present)), ("flush_dev_iotlb", bool(dev_iotlb)))
         rc = self._flush_iotlb(iommu, did, "dsi", non_present, dev_iotlb, label, domain)
         return self.leave(rc)
 
-    def iommu_flush_write_buffer(self, iommu, label) -> None:
+    def iommu_flush_write_buffer(self, iommu: VtdIommu, label: str) -> None:
         performed = bool(iommu.rwbf)
         if performed:
             self.lock(label, "register_lock", iommu.index)
@@ -85,10 +90,10 @@ class FlushMixin:
         if performed:
             self.unlock(label, "register_lock", iommu.index)
 
-    def find_ats_dev_drhd(self, iommu) -> bool:
+    def find_ats_dev_drhd(self, iommu: VtdIommu) -> bool:
         return iommu.ats_unit
 
-    def combine_flush_rc(self, iommu, rc: int, ret: int, label: str) -> int:
+    def combine_flush_rc(self, iommu: VtdIommu, rc: int, ret: int, label: str) -> int:
         """The caller-side convention shared by MO11/UO5/PM6."""
         if rc > 0 or ret > 0:
             self.iommu_flush_write_buffer(iommu, label)

@@ -15,6 +15,10 @@ Context entry (128 bits, two u64 halves as in Xen's ``struct context_entry``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .core import PciDev
 
 PAGE_MASK_4K = 0xFFFF_FFFF_FFFF_F000
 U64 = 0xFFFF_FFFF_FFFF_FFFF
@@ -117,12 +121,12 @@ class VtdIommu:
     coherent: bool
     root_maddr: int
     # root[bus] -> lo; ctx[(bus, devfn)] -> (lo, hi); only entries ever written
-    root: dict = field(default_factory=dict)
-    ctx_table: dict = field(default_factory=dict)   # bus -> context-table maddr
-    ctx: dict = field(default_factory=dict)
-    domid_bitmap: set = field(default_factory=set)
-    domid_map: dict = field(default_factory=dict)   # did -> domid; absent = 0 (zero-filled)
-    ats_devices: list = field(default_factory=list)  # pdevs with ATS enabled, newest first (list_add)
+    root: dict[int, int] = field(default_factory=dict)
+    ctx_table: dict[int, int] = field(default_factory=dict)   # bus -> context-table maddr
+    ctx: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
+    domid_bitmap: set[int] = field(default_factory=set)
+    domid_map: dict[int, int] = field(default_factory=dict)   # did -> domid; absent = 0 (zero-filled)
+    ats_devices: list[PciDev] = field(default_factory=list)  # pdevs with ATS enabled, newest first (list_add)
     # On ats_dev_drhd_units: added by ats_device() and never removed, which is
     # what find_ats_dev_drhd() (flush_dev_iotlb for every flush) tests.
     ats_unit: bool = False

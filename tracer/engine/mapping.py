@@ -5,14 +5,18 @@ domain_context_unmap (DCU), find_upstream_bridge.  docs/MODEL.md#dcm.
 from __future__ import annotations
 
 from .. import schema as S
-from .context_one import MAP_OWNER_DYING, MAP_SINGLE_DEVICE, MAP_WITH_RMRR
+from .context_one import MAP_OWNER_DYING, MAP_SINGLE_DEVICE, MAP_WITH_RMRR, ContextOneMixin
+from .core import PciDev, XenDomain
+from .did import DidMixin
+from .hw import VtdIommu
 
 ENODEV, EPERM, ENXIO, EOPNOTSUPP, EINVAL = 19, 1, 6, 95, 22
 
 
-class MappingMixin:
+class MappingMixin(ContextOneMixin, DidMixin):
 
-    def find_upstream_bridge(self, seg: int, bus: int, devfn: int, label: str):
+    def find_upstream_bridge(self, seg: int, bus: int, devfn: int,
+                             label: str) -> tuple[int, int, int, int | None]:
         """Returns (ret, bus, devfn, secbus) -- Xen overwrites the caller's
         bus/devfn through pointers; callers that pass their own locals get
         them clobbered (D2)."""
@@ -34,7 +38,7 @@ class MappingMixin:
         self.unlock(label, "bus2bridge_lock", seg)
         return ret, bus, devfn, secbus
 
-    def _dcm_mode(self, domain, pdev, iommu) -> int:
+    def _dcm_mode(self, domain: XenDomain, pdev: PciDev, iommu: VtdIommu | None) -> int:
         """DCM1 (V2): MAP_WITH_RMRR from the *main* BDF, owner flags."""
         mode = 0
         for _ in self.rmrrs_for(pdev.seg, pdev.bus, pdev.devfn):
@@ -48,7 +52,7 @@ class MappingMixin:
                 mode |= MAP_SINGLE_DEVICE
         return mode
 
-    def domain_context_mapping(self, domain, devfn: int, pdev) -> int:
+    def domain_context_mapping(self, domain: XenDomain, devfn: int, pdev: PciDev) -> int:
         direct = self.variant == "direct"
         self.enter("domain_context_mapping", "DCM0", ("domain", domain.domid), ("devfn", devfn),
                    ("pdev", str(pdev)))
@@ -78,7 +82,8 @@ class MappingMixin:
             ret = -EINVAL
         return self.leave(ret)
 
-    def _dcm_pci(self, domain, iommu, seg, bus, devfn, pdev, mode, direct) -> int:
+    def _dcm_pci(self, domain: XenDomain, iommu: VtdIommu, seg: int, bus: int, devfn: int, pdev: PciDev,
+                 mode: int, direct: bool) -> int:
         # P1
         ret = self.domain_context_mapping_one(domain, iommu, bus, devfn, pdev, mode)
         if ret < 0 or (not direct and ret):
@@ -101,6 +106,8 @@ class MappingMixin:
         # P4: the (secbus, 0) alias behind a PCIe-to-PCI bridge.
         if not ret and self.pdev_type(seg, bus, devfn) == "pcie2pci-bridge" and \
                 (secbus != pdev.bus or pdev.devfn != 0):
+            # ret == 0 here means P2 found a bridge, so secbus is set.
+            assert secbus is not None
             ret = self.domain_context_mapping_one(domain, iommu, secbus, 0, None, mode)
 
         # P5: undo -- with the bridge's devfn, not the device's (D2, DERIVED).
@@ -109,6 +116,8 @@ class MappingMixin:
                 self.emit(S.K_ROLLBACK_BEGIN, "P5", ret, "P5 unmap")
                 r = self.domain_context_unmap(domain, devfn, pdev)
             elif pdev.domain is not domain:
+                # prev_present: the device is mapped, so it has an owner.
+                assert pdev.domain is not None
                 self.emit(S.K_ROLLBACK_BEGIN, "P5", ret, "P5 remap")
                 r = self.domain_context_mapping(pdev.domain, devfn, pdev)
             else:
@@ -117,7 +126,7 @@ class MappingMixin:
                 self.emit(S.K_ROLLBACK_END, "P5", r)
         return ret
 
-    def domain_context_unmap(self, domain, devfn: int, pdev) -> int:
+    def domain_context_unmap(self, domain: XenDomain, devfn: int, pdev: PciDev) -> int:
         self.enter("domain_context_unmap", "DCU", ("domain", domain.domid), ("devfn", devfn),
                    ("pdev", str(pdev)))
         seg, bus = pdev.seg, pdev.bus
@@ -151,6 +160,7 @@ class MappingMixin:
                 if self.pdev_type(seg, tmp_bus, tmp_devfn) == "pcie2pci-bridge":
                     ret = self.domain_context_unmap_one(domain, iommu, tmp_bus, tmp_devfn)
                     if not ret:
+                        assert secbus is not None   # r >= 1: a bridge was found
                         ret = self.domain_context_unmap_one(domain, iommu, secbus, 0)
                 else:
                     ret = self.domain_context_unmap_one(domain, iommu, tmp_bus, tmp_devfn)
@@ -160,13 +170,13 @@ class MappingMixin:
             return self._dcu_done(domain, pdev, iommu)
         return self.leave(ret)
 
-    def _dcu_done(self, domain, pdev, iommu) -> int:
+    def _dcu_done(self, domain: XenDomain, pdev: PciDev, iommu: VtdIommu) -> int:
         self.check_cleanup_domid_map(domain, pdev, iommu, "DCU")
         return self.leave(0)
 
     # --- ATS ------------------------------------------------------------------
 
-    def ats_device(self, pdev, iommu) -> bool:
+    def ats_device(self, pdev: PciDev, iommu: VtdIommu) -> bool:
         """ats_device(): the `ats` knob stands for ats_enabled with QI, ECAP.DT
         and an ATSR covering the unit.  Registers the unit for device-TLB flushes."""
         if self.knobs.ats and pdev.ats:
@@ -174,7 +184,7 @@ class MappingMixin:
             return True
         return False
 
-    def enable_ats_device(self, pdev, iommu, label) -> None:
+    def enable_ats_device(self, pdev: PciDev, iommu: VtdIommu, label: str) -> None:
         if not pdev.ats_enabled:
             pdev.ats_enabled = True
             # list_add(): at the head of iommu->ats_devices, which
@@ -183,7 +193,7 @@ class MappingMixin:
             iommu.ats_devices.insert(0, pdev)
             self.emit(S.K_ATS_ENABLE, label, pdev.seg, pdev.bdf16, 1)
 
-    def disable_ats_device(self, pdev, iommu, label) -> None:
+    def disable_ats_device(self, pdev: PciDev, iommu: VtdIommu, label: str) -> None:
         if pdev.ats_enabled:
             pdev.ats_enabled = False
             if pdev in iommu.ats_devices:

@@ -5,13 +5,18 @@ on domain destruction, pci_add_device / pci_remove_device."""
 from __future__ import annotations
 
 from .. import schema as S
-from ..platform import parse_bdf
-from .core import PciDev
+from ..platform import Op, parse_bdf
+from .context_one import ContextOneMixin
+from .core import PciDev, XenDomain
+from .did import DidMixin
+from .flush import FlushMixin
+from .mapping import MappingMixin
+from .reassign import ReassignMixin
 
 EINVAL, ENODEV, EBUSY = 22, 19, 16
 
 
-class PciMixin:
+class PciMixin(ReassignMixin, MappingMixin, ContextOneMixin, FlushMixin, DidMixin):
 
     # --- boot (op 0) ------------------------------------------------------------
 
@@ -40,6 +45,7 @@ class PciMixin:
         for dev in self.platform.devices:
             if dev.present and dev.owner != self.hardware_domain.name:
                 pdev = self.pci_get_pdev(dev.seg, dev.bus, dev.devfn)
+                assert pdev is not None   # present devices were allocated above
                 self.cur_pdev = pdev
                 self.lock("BOOT", "pcidevs_lock", None)
                 self.assign_device(self.domain(dev.owner), pdev.seg, pdev.bus, pdev.devfn, 0)
@@ -48,7 +54,7 @@ class PciMixin:
         self.leave(None)
         self._op_end(0)
 
-    def _pdev_alloc(self, seg, bus, devfn, label):
+    def _pdev_alloc(self, seg: int, bus: int, devfn: int, label: str) -> PciDev:
         """alloc_pdev(): a fresh struct pci_dev every time (a removed device
         that comes back starts without ATS, owner or quarantine mark)."""
         dev, _ = self._declared[(seg, bus, devfn)]
@@ -69,7 +75,7 @@ class PciMixin:
         self.leave(0)
         self.leave(0)
 
-    def intel_iommu_hwdom_init(self, d) -> None:
+    def intel_iommu_hwdom_init(self, d: XenDomain) -> None:
         self.enter("intel_iommu_hwdom_init", "HW1", ("domain", d.domid))
         # setup_hwdom_pci_devices(): devices in the scenario's order.
         self.lock("HW1", "pcidevs_lock", None)
@@ -77,6 +83,7 @@ class PciMixin:
             if not dev.present:
                 continue
             pdev = self.pci_get_pdev(dev.seg, dev.bus, dev.devfn)
+            assert pdev is not None   # present devices were allocated at boot
             self.cur_pdev = pdev
             self._move_pdev(pdev, d, "HW1")
             self._setup_one_hwdom_device(d, pdev)
@@ -90,7 +97,8 @@ class PciMixin:
             self.emit(S.K_TRANSLATION_ENABLE, "HW4", u.index)
         self.leave(None)
 
-    def _setup_one_hwdom_device(self, d, pdev) -> None:
+    def _setup_one_hwdom_device(self, d: XenDomain, pdev: PciDev) -> None:
+        assert pdev.domain is not None   # _move_pdev() just made d its owner
         devfn = pdev.devfn
         while True:
             self.enter("setup_hwdom_device", "HW1", ("devfn", devfn), ("pdev", str(pdev)))
@@ -103,7 +111,7 @@ class PciMixin:
             if devfn == pdev.devfn or (devfn >> 3) != (pdev.devfn >> 3):
                 break
 
-    def setup_hwdom_rmrr(self, d) -> None:
+    def setup_hwdom_rmrr(self, d: XenDomain) -> None:
         self.enter("setup_hwdom_rmrr", "HW2", ("domain", d.domid))
         self.lock("HW2", "pcidevs_lock", None)
         for r, scope in self._rmrr_scope:
@@ -115,18 +123,20 @@ class PciMixin:
 
     # --- operations -----------------------------------------------------------
 
-    def run_op(self, op) -> int:
+    def run_op(self, op: Op) -> int:
         self._op_begin(op.index, op.do, op.device, op.to or op.domain)
         try:
-            rc = getattr(self, "op_" + op.do)(op)
+            rc: int = getattr(self, "op_" + op.do)(op)
         finally:
             self.cur_pdev = None
         self._op_end(rc)
         return rc
 
-    def _op_begin(self, index, verb, device, domain) -> None:
+    def _op_begin(self, index: int, verb: str, device: str | None, domain: str | None) -> None:
         self.rec.op = index
         self.op_open = index
+        bdf: int | None
+        sg: int | None
         if device:
             seg, bus, devfn = parse_bdf(device)
             bdf, sg = (bus << 8) | devfn, seg
@@ -135,16 +145,18 @@ class PciMixin:
         dom = self.domain(domain).domid if domain else None
         self.emit(S.K_OP_BEGIN, "", verb, bdf, dom, sg)
 
-    def _op_end(self, rc) -> None:
+    def _op_end(self, rc: int) -> None:
         self.op_open = None
         self.emit(S.K_OP_END, "", rc)
 
-    def _op_pdev(self, op):
+    def _op_pdev(self, op: Op) -> tuple[PciDev | None, tuple[int, int, int]]:
+        assert op.device is not None   # the scenario loader requires it for this verb
         seg, bus, devfn = parse_bdf(op.device)
         return self.pci_get_pdev(seg, bus, devfn), (seg, bus, devfn)
 
-    def op_assign(self, op) -> int:
+    def op_assign(self, op: Op) -> int:
         """XEN_DOMCTL_assign_device for `to`."""
+        assert op.to is not None   # the scenario loader requires it for this verb
         d = self.domain(op.to)
         pdev, (seg, bus, devfn) = self._op_pdev(op)
         self.cur_pdev = pdev
@@ -165,7 +177,7 @@ class PciMixin:
         self.unlock("", "pcidevs_lock", None)
         return rc
 
-    def op_quarantine(self, op) -> int:
+    def op_quarantine(self, op: Op) -> int:
         """`xl pci-assignable-add` with quarantine: assign to dom_io."""
         pdev, (seg, bus, devfn) = self._op_pdev(op)
         self.cur_pdev = pdev
@@ -179,7 +191,7 @@ class PciMixin:
         self.unlock("", "pcidevs_lock", None)
         return rc
 
-    def op_deassign(self, op) -> int:
+    def op_deassign(self, op: Op) -> int:
         """XEN_DOMCTL_deassign_device on the device's current owner."""
         pdev, (seg, bus, devfn) = self._op_pdev(op)
         self.cur_pdev = pdev
@@ -194,10 +206,11 @@ class PciMixin:
         self.unlock("", "pcidevs_lock", None)
         return rc
 
-    def assign_device(self, d, seg, bus, devfn, flag) -> int:
+    def assign_device(self, d: XenDomain, seg: int, bus: int, devfn: int, flag: int) -> int:
         self.enter("assign_device", "AD1", ("domain", d.domid), ("seg", seg), ("bus", bus),
                    ("devfn", devfn), ("flag", flag))
         pdev = self.pci_get_pdev(seg, bus, devfn)
+        assert pdev is not None   # every caller checked the device exists
         rc = self.intel_iommu_assign_device(d, devfn, pdev, flag)
         if not rc:
             # Phantom functions: `for ( ; stride; rc = 0 )` discards their errors (DERIVED).
@@ -214,7 +227,7 @@ class PciMixin:
             pdev.quarantine = True
         return self.leave(rc, "AD2")
 
-    def deassign_device(self, d, seg, bus, devfn) -> int:
+    def deassign_device(self, d: XenDomain, seg: int, bus: int, devfn: int) -> int:
         self.enter("deassign_device", "DD1", ("domain", d.domid), ("seg", seg), ("bus", bus), ("devfn", devfn))
         pdev = self.pci_get_pdev(seg, bus, devfn)
         if pdev is None or pdev.domain is not d:
@@ -239,10 +252,11 @@ class PciMixin:
                      f"failed ({ret})")
         return self.leave(ret, "DD2")
 
-    def op_destroy(self, op) -> int:
+    def op_destroy(self, op: Op) -> int:
         """domain_kill -> pci_release_devices, iommu_clear_root_pgtable;
         later iommu_domain_destroy -> iommu_domain_teardown (lock-free
         cleanup_domid_map: the XSA-399 setting)."""
+        assert op.domain is not None   # the scenario loader requires it for this verb
         d = self.domain(op.domain)
         if d.is_dying or d.destroyed or d is self.hardware_domain:
             return -EINVAL
@@ -274,7 +288,8 @@ class PciMixin:
         self.emit(S.K_DOMAIN_DESTROY, "DK5", d.domid)
         return ret
 
-    def op_add(self, op) -> int:
+    def op_add(self, op: Op) -> int:
+        assert op.device is not None   # the scenario loader requires it for this verb
         seg, bus, devfn = parse_bdf(op.device)
         self.enter("pci_add_device", "PA1", ("seg", seg), ("bus", bus), ("devfn", devfn))
         self.lock("PA1", "pcidevs_lock", None)
@@ -299,7 +314,7 @@ class PciMixin:
         self.unlock("PA1", "pcidevs_lock", None)
         return self.leave(ret)
 
-    def iommu_add_device(self, pdev) -> int:
+    def iommu_add_device(self, pdev: PciDev) -> int:
         rc = self.intel_iommu_add_device(pdev.devfn, pdev)
         if rc or not pdev.phantom_stride:
             return rc
@@ -312,8 +327,9 @@ class PciMixin:
             if rc:
                 self.log("PA2", "warning", f"IOMMU: add {pdev} failed ({rc})")
 
-    def intel_iommu_add_device(self, devfn, pdev) -> int:
+    def intel_iommu_add_device(self, devfn: int, pdev: PciDev) -> int:
         self.enter("intel_iommu_add_device", "PA2", ("devfn", devfn), ("pdev", str(pdev)))
+        assert pdev.domain is not None   # op_add() set the owner first
         # V1 and V2 both carry 3d65d2fa8b: RMRRs first, then the context.
         for r, _ in self.rmrrs_for(pdev.seg, pdev.bus, devfn):
             if self.iommu_identity_mapping(pdev.domain, "rw", r.base, r.end, 0, "PA2"):
@@ -323,7 +339,8 @@ class PciMixin:
             self.log("PA2", "err", f"[VT-D]{self.pd(pdev.domain)}: context mapping failed")
         return self.leave(ret)
 
-    def op_remove(self, op) -> int:
+    def op_remove(self, op: Op) -> int:
+        assert op.device is not None   # the scenario loader requires it for this verb
         seg, bus, devfn = parse_bdf(op.device)
         self.enter("pci_remove_device", "PR1", ("seg", seg), ("bus", bus), ("devfn", devfn))
         self.lock("PR1", "pcidevs_lock", None)
@@ -342,7 +359,7 @@ class PciMixin:
         self.unlock("PR1", "pcidevs_lock", None)
         return self.leave(ret)
 
-    def iommu_remove_device(self, pdev) -> int:
+    def iommu_remove_device(self, pdev: PciDev) -> int:
         devfn = pdev.devfn
         while pdev.phantom_stride:
             devfn = (devfn + pdev.phantom_stride) & 0xFF
@@ -354,8 +371,9 @@ class PciMixin:
                 return rc
         return self.intel_iommu_remove_device(pdev.devfn, pdev)
 
-    def intel_iommu_remove_device(self, devfn, pdev) -> int:
+    def intel_iommu_remove_device(self, devfn: int, pdev: PciDev) -> int:
         self.enter("intel_iommu_remove_device", "PR1", ("devfn", devfn), ("pdev", str(pdev)))
+        assert pdev.domain is not None   # op_remove() calls it for owned devices only
         ret = self.domain_context_unmap(pdev.domain, devfn, pdev)
         if ret:
             return self.leave(ret)

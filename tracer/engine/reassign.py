@@ -5,15 +5,19 @@ maps (iommu_identity_mapping).  docs/MODEL.md#reassign, #assign."""
 from __future__ import annotations
 
 from .. import schema as S
+from .context_one import ContextOneMixin
+from .core import PciDev, XenDomain
+from .did import DidMixin
+from .mapping import MappingMixin
 
 ENODEV, EPERM, ENOENT, EADDRINUSE = 19, 1, 2, 98
 
 
-class ReassignMixin:
+class ReassignMixin(MappingMixin, ContextOneMixin, DidMixin):
 
     # --- identity maps (x86/iommu.c) -------------------------------------------
 
-    def iommu_identity_mapping(self, d, access: str, base: int, end: int, flag: int, label: str) -> int:
+    def iommu_identity_mapping(self, d: XenDomain, access: str, base: int, end: int, flag: int, label: str) -> int:
         """access 'rw' maps (refcounted per (base, end)); 'x' unmaps.
         Xen asserts pcidevs_locked() here."""
         self.enter("iommu_identity_mapping", label, ("domain", d.domid), ("p2ma", access),
@@ -45,7 +49,7 @@ class ReassignMixin:
         self.emit(S.K_IDMAP_ADD, label, d.domid, base, end, access, 1)
         return self.leave(0)
 
-    def _remove_source_rmrrs(self, source, pdev, devfn, label) -> int:
+    def _remove_source_rmrrs(self, source: XenDomain, pdev: PciDev, devfn: int, label: str) -> int:
         """RO3 / RN7: drop the source's RMRR maps for (bus, devfn)."""
         if self.is_hardware_domain(source):
             return 0
@@ -55,11 +59,11 @@ class ReassignMixin:
                 return ret
         return 0
 
-    def _pi_hook(self, func, d, label) -> None:
+    def _pi_hook(self, func: str, d: XenDomain, label: str) -> None:
         self.enter(func, label, ("domain", d.domid))
         self.leave(None)
 
-    def _move_pdev(self, pdev, target, label) -> None:
+    def _move_pdev(self, pdev: PciDev, target: XenDomain, label: str) -> None:
         old = pdev.domain
         if old is not None and pdev in old.pdevs:
             old.pdevs.remove(pdev)
@@ -70,7 +74,7 @@ class ReassignMixin:
 
     # --- reassign_device_ownership ------------------------------------------------
 
-    def reassign_device_ownership(self, source, target, devfn, pdev) -> int:
+    def reassign_device_ownership(self, source: XenDomain, target: XenDomain, devfn: int, pdev: PciDev) -> int:
         if self.variant == "legacy":
             return self._reassign_v1(source, target, devfn, pdev)
         self.enter("reassign_device_ownership", "RN1", ("source", source.domid), ("target", target.domid),
@@ -100,7 +104,7 @@ class ReassignMixin:
         ret = self._remove_source_rmrrs(source, pdev, devfn, "RN7")
         return self.leave(ret, "RN7")
 
-    def _reassign_v1(self, source, target, devfn, pdev) -> int:
+    def _reassign_v1(self, source: XenDomain, target: XenDomain, devfn: int, pdev: PciDev) -> int:
         self.enter("reassign_device_ownership", "RO1", ("source", source.domid), ("target", target.domid),
                    ("devfn", devfn), ("pdev", str(pdev)))
         # RO1: unmap from the source first -- the XSA-400 window opens here.
@@ -132,12 +136,14 @@ class ReassignMixin:
 
     # --- intel_iommu_assign_device -------------------------------------------------
 
-    def intel_iommu_assign_device(self, d, devfn, pdev, flag: int) -> int:
+    def intel_iommu_assign_device(self, d: XenDomain, devfn: int, pdev: PciDev, flag: int) -> int:
         self.enter("intel_iommu_assign_device", "AS1", ("domain", d.domid), ("devfn", devfn),
                    ("pdev", str(pdev)), ("flag", flag))
         s = pdev.domain
         if not self.iommus:
             return self.leave(-ENODEV)
+        # Callers assign only owned devices (hardware domain or dom_io; device_assigned()).
+        assert s is not None
         relaxed = bool(flag & 1)
         for r, count in self.rmrrs_for(pdev.seg, pdev.bus, devfn):
             if count > 1:
