@@ -231,6 +231,7 @@ def test_long_synth_traces_keep_the_full_platform():
     (["--engine", "legacy", "--cx16"], "s1-usb-rmrr.legacy.vtdt"),
     (["--engine", "direct", "--cx16"], "s1-usb-rmrr.direct.vtdt"),
     (["--engine", "direct", "--no-cx16"], "s1-usb-rmrr.direct-nocx16.vtdt"),
+    (["--engine", "original", "--cx16"], "s1-usb-rmrr.original.vtdt"),
 ])
 def test_record_with_an_explicit_cx16_flag_reproduces_the_shipped_trace(tmp_path, flags, name):
     """Shipped traces are recorded with --cx16 or --no-cx16 (the header says

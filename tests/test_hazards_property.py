@@ -41,12 +41,12 @@ _platform = platform_of
 
 
 def _recordings(text):
-    """[(name, header, events)] under legacy, direct cx16 and direct no-cx16."""
+    """[(name, header, events)] under legacy, direct cx16, direct no-cx16 and original."""
     from tracer.record import apply_cx16, make_header, record
     from tracer.recorder import ListSink
 
     out = []
-    for variant, cx16 in (("legacy", True), ("direct", True), ("direct", False)):
+    for variant, cx16 in (("legacy", True), ("direct", True), ("direct", False), ("original", True)):
         platform = apply_cx16(_platform(text), cx16)
         sink = ListSink()
         record(platform, variant, sink)

@@ -1,5 +1,7 @@
 """Regenerate the shipped traces: every traces/*.toml under `legacy`,
-`direct` (cx16) and `direct` without cx16 -> traces/NAME.ENGINE[-nocx16].vtdt.
+`direct` (cx16), `direct` without cx16 and `original` (V0 never reads cx16,
+so it ships with --cx16 only, as `legacy` does) ->
+traces/NAME.ENGINE[-nocx16].vtdt.
 
     python -m tracer.regen          (or: make traces)
     python -m tracer.regen --check  exit 1 if a committed trace differs
@@ -20,7 +22,8 @@ from .record import apply_cx16, default_output, make_header, record
 from .scenario import load_scenario
 from .writer import TraceWriter
 
-COMBOS = (("legacy", True), ("direct", True), ("direct", False))
+COMBOS = (("legacy", True), ("direct", True), ("direct", False),
+          ("original", True))
 
 
 def shipped_traces(traces_dir: Path) -> Iterator[tuple[Path, str, bool, Path]]:

@@ -6,10 +6,14 @@
 * ``legacy`` -- V1, stable-4.15 7bbcacec42 (the seed's parent): unmap, then
   map through dom_io;
 * ``direct`` -- V2, stable-4.15 d67a72c655 (the seed, XSA-400 / CVE-2022-26359):
-  in-place re-assignment with cmpxchg16b or the two non-cx16 write paths.
+  in-place re-assignment with cmpxchg16b or the two non-cx16 write paths;
+* ``original`` -- V0, stable-4.15 aafd4f1df0 (before XSA-400): unmap then map,
+  RMRR maps removed before the unmap and added after the map (original.py).
 
-Planned: ``original`` (V0) and ``final`` (V3).  ``canonical()`` is the live
-snapshot the replay property test compares against.
+``OriginalEngine`` overrides the functions whose C differs at its commit;
+``Engine(..., variant="original")`` constructs it (``ENGINE_CLASSES``).
+``canonical()`` is the live snapshot the replay property test compares
+against.
 """
 
 from __future__ import annotations
@@ -28,16 +32,22 @@ from .reassign import ReassignMixin
 VARIANTS = {
     "legacy": "V1: stable-4.15 7bbcacec42, unmap then map via dom_io",
     "direct": "V2: stable-4.15 d67a72c655, direct re-assignment (XSA-400)",
+    "original": "V0: stable-4.15 aafd4f1df0, before XSA-400: RMRR maps removed before the unmap",
 }
 PLANNED_VARIANTS = {
-    "original": "V0: stable-4.15 aafd4f1df0, before XSA-400",
     "final": "V3: stable-4.15 b3ee746000, end of the XSA-400 series",
 }
-XEN_COMMITS = {"legacy": "7bbcacec42", "direct": "d67a72c655"}
+XEN_COMMITS = {"legacy": "7bbcacec42", "direct": "d67a72c655", "original": "aafd4f1df0"}
 
 
 class Engine(PciMixin, ReassignMixin, MappingMixin, ContextOneMixin, QuirksMixin,
              FlushMixin, DidMixin, EngineCore):
+
+    def __new__(cls, platform: Platform, recorder: Recorder, *, variant: str,
+                cx16: bool | None = None) -> Engine:
+        # A variant with code of its own is a subclass (ENGINE_CLASSES, below).
+        sub = ENGINE_CLASSES.get(variant) if cls is Engine else None
+        return object.__new__(sub if sub is not None else cls)
 
     def __init__(self, platform: Platform, recorder: Recorder, *, variant: str, cx16: bool | None = None) -> None:
         if variant not in VARIANTS:
@@ -58,5 +68,12 @@ class Engine(PciMixin, ReassignMixin, MappingMixin, ContextOneMixin, QuirksMixin
             raise
         return rcs
 
+
+# The subclasses import Engine: registered after it exists.  One line per variant.
+from .original import OriginalEngine  # noqa: E402
+
+ENGINE_CLASSES: dict[str, type[Engine]] = {
+    "original": OriginalEngine,
+}
 
 __all__ = ["Engine", "EngineLimit", "VARIANTS", "PLANNED_VARIANTS", "XEN_COMMITS"]
