@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-diff test bench traces clean
+.PHONY: demo demo-diff lint test bench traces clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found (set PYTHON=...)" >&2; exit 2; }
@@ -19,7 +19,13 @@ demo: $(STAMP)
 demo-diff: $(STAMP)
 	$(BIN)/vtdtrace view traces/s1-usb-rmrr.legacy.vtdt traces/s1-usb-rmrr.direct.vtdt
 
-test: $(STAMP)
+# Static checks first: a lint or type error fails `make test` (and .ci/run)
+# before the slow suite starts.  Configuration: pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -29,4 +35,4 @@ traces: $(STAMP)
 	$(BIN)/python -m tracer.regen
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

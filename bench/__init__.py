@@ -78,11 +78,11 @@ def clock() -> float:
     return time.process_time()
 
 
-def interleaved(fns: dict, reps: int) -> dict:
+def interleaved(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
     """Median CPU time per named function, running them in turn in every
     repetition (rotating the order) so that host noise hits all alike."""
     names = list(fns)
-    times = {k: [] for k in names}
+    times: dict[str, list[float]] = {k: [] for k in names}
     for rep in range(reps):
         order = names[rep % len(names):] + names[:rep % len(names)]
         for k in order:

@@ -38,8 +38,12 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench import Options, Result, clock, interleaved, section
+
+if TYPE_CHECKING:
+    from replay.diff import DiffReport
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 REPO = Path(__file__).resolve().parent.parent
@@ -191,7 +195,7 @@ def _drop_sidecars(*paths) -> None:
                 pass
 
 
-def _diff(a, b) -> object:
+def _diff(a, b) -> DiffReport:
     from replay.diff import diff_files, render_text
     rep = diff_files(a, b)
     render_text(rep)

@@ -130,17 +130,22 @@ def _read_trace_events(path: str) -> None:
         deque(t.events(), maxlen=0)
 
 
+def _write_both(bare: str, trace: str, n: int, reps: int) -> dict[str, float]:
+    """Write the same n events both ways; the events are freed on return
+    (the lambdas hold them only while timing)."""
+    events = realistic_events(n)
+    return interleaved({"bare": lambda: _write_bare(bare, events),
+                        "ours": lambda: _write_trace(trace, events)}, reps)
+
+
 @section("format", "trace container vs bare msgpack: size, read, write")
 def run(opts: Options) -> list[Result]:
     n, reps = opts.events, opts.reps
     tmp = tempfile.mkdtemp(prefix="vtdtrace-bench-")
     try:
         bare, trace = os.path.join(tmp, "bare.msgpack"), os.path.join(tmp, "trace.vtdt")
-        events = realistic_events(n)
-        w = interleaved({"bare": lambda: _write_bare(bare, events),
-                         "ours": lambda: _write_trace(trace, events)}, reps)
-        del events                         # read in a small heap, as a reader process would
-        gc.collect()
+        w = _write_both(bare, trace, n, reps)
+        gc.collect()                       # read in a small heap, as a reader process would
         bare_size, trace_size = os.path.getsize(bare), os.path.getsize(trace)
         r = interleaved({"bare": lambda: _read_bare(bare),
                          "bare_batches": lambda: _read_bare_batches(bare),

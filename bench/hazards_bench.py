@@ -6,40 +6,79 @@ CPU time measured side by side (bench.interleaved).
 
 Also reported, for context: the fold alone (so the analysers' own share is
 visible) and the number of findings.
+
+Peak RSS of `check` (``findings_for_trace`` without the sidecar, in a fresh
+child process: its ``ru_maxrss``) on the 10^6- and 10^7-event synth traces,
+whatever ``--events`` says: memory is what grows with the trace, and 10^7
+events (about half a million findings) is the size the goal is set for
+(<= 300 MB).  The 10^7 trace is recorded once and cached under bench/.cache
+like the others (about half a minute); ``--events`` below 10^6 (a quick run)
+skips the 10^7 figure.
 """
 
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 
 from bench import Options, Result, interleaved, section
-from bench.replay_bench import _payloads, _raw_unpack, _replay, synth_trace
+from bench.replay_bench import REPO, _payloads, _raw_unpack, _replay, synth_trace
 from replay.hazards import findings_for_trace
 from replay.reader import open_trace
+
+RSS_GOAL_MB = 300.0
+RSS_EVENTS = (1_000_000, 10_000_000)
+
+_RSS_CHILD = """
+import resource, sys
+sys.path.insert(0, {repo!r})
+from replay.hazards import findings_for_trace
+result = findings_for_trace(sys.argv[1])
+print(len(result.findings))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
 
 
 def _check(path) -> None:
     findings_for_trace(path)
 
 
+def peak_rss_mb(path) -> tuple[float, int]:
+    """(peak RSS in MB, findings) of `check` on path in a fresh child process."""
+    out = subprocess.run([sys.executable, "-c", _RSS_CHILD.format(repo=str(REPO)), str(path)],
+                         capture_output=True, text=True, check=True)
+    findings, kb = out.stdout.split()[-2:]
+    return int(kb) / 1024.0, int(findings)
+
+
 @section("hazards", "check (decode + fold + all analysers) vs raw unpack of the same trace")
 def run(opts: Options) -> list[Result]:
     path = synth_trace(opts.events)
-    with open_trace(path, verify=False) as t:
-        count = t.count
+    with open_trace(path, verify=False) as trace:
+        count = trace.count
     payloads = _payloads(path)
     gc.collect()
     t = interleaved({"raw": lambda: _raw_unpack(path, payloads),
                      "replay": lambda: _replay(path),
                      "check": lambda: _check(path)}, opts.reps)
     result = findings_for_trace(path)
-    sev = {}
+    sev: dict[str, int] = {}
     for f in result.findings:
         sev[f.severity] = sev.get(f.severity, 0) + 1
 
     def rate(seconds: float) -> float:
         return count / seconds / 1e6
 
+    rss = []
+    for n in RSS_EVENTS:
+        if n > 1_000_000 and opts.events < 1_000_000:
+            continue
+        mb, nf = peak_rss_mb(synth_trace(n))
+        rss.append(Result(f"check peak RSS at {n:.0e} events", mb, RSS_GOAL_MB if n == RSS_EVENTS[-1] else None,
+                          "MB", mb / RSS_GOAL_MB if n == RSS_EVENTS[-1] else None,
+                          ("<=", 1.0) if n == RSS_EVENTS[-1] else None,
+                          note=f"findings_for_trace in a fresh child process (ru_maxrss); {nf:,} findings"))
     return [
         Result("check (decode + fold + analysers)", rate(t["check"]), rate(t["raw"]), "M ev/s",
                t["raw"] / t["check"], (">=", 0.15),
@@ -50,4 +89,5 @@ def run(opts: Options) -> list[Result]:
                note="CPU seconds the analysers add to one decode + fold pass"),
         Result("findings", float(len(result.findings)), None, "",
                None, None, note=", ".join(f"{k} {v}" for k, v in sorted(sev.items()))),
+        *rss,
     ]

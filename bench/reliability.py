@@ -71,7 +71,9 @@ import signal
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
@@ -467,6 +469,7 @@ def m_value(rng: random.Random, base: Base):
     if not picks:
         return None
     i, j, kind, f, t = rng.choice(picks)
+    new: str | int
     if (kind, f) in FIELD_ENUMS:
         new = rng.choice(["zzz", "middle", "", "LO"])
     elif t == "u64":
@@ -534,8 +537,8 @@ def m_control_names(rng: random.Random, base: Base):
 class MutationClass:
     name: str
     kind: str          # damage | invalid | tolerated | cache
-    make: object
-    bases: tuple = ("synth", "s1")
+    make: Callable[..., Any] | str   # a mutation function, or the name of a cache scenario
+    bases: tuple[str, ...] = ("synth", "s1")
     keep_identity: bool = False   # damage in place with the mtime put back (bit rot)
 
 
@@ -618,6 +621,7 @@ def trial(cls: MutationClass, base: Base, rng: random.Random, folder: str, with_
             with open(side, "wb") as f:
                 f.write(sdata)
     else:
+        assert callable(cls.make)
         data = cls.make(rng, base)
         if data is None:
             return None
@@ -666,7 +670,7 @@ def measure(trials: int, seed: int, only: list[str] | None = None, root: str | N
     try:
         bases = {b.name: b for b in build_corpus(os.path.join(root, "corpus"))}
         rows = {}
-        examples = {}
+        examples: dict[tuple[str, str, str], list[Any]] = {}
         for cls in CLASSES:
             if only and cls.name not in only:
                 continue

@@ -32,7 +32,7 @@ from pathlib import Path
 import msgpack
 
 from bench import Options, Result, clock, interleaved, section
-from replay.reader import CHUNK_HEADER, open_trace
+from replay.reader import CHUNK_HEADER, NotATrace, open_trace
 from replay.session import ReplaySession
 from replay.sidecar import beside_path, scan_content
 from replay.state import fold, initial_state
@@ -56,8 +56,8 @@ def synth_trace(n: int, seed: int = 1) -> Path:
             with open_trace(path, verify=False) as t:
                 if t.complete and t.count >= n:
                     return path
-        except Exception:
-            pass
+        except (NotATrace, OSError):
+            pass                # a cache file cut short or unreadable: synthesise it again
     tmp = path.with_suffix(".tmp")
     with TraceWriter(tmp, synth_header(seed, "direct", True, n), force=True) as w:
         synth(n, seed, w, "direct", True)
@@ -162,10 +162,10 @@ def _figures(path: Path, reps: int) -> dict:
     payloads = _payloads(path)
     gc.collect()
     # Fold vs raw unpack, and the first open vs a fold pass, side by side.
-    t = interleaved({"raw": lambda: _raw_unpack(path, payloads),
-                     "replay": lambda: _replay(path),
-                     "build": lambda: _build(path),
-                     "verify": lambda: scan_content(path)}, reps)
+    times = interleaved({"raw": lambda: _raw_unpack(path, payloads),
+                         "replay": lambda: _replay(path),
+                         "build": lambda: _build(path),
+                         "verify": lambda: scan_content(path)}, reps)
     warm = []
     for _ in range(max(3, reps)):
         t0 = time.perf_counter()
@@ -175,7 +175,7 @@ def _figures(path: Path, reps: int) -> dict:
     _build(path)                     # leave a fresh sidecar for the seeks
     side = os.path.getsize(beside_path(path))
     lat, wall = _seek_latencies(path, count)
-    return {"count": count, "size": size, "t": t, "warm": statistics.median(warm), "sidecar": side,
+    return {"count": count, "size": size, "t": times, "warm": statistics.median(warm), "sidecar": side,
             "seek_med": statistics.median(lat), "seek_p95": _p(lat, 0.95), "seek_max": max(lat),
             "wall_med": statistics.median(wall), "wall_p95": _p(wall, 0.95),
             "rss_cold": _peak_rss_mb(path, "cold"), "rss_seek": _peak_rss_mb(path, "seek")}

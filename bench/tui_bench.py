@@ -43,6 +43,7 @@ import termios
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from bench import Options, Result, section
 
@@ -63,7 +64,7 @@ class Probe:
     nothing are not counted."""
 
     def __init__(self) -> None:
-        self.pending = None
+        self.pending: tuple[str, float, float, Any] | None = None
         self.samples: list[tuple[str, float]] = []
         self.cpu: list[float] = []          # main-thread CPU seconds of each sample
         self.first_frame_wall: float | None = None

@@ -72,7 +72,7 @@ def diff_child_main(traces: str, out: str, ready: str) -> int:
             dm = self.dm
             Path(ready).write_text(json.dumps({
                 "load_seconds": time.monotonic() - t0, "diff_seconds": self.diff_seconds,
-                "rows": dm.n_rows, "regions": len(dm.alignment.regions) if dm.ready else 0,
+                "rows": dm.n_rows, "regions": len(dm.al.regions) if dm.ready else 0,
                 "hazards": len(dm.hazard_rows()), "count": dm.models["a"].count, "error": dm.error}))
 
     app = BenchApp(a, b)

@@ -59,6 +59,46 @@ measured up to 3x slower).
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
+# A context entry's source-id on a unit, and a 128-bit entry value (lo, hi).
+Key = tuple[int, int, int]
+Value = tuple[int, int]
+# (did, pt_root): what a translation through an entry value is tagged with and walks
+Translation = tuple[int, int]
+
+
+class StateTables(Protocol):
+    """The tables of a replay.state.ReplayState this model and the hazard
+    analysers read and write (replay.state lists them all, with their
+    meaning; its class declares them through ``__slots__``, so they are
+    spelled out here, typed)."""
+
+    ctx: dict[Key, Value]
+    did_bits: dict[tuple[int, int], int]
+    did_map: dict[tuple[int, int], int]
+    iommu_bitmap: dict[tuple[int, int], int]
+    pgd: dict[int, int]
+    pages: dict[int, tuple[int, str]]
+    idmaps: dict[tuple[int, int, int], tuple[str | None, int]]
+    present: dict[tuple[int, int], int]
+    owners: dict[tuple[int, int], int]
+    ats: dict[tuple[int, int], int]
+    translation: dict[int, int]
+    pseudo: dict[int, tuple[int, int]]
+    locks: dict[tuple[str, int | None], int]
+    nest: dict[tuple[str, int | None], int]
+    cc: dict[Key, frozenset[Value]]
+    tlb: dict[tuple[int, int], frozenset[tuple[int, int, int]]]
+    devtlb: dict[Key, frozenset[Translation]]
+    hw: dict[Key, Value]
+    pending: dict[Key, frozenset[Value]]
+    cm: bool
+    coherent: bool
+    unit_seg: dict[int, int]
+
+    def stack(self, cpu: int) -> tuple[int, ...]: ...
+
 # Context-entry layout (VT-d legacy mode; docs/MODEL.md#context-entry).
 P_BIT = 1
 PAGE_MASK_4K = 0xFFFF_FFFF_FFFF_F000
@@ -71,17 +111,17 @@ FM_MASK = (0b000, 0b100, 0b110, 0b111)
 # flush is ~2% of a trace, mostly with mask 0, where one key is all there is.
 FM_LOWS = tuple(tuple(low for low in range(8) if not low & ~mask) for mask in FM_MASK)
 
-EMPTY: frozenset = frozenset()
+EMPTY: frozenset[Any] = frozenset()      # of any element type: shared by every table
 
 
-def cache_tag(value: tuple[int, int]) -> int:
+def cache_tag(value: Value) -> int:
     """The DID a cached context entry is tagged with: its own DID when
     present, 0 for a non-present entry cached under caching mode."""
     lo, hi = value
     return (hi >> 8) & 0xFFFF if lo & P_BIT else 0
 
 
-def translation_of(value: tuple[int, int]):
+def translation_of(value: Value) -> Translation | None:
     """(did, pt_root) an entry value lets the IOMMU fill the IOTLB with, or
     None (not present, or pass-through, which translates nothing)."""
     lo, hi = value
@@ -92,7 +132,7 @@ def translation_of(value: tuple[int, int]):
 
 # --- state transitions (called from replay.state's fold) ----------------------
 
-def retire(st, key: tuple, value: tuple[int, int]) -> None:
+def retire(st: StateTables, key: Key, value: Value) -> None:
     """``value`` stops being an entry the IOMMU can read at ``key``: whatever
     it may have put into the caches stays there until invalidated."""
     if key[0] not in st.translation:
@@ -123,7 +163,7 @@ def retire(st, key: tuple, value: tuple[int, int]) -> None:
         cc[key] = cc.get(key, EMPTY) | {value}
 
 
-def ctx_write(st, key: tuple, old: tuple[int, int], new: tuple[int, int]) -> None:
+def ctx_write(st: StateTables, key: Key, old: Value, new: Value) -> None:
     """A CPU store changed the memory entry at ``key`` from ``old`` to ``new``."""
     if st.coherent:
         if old != new:
@@ -134,7 +174,7 @@ def ctx_write(st, key: tuple, old: tuple[int, int], new: tuple[int, int]) -> Non
         pending[key] = pending.get(key, EMPTY) | {new}
 
 
-def cache_sync(st, key: tuple, mem: tuple[int, int]) -> None:
+def cache_sync(st: StateTables, key: Key, mem: Value) -> None:
     """iommu_sync_cache: on a non-coherent unit memory becomes what the IOMMU
     sees; every other value it may have seen retires."""
     if st.coherent:
@@ -150,7 +190,7 @@ def cache_sync(st, key: tuple, mem: tuple[int, int]) -> None:
         hw[key] = mem
 
 
-def _drop_cc(st, key: tuple, values) -> None:
+def _drop_cc(st: StateTables, key: Key, values: frozenset[Value]) -> None:
     """Context-cache values leave the cache: IOTLB entries they may have
     (re)filled since the last IOTLB flush stay behind."""
     tlb = st.tlb
@@ -169,7 +209,7 @@ def _drop_cc(st, key: tuple, values) -> None:
                     st.devtlb[key] = held | {tr}
 
 
-def flush_context(st, u: int, gran: str, did: int, sid: int, fm: int) -> None:
+def flush_context(st: StateTables, u: int, gran: str, did: int, sid: int, fm: int) -> None:
     cc = st.cc
     if gran == "device":
         fm &= 3
@@ -196,7 +236,7 @@ def flush_context(st, u: int, gran: str, did: int, sid: int, fm: int) -> None:
         _drop_cc(st, key, gone)
 
 
-def flush_iotlb(st, u: int, gran: str, did: int) -> None:
+def flush_iotlb(st: StateTables, u: int, gran: str, did: int) -> None:
     tlb = st.tlb
     if gran == "dsi":
         tlb.pop((u, did), None)
@@ -208,17 +248,17 @@ def flush_iotlb(st, u: int, gran: str, did: int) -> None:
     # psi: fills are not tracked per range, so nothing can be dropped.
 
 
-def flush_dev_iotlb(st, u: int, sid: int) -> None:
+def flush_dev_iotlb(st: StateTables, u: int, sid: int) -> None:
     st.devtlb.pop((u, sid >> 8, sid & 0xFF), None)
 
 
-def ats_on(st, key: tuple) -> bool:
+def ats_on(st: StateTables, key: Key) -> bool:
     """ATS is enabled on the device whose own requester ID is ``key``."""
     u, bus, devfn = key
     return (st.unit_seg.get(u, 0), bus << 8 | devfn) in st.ats
 
 
-def ats_disable(st, seg: int, bdf: int) -> None:
+def ats_disable(st: StateTables, seg: int, bdf: int) -> None:
     """disable_ats_device: the device stops issuing Translation Requests, but
     its ATC is not assumed empty (UNSURE), so every translation it could
     fill until now -- from the entry values the IOMMU may use at its
@@ -236,7 +276,7 @@ def ats_disable(st, seg: int, bdf: int) -> None:
 
 # --- queries --------------------------------------------------------------------
 
-def usable_values(st, key: tuple) -> frozenset:
+def usable_values(st: StateTables, key: Key) -> frozenset[Value]:
     """Entry values the IOMMU may read from memory at ``key`` right now."""
     mem = st.ctx.get(key, (0, 0))
     if st.coherent:
@@ -244,13 +284,13 @@ def usable_values(st, key: tuple) -> frozenset:
     return st.pending.get(key, EMPTY) | {st.hw.get(key, (0, 0))}
 
 
-def context_may_hold(st, key: tuple) -> frozenset:
+def context_may_hold(st: StateTables, key: Key) -> frozenset[Value]:
     """Every value the IOMMU may use for ``key``: memory (or hw + pending)
     plus what the context cache may still hold."""
     return usable_values(st, key) | st.cc.get(key, EMPTY)
 
 
-def stale_context(st, u: int) -> dict:
+def stale_context(st: StateTables, u: int) -> dict[tuple[int, int], frozenset[Value]]:
     """{(bus, devfn): frozenset of values ≠ the memory entry} that the unit
     may still use from its context cache or (non-coherent) not-yet-synced
     memory.  These are the values behind the stale-context hazard."""
@@ -267,10 +307,10 @@ def stale_context(st, u: int) -> dict:
     return out
 
 
-def iotlb_may_hold(st, u: int) -> frozenset:
+def iotlb_may_hold(st: StateTables, u: int) -> frozenset[tuple[int, int, int, int]]:
     """{(did, bus, devfn, pt_root)}: IOTLB entries unit u may hold, filled
     through source-id (bus, devfn)."""
-    out = set()
+    out: set[tuple[int, int, int, int]] = set()
     for (tu, did), fills in st.tlb.items():
         if tu == u:
             out.update((did, b, df, pt) for b, df, pt in fills)
@@ -286,7 +326,7 @@ def iotlb_may_hold(st, u: int) -> frozenset:
     return frozenset(out)
 
 
-def stale_iotlb(st, u: int) -> frozenset:
+def stale_iotlb(st: StateTables, u: int) -> frozenset[tuple[int, int, int, int]]:
     """The part of ``iotlb_may_hold`` that the current memory entries cannot
     produce: fills through values that have since been replaced."""
     current = set()
@@ -298,21 +338,22 @@ def stale_iotlb(st, u: int) -> frozenset:
     return frozenset(t for t in iotlb_may_hold(st, u) if t not in current)
 
 
-def atc_current(st, key: tuple) -> frozenset:
+def atc_current(st: StateTables, key: Key) -> frozenset[Translation]:
     """{(did, pt_root)} the device at ``key`` could put into its ATC right
     now from the entry values the IOMMU may use (memory or hw + pending, the
     context cache) -- the values with TT = device-IOTLB.  Whether ATS is
     enabled is the caller's question."""
     if key[0] not in st.translation:
         return EMPTY
-    out = set()
+    out: set[Translation] = set()
     for value in context_may_hold(st, key):
-        if value[0] & P_BIT and (value[0] >> 2) & 3 == TT_DEV_IOTLB:
-            out.add(translation_of(value))
+        tr = translation_of(value)
+        if tr is not None and (value[0] >> 2) & 3 == TT_DEV_IOTLB:
+            out.add(tr)
     return frozenset(out)
 
 
-def atc_may_hold(st, key: tuple) -> frozenset:
+def atc_may_hold(st: StateTables, key: Key) -> frozenset[Translation]:
     """{(did, pt_root)} the ATC of the ATS device at ``key`` may hold: what
     outlived the entry values (``devtlb``) plus, while ATS is enabled, what
     the current values can fill."""
@@ -322,7 +363,7 @@ def atc_may_hold(st, key: tuple) -> frozenset:
     return held
 
 
-def devtlb_may_hold(st, u: int) -> dict:
+def devtlb_may_hold(st: StateTables, u: int) -> dict[tuple[int, int], frozenset[Translation]]:
     """{(bus, devfn): frozenset of (did, pt_root)} an ATS device's own
     translation cache may hold beyond what its entry in memory gives."""
     keys = {k for k in st.devtlb if k[0] == u}

@@ -33,12 +33,13 @@ import hashlib
 import importlib
 import importlib.util
 import os
+from collections.abc import Iterable
 
 FOLD_MODULES = ("tracer.schema", "replay.reader", "replay.validate", "replay.state", "replay.caches",
                 "replay.seek", "replay.session")
 HAZARD_PACKAGES = ("replay.hazards",)
 
-_keys: dict = {}
+_keys: dict[str, list[str]] = {}
 
 
 def _package_version() -> str:
@@ -54,6 +55,7 @@ def _package_version() -> str:
 def _package_modules(package: str) -> list[str]:
     """Every ``.py`` module of a package directory, sorted by file name."""
     pkg = importlib.import_module(package)
+    assert pkg.__file__ is not None     # a package directory, not a namespace package
     d = os.path.dirname(pkg.__file__)
     names = sorted(n for n in os.listdir(d) if n.endswith(".py"))
     return [package if n == "__init__.py" else f"{package}.{n[:-3]}" for n in names]
@@ -70,13 +72,15 @@ def group_modules(group: str) -> list[str]:
     raise ValueError(f"unknown code group {group!r}")
 
 
-def source_digest(modules) -> str:
+def source_digest(modules: Iterable[str]) -> str:
     """BLAKE2b-128 over (module name, source bytes) of each module in order."""
     h = hashlib.blake2b(digest_size=16)
     for name in modules:
         spec = importlib.util.find_spec(name)
         origin = getattr(spec, "origin", None) if spec is not None else None
         try:
+            if origin is None:
+                raise TypeError("no source file")
             with open(origin, "rb") as f:
                 data = f.read()
         except (OSError, TypeError):
@@ -88,7 +92,7 @@ def source_digest(modules) -> str:
     return h.hexdigest()
 
 
-def code_key(group: str) -> list:
+def code_key(group: str) -> list[str]:
     """[package version, source digest of the group]: part of every cache key."""
     key = _keys.get(group)
     if key is None:

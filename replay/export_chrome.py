@@ -25,6 +25,8 @@ deterministic (no clock, no dict-order dependence on anything but the trace).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tracer import schema as S
 
@@ -33,6 +35,9 @@ from .hazards.chrome import end_event as hz_end
 from .hazards.chrome import track as hz_track
 from .jsonout import EventPresenter, json_safe
 from .render import PlatformView, fmt_rid
+
+if TYPE_CHECKING:
+    from .reader import StopReport, TraceSchema
 
 PID_XEN = 0
 TID_OPS = 0
@@ -43,22 +48,35 @@ TID_LOCK0 = 1000              # + n, global lock instances in order of first use
 TID_FLUSHES, TID_DIDS, TID_ROOT, TID_IOMMU_LOCK, TID_REGISTER_LOCK = range(0x10001, 0x10006)
 IOMMU_LOCKS = {"iommu->lock": TID_IOMMU_LOCK, "register_lock": TID_REGISTER_LOCK}
 
+# Where the fields a lane is chosen by sit, per kind (tracer/schema_fields.py).
+_RID_FIELDS = {S.K_CTX_WRITE: (S.F_CTX_WRITE_IOMMU, S.F_CTX_WRITE_BUS, S.F_CTX_WRITE_DEVFN),
+               S.K_CACHE_SYNC: (S.F_CACHE_SYNC_IOMMU, S.F_CACHE_SYNC_BUS, S.F_CACHE_SYNC_DEVFN)}
+_UNIT_FIELD = {S.K_FLUSH_IOTLB: S.F_FLUSH_IOTLB_IOMMU, S.K_FLUSH_WRITE_BUFFER: S.F_FLUSH_WRITE_BUFFER_IOMMU,
+               S.K_DID_BITMAP: S.F_DID_BITMAP_IOMMU, S.K_DID_MAP: S.F_DID_MAP_IOMMU,
+               S.K_IOMMU_BITMAP: S.F_IOMMU_BITMAP_IOMMU,
+               S.K_ROOT_WRITE: S.F_ROOT_WRITE_IOMMU, S.K_TRANSLATION_ENABLE: S.F_TRANSLATION_ENABLE_IOMMU}
+_DID_FIELD = {S.K_DID_BITMAP: S.F_DID_BITMAP_DID, S.K_DID_MAP: S.F_DID_MAP_DID}
+_DEVICE_FIELDS = {S.K_OWNER_MOVE: (S.F_OWNER_MOVE_SEG, S.F_OWNER_MOVE_BDF),
+                  S.K_DEVICE_ADD: (S.F_DEVICE_ADD_SEG, S.F_DEVICE_ADD_BDF),
+                  S.K_DEVICE_REMOVE: (S.F_DEVICE_REMOVE_SEG, S.F_DEVICE_REMOVE_BDF),
+                  S.K_ATS_ENABLE: (S.F_ATS_ENABLE_SEG, S.F_ATS_ENABLE_BDF)}
+_TEXT_FIELD = {S.K_LOG: S.F_LOG_TEXT, S.K_FAULT_INJECT: S.F_FAULT_INJECT_POINT, S.K_ENGINE_LIMIT: S.F_ENGINE_LIMIT_WHAT}
 
-def _dumps(obj) -> str:
+
+def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
 
 
 class _Out:
     """Streams trace events; tracks per-thread open slices and names."""
 
-    def __init__(self, fp) -> None:
+    def __init__(self, fp: TextIO) -> None:
         self.fp = fp
         self.first = True
-        self.named: set = set()
-        self.open: dict = {}          # (pid, tid) -> [slice name, ...]
-        self.last_ts = 0
+        self.named: set[tuple[Any, int]] = set()
+        self.open: dict[tuple[int, int], list[str]] = {}   # (pid, tid) -> [slice name, ...]
 
-    def raw(self, obj) -> None:
+    def raw(self, obj: Any) -> None:
         self.fp.write(("" if self.first else ",\n") + _dumps(obj))
         self.first = False
 
@@ -76,15 +94,15 @@ class _Out:
             self.raw({"name": "thread_sort_index", "ph": "M", "pid": pid, "tid": tid,
                       "args": {"sort_index": tid}})
 
-    def instant(self, pid, tid, ts, name, cat, args, scope="t") -> None:
+    def instant(self, pid: int, tid: int, ts: int, name: str, cat: str, args: Any, scope: str = "t") -> None:
         self.raw({"name": name, "cat": cat, "ph": "i", "s": scope, "ts": ts, "pid": pid, "tid": tid,
                   "args": args})
 
-    def begin(self, pid, tid, ts, name, cat, args) -> None:
+    def begin(self, pid: int, tid: int, ts: int, name: str, cat: str, args: Any) -> None:
         self.open.setdefault((pid, tid), []).append(name)
         self.raw({"name": name, "cat": cat, "ph": "B", "ts": ts, "pid": pid, "tid": tid, "args": args})
 
-    def end(self, pid, tid, ts, name=None, args=None) -> None:
+    def end(self, pid: int, tid: int, ts: int, name: str | None = None, args: Any = None) -> None:
         """Close the innermost slice called ``name`` on the thread (and any
         left open inside it); without a name the innermost one.  Nothing is
         emitted when no such slice is open (an unmatched unlock/return)."""
@@ -98,7 +116,7 @@ class _Out:
                 stack.pop()
                 self.raw({"ph": "E", "ts": ts, "pid": pid, "tid": tid})
         stack.pop()
-        ev = {"ph": "E", "ts": ts, "pid": pid, "tid": tid}
+        ev: dict[str, Any] = {"ph": "E", "ts": ts, "pid": pid, "tid": tid}
         if args:
             ev["args"] = args
         self.raw(ev)
@@ -113,12 +131,12 @@ class _Out:
 class ChromeExporter:
     """One pass over a trace's events (this build's kind/func codes)."""
 
-    def __init__(self, fp, header: dict, schema) -> None:
+    def __init__(self, fp: TextIO, header: dict[str, Any], schema: TraceSchema) -> None:
         self.out = _Out(fp)
         self.view = PlatformView(header)
         self.pres = EventPresenter(schema, header)
         self.header = header
-        self._global_locks: dict = {}
+        self._global_locks: dict[tuple[Any, Any], int] = {}
         self._last_seq = 0
 
     # --- lanes ----------------------------------------------------------------
@@ -128,7 +146,7 @@ class ChromeExporter:
         self.out.name_thread(PID_XEN, tid, name)
         return PID_XEN, tid
 
-    def _iommu(self, u, tid: int, name: str) -> tuple[int, int]:
+    def _iommu(self, u: Any, tid: int, name: str) -> tuple[int, int]:
         pid = 1 + u if isinstance(u, int) and u >= 0 else PID_XEN
         if pid == PID_XEN:
             return self._xen(TID_DOMAINS, "domains")
@@ -137,21 +155,21 @@ class ChromeExporter:
         self.out.name_thread(pid, tid, name)
         return pid, tid
 
-    def _rid(self, u, bus, devfn) -> tuple[int, int]:
+    def _rid(self, u: Any, bus: Any, devfn: Any) -> tuple[int, int]:
         if not (isinstance(bus, int) and isinstance(devfn, int) and 0 <= bus < 256 and 0 <= devfn < 256):
             return self._iommu(u, TID_FLUSHES, "flushes")
         name = self.view.rid(u, bus, devfn) if isinstance(u, int) else fmt_rid(0, bus, devfn)
         dtype = self.view.device_type(self.view.segment.get(u, 0), bus, devfn)
         return self._iommu(u, (bus << 8 | devfn) + 1, f"{name} {dtype}" if dtype else name)
 
-    def _device(self, seg, bdf) -> tuple[int, int]:
+    def _device(self, seg: Any, bdf: Any) -> tuple[int, int]:
         if isinstance(seg, int) and isinstance(bdf, int) and 0 <= bdf < 0x10000:
             u = self.view.drhd(seg, bdf >> 8, bdf & 0xFF)
             if u is not None:
                 return self._rid(u, bdf >> 8, bdf & 0xFF)
         return self._xen(TID_DOMAINS, "domains")
 
-    def _lock_lane(self, lock, target) -> tuple[int, int]:
+    def _lock_lane(self, lock: Any, target: Any) -> tuple[int, int]:
         if lock in IOMMU_LOCKS and isinstance(target, int):
             return self._iommu(target, IOMMU_LOCKS[lock], str(lock))
         key = (lock, target)
@@ -162,95 +180,102 @@ class ChromeExporter:
 
     # --- events ---------------------------------------------------------------
 
-    def _args(self, ev) -> dict:
+    def _args(self, ev: Any) -> dict[str, Any]:
         """The event's JSON form (as `log --jsonl`) minus what the slice shows."""
         d = self.pres.to_json(ev)
         return {k: v for k, v in d.items() if k not in ("cpu", "kind")}
 
-    def event(self, ev) -> None:
-        if type(ev) is not list or len(ev) < S.F0 or type(ev[0]) is not int or type(ev[1]) is not int:
+    def event(self, ev: Any) -> None:
+        if (type(ev) is not list or len(ev) < S.F0 or type(ev[S.I_KIND]) is not int
+                or type(ev[S.I_SEQ]) is not int):
             return
         out = self.out
-        k, ts = ev[0], ev[1]
+        k, ts, cpu, op, label = ev[S.I_KIND], ev[S.I_SEQ], ev[S.I_CPU], ev[S.I_OP], ev[S.I_LABEL]
         if ts < self._last_seq:        # never let time run backwards on a lane
             return
         self._last_seq = ts
-        f = ev[S.F0:]
         name = S.KINDS[k].name if 0 <= k < len(S.KINDS) else f"kind-{k}"
+        title: str | None
         try:
-            if k == S.K_CALL:
-                cpu = ev[2] if isinstance(ev[2], int) else 0
-                pid, tid = self._xen(TID_CPU0 + cpu, f"cpu {cpu}")
-                out.begin(pid, tid, ts, self.pres.func_name(ev[4]), "call", self._args(ev))
-            elif k == S.K_RETURN:
-                cpu = ev[2] if isinstance(ev[2], int) else 0
-                pid, tid = self._xen(TID_CPU0 + cpu, f"cpu {cpu}")
-                out.end(pid, tid, ts, self.pres.func_name(ev[4]), {"rc": self._args(ev).get("rc"), "seq": ts})
+            if k == S.K_CALL or k == S.K_RETURN:
+                lane = cpu if isinstance(cpu, int) else 0
+                pid, tid = self._xen(TID_CPU0 + lane, f"cpu {lane}")
+                func = self.pres.func_name(ev[S.I_FUNC])
+                if k == S.K_CALL:
+                    out.begin(pid, tid, ts, func, "call", self._args(ev))
+                else:
+                    out.end(pid, tid, ts, func, {"rc": self._args(ev).get("rc"), "seq": ts})
             elif k == S.K_LOCK:
-                pid, tid = self._lock_lane(f[0], f[1])
-                out.begin(pid, tid, ts, self.view.lock_name(f[0], f[1]), "lock",
-                          {"seq": ts, "label": ev[5], "cpu": ev[2]})
+                lock, target = ev[S.F_LOCK_LOCK], ev[S.F_LOCK_TARGET]
+                pid, tid = self._lock_lane(lock, target)
+                out.begin(pid, tid, ts, self.view.lock_name(lock, target), "lock",
+                          {"seq": ts, "label": label, "cpu": cpu})
             elif k == S.K_UNLOCK:
-                pid, tid = self._lock_lane(f[0], f[1])
-                out.end(pid, tid, ts, self.view.lock_name(f[0], f[1]), {"seq": ts, "label": ev[5]})
+                lock, target = ev[S.F_UNLOCK_LOCK], ev[S.F_UNLOCK_TARGET]
+                pid, tid = self._lock_lane(lock, target)
+                out.end(pid, tid, ts, self.view.lock_name(lock, target), {"seq": ts, "label": label})
             elif k == S.K_OP_BEGIN:
                 pid, tid = self._xen(TID_OPS, "operations")
                 a = self._args(ev)
-                title = " ".join(str(x) for x in (f"op {ev[3]}", a.get("verb"), a.get("bdf"), a.get("domain"))
-                                 if x is not None)
-                out.begin(pid, tid, ts, title, "op", a)
+                out.begin(pid, tid, ts, " ".join(str(x) for x in (f"op {op}", a.get("verb"), a.get("bdf"),
+                                                                 a.get("domain")) if x is not None), "op", a)
             elif k == S.K_OP_END:
                 pid, tid = self._xen(TID_OPS, "operations")
                 stack = out.open.get((pid, tid)) or []
-                title = next((n for n in reversed(stack) if (n == f"op {ev[3]}" or n.startswith(f"op {ev[3]} "))), None)
+                title = next((n for n in reversed(stack) if (n == f"op {op}" or n.startswith(f"op {op} "))), None)
                 if title is not None:
                     out.end(pid, tid, ts, title, self._args(ev))
             elif k == S.K_ROLLBACK_BEGIN:
                 pid, tid = self._xen(TID_OPS, "operations")
-                out.begin(pid, tid, ts, f"rollback {f[1]}", "rollback", self._args(ev))
+                out.begin(pid, tid, ts, f"rollback {ev[S.F_ROLLBACK_BEGIN_WHAT]}", "rollback", self._args(ev))
             elif k == S.K_ROLLBACK_END:
                 pid, tid = self._xen(TID_OPS, "operations")
                 stack = out.open.get((pid, tid)) or []
                 title = next((n for n in reversed(stack) if n.startswith("rollback")), None)
                 if title is not None:
                     out.end(pid, tid, ts, title, self._args(ev))
-            elif k in (S.K_CTX_WRITE, S.K_CACHE_SYNC):
-                pid, tid = self._rid(f[0], f[1], f[2])
+            elif k in _RID_FIELDS:
+                unit, bus, devfn = (ev[i] for i in _RID_FIELDS[k])
+                pid, tid = self._rid(unit, bus, devfn)
                 a = self._args(ev)
-                if k == S.K_CTX_WRITE and isinstance(f[8], int):
-                    a["did"] = (f[8] >> 8) & 0xFFFF
-                    a["present"] = bool(f[7] & 1) if isinstance(f[7], int) else None
+                if k == S.K_CTX_WRITE and isinstance(ev[S.F_CTX_WRITE_NEW_HI], int):
+                    new_lo = ev[S.F_CTX_WRITE_NEW_LO]
+                    a["did"] = (ev[S.F_CTX_WRITE_NEW_HI] >> 8) & 0xFFFF
+                    a["present"] = bool(new_lo & 1) if isinstance(new_lo, int) else None
                 out.instant(pid, tid, ts, name, "context", a)
             elif k == S.K_FLUSH_CONTEXT:
-                if f[1] == "device" and isinstance(f[3], int):
-                    pid, tid = self._rid(f[0], f[3] >> 8, f[3] & 0xFF)
+                unit, gran, sid = ev[S.F_FLUSH_CONTEXT_IOMMU], ev[S.F_FLUSH_CONTEXT_GRAN], ev[S.F_FLUSH_CONTEXT_SID]
+                if gran == "device" and isinstance(sid, int):
+                    pid, tid = self._rid(unit, sid >> 8, sid & 0xFF)
                 else:
-                    pid, tid = self._iommu(f[0], TID_FLUSHES, "flushes")
-                out.instant(pid, tid, ts, f"{name} {f[1]}", "flush", self._args(ev))
+                    pid, tid = self._iommu(unit, TID_FLUSHES, "flushes")
+                out.instant(pid, tid, ts, f"{name} {gran}", "flush", self._args(ev))
             elif k == S.K_FLUSH_DEV_IOTLB:
-                sid = f[1] if isinstance(f[1], int) else -1
-                pid, tid = self._rid(f[0], sid >> 8, sid & 0xFF)
+                sid = ev[S.F_FLUSH_DEV_IOTLB_SID]
+                sid = sid if isinstance(sid, int) else -1
+                pid, tid = self._rid(ev[S.F_FLUSH_DEV_IOTLB_IOMMU], sid >> 8, sid & 0xFF)
                 out.instant(pid, tid, ts, name, "flush", self._args(ev))
             elif k in (S.K_FLUSH_IOTLB, S.K_FLUSH_WRITE_BUFFER):
-                pid, tid = self._iommu(f[0], TID_FLUSHES, "flushes")
-                out.instant(pid, tid, ts, f"{name} {f[1]}" if k == S.K_FLUSH_IOTLB else name, "flush",
-                            self._args(ev))
-            elif k in (S.K_DID_BITMAP, S.K_DID_MAP):
-                pid, tid = self._iommu(f[0], TID_DIDS, "DIDs")
-                out.instant(pid, tid, ts, f"{name} {f[1]}", "did", self._args(ev))
+                pid, tid = self._iommu(ev[_UNIT_FIELD[k]], TID_FLUSHES, "flushes")
+                out.instant(pid, tid, ts, f"{name} {ev[S.F_FLUSH_IOTLB_GRAN]}" if k == S.K_FLUSH_IOTLB else name,
+                            "flush", self._args(ev))
+            elif k in _DID_FIELD:
+                pid, tid = self._iommu(ev[_UNIT_FIELD[k]], TID_DIDS, "DIDs")
+                out.instant(pid, tid, ts, f"{name} {ev[_DID_FIELD[k]]}", "did", self._args(ev))
             elif k == S.K_IOMMU_BITMAP:
-                pid, tid = self._iommu(f[1], TID_DIDS, "DIDs")
+                pid, tid = self._iommu(ev[S.F_IOMMU_BITMAP_IOMMU], TID_DIDS, "DIDs")
                 out.instant(pid, tid, ts, name, "did", self._args(ev))
             elif k in (S.K_ROOT_WRITE, S.K_TRANSLATION_ENABLE):
-                pid, tid = self._iommu(f[0], TID_ROOT, "root table")
+                pid, tid = self._iommu(ev[_UNIT_FIELD[k]], TID_ROOT, "root table")
                 out.instant(pid, tid, ts, name, "root", self._args(ev),
                             scope="p" if k == S.K_TRANSLATION_ENABLE else "t")
-            elif k in (S.K_OWNER_MOVE, S.K_DEVICE_ADD, S.K_DEVICE_REMOVE, S.K_ATS_ENABLE):
-                pid, tid = self._device(f[0], f[1])
+            elif k in _DEVICE_FIELDS:
+                seg, bdf = (ev[i] for i in _DEVICE_FIELDS[k])
+                pid, tid = self._device(seg, bdf)
                 out.instant(pid, tid, ts, name, "device", self._args(ev))
-            elif k in (S.K_LOG, S.K_FAULT_INJECT, S.K_ENGINE_LIMIT):
+            elif k in _TEXT_FIELD:
                 pid, tid = self._xen(TID_OPS, "operations")
-                text = f[1] if k == S.K_LOG else f[0]
+                text = ev[_TEXT_FIELD[k]]
                 out.instant(pid, tid, ts, f"{name}: {text}"[:120], name, self._args(ev),
                             scope="t" if k == S.K_LOG else "p")
             else:
@@ -263,7 +288,7 @@ class ChromeExporter:
 
     # --- hazard windows ---------------------------------------------------------
 
-    def findings(self, items, at_seq: int, end_ts: int | None = None) -> None:
+    def findings(self, items: Iterable[tuple[int, Any]], at_seq: int, end_ts: int | None = None) -> None:
         """Async b (start == at_seq) or e (end == at_seq; or ``end_ts`` for
         windows still open when the trace ends) of findings, on the track of
         their device as replay.hazards.chrome lays them out."""
@@ -284,7 +309,9 @@ class ChromeExporter:
                 self.out.raw(ev)
 
 
-def export_chrome(events, header: dict, schema, fp, *, findings=(), stop=None) -> int:
+def export_chrome(events: Iterable[Any], header: dict[str, Any], schema: TraceSchema, fp: TextIO, *,
+                  findings: Iterable[Any] = (),
+                  stop: StopReport | Callable[[], StopReport | None] | None = None) -> int:
     """Write Chrome Trace Event JSON for ``events`` (this build's codes) to
     ``fp``; returns the number of trace events consumed.  ``findings`` are
     hazard windows (replay.hazards Finding objects or check --json dicts);
@@ -293,9 +320,9 @@ def export_chrome(events, header: dict, schema, fp, *, findings=(), stop=None) -
     fp.write('{"traceEvents":[\n')
     ex = ChromeExporter(fp, header, schema)
     fs = list(enumerate(findings))
-    starts: dict = {}
-    ends: dict = {}
-    open_at_end = []
+    starts: dict[int, list[tuple[int, Any]]] = {}
+    ends: dict[int, list[tuple[int, Any]]] = {}
+    open_at_end: list[tuple[int, Any]] = []
     for n, f in fs:
         get = f.get if isinstance(f, dict) else (lambda key, f=f: getattr(f, key, None))
         s, e = get("start"), get("end")

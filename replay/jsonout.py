@@ -28,9 +28,30 @@ a function that returns a machine address (``ADDRESS_FUNCS``) in hex.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from tracer.platform import ERRNO_NAME, fmt_bdf, fmt_rid
-from tracer.schema import ADDRESS_FUNCS, DOMID_COW, DOMID_IDLE, DOMID_INVALID, DOMID_IO, DOMID_XEN, K_RETURN
+from tracer.schema import (
+    ADDRESS_FUNCS,
+    DOMID_COW,
+    DOMID_IDLE,
+    DOMID_INVALID,
+    DOMID_IO,
+    DOMID_XEN,
+    F0,
+    I_CPU,
+    I_FUNC,
+    I_KIND,
+    I_LABEL,
+    I_OP,
+    I_SEQ,
+    K_RETURN,
+    Kind,
+)
+
+if TYPE_CHECKING:
+    from .reader import TraceSchema
 
 from .pseudo import is_pseudo_domid, pseudo_domain_name
 
@@ -93,15 +114,16 @@ MAX_DEPTH = 64
 TOO_DEEP = f"<nested deeper than {MAX_DEPTH} levels>"
 
 
-def json_safe(value):
+def json_safe(value: Any) -> Any:
     """Any decoded msgpack value as something json.dumps accepts, deterministically.
     (Traces are untrusted: bin, non-finite floats, odd map keys and deep
     nesting must not crash.)  Iterative: an explicit stack, no recursion."""
     if value is None or isinstance(value, (str, bool, int)):
         return value
-    root: list = [None]
+    root: list[Any] = [None]
     # (container to fill, key or index, value to convert, depth)
-    stack = [(root, 0, value, 0)]
+    stack: list[tuple[Any, Any, Any, int]] = [(root, 0, value, 0)]
+    out: Any
     while stack:
         into, at, v, depth = stack.pop()
         if v is None or isinstance(v, (str, bool, int)):
@@ -128,13 +150,13 @@ def json_safe(value):
     return root[0]
 
 
-def hex64(value):
+def hex64(value: Any) -> Any:
     if type(value) is int and 0 <= value <= _U64_MAX:
-        return "0x%016x" % value
+        return f"0x{value:016x}"
     return json_safe(value)
 
 
-def dumps(obj) -> str:
+def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
 
 
@@ -142,7 +164,7 @@ class TraceNames:
     """Names the trace header gives to raw numbers: domids -> scenario names,
     IOMMU index -> PCI segment."""
 
-    def __init__(self, header: dict | None) -> None:
+    def __init__(self, header: dict[str, Any] | None) -> None:
         self.domains: dict[int, str] = {}
         self.iommu_segment: dict[int, int] = {}
         platform = header.get("platform") if isinstance(header, dict) else None
@@ -155,7 +177,7 @@ class TraceNames:
                 if isinstance(unit, dict) and type(unit.get("id")) is int and type(unit.get("segment")) is int:
                     self.iommu_segment[unit["id"]] = unit["segment"]
 
-    def domain(self, domid, pseudo=None):
+    def domain(self, domid: Any, pseudo: Mapping[int, tuple[int, int]] | None = None) -> Any:
         """JSON form: name, None for DOMID_INVALID/None, d<N> for unnamed ids,
         ``dom_io/pseudo 0x8002`` for a pseudo domain ID (with its device when
         ``pseudo``, a replayed state's pseudo table, names one: replay.pseudo)."""
@@ -170,14 +192,14 @@ class TraceNames:
             name = RESERVED_DOMAINS.get(domid, f"d{domid}")
         return name
 
-    def segment(self, iommu) -> int:
+    def segment(self, iommu: object) -> int:
         return self.iommu_segment.get(iommu, 0) if type(iommu) is int else 0
 
 
 class EventPresenter:
     """Converts raw events of one trace to JSON objects/lines and text columns."""
 
-    def __init__(self, schema, header: dict | None) -> None:
+    def __init__(self, schema: TraceSchema, header: dict[str, Any] | None) -> None:
         self.schema = schema
         self.names = TraceNames(header)
         self.kinds = schema.kinds
@@ -187,18 +209,18 @@ class EventPresenter:
         self.kind_width = max((len(k.name) for k in self.kinds), default=4)
 
     # -- shared helpers -------------------------------------------------------------
-    def _kind(self, ev):
+    def _kind(self, ev: Any) -> tuple[Kind, tuple[str, ...]] | None:
         """(Kind, roles) for a well-formed event, else None."""
-        if type(ev) in _SEQ and len(ev) >= 6 and type(ev[0]) is int and 0 <= ev[0] < len(self.kinds):
-            return self.kinds[ev[0]], self._roles[ev[0]]
+        if type(ev) in _SEQ and len(ev) >= F0 and type(ev[I_KIND]) is int and 0 <= ev[I_KIND] < len(self.kinds):
+            return self.kinds[ev[I_KIND]], self._roles[ev[I_KIND]]
         return None
 
-    def func_name(self, code):
+    def func_name(self, code: Any) -> Any:
         if type(code) is int and 0 <= code < len(self.funcs):
             return self.funcs[code]
         return json_safe(code)
 
-    def _json_value(self, role, value, ev_fields, func=None):
+    def _json_value(self, role: str, value: Any, ev_fields: dict[str, Any], func: Any = None) -> Any:
         if role == U64:
             return hex64(value)
         if role == DOMAIN:
@@ -213,7 +235,7 @@ class EventPresenter:
             return fmt_devfn(value)
         return json_safe(value)
 
-    def _json_args(self, pairs, func) -> list:
+    def _json_args(self, pairs: Sequence[Any], func: Any) -> list[Any]:
         """A call's [name, value] pairs; a requester ID given as seg/bus/devfn
         (or bus/devfn on an IOMMU) becomes one ["bdf", "SSSS:BB:DD.F"] where
         its first part was."""
@@ -223,7 +245,8 @@ class EventPresenter:
             seg = named.get("seg")
             seg = seg if type(seg) is int else self.names.segment(named.get("iommu"))
             rid = fmt_bdf(seg, named["bus"] & 0xFF, named["devfn"] & 0xFF)
-        out, placed = [], False
+        out: list[Any] = []
+        placed = False
         for pair in pairs:
             if not (type(pair) in _SEQ and len(pair) == 2 and isinstance(pair[0], str)):
                 out.append(json_safe(pair))
@@ -247,7 +270,7 @@ class EventPresenter:
                 out.append(json_safe(pair))
         return out
 
-    def _arg_role(self, func, name):
+    def _arg_role(self, func: Any, name: str) -> str | None:
         role = ARG_ROLE_BY_FUNC.get((func, name))
         if role is None:
             role = ARG_ROLE_BY_NAME.get(name)
@@ -256,21 +279,23 @@ class EventPresenter:
         return role
 
     # -- JSON -----------------------------------------------------------------------
-    def to_json(self, ev) -> dict:
+    def to_json(self, ev: Any) -> dict[str, Any]:
         """The JSON object for one event (keys in schema order)."""
         k = self._kind(ev)
         if k is None:
-            seq = ev[1] if type(ev) in _SEQ and len(ev) > 1 else None
+            seq = ev[I_SEQ] if type(ev) in _SEQ and len(ev) > I_SEQ else None
             return {"seq": json_safe(seq), "kind": None, "malformed": json_safe(ev)}
         kind, roles = k
-        out = {"seq": json_safe(ev[1]), "cpu": json_safe(ev[2]), "op": json_safe(ev[3]),
-               "func": self.func_name(ev[4]), "label": json_safe(ev[5]), "kind": kind.name}
-        values = ev[6:]
+        out: dict[str, Any] = {"seq": json_safe(ev[I_SEQ]), "cpu": json_safe(ev[I_CPU]), "op": json_safe(ev[I_OP]),
+                               "func": self.func_name(ev[I_FUNC]), "label": json_safe(ev[I_LABEL]),
+                               "kind": kind.name}
+        values = ev[F0:]
         raw = dict(zip(kind.fields, values))
         func = out["func"]
         merged = BUS in roles and DEVFN in roles
+        seg: Any
         for name, role in zip(kind.fields, roles):
-            v = raw.get(name)
+            v: Any = raw.get(name)
             if role == SEG and (BDF in roles or merged):
                 continue                      # inside bdf
             if role == DEVFN and merged:
@@ -290,22 +315,22 @@ class EventPresenter:
             out["extra"] = json_safe(values[len(kind.fields):])
         return out
 
-    def json_line(self, ev) -> str:
+    def json_line(self, ev: Any) -> str:
         return dumps(self.to_json(ev))
 
     # -- text -----------------------------------------------------------------------
-    def text_args(self, ev) -> str:
+    def text_args(self, ev: Any) -> str:
         """Decoded kind-specific fields as `name=value` pairs."""
         k = self._kind(ev)
         if k is None:
             return "malformed " + dumps(json_safe(ev))
         kind, roles = k
-        values = ev[6:]
+        values = ev[F0:]
         raw = dict(zip(kind.fields, values))
         parts = []
         merged_bus = BUS in roles and DEVFN in roles
         for name, role in zip(kind.fields, roles):
-            v = raw.get(name)
+            v: Any = raw.get(name)
             if role == SEG and BDF in roles:
                 continue                      # shown inside bdf=
             if role == DEVFN and merged_bus:
@@ -314,30 +339,30 @@ class EventPresenter:
                 parts.append("bdf=" + self._text_rid(self.names.segment(raw.get("iommu")), v, raw.get("devfn")))
                 continue
             if role == RC and kind.code == K_RETURN and type(v) is int and v >= 0 \
-                    and self.func_name(ev[4]) in ADDRESS_FUNCS:
+                    and self.func_name(ev[I_FUNC]) in ADDRESS_FUNCS:
                 parts.append(f"rc={v:#x}")    # a machine address, as Xen prints one
                 continue
             if role == ARGS and type(v) in _SEQ:
-                func = self.func_name(ev[4])
+                func = self.func_name(ev[I_FUNC])
                 named = {a[0]: a[1] for a in v if type(a) in _SEQ and len(a) == 2 and isinstance(a[0], str)}
                 parts.append("args=(" + ", ".join(self._text_arg(a, func, named) for a in v) + ")")
                 continue
-            parts.append(f"{safe_text(name)}={self._text_value(role, v, raw, kind.fields)}")
+            parts.append(f"{safe_text(name)}={self._text_value(role, v, raw)}")
         if len(values) > len(kind.fields):
             parts.append("extra=" + dumps(json_safe(values[len(kind.fields):])))
         return " ".join(parts)
 
     @staticmethod
-    def _text_rid(seg, bus, devfn) -> str:
+    def _text_rid(seg: Any, bus: Any, devfn: Any) -> str:
         if type(seg) is int and type(bus) is int and type(devfn) is int:
             return fmt_bdf(seg, bus & 0xFF, devfn & 0xFF)
         return "-"
 
-    def _text_value(self, role, v, raw, fields) -> str:
+    def _text_value(self, role: str | None, v: Any, raw: dict[str, Any]) -> str:
         if v is None:
             return "-"
         if role == U64 and type(v) is int and 0 <= v <= _U64_MAX:
-            return "0x%016x" % v
+            return f"0x{v:016x}"
         if role == DOMAIN or (role == LOCK_TARGET and raw.get("lock") in DOMAIN_LOCKS):
             name = self.names.domain(v)
             return "DOMID_INVALID" if name is None else safe_text(name)
@@ -354,7 +379,7 @@ class EventPresenter:
             return "(" + ", ".join(self._text_arg(a) for a in v) + ")"
         return text_scalar(v)
 
-    def _text_arg(self, pair, func=None, named=None) -> str:
+    def _text_arg(self, pair: Any, func: Any = None, named: dict[str, Any] | None = None) -> str:
         if type(pair) in _SEQ and len(pair) == 2 and isinstance(pair[0], str):
             name, v = pair
             role = self._arg_role(func, name)
@@ -362,7 +387,7 @@ class EventPresenter:
             if role == SID and type(v) is int:
                 return f"{name}={fmt_rid(self.names.segment((named or {}).get('iommu')), v & 0xFFFF)}"
             if role == DOMAIN:
-                return f"{name}={self._text_value(DOMAIN, v, {}, ())}"
+                return f"{name}={self._text_value(DOMAIN, v, {})}"
             if role == U64 and type(v) is int and 0 <= v <= _U64_MAX:
                 return f"{name}=0x{v:016x}"
             if role == DEVFN and type(v) is int:
@@ -373,7 +398,7 @@ class EventPresenter:
         return text_scalar(pair)
 
 
-def _all_int(*values) -> bool:
+def _all_int(*values: object) -> bool:
     return all(type(v) is int for v in values)
 
 
@@ -383,7 +408,7 @@ def fmt_devfn(devfn: int) -> str:
     return f"{devfn >> 3:02x}.{devfn & 7}"
 
 
-def safe_text(s) -> str:
+def safe_text(s: object) -> str:
     """Trace-derived text for a terminal: every character that is not
     printable (C0/C1 controls such as ESC and BEL, newlines, tabs, DEL,
     bidirectional overrides, ...) as a Python-style escape (\\x1b, \\u202e).
@@ -400,7 +425,7 @@ def _escape(c: str) -> str:
     return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
 
 
-def text_scalar(v) -> str:
+def text_scalar(v: Any) -> str:
     """A value as the text columns show it: - for none, bare names and numbers, JSON otherwise."""
     if v is None:
         return "-"
@@ -424,21 +449,21 @@ class RidFilter:
         self.p = presenter
         self.seg, self.rid = seg, (bus << 8) | devfn
         self.bus, self.devfn = bus, devfn
-        self._plans = []
+        self._plans: list[dict[str, str]] = []
         for k in presenter.kinds:
             roles = dict(zip(k.fields, (field_role(k.name, f) for f in k.fields)))
-            inv = {}
+            inv: dict[str, str] = {}
             for name, role in roles.items():
                 inv.setdefault(role, name)
             self._plans.append(inv)
 
-    def __call__(self, ev) -> bool:
+    def __call__(self, ev: Any) -> bool:
         k = self.p._kind(ev)
         if k is None:
             return False
         kind, _ = k
         inv = self._plans[kind.code]
-        raw = dict(zip(kind.fields, ev[6:]))
+        raw = dict(zip(kind.fields, ev[F0:]))
         seg = self.p.names.segment(raw.get("iommu"))
         if BUS in inv and DEVFN in inv:
             if raw.get(inv[BUS]) == self.bus and raw.get(inv[DEVFN]) == self.devfn and seg == self.seg:

@@ -30,15 +30,20 @@ import stat
 import struct
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgpack
 
 from tracer.schema import FORMAT_MAJOR, FORMAT_MINOR, FUNCS, KIND_BY_NAME, KINDS, SCHEMA_VERSION, Kind
 
-from .validate import EventCheck, platform_problem
+from .validate import EventCheck, Problem, platform_problem
+
+# What a trace path may be: whatever os.open takes.
+PathArg = str | os.PathLike[str]
+# A decoded event: a list, or a tuple under open_trace(tuples=True).
+Event = Sequence[Any]
 
 MAGIC = b"\x89VTDT\r\n\x1a"
 FILE_HEADER = struct.Struct("<8sHHIII")    # magic, major, minor, meta_len, meta_crc, head_crc
@@ -52,7 +57,6 @@ MAX_META_BYTES = 16 << 20
 MAX_CHUNK_BYTES = 16 << 20
 MIN_EVENT_BYTES = 1            # a chunk cannot declare more events than it has bytes
 
-STOP_KINDS = ("truncated", "corrupt", "foreign-chunk", "bad-header")
 FOLD_CHECKED, FULLY_CHECKED = 1, 2       # how far a decoded chunk's events were checked
 _CACHED_CHUNKS = 8
 
@@ -61,7 +65,7 @@ class NotATrace(Exception):
     """The path is not a readable vtdtrace trace (missing, unreadable, not a
     regular file, too short, wrong magic, unsupported version): CLI exit 2."""
 
-    def __init__(self, path, message: str) -> None:
+    def __init__(self, path: object, message: str) -> None:
         super().__init__(f"{path}: {message}")
         self.path = path
         self.message = message
@@ -85,7 +89,7 @@ class StopReport(NamedTuple):
         return (f"{what} at byte {self.offset} (chunk {self.chunk_index}, "
                 f"last good seq {self.last_good_seq}): {self.message}")
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "offset": self.offset, "chunk": self.chunk_index,
                 "last_good_seq": self.last_good_seq, "message": self.message}
 
@@ -93,7 +97,7 @@ class StopReport(NamedTuple):
 class ChunkRef(NamedTuple):
     offset: int          # of the chunk header
     first_seq: int
-    count: int
+    count: int  # type: ignore[assignment]  # the chunk header's word; hides tuple.count(), unused here
     payload_len: int
     payload_crc: int
 
@@ -104,23 +108,23 @@ class ChunkRef(NamedTuple):
 # schema_version -> function(schema dict of that version) -> schema dict of the
 # next version.  Empty while only version 1 exists; an incompatible catalogue
 # change registers its converter here so old traces keep loading.
-SCHEMA_UPGRADES: dict = {}
+SCHEMA_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
 @dataclass(frozen=True)
 class TraceSchema:
     version: int
-    kinds: tuple            # tuple[Kind], indexed by the codes used in this trace
-    funcs: tuple            # tuple[str]
+    kinds: tuple[Kind, ...]  # indexed by the codes used in this trace
+    funcs: tuple[str, ...]
     # file kind code -> current tracer.schema code (-1: unknown to this build)
-    to_current: tuple
+    to_current: tuple[int, ...]
 
     @property
-    def kind_by_name(self) -> dict:
+    def kind_by_name(self) -> dict[str, Kind]:
         return {k.name: k for k in self.kinds}
 
     @property
-    def kind_names(self) -> tuple:
+    def kind_names(self) -> tuple[str, ...]:
         return tuple(k.name for k in self.kinds)
 
     @property
@@ -135,7 +139,7 @@ def current_schema() -> TraceSchema:
     return TraceSchema(SCHEMA_VERSION, KINDS, FUNCS, tuple(range(len(KINDS))))
 
 
-def load_schema(d) -> TraceSchema:
+def load_schema(d: object) -> TraceSchema:
     """Build a TraceSchema from a header's ``schema`` map; ValueError if malformed."""
     if not isinstance(d, dict):
         raise ValueError("no schema map")
@@ -188,24 +192,24 @@ def _unpacker(limit: int, use_list: bool = True) -> msgpack.Unpacker:
 class Trace:
     """An open trace.  Use as a context manager or call close()."""
 
-    def __init__(self, path, fd: int, size: int, tuples: bool = False) -> None:
+    def __init__(self, path: PathArg, fd: int, size: int, tuples: bool = False) -> None:
         self.path = path
         self.tuples = tuples
         self.size = size
-        self.header: dict = {}
+        self.header: dict[str, Any] = {}
         self.schema: TraceSchema = current_schema()
         self._check = EventCheck(self.schema)
-        self._checked: dict = {}         # chunk index -> level of the checks its events passed
-        self._partial = None             # (chunk index, header count) of a chunk cut by a bad event
-        self.format_version: tuple | None = None
+        self._checked: dict[int, int] = {}   # chunk index -> level of the checks its events passed
+        self._partial: tuple[int, int] | None = None   # (chunk index, header count) of a chunk cut by a bad event
+        self.format_version: tuple[int, int] | None = None
         self.stop: StopReport | None = None
         self.notes: list[str] = []       # one-line remarks for the user (a newer writer ...)
         self.tag = 0
         self._fd = fd
         self._refs: list[ChunkRef] = []
         self._firsts: list[int] = []
-        self._chunks: list | None = None
-        self._cache: OrderedDict = OrderedDict()
+        self._chunks: list[tuple[int, int, int]] | None = None
+        self._cache: OrderedDict[int, list[Event]] = OrderedDict()
         self.count = 0
 
     # -- public view -----------------------------------------------------------------
@@ -214,7 +218,7 @@ class Trace:
         return self.stop is None
 
     @property
-    def chunks(self) -> list:
+    def chunks(self) -> list[tuple[int, int, int]]:
         """[(offset, first_seq, count)] of the readable chunks (shared: do not mutate)."""
         if self._chunks is None or len(self._chunks) != len(self._refs):
             self._chunks = [(r.offset, r.first_seq, r.count) for r in self._refs]
@@ -229,17 +233,17 @@ class Trace:
     def __enter__(self) -> Trace:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:
-            pass
+        except OSError:
+            pass            # a descriptor gone bad under us: nothing left to release
 
     # -- events ------------------------------------------------------------------------
-    def iter_chunks(self, first: int = 0, *, folded: bool = False) -> Iterator[list]:
+    def iter_chunks(self, first: int = 0, *, folded: bool = False) -> Iterator[list[Event]]:
         """Decoded chunks (lists of event lists) from chunk index `first`, in
         order, stopping before any damage.  The fast path for folds.
 
@@ -256,7 +260,7 @@ class Trace:
             yield chunk
             i += 1
 
-    def events(self, start: int = 1, stop: int | None = None) -> Iterator[list]:
+    def events(self, start: int = 1, stop: int | None = None) -> Iterator[Event]:
         """Events with start <= seq < stop (stop None: to the end), decoded
         chunk by chunk from the chunk holding `start` (no decode from seq 1)."""
         start = max(start, 1)
@@ -280,7 +284,7 @@ class Trace:
                 yield from chunk[lo:hi]
             i += 1
 
-    def event(self, n: int) -> list:
+    def event(self, n: int) -> Event:
         """Event with seq n, decoding only its chunk (kept in a small LRU).
         IndexError when n is outside 1..count (or its chunk turns out damaged).
         The returned list is shared with the cache: do not mutate it."""
@@ -291,7 +295,8 @@ class Trace:
         if chunk is None:
             chunk = self._decode(i)
             if chunk is None or n > self.count:
-                raise IndexError(f"seq {n} is beyond the readable part: {self.stop.describe()}")
+                stop = self.stop.describe() if self.stop is not None else "damaged"
+                raise IndexError(f"seq {n} is beyond the readable part: {stop}")
             self._cache[i] = chunk
             if len(self._cache) > _CACHED_CHUNKS:
                 self._cache.popitem(last=False)
@@ -300,7 +305,7 @@ class Trace:
         return chunk[n - self._refs[i].first_seq]
 
     # -- decoding ----------------------------------------------------------------------
-    def _decode(self, i: int, level: int = 2):
+    def _decode(self, i: int, level: int = 2) -> list[Event] | None:
         """Chunk i's events, or None after recording the damage found in it.
         level: FULLY_CHECKED (every rule of replay.validate) or FOLD_CHECKED
         (arrays, seqs and codes; the fold checks the rest).  An event that
@@ -357,7 +362,11 @@ class Trace:
         self.stop = StopReport(kind, offset, i - (1 if keep else 0), self.count, message)
 
 
-def _decode_payload(payload, ref: ChunkRef, check, use_list: bool = True) -> tuple:
+_Check = Callable[[Sequence[Any], int, type], Problem | None]
+
+
+def _decode_payload(payload: memoryview, ref: ChunkRef, check: _Check | None,
+                    use_list: bool = True) -> tuple[list[Event], Problem | None]:
     """(events, None), or (events, (index, message)) of the first event that
     fails ``check``; raises _Damage for what is not `count` events at all."""
     up = _unpacker(ref.payload_len, use_list)
@@ -373,7 +382,11 @@ def _decode_payload(payload, ref: ChunkRef, check, use_list: bool = True) -> tup
     try:
         try:
             events = list(up)
-        except Exception as exc:   # any msgpack failure inside a CRC-valid chunk
+        except (msgpack.UnpackException, ValueError) as exc:
+            # Bytes that pass their CRC but are no msgpack this format allows
+            # (crafted, or written by a broken tool): msgpack raises these
+            # (FormatError, StackError, ExtraData, OutOfData, a non-str map
+            # key, an ext type, invalid UTF-8).
             raise _Damage("corrupt", ref.offset, f"undecodable event data ({type(exc).__name__})") from None
         if len(events) != ref.count or up.tell() != ref.payload_len:
             raise _Damage("corrupt", ref.offset,
@@ -387,7 +400,7 @@ def _decode_payload(payload, ref: ChunkRef, check, use_list: bool = True) -> tup
     return events, bad
 
 
-def _check_chunk_header(blob, offset: int, tag: int):
+def _check_chunk_header(blob: bytes, offset: int, tag: int) -> tuple[bytes, int, int, int, int]:
     """Parse and validate a chunk header; returns the unpacked fields."""
     head = CHUNK_HEADER.unpack_from(blob)
     if zlib.crc32(memoryview(blob)[:CHUNK_HEADER.size - 4]) != head[6]:
@@ -404,7 +417,7 @@ def _check_chunk_header(blob, offset: int, tag: int):
 # Opening
 
 
-def open_trace(path, *, verify: bool = True, tuples: bool = False) -> Trace:
+def open_trace(path: PathArg, *, verify: bool = True, tuples: bool = False) -> Trace:
     """Open and validate a trace.
 
     verify=True walks every chunk header and checks every payload CRC (one
@@ -434,10 +447,10 @@ def open_trace(path, *, verify: bool = True, tuples: bool = False) -> Trace:
 # Called as note_handler(path, message) for each of a trace's notes when it
 # is opened; the command line prints them (once per file) on stderr, a
 # library user may set its own.  None: notes stay in Trace.notes only.
-note_handler = None
+note_handler: Callable[[PathArg, str], None] | None = None
 
 
-def _open_regular(path) -> tuple[int, int]:
+def _open_regular(path: PathArg) -> tuple[int, int]:
     try:
         # O_NONBLOCK: opening a FIFO must not hang waiting for a writer.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -499,6 +512,11 @@ def _read_header(trace: Trace) -> int:
     if size < FILE_HEADER.size:
         raise _Damage("truncated", 0, f"file ends inside the {FILE_HEADER.size}-byte header")
     fixed = _pread(trace, FILE_HEADER.size, 0)
+    major: int
+    minor: int
+    meta_len: int
+    meta_crc: int
+    head_crc: int
     _, major, minor, meta_len, meta_crc, head_crc = FILE_HEADER.unpack(fixed)
     if zlib.crc32(fixed[:-4]) != head_crc:
         raise _Damage("bad-header", 0, "header checksum mismatch")
@@ -526,7 +544,10 @@ def _read_header(trace: Trace) -> int:
         problem = platform_problem(meta["platform"], present=True) if "platform" in meta else None
         if problem is not None:
             raise ValueError(problem)
-    except Exception as exc:
+    except (msgpack.UnpackException, ValueError) as exc:
+        # A header that passes its CRC but is no valid metadata map (crafted,
+        # or another tool's): msgpack's errors, or load_schema's and
+        # platform_problem's ValueError naming what is wrong.
         raise _Damage("bad-header", 0, f"header metadata unreadable: {exc}") from None
     trace.header = meta
     trace.schema = schema
@@ -545,7 +566,7 @@ def _read_header(trace: Trace) -> int:
     return end
 
 
-def _set_chunks(trace: Trace, refs: list) -> None:
+def _set_chunks(trace: Trace, refs: list[ChunkRef]) -> None:
     trace._refs = refs
     trace._firsts = [r.first_seq for r in refs]
     trace.count = refs[-1].first_seq + refs[-1].count - 1 if refs else 0
@@ -588,7 +609,7 @@ def _scan(trace: Trace, data_start: int, verify: bool) -> None:
 
 
 def _check_tail(trace: Trace, off: int, plen: int, count: int, pcrc: int, head: bytes,
-                refs: list) -> None:
+                refs: list[ChunkRef]) -> None:
     """The index chunk at off and the trailer after it must match the chunks scanned."""
     if plen != count * INDEX_ENTRY.size:
         raise _Damage("corrupt", off, f"index of {count} entries cannot be {plen} bytes")
@@ -658,7 +679,7 @@ def _load_index(trace: Trace, data_start: int) -> bool:
     return True
 
 
-def trace_fingerprint(path) -> str:
+def trace_fingerprint(path: PathArg) -> str:
     """A cheap identity for sidecar caches: "SIZE-CRC".  For a finished trace
     the CRC is the trailer's, which transitively covers every chunk CRC (via
     the index); otherwise it is the CRC of the last 4 KiB.  Raises NotATrace."""

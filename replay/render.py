@@ -12,6 +12,9 @@ as ``"0x%016x"``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any, TypedDict
+
 from tracer import schema as S
 from tracer.platform import fmt_bdf, try_parse_bdf
 
@@ -24,8 +27,8 @@ TT_NAMES = {0: "multi-level", 1: "dev-iotlb", 2: "pass-through", 3: "reserved"}
 BRIDGES = ("pcie2pci-bridge", "legacy-pci-bridge")
 
 
-def hex64(v) -> str:
-    return "0x%016x" % v if isinstance(v, int) else str(v)
+def hex64(v: object) -> str:
+    return f"0x{v:016x}" if isinstance(v, int) else str(v)
 
 
 # Header strings come from an untrusted file: the tolerant parser.
@@ -33,11 +36,21 @@ fmt_rid = fmt_bdf
 parse_bdf = try_parse_bdf
 
 
+class Unit(TypedDict):
+    """A DRHD unit of the header's platform, as PlatformView keeps it."""
+
+    id: int
+    segment: int
+    include_all: bool
+    levels: int | None
+    scope: set[str]
+
+
 class PlatformView:
     """The trace header's platform summary, as lookups: domain names, DRHD
     units, declared devices and the requester IDs each one uses."""
 
-    def __init__(self, header: dict | None) -> None:
+    def __init__(self, header: dict[str, Any] | None) -> None:
         plat = (header or {}).get("platform") or {}
         if not isinstance(plat, dict):
             plat = {}
@@ -45,7 +58,7 @@ class PlatformView:
         self._names = TraceNames(header if isinstance(header, dict) else {})
         # pseudo domain ID -> (seg, bdf16) of its device, from the state being
         # rendered (show_dict sets it): names a pseudo domain ID's device
-        self.pseudo: dict | None = None
+        self.pseudo: dict[int, tuple[int, int]] | None = None
         self.names: dict[int, str] = {}
         self.hardware: int | None = None
         for row in plat.get("domains") or ():
@@ -57,7 +70,7 @@ class PlatformView:
                 self.names[domid] = name
                 if hw and self.hardware is None:
                     self.hardware = domid
-        self.iommus: list[dict] = []
+        self.iommus: list[Unit] = []
         for u in plat.get("iommus") or ():
             if isinstance(u, dict) and isinstance(u.get("id"), int):
                 self.iommus.append({
@@ -68,7 +81,7 @@ class PlatformView:
                 })
         self.iommus.sort(key=lambda u: u["id"])
         self.segment = {u["id"]: u["segment"] for u in self.iommus}
-        self.devices: list[dict] = []
+        self.devices: list[dict[str, Any]] = []
         for d in plat.get("devices") or ():
             loc = parse_bdf(d.get("bdf")) if isinstance(d, dict) else None
             if loc is None:
@@ -81,7 +94,7 @@ class PlatformView:
                 "subordinate": sub if isinstance(sub, int) else (sec if isinstance(sec, int) else None),
             })
         self._by_loc = {d["loc"]: d for d in self.devices}
-        self._rids = None
+        self._rids: dict[int, set[tuple[int, int]]] | None = None
         # RMRRs: (base, end) -> the devices the firmware lists for the range.
         self.rmrrs: dict[tuple[int, int], list[str]] = {}
         for r in plat.get("rmrrs") or ():
@@ -91,12 +104,13 @@ class PlatformView:
 
     # --- names ------------------------------------------------------------
 
-    def domain_name(self, domid) -> str | None:
+    def domain_name(self, domid: int | None) -> str | None:
         """Scenario name, dom_io for DOMID_IO, None for DOMID_INVALID (and
         for no domain at all), d<N> for an id the header does not name."""
         if domid is None:
             return None
-        return self._names.domain(domid, self.pseudo)
+        name: str | None = self._names.domain(domid, self.pseudo)
+        return name
 
     def rid(self, iommu: int, bus: int, devfn: int) -> str:
         return fmt_rid(self.segment.get(iommu, 0), bus, devfn)
@@ -105,7 +119,7 @@ class PlatformView:
         d = self._by_loc.get((seg, bus, devfn))
         return d["type"] if d else None
 
-    def lock_name(self, lock, target) -> str:
+    def lock_name(self, lock: str, target: int | None) -> str:
         """Lock with its instance: iommu->lock[0], mapping_lock[guest] ..."""
         if target is None:
             return str(lock)
@@ -117,8 +131,8 @@ class PlatformView:
 
     # --- topology ---------------------------------------------------------
 
-    def _bridge_for_bus(self, seg: int, bus: int):
-        best = None
+    def _bridge_for_bus(self, seg: int, bus: int) -> dict[str, Any] | None:
+        best: dict[str, Any] | None = None
         for d in self.devices:
             if d["type"] in BRIDGES and d["loc"][0] == seg and d["secondary"] is not None \
                     and d["secondary"] <= bus <= d["subordinate"]:
@@ -146,9 +160,10 @@ class PlatformView:
                 return u["id"]
         return None
 
-    def _upstream(self, seg: int, bus: int):
+    def _upstream(self, seg: int, bus: int) -> tuple[dict[str, Any] | None, int | None]:
         """find_upstream_bridge: the topmost bridge above bus and its secondary bus."""
-        top = secbus = None
+        top: dict[str, Any] | None = None
+        secbus: int | None = None
         seen = set()
         while bus != 0 and (br := self._bridge_for_bus(seg, bus)) is not None and br["bdf"] not in seen:
             seen.add(br["bdf"])
@@ -156,13 +171,13 @@ class PlatformView:
             bus = br["loc"][1]
         return top, secbus
 
-    def declared_rids(self) -> dict[int, set]:
+    def declared_rids(self) -> dict[int, set[tuple[int, int]]]:
         """iommu -> {(bus, devfn)}: the requester IDs of every declared device
         (its own, its phantom functions and, for conventional PCI behind a
         bridge, the bridge and (secbus, 0) aliases), on the device's unit."""
         if self._rids is not None:
             return self._rids
-        out: dict[int, set] = {}
+        out: dict[int, set[tuple[int, int]]] = {}
         for d in self.devices:
             seg, bus, devfn = d["loc"]
             u = self.drhd(seg, bus, devfn)
@@ -179,6 +194,7 @@ class PlatformView:
             if d["type"] == "pci":
                 top, secbus = self._upstream(seg, bus)
                 if top is not None:
+                    assert secbus is not None       # found with the bridge
                     rids.add(top["loc"][1:])
                     if top["type"] == "pcie2pci-bridge" and (secbus != bus or devfn != 0):
                         rids.add((secbus, 0))
@@ -188,7 +204,7 @@ class PlatformView:
 
 # --- decoding -------------------------------------------------------------------
 
-def did_slot_owner(st: ReplayState, view: PlatformView, iommu: int, did: int):
+def did_slot_owner(st: ReplayState, view: PlatformView, iommu: int, did: int) -> str | None:
     """The domain domid_map names for DID did: the map is zero-filled, as
     Xen's MO3 reads it, but a slot that was never used (its bitmap bit clear
     and nothing ever written to it) belongs to nobody, not to dom0: None."""
@@ -198,7 +214,7 @@ def did_slot_owner(st: ReplayState, view: PlatformView, iommu: int, did: int):
     return view.domain_name(st.did_map.get(key, 0))
 
 
-def did_owner(st: ReplayState, view: PlatformView, iommu: int, lo: int, hi: int):
+def did_owner(st: ReplayState, view: PlatformView, iommu: int, lo: int, hi: int) -> str | None:
     """The domain the entry's DID belongs to, through the unit's DID map.
     None for an all-zero entry and for a never-used DID slot."""
     if not lo & 1 and hi == 0:
@@ -206,7 +222,7 @@ def did_owner(st: ReplayState, view: PlatformView, iommu: int, lo: int, hi: int)
     return did_slot_owner(st, view, iommu, (hi >> 8) & 0xFFFF)
 
 
-def slptptr(st: ReplayState, view: PlatformView, lo: int, hi: int) -> dict:
+def slptptr(st: ReplayState, lo: int, hi: int) -> dict[str, Any]:
     """SLPTPTR decoded: the table it points at (bits 63:12 of the low half),
     whose table that is (a domain's root, or a lower level of it on a unit
     with fewer levels than the tree) and the levels AW selects (AW 1, 2, 3:
@@ -218,7 +234,7 @@ def slptptr(st: ReplayState, view: PlatformView, lo: int, hi: int) -> dict:
             "levels": aw + 2 if 1 <= aw <= 3 else None}
 
 
-def pt_owner(st: ReplayState, view: PlatformView, lo: int):
+def pt_owner(st: ReplayState, view: PlatformView, lo: int) -> str | None:
     """The domain whose I/O page tables SLPTPTR points into (pass-through
     entries use none)."""
     if (lo >> 2) & 3 == caches.TT_PASS_THRU:
@@ -227,7 +243,7 @@ def pt_owner(st: ReplayState, view: PlatformView, lo: int):
     return view.domain_name(page[0]) if page else None
 
 
-def _entry(st, view, u, bus, devfn, lo, hi) -> dict:
+def _entry(st: ReplayState, view: PlatformView, u: int, bus: int, devfn: int, lo: int, hi: int) -> dict[str, Any]:
     return {
         "rid": view.rid(u, bus, devfn),
         "present": bool(lo & 1),
@@ -236,13 +252,13 @@ def _entry(st, view, u, bus, devfn, lo, hi) -> dict:
         "pt_owner": pt_owner(st, view, lo),
         "tt": (lo >> 2) & 3,
         "aw": hi & 7,
-        **slptptr(st, view, lo, hi),
+        **slptptr(st, lo, hi),
         "lo": hex64(lo),
         "hi": hex64(hi),
     }
 
 
-def page_tables(st: ReplayState, view: PlatformView) -> list[dict]:
+def page_tables(st: ReplayState, view: PlatformView) -> list[dict[str, Any]]:
     """Every domain's I/O page-table tree: its root (what SLPTPTR of a
     4-level unit holds), the levels it has (its table pages other than the
     quarantine's scratch page) and its pages."""
@@ -255,7 +271,7 @@ def page_tables(st: ReplayState, view: PlatformView) -> list[dict]:
     return out
 
 
-def identity_maps(st: ReplayState, view: PlatformView) -> list[dict]:
+def identity_maps(st: ReplayState, view: PlatformView) -> list[dict[str, Any]]:
     """The identity (1:1) mappings in each domain's tables with their
     reference counts, and the RMRR devices whose range each one is."""
     out = []
@@ -274,7 +290,7 @@ def iommu_ids(st: ReplayState, view: PlatformView) -> list[int]:
     return sorted(ids)
 
 
-def context_rows(st: ReplayState, view: PlatformView, u: int) -> list[dict]:
+def context_rows(st: ReplayState, view: PlatformView, u: int) -> list[dict[str, Any]]:
     keys = set(view.declared_rids().get(u, ()))
     keys.update((b, df) for (uu, b, df) in st.ctx if uu == u)
     rows = []
@@ -284,7 +300,7 @@ def context_rows(st: ReplayState, view: PlatformView, u: int) -> list[dict]:
     return rows
 
 
-def cache_view(st: ReplayState, view: PlatformView, u: int) -> dict:
+def cache_view(st: ReplayState, view: PlatformView, u: int) -> dict[str, Any]:
     """What the unit may still use although memory says otherwise."""
     context = []
     for (bus, devfn), values in sorted(caches.stale_context(st, u).items()):
@@ -320,7 +336,7 @@ def cache_view(st: ReplayState, view: PlatformView, u: int) -> dict:
     return {"context": context, "iotlb": iotlb, "dev_iotlb": dev_iotlb}
 
 
-def show_dict(st: ReplayState, view: PlatformView, open_findings=()) -> dict:
+def show_dict(st: ReplayState, view: PlatformView, open_findings: Iterable[Any] = ()) -> dict[str, Any]:
     """The ``show --json`` object (docs/CLI.md#show-json) for ``st``.  ``open_findings`` is
     the list of finding dicts open at ``st.seq`` (from the hazard analysers,
     through ReplaySession.open_findings)."""
@@ -356,11 +372,11 @@ def show_dict(st: ReplayState, view: PlatformView, open_findings=()) -> dict:
 
 # --- text -----------------------------------------------------------------------
 
-def _owner(name) -> str:
+def _owner(name: str | None) -> str:
     return name if name is not None else "-"
 
 
-def _mismatch(e) -> bool:
+def _mismatch(e: dict[str, Any]) -> bool:
     """A present entry (or cached value) whose DID belongs to another domain
     than its page tables: the state pane's ≠."""
     return bool(e.get("present")) and e.get("pt_owner") is not None and e.get("did_owner") != e.get("pt_owner")
@@ -378,7 +394,7 @@ def op_text(st: ReplayState, view: PlatformView) -> str:
     return " ".join(parts)
 
 
-def _text_safe(obj):
+def _text_safe(obj: Any) -> Any:
     """show_dict's object with every string escaped for a terminal (names
     and labels come from the trace)."""
     if isinstance(obj, str):
@@ -390,7 +406,8 @@ def _text_safe(obj):
     return obj
 
 
-def show_text(st: ReplayState, view: PlatformView, *, count: int | None = None, open_findings=()) -> str:
+def show_text(st: ReplayState, view: PlatformView, *, count: int | None = None,
+              open_findings: Iterable[Any] = ()) -> str:
     """The state as readable text: context entries one per line, decoded,
     with the domains that own their DID and their page tables."""
     d = _text_safe(show_dict(st, view, open_findings))
@@ -402,7 +419,8 @@ def show_text(st: ReplayState, view: PlatformView, *, count: int | None = None, 
         kind = S.KINDS[st.kind].name if isinstance(st.kind, int) and 0 <= st.kind < len(S.KINDS) else st.kind
         where = safe_text(" ".join(x for x in (st.label or "", func_name(st.func) if st.func else "") if x))
         out.append(f"step {st.seq}{of}: {kind}" + (f" at {where}" if where else "") + f"  (op {st.op})")
-    out.append(f"operation: {safe_text(op_text(st, view))}" + (f", rollback depth {st.rollback}" if st.rollback else ""))
+    out.append(f"operation: {safe_text(op_text(st, view))}"
+               + (f", rollback depth {st.rollback}" if st.rollback else ""))
     for u in d["iommus"]:
         on = "translation on" if u["id"] in st.translation else "translation off"
         out.append("")

@@ -35,7 +35,9 @@ import io
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack
 from sortedcontainers import SortedDict
@@ -47,6 +49,7 @@ from .state import (
     STATE_FORMAT,
     TABLES,
     BadEvent,
+    Event,
     ReplayState,
     assemble,
     decode_table,
@@ -71,6 +74,37 @@ DELTA_MIN = 512
 INLINE_MAX = 64
 
 
+class ChunkSource(Protocol):
+    """Event access for seeks and the build pass (see the module docstring)."""
+
+    @property
+    def chunks(self) -> Sequence[tuple[int, int, int]]: ...
+    def read_chunk(self, i: int) -> Sequence[Event]: ...
+    def iter_chunks(self) -> Iterator[Sequence[Event]]: ...
+
+
+class CheckpointSink(Protocol):
+    """Where a build puts checkpoints: ``add(state) -> locator``."""
+
+    def add(self, st: ReplayState) -> Any: ...
+
+
+class Store(CheckpointSink, Protocol):
+    """A sink that also restores: ``load(locator) -> state``."""
+
+    def load(self, locator: Any) -> ReplayState: ...
+
+
+class ColumnSink(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+if TYPE_CHECKING:
+    # An array("I") or array("Q") of sorted seqs or chunk indices (annotations only:
+    # array is not subscriptable at run time before Python 3.12).
+    SeqArray = array[int]
+
+
 def seq_typecode(count: int) -> str:
     return "I" if count < 1 << 32 else "Q"
 
@@ -78,11 +112,12 @@ def seq_typecode(count: int) -> str:
 class SeqIndex:
     """Sorted seq arrays per key, with next/previous queries."""
 
-    def __init__(self, arrays: dict | None = None, loader=None) -> None:
+    def __init__(self, arrays: dict[Any, SeqArray] | None = None,
+                 loader: Callable[[Any], SeqArray | None] | None = None) -> None:
         self._arrays = dict(arrays or {})
         self._loader = loader       # key -> array or None, for lazily loaded keys
 
-    def seqs(self, key):
+    def seqs(self, key: Any) -> SeqArray | None:
         arr = self._arrays.get(key)
         if arr is None and self._loader is not None:
             arr = self._loader(key)
@@ -90,7 +125,7 @@ class SeqIndex:
                 self._arrays[key] = arr
         return arr
 
-    def next_after(self, key, seq: int):
+    def next_after(self, key: Any, seq: int) -> int | None:
         """The first seq > ``seq`` under ``key``, or None."""
         arr = self.seqs(key)
         if not arr:
@@ -98,7 +133,7 @@ class SeqIndex:
         i = bisect_right(arr, seq)
         return arr[i] if i < len(arr) else None
 
-    def prev_before(self, key, seq: int):
+    def prev_before(self, key: Any, seq: int) -> int | None:
         """The last seq < ``seq`` under ``key``, or None."""
         arr = self.seqs(key)
         if not arr:
@@ -106,7 +141,7 @@ class SeqIndex:
         i = bisect_left(arr, seq)
         return arr[i - 1] if i > 0 else None
 
-    def count(self, key) -> int:
+    def count(self, key: Any) -> int:
         arr = self.seqs(key)
         return len(arr) if arr else 0
 
@@ -124,13 +159,14 @@ class KindIndex:
     ``read_column(start, length)`` returns ``length`` bytes of the column
     from event index ``start`` (= seq - 1)."""
 
-    def __init__(self, firsts: list, counts: list, kind_chunks: dict, read_column) -> None:
+    def __init__(self, firsts: list[int], counts: list[int], kind_chunks: dict[int, SeqArray],
+                 read_column: Callable[[int, int], bytes]) -> None:
         self._firsts = firsts
         self._counts = counts
         self._chunks = kind_chunks            # kind code -> array of chunk indices
         self._read = read_column
         self._cache: OrderedDict[int, bytes] = OrderedDict()
-        self._seqs: dict = {}
+        self._seqs: dict[int, SeqArray] = {}
 
     def _column(self, i: int) -> bytes:
         col = self._cache.get(i)
@@ -144,7 +180,7 @@ class KindIndex:
     def _chunk_of(self, seq: int) -> int:
         return bisect_right(self._firsts, seq) - 1
 
-    def next_after(self, kind: int, seq: int):
+    def next_after(self, kind: int, seq: int) -> int | None:
         arr = self._chunks.get(kind)
         if not arr or not 0 <= kind < 256:
             return None
@@ -161,7 +197,7 @@ class KindIndex:
         c = arr[k]
         return self._firsts[c] + self._column(c).find(b)
 
-    def prev_before(self, kind: int, seq: int):
+    def prev_before(self, kind: int, seq: int) -> int | None:
         arr = self._chunks.get(kind)
         if not arr or not 0 <= kind < 256 or seq <= 1:
             return None
@@ -180,7 +216,7 @@ class KindIndex:
         c = arr[k]
         return self._firsts[c] + self._column(c).rfind(b)
 
-    def seqs(self, kind: int):
+    def seqs(self, kind: int) -> SeqArray:
         """Every seq of ``kind`` as a sorted array (built on first request from
         the column, then kept): for rare kinds such as op-begin."""
         arr = self._seqs.get(kind)
@@ -206,12 +242,12 @@ class Checkpoints:
     """seq -> state after that many events.  Values are locators resolved by
     ``load`` (a MemoryStore's state, a CheckpointReader's (offset, length))."""
 
-    def __init__(self, load) -> None:
+    def __init__(self, load: Callable[[Any], ReplayState]) -> None:
         self.map = SortedDict()
         self._load = load
         self._cache: OrderedDict[int, ReplayState] = OrderedDict()
 
-    def add(self, seq: int, value) -> None:
+    def add(self, seq: int, value: Any) -> None:
         self.map[seq] = value
 
     def __len__(self) -> int:
@@ -222,7 +258,8 @@ class Checkpoints:
         i = self.map.bisect_right(n) - 1
         if i < 0:
             raise KeyError(n)
-        return self.map.peekitem(i)[0]
+        seq: int = self.map.peekitem(i)[0]
+        return seq
 
     def state(self, seq: int) -> ReplayState:
         """The checkpoint's state -- shared, callers copy before folding."""
@@ -241,15 +278,15 @@ class Seeker:
     """state_at(n) over a chunk source and its checkpoints; keeps the last
     state so stepping forward folds one event, not a chunk."""
 
-    def __init__(self, source, checkpoints: Checkpoints, count: int) -> None:
+    def __init__(self, source: ChunkSource, checkpoints: Checkpoints, count: int) -> None:
         self.source = source
         self.checkpoints = checkpoints
         self.count = count
         self._first = [c[1] for c in source.chunks]
-        self._chunk_cache: OrderedDict[int, list] = OrderedDict()
+        self._chunk_cache: OrderedDict[int, Sequence[Event]] = OrderedDict()
         self._cur: ReplayState | None = None
 
-    def chunk(self, i: int) -> list:
+    def chunk(self, i: int) -> Sequence[Event]:
         evs = self._chunk_cache.get(i)
         if evs is None:
             evs = self.source.read_chunk(i)
@@ -263,13 +300,13 @@ class Seeker:
     def chunk_of(self, seq: int) -> int:
         return bisect_right(self._first, seq) - 1
 
-    def event(self, seq: int):
+    def event(self, seq: int) -> Event:
         if not 1 <= seq <= self.count:
             raise IndexError(seq)
         i = self.chunk_of(seq)
         return self.chunk(i)[seq - self._first[i]]
 
-    def events(self, start: int, stop: int):
+    def events(self, start: int, stop: int) -> Iterator[Event]:
         """Events start..stop-1 (seq), read chunk by chunk."""
         seq = max(start, 1)
         stop = min(stop, self.count + 1)
@@ -326,10 +363,10 @@ class Seeker:
 class MemoryStore:
     """Checkpoints as state copies in memory (small traces, tests)."""
 
-    def add(self, st: ReplayState):
+    def add(self, st: ReplayState) -> ReplayState:
         return st.copy()
 
-    def load(self, locator) -> ReplayState:
+    def load(self, locator: ReplayState) -> ReplayState:
         return locator
 
 
@@ -361,17 +398,19 @@ class CheckpointWriter:
     ``write(data) -> offset``; a checkpoint's locator is the (offset, length)
     of its record."""
 
-    def __init__(self, write) -> None:
+    def __init__(self, write: Callable[[bytes], int]) -> None:
         self._write = write
-        self._prev: dict = {}       # table name -> (copy of the table or None, its ref)
-        self._base: dict = {}       # journaled table name -> (blob ref, keys touched since)
+        # table name -> (copy of the table or None, its packed ref)
+        self._prev: dict[str, tuple[dict[Any, Any] | None, bytes]] = {}
+        # journaled table name -> (blob ref, keys touched since)
+        self._base: dict[str, tuple[tuple[Any, ...], set[Any]]] = {}
         self.bytes = 0
 
     def _put(self, data: bytes) -> tuple[int, int]:
         self.bytes += len(data)
         return (self._write(data), len(data))
 
-    def _full(self, name: str, d: dict):
+    def _full(self, name: str, d: dict[Any, Any]) -> tuple[Any, ...]:
         if len(d) <= INLINE_MAX:
             self._base.pop(name, None)
             return (INLINE, table_body(name, d))
@@ -380,7 +419,7 @@ class CheckpointWriter:
             self._base[name] = (ref, set())
         return ref
 
-    def _changed(self, name: str, d: dict, keys: set):
+    def _changed(self, name: str, d: dict[Any, Any], keys: set[Any]) -> tuple[Any, ...]:
         base = self._base.get(name)
         if base is not None:
             ref, pending = base
@@ -393,9 +432,9 @@ class CheckpointWriter:
                 return (DELTA,) + self._put(msgpack.packb([changed, removed])) + ref[1:]
         return self._full(name, d)
 
-    def add(self, st: ReplayState):
+    def add(self, st: ReplayState) -> tuple[int, int]:
         journal = st.journal
-        touched = None
+        touched: dict[str, set[Any]] | None = None
         if journal is not None:
             if self._prev:
                 touched = {}
@@ -403,7 +442,7 @@ class CheckpointWriter:
                     touched.setdefault(name, set()).add(key)
             journal.clear()
         prev = self._prev
-        parts = []
+        parts: list[bytes] = []
         for name in TABLES:
             d = getattr(st, name)
             p = prev.get(name)
@@ -435,32 +474,32 @@ class CheckpointReader:
     blobs are shared through an LRU keyed by their ref: they are never
     mutated (Seeker copies a checkpoint before folding on)."""
 
-    def __init__(self, read, cache_tables: int = TABLE_CACHE) -> None:
+    def __init__(self, read: Callable[[int, int], bytes], cache_tables: int = TABLE_CACHE) -> None:
         self._read = read           # (offset, length) -> bytes
-        self._tables: OrderedDict = OrderedDict()
+        self._tables: OrderedDict[Any, dict[Any, Any]] = OrderedDict()
         self._max = cache_tables
 
-    def _cached(self, key):
+    def _cached(self, key: Any) -> dict[Any, Any] | None:
         cache = self._tables
         d = cache.get(key)
         if d is not None:
             cache.move_to_end(key)
         return d
 
-    def _remember(self, key, d) -> None:
+    def _remember(self, key: Any, d: dict[Any, Any]) -> None:
         cache = self._tables
         cache[key] = d
         if len(cache) > self._max:
             cache.popitem(last=False)
 
-    def _blob(self, name: str, off: int, n: int) -> dict:
+    def _blob(self, name: str, off: int, n: int) -> dict[Any, Any]:
         d = self._cached((off, n))
         if d is None:
             d = decode_table(name, self._read(off, n))
             self._remember((off, n), d)
         return d
 
-    def _table(self, name: str, ref) -> dict:
+    def _table(self, name: str, ref: Any) -> dict[Any, Any]:
         tag = ref[0]
         if tag == INLINE:
             return table_from_body(name, ref[1])
@@ -478,7 +517,7 @@ class CheckpointReader:
             self._remember(ref, d)
         return d
 
-    def load(self, locator) -> ReplayState:
+    def load(self, locator: tuple[int, int]) -> ReplayState:
         fmt, scalars, refs = msgpack.unpackb(self._read(*locator), use_list=False, strict_map_key=False)
         if fmt != STATE_FORMAT or len(refs) != len(TABLES):
             raise ValueError(f"checkpoint format {fmt}, expected {STATE_FORMAT}")
@@ -490,7 +529,9 @@ class CheckpointReader:
 class BuildResult:
     __slots__ = ("final", "kinds", "ctx", "checkpoints", "error", "error_chunk", "column")
 
-    def __init__(self, final, kinds, ctx, checkpoints, error=None, error_chunk=None, column=None) -> None:
+    def __init__(self, final: ReplayState, kinds: dict[int, SeqArray], ctx: dict[tuple[int, int, int], SeqArray],
+                 checkpoints: list[tuple[int, Any]], error: BadEvent | None = None,
+                 error_chunk: tuple[int, int] | None = None, column: ColumnSink | None = None) -> None:
         self.column = column            # the kind column sink given to build()
         self.final = final              # state after the last event folded
         self.kinds = kinds              # kind code -> array of chunk indices (KindIndex)
@@ -500,8 +541,9 @@ class BuildResult:
         self.error_chunk = error_chunk  # (chunk index, chunk offset) of that event
 
 
-def build(source, initial: ReplayState, store=None, column=None, *,
-          min_events: int = DEFAULT_MIN_EVENTS, progress=None) -> BuildResult:
+def build(source: ChunkSource, initial: ReplayState, store: CheckpointSink | None = None,
+          column: ColumnSink | None = None, *, min_events: int = DEFAULT_MIN_EVENTS,
+          progress: Callable[[int, int], object] | None = None) -> BuildResult:
     """One pass over every chunk: fold, checkpoint, index.
 
     ``store.add(state) -> locator`` keeps each checkpoint (MemoryStore by
@@ -519,19 +561,21 @@ def build(source, initial: ReplayState, store=None, column=None, *,
     tc = seq_typecode(count)
     nk = len(S.KINDS)
     kind_chunks = {code: array("I") for code in range(nk)}
-    ctx: dict = {}
+    ctx: dict[tuple[int, int, int], SeqArray] = {}
     ctx_byte = bytes((S.K_CTX_WRITE,))
+    F_IOMMU, F_BUS, F_DEVFN = S.F_CTX_WRITE_IOMMU, S.F_CTX_WRITE_BUS, S.F_CTX_WRITE_DEVFN
     kind_of = itemgetter(0)
     st = initial.copy()
     st.journal = []             # lets the checkpoint writer skip unchanged tables
-    cps = []
+    cps: list[tuple[int, Any]] = []
     since_events = since_bytes = 0
     cost = 0
     offsets = [c[0] for c in chunks] + [None]
     gc_was = gc.isenabled()
     gc.freeze()
     gc.disable()
-    error = error_chunk = None
+    error: BadEvent | None = None
+    error_chunk: tuple[int, int] | None = None
     try:
         for i, evs in enumerate(source.iter_chunks()):
             off, first, cnt = chunks[i]
@@ -566,7 +610,7 @@ def build(source, initial: ReplayState, store=None, column=None, *,
             j = col.find(ctx_byte)
             while j >= 0:
                 ev = evs[j]
-                key = (ev[6], ev[7], ev[8])
+                key = (ev[F_IOMMU], ev[F_BUS], ev[F_DEVFN])
                 a = ctx.get(key)
                 if a is None:
                     a = ctx[key] = array(tc)
@@ -589,7 +633,7 @@ def build(source, initial: ReplayState, store=None, column=None, *,
     return BuildResult(st, kind_chunks, ctx, cps, error, error_chunk, column)
 
 
-def checkpoints_from(result: BuildResult, store=None) -> Checkpoints:
+def checkpoints_from(result: BuildResult, store: Store | CheckpointReader | None = None) -> Checkpoints:
     """The Checkpoints of a build, loading through ``store`` (MemoryStore
     when the build kept states, CheckpointReader for the sidecar)."""
     store = store if store is not None else MemoryStore()

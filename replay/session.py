@@ -27,14 +27,19 @@ A sidecar that cannot be written (full disk) leaves the data in memory.
 
 from __future__ import annotations
 
+import io
 from array import array
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from replay.codes import event_translator
+import msgpack
+
+from replay.codes import Translate, event_translator
 from tracer import schema as S
 
 from . import render
 from .codeid import code_key
-from .reader import StopReport, open_trace
+from .reader import PathArg, StopReport, Trace, open_trace
 from .seek import (
     DEFAULT_MIN_EVENTS,
     CheckpointReader,
@@ -47,7 +52,10 @@ from .seek import (
     seq_typecode,
 )
 from .sidecar import Sidecar, SidecarCorrupt, SidecarError, SidecarWriteError, content_of, scan_content, trace_identity
-from .state import STATE_FORMAT, ReplayState, initial_state
+from .state import STATE_FORMAT, Event, ReplayState, initial_state
+
+if TYPE_CHECKING:
+    from .seek import SeqArray
 
 # Bump when what the session stores in the sidecar changes shape or meaning.
 SESSION_FORMAT = 1
@@ -58,7 +66,17 @@ K_KIND_CHUNKS = "replay/kind-chunks"
 K_KIND_COLUMN = "replay/kind-column"
 
 
-def _build_key() -> list:
+_T = TypeVar("_T")
+Progress = Callable[[int, int], object]
+
+
+class _Findings(Protocol):
+    """What ``ReplaySession.findings`` holds (replay.hazards.FindingIndex)."""
+
+    def open_at(self, n: int) -> Sequence[Any]: ...
+
+
+def _build_key() -> list[Any]:
     """What a sidecar's derived data depends on besides the trace bytes."""
     return [SESSION_FORMAT, STATE_FORMAT, len(S.KINDS), len(S.FUNCS), *code_key("fold")]
 
@@ -72,29 +90,29 @@ class ChunkUnreadable(IndexError):
 class _Source:
     """The chunk source protocol of replay.seek over a reader Trace."""
 
-    def __init__(self, trace, translate, count: int) -> None:
+    def __init__(self, trace: Trace, translate: Translate | None, count: int) -> None:
         self.trace = trace
         self.translate = translate
         self.chunks = [c for c in trace.chunks if c[1] <= count]
         self._count = count
 
-    def _fix(self, evs):
+    def _fix(self, evs: Sequence[Event]) -> Sequence[Event]:
         if self.translate is not None:
             evs = self.translate(evs)
-        if evs and evs[-1][1] > self._count:
+        if evs and evs[-1][S.I_SEQ] > self._count:
             # The readable trace ends inside this chunk (an event the fold
             # could not apply): positions, not seq fields, decide.
-            evs = evs[:max(0, self._count - evs[0][1] + 1)]
+            evs = evs[:max(0, self._count - evs[0][S.I_SEQ] + 1)]
         return evs
 
-    def read_chunk(self, i: int) -> list:
+    def read_chunk(self, i: int) -> Sequence[Event]:
         evs = next(self.trace.iter_chunks(i, folded=True), None)
         if evs is None:
             raise ChunkUnreadable(f"chunk {i} is unreadable: "
                                   f"{self.trace.stop.describe() if self.trace.stop else 'damaged'}")
         return self._fix(evs)
 
-    def iter_chunks(self):
+    def iter_chunks(self) -> Iterator[Sequence[Event]]:
         for evs in self.trace.iter_chunks(folded=True):
             yield self._fix(evs)
 
@@ -105,8 +123,16 @@ class ReplaySession:
     ``sidecar=False`` keeps everything in a temporary store (tests, one-off
     runs).  Raises reader.NotATrace for what is not a trace."""
 
-    def __init__(self, path, *, sidecar: bool = True, min_events: int = DEFAULT_MIN_EVENTS,
-                 progress=None) -> None:
+    # Set by _open (close() copes with an open that failed before).
+    sidecar: Sidecar
+    count: int
+    stop: StopReport | None
+    checkpoints: Checkpoints
+    ctx_index: SeqIndex
+    findings: _Findings | None
+
+    def __init__(self, path: PathArg, *, sidecar: bool = True, min_events: int = DEFAULT_MIN_EVENTS,
+                 progress: Progress | None = None) -> None:
         self.path = path
         # The identity first: data read after it is bound to it, and a file
         # replaced meanwhile makes the commit refuse (replay.sidecar).
@@ -116,7 +142,6 @@ class ReplaySession:
         # tuples: one allocation less per event to make and to free, which
         # is most of what a seek costs besides the fold.
         self.trace = open_trace(path, verify=False, tuples=True)
-        self.sidecar = None
         self._min_events = min_events
         self.damage_found = False   # a chunk failed its CRC behind a sidecar that vouched for it
         try:
@@ -126,7 +151,7 @@ class ReplaySession:
             raise
 
     @classmethod
-    def open_cached(cls, path) -> ReplaySession | None:
+    def open_cached(cls, path: PathArg) -> ReplaySession | None:
         """The session when the trace's sidecar already holds trusted
         checkpoints of this build, so that opening is O(1) (or one CRC pass
         when the trace's identity changed); None otherwise (it never folds
@@ -147,7 +172,7 @@ class ReplaySession:
             return None
         return session
 
-    def _open(self, use_sidecar, progress) -> None:
+    def _open(self, use_sidecar: bool, progress: Progress | None) -> None:
         trace = self.trace
         self.header = trace.header
         self.view = render.PlatformView(self.header)
@@ -170,9 +195,9 @@ class ReplaySession:
     # --- index: load or build ------------------------------------------------
 
     def _try_load(self) -> bool:
-        self._kinds = None
-        self._kind_chunks = None
-        self._ctx_all = None
+        self._kinds: KindIndex | None = None
+        self._kind_chunks: dict[int, SeqArray] | None = None
+        self._ctx_all: dict[tuple[int, int, int], SeqArray] | None = None
         if not self.sidecar.trusted:
             return False
         try:
@@ -181,7 +206,7 @@ class ReplaySession:
         except SidecarError:
             return False
 
-    def _load(self, meta: dict) -> bool:
+    def _load(self, meta: dict[str, Any]) -> bool:
         if list(meta.get("build") or ()) != _build_key() or K_CHECKPOINTS not in self.sidecar:
             return False
         try:
@@ -210,16 +235,18 @@ class ReplaySession:
         reader = CheckpointReader(lambda off, n: sc.read(K_CHECKPOINTS, off, n))
         load = reader.load
 
-        def checked(locator):
-            # The bytes passed their block CRCs; anything that still does
-            # not decode is a bad entry all the same: rebuild, never raise.
+        def checked(locator: tuple[int, int]) -> ReplayState:
+            # The bytes passed their block CRCs; a record that still does not
+            # decode (a sidecar crafted or written by a build with the same
+            # key but other shapes) is a bad entry all the same: rebuild,
+            # never raise.  msgpack and the shape checks of
+            # CheckpointReader/assemble raise these on such bytes; anything
+            # else is a bug and propagates.
             try:
                 return load(locator)
-            except SidecarError:
-                raise
-            except Exception as exc:
+            except (msgpack.UnpackException, ValueError, TypeError, IndexError, KeyError) as exc:
                 raise SidecarCorrupt(f"checkpoint does not decode: {type(exc).__name__}") from None
-        reader.load = checked
+        reader.load = checked  # type: ignore[method-assign]  # the checked loader replaces the bare one
         return reader
 
     @property
@@ -235,6 +262,7 @@ class ReplaySession:
                 raw = self.sidecar.get(K_KIND_CHUNKS) or {}
                 chunks = {}
                 try:
+                    # A crafted entry: not a map, names or bytes of other types.
                     for name, b in raw.items():
                         kind = S.KIND_BY_NAME.get(name)
                         if kind is not None:
@@ -249,12 +277,13 @@ class ReplaySession:
                                     lambda start, n: sc.read(K_KIND_COLUMN, start, n))
         return self._kinds
 
-    def _load_ctx(self, key):
+    def _load_ctx(self, key: tuple[int, int, int]) -> SeqArray | None:
         # All context-entry lists come in one entry (they are few and small).
         if self._ctx_all is None:
             raw = self.sidecar.get(K_CTX) or {}
-            ctx = {}
+            ctx: dict[tuple[int, int, int], SeqArray] = {}
             try:
+                # A crafted entry: not a map, keys or bytes of other types.
                 for k, b in zip(raw.get("keys", ()), raw.get("seqs", ())):
                     arr = array(self._tc)
                     arr.frombytes(b)
@@ -264,7 +293,7 @@ class ReplaySession:
             self._ctx_all = ctx
         return self._ctx_all.get(key)
 
-    def _build_shared(self, progress) -> None:
+    def _build_shared(self, progress: Progress | None) -> None:
         """Build under the sidecar's writer lock -- unless another process
         built it while we waited for the lock -- falling back to a private
         store when the sidecar cannot be written."""
@@ -282,7 +311,7 @@ class ReplaySession:
         except SidecarWriteError:
             self._private_build(progress)
 
-    def _private_build(self, progress) -> None:
+    def _private_build(self, progress: Progress | None) -> None:
         try:
             self.sidecar.close()
         except OSError:
@@ -290,22 +319,24 @@ class ReplaySession:
         self.sidecar = Sidecar.memory(self.path, self.identity)
         self._build(progress)
 
-    def _build(self, progress) -> None:
+    def _build(self, progress: Progress | None) -> None:
         sc = self.sidecar
         self._kinds = None
         source = _Source(self.trace, self._translate, self.trace.count)
+        column = io.BytesIO()
         with sc.stream(K_CHECKPOINTS) as out:
-            result = build(source, self.initial, CheckpointWriter(out.write), min_events=self._min_events,
-                           progress=progress)
+            result = build(source, self.initial, CheckpointWriter(out.write), column,
+                           min_events=self._min_events, progress=progress)
         # The kind column (1 byte/event) was kept in memory: the sidecar
         # takes one stream at a time.
-        sc.put_raw(K_KIND_COLUMN, result.column.getbuffer())
+        sc.put_raw(K_KIND_COLUMN, column.getbuffer())
         result.column = None
         self.count = result.final.seq
         self.stop = self.trace.stop
         if result.error is not None:
             # The fold found an event it cannot apply in a chunk whose CRC was
             # fine: the readable trace ends before it, like after damage.
+            assert result.error_chunk is not None     # set with the error
             i, offset = result.error_chunk
             self.stop = StopReport("corrupt", offset, i, self.count, str(result.error))
         self._tc = seq_typecode(self.count)
@@ -336,7 +367,7 @@ class ReplaySession:
 
     # --- when the cache and the trace disagree -------------------------------------
 
-    def _answer(self, fn):
+    def _answer(self, fn: Callable[[], _T]) -> _T:
         """fn() -- after dropping and rebuilding the cache when it turns out
         unusable: a bad sidecar entry, or a chunk that fails its CRC although
         the sidecar vouched for the file."""
@@ -376,11 +407,11 @@ class ReplaySession:
         IndexError outside 0..count.  The caller owns the returned state."""
         return self._answer(lambda: self.seeker.state_at(n))
 
-    def event(self, n: int) -> list:
+    def event(self, n: int) -> list[Any]:
         """Event n (1-based) as a list, in this build's kind/func codes."""
         return list(self._answer(lambda: self.seeker.event(n)))
 
-    def events(self, start: int = 1, stop: int | None = None):
+    def events(self, start: int = 1, stop: int | None = None) -> Iterator[list[Any]]:
         """Events (lists) with start <= seq < stop."""
         stop = self.count + 1 if stop is None else stop
         seq = start
@@ -397,28 +428,28 @@ class ReplaySession:
                 self._rebuild()
 
     @staticmethod
-    def kind_code(kind) -> int:
+    def kind_code(kind: str | int) -> int:
         if isinstance(kind, str):
             return S.KIND_BY_NAME[kind].code
         return kind
 
-    def next_of_kind(self, kind, after: int):
+    def next_of_kind(self, kind: str | int, after: int) -> int | None:
         """The first event of ``kind`` (name or code) with seq > after, or None."""
         return self._answer(lambda: self._kind_index().next_after(self.kind_code(kind), after))
 
-    def prev_of_kind(self, kind, before: int):
+    def prev_of_kind(self, kind: str | int, before: int) -> int | None:
         """The last event of ``kind`` with seq < before, or None."""
         return self._answer(lambda: self._kind_index().prev_before(self.kind_code(kind), before))
 
-    def next_ctx_write(self, iommu: int, bus: int, devfn: int, after: int):
+    def next_ctx_write(self, iommu: int, bus: int, devfn: int, after: int) -> int | None:
         """The first ctx-write of entry (iommu, bus, devfn) with seq > after."""
         return self._answer(lambda: self.ctx_index.next_after((iommu, bus, devfn), after))
 
-    def prev_ctx_write(self, iommu: int, bus: int, devfn: int, before: int):
+    def prev_ctx_write(self, iommu: int, bus: int, devfn: int, before: int) -> int | None:
         """The last ctx-write of entry (iommu, bus, devfn) with seq < before."""
         return self._answer(lambda: self.ctx_index.prev_before((iommu, bus, devfn), before))
 
-    def open_findings(self, n: int) -> list:
+    def open_findings(self, n: int) -> list[Any]:
         """Findings open at step n as finding dicts (docs/CLI.md#check-json).  The hazard
         analysers plug in by setting ``session.findings`` to an object with
         ``open_at(n)`` (replay.hazards.FindingIndex); until one is set there
@@ -427,7 +458,7 @@ class ReplaySession:
             return []
         return [f.to_json() if hasattr(f, "to_json") else f for f in self.findings.open_at(n)]
 
-    def show_dict(self, n: int) -> dict:
+    def show_dict(self, n: int) -> dict[str, Any]:
         return render.show_dict(self.state_at(n), self.view, self.open_findings(n))
 
     def show_text(self, n: int) -> str:
@@ -436,13 +467,14 @@ class ReplaySession:
 
     def close(self) -> None:
         try:
-            if self.sidecar is not None:
-                self.sidecar.close()
+            sc = getattr(self, "sidecar", None)    # absent when opening failed early
+            if sc is not None:
+                sc.close()
         finally:
             self.trace.close()
 
     def __enter__(self) -> ReplaySession:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -72,7 +72,10 @@ import tempfile
 import time
 import zlib
 from array import array
-from typing import NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from .reader import PathArg, Trace
 
 import msgpack
 
@@ -113,7 +116,7 @@ class TraceIdentity(NamedTuple):
     tail_crc: int       # the trailer's CRC, or the CRC of the last 4 KiB without one
 
 
-def trace_identity(path) -> TraceIdentity | None:
+def trace_identity(path: PathArg) -> TraceIdentity | None:
     """The identity of the file at ``path`` now, or None when it cannot be
     stat'ed or read (no cache is used then)."""
     from .reader import TRAILER as T
@@ -143,21 +146,21 @@ class Content(NamedTuple):
     None for a complete trace)."""
     tag: int
     chunks: bytes
-    stop: list | None
+    stop: list[Any] | None
 
 
-def _pack_chunks(trace) -> bytes:
+def _pack_chunks(trace: Trace) -> bytes:
     # The reader's chunk refs carry each chunk's payload CRC (replay.reader.ChunkRef).
     return b"".join(_CHUNK_ROW.pack(r.offset, r.first_seq, r.count, r.payload_crc) for r in trace._refs)
 
 
-def content_of(trace) -> Content:
+def content_of(trace: Trace) -> Content:
     """The content of a trace every chunk of which has just been decoded
     (each decode checks the chunk's CRC), so no second pass is needed."""
     return Content(trace.tag, _pack_chunks(trace), list(trace.stop) if trace.stop is not None else None)
 
 
-def scan_content(path) -> Content | None:
+def scan_content(path: PathArg) -> Content | None:
     """One CRC pass over the whole trace (no decoding); None when it is not a trace."""
     from .reader import NotATrace, open_trace
     try:
@@ -171,7 +174,7 @@ _ALWAYS_VERIFY = False
 # Under always_verify, what one CRC pass found, by (path, identity): a command
 # opens the sidecar more than once (the session, then the findings) and the
 # file has not changed in between unless its identity did.
-_VERIFIED: dict = {}
+_VERIFIED: dict[tuple[str, TraceIdentity], Content | None] = {}
 
 
 def always_verify(on: bool = True) -> None:
@@ -182,7 +185,7 @@ def always_verify(on: bool = True) -> None:
     _VERIFIED.clear()
 
 
-def _content_now(path, identity: TraceIdentity | None) -> Content | None:
+def _content_now(path: PathArg, identity: TraceIdentity | None) -> Content | None:
     """scan_content, done once per identity while always_verify is on."""
     if not _ALWAYS_VERIFY or identity is None:
         return scan_content(path)
@@ -202,7 +205,7 @@ def is_racy(identity: TraceIdentity) -> bool:
 
 # --- where it lives ---------------------------------------------------------------------
 
-def beside_path(trace_path) -> str:
+def beside_path(trace_path: PathArg) -> str:
     p = os.fspath(trace_path)
     return p + "-cache" if p.endswith(".vtdt") else p + ".vtdt-cache"
 
@@ -212,7 +215,7 @@ def user_cache_dir() -> str:
     return os.path.join(base, "vtdtrace")
 
 
-def user_cache_path(trace_path) -> str:
+def user_cache_path(trace_path: PathArg) -> str:
     real = os.path.realpath(os.fspath(trace_path))
     digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return os.path.join(user_cache_dir(), f"{digest}-{os.path.basename(real)}.vtdt-cache")
@@ -225,14 +228,14 @@ def _dir_writable(path: str) -> bool:
 # --- storage backends: a file (locked with flock) or memory --------------------------
 
 class _FileStore:
-    def __init__(self, f) -> None:
+    def __init__(self, f: IO[bytes]) -> None:
         self.f = f
         self.fd = f.fileno()
 
     def pread(self, n: int, off: int) -> bytes:
         return os.pread(self.fd, n, off)
 
-    def pwrite(self, data, off: int) -> None:
+    def pwrite(self, data: bytes | bytearray | memoryview, off: int) -> None:
         view = memoryview(data).cast("B")
         while len(view):
             n = os.pwrite(self.fd, view, off)
@@ -265,7 +268,7 @@ class _MemStore:
     def pread(self, n: int, off: int) -> bytes:
         return bytes(self.buf[off:off + n])
 
-    def pwrite(self, data, off: int) -> None:
+    def pwrite(self, data: bytes | bytearray | memoryview, off: int) -> None:
         data = bytes(data)
         if len(self.buf) < off:
             self.buf.extend(bytes(off - len(self.buf)))
@@ -304,29 +307,36 @@ class Sidecar:
     A writer that computed its data from the trace calls ``bind(identity,
     content)`` before ``commit()`` when the sidecar was not trusted."""
 
-    def __init__(self, store, path: str | None, *, writable: bool, location: str,
-                 trace_path=None, identity: TraceIdentity | None = None) -> None:
-        self._s = store
+    def __init__(self, store: _FileStore | _MemStore, path: str | None, *, writable: bool, location: str,
+                 trace_path: PathArg | None = None, identity: TraceIdentity | None = None) -> None:
+        self._s: _FileStore | _MemStore | None = store
         self.path = path
         self.location = location          # "beside" | "user-cache" | "temporary" | "memory"
         self.writable = writable
         self.trace_path = trace_path
         self.identity = identity          # of the trace as this process saw it
         self._toc: dict[str, _Entry] = {}
-        self._trust: dict | None = None
+        self._trust: dict[str, Any] | None = None
         self._end = HEADER.size           # where the next entry goes (= current TOC offset)
         self._locked = False
         self._dirty = False
-        self._bound = None                # (identity, content) to record at commit
-        self._saved = None                # (end, old TOC + trailer) to restore on a failed write
-        self._sums: dict[str, array] = {}
+        self._bound: tuple[TraceIdentity | None, Content | None] | None = None   # to record at commit
+        self._saved: tuple[int, bytes] | None = None   # (end, old TOC + trailer) to restore on a failed write
+        self._sums: dict[str, array[int]] = {}
         self.trusted = False
         self._load()
 
     # --- opening -------------------------------------------------------------
 
+    @property
+    def _st(self) -> _FileStore | _MemStore:
+        """The open store (a closed Sidecar has none: using it is a bug)."""
+        if self._s is None:
+            raise ValueError("use of a closed Sidecar")
+        return self._s
+
     @classmethod
-    def open(cls, trace_path, identity: TraceIdentity | None = None) -> Sidecar:
+    def open(cls, trace_path: PathArg, identity: TraceIdentity | None = None) -> Sidecar:
         """The sidecar of the trace at ``trace_path``.  ``identity``: the
         trace's identity as the caller saw it before reading it (taken here
         when None).  When the recorded identity differs, the trace is
@@ -337,11 +347,12 @@ class Sidecar:
         if identity is None:
             return cls.temporary(trace_path, None)
         beside = beside_path(trace_path)
-        sc = None
+        sc: Sidecar | None = None
         if _dir_writable(beside):
             sc = cls._open_path(beside, "beside", trace_path, identity)
         elif os.path.exists(beside):
             # Built before the folder went read-only: readable, not writable.
+            store: _FileStore | None
             try:
                 store = _FileStore(open(beside, "rb"))
             except OSError:
@@ -366,8 +377,9 @@ class Sidecar:
         return sc
 
     @classmethod
-    def temporary(cls, trace_path=None, identity: TraceIdentity | None = None) -> Sidecar:
+    def temporary(cls, trace_path: PathArg | None = None, identity: TraceIdentity | None = None) -> Sidecar:
         """An anonymous store for this process only (``sidecar=False``)."""
+        store: _FileStore | _MemStore
         try:
             store = _FileStore(tempfile.TemporaryFile())
             store.pwrite(HEADER.pack(MAGIC, VERSION, 0), 0)
@@ -379,14 +391,15 @@ class Sidecar:
         return cls(store, None, writable=True, location=location, trace_path=trace_path, identity=identity)
 
     @classmethod
-    def memory(cls, trace_path=None, identity: TraceIdentity | None = None) -> Sidecar:
+    def memory(cls, trace_path: PathArg | None = None, identity: TraceIdentity | None = None) -> Sidecar:
         """A store in memory: the fallback when no file can be written."""
         store = _MemStore()
         store.pwrite(HEADER.pack(MAGIC, VERSION, 0), 0)
         return cls(store, None, writable=True, location="memory", trace_path=trace_path, identity=identity)
 
     @classmethod
-    def _open_path(cls, path, location, trace_path, identity):
+    def _open_path(cls, path: str, location: str, trace_path: PathArg,
+                   identity: TraceIdentity) -> Sidecar | None:
         """Open (creating, or replacing an unreadable one) under the file
         lock, so that two processes opening at once end up on the same file
         and a writer in the middle of a commit is waited for."""
@@ -430,6 +443,7 @@ class Sidecar:
         if _identity_suffices(recorded, self.identity, trust["racy"]):
             self.trusted = True
             return
+        assert self.trace_path is not None     # an identity was taken from it
         content = _content_now(self.trace_path, self.identity)
         if content is None or not self._recorded_content_is(content):
             self.reset()
@@ -450,6 +464,8 @@ class Sidecar:
 
     def _recorded_content_is(self, content: Content) -> bool:
         trust = self._trust
+        if trust is None:
+            return False
         try:
             chunks = self.get_raw(K_CHUNKS)
         except SidecarError:
@@ -457,7 +473,7 @@ class Sidecar:
         return (trust.get("tag") == content.tag and chunks == content.chunks
                 and _plain(trust.get("stop")) == _plain(content.stop))
 
-    def _decide(self, verified) -> bool:
+    def _decide(self, verified: dict[str, Any] | None) -> bool:
         """After re-reading the TOC under the lock: are its entries still
         for the trace as this process sees it?  ``verified``: the trust
         record this process verified before, if any.  Entries of another
@@ -469,6 +485,7 @@ class Sidecar:
             return True
         if verified is not None and _plain(verified) == _plain(t):
             return True
+        assert self.trace_path is not None     # an identity was taken from it
         content = _content_now(self.trace_path, self.identity)
         if content is not None and self._recorded_content_is(content):
             return True
@@ -503,15 +520,16 @@ class Sidecar:
         self.trusted = False
 
     def _reopen(self) -> None:
+        assert self.path is not None           # only a sidecar file is reopened
         f = open(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666), "r+b")
-        self._s.close()
+        self._st.close()
         self._s = _FileStore(f)
         self._load()
 
     # --- reading -------------------------------------------------------------
 
     def _load(self) -> None:
-        got = _read_toc(self._s)
+        got = _read_toc(self._st)
         if got is None:
             self._toc, self._trust, self._end = {}, None, HEADER.size
         else:
@@ -521,7 +539,7 @@ class Sidecar:
     def __contains__(self, key: str) -> bool:
         return key in self._toc
 
-    def keys(self):
+    def keys(self) -> list[str]:
         return list(self._toc)
 
     def size(self, key: str) -> int:
@@ -547,7 +565,9 @@ class Sidecar:
         if offset < 0 or length < 0 or offset + length > e.length:
             raise SidecarCorrupt(f"read of {key}[{offset}:{offset + length}] outside its {e.length} bytes")
         if not e.sums_offset:
-            return self.get_raw(key)[offset:offset + length]
+            whole = self.get_raw(key)
+            assert whole is not None           # e is in the TOC
+            return whole[offset:offset + length]
         if not length:
             return b""
         sums = self._block_sums(key, e)
@@ -560,7 +580,7 @@ class Sidecar:
                 raise SidecarCorrupt(f"sidecar entry {key} fails its checksum at block {b}")
         return data[offset - start:offset - start + length]
 
-    def _block_sums(self, key: str, e: _Entry) -> array:
+    def _block_sums(self, key: str, e: _Entry) -> array[int]:
         sums = self._sums.get(key)
         if sums is None:
             raw = self._pread(e.sums_offset, 4 * -(-e.length // BLOCK))
@@ -571,7 +591,7 @@ class Sidecar:
             self._sums[key] = sums
         return sums
 
-    def get(self, key: str, default=None):
+    def get(self, key: str, default: Any = None) -> Any:
         """The entry decoded (msgpack, tuples for arrays); SidecarCorrupt
         when it fails its checksum or does not decode."""
         data = self.get_raw(key)
@@ -579,12 +599,15 @@ class Sidecar:
             return default
         try:
             return msgpack.unpackb(data, use_list=False, strict_map_key=False)
-        except Exception as exc:
+        except (msgpack.UnpackException, ValueError, TypeError) as exc:
+            # An entry that passes its CRC but does not decode (another
+            # build's, or crafted): msgpack's errors; TypeError for a map
+            # used as a map key (unhashable).
             raise SidecarCorrupt(f"sidecar entry {key} does not decode: {type(exc).__name__}") from None
 
     def _pread(self, offset: int, length: int) -> bytes:
         try:
-            data = self._s.pread(length, offset)
+            data = self._st.pread(length, offset)
         except OSError as exc:
             raise SidecarCorrupt(f"sidecar unreadable: {exc.strerror or exc}") from None
         if len(data) != length:
@@ -603,27 +626,28 @@ class Sidecar:
             return
         verified = self._trust if self.trusted else None
         try:
-            if self.path is not None and not _same_file(self._s.f, self.path):
+            st = self._st
+            if self.path is not None and isinstance(st, _FileStore) and not _same_file(st.f, self.path):
                 self._reopen()              # replaced since we opened it
-            self._s.lock()
+            self._st.lock()
             self._locked = True
             if self.path is not None:
                 self._load()
                 self.trusted = self._decide(verified)
-            self._saved = (self._end, self._s.pread(self._s.size() - self._end, self._end))
+            self._saved = (self._end, self._st.pread(self._st.size() - self._end, self._end))
         except OSError as exc:
             if self._locked:
                 self._release()
             raise SidecarWriteError(f"cannot lock the sidecar: {exc.strerror or exc}") from None
 
-    def _write(self, data, offset: int) -> None:
+    def _write(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         try:
-            self._s.pwrite(data, offset)
+            self._st.pwrite(data, offset)
         except OSError as exc:
             self.abort()
             raise SidecarWriteError(f"cannot write the sidecar: {exc.strerror or exc}") from None
 
-    def put_raw(self, key: str, data) -> None:
+    def put_raw(self, key: str, data: bytes | bytearray | memoryview) -> None:
         self.lock()
         data = bytes(data)
         off = self._end
@@ -641,7 +665,7 @@ class Sidecar:
         self._end = end
         self._dirty = True
 
-    def put(self, key: str, value) -> None:
+    def put(self, key: str, value: Any) -> None:
         self.put_raw(key, msgpack.packb(value, use_bin_type=True))
 
     def stream(self, key: str) -> _Stream:
@@ -672,7 +696,8 @@ class Sidecar:
             trust = self._trust if self.trusted else None
             if self._bound is not None:
                 identity, content = self._bound
-                if identity is None or content is None or identity != trace_identity(self.trace_path):
+                if (identity is None or content is None or self.trace_path is None
+                        or identity != trace_identity(self.trace_path)):
                     return self._refuse()
                 try:
                     same = self.get_raw(K_CHUNKS) == content.chunks
@@ -690,7 +715,7 @@ class Sidecar:
             trailer = TRAILER.pack(TRAILER_MARKER, self._end, len(toc), zlib.crc32(toc))
             self._write(toc + trailer, self._end)
             try:
-                self._s.truncate(self._end + len(toc) + len(trailer))
+                self._st.truncate(self._end + len(toc) + len(trailer))
             except OSError:
                 pass
             self._trust = trust
@@ -718,8 +743,8 @@ class Sidecar:
             if self._saved is not None:
                 end, tail = self._saved
                 try:
-                    self._s.pwrite(tail, end)
-                    self._s.truncate(end + len(tail))
+                    self._st.pwrite(tail, end)
+                    self._st.truncate(end + len(tail))
                 except OSError:
                     pass
         finally:
@@ -736,7 +761,7 @@ class Sidecar:
         self._locked = False
         self._saved = None
         try:
-            self._s.unlock()
+            self._st.unlock()
         except OSError:
             pass
 
@@ -755,7 +780,7 @@ class Sidecar:
     def __enter__(self) -> Sidecar:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -772,7 +797,7 @@ class _Stream:
         self._sums = array("I")
         self._block = 0         # running CRC of the current, unfinished block
 
-    def write(self, data) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         off = self._pos
         self._sc._write(data, self._start + off)
         view = memoryview(data).cast("B")
@@ -793,7 +818,7 @@ class _Stream:
     def __enter__(self) -> _Stream:
         return self
 
-    def __exit__(self, exc_type, *exc) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if exc_type is not None:
             return
         sc = self._sc
@@ -814,14 +839,14 @@ class _Stream:
 
 # --- file helpers -------------------------------------------------------------------
 
-def _plain(v):
+def _plain(v: Any) -> Any:
     """Tuples (msgpack, use_list=False) and lists compare alike."""
     if isinstance(v, (list, tuple)):
         return [_plain(x) for x in v]
     return v
 
 
-def _read_toc(store):
+def _read_toc(store: _FileStore | _MemStore) -> tuple[dict[str, _Entry], dict[str, Any] | None, int] | None:
     """(entries, trust, data end) from a sidecar store, or None when it is
     not a complete sidecar of this version."""
     try:
@@ -841,7 +866,7 @@ def _read_toc(store):
         toc = msgpack.unpackb(raw, use_list=False)
         if not isinstance(toc, dict) or toc.get("v") != VERSION:
             return None
-        entries = {}
+        entries: dict[str, _Entry] = {}
         for key, loc in toc.get("entries", {}).items():
             e = _Entry(*loc)
             if not (isinstance(key, str) and all(type(x) is int for x in e)
@@ -863,7 +888,7 @@ def _read_toc(store):
         return None
 
 
-def _same_file(f, path: str) -> bool:
+def _same_file(f: IO[bytes], path: str) -> bool:
     try:
         a, b = os.fstat(f.fileno()), os.stat(path)
     except OSError:

@@ -22,7 +22,9 @@ snapshot after every event.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from types import SimpleNamespace
+from typing import Any
 
 import msgpack
 
@@ -31,6 +33,12 @@ from tracer.canonical import canonical
 
 from . import caches
 from .validate import EventCheck
+
+# An event array as decoded: [kind, seq, cpu, op, func, label, *fields].
+# Untrusted until the fold's checks pass, hence Any items.
+Event = Sequence[Any]
+# A call stack as a cons list, innermost first: (parent, func_code).
+Stack = tuple["Stack | None", int]
 
 ZERO = (0, 0)
 # pt-alloc "what" values that are the root of a domain's tree (the rest are
@@ -52,7 +60,7 @@ class BadEvent(ValueError):
     which ``set_position`` can bring up to date (tests/test_replay_fold.py
     checks this for every kind against random field values)."""
 
-    def __init__(self, seq, message: str, event=None) -> None:
+    def __init__(self, seq: object, message: str, event: object = None) -> None:
         super().__init__(f"event {seq}: {message}")
         self.seq = seq
         self.event = event
@@ -97,7 +105,45 @@ class ReplayState:
     __slots__ = TABLES + ("seq", "op", "label", "func", "kind", "cpu",
                           "open_op", "op_info", "rollback", "cm", "coherent", "unit_seg", "journal")
 
-    def __init__(self, *, cm: bool = False, coherent: bool = True, unit_seg=None) -> None:
+    # The slots' types (annotations only: __slots__ makes the attributes).
+    ctx: dict[tuple[int, int, int], tuple[int, int]]
+    root: dict[tuple[int, int], int]
+    did_bits: dict[tuple[int, int], int]
+    did_map: dict[tuple[int, int], int]
+    iommu_bitmap: dict[tuple[int, int], int]
+    pgd: dict[int, int]
+    pages: dict[int, tuple[int, str]]
+    idmaps: dict[tuple[int, int, int], tuple[str | None, int]]
+    present: dict[tuple[int, int], int]
+    owners: dict[tuple[int, int], int]
+    ats: dict[tuple[int, int], int]
+    domains: dict[int, int]
+    dying: dict[int, int]
+    translation: dict[int, int]
+    pseudo: dict[int, tuple[int, int]]
+    locks: dict[tuple[str, int | None], int]
+    nest: dict[tuple[str, int | None], int]
+    stacks: dict[int, Stack]
+    cc: dict[Any, frozenset[Any]]
+    tlb: dict[Any, frozenset[Any]]
+    devtlb: dict[Any, frozenset[Any]]
+    hw: dict[Any, Any]
+    pending: dict[Any, frozenset[Any]]
+    seq: int
+    op: int | None
+    label: str | None
+    func: int | None
+    kind: int | None
+    cpu: int | None
+    open_op: int | None
+    op_info: tuple[Any, ...] | None
+    rollback: int
+    cm: bool
+    coherent: bool
+    unit_seg: dict[int, int]
+    journal: list[tuple[str, Any]] | None
+
+    def __init__(self, *, cm: bool = False, coherent: bool = True, unit_seg: dict[int, int] | None = None) -> None:
         for name in TABLES:
             setattr(self, name, {})
         self.seq = 0
@@ -125,18 +171,18 @@ class ReplayState:
         new.journal = None
         return new
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, ReplayState):
             return NotImplemented
         return all(getattr(self, n) == getattr(other, n) for n in self.__slots__ if n != "journal")
 
-    __hash__ = None  # mutable
+    __hash__ = None  # type: ignore[assignment]  # mutable: unhashable, as a dict
 
     # --- convenience views (rendering, analysers) ---------------------------
 
     def stack(self, cpu: int) -> tuple[int, ...]:
         """Function codes on cpu's call stack, outermost first."""
-        out = []
+        out: list[int] = []
         node = self.stacks.get(cpu)
         while node is not None:
             out.append(node[1])
@@ -148,13 +194,13 @@ class ReplayState:
         return self.ctx.get((iommu, bus, devfn), ZERO)
 
 
-def initial_state(header: dict | None = None) -> ReplayState:
+def initial_state(header: dict[str, Any] | None = None) -> ReplayState:
     """The state before any event.  Everything architectural is created by
     events (domain-create, device-add, ...), so only the knobs that change
     how the hardware caches behave come from the header."""
     plat = (header or {}).get("platform") or {}
     knobs = plat.get("knobs") or {}
-    unit_seg = {}
+    unit_seg: dict[int, int] = {}
     for u in plat.get("iommus") or ():
         if isinstance(u, dict) and type(u.get("id")) is int and type(u.get("segment")) is int \
                 and u["segment"]:
@@ -175,14 +221,14 @@ JOURNALED = frozenset(("root", "iommu_bitmap", "pgd", "pages", "idmaps", "presen
                        "domains", "dying", "translation", "pseudo"))
 
 
-def _set(st, name: str, key, value) -> None:
+def _set(st: ReplayState, name: str, key: Any, value: Any) -> None:
     getattr(st, name)[key] = value
     j = st.journal
     if j is not None:
         j.append((name, key))
 
 
-def _del(st, name: str, key) -> None:
+def _del(st: ReplayState, name: str, key: Any) -> None:
     d = getattr(st, name)
     if key in d:
         del d[key]
@@ -191,50 +237,50 @@ def _del(st, name: str, key) -> None:
             j.append((name, key))
 
 
-def _root_write(st, ev):
-    _set(st, "root", (ev[6], ev[7]), ev[9])
+def _root_write(st: ReplayState, ev: Event) -> None:
+    _set(st, "root", (ev[S.F_ROOT_WRITE_IOMMU], ev[S.F_ROOT_WRITE_BUS]), ev[S.F_ROOT_WRITE_NEW])
 
 
-def _cache_sync(st, ev):
-    key = (ev[6], ev[7], ev[8])
+def _cache_sync(st: ReplayState, ev: Event) -> None:
+    key = (ev[S.F_CACHE_SYNC_IOMMU], ev[S.F_CACHE_SYNC_BUS], ev[S.F_CACHE_SYNC_DEVFN])
     caches.cache_sync(st, key, st.ctx.get(key, ZERO))
 
 
-def _flush_dev_iotlb(st, ev):
-    # [iommu, sid, did, rc]
-    if ev[9] == 0:
-        caches.flush_dev_iotlb(st, ev[6], ev[7])
+def _flush_dev_iotlb(st: ReplayState, ev: Event) -> None:
+    if ev[S.F_FLUSH_DEV_IOTLB_RC] == 0:
+        caches.flush_dev_iotlb(st, ev[S.F_FLUSH_DEV_IOTLB_IOMMU], ev[S.F_FLUSH_DEV_IOTLB_SID])
 
 
-def _translation_enable(st, ev):
-    _set(st, "translation", ev[6], 1)
+def _translation_enable(st: ReplayState, ev: Event) -> None:
+    _set(st, "translation", ev[S.F_TRANSLATION_ENABLE_IOMMU], 1)
 
 
-def _pt_alloc(st, ev):
-    dom, maddr, what = ev[6], ev[7], ev[8]
+def _pt_alloc(st: ReplayState, ev: Event) -> None:
+    dom, maddr, what = ev[S.F_PT_ALLOC_DOMAIN], ev[S.F_PT_ALLOC_MADDR], ev[S.F_PT_ALLOC_WHAT]
     hash(dom)                   # the pgd update below must not be the one to fail
     _set(st, "pages", maddr, (dom, what))
     if what in ROOT_TABLES:
         _set(st, "pgd", dom, maddr)
 
 
-def _drop_tables(st, dom):
+def _drop_tables(st: ReplayState, dom: int) -> None:
     _del(st, "pgd", dom)
     for maddr in [m for m, (d, _) in st.pages.items() if d == dom]:
         _del(st, "pages", maddr)
 
 
-def _pt_free(st, ev):
-    _drop_tables(st, ev[6])
+def _pt_free(st: ReplayState, ev: Event) -> None:
+    _drop_tables(st, ev[S.F_PT_FREE_DOMAIN])
 
 
-def _idmap_add(st, ev):
-    _set(st, "idmaps", (ev[6], ev[7], ev[8]), (ev[9], ev[10]))
+def _idmap_add(st: ReplayState, ev: Event) -> None:
+    _set(st, "idmaps", (ev[S.F_IDMAP_ADD_DOMAIN], ev[S.F_IDMAP_ADD_BASE], ev[S.F_IDMAP_ADD_END]),
+         (ev[S.F_IDMAP_ADD_ACCESS], ev[S.F_IDMAP_ADD_REFCOUNT]))
 
 
-def _idmap_remove(st, ev):
-    key = (ev[6], ev[7], ev[8])
-    rc = ev[9]
+def _idmap_remove(st: ReplayState, ev: Event) -> None:
+    key = (ev[S.F_IDMAP_REMOVE_DOMAIN], ev[S.F_IDMAP_REMOVE_BASE], ev[S.F_IDMAP_REMOVE_END])
+    rc = ev[S.F_IDMAP_REMOVE_REFCOUNT]
     if rc > 0:
         old = st.idmaps.get(key)
         _set(st, "idmaps", key, (old[0] if old else None, rc))
@@ -242,67 +288,68 @@ def _idmap_remove(st, ev):
         _del(st, "idmaps", key)
 
 
-def _device_add(st, ev):
-    _set(st, "present", (ev[6], ev[7]), 1)
+def _device_add(st: ReplayState, ev: Event) -> None:
+    _set(st, "present", (ev[S.F_DEVICE_ADD_SEG], ev[S.F_DEVICE_ADD_BDF]), 1)
 
 
-def _device_remove(st, ev):
-    key = (ev[6], ev[7])
+def _device_remove(st: ReplayState, ev: Event) -> None:
+    key = (ev[S.F_DEVICE_REMOVE_SEG], ev[S.F_DEVICE_REMOVE_BDF])
     _del(st, "present", key)
     _del(st, "owners", key)
     _del(st, "ats", key)
 
 
-def _ats_enable(st, ev):
-    key = (ev[6], ev[7])
-    if ev[8]:
+def _ats_enable(st: ReplayState, ev: Event) -> None:
+    key = (ev[S.F_ATS_ENABLE_SEG], ev[S.F_ATS_ENABLE_BDF])
+    if ev[S.F_ATS_ENABLE_VALUE]:
         _set(st, "ats", key, 1)
     elif key in st.ats:
         caches.ats_disable(st, *key)
         _del(st, "ats", key)
 
 
-def _domain_create(st, ev):
-    _set(st, "domains", ev[6], 1)
+def _domain_create(st: ReplayState, ev: Event) -> None:
+    _set(st, "domains", ev[S.F_DOMAIN_CREATE_DOMAIN], 1)
 
 
-def _domain_dying(st, ev):
-    if ev[6] in st.domains:
-        _set(st, "dying", ev[6], 1)
+def _domain_dying(st: ReplayState, ev: Event) -> None:
+    dom = ev[S.F_DOMAIN_DYING_DOMAIN]
+    if dom in st.domains:
+        _set(st, "dying", dom, 1)
 
 
-def _domain_destroy(st, ev):
+def _domain_destroy(st: ReplayState, ev: Event) -> None:
     # A destroyed domain's tables, identity maps and IOMMU bitmap go with it
     # (struct domain is freed), whatever events preceded.
-    dom = ev[6]
+    dom = ev[S.F_DOMAIN_DESTROY_DOMAIN]
     _del(st, "domains", dom)
     _del(st, "dying", dom)
     _drop_tables(st, dom)
     for key in [k for k in st.idmaps if k[0] == dom]:
         _del(st, "idmaps", key)
-    for key in [k for k in st.iommu_bitmap if k[0] == dom]:
-        _del(st, "iommu_bitmap", key)
+    for bkey in [k for k in st.iommu_bitmap if k[0] == dom]:
+        _del(st, "iommu_bitmap", bkey)
 
 
-def _pseudo_domid(st, ev):
-    # [seg, bdf, iommu, domain, value]: the device's pseudo domain ID taken or returned
-    seg, bdf, dom = ev[6], ev[7], ev[9]
-    if ev[10]:
-        _set(st, "pseudo", dom, (seg, bdf))
+def _pseudo_domid(st: ReplayState, ev: Event) -> None:
+    # the device's pseudo domain ID taken (value 1) or returned (value 0)
+    dom = ev[S.F_PSEUDO_DOMID_DOMAIN]
+    if ev[S.F_PSEUDO_DOMID_VALUE]:
+        _set(st, "pseudo", dom, (ev[S.F_PSEUDO_DOMID_SEG], ev[S.F_PSEUDO_DOMID_BDF]))
     else:
         _del(st, "pseudo", dom)
 
 
-def _rollback_begin(st, ev):
+def _rollback_begin(st: ReplayState, ev: Event) -> None:
     st.rollback += 1
 
 
-def _rollback_end(st, ev):
+def _rollback_end(st: ReplayState, ev: Event) -> None:
     if st.rollback:
         st.rollback -= 1
 
 
-def _no_state(st, ev):
+def _no_state(st: ReplayState, ev: Event) -> None:
     """Kinds that record what happened without changing replayed state
     (log lines, injected faults, engine limits, write-buffer flushes)."""
 
@@ -343,7 +390,7 @@ assert set(_RARE) | {S.K_CALL, S.K_RETURN, S.K_LOCK, S.K_UNLOCK, S.K_CTX_WRITE, 
 _DISPATCH = {k: h for k, h in _RARE.items() if h is not _no_state}
 
 
-def fold(st: ReplayState, events) -> ReplayState:
+def fold(st: ReplayState, events: Iterable[Event]) -> ReplayState:
     """Apply ``events`` (an iterable of event arrays) to ``st`` in order.
 
     Every event is checked against the catalogue as it is applied: prefix
@@ -355,11 +402,40 @@ def fold(st: ReplayState, events) -> ReplayState:
     (replay.validate.FOLD_VALUE_RULES: lock names, context entries >= 0);
     the reader applies the others per chunk."""
     # Locals: attribute and global lookups inside the loop cost more than the
-    # work of most handlers.
+    # work of most handlers.  Field indices too: ``ev[F_CTX_WRITE_NEW_LO]``
+    # with a local index costs what ``ev[13]`` did (a LOAD_FAST for the
+    # LOAD_CONST), a global or attribute load per access would not.
     K_CALL, K_RETURN, K_LOCK, K_UNLOCK = S.K_CALL, S.K_RETURN, S.K_LOCK, S.K_UNLOCK
     K_CTX_WRITE, K_DID_BITMAP, K_DID_MAP = S.K_CTX_WRITE, S.K_DID_BITMAP, S.K_DID_MAP
     K_OP_BEGIN, K_OP_END, K_IOMMU_BITMAP, K_OWNER_MOVE = S.K_OP_BEGIN, S.K_OP_END, S.K_IOMMU_BITMAP, S.K_OWNER_MOVE
     K_FLUSH_CONTEXT, K_FLUSH_IOTLB, K_CACHE_SYNC = S.K_FLUSH_CONTEXT, S.K_FLUSH_IOTLB, S.K_CACHE_SYNC
+    I_KIND, I_SEQ, I_CPU, I_OP, I_FUNC, I_LABEL = S.I_KIND, S.I_SEQ, S.I_CPU, S.I_OP, S.I_FUNC, S.I_LABEL
+    F_CALL_ARGS, F_RETURN_RC, F_OP_END_RC = S.F_CALL_ARGS, S.F_RETURN_RC, S.F_OP_END_RC
+    F_LOCK_LOCK, F_LOCK_TARGET = S.F_LOCK_LOCK, S.F_LOCK_TARGET
+    F_UNLOCK_LOCK, F_UNLOCK_TARGET = S.F_UNLOCK_LOCK, S.F_UNLOCK_TARGET
+    F_DID_BITMAP_IOMMU, F_DID_BITMAP_DID, F_DID_BITMAP_VALUE = (
+        S.F_DID_BITMAP_IOMMU, S.F_DID_BITMAP_DID, S.F_DID_BITMAP_VALUE)
+    F_IOMMU_BITMAP_DOMAIN, F_IOMMU_BITMAP_IOMMU, F_IOMMU_BITMAP_VALUE = (
+        S.F_IOMMU_BITMAP_DOMAIN, S.F_IOMMU_BITMAP_IOMMU, S.F_IOMMU_BITMAP_VALUE)
+    F_OP_BEGIN_VERB, F_OP_BEGIN_END = S.F_OP_BEGIN_VERB, S.F_OP_BEGIN_SEG + 1
+    F_FLUSH_CONTEXT_IOMMU, F_FLUSH_CONTEXT_GRAN, F_FLUSH_CONTEXT_DID = (
+        S.F_FLUSH_CONTEXT_IOMMU, S.F_FLUSH_CONTEXT_GRAN, S.F_FLUSH_CONTEXT_DID)
+    F_FLUSH_CONTEXT_SID, F_FLUSH_CONTEXT_FM, F_FLUSH_CONTEXT_NON_PRESENT, F_FLUSH_CONTEXT_RC = (
+        S.F_FLUSH_CONTEXT_SID, S.F_FLUSH_CONTEXT_FM, S.F_FLUSH_CONTEXT_NON_PRESENT, S.F_FLUSH_CONTEXT_RC)
+    F_FLUSH_IOTLB_IOMMU, F_FLUSH_IOTLB_GRAN, F_FLUSH_IOTLB_DID, F_FLUSH_IOTLB_ADDR = (
+        S.F_FLUSH_IOTLB_IOMMU, S.F_FLUSH_IOTLB_GRAN, S.F_FLUSH_IOTLB_DID, S.F_FLUSH_IOTLB_ADDR)
+    F_FLUSH_IOTLB_ORDER, F_FLUSH_IOTLB_NON_PRESENT, F_FLUSH_IOTLB_DEV_IOTLB, F_FLUSH_IOTLB_RC = (
+        S.F_FLUSH_IOTLB_ORDER, S.F_FLUSH_IOTLB_NON_PRESENT, S.F_FLUSH_IOTLB_DEV_IOTLB, S.F_FLUSH_IOTLB_RC)
+    F_CTX_WRITE_IOMMU, F_CTX_WRITE_BUS, F_CTX_WRITE_DEVFN = S.F_CTX_WRITE_IOMMU, S.F_CTX_WRITE_BUS, S.F_CTX_WRITE_DEVFN
+    F_CTX_WRITE_HALF, F_CTX_WRITE_METHOD = S.F_CTX_WRITE_HALF, S.F_CTX_WRITE_METHOD
+    F_CTX_WRITE_OLD_LO, F_CTX_WRITE_OLD_HI = S.F_CTX_WRITE_OLD_LO, S.F_CTX_WRITE_OLD_HI
+    F_CTX_WRITE_NEW_LO, F_CTX_WRITE_NEW_HI = S.F_CTX_WRITE_NEW_LO, S.F_CTX_WRITE_NEW_HI
+    F_CACHE_SYNC_IOMMU, F_CACHE_SYNC_BUS, F_CACHE_SYNC_DEVFN = (
+        S.F_CACHE_SYNC_IOMMU, S.F_CACHE_SYNC_BUS, S.F_CACHE_SYNC_DEVFN)
+    F_OWNER_MOVE_SEG, F_OWNER_MOVE_BDF, F_OWNER_MOVE_OLD, F_OWNER_MOVE_NEW = (
+        S.F_OWNER_MOVE_SEG, S.F_OWNER_MOVE_BDF, S.F_OWNER_MOVE_OLD, S.F_OWNER_MOVE_NEW)
+    F_DID_MAP_IOMMU, F_DID_MAP_DID, F_DID_MAP_OLD, F_DID_MAP_NEW = (
+        S.F_DID_MAP_IOMMU, S.F_DID_MAP_DID, S.F_DID_MAP_OLD, S.F_DID_MAP_NEW)
     stacks, locks, nest, ctx = st.stacks, st.locks, st.nest, st.ctx
     did_bits, did_map, iommu_bitmap, owners = st.did_bits, st.did_map, st.iommu_bitmap, st.owners
     coherent, cm, translation = st.coherent, st.cm, st.translation
@@ -369,7 +445,8 @@ def fold(st: ReplayState, events) -> ReplayState:
     arrays, scalars, none = _ARRAYS, _ARG_VALUES, None
     nkinds = len(S.KINDS)
     lock_names = _LOCK_NAMES
-    ev = None
+    ev: Any = None
+    key: Any            # a table key; its shape depends on the kind
     try:
         # Branches in order of frequency (synth workload, and the stretches
         # the diff folds): every kind of more than ~1% is handled here, since
@@ -379,24 +456,24 @@ def fold(st: ReplayState, events) -> ReplayState:
         # with its fields' type checks (raise _Bad: the except clause below
         # words the message).
         for ev in events:
-            k = ev[0]
-            f = ev[4]
-            if (type(k) is not int or type(ev[1]) is not int or type(ev[2]) is not int
-                    or type(ev[3]) is not int or type(f) is not int or type(ev[5]) is not str):
+            k = ev[I_KIND]
+            f = ev[I_FUNC]
+            if (type(k) is not int or type(ev[I_SEQ]) is not int or type(ev[I_CPU]) is not int
+                    or type(ev[I_OP]) is not int or type(f) is not int or type(ev[I_LABEL]) is not str):
                 raise _Bad
             if k == K_CALL:
-                a = ev[6]
+                a = ev[F_CALL_ARGS]
                 if type(a) not in arrays:
                     raise _Bad
                 for p in a:
                     if type(p) not in arrays or len(p) != 2 or type(p[0]) is not str or type(p[1]) not in scalars:
                         raise _Bad
-                cpu = ev[2]
+                cpu = ev[I_CPU]
                 stacks[cpu] = (stacks.get(cpu), f)
             elif k == K_RETURN:
-                if ev[6] is not none and type(ev[6]) is not int:
+                if ev[F_RETURN_RC] is not none and type(ev[F_RETURN_RC]) is not int:
                     raise _Bad
-                cpu = ev[2]
+                cpu = ev[I_CPU]
                 top = stacks.get(cpu)
                 if top is not None:
                     if top[0] is None:
@@ -404,7 +481,7 @@ def fold(st: ReplayState, events) -> ReplayState:
                     else:
                         stacks[cpu] = top[0]
             elif k == K_LOCK:
-                key = (ev[6], ev[7])
+                key = (ev[F_LOCK_LOCK], ev[F_LOCK_TARGET])
                 if (type(key[0]) is not str or key[1] is not none and type(key[1]) is not int
                         or key[0] not in lock_names):
                     raise _Bad
@@ -413,9 +490,9 @@ def fold(st: ReplayState, events) -> ReplayState:
                     # damaged trace must not break the count either.
                     nest[key] = nest.get(key, 1) + 1
                 else:
-                    locks[key] = ev[2]
+                    locks[key] = ev[I_CPU]
             elif k == K_UNLOCK:
-                key = (ev[6], ev[7])
+                key = (ev[F_UNLOCK_LOCK], ev[F_UNLOCK_TARGET])
                 if (type(key[0]) is not str or key[1] is not none and type(key[1]) is not int
                         or key[0] not in lock_names):
                     raise _Bad
@@ -427,17 +504,18 @@ def fold(st: ReplayState, events) -> ReplayState:
                 else:
                     nest[key] = depth - 1
             elif k == K_DID_BITMAP:
-                if type(ev[6]) is not int or type(ev[7]) is not int or type(ev[8]) is not int:
+                key = (ev[F_DID_BITMAP_IOMMU], ev[F_DID_BITMAP_DID])
+                if type(key[0]) is not int or type(key[1]) is not int or type(ev[F_DID_BITMAP_VALUE]) is not int:
                     raise _Bad
-                if ev[8]:
-                    did_bits[(ev[6], ev[7])] = 1
+                if ev[F_DID_BITMAP_VALUE]:
+                    did_bits[key] = 1
                 else:
-                    did_bits.pop((ev[6], ev[7]), None)
+                    did_bits.pop(key, None)
             elif k == K_IOMMU_BITMAP:
-                key = (ev[6], ev[7])
-                if type(key[0]) is not int or type(key[1]) is not int or type(ev[8]) is not int:
+                key = (ev[F_IOMMU_BITMAP_DOMAIN], ev[F_IOMMU_BITMAP_IOMMU])
+                if type(key[0]) is not int or type(key[1]) is not int or type(ev[F_IOMMU_BITMAP_VALUE]) is not int:
                     raise _Bad
-                if ev[8]:
+                if ev[F_IOMMU_BITMAP_VALUE]:
                     iommu_bitmap[key] = 1
                     if st.journal is not None:
                         st.journal.append(("iommu_bitmap", key))
@@ -446,43 +524,44 @@ def fold(st: ReplayState, events) -> ReplayState:
                     if st.journal is not None:
                         st.journal.append(("iommu_bitmap", key))
             elif k == K_OP_BEGIN:
-                info = tuple(ev[6:10])
+                info = tuple(ev[F_OP_BEGIN_VERB:F_OP_BEGIN_END])     # verb, bdf, domain, seg
                 if (len(info) != 4 or type(info[0]) is not str or any(v is not none and type(v) is not int
                                                                        for v in info[1:])):
                     raise _Bad
-                st.open_op = ev[3]
+                st.open_op = ev[I_OP]
                 st.op_info = info
             elif k == K_OP_END:
-                if type(ev[6]) is not int:
+                if type(ev[F_OP_END_RC]) is not int:
                     raise _Bad
                 st.open_op = None
                 st.op_info = None
             elif k == K_FLUSH_CONTEXT:
-                # [iommu, gran, did, sid, fm, non_present, rc]: only rc 0 invalidated anything.
-                if (type(ev[6]) is not int or type(ev[7]) is not str or type(ev[8]) is not int
-                        or type(ev[9]) is not int or type(ev[10]) is not int or type(ev[11]) is not bool
-                        or type(ev[12]) is not int):
+                if (type(ev[F_FLUSH_CONTEXT_IOMMU]) is not int or type(ev[F_FLUSH_CONTEXT_GRAN]) is not str
+                        or type(ev[F_FLUSH_CONTEXT_DID]) is not int or type(ev[F_FLUSH_CONTEXT_SID]) is not int
+                        or type(ev[F_FLUSH_CONTEXT_FM]) is not int or type(ev[F_FLUSH_CONTEXT_NON_PRESENT]) is not bool
+                        or type(ev[F_FLUSH_CONTEXT_RC]) is not int):
                     raise _Bad
-                if ev[12] == 0:
-                    flush_context(st, ev[6], ev[7], ev[8], ev[9], ev[10])
+                if ev[F_FLUSH_CONTEXT_RC] == 0:         # only rc 0 invalidated anything
+                    flush_context(st, ev[F_FLUSH_CONTEXT_IOMMU], ev[F_FLUSH_CONTEXT_GRAN], ev[F_FLUSH_CONTEXT_DID],
+                                  ev[F_FLUSH_CONTEXT_SID], ev[F_FLUSH_CONTEXT_FM])
             elif k == K_FLUSH_IOTLB:
-                # [iommu, gran, did, addr, order, non_present, dev_iotlb, rc]
-                if (type(ev[6]) is not int or type(ev[7]) is not str or type(ev[8]) is not int
-                        or type(ev[9]) is not int or type(ev[10]) is not int or type(ev[11]) is not bool
-                        or type(ev[12]) is not bool or type(ev[13]) is not int):
+                if (type(ev[F_FLUSH_IOTLB_IOMMU]) is not int or type(ev[F_FLUSH_IOTLB_GRAN]) is not str
+                        or type(ev[F_FLUSH_IOTLB_DID]) is not int or type(ev[F_FLUSH_IOTLB_ADDR]) is not int
+                        or type(ev[F_FLUSH_IOTLB_ORDER]) is not int or type(ev[F_FLUSH_IOTLB_NON_PRESENT]) is not bool
+                        or type(ev[F_FLUSH_IOTLB_DEV_IOTLB]) is not bool or type(ev[F_FLUSH_IOTLB_RC]) is not int):
                     raise _Bad
-                if ev[13] == 0:
-                    flush_iotlb(st, ev[6], ev[7], ev[8])
+                if ev[F_FLUSH_IOTLB_RC] == 0:
+                    flush_iotlb(st, ev[F_FLUSH_IOTLB_IOMMU], ev[F_FLUSH_IOTLB_GRAN], ev[F_FLUSH_IOTLB_DID])
             elif k == K_CTX_WRITE:
-                # [iommu, bus, devfn, half, method, old_lo, old_hi, new_lo, new_hi]
-                key = (ev[6], ev[7], ev[8])
-                new = (ev[13], ev[14])
+                key = (ev[F_CTX_WRITE_IOMMU], ev[F_CTX_WRITE_BUS], ev[F_CTX_WRITE_DEVFN])
+                new = (ev[F_CTX_WRITE_NEW_LO], ev[F_CTX_WRITE_NEW_HI])
                 if (type(new[0]) is not int or type(new[1]) is not int or type(key[0]) is not int
-                        or type(key[1]) is not int or type(key[2]) is not int or type(ev[9]) is not str
-                        or type(ev[10]) is not str or type(ev[11]) is not int or type(ev[12]) is not int):
+                        or type(key[1]) is not int or type(key[2]) is not int
+                        or type(ev[F_CTX_WRITE_HALF]) is not str or type(ev[F_CTX_WRITE_METHOD]) is not str
+                        or type(ev[F_CTX_WRITE_OLD_LO]) is not int or type(ev[F_CTX_WRITE_OLD_HI]) is not int):
                     # Everything downstream does bit arithmetic on entries.
                     raise _Bad
-                if new[0] < 0 or new[1] < 0 or ev[11] < 0 or ev[12] < 0:
+                if new[0] < 0 or new[1] < 0 or ev[F_CTX_WRITE_OLD_LO] < 0 or ev[F_CTX_WRITE_OLD_HI] < 0:
                     raise _Bad          # u64 (msgpack holds nothing above 2**64-1)
                 old = ctx.get(key, ZERO)
                 ctx[key] = new
@@ -494,32 +573,37 @@ def fold(st: ReplayState, events) -> ReplayState:
                 else:
                     ctx_write(st, key, old, new)
             elif k == K_CACHE_SYNC:
-                if type(ev[6]) is not int or type(ev[7]) is not int or type(ev[8]) is not int:
+                if (type(ev[F_CACHE_SYNC_IOMMU]) is not int or type(ev[F_CACHE_SYNC_BUS]) is not int
+                        or type(ev[F_CACHE_SYNC_DEVFN]) is not int):
                     raise _Bad
                 # A coherent unit sees every store at once: nothing to sync.
                 if not coherent:
                     _cache_sync(st, ev)
             elif k == K_OWNER_MOVE:
-                key = (ev[6], ev[7])
-                if (type(key[0]) is not int or type(key[1]) is not int or ev[8] is not none and type(ev[8]) is not int
-                        or ev[9] is not none and type(ev[9]) is not int):
+                key = (ev[F_OWNER_MOVE_SEG], ev[F_OWNER_MOVE_BDF])
+                owner = ev[F_OWNER_MOVE_NEW]
+                if (type(key[0]) is not int or type(key[1]) is not int
+                        or ev[F_OWNER_MOVE_OLD] is not none and type(ev[F_OWNER_MOVE_OLD]) is not int
+                        or owner is not none and type(owner) is not int):
                     raise _Bad
-                if ev[9] is None:
+                if owner is None:
                     if key in owners:
                         del owners[key]
                         if st.journal is not None:
                             st.journal.append(("owners", key))
                 else:
-                    owners[key] = ev[9]
+                    owners[key] = owner
                     if st.journal is not None:
                         st.journal.append(("owners", key))
             elif k == K_DID_MAP:
-                if type(ev[6]) is not int or type(ev[7]) is not int or type(ev[8]) is not int or type(ev[9]) is not int:
+                key = (ev[F_DID_MAP_IOMMU], ev[F_DID_MAP_DID])
+                if (type(key[0]) is not int or type(key[1]) is not int or type(ev[F_DID_MAP_OLD]) is not int
+                        or type(ev[F_DID_MAP_NEW]) is not int):
                     raise _Bad
-                if ev[9]:
-                    did_map[(ev[6], ev[7])] = ev[9]
+                if ev[F_DID_MAP_NEW]:
+                    did_map[key] = ev[F_DID_MAP_NEW]
                 else:
-                    did_map.pop((ev[6], ev[7]), None)
+                    did_map.pop(key, None)
             elif not 0 <= k < nkinds:
                 # A kind this build does not know, from a newer catalogue (the
                 # translators give them -1 or len(KINDS); the reader has
@@ -535,8 +619,9 @@ def fold(st: ReplayState, events) -> ReplayState:
         if ev is not None:
             set_position(st, ev)
     except (_Bad, TypeError, IndexError, KeyError, ValueError, AttributeError) as exc:
-        seq = ev[1] if isinstance(ev, (list, tuple)) and len(ev) > 1 else "?"
-        why = _CHECK.problem(ev, seq, type(ev), codes=False) if isinstance(ev, (list, tuple)) else "is not an event array"
+        seq = ev[I_SEQ] if isinstance(ev, (list, tuple)) and len(ev) > I_SEQ else "?"
+        why = (_CHECK.problem(ev, seq, type(ev), codes=False) if isinstance(ev, (list, tuple))
+               else "is not an event array")
         raise BadEvent(seq, why or f"cannot apply {_kind_name(ev)}: {exc}", ev) from None
     return st
 
@@ -550,38 +635,39 @@ _ARG_VALUES = S.ARG_VALUE_TYPES
 _LOCK_NAMES = frozenset(S.LOCK_NAMES)
 
 
-def set_position(st: ReplayState, ev) -> None:
+def set_position(st: ReplayState, ev: Event) -> None:
     """Record ``ev`` as the last event applied (seq, cpu, op, func, label, kind)."""
-    seq, cpu, op, func, label = ev[1], ev[2], ev[3], ev[4], ev[5]
-    st.seq, st.cpu, st.op, st.func, st.label, st.kind = seq, cpu, op, func, label, ev[0]
+    seq, cpu, op, func, label = ev[S.I_SEQ], ev[S.I_CPU], ev[S.I_OP], ev[S.I_FUNC], ev[S.I_LABEL]
+    st.seq, st.cpu, st.op, st.func, st.label, st.kind = seq, cpu, op, func, label, ev[S.I_KIND]
 
 
-def apply(st: ReplayState, event) -> ReplayState:
+def apply(st: ReplayState, event: Event) -> ReplayState:
     """Apply one event (see ``fold``)."""
     return fold(st, (event,))
 
 
-def _kind_name(ev) -> str:
+def _kind_name(ev: Any) -> str:
     try:
-        return S.KINDS[ev[0]].name
+        name: str = S.KINDS[ev[S.I_KIND]].name
+        return name
     except (TypeError, IndexError, KeyError):
         return "event"
 
 
 # --- the canonical architectural state -----------------------------------------
 
-def _group(flat: dict) -> dict:
-    out: dict = {}
+def _group(flat: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
     for a, b in flat:
         out.setdefault(a, []).append(b)
     return out
 
 
-def func_name(code) -> str:
+def func_name(code: object) -> str:
     return S.FUNCS[code] if isinstance(code, int) and 0 <= code < len(S.FUNCS) else str(code)
 
 
-def to_canonical(st: ReplayState) -> dict:
+def to_canonical(st: ReplayState) -> dict[str, Any]:
     """The architectural part of ``st`` in tracer/canonical.py's shape."""
     return canonical(
         ctx=st.ctx, root=st.root,
@@ -610,7 +696,7 @@ _SCALARS = ("seq", "op", "label", "func", "kind", "cpu", "open_op", "op_info", "
 KEYS_ONLY = frozenset(("did_bits", "iommu_bitmap", "present", "ats", "domains", "dying", "translation"))
 
 
-def table_body(name: str, d: dict):
+def table_body(name: str, d: dict[Any, Any]) -> list[Any]:
     """One table as msgpack-ready lists: key and value lists, not a map --
     maps with array keys would not round-trip."""
     if name in KEYS_ONLY:
@@ -622,14 +708,14 @@ def table_body(name: str, d: dict):
     return [list(d), list(d.values())]
 
 
-def table_from_body(name: str, body) -> dict:
+def table_from_body(name: str, body: Any) -> dict[Any, Any]:
     """The inverse of table_body, from what msgpack gives back (tuples)."""
     if name in KEYS_ONLY:
         return dict.fromkeys(body, 1)
     if name == "stacks":
-        d = {}
+        d: dict[int, Stack | None] = {}
         for cpu, funcs in zip(*body):
-            node = None
+            node: Stack | None = None
             for f in funcs:
                 node = (node, f)
             d[cpu] = node
@@ -639,15 +725,16 @@ def table_from_body(name: str, body) -> dict:
     return dict(zip(*body))
 
 
-def encode_table(name: str, d: dict) -> bytes:
-    return msgpack.packb(table_body(name, d))
+def encode_table(name: str, d: dict[Any, Any]) -> bytes:
+    data: bytes = msgpack.packb(table_body(name, d))
+    return data
 
 
-def decode_table(name: str, data: bytes) -> dict:
+def decode_table(name: str, data: bytes) -> dict[Any, Any]:
     return table_from_body(name, msgpack.unpackb(data, use_list=False, strict_map_key=False))
 
 
-def _unwind(node) -> tuple:
+def _unwind(node: Stack | None) -> tuple[int, ...]:
     out = []
     while node is not None:
         out.append(node[1])
@@ -656,11 +743,11 @@ def _unwind(node) -> tuple:
     return tuple(out)
 
 
-def scalars_of(st: ReplayState) -> list:
+def scalars_of(st: ReplayState) -> list[Any]:
     return [getattr(st, n) for n in _SCALARS]
 
 
-def assemble(scalars, tables) -> ReplayState:
+def assemble(scalars: Iterable[Any], tables: Iterable[dict[Any, Any]]) -> ReplayState:
     """A state from its scalars and its tables (in TABLES order).  The tables
     are used as given, not copied."""
     st = ReplayState.__new__(ReplayState)
@@ -674,7 +761,8 @@ def assemble(scalars, tables) -> ReplayState:
 
 def encode_state(st: ReplayState) -> bytes:
     """A whole state as one msgpack blob."""
-    return msgpack.packb([STATE_FORMAT, scalars_of(st), [encode_table(n, getattr(st, n)) for n in TABLES]])
+    data: bytes = msgpack.packb([STATE_FORMAT, scalars_of(st), [encode_table(n, getattr(st, n)) for n in TABLES]])
+    return data
 
 
 def decode_state(data: bytes) -> ReplayState:

@@ -30,8 +30,10 @@ to name the first bad event and what is wrong with it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from itertools import chain, compress, product, repeat
 from operator import eq, is_not, itemgetter
+from typing import Any, Protocol
 
 from tracer.schema import (
     ARG_VALUE_TYPES,
@@ -40,6 +42,9 @@ from tracer.schema import (
     FIELD_ENUMS,
     FIELD_RANGES,
     FIELD_TYPES,
+    I_FUNC,
+    I_KIND,
+    I_SEQ,
     KINDS,
     PREFIX,
     PREFIX_TYPES,
@@ -47,9 +52,10 @@ from tracer.schema import (
     PSEUDO_DOMID_LAST,
     SCHEMA_VERSION,
     U64_MAX,
+    Kind,
 )
 
-_KIND, _SEQ, _FUNC = itemgetter(0), itemgetter(1), itemgetter(4)
+_KIND, _SEQ, _FUNC = itemgetter(I_KIND), itemgetter(I_SEQ), itemgetter(I_FUNC)
 _ARGS = itemgetter(F0)
 _NAME, _VALUE = itemgetter(0), itemgetter(1)
 _ARG_VALUE_TYPES = frozenset(ARG_VALUE_TYPES)
@@ -71,10 +77,10 @@ class _IntOrNone:
 
     __slots__ = ()
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return other is int or other is _NONE
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # compares equal to two types: unhashable
 
 
 _INT_OR_NONE = _IntOrNone()
@@ -85,7 +91,7 @@ _TYPE_NAMES = {list: "array", tuple: "array", dict: "map", str: "str", bytes: "b
                int: "int", float: "float", type(None): "nil"}
 
 
-def _type_name(v) -> str:
+def _type_name(v: object) -> str:
     return _TYPE_NAMES.get(type(v), type(v).__name__)
 
 
@@ -101,19 +107,20 @@ class _Rule:
 
     __slots__ = ("index", "get", "field", "lo", "hi", "allowed", "optional", "expected", "pseudo")
 
-    def __init__(self, index, field, lo=0, hi=0, allowed=None, optional=False, expected="", pseudo=False):
+    def __init__(self, index: int, field: str, lo: int = 0, hi: int = 0, allowed: frozenset[Any] | None = None,
+                 optional: bool = False, expected: str = "", pseudo: bool = False) -> None:
         self.index, self.get, self.field = index, itemgetter(index), field
         self.lo, self.hi, self.allowed, self.optional, self.expected = lo, hi, allowed, optional, expected
         # a domain field: a per-device pseudo domain ID (engine `final`) passes too
         self.pseudo = pseudo
 
-    def ok(self, v) -> bool:
+    def ok(self, v: Any) -> bool:
         if self.allowed is not None:
             return v in self.allowed or (self.pseudo and type(v) is int and
                                          PSEUDO_DOMID_FIRST <= v <= PSEUDO_DOMID_LAST)
-        return (self.optional and v is None) or self.lo <= v <= self.hi
+        return bool((self.optional and v is None) or self.lo <= v <= self.hi)
 
-    def column_ok(self, events) -> bool:
+    def column_ok(self, events: Iterable[Sequence[Any]]) -> bool:
         """Every event's value passes: C-level passes over the column."""
         col = list(map(self.get, events))
         if self.allowed is not None:
@@ -122,30 +129,35 @@ class _Rule:
             return self.pseudo and all(map(self.ok, col))
         if self.optional:
             col = list(compress(col, map(is_not, col, repeat(None))))
-        return not col or (self.lo <= min(col) and max(col) <= self.hi)
+        return not col or bool(self.lo <= min(col) and max(col) <= self.hi)
 
 
-def _platform_sets(platform) -> tuple:
+_PlatformSets = tuple[frozenset[int] | None, frozenset[int] | None, frozenset[int] | None]
+
+
+def _platform_sets(platform: object) -> _PlatformSets:
     """(IOMMU ids, segments, domids) the header's platform declares; None
     for what it does not say (a hand-made header without the list).  The
     header passed platform_problem, so the types are right."""
     if type(platform) is not dict:
         return None, None, None
-    iommus, segs, doms = None, None, None
+    iommus: frozenset[int] | None = None
+    segs: frozenset[int] | None = None
+    doms: frozenset[int] | None = None
     units = platform.get("iommus")
     if units is not None:
         iommus = frozenset(u["id"] for u in units)
         if all("segment" in u for u in units):
-            segs = {u["segment"] for u in units}
-            segs.update(int(d["bdf"][:4], 16) for d in platform.get("devices") or ())
-            segs.update(r["segment"] for r in platform.get("rmrrs") or () if "segment" in r)
-            segs = frozenset(segs)
+            seg_set = {u["segment"] for u in units}
+            seg_set.update(int(d["bdf"][:4], 16) for d in platform.get("devices") or ())
+            seg_set.update(r["segment"] for r in platform.get("rmrrs") or () if "segment" in r)
+            segs = frozenset(seg_set)
     if platform.get("domains") is not None:
         doms = frozenset(chain((row[0] for row in platform["domains"]), DOMID_RESERVED))
     return iommus, segs, doms
 
 
-def _value_rules(kind, platform_sets, enums: bool) -> list:
+def _value_rules(kind: Kind, platform_sets: _PlatformSets, enums: bool) -> list[_Rule]:
     """The value rules of a kind this build knows (tracer.schema)."""
     iommus, segs, doms = platform_sets
     rules = []
@@ -172,18 +184,33 @@ def _value_rules(kind, platform_sets, enums: bool) -> list:
     return rules
 
 
+class _Schema(Protocol):
+    """What EventCheck reads of a trace's catalogue (replay.reader.TraceSchema)."""
+
+    @property
+    def kinds(self) -> Sequence[Any]: ...
+    @property
+    def funcs(self) -> Sequence[str]: ...
+    @property
+    def to_current(self) -> Sequence[int]: ...
+
+
+# A failed check: (index of the event in the chunk, what is wrong).
+Problem = tuple[int, str]
+
+
 class EventCheck:
     """The catalogue rules compiled for one trace's schema (a TraceSchema)
     and, for the value rules that need one, its header's platform."""
 
-    def __init__(self, schema, platform=None) -> None:
+    def __init__(self, schema: _Schema, platform: object = None) -> None:
         self.kinds = schema.kinds
         self.nkinds = len(schema.kinds)
         self.nfuncs = len(schema.funcs)
         # file kind code -> per-field allowed Python types (kinds this build knows)
-        self.fields: dict[int, tuple] = {}
-        self.call = None
-        for code, k in enumerate(schema.kinds):
+        self.fields: dict[int, tuple[tuple[str, tuple[type, ...], str], ...]] = {}
+        self.call: int | None = None
+        for code in range(len(schema.kinds)):
             cur = schema.to_current[code] if code < len(schema.to_current) else -1
             if cur >= 0:
                 ours = KINDS[cur]
@@ -195,7 +222,7 @@ class EventCheck:
         # ranges and the platform's lists still are.
         sets = _platform_sets(platform)
         enums = getattr(schema, "version", SCHEMA_VERSION) <= SCHEMA_VERSION
-        self.values: dict[int, list] = {}
+        self.values: dict[int, list[_Rule]] = {}
         for code in self.fields:
             rules = _value_rules(KINDS[schema.to_current[code]], sets, enums)
             if rules:
@@ -206,16 +233,17 @@ class EventCheck:
         name = {code: KINDS[schema.to_current[code]].name for code in self.values}
         self._seq_value_kinds = frozenset(code for code, rules in self.values.items()
                                           if any((name[code], r.field) not in FOLD_VALUE_RULES for r in rules))
-        self._values_seen: set = set()
+        self._values_seen: set[tuple[int, tuple[Any, ...]]] = set()
         # Rules past the first _TAIL_LEN fields, per kind: the plain ranges
         # sharing one (lo, hi) as one multi-column getter, the rest singly.
-        self._wide = []
+        self._wide: list[tuple[int, Any, int, int, list[_Rule], bool]] = []
         for code, rules in self.values.items():
             wide = [r for r in rules if r.index - F0 >= _TAIL_LEN]
             folded = all((name[code], r.field) in FOLD_VALUE_RULES for r in wide)
             if not wide:
                 continue
-            plain = [r for r in wide if r.allowed is None and not r.optional and (r.lo, r.hi) == (wide[0].lo, wide[0].hi)]
+            plain = [r for r in wide
+                     if r.allowed is None and not r.optional and (r.lo, r.hi) == (wide[0].lo, wide[0].hi)]
             get = itemgetter(*(r.index for r in plain)) if len(plain) > 1 else None
             singles = [r for r in wide if get is None or r not in plain]
             self._wide.append((code, get, wide[0].lo, wide[0].hi, singles, folded))
@@ -223,16 +251,18 @@ class EventCheck:
         # (args may be a list or a tuple), then whatever _signature_problem
         # accepts later (unknown kinds, extra trailing fields).
         # A signature is (kind, (type(kind), type(seq), ..., type(label), *field types)).
-        self.ok: set = {(code, sig) for code, fields in self.fields.items()
+        self.ok: set[tuple[Any, tuple[type, ...]]] = {(code, sig) for code, fields in self.fields.items()
                         for sig in product((int,), *_PREFIX, *(types for _, types, _ in fields))}
-        self._verdicts: dict = {}
+        self._verdicts: dict[tuple[Any, tuple[type, ...]], str | None] = {}
         self._kind_codes = frozenset(range(self.nkinds))
         self._func_codes = frozenset(range(self.nfuncs))
         # For _types_ok, per array type: kind -> the item types expected,
         # kind -> item count.
-        self._flat = {}
+        self._flat: dict[type, tuple[dict[int, tuple[Any, ...]], dict[int, int]]] = {}
+        array: type
         for array in (list, tuple):
-            exp, lens = {}, {}
+            exp: dict[int, tuple[Any, ...]] = {}
+            lens: dict[int, int] = {}
             for code, fields in self.fields.items():
                 types = [(int,)] + list(_PREFIX) + [t if t != (list, tuple) else (array,)
                                                     for _, t, _ in fields]
@@ -241,7 +271,7 @@ class EventCheck:
             self._flat[array] = (exp, lens)
 
     # -- the fast path ---------------------------------------------------------------
-    def check(self, events: list, first: int, array: type) -> tuple | None:
+    def check(self, events: Sequence[Any], first: int, array: type) -> Problem | None:
         """None when every event passes; else (index in the chunk, message)
         of the first event that does not."""
         try:
@@ -251,11 +281,14 @@ class EventCheck:
                 if (0 <= min(funcs) and max(funcs) < self.nfuncs and self._args_ok(events, kinds, array)
                         and self._values_ok(events, kinds)):
                     return None
-        except Exception:       # anything odd enough to break a C pass: find it in Python
+        except (TypeError, ValueError, IndexError, KeyError):
+            # Events odd enough to break a C pass (no array, too short, a
+            # value of another type in a comparison, an unhashable item, an
+            # empty min()): the Python walk below names the first of them.
             pass
         return self.first_problem(events, first, array)
 
-    def check_seq(self, events: list, first: int, array: type) -> tuple | None:
+    def check_seq(self, events: Sequence[Any], first: int, array: type) -> Problem | None:
         """The container rules: every event an array, seqs running
         ``first ..``, kind and func codes within the trace's tables.  For
         consumers that fold every event they read: the fold checks the rest
@@ -272,11 +305,14 @@ class EventCheck:
                     and set(kinds) <= self._kind_codes and set(map(_FUNC, events)) <= self._func_codes
                     and self._values_ok(events, kinds, folding=True)):
                 return None
-        except Exception:       # anything odd enough to break a C pass: find it in Python
+        except (TypeError, ValueError, IndexError, KeyError):
+            # Events odd enough to break a C pass (no array, too short, a
+            # value of another type in a comparison, an unhashable item, an
+            # empty min()): the Python walk below names the first of them.
             pass
         return self.first_problem(events, first, array)
 
-    def _types_ok(self, events: list, array: type) -> list | None:
+    def _types_ok(self, events: Sequence[Any], array: type) -> list[Any] | None:
         """Every item of every event has a type its kind allows.
 
         The common case in one comparison: the item types of the whole chunk,
@@ -298,7 +334,7 @@ class EventCheck:
         if list(map(type, chain.from_iterable(events))) == list(chain.from_iterable(map(exp.__getitem__, kinds))):
             return kinds
         return None
-    def _signatures_ok(self, events: list, kinds: list) -> bool:
+    def _signatures_ok(self, events: Sequence[Any], kinds: list[Any]) -> bool:
         keys = set(zip(kinds, map(tuple, map(map, repeat(type), events))))
         for key in keys - self.ok:
             if self._signature_problem(key) is not None:
@@ -307,7 +343,7 @@ class EventCheck:
                 self.ok.add(key)
         return True
 
-    def _values_ok(self, events: list, kinds: list, folding: bool = False) -> bool:
+    def _values_ok(self, events: Sequence[Any], kinds: list[Any], folding: bool = False) -> bool:
         """Every field with a value rule holds an allowed value.
 
         The rules sit almost all in an event's first five fields, and those
@@ -345,7 +381,7 @@ class EventCheck:
                     return False
         return True
 
-    def _tail_ok(self, key) -> bool:
+    def _tail_ok(self, key: tuple[int, tuple[Any, ...]]) -> bool:
         code, tail = key
         for rule in self.values[code]:
             i = rule.index - F0
@@ -355,16 +391,16 @@ class EventCheck:
                 return False
         return True
 
-    def value_problem(self, ev) -> str | None:
+    def value_problem(self, ev: Sequence[Any]) -> str | None:
         """What is wrong with the values of ``ev`` (item types already
         right), or None."""
-        for rule in self.values.get(ev[0], ()):
+        for rule in self.values.get(ev[I_KIND], ()):
             v = ev[rule.index]
             if not rule.ok(v):
-                return f"{self.kinds[ev[0]].name} field {rule.field} is {v!r}, {rule.expected}"
+                return f"{self.kinds[ev[I_KIND]].name} field {rule.field} is {v!r}, {rule.expected}"
         return None
 
-    def _args_ok(self, events: list, kinds: list, array: type) -> bool:
+    def _args_ok(self, events: Sequence[Any], kinds: list[Any], array: type) -> bool:
         """call args: arrays of two, a str name and a scalar value."""
         if self.call is None:
             return True
@@ -377,12 +413,12 @@ class EventCheck:
         types = list(map(type, chain.from_iterable(pairs)))
         return set(types[0::2]) == {str} and set(types[1::2]) <= _ARG_VALUE_TYPES
 
-    def _signature_problem(self, key) -> str | None:
+    def _signature_problem(self, key: tuple[Any, tuple[type, ...]]) -> str | None:
         """What is wrong with every event of this signature (None: nothing)."""
         if key in self._verdicts:
             return self._verdicts[key]
         code, sig = key
-        msg = None
+        msg: str | None = None
         if len(sig) < F0:
             msg = f"has {len(sig)} items, an event has at least {F0}"
         elif sig[0] is not int or not 0 <= code < self.nkinds:
@@ -408,41 +444,42 @@ class EventCheck:
         return msg
 
     # -- the slow path: name the first bad event -------------------------------------
-    def first_problem(self, events: list, first: int, array: type) -> tuple | None:
+    def first_problem(self, events: Sequence[Any], first: int, array: type) -> Problem | None:
         for i, ev in enumerate(events):
             msg = self.problem(ev, first + i, array)
             if msg is not None:
                 return i, msg
         return None
 
-    def fields_problem(self, ev) -> str | None:
+    def fields_problem(self, ev: Sequence[Any]) -> str | None:
         """What is wrong with the item types of ``ev`` (an array); decided
         per signature and remembered, so cheap for the kinds that repeat."""
-        return self._signature_problem((ev[0], tuple(map(type, ev))))
+        return self._signature_problem((ev[I_KIND], tuple(map(type, ev))))
 
-    def problem(self, ev, seq: int, array: type = list, codes: bool = True, values: bool = True) -> str | None:
+    def problem(self, ev: Any, seq: object, array: type = list, codes: bool = True, values: bool = True) -> str | None:
         """What is wrong with ``ev`` as the event numbered ``seq`` (None:
         nothing).  codes=False: func codes are not looked up (the fold's
         caller, the reader, checked them against the trace's own table).
         values=False: only the type rules, the ones the fold applies itself
         (the reader applies the value rules per chunk on every path)."""
-        if type(ev) is not array:
+        expected: Any = array         # (as Any, so that mypy does not narrow ev to object)
+        if type(ev) is not expected:
             return f"is {_a(type(ev))}, not an event array"
         try:
-            key = (ev[0] if len(ev) else None, tuple(map(type, ev)))
+            key = (ev[I_KIND] if len(ev) else None, tuple(map(type, ev)))
             hash(key)
         except TypeError:
-            return f"kind is {_a(type(ev[0]))}, not an int"
+            return f"kind is {_a(type(ev[I_KIND]))}, not an int"
         msg = self._signature_problem(key)
         if msg is not None:
             return msg
-        if ev[1] != seq:
-            return f"carries seq {ev[1]}, expected {seq}"
-        if codes and not 0 <= ev[4] < self.nfuncs:
-            return f"func {ev[4]} is not a code of the trace's function table ({self.nfuncs})"
-        if ev[0] == self.call:
+        if ev[I_SEQ] != seq:
+            return f"carries seq {ev[I_SEQ]}, expected {seq}"
+        if codes and not 0 <= ev[I_FUNC] < self.nfuncs:
+            return f"func {ev[I_FUNC]} is not a code of the trace's function table ({self.nfuncs})"
+        if ev[I_KIND] == self.call:
             for j, pair in enumerate(ev[F0]):
-                if type(pair) is not array or len(pair) != 2:
+                if type(pair) is not expected or len(pair) != 2:
                     return f"call argument {j} is {_a(type(pair))}, expected an array [name, value]"
                 if type(pair[0]) is not str or type(pair[1]) not in ARG_VALUE_TYPES:
                     return (f"call argument {j} is [{_type_name(pair[0])}, {_type_name(pair[1])}], "
@@ -456,7 +493,7 @@ class EventCheck:
 # ones must have these types, since the renderers compute with them
 # (segments and buses into requester IDs, domids into names).
 _S, _I, _B, _N, _L = str, int, bool, type(None), list
-_PLATFORM_ROWS = {
+_PLATFORM_ROWS: dict[str, dict[str, tuple[type, ...]]] = {
     "iommus": {"id": (_I,), "segment": (_I,), "include_all": (_B,), "devices": (_L,),
                "nd": (_I,), "ndoms": (_I,), "levels": (_I,)},
     "devices": {"bdf": (_S,), "type": (_S, _N), "id": (_S, _N), "phantom_stride": (_I,), "ats": (_B,),
@@ -471,7 +508,7 @@ _BDF = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[01][0-9a-fA-F]\.[0-7]")
 _SCALARS = (_S, _I, _B, _N)
 
 
-def platform_problem(platform, present: bool = False) -> str | None:
+def platform_problem(platform: Any, present: bool = False) -> str | None:
     """What is wrong with a header's ``platform`` map (None: nothing).
     ``present``: the header has the key, so nil is not "no platform" (the
     writer never writes one) but damage."""

@@ -35,6 +35,17 @@ def _private_user_cache(tmp_path_factory):
         os.environ["XDG_CACHE_HOME"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _internal_errors_raise():
+    """An internal error (a bug) raises instead of becoming the CLI's one-line
+    exit 70, in-process and in the CLI subprocesses (they inherit it): no
+    test passes through the catch-all unnoticed."""
+    from vtdtrace.errors import RAISE_INTERNAL_ENV
+    os.environ[RAISE_INTERNAL_ENV] = "1"
+    yield
+    os.environ.pop(RAISE_INTERNAL_ENV, None)
+
+
 def _repo_sidecars() -> dict:
     return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in (REPO / "traces").glob("*.vtdt-cache")}
 

@@ -82,8 +82,9 @@ def test_info_json(capsys, trace):
     code, out, err = cli(capsys, "info", trace, "--json")
     assert code == 0 and err == ""
     doc = json.loads(out)
-    assert doc["shape_version"] == 2 and list(doc) == ["shape_version", "trace", "format", "schema_version", "tool", "tool_version", "engine", "scenario",
-                         "platform", "created", "events", "chunks", "bytes", "complete", "integrity", "stop"]
+    assert doc["shape_version"] == 2 and list(doc) == [
+        "shape_version", "trace", "format", "schema_version", "tool", "tool_version", "engine", "scenario",
+        "platform", "created", "events", "chunks", "bytes", "complete", "integrity", "stop"]
     assert doc["events"] == 12 and doc["chunks"] == 3 and doc["complete"] is True
     assert doc["integrity"] == "ok" and doc["stop"] is None and doc["created"] is None
     assert doc["engine"] == HEADER["engine"] and doc["platform"] == HEADER["platform"]
@@ -264,7 +265,8 @@ def test_log_on_a_damaged_trace_prints_the_readable_part_then_exits_3(capsys, bi
     bad.write_bytes(data)
     code, out, err = cli(capsys, "log", bad, "--jsonl")
     assert code == 3 and _seqs(out) == list(range(1, 49))
-    assert err == f"vtdtrace: {bad}: corrupt at byte {off} (chunk 3, last good seq 48): chunk payload checksum mismatch\n"
+    assert err == (f"vtdtrace: {bad}: corrupt at byte {off} (chunk 3, last good seq 48): "
+                   "chunk payload checksum mismatch\n")
 
 
 @settings(max_examples=60)      # four CLI runs per example

@@ -153,8 +153,13 @@ def test_check_reuses_the_cached_findings(private, monkeypatch, capsys):
     monkeypatch.setattr(analyse, "Analysis", Broken)
     assert main(["check", str(t)]) == 1
     assert capsys.readouterr().out == first
-    assert main(["check", str(t), "--no-cache"]) == 2          # --no-cache computes: here, an internal error
-    assert "check recomputed the findings" in capsys.readouterr().err
+    # --no-cache computes: here, an internal error -- a traceback under the
+    # test suite, one line and exit 70 for a user.
+    with pytest.raises(AssertionError, match="check recomputed the findings"):
+        main(["check", str(t), "--no-cache"])
+    monkeypatch.delenv("VTDTRACE_RAISE_INTERNAL")
+    assert main(["check", str(t), "--no-cache"]) == 70
+    assert "internal error: AssertionError: check recomputed the findings" in capsys.readouterr().err
 
 
 def test_check_reuses_what_the_viewer_cached(private, monkeypatch, capsys):
@@ -226,6 +231,7 @@ def test_long_synth_traces_keep_the_full_platform():
     (["--engine", "legacy", "--cx16"], "s1-usb-rmrr.legacy.vtdt"),
     (["--engine", "direct", "--cx16"], "s1-usb-rmrr.direct.vtdt"),
     (["--engine", "direct", "--no-cx16"], "s1-usb-rmrr.direct-nocx16.vtdt"),
+    (["--engine", "original", "--cx16"], "s1-usb-rmrr.original.vtdt"),
 ])
 def test_record_with_an_explicit_cx16_flag_reproduces_the_shipped_trace(tmp_path, flags, name):
     """Shipped traces are recorded with --cx16 or --no-cx16 (the header says

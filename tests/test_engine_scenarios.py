@@ -164,8 +164,9 @@ def test_s8_direct_rollback_clears_shared_aliases_but_not_the_device():
 
 @pytest.mark.parametrize("cx16", [True, False])
 def test_s10_direct_d1_on_the_guest_alias_then_d2_rollback_with_the_bridge_devfn(cx16):
-    """The alias-RID breach of s10 (docs/HAZARDS.md, owner-mismatch), as domain_context_mapping{,_one} of d67a72c655 do it: assigning
-    05:02.0 to the guest that already holds the shared aliases."""
+    """The alias-RID breach of s10 (docs/HAZARDS.md, owner-mismatch), as
+    domain_context_mapping{,_one} of d67a72c655 do it: assigning 05:02.0 to
+    the guest that already holds the shared aliases."""
     r = Run("s10-alias-rid-split", "direct", cx16)
     op2 = r.op(2)
     # P1 moves 05:02.0 itself to the guest (a present entry: MO returns 1 -> prev_present)

@@ -23,7 +23,7 @@ def _f(start, end, kind="stale-context", rid="0000:00:14.0", iommu=0, sev="benig
 def test_index_open_at_matches_a_scan():
     rnd = random.Random(5)
     fs = []
-    for i in range(400):
+    for _i in range(400):
         s = rnd.randrange(1, 1000)
         e = None if rnd.random() < 0.1 else s + rnd.randrange(1, 80)
         fs.append(_f(s, e, kind=rnd.choice(("stale-context", "stale-iotlb", "rmrr-disconnect")),
@@ -170,3 +170,41 @@ def test_lock_order_findings_from_hand_built_events():
     assert "pcidevs_lock taken while holding iommu->lock[0]" in fs[0].detail
     assert "stored without iommu->lock[0]" in fs[1].detail and fs[1].rid == "0000:00:14.0"
     assert "DID 1" in fs[2].detail and "XSA-399" in fs[3].detail
+
+
+def test_an_undecodable_or_refused_findings_entry_is_a_miss(tmp_path):
+    """Sidecar entries that pass their checksum but are not findings of this
+    build (bytes that are not msgpack, rows decode_findings refuses) are
+    recomputed, by check and by the diff's row reader alike."""
+    import shutil
+
+    from replay.hazards.analyse import SIDECAR_KEY, _build_key, cached_finding_rows
+    from replay.sidecar import Sidecar
+
+    path = tmp_path / "t.vtdt"
+    shutil.copy("traces/s1-usb-rmrr.direct-nocx16.vtdt", path)
+    want = findings_for_trace(path, sidecar=True)
+    assert cached_finding_rows(path) is not None
+    bad_rows = {"build": _build_key(), "events": want.events, "stop": None,
+                "findings": [1, [["nope", "hazard", None, None, None, 1, 2, "", "", ""]]]}
+    for put in (lambda sc: sc.put_raw(SIDECAR_KEY, b"\xc1\xc1 not msgpack"), lambda sc: sc.put(SIDECAR_KEY, bad_rows)):
+        with Sidecar.open(path) as sc:
+            put(sc)
+            assert sc.commit()
+        rows = cached_finding_rows(path)
+        assert rows is None or rows[0][0] == "nope"      # the diff checks each row as it matches it
+        got = findings_for_trace(path, sidecar=True)
+        assert not got.from_cache and got.findings == want.findings
+        assert findings_for_trace(path, sidecar=True).from_cache
+
+
+def test_an_event_that_is_not_an_array_ends_the_analysable_prefix():
+    from replay.hazards import Analysis
+
+    header = {"platform": {"iommus": [{"id": 0, "segment": 0, "include_all": True}], "domains": [[0, "dom0", True]]}}
+    e = _events()
+    e("op-begin", "boot", None, None, None)
+    for bad in (7, [], {"kind": 0}):
+        a = Analysis(header)
+        a.feed([*e.evs, bad])
+        assert a.finish() == [] and a.seq == 1 and a.bad is not None and a.bad[0] is None, (bad, a.bad)

@@ -1,10 +1,9 @@
 """Properties of the hazard analysers on random scenarios.
 
-Random platforms (RMRR devices, legacy PCI behind PCIe-to-PCI / legacy
-bridges, phantom functions, the ME WiFi quirk, one or two DRHD units, cx16
-on/off, caching mode, quarantine) run random operation sequences (assign,
-deassign, quarantine, destroy) with injected faults, under every engine
-variant.  For every recording:
+Random scenarios (tests/scenario_gen.py: RMRR devices and shared RMRRs,
+legacy PCI behind PCIe-to-PCI / legacy bridges, phantom functions, the ME
+WiFi quirk, one or two DRHD units, the knobs, operation sequences with
+injected faults) run under every engine variant.  For every recording:
 
 * no analyser crashes and the whole trace is analysable;
 * every finding is a well-formed window inside the trace, with the step
@@ -26,6 +25,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from scenario_gen import platform_of, scenarios  # noqa: F401 (scenarios: also test_owner_mismatch's)
 
 from replay import caches
 from replay.hazards import KINDS, SEVERITIES, Analysis, findings_for_events, findings_for_trace
@@ -37,83 +37,16 @@ CI = os.environ.get("HYPOTHESIS_PROFILE") == "ci"
 SETTINGS = settings(deadline=None, derandomize=CI, suppress_health_check=[HealthCheck.too_slow])
 FEW = settings(SETTINGS, max_examples=max(10, SETTINGS.max_examples // 4))
 
-OWNERS = ("dom0", "dom0", "dom0", "dom_io", "guest1")
-
-
-@st.composite
-def scenarios(draw) -> str:
-    lines = ['name = "hzprop"', 'description = "hypothesis"', "", "[platform]"]
-    knobs = {"cx16": draw(st.booleans()), "caching_mode": draw(st.booleans()) and draw(st.booleans()),
-             "coherent": draw(st.booleans()) or draw(st.booleans()), "quarantine": draw(st.booleans()),
-             "ats": draw(st.booleans()) and draw(st.booleans())}
-    lines += [f"{k} = {'true' if v else 'false'}" for k, v in knobs.items()]
-    me = draw(st.booleans())
-    devices = [("0000:00:00.0", "host-bridge", ['id = "8086:0104"' if me else 'id = "8086:0c00"'])]
-    if me:
-        devices.append(("0000:00:16.0", "pcie-endpoint", ['id = "8086:1c3a"']))
-        devices.append(("0000:03:00.0", "pcie-endpoint", ['id = "8086:0087"',
-                                                          f'owner = "{draw(st.sampled_from(OWNERS))}"']))
-    for slot in draw(st.lists(st.sampled_from([0x02, 0x14, 0x17, 0x1f]), min_size=1, max_size=3, unique=True)):
-        stride = draw(st.sampled_from((0, 0, 0, 4)))
-        devices.append((f"0000:00:{slot:02x}.0", "pcie-endpoint",
-                        ['id = "8086:a12f"', f"phantom_stride = {stride}",
-                         f'owner = "{draw(st.sampled_from(OWNERS))}"',
-                         f"ats = {'true' if draw(st.booleans()) else 'false'}"]))
-    if draw(st.booleans()):
-        btype = draw(st.sampled_from(("pcie2pci-bridge", "legacy-pci-bridge")))
-        devices.append(("0000:00:1e.0", btype, ['id = "8086:244e"', "secondary = 0x05"]))
-        for fn in draw(st.lists(st.sampled_from([0x08, 0x10, 0x00]), min_size=1, max_size=2, unique=True)):
-            devices.append((f"0000:05:{fn >> 3:02x}.0", "pci",
-                            ['id = "10ec:8139"', f'owner = "{draw(st.sampled_from(OWNERS))}"']))
-    bdfs = [d[0] for d in devices]
-    lines += ["", "[[iommu]]", "id = 0", "include_all = true", f"nd = {draw(st.sampled_from((1, 2)))}",
-              f"levels = {draw(st.sampled_from((3, 4)))}"]
-    if draw(st.booleans()):
-        mine = draw(st.sampled_from([b for b in bdfs if not b.startswith("0000:05") and b != "0000:00:00.0"]))
-        lines += ["", "[[iommu]]", "id = 1", f'devices = ["{mine}"]', "nd = 1", "levels = 4"]
-    for bdf, dtype, extra in devices:
-        lines += ["", "[[device]]", f'bdf = "{bdf}"', f'type = "{dtype}"', *extra]
-    endpoints = [b for b, t, _ in devices if t in ("pcie-endpoint", "pci")]
-    for i, dev in enumerate(draw(st.lists(st.sampled_from(endpoints), max_size=2, unique=True))):
-        base = 0xD5D40000 + i * 0x10000
-        lines += ["", "[[rmrr]]", f"base = {base:#x}", f"end = {base + 0xFFF:#x}", f'devices = ["{dev}"]']
-    lines += ["", "[[domain]]", 'name = "dom0"', "id = 0", "hardware = true",
-              "", "[[domain]]", 'name = "guest1"', "id = 1", "", "[[domain]]", 'name = "guest2"', "id = 2"]
-    live = ["guest1", "guest2"]
-    for _ in range(draw(st.integers(1, 5))):
-        verb = draw(st.sampled_from(("assign", "assign", "deassign", "deassign", "quarantine", "destroy")))
-        if verb == "destroy" and live:
-            dom = draw(st.sampled_from(live))
-            live.remove(dom)
-            lines += ["", "[[op]]", 'do = "destroy"', f'domain = "{dom}"']
-        elif verb == "assign" and live:
-            lines += ["", "[[op]]", 'do = "assign"', f'device = "{draw(st.sampled_from(endpoints))}"',
-                      f'to = "{draw(st.sampled_from(live))}"']
-        elif verb in ("deassign", "quarantine"):
-            lines += ["", "[[op]]", f'do = "{verb}"', f'device = "{draw(st.sampled_from(endpoints))}"']
-    points = ("pgd-alloc", "did-alloc", "flush-context", "flush-iotlb", "quirk", "cmpxchg", "rmrr-map")
-    for _ in range(draw(st.integers(0, 2))):
-        lines += ["", "[[fault]]", f'at = "{draw(st.sampled_from(points))}"', f"nth = {draw(st.integers(1, 3))}"]
-        if draw(st.booleans()):
-            lines.append(f'domain = "{draw(st.sampled_from(("dom0", "guest1", "guest2")))}"')
-    return "\n".join(lines) + "\n"
-
-
-def _platform(text: str):
-    from tracer.scenario import ScenarioError, loads_scenario
-    try:
-        return loads_scenario(text, "hzprop.toml")
-    except ScenarioError:
-        assume(False)
+_platform = platform_of
 
 
 def _recordings(text):
-    """[(name, header, events)] under legacy, direct cx16 and direct no-cx16."""
+    """[(name, header, events)] under legacy, direct cx16, direct no-cx16 and original."""
     from tracer.record import apply_cx16, make_header, record
     from tracer.recorder import ListSink
 
     out = []
-    for variant, cx16 in (("legacy", True), ("direct", True), ("direct", False)):
+    for variant, cx16 in (("legacy", True), ("direct", True), ("direct", False), ("original", True)):
         platform = apply_cx16(_platform(text), cx16)
         sink = ListSink()
         record(platform, variant, sink)
@@ -197,7 +130,7 @@ def _oracle(header, events):
             for key in dev.rids:
                 if key[0] not in st_.translation:
                     continue
-                for lo, hi in caches.context_may_hold(st_, key):
+                for lo, _hi in caches.context_may_hold(st_, key):
                     bad = not lo & 1
                     if lo & 1 and (lo >> 2) & 3 != caches.TT_PASS_THRU:
                         page = st_.pages.get(lo & caches.PAGE_MASK_4K)

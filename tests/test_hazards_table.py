@@ -1,5 +1,5 @@
 """Every shipped scenario (traces/s*.toml) under every engine variant --
-legacy (V1), direct with cmpxchg16b, direct without -- against the findings
+legacy (V1), direct with cmpxchg16b, direct without, original (V0) -- against the findings
 docs/MODEL.md#hazards and the scenario files predict: exact kinds, severities, devices,
 requester IDs and the Xen step labels at both ends of every window.
 
@@ -11,7 +11,10 @@ rmrr-disconnect nor a did-pt-mismatch; S1 direct without cx16 has a
 did-pt-mismatch exactly from W1' to W2' (the two MO7 write_atomic stores), a
 foreign-iotlb naming the other dom0 devices behind the IOMMU and Xen's
 warning line; S6 (ENOMEM) legacy leaves an rmrr-disconnect open at the end,
-direct leaves none.
+direct leaves none; S1 original has legacy's a1 windows widened on both
+sides -- by 16 events at the end of the assignment (the guest's RMRR map
+comes after the map, AO2) and 5 at the start of the deassignment (the
+guest's RMRR map goes before the unmap, RO3) -- counted from the C's order.
 
 Rows are (kind, severity, device, rid, start_label, end_label) with
 "SSSS:" dropped from BDFs and OPEN for a window still open when the trace
@@ -34,7 +37,7 @@ OPEN = None
 # next judgement finds another mismatch, close) at an op-end event, which has no step label
 OP_END = "op-end"
 VARIANTS = {"legacy": ("legacy", True), "direct": ("direct", True), "direct-nocx16": ("direct", False),
-            "final": ("final", True), "final-nocx16": ("final", False)}
+            "original": ("original", True), "final": ("final", True), "final-nocx16": ("final", False)}
 
 _D3_ROWS_02 = [
     ("stale-context", "benign", "02:00.0", "02:00.0", "MO7", "MO9"),
@@ -481,7 +484,172 @@ EXPECTED = {
         ("stale-iotlb", "benign", "03:00.0", "03:00.0", "MO7", "MO10"),
         ("stale-devtlb", "hazard", "03:00.0", "03:00.0", "RN5", OPEN),
     ],
+
+    # --- original (V0, aafd4f1df0): unmap then map like legacy, but RO3 (the source's RMRR
+    # identity maps) runs before RO1's unmap, and intel_iommu_assign_device re-assigns first
+    # (AO1) and maps the target's RMRRs only afterwards (AO2).  PM2 refuses a present entry of
+    # another owner (-EINVAL); no shipped scenario maps a present foreign entry (every
+    # re-assignment unmaps the source's entries, aliases included, before it maps), so that
+    # path is shown in tests/test_engine_original.py.
+    #
+    # S1 V0, op 1 (dom0 -> guest): RO3 does nothing for the hardware domain; UO3 clears the
+    # entry -> a1 until PM5 sets P with the guest's tables; those lack R until AO2's idmap-add
+    # -> a2 PM5 -> AO2.  Op 2 (guest -> dom0): RO3 removes R from the guest's tables while the
+    # entry still uses them -> a2 from RO3; UO3 clears the entry in memory but the context
+    # cache may keep the guest's value until UO5's flush -> the a2 ends at UO5, the a1 runs
+    # UO3 -> PM5 (dom0's tables map R since boot).  c1/c2 as legacy: UO4 flushes the DID the
+    # entry held (dom0's, then the guest's).
+    ("s1-usb-rmrr", "original"): [
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PM5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "PM5", "AO2"),
+        ("stale-context", "benign", "00:14.0", "00:14.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:14.0", "00:14.0", "UO3", "UO5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "RO3", "UO5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PM5"),
+        ("stale-context", "benign", "00:14.0", "00:14.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:14.0", "00:14.0", "UO3", "UO5"),
+    ],
+    # S10 V0: no RMRR, and no PM2 refusal: op 2's DCU(dom0) clears the aliases the guest got
+    # in op 1 before DCM(guest) maps them, so P3/P4 find them not present -- as legacy.  The
+    # rows are legacy's (the V0/V1 differences are all about RMRRs and PM2).
+    ("s10-alias-rid-split", "original"): [
+        ("stale-context", "benign", "05:01.0", "05:01.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "05:01.0", "05:01.0", "UO3", "UO5"),
+        ("stale-context", "benign", "00:1e.0", "00:1e.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:1e.0", "00:1e.0", "UO3", "UO5"),
+        ("stale-context", "benign", "00:1e.0", "05:00.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:1e.0", "05:00.0", "UO3", "UO5"),
+        ("owner-mismatch", "hazard", "05:02.0", "05:00.0", OP_END, "RO8"),
+        ("owner-mismatch", "warning", "05:02.0", "00:1e.0", OP_END, "RO8"),
+        ("stale-context", "benign", "05:02.0", "05:02.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "05:02.0", "05:02.0", "UO3", "UO5"),
+        ("stale-context", "hazard", "00:1e.0", "00:1e.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:1e.0", "00:1e.0", "UO3", "PM5"),
+        ("stale-context", "hazard", "00:1e.0", "05:00.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:1e.0", "05:00.0", "UO3", "PM5"),
+    ],
+    # S11 V0: no RMRR; the same D4 windows as legacy (RO4 -> RO8, RO4 -> open): V0's unmap
+    # path (UO3, UO5, DCU's disable_ats_device) is V1's.
+    ("s11-ats-stale-devtlb", "original"): [
+        ("stale-context", "benign", "03:00.0", "03:00.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "03:00.0", "03:00.0", "UO3", "UO5"),
+        ("stale-devtlb", "hazard", "03:00.0", "03:00.0", "RO4", "RO8"),
+        ("stale-context", "benign", "03:00.0", "03:00.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "03:00.0", "03:00.0", "UO3", "UO5"),
+        ("stale-devtlb", "hazard", "03:00.0", "03:00.0", "RO4", OPEN),
+    ],
+    # S2 V0: op 1 as S1's.  Op 2 (destroy, quarantine on): pci_release_devices ->
+    # deassign_device -> reassign(guest -> dom_io) directly (not through the assign wrapper):
+    # RO3 removes R from the guest's tables first -> a2 RO3 -> UO5; a1 UO3 -> PM5; then
+    # dom_io's scratch tables lack R: a2 from PM5, still open at the end (a3).
+    ("s2-guest-destroy-quarantine", "original"): [
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PM5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "PM5", "AO2"),
+        ("stale-context", "benign", "00:14.0", "00:14.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:14.0", "00:14.0", "UO3", "UO5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "RO3", "UO5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PM5"),
+        ("stale-context", "benign", "00:14.0", "00:14.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:14.0", "00:14.0", "UO3", "UO5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "PM5", OPEN),
+    ],
+    # S3 V0: S1's op 1 on the IGD's own unit: a1 UO3 -> PM5, then a2 until AO2 maps the
+    # stolen memory into the guest.
+    ("s3-igd-own-drhd", "original"): [
+        ("rmrr-disconnect", "hazard", "00:02.0", "00:02.0", "UO3", "PM5"),
+        ("rmrr-disconnect", "hazard", "00:02.0", "00:02.0", "PM5", "AO2"),
+        ("stale-context", "benign", "00:02.0", "00:02.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:02.0", "00:02.0", "UO3", "UO5"),
+    ],
+    # S4 V0: DCU(dom0) clears 05:01.0 and both aliases (a1 each, UO3 -> PM5 as legacy); DCM
+    # maps all three for the guest (P1, P3, P4: not present, so PM2 is not involved); the
+    # guest's tables lack the NIC's RMRR until AO2 -> a2 PM5 -> AO2 on all three RIDs.  No
+    # -EOPNOTSUPP and no P5 (that is V2's P2).
+    ("s4-legacy-pci-rmrr-bridge", "original"): [
+        ("rmrr-disconnect", "hazard", "05:01.0", "05:01.0", "UO3", "PM5"),
+        ("rmrr-disconnect", "hazard", "05:01.0", "05:01.0", "PM5", "AO2"),
+        ("stale-context", "benign", "05:01.0", "05:01.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "05:01.0", "05:01.0", "UO3", "UO5"),
+        ("rmrr-disconnect", "hazard", "05:01.0", "00:1e.0", "UO3", "PM5"),
+        ("rmrr-disconnect", "hazard", "05:01.0", "00:1e.0", "PM5", "AO2"),
+        ("stale-context", "benign", "00:1e.0", "00:1e.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:1e.0", "00:1e.0", "UO3", "UO5"),
+        ("rmrr-disconnect", "hazard", "05:01.0", "05:00.0", "UO3", "PM5"),
+        ("rmrr-disconnect", "hazard", "05:01.0", "05:00.0", "PM5", "AO2"),
+        ("stale-context", "benign", "00:1e.0", "05:00.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:1e.0", "05:00.0", "UO3", "UO5"),
+    ],
+    # S5 V0: no RMRR; UO6 unmaps the ME phantom with the WLAN and PM8 maps it for the guest
+    # (not present by then, so PM2 accepts it): legacy's rows.
+    ("s5-me-wifi-phantom", "original"): [
+        ("stale-context", "benign", "03:00.0", "03:00.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "03:00.0", "03:00.0", "UO3", "UO5"),
+        ("stale-context", "benign", "00:16.0", "00:16.7", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:16.0", "00:16.7", "UO3", "UO5"),
+    ],
+    # S6 V0: the -ENOMEM at PM3 comes after RO1 unmapped dom0's entry: a1/a3 open, owner
+    # dom_io, as legacy.  AO1 returns the error before AO2, so no RMRR was mapped into the
+    # guest and nothing is undone (legacy's AS5 removes the map AS3 made).
+    ("s6-enomem", "original"): [
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", OPEN),
+        ("stale-context", "benign", "00:14.0", "00:14.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:14.0", "00:14.0", "UO3", "UO5"),
+        ("owner-mismatch", "warning", "00:14.0", "00:14.0", OP_END, OPEN),
+    ],
+    # S7 V0 (DERIVED, as legacy): no RMRR, so RO3's earlier place changes nothing; every
+    # present entry the phantom loop meets is unmapped by DCU before PM2 could see it.  Boot:
+    # the phantom 02:00.4 is unmapped on dom_io's behalf (UO4 flushes dom_io's DID 1, the
+    # entry held dom0's DID 0: severe c1/c2), DCU frees dom_io's DID while 02:00.0 carries it
+    # (b) until PM4 takes it again.  Op 1: DCU(dom_io) frees DID 1 while 02:00.4 keeps it, PM4
+    # hands it to the guest (d3, c3 until UO5); the phantom's own DCU(guest) frees the guest's
+    # DID under 02:00.0 (b) until PM4.
+    ("s7-phantom-quarantine", "original"): [
+        ("stale-context", "benign", "02:00.0", "02:00.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "02:00.0", "02:00.0", "UO3", "UO5"),
+        ("stale-context", "hazard", "02:00.0", "02:00.4", "UO3", "UO5"),
+        ("stale-iotlb", "hazard", "02:00.0", "02:00.4", "UO3", OPEN),
+        ("did-pt-mismatch", "warning", "02:00.0", "02:00.0", "DCU", "PM4"),
+        ("stale-context", "benign", "02:00.0", "02:00.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "02:00.0", "02:00.0", "UO3", "UO5"),
+        ("did-pt-mismatch", "hazard", "02:00.0", "02:00.4", "DCU", "UO3"),
+        ("did-reuse", "hazard", "02:00.0", "02:00.4", "PM4", "UO5"),
+        ("foreign-iotlb", "hazard", "02:00.0", "02:00.4", "PM4", "UO5"),
+        ("stale-context", "benign", "02:00.0", "02:00.4", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "02:00.0", "02:00.4", "UO3", "UO5"),
+        ("did-pt-mismatch", "warning", "02:00.0", "02:00.0", "DCU", "PM4"),
+    ],
+    # S8 V0: boot is clean -- 05:02.0's P3/P4 find the aliases present and PM2 reads
+    # domid_map[DID 0] = dom0, the domain being mapped: 0, not -EINVAL.  The ops are legacy's:
+    # 05:02.0 has no RMRR, so AO2 maps nothing and RO3 removes nothing; 05:01.0's alias RIDs
+    # get a1 UO3 -> PM5 each way and a2 while the guest's tables serve them.
+    ("s8-two-legacy-behind-bridge", "original"): [
+        ("stale-context", "benign", "05:02.0", "05:02.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "05:02.0", "05:02.0", "UO3", "UO5"),
+        ("rmrr-disconnect", "hazard", "05:01.0", "00:1e.0", "UO3", "PM5"),
+        ("stale-context", "benign", "00:1e.0", "00:1e.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:1e.0", "00:1e.0", "UO3", "UO5"),
+        ("rmrr-disconnect", "hazard", "05:01.0", "05:00.0", "UO3", "PM5"),
+        ("stale-context", "benign", "00:1e.0", "05:00.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:1e.0", "05:00.0", "UO3", "UO5"),
+        ("rmrr-disconnect", "hazard", "05:01.0", "00:1e.0", "PM5", "UO5"),
+        ("rmrr-disconnect", "hazard", "05:01.0", "05:00.0", "PM5", "UO5"),
+        ("stale-context", "benign", "05:02.0", "05:02.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "05:02.0", "05:02.0", "UO3", "UO5"),
+        ("rmrr-disconnect", "hazard", "05:01.0", "00:1e.0", "UO3", "PM5"),
+        ("stale-context", "benign", "00:1e.0", "00:1e.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:1e.0", "00:1e.0", "UO3", "UO5"),
+        ("rmrr-disconnect", "hazard", "05:01.0", "05:00.0", "UO3", "PM5"),
+        ("stale-context", "benign", "00:1e.0", "05:00.0", "UO3", "UO5"),
+        ("stale-iotlb", "benign", "00:1e.0", "05:00.0", "UO3", "UO5"),
+        ("owner-mismatch", "hazard", "05:01.0", "05:00.0", OP_END, "PM5"),
+        ("owner-mismatch", "warning", "05:01.0", "00:1e.0", OP_END, "PM5"),
+    ],
 }
+
+# S12 V0: V1's rows.  Neither device has an RMRR, so V0's RMRR ordering (RO3 before RO1, AO2
+# after the map) moves nothing; PM2 meets no present entry (DCU unmaps each requester ID before
+# its PM1), so its ownership check never decides anything.
+EXPECTED[("s12-phantom-source-alone", "original")] = EXPECTED[("s12-phantom-source-alone", "legacy")]
 
 # --- final (V3, b3ee746000) -------------------------------------------------------------------
 # V3 changes, against V2: per-device pseudo domain IDs and quarantine tables (only with
@@ -533,6 +701,13 @@ EXTRA_OPS = {
     "s1-iotlb-flush-fails": ("s1-usb-rmrr", '[[fault]]\nat = "flush-iotlb"\ndomain = "guest"\nnth = 1\n'),
     # S5 and back: the ME phantom's unit keeps the guest's DID (only the WLAN's unit is cleaned).
     "s5-and-back": ("s5-me-wifi-phantom", '[[op]]\ndo = "deassign"\ndevice = "0000:03:00.0"\n'),
+    # S1 with the guest's RMRR identity map failing: V1 fails at AS3 before touching the
+    # entry; V0 has already moved the device (AO1) and moves it back (AO3).
+    "s1-rmrr-map-fails": ("s1-usb-rmrr", '[[fault]]\nat = "rmrr-map"\ndomain = "guest"\nnth = 1\n'),
+    # S1, then the controller is hot-removed and added again (dom0's own RMRR map comes and
+    # goes with it: setup_hwdom_rmrr mapped it once, refcount 1).
+    "s1-remove-add": ("s1-usb-rmrr", '[[op]]\ndo = "remove"\ndevice = "0000:00:14.0"\n'
+                                     '[[op]]\ndo = "add"\ndevice = "0000:00:14.0"\n'),
 }
 
 EXPECTED_EXTRA = {
@@ -573,6 +748,41 @@ EXPECTED_EXTRA = {
         ("did-pt-mismatch", "warning", "00:14.0", "00:14.0", "MO7", "MO7"),
     ],
     ("s5-and-back", "legacy"): [("did-leak", "warning", "03:00.0", None, "UO3", OPEN)],
+    # V0 as V1: DCU(guest) cleans the guest's DID up on the WLAN's unit only.
+    ("s5-and-back", "original"): [("did-leak", "warning", "03:00.0", None, "UO3", OPEN)],
+    # V1: AS3's map fails before reassign_device_ownership runs: nothing moved, nothing open.
+    ("s1-rmrr-map-fails", "legacy"): [],
+    # V0: AO1 moved the controller to the guest (a1 UO3 -> PM5), AO2 fails with the guest's
+    # tables in use (a2 from PM5), AO3 re-assigns it back: RO3's removal finds no map
+    # (-ENOENT, ignored), RO1's UO3 clears the entry (the a2 ends at UO5's flush), a1 until
+    # PM5 maps dom0's tables again.  Two disconnections where V1 has none.
+    ("s1-rmrr-map-fails", "original"): [
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PM5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "PM5", "UO5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PM5"),
+    ],
+    # V1 (3d65d2fa8b): remove unmaps the context first (a1 from UO3 until the device is gone
+    # at PR2), add maps dom0's RMRR before the context (a1 only from the device's return at
+    # PA1 until PM5 maps it).
+    ("s1-remove-add", "legacy"): [
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PM5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PM5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PR2"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "PA1", "PM5"),
+    ],
+    # V0: ops 1-2 as in the table above; remove drops dom0's RMRR map first (a2 PR1 -> UO5,
+    # the entry still uses dom0's tables), add maps the context first (a2 PM5 -> PA2's
+    # idmap-add).
+    ("s1-remove-add", "original"): [
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PM5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "PM5", "AO2"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "RO3", "UO5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PM5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "PR1", "UO5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "UO3", "PR2"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "PA1", "PM5"),
+        ("rmrr-disconnect", "hazard", "00:14.0", "00:14.0", "PM5", "PA2"),
+    ],
     ("s5-and-back", "direct"): [("did-leak", "warning", "03:00.0", None, "MO7", OPEN)],
 }
 
@@ -757,10 +967,100 @@ def test_s11_the_previous_owners_flush_reaches_the_other_nic_only(variant):
     first, second = hazards
     assert "dom0's page tables" in first.detail and "guest's page tables" in second.detail
     assert "device_in_domain()" in first.detail and second.end is None
-    assert ("UNSURE" in first.detail) == (variant == "legacy")
+    assert ("UNSURE" in first.detail) == (variant in ("legacy", "original"))
     # the window opens exactly at the owner move that hands the NIC on
     ev = _ev(events, first.start)
     assert ev[0] == S.K_OWNER_MOVE and ev[7] == nic
+
+
+# --- original (V0): the S1 window is legacy's, widened on both sides ---------------------------
+
+def _span(findings, op_of):
+    """The first start and last end of 00:14.0's rmrr-disconnect findings per op: the stretch
+    of events in which its RMRR DMA may fault (a1) or miss the identity map (a2)."""
+    spans: dict = {}
+    for f in findings:
+        if f.kind == "rmrr-disconnect" and f.rid == "0000:00:14.0":
+            op = op_of(f.start)
+            lo, hi = spans.get(op, (f.start, f.end))
+            spans[op] = (min(lo, f.start), max(hi, f.end))
+    return spans
+
+
+def _kinds(events, first, last):
+    """(kind, label) of events first..last (seqs, inclusive)."""
+    return [(S.KINDS[ev[0]].name, ev[5]) for ev in events[first - 1:last]]
+
+
+def test_s1_original_disconnects_longer_than_legacy_on_both_sides():
+    """XSA-400's V0 is legacy's unmap-then-map with the RMRR identity maps moved outward:
+    intel_iommu_assign_device at aafd4f1df0 re-assigns first and maps the guest's RMRR only
+    afterwards (AO2), and reassign_device_ownership removes the guest's RMRR map (RO3) before
+    it unmaps (RO1).  Both widen legacy's a1 window (UO3 store -> PM5 store), by a number of
+    events that follows from the C's order of operations:
+
+    op 1 (dom0 -> guest), at the end: after PM5 sets P the device translates through the
+    guest's tables, which lack R until AO2's idmap-add.  In between, in the order of
+    domain_context_mapping_one's tail (aafd4f1df0 lines 1473-1521) and the callers' returns:
+    PM5's sync and unlock, PM6's and PM7's "previously non-present" flushes (each call, flush,
+    return; skipped under CM = 0), PM7's write-buffer flush, PM8's iommu_bitmap bit, the
+    returns of domain_context_mapping_one and domain_context_mapping, RO8's owner move and the
+    reassign's return, AO2's call of iommu_identity_mapping -- 15 events, the window ending at
+    the 16th, the idmap-add.  The a1 part is legacy's, event for event.
+
+    op 2 (guest -> dom0), at the start: RO3's idmap-remove opens the window while the entry
+    still uses the guest's tables; then its return, RO1's domain_context_unmap and
+    domain_context_unmap_one calls and UO1's iommu->lock -- 5 events before the UO3 store
+    where legacy's window opens.  Legacy removes the map inside its a1 window (call,
+    idmap-remove, return of RO3 after UO5), V0 does not, so V0's a1 part is 3 events shorter:
+    V0's op-2 stretch is legacy's + 5 - 3."""
+    tail = [("cache-sync", "PM5"), ("unlock", "PM5"),
+            ("call", "PM6"), ("flush-context", "PM6"), ("return", "PM6"),
+            ("call", "PM7"), ("flush-iotlb", "PM7"), ("return", "PM7"), ("flush-write-buffer", "PM7"),
+            ("iommu-bitmap", "PM8"), ("return", "PM8"), ("return", "DCM0"),
+            ("owner-move", "RO8"), ("return", "RO8"),
+            ("call", "AO2"), ("idmap-add", "AO2")]
+    head = [("idmap-remove", "RO3"), ("return", "RO3"), ("call", "DCU"), ("call", "UO1"), ("lock", "UO1"),
+            ("ctx-write", "UO3")]
+    ro3_in_legacy = [("call", "RO3"), ("idmap-remove", "RO3"), ("return", "RO3")]
+
+    _, lev, lf = run("s1-usb-rmrr", "legacy")
+    _, oev, of = run("s1-usb-rmrr", "original")
+    legacy = _span(lf, lambda seq: lev[seq - 1][3])
+    original = _span(of, lambda seq: oev[seq - 1][3])
+    assert set(legacy) == set(original) == {1, 2}
+
+    # op 1: both open at the UO3 store that clears P; legacy closes at the PM5 store that sets
+    # it, V0 16 events later at AO2's idmap-add.
+    (ls, le), (os_, oe) = legacy[1], original[1]
+    for events, start in ((lev, ls), (oev, os_)):
+        w = _ctx_write(_ev(events, start))
+        assert w["label"] == "UO3" and w["old"][0] & 1 and not w["new"][0] & 1
+    w = _ctx_write(_ev(lev, le))
+    assert w["label"] == "PM5" and w["new"][0] & 1 and not w["old"][0] & 1
+    pm5 = next(f.end for f in of if f.kind == "rmrr-disconnect" and f.start == os_)
+    assert pm5 - os_ == le - ls                           # the a1 part: legacy's length
+    assert _ctx_write(_ev(oev, pm5))["label"] == "PM5"
+    assert _kinds(oev, pm5 + 1, oe) == tail               # then the 16 events of the tail
+    assert (oe - os_) - (le - ls) == len(tail) == 16
+
+    # op 2: legacy opens at the UO3 store; V0 5 events earlier at RO3's idmap-remove.
+    (ls, le), (os_, oe) = legacy[2], original[2]
+    assert _ev(oev, os_)[0] == S.K_IDMAP_REMOVE and _ev(oev, os_)[5] == "RO3"
+    assert _kinds(oev, os_, os_ + len(head) - 1) == head
+    assert _ctx_write(_ev(lev, ls))["label"] == "UO3"
+    # both close at the PM5 store that maps dom0's tables again
+    for events, end in ((lev, le), (oev, oe)):
+        assert _ctx_write(_ev(events, end))["label"] == "PM5"
+    # legacy removes the guest's map inside its window; V0 before it
+    inside = _kinds(lev, ls, le)
+    assert any(inside[i:i + 3] == ro3_in_legacy for i in range(len(inside)))
+    assert ("idmap-remove", "RO3") not in _kinds(oev, os_ + 1, oe)
+    assert (oe - os_) - (le - ls) == (len(head) - 1) - len(ro3_in_legacy) == 2
+
+    # over the round trip: 18 more events of disconnection than legacy
+    total = sum(e - s for s, e in original.values()) - sum(e - s for s, e in legacy.values())
+    assert total == 18
 
 
 # --- final (V3): the decisive rows, down to the events -------------------------------------------

@@ -200,7 +200,8 @@ def test_check_s10_direct_names_the_guest_device_dmaing_into_dom0(s10_copy):
 
 
 def test_diff_s10_legacy_vs_direct_carries_the_breach_in_the_hazard_delta(s10_copy):
-    r = vt(s10_copy, "diff", "traces/s10-alias-rid-split.legacy.vtdt", "traces/s10-alias-rid-split.direct.vtdt", "--json")
+    legacy, direct = "traces/s10-alias-rid-split.legacy.vtdt", "traces/s10-alias-rid-split.direct.vtdt"
+    r = vt(s10_copy, "diff", legacy, direct, "--json")
     assert r.returncode == 1, r.stderr
     hd = json.loads(r.stdout)["hazard_delta"]
     only_b = [(f["kind"], f["severity"], f["device"], f["rid"], f["open_at_end"]) for f in hd["only_b"]
@@ -211,7 +212,7 @@ def test_diff_s10_legacy_vs_direct_carries_the_breach_in_the_hazard_delta(s10_co
                for c in hd["changed"] if c["a"]["kind"] == "owner-mismatch"]
     assert ("owner-mismatch", "0000:05:02.0", "0000:05:00.0", "RO8", "MO7") in changed
     assert not [f for f in hd["only_a"] if f["kind"] == "owner-mismatch"]
-    text = vt(s10_copy, "diff", "traces/s10-alias-rid-split.legacy.vtdt", "traces/s10-alias-rid-split.direct.vtdt").stdout
+    text = vt(s10_copy, "diff", legacy, direct).stdout
     assert "owner-mismatch" in text
 
 

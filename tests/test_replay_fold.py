@@ -335,7 +335,7 @@ def test_pass_through_entries_fill_no_iotlb():
 SCENARIOS = sorted(glob.glob(str(__import__("pathlib").Path(__file__).resolve().parent.parent / "traces" / "*.toml")))
 
 
-@pytest.mark.parametrize("variant", ["legacy", "direct"])
+@pytest.mark.parametrize("variant", ["legacy", "direct", "original"])
 @pytest.mark.parametrize("cx16", [True, False])
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.rsplit("/", 1)[-1][:-5])
 def test_final_state_of_shipped_scenarios_equals_the_engine(path, variant, cx16):

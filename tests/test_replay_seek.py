@@ -204,7 +204,7 @@ def test_truncated_trace_replays_to_its_last_good_event(tmp_path):
 def test_an_event_off_the_catalogue_ends_the_readable_trace(tmp_path, write_trace):
     """A ctx-write whose new_lo is a string: the readable trace ends just
     before it, and the stop report names its chunk, byte offset and seq."""
-    from tests.test_replay_fold import Events, entry
+    from test_replay_fold import Events, entry
 
     e = Events()
     good = [e("translation-enable", 0)]
@@ -269,7 +269,7 @@ def test_checkpoint_writer_shares_tables_and_stores_big_ones_as_deltas():
 
 
 def test_build_in_memory_and_seek():
-    from tests.test_replay_fold import Events, entry
+    from test_replay_fold import Events, entry
 
     e = Events()
     evs = [e("translation-enable", 0)] + [e.write(0, 0, i % 16, (0, 0), entry(0x1000 * (i + 1), i)) for i in range(100)]
@@ -327,8 +327,9 @@ def test_event_seq_fields_do_not_steer_the_seek(tmp_path):
     """Every event's seq is checked against its chunk's range: a bogus seq
     field ends the readable trace just before that event, and never moves
     the replay's position."""
-    from tests.conftest import HEADER
-    from tests.test_replay_fold import Events, entry
+    from conftest import HEADER
+    from test_replay_fold import Events, entry
+
     from tracer.writer import TraceWriter
 
     e = Events()

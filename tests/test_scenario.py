@@ -132,7 +132,8 @@ CASES = [
     ("toml-syntax", edit("id = 1\n", "id = = 1\n"),
      "s.toml: line 37, column 6: expected valid TOML: Invalid value"),
     ("unknown-top-key", "colour = 1\n" + BASE,
-     "s.toml: colour: unknown key; expected one of name, description, platform, iommu, device, rmrr, domain, op, fault"),
+     "s.toml: colour: unknown key; expected one of name, description, platform, iommu, device, rmrr, domain, op, "
+     "fault"),
     ("unknown-platform-key", edit("cx16 = true", "cx16 = true\nquarantin = true"),
      "s.toml: platform.quarantin: unknown key (did you mean 'quarantine'?); expected one of "
      "cx16, caching_mode, coherent, quarantine, ats, rwbf, hwdom_passthrough"),
@@ -181,7 +182,8 @@ CASES = [
      + '[[device]]\nbdf = "0000:00:14.2"\ntype = "pcie-endpoint"\n',
      "s.toml: device[1].phantom_stride: phantom function 0000:00:14.2 is also device[4]; expected a free function"),
     ("secondary-on-endpoint", edit('id = "8086:a12f"', 'id = "8086:a12f"\nsecondary = 3'),
-     "s.toml: device[1].secondary: expected only on a bridge (pcie2pci-bridge, legacy-pci-bridge), not on a pcie-endpoint"),
+     "s.toml: device[1].secondary: expected only on a bridge (pcie2pci-bridge, legacy-pci-bridge), "
+     "not on a pcie-endpoint"),
     ("bridge-without-secondary", edit("secondary = 5\n", ""),
      "s.toml: device[2].secondary: missing; expected the bridge's secondary bus number"),
     ("bridge-ranges-overlap", BASE + '[[device]]\nbdf = "0000:00:1c.0"\ntype = "legacy-pci-bridge"\n'
@@ -196,9 +198,11 @@ CASES = [
     ("two-include-all", edit("include_all = true\n", "include_all = true\n\n[[iommu]]\nid = 1\ninclude_all = true\n"),
      "s.toml: iommu[2].include_all: expected at most one include_all unit per segment; "
      "iommu[1] already covers segment 0000"),
-    ("duplicate-iommu-id", edit("include_all = true\n", 'include_all = true\n\n[[iommu]]\nid = 0\ndevices = ["0000:00:14.0"]\n'),
+    ("duplicate-iommu-id",
+     edit("include_all = true\n", 'include_all = true\n\n[[iommu]]\nid = 0\ndevices = ["0000:00:14.0"]\n'),
      "s.toml: iommu[2].id: duplicate IOMMU id 0 (also iommu[1])"),
-    ("drhd-scope-unknown-device", edit("include_all = true\n", 'include_all = true\n\n[[iommu]]\nid = 1\ndevices = ["0000:00:02.0"]\n'),
+    ("drhd-scope-unknown-device",
+     edit("include_all = true\n", 'include_all = true\n\n[[iommu]]\nid = 1\ndevices = ["0000:00:02.0"]\n'),
      "s.toml: iommu[2].devices[1]: unknown device '0000:00:02.0' (known: 0000:00:14.0, 0000:00:1e.0, 0000:05:01.0)"),
     ("drhd-empty-scope", edit("include_all = true\n", "include_all = false\n"),
      "s.toml: iommu[1]: expected include_all = true or a non-empty devices list"),

@@ -81,7 +81,7 @@ def test_s1_direct_at_the_cmpxchg16b_write_names_the_new_owner(trace, capsys):
     rc, text, _ = cli(capsys, "show", path, "--at", n)
     assert rc == 0
     check_golden("s1-usb-rmrr.direct.cmpxchg16b.txt", text)
-    line = next(l for l in text.splitlines() if l.strip().startswith("0000:00:14.0"))
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith("0000:00:14.0"))
     assert re.search(r"\bP\s+did \d+\s+guest\s+pt guest\b", line), line
 
 
@@ -98,7 +98,7 @@ def test_s1_legacy_at_the_same_point_shows_the_entry_non_present(trace, capsys):
                for f in doc["open_findings"])
     rc, text, _ = cli(capsys, "show", path, "--at", n)
     check_golden("s1-usb-rmrr.legacy.first-write.txt", text)
-    line = next(l for l in text.splitlines() if l.strip().startswith("0000:00:14.0"))
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith("0000:00:14.0"))
     assert "not present" in line
 
 
@@ -210,7 +210,7 @@ def test_exit_codes_and_one_line_errors(tmp_path, trace, capsys):
 
 def small_chunks(tmp_path, scenario="s1-usb-rmrr", variant="direct") -> Path:
     """The scenario recorded with 16-event chunks, so a cut leaves a prefix."""
-    from tests.test_replay_seek import record
+    from test_replay_seek import record
     return record(tmp_path, scenario, variant, chunk_events=16)
 
 

@@ -454,17 +454,57 @@ async def test_keys_wait_for_the_alignment_and_progress_is_shown(tmp_path, monke
     _close(app)
 
 
-async def test_a_failing_diff_is_one_line_on_screen(tmp_path, monkeypatch):
+async def test_a_cancelled_diff_ends_quietly(tmp_path, monkeypatch):
+    """The worker's `except _Cancelled`: the diff worker is cancelled (the
+    view leaving) while the diff is being computed; the next progress call
+    raises, and the worker ends without a message."""
+    started, ended = threading.Event(), threading.Event()
+    seen: list = []
+
+    def endless(a, b, *, use_sidecar, progress=None):
+        started.set()
+        try:
+            while True:
+                progress(1, 4)
+                ended.wait(0.01)
+        except BaseException as exc:
+            seen.append(exc)
+            ended.set()
+            raise
+
+    monkeypatch.setattr(diff_app, "compute_diff", endless)
+    app = _app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for _ in range(500):        # the worker starts after the first refresh
+            if started.is_set():
+                break
+            await pilot.pause(0.02)
+        assert started.is_set()
+        app.workers.cancel_group(app, "diff")
+        for _ in range(500):
+            if ended.is_set():
+                break
+            await pilot.pause(0.02)
+        await pilot.pause(0.1)
+        assert [type(e).__name__ for e in seen] == ["_Cancelled"]
+        assert "cannot diff" not in app.detail.text() and not app.dm.ready
+    _close(app)
+
+
+@pytest.mark.parametrize("error,line", [(OSError("boom"), "cannot diff: boom"),
+                                         (ValueError("boom"), "cannot diff: internal error: ValueError: boom")],
+                         ids=["io-error", "bug"])
+async def test_a_failing_diff_is_one_line_on_screen(tmp_path, monkeypatch, error, line):
     def broken(a, b, *, use_sidecar, progress=None):
-        raise ValueError("boom")
+        raise error
 
     monkeypatch.setattr(diff_app, "compute_diff", broken)
     app = _app(tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(app, pilot)
-        assert "cannot diff: boom" in app.detail.text()
+        assert line in app.detail.text()
         await pilot.press("n")
-        assert "cannot diff: boom" in app.command_line.text()
+        assert line in app.command_line.text()
     _close(app)
 
 

@@ -191,25 +191,11 @@ class Platform:
     source_name: str = ""       # file name of the scenario (no directory)
     source_text: str = ""       # the scenario file's content, verbatim
 
-    def domain_by_name(self, name: str) -> Domain:
-        for d in self.domains:
-            if d.name == name:
-                return d
-        if name == "dom_io":
-            return Domain("dom_io", DOMID_IO)
-        raise KeyError(name)
-
     def device_by_bdf(self, bdf: str) -> Device:
         for d in self.devices:
             if d.bdf == bdf:
                 return d
         raise KeyError(bdf)
-
-    def domain_names(self) -> dict[int, str]:
-        """domid -> scenario name, as stored in the trace header."""
-        names = {d.id: d.name for d in self.domains}
-        names[DOMID_IO] = "dom_io"
-        return names
 
     def to_header(self) -> dict[str, Any]:
         """A platform summary for the trace header (deterministic, msgpack-able)."""

@@ -1,5 +1,7 @@
 """Regenerate the shipped traces: every traces/*.toml under `legacy`,
-`direct` and `final`, each with cx16 and without -> traces/NAME.ENGINE[-nocx16].vtdt.
+`direct` and `final` (each with cx16 and without) and `original` (V0 never
+reads cx16, so it ships with --cx16 only, as `legacy` does) ->
+traces/NAME.ENGINE[-nocx16].vtdt.
 
     python -m tracer.regen          (or: make traces)
     python -m tracer.regen --check  exit 1 if a committed trace differs
@@ -21,7 +23,7 @@ from .scenario import load_scenario
 from .writer import TraceWriter
 
 COMBOS = (("legacy", True), ("direct", True), ("direct", False),
-          ("final", True), ("final", False))
+          ("original", True), ("final", True), ("final", False))
 
 
 def shipped_traces(traces_dir: Path) -> Iterator[tuple[Path, str, bool, Path]]:

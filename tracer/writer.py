@@ -119,7 +119,7 @@ class TraceWriter:
     the reader reports the trace as truncated -- the recording did not finish.
     """
 
-    def __init__(self, path: str, header: dict[str, Any], *, force: bool = False,
+    def __init__(self, path: str | os.PathLike[str], header: dict[str, Any], *, force: bool = False,
                  chunk_events: int = DEFAULT_CHUNK_EVENTS,
                  max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES) -> None:
         if not 1 <= chunk_events <= 1 << 20:

@@ -32,6 +32,9 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.worker import get_current_worker
 
+from replay.sidecar import SidecarError
+from tracer import schema as S
+
 from . import loader
 from .command_line import CommandLine
 from .commands import TraceCommands
@@ -264,8 +267,9 @@ class VtdtraceApp(KeyRouting, App):
         m, view = self.model, self.view
         for seq in m.prefetch():
             view.events.prefetch_rows(seq)
-            if view.state_pane.display:
-                view.state_pane.prefetch(m.step_view(seq), m.selection_at(seq))
+            sv = m.step_view(seq)           # not None: prefetch() prepared it
+            if view.state_pane.display and sv is not None:
+                view.state_pane.prefetch(sv, m.selection_at(seq))
 
     def goto_seq(self, seq: int, center: bool = False) -> None:
         if seq == self.model.cursor:
@@ -340,7 +344,7 @@ class VtdtraceApp(KeyRouting, App):
         m.zoom = span
         self.view.timeline.reset()
         ev = m.event(span[0])
-        self.say(f"timeline: op {ev[3] if ev else '?'}, steps {span[0]:,}–{span[1] - 1:,}   Z: whole trace")
+        self.say(f"timeline: op {ev[S.I_OP] if ev else '?'}, steps {span[0]:,}–{span[1] - 1:,}   Z: whole trace")
 
     def action_unzoom(self) -> None:
         m = self.model
@@ -499,7 +503,6 @@ class VtdtraceApp(KeyRouting, App):
             return
         first = len(m.filter_seqs) == 0
         m.add_filter_matches(message.seqs)
-        m.filter_done = message.done
         n = len(m.filter_seqs)
         scanned = f"{message.scanned * 100 // max(m.count, 1)}%" if not message.done else "all"
         self.view.set_status(f"filter {m.filter.describe()}: {n:,} of {m.count:,} events"
@@ -533,7 +536,7 @@ class VtdtraceApp(KeyRouting, App):
             m.session.sidecar.put(loader.BOOKMARKS_KEY, m.bookmarks_payload())
             m.session.sidecar.commit()
             self._bookmarks_dirty = False
-        except Exception as exc:
+        except SidecarError as exc:         # a read-only folder, a full disk
             self.say(f"cannot save bookmarks: {exc}")
         finally:
             loader.SIDECAR_LOCK.release()

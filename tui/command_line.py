@@ -11,7 +11,7 @@ Editing keys: printable characters, ←/→, Home/End, Backspace/Delete,
 ctrl+u (clear), Enter (answer), Escape (cancel).  A prompt can open with
 its old answer *selected* (``/`` offers the last search): Enter takes it,
 typing replaces it, Backspace clears it, an arrow key keeps it for editing.  While it asks, the app
-hands it every key (``handle_key``) before any binding sees it.  It never
+hands it every key (``take_key``) before any binding sees it.  It never
 takes the focus: a focus change makes Textual rebuild the footer's key list
 (tens of widgets, their CSS) -- that alone cost ~100 ms a prompt here.
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from textual import events
 
-from .lines import OneLine
+from .lines import OneLine, Part
 
 
 @dataclass
@@ -73,12 +73,15 @@ class CommandLine(OneLine, can_focus=False):
     # --- editing ------------------------------------------------------------------------------
     def _finish(self, result, cancelled: bool) -> None:
         ask = self._ask
+        assert ask is not None          # only a prompt finishes
         self._ask = None
         self.refresh()
         if ask.done is not None:
             ask.done(None if cancelled else result)
 
-    def handle_key(self, event: events.Key) -> bool:
+    # Not Widget.handle_key (a coroutine Textual awaits on a focused widget):
+    # this one is called by the key routing, synchronously.
+    def take_key(self, event: events.Key) -> bool:
         """Edit with ``event``; False when not asking (the key is not ours)."""
         ask = self._ask
         if ask is None:
@@ -128,7 +131,7 @@ class CommandLine(OneLine, can_focus=False):
             self._finish(None, True)
 
     # --- drawing ------------------------------------------------------------------------------
-    def parts(self, width: int = 0) -> list[tuple[str, str]]:
+    def parts(self, width: int = 0) -> list[tuple[str, str | None]]:
         ask = self._ask
         if ask is None:
             return [(" " + self.status if self.status else "", "command-line--status")]
@@ -136,7 +139,7 @@ class CommandLine(OneLine, can_focus=False):
         if ask.selected:
             return [(f" {ask.title}: ", "command-line--prompt"), (b, "command-line--cursor"),
                     ("   " + ask.hint if ask.hint else "", "command-line--hint")]
-        parts = [(f" {ask.title}: ", "command-line--prompt"), (b[:p], "command-line--text"),
+        parts: list[Part] = [(f" {ask.title}: ", "command-line--prompt"), (b[:p], "command-line--text"),
                  (b[p:p + 1] or " ", "command-line--cursor"), (b[p + 1:], "command-line--text")]
         if ask.error:
             parts.append(("   " + ask.error, "command-line--error"))

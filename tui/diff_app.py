@@ -2,9 +2,10 @@
 the diff alignment.
 
 The screen is drawn at once (each list shows its trace's first events,
-dimmed, until the rows are aligned); a worker thread computes the diff (``replay.diff.diff_files``: findings from the sidecars
-when cached, else the analysers run inside the diff's pass) and posts
-progress and then the report.  From then on every key is a move of the
+dimmed, until the rows are aligned); a worker thread computes the diff
+(``replay.diff.diff_files``: findings from the sidecars when cached, else
+the analysers run inside the diff's pass) and posts progress and then the
+report.  From then on every key is a move of the
 ``DiffModel`` (tui/diff_model.py, pure) followed by a redraw: both lists
 show the same rows of the alignment, so they scroll together by
 construction.
@@ -215,6 +216,9 @@ class DiffApp(KeyRouting, App):
     # --- the diff in a worker -------------------------------------------------------------------
     @work(thread=True, group="diff", exclusive=True, exit_on_error=False)
     def _diff_worker(self) -> None:
+        from replay.diff import DiffInputError
+        from replay.reader import NotATrace
+
         worker = get_current_worker()
 
         def throttled(post):
@@ -234,8 +238,11 @@ class DiffApp(KeyRouting, App):
                                   progress=throttled(lambda f: self.post_message(DiffProgress(f))))
         except _Cancelled:
             return
-        except Exception as exc:       # one line on screen, never a traceback
+        except (DiffInputError, NotATrace, OSError) as exc:     # a path that holds no (readable) trace
             self.post_message(DiffFailed(f"cannot diff: {getattr(exc, 'message', None) or exc}"))
+            return
+        except Exception as exc:       # the worker's boundary: a bug, still one line on screen, never a traceback
+            self.post_message(DiffFailed(f"cannot diff: internal error: {type(exc).__name__}: {exc}"))
             return
         if worker.is_cancelled:
             return
@@ -429,7 +436,7 @@ class DiffApp(KeyRouting, App):
                     animate=False)
 
     def _hazard_miss(self, which: str) -> str:
-        if not self.dm.report.hazards_available:
+        if not self.dm.rep.hazards_available:
             return "the hazard delta was not computed"
         return f"no {which} finding that only one trace has"
 

@@ -28,8 +28,12 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from vtdtrace.positions import decimal
+
+if TYPE_CHECKING:       # replay.diff is imported by the worker that computes the diff, not at start-up
+    from replay.diff import Alignment, DiffReport
 
 SIDES = ("a", "b")
 OTHER = {"a": "b", "b": "a"}
@@ -38,8 +42,8 @@ OTHER = {"a": "b", "b": "a"}
 class DiffModel:
     def __init__(self, model_a, model_b) -> None:
         self.models = {"a": model_a, "b": model_b}
-        self.report = None
-        self.alignment = None
+        self.report: DiffReport | None = None
+        self.alignment: Alignment | None = None
         self.error: str | None = None
         self.phase = "aligning"
         self.fraction: float | None = 0.0
@@ -61,7 +65,19 @@ class DiffModel:
     def ready(self) -> bool:
         return self.report is not None
 
-    def attach(self, report) -> None:
+    @property
+    def rep(self) -> DiffReport:
+        """The report, once attached (every caller checks ``ready`` first)."""
+        assert self.report is not None
+        return self.report
+
+    @property
+    def al(self) -> Alignment:
+        """The report's alignment, once attached."""
+        assert self.alignment is not None
+        return self.alignment
+
+    def attach(self, report: DiffReport) -> None:
         self.report = report
         self.alignment = report.alignment
         self.row = 0
@@ -71,7 +87,7 @@ class DiffModel:
             hz.setdefault(h.pair, []).append(h)
         self._hazards_by_pair = hz
         # open on the first difference: that is what the view is for
-        first = self.alignment.next_region(-1)
+        first = self.al.next_region(-1)
         if first is not None:
             self.row = first.row_start
 
@@ -81,7 +97,7 @@ class DiffModel:
 
     # --- rows and the two cursors ---------------------------------------------------------
     def row_at(self, row: int):
-        return self.alignment.row(row)
+        return self.al.row(row)
 
     def rows(self, start: int, stop: int) -> list:
         return self.alignment.rows(start, stop) if self.alignment is not None else []
@@ -94,14 +110,14 @@ class DiffModel:
         row = self.row if row is None else row
         if not 0 <= row < self.n_rows:
             return 0
-        r = self.alignment.row(row)
+        r = self.al.row(row)
         seq = r.seq_a if side == "a" else r.seq_b
         if seq is not None:
             return seq
         return self._seq_before(side, row)
 
     def _seq_before(self, side: str, row: int) -> int:
-        al = self.alignment
+        al = self.al
         pair = al.pair_at_row(row)
         k = row - pair.row_start
         if pair.rows is not None:
@@ -124,7 +140,7 @@ class DiffModel:
     def on_gap(self, side: str, row: int | None = None) -> bool:
         if not self.n_rows:
             return False
-        r = self.alignment.row(self.row if row is None else row)
+        r = self.al.row(self.row if row is None else row)
         return (r.seq_a if side == "a" else r.seq_b) is None
 
     # --- moves --------------------------------------------------------------------------
@@ -150,7 +166,7 @@ class DiffModel:
             return None
         side = self.active
         count = self.models[side].count
-        here = self.alignment.row(self.row)
+        here = self.al.row(self.row)
         seq = here.seq_a if side == "a" else here.seq_b
         if seq is None:
             # on a gap of this side: its next event is after the gap, its
@@ -165,30 +181,30 @@ class DiffModel:
 
     def _move_to_seq(self, side: str, seq: int):
         """To the row showing the side's event seq (or the nearest before)."""
-        row = self.alignment.row_of(side, seq)
+        row = self.al.row_of(side, seq)
         if row is None:
-            row = self.alignment.nearest_row(side, seq)
+            row = self.al.nearest_row(side, seq)
         return None if row is None else self.move_row(row)
 
     def next_region(self):
         if not self.ready:
             return None
-        reg = self.alignment.next_region(self.row)
+        reg = self.al.next_region(self.row)
         return None if reg is None else self.move_row(reg.row_start)
 
     def prev_region(self):
         if not self.ready:
             return None
         # from inside a region, { goes to its start first
-        cur = self.alignment.region_at(self.row)
+        cur = self.al.region_at(self.row)
         if cur is not None and cur.row_start < self.row:
             return self.move_row(cur.row_start)
-        reg = self.alignment.prev_region(self.row)
+        reg = self.al.prev_region(self.row)
         return None if reg is None else self.move_row(reg.row_start)
 
     def _hazard_list(self) -> list:
         if self._hazards is None:
-            self._hazards = [h for h in self.report.hazards if h.row is not None]   # sorted by row
+            self._hazards = [h for h in self.rep.hazards if h.row is not None]   # sorted by row
             self._hazard_rows = [h.row for h in self._hazards]
         return self._hazards
 
@@ -197,6 +213,7 @@ class DiffModel:
         ]/[ landed on while the cursor has not moved since (two findings may
         start on one row), else a position between entries (-0.5 steps)."""
         if self.current_hazard() is not None:
+            assert self._hazard_at is not None       # current_hazard() is the finding at it
             return 2 * self._hazard_at
         hs = self._hazard_list()
         below = bisect_left(self._hazard_rows, self.row)      # findings starting above the cursor
@@ -231,6 +248,7 @@ class DiffModel:
         h = self.current_hazard()
         if h is None:
             return ""
+        assert self._hazard_at is not None
         f = h.finding
         end = f.get("end")
         dev = f.get("rid") or f.get("device")
@@ -260,7 +278,7 @@ class DiffModel:
             count = self.models[side].count
             spans = sorted((int(h.finding["start"]), int(h.finding["end"]) if h.finding.get("end") is not None
                             else count + 1)
-                           for h in self.report.hazards
+                           for h in self.rep.hazards
                            if h.side == side and isinstance(h.finding.get("start"), int))
             merged: list = []
             for a, b in spans:
@@ -340,6 +358,7 @@ class DiffModel:
         changes = self._states.get(key)
         if changes is None:
             from replay.diff.state_delta import state_changes
+            assert self.sessions is not None        # the caller checked that they are open
             sa, sb = self.sessions["a"], self.sessions["b"]
             changes = state_changes(sa.state_at(seq_a), sa.view, sb.state_at(seq_b), sb.view)
             self._states[key] = changes
@@ -365,21 +384,21 @@ class DiffModel:
 
     # --- what the row means ----------------------------------------------------------------
     def region_at(self, row: int | None = None):
-        return self.alignment.region_at(self.row if row is None else row) if self.ready else None
+        return self.al.region_at(self.row if row is None else row) if self.ready else None
 
     def region_number(self, row: int | None = None) -> tuple[int, int]:
         """(k, n): the cursor is in or after region k (1-based; 0 before the
         first) of n."""
         if not self.ready:
             return 0, 0
-        regs = self.alignment.regions
+        regs = self.al.regions
         row = self.row if row is None else row
-        nxt = self.alignment.next_region(row)
+        nxt = self.al.next_region(row)
         k = nxt.index if nxt is not None else len(regs)
         return k, len(regs)
 
     def pair_at(self, row: int | None = None):
-        return self.alignment.pair_at_row(self.row if row is None else row)
+        return self.al.pair_at_row(self.row if row is None else row)
 
     def state_diff_of(self, pair_index: int):
         return self._state_by_pair.get(pair_index) if self._state_by_pair is not None else None
@@ -391,7 +410,7 @@ class DiffModel:
         """(row, side) of every hazard delta with a position."""
         if not self.ready:
             return []
-        return [(h.row, h.side) for h in self.report.hazards if h.row is not None]
+        return [(h.row, h.side) for h in self.rep.hazards if h.row is not None]
 
     def summary(self) -> str:
         """'DIFFERENT · only-A findings 2, only-B 0, changed 4 · 10 regions'
@@ -402,7 +421,7 @@ class DiffModel:
         if not self.ready:
             pct = "" if self.fraction is None else f" {self.fraction * 100:.0f}%"
             return f"{self.phase}…{pct}"
-        r = self.report
+        r = self.rep
         head = "EQUIVALENT" if r.equivalent else "DIFFERENT"
         if r.damaged:
             head += " (damaged input: readable prefixes)"
@@ -412,6 +431,6 @@ class DiffModel:
             changed = len(getattr(r, "changed_hazards", ()))
             bits.append(f"only-A findings {ha:,}, only-B {len(r.hazards) - ha:,}"
                         + (f", changed {changed:,}" if changed else ""))
-        n_regions = len(self.alignment.regions)
+        n_regions = len(self.al.regions)
         bits.append(f"{n_regions:,} region{'s' if n_regions != 1 else ''}")
         return " · ".join(bits)

@@ -25,6 +25,8 @@ row at 120 columns cannot hold a ctx-write's four halves.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding
@@ -38,6 +40,9 @@ from .func_names import fit_name
 from .lines import wrap_parts
 from .model import TraceModel
 from .styles import CachedStyles
+
+if TYPE_CHECKING:
+    from .app import VtdtraceApp
 
 ROW_CACHE = 2048
 PREVIEW = 4            # lines under a maximised list: a rule and the cursor event in full
@@ -196,7 +201,7 @@ class EventList(CachedStyles, ScrollView, can_focus=True):
         row = self.model.row_of_seq(self.model.cursor) + direction * height
         row = max(0, min(row, self.model.row_count() - 1))
         if self.model.row_count():
-            self.app.goto_seq(self.model.seq_at_row(row))
+            cast("VtdtraceApp", self.app).goto_seq(self.model.seq_at_row(row))   # the one-trace view's list
 
     def on_click(self, event) -> None:
         offset = event.get_content_offset(self)
@@ -320,6 +325,3 @@ class EventList(CachedStyles, ScrollView, can_focus=True):
         for text, comp in parts:
             segs.append(Segment(text, rowbg + cstyle(comp)))
         return Strip(segs).adjust_cell_length(width, rowbg)
-
-    def cursor_style(self) -> Style:
-        return self.cstyle_full("event-list--cursor")

@@ -13,14 +13,18 @@ the lines are formatted once per list (records, no dict per finding)."""
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import TYPE_CHECKING, Any, cast
 
 from textual.binding import Binding
 from textual.message import Message
 
-from replay.hazards.findings import boundary_label
+from replay.hazards.findings import SEVERITY_RANK, boundary_label
 
 from .lines import Line, LinePane, wrap_parts
-from .model import SEVERITY_RANK, FindingsView
+from .model import FindingsView
+
+if TYPE_CHECKING:
+    from .app import VtdtraceApp
 
 NEIGHBOURS = 6
 OPEN_LISTED = 12         # open findings listed one per line
@@ -51,7 +55,7 @@ def findings_lines(findings: FindingsView | None, seq: int, loading: str = "", w
     # the windows that open here first (where ]/[ land), then by severity,
     # the most recent first; details for the first few only (a long trace
     # can have dozens of long windows open at once)
-    order = sorted(open_now, key=lambda f: (f.get("start") != seq, -SEVERITY_RANK.get(f.get("severity"), 0),
+    order = sorted(open_now, key=lambda f: (f.get("start") != seq, -SEVERITY_RANK.get(f.get("severity") or "", 0),
                                             -(f.get("start") or 0)))
     for i, f in enumerate(order[:OPEN_LISTED]):
         sev = f.get("severity") or "hazard"
@@ -140,10 +144,15 @@ class FindingsPane(LinePane):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._key = None
+        self._key: tuple[Any, ...] | None = None
         self.listing = False
         self._findings: FindingsView | None = None
-        self._list_of = None
+        self._list_of: FindingsView | None = None
+
+    @property
+    def _app(self) -> VtdtraceApp:
+        # The pane lives in the one-trace view only.
+        return cast("VtdtraceApp", self.app)
 
     # --- the list (maximised) ----------------------------------------------------------------
     def set_listing(self, on: bool, findings: FindingsView | None, seq: int) -> None:
@@ -174,44 +183,49 @@ class FindingsPane(LinePane):
             if i == 0:
                 self.scroll_to(y=0, animate=False, force=True)
 
-    def _need_list(self) -> bool:
+    def _listed(self) -> FindingsView | None:
+        """The findings the list shows, or None (and a message) when there is no list."""
         if not self.listing or self._findings is None or not len(self._findings):
-            self.app.say("maximise the findings pane (4 again) for the list of every finding"
-                         if not self.listing else "no findings in this trace")
+            self._app.say("maximise the findings pane (4 again) for the list of every finding"
+                          if not self.listing else "no findings in this trace")
             self.app.bell()
-            return False
-        return True
+            return None
+        return self._findings
 
     def action_select(self, delta: int) -> None:
         if not self.listing:
-            self.app.action_step(delta)        # as everywhere outside the list: ↓/↑ step
+            self._app.action_step(delta)        # as everywhere outside the list: ↓/↑ step
             return
-        if not self._need_list():
+        findings = self._listed()
+        if findings is None:
             return
-        n = len(self._findings)
+        n = len(findings)
         i = (self.selected or 0) + delta
         if not 0 <= i < n:
-            self.app.say("at the last finding" if delta > 0 else "at the first finding")
+            self._app.say("at the last finding" if delta > 0 else "at the first finding")
             self.app.bell()
             return
         self._select(i)
 
     def action_select_page(self, direction: int) -> None:
-        if not self._need_list():
+        findings = self._listed()
+        if findings is None:
             return
-        n = len(self._findings)
+        n = len(findings)
         step = max(self.scrollable_content_region.height - 1, 1)
         self._select(max(0, min((self.selected or 0) + direction * step, n - 1)))
 
     def action_select_edge(self, end: int) -> None:
-        if not self._need_list():
+        findings = self._listed()
+        if findings is None:
             return
-        self._select(len(self._findings) - 1 if end else 0)
+        self._select(len(findings) - 1 if end else 0)
 
     def action_go(self) -> None:
-        if not self._need_list() or self.selected is None:
+        findings = self._listed()
+        if findings is None or self.selected is None:
             return
-        start = self._findings.starts[self.selected]
+        start = findings.starts[self.selected]
         self.post_message(self.Go(int(start)))
 
     def show_step(self, findings: FindingsView | None, seq: int, loading: str = "") -> None:
@@ -220,6 +234,7 @@ class FindingsPane(LinePane):
                 self.set_listing(True, findings, seq)
             return
         # the content only changes when the open set or the neighbourhood does
+        key: tuple[Any, ...]
         if findings is not None:
             lo = findings.around(seq, NEIGHBOURS)[0]
             key = (id(findings), tuple((f.get("kind"), f.get("rid"), f.get("start"))

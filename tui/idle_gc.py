@@ -13,9 +13,17 @@ from __future__ import annotations
 
 import gc
 import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from textual.app import App
+
+    _AppBase = App[Any]
+else:
+    _AppBase = object       # a mixin: App comes later in the app class's bases
 
 
-class IdleGC:
+class IdleGC(_AppBase):
     """Mix into an App: ``gc_start()`` on mount, ``gc_key()`` on every key,
     ``gc_settle()`` when loading is done, ``gc_stop()`` on unmount."""
 

@@ -11,7 +11,7 @@ key names the lowest severity it stops at).  A click on a key runs it.
 
 from __future__ import annotations
 
-from .lines import OneLine
+from .lines import OneLine, Part
 
 PINNED = 2          # the last entries (help, quit) are never dropped
 
@@ -35,7 +35,9 @@ class KeyFooter(OneLine):
         return head + tail
 
     def parts(self, width: int) -> list[tuple[str, str | None]]:
-        out, spans, x = [], [], 0
+        out: list[Part] = []
+        spans: list[tuple[int, int, str]] = []
+        x = 0
         items = self._fit(width)
         for i, (key, label, action) in enumerate(items):
             if i == len(items) - PINNED:

@@ -12,17 +12,26 @@ pairs a key with the first frame written after it.
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from textual import events
 
 from .command_line import CommandLine
 from .idle_gc import IdleGC
 
 
+class LatencyProbe(Protocol):
+    """bench/tui_bench.py's Probe: sees every key and every frame written."""
+
+    def event(self, event: events.Event, app: Any = None) -> None: ...
+    def displayed(self, app: Any, renderable: Any) -> None: ...
+
+
 class KeyRouting(IdleGC):
     """Mix into an App whose main screen has a CommandLine ``#command``,
     before App."""
 
-    latency_probe = None
+    latency_probe: LatencyProbe | None = None
 
     @property
     def command_line(self) -> CommandLine:
@@ -44,7 +53,7 @@ class KeyRouting(IdleGC):
                 if cancel is not None and cancel():
                     return
             # ctrl+c quits from a prompt too (the prompt would swallow it)
-            if main and event.key != "ctrl+c" and self.command_line.handle_key(event):
+            if main and event.key != "ctrl+c" and self.command_line.take_key(event):
                 return
         elif isinstance(event, events.MouseDown) and self.screen_stack:
             self.command_line.cancel()

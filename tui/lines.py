@@ -12,6 +12,8 @@ highlight).
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
+from typing import Any
 
 from rich.segment import Segment
 from textual.binding import Binding
@@ -23,8 +25,10 @@ from textual.widget import Widget
 
 from .styles import CachedStyles
 
-# A line: ([(text, component class or None), ...], key or None)
-Line = tuple
+# A part of a line: (text, component class or None).
+Part = tuple[str, str | None]
+# A line: ([part, ...], key or None)
+Line = tuple[list[Part], Any]
 
 
 def wrap_parts(text: str, width: int, comp: str | None, first_indent: str = "", indent: str = "  ") -> list[Line]:
@@ -45,7 +49,12 @@ def set_virtual_size(widget, size: Size) -> None:
     step here (the detail panes change their line count on most steps).  When
     the change does not show or hide a scrollbar the widget's own geometry
     is unchanged, so the value is set without the watcher and only the
-    scrollbars are updated; otherwise the normal (layout) path is taken."""
+    scrollbars are updated; otherwise the normal (layout) path is taken.
+
+    The update uses public API only (each scrollbar's window sizes, the
+    scroll offsets re-validated), which is what Textual's own private
+    ``_scroll_update`` does once the scrollbars' visibility is known not to
+    change; calling that private method tied the code to one Textual minor."""
     old = widget.virtual_size
     if size == old:
         return
@@ -57,7 +66,18 @@ def set_virtual_size(widget, size: Size) -> None:
         widget.virtual_size = size
         return
     widget.set_reactive(Widget.virtual_size, size)
-    widget._scroll_update(size)       # scrollbar window sizes; textual 8.2 (pinned)
+    if widget.show_vertical_scrollbar and styles.scrollbar_size_vertical:
+        bar = widget.vertical_scrollbar
+        bar.window_virtual_size = size.height
+        bar.window_size = ch - widget.scrollbar_size_horizontal
+        bar.refresh()
+    if widget.show_horizontal_scrollbar and styles.scrollbar_size_horizontal:
+        bar = widget.horizontal_scrollbar
+        bar.window_virtual_size = size.width
+        bar.window_size = cw - widget.scrollbar_size_vertical
+        bar.refresh()
+    widget.scroll_x = widget.validate_scroll_x(widget.scroll_x)
+    widget.scroll_y = widget.validate_scroll_y(widget.scroll_y)
 
 
 class LinePane(CachedStyles, ScrollView, can_focus=True):
@@ -77,8 +97,8 @@ class LinePane(CachedStyles, ScrollView, can_focus=True):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._lines: list[Line] = []
-        self._build = None          # width -> lines, re-run when the width changes
-        self._built_width = None
+        self._build: Callable[[int], list[Line]] | None = None   # re-run when the width changes
+        self._built_width: int | None = None
         self._strips: LRUCache = LRUCache(1024)
         self.selected = None
 

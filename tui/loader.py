@@ -95,7 +95,9 @@ def compute_findings(path, use_sidecar: bool):
 
 def load(model: TraceModel, post, cancelled=lambda: False, *, use_sidecar: bool = True) -> None:
     """The worker body.  ``post`` is the app's thread-safe post_message."""
+    from replay.reader import NotATrace
     from replay.session import ReplaySession
+    from replay.sidecar import SidecarError
 
     try:
         with SIDECAR_LOCK:
@@ -104,9 +106,9 @@ def load(model: TraceModel, post, cancelled=lambda: False, *, use_sidecar: bool 
             marks = None
             try:
                 marks = session.sidecar.get(BOOKMARKS_KEY)
-            except Exception:
-                marks = None
-    except Exception as exc:                       # an unreadable trace stays browsable
+            except SidecarError:
+                marks = None        # a bookmarks entry that fails its checksum: open without them
+    except (NotATrace, OSError) as exc:            # the viewer stays up and says why
         post(LoadFailed("index", f"cannot replay: {exc}", model))
         return
     if cancelled():
@@ -117,17 +119,10 @@ def load(model: TraceModel, post, cancelled=lambda: False, *, use_sidecar: bool 
         with SIDECAR_LOCK:
             findings, index = compute_findings(model.path, use_sidecar)
         view = FindingsView(findings, index, session.count)
-    except Exception as exc:
+    except (NotATrace, OSError) as exc:
+        # The file was replaced or became unreadable since the session opened it.
         post(LoadFailed("findings", f"hazard analysis failed: {exc}", model))
         return
     if cancelled():
         return
     post(FindingsLoaded(view, model))
-
-
-def save_bookmarks(session, payload) -> None:
-    """Write the bookmarks into the sidecar (a worker thread: it may wait for
-    the sidecar's file lock)."""
-    with SIDECAR_LOCK:
-        session.sidecar.put(BOOKMARKS_KEY, payload)
-        session.sidecar.commit()

@@ -34,13 +34,20 @@ import re
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from replay import render
+from replay.hazards.findings import SEVERITY_RANK, Finding, FindingIndex
 from replay.jsonout import EventPresenter, RidFilter
 from replay.reader import open_trace
+from replay.state import func_name
 from tracer import schema as S
 from vtdtrace.positions import decimal
+
+if TYPE_CHECKING:
+    from replay.session import ReplaySession
 
 SEQ_TYPECODE = "Q"
 STEP_VIEWS = 16
@@ -101,66 +108,46 @@ def parse_kinds(text: str) -> tuple[str, ...]:
 
 # --- findings ---------------------------------------------------------------------------
 
-SEVERITY_RANK = {"hazard": 3, "warning": 2, "benign": 1}
 TIMELINE_RESOLUTION = 4096
 
 
-def _fget(f, name, default=None):
-    if isinstance(f, dict):
-        return f.get(name, default)
-    return getattr(f, name, default)
+def finding_dict(f: Finding) -> dict:
+    """A finding as the docs/CLI.md#check-json dict the panes read."""
+    return f.to_json()
 
 
-def finding_dict(f) -> dict:
-    """A finding as the docs/CLI.md#check-json dict, whatever object the analysers hand out."""
-    if isinstance(f, dict):
-        return f
-    to = getattr(f, "to_json", None)
-    if to is not None:
-        return to()
-    return {k: _fget(f, k) for k in ("kind", "severity", "device", "rid", "iommu", "start", "end",
-                                     "open_at_end", "start_label", "end_label", "detail")}
-
-
-def _rank(f) -> int:
-    return SEVERITY_RANK.get(_fget(f, "severity"), 1)
+def _rank(f: Finding) -> int:
+    return SEVERITY_RANK.get(f.severity, 1)
 
 
 class FindingsView:
     """The screen's questions about findings.
 
     ``findings`` are replay.hazards ``Finding`` records (or their
-    docs/CLI.md#check-json dicts) in check order; ``index`` is the analysers' ``FindingIndex`` for
-    "open at step n" (logarithmic).  Built once in the loader thread; kept
-    compact because a long trace has a benign stale-context window per
-    reassignment: records stay records (converted to dicts only for the few
-    on screen), starts are typed arrays, and the timeline reads a histogram of
-    fixed resolution computed here, not the findings.
+    docs/CLI.md#check-json dicts, read with ``Finding.from_json``);
+    ``index`` is the analysers' ``FindingIndex`` of them for "open at step
+    n" (logarithmic) and the check order, built here when not given.  Built
+    once in the loader thread; kept compact because a long trace has a benign
+    stale-context window per reassignment: records stay records (converted
+    to dicts only for the few on screen), starts are typed arrays, and the
+    timeline reads a histogram of fixed resolution computed here, not the
+    findings.
 
     ``next_start``/``prev_start`` skip benign windows (the ones the operation
     closes itself with its own flush) unless ``benign=True``."""
 
-    def __init__(self, findings, index=None, count: int = 0) -> None:
-        if index is not None:
-            items = list(index)                  # the analysers' check order
-        else:
-            items = sorted(findings, key=lambda f: (
-                _fget(f, "start") or 0, _fget(f, "kind") or "",
-                -1 if _fget(f, "iommu") is None else _fget(f, "iommu"), _fget(f, "rid") or ""))
+    def __init__(self, findings, index: FindingIndex | None = None, count: int = 0) -> None:
+        if index is None:
+            index = FindingIndex(Finding.from_json(f) if isinstance(f, dict) else f for f in findings)
+        items = list(index)                  # the analysers' check order
         self.items = items
         self.count = count
         self._index = index
-        # columns, extracted once (records or dicts)
-        if items and not isinstance(items[0], dict):
-            starts = [f.start for f in items]
-            ends = [f.end for f in items]
-            sevs = [f.severity for f in items]
-            kinds = [f.kind for f in items]
-        else:
-            starts = [_fget(f, "start") or 0 for f in items]
-            ends = [_fget(f, "end") for f in items]
-            sevs = [_fget(f, "severity") for f in items]
-            kinds = [_fget(f, "kind") for f in items]
+        # columns, extracted once
+        starts = [f.start for f in items]
+        ends = [f.end for f in items]
+        sevs = [f.severity for f in items]
+        kinds = [f.kind for f in items]
         rank_of = SEVERITY_RANK.get
         ranks = bytes(min(max(rank_of(sv, 1), 1), 3) for sv in sevs)
         end_max = count + 1
@@ -176,42 +163,23 @@ class FindingsView:
         self._cover = {r: self._merge((st, en) for st, en, rk in zip(starts, ends, ranks) if rk == r)
                        for r in (1, 2, 3)}
         self.resolution = max(1, min(TIMELINE_RESOLUTION, count))
-        self.histogram = self._histogram(self.resolution, starts, ends, ranks)
+        self.counts = self._histogram(self.resolution, starts, ends, ranks)
         self.by_kind: dict[str, int] = {}
         for k in kinds:
             self.by_kind[k] = self.by_kind.get(k, 0) + 1
         self.by_severity: dict[str, int] = {}
         for sv in sevs:
             self.by_severity[sv] = self.by_severity.get(sv, 0) + 1
-        if index is None:
-            # "open at n" without the analysers' tree: sorted starts plus a
-            # running maximum of the ends (open windows run past the end)
-            self._ends = ends
-            self._maxend = []
-            m = 0
-            for e in ends:
-                m = max(m, e)
-                self._maxend.append(m)
 
-    def _end(self, f) -> int:
-        end = _fget(f, "end")
-        return self.count + 1 if end is None else end
+    def _end(self, f: Finding) -> int:
+        return self.count + 1 if f.end is None else f.end
 
     def __len__(self) -> int:
         return len(self.items)
 
     def open_at(self, n: int) -> list[dict]:
         """Findings with start <= n < end (end None: open to the end), as dicts."""
-        if self._index is not None:
-            return [finding_dict(f) for f in self._index.open_at(n)]
-        i = bisect_right(self.starts, n) - 1
-        out = []
-        while i >= 0 and self._maxend[i] > n:
-            if self._ends[i] > n:
-                out.append(finding_dict(self.items[i]))
-            i -= 1
-        out.reverse()
-        return out
+        return [finding_dict(f) for f in self._index.open_at(n)]
 
     def worst_at(self, n: int) -> int:
         """Severity rank of the worst finding open at n (0: none): one bisect
@@ -268,16 +236,14 @@ class FindingsView:
         lo = max(0, hi - k)
         return lo, [finding_dict(f) for f in self.items[lo:hi]]
 
-    def _histogram(self, cells: int, starts, ends, ranks) -> bytearray:
-        """Worst severity rank per cell; cell c covers steps
-        [1 + c*count/cells, 1 + (c+1)*count/cells).  Linear in findings +
-        cells (a difference array per rank: windows left open to the end
-        of the trace span every cell)."""
-        out = bytearray(cells)
+    def _histogram(self, cells: int, starts, ends, ranks) -> dict[int, array]:
+        """{severity rank: windows of that rank covering each cell}; cell c
+        covers steps [1 + c*count/cells, 1 + (c+1)*count/cells).  Linear in
+        findings + cells (a difference array per rank: windows left open to
+        the end of the trace span every cell)."""
         total = self.count
-        self.counts = {r: array("I", bytes(4 * cells)) for r in (1, 2, 3)}
         if total <= 0:
-            return out
+            return {r: array("I", bytes(4 * cells)) for r in (1, 2, 3)}
         diffs = {r: [0] * (cells + 1) for r in (1, 2, 3)}
         last_cell = cells - 1
         for start, end, rank in zip(starts, ends, ranks):
@@ -291,7 +257,7 @@ class FindingsView:
             d = diffs[rank]
             d[c0 if c0 < last_cell else last_cell] += 1
             d[(c1 if c1 < last_cell else last_cell) + 1] -= 1
-        self.counts = {}
+        counts = {}
         for rank in (1, 2, 3):
             run = 0
             d = diffs[rank]
@@ -299,10 +265,8 @@ class FindingsView:
             for c in range(cells):
                 run += d[c]
                 cnt[c] = run
-                if run > 0:
-                    out[c] = rank
-            self.counts[rank] = cnt
-        return out
+            counts[rank] = cnt
+        return counts
 
     def buckets(self, width: int, total: int | None = None) -> list[int]:
         """Worst severity rank per timeline cell, from the histogram."""
@@ -342,7 +306,7 @@ class FindingsView:
     def _span_density(self, width: int, a: int, b: int) -> list[tuple[int, int]]:
         b = max(b, a + 1)
         total = b - a
-        windows = [(_fget(f, "start") or 0, self._end(f), _rank(f)) for f in self.open_at(a)]
+        windows = [(f.start, self._end(f), _rank(f)) for f in self._index.open_at(a)]
         i = bisect_right(self.starts, a)
         j = bisect_left(self.starts, b)
         windows += [(self.starts[k], self._end(self.items[k]), self._ranks[k]) for k in range(i, j)]
@@ -402,7 +366,7 @@ class TraceModel:
         self.rmrr_rids = self._rmrr_rids()
         self.count = self.trace.count
         self.stop = self.trace.stop
-        self.session = None
+        self.session: ReplaySession | None = None
         self._shared = False
         self._views: OrderedDict = OrderedDict()
         self.findings: FindingsView | None = None
@@ -411,7 +375,6 @@ class TraceModel:
         self.selected: tuple[int, int, int] | None = None
         self.filter = Filter()
         self.filter_seqs: array | None = None    # matching seqs (sorted) while a filter is on
-        self.filter_done = True
         self.search_text = ""
         self.min_rank = 2                # ]/[ stop at findings of this severity rank or worse
         self.zoom: tuple[int, int] | None = None   # the timeline's span of steps, None: the whole trace
@@ -427,7 +390,9 @@ class TraceModel:
     # --- header facts -----------------------------------------------------------------
     @property
     def engine(self) -> str:
-        eng = self.header.get("engine") if isinstance(self.header.get("engine"), dict) else {}
+        eng = self.header.get("engine")
+        if not isinstance(eng, dict):
+            eng = {}
         name = str(eng.get("name", "?"))
         if eng.get("cx16") is False:
             name += " (no cx16)"
@@ -494,7 +459,7 @@ class TraceModel:
             return None
         try:
             if self._shared:
-                return self.session.event(seq)
+                return self._live().event(seq)
             return self.trace.event(seq)
         except IndexError:
             return None
@@ -502,7 +467,7 @@ class TraceModel:
     def events(self, start: int, stop: int):
         """Events start <= seq < stop, chunk by chunk (UI thread only)."""
         if self._shared:
-            return self.session.events(start, stop)
+            return self._live().events(start, stop)
         return self.trace.events(start, stop)
 
     def kind_name(self, ev) -> str:
@@ -520,14 +485,13 @@ class TraceModel:
 
     def entry_of(self, ev):
         """The context entry (iommu, bus, devfn) an event addresses, or None."""
-        k = ev[0]
-        try:
-            if k in self._k_entry:
-                return (ev[6], ev[7], ev[8])
-            if k == self._k_flush_ctx and ev[7] == "device":
-                return (ev[6], ev[9] >> 8, ev[9] & 0xFF)
-        except (IndexError, TypeError):
-            return None
+        # (the trace's own kind codes; decoding checked the event's fields)
+        k = ev[S.I_KIND]
+        if k in self._k_entry:
+            return (ev[S.F_CTX_WRITE_IOMMU], ev[S.F_CTX_WRITE_BUS], ev[S.F_CTX_WRITE_DEVFN])
+        if k == self._k_flush_ctx and ev[S.F_FLUSH_CONTEXT_GRAN] == "device":
+            sid = ev[S.F_FLUSH_CONTEXT_SID]
+            return (ev[S.F_FLUSH_CONTEXT_IOMMU], sid >> 8, sid & 0xFF)
         return None
 
     # --- rows of the list (the filter maps rows to seqs) --------------------------------------
@@ -778,8 +742,14 @@ class TraceModel:
             self.session.state_at(self.cursor)
         return done
 
+    def _live(self) -> ReplaySession:
+        """The attached session (what needs it runs only once it is)."""
+        assert self.session is not None
+        return self.session
+
     def _step_view(self, seq: int) -> StepView:
-        s = self.session
+        s = self._live()
+        st: Any      # a ReplayState, whose tables its __slots__ declare
         try:
             st = s.state_at(seq)
         except IndexError:
@@ -795,7 +765,7 @@ class TraceModel:
             self.cursor = min(self.cursor, self.count)
         open_f = self.findings.open_at(seq) if self.findings is not None else []
         show = render.show_dict(st, s.view, open_f)
-        stacks = {cpu: [render.func_name(f) for f in st.stack(cpu)] for cpu in sorted(st.stacks)}
+        stacks = {cpu: [func_name(f) for f in st.stack(cpu)] for cpu in sorted(st.stacks)}
         return StepView(seq=seq, count=self.count, show=show, op_text=render.op_text(st, s.view),
                         rollback=st.rollback, stacks=stacks, translation=frozenset(st.translation),
                         open_findings=open_f, key=(seq, self.count, id(self.findings)), rmrr=self.rmrr_rids)
@@ -841,21 +811,21 @@ class TraceModel:
     # --- filter ---------------------------------------------------------------------------------
     def filter_predicate(self, flt: Filter):
         """A function event -> bool for flt (FilterError on bad input)."""
-        tests = []
+        tests: list[Callable[[Any], bool]] = []
         if flt.kinds:
-            codes = {self._by_name[k] for k in flt.kinds if k in self._by_name}
-            tests.append(lambda ev, codes=codes: ev[0] in codes)
+            kinds = frozenset(self._by_name[k] for k in flt.kinds if k in self._by_name)
+            tests.append(lambda ev: ev[S.I_KIND] in kinds)
         if flt.func:
-            sub = flt.func.lower()
-            codes = {i for i, name in enumerate(self.schema.funcs) if sub in name.lower()}
-            tests.append(lambda ev, codes=codes: ev[4] in codes)
+            fsub = flt.func.lower()
+            funcs = frozenset(i for i, name in enumerate(self.schema.funcs) if fsub in name.lower())
+            tests.append(lambda ev: ev[S.I_FUNC] in funcs)
         if flt.device:
             seg, bus, devfn = parse_device(flt.device)
             rf = RidFilter(self.presenter, seg, bus, devfn)
             tests.append(rf)
         if flt.text:
-            sub = flt.text.lower()
-            tests.append(lambda ev, sub=sub: sub in self.row_text(ev).lower())
+            tsub = flt.text.lower()
+            tests.append(lambda ev: tsub in self.row_text(ev).lower())
         if not tests:
             return lambda ev: True
         if len(tests) == 1:
@@ -886,12 +856,7 @@ class TraceModel:
     def begin_filter(self, flt: Filter) -> None:
         self.filter_predicate(flt)          # validate before anything changes
         self.filter = flt
-        if flt.empty:
-            self.filter_seqs = None
-            self.filter_done = True
-        else:
-            self.filter_seqs = array(SEQ_TYPECODE)
-            self.filter_done = False
+        self.filter_seqs = None if flt.empty else array(SEQ_TYPECODE)
 
     def add_filter_matches(self, seqs) -> None:
         if self.filter_seqs is not None:

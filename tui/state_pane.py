@@ -43,7 +43,7 @@ from textual.message import Message
 
 from replay.render import parse_bdf
 
-from .lines import Line, LinePane
+from .lines import Line, LinePane, Part
 from .model import StepView
 
 OWNER_MISMATCH = "owner-mismatch"
@@ -111,7 +111,7 @@ def build_lines(v: StepView, selected, width: int) -> list[Line]:
     """The pane's lines for one step."""
     lines: list[Line] = []
     add = lines.append
-    head = [(f"step {v.seq}/{v.count}", "state-pane--title")]
+    head: list[Part] = [(f"step {v.seq}/{v.count}", "state-pane--title")]
     if v.op_text:
         head.append(("  " + v.op_text, "state-pane--dim"))
     if v.rollback:
@@ -142,14 +142,15 @@ def build_lines(v: StepView, selected, width: int) -> list[Line]:
         for e in u["context"]:
             key = _key_of(u["id"], e["rid"])
             sel = key is not None and key == selected
-            mark = ("▸ ", "state-pane--select") if sel else ("  ", None)
+            mark: Part = ("▸ ", "state-pane--select") if sel else ("  ", None)
             rmrr = e["rid"] in v.rmrr
             rid = (f" {e['rid']} ", "state-pane--rid")
-            flag = ("R ", "state-pane--rmrr") if rmrr else ("  ", None)
-            tail = [(f"{TT_SHORT.get(e['tt'], e['tt']):<6} {e['aw']:<3} {e['lo']}  {e['hi']}", "state-pane--dim")]
+            flag: Part = ("R ", "state-pane--rmrr") if rmrr else ("  ", None)
+            tail: list[Part] = [(f"{TT_SHORT.get(e['tt'], e['tt']):<6} {e['aw']:<3} {e['lo']}  {e['hi']}",
+                                 "state-pane--dim")]
             users = wire.get(e["rid"])
             # the DMA sources an owner-mismatch finding says use this entry, not their owner's
-            used = [(f"← {', '.join(users)} ≠ ", "state-pane--bad")] if users else []
+            used: list[Part] = [(f"← {', '.join(users)} ≠ ", "state-pane--bad")] if users else []
             if e["present"]:
                 did_o, pt_o = e["did_owner"], e["pt_owner"]
                 mismatch = pt_o is not None and did_o != pt_o

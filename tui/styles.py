@@ -13,13 +13,20 @@ here (a partial Rich style would drop their alpha).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from rich.style import Style
 
+if TYPE_CHECKING:
+    from textual.widget import Widget as _WidgetBase
+else:
+    _WidgetBase = object    # a mixin: the Widget comes later in the subclass's bases
 
-class CachedStyles:
+
+class CachedStyles(_WidgetBase):
     """Mix into a Widget subclass before the Widget base."""
 
-    _cached_components: dict | None = None
+    _cached_components: dict[Any, Style] | None = None
     _cached_base: Style | None = None
 
     def cstyle(self, name: str) -> Style:

@@ -22,6 +22,7 @@ the windows of the span); moving the cursor re-renders only the marker line.
 from __future__ import annotations
 
 from math import log2
+from typing import Any
 
 from rich.segment import Segment
 from textual.events import Click
@@ -63,10 +64,12 @@ class Timeline(CachedStyles, Widget):
         super().__init__(id=id)
         self.model = model
         self.progress: tuple[str, float] | None = ("opening", 0.0)
-        self._buckets: list[int] | None = None
-        self._bucket_key = None
-        self._marker_key = None
-        self._marker_strip = None
+        self._buckets: list[tuple[int, int]] | None = None
+        self._bucket_key: tuple[Any, ...] | None = None
+        self._strip_key: tuple[Any, ...] | None = None
+        self._strip_strip: Strip | None = None
+        self._marker_key: tuple[Any, ...] | None = None
+        self._marker_strip: Strip | None = None
 
     def set_progress(self, what: str, fraction: float | None, busy: bool = False) -> None:
         """A phase with a known fraction, or (``busy``) one that reports none;
@@ -138,13 +141,14 @@ class Timeline(CachedStyles, Widget):
                              ).adjust_cell_length(width, base)
             cells = self._cells(width)
             skey = (self._bucket_key, base)
-            if skey == getattr(self, "_strip_key", None):
+            if skey == self._strip_key and self._strip_strip is not None:
                 return self._strip_strip
             styles = (cs("timeline--none"), cs("timeline--info"),
                       cs("timeline--warning"), cs("timeline--hazard"))
             peak = {r: max((n for rk, n in cells if rk == r), default=0) for r in (1, 2, 3)}
             segs = []
-            run_rank, run = None, []
+            run_rank = 0
+            run: list[str] = []
             for rank, n in cells:
                 if rank != run_rank and run:
                     segs.append(Segment("".join(run), base + styles[run_rank]))
@@ -153,10 +157,11 @@ class Timeline(CachedStyles, Widget):
                 run.append(level_glyph(n, peak.get(rank, 0)) if rank else "─")
             if run:
                 segs.append(Segment("".join(run), base + styles[run_rank]))
-            self._strip_key, self._strip_strip = skey, Strip(segs).adjust_cell_length(width, base)
-            return self._strip_strip
+            strip = Strip(segs).adjust_cell_length(width, base)
+            self._strip_key, self._strip_strip = skey, strip
+            return strip
         if y == MARKER_Y:
-            marks = {}
+            marks: dict[int, tuple[str, str]] = {}
             for seq in self.model.bookmarks:
                 c = self._cell_of(seq, width)
                 if 0 <= c < width:
@@ -168,7 +173,7 @@ class Timeline(CachedStyles, Widget):
                 a, b = self.model.zoom
                 label = f" steps {a:,}–{b - 1:,}  Z: whole trace "
             key = (width, base, label, tuple(sorted(marks.items())))
-            if key == self._marker_key:
+            if key == self._marker_key and self._marker_strip is not None:
                 return self._marker_strip
             segs, pos = [], 0
             for c in sorted(marks):
@@ -187,7 +192,7 @@ class Timeline(CachedStyles, Widget):
                     strip = Strip.join([strip.crop(0, at),
                                         Strip([Segment(label, base + cs("timeline--text"))])])
             self._marker_key, self._marker_strip = key, strip
-            return self._marker_strip
+            return strip
         return Strip.blank(width, base)
 
     def on_click(self, event: Click) -> None:

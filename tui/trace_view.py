@@ -23,9 +23,11 @@ from textual.containers import Container, Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Static
 
+from tracer import schema as S
+
 from .event_list import EventList
 from .findings_pane import FindingsPane
-from .lines import OneLine
+from .lines import OneLine, Part
 from .model import TraceModel
 from .stack_pane import StackPane
 from .state_pane import StatePane
@@ -54,20 +56,20 @@ class TitleBar(OneLine):
         integrity when complete -- and then the file name loses its middle."""
         m = self.model
         ev = m.event(m.cursor)
-        step = [(" │ ", "title-bar--dim"), (f"step {m.cursor:,}", "title-bar--step")]
+        step: list[Part] = [(" │ ", "title-bar--dim"), (f"step {m.cursor:,}", "title-bar--step")]
         if ev is not None:
-            step.append((f" op {ev[3]}" + (f" {ev[5]}" if ev[5] else ""), None))
-        kind = [(f" {m.kind_name(ev)}", None)] if ev is not None else []
+            step.append((f" op {ev[S.I_OP]}" + (f" {ev[S.I_LABEL]}" if ev[S.I_LABEL] else ""), None))
+        kind: list[Part] = [(f" {m.kind_name(ev)}", None)] if ev is not None else []
         integ = m.integrity()
-        scen = [(f"· {m.scenario} ", None)] if m.scenario not in m.name else []
-        count = [(f" · {m.count:,} ev", None)]
-        integ_part = [("· ", None), (integ, "title-bar--bad" if integ == "damaged" else "title-bar--ok")]
-        head = [(" vtdtrace ", "title-bar--app")]
+        scen: list[Part] = [(f"· {m.scenario} ", None)] if m.scenario not in m.name else []
+        count: list[Part] = [(f" · {m.count:,} ev", None)]
+        integ_part: list[Part] = [("· ", None), (integ, "title-bar--bad" if integ == "damaged" else "title-bar--ok")]
+        head: list[Part] = [(" vtdtrace ", "title-bar--app")]
         name = m.name
-        eng = [(f"· {m.engine} ", None)]
+        eng: list[Part] = [(f"· {m.engine} ", None)]
         # drop in this order until it fits (a damaged trace keeps saying so)
         order = ("scen", "kind", "count", "integ", "eng")
-        parts = {"scen": scen, "kind": kind, "count": count,
+        parts: dict[str, list[Part]] = {"scen": scen, "kind": kind, "count": count,
                  "integ": integ_part if integ != "damaged" else [], "eng": eng}
         damaged = integ_part if integ == "damaged" else []
         for n in range(len(order) + 1):
@@ -176,7 +178,6 @@ class TraceView(Vertical):
     # --- redraws --------------------------------------------------------------------------------
     def refresh_step(self, center: bool = False) -> None:
         """The cursor moved: list cursor, panes, timeline marker, title."""
-        m = self.model
         self.events.show_cursor(center=center)
         self.query_one(TitleBar).refresh()
         self.timeline.cursor_moved()
@@ -187,8 +188,8 @@ class TraceView(Vertical):
         time below 120 columns) are skipped and drawn when shown."""
         m = self.model
         ev = m.event(m.cursor)
-        label = ev[5] if ev is not None else None
-        event_text = (f"{ev[1]} {m.kind_name(ev)} {m.presenter.text_args(ev)}" if ev is not None
+        label = ev[S.I_LABEL] if ev is not None else None
+        event_text = (f"{ev[S.I_SEQ]} {m.kind_name(ev)} {m.presenter.text_args(ev)}" if ev is not None
                       else "0: the platform before any event")
         if m.session is None:
             wait = m.load_error or f"{self.load_phase}… the state appears when the index is built"
@@ -198,13 +199,14 @@ class TraceView(Vertical):
             return
         if self._visible("state") or self._visible("stack"):
             view = m.step_view()
+            assert view is not None, "step_view is None only before the session exists"
             if self._visible("state"):
                 self.state_pane.show_step(view, m.selected)
             if self._visible("stack"):
                 self.stack_pane.show_step(view, label, event_text)
         if self._visible("findings"):
-            self.findings_pane.show_step(m.findings, m.cursor,
-                                         m.load_error or f"{self.load_phase}… findings appear when the analysers finish")
+            wait = m.load_error or f"{self.load_phase}… findings appear when the analysers finish"
+            self.findings_pane.show_step(m.findings, m.cursor, wait)
 
     def set_status(self, text: str) -> None:
         self.status_text = text

@@ -14,6 +14,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 COMMANDS = [
     ("scenarios", "list shipped scenarios"),
@@ -30,7 +31,7 @@ COMMANDS = [
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
         self.exit(2, f"vtdtrace: {message}\n")
 
 
@@ -89,10 +90,13 @@ def _quiet_stdout() -> None:
         pass
 
 
-def _print_note(path, message: str, _seen=set()) -> None:
+_NOTES_PRINTED: set[tuple[str, str]] = set()
+
+
+def _print_note(path: object, message: str) -> None:
     """A remark about a trace (e.g. written by a newer vtdtrace), once per file."""
-    if (str(path), message) not in _seen:
-        _seen.add((str(path), message))
+    if (str(path), message) not in _NOTES_PRINTED:
+        _NOTES_PRINTED.add((str(path), message))
         from replay.jsonout import safe_text
         print(f"vtdtrace: note: {safe_text(path)}: {message}", file=sys.stderr)
 
@@ -126,5 +130,8 @@ def run_command(args) -> int:
         return fail(exc.filename if exc.filename is not None else "stdout",
                     f"cannot write: {exc.strerror or exc}")
     except Exception as exc:
-        from .errors import fail
-        return fail(getattr(args, "trace", None), f"internal error: {type(exc).__name__}: {exc}")
+        # A bug: one line and exit 70 for a user, a traceback under the test suite.
+        from .errors import EXIT_INTERNAL, RAISE_INTERNAL_ENV, fail
+        if os.environ.get(RAISE_INTERNAL_ENV):
+            raise
+        return fail(getattr(args, "trace", None), f"internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL)

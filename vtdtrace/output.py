@@ -25,7 +25,8 @@ def open_trace_writer(out: str, header: dict, force: bool):
     from tracer.writer import TraceWriter
 
     if out == "-":
-        return fail(None, "-o -: a trace cannot be written to stdout (it is binary and written with seeks); name a file")
+        return fail(None, "-o -: a trace cannot be written to stdout (it is binary and written with seeks); "
+                          "name a file")
     refused = refuse_overwrite(out, force)
     if refused is not None:
         return refused

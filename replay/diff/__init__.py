@@ -40,11 +40,21 @@ by row), ``next_hazard(row)`` / ``prev_hazard(row)`` -- the ``]``/``[`` keys;
 ``state_diff`` (``StateDiff`` with ``row``, ``seq_a``, ``seq_b``,
 ``changes``); ``first_divergence``; ``to_json()``; ``render_text(report)``.
 
+Modules, one job each: ``inputs`` (Side, the chunk sources), ``report``
+(the result types), ``header`` (header difference), ``state_tracker``
+(both states and their decoded difference), ``state_delta`` (the same at
+any two steps), ``hazard_match`` and ``hazard_pairs`` (the hazard delta),
+``align`` (the alignment), ``streaming`` (the pass), ``sidecar_io`` (cache
+plumbing), ``files`` (opening traces), ``text`` (renderings).
+
 replay.diff never imports the engine (tracer.engine): it diffs events alone.
 """
 
 from .align import ARGS, CLASSES, ONLY_A, ONLY_B, SAME, Alignment, OpPair, Region, Row
-from .report import DiffInputError, DiffReport, HazardDelta, Side, StateDiff, diff_files, diff_streams, diff_traces
+from .files import DiffInputError, diff_files, diff_traces
+from .inputs import Side
+from .report import DiffReport, HazardDelta, StateDiff
+from .streaming import diff_streams
 from .text import render_text
 
 __all__ = [

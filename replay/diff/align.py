@@ -52,17 +52,20 @@ import gc
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import compress, count
 from operator import itemgetter, ne
+from typing import Any
 
 import msgpack
 
+from replay.codes import Event
 from tracer import schema as S
 
 F0 = S.F0
 K_OP_BEGIN, K_CALL, K_RETURN = S.K_OP_BEGIN, S.K_CALL, S.K_RETURN
+I_KIND, I_SEQ, I_CPU, I_OP, I_FUNC, I_LABEL = S.I_KIND, S.I_SEQ, S.I_CPU, S.I_OP, S.I_FUNC, S.I_LABEL
 K_LOCK, K_UNLOCK = S.K_LOCK, S.K_UNLOCK
 
 # Look-ahead at the operation level, in op groups per side.
@@ -72,6 +75,10 @@ WINDOW = 64
 MAX_GROUP_EVENTS = 1 << 16
 # Largest n*m a weighted LCS is run on; beyond it, greedy lockstep.
 DP_CELLS = 40_000
+
+Keys = list[Any]                              # coarse or fine keys of a sibling list
+Out = list[tuple[int | None, int | None]]     # an alignment: (i, j) pairs, None for a gap
+GroupPair = tuple["OpGroup | None", "OpGroup | None"]
 
 # Row classes, in the order of their codes.
 SAME, ARGS, ONLY_A, ONLY_B = "same", "args", "only-a", "only-b"
@@ -90,7 +97,7 @@ class OpGroup:
 
     __slots__ = ("op", "key", "first", "events", "part")
 
-    def __init__(self, op, key, first, events, part=0) -> None:
+    def __init__(self, op: int, key: Any, first: int, events: list[Event], part: int = 0) -> None:
         self.op = op            # the op id the events carry
         self.key = key          # (verb, seg, bdf, domain) of op-begin; None when it has none
         self.first = first      # seq of the first event
@@ -106,10 +113,10 @@ class OpGroup:
         return self.first + len(self.events) - 1
 
     @property
-    def verb(self):
+    def verb(self) -> Any:
         return self.key[0] if self.key else None
 
-    def match_key(self):
+    def match_key(self) -> Any:
         """What pairs two groups: the op-begin key (or, for a group without
         one, its op id and position)."""
         if self.part:
@@ -119,7 +126,7 @@ class OpGroup:
         return self.key
 
 
-def freeze(v):
+def freeze(v: Any) -> Any:
     """A hashable, order-preserving copy of a decoded msgpack value."""
     if isinstance(v, list):
         return tuple(freeze(x) for x in v)
@@ -130,22 +137,17 @@ def freeze(v):
     return v
 
 
-def _group_key(ev):
-    if type(ev) is list and len(ev) >= F0 + 4 and ev[0] == K_OP_BEGIN:
-        return freeze((ev[F0], ev[F0 + 3], ev[F0 + 1], ev[F0 + 2]))   # verb, seg, bdf, domain
+def group_key(ev: Event) -> tuple[Any, ...] | None:
+    """(verb, seg, bdf, domain) of an op-begin event, None for another kind."""
+    if ev[I_KIND] == K_OP_BEGIN:
+        return (ev[S.F_OP_BEGIN_VERB], ev[S.F_OP_BEGIN_SEG], ev[S.F_OP_BEGIN_BDF], ev[S.F_OP_BEGIN_DOMAIN])
     return None
 
 
-def _seq_of(ev, fallback: int) -> int:
-    if type(ev) is list and len(ev) > 1 and type(ev[1]) is int:
-        return ev[1]
-    return fallback
+_getop = itemgetter(I_OP)
 
 
-_getop = itemgetter(3)
-
-
-def op_groups(chunks: Iterable[list]) -> Iterator[OpGroup]:
+def op_groups(chunks: Iterable[list[Event]]) -> Iterator[OpGroup]:
     """Split a stream of event chunks into op groups (C-speed on the normal
     case: op ids non-decreasing inside a chunk)."""
     stream = EventStream(chunks)
@@ -157,73 +159,70 @@ def op_groups(chunks: Iterable[list]) -> Iterator[OpGroup]:
 # Event comparison
 
 
-def same_payload(a: list, b: list) -> bool:
+def same_payload(a: list[Any], b: list[Any]) -> bool:
     """Equal in every field but seq and op."""
     if a is b:
         return True
-    try:
-        return a[0] == b[0] and a[2] == b[2] and a[4:] == b[4:] and len(a) == len(b)
-    except (TypeError, IndexError, KeyError):
-        return a == b
+    return a[I_KIND] == b[I_KIND] and a[I_CPU] == b[I_CPU] and a[I_FUNC:] == b[I_FUNC:]
 
 
-def groups_equal(ga: list, gb: list) -> bool:
+def groups_equal(ga: list[Any], gb: list[Any]) -> bool:
     """Two event lists equal but for seq (and op)?  C-speed on the common
     cases: seqs and op ids equal (no shift), or shifted by a constant."""
     if len(ga) != len(gb):
         return False
     if ga == gb:
         return True
-    try:
-        d = gb[0][1] - ga[0][1]
-        do = gb[0][3] != ga[0][3]
-    except (TypeError, IndexError, KeyError):
-        return all(map(same_payload, ga, gb))
+    seq, op = I_SEQ, I_OP       # locals: the loops below run once per event
+    d = gb[0][seq] - ga[0][seq]
+    do = gb[0][op] != ga[0][op]
     if not d and not do:
         return False          # same seqs and op ids yet unequal
     if _shares(ga, gb):
         return all(map(same_payload, ga, gb))
     # Renumber B's events in place to A's numbering, compare, restore.
-    oa = ga[0][3]
-    saved = []
+    oa = ga[0][op]
+    saved = [(ev[seq], ev[op]) for ev in gb]
+    for ev in gb:
+        ev[seq] -= d
+        ev[op] = oa
     try:
-        for ev in gb:
-            saved.append((ev[1], ev[3]))
-            ev[1] -= d
-            ev[3] = oa
         return ga == gb
-    except (TypeError, IndexError, KeyError):
-        pass
     finally:
         for ev, (s, o) in zip(gb, saved):
-            ev[1] = s
-            ev[3] = o
-    return all(map(same_payload, ga, gb))
+            ev[seq] = s
+            ev[op] = o
 
 
-def _field_names(kind_code: int):
-    if type(kind_code) is int and 0 <= kind_code < len(S.KINDS):
+def _field_names(kind_code: int) -> tuple[Any, ...]:
+    if kind_code < len(S.KINDS):
         return S.KINDS[kind_code].fields
-    return ()
+    return ()       # a kind this build does not know (replay.codes.UNKNOWN_KIND)
 
 
-def differing_fields(a: list, b: list) -> tuple:
+def kind_name(kind_code: int) -> str | None:
+    """The name of a kind of this build's catalogue, None for a kind it does
+    not know (replay.codes.UNKNOWN_KIND: a newer trace's)."""
+    if kind_code < len(S.KINDS):
+        return S.KINDS[kind_code].name
+    return None
+
+
+def differing_fields(a: list[Any], b: list[Any]) -> tuple[Any, ...]:
     """Names of the fields in which two events of the same kind differ
     (``args.NAME`` for a call argument); () when their payloads are equal."""
     if same_payload(a, b):
         return ()
-    if type(a) is not list or type(b) is not list or len(a) < F0 or len(b) < F0:
-        return ("event",)
     out = []
-    if a[0] != b[0]:
+    if a[I_KIND] != b[I_KIND]:
         out.append("kind")
-    if a[2] != b[2]:
+    if a[I_CPU] != b[I_CPU]:
         out.append("cpu")
-    if a[4] != b[4]:
+    if a[I_FUNC] != b[I_FUNC]:
         out.append("func")
-    if a[5] != b[5]:
+    if a[I_LABEL] != b[I_LABEL]:
         out.append("label")
-    names = _field_names(a[0]) if a[0] == b[0] else ()
+    names = _field_names(a[I_KIND]) if a[I_KIND] == b[I_KIND] else ()
     n = max(len(a), len(b)) - F0
     for i in range(n):
         va = a[F0 + i] if F0 + i < len(a) else _MISSING
@@ -241,8 +240,8 @@ def differing_fields(a: list, b: list) -> tuple:
 _MISSING = object()
 
 
-def _args_map(args):
-    out = {}
+def _args_map(args: list[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for i, pair in enumerate(args):
         if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str):
             out.setdefault(pair[0], pair[1])
@@ -251,7 +250,7 @@ def _args_map(args):
     return out
 
 
-def _arg_diff(va, vb):
+def _arg_diff(va: list[Any], vb: list[Any]) -> list[str]:
     ma, mb = _args_map(va), _args_map(vb)
     names = list(ma)
     names.extend(k for k in mb if k not in ma)
@@ -297,42 +296,25 @@ _IDENT_IDX = tuple(
 )
 
 
-def coarse_key(ev):
+def coarse_key(ev: Event) -> tuple[Any, ...]:
     """What an event is, for matching: kind, function and identifying fields."""
-    try:
-        k = ev[0]
-        idx = _IDENT_IDX[k] if type(k) is int and 0 <= k < len(_IDENT_IDX) else ()
-        return (k, ev[4]) + tuple(freeze(ev[i]) if i < len(ev) else None for i in idx)
-    except (TypeError, IndexError, KeyError):
-        return ("malformed",)
+    k = ev[I_KIND]
+    idx = _IDENT_IDX[k] if k < len(_IDENT_IDX) else ()     # none for a kind this build does not know
+    return (k, ev[I_FUNC]) + tuple(freeze(ev[i]) for i in idx)
 
 
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 _packb_full = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
 
-def fine_key(ev):
-    """A hash of the payload (all but seq and op): msgpack bytes of the rest,
-    hashed (C speed; equal payloads give equal keys on any hash seed)."""
-    try:
-        return hash((ev[0], ev[2], _packb(ev[4:])))
-    except (TypeError, IndexError, KeyError, ValueError, OverflowError):
-        try:
-            return hash((freeze(ev[0]), freeze(ev[2]), freeze(ev[4:])))
-        except (TypeError, IndexError, KeyError):
-            return hash(freeze(ev))
+_get_kind, _get_cpu, _payload = itemgetter(I_KIND), itemgetter(I_CPU), itemgetter(slice(I_FUNC, None))
 
 
-_get0, _get2, _tail4 = itemgetter(0), itemgetter(2), itemgetter(slice(4, None))
-
-
-def fine_keys(events: list) -> list:
-    """fine_key of every event, computed in C when no event needs
-    fine_key's fallbacks (the same values either way)."""
-    try:
-        return list(map(hash, zip(map(_get0, events), map(_get2, events), map(_packb, map(_tail4, events)))))
-    except (TypeError, IndexError, KeyError, ValueError, OverflowError):
-        return list(map(fine_key, events))
+def fine_keys(events: list[Any]) -> list[Any]:
+    """A hash of each event's payload (all but seq and op): msgpack bytes of
+    the rest, hashed (C speed; equal payloads give equal keys on any hash
+    seed; every decoded msgpack value packs again)."""
+    return list(map(hash, zip(map(_get_kind, events), map(_get_cpu, events), map(_packb, map(_payload, events)))))
 
 
 # --------------------------------------------------------------------------------
@@ -345,35 +327,31 @@ class Bracket:
 
     __slots__ = ("open", "close", "children", "is_call", "coarse", "fine")
 
-    def __init__(self, open_idx: int, is_call: bool, coarse) -> None:
+    def __init__(self, open_idx: int, is_call: bool, coarse: tuple[Any, ...]) -> None:
         self.open = open_idx
-        self.close = None
-        self.children: list = []
+        self.close: int | None = None
+        self.children: list[Any] = []
         self.is_call = is_call
         self.coarse = coarse
-        self.fine = None
+        self.fine: int | None = None
 
 
-def build_tree(events: list) -> list:
+def build_tree(events: list[Any]) -> list[Any]:
     """The op's events as a list of items: an int (a plain event's index) or
-    a Bracket.  Robust to any input: unmatched returns/unlocks are plain
-    events, unclosed brackets stay open."""
-    root: list = []
+    a Bracket.  Any nesting is accepted: unmatched returns/unlocks are plain
+    events, unclosed brackets stay open (a trace cut inside an operation)."""
+    root: list[Any] = []
     stack: list[Bracket] = []
-    try:
-        kinds = list(map(_get0, events))
-    except (TypeError, IndexError, KeyError):
-        kinds = [_safe(ev, 0) for ev in events]
     children = root
-    for idx, k in enumerate(kinds):
+    for idx, k in enumerate(map(_get_kind, events)):
         if k == K_CALL:
-            br = Bracket(idx, True, ("call", _safe(events[idx], 4)))
+            br = Bracket(idx, True, ("call", events[idx][I_FUNC]))
             children.append(br)
             stack.append(br)
             children = br.children
         elif k == K_LOCK:
             ev = events[idx]
-            br = Bracket(idx, False, ("lock", _freeze_field(ev, F0), _freeze_field(ev, F0 + 1)))
+            br = Bracket(idx, False, ("lock", ev[S.F_LOCK_LOCK], ev[S.F_LOCK_TARGET]))
             children.append(br)
             stack.append(br)
             children = br.children
@@ -385,11 +363,11 @@ def build_tree(events: list) -> list:
                 if pos is None:
                     children.append(idx)
                     continue
-                _close(stack, pos, idx, root)
+                _close(stack, pos, idx)
             children = stack[-1].children if stack else root
         elif k == K_UNLOCK:
             ev = events[idx]
-            want = ("lock", _freeze_field(ev, F0), _freeze_field(ev, F0 + 1))
+            want = ("lock", ev[S.F_UNLOCK_LOCK], ev[S.F_UNLOCK_TARGET])
             pos = None
             for p in range(len(stack) - 1, -1, -1):
                 b = stack[p]
@@ -401,44 +379,25 @@ def build_tree(events: list) -> list:
             if pos is None:
                 children.append(idx)
             else:
-                _close(stack, pos, idx, root)
+                _close(stack, pos, idx)
                 children = stack[-1].children if stack else root
         else:
             children.append(idx)
     return root
 
 
-_ATOMS = frozenset((int, str, float, bool, type(None)))
-
-
-def _freeze_field(ev, i):
-    """freeze(_safe(ev, i)), without the calls for a scalar field."""
-    try:
-        v = ev[i]
-    except (TypeError, IndexError, KeyError):
-        return None
-    return v if type(v) in _ATOMS else freeze(v)
-
-
-def _is_call(b) -> bool:
+def _is_call(b: Bracket) -> bool:
     return b.is_call
 
 
-def _safe(ev, i):
-    try:
-        return ev[i]
-    except (TypeError, IndexError, KeyError):
-        return None
-
-
-def _find(stack, pred):
+def _find(stack: list[Bracket], pred: Callable[[Bracket], bool]) -> int | None:
     for p in range(len(stack) - 1, -1, -1):
         if pred(stack[p]):
             return p
     return None
 
 
-def _close(stack: list, pos: int, idx: int, root: list) -> None:
+def _close(stack: list[Any], pos: int, idx: int) -> None:
     """Close stack[pos] at event idx; open sections above it cross its end:
     flatten them (their lock event and children move into their parent)."""
     while len(stack) - 1 > pos:
@@ -452,13 +411,13 @@ def _close(stack: list, pos: int, idx: int, root: list) -> None:
     stack.pop()
 
 
-def _lock_coarse_name(coarse):
+def _lock_coarse_name(coarse: tuple[Any, ...]) -> tuple[Any, ...]:
     # A section's coarse key for matching: the lock's name, not its instance
     # (an instance difference is an argument difference of the lock event).
     return coarse[:2]
 
 
-def annotate(items: list, events: list, fks: list | None = None) -> tuple[list, list]:
+def annotate(items: list[Any], events: list[Any], fks: list[Any] | None = None) -> tuple[list[Any], list[Any]]:
     """(coarse keys, fine keys) of a sibling list; brackets get their subtree
     fine key computed bottom-up and cached.  ``fks``: fine_keys(events), when
     the caller already has them."""
@@ -477,7 +436,7 @@ def annotate(items: list, events: list, fks: list | None = None) -> tuple[list, 
     return ck, fk
 
 
-def _subtree_fine(br: Bracket, fks: list) -> int:
+def _subtree_fine(br: Bracket, fks: list[Any]) -> int:
     # a subtree's identity needs only fine keys: no coarse key below the
     # level being aligned is ever looked at
     sub = [fks[c] if type(c) is int else (c.fine if c.fine is not None else _subtree_fine(c, fks))
@@ -490,16 +449,17 @@ def _subtree_fine(br: Bracket, fks: list) -> int:
 # Sequence alignment
 
 
-def align_seq(ka: list, kb: list, fa: list, fb: list) -> list[tuple]:
+def align_seq(ka: list[Any], kb: list[Any], fa: list[Any], fb: list[Any]) -> list[tuple[int | None, int | None]]:
     """Align two sequences.  ka/kb: coarse keys (only equal ones may pair);
     fa/fb: fine keys (equal = identical).  Returns (i, j) pairs in order, with
     None for a gap; gaps between two pairs list A's items before B's."""
-    out: list[tuple] = []
+    out: list[tuple[int | None, int | None]] = []
     _align(ka, kb, fa, fb, 0, len(ka), 0, len(kb), out, 0)
     return out
 
 
-def _align(ka, kb, fa, fb, a0, a1, b0, b1, out, depth):
+def _align(ka: Keys, kb: Keys, fa: Keys, fb: Keys, a0: int, a1: int, b0: int, b1: int, out: Out,
+           depth: int) -> None:
     # common prefix
     while a0 < a1 and b0 < b1 and fa[a0] == fb[b0] and ka[a0] == kb[b0]:
         out.append((a0, b0))
@@ -528,18 +488,19 @@ def _align(ka, kb, fa, fb, a0, a1, b0, b1, out, depth):
         elif (a1 - a0) * (b1 - b0) <= DP_CELLS:
             _dp(ka, kb, fa, fb, a0, a1, b0, b1, out)
         else:
-            _greedy(ka, kb, fa, fb, a0, a1, b0, b1, out)
+            _greedy(ka, kb, a0, a1, b0, b1, out)
     out.extend(reversed(tail))
 
 
-def _unique_anchors(xa, xb, a0, a1, b0, b1, ka, kb):
+def _unique_anchors(xa: Keys, xb: Keys, a0: int, a1: int, b0: int, b1: int, ka: Keys,
+                    kb: Keys) -> list[tuple[int, int]]:
     """Patience anchors: keys occurring exactly once in each range, in an
     increasing (longest) order on both sides."""
-    ca: dict = {}
+    ca: dict[Any, Any] = {}
     for i in range(a0, a1):
         k = xa[i]
         ca[k] = -1 if k in ca else i
-    cb: dict = {}
+    cb: dict[Any, Any] = {}
     for j in range(b0, b1):
         k = xb[j]
         cb[k] = -1 if k in cb else j
@@ -555,10 +516,10 @@ def _unique_anchors(xa, xb, a0, a1, b0, b1, ka, kb):
     return _lis(cand)
 
 
-def _lis(pairs):
+def _lis(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Longest subsequence increasing in the second coordinate (patience sort)."""
-    tails: list = []       # b values
-    tail_idx: list = []
+    tails: list[Any] = []       # b values
+    tail_idx: list[Any] = []
     prev = [-1] * len(pairs)
     for n, (_, j) in enumerate(pairs):
         p = bisect_left(tails, j)
@@ -578,7 +539,7 @@ def _lis(pairs):
     return res
 
 
-def _dp(ka, kb, fa, fb, a0, a1, b0, b1, out):
+def _dp(ka: Keys, kb: Keys, fa: Keys, fb: Keys, a0: int, a1: int, b0: int, b1: int, out: Out) -> None:
     """Weighted LCS: a coarse match scores 2, an identical one 3."""
     n, m = a1 - a0, b1 - b0
     w = m + 1
@@ -597,8 +558,8 @@ def _dp(ka, kb, fa, fb, a0, a1, b0, b1, out):
                     best = s
             score[row + j] = best
     i = j = 0
-    ga: list = []
-    gb: list = []
+    ga: list[Any] = []
+    gb: list[Any] = []
     while i < n and j < m:
         cur = score[i * w + j]
         if ka[a0 + i] == kb[b0 + j] and cur == score[(i + 1) * w + j + 1] + (3 if fa[a0 + i] == fb[b0 + j] else 2):
@@ -620,7 +581,7 @@ def _dp(ka, kb, fa, fb, a0, a1, b0, b1, out):
     out.extend((None, y) for y in gb)
 
 
-def _greedy(ka, kb, fa, fb, a0, a1, b0, b1, out, look: int = 32, run: int = 8):
+def _greedy(ka: Keys, kb: Keys, a0: int, a1: int, b0: int, b1: int, out: Out, look: int = 32, run: int = 8) -> None:
     """Lockstep with a small look-ahead: linear, for large unanchored ranges.
     At a mismatch, take the cheapest of: substitute (both advance), skip d
     items of A, skip d items of B -- scored by how many items match right
@@ -653,7 +614,7 @@ def _greedy(ka, kb, fa, fb, a0, a1, b0, b1, out, look: int = 32, run: int = 8):
     out.extend((None, y) for y in range(j, b1))
 
 
-def _run(ka, kb, i, j, a1, b1, limit):
+def _run(ka: Keys, kb: Keys, i: int, j: int, a1: int, b1: int, limit: int) -> int:
     n = 0
     while n < limit and i + n < a1 and j + n < b1 and ka[i + n] == kb[j + n]:
         n += 1
@@ -674,15 +635,16 @@ class RowSink:
         self.sa = array("q")
         self.sb = array("q")
         self.cls = bytearray()
-        self.fields: dict = {}
-        self.paths: dict = {}          # row -> tuple of enclosing function names
+        self.fields: dict[Any, Any] = {}
+        self.paths: dict[Any, Any] = {}          # row -> tuple of enclosing function names
         self.ia = array("l")           # event index in the op group (-1 = gap)
         self.ib = array("l")
 
     def __len__(self) -> int:
         return len(self.cls)
 
-    def add(self, ia, ib, seq_a, seq_b, code, fields, path) -> None:
+    def add(self, ia: int, ib: int, seq_a: int, seq_b: int, code: int, fields: tuple[str, ...],
+            path: tuple[str, ...]) -> None:
         n = len(self.cls)
         self.sa.append(seq_a)
         self.sb.append(seq_b)
@@ -694,7 +656,8 @@ class RowSink:
         if code != C_SAME and (n == 0 or self.cls[n - 1] == C_SAME):
             self.paths[n] = path
 
-    def add_run(self, ia, ib, seq_a, seq_b, code: int, path=()) -> None:
+    def add_run(self, ia: Iterable[int], ib: Iterable[int], seq_a: Sequence[int], seq_b: Sequence[int], code: int,
+                path: tuple[str, ...] = ()) -> None:
         """Rows of one class without differing fields, in bulk: what add()
         would record for each in turn."""
         k = len(seq_a)
@@ -710,18 +673,13 @@ class RowSink:
         self.ib.extend(ib)
 
 
-_get1 = itemgetter(1)
+_get_seq = itemgetter(I_SEQ)
 
 
-def _seqs(events: list, first: int) -> list:
-    """_seq_of of every event (C speed when all are lists with int seqs)."""
-    try:
-        seqs = list(map(_get1, events))
-        if set(map(type, events)) == {list} and set(map(type, seqs)) == {int}:
-            return seqs
-    except (TypeError, IndexError, KeyError):
-        pass
-    return [_seq_of(ev, first + i) for i, ev in enumerate(events)]
+def func_name(code: int) -> str:
+    """A function of this build's table by code; the bare number for one it
+    does not know (replay.codes: a newer trace's)."""
+    return S.FUNCS[code] if code < len(S.FUNCS) else str(code)
 
 
 # Op groups larger than this (both sides together) get their common prefix
@@ -731,16 +689,13 @@ def _seqs(events: list, first: int) -> list:
 TRIM_OVER = 600
 
 
-def align_ops(ga: OpGroup | None, gb: OpGroup | None, funcs_a=None, funcs_b=None) -> RowSink:
+def align_ops(ga: OpGroup | None, gb: OpGroup | None) -> RowSink:
     """Rows for a pair of op groups (either may be None: one-sided)."""
     sink = RowSink()
     ea = ga.events if ga is not None else []
     eb = gb.events if gb is not None else []
-    fa0 = ga.first if ga is not None else 0
-    fb0 = gb.first if gb is not None else 0
-    seq_a = _seqs(ea, fa0)
-    seq_b = _seqs(eb, fb0)
-    funcs = funcs_a or S.FUNCS
+    seq_a = list(map(_get_seq, ea))
+    seq_b = list(map(_get_seq, eb))
     if not eb:
         sink.add_run(range(len(ea)), [-1] * len(ea), seq_a, [0] * len(ea), C_ONLY_A)
         return sink
@@ -755,48 +710,46 @@ def align_ops(ga: OpGroup | None, gb: OpGroup | None, funcs_a=None, funcs_b=None
         if k > 0:
             q = slice_mismatch(ea[na - k:][::-1], eb[nb - k:][::-1])
     sink.add_run(range(p), range(p), seq_a[:p], seq_b[:p], C_SAME)
-    path = _open_path(ea[:p], funcs) if p else ()
-    ctx = _Ctx(ea[p:na - q], eb[p:nb - q], seq_a[p:na - q], seq_b[p:nb - q], sink, funcs, p, p)
+    path = _open_path(ea[:p]) if p else ()
+    ctx = _Ctx(ea[p:na - q], eb[p:nb - q], seq_a[p:na - q], seq_b[p:nb - q], sink, p, p)
     ctx.items(build_tree(ctx.ea), build_tree(ctx.eb), path)
     if q:
         sink.add_run(range(na - q, na), range(nb - q, nb), seq_a[na - q:], seq_b[nb - q:], C_SAME)
     return sink
 
 
-def _open_path(events, funcs) -> tuple:
+def _open_path(events: list[Event]) -> tuple[str, ...]:
     """Functions and sections still open after events (for a region's path)."""
-    stack: list = []
+    stack: list[Any] = []
     for ev in events:
-        k = _safe(ev, 0)
+        k = ev[I_KIND]
         if k == K_CALL:
-            code = _safe(ev, 4)
-            stack.append(funcs[code] if type(code) is int and 0 <= code < len(funcs) else str(code))
+            stack.append(func_name(ev[I_FUNC]))
         elif k == K_LOCK:
-            stack.append(str(_safe(ev, F0)))
+            stack.append(ev[S.F_LOCK_LOCK])
         elif k in (K_RETURN, K_UNLOCK) and stack:
             stack.pop()
     return tuple(stack)
 
 
 class _Ctx:
-    __slots__ = ("ea", "eb", "sa", "sb", "sink", "funcs", "oa", "ob", "fka", "fkb")
+    """The tree alignment of one pair of op groups (or of what lies between
+    their common prefix and suffix), writing rows into ``sink``."""
 
-    def __init__(self, ea, eb, sa, sb, sink, funcs, oa=0, ob=0) -> None:
-        self.ea, self.eb, self.sa, self.sb, self.sink, self.funcs = ea, eb, sa, sb, sink, funcs
+    __slots__ = ("ea", "eb", "sa", "sb", "sink", "oa", "ob", "fka", "fkb")
+
+    def __init__(self, ea: list[Event], eb: list[Event], sa: list[int], sb: list[int], sink: RowSink, oa: int,
+                 ob: int) -> None:
+        self.ea, self.eb, self.sa, self.sb, self.sink = ea, eb, sa, sb, sink
         self.oa, self.ob = oa, ob     # index of ea[0] / eb[0] in the op group
         self.fka, self.fkb = fine_keys(ea), fine_keys(eb)
 
-    def func_name(self, code):
-        if type(code) is int and 0 <= code < len(self.funcs):
-            return self.funcs[code]
-        return str(code)
-
-    def pair(self, i: int, j: int, path) -> None:
+    def pair(self, i: int, j: int, path: tuple[str, ...]) -> None:
         f = differing_fields(self.ea[i], self.eb[j])
         self.sink.add(i + self.oa, j + self.ob, self.sa[i], self.sb[j], C_ARGS if f else C_SAME, f, path)
 
-    def only(self, side: int, item, path) -> None:
-        idxs: list = []
+    def only(self, side: int, item: int | Bracket, path: tuple[str, ...]) -> None:
+        idxs: list[Any] = []
         _flatten(item, idxs)
         idxs.sort()
         n = len(idxs)
@@ -807,11 +760,12 @@ class _Ctx:
             self.sink.add_run([-1] * n, _shifted(idxs, self.ob), [0] * n, list(map(self.sb.__getitem__, idxs)),
                               C_ONLY_B, path)
 
-    def items(self, ia: list, ib: list, path) -> None:
+    def items(self, ia: list[Any], ib: list[Any], path: tuple[str, ...]) -> None:
         ka, fa = annotate(ia, self.ea, self.fka)
         kb, fb = annotate(ib, self.eb, self.fkb)
         for i, j in align_seq(ka, kb, fa, fb):
             if j is None:
+                assert i is not None        # align_seq never pairs two gaps
                 self.only(0, ia[i], path)
             elif i is None:
                 self.only(1, ib[j], path)
@@ -823,8 +777,8 @@ class _Ctx:
                     pass
                 else:
                     self.pair(x.open, y.open, path)
-                    sub = path + ((self.func_name(self.ea[x.open][4]),) if x.is_call
-                                  else (str(_safe(self.ea[x.open], F0)),))
+                    opener = self.ea[x.open]
+                    sub = path + ((func_name(opener[I_FUNC]),) if x.is_call else (opener[S.F_LOCK_LOCK],))
                     self.items(x.children, y.children, sub)
                     if x.close is not None and y.close is not None:
                         self.pair(x.close, y.close, path)
@@ -833,10 +787,10 @@ class _Ctx:
                     elif y.close is not None:
                         self.sink.add(-1, y.close + self.ob, 0, self.sb[y.close], C_ONLY_B, (), path)
 
-    def _same_subtree(self, x, y) -> bool:
+    def _same_subtree(self, x: Bracket, y: Bracket) -> bool:
         """When the two subtrees' events are equal pairwise: their rows, and True."""
-        a: list = []
-        b: list = []
+        a: list[Any] = []
+        b: list[Any] = []
         _flatten(x, a)
         _flatten(y, b)
         if len(a) != len(b):
@@ -850,12 +804,12 @@ class _Ctx:
         return True
 
 
-def _shifted(idxs: list, by: int) -> list:
+def _shifted(idxs: list[Any], by: int) -> list[Any]:
     return [i + by for i in idxs] if by else idxs
 
 
-def _flatten(item, out: list) -> None:
-    if type(item) is int:
+def _flatten(item: int | Bracket, out: list[int]) -> None:
+    if isinstance(item, int):
         out.append(item)
         return
     out.append(item.open)
@@ -878,7 +832,7 @@ class Row:
     seq_a: int | None
     seq_b: int | None
     cls: str
-    fields: tuple
+    fields: tuple[Any, ...]
     pair: int
 
 
@@ -890,16 +844,16 @@ class Region:
     pair: int
     row_start: int           # global row index, inclusive
     row_end: int             # exclusive
-    seq_a: tuple | None      # (first, last) seqs of A's events in it, None if none
-    seq_b: tuple | None
-    counts: dict             # class -> number of rows
-    path: tuple              # enclosing functions / sections at its start
+    seq_a: tuple[Any, ...] | None      # (first, last) seqs of A's events in it, None if none
+    seq_b: tuple[Any, ...] | None
+    counts: dict[Any, Any]             # class -> number of rows
+    path: tuple[Any, ...]              # enclosing functions / sections at its start
     # of counts["args"], the rows that differ only in their step label (the
     # engines name the same step PMx / MOx): the same values, counted apart
     label_only: int = 0
 
     @property
-    def classes(self) -> tuple:
+    def classes(self) -> tuple[Any, ...]:
         return tuple(c for c in CLASSES if self.counts.get(c))
 
 
@@ -912,72 +866,63 @@ class OpPair:
                  "count_b", "status", "row_start", "n_rows", "rows", "regions", "_packed",
                  "_unpacked", "part", "n_ops", "_seq_rows")
 
-    def __init__(self, index, ga: OpGroup | None, gb: OpGroup | None, status: str) -> None:
+    def __init__(self, index: int, ga: OpGroup | None, gb: OpGroup | None, status: str) -> None:
         self.index = index
-        self.op_a = ga.op if ga is not None else None
-        self.op_b = gb.op if gb is not None else None
+        self.op_a: Any = ga.op if ga is not None else None
+        self.op_b: Any = gb.op if gb is not None else None
         self.key_a = ga.key if ga is not None else None
         self.key_b = gb.key if gb is not None else None
-        self.first_a = ga.first if ga is not None else None
+        self.first_a = ga.first if ga is not None else 0      # read only with count_a > 0
         self.count_a = ga.count if ga is not None else 0
-        self.first_b = gb.first if gb is not None else None
+        self.first_b = gb.first if gb is not None else 0
         self.count_b = gb.count if gb is not None else 0
-        self.part = (ga or gb).part if (ga or gb) is not None else 0
+        g = ga if ga is not None else gb
+        self.part = g.part if g is not None else 0
         self.status = status          # "same" | "different" | "only-a" | "only-b"
         self.row_start = 0
         self.n_rows = 0
         self.rows: RowSink | None = None
         self.regions: list[int] = []
-        self._packed = None           # differing pairs: both groups' events as msgpack bytes
-        self._unpacked = None
+        self._packed: bytes | None = None     # differing pairs: both groups' events as msgpack bytes
+        self._unpacked: tuple[list[Event], list[Event]] | None = None
         self.n_ops = 1
-        self._seq_rows = None         # lazily: ({seq_a: k}, {seq_b: k}) for big differing pairs
+        # lazily: ({seq_a: k}, {seq_b: k}) for big differing pairs
+        self._seq_rows: tuple[dict[int, int], dict[int, int]] | None = None
 
-    def keep_events(self, ea: list, eb: list) -> bool:
+    def keep_events(self, ea: list[Any], eb: list[Any]) -> None:
         """Keep the events of a differing pair for rendering, packed (one
-        bytes object per pair, not thousands of small objects).  False when
-        they cannot be packed."""
-        try:
-            self._packed = _packb_full([ea, eb])
-        except (TypeError, ValueError, OverflowError):
-            return False
-        return True
+        bytes object per pair, not thousands of small objects)."""
+        self._packed = _packb_full([ea, eb])
 
-    def _events(self):
+    def kept_events(self) -> tuple[list[Event], list[Event]] | None:
+        """Both groups' events of a differing pair, None when not kept
+        (keep_events: only the first DETAIL_ROWS rows of a diff are)."""
         if self._packed is None:
-            return None, None
+            return None
         if self._unpacked is None:
             gc_was = gc.isenabled()
             gc.disable()        # thousands of fresh lists and no garbage: a collection only walks them
             try:
-                self._unpacked = msgpack.unpackb(self._packed, raw=False, strict_map_key=False)
+                ea, eb = msgpack.unpackb(self._packed, raw=False, strict_map_key=False)
+                self._unpacked = (ea, eb)
             finally:
                 if gc_was:
                     gc.enable()
         return self._unpacked
 
-    @property
-    def events_a(self):
-        """A's events of a differing pair (None when not kept)."""
-        return self._events()[0]
-
-    @property
-    def events_b(self):
-        return self._events()[1]
-
     @classmethod
-    def run(cls, first_a: int, first_b: int, count: int, op_a, op_b, key, n_ops: int) -> OpPair:
+    def run(cls, first_a: int, first_b: int, count: int, op_a: int, op_b: int, key: Any, n_ops: int) -> OpPair:
         p = cls(0, None, None, SAME)
         p.first_a, p.first_b, p.count_a, p.count_b = first_a, first_b, count, count
         p.op_a, p.op_b, p.key_a, p.key_b, p.n_ops = op_a, op_b, key, key, n_ops
         return p
 
     @property
-    def last_a(self):
+    def last_a(self) -> int | None:
         return self.first_a + self.count_a - 1 if self.count_a else None
 
     @property
-    def last_b(self):
+    def last_b(self) -> int | None:
         return self.first_b + self.count_b - 1 if self.count_b else None
 
     def row(self, k: int) -> Row:
@@ -1035,8 +980,8 @@ class Alignment:
             pair.n_rows = len(pair.rows)
         self.pairs.append(pair)
         self._starts.append(pair.row_start)
-        for side, first, count in (("a", pair.first_a, pair.count_a), ("b", pair.first_b, pair.count_b)):
-            if count:
+        for side, first, n in (("a", pair.first_a, pair.count_a), ("b", pair.first_b, pair.count_b)):
+            if n:
                 firsts, idx = self._side[side]
                 firsts.append(first)
                 idx.append(pair.index)
@@ -1044,14 +989,14 @@ class Alignment:
             self._add_regions(pair)
         self.n_rows += pair.n_rows
 
-    def add_same(self, first_a: int, first_b: int, count: int, op_a, op_b, key, n_ops: int,
-                 op_delta) -> None:
+    def add_same(self, first_a: int, first_b: int, count: int, op_a: int, op_b: int, key: Any, n_ops: int,
+                 delta: int) -> None:
         """Identical events (whole operations) in both traces: extend the last
         run when it continues it, else start one."""
         last = self.pairs[-1] if self.pairs else None
         if (last is not None and last.rows is None and last.status == SAME
                 and last.first_a + last.count_a == first_a and last.first_b + last.count_b == first_b
-                and _delta(last.op_a, last.op_b) == op_delta):
+                and op_delta(last.op_a, last.op_b) == delta):
             last.count_a += count
             last.count_b += count
             last.n_rows += count
@@ -1062,6 +1007,7 @@ class Alignment:
 
     def _add_regions(self, pair: OpPair) -> None:
         r = pair.rows
+        assert r is not None
         cls = r.cls
         n = len(cls)
         k = 0
@@ -1070,7 +1016,7 @@ class Alignment:
                 k += 1
                 continue
             start = k
-            counts: dict = {}
+            counts: dict[Any, Any] = {}
             labels = 0
             fa = la = fb = lb = None
             while k < n and cls[k] != C_SAME:
@@ -1136,6 +1082,17 @@ class Alignment:
         first = pair.first_a if side == "a" else pair.first_b
         return pair if first <= seq < first + count else None
 
+    def pair_indexes(self, side: str, seqs: list[Any]) -> list[Any]:
+        """The index of the pair holding each event seq of side 'a' or 'b'
+        (seqs >= 1), -1 for one past the side's last event (C-speed bisection,
+        for the 10^5 findings of a long trace)."""
+        firsts, idx = self._side[side]
+        if not idx:
+            return [-1] * len(seqs)
+        last = self.pairs[idx[-1]]
+        end = last.first_a + last.count_a if side == "a" else last.first_b + last.count_b
+        return [idx[bisect_right(firsts, x) - 1] if x < end else -1 for x in seqs]
+
     def row_of(self, side: str, seq: int) -> int | None:
         """Global row of event seq of side 'a' or 'b' (None if outside)."""
         pair = self.pair_of_seq(side, seq)
@@ -1179,11 +1136,10 @@ class Alignment:
 # Streaming op pairing
 
 
-def _delta(a, b):
-    try:
-        return b - a
-    except TypeError:
-        return None
+def op_delta(a: int, b: int) -> int:
+    """How much B's op ids are ahead of A's (a run of identical operations
+    continues only under the same shift)."""
+    return b - a
 
 
 class EventStream:
@@ -1196,28 +1152,26 @@ class EventStream:
     which lets the lockstep lane take a chunk byte-identical to the other
     trace's without decoding it (``adopt``)."""
 
-    __slots__ = ("_it", "src", "ci", "buf", "pos", "_ops", "done", "pushback", "_cont", "_next_seq",
-                 "loaded")
+    __slots__ = ("_it", "src", "ci", "buf", "pos", "_ops", "done", "pushback", "_cont", "loaded")
 
-    def __init__(self, chunks) -> None:
-        self.src = chunks if hasattr(chunks, "decode") else None
-        self._it = iter(chunks) if self.src is None else None
+    def __init__(self, chunks: Any) -> None:
+        self.src: Any = chunks if hasattr(chunks, "decode") else None
+        self._it: Iterator[list[Event]] = iter(chunks) if self.src is None else iter(())
         self.ci = 0                          # next chunk index (sources)
-        self.buf: list = []
+        self.buf: list[Any] = []
         self.pos = 0
-        self._ops = None
+        self._ops: list[int] | None = None
         self.done = False
-        self.pushback: list | None = None    # events to put in front of the next group
-        self._cont = None                    # (op, part): the next group continues a cut one
-        self._next_seq = 1
+        self.pushback: list[Any] | None = None    # events to put in front of the next group
+        self._cont: tuple[int, int] | None = None     # (op, part): the next group continues a cut one
         self.loaded = 0                      # events taken from the trace so far
 
-    def _next_chunk(self):
+    def _next_chunk(self) -> list[Event] | None:
         if self.src is None:
             return next(self._it, None)
         if self.ci >= self.src.count:
             return None
-        ch = self.src.decode(self.ci)
+        ch: list[Event] | None = self.src.decode(self.ci)
         self.ci += 1
         return ch
 
@@ -1261,34 +1215,28 @@ class EventStream:
         """Events left in the current chunk (loading the next when empty)."""
         return len(self.buf) - self.pos if self._load() else 0
 
-    def peek(self, n: int) -> list:
+    def peek(self, n: int) -> list[Any]:
         return self.buf[self.pos:self.pos + n]
 
     def advance(self, n: int) -> None:
         self.pos += n
 
-    def exhausted(self) -> bool:
-        return not self.pushback and not self._load()
 
-    def mark_continued(self, op, part: int) -> None:
+    def mark_continued(self, op: int, part: int) -> None:
         """The events of op so far were consumed elsewhere (a cut group)."""
         self._cont = (op, part)
 
-    def _chunk_ops(self) -> list:
+    def _chunk_ops(self) -> list[Any]:
         ops = self._ops
         if ops is None:
-            try:
-                ops = list(map(_getop, self.buf))
-            except (TypeError, IndexError, KeyError):
-                ops = [ev[3] if type(ev) is list and len(ev) > 3 else None for ev in self.buf]
-            self._ops = ops
+            ops = self._ops = list(map(_getop, self.buf))
         return ops
 
     def next_group(self) -> OpGroup | None:
-        events: list = self.pushback or []
+        events: list[Any] = self.pushback or []
         self.pushback = None
         if events:
-            op = _safe(events[0], 3)
+            op = events[0][I_OP]
         else:
             if not self._load():
                 return None
@@ -1307,18 +1255,14 @@ class EventStream:
         cont = self._cont
         part = cont[1] if cont is not None and cont[0] == op else 0
         self._cont = (op, part + 1) if len(events) >= MAX_GROUP_EVENTS else None
-        first = _seq_of(events[0], self._next_seq)
-        self._next_seq = first + len(events)
-        return OpGroup(op, _group_key(events[0]) if not part else None, first, events, part)
+        first = events[0][I_SEQ]
+        return OpGroup(op, group_key(events[0]) if not part else None, first, events, part)
 
 
-def _run_end(ops: list, i: int, o) -> int:
+def _run_end(ops: list[int], i: int, o: int) -> int:
     """End of the run of value o starting at ops[i] (bisect when sorted)."""
     n = len(ops)
-    try:
-        j = bisect_right(ops, o, i)
-    except TypeError:
-        j = i + 1
+    j = bisect_right(ops, o, i)
     if j <= i:
         j = i + 1
     if j - i > 1 and ops[i:j] != [o] * (j - i):
@@ -1331,10 +1275,10 @@ def _run_end(ops: list, i: int, o) -> int:
 class _IterSource:
     """next_group() over an iterator of OpGroups (pair_groups' input)."""
 
-    def __init__(self, it) -> None:
+    def __init__(self, it: Iterable[OpGroup]) -> None:
         self._it = iter(it)
 
-    def next_group(self):
+    def next_group(self) -> OpGroup | None:
         return next(self._it, None)
 
 
@@ -1342,14 +1286,14 @@ class Pairer:
     """The operation-level alignment, one pair at a time: lockstep on the
     op-begin keys, a bounded look-ahead to resynchronise."""
 
-    def __init__(self, src_a, src_b, window: int = WINDOW) -> None:
+    def __init__(self, src_a: Any, src_b: Any, window: int = WINDOW) -> None:
         self.sa, self.sb = src_a, src_b
-        self.qa: deque = deque()
-        self.qb: deque = deque()
-        self.out: deque = deque()
+        self.qa: deque[OpGroup] = deque()
+        self.qb: deque[OpGroup] = deque()
+        self.out: deque[GroupPair] = deque()
         self.window = window
 
-    def _fill(self, q: deque, src, n: int) -> int:
+    def _fill(self, q: deque[OpGroup], src: Any, n: int) -> int:
         while len(q) < n:
             g = src.next_group()
             if g is None:
@@ -1360,7 +1304,7 @@ class Pairer:
     def idle(self) -> bool:
         return not (self.qa or self.qb or self.out)
 
-    def next(self):
+    def next(self) -> GroupPair | None:
         """(group_a | None, group_b | None), or None when both are done."""
         if self.out:
             return self.out.popleft()
@@ -1397,7 +1341,7 @@ class Pairer:
 
 
 def pair_groups(groups_a: Iterator[OpGroup], groups_b: Iterator[OpGroup],
-                window: int = WINDOW) -> Iterator[tuple]:
+                window: int = WINDOW) -> Iterator[GroupPair]:
     """Yield (group_a | None, group_b | None) in alignment order."""
     p = Pairer(_IterSource(groups_a), _IterSource(groups_b), window)
     while (pair := p.next()) is not None:
@@ -1408,7 +1352,7 @@ def pair_groups(groups_a: Iterator[OpGroup], groups_b: Iterator[OpGroup],
 # The lockstep lane
 
 
-def slice_mismatch(xa: list, xb: list) -> int:
+def slice_mismatch(xa: list[Any], xb: list[Any]) -> int:
     """Index of the first event of xb that differs from xa's (modulo a
     constant seq and op shift taken at the first event), len when none.
     C-speed list comparison; xb's events are renumbered in place and
@@ -1416,52 +1360,44 @@ def slice_mismatch(xa: list, xb: list) -> int:
     n = len(xa)
     if xa == xb:
         return n
-    try:
-        d = xb[0][1] - xa[0][1]
-        dop = xb[0][3] - xa[0][3]
-    except (TypeError, IndexError, KeyError):
-        return _mismatch_slow(xa, xb)
+    seq, op = I_SEQ, I_OP       # locals: the loops below run once per event
+    d = xb[0][seq] - xa[0][seq]
+    dop = xb[0][op] - xa[0][op]
     if not d and not dop:
         return _first_unequal(xa, xb)
     if _shares(xa, xb):
         return _mismatch_slow(xa, xb)
-    done = 0
+    for ev in xb:
+        ev[seq] -= d
+        ev[op] -= dop
     try:
-        for ev in xb:
-            ev[1] -= d
-            ev[3] -= dop
-            done += 1
-        if xa == xb:
-            return n
-        return _first_unequal(xa, xb)
-    except (TypeError, IndexError, KeyError):
-        return _mismatch_slow(xa, xb) if done == n else min(done, _mismatch_slow(xa, xb))
+        return n if xa == xb else _first_unequal(xa, xb)
     finally:
-        for ev in xb[:done]:
-            ev[1] += d
-            ev[3] += dop
+        for ev in xb:
+            ev[seq] += d
+            ev[op] += dop
 
 
-def _shares(xa, xb) -> bool:
+def _shares(xa: list[Event], xb: list[Event]) -> bool:
     """Do the two lists hold any event object in common (a chunk decoded once
     for both traces)?  Then nothing may be renumbered in place."""
     return not set(map(id, xa)).isdisjoint(map(id, xb))
 
 
-def _first_unequal(xa, xb) -> int:
+def _first_unequal(xa: list[Event], xb: list[Event]) -> int:
     # the first True of map(ne, ...), found without a Python-level loop
     i = next(compress(count(), map(ne, xa, xb)), None)
     return min(len(xa), len(xb)) if i is None else i
 
 
-def _mismatch_slow(xa, xb) -> int:
+def _mismatch_slow(xa: list[Event], xb: list[Event]) -> int:
     for i, (x, y) in enumerate(zip(xa, xb)):
         if not same_payload(x, y):
             return i
     return min(len(xa), len(xb))
 
 
-def last_op_start(evs: list, lo: int, start: int) -> int:
+def last_op_start(evs: list[Any], lo: int, start: int) -> int:
     """Index in evs where its last operation begins, knowing that evs[:lo]
     (lo > 0) had its last operation begin at ``start`` and that evs begins
     an operation."""
@@ -1470,21 +1406,21 @@ def last_op_start(evs: list, lo: int, start: int) -> int:
         return start if lo else 0
     k = n - 1
     while k > lo:
-        if _safe(evs[k - 1], 3) != _safe(evs[k], 3):
+        if evs[k - 1][I_OP] != evs[k][I_OP]:
             return k
         k -= 1
     if lo == 0:
         return 0
-    return lo if _safe(evs[lo - 1], 3) != _safe(evs[lo], 3) else start
+    return lo if evs[lo - 1][I_OP] != evs[lo][I_OP] else start
 
 
-def _resync(qa: deque, qb: deque):
+def _resync(qa: deque[OpGroup], qb: deque[OpGroup]) -> tuple[int, int] | None:
     """Nearest (i, j) with equal keys (ties: same op id), or None."""
-    first_b: dict = {}
+    first_b: dict[Any, list[int]] = {}
     for j, g in enumerate(qb):
         first_b.setdefault(g.match_key(), []).append(j)
-    best = None
-    best_score = None
+    best: tuple[int, int] | None = None
+    best_score: float | None = None
     for i, g in enumerate(qa):
         if best_score is not None and i >= best_score:
             break
@@ -1496,12 +1432,12 @@ def _resync(qa: deque, qb: deque):
     return best
 
 
-def _pair_gap(gap_a: list, gap_b: list):
+def _pair_gap(gap_a: list[OpGroup], gap_b: list[OpGroup]) -> Iterator[GroupPair]:
     """Groups skipped by a resync: pair those with the same op id and verb,
     in order; the rest are one-sided (A's before B's at each step)."""
     j = 0
     for g in gap_a:
-        hit = None
+        hit: int | None = None
         for k in range(j, len(gap_b)):
             if gap_b[k].op == g.op and gap_b[k].verb == g.verb:
                 hit = k

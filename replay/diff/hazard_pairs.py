@@ -1,7 +1,7 @@
 """Findings both traces have, with another extent: "changed", not "only in A"
 plus "only in B".
 
-``hazard_delta`` (report.py) matches a finding of A with one of B when they
+``hazard_delta`` (hazard_match.py) matches a finding of A with one of B when they
 have the same kind, device, requester ID and step labels and start in the
 same aligned operation pair.  Two engines often open the same window at
 different steps -- legacy's stale-context runs UO3 -> UO5, direct's
@@ -22,42 +22,45 @@ aligned pair (pair None) are never paired.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from .report import HazardDelta
 
 
 @dataclass
 class ChangedHazard:
     """One window both traces have, with other extents (or labels)."""
 
-    a: object            # report.HazardDelta of side "a"
-    b: object            # ... of side "b"
+    a: HazardDelta       # of side "a"
+    b: HazardDelta       # ... of side "b"
 
     @property
-    def row(self):
+    def row(self) -> int | None:
         rows = [r for r in (self.a.row, self.b.row) if r is not None]
         return min(rows) if rows else None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[Any, Any]:
         return {"a": self.a.finding, "b": self.b.finding}
 
 
-def _key(h):
+def _key(h: HazardDelta) -> tuple[Any, ...]:
     f = h.finding
     return (h.pair, str(f.get("kind")), str(f.get("severity")), str(f.get("device")), str(f.get("rid")),
             str(f.get("iommu")))
 
 
-def _start(h):
+def _start(h: HazardDelta) -> int:
     s = h.finding.get("start")
     return s if type(s) is int else -1
 
 
-def pair_changed(hazards: list) -> tuple[list, list]:
+def pair_changed(hazards: list[HazardDelta]) -> tuple[list[HazardDelta], list[ChangedHazard]]:
     """(still unmatched HazardDeltas in their order, [ChangedHazard] by row)."""
-    by_key: dict = {}
+    by_key: dict[Any, Any] = {}
     for h in hazards:
         if h.pair is not None:
             by_key.setdefault(_key(h), {"a": [], "b": []})[h.side].append(h)
-    paired: set = set()
+    paired: set[Any] = set()
     changed = []
     for sides in by_key.values():
         for ha, hb in zip(sorted(sides["a"], key=_start), sorted(sides["b"], key=_start)):

@@ -18,9 +18,19 @@ differing rows inside one aligned operation):
 
 from __future__ import annotations
 
-from replay.hazards.findings import boundary_label
+from collections.abc import Callable
+from typing import Any
 
-from .align import ARGS, CLASSES, LABEL_ONLY, ONLY_A, ONLY_B, SAME
+from replay.codes import Event
+from replay.hazards.findings import boundary_label
+from replay.jsonout import EventPresenter
+from tracer.schema import I_FUNC, I_KIND, I_LABEL
+
+from .align import ARGS, CLASSES, LABEL_ONLY, ONLY_A, ONLY_B, SAME, OpPair, Region, func_name, kind_name
+from .hazard_pairs import ChangedHazard
+from .report import DiffReport, StateDiff
+
+Write = Callable[[str], None]
 
 # Text limits (JSON is never cut, except where the report itself kept no
 # detail -- see report.DETAIL_ROWS).
@@ -34,7 +44,7 @@ TEXT_CHANGES = 40       # changes shown per state-difference entry
 # Operation descriptions
 
 
-def op_title(report, pair) -> str:
+def op_title(report: DiffReport, pair: OpPair) -> str:
     """'op 1 assign 0000:00:14.0 -> guest' (A's numbering, B's when A lacks it;
     'op 3/4' when the two number it differently)."""
     side = 0 if pair.key_a is not None or pair.op_a is not None else 1
@@ -52,7 +62,7 @@ def op_title(report, pair) -> str:
     return " ".join(parts)
 
 
-def key_desc(key, pres) -> str:
+def key_desc(key: Any, pres: EventPresenter) -> str:
     """An op-begin key (verb, seg, bdf, domain) as 'assign 0000:00:14.0 -> guest'."""
     if not key:
         return ""
@@ -66,7 +76,7 @@ def key_desc(key, pres) -> str:
     return " ".join(out)
 
 
-def _key_json(key, pres) -> dict:
+def _key_json(key: Any, pres: EventPresenter) -> dict[str, Any]:
     verb, seg, bdf, dom = (tuple(key or ()) + (None,) * 4)[:4]
     dev = None
     if type(bdf) is int:
@@ -75,7 +85,7 @@ def _key_json(key, pres) -> dict:
             "domain": pres.names.domain(dom) if dom is not None and pres is not None else None}
 
 
-def _range(first, count):
+def _range(first: int, count: int) -> list[int] | None:
     return [first, first + count - 1] if count else None
 
 
@@ -83,7 +93,7 @@ def _range(first, count):
 # JSON: ops
 
 
-def ops_json(report) -> list:
+def ops_json(report: DiffReport) -> list[dict[str, Any]]:
     """The aligned operation pairs that are not identical."""
     out = []
     al = report.alignment
@@ -107,24 +117,27 @@ def ops_json(report) -> list:
     return out
 
 
-def _region_json(report, pair, reg) -> dict:
+def _region_json(report: DiffReport, pair: OpPair, reg: Region) -> dict[str, Any]:
     d = {"seq_a": list(reg.seq_a) if reg.seq_a else None, "seq_b": list(reg.seq_b) if reg.seq_b else None,
          "in": list(reg.path), "counts": {c: reg.counts[c] for c in CLASSES if reg.counts.get(c)},
          "label_only": reg.label_only}
-    if pair.events_a is None and pair.events_b is None:
+    kept = pair.kept_events()
+    if kept is None:
         d["rows"] = None
         return d
+    events_a, events_b = kept
     rows = []
     pa, pb = report.presenters
     r = pair.rows
+    assert r is not None        # a pair with kept events has rows
     for k in range(reg.row_start - pair.row_start, reg.row_end - pair.row_start):
         cls = CLASSES[r.cls[k]]
         ia, ib = r.ia[k], r.ib[k]
-        row = {"class": cls, "seq_a": r.sa[k] or None, "seq_b": r.sb[k] or None}
+        row: dict[str, Any] = {"class": cls, "seq_a": r.sa[k] or None, "seq_b": r.sb[k] or None}
         if cls == ARGS:
             row["fields"] = list(r.fields.get(k, ()))
-        row["a"] = pa.to_json(pair.events_a[ia]) if ia >= 0 else None
-        row["b"] = pb.to_json(pair.events_b[ib]) if ib >= 0 else None
+        row["a"] = pa.to_json(events_a[ia]) if ia >= 0 else None
+        row["b"] = pb.to_json(events_b[ib]) if ib >= 0 else None
         rows.append(row)
     d["rows"] = rows
     return d
@@ -134,25 +147,19 @@ def _region_json(report, pair, reg) -> dict:
 # Text
 
 
-def event_line(pres, ev, label: bool = True) -> str:
+def event_line(pres: EventPresenter, ev: Event, label: bool = True) -> str:
     """'LABEL kind func args' for one event."""
-    k = pres._kind(ev)
-    if k is None:
+    kind = kind_name(ev[I_KIND])
+    if kind is None:
         return pres.text_args(ev)
-    kind = k[0].name
-    func = pres.func_name(ev[4])
+    func = func_name(ev[I_FUNC])
     head = f"{kind} {func}" if func else kind
     if label:
-        head = f"{_label(ev):<5} {head}"
+        head = f"{ev[I_LABEL]:<5} {head}"
     return f"{head} {pres.text_args(ev)}".rstrip()
 
 
-def _label(ev) -> str:
-    v = ev[5] if isinstance(ev, list) and len(ev) > 5 else ""
-    return v if isinstance(v, str) else str(v)
-
-
-def _side_desc(info: dict) -> str:
+def _side_desc(info: dict[Any, Any]) -> str:
     bits = [str(info.get("scenario") or "?"), str(info.get("engine") or "?")]
     cx = info.get("cx16")
     if cx is not None:
@@ -163,7 +170,7 @@ def _side_desc(info: dict) -> str:
     return ", ".join(bits)
 
 
-def render_text(report, hide_label_only: bool = False) -> str:
+def render_text(report: DiffReport, hide_label_only: bool = False) -> str:
     """The text report; ``hide_label_only`` leaves the rows that differ only
     in their step label out of the listing (they are still counted)."""
     out: list[str] = []
@@ -211,14 +218,14 @@ def render_text(report, hide_label_only: bool = False) -> str:
     return "\n".join(map(safe_text, out)) + "\n"
 
 
-def _short(v) -> str:
+def _short(v: Any) -> str:
     if isinstance(v, str):
         return v
     from replay.jsonout import dumps, json_safe
     return dumps(json_safe(v))
 
 
-def _first_text(report, w) -> None:
+def _first_text(report: DiffReport, w: Write) -> None:
     f = report.first_divergence
     if f is None:
         return
@@ -241,7 +248,7 @@ def _first_text(report, w) -> None:
               f"{e.get('text') or ''}".rstrip())
 
 
-def _opnum(f) -> str:
+def _opnum(f: dict[str, Any]) -> str:
     if f.get("op_a") == f.get("op_b") or f.get("op_b") is None:
         return str(f.get("op_a"))
     if f.get("op_a") is None:
@@ -249,7 +256,7 @@ def _opnum(f) -> str:
     return f"{f['op_a']}/{f['op_b']}"
 
 
-def _ops_text(report, w, hide_label_only: bool = False) -> None:
+def _ops_text(report: DiffReport, w: Write, hide_label_only: bool = False) -> None:
     al = report.alignment
     shown = 0
     hidden = 0
@@ -274,7 +281,7 @@ def _ops_text(report, w, hide_label_only: bool = False) -> None:
         w(f"  ({same} identical operation{'s' if same != 1 else ''} not shown)")
 
 
-def _pair_text(report, pair, w, hide_label_only: bool = False) -> None:
+def _pair_text(report: DiffReport, pair: OpPair, w: Write, hide_label_only: bool = False) -> None:
     ra = f"A {pair.first_a}..{pair.last_a}" if pair.count_a else "A -"
     rb = f"B {pair.first_b}..{pair.last_b}" if pair.count_b else "B -"
     status = PAIR_STATUS[pair.status]
@@ -295,10 +302,13 @@ def _pair_text(report, pair, w, hide_label_only: bool = False) -> None:
         where = f" in {' > '.join(reg.path)}" if reg.path else ""
         counts = region_counts(reg)
         w(f"    region {n}: {sa}, {sb}{where} ({counts})")
-        if pair.events_a is None and pair.events_b is None:
+        kept = pair.kept_events()
+        if kept is None:
             w("      (rows not kept: too many differences; see the counts)")
             continue
+        events_a, events_b = kept
         r = pair.rows
+        assert r is not None        # a pair with kept events has rows
         k0 = reg.row_start - pair.row_start
         k1 = reg.row_end - pair.row_start
         listed = 0
@@ -312,18 +322,18 @@ def _pair_text(report, pair, w, hide_label_only: bool = False) -> None:
             listed += 1
             if cls == ARGS:
                 fields = r.fields.get(k, ())
-                eva, evb = pair.events_a[ia], pair.events_b[ib]
+                eva, evb = events_a[ia], events_b[ib]
                 if fields == LABEL_ONLY:
                     # The same values under another step label: one line, both labels.
-                    w(f"      = A {r.sa[k]:>7}  B {r.sb[k]:<7} {_label(eva)}/{_label(evb)} "
+                    w(f"      = A {r.sa[k]:>7}  B {r.sb[k]:<7} {eva[I_LABEL]}/{evb[I_LABEL]} "
                       f"{event_line(pa, eva, label=False)}")
                     continue
                 w(f"      ~ A {r.sa[k]:>7}  {event_line(pa, eva)}")
                 w(f"        B {r.sb[k]:>7}  {event_line(pb, evb)}  [{', '.join(fields)}]")
             elif cls == ONLY_A:
-                w(f"      - A {r.sa[k]:>7}  {event_line(pa, pair.events_a[ia])}")
+                w(f"      - A {r.sa[k]:>7}  {event_line(pa, events_a[ia])}")
             elif cls == ONLY_B:
-                w(f"      + B {r.sb[k]:>7}  {event_line(pb, pair.events_b[ib])}")
+                w(f"      + B {r.sb[k]:>7}  {event_line(pb, events_b[ib])}")
         more = k1 - k0 - (reg.label_only if hide_label_only else 0) - listed
         if more > 0:
             w(f"      ... {more} more rows")
@@ -339,7 +349,7 @@ PAIR_STATUS = {"different": "different", "only-a": "only in A", "only-b": "only 
                "same": "same events, renumbered"}
 
 
-def region_counts(reg) -> str:
+def region_counts(reg: Region) -> str:
     """'1 changed, 27 only in step labels, 6 only in A, 1 only in B'."""
     return _row_counts(reg.counts.get(ARGS, 0), reg.label_only, reg.counts.get(ONLY_A, 0),
                        reg.counts.get(ONLY_B, 0))
@@ -357,7 +367,7 @@ def _n(n: int, word: str) -> str:
     return f"{n} {word}{'s' if n != 1 else ''}"
 
 
-def _state_text(report, w) -> None:
+def _state_text(report: DiffReport, w: Write) -> None:
     sd = report.state_diff
     w("")
     if not sd:
@@ -365,7 +375,6 @@ def _state_text(report, w) -> None:
         w(f"state: the same at every aligned operation boundary{note}")
         return
     w("state difference at aligned operation boundaries (listed where it changes)")
-    al = report.alignment
     for n, s in enumerate(sd):
         if n >= TEXT_STATE:
             w(f"  ... {len(sd) - TEXT_STATE} more (see --json)")
@@ -384,13 +393,13 @@ def _state_text(report, w) -> None:
         w(f"  ({report.state_note})")
 
 
-def _boundary_title(report, s) -> str:
+def _boundary_title(report: DiffReport, s: StateDiff) -> str:
     num = f"{s.op_a}" if s.op_a == s.op_b or s.op_b is None else f"{s.op_a}/{s.op_b}"
     desc = key_desc(s.key, report.presenters[0]) if s.key else ""
     return f"op {num} {desc}".rstrip()
 
 
-def change_text(c: dict) -> str:
+def change_text(c: dict[Any, Any]) -> str:
     """One state change as one line (also the diff view's detail pane)."""
     sec = c["section"]
     if sec == "context":
@@ -408,7 +417,7 @@ def change_text(c: dict) -> str:
     return f"{what}: A {_fields_text(c['a'])} | B {_fields_text(c['b'])}"
 
 
-def _fields_text(d: dict) -> str:
+def _fields_text(d: dict[Any, Any]) -> str:
     if not d:
         return "-"
     parts = []
@@ -421,7 +430,7 @@ def _fields_text(d: dict) -> str:
     return " ".join(parts)
 
 
-def _item_text(x) -> str:
+def _item_text(x: Any) -> str:
     """A value at any depth in the notation of the rest of the text (yes/no,
     - for none; addresses are already hex strings), never a Python repr."""
     if isinstance(x, dict):
@@ -437,7 +446,7 @@ def _item_text(x) -> str:
     return str(x)
 
 
-def _hazard_text(report, w) -> None:
+def _hazard_text(report: DiffReport, w: Write) -> None:
     w("")
     if not report.hazards_available:
         w("hazard delta: not computed (this build has no hazard analysers)")
@@ -459,19 +468,19 @@ def _hazard_text(report, w) -> None:
             w(f"    {changed_text(c)}")
 
 
-def changed_text(c) -> str:
+def changed_text(c: ChangedHazard) -> str:
     """A window both traces have with other extents, as one line."""
     a, b = c.a.finding, c.b.finding
     dev = a.get("device") or a.get("rid") or "-"
     return f"{a.get('kind')} {dev} ({a.get('severity') or '-'}): A {_extent(a)} | B {_extent(b)}"
 
 
-def _extent(f: dict) -> str:
+def _extent(f: dict[Any, Any]) -> str:
     end = f.get("end")
     return f"[{f.get('start')}, {end if end is not None else 'end'}) {_labels(f)}"
 
 
-def _labels(f: dict) -> str:
+def _labels(f: dict[Any, Any]) -> str:
     """``start -> end`` by step label; an unlabelled boundary is an op-end
     event (replay.hazards.findings.boundary_label: the rule check uses)."""
     end = f.get("end")
@@ -479,7 +488,7 @@ def _labels(f: dict) -> str:
             f"{'open' if end is None else boundary_label(f.get('end_label'))}")
 
 
-def finding_text(f: dict) -> str:
+def finding_text(f: dict[Any, Any]) -> str:
     """One finding as one line (also the diff view's detail pane)."""
     end = f.get("end")
     rng = f"[{f.get('start')}, {end if end is not None else 'end'})"

@@ -27,22 +27,31 @@ analysable prefix.
 from __future__ import annotations
 
 import gc
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 from replay.codes import event_translator
 from replay.pseudo import pseudo_domain_name
 from replay.state import BadEvent, fold, initial_state
 from tracer import schema as S
+from tracer.schema import I_KIND, I_SEQ
 
-from .base import Context
+from .base import F_DOMAIN, Context, Event, Hook
 from .devtlb import DevtlbAnalyser
 from .did import DidAnalyser
-from .findings import KINDS, FindingIndex, decode_findings, encode_findings, sort_findings
+from .findings import KINDS, Finding, FindingIndex, decode_findings, encode_findings, sort_findings
 from .locks import LockAnalyser
 from .mismatch import MismatchAnalyser
 from .owner import OwnerAnalyser
 from .rmrr import RmrrAnalyser
 from .stale import StaleAnalyser
+
+if TYPE_CHECKING:
+    from replay.caches import StateTables
+    from replay.reader import StopReport, Trace
+    from replay.sidecar import Content, Sidecar, TraceIdentity
 
 # Order matters: mismatch before stale (foreign-iotlb reads the mismatch set).
 ANALYSERS = (RmrrAnalyser, MismatchAnalyser, StaleAnalyser, DidAnalyser, LockAnalyser, DevtlbAnalyser,
@@ -58,22 +67,24 @@ class Analysis:
     cannot read ends the analysable prefix: ``bad`` then holds (seq, message)
     and later events are ignored.  ``seq`` is the last event analysed."""
 
-    def __init__(self, header) -> None:
-        self.header = header if isinstance(header, dict) else {}
-        self.st = initial_state(self.header)
+    def __init__(self, header: object) -> None:
+        self.header: dict[str, Any] = header if isinstance(header, dict) else {}
+        # the state's tables, as the analysers read them (ReplayState declares
+        # them through __slots__, which a type checker cannot see)
+        self.st = cast("StateTables", initial_state(self.header))
         self.ctx = Context(self.header, self.st)
         self.analysers = [cls(self.ctx) for cls in ANALYSERS]
         self.seq = 0
-        self.bad = None
+        self.bad: tuple[int | None, str] | None = None
         self.done = False
         self._build_dispatch()
 
     def _build_dispatch(self) -> None:
         ctx = self.ctx
-        pre: dict = {}
-        post: dict = {}
+        pre: dict[int, list[Hook]] = {}
+        post: dict[int, list[Hook]] = {}
 
-        def add(table, code, fn):
+        def add(table: dict[int, list[Hook]], code: int, fn: Hook) -> None:
             table.setdefault(code, []).append(fn)
 
         add(pre, S.K_CTX_WRITE, ctx.on_ctx_write)
@@ -89,7 +100,7 @@ class Analysis:
         add(post, S.K_CTX_WRITE, self._clear_warning)
         add(post, S.K_OP_END, ctx.op_end)
 
-        table: dict = {}
+        table: dict[int, list[Hook]] = {}
         for code, fns in pre.items():
             table.setdefault(code, []).extend(fns)
         for a in self.analysers:
@@ -101,54 +112,62 @@ class Analysis:
 
     # --- context bookkeeping hooks ------------------------------------------------------
 
-    def _clear_warning(self, ev):
+    def _clear_warning(self, ev: Event) -> None:
         self.ctx.warning = None
 
-    def _domain_create(self, ev):
-        self.ctx.alive.add(ev[6])
-        self.ctx.dying.discard(ev[6])
+    def _domain_create(self, ev: Event) -> None:
+        self.ctx.alive.add(ev[F_DOMAIN])
+        self.ctx.dying.discard(ev[F_DOMAIN])
 
-    def _pseudo_domid(self, ev):
+    def _pseudo_domid(self, ev: Event) -> None:
         """A device's pseudo domain ID (engine final): findings name it after
         the device, also once it has been returned."""
-        if ev[10]:
+        if ev[S.F_PSEUDO_DOMID_VALUE]:
             ctx = self.ctx
-            ctx.topo.names[ev[9]] = pseudo_domain_name(ev[9], (ev[6], ev[7]))
+            domid = ev[S.F_PSEUDO_DOMID_DOMAIN]
+            ctx.topo.names[domid] = pseudo_domain_name(domid, (ev[S.F_PSEUDO_DOMID_SEG], ev[S.F_PSEUDO_DOMID_BDF]))
             ctx.names = tuple(sorted(ctx.topo.names.items()))
 
-    def _domain_dying(self, ev):
-        self.ctx.dying.add(ev[6])
+    def _domain_dying(self, ev: Event) -> None:
+        self.ctx.dying.add(ev[F_DOMAIN])
 
-    def _domain_destroy(self, ev):
-        self.ctx.alive.discard(ev[6])
-        self.ctx.dying.discard(ev[6])
+    def _domain_destroy(self, ev: Event) -> None:
+        self.ctx.alive.discard(ev[F_DOMAIN])
+        self.ctx.dying.discard(ev[F_DOMAIN])
 
     # --- the loop ---------------------------------------------------------------------------
 
-    def _drive(self, events):
+    def _drive(self, events: Iterable[Event]) -> Iterator[Event]:
         """Yield the events to fold() one by one; when fold asks for the next
         event, the previous one has been applied, so its hooks run then with
         the state exactly after it.  One fold() call per feed, one dict
         lookup per event."""
         get = self._hooks.get
-        hs = prev = None
+        hs: tuple[Hook, ...] | None = None
+        prev: Event = ()
         for ev in events:
             if hs is not None:
                 for h in hs:
                     h(prev)
             try:
-                hs = get(ev[0])
+                hs = get(ev[I_KIND])
             except (TypeError, IndexError, KeyError):
-                hs = None      # not an event array: fold() reports it as a BadEvent
+                # An in-memory event that is not an event array (findings_for_events
+                # of a hand-built list; decoded traces are validated): no hooks, and
+                # fold() reports it as the BadEvent it is, after the last good one
+                # (test_hazards_api).
+                hs = None
+                if prev:
+                    self.seq = prev[I_SEQ]
             prev = ev
             yield ev
         if hs is not None:
             for h in hs:
                 h(prev)
-        if prev is not None:
-            self.seq = prev[1]
+        if prev:
+            self.seq = prev[I_SEQ]
 
-    def feed(self, events) -> None:
+    def feed(self, events: Iterable[Event]) -> None:
         if self.bad is not None or self.done:
             return
         # No reference cycles are made here; with the collector running, its
@@ -158,7 +177,7 @@ class Analysis:
         gc_was = gc.isenabled()
         gc.disable()
         try:
-            fold(self.st, self._drive(events))
+            fold(self.st, self._drive(events))  # type: ignore[arg-type]  # self.st is a ReplayState (above)
         except BadEvent as exc:
             seq = exc.seq if type(exc.seq) is int else None
             self.seq = seq - 1 if seq is not None else self.seq
@@ -167,7 +186,7 @@ class Analysis:
             if gc_was:
                 gc.enable()
 
-    def finish(self) -> list:
+    def finish(self) -> list[Finding]:
         """Close the analysis: windows still open become open-at-end
         findings.  Returns every finding, sorted."""
         if not self.done:
@@ -183,6 +202,7 @@ class Analysis:
                 if f.start > last:
                     continue
                 if f.end is not None and f.end > last:
+                    f.detail = f.detail     # the sentence as the analysers saw the window, before the clip
                     f.end = None
                     f.end_label = None
                 clipped.append(f)
@@ -191,14 +211,7 @@ class Analysis:
         return out
 
 
-def _kind_name(ev) -> str:
-    try:
-        return S.KINDS[ev[0]].name
-    except (TypeError, IndexError, KeyError):
-        return "event"
-
-
-def findings_for_events(header, events) -> list:
+def findings_for_events(header: object, events: Iterable[Event]) -> list[Finding]:
     """Findings of an in-memory event list (e.g. a ListSink's) under header."""
     a = Analysis(header)
     a.feed(events)
@@ -212,13 +225,13 @@ class TraceFindings:
     """What ``findings_for_trace`` returns."""
 
     path: object
-    header: dict
-    findings: list
+    header: dict[str, Any]
+    findings: list[Finding]
     events: int                 # events analysed (the readable prefix)
     complete: bool              # the whole trace was readable and analysable
-    stop: object = None         # replay.reader.StopReport when not complete
+    stop: StopReport | None = None      # when not complete
     from_cache: bool = False
-    _index: object = field(default=None, repr=False)
+    _index: FindingIndex | None = field(default=None, repr=False)
 
     @property
     def index(self) -> FindingIndex:
@@ -232,7 +245,7 @@ class TraceFindings:
 SIDECAR_KEY = "hazards/findings"
 
 
-def _build_key() -> list:
+def _build_key() -> list[Any]:
     """What a cached findings entry depends on besides the trace: the row
     format, the catalogue, the finding kinds and the code that computed it
     (package version + source digest of the fold and every analyser)."""
@@ -242,7 +255,7 @@ def _build_key() -> list:
     return [FINDINGS_FORMAT, len(S.KINDS), len(S.FUNCS), list(KINDS), *code_key("hazards")]
 
 
-def _open_sidecar(path, identity=None):
+def _open_sidecar(path: str | os.PathLike[str], identity: TraceIdentity | None = None) -> Sidecar | None:
     """The trace's sidecar (replay.sidecar: trusted only for the trace as it
     is now), or None when there is none to be had."""
     from replay.sidecar import Sidecar, SidecarError
@@ -252,7 +265,7 @@ def _open_sidecar(path, identity=None):
         return None
 
 
-def findings_for_trace(path_or_trace, *, sidecar: bool = False) -> TraceFindings:
+def findings_for_trace(path_or_trace: str | os.PathLike[str] | Trace, *, sidecar: bool = False) -> TraceFindings:
     """Findings of a trace file (a path, or a replay.reader.Trace already
     open).  A damaged trace yields the findings of its readable prefix and
     ``complete`` False with the reader's StopReport (an event the fold
@@ -263,16 +276,15 @@ def findings_for_trace(path_or_trace, *, sidecar: bool = False) -> TraceFindings
     stores them there otherwise (replay.sidecar), computing them under the
     sidecar's writer lock so that concurrent first runs compute once.
     Raises replay.reader.NotATrace for what is not a trace."""
-    from replay.reader import open_trace
+    from replay.reader import Trace, open_trace
     from replay.sidecar import SidecarError, content_of, trace_identity
 
-    own = not hasattr(path_or_trace, "iter_chunks")
-    if not (sidecar and own):
-        if own:
-            with open_trace(path_or_trace) as trace:
-                return _compute(trace)
+    if isinstance(path_or_trace, Trace):
         return _compute(path_or_trace)
     path = path_or_trace
+    if not sidecar:
+        with open_trace(path) as trace:
+            return _compute(trace)
     identity = trace_identity(path)
     sc = _open_sidecar(path, identity)
     try:
@@ -310,12 +322,12 @@ def findings_for_trace(path_or_trace, *, sidecar: bool = False) -> TraceFindings
                 pass
 
 
-def _compute(trace) -> TraceFindings:
+def _compute(trace: Trace) -> TraceFindings:
     from replay.reader import StopReport
 
     a = Analysis(trace.header)
     translate = event_translator(trace.schema)
-    bad_chunk = None
+    bad_chunk = 0
     for i, chunk in enumerate(trace.iter_chunks(folded=True)):
         a.feed(translate(chunk) if translate is not None else chunk)
         if a.bad is not None:
@@ -324,12 +336,13 @@ def _compute(trace) -> TraceFindings:
     findings = a.finish()
     stop = trace.stop
     if a.bad is not None and stop is None:
+        # (bad_chunk: the chunk the feed that set it was)
         # Where the event sits, as the reader would say it (show does).
         stop = StopReport("corrupt", trace.chunks[bad_chunk][0], bad_chunk, a.seq, a.bad[1])
     return TraceFindings(trace.path, trace.header, findings, a.seq, stop is None, stop)
 
 
-def _cached_result(sc, path):
+def _cached_result(sc: Sidecar, path: str | os.PathLike[str]) -> TraceFindings | None:
     """The trusted cached findings with the trace's header (an O(1) open),
     or None."""
     from replay.reader import NotATrace, open_trace
@@ -343,7 +356,7 @@ def _cached_result(sc, path):
         return None
 
 
-def cached_findings(path, trace=None) -> TraceFindings | None:
+def cached_findings(path: str | os.PathLike[str], trace: Trace | None = None) -> TraceFindings | None:
     """The findings of the trace at ``path`` from its sidecar, when it is
     trusted for the trace as it is now and holds an entry of this build;
     None otherwise (nothing is computed, and a sidecar that cannot be read
@@ -358,7 +371,7 @@ def cached_findings(path, trace=None) -> TraceFindings | None:
         return _cached_result(sc, path)
 
 
-def cached_finding_rows(path) -> list | None:
+def cached_finding_rows(path: str | os.PathLike[str]) -> list[Any] | None:
     """The sidecar's findings of the trace at ``path`` as positional rows
     (``Finding.to_row`` order of FINDINGS_FORMAT), without building Finding
     objects: tens of ms for 10^5 findings, where decoding them costs most of
@@ -384,7 +397,10 @@ def cached_finding_rows(path) -> list | None:
     gc.disable()        # 10^5 fresh lists, no garbage: collections would only walk them
     try:
         entry = msgpack.unpackb(raw, use_list=True, strict_map_key=False)
-    except Exception:
+    except (ValueError, TypeError, msgpack.UnpackException):
+        # bytes that pass their checksum yet are not a msgpack value (a
+        # broken writer; test_hazards_api stores one): a miss, as Sidecar.get
+        # reports them (SidecarCorrupt)
         return None
     finally:
         if gc_was:
@@ -398,7 +414,8 @@ def cached_finding_rows(path) -> list | None:
     return value[1]
 
 
-def store_findings(path, result: TraceFindings, identity=None, content=None) -> bool:
+def store_findings(path: str | os.PathLike[str], result: TraceFindings, identity: TraceIdentity | None = None,
+                   content: Content | None = None) -> bool:
     """Put findings computed elsewhere (an Analysis run inline, as the diff
     does) into the trace's sidecar, as ``findings_for_trace(path,
     sidecar=True)`` would have.  ``identity`` / ``content``: the trace's
@@ -427,19 +444,19 @@ def store_findings(path, result: TraceFindings, identity=None, content=None) -> 
             pass
 
 
-def _entry(result: TraceFindings) -> dict:
+def _entry(result: TraceFindings) -> dict[str, Any]:
     stop = result.stop
     return {"build": _build_key(), "events": result.events, "stop": list(stop) if stop is not None else None,
             "findings": encode_findings(result.findings)}
 
 
-def _load_cached(sc, trace):
+def _load_cached(sc: Sidecar, trace: Trace) -> TraceFindings | None:
     from replay.reader import StopReport
     from replay.sidecar import SidecarError
 
     try:
         entry = sc.get(SIDECAR_KEY) if sc.trusted else None
-        if not isinstance(entry, dict) or list(_as_list(entry.get("build"))) != _build_key():
+        if not isinstance(entry, dict) or _as_list(entry.get("build")) != _build_key():
             return None
         stop = entry.get("stop")
         stop = StopReport(*stop) if stop else None
@@ -447,12 +464,14 @@ def _load_cached(sc, trace):
         events = entry.get("events")
         if type(events) is not int:
             return None
-    except (ValueError, TypeError, KeyError, SidecarError):
+    except (ValueError, SidecarError):
+        # SidecarError: damaged or undecodable (Sidecar.get); ValueError: rows
+        # decode_findings refuses (test_hazards_api): a miss, recomputed
         return None
     return TraceFindings(trace.path, trace.header, findings, events, stop is None, stop, from_cache=True)
 
 
-def _as_list(v):
+def _as_list(v: object) -> object:
     """msgpack gives tuples back from the sidecar (use_list=False)."""
     if isinstance(v, tuple):
         return [_as_list(x) for x in v]

@@ -11,19 +11,45 @@ the first event after which it is false.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
 from replay import caches
+from replay.caches import Key, StateTables
+from tracer import schema as S
 from tracer.schema import DOMID_INVALID
 
 from .findings import HAZARD, Finding
 from .topology import SPECIAL, Topology, fmt_rid
 
 ZERO = (0, 0)
+
+# A decoded event: [kind, seq, cpu, op, func, label, *fields] (tracer.schema)
+Event = Sequence[Any]
+Hook = Callable[[Event], None]
+# (domid, name) pairs of a platform, as deferred details carry them
+Names = tuple[tuple[int, str], ...]
+# (did, page-table root or None for pass-through) of a present entry in memory
+KeyInfo = tuple[int, int | None]
+
+# Hooks registered for several kinds read the fields those kinds have in
+# common, at the position they share (checked here, once).
+F_KEY_IOMMU, F_KEY_BUS, F_KEY_DEVFN = S.F_CTX_WRITE_IOMMU, S.F_CTX_WRITE_BUS, S.F_CTX_WRITE_DEVFN
+assert (S.F_CACHE_SYNC_IOMMU, S.F_CACHE_SYNC_BUS, S.F_CACHE_SYNC_DEVFN) == (F_KEY_IOMMU, F_KEY_BUS, F_KEY_DEVFN)
+F_DID_UNIT, F_DID_DID = S.F_DID_MAP_IOMMU, S.F_DID_MAP_DID
+assert (S.F_DID_BITMAP_IOMMU, S.F_DID_BITMAP_DID) == (F_DID_UNIT, F_DID_DID)
+F_DOMAIN = S.F_DOMAIN_DESTROY_DOMAIN
+assert S.F_PT_FREE_DOMAIN == S.F_PT_ALLOC_DOMAIN == S.F_DOMAIN_CREATE_DOMAIN == S.F_DOMAIN_DYING_DOMAIN \
+    == S.F_IDMAP_ADD_DOMAIN == S.F_IDMAP_REMOVE_DOMAIN == F_DOMAIN
+F_DEV_SEG, F_DEV_BDF = S.F_OWNER_MOVE_SEG, S.F_OWNER_MOVE_BDF
+assert (S.F_DEVICE_ADD_SEG, S.F_DEVICE_ADD_BDF) == (S.F_DEVICE_REMOVE_SEG, S.F_DEVICE_REMOVE_BDF) \
+    == (S.F_ATS_ENABLE_SEG, S.F_ATS_ENABLE_BDF) == (F_DEV_SEG, F_DEV_BDF)
 P_BIT = 1
 PAGE_MASK = caches.PAGE_MASK_4K
 TT_PT = caches.TT_PASS_THRU
 
 
-def domain_name(names, domid) -> str:
+def domain_name(names: Names, domid: int | None) -> str:
     """A domid's name from a Context.names tuple (the scenario's names, in
     a form the garbage collector does not track), as docs/CLI.md#names writes them."""
     if domid is None or domid == DOMID_INVALID:
@@ -34,9 +60,9 @@ def domain_name(names, domid) -> str:
     return SPECIAL.get(domid, f"d{domid}")
 
 
-def label_of(ev):
-    lab = ev[5]
-    return lab if isinstance(lab, str) and lab else None
+def label_of(ev: Event) -> str | None:
+    """An event's step label, None for an unlabelled one."""
+    return ev[S.I_LABEL] or None
 
 
 class Window:
@@ -44,7 +70,8 @@ class Window:
 
     __slots__ = ("kind", "wkey", "device", "rid", "iommu", "start", "start_label", "op", "info")
 
-    def __init__(self, kind, wkey, device, rid, iommu, start, start_label, op, info) -> None:
+    def __init__(self, kind: str, wkey: Any, device: str | None, rid: str | None, iommu: int | None,
+                 start: int, start_label: str | None, op: int | None, info: dict[str, Any]) -> None:
         self.kind = kind
         self.wkey = wkey
         self.device = device
@@ -60,52 +87,63 @@ class Context:
     """What all analysers share.  ``st`` is the replayed state (replay.state),
     updated by the driver before any hook runs for an event."""
 
-    def __init__(self, header, st) -> None:
-        self.header = header if isinstance(header, dict) else {}
+    def __init__(self, header: object, st: StateTables) -> None:
+        self.header: dict[str, Any] = header if isinstance(header, dict) else {}
         self.topo = Topology(self.header)
         # (domid, name) pairs: what deferred details name domains with
-        self.names = tuple(sorted(self.topo.names.items()))
+        self.names: Names = tuple(sorted(self.topo.names.items()))
         self.st = st
         self.out: list[Finding] = []
         # the open top-level operation (op_device: a property, formatted on use)
-        self.op = None
-        self._op_dev = None
-        self._op_device = None
+        self.op: int | None = None
+        self._op_dev: tuple[int | None, int | None] | None = None
+        self._op_device: str | None = None
+        self._op_named = True       # _op_device is up to date
         # domain lifecycle, from domain-create / -dying / -destroy
-        self.alive: set = set()
-        self.dying: set = set()
+        self.alive: set[int] = set()
+        self.dying: set[int] = set()
         # present context entries in memory: key -> (did, root or None)
         # (root None: pass-through, which translates nothing)
-        self.keyinfo: dict = {}
-        self.did_keys: dict = {}      # (iommu, did) -> {key}: present entries carrying did
-        self.root_keys: dict = {}     # root maddr -> {key}: translating entries using it
-        self.dom_roots: dict = {}     # domid -> {root maddr in root_keys owned by it}
-        self.root_owner: dict = {}    # root maddr in root_keys -> its owner when first used
-        self.bits_on: dict = {}       # iommu -> {did}: set DID-bitmap bits
-        self.map_dids: dict = {}      # domid -> {(iommu, did)} whose domid_map slot names it
-        self.pdevs_on: dict = {}      # (domid, iommu) -> number of pdevs of domid behind iommu
-        self.owner_unit: dict = {}    # (seg, bdf16) -> (owner domid, unit) as last seen
-        self.mismatch_keys: dict = {}  # iommu -> {key}: entries pairing one domain's DID with another's tables
+        self.keyinfo: dict[Key, KeyInfo] = {}
+        self.did_keys: dict[tuple[int, int], set[Key]] = {}    # (iommu, did) -> present entries carrying did
+        self.root_keys: dict[int, set[Key]] = {}    # root maddr -> translating entries using it
+        self.dom_roots: dict[int, set[int]] = {}    # domid -> {root maddr in root_keys owned by it}
+        self.root_owner: dict[int, int] = {}        # root maddr in root_keys -> its owner when first used
+        self.bits_on: dict[int, set[int]] = {}      # iommu -> {did}: set DID-bitmap bits
+        self.map_dids: dict[int, set[tuple[int, int]]] = {}     # domid -> {(iommu, did)} whose slot names it
+        self.pdevs_on: dict[tuple[int, int], int] = {}  # (domid, iommu) -> number of pdevs of domid behind iommu
+        self.owner_unit: dict[tuple[int, int], tuple[int, int]] = {}   # (seg, bdf16) -> (owner, unit) as last seen
+        self.mismatch_keys: dict[int, set[Key]] = {}    # iommu -> entries pairing a DID with another's tables
         # the Xen warning line of the non-cx16 best-effort path, until the
         # store it announces (the next ctx-write)
-        self.warning = None
+        self.warning: str | None = None
         # per ctx-write: (key, old info, new info)
-        self.cur = None
-        self._rids: dict = {}
+        self.cur: tuple[Key, KeyInfo | None, KeyInfo | None] = ((0, 0, 0), None, None)
+        self._rids: dict[Key, str] = {}
+        # one string object per step label: every event decodes its own copy,
+        # and a finding keeps two of them for as long as it lives
+        self._labels: dict[str, str] = {}
 
     # --- names ---------------------------------------------------------------------
 
-    def dom(self, domid) -> str:
+    def dom(self, domid: int | None) -> str:
         name = self.topo.domain_name(domid)
         return name if name is not None else "DOMID_INVALID"
 
-    def rid(self, key) -> str:
+    def rid(self, key: Key) -> str:
         r = self._rids.get(key)
         if r is None:
             r = self._rids[key] = self.topo.key_str(key)
         return r
 
-    def device_of(self, key):
+    def label(self, ev: Event) -> str | None:
+        """``label_of(ev)``, interned: findings share one object per label."""
+        lab = ev[S.I_LABEL]
+        if not lab:
+            return None
+        return self._labels.setdefault(lab, lab)
+
+    def device_of(self, key: Key) -> str | None:
         """The device a requester ID belongs to; a requester ID no declared
         device uses (e.g. the spurious (secbus, bridge devfn) entry of the
         S4 rollback) is charged to the device of the running operation."""
@@ -113,7 +151,7 @@ class Context:
 
     # --- resolution ------------------------------------------------------------------
 
-    def did_owner(self, u, did):
+    def did_owner(self, u: int, did: int) -> int | None:
         """The domid domid_map gives DID did on unit u (the map is zero-filled),
         None when the bitmap bit is clear or the slot says DOMID_INVALID."""
         if (u, did) not in self.st.did_bits:
@@ -121,29 +159,35 @@ class Context:
         m = self.st.did_map.get((u, did), 0)
         return None if m == DOMID_INVALID else m
 
-    def pt_owner(self, root):
+    def pt_owner(self, root: int) -> int | None:
         page = self.st.pages.get(root)
         return page[0] if page is not None else None
 
-    def keys_on_tables_of(self, dom) -> list:
+    def keys_on_tables_of(self, dom: int) -> list[Key]:
         """Keys whose entry in memory uses tables dom owned when first used."""
-        out = []
+        out: list[Key] = []
         for root in self.dom_roots.get(dom, ()):
             out.extend(self.root_keys.get(root, ()))
         return out
 
-    def keys_with_did(self, u, did):
+    def keys_with_did(self, u: int, did: int) -> Iterable[Key]:
         return self.did_keys.get((u, did), ())
 
-    def owner_dying(self, domid) -> bool:
+    def owner_dying(self, domid: int | None) -> bool:
+        """The one home of MAP_OWNER_DYING's rule: a DID of a dying domain has
+        no victims.  Whatever a wrong pairing under it fills into the IOTLB
+        can only be hit by the dying domain's own devices, whose DMA Xen is
+        tearing down: did-pt-mismatch and foreign-iotlb name no other
+        requester ID for it (and are a ``warning`` without victims)."""
         return domid in self.dying
 
     # --- index maintenance (driver calls these before the analysers) -------------------
 
-    def on_ctx_write(self, ev):
-        key = (ev[6], ev[7], ev[8])
-        lo, hi = ev[13], ev[14]
+    def on_ctx_write(self, ev: Event) -> None:
+        key = (ev[S.F_CTX_WRITE_IOMMU], ev[S.F_CTX_WRITE_BUS], ev[S.F_CTX_WRITE_DEVFN])
+        lo, hi = ev[S.F_CTX_WRITE_NEW_LO], ev[S.F_CTX_WRITE_NEW_HI]
         keyinfo = self.keyinfo
+        new: KeyInfo | None
         if lo & P_BIT:
             new = ((hi >> 8) & 0xFFFF, None if (lo >> 2) & 3 == TT_PT else lo & PAGE_MASK)
         else:
@@ -153,7 +197,7 @@ class Context:
             # a store that changes neither the DID nor the tables in use
             # (P cleared and set again, AW/FPD, a half written back)
             self.cur = (key, old, new)
-            return key
+            return
         if old is not None:
             del keyinfo[key]
             s = self.did_keys.get((key[0], old[0]))
@@ -168,8 +212,8 @@ class Context:
                     if not s:
                         del self.root_keys[old[1]]
                         owner = self.root_owner.pop(old[1], None)
-                        roots = self.dom_roots.get(owner)
-                        if roots is not None:
+                        roots = self.dom_roots.get(owner) if owner is not None else None
+                        if owner is not None and roots is not None:
                             roots.discard(old[1])
                             if not roots:
                                 del self.dom_roots[owner]
@@ -193,19 +237,18 @@ class Context:
                 else:
                     s.add(key)
         self.cur = (key, old, new)
-        return key
 
     # --- the cache model, scanned directly (it only holds what outlived memory:
     # a handful of entries between a store and its flush) ------------------------------
 
-    def cc_keys_on(self, u) -> list:
+    def cc_keys_on(self, u: int) -> list[Key]:
         """Keys of unit u the context-cache model holds values for."""
         return [k for k in self.st.cc if k[0] == u]
 
-    def fills_by(self, key) -> list:
+    def fills_by(self, key: Key) -> list[tuple[int, int]]:
         """[(did, pt)]: IOTLB fills through key the cache model holds."""
         u, b, df = key
-        out = []
+        out: list[tuple[int, int]] = []
         for (tu, did), fills in self.st.tlb.items():
             if tu == u:
                 for fb, fdf, pt in fills:
@@ -213,32 +256,32 @@ class Context:
                         out.append((did, pt))
         return out
 
-    def fillers_on(self, u) -> set:
+    def fillers_on(self, u: int) -> set[Key]:
         """Keys of unit u with IOTLB fills in the cache model."""
         return {(u, b, df) for (tu, _), fills in self.st.tlb.items() if tu == u for b, df, _ in fills}
 
     @staticmethod
-    def flush_targets(ev):
+    def flush_targets(ev: Event) -> list[Key] | None:
         """Keys a completed context flush can have emptied: the (bus, devfn)
         a device-selective flush names (with its function mask), or None for
         a domain-selective or global one (any key of the unit)."""
-        if ev[7] != "device":
+        if ev[S.F_FLUSH_CONTEXT_GRAN] != "device":
             return None
-        u, sid, fm = ev[6], ev[9], ev[10]
-        mask = caches.FM_MASK[fm & 3] if type(fm) is int else 0
+        u, sid, fm = ev[S.F_FLUSH_CONTEXT_IOMMU], ev[S.F_FLUSH_CONTEXT_SID], ev[S.F_FLUSH_CONTEXT_FM]
+        mask = caches.FM_MASK[fm & 3]
         bus, base = sid >> 8, (sid & 0xFF) & ~mask
         return [(u, bus, base | low) for low in range(8) if not low & ~mask]
 
-    def on_did_map(self, ev):
-        u, did, old, new = ev[6], ev[7], ev[8], ev[9]
+    def on_did_map(self, ev: Event) -> None:
+        u, did, old, new = ev[F_DID_UNIT], ev[F_DID_DID], ev[S.F_DID_MAP_OLD], ev[S.F_DID_MAP_NEW]
         s = self.map_dids.get(old)
         if s is not None:
             s.discard((u, did))
         self.map_dids.setdefault(new, set()).add((u, did))
 
-    def on_did_bitmap(self, ev):
-        u, did = ev[6], ev[7]
-        if ev[8]:
+    def on_did_bitmap(self, ev: Event) -> None:
+        u, did = ev[F_DID_UNIT], ev[F_DID_DID]
+        if ev[S.F_DID_BITMAP_VALUE]:
             self.bits_on.setdefault(u, set()).add(did)
             if (u, did) not in self.st.did_map:
                 # a slot never written reads 0 (dom0's domid): e.g. the
@@ -249,8 +292,8 @@ class Context:
             if s is not None:
                 s.discard(did)
 
-    def on_owner_move(self, ev):
-        seg, bdf = ev[6], ev[7]
+    def on_owner_move(self, ev: Event) -> None:
+        seg, bdf = ev[F_DEV_SEG], ev[F_DEV_BDF]
         dev = self.topo.by_loc.get((seg, bdf >> 8, bdf & 0xFF))
         unit = dev.unit if dev is not None else self.topo.drhd(seg, bdf >> 8, bdf & 0xFF)
         prev = self.owner_unit.pop((seg, bdf), None)
@@ -261,45 +304,45 @@ class Context:
                 self.pdevs_on[k] = n
             else:
                 self.pdevs_on.pop(k, None)
-        new = ev[9]
-        if type(new) is int and unit is not None:
+        new = ev[S.F_OWNER_MOVE_NEW]
+        if new is not None and unit is not None:
             k = (new, unit)
             self.owner_unit[(seg, bdf)] = k
             self.pdevs_on[k] = self.pdevs_on.get(k, 0) + 1
-        return prev, (new, unit)
 
-    def on_device_remove(self, ev):
-        prev = self.owner_unit.pop((ev[6], ev[7]), None)
+    def on_device_remove(self, ev: Event) -> None:
+        prev = self.owner_unit.pop((ev[F_DEV_SEG], ev[F_DEV_BDF]), None)
         if prev is not None:
             n = self.pdevs_on.get(prev, 0) - 1
             if n > 0:
                 self.pdevs_on[prev] = n
             else:
                 self.pdevs_on.pop(prev, None)
-        return prev
 
-    def op_begin(self, ev):
-        self.op = ev[3]
-        self._op_dev = (ev[9], ev[7])
-        self._op_device = False
+    def op_begin(self, ev: Event) -> None:
+        self.op = ev[S.I_OP]
+        self._op_dev = (ev[S.F_OP_BEGIN_SEG], ev[S.F_OP_BEGIN_BDF])
+        self._op_named = False
 
     @property
-    def op_device(self):
-        """The running operation's device as 'SSSS:BB:DD.F' (or None)."""
-        d = self._op_device
-        if d is False:
+    def op_device(self) -> str | None:
+        """The running operation's device as 'SSSS:BB:DD.F' (or None),
+        formatted on first use."""
+        if not self._op_named:
             d = None
             if self._op_dev is not None:
                 seg, bdf = self._op_dev
-                if type(bdf) is int and 0 <= bdf <= 0xFFFF:
-                    d = fmt_rid(seg if type(seg) is int else 0, bdf >> 8, bdf & 0xFF)
+                if bdf is not None and 0 <= bdf <= 0xFFFF:
+                    d = fmt_rid(seg if seg is not None else 0, bdf >> 8, bdf & 0xFF)
             self._op_device = d
-        return d
+            self._op_named = True
+        return self._op_device
 
-    def op_end(self, ev):
+    def op_end(self, ev: Event) -> None:
         self.op = None
         self._op_dev = None
         self._op_device = None
+        self._op_named = True
 
 
 class Analyser:
@@ -307,37 +350,38 @@ class Analyser:
     hooks from ``hooks()`` (kind code -> method(ev)); ``op_end(ev)`` and
     ``finish()`` are called by the driver."""
 
-    KINDS: tuple = ()
+    KINDS: tuple[str, ...] = ()
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.open: dict = {}
+        self.open: dict[Any, Window] = {}
 
-    def hooks(self) -> dict:
+    def hooks(self) -> dict[int, Hook]:
         return {}
 
     # --- windows ---------------------------------------------------------------------
 
-    def open_window(self, kind, wkey, ev, *, device=None, rid=None, iommu=None, info=None) -> Window:
-        w = Window(kind, wkey, device, rid, iommu, ev[1], label_of(ev), self.ctx.op,
+    def open_window(self, kind: str, wkey: Any, ev: Event, *, device: str | None = None, rid: str | None = None,
+                    iommu: int | None = None, info: dict[str, Any] | None = None) -> Window:
+        w = Window(kind, wkey, device, rid, iommu, ev[S.I_SEQ], self.ctx.label(ev), self.ctx.op,
                    info if info is not None else {})
         self.open[wkey] = w
         return w
 
-    def close_window(self, wkey, ev) -> None:
+    def close_window(self, wkey: Any, ev: Event) -> None:
         w = self.open.pop(wkey, None)
         if w is not None:
-            f = self.finalize(w, ev[1], label_of(ev), ev)
+            f = self.finalize(w, ev[S.I_SEQ], self.ctx.label(ev), ev)
             if f is not None:
                 self.ctx.out.append(f)
 
-    def finalize(self, w: Window, end, end_label, ev):
+    def finalize(self, w: Window, end: int | None, end_label: str | None, ev: Event | None) -> Finding | None:
         """Turn a window into a Finding (None: drop it).  end None = still
         open when the trace ends."""
         return Finding(w.kind, HAZARD, w.device, w.rid, w.iommu, w.start, end, w.start_label,
                        end_label, w.info.get("detail", w.kind))
 
-    def op_end(self, ev) -> None:
+    def op_end(self, ev: Event) -> None:
         pass
 
     def finish(self) -> None:
@@ -348,12 +392,12 @@ class Analyser:
                 self.ctx.out.append(f)
 
 
-def ranges_str(ranges) -> str:
+def ranges_str(ranges: Iterable[tuple[int, int]]) -> str:
     return ", ".join(f"[{b:#x}, {e:#x}]" for b, e in ranges)
 
 
-def join_names(names) -> str:
-    names = list(names)
+def join_names(names_: Iterable[str]) -> str:
+    names = list(names_)
     if len(names) <= 1:
         return "".join(names)
     return ", ".join(names[:-1]) + " and " + names[-1]

@@ -25,18 +25,24 @@ build one side, for an exporter that streams in seq order.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from .findings import Finding
 from .topology import parse_bdf
 
 PID_XEN = 0
 CAT = "hazard"
 
+# a Finding, or its check --json object
+FindingLike = Finding | dict[str, Any]
 
-def _get(f, name):
+
+def _get(f: FindingLike, name: str) -> Any:
     return f.get(name) if isinstance(f, dict) else getattr(f, name, None)
 
 
-def track(f) -> tuple[int, int]:
+def track(f: FindingLike) -> tuple[int, int]:
     """(pid, tid) of the device track a finding belongs on."""
     u = _get(f, "iommu")
     if not isinstance(u, int) or u < 0:
@@ -48,13 +54,13 @@ def track(f) -> tuple[int, int]:
     return 1 + u, 0
 
 
-def _json(f) -> dict:
+def _json(f: FindingLike) -> dict[str, Any]:
     if isinstance(f, Finding):
         return f.to_json()
     return dict(f)
 
 
-def title(f) -> str:
+def title(f: FindingLike) -> str:
     sev = _get(f, "severity")
     rid = _get(f, "rid")
     dev = _get(f, "device")
@@ -62,13 +68,13 @@ def title(f) -> str:
     return f"{_get(f, 'kind')}{where}" + (f" ({sev})" if sev and sev != "hazard" else "")
 
 
-def begin_event(f, n: int) -> dict:
+def begin_event(f: FindingLike, n: int) -> dict[str, Any]:
     pid, tid = track(f)
     return {"name": title(f), "cat": f"{CAT},{_get(f, 'kind')},{_get(f, 'severity')}", "ph": "b",
             "id": f"hz{n}", "pid": pid, "tid": tid, "ts": _get(f, "start"), "args": _json(f)}
 
 
-def end_event(f, n: int, end_ts: int) -> dict:
+def end_event(f: FindingLike, n: int, end_ts: int) -> dict[str, Any]:
     pid, tid = track(f)
     end = _get(f, "end")
     ts = end if isinstance(end, int) else end_ts
@@ -77,11 +83,12 @@ def end_event(f, n: int, end_ts: int) -> dict:
             "args": {"end_label": _get(f, "end_label"), "open_at_end": not isinstance(end, int)}}
 
 
-def chrome_hazard_events(findings, *, end_ts: int, names: bool = True) -> list:
+def chrome_hazard_events(findings: Iterable[FindingLike], *, end_ts: int,
+                         names: bool = True) -> list[dict[str, Any]]:
     """b/e pairs for every finding (Finding objects or check --json dicts),
     plus thread_name metadata for the device tracks used when ``names``."""
     out = []
-    tracks = {}
+    tracks: dict[tuple[int, int], str] = {}
     for n, f in enumerate(findings):
         if not isinstance(_get(f, "start"), int):
             continue

@@ -47,32 +47,51 @@ V2's in-place rewrite.
 
 from __future__ import annotations
 
+from typing import Any
+
 from replay import caches
+from replay.caches import Key, Translation
 from tracer import schema as S
 
-from .base import Analyser, domain_name
+from .base import (
+    F_DEV_BDF,
+    F_DEV_SEG,
+    F_KEY_BUS,
+    F_KEY_DEVFN,
+    F_KEY_IOMMU,
+    Analyser,
+    Context,
+    Event,
+    Hook,
+    Window,
+    domain_name,
+)
 from .findings import BENIGN, HAZARD, Finding, renderer
 
 
 class DevtlbAnalyser(Analyser):
     KINDS = ("stale-devtlb",)
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        self.by_key: dict = {}      # key -> {foreign domid or None: open window key}
-        self.missed: dict = {}      # key -> {did: (label, why)}: the first DSI flush of a held DID that skipped it
-        self.ats_off: dict = {}     # key -> label of the ATS disable since its ATC was last emptied
-        self.fill_owner: dict = {}  # key -> {(did, pt): owner of the tables when first seen held}
-        self.seen: dict = {}        # key -> (fills, present, owner) as of its last check
-        self.held: dict = {}        # (iommu, did) -> {key whose ATC the model says may hold did}
-        self.dev_keys: dict = {}    # (seg, bdf) -> {key in seen}: what an owner move re-checks
+        # key -> {foreign domid or None: open window key}
+        self.by_key: dict[Key, dict[int | None, tuple[str, Key, int | None]]] = {}
+        # key -> {did: (label, why)}: the first DSI flush of a held DID that skipped it
+        self.missed: dict[Key, dict[int, tuple[str, str]]] = {}
+        self.ats_off: dict[Key, str] = {}     # key -> label of the ATS disable since its ATC was last emptied
+        # key -> {(did, pt): owner of the tables when first seen held}
+        self.fill_owner: dict[Key, dict[Translation, int | None]] = {}
+        # key -> (fills, present, owner) as of its last check
+        self.seen: dict[Key, tuple[frozenset[Translation] | None, bool, int | None]] = {}
+        self.held: dict[tuple[int, int], set[Key]] = {}     # (iommu, did) -> {key whose ATC may hold did}
+        self.dev_keys: dict[tuple[int, int], set[Key]] = {}     # (seg, bdf) -> {key in seen}: owner moves re-check
         # the tables the hooks read, bound once (the fold mutates them in place)
         st = ctx.st
         self._devtlb, self._ats, self._ctxt = st.devtlb, st.ats, st.ctx
         self._unit_seg, self._present, self._owners = st.unit_seg, st.present, st.owners
 
-    def hooks(self) -> dict:
-        h = {
+    def hooks(self) -> dict[int, Hook]:
+        h: dict[int, Hook] = {
             S.K_CTX_WRITE: self.on_ctx_write,
             S.K_FLUSH_CONTEXT: self.on_flush_context,
             S.K_FLUSH_IOTLB: self.on_flush_iotlb,
@@ -88,29 +107,29 @@ class DevtlbAnalyser(Analyser):
 
     # --- triggers: only the keys an event can have changed ----------------------------------
 
-    def on_ctx_write(self, ev):
+    def on_ctx_write(self, ev: Event) -> None:
         key = self.ctx.cur[0]
         if key in self._devtlb or key in self.by_key:
             self.check(key, ev)
 
-    def on_sync(self, ev):
-        key = (ev[6], ev[7], ev[8])
+    def on_sync(self, ev: Event) -> None:
+        key = (ev[F_KEY_IOMMU], ev[F_KEY_BUS], ev[F_KEY_DEVFN])
         if key in self.ctx.st.devtlb or key in self.by_key:
             self.check(key, ev)
 
-    def on_flush_context(self, ev):
+    def on_flush_context(self, ev: Event) -> None:
         # values leaving the context cache may have been filled into an ATC;
         # the model's sets are replaced when they change, so an identity test
         # finds the devices whose ATC did
-        if ev[12] != 0 or not self._ats:
+        if ev[S.F_FLUSH_CONTEXT_RC] != 0 or not self._ats:
             return
-        u = ev[6]
+        u = ev[S.F_FLUSH_CONTEXT_IOMMU]
         devtlb = self._devtlb
-        if ev[7] == "device" and not ev[10]:
+        if ev[S.F_FLUSH_CONTEXT_GRAN] == "device" and not ev[S.F_FLUSH_CONTEXT_FM]:
             # the frequent case (MO9, UO4): one source-id
             if not devtlb:
                 return
-            sid = ev[9]
+            sid = ev[S.F_FLUSH_CONTEXT_SID]
             key = (u, sid >> 8, sid & 0xFF)
             fills = devtlb.get(key)
             if fills is not None:
@@ -124,15 +143,16 @@ class DevtlbAnalyser(Analyser):
         for key in changed:
             self.check(key, ev)
 
-    def on_flush_iotlb(self, ev):
+    def on_flush_iotlb(self, ev: Event) -> None:
         """Remember, for the detail, the DSI flush of a DID an ATC holds that
         device_in_domain() keeps from reaching the device."""
         held = self.held
         if not held:
             return
-        u, did = ev[6], ev[8]
+        u, did = ev[S.F_FLUSH_IOTLB_IOMMU], ev[S.F_FLUSH_IOTLB_DID]
         keys = held.get((u, did))
-        if not keys or ev[7] != "dsi" or ev[13] != 0 or not ev[12]:
+        if not keys or ev[S.F_FLUSH_IOTLB_GRAN] != "dsi" or ev[S.F_FLUSH_IOTLB_RC] != 0 \
+                or not ev[S.F_FLUSH_IOTLB_DEV_IOTLB]:
             return
         ctxt, missed = self._ctxt, self.missed
         for key in keys:
@@ -150,37 +170,38 @@ class DevtlbAnalyser(Analyser):
                 continue
             if m is None:
                 m = missed[key] = {}
-            m[did] = (ev[5] or f"seq {ev[1]}", why)
+            m[did] = (self.ctx.label(ev) or f"seq {ev[S.I_SEQ]}", why)
 
-    def on_flush_dev_iotlb(self, ev):
+    def on_flush_dev_iotlb(self, ev: Event) -> None:
         seen = self.seen
         if not seen:
             # nothing held, no window open: missed / ats_off are empty too
             return
-        key = (ev[6], ev[7] >> 8, ev[7] & 0xFF)
-        if ev[9] == 0:
+        sid = ev[S.F_FLUSH_DEV_IOTLB_SID]
+        key = (ev[S.F_FLUSH_DEV_IOTLB_IOMMU], sid >> 8, sid & 0xFF)
+        if ev[S.F_FLUSH_DEV_IOTLB_RC] == 0:
             self.missed.pop(key, None)
             self.ats_off.pop(key, None)
         if key in seen:
             self.check(key, ev)
 
-    def on_device(self, ev):
+    def on_device(self, ev: Event) -> None:
         # every key the model holds fills for has been checked (each way in
         # is a hooked event), so dev_keys knows them all
         dk = self.dev_keys
-        keys = dk.get((ev[6], ev[7])) if dk else None
+        keys = dk.get((ev[F_DEV_SEG], ev[F_DEV_BDF])) if dk else None
         if keys:
             for key in sorted(keys):
                 self.check(key, ev)
 
-    def on_ats(self, ev):
-        seg, bdf = ev[6], ev[7]
+    def on_ats(self, ev: Event) -> None:
+        seg, bdf = ev[S.F_ATS_ENABLE_SEG], ev[S.F_ATS_ENABLE_BDF]
         for key in self._keys_of(seg, bdf):
-            if not ev[8] and key in self.ctx.st.devtlb:
-                self.ats_off.setdefault(key, ev[5] or f"seq {ev[1]}")
+            if not ev[S.F_ATS_ENABLE_VALUE] and key in self.ctx.st.devtlb:
+                self.ats_off.setdefault(key, self.ctx.label(ev) or f"seq {ev[S.I_SEQ]}")
             self.check(key, ev)
 
-    def _keys_of(self, seg, bdf) -> list:
+    def _keys_of(self, seg: int, bdf: int) -> list[Key]:
         """Keys of the device (seg, bdf) the model or an open window holds."""
         st = self.ctx.st
         bus, devfn = bdf >> 8, bdf & 0xFF
@@ -194,7 +215,7 @@ class DevtlbAnalyser(Analyser):
 
     # --- the condition --------------------------------------------------------------------------
 
-    def check(self, key, ev) -> None:
+    def check(self, key: Key, ev: Event) -> None:
         ctx = self.ctx
         u, bus, devfn = key
         dev = (self._unit_seg.get(u, 0), bus << 8 | devfn)
@@ -214,7 +235,7 @@ class DevtlbAnalyser(Analyser):
         if last is None:
             self.dev_keys.setdefault(dev, set()).add(key)
         self.seen[key] = (fills, present, owner)
-        foreign: dict = {}
+        foreign: dict[int | None, set[Translation]] = {}
         if fills:
             # whose memory a held translation reaches: the tables' owner when
             # the model first held it (tables freed later still map that
@@ -264,14 +285,14 @@ class DevtlbAnalyser(Analyser):
                 wkey = opened.pop(dom)
                 w = self.open.get(wkey)
                 if w is not None:
-                    w.info["closed_by"] = S.KINDS[ev[0]].name
+                    w.info["closed_by"] = S.KINDS[ev[S.I_KIND]].name
                 self.close_window(wkey, ev)
             if not opened:
                 del self.by_key[key]
                 if fills is None:
                     self._forget(key, dev)
 
-    def _forget(self, key, dev) -> None:
+    def _forget(self, key: Key, dev: tuple[int, int]) -> None:
         """The device's ATC is empty and no window is open: drop what the
         analyser kept about it."""
         if self.seen.pop(key, None) is not None:
@@ -284,7 +305,7 @@ class DevtlbAnalyser(Analyser):
         self.missed.pop(key, None)
         self.ats_off.pop(key, None)
 
-    def _index(self, key, old, new) -> None:
+    def _index(self, key: Key, old: frozenset[Translation] | None, new: frozenset[Translation] | None) -> None:
         """Keep ``held`` (which DIDs each ATC may hold) in step with the model."""
         u = key[0]
         held = self.held
@@ -317,27 +338,27 @@ class DevtlbAnalyser(Analyser):
 
     # --- findings ---------------------------------------------------------------------------------
 
-    def finalize(self, w, end, end_label, ev):
+    def finalize(self, w: Window, end: int | None, end_label: str | None, ev: Event | None) -> Finding | None:
         ctx = self.ctx
         info = w.info
         # an operation's events carry its number: a window ended by an event
         # of another operation, or still open after its operation returned,
         # outlived it
         if ev is not None:
-            outlived = w.op if ev[3] != w.op else None
+            outlived = w.op if ev[S.I_OP] != w.op else None
         else:
             outlived = w.op if ctx.op != w.op else None
         sev = BENIGN if end is not None and outlived is None and w.op is not None else HAZARD
         # the facts now, the sentence when somebody reads it (Finding.detail)
-        facts = (ctx.names, w.iommu, w.rid, tuple(info["owners"]), info["dom"], tuple(sorted(info["fills"])),
-                 tuple(sorted(info["missed"].items())), info.get("ats_off"), info.get("closed_by"),
-                 end, end_label, outlived)
+        detail = (RENDER, ctx.names, tuple(info["owners"]), info["dom"], tuple(sorted(info["fills"])),
+                  tuple(sorted(info["missed"].items())), info.get("ats_off"), info.get("closed_by"), outlived)
         return Finding("stale-devtlb", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label,
-                       end_label, (RENDER, facts))
+                       end_label, detail)
 
 
-def _render(facts) -> str:
-    names, u, rid, owners, dom, fills, missed, ats_off, closed_by, end, end_label, outlived = facts
+def _render(f: Finding, d: tuple[Any, ...]) -> str:
+    _, names, owners, dom, fills, missed, ats_off, closed_by, outlived = d
+    u, rid, end, end_label = f.iommu, f.rid, f.end, f.end_label
     whose = f"{domain_name(names, dom)}'s" if dom is not None else "freed"
     dids = "/".join(str(d) for d in sorted({d for d, _ in fills}))
     tables = ", ".join(f"{pt:#x}" for pt in sorted({pt for _, pt in fills}))

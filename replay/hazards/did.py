@@ -25,16 +25,34 @@ space), dangling and reuse are ``hazard``.
 
 from __future__ import annotations
 
+from replay.caches import Key, StateTables
 from tracer import schema as S
 from tracer.schema import DOMID_INVALID, DOMID_IO
 
-from .base import Analyser, join_names
+from .base import (
+    F_DEV_BDF,
+    F_DEV_SEG,
+    F_DID_DID,
+    F_DID_UNIT,
+    F_DOMAIN,
+    F_KEY_BUS,
+    F_KEY_DEVFN,
+    F_KEY_IOMMU,
+    PAGE_MASK,
+    TT_PT,
+    Analyser,
+    Context,
+    Event,
+    Hook,
+    Window,
+    join_names,
+)
 from .findings import HAZARD, WARNING, Finding
 
 WHERE = {"entry": "its context entry", "cache": "the context cache", "iotlb": "the IOTLB"}
 
 
-def _bitmap_domain(st, dom):
+def _bitmap_domain(st: StateTables, dom: int | None) -> int | None:
     """The domain whose iommu_bitmap covers tables dom owns: a device's
     quarantine tables (its pseudo domain ID's, engine final) are dom_io's."""
     return DOMID_IO if dom in st.pseudo else dom
@@ -43,16 +61,16 @@ def _bitmap_domain(st, dom):
 class DidAnalyser(Analyser):
     KINDS = ("did-leak", "did-dangling", "did-reuse")
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        self.by_unit: dict = {}     # iommu -> {key with an open d2/d3 window}
-        self.d3: dict = {}          # key -> {did with an open did-reuse window}
-        self.cached: dict = {}      # iommu -> {key of by_unit referencing a DID from cache or IOTLB}
-        self._status: dict = {}     # (iommu, did) -> why it is dangling, None when it is not
+        self.by_unit: dict[int, set[Key]] = {}     # iommu -> {key with an open d2/d3 window}
+        self.d3: dict[Key, set[int]] = {}          # key -> {did with an open did-reuse window}
+        self.cached: dict[int, set[Key]] = {}      # iommu -> {key of by_unit referencing a DID from cache or IOTLB}
+        self._status: dict[tuple[int, int], str | None] = {}    # (iommu, did) -> why it is dangling, None: not
                                     # (absent: "freed", as every bit starts clear)
 
-    def hooks(self) -> dict:
-        h = {
+    def hooks(self) -> dict[int, Hook]:
+        h: dict[int, Hook] = {
             S.K_CTX_WRITE: self.on_ctx_write,
             S.K_FLUSH_CONTEXT: self.on_flush_context,
             S.K_FLUSH_IOTLB: self.on_flush_iotlb,
@@ -73,7 +91,7 @@ class DidAnalyser(Analyser):
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def dangling(self, u, did):
+    def dangling(self, u: int, did: int) -> str | None:
         """Why DID did on u is dangling, or None."""
         st = self.ctx.st
         if (u, did) not in st.did_bits:
@@ -85,11 +103,11 @@ class DidAnalyser(Analyser):
             return "gone"       # (a pseudo domain ID lives while its device has it)
         return None
 
-    def refs(self, key) -> dict:
+    def refs(self, key: Key) -> dict[int, set[str]]:
         """{did: {"entry" | "cache" | "iotlb"}}: the DIDs key references."""
         ctx = self.ctx
         st = ctx.st
-        out: dict = {}
+        out: dict[int, set[str]] = {}
         info = ctx.keyinfo.get(key)
         if info is not None:
             out[info[0]] = {"entry"}
@@ -101,7 +119,7 @@ class DidAnalyser(Analyser):
                 out.setdefault(did, set()).add("iotlb")
         return out
 
-    def table_owners(self, key, did) -> set:
+    def table_owners(self, key: Key, did: int) -> set[int | None]:
         """Owners of the page tables key's references to did translate with
         (None for pass-through or freed tables)."""
         ctx = self.ctx
@@ -112,14 +130,14 @@ class DidAnalyser(Analyser):
             out.add(ctx.pt_owner(info[1]) if info[1] is not None else None)
         for lo, hi in st.cc.get(key, ()):
             if lo & 1 and (hi >> 8) & 0xFFFF == did:
-                out.add(None if (lo >> 2) & 3 == 2 else ctx.pt_owner(lo & 0xFFFF_FFFF_FFFF_F000))
+                out.add(None if (lo >> 2) & 3 == TT_PT else ctx.pt_owner(lo & PAGE_MASK))
         u, b, df = key
         for fb, fdf, pt in st.tlb.get((u, did), ()):
             if fb == b and fdf == df:
                 out.add(ctx.pt_owner(pt))
         return out
 
-    def keys_referencing(self, u, did) -> set:
+    def keys_referencing(self, u: int, did: int) -> set[Key]:
         ctx = self.ctx
         st = ctx.st
         ks = set(ctx.keys_with_did(u, did))
@@ -132,14 +150,14 @@ class DidAnalyser(Analyser):
             ks.add((u, b, df))
         return ks
 
-    def _track(self, key, on: bool) -> None:
+    def _track(self, key: Key, on: bool) -> None:
         s = self.by_unit.setdefault(key[0], set())
         if on:
             s.add(key)
 
     # --- triggers ----------------------------------------------------------------------------
 
-    def on_ctx_write(self, ev):
+    def on_ctx_write(self, ev: Event) -> None:
         ctx = self.ctx
         key, old, new = ctx.cur
         u = key[0]
@@ -154,27 +172,27 @@ class DidAnalyser(Analyser):
             self.check_leak(u, new[0], ev)
         self.check_key(key, ev)
 
-    def on_sync(self, ev):
-        self.check_key((ev[6], ev[7], ev[8]), ev)
+    def on_sync(self, ev: Event) -> None:
+        self.check_key((ev[F_KEY_IOMMU], ev[F_KEY_BUS], ev[F_KEY_DEVFN]), ev)
 
-    def on_flush_context(self, ev):
+    def on_flush_context(self, ev: Event) -> None:
         # a completed flush only takes cache references away (and may turn
         # them into IOTLB references): only keys it can have touched
-        keys = self.cached.get(ev[6])
-        if keys and ev[12] == 0:
+        keys = self.cached.get(ev[S.F_FLUSH_CONTEXT_IOMMU])
+        if keys and ev[S.F_FLUSH_CONTEXT_RC] == 0:
             targets = self.ctx.flush_targets(ev)
             for key in list(keys if targets is None else keys.intersection(targets)):
                 self.check_key(key, ev)
 
-    def on_flush_iotlb(self, ev):
-        keys = self.cached.get(ev[6])
-        if keys and ev[13] == 0:
+    def on_flush_iotlb(self, ev: Event) -> None:
+        keys = self.cached.get(ev[S.F_FLUSH_IOTLB_IOMMU])
+        if keys and ev[S.F_FLUSH_IOTLB_RC] == 0:
             for key in list(keys):
                 self.check_key(key, ev)
 
-    def on_did_map(self, ev):
+    def on_did_map(self, ev: Event) -> None:
         ctx = self.ctx
-        u, did, new = ev[6], ev[7], ev[9]
+        u, did, new = ev[F_DID_UNIT], ev[F_DID_DID], ev[S.F_DID_MAP_NEW]
         if new != DOMID_INVALID and (u, did) not in ctx.st.did_bits:
             # context_set_domain_id allocating did: anything still using it?
             for key in sorted(self.keys_referencing(u, did)):
@@ -182,17 +200,18 @@ class DidAnalyser(Analyser):
                 if wkey not in self.open and self.table_owners(key, did) != {new}:
                     r = self.refs(key).get(did, set())
                     self.open_window("did-reuse", wkey, ev, device=ctx.device_of(key), rid=ctx.rid(key),
-                                     iommu=u, info={"did": did, "new": new, "old": ev[8], "where": set(r)})
+                                     iommu=u, info={"did": did, "new": new, "old": ev[S.F_DID_MAP_OLD],
+                                                                "where": set(r)})
                     self.d3.setdefault(key, set()).add(did)
                     self._track(key, True)
         self.on_did(ev)
 
-    def on_did(self, ev):
-        u, did = ev[6], ev[7]
+    def on_did(self, ev: Event) -> None:
+        u, did = ev[F_DID_UNIT], ev[F_DID_DID]
         self.check_leak(u, did, ev)
         self._restatus(u, did, ev)
 
-    def _restatus(self, u, did, ev) -> None:
+    def _restatus(self, u: int, did: int, ev: Event) -> None:
         """did's dangling status may have changed: re-check its users, unless
         it did not (re-setting a set bit, the common MO5 case)."""
         why = self.dangling(u, did)
@@ -205,10 +224,10 @@ class DidAnalyser(Analyser):
         for key in self.keys_referencing(u, did):
             self.check_key(key, ev)
 
-    def on_iommu_bitmap(self, ev):
+    def on_iommu_bitmap(self, ev: Event) -> None:
         ctx = self.ctx
-        dom, u = ev[6], ev[7]
-        if ev[8]:
+        dom, u = ev[S.F_IOMMU_BITMAP_DOMAIN], ev[S.F_IOMMU_BITMAP_IOMMU]
+        if ev[S.F_IOMMU_BITMAP_VALUE]:
             # a bit set can only end "the bitmap lacks the unit" windows
             for key in list(self.by_unit.get(u, ())):
                 w = self.open.get(("d2", key))
@@ -220,14 +239,14 @@ class DidAnalyser(Analyser):
                 if key[0] == u:
                     self.check_key(key, ev)
 
-    def on_owner(self, ev):
+    def on_owner(self, ev: Event) -> None:
         ctx = self.ctx
-        seg, bdf = ev[6], ev[7]
+        seg, bdf = ev[F_DEV_SEG], ev[F_DEV_BDF]
         dev = ctx.topo.by_loc.get((seg, bdf >> 8, bdf & 0xFF))
         unit = dev.unit if dev is not None else ctx.topo.drhd(seg, bdf >> 8, bdf & 0xFF)
         if unit is None:
             return
-        doms = (ev[8], ev[9]) if ev[0] == S.K_OWNER_MOVE else None
+        doms = (ev[S.F_OWNER_MOVE_OLD], ev[S.F_OWNER_MOVE_NEW]) if ev[S.I_KIND] == S.K_OWNER_MOVE else None
         if doms is None:
             cands = [(unit, d) for d in ctx.bits_on.get(unit, ())]
         else:
@@ -235,32 +254,32 @@ class DidAnalyser(Analyser):
         for u, did in cands:
             self.check_leak(u, did, ev)
 
-    def on_domain(self, ev):
+    def on_domain(self, ev: Event) -> None:
         """A domain appears or goes: DIDs whose slot names it become (non-)
         dangling and (non-)leaked."""
-        for u, did in list(self.ctx.map_dids.get(ev[6], ())):
+        for u, did in list(self.ctx.map_dids.get(ev[F_DOMAIN], ())):
             self.check_leak(u, did, ev)
             self._restatus(u, did, ev)
 
-    def on_domain_destroy(self, ev):
+    def on_domain_destroy(self, ev: Event) -> None:
         self.on_domain(ev)
         self.on_pt_free(ev)      # its tables went with it
 
-    def on_pt_alloc(self, ev):
-        for key in list(self.ctx.root_keys.get(ev[7], ())):
+    def on_pt_alloc(self, ev: Event) -> None:
+        for key in list(self.ctx.root_keys.get(ev[S.F_PT_ALLOC_MADDR], ())):
             self.check_key(key, ev)
 
-    def on_pt_free(self, ev):
-        for key in self.ctx.keys_on_tables_of(ev[6]):
+    def on_pt_free(self, ev: Event) -> None:
+        for key in self.ctx.keys_on_tables_of(ev[F_DOMAIN]):
             self.check_key(key, ev)
 
-    def on_op_end(self, ev):
+    def on_op_end(self, ev: Event) -> None:
         for w in self.open.values():
             w.info["confirmed"] = True
 
     # --- d1 ---------------------------------------------------------------------------------------
 
-    def check_leak(self, u, did, ev) -> None:
+    def check_leak(self, u: int, did: int, ev: Event) -> None:
         ctx = self.ctx
         st = ctx.st
         leak = None
@@ -284,7 +303,7 @@ class DidAnalyser(Analyser):
 
     # --- d2 / d3 -------------------------------------------------------------------------------------
 
-    def check_key(self, key, ev) -> None:
+    def check_key(self, key: Key, ev: Event) -> None:
         ctx = self.ctx
         u = key[0]
         if ("d2", key) not in self.open and key not in self.d3 and self._clean(key):
@@ -343,7 +362,7 @@ class DidAnalyser(Analyser):
             if s is not None:
                 s.discard(key)
 
-    def _clean(self, key) -> bool:
+    def _clean(self, key: Key) -> bool:
         """Fast path of check_key for a key without open windows: nothing it
         references is dangling and its tables' domain flushes the unit."""
         ctx = self.ctx
@@ -375,7 +394,7 @@ class DidAnalyser(Analyser):
 
     # --- findings ---------------------------------------------------------------------------------------
 
-    def finalize(self, w, end, end_label, ev):
+    def finalize(self, w: Window, end: int | None, end_label: str | None, ev: Event | None) -> Finding | None:
         ctx = self.ctx
         if w.kind == "did-leak":
             if not w.info.get("confirmed"):

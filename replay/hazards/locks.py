@@ -28,10 +28,13 @@ nothing).
 
 from __future__ import annotations
 
+from typing import Any
+
+from replay.caches import Key
 from tracer import schema as S
 from tracer.schema import DOMID_INVALID, FUNC_CODE, is_pseudo_domid
 
-from .base import Analyser, label_of
+from .base import F_DID_DID, F_DID_UNIT, Analyser, Context, Event, Hook, Window
 from .findings import HAZARD, WARNING, Finding
 
 # (outer, inner): outer must be taken first.
@@ -47,6 +50,9 @@ BAD = {lock: frozenset({inner for outer, inner in ORDER if outer == lock}
                        | ({lock} if lock in SAME_CLASS else set()))
        for lock in SAME_CLASS}
 
+# (lock class, instance: unit, domid or None)
+LockKey = tuple[str, int | None]
+
 F_SET_DID = FUNC_CODE["context_set_domain_id"]
 F_TEARDOWN = FUNC_CODE["iommu_domain_teardown"]
 
@@ -54,12 +60,13 @@ F_TEARDOWN = FUNC_CODE["iommu_domain_teardown"]
 class LockAnalyser(Analyser):
     KINDS = ("lock-order",)
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        self.last = None            # (signature, window key) of the previous relevant event's violation
+        # (signature, window key) of the previous relevant event's violation
+        self.last: tuple[tuple[Any, ...], tuple[str, int]] | None = None
         self.n = 0                  # window counter (unique keys)
 
-    def hooks(self) -> dict:
+    def hooks(self) -> dict[int, Hook]:
         # The fold keeps the lock holders (state.locks, state.nest): only
         # acquisitions need looking at, releases do not.
         return {S.K_LOCK: self.on_lock, S.K_CTX_WRITE: self.on_ctx_write,
@@ -67,25 +74,25 @@ class LockAnalyser(Analyser):
 
     # --- acquisitions --------------------------------------------------------------------------
 
-    def _name(self, lock, target) -> str:
+    def _name(self, lock: str, target: int | None) -> str:
         if target is None:
             return str(lock)
         if lock in ("mapping_lock", "rcu_domain"):
             return f"{lock}[{self.ctx.dom(target)}]"
         return f"{lock}[{target}]"
 
-    def on_lock(self, ev):
+    def on_lock(self, ev: Event) -> None:
         self.last = None
         st = self.ctx.st
         locks = st.locks
         if len(locks) < 2 and not st.nest:
             return          # the only lock held: nothing to be out of order with
-        lock = ev[6]
+        lock = ev[S.F_LOCK_LOCK]
         bad = BAD.get(lock)
         if bad is None:
             return          # RCU read-side references: not ordered
-        key = (lock, ev[7])
-        cpu = ev[2]
+        key = (lock, ev[S.F_LOCK_TARGET])
+        cpu = ev[S.I_CPU]
         if key in st.nest:
             self._inversion(ev, key, key, "is taken again by the CPU that holds it (self-deadlock)")
             return
@@ -97,10 +104,10 @@ class LockAnalyser(Analyser):
                                 "(iommu->lock -> register_lock)")
                     self._inversion(ev, key, hk, why)
 
-    def _holds(self, lock, target, cpu) -> bool:
+    def _holds(self, lock: str, target: int | None, cpu: int) -> bool:
         return self.ctx.st.locks.get((lock, target), -1) == cpu
 
-    def _inversion(self, ev, key, held_key, why) -> None:
+    def _inversion(self, ev: Event, key: LockKey, held_key: LockKey, why: str) -> None:
         u = key[1] if key[0] in ("iommu->lock", "register_lock") else \
             held_key[1] if held_key[0] in ("iommu->lock", "register_lock") else None
         what = f"{self._name(*key)} taken while holding {self._name(*held_key)}: {why}"
@@ -108,37 +115,37 @@ class LockAnalyser(Analyser):
 
     # --- protected stores ------------------------------------------------------------------------
 
-    def on_ctx_write(self, ev):
-        u = ev[6]
-        if self._holds("iommu->lock", u, ev[2]):
+    def on_ctx_write(self, ev: Event) -> None:
+        u = ev[S.F_CTX_WRITE_IOMMU]
+        if self._holds("iommu->lock", u, ev[S.I_CPU]):
             self.last = None
             return
-        key = (u, ev[7], ev[8])
+        key = (u, ev[S.F_CTX_WRITE_BUS], ev[S.F_CTX_WRITE_DEVFN])
         self._point(ev, ("ctx", u, key), u, key,
                     f"context entry of {self.ctx.rid(key)} stored without iommu->lock[{u}] held", HAZARD)
 
-    def on_did(self, ev):
+    def on_did(self, ev: Event) -> None:
         ctx = self.ctx
-        u, did = ev[6], ev[7]
-        cpu = ev[2]
-        if ev[0] == S.K_DID_BITMAP:
-            freeing = not ev[8]
+        u, did = ev[F_DID_UNIT], ev[F_DID_DID]
+        cpu = ev[S.I_CPU]
+        if ev[S.I_KIND] == S.K_DID_BITMAP:
+            freeing = not ev[S.F_DID_BITMAP_VALUE]
         else:
-            freeing = ev[9] == DOMID_INVALID
+            freeing = ev[S.F_DID_MAP_NEW] == DOMID_INVALID
         if freeing:
             if self._holds("pcidevs_lock", None, cpu):
                 self.last = None
                 return
-            teardown = F_TEARDOWN in ctx.st.stack(cpu) or label_of(ev) == "DK4"
+            teardown = F_TEARDOWN in ctx.st.stack(cpu) or ev[S.I_LABEL] == "DK4"
             if teardown:
                 self._point(ev, ("free", u, "teardown"), u, None,
                             "iommu_domain_teardown frees DID {dids} without pcidevs_lock "
                             "(lock-free cleanup_domid_map: the XSA-399 race window with "
                             "a concurrent context_set_domain_id)", WARNING, did=did)
             else:
-                self._point(ev, ("free", u, ev[4]), u, None,
+                self._point(ev, ("free", u, ev[S.I_FUNC]), u, None,
                             "DID {dids} freed without pcidevs_lock held", HAZARD, did=did)
-        elif ev[4] == F_SET_DID:
+        elif ev[S.I_FUNC] == F_SET_DID:
             # Engine final: the DID of a pseudo domain ID is obtained before
             # any entry, under pcidevs_lock, which is what that code asserts.
             if self._holds("iommu->lock", u, cpu) or (
@@ -151,11 +158,12 @@ class LockAnalyser(Analyser):
         else:
             self.last = None
 
-    def _point(self, ev, sig, u, key, what, sev, did=None) -> None:
+    def _point(self, ev: Event, sig: tuple[Any, ...], u: int | None, key: Key | None, what: str, sev: str,
+               did: int | None = None) -> None:
         ctx = self.ctx
         if self.last is not None and self.last[0] == sig and self.last[1] in self.open:
             w = self.open[self.last[1]]
-            w.info["last"] = (ev[1], label_of(ev))
+            w.info["last"] = (ev[S.I_SEQ], ctx.label(ev))
             if did is not None:
                 w.info["dids"].add(did)
             return
@@ -164,7 +172,7 @@ class LockAnalyser(Analyser):
         wkey = ("pt", self.n)
         self.open_window("lock-order", wkey, ev, device=ctx.op_device if key is None else ctx.device_of(key)
                          or ctx.op_device, rid=ctx.rid(key) if key is not None else None, iommu=u,
-                         info={"what": what, "sev": sev, "last": (ev[1], label_of(ev)),
+                         info={"what": what, "sev": sev, "last": (ev[S.I_SEQ], ctx.label(ev)),
                                "dids": {did} if did is not None else set()})
         self.last = (sig, wkey)
 
@@ -174,13 +182,13 @@ class LockAnalyser(Analyser):
             seq, lab = w.info["last"]
             self.ctx.out.append(self._point_finding(w, seq + 1, lab))
 
-    def _point_finding(self, w, end, end_label):
+    def _point_finding(self, w: Window, end: int, end_label: str | None) -> Finding:
         what = w.info["what"].replace("{dids}", ", ".join(map(str, sorted(w.info["dids"]))))
         detail = f"IOMMU {w.iommu}: {what}" if w.iommu is not None else what
         return Finding("lock-order", w.info["sev"], w.device, w.rid, w.iommu, w.start, end,
                        w.start_label, end_label, detail)
 
-    def finalize(self, w, end, end_label, ev):
+    def finalize(self, w: Window, end: int | None, end_label: str | None, ev: Event | None) -> Finding | None:
         seq, lab = w.info["last"]
         return self._point_finding(w, seq + 1, lab)
 

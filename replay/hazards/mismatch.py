@@ -21,22 +21,23 @@ quotes it.
 
 from __future__ import annotations
 
+from replay.caches import Key
 from tracer import schema as S
 from tracer.schema import DOMID_INVALID
 
-from .base import Analyser, join_names
+from .base import F_DID_DID, F_DID_UNIT, F_DOMAIN, Analyser, Context, Event, Hook, Window, join_names
 from .findings import HAZARD, WARNING, Finding
 
 
 class MismatchAnalyser(Analyser):
     KINDS = ("did-pt-mismatch",)
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        self.by_did: dict = {}      # (iommu, did) -> {key with an open window}
-        self._status: dict = {}     # (iommu, did) -> (bit set, domid_map slot) last seen by on_did
+        self.by_did: dict[tuple[int, int], set[Key]] = {}   # (iommu, did) -> {key with an open window}
+        self._status: dict[tuple[int, int], tuple[bool, int]] = {}  # (iommu, did) -> (bit set, slot) last seen
 
-    def hooks(self) -> dict:
+    def hooks(self) -> dict[int, Hook]:
         return {
             S.K_CTX_WRITE: self.on_ctx_write,
             S.K_DID_BITMAP: self.on_did,
@@ -49,12 +50,12 @@ class MismatchAnalyser(Analyser):
 
     # --- triggers ------------------------------------------------------------------------
 
-    def on_log(self, ev):
-        text = ev[7] if len(ev) > 7 else None
-        if ev[6] == "warning" and isinstance(text, str) and "data corruption" in text:
+    def on_log(self, ev: Event) -> None:
+        text = ev[S.F_LOG_TEXT]
+        if ev[S.F_LOG_LEVEL] == "warning" and "data corruption" in text:
             self.ctx.warning = text
 
-    def on_ctx_write(self, ev):
+    def on_ctx_write(self, ev: Event) -> None:
         key, old, new = self.ctx.cur
         self.check(key, ev)
         if new is not None:
@@ -63,8 +64,8 @@ class MismatchAnalyser(Analyser):
                 if other != key:
                     self._victims(self.open[("b", other)], key)
 
-    def on_did(self, ev):
-        u, did = ev[6], ev[7]
+    def on_did(self, ev: Event) -> None:
+        u, did = ev[F_DID_UNIT], ev[F_DID_DID]
         st = self.ctx.st
         status = ((u, did) in st.did_bits, st.did_map.get((u, did), 0))
         if self._status.get((u, did)) == status:
@@ -73,22 +74,22 @@ class MismatchAnalyser(Analyser):
         for key in list(self.ctx.keys_with_did(u, did)):
             self.check(key, ev)
 
-    def on_pt_alloc(self, ev):
-        for key in list(self.ctx.root_keys.get(ev[7], ())):
+    def on_pt_alloc(self, ev: Event) -> None:
+        for key in list(self.ctx.root_keys.get(ev[S.F_PT_ALLOC_MADDR], ())):
             self.check(key, ev)
 
-    def on_tables_gone(self, ev):
-        for key in self.ctx.keys_on_tables_of(ev[6]):
+    def on_tables_gone(self, ev: Event) -> None:
+        for key in self.ctx.keys_on_tables_of(ev[F_DOMAIN]):
             self.check(key, ev)
 
     # --- the condition ----------------------------------------------------------------------
 
-    def check(self, key, ev) -> None:
+    def check(self, key: Key, ev: Event) -> None:
         ctx = self.ctx
         info = ctx.keyinfo.get(key)
         cause = None
         if info is not None and info[1] is not None:
-            did, root = info
+            did, root = info[0], info[1]
             u = key[0]
             st = ctx.st
             m = st.did_map.get((u, did), 0)
@@ -118,7 +119,7 @@ class MismatchAnalyser(Analyser):
                 w = self.open_window("did-pt-mismatch", wkey, ev, device=ctx.device_of(key),
                                      rid=ctx.rid(key), iommu=u,
                                      info={"cause": cause, "causes": [cause], "victims": set(),
-                                           "warning": ctx.warning if ev[0] == S.K_CTX_WRITE else None})
+                                           "warning": ctx.warning if ev[S.I_KIND] == S.K_CTX_WRITE else None})
                 self.by_did.setdefault((u, cause[1]), set()).add(key)
             elif cause[0] != w.info["causes"][-1][0] or cause[3] != w.info["causes"][-1][3]:
                 w.info["causes"].append(cause)
@@ -129,18 +130,19 @@ class MismatchAnalyser(Analyser):
             self._drop(w)
             self.close_window(wkey, ev)
 
-    def _victims(self, w, other) -> None:
-        owner = w.info["cause"][2]
-        if owner in self.ctx.dying:
+    def _victims(self, w: Window, other: Key) -> None:
+        if self.ctx.owner_dying(w.info["cause"][2]):
             return
         w.info["victims"].add(other)
 
-    def _drop(self, w) -> None:
-        s = self.by_did.get((w.iommu, w.info["cause"][1]))
+    def _drop(self, w: Window) -> None:
+        key = w.wkey[1]
+        ud = (key[0], w.info["cause"][1])
+        s = self.by_did.get(ud)
         if s is not None:
-            s.discard(w.wkey[1])
+            s.discard(key)
             if not s:
-                del self.by_did[(w.iommu, w.info["cause"][1])]
+                del self.by_did[ud]
 
     def finish(self) -> None:
         for w in self.open.values():
@@ -149,7 +151,7 @@ class MismatchAnalyser(Analyser):
 
     # --- findings -------------------------------------------------------------------------------
 
-    def finalize(self, w, end, end_label, ev):
+    def finalize(self, w: Window, end: int | None, end_label: str | None, ev: Event | None) -> Finding | None:
         ctx = self.ctx
         kind, did, m, po = w.info["cause"]
         tables = f"{ctx.dom(po)}'s page tables" if po is not None else "freed page tables"

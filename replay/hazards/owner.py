@@ -62,16 +62,45 @@ entries carrying a DID it changed, the tables it allocated or freed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
+from replay.caches import Key
 from replay.state import ROOT_TABLES
 from tracer import schema as S
 from tracer.schema import DOMID_IO
 
-from .base import PAGE_MASK, TT_PT, Analyser, domain_name
+from .base import (
+    F_DEV_BDF,
+    F_DEV_SEG,
+    F_DID_DID,
+    F_DID_UNIT,
+    F_DOMAIN,
+    PAGE_MASK,
+    TT_PT,
+    Analyser,
+    Context,
+    Event,
+    Hook,
+    Names,
+    Window,
+    domain_name,
+)
 from .findings import HAZARD, WARNING, Finding, renderer
-from .topology import fmt_rid
+from .topology import Device, Topology, fmt_rid
 
 ZERO = (0, 0)
 SOURCE_TYPES = ("pcie-endpoint", "pci")
+
+# (seg, bdf16): a device as st.present / st.owners key it
+Pkey = tuple[int, int]
+# a requester ID's entry in memory: None (not present), or (did, DID owner,
+# tables owner, pass-through)
+Entry = tuple[int, int | None, int | None, bool] | None
+# a window key: ("src", source index, requester ID) or ("orphan", requester ID)
+WKey = tuple[Any, ...]
+# (severity, facts): facts as the deferred detail carries them
+Verdict = tuple[str, tuple[Any, ...]]
 
 
 class Source:
@@ -80,18 +109,18 @@ class Source:
 
     __slots__ = ("dev", "pkey", "wire", "how", "shadows", "judged")
 
-    def __init__(self, dev, wire, how, shadows) -> None:
+    def __init__(self, dev: Device, wire: Key, how: str, shadows: tuple[tuple[Key, str], ...]) -> None:
         self.dev = dev
-        self.pkey = (dev.loc[0], (dev.loc[1] << 8) | dev.loc[2])     # st.present / st.owners key
-        self.wire = wire            # (iommu, bus, devfn) its DMA carries
+        self.pkey: Pkey = (dev.loc[0], (dev.loc[1] << 8) | dev.loc[2])
+        self.wire = wire            # the requester ID its DMA carries
         self.how = how              # how that requester ID comes about, for the detail
         self.shadows = shadows      # ((key, what), ...): other entries Xen maps for it
-        self.judged = ()            # ((window key, requester ID), ...), set by the analyser
+        self.judged: tuple[tuple[WKey, Key], ...] = ()     # (window key, requester ID), set by the analyser
 
 
-def build_sources(topo) -> list:
+def build_sources(topo: Topology) -> list[Source]:
     """Every DMA source of the platform, from the trace header's topology."""
-    out = []
+    out: list[Source] = []
     for dev in topo.devices:
         if dev.type not in SOURCE_TYPES or dev.unit is None:
             continue
@@ -133,7 +162,7 @@ def build_sources(topo) -> list:
 class OwnerAnalyser(Analyser):
     KINDS = ("owner-mismatch",)
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         topo = ctx.topo
         plat = ctx.header.get("platform")
@@ -141,9 +170,9 @@ class OwnerAnalyser(Analyser):
         self.hwdom = topo.hardware
         self.hwdom_pt = isinstance(knobs, dict) and knobs.get("hwdom_passthrough") is True
         self.sources = build_sources(topo)
-        by_key: dict = {}
-        by_pkey: dict = {}
-        groups: dict = {}
+        by_key: dict[Key, list[int]] = {}
+        by_pkey: dict[Pkey, list[int]] = {}
+        groups: dict[Key, list[int]] = {}
         for i, s in enumerate(self.sources):
             s.judged = tuple((("src", i, k), k) for k in (s.wire,) + tuple(k for k, _ in s.shadows))
             for k in (s.wire,) + tuple(k for k, _ in s.shadows):
@@ -163,22 +192,22 @@ class OwnerAnalyser(Analyser):
         self._did_keys, self._root_keys = ctx.did_keys, ctx.root_keys
         self.declared = set(topo.rid_owner)
         # ownership as the events give it: device -> owner while present, owner -> sources
-        self.owner_map: dict = {}
-        self.owned: dict = {}
-        self.did_seen: dict = {}     # (iommu, did) -> the domain it resolved to when last seen
+        self.owner_map: dict[Pkey, int] = {}
+        self.owned: dict[int, set[int]] = {}
+        self.did_seen: dict[tuple[int, int], int | None] = {}    # (iommu, did) -> what it resolved to when last seen
         # what changed since the last judgement: the sources a store or an
         # ownership move touched, undeclared requester IDs stored, DIDs that
         # resolve anew, domains whose tables came or went
-        self.todo: set = set()
-        self.orphans: set = set()
-        self.dirty_dids: set = set()
-        self.dirty_doms: set = set()
+        self.todo: set[int] = set()
+        self.orphans: set[Key] = set()
+        self.dirty_dids: set[tuple[int, int]] = set()
+        self.dirty_doms: set[int] = set()
         # open windows by requester ID and by source
-        self.open_by_key: dict = {}
-        self.open_by_src: dict = {}
-        self.open_devs: dict = {}       # device -> how many of its sources' windows are open
+        self.open_by_key: dict[Key, set[WKey]] = {}
+        self.open_by_src: dict[int, set[WKey]] = {}
+        self.open_devs: dict[Pkey, int] = {}       # device -> how many of its sources' windows are open
 
-    def hooks(self) -> dict:
+    def hooks(self) -> dict[int, Hook]:
         return {
             S.K_CTX_WRITE: self.on_ctx_write,
             S.K_OWNER_MOVE: self.on_device,
@@ -194,7 +223,7 @@ class OwnerAnalyser(Analyser):
 
     # --- what changed (and which open windows an event may have closed) ------------------
 
-    def on_ctx_write(self, ev):
+    def on_ctx_write(self, ev: Event) -> None:
         key = self.ctx.cur[0]
         idx = self.by_key.get(key)
         if idx is not None:
@@ -205,8 +234,8 @@ class OwnerAnalyser(Analyser):
         if ws:
             self._recheck(ws, ev)
 
-    def on_device(self, ev):
-        pkey = (ev[6], ev[7])
+    def on_device(self, ev: Event) -> None:
+        pkey = (ev[F_DEV_SEG], ev[F_DEV_BDF])
         idx = self.by_pkey.get(pkey)
         if idx is None:
             return
@@ -239,8 +268,8 @@ class OwnerAnalyser(Analyser):
                 if ws:
                     self._recheck(ws, ev)
 
-    def on_did(self, ev):
-        ud = (ev[6], ev[7])
+    def on_did(self, ev: Event) -> None:
+        ud = (ev[F_DID_UNIT], ev[F_DID_DID])
         keys = self._did_keys.get(ud)
         if not keys:
             # No entry carries the DID (a fresh allocation, a DID already let
@@ -263,10 +292,10 @@ class OwnerAnalyser(Analyser):
                 if ws:
                     self._recheck(ws, ev)
 
-    def on_pt_alloc(self, ev):
-        if ev[8] in ROOT_TABLES:
-            self.dirty_doms.add(ev[6])      # the owner has tables now
-        keys = self._root_keys.get(ev[7])
+    def on_pt_alloc(self, ev: Event) -> None:
+        if ev[S.F_PT_ALLOC_WHAT] in ROOT_TABLES:
+            self.dirty_doms.add(ev[F_DOMAIN])      # the owner has tables now
+        keys = self._root_keys.get(ev[S.F_PT_ALLOC_MADDR])
         if keys:
             self._mark_keys(keys)
             if self.open_by_key:
@@ -275,8 +304,8 @@ class OwnerAnalyser(Analyser):
                     if ws:
                         self._recheck(ws, ev)
 
-    def on_tables_gone(self, ev):
-        dom = ev[6]
+    def on_tables_gone(self, ev: Event) -> None:
+        dom = ev[F_DOMAIN]
         self.dirty_doms.add(dom)
         self._mark_keys(self.ctx.keys_on_tables_of(dom))
         if self.open_by_src:
@@ -286,7 +315,7 @@ class OwnerAnalyser(Analyser):
                 if ws:
                     self._recheck(ws, ev)
 
-    def _mark_keys(self, keys):
+    def _mark_keys(self, keys: Iterable[Key]) -> None:
         by_key, todo = self.by_key, self.todo
         for key in keys:
             idx = by_key.get(key)
@@ -295,17 +324,17 @@ class OwnerAnalyser(Analyser):
             elif key not in self.declared:
                 self.orphans.add(key)
 
-    def owner_now(self, pkey):
+    def owner_now(self, pkey: Pkey) -> int | None:
         """The device's owner in the replayed state (None: absent)."""
         o = self._owners.get(pkey) if pkey in self._present else None
         return o if type(o) is int else None
 
     # --- the verdict -----------------------------------------------------------------------
 
-    def has_tables(self, dom) -> bool:
+    def has_tables(self, dom: int) -> bool:
         return dom in self.ctx.st.pgd or (dom == self.hwdom and self.hwdom_pt)
 
-    def entry(self, key):
+    def entry(self, key: Key) -> Entry:
         """None (not present), or (did, DID owner, tables owner, pass-through)."""
         ctx = self.ctx
         lo, hi = ctx.st.ctx.get(key, ZERO)
@@ -317,9 +346,9 @@ class OwnerAnalyser(Analyser):
             return did, downer, self.hwdom, True
         return did, downer, ctx.pt_owner(lo & PAGE_MASK), False
 
-    def split_with(self, i, owner) -> tuple:
+    def split_with(self, i: int, owner: int) -> tuple[tuple[str, int], ...]:
         """The devices sharing i's wire requester ID under another owner."""
-        out = set()
+        out: set[tuple[str, int]] = set()
         om = self.owner_map
         dev = self.sources[i].dev
         for j in self.group[i]:
@@ -330,7 +359,7 @@ class OwnerAnalyser(Analyser):
                     out.add((sj.dev.bdf, oj))
         return tuple(sorted(out))
 
-    def consistent(self, owner, key) -> bool:
+    def consistent(self, owner: int, key: Key) -> bool:
         """Whether key's entry in memory is owner's: present with a DID
         allocated to owner and owner's tables (pass-through: the hardware
         domain's), or not present while owner has no tables."""
@@ -352,7 +381,7 @@ class OwnerAnalyser(Analyser):
         page = self._pages.get(lo & PAGE_MASK)
         return page is not None and page[0] == owner
 
-    def verdict(self, i, key):
+    def verdict(self, i: int, key: Key) -> Verdict | None:
         """None when consistent, else (severity, facts) for source i at key
         (its wire requester ID or one of its shadows)."""
         s = self.sources[i]
@@ -366,13 +395,13 @@ class OwnerAnalyser(Analyser):
         sev = HAZARD if (e is not None or split) else WARNING
         return sev, ("wire", owner, e, split)
 
-    def orphan_verdict(self, key):
+    def orphan_verdict(self, key: Key) -> Verdict | None:
         e = self.entry(key)
         return None if e is None else (WARNING, ("orphan", None, e))
 
     # --- windows -----------------------------------------------------------------------------
 
-    def _open(self, wkey, key, v, ev, device):
+    def _open(self, wkey: WKey, key: Key, v: Verdict, ev: Event, device: str | None) -> None:
         src = wkey[1] if wkey[0] == "src" else None
         self.open_window("owner-mismatch", wkey, ev, device=device, rid=self.ctx.rid(key), iommu=key[0],
                          info={"v": v, "key": key, "src": src})
@@ -382,7 +411,7 @@ class OwnerAnalyser(Analyser):
             pkey = self.sources[src].pkey
             self.open_devs[pkey] = self.open_devs.get(pkey, 0) + 1
 
-    def _close(self, wkey, ev):
+    def _close(self, wkey: WKey, ev: Event) -> None:
         w = self.open.get(wkey)
         if w is None:
             return
@@ -402,7 +431,7 @@ class OwnerAnalyser(Analyser):
                 del self.open_devs[pkey]
         self.close_window(wkey, ev)
 
-    def _recheck(self, wkeys, ev):
+    def _recheck(self, wkeys: Iterable[WKey], ev: Event) -> None:
         """An event may have made these open windows' pairs consistent."""
         for wkey in list(wkeys):
             if wkey[0] == "orphan":
@@ -413,7 +442,7 @@ class OwnerAnalyser(Analyser):
             if fixed:
                 self._close(wkey, ev)
 
-    def _judge(self, wkey, key, v, ev, device):
+    def _judge(self, wkey: WKey, key: Key, v: Verdict | None, ev: Event, device: str | None) -> None:
         w = self.open.get(wkey)
         if w is not None:
             if v == w.info["v"]:
@@ -422,7 +451,7 @@ class OwnerAnalyser(Analyser):
         if v is not None:
             self._open(wkey, key, v, ev, device)
 
-    def on_op_end(self, ev):
+    def on_op_end(self, ev: Event) -> None:
         """A top-level operation returned: judge every source it may have
         changed, and every undeclared requester ID it stored."""
         todo, dids, doms = self.todo, self.dirty_dids, self.dirty_doms
@@ -483,7 +512,7 @@ class OwnerAnalyser(Analyser):
         if orphans:
             self._judge_orphans(ev)
 
-    def _judge_orphans(self, ev):
+    def _judge_orphans(self, ev: Event) -> None:
         open_ = self.open
         for key in sorted(self.orphans):
             wkey = ("orphan", key)
@@ -500,7 +529,7 @@ class OwnerAnalyser(Analyser):
 
     # --- findings ------------------------------------------------------------------------------
 
-    def finalize(self, w, end, end_label, ev):
+    def finalize(self, w: Window, end: int | None, end_label: str | None, ev: Event | None) -> Finding | None:
         sev, facts = w.info["v"]
         src = w.info["src"]
         if facts[0] == "orphan":
@@ -509,12 +538,12 @@ class OwnerAnalyser(Analyser):
             text = dict(self.sources[src].shadows)[w.info["key"]]
         else:
             text = self.sources[src].how
-        detail = (RENDER, (self.ctx.names, w.iommu, w.rid, w.device, text) + facts)
+        detail = (RENDER, self.ctx.names, text, *facts)
         return Finding("owner-mismatch", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label, end_label,
                        detail)
 
 
-def _entry_str(names, e) -> str:
+def _entry_str(names: Names, e: tuple[int, int | None, int | None, bool]) -> str:
     did, downer, towner, pt = e
     d = f"DID {did} ({domain_name(names, downer) if downer is not None else 'not allocated'})"
     if pt:
@@ -523,10 +552,11 @@ def _entry_str(names, e) -> str:
     return f"translates with {d} and {tables} page tables"
 
 
-def _render(facts) -> str:
+def _render(f: Finding, d: tuple[Any, ...]) -> str:
     """The one-sentence detail: which device, owned by whom, DMAs through
     which requester ID into whose memory."""
-    names, iommu, rid, device, text, what, owner, e = facts[:8]
+    _, names, text, what, owner, e = d[:6]
+    iommu, rid, device = f.iommu, f.rid, f.device
     head = f"IOMMU {iommu}: "
     if what == "orphan":
         return (head + f"{rid} has a present context entry that {_entry_str(names, e)}, although no device, "
@@ -536,7 +566,7 @@ def _render(facts) -> str:
         state = "is not present" if e is None else _entry_str(names, e) + f", not {own}'s"
         return (head + f"{device}, owned by {own}, does not DMA through {rid} ({text}), but Xen maps that "
                 f"entry for it, and the entry {state}")
-    split = facts[8]
+    split = d[6]
     if e is None:
         out = (f"{device}, owned by {own}, DMAs through {rid} ({text}), whose context entry is not present: "
                f"its DMA faults instead of reaching {own}'s memory")

@@ -22,23 +22,44 @@ few tracked IDs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from replay import caches
+from replay.caches import Key, Value
 from tracer import schema as S
 from tracer.schema import DOMID_IO
 
-from .base import P_BIT, PAGE_MASK, TT_PT, ZERO, Analyser, ranges_str
+from .base import (
+    F_DEV_BDF,
+    F_DEV_SEG,
+    F_DOMAIN,
+    F_KEY_BUS,
+    F_KEY_DEVFN,
+    F_KEY_IOMMU,
+    P_BIT,
+    PAGE_MASK,
+    TT_PT,
+    ZERO,
+    Analyser,
+    Context,
+    Event,
+    Hook,
+    Window,
+    ranges_str,
+)
 from .findings import HAZARD, Finding
+from .topology import Device, Range
 
 
 class RmrrAnalyser(Analyser):
     KINDS = ("rmrr-disconnect",)
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         topo = ctx.topo
-        self.tracked: dict = {}       # key -> [Device with an RMRR and key in RIDs]
-        self.by_unit: dict = {}       # iommu -> [key]
-        self.dev_keys: dict = {}      # (seg, bdf16) -> [key]
+        self.tracked: dict[Key, list[Device]] = {}      # key -> [Device with an RMRR and key in RIDs]
+        self.by_unit: dict[int, list[Key]] = {}
+        self.dev_keys: dict[tuple[int, int], list[Key]] = {}      # (seg, bdf16) -> its keys
         for dev in topo.rmrr_devices():
             seg, bus, devfn = dev.loc
             for key in dev.rids:
@@ -46,12 +67,12 @@ class RmrrAnalyser(Analyser):
                 self.dev_keys.setdefault((seg, (bus << 8) | devfn), []).append(key)
         for key in self.tracked:
             self.by_unit.setdefault(key[0], []).append(key)
-        self._cov: dict = {}          # domid -> tuple of rw identity-mapped (base, end)
+        self._cov: dict[int, tuple[Range, ...]] = {}      # domid -> its rw identity-mapped ranges
 
-    def hooks(self) -> dict:
+    def hooks(self) -> dict[int, Hook]:
         if not self.tracked:
             return {S.K_OP_END: self.on_op_end}
-        h = {
+        h: dict[int, Hook] = {
             S.K_CTX_WRITE: self.on_key_event,
             # flushes, new page-table pages and new identity maps can only
             # take values away or add coverage: they only close windows
@@ -73,21 +94,22 @@ class RmrrAnalyser(Analyser):
 
     # --- triggers ----------------------------------------------------------------------
 
-    def on_key_event(self, ev):
-        key = (ev[6], ev[7], ev[8])
+    def on_key_event(self, ev: Event) -> None:
+        key = (ev[F_KEY_IOMMU], ev[F_KEY_BUS], ev[F_KEY_DEVFN])
         if key in self.tracked:
             self.check(key, ev)
 
-    def on_unit_event(self, ev):
-        for key in self.by_unit.get(ev[6], ()):
+    def on_unit_event(self, ev: Event) -> None:
+        for key in self.by_unit.get(ev[S.F_TRANSLATION_ENABLE_IOMMU], ()):
             self.check(key, ev)
 
-    def on_flush(self, ev):
-        if self.open and ev[12] == 0:
-            u = ev[6]
-            if ev[7] == "device" and not ev[10]:
+    def on_flush(self, ev: Event) -> None:
+        if self.open and ev[S.F_FLUSH_CONTEXT_RC] == 0:
+            u = ev[S.F_FLUSH_CONTEXT_IOMMU]
+            if ev[S.F_FLUSH_CONTEXT_GRAN] == "device" and not ev[S.F_FLUSH_CONTEXT_FM]:
                 # device-selective, no function mask: one requester ID
-                key = (u, ev[9] >> 8, ev[9] & 0xFF)
+                sid = ev[S.F_FLUSH_CONTEXT_SID]
+                key = (u, sid >> 8, sid & 0xFF)
                 if key in self.tracked:
                     self.check(key, ev)
                 return
@@ -96,19 +118,19 @@ class RmrrAnalyser(Analyser):
             for key in keys if targets is None else keys.intersection(targets):
                 self.check(key, ev)
 
-    def on_shrink(self, ev):
+    def on_shrink(self, ev: Event) -> None:
         if self.open:
             for key in {w.wkey[2] for w in self.open.values()}:
                 self.check(key, ev)
 
-    def on_idmap_add(self, ev):
-        self._cov.pop(ev[6], None)
+    def on_idmap_add(self, ev: Event) -> None:
+        self._cov.pop(ev[F_DOMAIN], None)
         self.on_shrink(ev)
 
-    def on_idmap_remove(self, ev):
+    def on_idmap_remove(self, ev: Event) -> None:
         """dom lost an identity map (or was destroyed): only requester IDs
         that may use dom's tables can lose their RMRR."""
-        dom = ev[6]
+        dom = ev[F_DOMAIN]
         self._cov.pop(dom, None)
         ctx = self.ctx
         st = ctx.st
@@ -118,21 +140,17 @@ class RmrrAnalyser(Analyser):
                     or key in st.cc or not st.coherent:
                 self.check(key, ev)
 
-    def on_all(self, ev):
-        for key in self.tracked:
+    def on_device(self, ev: Event) -> None:
+        for key in self.dev_keys.get((ev[F_DEV_SEG], ev[F_DEV_BDF]), ()):
             self.check(key, ev)
 
-    def on_device(self, ev):
-        for key in self.dev_keys.get((ev[6], ev[7]), ()):
-            self.check(key, ev)
-
-    def on_op_end(self, ev):
+    def on_op_end(self, ev: Event) -> None:
         for w in self.open.values():
             w.info.setdefault("persistent", self.ctx.op)
 
     # --- the condition --------------------------------------------------------------------
 
-    def _covered(self, domid) -> tuple:
+    def _covered(self, domid: int) -> tuple[Range, ...]:
         cov = self._cov.get(domid)
         if cov is None:
             cov = tuple((b, e) for (d, b, e), (acc, n) in self.ctx.st.idmaps.items()
@@ -140,27 +158,29 @@ class RmrrAnalyser(Analyser):
             self._cov[domid] = cov
         return cov
 
-    def _missing(self, domid, ranges) -> tuple:
+    def _missing(self, domid: int, ranges: tuple[Range, ...]) -> tuple[Range, ...]:
         cov = self._covered(domid)
         return tuple(r for r in ranges if not any(b <= r[0] and r[1] <= e for b, e in cov))
 
-    def check(self, key, ev) -> None:
+    def check(self, key: Key, ev: Event) -> None:
         st = self.ctx.st
         u = key[0]
         live = u in st.translation
+        values: Iterable[Value]
         if not live:
             values = ()
         elif st.coherent:
-            values = st.cc.get(key, ())
+            cached = st.cc.get(key)
             mem = st.ctx.get(key, ZERO)
-            values = (mem,) + tuple(values) if values else (mem,)
+            values = (mem, *cached) if cached else (mem,)
         else:
             values = caches.context_may_hold(st, key)
         for dev in self.tracked[key]:
-            a1 = a2 = None
+            a1: bool | None = None
+            a2: tuple[str, int | None, tuple[Range, ...]] | None = None
             seg, bus, devfn = dev.loc
             if live and (seg, (bus << 8) | devfn) in st.present:
-                for lo, hi in values:
+                for lo, _hi in values:
                     if not lo & P_BIT:
                         a1 = True
                     elif (lo >> 2) & 3 != TT_PT:
@@ -174,7 +194,8 @@ class RmrrAnalyser(Analyser):
             self._update(("a1", dev.bdf, key), a1, dev, key, ev, None)
             self._update(("a2", dev.bdf, key), a2, dev, key, ev, a2)
 
-    def _update(self, wkey, holds, dev, key, ev, cause) -> None:
+    def _update(self, wkey: tuple[str, str, Key], holds: object, dev: Device, key: Key, ev: Event,
+                cause: tuple[str, int | None, tuple[Range, ...]] | None) -> None:
         w = self.open.get(wkey)
         if holds:
             if w is None:
@@ -190,7 +211,7 @@ class RmrrAnalyser(Analyser):
 
     # --- findings ---------------------------------------------------------------------------
 
-    def finalize(self, w, end, end_label, ev):
+    def finalize(self, w: Window, end: int | None, end_label: str | None, ev: Event | None) -> Finding | None:
         ctx = self.ctx
         dev = w.info["dev"]
         own = w.rid == dev.bdf

@@ -24,10 +24,30 @@ without (MAP_SINGLE_DEVICE, a dying owner's DID).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from replay import caches
+from replay.caches import Key, Value
 from tracer import schema as S
 
-from .base import PAGE_MASK, ZERO, Analyser, domain_name, join_names
+from .base import (
+    F_DID_DID,
+    F_DID_UNIT,
+    F_KEY_BUS,
+    F_KEY_DEVFN,
+    F_KEY_IOMMU,
+    PAGE_MASK,
+    ZERO,
+    Analyser,
+    Context,
+    Event,
+    Hook,
+    Names,
+    Window,
+    domain_name,
+    join_names,
+)
 from .findings import BENIGN, HAZARD, WARNING, Finding, renderer
 
 translation_of = caches.translation_of
@@ -36,16 +56,16 @@ translation_of = caches.translation_of
 class StaleAnalyser(Analyser):
     KINDS = ("stale-context", "stale-iotlb", "foreign-iotlb")
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        self.c1_keys: dict = {}     # iommu -> {key with an open stale-context window}
-        self.c2_keys: dict = {}     # iommu -> {(key, did) with an open stale-iotlb window}
-        self.c2_did: dict = {}      # (iommu, did) -> {key with an open stale-iotlb window for did}
-        self.c2_of: dict = {}       # key -> {did with an open stale-iotlb window}
-        self.c3_keys: dict = {}     # iommu -> {key with an open foreign-iotlb window}
+        self.c1_keys: dict[int, set[Key]] = {}     # iommu -> {key with an open stale-context window}
+        self.c2_keys: dict[int, set[tuple[Key, int]]] = {}  # iommu -> {(key, did) with an open stale-iotlb window}
+        self.c2_did: dict[tuple[int, int], set[Key]] = {}  # (iommu, did) -> {key with an open window for did}
+        self.c2_of: dict[Key, set[int]] = {}       # key -> {did with an open stale-iotlb window}
+        self.c3_keys: dict[int, set[Key]] = {}     # iommu -> {key with an open foreign-iotlb window}
 
-    def hooks(self) -> dict:
-        h = {
+    def hooks(self) -> dict[int, Hook]:
+        h: dict[int, Hook] = {
             S.K_CTX_WRITE: self.on_ctx_write,
             S.K_FLUSH_CONTEXT: self.on_flush_context,
             S.K_FLUSH_IOTLB: self.on_flush_iotlb,
@@ -66,7 +86,7 @@ class StaleAnalyser(Analyser):
     # can have changed: its own store; the IDs whose cached values a flush took
     # away or whose windows are open; the users of a DID whose ownership moved.
 
-    def on_ctx_write(self, ev):
+    def on_ctx_write(self, ev: Event) -> None:
         ctx = self.ctx
         key, old, new = ctx.cur
         u = key[0]
@@ -75,9 +95,8 @@ class StaleAnalyser(Analyser):
         dids = set(self.c2_of.get(key, ()))
         if old is not None:
             dids.add(old[0])
-        olo = ev[11]
-        if olo & 1:
-            dids.add((ev[12] >> 8) & 0xFFFF)
+        if ev[S.F_CTX_WRITE_OLD_LO] & caches.P_BIT:
+            dids.add((ev[S.F_CTX_WRITE_OLD_HI] >> 8) & 0xFFFF)
         for did in dids:
             self.check_c2(key, did, ev)
         c3 = self.c3_keys.get(u)
@@ -89,19 +108,19 @@ class StaleAnalyser(Analyser):
             for k in c3:
                 w = self.open[("c3", k)]
                 if k != key and any(d == new[0] for d, _ in w.info["fills"]) \
-                        and not self._dying_owner(w, new[0]):
+                        and not self._owner_dying(w, new[0]):
                     w.info["victims"].add(key)
 
-    def on_sync(self, ev):
-        key = (ev[6], ev[7], ev[8])
+    def on_sync(self, ev: Event) -> None:
+        key = (ev[F_KEY_IOMMU], ev[F_KEY_BUS], ev[F_KEY_DEVFN])
         self.check_c1(key, ev)
         self._recheck((key,), ev)
 
-    def on_flush_context(self, ev):
-        if ev[12] != 0:
+    def on_flush_context(self, ev: Event) -> None:
+        if ev[S.F_FLUSH_CONTEXT_RC] != 0:
             return                      # skipped (non-present, CM = 0) or failed: nothing dropped
         ctx = self.ctx
-        u = ev[6]
+        u = ev[S.F_FLUSH_CONTEXT_IOMMU]
         targets = ctx.flush_targets(ev)
         c1 = self.c1_keys.get(u)
         if c1:
@@ -116,11 +135,11 @@ class StaleAnalyser(Analyser):
             for key in list(c3):
                 self.check_c3(key, ev)
 
-    def on_flush_iotlb(self, ev):
-        u = ev[6]
-        if ev[13] != 0:
+    def on_flush_iotlb(self, ev: Event) -> None:
+        u = ev[S.F_FLUSH_IOTLB_IOMMU]
+        if ev[S.F_FLUSH_IOTLB_RC] != 0:
             return                      # failed or skipped: nothing was invalidated
-        gran, did = ev[7], ev[8]
+        gran, did = ev[S.F_FLUSH_IOTLB_GRAN], ev[S.F_FLUSH_IOTLB_DID]
         if gran == "dsi":
             for key in list(self.c2_did.get((u, did), ())):
                 self.check_c2(key, did, ev)
@@ -135,12 +154,12 @@ class StaleAnalyser(Analyser):
             for key in list(c3):
                 self.check_c3(key, ev)
 
-    def on_did(self, ev):
+    def on_did(self, ev: Event) -> None:
         """DID ownership changed: cached translations tagged with it may have
         become foreign (or stopped being so)."""
         ctx = self.ctx
         st = ctx.st
-        u, did = ev[6], ev[7]
+        u, did = ev[F_DID_UNIT], ev[F_DID_DID]
         keys = set(self.c3_keys.get(u, ()))
         mism = ctx.mismatch_keys.get(u)
         if mism:
@@ -156,28 +175,28 @@ class StaleAnalyser(Analyser):
         for key in keys:
             self.check_c3(key, ev)
 
-    def on_all(self, ev):
+    def on_all(self, ev: Event) -> None:
         """Page tables came or went: re-derive every foreign-iotlb candidate."""
         ctx = self.ctx
         st = ctx.st
         keys = set()
-        for u, ks in self.c3_keys.items():
+        for ks in self.c3_keys.values():
             keys.update(ks)
-        for u, ks in ctx.mismatch_keys.items():
+        for ks in ctx.mismatch_keys.values():
             keys.update(ks)
-        for (u, did), fills in st.tlb.items():
+        for (u, _did), fills in st.tlb.items():
             keys.update((u, b, df) for b, df, _ in fills)
         keys.update(st.cc)
         for key in sorted(keys):
             self.check_c3(key, ev)
 
-    def on_op_end(self, ev):
+    def on_op_end(self, ev: Event) -> None:
         op = self.ctx.op
         for w in self.open.values():
             if w.kind != "foreign-iotlb":
                 w.info.setdefault("outlived", op)
 
-    def _recheck(self, keys, ev, c3: bool = True) -> None:
+    def _recheck(self, keys: Iterable[Key], ev: Event, c3: bool = True) -> None:
         """Keys whose cached values may have turned into IOTLB fills.  A fill
         can only add to a stale-iotlb window that is not open yet (an IOTLB
         flush emptied it while the value sat in the context cache); a
@@ -195,7 +214,7 @@ class StaleAnalyser(Analyser):
 
     # --- c1 -------------------------------------------------------------------------------------
 
-    def check_c1(self, key, ev) -> None:
+    def check_c1(self, key: Key, ev: Event) -> None:
         st = self.ctx.st
         mem = st.ctx.get(key, ZERO)
         if st.coherent:
@@ -214,18 +233,19 @@ class StaleAnalyser(Analyser):
                 self.c1_keys.setdefault(u, set()).add(key)
             w.info["values"].update(stale)
         elif w is not None:
-            if ev[0] == S.K_FLUSH_CONTEXT and ev[7] == "device":
+            flush = ev[S.I_KIND] == S.K_FLUSH_CONTEXT
+            if flush and ev[S.F_FLUSH_CONTEXT_GRAN] == "device":
                 tags = {caches.cache_tag(v) for v in w.info["values"] if v[0] & 1}
-                if tags and ev[8] not in tags:
-                    w.info["wrong_did"] = (ev[8], tags)
-            if ev[0] == S.K_FLUSH_CONTEXT:
+                if tags and ev[S.F_FLUSH_CONTEXT_DID] not in tags:
+                    w.info["wrong_did"] = (ev[S.F_FLUSH_CONTEXT_DID], tags)
+            if flush:
                 w.info["flushed"] = True
             self.c1_keys[u].discard(key)
             self.close_window(wkey, ev)
 
     # --- c2 ---------------------------------------------------------------------------------------
 
-    def check_c2(self, key, did, ev) -> None:
+    def check_c2(self, key: Key, did: int, ev: Event) -> None:
         """stale-iotlb for (key, did): IOTLB fills through key tagged did
         that its entry in memory does not give."""
         u, b, df = key
@@ -260,7 +280,7 @@ class StaleAnalyser(Analyser):
 
     # --- c3 ---------------------------------------------------------------------------------------
 
-    def _foreign(self, u, did, pt):
+    def _foreign(self, u: int, did: int, pt: int) -> tuple[int, int] | None:
         """(owner of did, owner of pt) when a translation tagged did through
         tables pt is foreign to did's owner, else None."""
         ctx = self.ctx
@@ -272,28 +292,28 @@ class StaleAnalyser(Analyser):
             return None
         return owner, po
 
-    def _dying_owner(self, w, did) -> bool:
-        for (d, _), (owner, _) in w.info["fills"].items():
-            if d == did and owner in self.ctx.dying:
-                return True
-        return False
+    def _owner_dying(self, w: Window, did: int) -> bool:
+        """A foreign fill tagged did was made while did's owner was dying
+        (Context.owner_dying: no victims)."""
+        owner_dying = self.ctx.owner_dying
+        return any(d == did and owner_dying(owner) for (d, _), (owner, _) in w.info["fills"].items())
 
-    def check_c3(self, key, ev) -> None:
+    def check_c3(self, key: Key, ev: Event) -> None:
         """foreign-iotlb for key: a translation it may use or have filled --
         its entry in memory, a cached value, an IOTLB fill -- is tagged with a
         DID whose owner does not own the tables."""
         ctx = self.ctx
         st = ctx.st
         u, b, df = key
-        found = {}
+        found: dict[tuple[int, int], tuple[int, int]] = {}
         _foreign = self._foreign
         mism = ctx.mismatch_keys.get(u)
         if mism and key in mism:
-            tr = ctx.keyinfo.get(key)
-            if tr is not None and tr[1] is not None:
-                fo = _foreign(u, *tr)
+            ki = ctx.keyinfo.get(key)
+            if ki is not None and ki[1] is not None:
+                fo = _foreign(u, ki[0], ki[1])
                 if fo is not None:
-                    found[tr] = fo
+                    found[(ki[0], ki[1])] = fo
         for v in st.cc.get(key, ()):
             tr = translation_of(v)
             if tr is not None:
@@ -309,14 +329,14 @@ class StaleAnalyser(Analyser):
         w = self.open.get(wkey)
         if found:
             if w is None:
-                info = {"fills": {}, "victims": set(),
-                        "warning": ctx.warning if ev[0] == S.K_CTX_WRITE else None}
+                info: dict[str, Any] = {"fills": {}, "victims": set(),
+                        "warning": ctx.warning if ev[S.I_KIND] == S.K_CTX_WRITE else None}
                 w = self.open_window("foreign-iotlb", wkey, ev, device=ctx.device_of(key), rid=ctx.rid(key),
                                      iommu=u, info=info)
                 self.c3_keys.setdefault(u, set()).add(key)
             for tr, fo in found.items():
                 w.info["fills"].setdefault(tr, fo)
-                if fo[0] in ctx.dying:
+                if ctx.owner_dying(fo[0]):
                     continue
                 for other in ctx.keys_with_did(u, tr[0]):
                     if other != key:
@@ -332,7 +352,7 @@ class StaleAnalyser(Analyser):
 
     # --- findings ------------------------------------------------------------------------------------
 
-    def finalize(self, w, end, end_label, ev):
+    def finalize(self, w: Window, end: int | None, end_label: str | None, ev: Event | None) -> Finding | None:
         if w.kind == "stale-context":
             return self._fin_c1(w, end, end_label)
         if w.kind == "stale-iotlb":
@@ -343,34 +363,38 @@ class StaleAnalyser(Analyser):
     # the sentence needs (table owners may change later); the sentence itself
     # is written when somebody reads it (Finding.detail).
 
-    def _fin_c1(self, w, end, end_label):
+    def _fin_c1(self, w: Window, end: int | None, end_label: str | None) -> Finding:
         info = w.info
         outlived = info.get("outlived")
         wrong = info.get("wrong_did")
         sev = HAZARD if (end is None or outlived is not None or wrong is not None) else BENIGN
         pt_owner = self.ctx.pt_owner
-        # owners now (tables may be freed later), names when written
-        values = tuple((v, pt_owner(v[0] & PAGE_MASK)) for v in info["values"])
         if wrong is not None:
             wrong = (wrong[0], tuple(sorted(wrong[1])))
-        facts = (self.ctx.names, w.iommu, w.rid, end, end_label, outlived, wrong, "flushed" in info, values)
+        # owners now (tables may be freed later), names when written; the
+        # values flat: (lo, hi, owner of lo's tables) per value
+        facts = [RENDER_C1, self.ctx.names, outlived, wrong, "flushed" in info]
+        for v in info["values"]:
+            facts += (v[0], v[1], pt_owner(v[0] & PAGE_MASK))
         return Finding("stale-context", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label,
-                       end_label, (RENDER_C1, facts))
+                       end_label, tuple(facts))
 
-    def _fin_c2(self, w, end, end_label, ev):
+    def _fin_c2(self, w: Window, end: int | None, end_label: str | None, ev: Event | None) -> Finding:
         info = w.info
         outlived = info.get("outlived")
         sev = HAZARD if (end is None or outlived is not None) else BENIGN
         pt_owner = self.ctx.pt_owner
-        fills = tuple((tr, owner, pt_owner(tr[1])) for tr, owner in info["fills"].items())
-        restored = ev is not None and ev[0] != S.K_FLUSH_IOTLB
+        restored = ev is not None and ev[S.I_KIND] != S.K_FLUSH_IOTLB
         flushed = info["flushed"]
         flushed = tuple(sorted({d for g, d in flushed if g == "dsi"})) if flushed else ()
-        facts = (self.ctx.names, w.iommu, w.rid, end, end_label, outlived, flushed, restored, fills)
+        # the fills flat: (did, tables, owner of did, owner of the tables) per fill
+        facts = [RENDER_C2, self.ctx.names, outlived, flushed, restored]
+        for (did, pt), owner in info["fills"].items():
+            facts += (did, pt, owner, pt_owner(pt))
         return Finding("stale-iotlb", sev, w.device, w.rid, w.iommu, w.start, end, w.start_label,
-                       end_label, (RENDER_C2, facts))
+                       end_label, tuple(facts))
 
-    def _fin_c3(self, w, end, end_label):
+    def _fin_c3(self, w: Window, end: int | None, end_label: str | None) -> Finding:
         ctx = self.ctx
         fills = w.info["fills"]
         (did, pt), (owner, po) = sorted(fills.items())[0]
@@ -392,7 +416,7 @@ class StaleAnalyser(Analyser):
                        end_label, f"IOMMU {w.iommu}: {what}")
 
 
-def _tail(end, end_label, outlived, what_flush) -> str:
+def _tail(end: int | None, end_label: str | None, outlived: int | None, what_flush: str) -> str:
     if end is None:
         if outlived is not None:
             return f"; no {what_flush} followed before op {outlived} returned, nor later"
@@ -403,22 +427,24 @@ def _tail(end, end_label, outlived, what_flush) -> str:
     return f", until the {what_flush} at {end_label or 'seq ' + str(end)} in the same operation"
 
 
-def _tables(names, lo, po) -> str:
+def _tables(names: Names, lo: int, po: int | None) -> str:
     if lo & 1 and (lo >> 2) & 3 == caches.TT_PASS_THRU:
         return "pass-through"
     return f"{domain_name(names, po)}'s tables" if po is not None else "freed tables"
 
 
-def _value(names, v, po) -> str:
+def _value(names: Names, v: Value, po: int | None) -> str:
     lo, hi = v
     if not lo & 1:
         return "a non-present entry"
     return f"DID {(hi >> 8) & 0xFFFF} with {_tables(names, lo, po)}"
 
 
-def _render_c1(facts) -> str:
-    names, u, rid, end, end_label, outlived, wrong, flushed, values = facts
-    vals = " / ".join(_value(names, v, po) for v, po in sorted(values, key=lambda x: x[0]))
+def _render_c1(f: Finding, d: tuple[Any, ...]) -> str:
+    _, names, outlived, wrong, flushed = d[:5]
+    u, rid, end, end_label = f.iommu, f.rid, f.end, f.end_label
+    values = sorted((((d[i], d[i + 1]), d[i + 2]) for i in range(5, len(d), 3)), key=lambda x: x[0])
+    vals = " / ".join(_value(names, v, po) for v, po in values)
     tail = _tail(end, end_label, outlived, "context-cache flush for it")
     if wrong is not None:
         tail += (f"; that device-selective flush named DID {wrong[0]} while the cached entry carries "
@@ -428,12 +454,13 @@ def _render_c1(facts) -> str:
     return f"IOMMU {u}: the context cache may still hold {vals} for {rid} after its entry in memory changed{tail}"
 
 
-def _render_c2(facts) -> str:
-    names, u, rid, end, end_label, outlived, flushed, restored, fills = facts
-    fills = sorted(fills, key=lambda x: x[0])
+def _render_c2(f: Finding, d: tuple[Any, ...]) -> str:
+    _, names, outlived, flushed, restored = d[:5]
+    u, rid, end, end_label = f.iommu, f.rid, f.end, f.end_label
+    fills = sorted((((d[i], d[i + 1]), d[i + 2], d[i + 3]) for i in range(5, len(d), 4)), key=lambda x: x[0])
     dids = sorted({tr[0] for tr, _, _ in fills})
     parts = []
-    for (did, pt), owner, po in fills:
+    for (did, _pt), owner, po in fills:
         tables = f"{domain_name(names, po)}'s tables" if po is not None else "freed tables"
         who = domain_name(names, owner) if owner is not None else "freed"
         parts.append(f"DID {did} ({who}) from {tables}")

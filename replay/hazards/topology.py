@@ -19,6 +19,10 @@ The header is untrusted input: malformed entries are skipped, never fatal.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
+
+from replay.caches import Key
 from tracer.platform import CTG_WLAN, ILK_CPT_WLAN, IS_CPT, IS_CTG, IS_ILK, fmt_bdf, try_parse_bdf
 from tracer.schema import DOMID_COW, DOMID_INVALID, DOMID_IO, DOMID_XEN
 
@@ -32,15 +36,32 @@ fmt_rid = fmt_bdf
 parse_bdf = try_parse_bdf   # the header is untrusted: None when malformed
 
 
-def _int(v, default=None):
+# (segment, bus, devfn) of a device
+Loc = tuple[int, int, int]
+# an RMRR's [base, end], inclusive bytes
+Range = tuple[int, int]
+
+
+def _int(v: object, default: int | None = None) -> int | None:
     return v if type(v) is int else default
+
+
+class Unit(NamedTuple):
+    """A DRHD unit of the header: its id, segment, INCLUDE_PCI_ALL flag and
+    device scope (BDF strings)."""
+
+    id: int
+    segment: int
+    include_all: bool
+    scope: frozenset[str]
 
 
 class Device:
     __slots__ = ("bdf", "loc", "type", "id32", "stride", "secondary", "subordinate", "unit", "rids",
                  "rmrrs")
 
-    def __init__(self, bdf, loc, type_, id32, stride, secondary, subordinate) -> None:
+    def __init__(self, bdf: str, loc: Loc, type_: object, id32: int, stride: int, secondary: int | None,
+                 subordinate: int | None) -> None:
         self.bdf = bdf
         self.loc = loc
         self.type = type_
@@ -48,19 +69,16 @@ class Device:
         self.stride = stride
         self.secondary = secondary
         self.subordinate = subordinate
-        self.unit = None
-        self.rids: tuple = ()      # ((iommu, bus, devfn), ...) own first
-        self.rmrrs: tuple = ()     # ((base, end), ...) inclusive byte ranges
+        self.unit: int | None = None
+        self.rids: tuple[Key, ...] = ()     # own first
+        self.rmrrs: tuple[Range, ...] = ()
 
 
 class Topology:
-    def __init__(self, header) -> None:
+    def __init__(self, header: object) -> None:
         plat = header.get("platform") if isinstance(header, dict) else None
         if not isinstance(plat, dict):
             plat = {}
-        knobs = plat.get("knobs") if isinstance(plat.get("knobs"), dict) else {}
-        self.coherent = bool(knobs.get("coherent", True))
-        self.caching_mode = bool(knobs.get("caching_mode", False))
 
         # --- domains
         self.names: dict[int, str] = {}
@@ -73,18 +91,18 @@ class Topology:
                     self.hardware = row[0]
 
         # --- DRHD units
-        self.units: list[dict] = []
+        self.units: list[Unit] = []
         for u in plat.get("iommus") or ():
             if isinstance(u, dict) and type(u.get("id")) is int:
-                scope = u.get("devices") if isinstance(u.get("devices"), list) else []
-                self.units.append({"id": u["id"], "segment": _int(u.get("segment"), 0),
-                                   "include_all": u.get("include_all") is True,
-                                   "scope": {b for b in scope if isinstance(b, str)}})
-        self.segment = {u["id"]: u["segment"] for u in self.units}
+                scope = u["devices"] if isinstance(u.get("devices"), list) else []
+                seg = u.get("segment")
+                self.units.append(Unit(u["id"], seg if type(seg) is int else 0, u.get("include_all") is True,
+                                       frozenset(b for b in scope if isinstance(b, str))))
+        self.segment = {u.id: u.segment for u in self.units}
 
         # --- devices
         self.devices: list[Device] = []
-        self.by_loc: dict[tuple, Device] = {}
+        self.by_loc: dict[Loc, Device] = {}
         for d in plat.get("devices") or ():
             if not isinstance(d, dict):
                 continue
@@ -99,14 +117,15 @@ class Topology:
                     id32 = (int(dv, 16) << 16) | int(v, 16)
                 except ValueError:
                     id32 = 0
-            stride = _int(d.get("phantom_stride"), 0)
+            stride = d.get("phantom_stride")
             sec = _int(d.get("secondary"))
             sub = _int(d.get("subordinate"), sec)
-            dev = Device(fmt_rid(*loc), loc, d.get("type"), id32, stride if stride > 0 else 0, sec, sub)
+            dev = Device(fmt_rid(*loc), loc, d.get("type"), id32, stride if type(stride) is int and stride > 0 else 0,
+                         sec, sub)
             self.devices.append(dev)
             self.by_loc[loc] = dev
         # bus2bridge as Xen's alloc_pdev() fills it (later bridges overwrite).
-        self.bus2bridge: dict[tuple, tuple] = {}
+        self.bus2bridge: dict[tuple[int, int], tuple[int, int]] = {}
         for dev in self.devices:
             if dev.type in BRIDGES and dev.secondary is not None:
                 sub = dev.subordinate if dev.subordinate is not None else dev.secondary
@@ -116,8 +135,8 @@ class Topology:
             dev.unit = self.drhd(*dev.loc)
 
         # --- RMRRs
-        self.rmrrs: list[tuple] = []
-        per_dev: dict[tuple, list] = {}
+        self.rmrrs: list[Range] = []
+        per_dev: dict[Loc, list[Range]] = {}
         for r in plat.get("rmrrs") or ():
             if not isinstance(r, dict) or type(r.get("base")) is not int or type(r.get("end")) is not int:
                 continue
@@ -128,18 +147,15 @@ class Topology:
                 if loc is not None:
                     per_dev.setdefault(loc, []).append(rng)
         for loc, rngs in per_dev.items():
-            dev = self.by_loc.get(loc)
-            if dev is not None:
-                dev.rmrrs = tuple(sorted(set(rngs)))
+            rdev = self.by_loc.get(loc)
+            if rdev is not None:
+                rdev.rmrrs = tuple(sorted(set(rngs)))
 
         # --- requester IDs
-        self.rid_owner: dict[tuple, Device] = {}      # (iommu, bus, devfn) -> device it belongs to
-        self.rid_users: dict[tuple, list] = {}        # (iommu, bus, devfn) -> devices with it in RIDs()
+        self.rid_owner: dict[Key, Device] = {}      # requester ID -> device it belongs to
         self._me = self._me_quirk()
         for dev in self.devices:
             dev.rids = tuple(self._rids(dev))
-            for key in dev.rids:
-                self.rid_users.setdefault(key, []).append(dev)
         for dev in self.devices:
             if dev.unit is not None:
                 self.rid_owner[(dev.unit, dev.loc[1], dev.loc[2])] = dev
@@ -149,7 +165,7 @@ class Topology:
 
     # --- names ------------------------------------------------------------------
 
-    def domain_name(self, domid) -> str | None:
+    def domain_name(self, domid: int | None) -> str | None:
         if domid is None or domid == DOMID_INVALID:
             return None
         name = self.names.get(domid)
@@ -159,17 +175,17 @@ class Topology:
             return SPECIAL[domid]
         return f"d{domid}"
 
-    def rid(self, iommu, bus: int, devfn: int) -> str:
+    def rid(self, iommu: int, bus: int, devfn: int) -> str:
         return fmt_rid(self.segment.get(iommu, 0), bus, devfn)
 
-    def key_str(self, key) -> str:
+    def key_str(self, key: Key) -> str:
         return self.rid(*key)
 
-    def device_of(self, key) -> str | None:
+    def device_of(self, key: Key) -> str | None:
         dev = self.rid_owner.get(key)
         return dev.bdf if dev is not None else None
 
-    def devices_str(self, keys) -> str:
+    def devices_str(self, keys: Iterable[Key]) -> str:
         """'0000:00:16.0, 0000:00:17.0' -- the devices behind requester IDs,
         each once (RIDs no declared device owns by their own number)."""
         seen = []
@@ -181,7 +197,7 @@ class Topology:
 
     # --- Xen lookups ---------------------------------------------------------------
 
-    def drhd(self, seg: int, bus: int, devfn: int):
+    def drhd(self, seg: int, bus: int, devfn: int) -> int | None:
         """acpi_find_matched_drhd_unit for a device at (seg, bus, devfn)."""
         chain = [fmt_rid(seg, bus, devfn)]
         b, seen = bus, 0
@@ -191,19 +207,20 @@ class Topology:
             b = bb
             seen += 1
         for u in self.units:
-            if any(x in u["scope"] for x in chain):
-                return u["id"]
+            if any(x in u.scope for x in chain):
+                return u.id
         for u in self.units:
-            if u["segment"] == seg and u["include_all"]:
-                return u["id"]
+            if u.segment == seg and u.include_all:
+                return u.id
         return None
 
-    def upstream_bridge(self, seg: int, bus: int):
+    def upstream_bridge(self, seg: int, bus: int) -> tuple[tuple[int, int], int] | None:
         """find_upstream_bridge: ((bridge bus, bridge devfn), secbus) of the
         topmost bridge above bus, or None."""
         if bus == 0 or (seg, bus) not in self.bus2bridge:
             return None
-        secbus, loc, n = bus, None, 0
+        secbus, n = bus, 0
+        loc = self.bus2bridge[(seg, bus)]
         while (seg, bus) in self.bus2bridge and n <= 256:
             secbus = bus
             loc = self.bus2bridge[(seg, bus)]
@@ -211,7 +228,7 @@ class Topology:
             n += 1
         return loc, secbus
 
-    def _me_quirk(self):
+    def _me_quirk(self) -> tuple[frozenset[int], int] | None:
         """(WLAN id set, ME device number) when me_wifi_quirk() can fire on this
         platform, else None."""
         host = self.by_loc.get((0, 0, 0))
@@ -223,7 +240,7 @@ class Topology:
             return ILK_CPT_WLAN, 22
         return None
 
-    def _rids(self, dev: Device):
+    def _rids(self, dev: Device) -> Iterator[Key]:
         seg, bus, devfn = dev.loc
         u = dev.unit
         if u is None:
@@ -248,7 +265,7 @@ class Topology:
             if mu is not None:
                 yield (mu, 0, (me << 3) | 7)
 
-    def _alias_owner(self, dev: Device, key) -> Device:
+    def _alias_owner(self, dev: Device, key: Key) -> Device:
         """The device a requester ID no device owns by number belongs to: a
         phantom function to its device, the ME phantom to the ME, (secbus, 0)
         to the bridge that uses it for its secondary bus."""
@@ -266,5 +283,5 @@ class Topology:
 
     # --- RMRR coverage -----------------------------------------------------------
 
-    def rmrr_devices(self) -> list:
+    def rmrr_devices(self) -> list[Device]:
         return [d for d in self.devices if d.rmrrs and d.unit is not None]

@@ -7,12 +7,16 @@
   map through dom_io;
 * ``direct`` -- V2, stable-4.15 d67a72c655 (the seed, XSA-400 / CVE-2022-26359):
   in-place re-assignment with cmpxchg16b or the two non-cx16 write paths;
+* ``original`` -- V0, stable-4.15 aafd4f1df0 (before XSA-400): unmap then map,
+  RMRR maps removed before the unmap and added after the map (original.py);
 * ``final`` -- V3, stable-4.15 b3ee746000 (end of the XSA-400 series):
-  ``FinalEngine`` (final.py, final_quarantine.py), per-device pseudo domain
-  IDs and quarantine page tables.
+  per-device pseudo domain IDs and quarantine page tables (final.py,
+  final_quarantine.py).
 
-Planned: ``original`` (V0).  ``canonical()`` is the live
-snapshot the replay property test compares against.
+``OriginalEngine`` and ``FinalEngine`` override the functions whose C differs
+at their commits; ``Engine(..., variant=...)`` constructs them
+(``ENGINE_CLASSES``).  ``canonical()`` is the live snapshot the replay
+property test compares against.
 """
 
 from __future__ import annotations
@@ -31,12 +35,11 @@ from .reassign import ReassignMixin
 VARIANTS = {
     "legacy": "V1: stable-4.15 7bbcacec42, unmap then map via dom_io",
     "direct": "V2: stable-4.15 d67a72c655, direct re-assignment (XSA-400)",
+    "original": "V0: stable-4.15 aafd4f1df0, before XSA-400: RMRR maps removed before the unmap",
     "final": "V3: stable-4.15 b3ee746000, end of the XSA-400 series (per-device quarantine)",
 }
-PLANNED_VARIANTS = {
-    "original": "V0: stable-4.15 aafd4f1df0, before XSA-400",
-}
-XEN_COMMITS = {"legacy": "7bbcacec42", "direct": "d67a72c655", "final": "b3ee746000"}
+PLANNED_VARIANTS: dict[str, str] = {}
+XEN_COMMITS = {"legacy": "7bbcacec42", "direct": "d67a72c655", "original": "aafd4f1df0", "final": "b3ee746000"}
 
 
 class Engine(PciMixin, ReassignMixin, MappingMixin, ContextOneMixin, QuirksMixin,
@@ -70,8 +73,10 @@ class Engine(PciMixin, ReassignMixin, MappingMixin, ContextOneMixin, QuirksMixin
 
 # The subclasses import Engine: registered after it exists.  One line per variant.
 from .final import FinalEngine  # noqa: E402
+from .original import OriginalEngine  # noqa: E402
 
 ENGINE_CLASSES: dict[str, type[Engine]] = {
+    "original": OriginalEngine,
     "final": FinalEngine,
 }
 

@@ -293,8 +293,7 @@ class ContextOneMixin(QuirksMixin, FlushMixin, DidMixin):
         lo, hi = iommu.entry(bus, devfn)
         # PM2: already present -> silently succeed (ownership check dropped in 7bbcacec42).
         if context_present(lo):
-            self.unlock("PM2", "iommu->lock", iommu.index)
-            return self.leave(0)
+            return self._pm2_present(domain, iommu, bus, devfn, pdev, hi)
 
         # PM3: SLPTPTR and TT straight into the live (non-present) entry.
         if self.knobs.hwdom_passthrough and self.is_hardware_domain(domain):
@@ -352,6 +351,13 @@ class ContextOneMixin(QuirksMixin, FlushMixin, DidMixin):
                 self.check_cleanup_domid_map(domain, pdev, iommu, "PM9")
             self.emit(S.K_ROLLBACK_END, "PM9", ret)
         return self.leave(rc, "PM9" if rc else None)
+
+    def _pm2_present(self, domain: XenDomain, iommu: VtdIommu, bus: int, devfn: int,
+                     pdev: PciDev | None, hi: int) -> int:
+        """PM2 of V1: a present entry is accepted whoever owns it (the
+        `original` engine checks ownership here)."""
+        self.unlock("PM2", "iommu->lock", iommu.index)
+        return self.leave(0)
 
     # --- unmap (V1 and V2 identical) ------------------------------------------------
 

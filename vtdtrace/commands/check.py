@@ -105,7 +105,7 @@ def run(args) -> int:
     sys.stdout.flush()
     if not result.complete:
         stop = result.stop
-        what = stop.describe() if hasattr(stop, "describe") else str(stop)
+        what = stop.describe() if stop is not None else "the trace ends early"
         return fail(args.trace, f"damaged: {what}; findings cover events 1..{result.events}", EXIT_DAMAGED)
     return EXIT_FINDING if any(f.severity == HAZARD for f in findings) else EXIT_OK
 

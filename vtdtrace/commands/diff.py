@@ -16,10 +16,9 @@ trace is damaged (after reporting the comparison of the readable parts).
 
 from __future__ import annotations
 
-import os
 import sys
 
-from ..errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, fail
+from ..errors import EXIT_DAMAGED, fail
 
 
 def add_parser(p) -> None:
@@ -32,19 +31,8 @@ def add_parser(p) -> None:
 
 
 def run(args) -> int:
-    try:
-        return _run(args)
-    except BrokenPipeError:
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
-        return EXIT_OK
-    except Exception as exc:   # the command boundary: one line, never a traceback
-        return fail(None, f"diff: internal error: {type(exc).__name__}: {exc}", EXIT_USAGE)
-
-
-def _run(args) -> int:
+    # A closed pipe, an output that cannot be written and a bug are
+    # answered by the command boundary (vtdtrace.cli.main), one line each.
     from replay.diff import DiffInputError, diff_files, render_text
     from replay.jsonout import JSON_SHAPE, dumps
 

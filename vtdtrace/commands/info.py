@@ -94,7 +94,8 @@ def _text_lines(path, trace):
         yield "created", when
     if trace.format_version:
         span = f" (seq 1..{trace.count})" if trace.count else ""
-        yield "events", f"{trace.count}{span} in {len(trace.chunks)} chunk{'' if len(trace.chunks) == 1 else 's'}, {trace.size} bytes"
+        chunks = f"{len(trace.chunks)} chunk{'' if len(trace.chunks) == 1 else 's'}"
+        yield "events", f"{trace.count}{span} in {chunks}, {trace.size} bytes"
     yield "integrity", "ok" if trace.stop is None else trace.stop.describe()
 
 
@@ -122,10 +123,10 @@ def _domains(items) -> str:
     for d in items if isinstance(items, list) else ():
         if isinstance(d, list) and len(d) >= 2:
             hw = " hw" if len(d) > 2 and d[2] is True else ""
-            system = type(d[0]) is int and d[0] >= 0x7FF0
+            reserved = type(d[0]) is int and d[0] >= 0x7FF0
             # Reserved ids as Xen's headers write them (DOMID_IO is 0x7FF1).
-            domid = f"{d[0]:#x}" if system else _s(d[0])
-            doms.append((f"{_s(d[1])}={domid}{hw}", system))
+            domid = f"{d[0]:#x}" if reserved else _s(d[0])
+            doms.append((f"{_s(d[1])}={domid}{hw}", reserved))
     if len(doms) <= SHOWN_DOMAINS:
         return ", ".join(text for text, _ in doms)
     guests = [text for text, system in doms if not system]

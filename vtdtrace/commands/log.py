@@ -35,6 +35,7 @@ def run(args) -> int:
     from replay.jsonout import EventPresenter, RidFilter
     from replay.reader import NotATrace, open_trace
     from tracer.platform import parse_bdf
+    from tracer.schema import I_KIND
 
     if args.end is not None and args.end < args.start:
         return fail(None, f"--to {args.end} is before --from {args.start}")
@@ -62,7 +63,8 @@ def run(args) -> int:
             by_name = trace.schema.kind_by_name
             unknown = [n for n in names if n not in by_name]
             if unknown:
-                return fail(args.trace, f"unknown event kind {unknown[0]!r} (known: {', '.join(trace.schema.kind_names)})")
+                known = ", ".join(trace.schema.kind_names)
+                return fail(args.trace, f"unknown event kind {unknown[0]!r} (known: {known})")
             codes = frozenset(by_name[n].code for n in names)
         pres = EventPresenter(trace.schema, trace.header)
         keep = RidFilter(pres, *rid) if rid else None
@@ -75,7 +77,7 @@ def run(args) -> int:
             out.write(header + "\n")
         batch: list[str] = []
         for ev in trace.events(args.start, stop):
-            if codes is not None and (not isinstance(ev, (list, tuple)) or ev[0] not in codes):
+            if codes is not None and (not isinstance(ev, (list, tuple)) or ev[I_KIND] not in codes):
                 continue
             if keep is not None and not keep(ev):
                 continue
@@ -93,6 +95,7 @@ def run(args) -> int:
 
 def _text_renderer(pres, count: int):
     from replay.jsonout import safe_text
+    from tracer.schema import I_CPU, I_FUNC, I_LABEL, I_OP, I_SEQ
 
     sw = max(3, len(str(count)))
     fw, kw = min(pres.func_width, 32), pres.kind_width
@@ -102,8 +105,9 @@ def _text_renderer(pres, count: int):
         k = pres._kind(ev)
         if k is None:
             return f"{'?':>{sw}} {'':>3} {'':>3} {'':<{fw}} {'':<6} {'?':<{kw}} {pres.text_args(ev)}"
-        line = (f"{_cell(ev[1]):>{sw}} {_cell(ev[2]):>3} {_cell(ev[3]):>3} "
-                f"{_cell(pres.func_name(ev[4])):<{fw}} {_cell(ev[5]):<6} {safe_text(k[0].name):<{kw}} {pres.text_args(ev)}")
+        line = (f"{_cell(ev[I_SEQ]):>{sw}} {_cell(ev[I_CPU]):>3} {_cell(ev[I_OP]):>3} "
+                f"{_cell(pres.func_name(ev[I_FUNC])):<{fw}} {_cell(ev[I_LABEL]):<6} {safe_text(k[0].name):<{kw}} "
+                f"{pres.text_args(ev)}")
         return line.rstrip()
 
     return render, header

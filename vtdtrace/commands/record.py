@@ -1,4 +1,4 @@
-"""vtdtrace record SCENARIO --engine legacy|direct|final [--cx16|--no-cx16] [-o FILE] [--force]"""
+"""vtdtrace record SCENARIO --engine legacy|direct|original|final [--cx16|--no-cx16] [-o FILE] [--force]"""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import sys
 from ..errors import fail
 from ..output import open_trace_writer, write_failed
 
-PLANNED = ("original",)
+PLANNED: tuple[str, ...] = ()
 
 
 def add_parser(p) -> None:
     p.add_argument("scenario", metavar="SCENARIO", help="a scenario file or the name of a shipped one")
     p.add_argument("--engine", required=True, metavar="NAME",
-                   help="legacy (V1, the seed's parent), direct (V2, the XSA-400 seed) or "
-                        "final (V3, the end of the 4.15 XSA-400 series)")
+                   help="legacy (V1, the seed's parent), direct (V2, the XSA-400 seed), "
+                        "original (V0, aafd4f1df0, before XSA-400) or final (V3, b3ee746000, "
+                        "the end of the 4.15 XSA-400 series)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--cx16", dest="cx16", action="store_true", default=None,
                    help="the CPU has cmpxchg16b (overrides platform.cx16)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 from ..errors import EXIT_DAMAGED, EXIT_OK, fail
 from ..positions import step
@@ -47,7 +48,7 @@ def run(args) -> int:
         shown = min(n, session.count)
         for _ in range(3):
             try:
-                out = session.show_dict(shown) if args.json else session.show_text(shown)
+                out: dict[str, Any] | str = session.show_dict(shown) if args.json else session.show_text(shown)
                 break
             except IndexError:
                 shown = min(shown, session.count)
@@ -58,10 +59,9 @@ def run(args) -> int:
             # Findings cached for the intact file are not this file's.
             session.findings = _findings(args.trace, cached=False)
             out = session.show_dict(shown) if args.json else session.show_text(shown)
-        if args.json:
+        if isinstance(out, dict):
             from replay.jsonout import JSON_SHAPE
-            out = {"shape_version": JSON_SHAPE, **out}
-            sys.stdout.write(json.dumps(out, indent=2, ensure_ascii=True) + "\n")
+            sys.stdout.write(json.dumps({"shape_version": JSON_SHAPE, **out}, indent=2, ensure_ascii=True) + "\n")
         else:
             sys.stdout.write(_encodable(out))
         sys.stdout.flush()

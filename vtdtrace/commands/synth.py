@@ -9,7 +9,7 @@ from ..output import open_trace_writer, write_failed
 def add_parser(p) -> None:
     p.add_argument("--events", type=int, required=True, metavar="N", help="stop after at least N events")
     p.add_argument("--seed", type=int, default=1, metavar="S", help="workload seed (default 1)")
-    p.add_argument("--engine", default="direct", metavar="NAME", help="legacy or direct (default direct)")
+    p.add_argument("--engine", default="direct", metavar="NAME", help="legacy, direct or original (default direct)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--cx16", dest="cx16", action="store_true", default=True)
     g.add_argument("--no-cx16", dest="cx16", action="store_false")

@@ -14,6 +14,10 @@ of the command line never pay for it.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from textual.app import App
 
 from ..errors import EXIT_DAMAGED, EXIT_OK, fail
 
@@ -47,6 +51,7 @@ def run(args) -> int:
         import tui
 
         tui.prepare_environment()          # before Textual is imported
+        app: App[Any]
         if len(models) == 2:
             from tui.diff_app import DiffApp
 

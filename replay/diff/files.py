@@ -1,0 +1,109 @@
+"""The file layer of the diff: open two traces, find their findings, run
+the streaming pass.
+
+``diff_files(path_a, path_b)`` opens both files (``DiffInputError`` for a
+path that is not a trace: exit 2) and ``diff_traces`` diffs two open reader
+Traces -- their readable prefixes when damaged (``report.exit_code`` 3).
+
+Findings come from a trace's sidecar when it is trusted for the trace as it
+is now and holds them (sidecar_io.py); otherwise the hazard analysers run
+inside the diff's own pass (an ``Analysis`` fed the events the pass reads
+anyway) and their result is stored in the sidecar for next time, bound to
+the trace's identity and content as they were *before* the diff read it.
+With findings from the sidecar on both sides, A's checkpoints (when cached)
+spare the pass folding A.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from replay import hazards
+from replay.reader import NotATrace, Trace, open_trace
+from replay.sidecar import content_of, trace_identity
+
+from .inputs import Side, TraceChunks
+from .report import DiffReport
+from .sidecar_io import cached_findings, cached_session, store_findings
+from .streaming import diff_streams
+
+
+class DiffInputError(Exception):
+    """A path that is not a trace (CLI exit 2)."""
+
+    def __init__(self, path: object, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+def diff_traces(trace_a: Trace, trace_b: Trace, *, findings: bool = True, names: tuple[str, str] | None = None,
+                paths: tuple[Path | str, Path | str] | None = None, bindings: tuple[Any, Any] | None = None,
+                **kw: Any) -> DiffReport:
+    """Diff two open reader Traces (their readable prefixes when damaged).
+
+    Findings: from the sidecar when it is trusted for the trace as it is now
+    and holds them (``paths`` given), else the hazard analysers run inline
+    in the same pass (and, with ``paths``, their result is cached for next
+    time; ``bindings``: each trace's replay.sidecar (identity, content) from
+    before it was read, see store_findings)."""
+    na, nb = names or (None, None)
+    pa, pb = paths or (None, None)
+    sides = []
+    for trace, name, path in ((trace_a, na, pa), (trace_b, nb, pb)):
+        fs = analysis = None
+        if findings:
+            fs = cached_findings(path, trace) if path is not None else None
+            if fs is None:
+                analysis = hazards.Analysis(trace.header)
+        sides.append(Side.from_trace(trace, name=name, findings=fs, analysis=analysis))
+    session = None
+    if pa is not None and sides[0].analysis is None and sides[1].analysis is None:
+        session = cached_session(pa)
+        if session is not None and (session.count, session.stop is None) != (trace_a.count, trace_a.stop is None):
+            # The checkpoints describe another readable part than the one
+            # this diff reads: fold instead.
+            session.close()
+            session = None
+        if session is not None:
+            sides[0].state_at = session.state_at
+    try:
+        report = diff_streams(*sides, **kw)
+    finally:
+        if session is not None:
+            session.close()
+        for side in sides:
+            if isinstance(side.chunks, TraceChunks):
+                side.chunks.close()
+    if paths is not None:
+        for side, path, binding in zip(sides, paths, bindings or (None, None)):
+            if side.analysis is not None:
+                store_findings(path, side.trace, side.analysis, side.findings, binding)
+    return report
+
+
+def diff_files(path_a: Path | str, path_b: Path | str, *, findings: bool = True, **kw: Any) -> DiffReport:
+    """Open both files and diff them.  Raises DiffInputError for a path that
+    is not a trace (exit 2); a damaged trace is diffed on its readable part
+    (report.damaged, exit 3)."""
+    # Each trace's identity before it is read, and its content as the CRC
+    # pass of the (verifying) open finds it: what a findings entry stored
+    # for next time is bound to.
+    ida = trace_identity(path_a)
+    try:
+        ta = open_trace(path_a)
+    except NotATrace as exc:
+        raise DiffInputError(path_a, exc.message) from None
+    try:
+        idb = trace_identity(path_b)
+        try:
+            tb = open_trace(path_b)
+        except NotATrace as exc:
+            raise DiffInputError(path_b, exc.message) from None
+        with tb:
+            bindings = ((ida, content_of(ta)), (idb, content_of(tb)))
+            return diff_traces(ta, tb, findings=findings, names=(str(path_a), str(path_b)),
+                               paths=(path_a, path_b), bindings=bindings, **kw)
+    finally:
+        ta.close()
