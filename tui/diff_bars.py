@@ -30,7 +30,7 @@ class DiffBar(OneLine):
         summary = dm.summary()
         if dm.ready:
             head, _, rest = summary.partition(" · ")
-            out.append((head, "diff-bar--same" if dm.report.equivalent else "diff-bar--different"))
+            out.append((head, "diff-bar--same" if dm.rep.equivalent else "diff-bar--different"))
             k, n = dm.region_number()
             reg = dm.region_at()
             where = (f"region {reg.index + 1}/{n}" if reg is not None
@@ -120,7 +120,7 @@ class DiffMap(CachedStyles, Widget):
         out = bytearray(width)
         n = dm.n_rows
         if dm.ready and n and width:
-            for reg in dm.alignment.regions:
+            for reg in dm.al.regions:
                 lo = reg.row_start * width // n
                 hi = max(lo + 1, (reg.row_end * width + n - 1) // n)
                 for c in range(lo, min(hi, width)):

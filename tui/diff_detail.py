@@ -10,6 +10,8 @@ the ones ``vtdtrace diff`` prints, so the screen and the report read alike.
 
 from __future__ import annotations
 
+from typing import Any
+
 from replay.diff import ARGS, ONLY_A, ONLY_B
 from replay.diff.text import PAIR_STATUS, change_text, event_line, finding_text, key_desc, op_title, region_counts
 from replay.jsonout import text_scalar
@@ -72,7 +74,7 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
         add(([(dm.summary(), "diff-detail--dim")], None))
         add(([("the two traces are being aligned; the keys work when they are", "diff-detail--dim")], None))
         return lines
-    report = dm.report
+    report = dm.rep
     if not dm.n_rows:
         add(([("neither trace has a readable event: nothing to align", "diff-detail--dim")], None))
         return lines
@@ -92,7 +94,7 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
             if reg.index in pair.regions else ""
         lines.extend(wrap_parts(f"region {reg.index + 1} of {n}{local}: {counts}", width, "diff-detail--region"))
     elif n:
-        nxt = dm.alignment.next_region(dm.row)
+        nxt = dm.al.next_region(dm.row)
         where = f"next difference: region {nxt.index + 1} at row {nxt.row_start + 1:,} (}})" if nxt else \
             "no difference after this row"
         add(([(f"no difference here · {where}", "diff-detail--dim")], None))
@@ -100,7 +102,7 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
         add(([("the two traces have the same events", "diff-detail--dim")], None))
 
     # the two events
-    evs = {}
+    evs: dict[str, list[Any] | None] = {}
     for side in ("a", "b"):
         m = dm.models[side]
         seq = row.seq_a if side == "a" else row.seq_b

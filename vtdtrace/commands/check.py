@@ -88,20 +88,26 @@ def run(args) -> int:
     least = SEVERITY_RANK[args.severity]
     listed = [f for f in findings if SEVERITY_RANK[f.severity] >= least]
     header = result.header if isinstance(result.header, dict) else {}
+    out = sys.stdout
     if args.json:
-        doc = {
+        # Written finding by finding: the object `dumps` would give for the
+        # whole document, byte for byte, without holding ~5*10^5 finding
+        # dicts (and their detail sentences) at once on a 10^7-event trace.
+        head = {
             "shape_version": JSON_SHAPE,
             "trace": args.trace,
             "engine": json_safe(header.get("engine")),
             "events": result.events,
             "complete": result.complete,
-            "findings": [f.to_json() for f in listed],
-            "counts": counts(listed),
         }
-        sys.stdout.write(dumps(doc) + "\n")
+        out.write(dumps(head)[:-1] + ',"findings":[')
+        for i, f in enumerate(listed):
+            out.write(("," if i else "") + dumps(f.to_json(keep=False)))
+        out.write('],"counts":' + dumps(counts(listed)) + "}\n")
     else:
-        sys.stdout.write(text_report(args.trace, header, result, findings, kinds,
-                                     listed=None if args.summary else listed, severity=args.severity))
+        for line in text_report_lines(args.trace, header, result, findings, kinds,
+                                      listed=None if args.summary else listed, severity=args.severity):
+            out.write(line + "\n")
     sys.stdout.flush()
     if not result.complete:
         stop = result.stop
@@ -138,15 +144,22 @@ def _range(f) -> str:
 
 
 def text_report(path, header, result, findings, kinds, listed=(), severity="benign") -> str:
-    """The text report: head line, summary, the `listed` findings by device
-    (None: the summary only), the closing count of all `findings`."""
+    """The text report as one string (text_report_lines)."""
+    return "\n".join(text_report_lines(path, header, result, findings, kinds, listed, severity)) + "\n"
+
+
+def text_report_lines(path, header, result, findings, kinds, listed=(), severity="benign"):
+    """The text report, line by line: head line, summary, the `listed`
+    findings by device (None: the summary only), the closing count of all
+    `findings`.  A generator, so `check` writes a long trace's report as it
+    goes instead of building it whole."""
     from replay.hazards import BENIGN, HAZARD, WARNING
 
     from ..finding_summary import summary_lines
 
     if listed == ():
         listed = findings
-    out = []
+    out: list[str] = []
     scen = header.get("scenario")
     name = scen.get("name") if isinstance(scen, dict) else None
     state = "complete" if result.complete else f"damaged, readable part {result.events} events"
@@ -162,9 +175,11 @@ def text_report(path, header, result, findings, kinds, listed=(), severity="beni
     for dev in sorted(groups, key=lambda d: (d is None, d or "")):
         out.append("")
         out.append(_clean(dev) if dev is not None else "(no device)")
+        yield from out
+        out.clear()
         for f in groups[dev]:
             rid = f" rid {_clean(f.rid)}" if f.rid and f.rid != dev else ""
-            out.append(f"  {f.severity:<7} {f.kind:<15} {_range(f)}{rid}: {_clean(f.detail)}")
+            yield f"  {f.severity:<7} {f.kind:<15} {_range(f)}{rid}: {_clean(f.detail_once())}"
     n = {s: sum(1 for f in findings if f.severity == s) for s in (HAZARD, WARNING, BENIGN)}
     out.append("")
     which = "" if len(kinds) == len(set(kinds)) and set(kinds) == set(_all_kinds()) else \
@@ -179,7 +194,7 @@ def text_report(path, header, result, findings, kinds, listed=(), severity="beni
                    f"{n[HAZARD]} hazard, {n[WARNING]} warning, {n[BENIGN]} benign{shown}")
     else:
         out.append(f"no findings{which}")
-    return "\n".join(out) + "\n"
+    yield from out
 
 
 def _all_kinds():
