@@ -412,8 +412,13 @@ def test_shipped_scenario_contents():
 def test_cli_scenarios():
     out = subprocess.run([sys.executable, "-m", "vtdtrace", "scenarios"], cwd=REPO,
                          capture_output=True, text=True, check=True)
-    lines = out.stdout.splitlines()
+    lines, _, engines = out.stdout.partition("\n\n")
+    lines = lines.splitlines()
     assert [ln.split()[0] for ln in lines] == SHIPPED
+    engines = engines.splitlines()
+    assert engines[0].startswith("engines (vtdtrace record SCENARIO --engine NAME)")
+    assert [ln.split()[0] for ln in engines[1:]] == ["original", "legacy", "direct", "final"]
+    assert "aafd4f1df0" in engines[1] and "b3ee746000" in engines[4]
     width = max(len(n) for n in SHIPPED)
     for line, (name, desc) in zip(lines, list_shipped()):
         assert line == f"{name:<{width}}  {desc}"

@@ -1,11 +1,17 @@
-"""`vtdtrace scenarios`: the shipped scenario files, one per line."""
+"""`vtdtrace scenarios`: the shipped scenario files, one per line, then the
+engine variants a scenario can be recorded with (text output only; --json
+stays the array of scenarios)."""
 
 from __future__ import annotations
 
 import json
 
+from tracer.engine import VARIANTS
 from tracer.scenario import ScenarioError, list_shipped, shipped_dir
 from vtdtrace.errors import EXIT_OK, fail
+
+# The 4.15 series in commit order: before XSA-400, the seed's parent, the seed, the end.
+ENGINE_ORDER = ("original", "legacy", "direct", "final")
 
 
 def add_parser(p) -> None:
@@ -26,4 +32,8 @@ def run(args) -> int:
     width = max((len(n) for n, _ in shipped), default=0)
     for name, desc in shipped:
         print(f"{name:<{width}}  {desc}".rstrip())
+    print()
+    print("engines (vtdtrace record SCENARIO --engine NAME), oldest first:")
+    for name in ENGINE_ORDER:
+        print(f"  {name:<8}  {VARIANTS[name]}")
     return EXIT_OK
