@@ -116,17 +116,45 @@ def test_arbitrary_field_values_round_trip(tmp_path_factory, raw, chunk_events):
 
 
 def _conforms(ev) -> bool:
-    """The catalogue's type rule, written out independently of replay.validate."""
+    """The catalogue's type and value rules (docs/FORMAT.md sections 2.1,
+    2.2), written out independently of replay.validate, for HEADER's platform."""
     kind = S.KINDS[ev[0]]
     fields = ev[S.F0:]
     if len(fields) < len(kind.fields):
         return False
-    for typ, v in zip(kind.types, fields):
+    for name, typ, v in zip(kind.fields, kind.types, fields):
         if type(v) not in S.FIELD_TYPES[typ]:
             return False
         if typ == "args" and not all(type(p) is list and len(p) == 2 and type(p[0]) is str
                                      and type(p[1]) in (int, str, bool, type(None)) for p in v):
             return False
+        if not _value_ok(kind.name, name, typ, v):
+            return False
+    return True
+
+
+_HEADER_IOMMUS = {u["id"] for u in HEADER["platform"]["iommus"]}
+_HEADER_SEGS = {u["segment"] for u in HEADER["platform"]["iommus"]} | {0}   # devices: 0000:..
+_HEADER_DOMS = {d[0] for d in HEADER["platform"]["domains"]} | set(S.DOMID_RESERVED)
+
+
+def _value_ok(kind: str, name: str, typ: str, v) -> bool:
+    if v is None and typ.endswith("?"):
+        return True
+    if (kind, name) in S.FIELD_ENUMS:
+        return v in S.FIELD_ENUMS[(kind, name)]
+    if typ == "u64":
+        return 0 <= v < 1 << 64
+    if name in ("bus", "devfn"):
+        return 0 <= v <= 0xFF
+    if name in ("bdf", "sid"):
+        return 0 <= v <= 0xFFFF
+    if name == "iommu":
+        return v in _HEADER_IOMMUS
+    if name == "seg":
+        return v in _HEADER_SEGS
+    if typ.startswith("dom"):
+        return v in _HEADER_DOMS or 0x8000 <= v <= 0xFFFE      # or a per-device pseudo domain ID
     return True
 
 
