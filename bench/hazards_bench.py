@@ -14,13 +14,25 @@ events (about half a million findings) is the size the goal is set for
 (<= 300 MB).  The 10^7 trace is recorded once and cached under bench/.cache
 like the others (about half a minute); ``--events`` below 10^6 (a quick run)
 skips the 10^7 figure.
+
+Peak RSS of the ``vtdtrace check`` command itself, as a user runs it, on a
+copy of the trace in a temporary directory: the first run (computes the
+findings and stores them in the new sidecar) and the second (loads them
+from it; ``--json``, which writes every finding).  The child's own
+``ru_maxrss`` (os.wait4), wall seconds in the note.  At 10^6 events always
+(unless ``--events`` is below 10^6), at 10^7 with ``--full`` (the first run
+takes a few minutes).
 """
 
 from __future__ import annotations
 
 import gc
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 
 from bench import Options, Result, interleaved, section
 from bench.replay_bench import REPO, _payloads, _raw_unpack, _replay, synth_trace
@@ -52,6 +64,39 @@ def peak_rss_mb(path) -> tuple[float, int]:
     return int(kb) / 1024.0, int(findings)
 
 
+def cli_peak_rss_mb(args: list[str]) -> tuple[float, float]:
+    """(peak RSS in MB, wall seconds) of ``vtdtrace ARGS`` in a child process,
+    output discarded (exit 0 or 1: findings are not a failure)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "vtdtrace", *args], cwd=str(REPO),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(p.pid, 0)
+    seconds = time.perf_counter() - t0
+    p.returncode = code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 1):
+        raise RuntimeError(f"vtdtrace {' '.join(args)} exited {code}")
+    return usage.ru_maxrss / 1024.0, seconds
+
+
+def cli_check_rss(n: int) -> list[Result]:
+    """`vtdtrace check` peak RSS, first run (store) and cached run (load),
+    on a copy of the n-event synth trace with no sidecar yet."""
+    src = synth_trace(n)
+    goal = RSS_GOAL_MB if n == RSS_EVENTS[-1] else None
+    out = []
+    with tempfile.TemporaryDirectory(prefix="vtdtrace-bench-") as tmp:
+        path = os.path.join(tmp, "t.vtdt")
+        shutil.copyfile(src, path)
+        for what, args in (("first run, stores findings", ["check", path]),
+                           ("cached run, loads findings", ["check", "--json", path])):
+            mb, seconds = cli_peak_rss_mb(args)
+            out.append(Result(f"`vtdtrace check` peak RSS at {n:.0e} events, {what}", mb, goal, "MB",
+                              mb / goal if goal else None, ("<=", 1.0) if goal else None,
+                              note=f"`vtdtrace {' '.join(a if a != path else 'TRACE' for a in args)}` in a "
+                                   f"child process (ru_maxrss), {seconds:.1f} s wall"))
+    return out
+
+
 @section("hazards", "check (decode + fold + all analysers) vs raw unpack of the same trace")
 def run(opts: Options) -> list[Result]:
     path = synth_trace(opts.events)
@@ -79,6 +124,10 @@ def run(opts: Options) -> list[Result]:
                           "MB", mb / RSS_GOAL_MB if n == RSS_EVENTS[-1] else None,
                           ("<=", 1.0) if n == RSS_EVENTS[-1] else None,
                           note=f"findings_for_trace in a fresh child process (ru_maxrss); {nf:,} findings"))
+    for n in RSS_EVENTS:
+        if opts.events < 1_000_000 or (n > 1_000_000 and not opts.extra.get("full")):
+            continue
+        rss.extend(cli_check_rss(n))
     return [
         Result("check (decode + fold + analysers)", rate(t["check"]), rate(t["raw"]), "M ev/s",
                t["raw"] / t["check"], (">=", 0.15),
