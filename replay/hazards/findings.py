@@ -255,8 +255,10 @@ def worst_severity(findings: Iterable[Finding]) -> str | None:
 # or three copies of every finding at once (sidecar writes and reads peaked
 # 400-500 MB above the analysis itself).  pack_findings writes the same bytes a
 # row at a time; findings_from_rows builds each Finding as its row arrives and
-# shares the strings that repeat (kind, severity, device, requester ID, step
-# labels: a handful of distinct values, each otherwise a fresh copy per row).
+# shares the strings that repeat: kind, severity, device, requester ID and step
+# labels have a handful of distinct values, and the detail sentences repeat too
+# (the 10^7-event synth trace: 110,055 distinct among 553,458, 224 characters on
+# average) -- each otherwise a fresh copy per row.
 
 _ROWS_PER_FLUSH = 4096
 
@@ -304,7 +306,8 @@ def unpack_findings(unpacker: Any) -> list[Finding]:
 
 
 def findings_from_rows(rows: Iterable[object]) -> list[Finding]:
-    """Finding.from_row of each row, the repeating strings shared."""
+    """Finding.from_row of each row, equal strings shared (one dict entry per
+    distinct value, dropped on return)."""
     share: dict[Any, Any] = {}
     keep = share.setdefault
     out = []
@@ -317,6 +320,7 @@ def findings_from_rows(rows: Iterable[object]) -> list[Finding]:
             f.rid = keep(f.rid, f.rid)
             f.start_label = keep(f.start_label, f.start_label)
             f.end_label = keep(f.end_label, f.end_label)
+            f._detail = keep(f._detail, f._detail)
             out.append(f)
     except TypeError:
         # an unhashable field (a map where a string belongs): not a row
