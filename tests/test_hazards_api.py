@@ -208,3 +208,36 @@ def test_an_event_that_is_not_an_array_ends_the_analysable_prefix():
         a = Analysis(header)
         a.feed([*e.evs, bad])
         assert a.finish() == [] and a.seq == 1 and a.bad is not None and a.bad[0] is None, (bad, a.bad)
+
+
+def test_the_findings_entry_is_written_and_read_a_row_at_a_time_as_one_msgpack_map(tmp_path):
+    """The sidecar entry streamed row by row is byte for byte msgpack.packb
+    of the whole entry (the format the diff's row reader also reads); read
+    back, the findings equal the computed ones with their repeating strings
+    shared; bytes after the map make the entry a miss."""
+    import shutil
+
+    import msgpack
+
+    from replay.hazards.analyse import SIDECAR_KEY, _build_key
+    from replay.sidecar import Sidecar
+
+    path = tmp_path / "t.vtdt"
+    shutil.copy("traces/s1-usb-rmrr.direct-nocx16.vtdt", path)
+    want = findings_for_trace(path)
+    assert len(want.findings) > 1
+    assert not findings_for_trace(path, sidecar=True).from_cache
+    with Sidecar.open(path) as sc:
+        raw = sc.get_raw(SIDECAR_KEY)
+    entry = {"build": _build_key(), "events": want.events, "stop": None, "findings": encode_findings(want.findings)}
+    assert raw == msgpack.packb(entry, use_bin_type=True)
+    got = findings_for_trace(path, sidecar=True)
+    assert got.from_cache and got.findings == want.findings and got.events == want.events
+    kinds = {f.kind: f.kind for f in got.findings}
+    assert all(f.kind is kinds[f.kind] for f in got.findings)
+    with Sidecar.open(path) as sc:
+        sc.put_raw(SIDECAR_KEY, raw + msgpack.packb(0))
+        assert sc.commit()
+    got = findings_for_trace(path, sidecar=True)
+    assert not got.from_cache and got.findings == want.findings
+    assert findings_for_trace(path, sidecar=True).from_cache

@@ -41,7 +41,7 @@ from tracer.schema import I_KIND, I_SEQ
 from .base import F_DOMAIN, Context, Event, Hook
 from .devtlb import DevtlbAnalyser
 from .did import DidAnalyser
-from .findings import KINDS, Finding, FindingIndex, decode_findings, encode_findings, sort_findings
+from .findings import KINDS, Finding, FindingIndex, pack_findings, sort_findings, unpack_findings
 from .locks import LockAnalyser
 from .mismatch import MismatchAnalyser
 from .owner import OwnerAnalyser
@@ -307,7 +307,7 @@ def findings_for_trace(path_or_trace: str | os.PathLike[str] | Trace, *, sidecar
             result = _compute(trace)
         if sc is not None and sc.writable:
             try:
-                sc.put(SIDECAR_KEY, _entry(result))
+                _put_entry(sc, result)
                 if not sc.trusted:
                     sc.bind(identity, content)
                 sc.commit()
@@ -431,7 +431,7 @@ def store_findings(path: str | os.PathLike[str], result: TraceFindings, identity
     try:
         if not sc.writable:
             return False
-        sc.put(SIDECAR_KEY, _entry(result))
+        _put_entry(sc, result)
         if not sc.trusted:
             sc.bind(identity, content)
         return sc.commit()
@@ -444,30 +444,96 @@ def store_findings(path: str | os.PathLike[str], result: TraceFindings, identity
             pass
 
 
-def _entry(result: TraceFindings) -> dict[str, Any]:
+def _put_entry(sc: Sidecar, result: TraceFindings) -> None:
+    """Write the findings entry: the msgpack map {"build", "events", "stop",
+    "findings": encode_findings(...)}, byte for byte what ``sc.put`` of it
+    would write, packed a few thousand rows at a time into the sidecar's
+    stream (findings.pack_findings) so that neither the rows nor the packed
+    entry are ever whole in memory."""
+    import msgpack
+
     stop = result.stop
-    return {"build": _build_key(), "events": result.events, "stop": list(stop) if stop is not None else None,
-            "findings": encode_findings(result.findings)}
+    pk = msgpack.Packer(use_bin_type=True, autoreset=False)
+    pk.pack_map_header(4)
+    for k, v in (("build", _build_key()), ("events", result.events),
+                 ("stop", list(stop) if stop is not None else None)):
+        pk.pack(k)
+        pk.pack(v)
+    pk.pack("findings")
+    with sc.stream(SIDECAR_KEY) as out:
+        def flush() -> None:
+            out.write(pk.bytes())
+            pk.reset()
+        pack_findings(pk, result.findings, flush)
+        flush()
+
+
+class _EntryReader:
+    """A read-only file over one sidecar entry, for msgpack.Unpacker: every
+    piece verified by its blocks' checksums (Sidecar.read) as it is read, so
+    the entry never sits whole in memory."""
+
+    def __init__(self, sc: Sidecar, key: str) -> None:
+        self._sc = sc
+        self._key = key
+        self._pos = 0
+        self._size = sc.size(key)
+
+    def read(self, n: int = -1) -> bytes:
+        left = self._size - self._pos
+        n = left if n < 0 else min(n, left)
+        data = self._sc.read(self._key, self._pos, n)
+        self._pos += n
+        return data
 
 
 def _load_cached(sc: Sidecar, trace: Trace) -> TraceFindings | None:
+    """The findings entry read a row at a time (findings.unpack_findings):
+    at 10^7 events, unpacking the whole entry into tuples and decoding those
+    held the entry's bytes, a tuple tree and the Findings at once.  None when
+    the entry is absent, untrusted, damaged or not this build's."""
+    import msgpack
+
     from replay.reader import StopReport
     from replay.sidecar import SidecarError
 
+    if not sc.trusted or SIDECAR_KEY not in sc:
+        return None
+    gc_was = gc.isenabled()
+    gc.disable()        # half a million fresh Findings, no garbage: collections would only walk them
     try:
-        entry = sc.get(SIDECAR_KEY) if sc.trusted else None
-        if not isinstance(entry, dict) or _as_list(entry.get("build")) != _build_key():
+        up = msgpack.Unpacker(_EntryReader(sc, SIDECAR_KEY), use_list=False, strict_map_key=False,
+                              read_size=1 << 20)
+        entry: dict[Any, Any] = {}
+        findings: list[Finding] | None = None
+        for _ in range(up.read_map_header()):
+            key = up.unpack()
+            if key == "findings" and findings is None and "findings" not in entry:
+                findings = unpack_findings(up)
+            else:
+                entry[key] = up.unpack()
+        try:
+            up.unpack()
+        except msgpack.OutOfData:
+            pass
+        else:
+            return None         # more after the entry: not one this build wrote
+        if _as_list(entry.get("build")) != _build_key() or findings is None or "findings" in entry:
             return None
         stop = entry.get("stop")
         stop = StopReport(*stop) if stop else None
-        findings = decode_findings(_as_list(entry.get("findings")))
         events = entry.get("events")
         if type(events) is not int:
             return None
-    except (ValueError, SidecarError):
-        # SidecarError: damaged or undecodable (Sidecar.get); ValueError: rows
-        # decode_findings refuses (test_hazards_api): a miss, recomputed
+    except (ValueError, TypeError, msgpack.UnpackException, SidecarError):
+        # SidecarError: damaged (Sidecar.read); msgpack's errors and
+        # ValueError / TypeError: bytes that pass their checksums yet are not
+        # a msgpack map (TypeError: a map used as a map key), or rows
+        # unpack_findings refuses (test_hazards_api): a miss, recomputed
         return None
+    finally:
+        if gc_was:
+            gc.enable()
     return TraceFindings(trace.path, trace.header, findings, events, stop is None, stop, from_cache=True)
 
 
