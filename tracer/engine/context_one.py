@@ -198,23 +198,8 @@ class ContextOneMixin(QuirksMixin, FlushMixin, DidMixin):
                 # rc = -EILSEQ; goto unlock -> -EFAULT in stable-4.15 (D1).
                 return self._mo_unlock(iommu, prev_dom, "MO7")
             self._store(iommu, bus, devfn, "full", "cmpxchg16b", lo, hi, "MO7")
-        elif prev_dom is None or not (mode & MAP_WITH_RMRR):
-            # W1: clear P, sync; W2: hi; W3: lo (P set again).
-            cur_lo, cur_hi = iommu.entry(bus, devfn)
-            self._store(iommu, bus, devfn, "lo", "plain", context_clear_present(cur_lo), cur_hi, "MO7")
-            self.iommu_sync_cache(iommu, bus, devfn, "MO7")
-            cur_lo, _ = iommu.entry(bus, devfn)
-            self._store(iommu, bus, devfn, "hi", "write_atomic", cur_lo, hi, "MO7")
-            self._store(iommu, bus, devfn, "lo", "write_atomic", lo, hi, "MO7")
         else:
-            # Best effort, DID last: W1' (new tables, old DID), W2' (new DID).
-            if not (mode & (MAP_OWNER_DYING | MAP_SINGLE_DEVICE)):
-                self.log("MO7", "warning",
-                         f"[VT-D] {seg:04x}:{bus:02x}:{devfn >> 3:02x}.{devfn & 7}: "
-                         f"reassignment may cause {self.pd(prev_dom)} data corruption")
-            _, cur_hi = iommu.entry(bus, devfn)
-            self._store(iommu, bus, devfn, "lo", "write_atomic", lo, cur_hi, "MO7")
-            self._store(iommu, bus, devfn, "hi", "write_atomic", lo, hi, "MO7")
+            self._mo7_without_cx16(iommu, seg, bus, devfn, lo, hi, prev_dom, mode)
 
         # MO8
         self.iommu_sync_cache(iommu, bus, devfn, "MO8")
@@ -245,6 +230,28 @@ class ContextOneMixin(QuirksMixin, FlushMixin, DidMixin):
         if rc:
             return self.leave(rc, "MO15")
         return self.leave(int(pdev is not None and prev_dom is not None), "MO15")
+
+    def _mo7_without_cx16(self, iommu: VtdIommu, seg: int, bus: int, devfn: int, lo: int, hi: int,
+                          prev_dom: XenDomain | None, mode: int) -> None:
+        """MO7 without cmpxchg16b: the two write paths, the same C from the
+        seed (d67a72c655) to the end of the series (b3ee746000)."""
+        if prev_dom is None or not (mode & MAP_WITH_RMRR):
+            # W1: clear P, sync; W2: hi; W3: lo (P set again).
+            cur_lo, cur_hi = iommu.entry(bus, devfn)
+            self._store(iommu, bus, devfn, "lo", "plain", context_clear_present(cur_lo), cur_hi, "MO7")
+            self.iommu_sync_cache(iommu, bus, devfn, "MO7")
+            cur_lo, _ = iommu.entry(bus, devfn)
+            self._store(iommu, bus, devfn, "hi", "write_atomic", cur_lo, hi, "MO7")
+            self._store(iommu, bus, devfn, "lo", "write_atomic", lo, hi, "MO7")
+        else:
+            # Best effort, DID last: W1' (new tables, old DID), W2' (new DID).
+            if not (mode & (MAP_OWNER_DYING | MAP_SINGLE_DEVICE)):
+                self.log("MO7", "warning",
+                         f"[VT-D] {seg:04x}:{bus:02x}:{devfn >> 3:02x}.{devfn & 7}: "
+                         f"reassignment may cause {self.pd(prev_dom)} data corruption")
+            _, cur_hi = iommu.entry(bus, devfn)
+            self._store(iommu, bus, devfn, "lo", "write_atomic", lo, cur_hi, "MO7")
+            self._store(iommu, bus, devfn, "hi", "write_atomic", lo, hi, "MO7")
 
     def _mo_unlock(self, iommu: VtdIommu, prev_dom: XenDomain | None, label: str) -> int:
         """The `unlock:` label: stable-4.15 returns -EFAULT from every path

@@ -206,21 +206,8 @@ class FinalEngine(QuarantineEngine):
                          f"{cur[1]:016x}_{cur[0]:016x} (expected {old[1]:016x}_{old[0]:016x})")
                 return self._mo_unlock(iommu, prev_dom, "MO7")
             self._store(iommu, bus, devfn, "full", "cmpxchg16b", lo, hi, "MO7")
-        elif prev_dom is None or not (mode & MAP_WITH_RMRR):
-            cur_lo, cur_hi = iommu.entry(bus, devfn)
-            self._store(iommu, bus, devfn, "lo", "plain", context_clear_present(cur_lo), cur_hi, "MO7")
-            self.iommu_sync_cache(iommu, bus, devfn, "MO7")
-            cur_lo, _ = iommu.entry(bus, devfn)
-            self._store(iommu, bus, devfn, "hi", "write_atomic", cur_lo, hi, "MO7")
-            self._store(iommu, bus, devfn, "lo", "write_atomic", lo, hi, "MO7")
         else:
-            if not (mode & (MAP_OWNER_DYING | MAP_SINGLE_DEVICE)):
-                self.log("MO7", "warning",
-                         f"[VT-D] {seg:04x}:{bus:02x}:{devfn >> 3:02x}.{devfn & 7}: "
-                         f"reassignment may cause {self.pd(prev_dom)} data corruption")
-            _, cur_hi = iommu.entry(bus, devfn)
-            self._store(iommu, bus, devfn, "lo", "write_atomic", lo, cur_hi, "MO7")
-            self._store(iommu, bus, devfn, "hi", "write_atomic", lo, hi, "MO7")
+            self._mo7_without_cx16(iommu, seg, bus, devfn, lo, hi, prev_dom, mode)
 
         # MO8
         self.iommu_sync_cache(iommu, bus, devfn, "MO8")
