@@ -29,7 +29,12 @@ import tempfile
 from pathlib import Path
 
 _SETUP = {
-    "fold": "from replay.hazards.analyse import _fold_only as _w\n",
+    "fold": "from replay.codes import event_translator\nfrom replay.reader import open_trace\n"
+            "from replay.state import fold, initial_state\n"
+            "def _w(a):\n    with open_trace(a, verify=False) as t:\n"
+            "        st, tr = initial_state(t.header.get('platform')), event_translator(t.schema)\n"
+            "        for chunk in t.iter_chunks(folded=True):\n"
+            "            fold(st, tr(chunk) if tr else chunk)\n",
     "check": "from replay.hazards import findings_for_trace as _w\n",
     "diff": "from replay.diff import diff_files, render_text\n"
             "def _w(a, b=B):\n    render_text(diff_files(a, b))\n",
@@ -37,21 +42,6 @@ _SETUP = {
               "def _w(a):\n    with TraceWriter(a + '.rec', synth_header(SEED, 'direct', True, N), force=True) as w:\n"
               "        synth(N, SEED, w, 'direct', True)\n",
 }
-
-_FOLD_ONLY = """
-import replay.hazards.analyse as _an
-if not hasattr(_an, '_fold_only'):
-    from replay.reader import open_trace
-    from replay.state import fold, initial_state
-    from replay.codes import event_translator
-    def _fold_only(path):
-        with open_trace(path, verify=False) as t:
-            st = initial_state(t.header.get('platform'))
-            tr = event_translator(t.schema)
-            for chunk in t.iter_chunks(folded=True):
-                fold(st, tr(chunk) if tr else chunk)
-    _an._fold_only = _fold_only
-"""
 
 
 def _collected(script: str) -> int:
@@ -79,7 +69,7 @@ def measure(workload: str, events: int, seed: int, tmp: Path) -> tuple[int, int]
     with open_trace(a, verify=False) as t:
         count = t.count
     head = (f"import sys\nsys.path.insert(0, {str(Path.cwd())!r})\nN, SEED, B = {events}, {seed}, {b!r}\n"
-            + (_FOLD_ONLY if workload == "fold" else "") + _SETUP[workload])
+            + _SETUP[workload])
     base = _collected(head)
     full = _collected(head + f"_w({str(a)!r})\n")
     return full - base, count
@@ -87,16 +77,19 @@ def measure(workload: str, events: int, seed: int, tmp: Path) -> tuple[int, int]
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.instr", description=__doc__.splitlines()[0])
-    ap.add_argument("workloads", nargs="*", choices=[[], *_SETUP], default=["fold", "check"],
-                    metavar="WORKLOAD", help="fold, check, diff, record (default: fold check)")
+    ap.add_argument("workloads", nargs="*", metavar="WORKLOAD", help="fold, check, diff, record (default: fold check)")
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
+    unknown = [w for w in args.workloads if w not in _SETUP]
+    if unknown:
+        ap.error(f"unknown workload {unknown[0]!r} (expected one of: {', '.join(_SETUP)})")
+    workloads = args.workloads or ["fold", "check"]
     if shutil.which("valgrind") is None:
         print("bench.instr: valgrind is not installed", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="vtdtrace-instr-") as d:
-        for w in args.workloads:
+        for w in workloads:
             n, count = measure(w, args.events, args.seed, Path(d))
             print(f"{w:7s} {n / 1e6:10.1f} M instructions  {n / max(count, 1):8.0f} per event  ({count:,} events)")
     return 0
