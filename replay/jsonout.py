@@ -62,12 +62,13 @@ PLAIN, U64, DOMAIN, LOCK_TARGET, BDF, SID, BUS, DEVFN, SEG, RC, ARGS = (
 ROLE_BY_NAME = {
     "lo": U64, "hi": U64, "old_lo": U64, "old_hi": U64, "new_lo": U64, "new_hi": U64,
     "addr": U64, "maddr": U64, "base": U64, "end": U64,
+    "iova": U64, "ctx_lo": U64, "ctx_hi": U64, "pt_root": U64, "host": U64, "rid": SID, "owner": DOMAIN,
     "domain": DOMAIN, "bdf": BDF, "sid": SID, "bus": BUS, "devfn": DEVFN, "seg": SEG,
     "rc": RC, "args": ARGS,
     **{name: PLAIN for name in (
         "verb", "iommu", "half", "method", "gran", "did", "fm", "non_present", "order",
         "dev_iotlb", "performed", "value", "what", "access", "refcount", "point", "errno",
-        "nth", "depth", "level", "text", "lock")},
+        "nth", "depth", "level", "text", "lock", "holder", "source", "write", "via", "fault")},
 }
 # Names whose meaning depends on the kind: classified per kind, never by name.
 AMBIGUOUS_NAMES = frozenset({"old", "new", "target"})
@@ -76,6 +77,7 @@ ROLE_BY_KIND = {
     ("did-map", "old"): DOMAIN, ("did-map", "new"): DOMAIN,
     ("owner-move", "old"): DOMAIN, ("owner-move", "new"): DOMAIN,
     ("lock", "target"): LOCK_TARGET, ("unlock", "target"): LOCK_TARGET,
+    ("lock-wait", "target"): LOCK_TARGET,
 }
 DOMAIN_LOCKS = frozenset({"mapping_lock", "rcu_domain"})   # their target is a domid
 

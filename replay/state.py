@@ -47,7 +47,7 @@ ROOT_TABLES = ("pgd", "quarantine")
 
 # Bump when the checkpoint encoding below changes; sidecars built by another
 # format are rebuilt.
-STATE_FORMAT = 6
+STATE_FORMAT = 7
 
 
 class BadEvent(ValueError):
@@ -93,6 +93,8 @@ TABLES = (
     "devtlb",        # caches.py: (iommu, bus, devfn) -> frozenset of (did, pt_root) an ATC may hold
     "hw",            # caches.py: non-coherent units: value as of the last cache-sync
     "pending",       # caches.py: non-coherent units: values written since
+    "open_ops",      # cpu -> (op, verb, bdf, domain, seg): the op each CPU is inside
+    "waits",         # cpu -> (lock, target): the lock a CPU spins on (lock-wait until its lock event)
 )
 _SET_TABLES = frozenset(("cc", "tlb", "devtlb", "pending"))
 
@@ -129,6 +131,8 @@ class ReplayState:
     devtlb: dict[Any, frozenset[Any]]
     hw: dict[Any, Any]
     pending: dict[Any, frozenset[Any]]
+    open_ops: dict[int, tuple[Any, ...]]
+    waits: dict[int, tuple[str, int | None]]
     seq: int
     op: int | None
     label: str | None
@@ -354,7 +358,13 @@ def _no_state(st: ReplayState, ev: Event) -> None:
     (log lines, injected faults, engine limits, write-buffer flushes)."""
 
 
+def _lock_wait(st: ReplayState, ev: Event) -> None:
+    _set(st, "waits", ev[S.I_CPU], (ev[S.F_LOCK_WAIT_LOCK], ev[S.F_LOCK_WAIT_TARGET]))
+
+
 _RARE = {
+    S.K_LOCK_WAIT: _lock_wait,
+    S.K_DMA: _no_state,
     S.K_ROOT_WRITE: _root_write,
     S.K_FLUSH_DEV_IOTLB: _flush_dev_iotlb,
     S.K_FLUSH_WRITE_BUFFER: _no_state,
@@ -491,6 +501,8 @@ def fold(st: ReplayState, events: Iterable[Event]) -> ReplayState:
                     nest[key] = nest.get(key, 1) + 1
                 else:
                     locks[key] = ev[I_CPU]
+                if st.waits and ev[I_CPU] in st.waits:
+                    _del(st, "waits", ev[I_CPU])
             elif k == K_UNLOCK:
                 key = (ev[F_UNLOCK_LOCK], ev[F_UNLOCK_TARGET])
                 if (type(key[0]) is not str or key[1] is not none and type(key[1]) is not int
@@ -530,11 +542,18 @@ def fold(st: ReplayState, events: Iterable[Event]) -> ReplayState:
                     raise _Bad
                 st.open_op = ev[I_OP]
                 st.op_info = info
+                _set(st, "open_ops", ev[I_CPU], (ev[I_OP],) + info)
             elif k == K_OP_END:
                 if type(ev[F_OP_END_RC]) is not int:
                     raise _Bad
-                st.open_op = None
-                st.op_info = None
+                _del(st, "open_ops", ev[I_CPU])
+                if st.open_ops:
+                    # another CPU is still inside an op: the lowest-numbered one's is "the" open op
+                    rest = st.open_ops[min(st.open_ops)]
+                    st.open_op, st.op_info = rest[0], rest[1:]
+                else:
+                    st.open_op = None
+                    st.op_info = None
             elif k == K_FLUSH_CONTEXT:
                 if (type(ev[F_FLUSH_CONTEXT_IOMMU]) is not int or type(ev[F_FLUSH_CONTEXT_GRAN]) is not str
                         or type(ev[F_FLUSH_CONTEXT_DID]) is not int or type(ev[F_FLUSH_CONTEXT_SID]) is not int
@@ -677,7 +696,8 @@ def to_canonical(st: ReplayState) -> dict[str, Any]:
         domains={d: "dying" if d in st.dying else "alive" for d in st.domains},
         translation=st.translation.keys(), pseudo=st.pseudo, locks=st.locks,
         stacks={cpu: [func_name(f) for f in st.stack(cpu)] for cpu in st.stacks},
-        op=st.open_op,
+        ops={cpu: v[0] for cpu, v in st.open_ops.items()},
+        waits=st.waits,
     )
 
 

@@ -166,8 +166,8 @@ def _value_rules(kind: Kind, platform_sets: _PlatformSets, enums: bool) -> list[
         if enums and (kind.name, field) in FIELD_ENUMS:
             words = FIELD_ENUMS[(kind.name, field)]
             rules.append(_Rule(i, field, allowed=frozenset(words), expected="expected one of " + "|".join(words)))
-        elif t == "u64":
-            rules.append(_Rule(i, field, 0, U64_MAX, expected="expected 0..2^64-1"))
+        elif t in ("u64", "u64?"):
+            rules.append(_Rule(i, field, 0, U64_MAX, optional=opt, expected="expected 0..2^64-1"))
         elif field in FIELD_RANGES:
             lo, hi = FIELD_RANGES[field]
             rules.append(_Rule(i, field, lo, hi, optional=opt, expected=f"expected {lo}..{hi:#x}"))

@@ -83,8 +83,8 @@ def make_events(n: int, seed: int = 0) -> list[list]:
             return rnd.choice((0, 1, S.FIELD_RANGES[field][1]) + ((None,) if typ == "int?" else ()))
         # One generator per catalogue type (tracer.schema.FIELD_TYPES): the
         # reader rejects anything else as damage.
-        if typ == "u64":
-            return rnd.choice(u64 + (rnd.getrandbits(64),))
+        if typ in ("u64", "u64?"):
+            return rnd.choice(u64 + (rnd.getrandbits(64),) + ((None,) if typ == "u64?" else ()))
         if typ in ("dom", "dom?"):
             return rnd.choice(doms if typ == "dom?" else doms[:-1])
         if typ == "args":

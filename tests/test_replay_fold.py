@@ -85,7 +85,7 @@ def test_every_kind_folds_into_the_canonical_shape():
     assert c["translation"] == (0,)
     assert c["locks"] == (("pcidevs_lock", None, 0),)
     assert c["stacks"] == ((0, ("boot",)),)
-    assert c["op"] == 0
+    assert c["ops"] == ((0, 0),)
     assert st.pages[PT_A + 0x1000] == (0, "pt-l3")
     assert st.rollback == 1
     assert (st.seq, st.label, st.kind) == (len(evs), "", S.K_ROLLBACK_BEGIN)
@@ -104,7 +104,7 @@ def test_every_kind_folds_into_the_canonical_shape():
     assert c["domains"] == ((0, "alive"), (1, "dying"), (S.DOMID_IO, "alive"))
     assert c["idmaps"] == () and c["owners"] == () and c["ats"] == ()
     assert c["pgd"] == ((S.DOMID_IO, PT_C),) and PT_A + 0x1000 not in st.pages
-    assert c["stacks"] == () and c["op"] is None and st.rollback == 0
+    assert c["stacks"] == () and c["ops"] == () and st.rollback == 0
 
     fold(st, [e("iommu-bitmap", 1, 0, 1), e("pt-alloc", 1, PT_B, "pgd"),
               e("idmap-add", 1, 0x1000, 0x1FFF, "rw", 2), e("domain-destroy", 1)])
@@ -389,6 +389,9 @@ def _examples() -> dict:
         "device-remove": [0, 0xA0], "pt-free": [1, 0x1000], "domain-dying": [1], "domain-destroy": [1],
         "idmap-remove": [1, 0x1000, 0x1FFF, 0], "fault-inject": ["pgd-alloc", -12, 1],
         "rollback-begin": [-12, "MO14 remap"], "rollback-end": [0], "flush-write-buffer": [0, True],
+        "lock-wait": ["iommu->lock", 0, 1],
+        "dma": ["usb", 0, 0xA0, 0xA0, 0, 0xd5d45000, True, "memory", 0x1001, 0x201, 1, 0x1000, 0xd5d45000,
+                None, 0],
     }
     for k in S.KINDS:
         if k.code not in out:

@@ -20,7 +20,8 @@ dict of sorted tuples, so insertion order never matters:
     pseudo       ((domid, seg, bdf16), ...)           pdev->arch.pseudo_domid of present pdevs
     locks        ((lock, target, cpu), ...)           held locks
     stacks       ((cpu, (func, ...)), ...)            call stacks, outermost first
-    op           int                                  open top-level op (None when idle)
+    ops          ((cpu, op), ...)                     each CPU's open top-level op
+    waits        ((cpu, lock, target), ...)           CPUs spinning on a lock
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def canonical(*, ctx: Mapping[tuple[int, int, int], tuple[int, int]],
               translation: Iterable[int],
               locks: Mapping[tuple[str, Any], int],
               stacks: Mapping[int, Iterable[str]],
-              op: int | None,
+              ops: Mapping[int, int],
+              waits: Mapping[int, tuple[str, Any]] | None = None,
               pseudo: Mapping[int, tuple[int, int]] | None = None) -> dict[str, Any]:
     return {
         "ctx": _t((u, b, df, lo, hi) for (u, b, df), (lo, hi) in ctx.items()),
@@ -63,5 +65,6 @@ def canonical(*, ctx: Mapping[tuple[int, int, int], tuple[int, int]],
         "pseudo": _t((d, s, bdf) for d, (s, bdf) in (pseudo or {}).items()),
         "locks": _t((lk, tgt, cpu) for (lk, tgt), cpu in locks.items()),
         "stacks": _t((cpu, tuple(st)) for cpu, st in stacks.items() if st),
-        "op": op,
+        "ops": _t(ops.items()),
+        "waits": _t((cpu, lk, tgt) for cpu, (lk, tgt) in (waits or {}).items()),
     }

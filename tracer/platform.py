@@ -166,6 +166,7 @@ class Op:
     to: str | None = None
     domain: str | None = None
     relaxed: bool = False   # XEN_DOMCTL_DEV_RDM_RELAXED
+    cpu: int = 0            # the CPU that issues it (ops on one CPU run in listed order)
 
 
 @dataclass
@@ -175,6 +176,21 @@ class Fault:
     device: str | None = None
     nth: int = 1
     errno: str = ""
+
+
+@dataclass
+class DmaSource:
+    """One ``[[dma]]`` of a scenario: a device that may issue one DMA.
+    ``iova`` is the page it touches (its RMRR's first page when the
+    scenario says ``rmrr``); ``at`` None lets the explorer issue it at any
+    scheduling point, else only after the event with that (op, step label)."""
+
+    name: str
+    device: str                       # canonical BDF
+    iova: int
+    rmrr: bool                        # the scenario said target = "rmrr"
+    write: bool
+    at: tuple[int, str] | None = None
 
 
 @dataclass
@@ -188,8 +204,14 @@ class Platform:
     domains: list[Domain]
     ops: list[Op]
     faults: list[Fault]
+    dma: list[DmaSource] = field(default_factory=list)   # devices that DMA ([[dma]])
     source_name: str = ""       # file name of the scenario (no directory)
     source_text: str = ""       # the scenario file's content, verbatim
+
+    @property
+    def cpus(self) -> int:
+        """How many CPUs the scenario uses (1 + the highest op cpu)."""
+        return 1 + max((op.cpu for op in self.ops), default=0)
 
     def device_by_bdf(self, bdf: str) -> Device:
         for d in self.devices:

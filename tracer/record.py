@@ -7,14 +7,15 @@ absolute path, no Python version.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__
 from .engine import XEN_COMMITS, Engine, EngineLimit
 from .platform import Platform
 from .recorder import Event, Recorder, Sink
+from .sched import CHOICE_KINDS, Choice, Chooser, FollowSchedule, ScheduleError, schedule_header
 
 
 @dataclass
@@ -22,9 +23,10 @@ class RecordResult:
     events: int
     rcs: list[int]
     limit: str | None = None
+    choices: list[Choice] = field(default_factory=list)   # the non-default choices taken
 
 
-def make_header(platform: Platform, variant: str) -> dict[str, Any]:
+def make_header(platform: Platform, variant: str, schedule: Sequence[Choice] = ()) -> dict[str, Any]:
     return {
         "tool": "vtdtrace",
         "tool_version": __version__,
@@ -36,6 +38,7 @@ def make_header(platform: Platform, variant: str) -> dict[str, Any]:
             "cx16_source": platform.knobs.cx16_source,
         },
         "platform": platform.to_header(),
+        "schedule": schedule_header(platform.cpus, schedule),
         "scenario": {
             "name": platform.name,
             "description": platform.description,
@@ -54,22 +57,33 @@ def apply_cx16(platform: Platform, cx16: bool | None) -> Platform:
 
 
 def record(platform: Platform, variant: str, sink: Sink,
-           on_event: Callable[[Engine, Event], None] | None = None) -> RecordResult:
+           on_event: Callable[[Engine, Event], None] | None = None,
+           schedule: Sequence[Choice] = (), chooser: Chooser | None = None) -> RecordResult:
     """on_event(engine, event), called after every event, lets the replay
-    property test take the engine's live snapshot (engine.canonical())."""
+    property test take the engine's live snapshot (engine.canonical()).
+    ``schedule`` (tracer/sched.py) picks the interleaving; a choice the run
+    never met raises ScheduleError after the run.  ``chooser`` replaces it
+    (the explorer's)."""
     holder: list[Engine] = []
     observer: Callable[[Event], None] | None = None
     if on_event is not None:
         hook = on_event
         observer = lambda ev: hook(holder[0], ev)  # noqa: E731
     rec = Recorder(sink, observer)
-    engine = Engine(platform, rec, variant=variant)
+    follow = FollowSchedule(schedule) if schedule else None
+    engine = Engine(platform, rec, variant=variant, chooser=chooser or follow)
     holder.append(engine)
     try:
         rcs = engine.run()
-        return RecordResult(rec.seq, rcs)
+        result = RecordResult(rec.seq, rcs)
     except EngineLimit as exc:
-        return RecordResult(rec.seq, [], limit=str(exc))
+        result = RecordResult(rec.seq, [], limit=str(exc))
+    if follow is not None and follow.unused():
+        first = follow.unused()[0]
+        raise ScheduleError(f"choice {first} does not fit: the run never asked for a "
+                            f"{CHOICE_KINDS[first.kind]} choice after event {first.seq}")
+    result.choices = list(engine.sched.choices) if engine.sched is not None else []
+    return result
 
 
 def default_output(platform: Platform, variant: str) -> str:

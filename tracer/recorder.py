@@ -7,9 +7,12 @@ the engine's live snapshot after each event.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .schema import FUNC_CODE
+
+if TYPE_CHECKING:
+    from .sched import Scheduler
 
 # One event as the engine emits it: [kind, seq, cpu, op, func, label, *fields].
 Event = list[Any]
@@ -41,6 +44,10 @@ class Recorder:
         self.seq = 0
         self.cpu = 0
         self.op = 0
+        # With several actors (tracer/sched.py) every shared event is a
+        # scheduling point: the scheduler may run another CPU before emit returns.
+        self.sched: Scheduler | None = None
+        self.shared: frozenset[int] = frozenset()
 
     def emit(self, kind: int, func: str, label: str, *fields: object) -> None:
         self.seq += 1
@@ -48,3 +55,5 @@ class Recorder:
         self.sink.append(ev)
         if self.observer is not None:
             self.observer(ev)
+        if self.sched is not None and kind in self.shared:
+            self.sched.point()

@@ -51,7 +51,9 @@ IOMMU_KEYS = ("id", "segment", "include_all", "devices", "nd", "levels")
 DEVICE_KEYS = ("bdf", "type", "id", "phantom_stride", "ats", "owner", "present", "secondary", "subordinate")
 RMRR_KEYS = ("base", "end", "devices")
 DOMAIN_KEYS = ("name", "id", "hardware")
-OP_KEYS = ("do", "device", "to", "domain", "relaxed")
+OP_KEYS = ("do", "device", "to", "domain", "relaxed", "cpu")
+# Ops name their CPU (default 0); a scenario may use CPUs 0 .. MAX_CPUS - 1.
+MAX_CPUS = 8
 FAULT_KEYS = ("at", "domain", "device", "nth", "errno")
 
 # Keys each verb needs and the optional ones it accepts besides `do`.
@@ -707,10 +709,11 @@ def _ops(ld: _Loader, data: dict[str, Any], domains: list[Domain], hwdom: Domain
         for key in needs:
             ld.required(t, w, key, _OP_KEY_MEANING[key])
         for key in t:
-            if key != "do" and key not in needs and key not in optional:
-                accepted = ", ".join(("do",) + needs + optional)
+            if key not in ("do", "cpu") and key not in needs and key not in optional:
+                accepted = ", ".join(("do",) + needs + optional + ("cpu",))
                 ld.fail(f"{w}.{key}", f"not used by do = {verb!r}; expected only {accepted}")
-        op = Op(index=i, do=verb, relaxed=ld.boolean(t, w, "relaxed", False))
+        op = Op(index=i, do=verb, relaxed=ld.boolean(t, w, "relaxed", False),
+                cpu=ld.integer(t, w, "cpu", 0, 0, MAX_CPUS - 1, f"a CPU number 0..{MAX_CPUS - 1}"))
 
         if "device" in t:
             bdf = ld.bdf(t["device"], f"{w}.device")[0]

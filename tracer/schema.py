@@ -44,7 +44,7 @@ FORMAT_NAME = "vtdtrace"
 # Bump MAJOR for an incompatible change of the container or of the meaning of
 # an existing field; MINOR when kinds or trailing fields are appended.
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 1
+FORMAT_MINOR = 2
 SCHEMA_VERSION = 1
 
 PREFIX = ("seq", "cpu", "op", "func", "label")
@@ -73,7 +73,7 @@ class Kind:
 _NONE = type(None)
 FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,), "int?": (int, _NONE),
-    "u64": (int,),
+    "u64": (int,), "u64?": (int, _NONE),
     "dom": (int,), "dom?": (int, _NONE),
     "str": (str,),
     "bool": (bool,),
@@ -178,6 +178,19 @@ _KIND_SPECS: list[tuple[str, tuple[str, ...], str]] = [
      "domain-ID space) taken from (value 1) or returned to (value 0) the pseudo-ID bitmap of the IOMMU "
      "iommu: iommu_alloc_domid / iommu_free_domid.  The device's quarantine page tables are recorded "
      "as that domain's (pt-alloc, idmap-add, pt-free)."),
+    # --- format 1.2 (several CPUs, DMA) ---------------------------------------------
+    ("lock-wait", ("lock:str", "target:int?", "holder:int"),
+     "The CPU of this event spins on a lock that CPU holder holds; it runs again (with a lock event) "
+     "once the lock is free and it is scheduled."),
+    ("dma", ("source:str", "seg:int", "bdf:int", "rid:int", "iommu:int?", "iova:u64", "write:bool",
+             "via:str", "ctx_lo:u64", "ctx_hi:u64", "did:int?", "pt_root:u64", "host:u64?", "owner:dom?",
+             "fault:int"),
+     "A device's DMA, translated as the hardware does (cpu -1: no CPU issued it): source names the "
+     "scenario's [[dma]] entry, seg/bdf the device, rid the requester ID on the wire, iommu the unit that "
+     "translated it (None: no unit covers it), iova the page, write read/write; via says what gave the "
+     "translation (memory|context-cache|iotlb|device-tlb|none), ctx_lo/ctx_hi the context entry used, "
+     "did its domain ID, pt_root the page tables walked (0: none); the outcome is host (the host page "
+     "reached) and owner (the domain that owns it), or fault (the VT-d fault reason, 0 = none)."),
 ]
 
 KINDS: tuple[Kind, ...] = tuple(
@@ -262,6 +275,9 @@ FUNCS: tuple[str, ...] = (
     "quarantine_teardown",
     "iommu_identity_map_teardown",
     "get_iommu_did",
+    # format 1.2 (several CPUs: domain destruction as Xen splits it)
+    "domain_destroy",
+    "complete_domain_destroy",
 )
 FUNC_CODE: dict[str, int] = {name: i for i, name in enumerate(FUNCS)}
 
@@ -326,6 +342,8 @@ FIELD_ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
     ("fault-inject", "point"): ("pgd-alloc", "did-alloc", "flush-context", "flush-iotlb", "quirk", "cmpxchg",
                                 "rmrr-map"),
     ("log", "level"): ("debug", "info", "warning", "err"),
+    ("lock-wait", "lock"): LOCK_NAMES,
+    ("dma", "via"): ("memory", "context-cache", "iotlb", "device-tlb", "none"),
 }
 assert all(KIND_BY_NAME[k].types[KIND_BY_NAME[k].fields.index(f)] == "str" for k, f in FIELD_ENUMS)
 
@@ -334,7 +352,7 @@ def value_rule(kind: str, field: str, type_: str) -> str | None:
     """The value rule of a field in words (docs/FORMAT.md's table), or None."""
     if (kind, field) in FIELD_ENUMS:
         return "|".join(FIELD_ENUMS[(kind, field)])
-    if type_ == "u64":
+    if type_ in ("u64", "u64?"):
         return "0..2^64-1"
     if field in FIELD_RANGES:
         lo, hi = FIELD_RANGES[field]

@@ -41,6 +41,8 @@ K_FAULT_INJECT: Final = 30
 K_ENGINE_LIMIT: Final = 31
 K_LOG: Final = 32
 K_PSEUDO_DOMID: Final = 33
+K_LOCK_WAIT: Final = 34
+K_DMA: Final = 35
 
 # op-begin
 F_OP_BEGIN_VERB: Final = 6
@@ -211,3 +213,25 @@ F_PSEUDO_DOMID_BDF: Final = 7
 F_PSEUDO_DOMID_IOMMU: Final = 8
 F_PSEUDO_DOMID_DOMAIN: Final = 9
 F_PSEUDO_DOMID_VALUE: Final = 10
+
+# lock-wait
+F_LOCK_WAIT_LOCK: Final = 6
+F_LOCK_WAIT_TARGET: Final = 7
+F_LOCK_WAIT_HOLDER: Final = 8
+
+# dma
+F_DMA_SOURCE: Final = 6
+F_DMA_SEG: Final = 7
+F_DMA_BDF: Final = 8
+F_DMA_RID: Final = 9
+F_DMA_IOMMU: Final = 10
+F_DMA_IOVA: Final = 11
+F_DMA_WRITE: Final = 12
+F_DMA_VIA: Final = 13
+F_DMA_CTX_LO: Final = 14
+F_DMA_CTX_HI: Final = 15
+F_DMA_DID: Final = 16
+F_DMA_PT_ROOT: Final = 17
+F_DMA_HOST: Final = 18
+F_DMA_OWNER: Final = 19
+F_DMA_FAULT: Final = 20

@@ -21,8 +21,10 @@ property test compares against.
 
 from __future__ import annotations
 
+from .. import schema as S
 from ..platform import Platform
 from ..recorder import Recorder
+from ..sched import SHARED_KINDS, Chooser, Deadlock, FollowSchedule, Scheduler
 from .context_one import ContextOneMixin
 from .core import EngineCore, EngineLimit
 from .did import DidMixin
@@ -46,28 +48,42 @@ class Engine(PciMixin, ReassignMixin, MappingMixin, ContextOneMixin, QuirksMixin
              FlushMixin, DidMixin, EngineCore):
 
     def __new__(cls, platform: Platform, recorder: Recorder, *, variant: str,
-                cx16: bool | None = None) -> Engine:
+                cx16: bool | None = None, chooser: Chooser | None = None) -> Engine:
         # A variant with code of its own is a subclass (ENGINE_CLASSES, below).
         sub = ENGINE_CLASSES.get(variant) if cls is Engine else None
         return object.__new__(sub if sub is not None else cls)
 
-    def __init__(self, platform: Platform, recorder: Recorder, *, variant: str, cx16: bool | None = None) -> None:
+    def __init__(self, platform: Platform, recorder: Recorder, *, variant: str, cx16: bool | None = None,
+                 chooser: Chooser | None = None) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"unknown engine variant {variant!r}")
         self.variant = variant
         super().__init__(platform, recorder, cx16=cx16)
+        self.chooser = chooser
 
     def run(self) -> list[int]:
-        """Boot, then every op; the return codes of the ops in order."""
+        """Boot, then every op; the return codes of the ops in listed order.
+        One CPU and no DMA: the ops one after the other.  Otherwise the
+        scheduler (tracer/sched.py) runs them on their CPUs under the
+        chooser (default: run to completion in listed order)."""
         rcs = []
         try:
             self.boot()
-            for op in self.platform.ops:
-                rcs.append(self.run_op(op))
-        except EngineLimit as exc:
-            from .. import schema as S
+            if self.platform.cpus == 1 and not self.platform.dma and self.chooser is None:
+                for op in self.platform.ops:
+                    rcs.append(self.run_op(op))
+            else:
+                self.sched = Scheduler(self, self.chooser or FollowSchedule(), self.platform.ops,
+                                       self.platform.cpus)
+                self.rec.sched, self.rec.shared = self.sched, SHARED_KINDS
+                rcs = self.sched.run()
+        except (EngineLimit, Deadlock) as exc:
             self.emit(S.K_ENGINE_LIMIT, "", str(exc), len(self.stack))
+            if isinstance(exc, Deadlock):
+                raise EngineLimit(str(exc)) from exc
             raise
+        finally:
+            self.rec.sched = None
         return rcs
 
 

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import schema as S
 from ..canonical import canonical
 from ..platform import DEFAULT_ERRNO, ERRNO, Device, Platform, Rmrr, fmt_bdf, parse_bdf
 from ..recorder import Recorder
 from .hw import VtdIommu
+
+if TYPE_CHECKING:
+    from ..sched import Scheduler
 
 # Where the simulated allocator hands out 4 KiB pages.  Deterministic.
 _ALLOC_BASE = 0x1_0000_0000
@@ -103,6 +106,12 @@ class EngineCore:
         self.locks: dict[tuple[str, LockTarget], int] = {}
         self._nest: dict[tuple[str, LockTarget], int] = {}
         self.op_open: int | None = None
+        # Several CPUs (tracer/sched.py): the scheduler swaps the per-CPU
+        # attributes above (sched.PER_CPU) when it switches CPU; these two
+        # are the machine's view of every CPU.
+        self.sched: Scheduler | None = None
+        self.open_ops: dict[int, int] = {}                  # cpu -> its open op
+        self.waits: dict[int, tuple[str, LockTarget]] = {}   # cpu -> the lock it spins on
         self._fault_counts: dict[int, int] = {}
         self.cur_pdev: PciDev | None = None     # the device the current op is about
         self.mo14_depth = 0
@@ -243,6 +252,15 @@ class EngineCore:
 
     def lock(self, label: str, name: str, target: LockTarget) -> None:
         key = (name, target)
+        holder = self.locks.get(key)
+        if holder is not None and holder != self.rec.cpu and name not in NESTABLE_LOCKS:
+            # Another CPU holds the spin lock: spin (visible as lock-wait) until it is free.
+            if self.sched is None:
+                raise EngineLimit(f"{name} {target} held by CPU {holder}")
+            self.waits[self.rec.cpu] = key
+            self.emit(S.K_LOCK_WAIT, label, name, target, holder)
+            self.sched.wait_until(lambda: key not in self.locks, f"{name} {target} (held by CPU {holder})")
+            del self.waits[self.rec.cpu]
         if key in self.locks:
             if name not in NESTABLE_LOCKS:
                 # Xen spinlocks are not recursive: this would deadlock.
@@ -260,6 +278,25 @@ class EngineCore:
             del self.locks[key]
             del self._nest[key]
         self.emit(S.K_UNLOCK, label, name, target)
+
+    def cpu_stacks(self) -> dict[int, list[str]]:
+        """Every CPU's call stack (function names, outermost first)."""
+        if self.sched is None:
+            return {self.rec.cpu: [f.func for f in self.stack]}
+        out = {}
+        for c in self.sched.cpus:
+            frames = self.stack if c is self.sched.current else c.saved.get("stack", [])
+            out[c.index] = [f.func for f in frames]
+        return out
+
+    # --- DMA (the scenario's [[dma]] sources; engine/dma.py) ---------------
+
+    def dma_ready(self) -> list[int]:
+        """Indices of the DMA sources that may be issued at this point."""
+        return []
+
+    def issue_dma(self, index: int) -> None:
+        raise EngineLimit(f"DMA source {index} cannot be issued by this engine")
 
     def pcidevs_locked(self) -> bool:
         return ("pcidevs_lock", None) in self.locks
@@ -320,6 +357,7 @@ class EngineCore:
             translation=[u.index for u in self.iommus if u.translation_enabled],
             pseudo=self.pseudo_holders,
             locks=self.locks,
-            stacks={self.rec.cpu: [f.func for f in self.stack]},
-            op=self.op_open,
+            stacks=self.cpu_stacks(),
+            ops=self.open_ops,
+            waits=self.waits,
         )

@@ -55,8 +55,9 @@ class QuarantineEngine(Engine):
     """The V3 domain-ID helpers the quarantine tables need, and the tables;
     FinalEngine (final.py) builds on it."""
 
-    def __init__(self, platform: Any, recorder: Any, *, variant: str, cx16: bool | None = None) -> None:
-        super().__init__(platform, recorder, variant=variant, cx16=cx16)
+    def __init__(self, platform: Any, recorder: Any, *, variant: str, cx16: bool | None = None,
+                 chooser: Any = None) -> None:
+        super().__init__(platform, recorder, variant=variant, cx16=cx16, chooser=chooser)
         # iommu->pseudo_domid_map per unit (set indexes); iommu_alloc_domid's static start
         self.pseudo_domid_maps: dict[int, set[int]] = {u.index: set() for u in self.iommus}
         self.pseudo_start = 0

@@ -135,6 +135,7 @@ class PciMixin(ReassignMixin, MappingMixin, ContextOneMixin, FlushMixin, DidMixi
     def _op_begin(self, index: int, verb: str, device: str | None, domain: str | None) -> None:
         self.rec.op = index
         self.op_open = index
+        self.open_ops[self.rec.cpu] = index
         bdf: int | None
         sg: int | None
         if device:
@@ -147,6 +148,7 @@ class PciMixin(ReassignMixin, MappingMixin, ContextOneMixin, FlushMixin, DidMixi
 
     def _op_end(self, rc: int) -> None:
         self.op_open = None
+        self.open_ops.pop(self.rec.cpu, None)
         self.emit(S.K_OP_END, "", rc)
 
     def _op_pdev(self, op: Op) -> tuple[PciDev | None, tuple[int, int, int]]:

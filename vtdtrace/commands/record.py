@@ -1,4 +1,5 @@
-"""vtdtrace record SCENARIO --engine legacy|direct|original|final [--cx16|--no-cx16] [-o FILE] [--force]"""
+"""vtdtrace record SCENARIO --engine legacy|direct|original|final [--cx16|--no-cx16] [--schedule S]
+[-o FILE] [--force]"""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ def add_parser(p) -> None:
                    help="the CPU has cmpxchg16b (overrides platform.cx16)")
     g.add_argument("--no-cx16", dest="cx16", action="store_false",
                    help="no cmpxchg16b: the two-step write paths")
+    p.add_argument("--schedule", metavar="S", default="",
+                   help="the interleaving to record, as stored in a trace header and printed by explore: "
+                        "non-default choices SEQ:KV, e.g. \"41:c1 57:d0\" (docs/ENGINE.md#scheduling); "
+                        "default: run to completion in listed order")
     p.add_argument("-o", "--output", metavar="FILE", help="default ./NAME.ENGINE[-nocx16].vtdt")
     p.add_argument("--force", action="store_true", help="overwrite an existing trace")
 
@@ -29,6 +34,7 @@ def run(args) -> int:
     from tracer.engine import VARIANTS
     from tracer.record import apply_cx16, default_output, make_header, record
     from tracer.scenario import ScenarioError, load_scenario
+    from tracer.sched import ScheduleError, parse_schedule
 
     if args.engine in PLANNED:
         return fail(None, f"engine variant {args.engine!r} is planned but not implemented yet "
@@ -41,15 +47,22 @@ def run(args) -> int:
         print(f"vtdtrace: {exc}", file=sys.stderr)
         return 2
     apply_cx16(platform, args.cx16)
+    try:
+        schedule = parse_schedule(args.schedule)
+    except ScheduleError as exc:
+        return fail(None, f"--schedule: {exc}")
     out = args.output or default_output(platform, args.engine)
-    writer = open_trace_writer(out, make_header(platform, args.engine), args.force)
+    writer = open_trace_writer(out, make_header(platform, args.engine, schedule), args.force)
     if isinstance(writer, int):
         return writer
     try:
         with writer:
-            result = record(platform, args.engine, writer)
+            result = record(platform, args.engine, writer, schedule=schedule)
     except OSError as exc:
         return write_failed(out, writer, exc)
+    except ScheduleError as exc:
+        writer.discard()
+        return fail(None, f"--schedule: {exc} (no trace written)")
     rcs = ", ".join(f"op{i + 1}={rc}" for i, rc in enumerate(result.rcs)) or "no ops"
     cx = "cx16" if platform.knobs.cx16 else "no-cx16"
     print(f"recorded {platform.name} under {args.engine} ({cx}, {platform.knobs.cx16_source}) -> {out}")
