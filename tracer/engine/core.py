@@ -298,6 +298,11 @@ class EngineCore:
     def issue_dma(self, index: int) -> None:
         raise EngineLimit(f"DMA source {index} cannot be issued by this engine")
 
+    def dma_state_key(self) -> object:
+        """What the engine keeps for DMA that no event shows (its cache
+        contents): hashable, for the explorer's state key."""
+        return ()
+
     def pcidevs_locked(self) -> bool:
         return ("pcidevs_lock", None) in self.locks
 

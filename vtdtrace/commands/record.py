@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from ..engine_options import add_engine_options, apply_engine_options
 from ..errors import fail
 from ..output import open_trace_writer, write_failed
 
@@ -13,15 +14,7 @@ PLANNED: tuple[str, ...] = ()
 
 def add_parser(p) -> None:
     p.add_argument("scenario", metavar="SCENARIO", help="a scenario file or the name of a shipped one")
-    p.add_argument("--engine", required=True, metavar="NAME",
-                   help="legacy (V1, the seed's parent), direct (V2, the XSA-400 seed), "
-                        "original (V0, aafd4f1df0, before XSA-400) or final (V3, b3ee746000, "
-                        "the end of the 4.15 XSA-400 series)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--cx16", dest="cx16", action="store_true", default=None,
-                   help="the CPU has cmpxchg16b (overrides platform.cx16)")
-    g.add_argument("--no-cx16", dest="cx16", action="store_false",
-                   help="no cmpxchg16b: the two-step write paths")
+    add_engine_options(p)
     p.add_argument("--schedule", metavar="S", default="",
                    help="the interleaving to record, as stored in a trace header and printed by explore: "
                         "non-default choices SEQ:KV, e.g. \"41:c1 57:d0\" (docs/ENGINE.md#scheduling); "
@@ -32,7 +25,7 @@ def add_parser(p) -> None:
 
 def run(args) -> int:
     from tracer.engine import VARIANTS
-    from tracer.record import apply_cx16, default_output, make_header, record
+    from tracer.record import default_output, make_header, record
     from tracer.scenario import ScenarioError, load_scenario
     from tracer.sched import ScheduleError, parse_schedule
 
@@ -46,7 +39,7 @@ def run(args) -> int:
     except ScenarioError as exc:
         print(f"vtdtrace: {exc}", file=sys.stderr)
         return 2
-    apply_cx16(platform, args.cx16)
+    apply_engine_options(platform, args)
     try:
         schedule = parse_schedule(args.schedule)
     except ScheduleError as exc:
