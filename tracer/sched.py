@@ -43,6 +43,7 @@ Choices and the schedule
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -377,14 +378,20 @@ class Scheduler:
     # --- what the explorer reads --------------------------------------------------
 
     def frames(self, cpu: Cpu) -> list[FrameType]:
-        """The CPU's engine frames, outermost first (empty when it is not in an op)."""
+        """The CPU's engine frames (tracer/engine/ code only: not the
+        scheduler's, the recorder's or a chooser's), outermost first; empty
+        when it is not inside an op."""
         if cpu is self.current:
             f: FrameType | None = sys._getframe(1)
         else:
             f = cpu.glet.gr_frame if cpu.glet is not None else None
         out: list[FrameType] = []
         while f is not None and f.f_code is not Scheduler._cpu_main.__code__:
-            out.append(f)
+            if f.f_code.co_filename.startswith(_ENGINE_DIR):
+                out.append(f)
             f = f.f_back
         out.reverse()
         return out
+
+
+_ENGINE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine") + os.sep
