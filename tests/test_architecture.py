@@ -13,7 +13,7 @@ from pathlib import Path
 from conftest import REPO
 
 # The schema side of tracer: plain data and pure functions, no engine.
-REPLAY_MAY_IMPORT = {"tracer", "tracer.schema", "tracer.canonical", "tracer.platform"}
+REPLAY_MAY_IMPORT = {"tracer", "tracer.schema", "tracer.canonical", "tracer.platform", "tracer.hostmem"}
 
 
 def _modules(package: str) -> list[str]:

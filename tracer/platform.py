@@ -192,6 +192,15 @@ class DmaSource:
     write: bool
     at: tuple[int, str] | None = None
 
+    @property
+    def access(self) -> str:
+        return "write" if self.write else "read"
+
+    def to_header(self) -> dict[str, Any]:
+        """The header's ``platform.dma`` entry: at is [op, step] or None."""
+        return {"name": self.name, "device": self.device, "iova": self.iova, "access": self.access,
+                "at": list(self.at) if self.at is not None else None}
+
 
 @dataclass
 class Platform:
@@ -221,7 +230,7 @@ class Platform:
 
     def to_header(self) -> dict[str, Any]:
         """A platform summary for the trace header (deterministic, msgpack-able)."""
-        return {
+        out = {
             "knobs": {
                 "cx16": self.knobs.cx16, "cx16_source": self.knobs.cx16_source,
                 "caching_mode": self.knobs.caching_mode, "coherent": self.knobs.coherent,
@@ -245,3 +254,8 @@ class Platform:
             ],
             "domains": [[d.id, d.name, d.hardware] for d in self.domains] + [[DOMID_IO, "dom_io", False]],
         }
+        # Only a scenario with [[dma]] has the entry: the headers of the
+        # others stay as they were (absent = no DMA sources).
+        if self.dma:
+            out["dma"] = [s.to_header() for s in self.dma]
+        return out

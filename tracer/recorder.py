@@ -48,11 +48,16 @@ class Recorder:
         # scheduling point: the scheduler may run another CPU before emit returns.
         self.sched: Scheduler | None = None
         self.shared: frozenset[int] = frozenset()
+        # the op and step label of the last event (a [[dma]] source's `at`
+        # is matched against them at a scheduling point)
+        self.last_op = 0
+        self.last_label = ""
 
     def emit(self, kind: int, func: str, label: str, *fields: object) -> None:
         self.seq += 1
         ev = [kind, self.seq, self.cpu, self.op, FUNC_CODE[func], label, *fields]
         self.sink.append(ev)
+        self.last_op, self.last_label = self.op, label
         if self.observer is not None:
             self.observer(ev)
         if self.sched is not None and kind in self.shared:

@@ -30,6 +30,7 @@ from .platform import (
     FAULT_POINTS,
     OP_VERBS,
     Device,
+    DmaSource,
     Domain,
     Fault,
     IommuUnit,
@@ -45,7 +46,7 @@ from .schema import DOMID_FIRST_RESERVED
 # The closed key lists of docs/SCENARIOS.md.  `relaxed` on an op is the one addition:
 # it is XEN_DOMCTL_DEV_RDM_RELAXED, the only way to assign a device whose RMRR is
 # shared (Op.relaxed exists in the platform model for it).
-TOP_KEYS = ("name", "description", "platform", "iommu", "device", "rmrr", "domain", "op", "fault")
+TOP_KEYS = ("name", "description", "platform", "iommu", "device", "rmrr", "domain", "op", "fault", "dma")
 PLATFORM_KEYS = ("cx16", "caching_mode", "coherent", "quarantine", "ats", "rwbf", "hwdom_passthrough")
 IOMMU_KEYS = ("id", "segment", "include_all", "devices", "nd", "levels")
 DEVICE_KEYS = ("bdf", "type", "id", "phantom_stride", "ats", "owner", "present", "secondary", "subordinate")
@@ -55,6 +56,9 @@ OP_KEYS = ("do", "device", "to", "domain", "relaxed", "cpu")
 # Ops name their CPU (default 0); a scenario may use CPUs 0 .. MAX_CPUS - 1.
 MAX_CPUS = 8
 FAULT_KEYS = ("at", "domain", "device", "nth", "errno")
+DMA_KEYS = ("name", "device", "target", "access", "at")
+DMA_AT_KEYS = ("op", "step")
+DMA_ACCESS = ("read", "write")
 
 # Keys each verb needs and the optional ones it accepts besides `do`.
 OP_SHAPE = {
@@ -462,9 +466,10 @@ def _build(ld: _Loader, data: dict[str, Any], stem: str) -> Platform:
     rmrrs = _rmrrs(ld, data, devices)
     ops = _ops(ld, data, domains, hwdom, devices)
     faults = _faults(ld, data, domains, devices)
+    dma = _dma(ld, data, devices, rmrrs, len(ops))
 
     return Platform(name=name, description=description, knobs=knobs, iommus=iommus,
-                    devices=devices, rmrrs=rmrrs, domains=domains, ops=ops, faults=faults)
+                    devices=devices, rmrrs=rmrrs, domains=domains, ops=ops, faults=faults, dma=dma)
 
 
 def _knobs(ld: _Loader, data: dict[str, Any]) -> Knobs:
@@ -790,4 +795,72 @@ def _faults(ld: _Loader, data: dict[str, Any], domains: list[Domain], devices: l
             ld.fail(f"{w}.errno", f"expected one of {', '.join(sorted(ERRNO))}, got {errno!r}{_suggest(errno, ERRNO)}")
         fault.errno = errno
         out.append(fault)
+    return out
+
+
+_STEP_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_']*$")
+_DMA_TYPES = ("pcie-endpoint", "pci")
+
+
+def _dma(ld: _Loader, data: dict[str, Any], devices: list[Device], rmrrs: list[Rmrr],
+         nops: int) -> list[DmaSource]:
+    """[[dma]]: devices that may issue one DMA each (docs/SCENARIOS.md#dma)."""
+    out: list[DmaSource] = []
+    by_bdf = {d.bdf: d for d in devices}
+    for i, t in enumerate(ld.array_of_tables(data, "dma"), 1):
+        # dma[N] counts from 1 like every table of the file; the default name
+        # counts from 0, as the schedule's `d` choices do (dma0 is d0)
+        w = f"dma[{i}]"
+        ld.keys(t, w, DMA_KEYS)
+        name = ld.string(t, w, "name", f"dma{i - 1}")
+        if not _NAME_RE.match(name):
+            ld.fail(f"{w}.name", f"expected letters, digits, '.', '_' or '-', got {name!r}")
+        if any(s.name == name for s in out):
+            ld.fail(f"{w}.name", f"expected a name no other [[dma]] has, got {name!r}")
+        ld.required(t, w, "device", "the BDF of the device that issues the DMA")
+        try:
+            seg, bus, devfn = parse_bdf(t["device"], short_ok=True)
+        except ValueError as exc:
+            ld.fail(f"{w}.device", str(exc))
+        bdf = fmt_bdf(seg, bus, devfn)
+        dev = by_bdf.get(bdf)
+        if dev is None:
+            ld.fail(f"{w}.device", f"unknown device {bdf!r} (known: {_known(list(by_bdf))})")
+        if dev.type not in _DMA_TYPES:
+            ld.fail(f"{w}.device", f"expected a device that issues DMA ({' or '.join(_DMA_TYPES)}), "
+                    f"got {bdf}, a {dev.type}")
+        ld.required(t, w, "target", '"rmrr" or a 4 KiB-aligned IOVA address')
+        target = t["target"]
+        rmrr = target == "rmrr"
+        if rmrr:
+            own = [r for r in rmrrs if r.segment == seg and bdf in r.devices]
+            if not own:
+                ld.fail(f"{w}.target", f'"rmrr" needs a device with an RMRR; {bdf} is in no [[rmrr]]')
+            iova = own[0].base & ~(PAGE - 1)
+        elif isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < (1 << 48) \
+                or target % PAGE:
+            ld.fail(f"{w}.target", f'expected "rmrr" or a 4 KiB-aligned IOVA address below 2^48, '
+                    f"got {_show(target)}")
+        else:
+            iova = target
+        ld.required(t, w, "access", "read or write")
+        access = ld.present_string(t, w, "access")
+        if access not in DMA_ACCESS:
+            ld.fail(f"{w}.access", f"expected read or write, got {access!r}")
+        at = None
+        if "at" in t:
+            a = t["at"]
+            if not isinstance(a, dict):
+                ld.fail(f"{w}.at", f'expected a table {{op = N, step = "MO7"}}, got {_show(a)}')
+            ld.keys(a, f"{w}.at", DMA_AT_KEYS)
+            ld.required(a, f"{w}.at", "op", f"an op number 1..{nops}")
+            ld.required(a, f"{w}.at", "step", 'a step label like "MO7"')
+            if nops < 1:
+                ld.fail(f"{w}.at.op", "expected an op number, but the scenario has no [[op]]")
+            op = ld.present_integer(a, f"{w}.at", "op", 1, nops, f"an op number 1..{nops}")
+            step = ld.present_string(a, f"{w}.at", "step")
+            if not _STEP_RE.match(step):
+                ld.fail(f"{w}.at.step", f'expected a step label like "MO7", got {step!r}')
+            at = (op, step)
+        out.append(DmaSource(name=name, device=bdf, iova=iova, rmrr=rmrr, write=access == "write", at=at))
     return out

@@ -60,6 +60,7 @@ class Engine(PciMixin, ReassignMixin, MappingMixin, ContextOneMixin, QuirksMixin
         self.variant = variant
         super().__init__(platform, recorder, cx16=cx16)
         self.chooser = chooser
+        self._dma_init()
 
     def run(self) -> list[int]:
         """Boot, then every op; the return codes of the ops in listed order.

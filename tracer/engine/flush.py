@@ -7,11 +7,15 @@ since 4.15's waits cannot fail)."""
 from __future__ import annotations
 
 from .. import schema as S
-from .core import EngineCore, XenDomain
+from .core import XenDomain
+from .dma import DmaMixin
 from .hw import CONTEXT_TT_DEV_IOTLB, VtdIommu, context_domain_id, context_translation_type
 
 
-class FlushMixin(EngineCore):
+class FlushMixin(DmaMixin):
+    # Each completed invalidation also empties the engine's DMA cache model
+    # (engine/dma.py), before its event: a DMA issued at the scheduling point
+    # right after the event sees the cache as the flush left it.
 
     def iommu_sync_cache(self, iommu: VtdIommu, bus: int, devfn: int, label: str) -> None:
         self.emit(S.K_CACHE_SYNC, label, iommu.index, bus, devfn)
@@ -26,6 +30,8 @@ class FlushMixin(EngineCore):
             did = 0   # CM=1: non-present entries are cached tagged with DID 0
         rc = self.fault("flush-context", label, domain)
         self.lock(label, "register_lock", iommu.index)
+        if not rc:
+            self.dma_context_flushed(iommu.index, gran, did, sid, fm)
         self.emit(S.K_FLUSH_CONTEXT, label, iommu.index, gran, did, sid, fm, bool(non_present), rc)
         self.unlock(label, "register_lock", iommu.index)
         return rc
@@ -51,6 +57,8 @@ class FlushMixin(EngineCore):
             did = 0
         rc = self.fault("flush-iotlb", label, domain)
         self.lock(label, "register_lock", iommu.index)
+        if not rc:
+            self.dma_iotlb_flushed(iommu.index, gran, did, 0, 0)
         self.emit(S.K_FLUSH_IOTLB, label, iommu.index, gran, did, 0, 0, bool(non_present), bool(dev_iotlb), rc)
         self.unlock(label, "register_lock", iommu.index)
         if dev_iotlb:
@@ -72,6 +80,7 @@ class FlushMixin(EngineCore):
                 if pdev.bus not in iommu.root or context_domain_id(hi) != did \
                         or context_translation_type(lo) != CONTEXT_TT_DEV_IOTLB:
                     continue
+            self.dma_dev_iotlb_flushed(iommu.index, pdev)
             self.emit(S.K_FLUSH_DEV_IOTLB, label, iommu.index, pdev.bdf16, did, 0)
         return 0
 
