@@ -41,6 +41,7 @@ from tracer.schema import I_KIND, I_SEQ
 from .base import F_DOMAIN, Context, Event, Hook
 from .devtlb import DevtlbAnalyser
 from .did import DidAnalyser
+from .dma import DmaAnalyser
 from .findings import KINDS, Finding, FindingIndex, pack_findings, sort_findings, unpack_findings
 from .locks import LockAnalyser
 from .mismatch import MismatchAnalyser
@@ -53,9 +54,10 @@ if TYPE_CHECKING:
     from replay.reader import StopReport, Trace
     from replay.sidecar import Content, Sidecar, TraceIdentity
 
-# Order matters: mismatch before stale (foreign-iotlb reads the mismatch set).
+# Order matters: mismatch before stale (foreign-iotlb reads the mismatch set);
+# dma last (its finish() marks the other analysers' windows "observed").
 ANALYSERS = (RmrrAnalyser, MismatchAnalyser, StaleAnalyser, DidAnalyser, LockAnalyser, DevtlbAnalyser,
-             OwnerAnalyser)
+             OwnerAnalyser, DmaAnalyser)
 
 
 class Analysis:

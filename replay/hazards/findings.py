@@ -46,6 +46,8 @@ KINDS = (
     "lock-order",
     "stale-devtlb",
     "owner-mismatch",
+    "dma-fault-rmrr",
+    "dma-foreign",
 )
 BENIGN, WARNING, HAZARD = "benign", "warning", "hazard"
 SEVERITIES = (BENIGN, WARNING, HAZARD)

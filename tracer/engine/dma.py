@@ -138,7 +138,7 @@ class DmaMixin(EngineCore):
         bus, devfn = self.wire_rid(pdev)
         out = self.translate(src, pdev, iommu, bus, devfn)
         last = (self.rec.last_op, self.rec.last_label)
-        self.rec.emit(S.K_DMA, "", "", src.name, pdev.seg, pdev.bdf16, (bus << 8) | devfn, iommu.index,
+        self.rec.emit(S.K_DMA, "", "DMA", src.name, pdev.seg, pdev.bdf16, (bus << 8) | devfn, iommu.index,
                       src.iova, src.write, out.via, out.ctx[0], out.ctx[1], out.did, out.pt_root, out.host,
                       out.owner, out.fault)
         # a source's `at` names an engine step, not the DMA: another source
