@@ -88,6 +88,7 @@ class StateTables(Protocol):
     pseudo: dict[int, tuple[int, int]]
     locks: dict[tuple[str, int | None], int]
     nest: dict[tuple[str, int | None], int]
+    open_ops: dict[int, tuple[Any, ...]]
     cc: dict[Key, frozenset[Value]]
     tlb: dict[tuple[int, int], frozenset[tuple[int, int, int]]]
     devtlb: dict[Key, frozenset[Translation]]

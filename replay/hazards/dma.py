@@ -146,6 +146,7 @@ class DmaAnalyser(Analyser):
             src = self.began.get(cpu)
             if src is not None:
                 owners.add(src)
+            target: int | None
             if verb == "quarantine" or (verb == "deassign" and self.quarantine):
                 target = DOMID_IO
             elif verb == "deassign":
