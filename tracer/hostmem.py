@@ -6,13 +6,15 @@ pages behind them are symbolic.  Every domain's I/O page tables map every
 IOVA page to a host page *of that domain*; the page number carries its owner,
 so "whose memory did this DMA reach" is a function of the page alone:
 
-    host = HOST_OWNED | domid << 48 | frame          (an owned page)
+    host = HOST_OWNED | domid << 47 | frame          (an owned page)
     host = iova                                       (firmware memory)
 
 ``frame`` is the IOVA page for a domain's ordinary memory (an identity
 guest-physical layout is enough to tell pages of one domain apart), and the
-scratch page's machine address for a quarantine tree.  Bit 63 is never set
-in an IOVA (addresses are below 2^48), so the two forms cannot collide.
+scratch page's machine address for a quarantine tree; a domid takes 16 bits
+(engine ``final``'s pseudo domain IDs have bit 15 set), so frames keep 47
+bits and a scenario's IOVAs stay below 2^47.  Bit 63 is never set in an
+IOVA, so the two forms cannot collide.
 
 The cases, for a page walked through tables owned by ``owner``:
 
@@ -41,8 +43,9 @@ from typing import NamedTuple
 from .schema import DOMID_XEN
 
 HOST_OWNED = 1 << 63
-_DOMID_SHIFT = 48
-_DOMID_MASK = 0x7FFF
+_DOMID_SHIFT = 47
+_DOMID_MASK = 0xFFFF
+IOVA_LIMIT = 1 << _DOMID_SHIFT
 _FRAME_MASK = (1 << _DOMID_SHIFT) - 1
 PAGE_MASK_4K = 0xFFFF_FFFF_FFFF_F000
 

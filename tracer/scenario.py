@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, overload
 
+from .hostmem import IOVA_LIMIT
 from .platform import (
     BRIDGE_TYPES,
     DEFAULT_ERRNO,
@@ -837,9 +838,9 @@ def _dma(ld: _Loader, data: dict[str, Any], devices: list[Device], rmrrs: list[R
             if not own:
                 ld.fail(f"{w}.target", f'"rmrr" needs a device with an RMRR; {bdf} is in no [[rmrr]]')
             iova = own[0].base & ~(PAGE - 1)
-        elif isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < (1 << 48) \
+        elif isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < IOVA_LIMIT \
                 or target % PAGE:
-            ld.fail(f"{w}.target", f'expected "rmrr" or a 4 KiB-aligned IOVA address below 2^48, '
+            ld.fail(f"{w}.target", f'expected "rmrr" or a 4 KiB-aligned IOVA address below 2^47, '
                     f"got {_show(target)}")
         else:
             iova = target

@@ -174,7 +174,8 @@ class DmaAnalyser(Analyser):
         access = "write" if write else "read"
         owners, ops = self._owners(seg, bdf)
         during = f"during {ops}" if ops else (f"during op {ev[S.I_OP]}" if ev[S.I_OP] else "between operations")
-        head = f"{device}'s DMA {source} ({access} of IOVA {iova:#x}, requester ID {rid_s}, via {via})"
+        head = (f"{device}'s DMA {source} at seq {ev[S.I_SEQ]} ({access} of IOVA {iova:#x}, requester ID {rid_s}, "
+                f"via {via})")
         seq = ev[S.I_SEQ]
         label = ctx.label(ev)
 
@@ -194,13 +195,13 @@ class DmaAnalyser(Analyser):
             b, e = in_rmrr[0]
             self.pending.append(Finding(
                 "dma-fault-rmrr", HAZARD, device, rid_s, unit, seq, None, label, None,
-                f"seq {seq}: {head} to its RMRR [{b:#x}, {e:#x}] {what} on IOMMU {unit} {during}: the device "
+                f"{head} to its RMRR [{b:#x}, {e:#x}] {what} on IOMMU {unit} {during}: the device "
                 "lost the identity mapping it must keep while it may DMA (XSA-400)"))
         if foreign:
             mine_s = join_names(sorted(ctx.dom(d) for d in owners)) or "no domain"
             self.pending.append(Finding(
                 "dma-foreign", HAZARD, device, rid_s, unit, seq, None, label, None,
-                f"seq {seq}: {head} {what}, memory of {ctx.dom(owner)}, which does not own the device "
+                f"{head} {what}, memory of {ctx.dom(owner)}, which does not own the device "
                 f"(owner: {mine_s}) {during}"))
         self.dmas.append(Dma(seq, source, device, rid_s, unit, via, fault, foreign, rmrr_fault, what))
 
