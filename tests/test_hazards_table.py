@@ -691,6 +691,12 @@ EXPECTED[("s7-phantom-quarantine", "final-nocx16")] = _clean_quarantined("02:00.
 EXPECTED[("s12-phantom-source-alone", "final")] = _D3_ROWS_02 + _clean_quarantined("03:00.0")
 EXPECTED[("s12-phantom-source-alone", "final-nocx16")] = _D3_ROWS_02 + _clean_quarantined("03:00.0")
 
+# S13 is S1 with dom0's NIC as the one other device on the unit and three DMA sources; the
+# run-to-completion schedule issues no DMA, so every variant has S1's rows (the NIC being
+# the foreign-iotlb victim).  Its DMA findings: tests/test_dma_findings.py.
+for _v in VARIANTS:
+    EXPECTED[("s13-usb-nic-dma", _v)] = EXPECTED[("s1-usb-rmrr", _v)]
+
 # Beyond the shipped scenarios: paths the table above does not reach.
 EXTRA_OPS = {
     # S4, then the guest is destroyed: the guest still owns 05:01.0's entry (P5 left it there),

@@ -178,6 +178,7 @@ class DmaAnalyser(Analyser):
                 f"via {via})")
         seq = ev[S.I_SEQ]
         label = ctx.label(ev)
+        where = f"IOMMU {unit}" if unit is not None else "no IOMMU"
 
         dev = ctx.topo.by_loc.get((seg, bdf >> 8, bdf & 0xFF))
         rmrrs = dev.rmrrs if dev is not None else ()
@@ -195,13 +196,13 @@ class DmaAnalyser(Analyser):
             b, e = in_rmrr[0]
             self.pending.append(Finding(
                 "dma-fault-rmrr", HAZARD, device, rid_s, unit, seq, None, label, None,
-                f"{head} to its RMRR [{b:#x}, {e:#x}] {what} on IOMMU {unit} {during}: the device "
+                f"{where}: {head} to its RMRR [{b:#x}, {e:#x}] {what} {during}: the device "
                 "lost the identity mapping it must keep while it may DMA (XSA-400)"))
         if foreign:
             mine_s = join_names(sorted(ctx.dom(d) for d in owners)) or "no domain"
             self.pending.append(Finding(
                 "dma-foreign", HAZARD, device, rid_s, unit, seq, None, label, None,
-                f"{head} {what}, memory of {ctx.dom(owner)}, which does not own the device "
+                f"{where}: {head} {what}, memory of {ctx.dom(owner)}, which does not own the device "
                 f"(owner: {mine_s}) {during}"))
         self.dmas.append(Dma(seq, source, device, rid_s, unit, via, fault, foreign, rmrr_fault, what))
 
