@@ -10,13 +10,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from replay import caches
 from replay.hazards.owner import build_sources
 from replay.hazards.topology import Topology
 from replay.state import apply, initial_state, to_canonical
 from tracer import hostmem
 from tracer import schema as S
 from tracer.engine import Engine
-from tracer.engine.dma import FR_CONTEXT_NOT_PRESENT, FR_READ, FR_ROOT_NOT_PRESENT, FR_TRANSLATED_BLOCKED, FR_WRITE
+from tracer.engine.dma import (
+    FR_CONTEXT_NOT_PRESENT,
+    FR_READ,
+    FR_ROOT_NOT_PRESENT,
+    FR_TRANSLATED_BLOCKED,
+    FR_WRITE,
+    Fill,
+)
 from tracer.platform import DmaSource
 from tracer.record import make_header, record
 from tracer.recorder import ListSink, Recorder
@@ -366,7 +374,8 @@ def test_device_tlb_translated_request_and_blocked():
     pdev = eng.pci_get_pdev(0, 0, 0xFE)
     assert pdev is not None and pdev.ats_enabled
     first = eng.translate(p.dma[0], pdev, u, 0, 0xFE)
-    assert first.fault == 0 and eng.atc == {(0, 0, 0xFE, 0x5000): hostmem.Leaf(first.host, True, True)}
+    assert first.fault == 0 and eng.atc == {(0, 0, 0xFE, 0x5000): Fill(hostmem.Leaf(first.host, True, True),
+                                                                       first.pt_root)}
 
     class Take:
         def cache_choice(self, kind, n):
@@ -434,3 +443,47 @@ def test_replay_equals_the_engine_after_every_event_on_s13(seed, variant, cx16):
     res = record(p, variant, sink, on_event=observe, chooser=RandomChooser(seed))
     assert res.limit is None
     assert diffs == []
+
+
+@settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), variant=st.sampled_from(("legacy", "direct", "original", "final")),
+       cx16=st.booleans())
+def test_what_a_dma_took_from_a_cache_the_replay_says_it_may_hold(seed, variant, cx16):
+    """The engine's cache model is a subset of the replay's "may hold": a
+    context-cache value or an IOTLB entry a DMA used is one the replay,
+    from the events alone, says the cache may hold at that point."""
+    p = load_scenario(S13)
+    p.knobs.cx16 = cx16
+    st_ = initial_state({"platform": p.to_header()})
+    used: list[str] = []
+    problems: list[object] = []
+
+    def observe(engine, ev):
+        if ev[0] == S.K_DMA:
+            d = dict(zip(S.KINDS[S.K_DMA].fields, ev[6:]))
+            key = (d["iommu"], d["rid"] >> 8, d["rid"] & 0xFF)
+            if d["via"] == "context-cache":
+                used.append("x")
+                if (d["ctx_lo"], d["ctx_hi"]) not in caches.context_may_hold(st_, key):
+                    problems.append(ev)
+            elif d["via"] == "iotlb":
+                used.append("t")
+                if not any(did == d["did"] and pt == d["pt_root"]
+                           for did, _b, _df, pt in caches.iotlb_may_hold(st_, d["iommu"])):
+                    problems.append(ev)
+        apply(st_, ev)
+
+    record(p, variant, ListSink(), on_event=observe, chooser=RandomChooser(seed))
+    assert problems == []
+
+
+def test_the_cache_subset_check_sees_both_caches_used():
+    from tracer.sched import parse_schedule
+    _, events, _ = _run(S13, cx16=False)
+    w1 = next(e[1] for e in events if e[0] == S.K_CTX_WRITE and e[5] == "MO7" and e[3] == 1)
+    from tracer.sched import SHARED_KINDS
+    before = max(e[1] for e in events if e[0] in SHARED_KINDS and e[1] < w1)
+    # the USB's DMA before W1' loads its context cache; after W1' it may use it (x1)
+    _, events, _ = _run(S13, cx16=False, schedule=parse_schedule(f"{before}:d1 {w1 + 1}:d0 {w1 + 1}:x1"))
+    usb, rmrr = _dmas(events)
+    assert rmrr["via"] == "context-cache" and (rmrr["ctx_lo"], rmrr["ctx_hi"]) == (usb["ctx_lo"], usb["ctx_hi"])

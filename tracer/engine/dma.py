@@ -24,7 +24,9 @@ scheduler offers it (tracer/sched.py, choice ``d``).  Its translation:
    (a translation request) and caches the answer in its ATC.
 5. **IOTLB** (choice ``t``): the translation tagged (DID, IOVA page), or a
    walk of the tables at SLPTPTR (tracer/hostmem.py says which host page and
-   whose), cached under the entry's DID.
+   whose), cached under the entry's DID.  The event's ``pt_root`` is the
+   tables the translation came from: for a cache hit, those it was filled
+   from.
 6. **Permission**: a write to a page without write permission faults
    (reason 5), a read without read permission (reason 6).
 
@@ -89,6 +91,13 @@ TlbKey = tuple[int, int, int]
 AtcKey = tuple[int, int, int, int]
 
 
+class Fill(NamedTuple):
+    """A cached translation: the leaf, and the tables it was walked from."""
+
+    leaf: hostmem.Leaf
+    root: int
+
+
 class Outcome(NamedTuple):
     via: str
     ctx: tuple[int, int]
@@ -103,8 +112,8 @@ class DmaMixin(EngineCore):
 
     def _dma_init(self) -> None:
         self.cc: dict[CcKey, tuple[int, int]] = {}
-        self.iotlb: dict[TlbKey, hostmem.Leaf] = {}
-        self.atc: dict[AtcKey, hostmem.Leaf] = {}
+        self.iotlb: dict[TlbKey, Fill] = {}
+        self.atc: dict[AtcKey, Fill] = {}
 
     # --- the scheduler's hooks ------------------------------------------------
 
@@ -199,23 +208,22 @@ class DmaMixin(EngineCore):
         ats = pdev.ats_enabled and tt == CONTEXT_TT_DEV_IOTLB
         held = self.atc.get(akey)
         if held is not None:
-            fresh = self.walk(root, iova)
             blocked = tt != CONTEXT_TT_DEV_IOTLB
-            if (blocked or held != fresh) and self._choose("a", 2):
+            if (blocked or held.leaf != self.walk(root, iova)) and self._choose("a", 2):
                 if blocked:
-                    return Outcome("device-tlb", (lo, hi), did, root, None, None, FR_TRANSLATED_BLOCKED)
-                return self._outcome("device-tlb", (lo, hi), did, root, held, src.write)
+                    return Outcome("device-tlb", (lo, hi), did, held.root, None, None, FR_TRANSLATED_BLOCKED)
+                return self._outcome("device-tlb", (lo, hi), did, held.root, held.leaf, src.write)
         # 5./6. the IOTLB, or a walk
-        leaf, hit = self._lookup(u, did, root, iova)
+        fill, hit = self._lookup(u, did, root, iova)
         if ats:
-            self.atc[akey] = leaf
-        return self._outcome("iotlb" if hit else via, (lo, hi), did, root, leaf, src.write)
+            self.atc[akey] = fill
+        return self._outcome("iotlb" if hit else via, (lo, hi), did, fill.root, fill.leaf, src.write)
 
-    def _lookup(self, u: int, did: int, root: int, iova: int) -> tuple[hostmem.Leaf, bool]:
+    def _lookup(self, u: int, did: int, root: int, iova: int) -> tuple[Fill, bool]:
         tag = (u, did, iova)
-        walked = self.walk(root, iova)
+        walked = Fill(self.walk(root, iova), root)
         held = self.iotlb.get(tag)
-        if held is not None and held != walked and self._choose("t", 2):
+        if held is not None and held.leaf != walked.leaf and self._choose("t", 2):
             return held, True
         self.iotlb[tag] = walked
         return walked, False
