@@ -18,6 +18,7 @@ from tracer import hostmem
 from tracer import schema as S
 from tracer.engine import Engine
 from tracer.engine.dma import (
+    FR_CONTEXT_INVALID,
     FR_CONTEXT_NOT_PRESENT,
     FR_READ,
     FR_ROOT_NOT_PRESENT,
@@ -275,6 +276,19 @@ def test_pass_through_is_the_hardware_domains_memory():
     assert (d["host"], d["owner"], d["pt_root"], d["fault"]) == (hostmem.domain_page(0, 0x7000), 0, 0, 0)
 
 
+def test_a_reserved_translation_type_is_an_invalid_context_entry():
+    p = loads_scenario(BASE + '[[dma]]\ndevice = "00:14.0"\ntarget = 0x5000\naccess = "read"\n', "t.toml")
+    eng = Engine(p, Recorder(ListSink()), variant="direct")
+    eng.boot()
+    u = eng.iommus[0]
+    lo, hi = u.ctx[(0, 0xA0)]
+    u.ctx[(0, 0xA0)] = (lo | 0xC, hi)                      # TT = 3
+    pdev = eng.pci_get_pdev(0, 0, 0xA0)
+    assert pdev is not None
+    out = eng.translate(p.dma[0], pdev, u, 0, 0xA0)
+    assert out.fault == FR_CONTEXT_INVALID and out.host is None
+
+
 def test_freed_tables_lead_to_xens_heap():
     p = loads_scenario(BASE + '[[dma]]\ndevice = "00:14.0"\ntarget = 0x5000\naccess = "write"\n', "t.toml")
     eng = Engine(p, Recorder(ListSink()), variant="direct")
@@ -341,7 +355,9 @@ def test_cache_fills_and_flushes():
     eng.translate(p.dma[0], pdev, u, 0, 0xA0)
     eng.dma_context_flushed(0, "global", 0, 0, 0)
     eng.dma_iotlb_flushed(0, "global", 0, 0, 0)
-    assert not eng.cc and not eng.iotlb and eng.dma_state_key() == ((), (), ())
+    assert not eng.cc and not eng.iotlb and eng.dma_state_key() == ((), (), (), ())
+    eng.issue_dma(0)
+    assert eng.dma_state_key()[0] == (0,) and eng.dma_ready() == []
 
 
 def test_the_iotlb_choice_is_offered_only_while_the_entry_is_cached():

@@ -114,16 +114,18 @@ class DmaMixin(EngineCore):
         self.cc: dict[CcKey, tuple[int, int]] = {}
         self.iotlb: dict[TlbKey, Fill] = {}
         self.atc: dict[AtcKey, Fill] = {}
+        self.dma_issued: set[int] = set()      # sources issued so far (one DMA each per run)
 
     # --- the scheduler's hooks ------------------------------------------------
 
     def dma_ready(self) -> list[int]:
-        """Sources whose device is present, on a unit with translation
-        enabled, and whose `at` (if any) names the last event's op and step."""
+        """Sources not issued yet whose device is present, on a unit with
+        translation enabled, and whose `at` (if any) names the last event's
+        op and step."""
         out = []
         last = (self.rec.last_op, self.rec.last_label)
         for i, src in enumerate(self.platform.dma):
-            if src.at is not None and src.at != last:
+            if i in self.dma_issued or (src.at is not None and src.at != last):
                 continue
             pdev = self.pci_get_pdev(*parse_bdf(src.device))
             if pdev is None:
@@ -135,11 +137,14 @@ class DmaMixin(EngineCore):
         return out
 
     def dma_state_key(self) -> object:
-        return (tuple(sorted(self.cc.items())), tuple(sorted(self.iotlb.items())),
-                tuple(sorted(self.atc.items())))
+        """The sources issued and the cache model: two runs that agree on it
+        (and on everything the events show) translate every later DMA alike."""
+        return (tuple(sorted(self.dma_issued)), tuple(sorted(self.cc.items())),
+                tuple(sorted(self.iotlb.items())), tuple(sorted(self.atc.items())))
 
     def issue_dma(self, index: int) -> None:
         src = self.platform.dma[index]
+        self.dma_issued.add(index)
         pdev = self.pci_get_pdev(*parse_bdf(src.device))
         assert pdev is not None        # dma_ready() checked it
         iommu = self.acpi_find_matched_drhd_unit(pdev)
