@@ -15,8 +15,9 @@ what the trace says about ownership:
 * **dma-foreign** (hazard): the DMA reached a page owned by a domain that
   does not own the device (replay state ``owners``).  While an operation
   about the device itself is in flight (``open_ops``: assign, deassign,
-  quarantine), the domain it came from (its owner when the operation began)
-  and the domain it goes to both count as its owner.  A page of the device's
+  quarantine; or the destruction of the domain that owned it, which releases
+  it), the domain it came from (its owner when the operation began) and the
+  domain it goes to both count as its owner.  A page of the device's
   own pseudo domain (engine ``final``'s quarantine tree) is its own too.
   Firmware memory (an identity-mapped RMRR page, owner none) is nobody's:
   never foreign.  Xen's heap (``DOMID_XEN``: tables freed under a live entry)
@@ -96,6 +97,7 @@ class DmaAnalyser(Analyser):
         self.quarantine = isinstance(knobs, dict) and knobs.get("quarantine") is True
         self.sources = isinstance(plat, dict) and bool(plat.get("dma"))
         self.began: dict[Any, Any] = {}           # cpu -> the device's owner when its op began
+        self.released: dict[Any, frozenset[tuple[int, int]]] = {}   # cpu -> devices its destroy op releases
         self.pseudo: dict[int, tuple[int, int]] = {}    # pseudo domid -> (seg, bdf) it stands for
         self.dmas: list[Dma] = []
         self.pending: list[Finding] = []          # findings that end at the next event
@@ -124,7 +126,12 @@ class DmaAnalyser(Analyser):
     def _op_begin(self, ev: Event) -> None:
         self._next(ev)
         seg, bdf = ev[S.F_OP_BEGIN_SEG], ev[S.F_OP_BEGIN_BDF]
-        self.began[ev[S.I_CPU]] = self.ctx.st.owners.get((seg, bdf)) if bdf is not None else None
+        owners = self.ctx.st.owners
+        self.began[ev[S.I_CPU]] = owners.get((seg, bdf)) if bdf is not None else None
+        if ev[S.F_OP_BEGIN_VERB] == "destroy":
+            # the dying domain's devices are released during the op: each is in flight
+            dom = ev[S.F_OP_BEGIN_DOMAIN]
+            self.released[ev[S.I_CPU]] = frozenset(k for k, d in owners.items() if d == dom)
 
     def _pseudo(self, ev: Event) -> None:
         self._next(ev)
@@ -141,6 +148,13 @@ class DmaAnalyser(Analyser):
             owners.add(cur)
         ops = []
         for cpu, (op, verb, obdf, dom, oseg) in sorted(st.open_ops.items()):
+            if verb == "destroy" and (seg, bdf) in self.released.get(cpu, ()):
+                owners.add(dom)
+                to = DOMID_IO if self.quarantine else self.ctx.topo.hardware
+                if to is not None:
+                    owners.add(to)
+                ops.append(f"op {op} (destroy {self.ctx.dom(dom)})")
+                continue
             if obdf != bdf or (oseg if oseg is not None else 0) != seg or verb not in _REASSIGN_VERBS:
                 continue
             src = self.began.get(cpu)
