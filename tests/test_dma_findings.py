@@ -258,3 +258,25 @@ def test_a_released_device_dmaing_while_its_guest_is_destroyed_is_not_foreign(en
     # read-only: once quarantined, the RMRR write faults (the a3 symptom);
     # final's per-device tree maps the RMRR
     assert (rmrr["dma-fault-rmrr"] > 0) == (quarantine and engine == "direct")
+
+
+async def test_view_opens_a_trace_with_a_dma_and_its_findings_pane_names_dma_foreign(tmp_path):
+    from test_tui_support import settle
+
+    from tui.app import VtdtraceApp
+
+    ev = _events("direct", False)
+    w1 = _seq(ev, S.K_CTX_WRITE, "MO7", 1)
+    out = tmp_path / "t.vtdt"
+    r = _cli("record", S13, "--engine", "direct", "--no-cx16", "--schedule",
+             f"{w1}:d{USB_GUEST} {w1 + 1}:d{NIC} {w1 + 1}:t1", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    app = VtdtraceApp(out)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(app, pilot)
+        app.goto_seq(w1 + 2)
+        await pilot.press("4")
+        await settle(app, pilot)
+        text = app.view.findings_pane.text()
+        assert "dma-foreign" in text and "observed" in text
+    app.model.close()
