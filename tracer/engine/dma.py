@@ -37,8 +37,10 @@ with the granularity the flush event records, before the event, so a DMA
 issued right after it sees the cache as the flush left it).  One value per
 tag, as in hardware.  A cached value is offered only when it would give a
 different outcome than the lookup without it (equal outcomes make no
-different run).  This is a subset of what the replay says a cache *may* hold
-(replay/caches.py), which also counts values no modelled DMA loaded.
+different run); not taking it means the cache had evicted it, so a lookup
+that does not use a held value drops it (and loads the new one).  This is
+a subset of what the replay says a cache *may* hold (replay/caches.py),
+which also counts values no modelled DMA loaded.
 Paging-structure caches are not modelled: an IOTLB miss walks the tables as
 they are now.
 
@@ -190,11 +192,14 @@ class DmaMixin(EngineCore):
         mem = iommu.entry(bus, devfn)
         cached = self.cc.get((u, bus, devfn))
         via = "memory"
-        if cached is not None and cached != mem and self._choose("x", 2):
-            lo, hi = cached
-            via = "context-cache"
-        else:
-            lo, hi = mem
+        lo, hi = mem
+        if cached is not None and cached != mem:
+            if self._choose("x", 2):
+                lo, hi = cached
+                via = "context-cache"
+            else:
+                # a unit that holds a value uses it: not using it means it was evicted
+                del self.cc[(u, bus, devfn)]
         if not context_present(lo):
             return Outcome(via, (lo, hi), None, 0, None, None, FR_CONTEXT_NOT_PRESENT)
         # Present entries are what the unit caches (CM = 0 never caches a
@@ -214,10 +219,12 @@ class DmaMixin(EngineCore):
         held = self.atc.get(akey)
         if held is not None:
             blocked = tt != CONTEXT_TT_DEV_IOTLB
-            if (blocked or held.leaf != self.walk(root, iova)) and self._choose("a", 2):
-                if blocked:
-                    return Outcome("device-tlb", (lo, hi), did, held.root, None, None, FR_TRANSLATED_BLOCKED)
-                return self._outcome("device-tlb", (lo, hi), did, held.root, held.leaf, src.write)
+            if blocked or held.leaf != self.walk(root, iova):
+                if self._choose("a", 2):
+                    if blocked:
+                        return Outcome("device-tlb", (lo, hi), did, held.root, None, None, FR_TRANSLATED_BLOCKED)
+                    return self._outcome("device-tlb", (lo, hi), did, held.root, held.leaf, src.write)
+                del self.atc[akey]      # not used: evicted (refilled below if the device may)
         # 5./6. the IOTLB, or a walk
         fill, hit = self._lookup(u, did, root, iova)
         if ats:
