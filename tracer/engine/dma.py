@@ -45,7 +45,7 @@ Paging-structure caches are not modelled: an IOTLB miss walks the tables as
 they are now.
 
 The ``dma`` event is emitted directly through the recorder, with no frame
-and no step label: it is not part of any Xen function.
+and the step label ``DMA``: it is not part of any Xen function.
 """
 
 from __future__ import annotations
