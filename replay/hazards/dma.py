@@ -202,8 +202,13 @@ class DmaAnalyser(Analyser):
         if fault:
             what = f"faulted: {_fault_text(fault)}"
         else:
-            names = dict(ctx.names)
-            what = f"reached {hostmem.describe(host, names) if host is not None else 'memory'}"
+            # the event's owner field names the owner (the trace is the authority)
+            if host is None:
+                what = "reached memory"
+            elif owner is None:
+                what = f"reached firmware page {host:#x}"
+            else:
+                what = f"reached {ctx.dom(owner)} page {hostmem.frame_of(host):#x}"
             mine = owner is None or owner in owners or self.pseudo.get(owner) == (seg, bdf)
             foreign = not mine
         if rmrr_fault:
