@@ -133,7 +133,7 @@ CASES = [
      "s.toml: line 37, column 6: expected valid TOML: Invalid value"),
     ("unknown-top-key", "colour = 1\n" + BASE,
      "s.toml: colour: unknown key; expected one of name, description, platform, iommu, device, rmrr, domain, op, "
-     "fault"),
+     "fault, dma"),
     ("unknown-platform-key", edit("cx16 = true", "cx16 = true\nquarantin = true"),
      "s.toml: platform.quarantin: unknown key (did you mean 'quarantine'?); expected one of "
      "cx16, caching_mode, coherent, quarantine, ats, rwbf, hwdom_passthrough"),
@@ -336,7 +336,7 @@ def test_device_behind_scoped_bridge_needs_no_include_all():
 SHIPPED = [
     "s1-usb-rmrr", "s2-guest-destroy-quarantine", "s3-igd-own-drhd", "s4-legacy-pci-rmrr-bridge",
     "s5-me-wifi-phantom", "s6-enomem", "s7-phantom-quarantine", "s8-two-legacy-behind-bridge",
-    "s10-alias-rid-split", "s11-ats-stale-devtlb", "s12-phantom-source-alone",
+    "s10-alias-rid-split", "s11-ats-stale-devtlb", "s12-phantom-source-alone", "s13-usb-nic-dma",
 ]
 
 
