@@ -280,3 +280,20 @@ async def test_view_opens_a_trace_with_a_dma_and_its_findings_pane_names_dma_for
         text = app.view.findings_pane.text()
         assert "dma-foreign" in text and "observed" in text
     app.model.close()
+
+
+def test_a_dma_event_with_a_requester_id_out_of_range_is_a_damaged_trace_not_a_traceback(write_trace, run_cli):
+    """check on a crafted trace: the analysable prefix ends at the bad dma event."""
+    p = load_scenario(S13)
+    sink = ListSink()
+    record(p, "direct", sink)
+    header = make_header(p, "direct")
+    events = [list(e) for e in sink.events[:60]]
+    fields = [S.KINDS[S.K_DMA].fields.index(f) for f in ("source", "seg", "bdf", "rid")]
+    dma = [S.K_DMA, 61, -1, 0, 0, "DMA", "nic", 0, 0xFE, 0x1FFFF, 0, 0x1000, True, "memory", 0, 0, None, 0,
+           None, None, 2]
+    assert [dma[6 + i] for i in fields] == ["nic", 0, 0xFE, 0x1FFFF]
+    path = write_trace(events + [dma], header=header)
+    r = run_cli("check", path)
+    assert r.returncode == 3 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -268,4 +268,4 @@ def observe(findings: list[Finding], dmas: list[Dma]) -> None:
                         f"{d.what}{more}")
 
 
-__all__ = ["DmaAnalyser", "Context", "observe"]
+__all__ = ["DmaAnalyser", "observe"]
