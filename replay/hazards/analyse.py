@@ -40,7 +40,7 @@ from tracer.schema import I_KIND, I_SEQ
 
 from .base import F_DOMAIN, Context, Event, Hook
 from .devtlb import DevtlbAnalyser
-from .did import DidAnalyser
+from .did import DidAnalyser, DidIncoherentAnalyser
 from .findings import KINDS, Finding, FindingIndex, pack_findings, sort_findings, unpack_findings
 from .locks import LockAnalyser
 from .mismatch import MismatchAnalyser
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 # Order matters: mismatch before stale (foreign-iotlb reads the mismatch set).
 ANALYSERS = (RmrrAnalyser, MismatchAnalyser, StaleAnalyser, DidAnalyser, LockAnalyser, DevtlbAnalyser,
-             OwnerAnalyser)
+             OwnerAnalyser, DidIncoherentAnalyser)
 
 
 class Analysis:
