@@ -198,7 +198,7 @@ SHIPPED_PLUS = [
 @pytest.mark.parametrize("name,extra", [(n, "") for n in (
     "s1-usb-rmrr", "s2-guest-destroy-quarantine", "s3-igd-own-drhd", "s4-legacy-pci-rmrr-bridge",
     "s5-me-wifi-phantom", "s6-enomem", "s7-phantom-quarantine", "s8-two-legacy-behind-bridge",
-    "s10-alias-rid-split", "s11-ats-stale-devtlb")] + SHIPPED_PLUS)
+    "s9-xsa399-race", "s10-alias-rid-split", "s11-ats-stale-devtlb")] + SHIPPED_PLUS)
 def test_shipped_scenarios_match_the_brute_force_recomputation(name, extra):
     from tracer.scenario import resolve
     _check_against_oracle(resolve(name)[0].read_text() + "\n" + extra)
