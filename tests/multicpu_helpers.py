@@ -42,3 +42,25 @@ def record_two_cpu(path: Path, variant: str = "direct", chooser=None, scenario: 
         for ev in sink.events:
             w.append(ev)
     return format_schedule(result.choices)
+
+
+def record_preempted(path: Path, variant: str = "direct") -> str:
+    """CPU 1's assign runs first and is preempted inside
+    domain_context_mapping_one (after it took iommu->lock): CPU 0 begins its
+    assign there and spins on pcidevs_lock, and CPU 1 goes on.  So CPU 1's
+    calls enclose CPU 0's events.  Returns the schedule."""
+    from tracer import schema as S
+    from tracer.sched import format_schedule, parse_schedule
+
+    platform = load_scenario(str(TWO_CPU))
+    sink = ListSink()
+    first = record(platform, variant, sink, chooser=SwitchTo([1]))
+    at = next(ev[S.I_SEQ] for ev in sink.events if ev[S.I_CPU] == 1 and ev[S.I_KIND] == S.K_LOCK
+              and ev[S.F_LOCK_LOCK] == "iommu->lock")
+    schedule = parse_schedule(f"{format_schedule(first.choices)} {at}:c0")
+    sink = ListSink()
+    result = record(load_scenario(str(TWO_CPU)), variant, sink, schedule=schedule)
+    with TraceWriter(path, make_header(platform, variant, result.choices)) as w:
+        for ev in sink.events:
+            w.append(ev)
+    return format_schedule(result.choices)
