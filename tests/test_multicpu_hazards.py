@@ -10,6 +10,7 @@ judged against that CPU's locks and that CPU's op.
   a point where no op is in flight (owner-mismatch), and does not lend its
   device to another CPU's findings.  Pinned by a strong check: inserting an
   idle op of CPU 1 anywhere into a single-CPU trace changes no finding.
+* Xen's warning line announces the next store of the CPU that printed it.
 * Windows opened by one CPU may be closed by another (the flush that ends a
   stale window is the IOMMU's, whoever issues it): a real two-CPU recording
   gives the same stale windows as the listed order.
@@ -134,3 +135,27 @@ def test_windows_opened_by_one_cpu_are_closed_by_another():
     two = findings_for_events(header2, events2)
     assert sorted((f.kind, f.severity, f.device) for f in one) == sorted((f.kind, f.severity, f.device) for f in two)
     assert all(f.end is not None for f in two if f.severity != "hazard")
+
+
+def test_xens_warning_announces_its_own_cpus_store():
+    """The non-cx16 path's "may cause data corruption" line announces the
+    next store *of the CPU that printed it*: another CPU's store in between
+    neither takes the warning nor clears it."""
+    header, events = _record("s1-usb-rmrr", "direct", cx16=False)
+    header["schedule"]["cpus"] = 2
+    want = [f for f in findings_for_events(header, events) if f.kind == "did-pt-mismatch" and "corruption" in f.detail]
+    assert want
+    log = next(i for i, ev in enumerate(events) if ev[S.I_KIND] == S.K_LOG and "corruption" in ev[S.F_LOG_TEXT])
+    assert events[log + 1][S.I_KIND] == S.K_CTX_WRITE       # the store it announces
+    # CPU 1 stores another entry's present value again (changes nothing) right after the line
+    other = next(ev for ev in events[:log] if ev[S.I_KIND] == S.K_CTX_WRITE
+                 and ev[S.F_CTX_WRITE_DEVFN] != events[log + 1][S.F_CTX_WRITE_DEVFN]
+                 and ev[S.F_CTX_WRITE_NEW_LO] & 1)
+    store = list(other)
+    store[S.I_CPU], store[S.I_OP] = 1, max(ev[S.I_OP] for ev in events) + 1
+    store[S.F_CTX_WRITE_OLD_LO], store[S.F_CTX_WRITE_OLD_HI] = store[S.F_CTX_WRITE_NEW_LO], store[S.F_CTX_WRITE_NEW_HI]
+    evs = [list(ev) for ev in events[:log + 1]] + [store] + [list(ev) for ev in events[log + 1:]]
+    for i, ev in enumerate(evs):
+        ev[S.I_SEQ] = i + 1
+    got = [f for f in findings_for_events(header, evs) if f.kind == "did-pt-mismatch" and "corruption" in f.detail]
+    assert len(got) == len(want)

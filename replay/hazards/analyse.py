@@ -113,7 +113,9 @@ class Analysis:
     # --- context bookkeeping hooks ------------------------------------------------------
 
     def _clear_warning(self, ev: Event) -> None:
-        self.ctx.warning = None
+        # the store the warning announced is its CPU's next one
+        if ev[I_CPU] == self.ctx.warning_cpu:
+            self.ctx.warning = None
 
     def _domain_create(self, ev: Event) -> None:
         self.ctx.alive.add(ev[F_DOMAIN])

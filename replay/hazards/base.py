@@ -117,8 +117,9 @@ class Context:
         self.owner_unit: dict[tuple[int, int], tuple[int, int]] = {}   # (seg, bdf16) -> (owner, unit) as last seen
         self.mismatch_keys: dict[int, set[Key]] = {}    # iommu -> entries pairing a DID with another's tables
         # the Xen warning line of the non-cx16 best-effort path, until the
-        # store it announces (the next ctx-write)
+        # store it announces (the next ctx-write of the CPU that printed it)
         self.warning: str | None = None
+        self.warning_cpu = 0
         # per ctx-write: (key, old info, new info)
         self.cur: tuple[Key, KeyInfo | None, KeyInfo | None] = ((0, 0, 0), None, None)
         self._rids: dict[Key, str] = {}
@@ -184,6 +185,12 @@ class Context:
         return domid in self.dying
 
     # --- index maintenance (driver calls these before the analysers) -------------------
+
+    def warning_of(self, ev: Event) -> str | None:
+        """The warning line a ctx-write was announced by: the CPU's own."""
+        if ev[S.I_KIND] == S.K_CTX_WRITE and ev[S.I_CPU] == self.warning_cpu:
+            return self.warning
+        return None
 
     def on_ctx_write(self, ev: Event) -> None:
         key = (ev[S.F_CTX_WRITE_IOMMU], ev[S.F_CTX_WRITE_BUS], ev[S.F_CTX_WRITE_DEVFN])

@@ -332,7 +332,7 @@ class StaleAnalyser(Analyser):
         if found:
             if w is None:
                 info: dict[str, Any] = {"fills": {}, "victims": set(),
-                        "warning": ctx.warning if ev[S.I_KIND] == S.K_CTX_WRITE else None}
+                        "warning": ctx.warning_of(ev)}
                 w = self.open_window("foreign-iotlb", wkey, ev, device=ctx.device_of(key), rid=ctx.rid(key),
                                      iommu=u, info=info)
                 self.c3_keys.setdefault(u, set()).add(key)
