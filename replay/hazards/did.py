@@ -278,8 +278,11 @@ class DidAnalyser(Analyser):
             self.check_key(key, ev)
 
     def on_op_end(self, ev: Event) -> None:
+        # A window outlives its op when that op ends, not when another CPU's op does.
+        ctx = self.ctx
         for w in self.open.values():
-            w.info["confirmed"] = True
+            if w.op == ctx.op or not ctx.op_running(w.op):
+                w.info["confirmed"] = True
 
     # --- d1 ---------------------------------------------------------------------------------------
 
@@ -498,6 +501,11 @@ class DidIncoherentAnalyser(Analyser):
 
     def on_op_end(self, ev: Event) -> None:
         ctx = self.ctx
+        # With several CPUs, judged only at the op end that leaves the machine
+        # quiet: another CPU's half-done write (e.g. between W1' and W2') is
+        # not a verdict; the DIDs touched meanwhile stay dirty until then.
+        if len(ctx.ops) > 1:
+            return
         for ud in sorted(self.dirty):
             wkey = ("d4", ud)
             why = self.judge(ud)
