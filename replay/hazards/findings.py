@@ -46,6 +46,7 @@ KINDS = (
     "lock-order",
     "stale-devtlb",
     "owner-mismatch",
+    "did-incoherent",
     "dma-fault-rmrr",
     "dma-foreign",
 )
