@@ -1,0 +1,154 @@
+"""The state key: what two points of two runs must share for the search to
+treat them as the same state, so that alternatives from the second are not
+explored again (explore/search.py prunes on it).
+
+A point's key is a tuple of
+
+* the replayed state (``replay.state.ReplayState``, folded from the run's
+  own events -- the replay, not the engine's canonical snapshot): every
+  table, including the cache "may hold" tables (context cache, IOTLB,
+  device-TLB, pending writes of a non-coherent unit), and the scalars that
+  are state rather than position (the open op, rollback depth);
+* each CPU's position: next op, inside an op or not, done, what it waits
+  for, its RCU quiescent count, the per-CPU engine attributes the scheduler
+  swaps (call stack with step labels, current device, open op, MO14 depth)
+  and every engine frame's function and line;
+* each CPU's *live locals*: the Python locals of its engine frames (minus
+  ``self``).  They hold what the C keeps in registers and on the stack --
+  ``prev_did``, an old entry read before a store, the result of
+  ``domain_iommu_domid`` -- values read earlier that no event shows and that
+  decide what the CPU writes next;
+* what the engine keeps outside both: its page allocator cursor, the fault
+  injection counters, ``dma_state_key()`` (DMA caches no event shows) and
+  the DMA sources already issued;
+* the question asked (kind and options).
+
+The preemptions used are the search's second coordinate (a state seen with
+fewer preemptions left cannot be pruned against one seen with more).
+
+Anything less makes pruning unsound: two points that agree on the replayed
+state but not on a CPU's locals continue differently (a CPU that read DID 5
+before another CPU freed it writes 5 whatever the map says now).  Engine
+objects are mapped to stable values (a domain to its domid, a device to
+(seg, bdf), a unit to its index, an op to its index); a local of any other
+type raises ``UnkeyableLocal`` rather than hashing an ``id()``, so a new
+engine type cannot silently make two different states look equal or the
+same state look different.
+
+Cost: one frozenset per replay table and a walk of the CPUs' frames,
+computed only at points past the run's prefix that have alternatives.  The
+key is kept whole (not a digest): equality is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from replay.state import TABLES, ReplayState
+from tracer.engine.core import PciDev, XenDomain, _Frame
+from tracer.engine.hw import VtdIommu
+from tracer.platform import Op, Rmrr
+
+if TYPE_CHECKING:
+    from tracer.engine import Engine
+    from tracer.sched import Point, Scheduler
+
+Key = tuple[Any, ...]
+
+
+class UnkeyableLocal(TypeError):
+    """A live local of a type the key does not know how to map to a stable value."""
+
+
+_PLAIN = (int, str, bytes, float, type(None))
+
+
+def _stable_domain(v: Any) -> Any:
+    return ("dom", v.domid)
+
+
+def _stable_pdev(v: Any) -> Any:
+    return ("pdev", v.seg, v.bdf16)
+
+
+def _stable_iommu(v: Any) -> Any:
+    return ("iommu", v.index)
+
+
+def _stable_op(v: Any) -> Any:
+    return ("op", v.index)
+
+
+def _stable_rmrr(v: Any) -> Any:
+    return ("rmrr", v.segment, v.base, v.end)
+
+
+def _stable_frame(v: Any) -> Any:
+    return ("frame", v.func, v.label)
+
+
+_OBJECTS: dict[type, Callable[[Any], Any]] = {
+    XenDomain: _stable_domain, PciDev: _stable_pdev, VtdIommu: _stable_iommu, Op: _stable_op,
+    Rmrr: _stable_rmrr, _Frame: _stable_frame,
+}
+
+
+def stable(value: Any, where: str = "") -> Any:
+    """``value`` as a hashable value that is equal for equal engine states
+    in two runs (never an identity)."""
+    t = type(value)
+    if t in _PLAIN or t is bool:
+        return value if t is not bool else ("bool", value)
+    conv = _OBJECTS.get(t)
+    if conv is not None:
+        return conv(value)
+    if t is tuple or t is list:
+        return (t.__name__, tuple(stable(v, where) for v in value))
+    if t is dict:
+        return ("dict", frozenset((stable(k, where), stable(v, where)) for k, v in value.items()))
+    if t is set or t is frozenset:
+        return ("set", frozenset(stable(v, where) for v in value))
+    raise UnkeyableLocal(f"{where or 'a local'}: no stable value for a {t.__module__}.{t.__qualname__}")
+
+
+def replay_part(st: ReplayState) -> Key:
+    """The replayed state without its position (seq, last event)."""
+    return (tuple(frozenset(getattr(st, name).items()) for name in TABLES), st.open_op, st.op_info,
+            st.rollback)
+
+
+def frame_part(frames: list[FrameType]) -> Key:
+    out = []
+    for f in frames:
+        name = f.f_code.co_name
+        loc = tuple(sorted((k, stable(v, f"{name}: {k}")) for k, v in f.f_locals.items() if k != "self"))
+        out.append((f.f_code.co_filename, name, f.f_lineno, loc))
+    return tuple(out)
+
+
+def cpus_part(engine: Engine, sched: Scheduler) -> Key:
+    out = []
+    for c in sched.cpus:
+        if c is sched.current:
+            stack, pdev, op_open, depth = engine.stack, engine.cur_pdev, engine.op_open, engine.mo14_depth
+        else:
+            saved = c.saved
+            stack, pdev, op_open, depth = (saved.get("stack", []), saved.get("cur_pdev"),
+                                           saved.get("op_open"), saved.get("mo14_depth", 0))
+        out.append((c.index, c.next_op, c.in_op, c.done, c.wait is not None, c.waiting_for, c.quiescent,
+                    stable(stack, "call stack"), stable(pdev, "current device"), op_open, depth,
+                    frame_part(sched.frames(c))))
+    return tuple(out)
+
+
+def engine_part(engine: Engine, sched: Scheduler) -> Key:
+    fired = getattr(sched, "_fired", set())
+    return (engine._next_page, tuple(sorted(engine._fault_counts.items())), engine.dma_state_key(),
+            tuple(sorted(fired)))
+
+
+def state_key(st: ReplayState, engine: Engine, sched: Scheduler, point: Point) -> Key:
+    """The key of the state at ``point`` (module docstring)."""
+    return (point.kind, point.options, replay_part(st), cpus_part(engine, sched), engine_part(engine, sched))
