@@ -144,7 +144,7 @@ def cpus_part(engine: Engine, sched: Scheduler) -> Key:
 
 
 def engine_part(engine: Engine, sched: Scheduler) -> Key:
-    fired = getattr(sched, "_fired", set())
+    fired: set[int] = getattr(sched, "_fired", set())   # the scheduler keeps no public view of it
     return (engine._next_page, tuple(sorted(engine._fault_counts.items())), engine.dma_state_key(),
             tuple(sorted(fired)))
 
