@@ -62,7 +62,8 @@ class UnkeyableLocal(TypeError):
     """A live local of a type the key does not know how to map to a stable value."""
 
 
-_PLAIN = (int, str, bytes, float, type(None))
+# Values that are their own stable value (bool is not: True == 1).
+_PLAIN = frozenset((int, str, bytes, float, type(None)))
 
 
 def _stable_domain(v: Any) -> Any:
@@ -89,9 +90,26 @@ def _stable_frame(v: Any) -> Any:
     return ("frame", v.func, v.label)
 
 
-_OBJECTS: dict[type, Callable[[Any], Any]] = {
+def _stable_bool(v: Any) -> Any:
+    return ("bool", v)
+
+
+def _stable_seq(v: Any) -> Any:
+    return (type(v).__name__, tuple(stable(x) for x in v))
+
+
+def _stable_dict(v: Any) -> Any:
+    return ("dict", frozenset((stable(k), stable(x)) for k, x in v.items()))
+
+
+def _stable_set(v: Any) -> Any:
+    return ("set", frozenset(stable(x) for x in v))
+
+
+_CONVERT: dict[type, Callable[[Any], Any]] = {
     XenDomain: _stable_domain, PciDev: _stable_pdev, VtdIommu: _stable_iommu, Op: _stable_op,
-    Rmrr: _stable_rmrr, _Frame: _stable_frame,
+    Rmrr: _stable_rmrr, _Frame: _stable_frame, bool: _stable_bool, tuple: _stable_seq, list: _stable_seq,
+    dict: _stable_dict, set: _stable_set, frozenset: _stable_set,
 }
 
 
@@ -99,18 +117,12 @@ def stable(value: Any, where: str = "") -> Any:
     """``value`` as a hashable value that is equal for equal engine states
     in two runs (never an identity)."""
     t = type(value)
-    if t in _PLAIN or t is bool:
-        return value if t is not bool else ("bool", value)
-    conv = _OBJECTS.get(t)
-    if conv is not None:
-        return conv(value)
-    if t is tuple or t is list:
-        return (t.__name__, tuple(stable(v, where) for v in value))
-    if t is dict:
-        return ("dict", frozenset((stable(k, where), stable(v, where)) for k, v in value.items()))
-    if t is set or t is frozenset:
-        return ("set", frozenset(stable(v, where) for v in value))
-    raise UnkeyableLocal(f"{where or 'a local'}: no stable value for a {t.__module__}.{t.__qualname__}")
+    if t in _PLAIN:
+        return value
+    conv = _CONVERT.get(t)
+    if conv is None:
+        raise UnkeyableLocal(f"{where or 'a local'}: no stable value for a {t.__module__}.{t.__qualname__}")
+    return conv(value)
 
 
 def replay_part(st: ReplayState) -> Key:
@@ -120,11 +132,28 @@ def replay_part(st: ReplayState) -> Key:
 
 
 def frame_part(frames: list[FrameType]) -> Key:
+    """Each frame's function, line and locals (minus ``self``).  f_locals
+    lists a function's locals in the code's own order, so equal contents
+    give equal tuples without sorting."""
     out = []
+    plain, convert = _PLAIN, _CONVERT
     for f in frames:
-        name = f.f_code.co_name
-        loc = tuple(sorted((k, stable(v, f"{name}: {k}")) for k, v in f.f_locals.items() if k != "self"))
-        out.append((f.f_code.co_filename, name, f.f_lineno, loc))
+        code = f.f_code
+        loc = []
+        for k, v in f.f_locals.items():
+            t = type(v)
+            if t in plain:
+                loc.append((k, v))
+            elif k != "self":
+                conv = convert.get(t)
+                if conv is None:
+                    stable(v, f"{code.co_qualname}: local {k}")     # raises UnkeyableLocal
+                else:
+                    try:
+                        loc.append((k, conv(v)))
+                    except UnkeyableLocal as exc:
+                        raise UnkeyableLocal(f"{code.co_qualname}: local {k}: {exc}") from None
+        out.append((code.co_filename, code.co_qualname, f.f_lineno, tuple(loc)))
     return tuple(out)
 
 

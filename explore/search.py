@@ -42,7 +42,7 @@ Stopping
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -79,7 +79,7 @@ class Problem:
 class Branch:
     """A point past the prefix with alternatives."""
 
-    key: Key
+    key: Key | None                           # None: after the run met a state already seen
     preemptions: int                          # used before this point
     alternatives: list[tuple[Choice, int]]    # (choice, preemptions the child uses)
 
@@ -97,10 +97,12 @@ class RunReport:
 class _PrefixChooser:
     """Follows the prefix; past it takes the default and records branches."""
 
-    def __init__(self, prefix: Sequence[Choice], judge: RunJudge) -> None:
+    def __init__(self, prefix: Sequence[Choice], judge: RunJudge, seen: Mapping[Key, int] | None) -> None:
         self.want = {(c.seq, c.kind): c.value for c in prefix}
         self.left = len(prefix)
         self.judge = judge
+        self.seen = seen
+        self.merged = False
         self.engine: Engine | None = None
         self.branches: list[Branch] = []
 
@@ -115,18 +117,31 @@ class _PrefixChooser:
         assert eng is not None and eng.sched is not None
         sched = eng.sched
         used = sched.preemptions
-        key = state_key(self.judge.state(), eng, sched, point)
+        key: Key | None = None
+        if not self.merged:
+            key = state_key(self.judge.state(), eng, sched, point)
+            before = self.seen.get(key) if self.seen is not None else None
+            # From a state seen with no more preemptions the defaults retrace
+            # the run that saw it: every later point's state was seen too.
+            self.merged = before is not None and before <= used
         alts = [(Choice(point.seq, point.kind, point.options[i]), used + point.costs[i])
                 for i in range(1, len(point.options))]
         self.branches.append(Branch(key, used, alts))
         return 0
 
 
-def run_unit(problem: Problem, prefix: Sequence[Choice], header: dict[str, Any] | None = None) -> RunReport:
+def run_unit(problem: Problem, prefix: Sequence[Choice], header: dict[str, Any] | None = None,
+             seen: Mapping[Key, int] | None = None) -> RunReport:
     """One run: the prefix, then defaults to the end; judged.  ``header`` is
-    the file-read form of the problem's header (computed when not given)."""
+    the file-read form of the problem's header (computed when not given).
+
+    ``seen`` (state key -> fewest preemptions it was reached with) is an
+    accelerator: once the run meets a state seen with no more preemptions,
+    its later branches carry no key (``key`` None), since following the
+    defaults from there retraces the run that saw it.  Without it every
+    branch gets its key; the search's result is the same."""
     judge = RunJudge(header if header is not None else file_header(problem.header()))
-    chooser = _PrefixChooser(prefix, judge)
+    chooser = _PrefixChooser(prefix, judge, seen)
 
     def on_event(engine: Engine, ev: list[Any]) -> None:
         chooser.engine = engine
@@ -194,7 +209,7 @@ def explore(problem: Problem, bound: int = 2, max_runs: int | None = None, prune
                 break
             used, _, _, prefix = heapq.heappop(frontier)
             try:
-                report = run_unit(problem, prefix, header)
+                report = run_unit(problem, prefix, header, seen if prune else None)
             except KeyboardInterrupt:
                 heapq.heappush(frontier, (used, len(prefix), _order(prefix), prefix))
                 raise
@@ -216,6 +231,9 @@ def explore(problem: Problem, bound: int = 2, max_runs: int | None = None, prune
                 fits = [(c, p) for c, p in b.alternatives if p <= bound]
                 summary.alternatives += len(b.alternatives)
                 summary.over_bound += len(b.alternatives) - len(fits)
+                if b.key is None:           # past a merge with a seen state (run_unit)
+                    summary.pruned += len(fits)
+                    continue
                 before = seen.get(b.key)
                 if before is not None and before <= b.preemptions and prune:
                     summary.pruned += len(fits)
