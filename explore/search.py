@@ -192,10 +192,11 @@ def _order(prefix: tuple[Choice, ...]) -> tuple[tuple[int, int, int], ...]:
 
 def explore(problem: Problem, bound: int = 2, max_runs: int | None = None, prune: bool = True,
             on_violation: Callable[[Violation], None] | None = None,
-            on_progress: Callable[[Summary], None] | None = None) -> Summary:
+            on_progress: Callable[[Summary], None] | None = None,
+            on_run: Callable[[RunReport], None] | None = None) -> Summary:
     """Breadth-first bounded search (module docstring).  ``on_violation`` is
     called as each new violation is found (the CLI writes its trace then);
-    ``on_progress`` after every run."""
+    ``on_run`` with each run's report and ``on_progress`` after every run."""
     if bound < 0:
         raise ValueError("the preemption bound must be >= 0")
     header = file_header(problem.header())
@@ -214,6 +215,8 @@ def explore(problem: Problem, bound: int = 2, max_runs: int | None = None, prune
                 heapq.heappush(frontier, (used, len(prefix), _order(prefix), prefix))
                 raise
             summary.schedules += 1
+            if on_run is not None:
+                on_run(report)
             summary.max_preemptions = max(summary.max_preemptions, report.preemptions)
             if report.limit is not None:
                 summary.limits += 1
