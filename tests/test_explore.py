@@ -174,7 +174,7 @@ def test_keys_differ_where_the_live_locals_differ():
 
 def test_the_key_is_built_from_plain_values_only():
     """No key holds an engine object, a frame or a code object: keys can be
-    pickled and compared across processes (work units, issue 18)."""
+    pickled and compared across processes (work units run elsewhere)."""
     import pickle
 
     report = run_unit(problem(ASSIGN_DEASSIGN, "direct"), ())
