@@ -31,7 +31,8 @@ state but not on a CPU's locals continue differently (a CPU that read DID 5
 before another CPU freed it writes 5 whatever the map says now).  Engine
 objects are mapped to stable values (a domain to its domid, a device to
 (seg, bdf), a unit to its index, an op to its index); a local of any other
-type raises ``UnkeyableLocal`` rather than hashing an ``id()``, so a new
+type (other than an immutable NamedTuple record, keyed by value) raises
+``UnkeyableLocal`` rather than hashing an ``id()``, so a new
 engine type cannot silently make two different states look equal or the
 same state look different.
 
@@ -49,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from replay.state import TABLES, ReplayState
 from tracer.engine.core import PciDev, XenDomain, _Frame
 from tracer.engine.hw import VtdIommu
-from tracer.platform import Op, Rmrr
+from tracer.platform import DmaSource, Op, Rmrr
 
 if TYPE_CHECKING:
     from tracer.engine import Engine
@@ -113,13 +114,32 @@ _CONVERT: dict[type, Callable[[Any], Any]] = {
 }
 
 
+def _stable_dma_source(v: Any) -> Any:
+    return ("dma-source", v.name, v.device, v.iova, v.rmrr, v.write, v.at)
+
+
+_CONVERT[DmaSource] = _stable_dma_source
+
+
+def _stable_record(v: Any) -> Any:
+    """A NamedTuple (an immutable record, e.g. a translation's outcome): by value."""
+    return (type(v).__name__, tuple(stable(x) for x in v))
+
+
+def _converter(t: type) -> Callable[[Any], Any] | None:
+    conv = _CONVERT.get(t)
+    if conv is None and issubclass(t, tuple) and hasattr(t, "_fields"):
+        conv = _CONVERT[t] = _stable_record
+    return conv
+
+
 def stable(value: Any, where: str = "") -> Any:
     """``value`` as a hashable value that is equal for equal engine states
     in two runs (never an identity)."""
     t = type(value)
     if t in _PLAIN:
         return value
-    conv = _CONVERT.get(t)
+    conv = _converter(t)
     if conv is None:
         raise UnkeyableLocal(f"{where or 'a local'}: no stable value for a {t.__module__}.{t.__qualname__}")
     return conv(value)
@@ -145,7 +165,7 @@ def frame_part(frames: list[FrameType]) -> Key:
             if t in plain:
                 loc.append((k, v))
             elif k != "self":
-                conv = convert.get(t)
+                conv = convert.get(t) or _converter(t)
                 if conv is None:
                     stable(v, f"{code.co_qualname}: local {k}")     # raises UnkeyableLocal
                 else:

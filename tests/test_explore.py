@@ -219,3 +219,17 @@ def test_explore_runs_on_shipped_scenarios_spread_over_two_cpus(name, variant):
     assert platform.cpus == 2
     s = explore(Problem(platform, variant), bound=1, max_runs=25)
     assert s.schedules >= 2 and s.states > 0
+
+
+def test_immutable_records_are_keyed_by_value():
+    from typing import NamedTuple
+
+    from tracer.platform import DmaSource
+
+    class Outcome(NamedTuple):
+        host: int
+        owner: int
+
+    assert stable(Outcome(0x1000, 1)) == stable(Outcome(0x1000, 1)) != stable(Outcome(0x1000, 2))
+    src = DmaSource("usb", "0000:00:14.0", 0xd5d45000, True, False)
+    assert stable(src) == stable(DmaSource("usb", "0000:00:14.0", 0xd5d45000, True, False))
