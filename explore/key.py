@@ -30,9 +30,11 @@ Anything less makes pruning unsound: two points that agree on the replayed
 state but not on a CPU's locals continue differently (a CPU that read DID 5
 before another CPU freed it writes 5 whatever the map says now).  Engine
 objects are mapped to stable values (a domain to its domid, a device to
-(seg, bdf), a unit to its index, an op to its index); a local of any other
-type (other than an immutable NamedTuple record, keyed by value) raises
-``UnkeyableLocal`` rather than hashing an ``id()``, so a new
+(seg, bdf), a unit to its index, an op to its index, a CPU to its number,
+the engine and the scheduler to a constant -- their state is keyed on its
+own), immutable records (NamedTuples) by value, a local function by its code
+and the values it closes over; a local of any other
+type raises ``UnkeyableLocal`` rather than hashing an ``id()``, so a new
 engine type cannot silently make two different states look equal or the
 same state look different.
 
@@ -44,17 +46,18 @@ key is kept whole (not a digest): equality is exact.
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import FrameType
+from types import FrameType, FunctionType
 from typing import TYPE_CHECKING, Any
 
 from replay.state import TABLES, ReplayState
-from tracer.engine.core import PciDev, XenDomain, _Frame
+from tracer.engine.core import EngineCore, PciDev, XenDomain, _Frame
 from tracer.engine.hw import VtdIommu
 from tracer.platform import DmaSource, Op, Rmrr
+from tracer.sched import Cpu, Scheduler
 
 if TYPE_CHECKING:
     from tracer.engine import Engine
-    from tracer.sched import Point, Scheduler
+    from tracer.sched import Point
 
 Key = tuple[Any, ...]
 
@@ -126,10 +129,47 @@ def _stable_record(v: Any) -> Any:
     return (type(v).__name__, tuple(stable(x) for x in v))
 
 
+def _stable_function(v: Any) -> Any:
+    """A local function (e.g. a wait predicate closing over what a CPU read):
+    its code and the values it closes over and defaults to."""
+    code = v.__code__
+    cells = tuple(_cell(c, code.co_qualname) for c in v.__closure__ or ())
+    defaults = stable(v.__defaults__ or (), f"{code.co_qualname}: defaults")
+    return ("function", code.co_filename, code.co_qualname, code.co_firstlineno, cells, defaults)
+
+
+def _cell(c: Any, where: str) -> Any:
+    try:
+        value = c.cell_contents
+    except ValueError:           # not assigned yet
+        return ("empty-cell",)
+    return stable(value, f"{where}: closure")
+
+
+def _stable_engine(v: Any) -> Any:
+    return ("engine",)          # one per run; its state is keyed on its own
+
+
+def _stable_scheduler(v: Any) -> Any:
+    return ("scheduler",)       # likewise
+
+
+def _stable_cpu(v: Any) -> Any:
+    return ("cpu", v.index)     # its position and frames are keyed in cpus_part
+
+
+_CONVERT[FunctionType] = _stable_function
+_CONVERT[Scheduler] = _stable_scheduler
+_CONVERT[Cpu] = _stable_cpu
+
+
 def _converter(t: type) -> Callable[[Any], Any] | None:
     conv = _CONVERT.get(t)
-    if conv is None and issubclass(t, tuple) and hasattr(t, "_fields"):
-        conv = _CONVERT[t] = _stable_record
+    if conv is None:
+        if issubclass(t, tuple) and hasattr(t, "_fields"):
+            conv = _CONVERT[t] = _stable_record
+        elif issubclass(t, EngineCore):
+            conv = _CONVERT[t] = _stable_engine
     return conv
 
 

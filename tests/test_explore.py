@@ -145,7 +145,7 @@ def test_an_unknown_local_is_refused_not_hashed_by_identity():
     with pytest.raises(UnkeyableLocal, match="object"):
         stable(object())
     with pytest.raises(UnkeyableLocal):
-        stable([1, (2, lambda: 0)])
+        stable([1, (2, {3: object()})])
 
     def frame_with(value):
         return sys._getframe()
@@ -233,3 +233,15 @@ def test_immutable_records_are_keyed_by_value():
     assert stable(Outcome(0x1000, 1)) == stable(Outcome(0x1000, 1)) != stable(Outcome(0x1000, 2))
     src = DmaSource("usb", "0000:00:14.0", 0xd5d45000, True, False)
     assert stable(src) == stable(DmaSource("usb", "0000:00:14.0", 0xd5d45000, True, False))
+
+
+def test_a_local_function_is_keyed_by_its_code_and_what_it_closes_over():
+    def predicate_for(since):
+        def passed():
+            return since
+        return passed
+
+    assert stable(predicate_for({1: 2})) == stable(predicate_for({1: 2}))
+    assert stable(predicate_for({1: 2})) != stable(predicate_for({1: 3}))
+    with pytest.raises(UnkeyableLocal):
+        stable(predicate_for(object()))
