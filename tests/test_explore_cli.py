@@ -168,3 +168,11 @@ def test_ctrl_c_prints_the_partial_summary_and_keeps_the_files(tmp_path):
     for name in listed:
         chk = vt("check", out / name, "--no-cache", cwd=tmp_path)
         assert chk.returncode == 1, chk.stderr                 # complete, readable, with its hazard
+
+
+def test_a_one_cpu_scenario_has_one_schedule(tmp_path):
+    """Nothing to interleave: the baseline is the whole space (shipped name, no DMA)."""
+    r = vt("explore", "s1-usb-rmrr", "--engine", "direct", "--json", "-o", "o", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert (doc["schedules"], doc["states"], doc["complete"], doc["violations"]) == (1, 0, True, [])
