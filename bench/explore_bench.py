@@ -91,6 +91,7 @@ def run(opts) -> list[Result]:
             record(problem.platform, problem.variant, NullSink(), schedule=p)
 
     # a search of tens of seconds is its own median; short ones are repeated
+    key_share = _key_share(problem, bound)
     reps = 1 if once > 10 else max(1, min(opts.reps, 3)) if once > 2 else max(3, opts.reps)
     t = interleaved({"search": search, "engine": engine_only}, reps)
     n = first.schedules
@@ -104,7 +105,35 @@ def run(opts) -> list[Result]:
         Result("explore vs the engine alone, per schedule", t["search"] / n * 1e3, t["engine"] / n * 1e3, "ms",
                ratio=t["search"] / t["engine"],
                note="the same schedules re-recorded into a null sink: the rest is judging and state keys"),
+        Result("explore, share of the search in state keys", key_share * 100, None, "%",
+               note="CPU time inside explore.key.state_key over the whole search"),
         Result("explore, alternatives pruned", share * 100, None, "%",
                note=f"{first.pruned} of {fits} alternatives within the bound "
                     f"({first.over_bound} more over it)"),
     ]
+
+
+def _key_share(problem, bound: int) -> float:
+    """The share of one search's CPU time spent computing state keys
+    (explore.key.state_key wrapped for the measurement)."""
+    import explore.key as keys
+    from explore.search import explore
+
+    spent = [0.0]
+    real = keys.state_key
+
+    def timed(*args):
+        t0 = clock()
+        try:
+            return real(*args)
+        finally:
+            spent[0] += clock() - t0
+
+    keys.state_key = timed
+    try:
+        t0 = clock()
+        explore(problem, bound=bound, max_runs=MAX_RUNS)
+        total = clock() - t0
+    finally:
+        keys.state_key = real
+    return spent[0] / total if total else 0.0

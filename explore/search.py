@@ -50,8 +50,9 @@ from tracer.record import make_header, record
 from tracer.recorder import NullSink
 from tracer.sched import Choice, Point, format_schedule
 
+from . import key as keys
 from .judge import Identity, RunJudge, file_header, hazards
-from .key import Key, state_key
+from .key import Key
 
 if TYPE_CHECKING:
     from replay.hazards import Finding
@@ -119,7 +120,7 @@ class _PrefixChooser:
         used = sched.preemptions
         key: Key | None = None
         if not self.merged:
-            key = state_key(self.judge.state(), eng, sched, point)
+            key = keys.state_key(self.judge.state(), eng, sched, point)
             before = self.seen.get(key) if self.seen is not None else None
             # From a state seen with no more preemptions the defaults retrace
             # the run that saw it: every later point's state was seen too.
