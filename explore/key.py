@@ -45,6 +45,7 @@ key is kept whole (not a digest): equality is exact.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from types import FrameType, FunctionType
 from typing import TYPE_CHECKING, Any
@@ -135,7 +136,7 @@ def _stable_function(v: Any) -> Any:
     code = v.__code__
     cells = tuple(_cell(c, code.co_qualname) for c in v.__closure__ or ())
     defaults = stable(v.__defaults__ or (), f"{code.co_qualname}: defaults")
-    return ("function", code.co_filename, code.co_qualname, code.co_firstlineno, cells, defaults)
+    return ("function", _file(code.co_filename), code.co_qualname, code.co_firstlineno, cells, defaults)
 
 
 def _cell(c: Any, where: str) -> Any:
@@ -191,6 +192,12 @@ def replay_part(st: ReplayState) -> Key:
             st.rollback)
 
 
+def _file(path: str) -> str:
+    """A source file by its name under tracer/engine/, not its absolute
+    path: keys compare equal across processes and machines."""
+    return os.path.basename(path)
+
+
 def frame_part(frames: list[FrameType]) -> Key:
     """Each frame's function, line and locals (minus ``self``).  f_locals
     lists a function's locals in the code's own order, so equal contents
@@ -213,7 +220,7 @@ def frame_part(frames: list[FrameType]) -> Key:
                         loc.append((k, conv(v)))
                     except UnkeyableLocal as exc:
                         raise UnkeyableLocal(f"{code.co_qualname}: local {k}: {exc}") from None
-        out.append((code.co_filename, code.co_qualname, f.f_lineno, tuple(loc)))
+        out.append((_file(code.co_filename), code.co_qualname, f.f_lineno, tuple(loc)))
     return tuple(out)
 
 
