@@ -3,10 +3,15 @@
 Lanes (the Trace Event Format's pid/tid, as Perfetto groups them):
 
 * process 0 "Xen": thread "operations" (top-level operations and rollbacks
-  as slices, log lines and injected faults as instants), one "cpu N" thread
-  of call/return slices per CPU, one thread per lock instance that does not
-  belong to an IOMMU (pcidevs_lock, mapping_lock[d], rcu_domain[d] ...) with
-  its holds as slices, and "domains" (lifecycle, page tables, identity maps);
+  as slices, log lines and injected faults as instants), one "CPU n" thread
+  per CPU with its call/return slices and its lock waits (instants), one
+  thread per lock instance that does not belong to an IOMMU (pcidevs_lock,
+  mapping_lock[d], rcu_domain[d] ...) with its holds as slices (``cpu`` in
+  their args), and "domains" (lifecycle, page tables, identity maps);
+* several CPUs (header ``schedule.cpus`` > 1): ops overlap, so each op and
+  its rollbacks are slices on the track of the CPU running it, around its
+  calls, instead of on "operations"; a device's DMA (events of CPU -1) are
+  instants on the thread "device DMA";
 * process 1 + u "IOMMU u": one thread per requester ID ``SSSS:BB:DD.F``
   (context-entry writes, cache syncs, device-selective flushes, owner moves
   of the device there, as instants with their fields), and threads
@@ -43,6 +48,7 @@ PID_XEN = 0
 TID_OPS = 0
 TID_DOMAINS = 1
 TID_CPU0 = 10                 # + cpu
+TID_DMA = TID_CPU0 - 1        # events of no CPU: a device's DMA
 TID_LOCK0 = 1000              # + n, global lock instances in order of first use
 # Per-IOMMU threads above every RID (RID tids are rid16 + 1, up to 0x10000).
 TID_FLUSHES, TID_DIDS, TID_ROOT, TID_IOMMU_LOCK, TID_REGISTER_LOCK = range(0x10001, 0x10006)
@@ -146,6 +152,17 @@ class ChromeExporter:
         self.out.name_thread(PID_XEN, tid, name)
         return PID_XEN, tid
 
+    def _cpu(self, cpu: Any) -> tuple[int, int]:
+        lane = cpu if isinstance(cpu, int) and 0 <= cpu < 0x100 else 0
+        return self._xen(TID_CPU0 + lane, f"CPU {lane}")
+
+    def _op_lane(self, cpu: Any) -> tuple[int, int]:
+        """Ops and rollbacks: "operations" on one CPU; with several, ops
+        overlap, and slices on one thread must nest: the CPU's own track."""
+        if self.view.cpus > 1:
+            return self._cpu(cpu)
+        return self._xen(TID_OPS, "operations")
+
     def _iommu(self, u: Any, tid: int, name: str) -> tuple[int, int]:
         pid = 1 + u if isinstance(u, int) and u >= 0 else PID_XEN
         if pid == PID_XEN:
@@ -197,9 +214,11 @@ class ChromeExporter:
         name = S.KINDS[k].name if 0 <= k < len(S.KINDS) else f"kind-{k}"
         title: str | None
         try:
-            if k == S.K_CALL or k == S.K_RETURN:
-                lane = cpu if isinstance(cpu, int) else 0
-                pid, tid = self._xen(TID_CPU0 + lane, f"cpu {lane}")
+            if cpu == -1:
+                pid, tid = self._xen(TID_DMA, "device DMA")
+                out.instant(pid, tid, ts, name, "dma", self._args(ev))
+            elif k == S.K_CALL or k == S.K_RETURN:
+                pid, tid = self._cpu(cpu)
                 func = self.pres.func_name(ev[S.I_FUNC])
                 if k == S.K_CALL:
                     out.begin(pid, tid, ts, func, "call", self._args(ev))
@@ -214,22 +233,27 @@ class ChromeExporter:
                 lock, target = ev[S.F_UNLOCK_LOCK], ev[S.F_UNLOCK_TARGET]
                 pid, tid = self._lock_lane(lock, target)
                 out.end(pid, tid, ts, self.view.lock_name(lock, target), {"seq": ts, "label": label})
+            elif k == S.K_LOCK_WAIT:
+                lock, target = ev[S.F_LOCK_WAIT_LOCK], ev[S.F_LOCK_WAIT_TARGET]
+                pid, tid = self._cpu(cpu)
+                out.instant(pid, tid, ts, f"spins on {self.view.lock_name(lock, target)}", "lock",
+                            {**self._args(ev), "cpu": cpu})
             elif k == S.K_OP_BEGIN:
-                pid, tid = self._xen(TID_OPS, "operations")
+                pid, tid = self._op_lane(cpu)
                 a = self._args(ev)
                 out.begin(pid, tid, ts, " ".join(str(x) for x in (f"op {op}", a.get("verb"), a.get("bdf"),
                                                                  a.get("domain")) if x is not None), "op", a)
             elif k == S.K_OP_END:
-                pid, tid = self._xen(TID_OPS, "operations")
+                pid, tid = self._op_lane(cpu)
                 stack = out.open.get((pid, tid)) or []
                 title = next((n for n in reversed(stack) if (n == f"op {op}" or n.startswith(f"op {op} "))), None)
                 if title is not None:
                     out.end(pid, tid, ts, title, self._args(ev))
             elif k == S.K_ROLLBACK_BEGIN:
-                pid, tid = self._xen(TID_OPS, "operations")
+                pid, tid = self._op_lane(cpu)
                 out.begin(pid, tid, ts, f"rollback {ev[S.F_ROLLBACK_BEGIN_WHAT]}", "rollback", self._args(ev))
             elif k == S.K_ROLLBACK_END:
-                pid, tid = self._xen(TID_OPS, "operations")
+                pid, tid = self._op_lane(cpu)
                 stack = out.open.get((pid, tid)) or []
                 title = next((n for n in reversed(stack) if n.startswith("rollback")), None)
                 if title is not None:

@@ -70,6 +70,11 @@ class PlatformView:
                 self.names[domid] = name
                 if hw and self.hardware is None:
                     self.hardware = domid
+        # The CPUs the recording ran on (header ``schedule``; a trace without
+        # one ran on CPU 0 alone).
+        sched = (header or {}).get("schedule")
+        ncpus = sched.get("cpus") if isinstance(sched, dict) else None
+        self.cpus = ncpus if isinstance(ncpus, int) and not isinstance(ncpus, bool) and 0 < ncpus <= 64 else 1
         self.iommus: list[Unit] = []
         for u in plat.get("iommus") or ():
             if isinstance(u, dict) and isinstance(u.get("id"), int):
@@ -336,6 +341,40 @@ def cache_view(st: ReplayState, view: PlatformView, u: int) -> dict[str, Any]:
     return {"context": context, "iotlb": iotlb, "dev_iotlb": dev_iotlb}
 
 
+def op_dict(st: ReplayState, view: PlatformView, info: tuple[Any, ...]) -> dict[str, Any]:
+    """An open op (an ``open_ops`` value: op, verb, bdf, domain, seg) as
+    show --json writes it."""
+    op, verb, bdf, dom, seg = (tuple(info) + (None,) * 5)[:5]
+    return {"op": op, "verb": verb if isinstance(verb, str) else None,
+            "bdf": fmt_rid(seg or 0, bdf >> 8, bdf & 0xFF) if isinstance(bdf, int) else None,
+            "domain": view.domain_name(dom) if isinstance(dom, int) else None}
+
+
+def cpu_rows(st: ReplayState, view: PlatformView) -> list[dict[str, Any]]:
+    """Each CPU of the recording (and any other the events name): the op it
+    is inside, its call stack (outermost first), the locks it holds and the
+    lock it spins on, with the CPU holding that lock."""
+    cpus = set(range(view.cpus)) | set(st.stacks) | set(st.open_ops) | set(st.waits)
+    cpus |= {c for c in st.locks.values() if isinstance(c, int)}
+    cpus.discard(-1)                        # a device's DMA runs on no CPU
+    rows = []
+    for cpu in sorted(c for c in cpus if isinstance(c, int)):
+        info = st.open_ops.get(cpu)
+        wait = st.waits.get(cpu)
+        waits_for = None
+        if wait is not None:
+            holder = st.locks.get((wait[0], wait[1]))
+            waits_for = {"lock": view.lock_name(wait[0], wait[1]), "holder": holder}
+        rows.append({
+            "cpu": cpu,
+            "op": op_dict(st, view, info) if info is not None else None,
+            "stack": [func_name(f) for f in st.stack(cpu)],
+            "locks": [view.lock_name(lock, target) for (lock, target), c in st.locks.items() if c == cpu],
+            "waits_for": waits_for,
+        })
+    return rows
+
+
 def show_dict(st: ReplayState, view: PlatformView, open_findings: Iterable[Any] = ()) -> dict[str, Any]:
     """The ``show --json`` object (docs/CLI.md#show-json) for ``st``.  ``open_findings`` is
     the list of finding dicts open at ``st.seq`` (from the hazard analysers,
@@ -366,6 +405,7 @@ def show_dict(st: ReplayState, view: PlatformView, open_findings: Iterable[Any] 
         "identity_maps": identity_maps(st, view),
         "locks": locks,
         "stacks": stacks,
+        "cpus": cpu_rows(st, view),
         "open_findings": list(open_findings),
     }
 
@@ -382,16 +422,71 @@ def _mismatch(e: dict[str, Any]) -> bool:
     return bool(e.get("present")) and e.get("pt_owner") is not None and e.get("did_owner") != e.get("pt_owner")
 
 
-def op_text(st: ReplayState, view: PlatformView) -> str:
-    if st.open_op is None or not st.op_info:
-        return "idle" if st.open_op is None else f"op {st.open_op}"
-    verb, bdf, dom, seg = (tuple(st.op_info) + (None,) * 4)[:4]
-    parts = [f"op {st.open_op} {verb}"]
+def op_text(st: ReplayState, view: PlatformView, cpu: int | None = None) -> str:
+    """The open op in words: the one CPU ``cpu`` is inside when given, else
+    the state's open op (with one CPU: the op)."""
+    if cpu is not None:
+        info = st.open_ops.get(cpu)
+        if info is None:
+            return "idle"
+        op, rest = info[0], tuple(info[1:])
+    else:
+        op, rest = st.open_op, tuple(st.op_info or ())
+    if op is None or not rest:
+        return "idle" if op is None else f"op {op}"
+    verb, bdf, dom, seg = (rest + (None,) * 4)[:4]
+    parts = [f"op {op} {verb}"]
     if isinstance(bdf, int):
         parts.append(fmt_rid(seg or 0, bdf >> 8, bdf & 0xFF))
     if dom is not None:
         parts.append(("-> " if verb in ("assign", "quarantine") else "") + _owner(view.domain_name(dom)))
     return " ".join(parts)
+
+
+TEXT_WIDTH = 80
+
+
+def _wrapped(head: str, items: list[str], sep: str, indent: int) -> list[str]:
+    """``head`` then the items joined by ``sep``, broken into lines of at
+    most TEXT_WIDTH columns (an item longer than a line stands alone)."""
+    lines, line, fresh = [], head, False
+    for i, item in enumerate(items):
+        piece = item + (sep.rstrip() if i < len(items) - 1 else "")
+        if not fresh and line != head and len(line) + 1 + len(piece) > TEXT_WIDTH:
+            lines.append(line)
+            line, fresh = " " * indent, True
+        line += ("" if fresh else " ") + piece
+        fresh = False
+    lines.append(line)
+    return lines
+
+
+def cpus_text(rows: list[dict[str, Any]]) -> list[str]:
+    """The CPUs section of show's text: per CPU its op, the lock it spins
+    on, the locks it holds and its call stack, at most 80 columns."""
+    out = ["CPUs:"]
+    for r in rows:
+        op = r["op"]
+        if op is None:
+            what = "idle"
+        else:
+            what = f"op {op['op']} {op['verb'] or ''}".rstrip()
+            if op["bdf"]:
+                what += f" {op['bdf']}"
+            if op["domain"] is not None:
+                what += (" -> " if op["verb"] in ("assign", "quarantine") else " ") + op["domain"]
+        head = f"  cpu {r['cpu']:<2} "
+        out.append(head + what)
+        pad = " " * len(head)
+        if r["waits_for"] is not None:
+            w = r["waits_for"]
+            holder = f"held by cpu {w['holder']}" if w["holder"] is not None else "free now"
+            out.append(f"{pad}spins on {w['lock']}, {holder}")
+        if r["locks"]:
+            out += _wrapped(pad + "holds", r["locks"], ", ", len(pad) + 6)
+        if r["stack"]:
+            out += _wrapped(pad + "stack", r["stack"], " >", len(pad) + 6)
+    return out
 
 
 def _text_safe(obj: Any) -> Any:
@@ -419,7 +514,10 @@ def show_text(st: ReplayState, view: PlatformView, *, count: int | None = None,
         kind = S.KINDS[st.kind].name if isinstance(st.kind, int) and 0 <= st.kind < len(S.KINDS) else st.kind
         where = safe_text(" ".join(x for x in (st.label or "", func_name(st.func) if st.func else "") if x))
         out.append(f"step {st.seq}{of}: {kind}" + (f" at {where}" if where else "") + f"  (op {st.op})")
-    out.append(f"operation: {safe_text(op_text(st, view))}"
+    several = len(d["cpus"]) > 1
+    cpu = st.cpu if several and isinstance(st.cpu, int) and st.cpu >= 0 else None
+    on_cpu = f" (cpu {cpu})" if cpu is not None else ""
+    out.append(f"operation: {safe_text(op_text(st, view, cpu) if several else op_text(st, view))}{on_cpu}"
                + (f", rollback depth {st.rollback}" if st.rollback else ""))
     for u in d["iommus"]:
         on = "translation on" if u["id"] in st.translation else "translation off"
@@ -486,8 +584,11 @@ def show_text(st: ReplayState, view: PlatformView, *, count: int | None = None,
         out.append("identity maps: none")
     locks = ", ".join(f"{x['lock']} (cpu {x['cpu']})" for x in d["locks"]) or "none held"
     out.append(f"locks: {locks}")
-    for cpu, frames in d["stacks"].items():
-        out.append(f"stack cpu {cpu}: " + " > ".join(frames))
+    if several:
+        out += cpus_text(d["cpus"])
+    else:
+        for cpu, frames in d["stacks"].items():
+            out.append(f"stack cpu {cpu}: " + " > ".join(frames))
     if d["open_findings"]:
         out.append("open findings:")
         for f in d["open_findings"]:

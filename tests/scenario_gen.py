@@ -12,6 +12,9 @@ identity maps of an RMRR per domain -- two of them (a shared RMRR, which only
 an assignment with XEN_DOMCTL_DEV_RDM_RELAXED may hand to a domU).  Then one
 to six operations drawn against the scenario as it evolves (assign, deassign,
 quarantine, destroy, hot add and remove) and up to two injected faults.
+``scenarios(max_cpus=N)`` puts each op on a random CPU 0..N-1 (all ops on
+CPU 0 when N is 1, the default): the CPUs interleave at the engine's
+scheduling points, under whatever schedule the test draws.
 
 Mostly valid by construction; the scenario loader has the last word
 (``platform_of`` assumes invalid ones away).
@@ -33,7 +36,7 @@ def _b(v: bool) -> str:
 
 
 @st.composite
-def scenarios(draw) -> str:
+def scenarios(draw, max_cpus: int = 1) -> str:
     knobs = {k: draw(st.booleans()) for k in ("cx16", "caching_mode", "coherent", "quarantine", "ats",
                                               "rwbf", "hwdom_passthrough")}
     knobs["caching_mode"] = knobs["caching_mode"] and draw(st.booleans())
@@ -93,6 +96,8 @@ def scenarios(draw) -> str:
     present = [b for b in endpoints if b != late]
     absent = [late] if late else []
     live = ["guest1", "guest2"]
+    ncpus = draw(st.integers(1, max_cpus))
+    first_op = len(lines)
     for _ in range(draw(st.integers(1, 6))):
         verb = draw(st.sampled_from(("assign", "assign", "deassign", "quarantine", "destroy", "add", "remove")))
         if verb == "add" and absent:
@@ -115,6 +120,11 @@ def scenarios(draw) -> str:
                 lines.append("relaxed = true")      # mostly: a shared RMRR is otherwise refused (-EPERM)
         elif verb in ("deassign", "quarantine") and present:
             lines += ["", "[[op]]", f'do = "{verb}"', f'device = "{draw(st.sampled_from(present))}"']
+    if ncpus > 1:
+        # Ops were drawn in listed order, as CPU 0 alone would run them; on
+        # several CPUs they race, so some may fail (-ENODEV ...): as in Xen.
+        for i in [i for i in range(first_op, len(lines)) if lines[i] == "[[op]]"]:
+            lines[i] = f"[[op]]\ncpu = {draw(st.integers(0, ncpus - 1))}"
 
     for _ in range(draw(st.integers(0, 2))):
         lines += ["", "[[fault]]", f'at = "{draw(st.sampled_from(FAULT_POINTS))}"',
@@ -131,3 +141,26 @@ def platform_of(text: str):
         return loads_scenario(text, "prop.toml")
     except ScenarioError:
         assume(False)
+
+
+class SeededChooser:
+    """A random schedule: at each scheduling point of tracer/sched.py, the
+    default with probability ``stay``, else any option, from a seeded
+    generator (Hypothesis draws the seed, so a failure shrinks and replays).
+    Points where the scheduler has a free choice are answered the same way."""
+
+    def __init__(self, seed: int, stay: float = 0.6) -> None:
+        import random
+        self.rng = random.Random(seed)
+        self.stay = stay
+
+    def choose(self, point) -> int:
+        if self.rng.random() < self.stay:
+            return 0
+        return self.rng.randrange(len(point.options))
+
+
+def choosers():
+    """A strategy: a fresh SeededChooser factory (one chooser per recording)."""
+    return st.tuples(st.integers(0, 2**32 - 1), st.sampled_from((0.3, 0.6, 0.9))).map(
+        lambda a: (lambda: SeededChooser(a[0], a[1])))

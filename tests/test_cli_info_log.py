@@ -84,7 +84,7 @@ def test_info_json(capsys, trace):
     doc = json.loads(out)
     assert doc["shape_version"] == 2 and list(doc) == [
         "shape_version", "trace", "format", "schema_version", "tool", "tool_version", "engine", "scenario",
-        "platform", "created", "events", "chunks", "bytes", "complete", "integrity", "stop"]
+        "platform", "schedule", "created", "events", "chunks", "bytes", "complete", "integrity", "stop"]
     assert doc["events"] == 12 and doc["chunks"] == 3 and doc["complete"] is True
     assert doc["integrity"] == "ok" and doc["stop"] is None and doc["created"] is None
     assert doc["engine"] == HEADER["engine"] and doc["platform"] == HEADER["platform"]

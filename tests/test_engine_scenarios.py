@@ -334,6 +334,9 @@ FINAL = {
     # D1: the second device's bridge MO finds the aliases already the guest's -> -EFAULT
     ("s10-alias-rid-split", "legacy"): ([0, 0], "0000:05:02.0", "guest"),
     ("s10-alias-rid-split", "direct"): ([0, -14], "0000:05:02.0", "dom0"),
+    # run to completion: guest's teardown before guest-b's assign; the NIC ends with dom0
+    ("s9-xsa399-race", "legacy"): ([0, 0, 0, 0, 0], "0000:00:19.0", "dom0"),
+    ("s9-xsa399-race", "direct"): ([0, 0, 0, 0, 0], "0000:00:19.0", "dom0"),
 }
 
 

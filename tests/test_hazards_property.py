@@ -25,7 +25,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from scenario_gen import platform_of, scenarios  # noqa: F401 (scenarios: also test_owner_mismatch's)
+from scenario_gen import choosers, platform_of, scenarios  # noqa: F401 (scenarios: also test_owner_mismatch's)
 
 from replay import caches
 from replay.hazards import KINDS, SEVERITIES, Analysis, findings_for_events, findings_for_trace
@@ -40,8 +40,10 @@ FEW = settings(SETTINGS, max_examples=max(10, SETTINGS.max_examples // 4))
 _platform = platform_of
 
 
-def _recordings(text):
-    """[(name, header, events)] under legacy, direct cx16, direct no-cx16 and original."""
+def _recordings(text, make_chooser=None):
+    """[(name, header, events)] under legacy, direct cx16, direct no-cx16 and
+    original; under a fresh chooser from ``make_chooser`` each (a random
+    schedule, for scenarios of several CPUs)."""
     from tracer.record import apply_cx16, make_header, record
     from tracer.recorder import ListSink
 
@@ -49,8 +51,9 @@ def _recordings(text):
     for variant, cx16 in (("legacy", True), ("direct", True), ("direct", False), ("original", True)):
         platform = apply_cx16(_platform(text), cx16)
         sink = ListSink()
-        record(platform, variant, sink)
-        out.append((f"{variant}{'' if cx16 else '-nocx16'}", make_header(platform, variant), sink.events))
+        res = record(platform, variant, sink, chooser=make_chooser() if make_chooser else None)
+        out.append((f"{variant}{'' if cx16 else '-nocx16'}", make_header(platform, variant, res.choices),
+                    sink.events))
     return out
 
 
@@ -161,8 +164,8 @@ def test_analysers_never_crash_and_windows_are_well_formed(text):
         assert b.finish() == findings, name
 
 
-def _check_against_oracle(text):
-    for name, header, events in _recordings(text):
+def _check_against_oracle(text, make_chooser=None):
+    for name, header, events in _recordings(text, make_chooser):
         findings = findings_for_events(header, events)
         oracle = _oracle(header, events)
         last = events[-1][1]
@@ -186,6 +189,20 @@ def test_incremental_windows_match_a_brute_force_recomputation(text):
     _check_against_oracle(text)
 
 
+@FEW
+@given(scenarios(max_cpus=3), choosers())
+def test_on_several_cpus_under_random_schedules(text, make_chooser):
+    """The same two properties with ops on one to three CPUs interleaved
+    by a random schedule: the windows are the state's, whoever ran."""
+    for name, header, events in _recordings(text, make_chooser):
+        a = Analysis(header)
+        a.feed(events)
+        findings = a.finish()
+        assert a.bad is None, (name, a.bad)
+        check_well_formed(findings, events)
+    _check_against_oracle(text, make_chooser)
+
+
 SHIPPED_PLUS = [
     ("s4-legacy-pci-rmrr-bridge", '[[op]]\ndo = "destroy"\ndomain = "guest"\n'),
     ("s1-usb-rmrr", '[[fault]]\nat = "flush-iotlb"\ndomain = "guest"\nnth = 1\n'),
@@ -198,7 +215,7 @@ SHIPPED_PLUS = [
 @pytest.mark.parametrize("name,extra", [(n, "") for n in (
     "s1-usb-rmrr", "s2-guest-destroy-quarantine", "s3-igd-own-drhd", "s4-legacy-pci-rmrr-bridge",
     "s5-me-wifi-phantom", "s6-enomem", "s7-phantom-quarantine", "s8-two-legacy-behind-bridge",
-    "s10-alias-rid-split", "s11-ats-stale-devtlb")] + SHIPPED_PLUS)
+    "s9-xsa399-race", "s10-alias-rid-split", "s11-ats-stale-devtlb")] + SHIPPED_PLUS)
 def test_shipped_scenarios_match_the_brute_force_recomputation(name, extra):
     from tracer.scenario import resolve
     _check_against_oracle(resolve(name)[0].read_text() + "\n" + extra)

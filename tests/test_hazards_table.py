@@ -691,6 +691,25 @@ EXPECTED[("s7-phantom-quarantine", "final-nocx16")] = _clean_quarantined("02:00.
 EXPECTED[("s12-phantom-source-alone", "final")] = _D3_ROWS_02 + _clean_quarantined("03:00.0")
 EXPECTED[("s12-phantom-source-alone", "final-nocx16")] = _D3_ROWS_02 + _clean_quarantined("03:00.0")
 
+# S9, run to completion (no race): op 2 leaves guest's DID on the ME unit (d1: the deassign
+# cleans the WLAN's unit only) until op 3's teardown frees it at DK4, without pcidevs_lock
+# (lock-order warning, the XSA-399 setting); guest-b then gets that number cleanly.  The
+# flush windows: 03:00.0 and the ME phantom 00:16.7 both ways (ops 1, 2), 00:19.0 both ways
+# (ops 4, 5).  The race itself is tests/test_xsa399.py.
+def _s9(unmap: bool) -> list:
+    end_c, end_t = ("UO5", "UO5") if unmap else ("MO9", "MO10")
+    start = "UO3" if unmap else "MO7"
+    rows = [("did-leak", "warning", "03:00.0", None, start, "DK4"),
+            ("lock-order", "warning", None, None, "DK4", "DK4")]
+    for dev, rid in (("00:16.0", "00:16.7"), ("00:19.0", "00:19.0"), ("03:00.0", "03:00.0")):
+        rows += [("stale-context", "benign", dev, rid, start, end_c)] * 2
+        rows += [("stale-iotlb", "benign", dev, rid, start, end_t)] * 2
+    return rows
+
+
+for _v in VARIANTS:
+    EXPECTED[("s9-xsa399-race", _v)] = _s9(_v in ("legacy", "original"))
+
 # Beyond the shipped scenarios: paths the table above does not reach.
 EXTRA_OPS = {
     # S4, then the guest is destroyed: the guest still owns 05:01.0's entry (P5 left it there),

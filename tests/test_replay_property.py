@@ -16,12 +16,13 @@ import os
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from scenario_gen import platform_of, scenarios  # noqa: F401 (scenarios: also test_stale_devtlb's)
+from scenario_gen import choosers, platform_of, scenarios  # noqa: F401 (scenarios: also test_stale_devtlb's)
 
 from replay.session import ReplaySession
 from replay.state import apply, initial_state, to_canonical
+from tracer.schema import I_CPU
 
 CI = os.environ.get("HYPOTHESIS_PROFILE") == "ci"
 SETTINGS = settings(deadline=None, derandomize=CI, suppress_health_check=[HealthCheck.too_slow])
@@ -29,13 +30,13 @@ SETTINGS = settings(deadline=None, derandomize=CI, suppress_health_check=[Health
 _platform = platform_of
 
 
-def _record(platform, variant, observe):
+def _record(platform, variant, observe, chooser=None):
     """Record with ``observe(engine, event)`` after every event; returns the events."""
     from tracer.record import record
     from tracer.recorder import ListSink
 
     sink = ListSink()
-    record(platform, variant, sink, on_event=observe)
+    record(platform, variant, sink, on_event=observe, chooser=chooser)
     return sink.events
 
 
@@ -61,6 +62,35 @@ def test_replay_equals_the_engine_after_every_event(text):
 
         _record(platform, variant, observe)
         assert not diffs, diffs[0]
+
+
+@SETTINGS
+@given(scenarios(max_cpus=3), choosers())
+def test_replay_equals_the_engine_after_every_event_on_several_cpus(text, make_chooser):
+    """The same on one to three CPUs under a random schedule: the per-CPU
+    stacks, open ops, lock waits and the locks each CPU holds are folded
+    from the events alone (canonical ``ops``/``waits``/``stacks``)."""
+    platform = _platform(text)
+    interleaved = 0
+    for variant in _variants():
+        st_ = initial_state({"platform": platform.to_header()})
+        diffs = []
+        cpus_seen = set()
+
+        def observe(engine, ev, st_=st_, diffs=diffs, variant=variant, cpus_seen=cpus_seen):
+            apply(st_, ev)
+            cpus_seen.add(ev[I_CPU])
+            if not diffs:
+                got, want = to_canonical(st_), engine.canonical()
+                if got != want:
+                    diffs.append((variant, ev, {k: (got[k], want[k]) for k in got if got[k] != want[k]}))
+
+        _record(platform, variant, observe, make_chooser())
+        assert not diffs, diffs[0]
+        interleaved += len(cpus_seen - {-1}) > 1
+    # every variant runs the scenario's ops on the same CPUs
+    assert interleaved in (0, len(_variants()))
+    event("CPUs that ran: " + ("several" if interleaved else "one"))
 
 
 @SETTINGS

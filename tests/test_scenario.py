@@ -336,7 +336,7 @@ def test_device_behind_scoped_bridge_needs_no_include_all():
 SHIPPED = [
     "s1-usb-rmrr", "s2-guest-destroy-quarantine", "s3-igd-own-drhd", "s4-legacy-pci-rmrr-bridge",
     "s5-me-wifi-phantom", "s6-enomem", "s7-phantom-quarantine", "s8-two-legacy-behind-bridge",
-    "s10-alias-rid-split", "s11-ats-stale-devtlb", "s12-phantom-source-alone",
+    "s9-xsa399-race", "s10-alias-rid-split", "s11-ats-stale-devtlb", "s12-phantom-source-alone",
 ]
 
 

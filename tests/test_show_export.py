@@ -138,8 +138,10 @@ def test_show_json_has_the_contract_shape(trace, capsys):
         assert rc == 0
         doc = json.loads(out)
         assert list(doc) == ["shape_version", "seq", "op", "label", "iommus", "devices", "page_tables",
-                             "identity_maps", "locks", "stacks", "open_findings"]
+                             "identity_maps", "locks", "stacks", "cpus", "open_findings"]
         assert doc["shape_version"] == 2
+        for c in doc["cpus"]:
+            assert list(c) == ["cpu", "op", "stack", "locks", "waits_for"]
         assert doc["seq"] == n
         for f in doc["open_findings"]:      # check --json finding objects, open at n
             assert list(f) == ["kind", "severity", "device", "rid", "iommu", "start", "end", "open_at_end",

@@ -101,6 +101,9 @@ class Knobs:
     ats: bool = False                 # ats_enabled
     rwbf: bool = False                # CAP.RWBF (or rwbf_quirk)
     hwdom_passthrough: bool = False   # iommu_hwdom_passthrough
+    # cleanup_domid_map as fixed by aafd4f1df0 (XSA-399); False: the order
+    # before it.  An engine option (--no-xsa399-fix), not a scenario key.
+    xsa399_fix: bool = True
 
 
 @dataclass

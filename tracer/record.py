@@ -36,6 +36,7 @@ def make_header(platform: Platform, variant: str, schedule: Sequence[Choice] = (
             "xen_branch": "stable-4.15",
             "cx16": platform.knobs.cx16,
             "cx16_source": platform.knobs.cx16_source,
+            "xsa399_fix": platform.knobs.xsa399_fix,
         },
         "platform": platform.to_header(),
         "schedule": schedule_header(platform.cpus, schedule),
@@ -88,4 +89,6 @@ def record(platform: Platform, variant: str, sink: Sink,
 
 def default_output(platform: Platform, variant: str) -> str:
     suffix = "" if platform.knobs.cx16 else "-nocx16"
+    if not platform.knobs.xsa399_fix:
+        suffix += "-pre-xsa399"
     return f"{platform.name}.{variant}{suffix}.vtdt"

@@ -7,7 +7,8 @@ model opens the trace in O(1) (trailer + index), the screen is composed and
 drawn, and only after that first refresh does the loader start.
 
 Keys (help screen, footer and command palette list the same set):
-n/p/↓/↑ step, o/u step over/out, ]/[ next/previous finding (s: the lowest
+n/p/↓/↑ step, o/u step over/out (within the current event's CPU), c follow
+one CPU (n/p/o/u stay on its events; again: stop), ]/[ next/previous finding (s: the lowest
 severity they stop at), g go to step, w/W next/previous write of the
 selected context entry, / search (>/< repeat, escape cancels a running one),
 f filter (F clears), m/' bookmarks, z/Z timeline zoom to the operation /
@@ -84,6 +85,7 @@ class VtdtraceApp(KeyRouting, App):
         Binding("up", "step(-1)", "prev", show=False),
         Binding("o", "step_over", "over"),
         Binding("u", "step_out", "out"),
+        Binding("c", "follow_cpu", "follow cpu"),
         Binding("right_square_bracket", "next_finding", "next finding", key_display="]"),
         Binding("left_square_bracket", "prev_finding", "previous finding", key_display="[", show=False),
         Binding("s", "cycle_severity", "stop at", show=False),
@@ -114,10 +116,14 @@ class VtdtraceApp(KeyRouting, App):
     def footer_entries(self):
         """The footer's keys, most important first; help and quit last
         (pinned).  ``]`` names the lowest severity it stops at."""
-        floor = self.model.min_rank
+        m = self.model
+        floor = m.min_rank
         stop = {3: "next hazard", 2: "next warn/hazard", 1: "next finding"}[floor]
+        # Several CPUs: c, labelled with the CPU followed (the footer is the status)
+        follow = [("c", "follow cpu" if m.follow_cpu is None else f"CPU {m.follow_cpu} only", "follow_cpu")] \
+            if m.cpus > 1 or m.follow_cpu is not None else []
         return [("n", "next", "step(1)"), ("p", "prev", "step(-1)"), ("]", stop, "next_finding"),
-                ("g", "go to", "goto"), ("/", "search", "search"), ("o", "over", "step_over"),
+                *follow, ("g", "go to", "goto"), ("/", "search", "search"), ("o", "over", "step_over"),
                 ("u", "out", "step_out"), ("s", f"stop≥{self.SEVERITY_NAMES[floor]}", "cycle_severity"),
                 ("w", "write", "next_write"), ("f", "filter", "filter"), ("m", "mark", "bookmark"),
                 ("z", "zoom op", "zoom"), ("1-4", "panes", "pane(1)"), ("^p", "palette", "command_palette"),
@@ -281,6 +287,8 @@ class VtdtraceApp(KeyRouting, App):
     def _edge(self, forward: bool) -> str:
         """Why a step in that direction goes nowhere."""
         m = self.model
+        if m.follow_cpu is not None:
+            return f"no {'later' if forward else 'earlier'} event of CPU {m.follow_cpu} (c: every CPU)"
         if m.filter_seqs is not None:
             return f"no {'later' if forward else 'earlier'} event matches the filter ({m.filter.describe()})"
         if forward:
@@ -303,6 +311,17 @@ class VtdtraceApp(KeyRouting, App):
         floor = self.SEVERITY_NAMES[self.model.min_rank]
         sev = "finding" if floor == "benign" else f"finding of severity {floor} or worse"
         return f"no {which} {sev}  (s: the lowest severity ] and [ stop at)"
+
+    def action_follow_cpu(self) -> None:
+        """c: n/p/o/u stay on the events of the cursor event's CPU; again: all CPUs."""
+        m = self.model
+        if m.follow_cpu is None and m.cpus < 2:
+            return self._moved(None, "this trace ran on one CPU: nothing else to leave out")
+        cpu = m.toggle_follow()
+        self.query_one(KeyFooter).refresh_labels()
+        self.view.refresh_step()
+        self.say(f"following CPU {cpu}: n/p/o/u step through its events only (c: every CPU)"
+                 if cpu is not None else "every CPU's events again")
 
     def action_next_finding(self) -> None:
         if self.model.findings is None:

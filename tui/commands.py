@@ -13,6 +13,8 @@ ACTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("Previous event", "step back one event", "step(-1)", "p ↑"),
     ("Step over", "the next call (to its return) or operation (to its op-end) in one step", "step_over", "o"),
     ("Step out", "to the return of the current function, or the end of the operation", "step_out", "u"),
+    ("Follow this CPU", "n/p/o/u step through the events of the current event's CPU only (again: every CPU)",
+     "follow_cpu", "c"),
     ("Next finding", "to the step that opens the next finding at or above the chosen severity (s)",
      "next_finding", "]"),
     ("Previous finding", "to the step that opens the previous finding at or above the chosen severity (s)",

@@ -13,7 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 from replay.diff import ARGS, ONLY_A, ONLY_B
-from replay.diff.text import PAIR_STATUS, change_text, event_line, finding_text, key_desc, op_title, region_counts
+from replay.diff.text import (
+    PAIR_STATUS,
+    change_text,
+    event_line,
+    finding_text,
+    key_desc,
+    op_title,
+    race_text,
+    region_counts,
+)
 from replay.jsonout import text_scalar
 
 from .diff_model import DiffModel
@@ -100,6 +109,12 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
         add(([(f"no difference here · {where}", "diff-detail--dim")], None))
     else:
         add(([("the two traces have the same events", "diff-detail--dim")], None))
+    # Two schedules of one scenario: what each ran where they parted; up
+    # here in the first region (where the view opens), else at the end.
+    race = (report.first_divergence or {}).get("race")
+    race_first = race is not None and reg is not None and reg.index == 0
+    if race is not None and race_first:
+        lines.extend(wrap_parts(race_text(race), width, "diff-detail--label"))
 
     # the two events
     evs: dict[str, list[Any] | None] = {}
@@ -181,6 +196,8 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
             add(([(f"state after this operation (A step {sd.seq_a:,}, B step {sd.seq_b:,}): the same again",
                    "diff-detail--label")], None))
 
+    if race is not None and not race_first:
+        lines.extend(wrap_parts(race_text(race), width, "diff-detail--label"))
     if report.header_diff:
         hd = report.header_diff
         # values as the trace view prints them (true, -, JSON), not Python reprs

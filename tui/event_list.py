@@ -9,7 +9,9 @@ No ``DataTable``: 100k rows took 12 s to add here (measured).
 Row y shows seq y (row 0: the platform before any event); with a filter on,
 row y shows the y-th matching event (TraceModel.seq_at_row).  Columns: a
 bookmark mark, a hazard mark (a coloured bar when the step lies inside a
-finding's window), seq, CPU, op, step label, Xen function, kind, the decoded
+finding's window), seq, CPU (one cell, always shown: a trace of one CPU
+reads 0 there, which costs two cells and keeps every layout the same; ``d``
+marks a device's DMA), op, step label, Xen function, kind, the decoded
 arguments.  Column widths follow the widget width and are recomputed on
 every width change (a live resize included): the arguments keep at least
 ``ARGS_MIN`` cells, the function column takes what is left up to the
@@ -257,9 +259,12 @@ class EventList(CachedStyles, ScrollView, can_focus=True):
                          ("(unreadable)", "event-list--start")]
             else:
                 s, cpu, op, label, func, kind, args = m.row_fields(ev)
+                # one cell, always: CPUs 0-7 (a scenario names at most eight),
+                # d for a device's DMA, + for what a crafted trace says
+                cell = "d" if cpu == "dev" else cpu if len(cpu) == 1 else "+"
                 parts = [
                     (_fit(s, wseq, True) + " ", "event-list--seq"),
-                    (cpu + " " + _fit(op, wop, True) + " ", "event-list--meta"),
+                    (cell + " " + _fit(op, wop, True) + " ", "event-list--meta"),
                     (_fit(label, 5) + " ", "event-list--label"),
                     (fit_name(m.schema.funcs, func, wfunc) + " ", "event-list--func"),
                     (_fit(kind, wkind) + " ", "event-list--kind"),

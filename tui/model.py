@@ -109,6 +109,7 @@ def parse_kinds(text: str) -> tuple[str, ...]:
 # --- findings ---------------------------------------------------------------------------
 
 TIMELINE_RESOLUTION = 4096
+SCAN_CHUNK = 4096        # events read at a time when looking for one CPU's next event
 
 
 def finding_dict(f: Finding) -> dict:
@@ -379,6 +380,7 @@ class TraceModel:
         self.min_rank = 2                # ]/[ stop at findings of this severity rank or worse
         self.zoom: tuple[int, int] | None = None   # the timeline's span of steps, None: the whole trace
         self.bookmarks: dict[int, str] = {}
+        self.follow_cpu: int | None = None   # c: n/p step through this CPU's events only
         self._by_name = {k.name: k.code for k in self.schema.kinds}
         self._k_call = self._by_name.get("call")
         self._k_return = self._by_name.get("return")
@@ -475,8 +477,9 @@ class TraceModel:
         return self.schema.kinds[k].name if isinstance(k, int) and 0 <= k < len(self.schema.kinds) else "?"
 
     def row_fields(self, ev) -> tuple:
-        """(seq, cpu, op, label, func, kind, args) as display strings."""
-        return (str(ev[1]), str(ev[2]), str(ev[3]), str(ev[5] or ""),
+        """(seq, cpu, op, label, func, kind, args) as display strings; the
+        cpu of a device's DMA (-1) is ``dev``."""
+        return (str(ev[1]), "dev" if ev[2] == -1 else str(ev[2]), str(ev[3]), str(ev[5] or ""),
                 str(self.presenter.func_name(ev[4]) or ""), self.kind_name(ev),
                 self.presenter.text_args(ev))
 
@@ -528,7 +531,10 @@ class TraceModel:
         return key if key is not None else self.selected
 
     def step(self, delta: int):
-        """n/p: the next/previous event (the next/previous matching one under a filter)."""
+        """n/p: the next/previous event (the next/previous matching one under
+        a filter; of the followed CPU only while one is followed)."""
+        if self.follow_cpu is not None:
+            return self._step_cpu(delta, self.follow_cpu)
         if self.filter_seqs is not None:
             seqs = self.filter_seqs
             if delta > 0:
@@ -545,18 +551,80 @@ class TraceModel:
             return None
         return self.move_to(target)
 
+    # --- several CPUs ------------------------------------------------------------------------
+    @property
+    def cpus(self) -> int:
+        """How many CPUs the recording ran on (header ``schedule``)."""
+        return self.view.cpus
+
+    def cpu_at(self, seq: int) -> int:
+        """The CPU whose events o/u stay on from step seq: the followed one,
+        else the CPU of the event at seq (step 0 and a device's DMA: CPU 0's
+        ops are the listing's first)."""
+        if self.follow_cpu is not None:
+            return self.follow_cpu
+        ev = self.event(seq) if seq > 0 else None
+        cpu = ev[2] if ev is not None else 0
+        return cpu if isinstance(cpu, int) and cpu >= 0 else 0
+
+    def _next_on_cpu(self, after: int, cpu: int):
+        """The first event of cpu after step ``after`` (None: none readable)."""
+        start = after + 1
+        while start <= self.count:
+            stop = min(start + SCAN_CHUNK, self.count + 1)
+            for ev in self.events(start, stop):
+                if ev[2] == cpu:
+                    return ev
+            start = stop
+        return None
+
+    def _prev_on_cpu(self, before: int, cpu: int):
+        stop = before
+        while stop > 1:
+            start = max(1, stop - SCAN_CHUNK)
+            for ev in reversed(list(self.events(start, stop))):
+                if ev[2] == cpu:
+                    return ev
+            stop = start
+        return None
+
+    def _step_cpu(self, delta: int, cpu: int):
+        """n/p while following a CPU: its next/previous event (matching the
+        filter when one is on)."""
+        ok = self.filter_predicate(self.filter) if self.filter_seqs is not None else None
+        seq = self.cursor
+        for _ in range(abs(delta)):
+            while True:
+                ev = self._next_on_cpu(seq, cpu) if delta > 0 else self._prev_on_cpu(seq, cpu)
+                if ev is None:
+                    return None
+                seq = ev[1]
+                if ok is None or ok(ev):
+                    break
+        return self.move_to(seq)
+
+    def toggle_follow(self) -> int | None:
+        """c: follow the CPU of the event under the cursor (n/p, o, u stay on
+        its events); again: stop.  Returns the CPU followed now."""
+        if self.follow_cpu is not None:
+            self.follow_cpu = None
+        else:
+            self.follow_cpu = self.cpu_at(self.cursor)
+        return self.follow_cpu
+
     def _matching_return(self, after: int, cpu) -> int | None:
         """The first return at depth 0 on cpu after step ``after`` (calls and
-        returns balance in between), or the op-end that closes the operation,
-        or None at the end of the readable trace."""
+        returns balance in between), or the op-end that closes cpu's
+        operation, or None at the end of the readable trace.  Other CPUs'
+        events in between are passed over."""
         depth = 0
         kc, kr, ke = self._k_call, self._k_return, self._k_op_end
         for ev in self.events(after + 1, self.count + 1):
+            if ev[2] != cpu:
+                continue
             k = ev[0]
             if k == ke:
                 return ev[1]
-            if ev[2] != cpu:
-                continue
             if k == kc:
                 depth += 1
             elif k == kr:
@@ -566,16 +634,21 @@ class TraceModel:
         return None
 
     def step_over(self):
-        """o: the next event; when it is a call, the matching return (the
-        whole call in one step); when it begins an operation, its op-end."""
-        nxt = self.cursor + 1
-        ev = self.event(nxt)
+        """o: the next event of the current CPU (cpu_at: one CPU, the next
+        event); when it is a call, the matching return (the whole call in
+        one step); when it begins an operation, its op-end."""
+        cpu = self.cpu_at(self.cursor)
+        if self.cpus > 1 or self.follow_cpu is not None:
+            ev = self._next_on_cpu(self.cursor, cpu)
+        else:
+            ev = self.event(self.cursor + 1)
         if ev is None:
             return None
+        nxt = ev[1]
         if ev[0] == self._k_call:
             target = self._matching_return(nxt, ev[2])
         elif ev[0] == self._k_op_begin:
-            target = self._op_end_after(nxt)
+            target = self._op_end_after(nxt, ev[3])
         else:
             target = nxt
         return self.move_to(target if target is not None else self.count)
@@ -585,21 +658,26 @@ class TraceModel:
         frame after the cursor's event); at top level, to the op-end of the
         current operation."""
         ev = self.event(self.cursor)
-        cpu = ev[2] if ev is not None else 0
-        if ev is not None and ev[0] == self._k_op_end:
+        cpu = self.cpu_at(self.cursor)
+        if ev is not None and ev[0] == self._k_op_end and ev[2] == cpu:
             return None if self.cursor >= self.count else self.step_over()
         target = self._matching_return(self.cursor, cpu)
         if target is None:
             return None
         return self.move_to(target)
 
-    def _op_end_after(self, seq: int):
+    def _op_end_after(self, seq: int, op=None):
+        """The op-end of operation ``op`` (any operation's when None) after
+        seq: with several CPUs the next op-end may be another CPU's."""
         if self.session is not None and self._k_op_end is not None:
             nxt = self.session.next_of_kind("op-end", seq)
-            if nxt is not None and nxt <= self.count:
-                return nxt
+            while nxt is not None and nxt <= self.count:
+                ev = self.event(nxt)
+                if op is None or ev is None or ev[3] == op:
+                    return nxt
+                nxt = self.session.next_of_kind("op-end", nxt)
         for ev in self.events(seq + 1, self.count + 1):
-            if ev[0] == self._k_op_end:
+            if ev[0] == self._k_op_end and (op is None or ev[3] == op):
                 return ev[1]
         return None
 
@@ -766,7 +844,9 @@ class TraceModel:
         open_f = self.findings.open_at(seq) if self.findings is not None else []
         show = render.show_dict(st, s.view, open_f)
         stacks = {cpu: [func_name(f) for f in st.stack(cpu)] for cpu in sorted(st.stacks)}
-        return StepView(seq=seq, count=self.count, show=show, op_text=render.op_text(st, s.view),
+        # several CPUs: "the operation" is the one of the event's CPU
+        cpu = st.cpu if len(show["cpus"]) > 1 and isinstance(st.cpu, int) and st.cpu >= 0 else None
+        return StepView(seq=seq, count=self.count, show=show, op_text=render.op_text(st, s.view, cpu),
                         rollback=st.rollback, stacks=stacks, translation=frozenset(st.translation),
                         open_findings=open_f, key=(seq, self.count, id(self.findings)), rmrr=self.rmrr_rids)
 

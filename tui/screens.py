@@ -20,6 +20,8 @@ HELP_TEXT = """\
   [b]n[/b] / [b]↓[/b]     next event            [b]p[/b] / [b]↑[/b]     previous event
   [b]o[/b]         step over: a call in one step (to its return), an operation to its op-end
   [b]u[/b]         step out: to the return of the current function (top level: op-end)
+            several CPUs: o and u stay on the current event's CPU, other CPUs' events pass
+  [b]c[/b]         follow this CPU: n/p/o/u step through its events only (again: every CPU)
   [b]][/b] / [b]\\[[/b]     next / previous finding: the step that opens a window of the chosen severity
   [b]s[/b]         lowest severity ] / \\[ stop at: warning → hazard only → all (benign too)
             (benign windows are the ones an operation closes with its own flush)

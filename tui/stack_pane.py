@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .lines import Line, LinePane, wrap_parts
 from .model import StepView
+from .state_pane import cpu_op_text
 
 
 def stack_lines(v: StepView | None, label: str | None, event_text: str | None = None,
@@ -23,11 +24,24 @@ def stack_lines(v: StepView | None, label: str | None, event_text: str | None = 
     if v.rollback:
         op.append((f"  (rolling back, depth {v.rollback})", "stack-pane--warn"))
     add((op, None))
-    if not v.stacks:
+    rows = {r["cpu"]: r for r in v.show.get("cpus") or ()}
+    several = len(rows) > 1
+    if not v.stacks and not several:
         add(([("no function on any CPU's stack", "stack-pane--dim")], None))
         return lines
-    for cpu, frames in v.stacks.items():
-        add(([(f"cpu {cpu}", "stack-pane--label")], None))
+    # several CPUs: every one, also a CPU between ops or spinning before its first call
+    stacks = {cpu: v.stacks.get(cpu, []) for cpu in sorted(rows)} if several else v.stacks
+    for cpu, frames in stacks.items():
+        head: list[tuple[str, str | None]] = [(f"cpu {cpu}", "stack-pane--label")]
+        r = rows.get(cpu)
+        if several and r is not None:
+            # whose op this stack serves, and a spin on a lock another CPU holds
+            head.append((f"  {cpu_op_text(r['op'])}", None))
+            w = r["waits_for"]
+            if w is not None:
+                holder = f"held by cpu {w['holder']}" if w["holder"] is not None else "free now"
+                head.append((f"  spins on {w['lock']} ({holder})", "stack-pane--warn"))
+        add((head, None))
         for depth, name in enumerate(frames):
             last = depth == len(frames) - 1
             parts = [(" " * min(depth, 12), None), (name, "stack-pane--top" if last else "stack-pane--frame")]

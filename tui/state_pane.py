@@ -21,6 +21,8 @@ banner above the units names the devices of the open findings where the line
 has room.
 Below each unit: the DID map and what its caches may still hold; then device
 owners, the locks held with their holders and the findings open at the step.
+With several CPUs: each CPU's op and the lock it spins on at the top, each
+CPU's call stack at the end.
 
 The content is a list of lines built from ``render.show_dict`` (the
 ``show --json`` object, docs/CLI.md#show-json) -- nothing here computes owners or cache contents.
@@ -120,6 +122,17 @@ def build_lines(v: StepView, selected, width: int) -> list[Line]:
     if v.open_findings:
         add((_banner(v.open_findings, width), None))
     show = v.show
+    cpus = show.get("cpus") or []
+    if len(cpus) > 1:
+        # Several CPUs, first thing: each one's op and the lock it spins on
+        # (their call stacks close the pane, after the locks)
+        for r in cpus:
+            row: list[Part] = [(f"CPU {r['cpu']}  ", "state-pane--label"), (cpu_op_text(r["op"]), None)]
+            w = r["waits_for"]
+            if w is not None:
+                holder = f"held by cpu {w['holder']}" if w["holder"] is not None else "free now"
+                row.append((f"  spins on {w['lock']} ({holder})", "state-pane--warn"))
+            add((row, None))
     owners = {d["bdf"]: d["owner"] for d in show["devices"]}
     for u in show["iommus"]:
         add(([], None))
@@ -212,7 +225,24 @@ def build_lines(v: StepView, selected, width: int) -> list[Line]:
     add(([("Locks:   ", "state-pane--label"),
           (" · ".join(f"{x['lock']} held by cpu {x['cpu']}" for x in locks) or "none held",
            "state-pane--lock" if locks else "state-pane--dim")], None))
+    if len(cpus) > 1:
+        for r in cpus:
+            if r["stack"]:
+                add(([(f"Stack {r['cpu']}: ", "state-pane--label"), (" > ".join(r["stack"]), "state-pane--dim")],
+                     None))
     return lines
+
+
+def cpu_op_text(op: dict | None) -> str:
+    """A show --json ``cpus[].op`` in words: "op 1 assign 0000:00:14.0 -> guest"."""
+    if op is None:
+        return "idle"
+    text = f"op {op['op']} {op['verb'] or ''}".rstrip()
+    if op["bdf"]:
+        text += f" {op['bdf']}"
+    if op["domain"] is not None:
+        text += (" -> " if op["verb"] in ("assign", "quarantine") else " ") + op["domain"]
+    return text
 
 
 class StatePane(LinePane):

@@ -59,6 +59,11 @@ class TitleBar(OneLine):
         step: list[Part] = [(" │ ", "title-bar--dim"), (f"step {m.cursor:,}", "title-bar--step")]
         if ev is not None:
             step.append((f" op {ev[S.I_OP]}" + (f" {ev[S.I_LABEL]}" if ev[S.I_LABEL] else ""), None))
+            if m.cpus > 1:
+                cpu = ev[S.I_CPU]
+                step.append((" dev" if cpu == -1 else f" cpu {cpu}", None))
+        if m.follow_cpu is not None:
+            step.append((f" [CPU {m.follow_cpu} only]", "title-bar--step"))
         kind: list[Part] = [(f" {m.kind_name(ev)}", None)] if ev is not None else []
         integ = m.integrity()
         scen: list[Part] = [(f"· {m.scenario} ", None)] if m.scenario not in m.name else []

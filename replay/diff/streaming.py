@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from operator import itemgetter
 from typing import Any
 
-from tracer.schema import FUNCS, I_FUNC, I_KIND, I_LABEL, I_OP, I_SEQ, K_OP_BEGIN
+from tracer.schema import FUNCS, I_CPU, I_FUNC, I_KIND, I_LABEL, I_OP, I_SEQ, K_OP_BEGIN
 
 from ..codes import Event
 from ..jsonout import EventPresenter
@@ -113,6 +113,14 @@ class _Pass:
         self.tracker = StateTracker(a.header, b.header, self.va, self.vb, a.analysis, b.analysis, a.state_at)
         self.al = Alignment()
         self.first: dict[str, Any] | None = None
+        # Two recordings of one scenario under other schedules (header
+        # ``schedule``) agree event for event up to the first choice they
+        # took differently: the two events there are the race, what each
+        # trace ran next (see _race).
+        ha, hb = a.header, b.header
+        self.schedules_differ = (isinstance(ha, dict) and isinstance(hb, dict)
+                                 and ha.get("schedule") != hb.get("schedule"))
+        self.race: dict[str, Any] | None = None
         self.tail: deque[tuple[Event, Event]] = deque(maxlen=max(context, 1))
         self.budget = detail_rows
         self.truncated = False
@@ -188,6 +196,8 @@ class _Pass:
             pb.extend(xb[:m])
         self.pend_start = last_op_start(pa, lo, self.pend_start)
         if m < n:
+            if self.race is None and self.first is None and self.schedules_differ:
+                self.race = _race(self.pres, xa[m], xb[m])
             self._commit(self.pend_start)
             self._handover()
             return False
@@ -317,6 +327,8 @@ class _Pass:
         fa, fb = a.findings, b.findings
         available = fa is not None and fb is not None
         hz, changed = pair_changed(hazard_delta(al, fa, fb)) if available else ([], [])
+        if self.first is not None and self.race is not None:
+            self.first["race"] = self.race
         return DiffReport(a=a.info(), b=b.info(), header_diff=header_diff(a.header, b.header), alignment=al,
                           first_divergence=self.first, state_diff=self.state_diffs, hazards=hz,
                           hazards_available=available, differing_pairs=self.differing,
@@ -353,6 +365,18 @@ def _ev_brief(pres: EventPresenter, ev: Event) -> dict[str, Any]:
     func = ev[I_FUNC]       # a code past FUNCS: a function this build does not know, as its number
     return {"seq": ev[I_SEQ], "kind": name, "func": FUNCS[func] if func < len(FUNCS) else func,
             "label": ev[I_LABEL], "text": pres.text_args(ev)}
+
+
+def _race(pres: Presenters, ea: Event, eb: Event) -> dict[str, Any]:
+    """The first events two traces of other schedules disagree on, each with
+    the CPU that ran it (-1: a device's DMA): before them every event was
+    the same, so these are what the schedules raced."""
+    out: dict[str, Any] = {"seq_a": ea[I_SEQ], "seq_b": eb[I_SEQ]}
+    for side, ev, p in (("a", ea, pres[0]), ("b", eb, pres[1])):
+        d = _ev_brief(p, ev)
+        del d["seq"]
+        out[side] = {"cpu": ev[I_CPU], "op": ev[I_OP], **d}
+    return out
 
 
 def _context(tail: deque[tuple[Event, Event]], pres: Presenters, n: int,

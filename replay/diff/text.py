@@ -187,6 +187,10 @@ def render_text(report: DiffReport, hide_label_only: bool = False) -> str:
     if hd:
         w(f"header: {len(hd)} field{'s' if len(hd) != 1 else ''} differ (headers do not count for equivalence)")
         for h in hd[:20]:
+            if h["path"] == "schedule.choices":
+                # the interleaving: none is the default (run to completion in listed order)
+                w(f"  schedule: {h['a'] or 'default'} | {h['b'] or 'default'}")
+                continue
             w(f"  {h['path']}: {_short(h['a'])} | {_short(h['b'])}")
         if len(hd) > 20:
             w(f"  ... {len(hd) - 20} more")
@@ -234,6 +238,9 @@ def _first_text(report: DiffReport, w: Write) -> None:
     what = {"only-a": "an event only A has", "only-b": "an event only B has",
             "args": "the same event with other values", "state": "the same events, a different state"}[cls]
     fields = f" [{', '.join(f['fields'])}]" if f.get("fields") else ""
+    race = f.get("race")
+    if race is not None:
+        w(race_text(race))
     w(f"first divergence: A seq {f['seq_a']}, B seq {f['seq_b']} (op {_opnum(f)}): {cls}, {what}{fields}")
     ctx = f.get("context") or []
     if ctx:
@@ -246,6 +253,25 @@ def _first_text(report: DiffReport, w: Write) -> None:
         if e is not None:
             w(f"  {side.upper()} {e['seq']:>7}  {e.get('label') or '':<5} {e.get('kind')} {e.get('func') or ''} "
               f"{e.get('text') or ''}".rstrip())
+
+
+def race_text(race: dict[str, Any]) -> str:
+    """One line naming the racing events of two schedules: "first divergence
+    at seq 57: A runs CPU 0 cleanup_domid_map DK4 did-map, B runs CPU 1
+    context_set_domain_id MO5 did-map"."""
+    at = (f"seq {race['seq_a']}" if race["seq_a"] == race["seq_b"]
+          else f"A seq {race['seq_a']}, B seq {race['seq_b']}")
+    return f"first divergence at {at}: A runs {_runs(race['a'])}, B runs {_runs(race['b'])}"
+
+
+def _runs(e: dict[str, Any]) -> str:
+    who = "a device's DMA" if e.get("cpu") == -1 else f"CPU {e.get('cpu')}"
+    func = e.get("func") if e.get("func") not in ("", None) else None
+    parts = [who, f"op {e.get('op')}" if e.get("kind") in ("op-begin", "op-end") else None,
+             func, e.get("label") or None, e.get("kind")]
+    if e.get("kind") in ("op-begin", "op-end", "lock", "unlock", "lock-wait"):
+        parts.append(e.get("text") or None)
+    return " ".join(str(p) for p in parts if p is not None)
 
 
 def _opnum(f: dict[str, Any]) -> str:

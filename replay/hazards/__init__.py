@@ -10,7 +10,7 @@ Findings are ``Finding`` records (``to_json()`` gives the docs/CLI.md#check-json
 
 One module per analyser family: rmrr (rmrr-disconnect), mismatch
 (did-pt-mismatch), stale (stale-context, stale-iotlb, foreign-iotlb), did
-(did-leak, did-dangling, did-reuse), locks (lock-order), devtlb
+(did-leak, did-dangling, did-reuse, did-incoherent), locks (lock-order), devtlb
 (stale-devtlb), owner (owner-mismatch).  docs/HAZARDS.md
 describes every kind, its Xen code window and its severity.
 """

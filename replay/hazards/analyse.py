@@ -36,11 +36,11 @@ from replay.codes import event_translator
 from replay.pseudo import pseudo_domain_name
 from replay.state import BadEvent, fold, initial_state
 from tracer import schema as S
-from tracer.schema import I_KIND, I_SEQ
+from tracer.schema import I_CPU, I_KIND, I_SEQ
 
 from .base import F_DOMAIN, Context, Event, Hook
 from .devtlb import DevtlbAnalyser
-from .did import DidAnalyser
+from .did import DidAnalyser, DidIncoherentAnalyser
 from .findings import KINDS, Finding, FindingIndex, pack_findings, sort_findings, unpack_findings
 from .locks import LockAnalyser
 from .mismatch import MismatchAnalyser
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 # Order matters: mismatch before stale (foreign-iotlb reads the mismatch set).
 ANALYSERS = (RmrrAnalyser, MismatchAnalyser, StaleAnalyser, DidAnalyser, LockAnalyser, DevtlbAnalyser,
-             OwnerAnalyser)
+             OwnerAnalyser, DidIncoherentAnalyser)
 
 
 class Analysis:
@@ -113,7 +113,9 @@ class Analysis:
     # --- context bookkeeping hooks ------------------------------------------------------
 
     def _clear_warning(self, ev: Event) -> None:
-        self.ctx.warning = None
+        # the store the warning announced is its CPU's next one
+        if ev[I_CPU] == self.ctx.warning_cpu:
+            self.ctx.warning = None
 
     def _domain_create(self, ev: Event) -> None:
         self.ctx.alive.add(ev[F_DOMAIN])
@@ -143,10 +145,12 @@ class Analysis:
         the state exactly after it.  One fold() call per feed, one dict
         lookup per event."""
         get = self._hooks.get
+        ctx = self.ctx
         hs: tuple[Hook, ...] | None = None
         prev: Event = ()
         for ev in events:
             if hs is not None:
+                ctx.cpu = prev[I_CPU]       # "the running operation" is this CPU's
                 for h in hs:
                     h(prev)
             try:
@@ -162,6 +166,7 @@ class Analysis:
             prev = ev
             yield ev
         if hs is not None:
+            ctx.cpu = prev[I_CPU]
             for h in hs:
                 h(prev)
         if prev:

@@ -94,11 +94,13 @@ class Context:
         self.names: Names = tuple(sorted(self.topo.names.items()))
         self.st = st
         self.out: list[Finding] = []
-        # the open top-level operation (op_device: a property, formatted on use)
-        self.op: int | None = None
-        self._op_dev: tuple[int | None, int | None] | None = None
-        self._op_device: str | None = None
-        self._op_named = True       # _op_device is up to date
+        # The top-level operation each CPU is inside: cpu -> [op, seg, bdf,
+        # device name or _UNNAMED (formatted on first use)].  ``cpu`` is the
+        # CPU of the event whose hooks run (the driver sets it before them),
+        # so ``op`` and ``op_device`` are that CPU's: with several CPUs,
+        # another CPU's op is not "the running operation".
+        self.cpu = 0
+        self.ops: dict[int, list[Any]] = {}
         # domain lifecycle, from domain-create / -dying / -destroy
         self.alive: set[int] = set()
         self.dying: set[int] = set()
@@ -115,8 +117,9 @@ class Context:
         self.owner_unit: dict[tuple[int, int], tuple[int, int]] = {}   # (seg, bdf16) -> (owner, unit) as last seen
         self.mismatch_keys: dict[int, set[Key]] = {}    # iommu -> entries pairing a DID with another's tables
         # the Xen warning line of the non-cx16 best-effort path, until the
-        # store it announces (the next ctx-write)
+        # store it announces (the next ctx-write of the CPU that printed it)
         self.warning: str | None = None
+        self.warning_cpu = 0
         # per ctx-write: (key, old info, new info)
         self.cur: tuple[Key, KeyInfo | None, KeyInfo | None] = ((0, 0, 0), None, None)
         self._rids: dict[Key, str] = {}
@@ -182,6 +185,12 @@ class Context:
         return domid in self.dying
 
     # --- index maintenance (driver calls these before the analysers) -------------------
+
+    def warning_of(self, ev: Event) -> str | None:
+        """The warning line a ctx-write was announced by: the CPU's own."""
+        if ev[S.I_KIND] == S.K_CTX_WRITE and ev[S.I_CPU] == self.warning_cpu:
+            return self.warning
+        return None
 
     def on_ctx_write(self, ev: Event) -> None:
         key = (ev[S.F_CTX_WRITE_IOMMU], ev[S.F_CTX_WRITE_BUS], ev[S.F_CTX_WRITE_DEVFN])
@@ -320,29 +329,39 @@ class Context:
                 self.pdevs_on.pop(prev, None)
 
     def op_begin(self, ev: Event) -> None:
-        self.op = ev[S.I_OP]
-        self._op_dev = (ev[S.F_OP_BEGIN_SEG], ev[S.F_OP_BEGIN_BDF])
-        self._op_named = False
+        self.ops[ev[S.I_CPU]] = [ev[S.I_OP], ev[S.F_OP_BEGIN_SEG], ev[S.F_OP_BEGIN_BDF], _UNNAMED]
+
+    @property
+    def op(self) -> int | None:
+        """The running operation (of the CPU of the event being looked at)."""
+        o = self.ops.get(self.cpu)
+        return o[0] if o is not None else None
 
     @property
     def op_device(self) -> str | None:
         """The running operation's device as 'SSSS:BB:DD.F' (or None),
         formatted on first use."""
-        if not self._op_named:
+        o = self.ops.get(self.cpu)
+        if o is None:
+            return None
+        if o[3] is _UNNAMED:
             d = None
-            if self._op_dev is not None:
-                seg, bdf = self._op_dev
-                if bdf is not None and 0 <= bdf <= 0xFFFF:
-                    d = fmt_rid(seg if seg is not None else 0, bdf >> 8, bdf & 0xFF)
-            self._op_device = d
-            self._op_named = True
-        return self._op_device
+            seg, bdf = o[1], o[2]
+            if bdf is not None and 0 <= bdf <= 0xFFFF:
+                d = fmt_rid(seg if seg is not None else 0, bdf >> 8, bdf & 0xFF)
+            o[3] = d
+        name: str | None = o[3]
+        return name
+
+    def op_running(self, op: int | None) -> bool:
+        """Whether operation ``op`` has begun and not ended (on any CPU)."""
+        return op is not None and any(o[0] == op for o in self.ops.values())
 
     def op_end(self, ev: Event) -> None:
-        self.op = None
-        self._op_dev = None
-        self._op_device = None
-        self._op_named = True
+        self.ops.pop(ev[S.I_CPU], None)
+
+
+_UNNAMED = object()
 
 
 class Analyser:

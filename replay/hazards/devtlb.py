@@ -343,11 +343,11 @@ class DevtlbAnalyser(Analyser):
         info = w.info
         # an operation's events carry its number: a window ended by an event
         # of another operation, or still open after its operation returned,
-        # outlived it
+        # outlived it -- unless that operation still runs on another CPU
         if ev is not None:
-            outlived = w.op if ev[S.I_OP] != w.op else None
+            outlived = w.op if ev[S.I_OP] != w.op and not ctx.op_running(w.op) else None
         else:
-            outlived = w.op if ctx.op != w.op else None
+            outlived = w.op if ctx.op != w.op and not ctx.op_running(w.op) else None
         sev = BENIGN if end is not None and outlived is None and w.op is not None else HAZARD
         # the facts now, the sentence when somebody reads it (Finding.detail)
         detail = (RENDER, ctx.names, tuple(info["owners"]), info["dom"], tuple(sorted(info["fills"])),

@@ -1,4 +1,4 @@
-"""did-leak, did-dangling, did-reuse: docs/MODEL.md#hazard-d1 (d1-d3).
+"""did-leak, did-dangling, did-reuse, did-incoherent: docs/MODEL.md#hazard-d1 (d1-d4).
 
 * did-leak (d1), per (unit, DID): the DID's bitmap bit is set and its
   domid_map slot names a domain, but no present context entry on the unit
@@ -19,8 +19,12 @@
   DID (the did-map store before the bit is set) while that requester ID still
   references the number; open until the reference is gone.
 
+* did-incoherent (d4), per (unit, DID): at an operation's end the bit is
+  set while the slot names a domain whose tables no entry carrying the DID
+  uses -- the XSA-399 race's result; ``DidIncoherentAnalyser`` below.
+
 Severity: a leak is a ``warning`` (no DMA can use it; it only eats the DID
-space), dangling and reuse are ``hazard``.
+space), dangling, reuse and incoherence are ``hazard``.
 """
 
 from __future__ import annotations
@@ -274,8 +278,11 @@ class DidAnalyser(Analyser):
             self.check_key(key, ev)
 
     def on_op_end(self, ev: Event) -> None:
+        # A window outlives its op when that op ends, not when another CPU's op does.
+        ctx = self.ctx
         for w in self.open.values():
-            w.info["confirmed"] = True
+            if w.op == ctx.op or not ctx.op_running(w.op):
+                w.info["confirmed"] = True
 
     # --- d1 ---------------------------------------------------------------------------------------
 
@@ -429,4 +436,120 @@ class DidAnalyser(Analyser):
                   f"{w.rid} still uses that number (in {places}), so {w.rid}'s DMA shares IOTLB "
                   f"entries with {ctx.dom(new)}")
         return Finding("did-reuse", HAZARD, w.device, w.rid, w.iommu, w.start, end, w.start_label,
+                       end_label, detail)
+
+
+class DidIncoherentAnalyser(Analyser):
+    """did-incoherent (d4), per (unit, DID): when an operation ends, the DID's
+    bitmap bit is set and its domid_map slot names a domain (DOMID_INVALID
+    counts as one) whose page tables no present entry carrying the DID uses,
+    while some entry carrying it translates through another domain's tables.
+
+    That is what the XSA-399 race leaves behind: context_set_domain_id on one
+    CPU takes a number the lock-free cleanup_domid_map of another has just
+    cleared the bit of, and the cleanup then zeroes the slot.  From then on
+    domain_iommu_domid of the tables' owner finds no DID (its flushes on the
+    unit are skipped) and MO3 resolves the entries to the slot's domain.
+    A DID shared by two domains' tables, one of them the slot's, is did-reuse
+    (d3), not this; entries through freed tables are did-dangling's.
+
+    Judged at every op-end event, on the whole replayed state (with several
+    CPUs another CPU may be inside an operation: its half-done cleanup is
+    judged too, which is the point).  Only DIDs something touched since the
+    previous op-end, and those with an open window, are judged: a DID store,
+    a context store (the DIDs before and after), a page-table allocation or
+    free.  A window opens at the op-end and closes at the first event after
+    which the DID is coherent again; the next op-end judges anew."""
+
+    KINDS = ("did-incoherent",)
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.dirty: set[tuple[int, int]] = set()
+
+    def hooks(self) -> dict[int, Hook]:
+        return {
+            S.K_CTX_WRITE: self.on_ctx_write,
+            S.K_DID_MAP: self.on_did,
+            S.K_DID_BITMAP: self.on_did,
+            S.K_PT_ALLOC: self.on_tables,
+            S.K_PT_FREE: self.on_tables,
+            S.K_DOMAIN_DESTROY: self.on_tables,
+            S.K_OP_END: self.on_op_end,
+        }
+
+    def on_ctx_write(self, ev: Event) -> None:
+        key, old, new = self.ctx.cur
+        for info in (old, new):
+            if info is not None:
+                self._touch((key[0], info[0]), ev)
+
+    def on_did(self, ev: Event) -> None:
+        self._touch((ev[F_DID_UNIT], ev[F_DID_DID]), ev)
+
+    def on_tables(self, ev: Event) -> None:
+        ctx = self.ctx
+        for key in ctx.keys_on_tables_of(ev[F_DOMAIN]):
+            info = ctx.keyinfo.get(key)
+            if info is not None:
+                self._touch((key[0], info[0]), ev)
+
+    def _touch(self, ud: tuple[int, int], ev: Event) -> None:
+        self.dirty.add(ud)
+        if ("d4", ud) in self.open and self.judge(ud) is None:
+            self.close_window(("d4", ud), ev)
+
+    def on_op_end(self, ev: Event) -> None:
+        ctx = self.ctx
+        # With several CPUs, judged only at the op end that leaves the machine
+        # quiet: another CPU's half-done write (e.g. between W1' and W2') is
+        # not a verdict; the DIDs touched meanwhile stay dirty until then.
+        if len(ctx.ops) > 1:
+            return
+        for ud in sorted(self.dirty):
+            wkey = ("d4", ud)
+            why = self.judge(ud)
+            w = self.open.get(wkey)
+            if w is not None and (why is None or w.info["why"] != why):
+                self.close_window(wkey, ev)
+                w = None
+            if why is not None and w is None:
+                key = why[2][0]
+                self.open_window("did-incoherent", wkey, ev, device=ctx.device_of(key), rid=ctx.rid(key),
+                                 iommu=ud[0], info={"why": why, "did": ud[1]})
+        self.dirty.clear()
+
+    def judge(self, ud: tuple[int, int]) -> tuple[int, int, tuple[Key, ...]] | None:
+        """(slot's domid, the tables' owner, the entries using that owner's
+        tables), or None when the DID is coherent."""
+        ctx = self.ctx
+        st = ctx.st
+        if ud not in st.did_bits:
+            return None
+        slot = st.did_map.get(ud, 0)
+        users: dict[int, list[Key]] = {}
+        for key in ctx.keys_with_did(*ud):
+            info = ctx.keyinfo.get(key)
+            if info is None:
+                continue
+            # a pass-through entry translates for the hardware domain
+            owner = ctx.topo.hardware if info[1] is None else ctx.pt_owner(info[1])
+            if owner is not None:
+                users.setdefault(owner, []).append(key)
+        if not users or slot in users:
+            return None
+        owner = min(users)
+        return slot, owner, tuple(sorted(users[owner]))
+
+    def finalize(self, w: Window, end: int | None, end_label: str | None, ev: Event | None) -> Finding | None:
+        ctx = self.ctx
+        slot, owner, keys = w.info["why"]
+        rids = join_names(ctx.rid(k) for k in keys)
+        slot_name = "DOMID_INVALID" if slot == DOMID_INVALID else ctx.dom(slot)
+        detail = (f"IOMMU {w.iommu}: DID {w.info['did']} is allocated (bitmap bit set) but its domid_map slot "
+                  f"names {slot_name}, while {rids} carr{'ies' if len(keys) == 1 else 'y'} it with "
+                  f"{ctx.dom(owner)}'s page tables: domain_iommu_domid({ctx.dom(owner)}) finds no DID on the "
+                  f"unit, so {ctx.dom(owner)}'s flushes there are skipped, and MO3 resolves the entries to "
+                  f"{slot_name} (map/bitmap incoherence, d4)")
+        return Finding("did-incoherent", HAZARD, w.device, w.rid, w.iommu, w.start, end, w.start_label,
                        end_label, detail)

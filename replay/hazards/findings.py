@@ -46,6 +46,7 @@ KINDS = (
     "lock-order",
     "stale-devtlb",
     "owner-mismatch",
+    "did-incoherent",
 )
 BENIGN, WARNING, HAZARD = "benign", "warning", "hazard"
 SEVERITIES = (BENIGN, WARNING, HAZARD)

@@ -18,8 +18,13 @@
   two units' iommu->lock, no two domains' mapping_lock); a spinlock taken
   again by its holder.  RCU domain references are read-side, not ordered.
 
-Windows are points: an unprotected store, or a run of them with nothing else
-lock-relevant in between (the domid_map and bitmap stores of one
+Several CPUs: the fold's ``locks`` table holds every CPU's locks, so a lock
+is judged against the locks *its own CPU* holds (two CPUs each holding one
+lock nest nothing); "without X held" means without X held by the storing
+CPU.
+
+Windows are points: an unprotected store, or a run of them on one CPU with
+nothing else lock-relevant in between (the domid_map and bitmap stores of one
 cleanup_domid_map), is ``[first, last + 1)`` with ``end_label`` the label of
 the last one; an out-of-order acquisition is ``[seq, seq + 1)``.  The fold
 keeps the lock holders, so only acquisitions are hooked (releases cost
@@ -94,9 +99,18 @@ class LockAnalyser(Analyser):
         key = (lock, ev[S.F_LOCK_TARGET])
         cpu = ev[S.I_CPU]
         if key in st.nest:
-            self._inversion(ev, key, key, "is taken again by the CPU that holds it (self-deadlock)")
+            # The fold counts a second acquisition as nesting; the locks
+            # table keeps the first holder.  The engine spins rather than
+            # take a lock another CPU holds, so only a crafted trace has two.
+            holder = locks.get(key)
+            if holder is None or holder == cpu:
+                self._inversion(ev, key, key, "is taken again by the CPU that holds it (self-deadlock)")
+            else:
+                self._inversion(ev, key, key, f"is taken by CPU {cpu} while CPU {holder} holds it "
+                                "(a spin lock held twice)")
             return
         if len(locks) > 1:
+            # Only the same CPU's held locks nest: the table holds every CPU's.
             for hk, hcpu in locks.items():
                 if hk[0] in bad and hcpu == cpu and hk != key:
                     why = ("nesting two instances of a lock class Xen does not order" if hk[0] == lock
@@ -161,6 +175,9 @@ class LockAnalyser(Analyser):
     def _point(self, ev: Event, sig: tuple[Any, ...], u: int | None, key: Key | None, what: str, sev: str,
                did: int | None = None) -> None:
         ctx = self.ctx
+        # A run of stores coalesces only on one CPU: another CPU's store in
+        # between is another finding.
+        sig = (ev[S.I_CPU],) + sig
         if self.last is not None and self.last[0] == sig and self.last[1] in self.open:
             w = self.open[self.last[1]]
             w.info["last"] = (ev[S.I_SEQ], ctx.label(ev))

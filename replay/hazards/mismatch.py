@@ -54,6 +54,7 @@ class MismatchAnalyser(Analyser):
         text = ev[S.F_LOG_TEXT]
         if ev[S.F_LOG_LEVEL] == "warning" and "data corruption" in text:
             self.ctx.warning = text
+            self.ctx.warning_cpu = ev[S.I_CPU]
 
     def on_ctx_write(self, ev: Event) -> None:
         key, old, new = self.ctx.cur
@@ -119,7 +120,7 @@ class MismatchAnalyser(Analyser):
                 w = self.open_window("did-pt-mismatch", wkey, ev, device=ctx.device_of(key),
                                      rid=ctx.rid(key), iommu=u,
                                      info={"cause": cause, "causes": [cause], "victims": set(),
-                                           "warning": ctx.warning if ev[S.I_KIND] == S.K_CTX_WRITE else None})
+                                           "warning": ctx.warning_of(ev)})
                 self.by_did.setdefault((u, cause[1]), set()).add(key)
             elif cause[0] != w.info["causes"][-1][0] or cause[3] != w.info["causes"][-1][3]:
                 w.info["causes"].append(cause)

@@ -1,5 +1,6 @@
 """owner-mismatch: a device whose DMA translates through another domain's
-context entry -- judged where no operation is in flight.
+context entry -- judged where no operation is in flight (on any CPU: the
+end of an op while another CPU is inside one is not such a point).
 
 Xen records who owns a device (``pdev->domain``) and, separately, writes the
 context entries its DMA will be translated by.  The two can disagree when an
@@ -453,7 +454,12 @@ class OwnerAnalyser(Analyser):
 
     def on_op_end(self, ev: Event) -> None:
         """A top-level operation returned: judge every source it may have
-        changed, and every undeclared requester ID it stored."""
+        changed, and every undeclared requester ID it stored.  With several
+        CPUs, only when no other CPU is inside an op: its half-done work is
+        not a verdict; what changed is judged at the op end that leaves the
+        machine quiet."""
+        if len(self.ctx.ops) > 1:
+            return
         todo, dids, doms = self.todo, self.dirty_dids, self.dirty_doms
         if dids:
             by_key, did_keys = self.by_key, self._did_keys

@@ -145,8 +145,12 @@ class RmrrAnalyser(Analyser):
             self.check(key, ev)
 
     def on_op_end(self, ev: Event) -> None:
+        ctx = self.ctx
+        op = ctx.op
         for w in self.open.values():
-            w.info.setdefault("persistent", self.ctx.op)
+            # Another CPU's op still running is not outlived by this one's end.
+            if w.op == op or not ctx.op_running(w.op):
+                w.info.setdefault("persistent", op)
 
     # --- the condition --------------------------------------------------------------------
 

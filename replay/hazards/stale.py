@@ -191,9 +191,11 @@ class StaleAnalyser(Analyser):
             self.check_c3(key, ev)
 
     def on_op_end(self, ev: Event) -> None:
-        op = self.ctx.op
+        ctx = self.ctx
+        op = ctx.op
         for w in self.open.values():
-            if w.kind != "foreign-iotlb":
+            # Another CPU's op still running is not outlived by this one's end.
+            if w.kind != "foreign-iotlb" and (w.op == op or not ctx.op_running(w.op)):
                 w.info.setdefault("outlived", op)
 
     def _recheck(self, keys: Iterable[Key], ev: Event, c3: bool = True) -> None:
@@ -330,7 +332,7 @@ class StaleAnalyser(Analyser):
         if found:
             if w is None:
                 info: dict[str, Any] = {"fills": {}, "victims": set(),
-                        "warning": ctx.warning if ev[S.I_KIND] == S.K_CTX_WRITE else None}
+                        "warning": ctx.warning_of(ev)}
                 w = self.open_window("foreign-iotlb", wkey, ev, device=ctx.device_of(key), rid=ctx.rid(key),
                                      iommu=u, info=info)
                 self.c3_keys.setdefault(u, set()).add(key)

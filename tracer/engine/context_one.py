@@ -93,6 +93,15 @@ class ContextOneMixin(QuirksMixin, FlushMixin, DidMixin):
         skip = 4 - nr_pt_levels
         return d.pt_pages[skip] if skip < len(d.pt_pages) else 0
 
+    def rcu_lock_domain_by_id(self, domid: int) -> XenDomain | None:
+        """The domain-hash lookup of rcu_lock_domain_by_id (common/domain.c):
+        a domain is found from its creation until domain_destroy unlinks it
+        -- before its RCU teardown has run, so another CPU's MO3 can fail to
+        resolve a DID whose slot still names it.  The read-side reference
+        itself is _rcu_lock (an event); the lookup is not."""
+        d = self.domains.get(domid)
+        return d if d is not None and d.created and not d.unlinked else None
+
     def _rcu_lock(self, d: XenDomain, label: str) -> None:
         self.lock(label, "rcu_domain", d.domid)
 
@@ -131,9 +140,8 @@ class ContextOneMixin(QuirksMixin, FlushMixin, DidMixin):
             # No check against the bitmap: a freed slot reads DOMID_INVALID.
             domid = iommu.domid_map.get(prev_did, 0)
             if domid < S.DOMID_FIRST_RESERVED:
-                cand = self.domains.get(domid)
-                if cand is not None and cand.created and not cand.destroyed:
-                    prev_dom = cand
+                prev_dom = self.rcu_lock_domain_by_id(domid)
+                if prev_dom is not None:
                     self._rcu_lock(prev_dom, "MO3")
             elif domid == S.DOMID_IO:
                 prev_dom = self.dom_io

@@ -50,6 +50,7 @@ class XenDomain:
     hardware: bool = False
     created: bool = False
     is_dying: bool = False
+    unlinked: bool = False                  # domain_destroy took it off the domain list and hash
     destroyed: bool = False
     pgd_maddr: int = 0                      # hd->arch.vtd.pgd_maddr
     pt_pages: list[int] = field(default_factory=list)   # every page of its I/O tables

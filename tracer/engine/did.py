@@ -60,13 +60,28 @@ class DidMixin(EngineCore):
         return None
 
     def cleanup_domid_map(self, d: XenDomain, iommu: VtdIommu, label: str) -> None:
-        """Post XSA-399 order: map slot := DOMID_INVALID, then clear the bit."""
         self.enter("cleanup_domid_map", label, ("domain", d.domid), ("iommu", iommu.index))
         did = self.domain_iommu_domid(d, iommu, label)
         if did >= 0:
+            self._free_did(iommu, did, label)
+        self.leave(None)
+
+    def _free_did(self, iommu: VtdIommu, did: int, label: str) -> None:
+        """The two stores of cleanup_domid_map, in the order of the knob.
+
+        With the XSA-399 fix (aafd4f1df0, in every commit the variants
+        model): slot := DOMID_INVALID, then clear the bit, so a
+        context_set_domain_id on another CPU either finds the bit still set
+        or writes its own slot after ours.  Without it (--no-xsa399-fix, the
+        code before aafd4f1df0): clear the bit, then zero the slot -- a
+        concurrent context_set_domain_id can take the number in between and
+        have its slot zeroed behind it (CVE-2022-26357)."""
+        if self.knobs.xsa399_fix:
             self._did_map(iommu, did, S.DOMID_INVALID, label)
             self._did_bit(iommu, did, 0, label)
-        self.leave(None)
+        else:
+            self._did_bit(iommu, did, 0, label)
+            self._did_map(iommu, did, 0, label)
 
     def check_cleanup_domid_map(self, d: XenDomain, exclude: PciDev | None, iommu: VtdIommu, label: str) -> None:
         self.enter("check_cleanup_domid_map", label, ("domain", d.domid),

@@ -149,9 +149,8 @@ class FinalEngine(QuarantineEngine):
             prev_did = context_domain_id(hi)
             prev_domid = iommu.domid_map.get(prev_did, 0)
             if prev_domid < S.DOMID_FIRST_RESERVED:
-                cand = self.domains.get(prev_domid)
-                if cand is not None and cand.created and not cand.destroyed:
-                    prev_dom = cand
+                prev_dom = self.rcu_lock_domain_by_id(prev_domid)
+                if prev_dom is not None:
                     self._rcu_lock(prev_dom, "MO3")
             elif (prev_domid == pdev.pseudo_domid) if pdev is not None else prev_domid > S.DOMID_MASK:
                 prev_dom = self.dom_io

@@ -109,8 +109,7 @@ class QuarantineEngine(Engine):
         self.enter("cleanup_domid_map", label, ("domid", domid), ("iommu", iommu.index))
         did = self.get_iommu_did(domid, iommu)
         if did >= 0:
-            self._did_map(iommu, did, S.DOMID_INVALID, label)
-            self._did_bit(iommu, did, 0, label)
+            self._free_did(iommu, did, label)
         self.leave(None)
 
     # --- per-device quarantine page tables ---------------------------------------------------

@@ -15,6 +15,9 @@ from .reassign import ReassignMixin
 
 EINVAL, ENODEV, EBUSY = 22, 19, 16
 
+# What a CPU waiting in domain_destroy waits for (Cpu.waiting_for).
+RCU_GRACE = "an RCU grace period"
+
 
 class PciMixin(ReassignMixin, MappingMixin, ContextOneMixin, FlushMixin, DidMixin):
 
@@ -255,13 +258,20 @@ class PciMixin(ReassignMixin, MappingMixin, ContextOneMixin, FlushMixin, DidMixi
         return self.leave(ret, "DD2")
 
     def op_destroy(self, op: Op) -> int:
-        """domain_kill -> pci_release_devices, iommu_clear_root_pgtable;
-        later iommu_domain_destroy -> iommu_domain_teardown (lock-free
-        cleanup_domid_map: the XSA-399 setting)."""
+        """`xl destroy`: domain_kill (DK1-DK3), then, once the last
+        reference is gone, domain_destroy, whose RCU callback
+        complete_domain_destroy tears the IOMMU state down (DK4, DK5)."""
         assert op.domain is not None   # the scenario loader requires it for this verb
         d = self.domain(op.domain)
         if d.is_dying or d.destroyed or d is self.hardware_domain:
             return -EINVAL
+        ret = self.domain_kill(d)
+        self.domain_destroy(d)
+        return ret
+
+    def domain_kill(self, d: XenDomain) -> int:
+        """DK1 is_dying; DK2 pci_release_devices; DK3 iommu_clear_root_pgtable.
+        Like every C function above the VT-d code, it has no call event."""
         d.is_dying = True
         self.emit(S.K_DOMAIN_DYING, "DK1", d.domid)
         self.enter("pci_release_devices", "DK2", ("domain", d.domid))
@@ -279,6 +289,50 @@ class PciMixin(ReassignMixin, MappingMixin, ContextOneMixin, FlushMixin, DidMixi
             maddr, d.pgd_maddr, d.pt_pages = d.pgd_maddr, 0, []
             self.emit(S.K_PT_FREE, "DK3", d.domid, maddr)
         self.unlock("DK3", "mapping_lock", d.domid)
+        return ret
+
+    def domain_destroy(self, d: XenDomain) -> None:
+        """Unlink the domain from the domain list and hash (from here on
+        rcu_lock_domain_by_id, MO3's lookup, fails for it), then
+        call_rcu(complete_domain_destroy).
+
+        The unlink is engine state only: no event, so a one-CPU trace is what
+        it was before the split.  The callback runs on this CPU, as Xen runs
+        an RCU callback on the CPU that queued it, once every other CPU has
+        passed a quiescent state since the unlink: a CPU that is inside an
+        operation begun before it may still hold a reference found by the
+        lookup (MO3 to MO15).  The model runs it before this operation ends,
+        so the teardown stays inside the destroy operation; with one CPU
+        there is nobody to wait for."""
+        d.unlinked = True
+        if self.sched is not None:
+            self._rcu_grace_period()
+        self.complete_domain_destroy(d)
+
+    def _rcu_grace_period(self) -> None:
+        """Wait (spinning, not schedulable, a free switch) until every other
+        CPU has been outside an operation since now: it has no op open, has
+        no ops left, ended an op since, or itself waits for a grace period
+        (in Xen its destroy hypercall has returned: a quiescent state)."""
+        sched = self.sched
+        assert sched is not None
+        me = sched.current
+        since = {c.index: c.quiescent for c in sched.cpus if c is not me}
+
+        def passed() -> bool:
+            return all(c.done or not c.in_op or c.quiescent > since[c.index] or c.waiting_for == RCU_GRACE
+                       for c in sched.cpus if c is not me)
+
+        if not passed():
+            sched.wait_until(passed, RCU_GRACE)
+
+    def complete_domain_destroy(self, d: XenDomain) -> None:
+        """The RCU callback: arch_domain_destroy -> iommu_domain_destroy ->
+        iommu_domain_teardown (DK4: identity maps dropped, cleanup_domid_map
+        on every unit without any lock -- the XSA-399 setting); DK5 gone.
+        With several CPUs its call event marks where the grace period ended."""
+        if self.sched is not None:
+            self.enter("complete_domain_destroy", "DK4", ("domain", d.domid))
         self.enter("iommu_domain_teardown", "DK4", ("domain", d.domid))
         for (b, e) in list(d.identity_maps):
             del d.identity_maps[(b, e)]
@@ -286,9 +340,10 @@ class PciMixin(ReassignMixin, MappingMixin, ContextOneMixin, FlushMixin, DidMixi
         for u in self.iommus:
             self.cleanup_domid_map(d, u, "DK4")
         self.leave(None)
+        if self.sched is not None:
+            self.leave(None)
         d.destroyed = True
         self.emit(S.K_DOMAIN_DESTROY, "DK5", d.domid)
-        return ret
 
     def op_add(self, op: Op) -> int:
         assert op.device is not None   # the scenario loader requires it for this verb

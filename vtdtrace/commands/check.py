@@ -122,10 +122,15 @@ def _engine(header) -> str:
         return "engine ?"
     name = eng.get("name")
     text = f"engine {name if isinstance(name, str) else '?'}"
+    opts = []
     if eng.get("cx16") is False:
-        text += " (no cx16)"
+        opts.append("no cx16")
     elif eng.get("cx16") is True:
-        text += " (cx16)"
+        opts.append("cx16")
+    if eng.get("xsa399_fix") is False:
+        opts.append("no XSA-399 fix")
+    if opts:
+        text += f" ({', '.join(opts)})"
     return text
 
 

@@ -1,4 +1,4 @@
-"""vtdtrace explore SCENARIO --engine V [--cx16|--no-cx16] [--preemptions K] [--max-runs N]
+"""vtdtrace explore SCENARIO --engine V [--cx16|--no-cx16] [--no-xsa399-fix] [--preemptions K] [--max-runs N]
 [-o DIR] [--force] [--all] [--json] [--no-prune]
 
 The bounded search over interleavings (explore/, docs/EXPLORE.md): runs the

@@ -43,6 +43,7 @@ def run(args) -> int:
                 "engine": json_safe(h.get("engine")),
                 "scenario": json_safe(h.get("scenario")),
                 "platform": json_safe(h.get("platform")),
+                "schedule": json_safe(h.get("schedule")),
                 "created": json_safe(h.get("created")),
                 "events": trace.count,
                 "chunks": len(trace.chunks),
@@ -86,6 +87,8 @@ def _text_lines(path, trace):
         yield "platform", _platform(pf)
         if isinstance(pf.get("knobs"), dict):
             yield "knobs", _mapping(pf["knobs"])
+    if "schedule" in h:
+        yield "schedule", _schedule(h["schedule"])
     if "created" in h:
         c = h["created"]
         when = _s(c)
@@ -97,6 +100,19 @@ def _text_lines(path, trace):
         chunks = f"{len(trace.chunks)} chunk{'' if len(trace.chunks) == 1 else 's'}"
         yield "events", f"{trace.count}{span} in {chunks}, {trace.size} bytes"
     yield "integrity", "ok" if trace.stop is None else trace.stop.describe()
+
+
+def _schedule(sched) -> str:
+    """The header's ``schedule``: how many CPUs ran and the interleaving as
+    ``record --schedule`` takes it (none: run to completion in listed order)."""
+    if not isinstance(sched, dict):
+        return _s(sched)
+    cpus = sched.get("cpus")
+    n = f"{_s(cpus)} CPU{'' if cpus == 1 else 's'}"
+    choices = sched.get("choices")
+    if choices in ("", None):
+        return f"{n}, default (run to completion in listed order)"
+    return f"{n}, choices {_s(choices)}"
 
 
 def _platform(pf: dict) -> str:

@@ -1,7 +1,7 @@
 """vtdtrace log TRACE [--from N] [--to M] [--kind K]... [--rid RID] [--jsonl]
 
-Events as aligned text columns (seq, cpu, op, func, label, kind, decoded
-args) or one JSON object per line (the same bytes as `export --format
+Events as aligned text columns (seq, cpu -- "dev" for a device's DMA --, op,
+func, label, kind, decoded args) or one JSON object per line (the same bytes as `export --format
 jsonl`).  --from/--to are inclusive decimal seqs, refused (exit 2) past the
 end of a complete trace, as `show --at` is; --kind is repeatable and takes
 comma-separated lists; --rid SSSS:BB:DD.F (or BB:DD.F) keeps the events about that
@@ -105,7 +105,9 @@ def _text_renderer(pres, count: int):
         k = pres._kind(ev)
         if k is None:
             return f"{'?':>{sw}} {'':>3} {'':>3} {'':<{fw}} {'':<6} {'?':<{kw}} {pres.text_args(ev)}"
-        line = (f"{_cell(ev[I_SEQ]):>{sw}} {_cell(ev[I_CPU]):>3} {_cell(ev[I_OP]):>3} "
+        # A device's DMA runs on no CPU: cpu -1 in the event, "dev" here.
+        cpu = "dev" if ev[I_CPU] == -1 else _cell(ev[I_CPU])
+        line = (f"{_cell(ev[I_SEQ]):>{sw}} {cpu:>3} {_cell(ev[I_OP]):>3} "
                 f"{_cell(pres.func_name(ev[I_FUNC])):<{fw}} {_cell(ev[I_LABEL]):<6} {safe_text(k[0].name):<{kw}} "
                 f"{pres.text_args(ev)}")
         return line.rstrip()

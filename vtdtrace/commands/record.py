@@ -1,5 +1,5 @@
-"""vtdtrace record SCENARIO --engine legacy|direct|original|final [--cx16|--no-cx16] [--schedule S]
-[-o FILE] [--force]"""
+"""vtdtrace record SCENARIO --engine legacy|direct|original|final [--cx16|--no-cx16]
+[--xsa399-fix|--no-xsa399-fix] [--schedule S] [-o FILE] [--force]"""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def add_parser(p) -> None:
                    help="the interleaving to record, as stored in a trace header and printed by explore: "
                         "non-default choices SEQ:KV, e.g. \"41:c1 57:d0\" (docs/ENGINE.md#scheduling); "
                         "default: run to completion in listed order")
-    p.add_argument("-o", "--output", metavar="FILE", help="default ./NAME.ENGINE[-nocx16].vtdt")
+    p.add_argument("-o", "--output", metavar="FILE", help="default ./NAME.ENGINE[-nocx16][-pre-xsa399].vtdt")
     p.add_argument("--force", action="store_true", help="overwrite an existing trace")
 
 
@@ -58,6 +58,8 @@ def run(args) -> int:
         return fail(None, f"--schedule: {exc} (no trace written)")
     rcs = ", ".join(f"op{i + 1}={rc}" for i, rc in enumerate(result.rcs)) or "no ops"
     cx = "cx16" if platform.knobs.cx16 else "no-cx16"
+    if not platform.knobs.xsa399_fix:
+        cx += ", no XSA-399 fix"
     print(f"recorded {platform.name} under {args.engine} ({cx}, {platform.knobs.cx16_source}) -> {out}")
     print(f"{result.events} events, {len(platform.ops)} ops; return codes: {rcs}")
     if result.limit:

@@ -6,7 +6,9 @@ domains owning their DID and their page tables (a mismatch marked ≠) and
 SLPTPTR with the table and levels it selects, DIDs, what the caches may
 still hold, device owners, every domain's page-table root, the identity maps
 with their reference counts, locks, call stacks and the hazard findings
-open at that step.  --json prints the object of docs/CLI.md#show-json.  Exit 2 for a file that
+open at that step.  A trace of several CPUs ends with a CPUs section: each
+CPU's op, the locks it holds, the lock it spins on and who holds it, its
+call stack (80 columns).  --json prints the object of docs/CLI.md#show-json.  Exit 2 for a file that
 is not a trace or a step beyond the end of a complete trace; 3 for a damaged
 trace, after printing the state of its readable part (for a step beyond it:
 the state after its last readable event).
