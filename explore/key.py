@@ -18,10 +18,15 @@ A point's key is a tuple of
   ``prev_did``, an old entry read before a store, the result of
   ``domain_iommu_domid`` -- values read earlier that no event shows and that
   decide what the CPU writes next;
-* what the engine keeps outside both: its page allocator cursor, the fault
-  injection counters, ``dma_state_key()`` (DMA caches no event shows) and
-  the DMA sources already issued;
-* the question asked (kind and options).
+* what the engine keeps outside both: its domains, devices and units field
+  by field, with the order of their lists (a domain's pdev list decides the
+  order of later work and no event shows it), its page allocator cursor,
+  the fault injection counters, ``dma_state_key()`` (DMA caches no event
+  shows) and the DMA sources already issued;
+* the question asked: its kind, its options and what each costs in
+  preemptions, and which CPU is running (the same state can be met at an
+  op's end, where switching is free, and inside an op, where it is a
+  preemption).
 
 The preemptions used are the search's second coordinate (a state seen with
 fewer preemptions left cannot be pruned against one seen with more).
@@ -47,6 +52,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import fields
 from types import FrameType, FunctionType
 from typing import TYPE_CHECKING, Any
 
@@ -104,7 +110,8 @@ def _stable_seq(v: Any) -> Any:
 
 
 def _stable_dict(v: Any) -> Any:
-    return ("dict", frozenset((stable(k), stable(x)) for k, x in v.items()))
+    # in insertion order: the engine iterates its dicts, and order can decide what it does next
+    return ("dict", tuple((stable(k), stable(x)) for k, x in v.items()))
 
 
 def _stable_set(v: Any) -> Any:
@@ -239,12 +246,36 @@ def cpus_part(engine: Engine, sched: Scheduler) -> Key:
     return tuple(out)
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _record(obj: Any) -> Key:
+    """Every field of an engine dataclass (a domain, a device, a unit), with
+    references to other engine objects by their stable names."""
+    t = type(obj)
+    names = _FIELDS.get(t)
+    if names is None:
+        names = _FIELDS[t] = tuple(f.name for f in fields(obj))
+    return tuple(stable(getattr(obj, n), f"{t.__name__}.{n}") for n in names)
+
+
 def engine_part(engine: Engine, sched: Scheduler) -> Key:
+    """What the engine keeps besides the replayed state: its domains, devices
+    and units field by field -- including the order of their lists (a
+    domain's pdev list, its page-table pages), which no event shows and
+    which decides the order of later work -- the page allocator, the fault
+    counters, the DMA caches and the DMA sources issued."""
     fired: set[int] = getattr(sched, "_fired", set())   # the scheduler keeps no public view of it
-    return (engine._next_page, tuple(sorted(engine._fault_counts.items())), engine.dma_state_key(),
+    return (tuple(_record(d) for d in engine.domains.values()),
+            tuple(_record(p) for p in engine.pdevs.values()),
+            tuple(_record(u) for u in engine.iommus),
+            tuple(engine.pseudo_holders.items()),
+            engine._next_page, tuple(sorted(engine._fault_counts.items())), engine.dma_state_key(),
             tuple(sorted(fired)))
 
 
 def state_key(st: ReplayState, engine: Engine, sched: Scheduler, point: Point) -> Key:
     """The key of the state at ``point`` (module docstring)."""
-    return (point.kind, point.options, replay_part(st), cpus_part(engine, sched), engine_part(engine, sched))
+    current = sched.current.index if sched.current is not None else None
+    return (point.kind, point.options, point.costs, current, replay_part(st), cpus_part(engine, sched),
+            engine_part(engine, sched))

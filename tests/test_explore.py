@@ -167,7 +167,7 @@ def test_keys_differ_where_the_live_locals_differ():
     assert all(k is not None for k in keys)
     by_replay: dict = {}
     for k in keys:
-        by_replay.setdefault(k[2], set()).add(k[3])
+        by_replay.setdefault(k[4], set()).add(k[5])
     # somewhere a CPU moved on (new frames/locals) without an event changing the replayed state
     assert any(len(cpu_parts) > 1 for cpu_parts in by_replay.values())
 
