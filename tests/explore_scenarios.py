@@ -43,3 +43,29 @@ def problem(ops, variant: str, name: str = "explore-two-cpu"):
     from tracer.scenario import loads_scenario
 
     return Problem(loads_scenario(scenario_text(ops, name), f"{name}.toml"), variant)
+
+
+def xsa399_short_text() -> str:
+    """The shipped XSA-399 race without its last op (guest-b's deassign):
+    guest's leaked DID freed by the lock-free teardown on CPU 0 while CPU 1
+    assigns guest-b's NIC on that unit.  Under --no-xsa399-fix one
+    preemption right after the teardown's bit store hands guest-b that DID
+    and then zeroes its slot (did-incoherent); small enough to enumerate."""
+    text = (REPO / "traces" / "s9-xsa399-race.toml").read_text(encoding="utf-8")
+    text = text[:text.index("[[op]]                   # op 5")]
+    return text.replace('name = "s9-xsa399-race"', 'name = "xsa399-short"')
+
+
+def write_xsa399_short(dirpath: Path) -> Path:
+    path = dirpath / "xsa399-short.toml"
+    path.write_text(xsa399_short_text(), encoding="utf-8")
+    return path
+
+
+def xsa399_short(fix: bool = False, variant: str = "legacy"):
+    from explore.search import Problem
+    from tracer.scenario import loads_scenario
+
+    platform = loads_scenario(xsa399_short_text(), "xsa399-short.toml")
+    platform.knobs.xsa399_fix = fix
+    return Problem(platform, variant)

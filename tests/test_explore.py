@@ -8,7 +8,7 @@ import re
 import sys
 
 import pytest
-from explore_scenarios import ASSIGN_DEASSIGN, TWO_ASSIGNS, problem
+from explore_scenarios import ASSIGN_DEASSIGN, TWO_ASSIGNS, problem, xsa399_short
 
 from explore.key import UnkeyableLocal, frame_part, stable
 from explore.search import RunReport, explore, run_unit
@@ -29,7 +29,7 @@ def _rank(report: RunReport):
 
 
 def test_runs_in_breadth_first_order_and_each_violation_keeps_a_shortest_schedule():
-    summary, runs = _all_runs(problem(TWO_ASSIGNS, "legacy"), bound=2, prune=False)
+    summary, runs = _all_runs(xsa399_short(fix=False), bound=1, prune=False)
     assert summary.complete and summary.schedules == len(runs) > 100
     assert runs[0].prefix == ()                               # the baseline comes first
     ranks = [_rank(r) for r in runs]
@@ -59,11 +59,14 @@ def test_no_run_uses_more_preemptions_than_the_bound(bound):
         assert summary.over_bound > 0        # preempting alternatives were met and refused
 
 
-@pytest.mark.parametrize("ops,variant,bound", [(TWO_ASSIGNS, "legacy", 2), (ASSIGN_DEASSIGN, "direct", 1),
-                                               (ASSIGN_DEASSIGN, "legacy", 1)])
-def test_pruning_finds_what_the_brute_force_enumeration_finds(ops, variant, bound):
-    pruned, pruned_runs = _all_runs(problem(ops, variant), bound, prune=True)
-    brute, brute_runs = _all_runs(problem(ops, variant), bound, prune=False)
+@pytest.mark.parametrize("case,bound", [("two-assigns", 2), ("assign-deassign", 1), ("xsa399-no-fix", 1)])
+def test_pruning_finds_what_the_brute_force_enumeration_finds(case, bound):
+    def make():
+        if case == "xsa399-no-fix":
+            return xsa399_short(fix=False)
+        return problem(TWO_ASSIGNS if case == "two-assigns" else ASSIGN_DEASSIGN, "legacy")
+    pruned, pruned_runs = _all_runs(make(), bound, prune=True)
+    brute, brute_runs = _all_runs(make(), bound, prune=False)
     assert pruned.complete and brute.complete
     assert brute.pruned == 0
     # every schedule within the bound, by brute force: each run's children
@@ -74,7 +77,11 @@ def test_pruning_finds_what_the_brute_force_enumeration_finds(ops, variant, boun
     every = set().union(*(r.hazards for r in brute_runs)) - set(brute.baseline)
     assert {v.identity for v in brute.violations} == every
     assert pruned.schedules <= brute.schedules
-    assert pruned.states == brute.states
+    assert pruned.states == brute.states          # every state brute force meets, the pruned search met
+    if case == "xsa399-no-fix":
+        assert pruned.violations and pruned.schedules < brute.schedules
+        assert [(v.identity, v.schedule) for v in pruned.violations] == \
+            [(v.identity, v.schedule) for v in brute.violations]
 
 
 def test_pruning_cuts_the_enumeration():
@@ -100,8 +107,9 @@ def test_the_same_search_twice_gives_the_same_summary():
 
 
 def test_a_counterexample_schedule_re_records_the_violation():
-    prob = problem(TWO_ASSIGNS, "legacy")
-    s = explore(prob, bound=2)
+    prob = xsa399_short(fix=False)
+    s = explore(prob, bound=1)
+    assert [v.identity.kind for v in s.violations] == ["did-incoherent", "owner-mismatch"]
     v = s.violations[0]
     report = run_unit(prob, v.schedule)
     assert v.identity in report.hazards
@@ -182,8 +190,14 @@ def test_the_key_is_built_from_plain_values_only():
         assert pickle.loads(pickle.dumps(b.key)) == b.key
 
 
+def test_the_xsa399_fix_leaves_no_violation():
+    s = explore(xsa399_short(fix=True), bound=1)
+    assert s.complete and s.schedules > 100 and s.violations == []
+
+
 def test_schedules_of_violations_are_written_in_the_record_notation():
-    s = explore(problem(TWO_ASSIGNS, "legacy"), bound=2)
+    s = explore(xsa399_short(fix=False), bound=1)
+    assert s.violations
     from tracer.sched import format_schedule, parse_schedule
     for v in s.violations:
         text = format_schedule(v.schedule)
