@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from explore_scenarios import ASSIGN_DEASSIGN, FOUR_OPS, TWO_ASSIGNS, write_scenario
+from explore_scenarios import ASSIGN_DEASSIGN, TWO_ASSIGNS, write_scenario, write_xsa399_short
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON_KEYS = {"scenario", "engine", "bound", "schedules", "states", "pruned", "complete", "violations"}
@@ -31,11 +31,14 @@ def _bytes(d: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
 
 
+NO_FIX = ("--engine", "legacy", "--no-xsa399-fix", "--preemptions", "1")
+
+
 def test_json_summary_counterexamples_and_determinism(tmp_path):
-    scen = write_scenario(tmp_path, TWO_ASSIGNS)
+    scen = write_xsa399_short(tmp_path)
     runs = []
     for out in ("a", "b"):
-        r = vt("explore", scen, "--engine", "legacy", "--preemptions", "2", "-o", out, "--json", cwd=tmp_path)
+        r = vt("explore", scen, *NO_FIX, "-o", out, "--json", cwd=tmp_path)
         assert r.returncode == 1, r.stderr
         runs.append(r)
         assert "schedules" in r.stderr                    # progress / elapsed: stderr only
@@ -44,27 +47,30 @@ def test_json_summary_counterexamples_and_determinism(tmp_path):
     assert _bytes(tmp_path / "a") == _bytes(tmp_path / "b")  # byte-identical counterexamples
     doc = json.loads(a.stdout)
     assert JSON_KEYS <= set(doc)
-    assert doc["scenario"] == "explore-two-cpu" and doc["engine"] == "legacy" and doc["bound"] == 2
+    assert doc["scenario"] == "xsa399-short" and doc["engine"] == "legacy" and doc["bound"] == 1
     assert doc["complete"] is True and doc["schedules"] > 1 and doc["states"] > 0
     assert "elapsed" not in a.stdout
     names = []
     for i, v in enumerate(doc["violations"], 1):
         assert VIOLATION_KEYS <= set(v)
-        assert v["severity"] == "hazard" and v["preemptions"] <= 2
+        assert v["severity"] == "hazard" and v["preemptions"] <= 1
         assert v["trace"] == f"explore-{i:03d}-{v['kind']}.vtdt"       # relative to -o DIR
         assert all(isinstance(d, str) and d.count(":") == 2 for d in v["devices"])
         names.append(v["trace"])
     assert sorted(names) == sorted(os.listdir(tmp_path / "a"))
+    # the XSA-399 race: one preemption right after the teardown's bit store
+    assert [(v["kind"], v["schedule"], v["preemptions"]) for v in doc["violations"]] == [
+        ("did-incoherent", "490:c1", 1), ("owner-mismatch", "490:c1", 1)]
 
 
 def test_counterexample_is_an_ordinary_trace_that_record_reproduces(tmp_path):
-    scen = write_scenario(tmp_path, TWO_ASSIGNS)
-    r = vt("explore", scen, "--engine", "legacy", "-o", "out", "--json", cwd=tmp_path)
+    scen = write_xsa399_short(tmp_path)
+    r = vt("explore", scen, *NO_FIX, "-o", "out", "--json", cwd=tmp_path)
     assert r.returncode == 1, r.stderr
     v = json.loads(r.stdout)["violations"][0]
     trace = tmp_path / "out" / v["trace"]
-    again = vt("record", scen, "--engine", "legacy", "--schedule", v["schedule"], "-o", "again.vtdt",
-               cwd=tmp_path)
+    again = vt("record", scen, "--engine", "legacy", "--no-xsa399-fix", "--schedule", v["schedule"],
+               "-o", "again.vtdt", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "again.vtdt").read_bytes() == trace.read_bytes()
     chk = vt("check", trace, "--json", "--no-cache", cwd=tmp_path)
@@ -74,10 +80,12 @@ def test_counterexample_is_an_ordinary_trace_that_record_reproduces(tmp_path):
                for f in found)
     info = vt("info", trace, cwd=tmp_path)
     assert info.returncode == 0, info.stderr
-    base = vt("record", scen, "--engine", "legacy", "-o", "base.vtdt", cwd=tmp_path)
+    base = vt("record", scen, "--engine", "legacy", "--no-xsa399-fix", "-o", "base.vtdt", cwd=tmp_path)
     assert base.returncode == 0, base.stderr
     d = vt("diff", "base.vtdt", trace, cwd=tmp_path)
-    assert d.returncode == 1 and d.stdout                   # the schedules differ
+    assert d.returncode == 1, d.stderr                      # the schedules differ
+    # ... first where CPU 0's teardown would store the DID map slot and CPU 1 runs instead
+    assert "first divergence" in d.stdout and "cleanup_domid_map" in d.stdout
 
 
 def test_no_violation_exits_0_and_all_lists_the_baseline(tmp_path):
@@ -126,29 +134,29 @@ def test_usage_errors_are_one_line_exit_2(tmp_path, args, needle):
 
 
 def test_earlier_counterexamples_are_refused_without_force(tmp_path):
-    scen = write_scenario(tmp_path, TWO_ASSIGNS)
-    first = vt("explore", scen, "--engine", "legacy", "-o", "o", cwd=tmp_path)
+    scen = write_xsa399_short(tmp_path)
+    first = vt("explore", scen, *NO_FIX, "-o", "o", cwd=tmp_path)
     assert first.returncode == 1
     before = _bytes(tmp_path / "o")
-    again = vt("explore", scen, "--engine", "legacy", "-o", "o", cwd=tmp_path)
+    assert before
+    again = vt("explore", scen, *NO_FIX, "-o", "o", cwd=tmp_path)
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "--force" in again.stderr
     assert _bytes(tmp_path / "o") == before
     (tmp_path / "o" / "explore-999-stale-iotlb.vtdt").write_bytes(b"left over")
-    forced = vt("explore", scen, "--engine", "legacy", "-o", "o", "--force", cwd=tmp_path)
+    forced = vt("explore", scen, *NO_FIX, "-o", "o", "--force", cwd=tmp_path)
     assert forced.returncode == 1
     assert _bytes(tmp_path / "o") == before                 # the leftover is gone, the rest identical
 
 
 def test_ctrl_c_prints_the_partial_summary_and_keeps_the_files(tmp_path):
-    """SIGINT in the middle of a search (four ops, ~900 schedules; the first
-    violation comes at about run 380): the
-    summary so far on stdout, exit 130, every counterexample written so far
-    complete and listed."""
-    scen = write_scenario(tmp_path, FOUR_OPS)
+    """SIGINT in the middle of a search (the shipped XSA-399 race without the
+    fix at K = 2, ~2,500 schedules; the race's one-preemption counterexamples
+    come within the first few hundred): the summary so far on stdout, exit
+    130, every counterexample written so far complete and listed."""
     out = tmp_path / "o"
     env = dict(os.environ)
-    proc = subprocess.Popen([sys.executable, "-m", "vtdtrace", "explore", str(scen), "--engine", "legacy",
-                             "-o", str(out), "--json"], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "vtdtrace", "explore", "s9-xsa399-race", "--engine", "legacy",
+                             "--no-xsa399-fix", "-o", str(out), "--json"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # wait (no time limit) until the first counterexample is in place
     while proc.poll() is None and not (out.exists() and any(n.endswith(".vtdt") for n in os.listdir(out))):
