@@ -105,6 +105,7 @@ def summary_json(problem, args, s) -> dict[str, Any]:
         "scenario": problem.platform.name,
         "engine": problem.variant,
         "cx16": problem.platform.knobs.cx16,
+        "xsa399_fix": problem.platform.knobs.xsa399_fix,
         "bound": s.bound,
         "max_runs": args.max_runs,
         "prune": not args.no_prune,
@@ -134,7 +135,8 @@ def summary_text(problem, args, s) -> list[str]:
     knobs = problem.platform.knobs
     state = "complete" if s.complete else ("interrupted" if s.interrupted else
                                            f"stopped at --max-runs {args.max_runs}")
-    lines = [f"explore {problem.platform.name} under {problem.variant} ({'cx16' if knobs.cx16 else 'no cx16'}), "
+    opts = ("cx16" if knobs.cx16 else "no cx16") + ("" if knobs.xsa399_fix else ", no XSA-399 fix")
+    lines = [f"explore {problem.platform.name} under {problem.variant} ({opts}), "
              f"preemption bound {s.bound}: {state}",
              f"  schedules run    {s.schedules} (the most preemptions used: {s.max_preemptions})",
              f"  distinct states  {s.states}",
