@@ -85,3 +85,29 @@ def test_the_import_checker_sees_through_import_styles(tmp_path):
                    "def f():\n    from tracer.engine.core import Engine\n")
     names = _imports(src, "replay.sub.m")
     assert {"tracer.engine", "tracer.engine.core", "replay.tracer.writer"} <= names
+
+
+def _package_imports(package: str) -> dict[str, set[str]]:
+    out = {}
+    for module in _modules(package):
+        rel = Path(*module.split("."))
+        path = REPO / (rel / "__init__.py" if (REPO / rel).is_dir() else rel.with_suffix(".py"))
+        out[module] = _imports(path, module)
+    return out
+
+
+def test_explore_imports_tracer_and_replay_never_the_ui_or_the_cli():
+    assert "explore.search" in _modules("explore")
+    offenders = [f"{m} imports {n}" for m, names in _package_imports("explore").items() for n in names
+                 if n.split(".")[0] in ("tui", "vtdtrace", "textual", "bench")]
+    assert offenders == []
+
+
+def test_nothing_but_the_explore_command_imports_explore():
+    offenders = []
+    for package in ("tracer", "replay", "tui", "vtdtrace", "bench"):
+        for module, names in _package_imports(package).items():
+            if module == "vtdtrace.commands.explore" or (package == "bench" and module == "bench.explore_bench"):
+                continue
+            offenders += [f"{module} imports {n}" for n in names if n == "explore" or n.startswith("explore.")]
+    assert offenders == []

@@ -24,6 +24,7 @@ COMMANDS = [
     ("log", "events as text or JSON lines"),
     ("show", "IOMMU state after event N"),
     ("check", "hazard findings; exit 1 on a hazard"),
+    ("explore", "search the interleavings of a scenario for hazards; exit 1 on a violation"),
     ("diff", "compare two traces; exit 1 if they differ"),
     ("view", "the terminal UI (two traces open the diff view)"),
     ("export", "Chrome Trace Event JSON or JSON lines"),

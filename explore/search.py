@@ -1,0 +1,258 @@
+"""The bounded search over interleavings (docs/EXPLORE.md).
+
+Work units
+    A *work unit* is a schedule prefix: a list of non-default choices
+    (tracer/sched.py: ``SEQ:KV``).  ``run_unit`` re-executes the scenario
+    from the start (stateless search: no snapshot, no file per run), follows
+    the prefix, then takes the default at every point until the run ends.  At
+    every point past the prefix that has alternatives it records a
+    ``Branch``: the state key there (explore/key.py), the preemptions used so
+    far and each alternative with the preemptions it would use.  The run is
+    judged when it ends (explore/judge.py).  A unit needs nothing but the
+    problem and its prefix, and returns plain values, so units can be run
+    anywhere and in any order; only the frontier and the seen states below
+    are shared.
+
+Frontier
+    A priority queue of prefixes ordered by (preemptions used, number of
+    choices, the choices themselves).  A child's prefix extends its parent's
+    by one choice, so it sorts after it: runs are taken in breadth-first
+    order of that key, and the first run in which a violation appears has a
+    schedule with the fewest preemptions, then the fewest choices, among the
+    schedules explored -- the counterexample kept is a shortest one.  The
+    tie-break on the choices makes the order, and so every output, the same
+    on every run.
+
+Pruning
+    ``seen`` maps a state key to the fewest preemptions it was reached with.
+    At a branch whose key was seen with no more preemptions, the
+    alternatives are not enqueued (counted as ``pruned``): everything they
+    lead to is reachable from the first visit with at least as much of the
+    bound left.  Otherwise the key is recorded and each alternative whose
+    preemptions fit the bound (CHESS-style, ``--preemptions K``) is
+    enqueued.  Pruning only limits branching: every run started goes to its
+    end and is judged.  Soundness and its limit: docs/EXPLORE.md#pruning.
+
+Stopping
+    ``max_runs`` caps the runs (the summary then says ``complete: false``);
+    a KeyboardInterrupt ends the search after the runs finished so far, with
+    the same partial summary.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tracer.record import make_header, record
+from tracer.recorder import NullSink
+from tracer.sched import Choice, Point, format_schedule
+
+from . import key as keys
+from .judge import Identity, RunJudge, file_header, hazards
+from .key import Key
+
+if TYPE_CHECKING:
+    from replay.hazards import Finding
+    from tracer.engine import Engine
+    from tracer.platform import Platform
+
+_KIND_ORDER = {k: i for i, k in enumerate("dxtac")}
+
+
+# --- one run ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Problem:
+    """What every run of one search shares: the scenario (with the engine
+    options already applied to its knobs) and the engine variant."""
+
+    platform: Platform
+    variant: str
+
+    def header(self, schedule: Sequence[Choice] = ()) -> dict[str, Any]:
+        return make_header(self.platform, self.variant, schedule)
+
+
+@dataclass
+class Branch:
+    """A point past the prefix with alternatives."""
+
+    key: Key | None                           # None: after the run met a state already seen
+    preemptions: int                          # used before this point
+    alternatives: list[tuple[Choice, int]]    # (choice, preemptions the child uses)
+
+
+@dataclass
+class RunReport:
+    prefix: tuple[Choice, ...]
+    preemptions: int
+    events: int
+    limit: str | None
+    hazards: dict[Identity, Finding]
+    branches: list[Branch]
+
+
+class _PrefixChooser:
+    """Follows the prefix; past it takes the default and records branches."""
+
+    def __init__(self, prefix: Sequence[Choice], judge: RunJudge, seen: Mapping[Key, int] | None) -> None:
+        self.want = {(c.seq, c.kind): c.value for c in prefix}
+        self.left = len(prefix)
+        self.judge = judge
+        self.seen = seen
+        self.merged = False
+        self.engine: Engine | None = None
+        self.branches: list[Branch] = []
+
+    def choose(self, point: Point) -> int:
+        if self.left:
+            v = self.want.get((point.seq, point.kind))
+            if v is None:
+                return 0
+            self.left -= 1
+            return point.options.index(v)
+        eng = self.engine
+        assert eng is not None and eng.sched is not None
+        sched = eng.sched
+        used = sched.preemptions
+        key: Key | None = None
+        if not self.merged:
+            key = keys.state_key(self.judge.state(), eng, sched, point)
+            before = self.seen.get(key) if self.seen is not None else None
+            # From a state seen with no more preemptions the defaults retrace
+            # the run that saw it: every later point's state was seen too.
+            self.merged = before is not None and before <= used
+        alts = [(Choice(point.seq, point.kind, point.options[i]), used + point.costs[i])
+                for i in range(1, len(point.options))]
+        self.branches.append(Branch(key, used, alts))
+        return 0
+
+
+def run_unit(problem: Problem, prefix: Sequence[Choice], header: dict[str, Any] | None = None,
+             seen: Mapping[Key, int] | None = None) -> RunReport:
+    """One run: the prefix, then defaults to the end; judged.  ``header`` is
+    the file-read form of the problem's header (computed when not given).
+
+    ``seen`` (state key -> fewest preemptions it was reached with) is an
+    accelerator: once the run meets a state seen with no more preemptions,
+    its later branches carry no key (``key`` None), since following the
+    defaults from there retraces the run that saw it.  Without it every
+    branch gets its key; the search's result is the same."""
+    judge = RunJudge(header if header is not None else file_header(problem.header()))
+    chooser = _PrefixChooser(prefix, judge, seen)
+
+    def on_event(engine: Engine, ev: list[Any]) -> None:
+        chooser.engine = engine
+        judge.on_event(ev)
+
+    result = record(problem.platform, problem.variant, NullSink(), on_event=on_event, chooser=chooser)
+    if chooser.left:
+        raise RuntimeError(f"prefix {format_schedule(prefix)} not followed: {chooser.left} choices never asked")
+    found = hazards(judge, judge.finish())
+    eng = chooser.engine
+    used = eng.sched.preemptions if eng is not None and eng.sched is not None else 0
+    return RunReport(tuple(prefix), used, result.events, result.limit, found, chooser.branches)
+
+
+# --- the search -------------------------------------------------------------------
+
+@dataclass
+class Violation:
+    number: int                 # 1-based, in discovery order
+    identity: Identity
+    severity: str
+    schedule: tuple[Choice, ...]
+    preemptions: int
+    run: int                    # the run (1-based) that found it
+    trace: str | None = None    # file name of its counterexample, once written
+
+
+@dataclass
+class Summary:
+    bound: int
+    schedules: int = 0                  # runs completed (the baseline is run 1)
+    states: int = 0                     # distinct state keys met
+    pruned: int = 0                     # alternatives not enqueued: their state was seen
+    alternatives: int = 0               # alternatives met past the prefixes
+    over_bound: int = 0                 # alternatives not enqueued: over the preemption bound
+    limits: int = 0                     # runs that ended at an engine limit (e.g. deadlock)
+    max_preemptions: int = 0            # the most any run used
+    complete: bool = False
+    interrupted: bool = False
+    frontier: int = 0                   # prefixes still queued when the search stopped
+    baseline: dict[Identity, Finding] = field(default_factory=dict)
+    violations: list[Violation] = field(default_factory=list)
+
+
+def _order(prefix: tuple[Choice, ...]) -> tuple[tuple[int, int, int], ...]:
+    return tuple((c.seq, _KIND_ORDER[c.kind], c.value) for c in prefix)
+
+
+def explore(problem: Problem, bound: int = 2, max_runs: int | None = None, prune: bool = True,
+            on_violation: Callable[[Violation], None] | None = None,
+            on_progress: Callable[[Summary], None] | None = None,
+            on_run: Callable[[RunReport], None] | None = None) -> Summary:
+    """Breadth-first bounded search (module docstring).  ``on_violation`` is
+    called as each new violation is found (the CLI writes its trace then);
+    ``on_run`` with each run's report and ``on_progress`` after every run."""
+    if bound < 0:
+        raise ValueError("the preemption bound must be >= 0")
+    header = file_header(problem.header())
+    summary = Summary(bound)
+    seen: dict[Key, int] = {}
+    found: dict[Identity, Violation] = {}
+    frontier: list[tuple[int, int, tuple[tuple[int, int, int], ...], tuple[Choice, ...]]] = [(0, 0, (), ())]
+    try:
+        while frontier:
+            if max_runs is not None and summary.schedules >= max_runs:
+                break
+            used, _, _, prefix = heapq.heappop(frontier)
+            try:
+                report = run_unit(problem, prefix, header, seen if prune else None)
+            except KeyboardInterrupt:
+                heapq.heappush(frontier, (used, len(prefix), _order(prefix), prefix))
+                raise
+            summary.schedules += 1
+            if on_run is not None:
+                on_run(report)
+            summary.max_preemptions = max(summary.max_preemptions, report.preemptions)
+            if report.limit is not None:
+                summary.limits += 1
+            if not prefix:
+                summary.baseline = report.hazards
+            for ident, f in report.hazards.items():
+                if ident in summary.baseline or ident in found:
+                    continue
+                v = Violation(len(found) + 1, ident, f.severity, prefix, report.preemptions, summary.schedules)
+                found[ident] = v
+                summary.violations.append(v)
+                if on_violation is not None:
+                    on_violation(v)
+            for b in report.branches:
+                fits = [(c, p) for c, p in b.alternatives if p <= bound]
+                summary.alternatives += len(b.alternatives)
+                summary.over_bound += len(b.alternatives) - len(fits)
+                if b.key is None:           # past a merge with a seen state (run_unit)
+                    summary.pruned += len(fits)
+                    continue
+                before = seen.get(b.key)
+                if before is not None and before <= b.preemptions and prune:
+                    summary.pruned += len(fits)
+                    continue
+                if before is None or b.preemptions < before:
+                    seen[b.key] = b.preemptions
+                for c, p in fits:
+                    child = prefix + (c,)
+                    heapq.heappush(frontier, (p, len(child), _order(child), child))
+            summary.states = len(seen)
+            if on_progress is not None:
+                on_progress(summary)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    summary.states = len(seen)
+    summary.frontier = len(frontier)
+    summary.complete = not frontier and not summary.interrupted
+    return summary
