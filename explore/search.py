@@ -194,7 +194,7 @@ def _order(prefix: tuple[Choice, ...]) -> tuple[tuple[int, int, int], ...]:
 def explore(problem: Problem, bound: int = 2, max_runs: int | None = None, prune: bool = True,
             on_violation: Callable[[Violation], None] | None = None,
             on_progress: Callable[[Summary], None] | None = None,
-            on_run: Callable[[RunReport], None] | None = None) -> Summary:
+            on_run: Callable[[RunReport], None] | None = None, workers: int = 1) -> Summary:
     """Breadth-first bounded search (module docstring).  ``on_violation`` is
     called as each new violation is found (the CLI writes its trace then);
     ``on_run`` with each run's report and ``on_progress`` after every run."""
@@ -205,54 +205,103 @@ def explore(problem: Problem, bound: int = 2, max_runs: int | None = None, prune
     seen: dict[Key, int] = {}
     found: dict[Identity, Violation] = {}
     frontier: list[tuple[int, int, tuple[tuple[int, int, int], ...], tuple[Choice, ...]]] = [(0, 0, (), ())]
+    pool = None if workers <= 1 else _pool(workers)
     try:
         while frontier:
             if max_runs is not None and summary.schedules >= max_runs:
                 break
-            used, _, _, prefix = heapq.heappop(frontier)
+            # A batch: every queued prefix of the smallest (preemptions,
+            # length), in frontier order.  Their children all sort after the
+            # batch, so running the batch's units in any order and folding
+            # their reports in this order is the one-at-a-time search.
+            batch = [heapq.heappop(frontier)]
+            while frontier and frontier[0][:2] == batch[0][:2]:
+                batch.append(heapq.heappop(frontier))
+            if max_runs is not None:
+                for entry in batch[max_runs - summary.schedules:]:
+                    heapq.heappush(frontier, entry)
+                batch = batch[:max_runs - summary.schedules]
+            prefixes = [entry[3] for entry in batch]
+            if pool is None:
+                # in process, one at a time: each run sees every state the
+                # runs before it recorded (an accelerator only)
+                reports: Any = (run_unit(problem, pre, header, seen if prune else None) for pre in prefixes)
+            else:
+                reports = pool.map(_run_remote, [(problem, pre) for pre in prefixes])
+            done = 0
             try:
-                report = run_unit(problem, prefix, header, seen if prune else None)
+                for report in reports:
+                    done += 1
+                    _fold(report, summary, seen, found, frontier, bound, prune, on_violation, on_run, on_progress)
             except KeyboardInterrupt:
-                heapq.heappush(frontier, (used, len(prefix), _order(prefix), prefix))
+                for entry in batch[done:]:
+                    heapq.heappush(frontier, entry)
                 raise
-            summary.schedules += 1
-            if on_run is not None:
-                on_run(report)
-            summary.max_preemptions = max(summary.max_preemptions, report.preemptions)
-            if report.limit is not None:
-                summary.limits += 1
-            if not prefix:
-                summary.baseline = report.hazards
-            for ident, f in report.hazards.items():
-                if ident in summary.baseline or ident in found:
-                    continue
-                v = Violation(len(found) + 1, ident, f.severity, prefix, report.preemptions, summary.schedules)
-                found[ident] = v
-                summary.violations.append(v)
-                if on_violation is not None:
-                    on_violation(v)
-            for b in report.branches:
-                fits = [(c, p) for c, p in b.alternatives if p <= bound]
-                summary.alternatives += len(b.alternatives)
-                summary.over_bound += len(b.alternatives) - len(fits)
-                if b.key is None:           # past a merge with a seen state (run_unit)
-                    summary.pruned += len(fits)
-                    continue
-                before = seen.get(b.key)
-                if before is not None and before <= b.preemptions and prune:
-                    summary.pruned += len(fits)
-                    continue
-                if before is None or b.preemptions < before:
-                    seen[b.key] = b.preemptions
-                for c, p in fits:
-                    child = prefix + (c,)
-                    heapq.heappush(frontier, (p, len(child), _order(child), child))
-            summary.states = len(seen)
-            if on_progress is not None:
-                on_progress(summary)
     except KeyboardInterrupt:
         summary.interrupted = True
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
     summary.states = len(seen)
     summary.frontier = len(frontier)
     summary.complete = not frontier and not summary.interrupted
     return summary
+
+
+def _pool(workers: int) -> Any:
+    from concurrent.futures import ProcessPoolExecutor
+    return ProcessPoolExecutor(max_workers=workers)
+
+
+def _run_remote(args: tuple[Problem, tuple[Choice, ...]]) -> RunReport:
+    """A unit in a worker process: no seen table, so every branch carries its
+    key; folding them in order gives the same result (``_fold``)."""
+    problem, prefix = args
+    return run_unit(problem, prefix)
+
+
+def _fold(report: RunReport, summary: Summary, seen: dict[Key, int], found: dict[Identity, Violation],
+          frontier: list[tuple[int, int, tuple[tuple[int, int, int], ...], tuple[Choice, ...]]], bound: int,
+          prune: bool, on_violation: Callable[[Violation], None] | None, on_run: Callable[[RunReport], None] | None,
+          on_progress: Callable[[Summary], None] | None) -> None:
+    """One run's report into the search, in frontier order."""
+    prefix = report.prefix
+    summary.schedules += 1
+    if on_run is not None:
+        on_run(report)
+    summary.max_preemptions = max(summary.max_preemptions, report.preemptions)
+    if report.limit is not None:
+        summary.limits += 1
+    if not prefix:
+        summary.baseline = report.hazards
+    for ident, f in report.hazards.items():
+        if ident in summary.baseline or ident in found:
+            continue
+        v = Violation(len(found) + 1, ident, f.severity, prefix, report.preemptions, summary.schedules)
+        found[ident] = v
+        summary.violations.append(v)
+        if on_violation is not None:
+            on_violation(v)
+    merged = False
+    for b in report.branches:
+        fits = [(c, p) for c, p in b.alternatives if p <= bound]
+        summary.alternatives += len(b.alternatives)
+        summary.over_bound += len(b.alternatives) - len(fits)
+        if b.key is None or merged:     # past a merge with a seen state (run_unit)
+            summary.pruned += len(fits)
+            continue
+        before = seen.get(b.key)
+        if before is not None and before <= b.preemptions and prune:
+            # run_unit with the live table stops keying here; a
+            # worker without it keyed on: treat its later branches alike
+            merged = True
+            summary.pruned += len(fits)
+            continue
+        if before is None or b.preemptions < before:
+            seen[b.key] = b.preemptions
+        for c, p in fits:
+            child = prefix + (c,)
+            heapq.heappush(frontier, (p, len(child), _order(child), child))
+    summary.states = len(seen)
+    if on_progress is not None:
+        on_progress(summary)

@@ -1,5 +1,5 @@
 """vtdtrace explore SCENARIO --engine V [--cx16|--no-cx16] [--no-xsa399-fix] [--preemptions K] [--max-runs N]
-[-o DIR] [--force] [--all] [--json] [--no-prune]
+[--workers N] [-o DIR] [--force] [--all] [--json] [--no-prune]
 
 The bounded search over interleavings (explore/, docs/EXPLORE.md): runs the
 scenario under every schedule within the preemption bound, judges each run
@@ -44,6 +44,9 @@ def add_parser(p) -> None:
     p.add_argument("--no-prune", action="store_true",
                    help="explore every schedule within the bound, also from states already explored "
                         "(slower; the result must be the same: a check of the pruning)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="run the schedules of each breadth-first level on N processes (default 1: in "
+                        "process); the summary and the counterexamples are the same bytes whatever N")
 
 
 def _prepare_dir(out: str, force: bool) -> int | None:
@@ -177,6 +180,8 @@ def run(args) -> int:
         return fail(None, f"--preemptions: must be 0 or more, got {args.preemptions}")
     if args.max_runs is not None and args.max_runs < 1:
         return fail(None, f"--max-runs: must be 1 or more, got {args.max_runs}")
+    if args.workers < 1:
+        return fail(None, f"--workers: must be 1 or more, got {args.workers}")
     try:
         platform = load_scenario(args.scenario)
     except ScenarioError as exc:
@@ -193,7 +198,7 @@ def run(args) -> int:
         v.trace = write_counterexample(problem, v, args.output)
 
     summary = explore(problem, bound=args.preemptions, max_runs=args.max_runs, prune=not args.no_prune,
-                      on_violation=written, on_progress=progress)
+                      on_violation=written, on_progress=progress, workers=args.workers)
     progress.done(summary)
     if args.json:
         sys.stdout.write(dumps(summary_json(problem, args, summary)) + "\n")
