@@ -235,11 +235,11 @@ def cpus_part(engine: Engine, sched: Scheduler) -> Key:
     out = []
     for c in sched.cpus:
         if c is sched.current:
-            stack, pdev, op_open, depth = engine.stack, engine.cur_pdev, engine.op_open, engine.mo14_depth
+            stack, pdev, depth = engine.stack, engine.cur_pdev, engine.mo14_depth
         else:
             saved = c.saved
-            stack, pdev, op_open, depth = (saved.get("stack", []), saved.get("cur_pdev"),
-                                           saved.get("op_open"), saved.get("mo14_depth", 0))
+            stack, pdev, depth = saved.get("stack", []), saved.get("cur_pdev"), saved.get("mo14_depth", 0)
+        op_open = engine.open_ops.get(c.index)
         out.append((c.index, c.next_op, c.in_op, c.done, c.wait is not None, c.waiting_for, c.quiescent,
                     stable(stack, "call stack"), stable(pdev, "current device"), op_open, depth,
                     frame_part(sched.frames(c))))
@@ -259,23 +259,21 @@ def _record(obj: Any) -> Key:
     return tuple(stable(getattr(obj, n), f"{t.__name__}.{n}") for n in names)
 
 
-def engine_part(engine: Engine, sched: Scheduler) -> Key:
+def engine_part(engine: Engine) -> Key:
     """What the engine keeps besides the replayed state: its domains, devices
     and units field by field -- including the order of their lists (a
     domain's pdev list, its page-table pages), which no event shows and
     which decides the order of later work -- the page allocator, the fault
-    counters, the DMA caches and the DMA sources issued."""
-    fired: set[int] = getattr(sched, "_fired", set())   # the scheduler keeps no public view of it
+    counters, the DMA caches and the DMA sources issued (dma_state_key)."""
     return (tuple(_record(d) for d in engine.domains.values()),
             tuple(_record(p) for p in engine.pdevs.values()),
             tuple(_record(u) for u in engine.iommus),
             tuple(engine.pseudo_holders.items()),
-            engine._next_page, tuple(sorted(engine._fault_counts.items())), engine.dma_state_key(),
-            tuple(sorted(fired)))
+            engine._next_page, tuple(sorted(engine._fault_counts.items())), engine.dma_state_key())
 
 
 def state_key(st: ReplayState, engine: Engine, sched: Scheduler, point: Point) -> Key:
     """The key of the state at ``point`` (module docstring)."""
     current = sched.current.index if sched.current is not None else None
     return (point.kind, point.options, point.costs, current, replay_part(st), cpus_part(engine, sched),
-            engine_part(engine, sched))
+            engine_part(engine))

@@ -166,7 +166,7 @@ class FollowSchedule:
 
 
 # The engine's attributes that belong to the CPU running it, not to the machine.
-PER_CPU = ("stack", "cur_pdev", "op_open", "mo14_depth")
+PER_CPU = ("stack", "cur_pdev", "mo14_depth")
 
 
 @dataclass(eq=False)
@@ -206,7 +206,6 @@ class Scheduler:
         self.choices: list[Choice] = []      # every non-default choice taken, in order
         self._main: greenlet | None = None
         self._in_dma = False
-        self._fired: set[int] = set()        # DMA sources issued so far
 
     # --- running -------------------------------------------------------------
 
@@ -260,7 +259,7 @@ class Scheduler:
                 setattr(eng, name, cpu.saved[name])
             eng.rec.op = cpu.saved["rec_op"]
         else:
-            eng.stack, eng.cur_pdev, eng.op_open, eng.mo14_depth = [], None, None, 0
+            eng.stack, eng.cur_pdev, eng.mo14_depth = [], None, 0
         eng.rec.cpu = cpu.index
         self.current = cpu
 
@@ -353,7 +352,7 @@ class Scheduler:
         """Devices may issue their DMA here: one question per DMA issued."""
         eng = self.engine
         while True:
-            ready = [i for i in eng.dma_ready() if i not in self._fired]
+            ready = eng.dma_ready()       # the engine leaves out the sources already issued
             if not ready:
                 return
             options = (-1,) + tuple(ready)
@@ -361,7 +360,6 @@ class Scheduler:
             if not pick:
                 return
             src = options[pick]
-            self._fired.add(src)
             cpu, op = eng.rec.cpu, eng.rec.op
             self._in_dma = True
             eng.rec.cpu = -1

@@ -106,10 +106,9 @@ class EngineCore:
         self.stack: list[_Frame] = []
         self.locks: dict[tuple[str, LockTarget], int] = {}
         self._nest: dict[tuple[str, LockTarget], int] = {}
-        self.op_open: int | None = None
         # Several CPUs (tracer/sched.py): the scheduler swaps the per-CPU
-        # attributes above (sched.PER_CPU) when it switches CPU; these two
-        # are the machine's view of every CPU.
+        # attributes (sched.PER_CPU) when it switches CPU; these two are the
+        # machine's view of every CPU.
         self.sched: Scheduler | None = None
         self.open_ops: dict[int, int] = {}                  # cpu -> its open op
         self.waits: dict[int, tuple[str, LockTarget]] = {}   # cpu -> the lock it spins on

@@ -137,7 +137,6 @@ class PciMixin(ReassignMixin, MappingMixin, ContextOneMixin, FlushMixin, DidMixi
 
     def _op_begin(self, index: int, verb: str, device: str | None, domain: str | None) -> None:
         self.rec.op = index
-        self.op_open = index
         self.open_ops[self.rec.cpu] = index
         bdf: int | None
         sg: int | None
@@ -150,7 +149,6 @@ class PciMixin(ReassignMixin, MappingMixin, ContextOneMixin, FlushMixin, DidMixi
         self.emit(S.K_OP_BEGIN, "", verb, bdf, dom, sg)
 
     def _op_end(self, rc: int) -> None:
-        self.op_open = None
         self.open_ops.pop(self.rec.cpu, None)
         self.emit(S.K_OP_END, "", rc)
 
