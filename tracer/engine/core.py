@@ -186,6 +186,23 @@ class EngineCore:
         all_uid = self._drhd_all.get(pdev.seg)
         return self._iommu_by_id[all_uid] if all_uid is not None else None
 
+    def upstream_walk(self, seg: int, bus: int, devfn: int) -> tuple[int, int, int, int | None]:
+        """find_upstream_bridge's walk up bus2bridge, without its lock or
+        any event: (1, bridge bus, bridge devfn, its secondary bus), or -1
+        after 256 steps (a loop), or (0, bus, devfn, None) with no bridge."""
+        secbus = None
+        ret = 0
+        cnt = 0
+        while (seg, bus) in self.bus2bridge:
+            ret = 1
+            secbus = bus
+            bus, devfn = self.bus2bridge[(seg, bus)]
+            cnt += 1
+            if cnt > 256:
+                ret = -1
+                break
+        return ret, bus, devfn, secbus
+
     def conf_read_id(self, seg: int, bus: int, devfn: int) -> int:
         """pci_conf_read32(sbdf, 0): 0xffffffff where nothing answers."""
         entry = self._declared.get((seg, bus, devfn))

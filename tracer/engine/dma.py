@@ -168,12 +168,7 @@ class DmaMixin(EngineCore):
         walk, without its lock: nothing is recorded)."""
         if pdev.type != "pci" or pdev.bus == 0:
             return pdev.bus, pdev.devfn
-        bus, devfn, secbus = pdev.bus, pdev.devfn, None
-        n = 0
-        while (pdev.seg, bus) in self.bus2bridge and n <= 256:
-            secbus = bus
-            bus, devfn = self.bus2bridge[(pdev.seg, bus)]
-            n += 1
+        _, bus, devfn, secbus = self.upstream_walk(pdev.seg, pdev.bus, pdev.devfn)
         if secbus is None:
             return pdev.bus, pdev.devfn
         if self.pdev_type(pdev.seg, bus, devfn) == "pcie2pci-bridge":

@@ -20,23 +20,12 @@ class MappingMixin(ContextOneMixin, DidMixin):
         """Returns (ret, bus, devfn, secbus) -- Xen overwrites the caller's
         bus/devfn through pointers; callers that pass their own locals get
         them clobbered (D2)."""
-        secbus = None
-        if bus == 0:
-            return 0, bus, devfn, secbus
-        if (seg, bus) not in self.bus2bridge:
-            return 0, bus, devfn, secbus
+        if bus == 0 or (seg, bus) not in self.bus2bridge:
+            return 0, bus, devfn, None
         self.lock(label, "bus2bridge_lock", seg)
-        cnt = 0
-        ret = 1
-        while (seg, bus) in self.bus2bridge:
-            secbus = bus
-            bus, devfn = self.bus2bridge[(seg, bus)]
-            cnt += 1
-            if cnt > 256:
-                ret = -1
-                break
+        found = self.upstream_walk(seg, bus, devfn)
         self.unlock(label, "bus2bridge_lock", seg)
-        return ret, bus, devfn, secbus
+        return found
 
     def _dcm_mode(self, domain: XenDomain, pdev: PciDev, iommu: VtdIommu | None) -> int:
         """DCM1 (V2): MAP_WITH_RMRR from the *main* BDF, owner flags."""
