@@ -43,13 +43,16 @@ type raises ``UnkeyableLocal`` rather than hashing an ``id()``, so a new
 engine type cannot silently make two different states look equal or the
 same state look different.
 
-Cost: one frozenset per replay table and a walk of the CPUs' frames,
-computed only at points past the run's prefix that have alternatives.  The
-key is kept whole (not a digest): equality is exact.
+Cost: one sort per replay table and a walk of the CPUs' frames, computed
+only at points past the run's prefix that have alternatives.  Sets are kept
+as sorted tuples, so the key's ``repr`` is canonical and the search keeps
+only its 128-bit digest (``digest``): the same in every process, which is
+what lets workers on other machines key states the coordinator compares.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import fields
@@ -114,8 +117,17 @@ def _stable_dict(v: Any) -> Any:
     return ("dict", tuple((stable(k), stable(x)) for k, x in v.items()))
 
 
+def _sorted(values: Any) -> tuple[Any, ...]:
+    """Members of a set in a fixed order: by ``repr``, which never fails on
+    mixed types (None beside ints) and gives the same order in every process
+    (a frozenset's own order depends on string hashing).  Equal sets give
+    equal tuples; values that compare equal but print differently (1 and
+    True) would not, which can only cost pruning, never soundness."""
+    return tuple(sorted(values, key=repr))
+
+
 def _stable_set(v: Any) -> Any:
-    return ("set", frozenset(stable(x) for x in v))
+    return ("set", _sorted(stable(x) for x in v))
 
 
 _CONVERT: dict[type, Callable[[Any], Any]] = {
@@ -194,9 +206,28 @@ def stable(value: Any, where: str = "") -> Any:
 
 
 def replay_part(st: ReplayState) -> Key:
-    """The replayed state without its position (seq, last event)."""
-    return (tuple(frozenset(getattr(st, name).items()) for name in TABLES), st.open_op, st.op_info,
+    """The replayed state without its position (seq, last event): each table
+    as its canonical text (``_table_text``)."""
+    return (tuple([_table_text(tuple(getattr(st, name).items())) for name in TABLES]), st.open_op, st.op_info,
             st.rollback)
+
+
+_TEXTS: dict[tuple[Any, ...], str] = {}
+_TEXTS_MAX = 1 << 16
+
+
+def _table_text(items: tuple[Any, ...]) -> str:
+    """A table's items as text in ``repr`` order, its sets of possible values
+    (the cache tables) sorted likewise: equal tables give equal text in every
+    process.  Consecutive keys of a run mostly meet tables unchanged since
+    the last key, so texts are kept by the items in their insertion order."""
+    text = _TEXTS.get(items)
+    if text is None:
+        if len(_TEXTS) >= _TEXTS_MAX:
+            _TEXTS.clear()
+        text = _TEXTS[items] = "{" + ",".join(sorted([
+            repr((k, _sorted(v))) if type(v) is frozenset else repr((k, v)) for k, v in items])) + "}"
+    return text
 
 
 def _file(path: str) -> str:
@@ -277,3 +308,17 @@ def state_key(st: ReplayState, engine: Engine, sched: Scheduler, point: Point) -
     current = sched.current.index if sched.current is not None else None
     return (point.kind, point.options, point.costs, current, replay_part(st), cpus_part(engine, sched),
             engine_part(engine))
+
+
+
+# --- the digest ---------------------------------------------------------------------
+
+def digest(key: Key) -> bytes:
+    """A 128-bit BLAKE2b digest of the key's ``repr``: what the search
+    stores and what workers send back instead of the whole key (a few
+    kilobytes).  The key holds only ints, strings, bytes, None and tuples of
+    them -- every set is already a sorted tuple (``_sorted``) -- so its
+    ``repr`` is the same text in every process and on every machine.  Two
+    different keys share a digest with probability about n^2 / 2^129 for n
+    states: below 10^-20 for a billion states."""
+    return hashlib.blake2b(repr(key).encode(), digest_size=16).digest()

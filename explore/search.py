@@ -1,17 +1,20 @@
 """The bounded search over interleavings (docs/EXPLORE.md).
 
-Work units
-    A *work unit* is a schedule prefix: a list of non-default choices
+Runs
+    A run is given a schedule prefix: a list of non-default choices
     (tracer/sched.py: ``SEQ:KV``).  ``run_unit`` re-executes the scenario
     from the start (stateless search: no snapshot, no file per run), follows
     the prefix, then takes the default at every point until the run ends.  At
     every point past the prefix that has alternatives it records a
     ``Branch``: the state key there (explore/key.py), the preemptions used so
     far and each alternative with the preemptions it would use.  The run is
-    judged when it ends (explore/judge.py).  A unit needs nothing but the
-    problem and its prefix, and returns plain values, so units can be run
+    judged when it ends (explore/judge.py).  A run needs nothing but the
+    problem and its prefix, and returns plain values, so runs can be made
     anywhere and in any order; only the frontier and the seen states below
-    are shared.
+    are shared.  Runs travel in *work units* of a few consecutive prefixes
+    of one level (explore/units.py) to a backend (explore/backends.py: in
+    process, a process pool, a Dask cluster), which gives their reports
+    back in unit order.
 
 Frontier
     A priority queue of prefixes ordered by (preemptions used, number of
@@ -23,8 +26,13 @@ Frontier
     tie-break on the choices makes the order, and so every output, the same
     on every run.
 
+    The queued prefixes of the smallest (preemptions, choices) form a
+    *level*; its units run together, and their reports are folded in
+    frontier order, which is the one-at-a-time search whatever ran them.
+
 Pruning
-    ``seen`` maps a state key to the fewest preemptions it was reached with.
+    ``seen`` maps a state's digest (explore/key.py) to the fewest
+    preemptions it was reached with.
     At a branch whose key was seen with no more preemptions, the
     alternatives are not enqueued (counted as ``pruned``): everything they
     lead to is reachable from the first visit with at least as much of the
@@ -52,7 +60,6 @@ from tracer.sched import Choice, Point, format_schedule
 
 from . import key as keys
 from .judge import Identity, RunJudge, file_header, hazards
-from .key import Key
 
 if TYPE_CHECKING:
     from replay.hazards import Finding
@@ -80,7 +87,7 @@ class Problem:
 class Branch:
     """A point past the prefix with alternatives."""
 
-    key: Key | None                           # None: after the run met a state already seen
+    key: bytes | None                         # the state's digest; None after the run met a seen state
     preemptions: int                          # used before this point
     alternatives: list[tuple[Choice, int]]    # (choice, preemptions the child uses)
 
@@ -98,7 +105,7 @@ class RunReport:
 class _PrefixChooser:
     """Follows the prefix; past it takes the default and records branches."""
 
-    def __init__(self, prefix: Sequence[Choice], judge: RunJudge, seen: Mapping[Key, int] | None) -> None:
+    def __init__(self, prefix: Sequence[Choice], judge: RunJudge, seen: Mapping[bytes, int] | None) -> None:
         self.want = {(c.seq, c.kind): c.value for c in prefix}
         self.left = len(prefix)
         self.judge = judge
@@ -118,9 +125,9 @@ class _PrefixChooser:
         assert eng is not None and eng.sched is not None
         sched = eng.sched
         used = sched.preemptions
-        key: Key | None = None
+        key: bytes | None = None
         if not self.merged:
-            key = keys.state_key(self.judge.state(), eng, sched, point)
+            key = keys.digest(keys.state_key(self.judge.state(), eng, sched, point))
             before = self.seen.get(key) if self.seen is not None else None
             # From a state seen with no more preemptions the defaults retrace
             # the run that saw it: every later point's state was seen too.
@@ -132,11 +139,11 @@ class _PrefixChooser:
 
 
 def run_unit(problem: Problem, prefix: Sequence[Choice], header: dict[str, Any] | None = None,
-             seen: Mapping[Key, int] | None = None) -> RunReport:
+             seen: Mapping[bytes, int] | None = None) -> RunReport:
     """One run: the prefix, then defaults to the end; judged.  ``header`` is
     the file-read form of the problem's header (computed when not given).
 
-    ``seen`` (state key -> fewest preemptions it was reached with) is an
+    ``seen`` (state digest -> fewest preemptions it was reached with) is an
     accelerator: once the run meets a state seen with no more preemptions,
     its later branches carry no key (``key`` None), since following the
     defaults from there retraces the run that saw it.  Without it every
@@ -183,6 +190,10 @@ class Summary:
     complete: bool = False
     interrupted: bool = False
     frontier: int = 0                   # prefixes still queued when the search stopped
+    units: int = 0                      # work units folded (explore/units.py)
+    level_units: int = 0                # units of the level being run (progress only)
+    level_done: int = 0                 # of which folded
+    queued: int = 0                     # prefixes queued or in the running level, not yet folded
     baseline: dict[Identity, Finding] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
 
@@ -194,26 +205,32 @@ def _order(prefix: tuple[Choice, ...]) -> tuple[tuple[int, int, int], ...]:
 def explore(problem: Problem, bound: int = 2, max_runs: int | None = None, prune: bool = True,
             on_violation: Callable[[Violation], None] | None = None,
             on_progress: Callable[[Summary], None] | None = None,
-            on_run: Callable[[RunReport], None] | None = None, workers: int = 1) -> Summary:
+            on_run: Callable[[RunReport], None] | None = None, workers: int = 1,
+            scheduler: str | None = None) -> Summary:
     """Breadth-first bounded search (module docstring).  ``on_violation`` is
     called as each new violation is found (the CLI writes its trace then);
-    ``on_run`` with each run's report and ``on_progress`` after every run."""
+    ``on_run`` with each run's report and ``on_progress`` after every unit.
+    ``workers`` and ``scheduler`` choose where the work units run
+    (explore/backends.py); nothing else depends on them."""
+    from .backends import open_backend
+    from .units import code_identity, cut
+
     if bound < 0:
         raise ValueError("the preemption bound must be >= 0")
-    header = file_header(problem.header())
     summary = Summary(bound)
-    seen: dict[Key, int] = {}
+    seen: dict[bytes, int] = {}
     found: dict[Identity, Violation] = {}
     frontier: list[tuple[int, int, tuple[tuple[int, int, int], ...], tuple[Choice, ...]]] = [(0, 0, (), ())]
-    pool = None if workers <= 1 else _pool(workers)
+    identity = code_identity()
+    backend = open_backend(problem, workers, scheduler)
     try:
         while frontier:
             if max_runs is not None and summary.schedules >= max_runs:
                 break
-            # A batch: every queued prefix of the smallest (preemptions,
+            # A level: every queued prefix of the smallest (preemptions,
             # length), in frontier order.  Their children all sort after the
-            # batch, so running the batch's units in any order and folding
-            # their reports in this order is the one-at-a-time search.
+            # level, so running its units anywhere and folding their reports
+            # in this order is the one-at-a-time search.
             batch = [heapq.heappop(frontier)]
             while frontier and frontier[0][:2] == batch[0][:2]:
                 batch.append(heapq.heappop(frontier))
@@ -221,46 +238,36 @@ def explore(problem: Problem, bound: int = 2, max_runs: int | None = None, prune
                 for entry in batch[max_runs - summary.schedules:]:
                     heapq.heappush(frontier, entry)
                 batch = batch[:max_runs - summary.schedules]
-            prefixes = [entry[3] for entry in batch]
-            if pool is None:
-                # in process, one at a time: each run sees every state the
-                # runs before it recorded (an accelerator only)
-                reports: Any = (run_unit(problem, pre, header, seen if prune else None) for pre in prefixes)
-            else:
-                reports = pool.map(_run_remote, [(problem, pre) for pre in prefixes])
-            done = 0
+            units = cut(batch[0][:2], [entry[3] for entry in batch], identity)
+            summary.level_units = len(units)
+            summary.level_done = 0
+            folded = 0
             try:
-                for report in reports:
-                    done += 1
-                    _fold(report, summary, seen, found, frontier, bound, prune, on_violation, on_run, on_progress)
+                for reports in backend.run(units, seen if prune else None):
+                    for report in reports:
+                        _fold(report, summary, seen, found, frontier, bound, prune, on_violation, on_run, None)
+                        folded += 1
+                    summary.units += 1
+                    summary.level_done += 1
+                    summary.queued = len(frontier) + len(batch) - folded
+                    if on_progress is not None:
+                        on_progress(summary)
             except KeyboardInterrupt:
-                for entry in batch[done:]:
+                for entry in batch[folded:]:
                     heapq.heappush(frontier, entry)
                 raise
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        backend.close()
     summary.states = len(seen)
     summary.frontier = len(frontier)
+    summary.queued = len(frontier)
     summary.complete = not frontier and not summary.interrupted
     return summary
 
 
-def _pool(workers: int) -> Any:
-    from concurrent.futures import ProcessPoolExecutor
-    return ProcessPoolExecutor(max_workers=workers)
-
-
-def _run_remote(args: tuple[Problem, tuple[Choice, ...]]) -> RunReport:
-    """A unit in a worker process: no seen table, so every branch carries its
-    key; folding them in order gives the same result (``_fold``)."""
-    problem, prefix = args
-    return run_unit(problem, prefix)
-
-
-def _fold(report: RunReport, summary: Summary, seen: dict[Key, int], found: dict[Identity, Violation],
+def _fold(report: RunReport, summary: Summary, seen: dict[bytes, int], found: dict[Identity, Violation],
           frontier: list[tuple[int, int, tuple[tuple[int, int, int], ...], tuple[Choice, ...]]], bound: int,
           prune: bool, on_violation: Callable[[Violation], None] | None, on_run: Callable[[RunReport], None] | None,
           on_progress: Callable[[Summary], None] | None) -> None:

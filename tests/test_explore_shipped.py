@@ -128,19 +128,6 @@ def test_s13_nocx16_lets_the_nic_reach_the_guest_through_the_iotlb_cx16_does_not
     assert "dma-foreign" not in kinds(doc) and doc["complete"] is True
 
 
-def test_workers_give_the_same_bytes(tmp_path):
-    """--workers N runs each breadth-first level's units on N processes and
-    folds their reports in frontier order: the same summary and files."""
-    outs = {}
-    for w in ("1", "2"):
-        r = vt("explore", "s9-xsa399-race", "--engine", "legacy", "--no-xsa399-fix", "--max-runs", "300",
-               "--workers", w, "-o", f"w{w}", "--json", cwd=tmp_path)
-        assert r.returncode == 1, r.stderr
-        outs[w] = r.stdout
-    assert outs["1"] == outs["2"]
-    names = sorted(p.name for p in (tmp_path / "w1").iterdir())
-    assert names and names == sorted(p.name for p in (tmp_path / "w2").iterdir())
-    for name in names:
-        assert (tmp_path / "w1" / name).read_bytes() == (tmp_path / "w2" / name).read_bytes()
+def test_workers_must_be_positive(tmp_path):
     r = vt("explore", "s9-xsa399-race", "--engine", "legacy", "--workers", "0", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--workers" in r.stderr

@@ -1,5 +1,5 @@
 """vtdtrace explore SCENARIO --engine V [--cx16|--no-cx16] [--no-xsa399-fix] [--preemptions K] [--max-runs N]
-[--workers N] [-o DIR] [--force] [--all] [--json] [--no-prune]
+[--workers N] [--scheduler tcp://HOST:PORT|local] [-o DIR] [--force] [--all] [--json] [--no-prune]
 
 The bounded search over interleavings (explore/, docs/EXPLORE.md): runs the
 scenario under every schedule within the preemption bound, judges each run
@@ -44,9 +44,23 @@ def add_parser(p) -> None:
     p.add_argument("--no-prune", action="store_true",
                    help="explore every schedule within the bound, also from states already explored "
                         "(slower; the result must be the same: a check of the pruning)")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="run the schedules of each breadth-first level on N processes (default 1: in "
-                        "process); the summary and the counterexamples are the same bytes whatever N")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run the work units on N local processes (default: the number of cores, "
+                        f"{default_workers()} here; 1 = in this process); with --scheduler local, the "
+                        "number of Dask workers.  The summary and the counterexamples are the same bytes "
+                        "whatever N")
+    p.add_argument("--scheduler", metavar="ADDR", default=None,
+                   help="run the work units on Dask distributed: tcp://HOST:PORT submits them to a "
+                        "running scheduler (start one with `dask scheduler` and workers with `dask "
+                        "worker ADDR`), `local` starts a LocalCluster of --workers processes for the run. "
+                        "Needs the cluster extra (pip install 'vtdtrace[cluster]')")
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _prepare_dir(out: str, force: bool) -> int | None:
@@ -78,7 +92,10 @@ def _prepare_dir(out: str, force: bool) -> int | None:
 
 
 class _Progress:
-    """Throttled progress on stderr: at most one line every PROGRESS_EVERY s."""
+    """Throttled progress on stderr: at most one line every PROGRESS_EVERY s.
+    The ETA is for the work queued now (the prefixes waiting and the level
+    running) at the mean rate so far; a search queues more as it goes, so it
+    is a lower bound until the last level."""
 
     def __init__(self) -> None:
         self.start = time.monotonic()
@@ -88,8 +105,12 @@ class _Progress:
         now = time.monotonic()
         if now - self.last >= PROGRESS_EVERY:
             self.last = now
-            print(f"explore: {s.schedules} schedules, {s.states} states, {len(s.violations)} violations, "
-                  f"{now - self.start:.1f} s", file=sys.stderr, flush=True)
+            dt = now - self.start
+            rate = s.schedules / dt if dt > 0 else 0.0
+            eta = f", queued work ~{s.queued / rate:.0f} s more" if rate > 0 else ""
+            print(f"explore: {s.units} units ({s.level_done}/{s.level_units} of this level), {s.schedules} "
+                  f"schedules, {s.states} states, {len(s.violations)} violations, {dt:.1f} s, "
+                  f"{rate:.0f} schedules/s, {s.queued} queued{eta}", file=sys.stderr, flush=True)
 
     def done(self, s) -> None:
         dt = time.monotonic() - self.start
@@ -120,6 +141,7 @@ def summary_json(problem, args, s) -> dict[str, Any]:
         "limits": s.limits,
         "max_preemptions": s.max_preemptions,
         "complete": s.complete,
+        "units": s.units,
         "interrupted": s.interrupted,
         "violations": [
             {**_finding_json(v.identity, v.severity), "number": v.number,
@@ -168,7 +190,9 @@ def _ops(ops) -> str:
 
 
 def run(args) -> int:
+    from explore.backends import BackendError
     from explore.search import Problem, explore
+    from explore.units import WorkerMismatch
     from explore.traces import write_counterexample
     from replay.jsonout import dumps
     from tracer.engine import VARIANTS
@@ -180,8 +204,13 @@ def run(args) -> int:
         return fail(None, f"--preemptions: must be 0 or more, got {args.preemptions}")
     if args.max_runs is not None and args.max_runs < 1:
         return fail(None, f"--max-runs: must be 1 or more, got {args.max_runs}")
+    if args.workers is None:
+        args.workers = default_workers()
     if args.workers < 1:
         return fail(None, f"--workers: must be 1 or more, got {args.workers}")
+    if args.scheduler is not None and args.scheduler != "local" and not args.scheduler.startswith(
+            ("tcp://", "tls://", "inproc://", "ws://", "wss://", "ucx://")):
+        return fail(None, f"--scheduler: expected tcp://HOST:PORT or local, got {args.scheduler!r}")
     try:
         platform = load_scenario(args.scenario)
     except ScenarioError as exc:
@@ -197,8 +226,12 @@ def run(args) -> int:
     def written(v) -> None:
         v.trace = write_counterexample(problem, v, args.output)
 
-    summary = explore(problem, bound=args.preemptions, max_runs=args.max_runs, prune=not args.no_prune,
-                      on_violation=written, on_progress=progress, workers=args.workers)
+    try:
+        summary = explore(problem, bound=args.preemptions, max_runs=args.max_runs, prune=not args.no_prune,
+                          on_violation=written, on_progress=progress, workers=args.workers,
+                          scheduler=args.scheduler)
+    except (BackendError, WorkerMismatch) as exc:
+        return fail(None, f"explore: {exc}")
     progress.done(summary)
     if args.json:
         sys.stdout.write(dumps(summary_json(problem, args, summary)) + "\n")

@@ -1,0 +1,135 @@
+"""Where work units run: in this process, on a local process pool, or on a
+Dask distributed cluster.
+
+Every backend has one job: given a level's units (explore/units.py) and the
+seen table as the level starts, give back each unit's reports *in unit
+order*, whatever order they finish in.  The search folds them in that order,
+so the backend can change the speed of a search but nothing it finds.
+
+``InProcess``   runs each unit when the search asks for its reports, with the
+                search's own live seen table (it is folded between units, so
+                a later unit stops keying earlier than a worker would: an
+                accelerator only, see explore/units.py).
+``LocalPool``   a ``concurrent.futures`` process pool of N workers; each unit
+                travels with a copy of the level's table.  Workers ignore
+                SIGINT: a Ctrl-C is the coordinator's to handle (it stops,
+                cancels what is queued and prints the partial summary).
+``DaskCluster`` a ``distributed.Client`` on a running scheduler
+                (``tcp://HOST:PORT``) or on a ``LocalCluster`` it starts and
+                closes (``local``).  The problem is scattered to every worker
+                once, the level's table once per level; the units are
+                submitted as tasks.  A worker lost mid-run has its tasks
+                rescheduled by the scheduler (Dask's own resilience); the
+                results do not change, since a unit's reports depend only on
+                the unit and the level's table.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from .units import WorkUnit, run_work_unit
+
+
+class BackendError(RuntimeError):
+    """The backend cannot run the search (one line for the user)."""
+
+
+class InProcess:
+    name = "in-process"
+
+    def __init__(self, problem: Any) -> None:
+        self.problem = problem
+
+    def run(self, units: list[WorkUnit], seen: Mapping[bytes, int] | None) -> Iterator[list[Any]]:
+        for u in units:
+            yield run_work_unit(u, self.problem, seen)
+
+    def close(self) -> None:
+        pass
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class LocalPool:
+    name = "process pool"
+
+    def __init__(self, problem: Any, workers: int) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.problem = problem
+        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint)
+
+    def run(self, units: list[WorkUnit], seen: Mapping[bytes, int] | None) -> Iterator[list[Any]]:
+        table = dict(seen) if seen is not None else None
+        futures = [self.pool.submit(run_work_unit, u, self.problem, table) for u in units]
+        try:
+            for f in futures:
+                yield f.result()
+        finally:
+            for f in futures:
+                f.cancel()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+CLUSTER_EXTRA = "install the cluster extra: pip install 'vtdtrace[cluster]'"
+
+
+class DaskCluster:
+    def __init__(self, problem: Any, scheduler: str, workers: int) -> None:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise BackendError(f"--scheduler needs Dask distributed, which is not installed: {CLUSTER_EXTRA}") \
+                from None
+        self.cluster: Any = None
+        try:
+            if scheduler == "local":
+                self.name = f"a local Dask cluster of {workers} worker processes"
+                self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                            dashboard_address=None, silence_logs=logging.ERROR)
+                self.client = Client(self.cluster)
+            else:
+                self.name = f"the Dask scheduler at {scheduler}"
+                self.client = Client(scheduler, timeout="5s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            self.close()
+            raise BackendError(f"--scheduler {scheduler}: cannot reach the scheduler: {exc}") from None
+        self.problem = self.client.scatter([problem], broadcast=True, hash=False)[0]
+
+    def run(self, units: list[WorkUnit], seen: Mapping[bytes, int] | None) -> Iterator[list[Any]]:
+        from distributed import KilledWorker
+
+        table = self.client.scatter([dict(seen)], broadcast=True, hash=False)[0] if seen is not None else None
+        futures = self.client.map(run_work_unit, units, problem=self.problem, seen=table, pure=False)
+        try:
+            for f in futures:
+                try:
+                    yield f.result()
+                except KilledWorker as exc:
+                    raise BackendError(f"a work unit killed every worker that ran it ({exc})") from None
+        finally:
+            self.client.cancel(futures)
+            del futures, table
+
+    def close(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def open_backend(problem: Any, workers: int, scheduler: str | None) -> Any:
+    if scheduler is not None:
+        return DaskCluster(problem, scheduler, workers)
+    if workers <= 1:
+        return InProcess(problem)
+    return LocalPool(problem, workers)

@@ -1,0 +1,169 @@
+"""Work units: what a worker is given, what it does, what it sends back.
+
+Decomposition
+    The search (explore/search.py) runs breadth-first in *levels*: every
+    queued schedule prefix with the same (preemptions, number of choices).
+    A level's prefixes, in frontier order, are cut into units of
+    ``UNIT_RUNS`` consecutive prefixes.  The cut depends on nothing but the
+    level's contents -- not on the number of workers, the backend or timing
+    -- and ``--workers 1`` runs the very same units in process.  A unit is
+    never large: each prefix is one run (the prefix, then the defaults to
+    the end), so a unit costs at most ``UNIT_RUNS`` runs, whatever subtree
+    lies below it; what lies below is queued by the coordinator and cut into
+    the next levels' units.
+
+What a unit returns
+    One ``RunReport`` per prefix, in order: the run's counts (events,
+    preemptions, engine limit), its hazard findings by identity (the
+    coordinator decides which are violations: it alone knows the baseline
+    and what earlier units found), and for every branch point past the
+    prefix the state's 128-bit digest, the preemptions used there and the
+    alternatives -- what pruning needs.  No trace: the coordinator
+    re-records the counterexamples it keeps from their schedules.
+
+The seen table
+    A unit is given the coordinator's table of states seen (digest ->
+    fewest preemptions) as it stood when the level started, and adds what
+    its own runs key.  It only uses the table to stop keying a run once the
+    run meets a state seen with no more preemptions (explore/search.py
+    ``run_unit``); the pruning decisions are the coordinator's, folding the
+    reports in frontier order.  A state a unit's table holds is one the
+    coordinator's holds with no more preemptions, so a unit stops keying
+    only where the coordinator would prune anyway, and the result is the
+    same whatever the unit knew: exactly the one-at-a-time search.
+
+Code identity
+    Each unit carries the coordinator's vtdtrace version and the digest of
+    the source of every module a run executes (the engine, the replay fold,
+    the analysers, the search).  A worker compares them with its own before
+    it runs anything and refuses with ``WorkerMismatch`` -- one line naming
+    the worker and both identities -- instead of returning schedules another
+    engine computed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tracer.sched import Choice
+
+UNIT_RUNS = 8           # prefixes (runs) per work unit
+
+# What a run executes: the record side, the fold and the analysers, the search.
+_PACKAGES = ("tracer", "tracer.engine", "replay", "replay.hazards", "explore")
+
+
+class WorkerMismatch(RuntimeError):
+    """A worker runs other code than the coordinator."""
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    level: tuple[int, int]                  # (preemptions, choices) of its prefixes
+    index: int                              # its place in the level
+    prefixes: tuple[tuple[Choice, ...], ...]
+    identity: tuple[str, str]               # the coordinator's (version, code digest)
+
+
+def cut(level: tuple[int, int], prefixes: Sequence[tuple[Choice, ...]], identity: tuple[str, str],
+        size: int = UNIT_RUNS) -> list[WorkUnit]:
+    """A level's prefixes (frontier order) as units of ``size`` consecutive prefixes."""
+    return [WorkUnit(level, i // size, tuple(prefixes[i:i + size]), identity) for i in range(0, len(prefixes), size)]
+
+
+# --- code identity ------------------------------------------------------------------
+
+_identity: tuple[str, str] | None = None
+
+
+def _modules(package: str) -> list[str]:
+    import importlib
+    pkg = importlib.import_module(package)
+    assert pkg.__file__ is not None
+    d = os.path.dirname(pkg.__file__)
+    names = sorted(n for n in os.listdir(d) if n.endswith(".py"))
+    return [package if n == "__init__.py" else f"{package}.{n[:-3]}" for n in names]
+
+
+def code_identity() -> tuple[str, str]:
+    """(installed vtdtrace version, BLAKE2b digest of every module a run
+    executes), computed once per process."""
+    global _identity
+    if _identity is None:
+        from replay.codeid import _package_version, source_digest
+        mods: list[str] = []
+        for p in _PACKAGES:
+            mods += _modules(p)
+        _identity = (_package_version(), source_digest(mods))
+    return _identity
+
+
+def check_identity(expected: tuple[str, str], where: str) -> None:
+    mine = code_identity()
+    if tuple(expected) != mine:
+        raise WorkerMismatch(
+            f"worker {where} runs vtdtrace {mine[0]} (code {mine[1][:12]}), the coordinator vtdtrace "
+            f"{expected[0]} (code {expected[1][:12]}): install the same vtdtrace on every worker")
+
+
+# --- running a unit -------------------------------------------------------------------
+
+class _Seen(Mapping[bytes, int]):
+    """The level's table (read only, shared) under what this unit's runs key."""
+
+    def __init__(self, base: Mapping[bytes, int]) -> None:
+        self.base = base
+        self.own: dict[bytes, int] = {}
+
+    def __getitem__(self, key: bytes) -> int:
+        a = self.base.get(key)
+        b = self.own.get(key)
+        if a is None:
+            if b is None:
+                raise KeyError(key)
+            return b
+        return a if b is None or a <= b else b
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.base
+        yield from (k for k in self.own if k not in self.base)
+
+    def __len__(self) -> int:
+        return len(self.base) + sum(1 for k in self.own if k not in self.base)
+
+    def add(self, key: bytes, preemptions: int) -> None:
+        before = self.get(key)
+        if before is None or preemptions < before:
+            self.own[key] = preemptions
+
+
+def run_work_unit(unit: WorkUnit, problem: Any, seen: Mapping[bytes, int] | None,
+                  where: str | None = None) -> list[Any]:
+    """Run a unit's prefixes in order; their ``RunReport``s.  ``seen`` None:
+    pruning is off, every branch is keyed."""
+    from .judge import file_header
+    from .search import run_unit
+
+    check_identity(unit.identity, where or _where())
+    header = file_header(problem.header())
+    table = _Seen(seen) if seen is not None else None
+    reports = []
+    for prefix in unit.prefixes:
+        report = run_unit(problem, prefix, header, table)
+        if table is not None:
+            for b in report.branches:
+                if b.key is not None:
+                    table.add(b.key, b.preemptions)
+        reports.append(report)
+    return reports
+
+
+def _where() -> str:
+    try:
+        from distributed import get_worker
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return f"process {os.getpid()}"
