@@ -26,6 +26,7 @@ so the backend can change the speed of a search but nothing it finds.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 from collections.abc import Iterator, Mapping
@@ -85,44 +86,44 @@ CLUSTER_EXTRA = "install the cluster extra: pip install 'vtdtrace[cluster]'"
 class DaskCluster:
     def __init__(self, problem: Any, scheduler: str, workers: int) -> None:
         try:
-            from distributed import Client, LocalCluster
+            # typed Any: distributed ships no annotations strict mode accepts
+            distributed: Any = importlib.import_module("distributed")
         except ImportError:
             raise BackendError(f"--scheduler needs Dask distributed, which is not installed: {CLUSTER_EXTRA}") \
                 from None
         self.cluster: Any = None
+        self.client: Any = None
         try:
             if scheduler == "local":
                 self.name = f"a local Dask cluster of {workers} worker processes"
-                self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                self.cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                             dashboard_address=None, silence_logs=logging.ERROR)
-                self.client = Client(self.cluster)
+                self.client = distributed.Client(self.cluster)
             else:
                 self.name = f"the Dask scheduler at {scheduler}"
-                self.client = Client(scheduler, timeout="5s")
+                self.client = distributed.Client(scheduler, timeout="5s")
         except (OSError, TimeoutError, ValueError) as exc:
             self.close()
             raise BackendError(f"--scheduler {scheduler}: cannot reach the scheduler: {exc}") from None
         self.problem = self.client.scatter([problem], broadcast=True, hash=False)[0]
 
     def run(self, units: list[WorkUnit], seen: Mapping[bytes, int] | None) -> Iterator[list[Any]]:
-        from distributed import KilledWorker
-
+        killed: Any = importlib.import_module("distributed").KilledWorker
         table = self.client.scatter([dict(seen)], broadcast=True, hash=False)[0] if seen is not None else None
         futures = self.client.map(run_work_unit, units, problem=self.problem, seen=table, pure=False)
         try:
             for f in futures:
                 try:
                     yield f.result()
-                except KilledWorker as exc:
+                except killed as exc:
                     raise BackendError(f"a work unit killed every worker that ran it ({exc})") from None
         finally:
             self.client.cancel(futures)
             del futures, table
 
     def close(self) -> None:
-        client = getattr(self, "client", None)
-        if client is not None:
-            client.close()
+        if self.client is not None:
+            self.client.close()
         if self.cluster is not None:
             self.cluster.close()
 

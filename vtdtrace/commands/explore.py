@@ -192,8 +192,8 @@ def _ops(ops) -> str:
 def run(args) -> int:
     from explore.backends import BackendError
     from explore.search import Problem, explore
-    from explore.units import WorkerMismatch
     from explore.traces import write_counterexample
+    from explore.units import WorkerMismatch
     from replay.jsonout import dumps
     from tracer.engine import VARIANTS
     from tracer.scenario import ScenarioError, load_scenario
