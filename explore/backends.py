@@ -77,7 +77,9 @@ class LocalPool:
                 f.cancel()
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        # waits for the units already running (a Ctrl-C lands between units
+        # or in one of at most UNIT_RUNS runs), so no worker outlives the search
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 CLUSTER_EXTRA = "install the cluster extra: pip install 'vtdtrace[cluster]'"

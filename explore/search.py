@@ -50,6 +50,7 @@ Stopping
 from __future__ import annotations
 
 import heapq
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -222,6 +223,7 @@ def explore(problem: Problem, bound: int = 2, max_runs: int | None = None, prune
     found: dict[Identity, Violation] = {}
     frontier: list[tuple[int, int, tuple[tuple[int, int, int], ...], tuple[Choice, ...]]] = [(0, 0, (), ())]
     identity = code_identity()
+    token = uuid.uuid4().hex         # names this search to the workers' own tables, nothing else
     backend = open_backend(problem, workers, scheduler)
     try:
         while frontier:
@@ -238,7 +240,7 @@ def explore(problem: Problem, bound: int = 2, max_runs: int | None = None, prune
                 for entry in batch[max_runs - summary.schedules:]:
                     heapq.heappush(frontier, entry)
                 batch = batch[:max_runs - summary.schedules]
-            units = cut(batch[0][:2], [entry[3] for entry in batch], identity)
+            units = cut(batch[0][:2], [entry[3] for entry in batch], identity, token)
             summary.level_units = len(units)
             summary.level_done = 0
             folded = 0

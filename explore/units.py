@@ -66,12 +66,19 @@ class WorkUnit:
     index: int                              # its place in the level
     prefixes: tuple[tuple[Choice, ...], ...]
     identity: tuple[str, str]               # the coordinator's (version, code digest)
+    search: str = ""                        # which search (a worker's own table is per search)
+
+    @property
+    def order(self) -> tuple[int, int, int]:
+        """Fold order: every unit of an earlier level, then this level's by index."""
+        return (self.level[0], self.level[1], self.index)
 
 
 def cut(level: tuple[int, int], prefixes: Sequence[tuple[Choice, ...]], identity: tuple[str, str],
-        size: int = UNIT_RUNS) -> list[WorkUnit]:
+        search: str = "", size: int | None = None) -> list[WorkUnit]:
     """A level's prefixes (frontier order) as units of ``size`` consecutive prefixes."""
-    return [WorkUnit(level, i // size, tuple(prefixes[i:i + size]), identity) for i in range(0, len(prefixes), size)]
+    n = size or UNIT_RUNS
+    return [WorkUnit(level, i // n, tuple(prefixes[i:i + n]), identity, search) for i in range(0, len(prefixes), n)]
 
 
 # --- code identity ------------------------------------------------------------------
@@ -112,32 +119,51 @@ def check_identity(expected: tuple[str, str], where: str) -> None:
 # --- running a unit -------------------------------------------------------------------
 
 class _Seen(Mapping[bytes, int]):
-    """The level's table (read only, shared) under what this unit's runs key."""
+    """What a run may stop keying on: the level's table (read only), the
+    keys this unit's earlier runs recorded, and the keys earlier units of
+    this search recorded in this process -- only those of units the
+    coordinator folds before this one (``WorkUnit.order``), so that the
+    argument in the module docstring holds: a state known here is one the
+    coordinator knows, with no more preemptions, when it folds this unit."""
 
-    def __init__(self, base: Mapping[bytes, int]) -> None:
+    def __init__(self, base: Mapping[bytes, int], unit: WorkUnit) -> None:
         self.base = base
         self.own: dict[bytes, int] = {}
+        self.order = unit.order
+        global _process
+        if _process is None or _process[0] != unit.search:
+            _process = (unit.search, {})
+        self.process = _process[1]
 
     def __getitem__(self, key: bytes) -> int:
-        a = self.base.get(key)
+        best = self.base.get(key)
         b = self.own.get(key)
-        if a is None:
-            if b is None:
-                raise KeyError(key)
-            return b
-        return a if b is None or a <= b else b
+        if b is not None and (best is None or b < best):
+            best = b
+        c = self.process.get(key)
+        if c is not None and c[1] < self.order and (best is None or c[0] < best):
+            best = c[0]
+        if best is None:
+            raise KeyError(key)
+        return best
 
     def __iter__(self) -> Iterator[bytes]:
-        yield from self.base
-        yield from (k for k in self.own if k not in self.base)
+        return iter(set(self.base) | set(self.own))
 
     def __len__(self) -> int:
-        return len(self.base) + sum(1 for k in self.own if k not in self.base)
+        return len(set(self.base) | set(self.own))
 
     def add(self, key: bytes, preemptions: int) -> None:
-        before = self.get(key)
+        before = self.own.get(key)
         if before is None or preemptions < before:
             self.own[key] = preemptions
+        if key not in self.process:
+            # the earliest unit to record a key is the one most units may use
+            self.process[key] = (preemptions, self.order)
+
+
+# This process's keys of the current search: digest -> (preemptions, unit order).
+_process: tuple[str, dict[bytes, tuple[int, tuple[int, int, int]]]] | None = None
 
 
 def run_work_unit(unit: WorkUnit, problem: Any, seen: Mapping[bytes, int] | None,
@@ -149,7 +175,7 @@ def run_work_unit(unit: WorkUnit, problem: Any, seen: Mapping[bytes, int] | None
 
     check_identity(unit.identity, where or _where())
     header = file_header(problem.header())
-    table = _Seen(seen) if seen is not None else None
+    table = _Seen(seen, unit) if seen is not None else None
     reports = []
     for prefix in unit.prefixes:
         report = run_unit(problem, prefix, header, table)
