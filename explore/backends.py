@@ -10,14 +10,16 @@ so the backend can change the speed of a search but nothing it finds.
                 search's own live seen table (it is folded between units, so
                 a later unit stops keying earlier than a worker would: an
                 accelerator only, see explore/units.py).
-``LocalPool``   a ``concurrent.futures`` process pool of N workers; each unit
-                travels with a copy of the level's table.  Workers ignore
+``LocalPool``   a ``concurrent.futures`` process pool of N workers, given the
+                problem once each; the seen table's changes of each level
+                are written to a file once, which every worker applies to
+                its replica (explore/units.py ``replica``).  Workers ignore
                 SIGINT: a Ctrl-C is the coordinator's to handle (it stops,
                 cancels what is queued and prints the partial summary).
 ``DaskCluster`` a ``distributed.Client`` on a running scheduler
                 (``tcp://HOST:PORT``) or on a ``LocalCluster`` it starts and
                 closes (``local``).  The problem is scattered to every worker
-                once, the level's table once per level; the units are
+                once, each level's table changes once; the units are
                 submitted as tasks.  A worker lost mid-run has its tasks
                 rescheduled by the scheduler (Dask's own resilience); the
                 results do not change, since a unit's reports depend only on
@@ -28,11 +30,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .units import WorkUnit, run_work_unit
+from .units import Changes, WorkUnit, replica, run_work_unit
 
 
 class BackendError(RuntimeError):
@@ -53,8 +58,27 @@ class InProcess:
         pass
 
 
-def _ignore_sigint() -> None:
+# --- a local process pool ----------------------------------------------------------
+
+_pool_problem: Any = None
+
+
+def _pool_init(problem: Any) -> None:
+    global _pool_problem
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _pool_problem = problem
+
+
+def _pool_unit(unit: WorkUnit, changes_dir: str | None, levels: int) -> list[Any]:
+    """A unit in a pool worker: the problem came with the process, the
+    table's changes are files of the coordinator's (one per level)."""
+    def fetch(i: int) -> bytes:
+        assert changes_dir is not None
+        with open(os.path.join(changes_dir, f"{i:06d}"), "rb") as f:
+            return f.read()
+
+    seen = replica(unit.search, levels, fetch) if changes_dir is not None else None
+    return run_work_unit(unit, _pool_problem, seen)
 
 
 class LocalPool:
@@ -63,12 +87,18 @@ class LocalPool:
     def __init__(self, problem: Any, workers: int) -> None:
         from concurrent.futures import ProcessPoolExecutor
 
-        self.problem = problem
-        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint)
+        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_pool_init, initargs=(problem,))
+        self.dir = tempfile.mkdtemp(prefix="vtdtrace-explore-")
+        self.changes = Changes()
 
     def run(self, units: list[WorkUnit], seen: Mapping[bytes, int] | None) -> Iterator[list[Any]]:
-        table = dict(seen) if seen is not None else None
-        futures = [self.pool.submit(run_work_unit, u, self.problem, table) for u in units]
+        where: str | None = None
+        if seen is not None:
+            data = self.changes.since_last(seen)
+            with open(os.path.join(self.dir, f"{self.changes.levels - 1:06d}"), "wb") as out:
+                out.write(data)
+            where = self.dir
+        futures = [self.pool.submit(_pool_unit, u, where, self.changes.levels) for u in units]
         try:
             for f in futures:
                 yield f.result()
@@ -80,6 +110,16 @@ class LocalPool:
         # waits for the units already running (a Ctrl-C lands between units
         # or in one of at most UNIT_RUNS runs), so no worker outlives the search
         self.pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- Dask distributed ------------------------------------------------------------------
+
+def _dask_unit(unit: WorkUnit, problem: Any, changes: list[bytes] | None) -> list[Any]:
+    """A unit on a Dask worker: ``changes`` are every level's (scattered once
+    each; the worker's replica applies those it has not applied yet)."""
+    seen = replica(unit.search, len(changes), changes.__getitem__) if changes is not None else None
+    return run_work_unit(unit, problem, seen)
 
 
 CLUSTER_EXTRA = "install the cluster extra: pip install 'vtdtrace[cluster]'"
@@ -99,7 +139,7 @@ class DaskCluster:
             if scheduler == "local":
                 self.name = f"a local Dask cluster of {workers} worker processes"
                 self.cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                            dashboard_address=None, silence_logs=logging.ERROR)
+                                            dashboard_address=None, silence_logs=logging.CRITICAL)
                 self.client = distributed.Client(self.cluster)
             else:
                 self.name = f"the Dask scheduler at {scheduler}"
@@ -108,11 +148,16 @@ class DaskCluster:
             self.close()
             raise BackendError(f"--scheduler {scheduler}: cannot reach the scheduler: {exc}") from None
         self.problem = self.client.scatter([problem], broadcast=True, hash=False)[0]
+        self.changes = Changes()
+        self.levels: list[Any] = []         # each level's changes, scattered (kept for the search)
 
     def run(self, units: list[WorkUnit], seen: Mapping[bytes, int] | None) -> Iterator[list[Any]]:
         killed: Any = importlib.import_module("distributed").KilledWorker
-        table = self.client.scatter([dict(seen)], broadcast=True, hash=False)[0] if seen is not None else None
-        futures = self.client.map(run_work_unit, units, problem=self.problem, seen=table, pure=False)
+        changes = None
+        if seen is not None:
+            self.levels.append(self.client.scatter([self.changes.since_last(seen)], broadcast=True, hash=False)[0])
+            changes = list(self.levels)
+        futures = self.client.map(_dask_unit, units, problem=self.problem, changes=changes, pure=False)
         try:
             for f in futures:
                 try:
@@ -121,9 +166,10 @@ class DaskCluster:
                     raise BackendError(f"a work unit killed every worker that ran it ({exc})") from None
         finally:
             self.client.cancel(futures)
-            del futures, table
+            del futures
 
     def close(self) -> None:
+        self.levels = []
         if self.client is not None:
             self.client.close()
         if self.cluster is not None:

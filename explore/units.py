@@ -187,6 +187,56 @@ def run_work_unit(unit: WorkUnit, problem: Any, seen: Mapping[bytes, int] | None
     return reports
 
 
+# --- the seen table on a worker ---------------------------------------------------
+
+# A level's table travels as the changes since the level before it: the
+# digests whose fewest preemptions are new or lower, 16 bytes each followed
+# by the count in 2 bytes.  A worker applies each level's changes once and
+# keeps its replica for the rest of the search, so a unit costs the same to
+# send whether the search has met a hundred states or a million.
+_ENTRY = 18
+
+
+def encode_changes(changes: Mapping[bytes, int]) -> bytes:
+    return b"".join(k + v.to_bytes(2, "little") for k, v in sorted(changes.items()))
+
+
+def decode_changes(data: bytes, into: dict[bytes, int]) -> None:
+    for i in range(0, len(data), _ENTRY):
+        into[data[i:i + 16]] = int.from_bytes(data[i + 16:i + _ENTRY], "little")
+
+
+class Changes:
+    """The coordinator's side: what changed in its table since the last level."""
+
+    def __init__(self) -> None:
+        self.shipped: dict[bytes, int] = {}
+        self.levels = 0
+
+    def since_last(self, seen: Mapping[bytes, int]) -> bytes:
+        changed = {k: v for k, v in seen.items() if self.shipped.get(k) != v}
+        self.shipped.update(changed)
+        self.levels += 1
+        return encode_changes(changed)
+
+
+# This process's replica: (search, levels applied, table).
+_replica: tuple[str, int, dict[bytes, int]] | None = None
+
+
+def replica(search: str, levels: int, fetch: Any) -> dict[bytes, int]:
+    """The coordinator's table as the ``levels``-th level started, applying
+    the changes this process has not seen yet (``fetch(i)``: level i's)."""
+    global _replica
+    if _replica is None or _replica[0] != search:
+        _replica = (search, 0, {})
+    _s, applied, table = _replica
+    for i in range(applied, levels):
+        decode_changes(fetch(i), table)
+    _replica = (search, max(applied, levels), table)
+    return table
+
+
 def _where() -> str:
     try:
         from distributed import get_worker

@@ -74,7 +74,7 @@ def cluster():
     import logging
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=logging.ERROR) as c, distributed.Client(c) as client:
+                                  silence_logs=logging.CRITICAL) as c, distributed.Client(c) as client:
         client.wait_for_workers(2)
         yield c, client
 
