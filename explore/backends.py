@@ -28,6 +28,7 @@ so the backend can change the speed of a search but nothing it finds.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import os
@@ -35,6 +36,7 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Iterator, Mapping
+from concurrent.futures import CancelledError
 from typing import Any
 
 from .units import Changes, WorkUnit, replica, run_work_unit
@@ -164,6 +166,12 @@ class DaskCluster:
                     yield f.result()
                 except killed as exc:
                     raise BackendError(f"a work unit killed every worker that ran it ({exc})") from None
+                except (CancelledError, asyncio.CancelledError) as exc:
+                    # e.g. every worker holding a level's scattered table
+                    # changes was lost at once (scattered data has no
+                    # recipe to recompute it), or the scheduler went away
+                    raise BackendError(f"the cluster lost a work unit ({type(exc).__name__}: {exc}); "
+                                       "run the search again") from None
         finally:
             self.client.cancel(futures)
             del futures
