@@ -53,7 +53,7 @@ import heapq
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tracer.record import make_header, record
 from tracer.recorder import NullSink
@@ -84,13 +84,24 @@ class Problem:
         return make_header(self.platform, self.variant, schedule)
 
 
-@dataclass
-class Branch:
-    """A point past the prefix with alternatives."""
+class Branch(NamedTuple):
+    """A point past the prefix with alternatives: plain values only, because
+    a run's branches are most of what a worker sends back (a tuple of ints
+    unpickles without calling anything; the alternatives are made into
+    ``Choice``s only by the coordinator, only for those it queues)."""
 
-    key: bytes | None                         # the state's digest; None after the run met a seen state
-    preemptions: int                          # used before this point
-    alternatives: list[tuple[Choice, int]]    # (choice, preemptions the child uses)
+    key: bytes | None           # the state's digest; None after the run met a seen state
+    preemptions: int            # used before this point
+    seq: int                    # the point (Point.seq, .kind, .options, .costs)
+    kind: str
+    options: tuple[int, ...]    # options[0] is the default the run took
+    costs: tuple[int, ...]
+
+    @property
+    def alternatives(self) -> list[tuple[Choice, int]]:
+        """(choice, preemptions the child uses) for each non-default option."""
+        return [(Choice(self.seq, self.kind, self.options[i]), self.preemptions + self.costs[i])
+                for i in range(1, len(self.options))]
 
 
 @dataclass
@@ -133,9 +144,7 @@ class _PrefixChooser:
             # From a state seen with no more preemptions the defaults retrace
             # the run that saw it: every later point's state was seen too.
             self.merged = before is not None and before <= used
-        alts = [(Choice(point.seq, point.kind, point.options[i]), used + point.costs[i])
-                for i in range(1, len(point.options))]
-        self.branches.append(Branch(key, used, alts))
+        self.branches.append(Branch(key, used, point.seq, point.kind, point.options, point.costs))
         return 0
 
 
@@ -292,24 +301,26 @@ def _fold(report: RunReport, summary: Summary, seen: dict[bytes, int], found: di
         if on_violation is not None:
             on_violation(v)
     merged = False
-    for b in report.branches:
-        fits = [(c, p) for c, p in b.alternatives if p <= bound]
-        summary.alternatives += len(b.alternatives)
-        summary.over_bound += len(b.alternatives) - len(fits)
-        if b.key is None or merged:     # past a merge with a seen state (run_unit)
+    for key, used, seq, kind, options, costs in report.branches:
+        n = len(options) - 1
+        fits = [i for i in range(1, n + 1) if used + costs[i] <= bound]
+        summary.alternatives += n
+        summary.over_bound += n - len(fits)
+        if key is None or merged:       # past a merge with a seen state (run_unit)
             summary.pruned += len(fits)
             continue
-        before = seen.get(b.key)
-        if before is not None and before <= b.preemptions and prune:
+        before = seen.get(key)
+        if before is not None and before <= used and prune:
             # run_unit with the live table stops keying here; a
             # worker without it keyed on: treat its later branches alike
             merged = True
             summary.pruned += len(fits)
             continue
-        if before is None or b.preemptions < before:
-            seen[b.key] = b.preemptions
-        for c, p in fits:
-            child = prefix + (c,)
+        if before is None or used < before:
+            seen[key] = used
+        for i in fits:
+            child = prefix + (Choice(seq, kind, options[i]),)
+            p = used + costs[i]
             heapq.heappush(frontier, (p, len(child), _order(child), child))
     summary.states = len(seen)
     if on_progress is not None:

@@ -4,8 +4,9 @@ Decomposition
     The search (explore/search.py) runs breadth-first in *levels*: every
     queued schedule prefix with the same (preemptions, number of choices).
     A level's prefixes, in frontier order, are cut into units of
-    ``UNIT_RUNS`` consecutive prefixes.  The cut depends on nothing but the
-    level's contents -- not on the number of workers, the backend or timing
+    ``UNIT_RUNS`` consecutive prefixes, fewer in a small level so that it
+    still makes ``UNITS_PER_LEVEL`` units to spread (``unit_size``).  The cut
+    depends on nothing but the level's contents -- not on the number of workers, the backend or timing
     -- and ``--workers 1`` runs the very same units in process.  A unit is
     never large: each prefix is one run (the prefix, then the defaults to
     the end), so a unit costs at most ``UNIT_RUNS`` runs, whatever subtree
@@ -50,7 +51,8 @@ from typing import Any
 
 from tracer.sched import Choice
 
-UNIT_RUNS = 8           # prefixes (runs) per work unit
+UNIT_RUNS = 8           # the most prefixes (runs) in a work unit
+UNITS_PER_LEVEL = 32    # a level smaller than UNIT_RUNS * this is cut finer
 
 # What a run executes: the record side, the fold and the analysers, the search.
 _PACKAGES = ("tracer", "tracer.engine", "replay", "replay.hazards", "explore")
@@ -74,10 +76,18 @@ class WorkUnit:
         return (self.level[0], self.level[1], self.index)
 
 
+def unit_size(level_prefixes: int) -> int:
+    """Prefixes per unit for a level of that many: UNIT_RUNS, or fewer so
+    that a small level still makes UNITS_PER_LEVEL units (a level of 18
+    prefixes is 18 units, not 3).  A function of the level's size alone."""
+    return max(1, min(UNIT_RUNS, -(-level_prefixes // UNITS_PER_LEVEL)))
+
+
 def cut(level: tuple[int, int], prefixes: Sequence[tuple[Choice, ...]], identity: tuple[str, str],
         search: str = "", size: int | None = None) -> list[WorkUnit]:
-    """A level's prefixes (frontier order) as units of ``size`` consecutive prefixes."""
-    n = size or UNIT_RUNS
+    """A level's prefixes (frontier order) as units of ``size`` consecutive
+    prefixes (default ``unit_size``)."""
+    n = size or unit_size(len(prefixes))
     return [WorkUnit(level, i // n, tuple(prefixes[i:i + n]), identity, search) for i in range(0, len(prefixes), n)]
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from explore.search import Problem, explore
-from explore.units import UNIT_RUNS, code_identity, cut
+from explore.units import UNIT_RUNS, UNITS_PER_LEVEL, code_identity, cut, unit_size
 from tracer.scenario import load_scenario
 from tracer.sched import parse_schedule
 
@@ -148,12 +148,16 @@ def test_a_bad_scheduler_is_one_line(tmp_path, addr, needle):
 
 def test_units_are_cut_from_the_level_alone():
     """The decomposition: consecutive prefixes of one level, UNIT_RUNS at a
-    time, whatever runs them (nothing about workers goes in)."""
-    level = [tuple(parse_schedule(f"{100 + i}:c1")) for i in range(2 * UNIT_RUNS + 3)]
-    units = cut((1, 1), level, ("v", "d"))
-    assert [len(u.prefixes) for u in units] == [UNIT_RUNS, UNIT_RUNS, 3]
-    assert [p for u in units for p in u.prefixes] == level
-    assert [u.index for u in units] == [0, 1, 2]
+    time in a big level, fewer in a small one so that it still spreads;
+    nothing about workers goes in."""
+    big = [tuple(parse_schedule(f"{100 + i}:c1")) for i in range(UNIT_RUNS * UNITS_PER_LEVEL + 3)]
+    units = cut((1, 1), big, ("v", "d"))
+    assert [len(u.prefixes) for u in units] == [UNIT_RUNS] * UNITS_PER_LEVEL + [3]
+    assert [p for u in units for p in u.prefixes] == big
+    assert [u.index for u in units] == list(range(UNITS_PER_LEVEL + 1))
+    small = big[:18]
+    assert [len(u.prefixes) for u in cut((1, 1), small, ("v", "d"))] == [1] * 18
+    assert [unit_size(n) for n in (1, 32, 33, 64, 65, 256, 257, 10**6)] == [1, 1, 2, 2, 3, 8, 8, 8]
 
 
 def test_state_digests_are_the_same_in_another_process():
