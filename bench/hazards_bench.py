@@ -5,7 +5,11 @@ chunk payloads, on the same `vtdtrace synth` trace (10^6 events by default),
 CPU time measured side by side (bench.interleaved).
 
 Also reported, for context: the fold alone (so the analysers' own share is
-visible) and the number of findings.
+visible), check's floor -- the same pass through the analysis driver
+(replay.hazards.Analysis: verified read, translation, the fold fed through
+its generator) with no hook registered, i.e. what `check` would cost if the
+analysers cost nothing, and so how much time the goal leaves them -- and the
+number of findings.
 
 Peak RSS of `check` (``findings_for_trace`` without the sidecar, in a fresh
 child process: its ``ru_maxrss``, under a small launcher so that this
@@ -36,7 +40,8 @@ import tempfile
 
 from bench import Options, Result, interleaved, section
 from bench.replay_bench import REPO, _payloads, _raw_unpack, _replay, synth_trace
-from replay.hazards import findings_for_trace
+from replay.codes import event_translator
+from replay.hazards import Analysis, findings_for_trace
 from replay.reader import open_trace
 
 RSS_GOAL_MB = 300.0
@@ -74,6 +79,24 @@ def _measured(argv: list[str], keep_output: bool = False) -> tuple[float, float,
 
 def _check(path) -> None:
     findings_for_trace(path)
+
+
+class _NoHooks(Analysis):
+    """The analysis driver with an empty dispatch table."""
+
+    def _build_dispatch(self) -> None:
+        self._hooks = {}
+
+
+def _check_floor(path) -> None:
+    """``findings_for_trace`` (no sidecar) with no hook: what is left of
+    `check` when the analysers cost nothing."""
+    with open_trace(path) as trace:
+        a = _NoHooks(trace.header)
+        translate = event_translator(trace.schema)
+        for chunk in trace.iter_chunks(folded=True):
+            a.feed(translate(chunk) if translate is not None else chunk)
+        a.finish()
 
 
 def peak_rss_mb(path) -> tuple[float, int]:
@@ -121,7 +144,8 @@ def run(opts: Options) -> list[Result]:
     gc.collect()
     t = interleaved({"raw": lambda: _raw_unpack(path, payloads),
                      "replay": lambda: _replay(path),
-                     "check": lambda: _check(path)}, opts.reps)
+                     "check": lambda: _check(path),
+                     "floor": lambda: _check_floor(path)}, opts.reps)
     result = findings_for_trace(path)
     sev: dict[str, int] = {}
     for f in result.findings:
@@ -151,6 +175,10 @@ def run(opts: Options) -> list[Result]:
         Result("analysers' share", t["check"] - t["replay"], t["replay"], "s",
                (t["check"] - t["replay"]) / t["replay"], None,
                note="CPU seconds the analysers add to one decode + fold pass"),
+        Result("check's floor (no analyser hook)", rate(t["floor"]), rate(t["raw"]), "M ev/s",
+               t["raw"] / t["floor"], None,
+               note=f"the analysis driver with an empty dispatch table; at the 0.15x goal the hooks would have "
+                    f"{max(t['raw'] / 0.15 - t['floor'], 0.0):.3f} s, they take {t['check'] - t['floor']:.3f} s"),
         Result("findings", float(len(result.findings)), None, "",
                None, None, note=", ".join(f"{k} {v}" for k, v in sorted(sev.items()))),
         *rss,
