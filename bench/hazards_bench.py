@@ -34,11 +34,10 @@ from __future__ import annotations
 import gc
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
-from bench import Options, Result, interleaved, section
+from bench import Options, Result, interleaved, peak_rss, section
 from bench.replay_bench import REPO, _payloads, _raw_unpack, _replay, synth_trace
 from replay.codes import event_translator
 from replay.hazards import Analysis, findings_for_trace
@@ -55,26 +54,10 @@ result = findings_for_trace(sys.argv[1])
 print(len(result.findings))
 """
 
-# A child's ru_maxrss starts at its parent's peak (Linux keeps the larger of
-# the two across fork and exec), and this process holds a decoded 10^6-event
-# trace by then: the measured command runs under a small Python launcher
-# instead, which reports its child's ru_maxrss (RUSAGE_CHILDREN), wall seconds
-# and exit code on stderr.  The launcher's own few MB are the floor.
-_LAUNCHER = """
-import resource, subprocess, sys, time
-t0 = time.perf_counter()
-code = subprocess.call(sys.argv[2:], stdout=None if sys.argv[1] == "out" else subprocess.DEVNULL)
-print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter() - t0, file=sys.stderr)
-"""
-
-
 def _measured(argv: list[str], keep_output: bool = False) -> tuple[float, float, int, str]:
     """(peak RSS in MB, wall seconds, exit code, stdout) of argv in a child
-    process of the launcher."""
-    out = subprocess.run([sys.executable, "-c", _LAUNCHER, "out" if keep_output else "none", *argv],
-                         capture_output=True, text=True, check=True, cwd=str(REPO))
-    code, kb, seconds = out.stderr.split()[-3:]
-    return int(kb) / 1024.0, float(seconds), int(code), out.stdout
+    process of the launcher (bench.peak_rss)."""
+    return peak_rss(argv, keep_output, cwd=str(REPO))
 
 
 def _check(path) -> None:
