@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import gc
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,3 +93,25 @@ def interleaved(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, fl
             fns[k]()
             times[k].append(clock() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+# A child's ru_maxrss starts at its parent's peak (Linux keeps the larger of
+# the two across fork and exec), and a bench process holds decoded traces by
+# then: a measured command runs under a small Python launcher instead, which
+# reports its child's ru_maxrss (RUSAGE_CHILDREN), wall seconds and exit code
+# on stderr.  The launcher's own few MB are the floor.
+_LAUNCHER = """
+import resource, subprocess, sys, time
+t0 = time.perf_counter()
+code = subprocess.call(sys.argv[2:], stdout=None if sys.argv[1] == "out" else subprocess.DEVNULL)
+print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter() - t0, file=sys.stderr)
+"""
+
+
+def peak_rss(argv: list[str], keep_output: bool = False, cwd: str | None = None) -> tuple[float, float, int, str]:
+    """(peak RSS in MB, wall seconds, exit code, stdout) of argv run in a
+    child process of the launcher."""
+    out = subprocess.run([sys.executable, "-c", _LAUNCHER, "out" if keep_output else "none", *argv],
+                         capture_output=True, text=True, check=True, cwd=cwd)
+    code, kb, seconds = out.stderr.split()[-3:]
+    return int(kb) / 1024.0, float(seconds), int(code), out.stdout

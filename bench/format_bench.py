@@ -29,7 +29,9 @@ from tracer.writer import TraceWriter
 
 HEADER = {"tool": "vtdtrace", "tool_version": "bench",
           "engine": {"name": "direct", "xen_commit": "d67a72c655"},
-          "platform": {"domains": [[0, "dom0", True], [1, "guest", False]]},
+          # every domain the workload names (the reader checks DID-map and
+          # owner fields against the header's domains)
+          "platform": {"domains": [[0, "dom0", True], *([d, f"guest{d}", False] for d in range(1, 6))]},
           "scenario": {"name": "bench", "content": ""}}
 
 

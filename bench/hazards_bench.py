@@ -5,7 +5,11 @@ chunk payloads, on the same `vtdtrace synth` trace (10^6 events by default),
 CPU time measured side by side (bench.interleaved).
 
 Also reported, for context: the fold alone (so the analysers' own share is
-visible) and the number of findings.
+visible), check's floor -- the same pass through the analysis driver
+(replay.hazards.Analysis: verified read, translation, the fold fed through
+its generator) with no hook registered, i.e. what `check` would cost if the
+analysers cost nothing, and so how much time the goal leaves them -- and the
+number of findings.
 
 Peak RSS of `check` (``findings_for_trace`` without the sidecar, in a fresh
 child process: its ``ru_maxrss``, under a small launcher so that this
@@ -30,13 +34,13 @@ from __future__ import annotations
 import gc
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
-from bench import Options, Result, interleaved, section
+from bench import Options, Result, interleaved, peak_rss, section
 from bench.replay_bench import REPO, _payloads, _raw_unpack, _replay, synth_trace
-from replay.hazards import findings_for_trace
+from replay.codes import event_translator
+from replay.hazards import Analysis, findings_for_trace
 from replay.reader import open_trace
 
 RSS_GOAL_MB = 300.0
@@ -50,30 +54,32 @@ result = findings_for_trace(sys.argv[1])
 print(len(result.findings))
 """
 
-# A child's ru_maxrss starts at its parent's peak (Linux keeps the larger of
-# the two across fork and exec), and this process holds a decoded 10^6-event
-# trace by then: the measured command runs under a small Python launcher
-# instead, which reports its child's ru_maxrss (RUSAGE_CHILDREN), wall seconds
-# and exit code on stderr.  The launcher's own few MB are the floor.
-_LAUNCHER = """
-import resource, subprocess, sys, time
-t0 = time.perf_counter()
-code = subprocess.call(sys.argv[2:], stdout=None if sys.argv[1] == "out" else subprocess.DEVNULL)
-print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter() - t0, file=sys.stderr)
-"""
-
-
 def _measured(argv: list[str], keep_output: bool = False) -> tuple[float, float, int, str]:
     """(peak RSS in MB, wall seconds, exit code, stdout) of argv in a child
-    process of the launcher."""
-    out = subprocess.run([sys.executable, "-c", _LAUNCHER, "out" if keep_output else "none", *argv],
-                         capture_output=True, text=True, check=True, cwd=str(REPO))
-    code, kb, seconds = out.stderr.split()[-3:]
-    return int(kb) / 1024.0, float(seconds), int(code), out.stdout
+    process of the launcher (bench.peak_rss)."""
+    return peak_rss(argv, keep_output, cwd=str(REPO))
 
 
 def _check(path) -> None:
     findings_for_trace(path)
+
+
+class _NoHooks(Analysis):
+    """The analysis driver with an empty dispatch table."""
+
+    def _build_dispatch(self) -> None:
+        self._hooks = {}
+
+
+def _check_floor(path) -> None:
+    """``findings_for_trace`` (no sidecar) with no hook: what is left of
+    `check` when the analysers cost nothing."""
+    with open_trace(path) as trace:
+        a = _NoHooks(trace.header)
+        translate = event_translator(trace.schema)
+        for chunk in trace.iter_chunks(folded=True):
+            a.feed(translate(chunk) if translate is not None else chunk)
+        a.finish()
 
 
 def peak_rss_mb(path) -> tuple[float, int]:
@@ -121,7 +127,8 @@ def run(opts: Options) -> list[Result]:
     gc.collect()
     t = interleaved({"raw": lambda: _raw_unpack(path, payloads),
                      "replay": lambda: _replay(path),
-                     "check": lambda: _check(path)}, opts.reps)
+                     "check": lambda: _check(path),
+                     "floor": lambda: _check_floor(path)}, opts.reps)
     result = findings_for_trace(path)
     sev: dict[str, int] = {}
     for f in result.findings:
@@ -151,6 +158,10 @@ def run(opts: Options) -> list[Result]:
         Result("analysers' share", t["check"] - t["replay"], t["replay"], "s",
                (t["check"] - t["replay"]) / t["replay"], None,
                note="CPU seconds the analysers add to one decode + fold pass"),
+        Result("check's floor (no analyser hook)", rate(t["floor"]), rate(t["raw"]), "M ev/s",
+               t["raw"] / t["floor"], None,
+               note=f"the analysis driver with an empty dispatch table; at the 0.15x goal the hooks would have "
+                    f"{max(t['raw'] / 0.15 - t['floor'], 0.0):.3f} s, they take {t['check'] - t['floor']:.3f} s"),
         Result("findings", float(len(result.findings)), None, "",
                None, None, note=", ".join(f"{k} {v}" for k, v in sorted(sev.items()))),
         *rss,

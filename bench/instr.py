@@ -1,6 +1,6 @@
 """Instruction counts (callgrind) of the replay's hot paths, start-up subtracted.
 
-    python -m bench.instr [fold|check|diff|record ...] [--events N] [--seed S]
+    python -m bench.instr [fold|check|diff|record|record-null ...] [--events N] [--seed S]
 
 Wall-clock ratios on this shared machine move by 10-20 % from run to run;
 instruction counts move by well under 1 %, so a change that must not cost more
@@ -16,6 +16,9 @@ seed 1, no sidecar read or written):
 * ``check``  -- decode + fold + every analyser (``replay.hazards.findings_for_trace``)
 * ``diff``   -- ``replay.diff.diff_files`` of the trace against a copy with 16 edits, rendered as text
 * ``record`` -- the engine writing the same workload to a trace file
+* ``record-null`` -- the same engine run into a null sink (tracer.recorder.NullSink):
+  ``record`` / ``record-null`` is the recording overhead of README.md#performance
+  counted in instructions, which host load cannot move (printed when both run)
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ _SETUP = {
     "record": "from tracer.synth import synth, synth_header\nfrom tracer.writer import TraceWriter\n"
               "def _w(a):\n    with TraceWriter(a + '.rec', synth_header(SEED, 'direct', True, N), force=True) as w:\n"
               "        synth(N, SEED, w, 'direct', True)\n",
+    "record-null": "from tracer.recorder import NullSink\nfrom tracer.synth import synth\n"
+                   "def _w(a):\n    synth(N, SEED, NullSink(), 'direct', True)\n",
 }
 
 
@@ -77,7 +82,8 @@ def measure(workload: str, events: int, seed: int, tmp: Path) -> tuple[int, int]
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.instr", description=__doc__.splitlines()[0])
-    ap.add_argument("workloads", nargs="*", metavar="WORKLOAD", help="fold, check, diff, record (default: fold check)")
+    ap.add_argument("workloads", nargs="*", metavar="WORKLOAD",
+                    help="fold, check, diff, record, record-null (default: fold check)")
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
@@ -88,10 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("valgrind") is None:
         print("bench.instr: valgrind is not installed", file=sys.stderr)
         return 2
+    counts: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="vtdtrace-instr-") as d:
         for w in workloads:
             n, count = measure(w, args.events, args.seed, Path(d))
-            print(f"{w:7s} {n / 1e6:10.1f} M instructions  {n / max(count, 1):8.0f} per event  ({count:,} events)")
+            counts[w] = n
+            print(f"{w:11s} {n / 1e6:10.1f} M instructions  {n / max(count, 1):8.0f} per event  ({count:,} events)")
+    if "record" in counts and counts.get("record-null"):
+        print(f"record, file writer vs null sink: {counts['record'] / counts['record-null']:.3f}x instructions")
     return 0
 
 

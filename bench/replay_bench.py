@@ -23,7 +23,6 @@ import gc
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from collections import deque
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import msgpack
 
-from bench import Options, Result, clock, interleaved, section
+from bench import Options, Result, clock, interleaved, peak_rss, section
 from replay.reader import CHUNK_HEADER, NotATrace, open_trace
 from replay.session import ReplaySession
 from replay.sidecar import beside_path, scan_content
@@ -133,7 +132,7 @@ def _p(values: list[float], q: float) -> float:
 
 
 _RSS_CHILD = r"""
-import resource, sys, random, os
+import sys, random, os
 sys.path.insert(0, {repo!r})
 from replay.session import ReplaySession
 from replay.sidecar import beside_path
@@ -145,14 +144,17 @@ with ReplaySession(path) as s:
         rnd = random.Random(3)
         for _ in range(200):
             s.state_at(rnd.randrange(s.count + 1))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
 def _peak_rss_mb(path: Path, mode: str) -> float:
-    out = subprocess.run([sys.executable, "-c", _RSS_CHILD.format(repo=str(REPO)), str(path), mode],
-                         capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1]) / 1024.0
+    """The child's peak under bench.peak_rss's launcher: its own ru_maxrss
+    would start at this process's peak (a section run before this one may
+    have held a decoded trace)."""
+    mb, _, code, _ = peak_rss([sys.executable, "-c", _RSS_CHILD.format(repo=str(REPO)), str(path), mode])
+    if code:
+        raise RuntimeError(f"replay peak-RSS child exited {code}")
+    return mb
 
 
 def _figures(path: Path, reps: int) -> dict:

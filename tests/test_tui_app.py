@@ -144,6 +144,43 @@ async def test_goto_prompt(s1, evs):
         assert app.model.cursor == next(e["seq"] for e in evs if e["kind"] == "op-begin" and e["op"] == 2)
 
 
+async def test_goto_prepares_the_typed_step_in_idle_time(s1, evs):
+    """While a step is typed into the go-to prompt, the idle prefetch prepares
+    it (step view, list rows) and re-seats the replay at the cursor; Enter
+    then draws the same screen as a go-to nothing prepared."""
+    lo = lo_write_of_assign(evs)
+    cold = VtdtraceApp(s1)
+    async with cold.run_test(size=(100, 30)) as pilot:
+        await settle(cold, pilot)
+        cold._goto_typed = lambda text: None         # nothing prepared: the reference screen
+        await pilot.press("g", *str(lo), "enter")
+        await pilot.pause()
+        assert cold.model.cursor == lo
+        want = screen_text(cold)
+    app = VtdtraceApp(s1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        m = app.model
+        assert (lo, id(m.findings)) not in m._views
+        await pilot.press("g", *str(lo))
+        assert m.cursor == 0
+        app._last_key = 0.0                          # the user paused: the idle timer's condition
+        app._prefetch()                              # (unless its timer already ran)
+        assert app._goto_target is None
+        assert (lo, id(m.findings)) in m._views      # prepared before Enter
+        assert m.session is not None and m.session.state_at(0) is not None
+        await pilot.press("enter")
+        await pilot.pause()
+        assert m.cursor == lo
+        assert screen_text(app) == want
+        # text that names no step, or an op (which may search the trace), prepares nothing
+        await pilot.press("g", *"op 2")
+        assert app._goto_target is None
+        await pilot.press("ctrl+u", *"99999")
+        assert app._goto_target is None
+        await pilot.press("escape")
+
+
 async def test_next_and_previous_write_of_the_selected_entry(s1, evs):
     writes = ctx_writes(evs)
     lo = lo_write_of_assign(evs)

@@ -267,15 +267,39 @@ class VtdtraceApp(KeyRouting, App):
 
     def _prefetch(self) -> None:
         """No key for a moment: prepare where ]/[ go next (their step views,
-        state lines, list rows), so the likely next jump draws from caches."""
+        state lines, list rows), and the step a go-to prompt names so far,
+        so the likely next jump draws from caches."""
         if time.monotonic() - self._last_key < self.PREFETCH_DELAY or not self._live():
             return
-        m, view = self.model, self.view
+        m = self.model
+        target, self._goto_target = self._goto_target, None
+        if target is not None and self.command_line.asking and m.prefetch_step(target):
+            self._prefetch_seq(target)
         for seq in m.prefetch():
-            view.events.prefetch_rows(seq)
-            sv = m.step_view(seq)           # not None: prefetch() prepared it
-            if view.state_pane.display and sv is not None:
-                view.state_pane.prefetch(sv, m.selection_at(seq))
+            self._prefetch_seq(seq)
+
+    def _prefetch_seq(self, seq: int) -> None:
+        """The list rows and state lines a centred jump to seq draws (its step
+        view already prepared)."""
+        m, view = self.model, self.view
+        view.events.prefetch_rows(seq)
+        sv = m.step_view(seq)
+        if view.state_pane.display and sv is not None:
+            view.state_pane.prefetch(sv, m.selection_at(seq))
+
+    # The step the go-to prompt's text names, prepared at the next idle
+    # prefetch: unlike ]/[, its destination is known only while it is typed.
+    _goto_target: int | None = None
+
+    def _goto_typed(self, text: str) -> None:
+        if text.strip().lower().startswith("op"):
+            return          # may have to search the trace for the op: not idle work
+        try:
+            seq = self.model.parse_goto(text)
+        except ValueError:
+            return
+        self._goto_target = seq
+        self._schedule_prefetch()
 
     def goto_seq(self, seq: int, center: bool = False) -> None:
         if seq == self.model.cursor:
@@ -396,7 +420,7 @@ class VtdtraceApp(KeyRouting, App):
                 self.goto_seq(seq, center=True)
         self.command_line.ask(f"go to step (0..{self.model.count:,})", "",
                               "200, +10, -5, op 2, end   enter: go   escape: cancel",
-                              check=self.model.parse_goto, done=done)
+                              check=self.model.parse_goto, done=done, typed=self._goto_typed)
 
     # --- search ---------------------------------------------------------------------------------
     def action_search(self) -> None:

@@ -36,6 +36,7 @@ class _Ask:
     done: Callable | None
     error: str = ""
     selected: bool = False          # the whole buffer is selected: typing replaces it
+    typed: Callable | None = None   # told the text after each edit that changed it
 
 
 class CommandLine(OneLine, can_focus=False):
@@ -62,11 +63,14 @@ class CommandLine(OneLine, can_focus=False):
             self.refresh()
 
     def ask(self, title: str, value: str = "", hint: str = "", check: Callable | None = None,
-            done: Callable | None = None, select: bool = False) -> None:
+            done: Callable | None = None, select: bool = False, typed: Callable | None = None) -> None:
         """Prompt; ``check(text)`` turns the answer into the result or raises
         ValueError (shown, the prompt stays); ``done(result)`` receives it
-        (None when cancelled).  ``select``: ``value`` starts selected."""
-        self._ask = _Ask(title, value, len(value), hint, check, done, selected=bool(select and value))
+        (None when cancelled).  ``select``: ``value`` starts selected.
+        ``typed(text)``: called after every edit that changed the text (the
+        go-to prompt prepares the step being typed while the user types)."""
+        self._ask = _Ask(title, value, len(value), hint, check, done, selected=bool(select and value),
+                         typed=typed)
         self.refresh()
 
 
@@ -124,6 +128,8 @@ class CommandLine(OneLine, can_focus=False):
             ask.buffer, ask.pos = b[:p] + event.character + b[p:], p + 1
             ask.error = ""
         self.refresh()
+        if ask.typed is not None and ask.buffer != b:
+            ask.typed(ask.buffer)
         return True
 
     def cancel(self) -> None:

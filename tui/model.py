@@ -820,6 +820,17 @@ class TraceModel:
             self.session.state_at(self.cursor)
         return done
 
+    def prefetch_step(self, seq: int) -> bool:
+        """Idle work while a go-to is typed: the step view of seq, then the
+        replay state re-seated at the cursor (as prefetch()).  False when
+        there is nothing to prepare (no session yet, seq out of range)."""
+        if self.session is None or not 0 <= seq <= self.count:
+            return False
+        if (seq, id(self.findings)) not in self._views:
+            self.step_view(seq)
+            self.session.state_at(self.cursor)
+        return True
+
     def _live(self) -> ReplaySession:
         """The attached session (what needs it runs only once it is)."""
         assert self.session is not None

@@ -367,13 +367,22 @@ _UNNAMED = object()
 class Analyser:
     """One family of hazards.  Subclasses declare ``KINDS`` and return their
     hooks from ``hooks()`` (kind code -> method(ev)); ``op_end(ev)`` and
-    ``finish()`` are called by the driver."""
+    ``finish()`` are called by the driver.
+
+    An analyser whose windows learn, at the first op end that outlives them,
+    that they outlived their operation sets ``MARKS_OUTLIVED`` and calls
+    ``outlived()`` at op ends: it yields each open window once, at the first
+    op end that outlives it, instead of every open window at every op end
+    (a did-leak window stays open across many operations)."""
 
     KINDS: tuple[str, ...] = ()
+    MARKS_OUTLIVED = False
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.open: dict[Any, Window] = {}
+        # open windows no op end has outlived yet (MARKS_OUTLIVED), in opening order
+        self.unmarked: dict[Any, Window] = {}
 
     def hooks(self) -> dict[int, Hook]:
         return {}
@@ -385,11 +394,15 @@ class Analyser:
         w = Window(kind, wkey, device, rid, iommu, ev[S.I_SEQ], self.ctx.label(ev), self.ctx.op,
                    info if info is not None else {})
         self.open[wkey] = w
+        if self.MARKS_OUTLIVED:
+            self.unmarked[wkey] = w
         return w
 
     def close_window(self, wkey: Any, ev: Event) -> None:
         w = self.open.pop(wkey, None)
         if w is not None:
+            if self.MARKS_OUTLIVED:
+                self.unmarked.pop(wkey, None)
             f = self.finalize(w, ev[S.I_SEQ], self.ctx.label(ev), ev)
             if f is not None:
                 self.ctx.out.append(f)
@@ -403,7 +416,24 @@ class Analyser:
     def op_end(self, ev: Event) -> None:
         pass
 
+    def outlived(self) -> list[Window]:
+        """At an op end: the open windows it is the first to outlive -- the
+        window's own operation ended (this CPU's op) or is no longer running
+        on any CPU (another CPU's op still running is not outlived by this
+        one's end).  Each window is returned once; the rest stay pending."""
+        unmarked = self.unmarked
+        if not unmarked:
+            return []
+        ctx = self.ctx
+        op = ctx.op
+        running = {o[0] for o in ctx.ops.values()}
+        out = [w for w in unmarked.values() if w.op == op or w.op is None or w.op not in running]
+        for w in out:
+            del unmarked[w.wkey]
+        return out
+
     def finish(self) -> None:
+        self.unmarked.clear()
         for wkey in list(self.open):
             w = self.open.pop(wkey)
             f = self.finalize(w, None, None, None)

@@ -64,6 +64,7 @@ def _bitmap_domain(st: StateTables, dom: int | None) -> int | None:
 
 class DidAnalyser(Analyser):
     KINDS = ("did-leak", "did-dangling", "did-reuse")
+    MARKS_OUTLIVED = True
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
@@ -279,10 +280,8 @@ class DidAnalyser(Analyser):
 
     def on_op_end(self, ev: Event) -> None:
         # A window outlives its op when that op ends, not when another CPU's op does.
-        ctx = self.ctx
-        for w in self.open.values():
-            if w.op == ctx.op or not ctx.op_running(w.op):
-                w.info["confirmed"] = True
+        for w in self.outlived():
+            w.info["confirmed"] = True
 
     # --- d1 ---------------------------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ from .topology import Device, Range
 
 class RmrrAnalyser(Analyser):
     KINDS = ("rmrr-disconnect",)
+    MARKS_OUTLIVED = True
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
@@ -145,12 +146,9 @@ class RmrrAnalyser(Analyser):
             self.check(key, ev)
 
     def on_op_end(self, ev: Event) -> None:
-        ctx = self.ctx
-        op = ctx.op
-        for w in self.open.values():
-            # Another CPU's op still running is not outlived by this one's end.
-            if w.op == op or not ctx.op_running(w.op):
-                w.info.setdefault("persistent", op)
+        op = self.ctx.op
+        for w in self.outlived():
+            w.info.setdefault("persistent", op)
 
     # --- the condition --------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ translation_of = caches.translation_of
 
 class StaleAnalyser(Analyser):
     KINDS = ("stale-context", "stale-iotlb", "foreign-iotlb")
+    MARKS_OUTLIVED = True
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
@@ -191,11 +192,9 @@ class StaleAnalyser(Analyser):
             self.check_c3(key, ev)
 
     def on_op_end(self, ev: Event) -> None:
-        ctx = self.ctx
-        op = ctx.op
-        for w in self.open.values():
-            # Another CPU's op still running is not outlived by this one's end.
-            if w.kind != "foreign-iotlb" and (w.op == op or not ctx.op_running(w.op)):
+        op = self.ctx.op
+        for w in self.outlived():
+            if w.kind != "foreign-iotlb":
                 w.info.setdefault("outlived", op)
 
     def _recheck(self, keys: Iterable[Key], ev: Event, c3: bool = True) -> None:
