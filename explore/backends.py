@@ -11,16 +11,18 @@ so the backend can change the speed of a search but nothing it finds.
                 a later unit stops keying earlier than a worker would: an
                 accelerator only, see explore/units.py).
 ``LocalPool``   a ``concurrent.futures`` process pool of N workers, given the
-                problem once each; the seen table's changes of each level
-                are written to a file once, which every worker applies to
-                its replica (explore/units.py ``replica``).  Workers ignore
+                problem once each.  Units go out a few at a time; before
+                each, the seen table's changes since the last are written
+                to a file once, which every worker applies to its replica
+                (explore/units.py ``replica``).  Workers ignore
                 SIGINT: a Ctrl-C is the coordinator's to handle (it stops,
                 cancels what is queued and prints the partial summary).
 ``DaskCluster`` a ``distributed.Client`` on a running scheduler
                 (``tcp://HOST:PORT``) or on a ``LocalCluster`` it starts and
                 closes (``local``).  The problem is scattered to every worker
-                once, each level's table changes once; the units are
-                submitted as tasks.  A worker lost mid-run has its tasks
+                once, the table's changes once per level (a scatter is a
+                round trip to every worker: per unit it would make the
+                coordinator the bottleneck); each unit is a task.  A worker lost mid-run has its tasks
                 rescheduled by the scheduler (Dask's own resilience); the
                 results do not change, since a unit's reports depend only on
                 the unit and the level's table.
@@ -29,6 +31,7 @@ so the backend can change the speed of a search but nothing it finds.
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib
 import logging
 import os
@@ -71,41 +74,61 @@ def _pool_init(problem: Any) -> None:
     _pool_problem = problem
 
 
-def _pool_unit(unit: WorkUnit, changes_dir: str | None, levels: int) -> list[Any]:
+def _pool_unit(unit: WorkUnit, changes_dir: str | None, batches: int) -> list[Any]:
     """A unit in a pool worker: the problem came with the process, the
-    table's changes are files of the coordinator's (one per level)."""
+    table's changes are files of the coordinator's (one per batch)."""
     def fetch(i: int) -> bytes:
         assert changes_dir is not None
         with open(os.path.join(changes_dir, f"{i:06d}"), "rb") as f:
             return f.read()
 
-    seen = replica(unit.search, levels, fetch) if changes_dir is not None else None
+    seen = replica(unit.search, batches, fetch) if changes_dir is not None else None
     return run_work_unit(unit, _pool_problem, seen)
 
 
 class LocalPool:
+    """Units are submitted a few at a time (``2 * workers`` in flight), each
+    with the table's changes up to the last report folded: a unit then knows
+    nearly what the in-process search would, and keys as little."""
+
     name = "process pool"
 
     def __init__(self, problem: Any, workers: int) -> None:
         from concurrent.futures import ProcessPoolExecutor
 
         self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_pool_init, initargs=(problem,))
+        self.window = 2 * workers
         self.dir = tempfile.mkdtemp(prefix="vtdtrace-explore-")
         self.changes = Changes()
 
-    def run(self, units: list[WorkUnit], seen: Mapping[bytes, int] | None) -> Iterator[list[Any]]:
-        where: str | None = None
-        if seen is not None:
+    def _ship(self, seen: Mapping[bytes, int]) -> None:
+        if self.changes.pending(seen):
             data = self.changes.since_last(seen)
-            with open(os.path.join(self.dir, f"{self.changes.levels - 1:06d}"), "wb") as out:
+            with open(os.path.join(self.dir, f"{self.changes.batches - 1:06d}"), "wb") as out:
                 out.write(data)
-            where = self.dir
-        futures = [self.pool.submit(_pool_unit, u, where, self.changes.levels) for u in units]
+
+    def run(self, units: list[WorkUnit], seen: Mapping[bytes, int] | None) -> Iterator[list[Any]]:
+        where = self.dir if seen is not None else None
+        todo = iter(units)
+        flight: collections.deque[Any] = collections.deque()
+
+        def submit() -> None:
+            u = next(todo, None)
+            if u is not None:
+                if seen is not None:
+                    self._ship(seen)
+                flight.append(self.pool.submit(_pool_unit, u, where, self.changes.batches))
+
+        for _ in range(self.window):
+            submit()
         try:
-            for f in futures:
-                yield f.result()
+            while flight:
+                reports = flight[0].result()
+                flight.popleft()
+                yield reports           # folded by the search before we go on
+                submit()
         finally:
-            for f in futures:
+            for f in flight:
                 f.cancel()
 
     def close(self) -> None:
@@ -151,14 +174,16 @@ class DaskCluster:
             raise BackendError(f"--scheduler {scheduler}: cannot reach the scheduler: {exc}") from None
         self.problem = self.client.scatter([problem], broadcast=True, hash=False)[0]
         self.changes = Changes()
-        self.levels: list[Any] = []         # each level's changes, scattered (kept for the search)
+        self.batches: list[Any] = []        # each level's changes, scattered (kept for the search)
 
     def run(self, units: list[WorkUnit], seen: Mapping[bytes, int] | None) -> Iterator[list[Any]]:
         killed: Any = importlib.import_module("distributed").KilledWorker
         changes = None
         if seen is not None:
-            self.levels.append(self.client.scatter([self.changes.since_last(seen)], broadcast=True, hash=False)[0])
-            changes = list(self.levels)
+            if self.changes.pending(seen):
+                self.batches.append(self.client.scatter([self.changes.since_last(seen)], broadcast=True,
+                                                        hash=False)[0])
+            changes = list(self.batches)
         futures = self.client.map(_dask_unit, units, problem=self.problem, changes=changes, pure=False)
         try:
             for f in futures:
@@ -177,7 +202,7 @@ class DaskCluster:
             del futures
 
     def close(self) -> None:
-        self.levels = []
+        self.batches = []
         if self.client is not None:
             self.client.close()
         if self.cluster is not None:

@@ -208,6 +208,20 @@ class Summary:
     violations: list[Violation] = field(default_factory=list)
 
 
+class SeenTable(dict[bytes, int]):
+    """The search's table of states seen (digest -> fewest preemptions),
+    logging every key it sets so that backends can send workers what changed
+    since they last did (explore/units.py ``Changes``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[bytes] = []
+
+    def __setitem__(self, key: bytes, value: int) -> None:
+        super().__setitem__(key, value)
+        self.log.append(key)
+
+
 def _order(prefix: tuple[Choice, ...]) -> tuple[tuple[int, int, int], ...]:
     return tuple((c.seq, _KIND_ORDER[c.kind], c.value) for c in prefix)
 
@@ -228,7 +242,7 @@ def explore(problem: Problem, bound: int = 2, max_runs: int | None = None, prune
     if bound < 0:
         raise ValueError("the preemption bound must be >= 0")
     summary = Summary(bound)
-    seen: dict[bytes, int] = {}
+    seen = SeenTable()
     found: dict[Identity, Violation] = {}
     frontier: list[tuple[int, int, tuple[tuple[int, int, int], ...], tuple[Choice, ...]]] = [(0, 0, (), ())]
     identity = code_identity()

@@ -199,11 +199,11 @@ def run_work_unit(unit: WorkUnit, problem: Any, seen: Mapping[bytes, int] | None
 
 # --- the seen table on a worker ---------------------------------------------------
 
-# A level's table travels as the changes since the level before it: the
-# digests whose fewest preemptions are new or lower, 16 bytes each followed
-# by the count in 2 bytes.  A worker applies each level's changes once and
-# keeps its replica for the rest of the search, so a unit costs the same to
-# send whether the search has met a hundred states or a million.
+# The table travels as batches of changes: the digests whose fewest
+# preemptions are new or lower since the last batch, 16 bytes each followed
+# by the count in 2 bytes.  A worker applies each batch once and keeps its
+# replica for the rest of the search, so a unit costs the same to send
+# whether the search has met a hundred states or a million.
 _ENTRY = 18
 
 
@@ -217,33 +217,45 @@ def decode_changes(data: bytes, into: dict[bytes, int]) -> None:
 
 
 class Changes:
-    """The coordinator's side: what changed in its table since the last level."""
+    """The coordinator's side: what changed in its table since the last
+    batch.  The search's table logs the keys it sets (``log``: explore/
+    search.py ``SeenTable``), so a batch costs what changed, not the table."""
 
     def __init__(self) -> None:
-        self.shipped: dict[bytes, int] = {}
-        self.levels = 0
+        self.pos = 0
+        self.batches = 0
+
+    def pending(self, seen: Mapping[bytes, int]) -> bool:
+        log = getattr(seen, "log", None)
+        return log is None or len(log) > self.pos
 
     def since_last(self, seen: Mapping[bytes, int]) -> bytes:
-        changed = {k: v for k, v in seen.items() if self.shipped.get(k) != v}
-        self.shipped.update(changed)
-        self.levels += 1
-        return encode_changes(changed)
+        log: list[bytes] | None = getattr(seen, "log", None)
+        if log is None:
+            keys: Any = seen.keys() if self.batches == 0 else ()
+        else:
+            keys = log[self.pos:]
+            self.pos = len(log)
+        self.batches += 1
+        return encode_changes({k: seen[k] for k in keys})
 
 
-# This process's replica: (search, levels applied, table).
+# This process's replica: (search, batches applied, table).
 _replica: tuple[str, int, dict[bytes, int]] | None = None
 
 
-def replica(search: str, levels: int, fetch: Any) -> dict[bytes, int]:
-    """The coordinator's table as the ``levels``-th level started, applying
-    the changes this process has not seen yet (``fetch(i)``: level i's)."""
+def replica(search: str, batches: int, fetch: Any) -> dict[bytes, int]:
+    """The coordinator's table as of its ``batches``-th batch of changes,
+    applying those this process has not applied yet (``fetch(i)``: batch i).
+    Any state of the coordinator's table is sound for a unit folded later
+    (module docstring): its table only gains states and lowers counts."""
     global _replica
     if _replica is None or _replica[0] != search:
         _replica = (search, 0, {})
     _s, applied, table = _replica
-    for i in range(applied, levels):
+    for i in range(applied, batches):
         decode_changes(fetch(i), table)
-    _replica = (search, max(applied, levels), table)
+    _replica = (search, max(applied, batches), table)
     return table
 
 
