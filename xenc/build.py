@@ -105,6 +105,10 @@ def translation_unit(tree: XenTree, standin: Path = STANDIN) -> tuple[str, tuple
     parts += [_header_text(tree, h) for h in HEADERS]
     parts.append(f'#include "{standin / "xenc_post.h"}"')
     parts.append(ex.source)
+    # iommu_alloc() (not extracted) keeps min_pt_levels, the fewest levels of
+    # any unit; the runtime sets it when it adds a unit, if this tree has it.
+    if re.search(r"\bmin_pt_levels\b", ex.source):
+        parts.append("#define XENC_HAS_MIN_PT_LEVELS 1")
     parts.append(f'#include "{standin / "runtime.c"}"')
     return "\n".join(parts), tuple(ex.functions)
 

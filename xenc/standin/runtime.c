@@ -61,11 +61,19 @@ void xenc_log(int rec, const char *func, int line, int n, ...)
         xenc_sink(rec, func, line, n, args);
 }
 
+/* A record whose payload is text: the text travels in the func slot. */
+static void xenc_sink_text(int rec, const char *func, int line, const char *text)
+{
+    uint64_t args[1] = { (uint64_t)(uintptr_t)func };
+    if ( xenc_sink )
+        xenc_sink(rec, text, line, 1, args);
+}
+
 void xenc_assert_failed(const char *what, const char *file, int line)
 {
     char buf[512];
     snprintf(buf, sizeof(buf), "%s at %s:%d", what, file, line);
-    xenc_log(XR_ASSERT, buf, line, 0);
+    xenc_sink_text(XR_ASSERT, "", line, buf);
 }
 
 int xenc_lock_held(const spinlock_t *l)
@@ -76,20 +84,20 @@ int xenc_lock_held(const spinlock_t *l)
 /* ---- bits ---- */
 static int xenc_bitmap_owner(const unsigned long *addr, uint64_t *what, uint64_t *who);
 
-void set_bit(int nr, unsigned long *addr)
+void xenc_set_bit(int nr, unsigned long *addr, const char *func, int line)
 {
     uint64_t what, who;
     addr[nr / BITS_PER_LONG] |= 1UL << (nr % BITS_PER_LONG);
     if ( xenc_bitmap_owner(addr, &what, &who) )
-        xenc_log(what == 0 ? XR_DID_BIT : XR_IOMMU_BIT, "set_bit", 0, 3, who, (uint64_t)nr, (uint64_t)1);
+        xenc_log(what == 0 ? XR_DID_BIT : XR_IOMMU_BIT, func, line, 3, who, (uint64_t)nr, (uint64_t)1);
 }
 
-void clear_bit(int nr, unsigned long *addr)
+void xenc_clear_bit(int nr, unsigned long *addr, const char *func, int line)
 {
     uint64_t what, who;
     addr[nr / BITS_PER_LONG] &= ~(1UL << (nr % BITS_PER_LONG));
     if ( xenc_bitmap_owner(addr, &what, &who) )
-        xenc_log(what == 0 ? XR_DID_BIT : XR_IOMMU_BIT, "clear_bit", 0, 3, who, (uint64_t)nr, (uint64_t)0);
+        xenc_log(what == 0 ? XR_DID_BIT : XR_IOMMU_BIT, func, line, 3, who, (uint64_t)nr, (uint64_t)0);
 }
 
 int test_bit(int nr, const unsigned long *addr)
@@ -555,11 +563,11 @@ int xenc_add_domain(unsigned int id, int hardware)
     d->domain_id = (domid_t)id;
     d->is_hardware = hardware;
     INIT_LIST_HEAD(&d->pdev_list);
-    d->iommu.arch.mapping_lock = (spinlock_t){ XL_MAPPING, (long)(xenc_nr_domains) };
+    d->iommu.arch.mapping_lock = (spinlock_t){ XL_MAPPING, (long)id };
     d->iommu.arch.vtd.iommu_bitmap = &xenc_iommu_bitmaps[xenc_nr_domains];
     d->iommu.node = NUMA_NO_NODE;
 #if XENC_XEN_VERSION >= 419
-    d->pci_lock = (spinlock_t){ XL_PCIDEVS, (long)(xenc_nr_domains) };
+    d->pci_lock = (spinlock_t){ XL_PCIDEVS, (long)id };
 #endif
     if ( hardware )
         hardware_domain = d;
@@ -601,6 +609,10 @@ int xenc_add_iommu(unsigned int index, unsigned int segment, int include_all, un
     root->kind = XP_ROOT;
     root->iommu = (int)index;
     iommu->root_maddr = root->maddr;
+#ifdef XENC_HAS_MIN_PT_LEVELS
+    if ( levels < min_pt_levels )
+        min_pt_levels = levels;
+#endif
     drhd->iommu = iommu;
     drhd->segment = (u16)segment;
     drhd->include_all = include_all;
@@ -669,6 +681,66 @@ int xenc_add_pdev(unsigned int seg, unsigned int bus, unsigned int devfn, int ty
     return (int)xenc_nr_pdevs++;
 }
 
+/* x86/iommu.c's identity maps: reference counted per (base, end); p2m_access_x
+ * drops one reference.  Logged with the count after the call. */
+#define XENC_MAX_IDMAPS 64
+static struct { domid_t d; paddr_t base, end; int access; unsigned int count; } xenc_idmaps[XENC_MAX_IDMAPS];
+
+int iommu_identity_mapping(struct domain *d, p2m_access_t p2ma, paddr_t base, paddr_t end,
+                           unsigned int flag)
+{
+    unsigned int i, free_slot = XENC_MAX_IDMAPS;
+    (void)flag;
+    for ( i = 0; i < XENC_MAX_IDMAPS; i++ )
+    {
+        if ( !xenc_idmaps[i].count )
+        {
+            if ( free_slot == XENC_MAX_IDMAPS )
+                free_slot = i;
+            continue;
+        }
+        if ( xenc_idmaps[i].d != d->domain_id )
+            continue;
+        if ( xenc_idmaps[i].base == base && xenc_idmaps[i].end == end )
+        {
+            if ( p2ma == p2m_access_x )
+                xenc_idmaps[i].count--;
+            else if ( xenc_idmaps[i].access != p2ma )
+                return -98;    /* -EADDRINUSE */
+            else
+                xenc_idmaps[i].count++;
+            xenc_log(XR_IDMAP, "iommu_identity_mapping", 0, 5, (uint64_t)d->domain_id, base, end,
+                     (uint64_t)(p2ma != p2m_access_x), (uint64_t)xenc_idmaps[i].count);
+            return 0;
+        }
+        if ( end >= xenc_idmaps[i].base && xenc_idmaps[i].end >= base )
+            return -98;
+    }
+    if ( p2ma == p2m_access_x )
+        return -ENOENT;
+    if ( free_slot == XENC_MAX_IDMAPS )
+        return -ENOMEM;
+    xenc_idmaps[free_slot].d = d->domain_id;
+    xenc_idmaps[free_slot].base = base;
+    xenc_idmaps[free_slot].end = end;
+    xenc_idmaps[free_slot].access = p2ma;
+    xenc_idmaps[free_slot].count = 1;
+    xenc_log(XR_IDMAP, "iommu_identity_mapping", 0, 5, (uint64_t)d->domain_id, base, end, (uint64_t)1,
+             (uint64_t)1);
+    return 0;
+}
+
+int xenc_op_identity(unsigned int domid, uint64_t base, uint64_t end)
+{
+    struct domain *d = xenc_domain_any((domid_t)domid);
+    return d ? iommu_identity_mapping(d, p2m_access_rw, base, end, 0) : -ESRCH;
+}
+
+uint64_t xenc_did_map_addr(unsigned int iommu)
+{
+    return (uint64_t)(uintptr_t)xenc_did_maps[iommu];
+}
+
 static struct pci_dev *xenc_pdev(int i) { return &xenc_pdevs[i]; }
 
 /* Owner and DID-map shadows, read by the runtime at each hook. */
@@ -719,4 +791,73 @@ int xenc_op_reassign(int pdev, unsigned int from, unsigned int to)
     if ( !s || !t )
         return -ESRCH;
     return reassign_device_ownership(s, t, p->devfn, p);
+}
+
+/* ---- printk: Xen's formats plus its %pp (a pci_sbdf_t *) and %pd (a domain) ---- */
+void xenc_printk(const char *func, int line, const char *fmt, ...)
+{
+    char out[512], spec[32];
+    size_t o = 0;
+    va_list ap;
+
+    va_start(ap, fmt);
+    while ( *fmt && o < sizeof(out) - 1 )
+    {
+        size_t n = 0;
+        int longs = 0;
+        char conv;
+
+        if ( *fmt != '%' )
+        {
+            out[o++] = *fmt++;
+            continue;
+        }
+        spec[n++] = *fmt++;
+        while ( *fmt && strchr("-+ #0123456789.", *fmt) && n < sizeof(spec) - 4 )
+            spec[n++] = *fmt++;
+        while ( *fmt == 'l' || *fmt == 'h' || *fmt == 'z' )
+        {
+            longs += *fmt == 'l' || *fmt == 'z';
+            spec[n++] = *fmt++;
+        }
+        conv = *fmt ? *fmt++ : '%';
+        spec[n++] = conv;
+        spec[n] = 0;
+        if ( conv == 'p' && (*fmt == 'p' || *fmt == 'd') )
+        {
+            char what = *fmt++;
+            if ( what == 'p' )
+            {
+                const pci_sbdf_t *s = va_arg(ap, const pci_sbdf_t *);
+                o += (size_t)snprintf(out + o, sizeof(out) - o, "%04x:%02x:%02x.%u", s->seg, PCI_BUS(s->bdf),
+                                      PCI_SLOT(s->bdf), PCI_FUNC(s->bdf));
+            }
+            else
+            {
+                const struct domain *d = va_arg(ap, const struct domain *);
+                if ( d == dom_io )
+                    o += (size_t)snprintf(out + o, sizeof(out) - o, "d[IO]");
+                else
+                    o += (size_t)snprintf(out + o, sizeof(out) - o, "d%u", d->domain_id);
+            }
+        }
+        else if ( conv == '%' )
+            out[o++] = '%';
+        else if ( conv == 's' )
+            o += (size_t)snprintf(out + o, sizeof(out) - o, spec, va_arg(ap, const char *));
+        else if ( conv == 'p' )
+            o += (size_t)snprintf(out + o, sizeof(out) - o, spec, va_arg(ap, void *));
+        else if ( strchr("diouxXc", conv) )
+        {
+            if ( longs )
+                o += (size_t)snprintf(out + o, sizeof(out) - o, spec, va_arg(ap, long));
+            else
+                o += (size_t)snprintf(out + o, sizeof(out) - o, spec, va_arg(ap, int));
+        }
+        if ( o >= sizeof(out) )
+            o = sizeof(out) - 1;
+    }
+    va_end(ap);
+    out[o] = 0;
+    xenc_sink_text(XR_PRINTK, func, line, out);
 }

@@ -167,8 +167,10 @@ int xenc_lock_held(const spinlock_t *l);
 #define pcidevs_locked() 1
 
 /* ---- bit operations: typed, and logging on the bitmaps the trace shows - */
-void set_bit(int nr, unsigned long *addr);
-void clear_bit(int nr, unsigned long *addr);
+void xenc_set_bit(int nr, unsigned long *addr, const char *func, int line);
+void xenc_clear_bit(int nr, unsigned long *addr, const char *func, int line);
+#define set_bit(nr, addr) xenc_set_bit((nr), (addr), __func__, __LINE__)
+#define clear_bit(nr, addr) xenc_clear_bit((nr), (addr), __func__, __LINE__)
 int test_bit(int nr, const unsigned long *addr);
 unsigned int find_first_bit(const unsigned long *addr, unsigned int size);
 unsigned int find_next_bit(const unsigned long *addr, unsigned int size, unsigned int off);
