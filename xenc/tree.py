@@ -32,7 +32,7 @@ class XenTree:
     root: Path
     major: int
     minor: int
-    extra: str            # XEN_EXTRAVERSION as the Makefile sets it ("" when computed)
+    extra: str            # XEN_EXTRAVERSION's literal part (".5"), "" when there is none
     describe: str | None  # `git describe --always --dirty`, None outside git
     digest: str           # sha256 over SOURCES (name and bytes), hex
 
@@ -70,8 +70,9 @@ def open_tree(path: str | Path) -> XenTree:
     minor = _make_var(text, "XEN_SUBVERSION")
     if major is None or minor is None or not major.isdigit() or not minor.isdigit():
         raise TreeError(f"--xen-tree {path}: xen/Makefile sets no XEN_VERSION/XEN_SUBVERSION")
-    extra = _make_var(text, "XEN_EXTRAVERSION") or ""
-    if "$" in extra or "(" in extra:
+    # ".5$(XEN_VENDORVERSION)": the release part, without make expansions
+    extra = re.sub(r"\$\([^)]*\)", "", _make_var(text, "XEN_EXTRAVERSION") or "")
+    if not re.fullmatch(r"[.0-9A-Za-z_+-]*", extra):
         extra = ""
     h = hashlib.sha256()
     for name in SOURCES:
