@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tracer import schema as S
@@ -51,8 +52,6 @@ from tracer.schema_fields import (
     F_DID_BITMAP_DID,
     F_DID_BITMAP_IOMMU,
     F_DID_BITMAP_VALUE,
-    F_DID_MAP_DID,
-    F_DID_MAP_IOMMU,
     F_DID_MAP_NEW,
     F_DID_MAP_OLD,
     F_PT_ALLOC_DOMAIN,
@@ -78,7 +77,7 @@ Symbol = tuple[object, ...]
 
 @dataclass
 class Comparison:
-    a: list[Event]          # projected events of A (kind first, no seq/cpu/func/label)
+    a: list[Event]          # projected events of A: [kind, op, *fields] (no seq/cpu/func/label)
     b: list[Event]
     first_difference: int | None   # index into both projections, None when equal
 
@@ -101,7 +100,7 @@ class Comparison:
 
 def _fmt(ev: Event) -> str:
     kind = S.KINDS[ev[0]]
-    return kind.name + " " + " ".join(f"{f}={_val(v)}" for f, v in zip(kind.fields, ev[1:]))
+    return f"op {ev[1]} {kind.name} " + " ".join(f"{f}={_val(v)}" for f, v in zip(kind.fields, ev[2:]))
 
 
 def _val(v: object) -> str:
@@ -124,7 +123,8 @@ def _symbols(events: Iterable[Sequence[Any]]) -> dict[int, Symbol]:
 
 
 def project(events: Sequence[Sequence[Any]]) -> tuple[list[Event], set[Symbol]]:
-    """The projected events (see the module docstring) and the symbols they use."""
+    """The projected events ([kind, op, *fields], see the module docstring)
+    and the symbols they use."""
     sym = _symbols(events)
     used: set[Symbol] = set()
 
@@ -146,10 +146,10 @@ def project(events: Sequence[Sequence[Any]]) -> tuple[list[Event], set[Symbol]]:
             key = (ev[F_ROOT_WRITE_IOMMU], ev[F_ROOT_WRITE_BUS])
             new = addr(ev[F_ROOT_WRITE_NEW])
             prev = out[-1] if out else None
-            if prev is not None and prev[0] == S.K_ROOT_WRITE and (prev[1], prev[2]) == key:
-                prev[4] = new        # (1) one root entry, two 64-bit stores
+            if prev is not None and prev[0] == S.K_ROOT_WRITE and (prev[2], prev[3]) == key:
+                prev[5] = new        # (1) one root entry, two 64-bit stores
                 continue
-            out.append([k, key[0], key[1], addr(ev[F_ROOT_WRITE_OLD]), new])
+            out.append([k, ev[S.I_OP], key[0], key[1], addr(ev[F_ROOT_WRITE_OLD]), new])
             continue
         if k == S.K_CTX_WRITE:
             fields[F_CTX_WRITE_OLD_LO - S.F0] = addr(ev[F_CTX_WRITE_OLD_LO])
@@ -162,8 +162,7 @@ def project(events: Sequence[Sequence[Any]]) -> tuple[list[Event], set[Symbol]]:
             if bits.get(key, 0) == ev[F_DID_BITMAP_VALUE]:
                 continue             # (3) a bit set (cleared) that already was
             bits[key] = ev[F_DID_BITMAP_VALUE]
-        out.append([k, *fields])
-    _ = F_DID_MAP_DID, F_DID_MAP_IOMMU
+        out.append([k, ev[S.I_OP], *fields])
     return out, used
 
 
@@ -187,3 +186,49 @@ def compare(a_events: Sequence[Sequence[Any]], b_events: Sequence[Sequence[Any]]
             first = i
             break
     return Comparison(ca, cb, first)
+
+
+def write_projection(header: dict[str, Any], projected: list[Event], path: str | Path) -> None:
+    """A canonical projection as an ordinary trace (for `vtdtrace diff`):
+    every event on CPU 0, no function, no label."""
+    from tracer.writer import TraceWriter
+
+    h = dict(header)
+    h["projection"] = "xenc.compare: stores, DID allocations and flushes (docs/REALCODE.md)"
+    with TraceWriter(str(path), h, force=True) as w:
+        for seq, ev in enumerate(projected, 1):
+            w.append([ev[0], seq, 0, ev[1], S.FUNC_CODE[""], "", *ev[2:]])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m xenc.compare MODEL REAL [--write DIR]: exit 0 same, 1 differ, 2 usage."""
+    import argparse
+    import sys
+
+    from replay.reader import open_trace
+
+    ap = argparse.ArgumentParser(prog="python -m xenc.compare",
+                                 description="compare two traces' stores, DID allocations and flushes "
+                                             "after the real-code normalisation (docs/REALCODE.md)")
+    ap.add_argument("a", metavar="MODEL")
+    ap.add_argument("b", metavar="REAL")
+    ap.add_argument("--write", metavar="DIR", help="also write both projections as traces into DIR")
+    args = ap.parse_args(argv)
+    try:
+        ta, tb = open_trace(args.a), open_trace(args.b)
+        ea, eb = list(ta.events()), list(tb.events())
+    except Exception as exc:       # the reader's errors are one line each
+        print(f"xenc.compare: {exc}", file=sys.stderr)
+        return 2
+    c = compare(ea, eb)
+    print("\n".join(c.describe((args.a, args.b))))
+    if args.write:
+        out = Path(args.write)
+        out.mkdir(parents=True, exist_ok=True)
+        write_projection(ta.header, c.a, out / (Path(args.a).stem + ".projected.vtdt"))
+        write_projection(tb.header, c.b, out / (Path(args.b).stem + ".projected.vtdt"))
+    return 0 if c.equal else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -254,6 +254,8 @@ class XencEngine:
         for d in sorted(p.domains, key=lambda d: d.id):
             lib.xenc_add_domain(ctypes.c_uint(d.id), ctypes.c_int(1 if d.hardware else 0))
         lib.xenc_add_domain(ctypes.c_uint(DOMID_IO), ctypes.c_int(0))
+        # dom_xen owns hidden devices (none in a scenario); the code asks it anyway
+        lib.xenc_add_domain(ctypes.c_uint(S.DOMID_XEN), ctypes.c_int(0))
         lib.xenc_did_map_addr.restype = ctypes.c_uint64
         for u in p.iommus:
             rc = lib.xenc_add_iommu(ctypes.c_uint(u.id), ctypes.c_uint(u.segment), ctypes.c_int(int(u.include_all)),
