@@ -137,9 +137,9 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError) as exc:
         raise FetchError(f"{what}: {exc}") from exc
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]
+        last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
         raise FetchError(f"{what} failed: {last}")
-    return proc.stdout
+    return str(proc.stdout)
 
 
 def _unpack(tarball: Path, dest: Path) -> None:

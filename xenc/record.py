@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tracer.record import make_header
 from tracer.platform import Platform
+from tracer.record import make_header
 from tracer.recorder import Sink
 
 from .build import Built, build
