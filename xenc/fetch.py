@@ -123,7 +123,7 @@ def _deb_src_lines() -> list[str]:
 
 def _source_version(opts: list[str]) -> str:
     out = _run(["apt-cache", *opts, "showsrc", "xen"], "apt-cache showsrc xen")
-    versions = re.findall(r"^Version:\s*(\S+)", out, re.M)
+    versions: list[str] = re.findall(r"^Version:\s*(\S+)", out, re.M)
     for v in versions:
         if v.startswith(DEBIAN_VERSION):
             return v
