@@ -16,7 +16,7 @@ The translation unit is, in order:
    Python runtime calls.
 
 The cache key is a hash of everything that goes into the compiler -- the
-generated sources (hence the tree's file contents), the stand-in files, the
+tree's files (xenc/tree.py's digest), the generated sources, the stand-in files, the
 compiler's path and flags -- so an edit to any of them rebuilds, and a
 second record of the same tree reuses the library.  Cache directory:
 ``$XDG_CACHE_HOME/vtdtrace/xenc`` or ``~/.cache/vtdtrace/xenc`` (``cache_dir``
@@ -117,6 +117,7 @@ def build(tree: XenTree, cache_dir: Path | None = None, standin: Path = STANDIN)
     cc = compiler()
     source, functions = translation_unit(tree, standin)
     h = hashlib.sha256(source.encode())
+    h.update(tree.digest.encode())       # the tree's files themselves, not only what was taken
     for f in sorted(standin.iterdir()):
         if f.is_file():
             h.update(f.name.encode() + b"\0" + f.read_bytes())
