@@ -32,7 +32,7 @@ bool iommu_intremap = true;
 bool iommu_hwdom_passthrough;
 bool ats_enabled;
 bool cpu_has_cx16 = true;
-bool_t rwbf_quirk;
+__typeof__(rwbf_quirk) rwbf_quirk;   /* bool_t up to 4.17, bool from 4.18 */
 unsigned int iommu_quarantine;
 struct domain *dom_io, *dom_xen, *hardware_domain;
 LIST_HEAD(acpi_drhd_units);
@@ -349,7 +349,7 @@ int xenc_flush_context(struct vtd_iommu *iommu, u16 did, u16 source_id, u8 funct
     int u = xenc_unit_of(iommu), rc, gran;
     uint64_t seen_did = did;
     xenc_ccmd_seen[u] = 0;
-    rc = vtd_flush_context_reg(iommu, did, source_id, function_mask, type, non_present_entry_flush);
+    rc = XENC_FLUSH_CONTEXT_REG(iommu, did, source_id, function_mask, type, non_present_entry_flush);
     gran = type == DMA_CCMD_GLOBAL_INVL ? 0 : type == DMA_CCMD_DOMAIN_INVL ? 1 : 2;
     if ( xenc_ccmd_seen[u] && gran )
         seen_did = xenc_ccmd_done[u] & 0xffff;
@@ -365,7 +365,7 @@ int xenc_flush_iotlb(struct vtd_iommu *iommu, u16 did, u64 addr, unsigned int si
     int u = xenc_unit_of(iommu), rc, gran;
     uint64_t seen_did = did;
     xenc_iotlb_seen[u] = 0;
-    rc = vtd_flush_iotlb_reg(iommu, did, addr, size_order, type, flush_non_present_entry, flush_dev_iotlb);
+    rc = XENC_FLUSH_IOTLB_REG(iommu, did, addr, size_order, type, flush_non_present_entry, flush_dev_iotlb);
     gran = type == DMA_TLB_GLOBAL_FLUSH ? 0 : type == DMA_TLB_DSI_FLUSH ? 1 : 2;
     if ( xenc_iotlb_seen[u] && gran )
         seen_did = (xenc_iotlb_done[u] >> 32) & 0xffff;
@@ -459,14 +459,23 @@ enum pdev_type pdev_type(uint16_t seg, uint8_t bus, uint8_t devfn)
 
 void pci_vtd_quirk(const struct pci_dev *pdev) { (void)pdev; }
 
+/* The ME WiFi quirk acts only for certain Intel WLAN devices next to certain
+ * host bridges; the runtime refuses scenarios that have them, so here it
+ * does nothing.  Its signature is the tree's (4 or 6 arguments). */
+#if XENC_ME_QUIRK_ARGS == 6
 int me_wifi_quirk(struct domain *domain, uint8_t bus, uint8_t devfn, domid_t domid, paddr_t pgd_maddr,
                   unsigned int mode)
 {
-    /* The ME quirk matches only Intel's ME device at 00:16.0 / 00:03.0 with
-     * certain IDs; the runtime refuses scenarios that would reach it. */
     (void)domain; (void)bus; (void)devfn; (void)domid; (void)pgd_maddr; (void)mode;
     return 0;
 }
+#else
+int me_wifi_quirk(struct domain *domain, u8 bus, u8 devfn, int map)
+{
+    (void)domain; (void)bus; (void)devfn; (void)map;
+    return 0;
+}
+#endif
 
 struct acpi_drhd_unit *find_ats_dev_drhd(struct vtd_iommu *iommu) { (void)iommu; return NULL; }
 int ats_device(const struct pci_dev *pdev, const struct acpi_drhd_unit *drhd)
@@ -566,9 +575,6 @@ int xenc_add_domain(unsigned int id, int hardware)
     d->iommu.arch.mapping_lock = (spinlock_t){ XL_MAPPING, (long)id };
     d->iommu.arch.vtd.iommu_bitmap = &xenc_iommu_bitmaps[xenc_nr_domains];
     d->iommu.node = NUMA_NO_NODE;
-#if XENC_XEN_VERSION >= 419
-    d->pci_lock = (spinlock_t){ XL_PCIDEVS, (long)id };
-#endif
     if ( hardware )
         hardware_domain = d;
     if ( id == DOMID_IO )

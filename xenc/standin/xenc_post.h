@@ -66,8 +66,8 @@ static uint64_t addr_to_dma_page_maddr(struct domain *domain, daddr_t addr, unsi
 
 /* Other files of the tree, as stand-ins. */
 extern struct list_head acpi_drhd_units, acpi_rmrr_units;
-int me_wifi_quirk(struct domain *domain, uint8_t bus, uint8_t devfn, domid_t domid, paddr_t pgd_maddr,
-                  unsigned int mode);
+/* me_wifi_quirk() and rwbf_quirk are declared by the tree's extern.h, whose
+ * signatures changed; runtime.c defines them to match (XENC_ME_QUIRK_ARGS). */
 void enable_ats_device(struct pci_dev *pdev, struct list_head *ats_list);
 void disable_ats_device(struct pci_dev *pdev);
 #define vtd_ops_preamble_quirk(iommu) ((void)(iommu))
@@ -99,6 +99,9 @@ XENC_FIELD_IS(struct pci_dev, sbdf.bdf, uint16_t);
 XENC_FIELD_IS(struct pci_dev, arch.pseudo_domid, domid_t);
 XENC_FIELD_IS(struct pci_dev, arch.vtd.pgd_maddr, uint64_t);
 XENC_FIELD_IS(struct domain, domain_id, domid_t);
+#if XENC_XEN_VERSION >= 419
+XENC_FIELD_IS(struct domain, pci_lock, rwlock_t);
+#endif
 XENC_FIELD_IS(struct acpi_drhd_unit, iommu, struct vtd_iommu *);
 XENC_FIELD_IS(struct acpi_rmrr_unit, scope.devices, u16 *);
 _Static_assert(sizeof(struct context_entry) == 16, "stand-in layout: a context entry is 128 bits");
