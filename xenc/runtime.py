@@ -33,8 +33,11 @@ pseudo domain ID) stops the run the same way.
 from __future__ import annotations
 
 import ctypes
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tracer import schema as S
@@ -136,8 +139,7 @@ class XencEngine:
     def __init__(self, built: Built, platform: Platform, sink: Sink) -> None:
         self.platform = platform
         self.rec = Recorder(sink)
-        # A fresh copy of the library per run: its globals are the machine.
-        self.lib = ctypes.CDLL(str(built.library), mode=ctypes.RTLD_LOCAL)
+        self.lib = _fresh_library(built.library)
         self._cb = _LOG_FN(self._on_record)
         self.frames: list[str] = []
         self.failure: str | None = None
@@ -378,6 +380,17 @@ class XencEngine:
 
 
 S_ENODEV = 19
+
+
+def _fresh_library(path: Path) -> ctypes.CDLL:
+    """The library's globals are the machine (memory, units, domains, the
+    tree's own file-scope variables), and the dynamic loader hands out one
+    instance per file: every run loads its own copy, so a second run in the
+    same process starts from a clean machine."""
+    with tempfile.TemporaryDirectory(prefix="xenc-run-") as tmp:
+        copy = Path(tmp) / path.name
+        shutil.copyfile(path, copy)
+        return ctypes.CDLL(str(copy), mode=ctypes.RTLD_LOCAL)   # stays mapped after the unlink
 
 
 def _signed(v: int) -> int:
