@@ -18,7 +18,7 @@ take only what the reassignment path runs:
    stand-in's ``NAME`` calls it, so a call is observable even when the
    function returns early).
 3. **Emit** the file's ``#define``s, the file-scope variables the taken
-   functions name, one prototype per taken function (static functions call
+   functions name (each once: its first declaration), one prototype per taken function (static functions call
    each other in any order), then the functions in file order -- each preceded
    by ``#line N "FILE"`` so compiler errors and debuggers point into the
    user's tree, not into the generated file.
@@ -193,8 +193,14 @@ def extract(src: str, path: str, wanted: list[str], provided: frozenset[str] = f
     for it in items:
         if it.kind == "define":
             out.append(f'#line {it.line} "{path}"\n{it.text}')
+    # A variable declared twice (a tentative definition early, the initialised
+    # one at the end of the file, as 4.15's vtd_ops) is taken once, the first
+    # time: the initialiser would name functions that were not taken.
+    seen: set[str] = set()
     for it in items:
-        if it.kind == "decl" and it.name and it.name in used and it.name not in funcs and it.name not in provided:
+        if it.kind == "decl" and it.name and it.name in used and it.name not in funcs \
+                and it.name not in provided and it.name not in seen:
+            seen.add(it.name)
             out.append(f'#line {it.line} "{path}"\n{it.text}')
     for it in taken:
         out.append(_rename(_signature(it), it.name, wrapped))

@@ -390,7 +390,10 @@ def _fresh_library(path: Path) -> ctypes.CDLL:
     with tempfile.TemporaryDirectory(prefix="xenc-run-") as tmp:
         copy = Path(tmp) / path.name
         shutil.copyfile(path, copy)
-        return ctypes.CDLL(str(copy), mode=ctypes.RTLD_LOCAL)   # stays mapped after the unlink
+        try:
+            return ctypes.CDLL(str(copy), mode=ctypes.RTLD_LOCAL)   # stays mapped after the unlink
+        except OSError as exc:
+            raise CodeFailure(f"cannot load the build of the tree: {exc}") from exc
 
 
 def _signed(v: int) -> int:

@@ -35,6 +35,9 @@ bool cpu_has_cx16 = true;
 __typeof__(rwbf_quirk) rwbf_quirk;   /* bool_t up to 4.17, bool from 4.18 */
 unsigned int iommu_quarantine;
 struct domain *dom_io, *dom_xen, *hardware_domain;
+struct iommu_ops iommu_ops;
+void cache_writeback(const void *addr, unsigned int size) { (void)addr; (void)size; }
+void flush_all_cache(void) { }
 LIST_HEAD(acpi_drhd_units);
 LIST_HEAD(acpi_rmrr_units);
 
@@ -388,13 +391,11 @@ static void iommu_flush_write_buffer(struct vtd_iommu *iommu)
  * Only what domain_pgd_maddr() asks of it: allocate the tables from the top
  * level down to `target` for address 0 and install the top one as the
  * domain's pgd.  Each page allocated is logged with its level. */
-static uint64_t addr_to_dma_page_maddr(struct domain *domain, daddr_t addr, unsigned int target,
-                                       unsigned int *flush_flags, bool alloc)
+static uint64_t xenc_walk(struct domain *domain, uint64_t addr, unsigned int target, bool alloc)
 {
     struct domain_iommu *hd = dom_iommu(domain);
     uint64_t maddr = hd->arch.vtd.pgd_maddr, prev = 0;
     unsigned int level;
-    (void)flush_flags;
     if ( addr || !alloc || maddr )
     {
         xenc_log(XR_UNSUPPORTED, "addr_to_dma_page_maddr: only the first allocation of a domain's tables",
@@ -421,6 +422,20 @@ static uint64_t addr_to_dma_page_maddr(struct domain *domain, daddr_t addr, unsi
     }
     return prev;
 }
+
+#if XENC_WALKER_ARGS == 3
+static u64 addr_to_dma_page_maddr(struct domain *domain, u64 addr, int alloc)
+{
+    return xenc_walk(domain, addr, 1, alloc);      /* down to the leaf table */
+}
+#else
+static uint64_t addr_to_dma_page_maddr(struct domain *domain, daddr_t addr, unsigned int target,
+                                       unsigned int *flush_flags, bool alloc)
+{
+    (void)flush_flags;
+    return xenc_walk(domain, addr, target, alloc);
+}
+#endif
 
 /* ---- other files of the tree ---- */
 struct domain *xenc_rcu_lock_domain_by_id(domid_t id, const char *func, int line);
@@ -530,7 +545,11 @@ static int xenc_bitmap_owner(const unsigned long *addr, uint64_t *what, uint64_t
             return 1;
         }
     for ( i = 0; i < xenc_nr_domains; i++ )
+#if XENC_XEN_VERSION >= 416
         if ( addr == &xenc_iommu_bitmaps[i] )
+#else
+        if ( addr == &xenc_domains[i].iommu.arch.vtd.iommu_bitmap )   /* inline in 4.15 */
+#endif
         {
             *what = 1;
             *who = xenc_domains[i].domain_id;
@@ -573,7 +592,9 @@ int xenc_add_domain(unsigned int id, int hardware)
     d->is_hardware = hardware;
     INIT_LIST_HEAD(&d->pdev_list);
     d->iommu.arch.mapping_lock = (spinlock_t){ XL_MAPPING, (long)id };
+#if XENC_XEN_VERSION >= 416
     d->iommu.arch.vtd.iommu_bitmap = &xenc_iommu_bitmaps[xenc_nr_domains];
+#endif
     d->iommu.node = NUMA_NO_NODE;
     if ( hardware )
         hardware_domain = d;

@@ -106,6 +106,7 @@ typedef int p2m_access_t;
 #define ESRCH 3
 #define ENXIO 6
 #define ENOMEM 12
+#define EFAULT 14
 #define EBUSY 16
 #define ENODEV 19
 #define EINVAL 22
@@ -326,6 +327,7 @@ struct pci_dev {
 #if XENC_XEN_VERSION < 417
 #define PCI_BDF2(b, df) PCI_BDF(b, df)
 #define PCI_DEVFN2(bdf) ((bdf) & 0xff)
+#define PCI_SBDF3(s, b, df) PCI_SBDF(s, b, df)
 #endif
 #define PCI_SBDF(s, b, df) ((pci_sbdf_t){ .sbdf = ((uint32_t)(s) << 16) | PCI_BDF(b, df) })
 #define pci_to_dev(p) (p)
@@ -346,6 +348,13 @@ struct irq_desc;
 struct cpu_user_regs;
 typedef void keyhandler_fn_t(unsigned char key);
 struct iommu_init_ops;
+/* up to 4.16 alloc_pgtable_maddr() asks the ops whether to write caches back */
+struct iommu_ops {
+    int (*init)(struct domain *d);
+    void (*sync_cache)(const void *addr, unsigned int size);
+};
+extern struct iommu_ops iommu_ops;
+void cache_writeback(const void *addr, unsigned int size);
 struct pci_ats_dev;
 typedef int iommu_grdm_t(unsigned long start, unsigned long nr, uint32_t id, void *ctxt);
 typedef struct { uint64_t pa; } pagetable_t;

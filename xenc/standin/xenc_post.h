@@ -60,9 +60,14 @@ int xenc_flush_iotlb(struct vtd_iommu *iommu, u16 did, u64 addr, unsigned int si
 /* wrapped (xenc/extract.py): the tree's definition is xenc_real_iommu_flush_write_buffer */
 static void iommu_flush_write_buffer(struct vtd_iommu *iommu);
 
-/* provided instead of extracted: the page-table walker (see runtime.c) */
+/* provided instead of extracted: the page-table walker (see runtime.c), with
+ * the tree's signature (3 arguments up to 4.16, 5 from 4.17) */
+#if XENC_WALKER_ARGS == 3
+static u64 addr_to_dma_page_maddr(struct domain *domain, u64 addr, int alloc);
+#else
 static uint64_t addr_to_dma_page_maddr(struct domain *domain, daddr_t addr, unsigned int target,
                                        unsigned int *flush_flags, bool alloc);
+#endif
 
 /* Other files of the tree, as stand-ins. */
 extern struct list_head acpi_drhd_units, acpi_rmrr_units;
