@@ -45,7 +45,7 @@ WANTED = ["intel_iommu_assign_device", "reassign_device_ownership", "domain_cont
 # The register-based flush functions: vtd_flush_*_reg from 4.16, static flush_*_reg in 4.15.
 FLUSH_NAMES = (("vtd_flush_context_reg", "flush_context_reg"), ("vtd_flush_iotlb_reg", "flush_iotlb_reg"))
 # Implemented by the stand-ins instead (see standin/runtime.c).
-PROVIDED = frozenset({"addr_to_dma_page_maddr"})
+PROVIDED = frozenset({"addr_to_dma_page_maddr", "sync_cache"})
 # Kept, but reached through a stand-in wrapper that logs the call.
 WRAPPED = frozenset({"iommu_flush_write_buffer"})
 # The entry store macros of vtd/iommu.h that xenc_post.h turns into logged stores.
@@ -109,7 +109,6 @@ def translation_unit(tree: XenTree, standin: Path = STANDIN) -> tuple[str, tuple
              f"#define XENC_XEN_VERSION {tree.version}",
              f"#define XENC_FLUSH_CONTEXT_REG {flush[0]}",
              f"#define XENC_FLUSH_IOTLB_REG {flush[1]}",
-             f"#define XENC_ME_QUIRK_ARGS {quirk.group(1).count(',') + 1 if quirk else 6}",
              f"#define XENC_WALKER_ARGS {walker.group(1).count(',') + 1 if walker else 5}",
              "struct domain;",
              f'#include "{standin / "xenc.h"}"']
@@ -121,6 +120,10 @@ def translation_unit(tree: XenTree, standin: Path = STANDIN) -> tuple[str, tuple
     if re.search(r"\bmin_pt_levels\b", ex.source):
         parts.append("#define XENC_HAS_MIN_PT_LEVELS 1")
     parts.append(f'#include "{standin / "runtime.c"}"')
+    # me_wifi_quirk() (vtd/quirks.c, not extracted) with the tree's own
+    # parameters: it does nothing, since scenarios that reach it are refused.
+    params = quirk.group(1) if quirk else "struct domain *d, uint8_t bus, uint8_t devfn, int map"
+    parts.append(f"int me_wifi_quirk({params})\n{{\n    return 0;\n}}")
     return "\n".join(parts), tuple(ex.functions)
 
 

@@ -20,6 +20,12 @@
 #define XENC_MAX_IOMMUS 8
 
 static struct page_info xenc_pages[XENC_MAX_PAGES];
+/* What the logged stores left in each context table: a store the macros do
+ * not see (a plain `context->hi |= ...`, as 4.15's context_set_domain_id
+ * makes, or a patch's) shows up as a difference at the next record. */
+static uint8_t *xenc_ctx_shadow[XENC_MAX_PAGES];
+static void xenc_ctx_shadow_check(const char *func, int line);
+static int xenc_in_shadow_check;
 static unsigned int xenc_nr_pages;
 static uint64_t xenc_page_base;
 typedef void (*xenc_log_fn)(int rec, const char *func, int line, int n, const uint64_t *args);
@@ -52,6 +58,8 @@ void xenc_log(int rec, const char *func, int line, int n, ...)
     va_list ap;
     int i;
 
+    if ( !xenc_in_shadow_check )
+        xenc_ctx_shadow_check(func, line);
     va_start(ap, n);
     for ( i = 0; i < n && i < 12; i++ )
         args[i] = va_arg(ap, uint64_t);
@@ -214,15 +222,56 @@ void iommu_sync_cache_logged(const void *addr, unsigned int size, const char *fu
 }
 
 /* ---- stores the IOMMU sees ---- */
+static void xenc_shadow_sync(const void *p)
+{
+    const struct page_info *pg = xenc_page_of(p);
+    unsigned int i;
+    if ( !pg || pg->kind != XP_CONTEXT )
+        return;
+    i = (unsigned int)(pg - xenc_pages);
+    if ( xenc_ctx_shadow[i] )
+        memcpy(xenc_ctx_shadow[i] + (((uintptr_t)p - (uintptr_t)pg->va) & ~(uintptr_t)15),
+               (const uint8_t *)pg->va + (((uintptr_t)p - (uintptr_t)pg->va) & ~(uintptr_t)15), 16);
+}
+
+static void xenc_ctx_shadow_check(const char *func, int line)
+{
+    unsigned int i, e;
+    xenc_in_shadow_check = 1;
+    for ( i = 0; i < xenc_nr_pages; i++ )
+    {
+        const struct context_entry *now, *was;
+        if ( xenc_pages[i].kind != XP_CONTEXT || !xenc_ctx_shadow[i] )
+            continue;
+        if ( !memcmp(xenc_ctx_shadow[i], xenc_pages[i].va, PAGE_SIZE) )
+            continue;
+        now = xenc_pages[i].va;
+        was = (const struct context_entry *)xenc_ctx_shadow[i];
+        for ( e = 0; e < PAGE_SIZE / 16; e++ )
+        {
+            if ( now[e].lo != was[e].lo )
+                xenc_log(XR_CTX_STORE, func, line, 9, (uint64_t)xenc_pages[i].iommu, (uint64_t)xenc_pages[i].bus,
+                         (uint64_t)e, (uint64_t)0, (uint64_t)0, was[e].lo, was[e].hi, now[e].lo, was[e].hi);
+            if ( now[e].hi != was[e].hi )
+                xenc_log(XR_CTX_STORE, func, line, 9, (uint64_t)xenc_pages[i].iommu, (uint64_t)xenc_pages[i].bus,
+                         (uint64_t)e, (uint64_t)1, (uint64_t)0, now[e].lo, was[e].hi, now[e].lo, now[e].hi);
+        }
+        memcpy(xenc_ctx_shadow[i], xenc_pages[i].va, PAGE_SIZE);
+    }
+    xenc_in_shadow_check = 0;
+}
+
 static void xenc_ctx_half(struct context_entry *dst, int hi, uint64_t v, int method,
                           const char *func, int line)
 {
     uint64_t iommu, bus, devfn;
     struct context_entry old = *dst;
+    xenc_ctx_shadow_check(func, line);      /* earlier unseen stores first */
     if ( hi )
         dst->hi = v;
     else
         dst->lo = v;
+    xenc_shadow_sync(dst);
     if ( xenc_ctx_where(dst, &iommu, &bus, &devfn) )
         xenc_log(XR_CTX_STORE, func, line, 9, iommu, bus, devfn, (uint64_t)(hi ? 1 : 0), (uint64_t)method,
                  old.lo, old.hi, dst->lo, dst->hi);
@@ -252,16 +301,21 @@ void xenc_write_atomic64(uint64_t *p, uint64_t v, const char *func, int line)
 __uint128_t xenc_cmpxchg16b(volatile void *ptr, const __uint128_t *oldp, const __uint128_t *newp,
                             const char *func, int line)
 {
+    /* as 128 bits, not through .full: entries before the XSA-400 series have no such member */
     struct context_entry *e = (struct context_entry *)ptr;
     struct context_entry old = *e;
+    __uint128_t cur;
     uint64_t iommu, bus, devfn;
-    if ( old.full != *oldp )
-        return old.full;
-    e->full = *newp;
+    xenc_ctx_shadow_check(func, line);
+    memcpy(&cur, &old, sizeof(cur));
+    if ( cur != *oldp )
+        return cur;
+    memcpy(e, newp, sizeof(*e));
+    xenc_shadow_sync(e);
     if ( xenc_ctx_where(e, &iommu, &bus, &devfn) )
         xenc_log(XR_CTX_STORE, func, line, 9, iommu, bus, devfn, (uint64_t)2, (uint64_t)2,
                  old.lo, old.hi, e->lo, e->hi);
-    return old.full;
+    return cur;
 }
 
 void xenc_root_commit(struct root_entry *dst, const struct root_entry *val, const char *func, int line)
@@ -276,6 +330,11 @@ void xenc_root_commit(struct root_entry *dst, const struct root_entry *val, cons
         struct page_info *ctx = maddr_to_page(dst->val & PAGE_MASK_4K);
         if ( ctx )
         {
+            unsigned int i = (unsigned int)(ctx - xenc_pages);
+            if ( !xenc_ctx_shadow[i] )
+                xenc_ctx_shadow[i] = malloc(PAGE_SIZE);
+            if ( xenc_ctx_shadow[i] )
+                memcpy(xenc_ctx_shadow[i], ctx->va, PAGE_SIZE);
             ctx->kind = XP_CONTEXT;
             ctx->iommu = pg->iommu;
             ctx->bus = (int)(((char *)dst - (char *)pg->va) / 16);
@@ -437,6 +496,11 @@ static uint64_t addr_to_dma_page_maddr(struct domain *domain, daddr_t addr, unsi
 }
 #endif
 
+static void sync_cache(const void *addr, unsigned int size)
+{
+    (void)addr; (void)size;
+}
+
 /* ---- other files of the tree ---- */
 struct domain *xenc_rcu_lock_domain_by_id(domid_t id, const char *func, int line);
 extern struct domain *xenc_domain_by_id(domid_t id);
@@ -475,22 +539,9 @@ enum pdev_type pdev_type(uint16_t seg, uint8_t bus, uint8_t devfn)
 void pci_vtd_quirk(const struct pci_dev *pdev) { (void)pdev; }
 
 /* The ME WiFi quirk acts only for certain Intel WLAN devices next to certain
- * host bridges; the runtime refuses scenarios that have them, so here it
- * does nothing.  Its signature is the tree's (4 or 6 arguments). */
-#if XENC_ME_QUIRK_ARGS == 6
-int me_wifi_quirk(struct domain *domain, uint8_t bus, uint8_t devfn, domid_t domid, paddr_t pgd_maddr,
-                  unsigned int mode)
-{
-    (void)domain; (void)bus; (void)devfn; (void)domid; (void)pgd_maddr; (void)mode;
-    return 0;
-}
-#else
-int me_wifi_quirk(struct domain *domain, u8 bus, u8 devfn, int map)
-{
-    (void)domain; (void)bus; (void)devfn; (void)map;
-    return 0;
-}
-#endif
+ * host bridges; the runtime refuses scenarios that have them, so it does
+ * nothing here.  Its signature changed across versions: xenc/build.py
+ * defines it after this file with the parameters of the tree's extern.h. */
 
 struct acpi_drhd_unit *find_ats_dev_drhd(struct vtd_iommu *iommu) { (void)iommu; return NULL; }
 int ats_device(const struct pci_dev *pdev, const struct acpi_drhd_unit *drhd)

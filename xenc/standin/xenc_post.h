@@ -69,6 +69,10 @@ static uint64_t addr_to_dma_page_maddr(struct domain *domain, daddr_t addr, unsi
                                        unsigned int *flush_flags, bool alloc);
 #endif
 
+/* the 4.15-era cache write-back of iommu.c (clflush through alternatives):
+ * the stand-in memory is coherent, nothing to write back */
+static void sync_cache(const void *addr, unsigned int size);
+
 /* Other files of the tree, as stand-ins. */
 extern struct list_head acpi_drhd_units, acpi_rmrr_units;
 /* me_wifi_quirk() and rwbf_quirk are declared by the tree's extern.h, whose
