@@ -126,7 +126,8 @@ def has_function(tree: XenTree, name: str) -> bool:
 
 
 def has_nocx16_path(tree: XenTree) -> bool:
-    """4.20 dropped the paths for CPUs without cmpxchg16b from
-    domain_context_mapping_one (IOMMU use requires it there)."""
-    return "write_atomic(&context->hi" in tree.read("iommu.c") or \
-        "write_atomic(&context->lo" in tree.read("iommu.c")
+    """Whether --no-cx16 can run: 4.20 dropped the stores for CPUs without
+    cmpxchg16b from domain_context_mapping_one (IOMMU use requires it there);
+    trees before the XSA-400 series never use cmpxchg16b, so any CPU runs them."""
+    src = tree.read("iommu.c")
+    return "cmpxchg16b(" not in src or "write_atomic(&context->" in src
