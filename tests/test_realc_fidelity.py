@@ -104,3 +104,16 @@ def test_projection_merges_only_adjacent_stores_to_one_root_entry():
     p, _ = project(ev)
     assert [e[2:] for e in p] == [[0, 3, 0, (("context-table", 0, 3), 1)],
                                   [0, 4, 0, (("context-table", 0, 4), 1)]]
+
+
+def test_step_labels_from_the_line_table(xen_tree, tmp_path):  # noqa: F811
+    """The entry stores of domain_context_mapping_one carry the model's MO7,
+    found by the text of the tree's line; lines the table does not know keep
+    the function's name."""
+    real = _events(_record(tmp_path, "usb-rmrr-nic", "xen-c", "--no-cx16", xen_tree))
+    funcs = S.FUNCS
+    stores = [ev for ev in real if ev[0] == S.K_CTX_WRITE and funcs[ev[S.I_FUNC]] == "domain_context_mapping_one"]
+    assert stores and {ev[S.I_LABEL] for ev in stores} == {"MO7"}
+    clears = [ev for ev in real if ev[0] == S.K_CTX_WRITE and funcs[ev[S.I_FUNC]] == "domain_context_unmap_one"]
+    assert {ev[S.I_LABEL] for ev in clears} <= {"UO3"}
+    assert any(ev[S.I_LABEL] == "domain_pgd_maddr" for ev in real if ev[0] == S.K_PT_ALLOC)

@@ -45,7 +45,7 @@ from tracer.platform import CTG_WLAN, ILK_CPT_WLAN, IS_CPT, IS_CTG, IS_ILK, Plat
 from tracer.recorder import Recorder, Sink
 
 from .build import Built
-from .labels import label_for
+from .labels import Labels
 from .tree import XenTree, has_nocx16_path
 
 # standin/xenc.h enum xenc_rec
@@ -136,8 +136,11 @@ def _host_bridge_id(platform: Platform) -> int | None:
 class XencEngine:
     """One run: the library loaded, the platform built in C, events out."""
 
-    def __init__(self, built: Built, platform: Platform, sink: Sink) -> None:
+    def __init__(self, built: Built, platform: Platform, sink: Sink, tree: XenTree | None = None) -> None:
         self.platform = platform
+        # Events from the extracted code carry the tree's own line numbers
+        # (#line); stand-in records carry line 0 and get the function name.
+        self.labels = Labels(tree.read("iommu.c").splitlines() if tree is not None else None)
         self.rec = Recorder(sink)
         self.lib = _fresh_library(built.library)
         self._cb = _LOG_FN(self._on_record)
@@ -158,16 +161,16 @@ class XencEngine:
         return self.frames[-1] if self.frames else ""
 
     def emit(self, kind: int, cfunc: str, line: int, *fields: object) -> None:
-        self.rec.emit(kind, self._func(cfunc), label_for(cfunc, line), *fields)
+        self.rec.emit(kind, self._func(cfunc), self.labels.label(cfunc, line), *fields)
 
     def enter(self, func: str, *args: tuple[str, object]) -> None:
         self.frames.append(func)
-        self.rec.emit(S.K_CALL, func, label_for(func, 0), [list(a) for a in args])
+        self.rec.emit(S.K_CALL, func, func, [list(a) for a in args])
 
     def leave(self, rc: object) -> None:
         self.shadow_check("")
         func = self.frames.pop()
-        self.rec.emit(S.K_RETURN, func, label_for(func, 0), rc)
+        self.rec.emit(S.K_RETURN, func, func, rc)
 
     def shadow_check(self, cfunc: str) -> None:
         """did-map and owner-move for plain stores since the last record."""
@@ -414,7 +417,7 @@ def run(built: Built, platform: Platform, sink: Sink, tree: XenTree | None = Non
     missing = unsupported_features(platform, tree)
     if missing:
         raise Unsupported("the xen-c engine does not support " + ", ".join(missing) + " yet")
-    eng = XencEngine(built, platform, sink)
+    eng = XencEngine(built, platform, sink, tree)
     eng.setup()
     eng.boot()
     rcs = eng.run_ops()
