@@ -69,6 +69,8 @@ _PT_WHAT = {4: "pgd", 3: "pt-l3", 2: "pt-l2", 1: "pt-l1"}
 _DEV_TYPE = {"host-bridge": 0, "pcie-endpoint": 1}
 _PRINTK_LEVEL = {"3": "err", "4": "warning", "6": "info", "7": "debug"}
 _ALLOC_BASE = 0x1_0000_0000     # where the model's machine pages start too
+# standin/runtime.c's table sizes
+MAX_DOMAINS, MAX_PDEVS, MAX_IOMMUS, MAX_RMRRS = 256, 256, 8, 16
 DOMID_IO = S.DOMID_IO
 
 _LOG_FN = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_int,
@@ -151,7 +153,8 @@ class XencEngine:
         self.pdev_index: dict[tuple[int, int, int], int] = {}
         self.owner_shadow: dict[int, int] = {}
         self.did_shadow: list[list[int]] = []
-        self._did_views: list[Any] = []
+        self._did_views: list[tuple[int, int]] = []      # (address, bytes) of each unit's domid_map
+        self._did_raw: list[bytes] = []
 
     # --- events -----------------------------------------------------------
 
@@ -174,14 +177,15 @@ class XencEngine:
 
     def shadow_check(self, cfunc: str) -> None:
         """did-map and owner-move for plain stores since the last record."""
-        for u, view in enumerate(self._did_views):
-            now = list(view)
-            old = self.did_shadow[u]
-            if now != old:
+        for u, (addr, size) in enumerate(self._did_views):
+            raw = ctypes.string_at(addr, size)          # one copy; decoded only when it changed
+            if raw != self._did_raw[u]:
+                now = list(memoryview(raw).cast("H"))
+                old = self.did_shadow[u]
                 for did, (a, b) in enumerate(zip(old, now)):
                     if a != b:
                         self.emit(S.K_DID_MAP, cfunc, 0, self.platform.iommus[u].id, did, a, b)
-                self.did_shadow[u] = now
+                self.did_shadow[u], self._did_raw[u] = now, raw
         for key, idx in self.pdev_index.items():
             owner = int(self.lib.xenc_pdev_owner(idx))
             if owner != self.owner_shadow[idx]:
@@ -205,9 +209,7 @@ class XencEngine:
             return
         self.shadow_check(cfunc)
         if rec == XR_LOCK or rec == XR_UNLOCK:
-            name = _LOCK_NAMES[a[0]]
-            target = None if name == "pcidevs_lock" and a[1] == 0 and False else a[1]
-            self.emit(S.K_LOCK if rec == XR_LOCK else S.K_UNLOCK, cfunc, line, name, target)
+            self.emit(S.K_LOCK if rec == XR_LOCK else S.K_UNLOCK, cfunc, line, _LOCK_NAMES[a[0]], a[1])
         elif rec == XR_RCU_LOCK or rec == XR_RCU_UNLOCK:
             self.emit(S.K_LOCK if rec == XR_RCU_LOCK else S.K_UNLOCK, cfunc, line, "rcu_domain", a[0])
         elif rec == XR_ROOT_STORE:
@@ -256,11 +258,11 @@ class XencEngine:
         p = self.platform
         lib = self.lib
         lib.xenc_set_sink(self._cb, ctypes.c_uint64(_ALLOC_BASE), ctypes.c_int(1 if p.knobs.cx16 else 0))
-        for d in sorted(p.domains, key=lambda d: d.id):
-            lib.xenc_add_domain(ctypes.c_uint(d.id), ctypes.c_int(1 if d.hardware else 0))
-        lib.xenc_add_domain(ctypes.c_uint(DOMID_IO), ctypes.c_int(0))
         # dom_xen owns hidden devices (none in a scenario); the code asks it anyway
-        lib.xenc_add_domain(ctypes.c_uint(S.DOMID_XEN), ctypes.c_int(0))
+        for domid, hw in [(d.id, d.hardware) for d in sorted(p.domains, key=lambda d: d.id)] + \
+                [(DOMID_IO, False), (S.DOMID_XEN, False)]:
+            if lib.xenc_add_domain(ctypes.c_uint(domid), ctypes.c_int(1 if hw else 0)) < 0:
+                raise Unsupported(f"the xen-c engine does not support more than {MAX_DOMAINS - 2} domains yet")
         lib.xenc_did_map_addr.restype = ctypes.c_uint64
         for u in p.iommus:
             rc = lib.xenc_add_iommu(ctypes.c_uint(u.id), ctypes.c_uint(u.segment), ctypes.c_int(int(u.include_all)),
@@ -268,22 +270,29 @@ class XencEngine:
                                     ctypes.c_int(int(p.knobs.caching_mode)), ctypes.c_int(int(p.knobs.rwbf)),
                                     ctypes.c_int(int(p.knobs.coherent)))
             if rc:
-                raise CodeFailure(f"cannot set up IOMMU {u.id} ({rc})")
+                raise Unsupported(f"the xen-c engine does not support more than {MAX_IOMMUS} IOMMUs yet")
             for bdf in u.devices:
                 _, bus, devfn = parse_bdf(bdf)
-                lib.xenc_add_drhd_device(ctypes.c_uint(len(self._did_views)), ctypes.c_uint((bus << 8) | devfn))
+                if lib.xenc_add_drhd_device(ctypes.c_uint(len(self._did_views)), ctypes.c_uint((bus << 8) | devfn)):
+                    raise Unsupported(f"the xen-c engine does not support more than {MAX_PDEVS} devices "
+                                      f"in a DRHD scope yet")
             addr = lib.xenc_did_map_addr(ctypes.c_uint(len(self._did_views)))
-            view = (ctypes.c_uint16 * u.ndoms).from_address(addr)
-            self._did_views.append(view)
-            self.did_shadow.append(list(view))
+            raw = ctypes.string_at(addr, 2 * u.ndoms)
+            self._did_views.append((addr, 2 * u.ndoms))
+            self._did_raw.append(raw)
+            self.did_shadow.append(list(memoryview(raw).cast("H")))
         for r in p.rmrrs:
             bdfs = [(parse_bdf(b)[1] << 8) | parse_bdf(b)[2] for b in r.devices]
             arr = (ctypes.c_uint16 * max(1, len(bdfs)))(*bdfs)
-            lib.xenc_add_rmrr(ctypes.c_uint(r.segment), ctypes.c_uint64(r.base), ctypes.c_uint64(r.end),
-                              ctypes.c_uint(len(bdfs)), arr)
+            if lib.xenc_add_rmrr(ctypes.c_uint(r.segment), ctypes.c_uint64(r.base), ctypes.c_uint64(r.end),
+                                 ctypes.c_uint(len(bdfs)), arr):
+                raise Unsupported(f"the xen-c engine does not support more than {MAX_RMRRS} RMRRs or 8 devices "
+                                  f"in one RMRR's scope yet")
         for dev in p.devices:
             idx = lib.xenc_add_pdev(ctypes.c_uint(dev.seg), ctypes.c_uint(dev.bus), ctypes.c_uint(dev.devfn),
                                     ctypes.c_int(_DEV_TYPE[dev.type]))
+            if idx < 0:
+                raise Unsupported(f"the xen-c engine does not support more than {MAX_PDEVS} devices yet")
             self.pdev_index[(dev.seg, dev.bus, dev.devfn)] = idx
             self.owner_shadow[idx] = -1
 
@@ -363,7 +372,8 @@ class XencEngine:
         self.rec.emit(S.K_LOCK, "", "", "pcidevs_lock", None)
         self.enter("assign_device", ("domain", domid), ("seg", seg), ("bus", bus), ("devfn", devfn),
                    ("flag", 1 if relaxed else 0))
-        rc = self.call(self.lib.xenc_op_assign, ctypes.c_int(idx), ctypes.c_uint(domid))
+        rc = self.call(self.lib.xenc_op_assign, ctypes.c_int(idx), ctypes.c_uint(domid),
+                       ctypes.c_uint(1 if relaxed else 0))
         self.leave(rc)
         self.rec.emit(S.K_UNLOCK, "", "", "pcidevs_lock", None)
         return rc

@@ -567,8 +567,8 @@ void iommu_free_domid(domid_t domid, unsigned long *map)
 }
 
 /* ---- the platform, built by the runtime ---- */
-#define XENC_MAX_DOMAINS 16
-#define XENC_MAX_PDEVS 64
+#define XENC_MAX_DOMAINS 256
+#define XENC_MAX_PDEVS 256
 #define XENC_MAX_RMRRS 16
 static struct domain xenc_domains[XENC_MAX_DOMAINS];
 static unsigned int xenc_nr_domains;
@@ -592,7 +592,7 @@ static int xenc_bitmap_owner(const unsigned long *addr, uint64_t *what, uint64_t
         if ( addr == xenc_did_bitmaps[i] )
         {
             *what = 0;
-            *who = i;
+            *who = xenc_iommus[i].index;
             return 1;
         }
     for ( i = 0; i < xenc_nr_domains; i++ )
@@ -853,13 +853,13 @@ int xenc_op_hwdom_map(int pdev)
     return domain_context_mapping(hardware_domain, p->devfn, p);
 }
 
-int xenc_op_assign(int pdev, unsigned int domid)
+int xenc_op_assign(int pdev, unsigned int domid, unsigned int flag)
 {
     struct pci_dev *p = xenc_pdev(pdev);
     struct domain *d = xenc_domain_any((domid_t)domid);
     if ( !d )
         return -ESRCH;
-    return intel_iommu_assign_device(d, p->devfn, p, 0);
+    return intel_iommu_assign_device(d, p->devfn, p, flag);
 }
 
 int xenc_op_reassign(int pdev, unsigned int from, unsigned int to)
