@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer import schema as S
-from tracer.platform import CTG_WLAN, ILK_CPT_WLAN, IS_CPT, IS_CTG, IS_ILK, Platform, parse_bdf
+from tracer.platform import CTG_WLAN, DEFAULT_ERRNO, ERRNO, ILK_CPT_WLAN, IS_CPT, IS_CTG, IS_ILK, Platform, parse_bdf
 from tracer.recorder import Recorder, Sink
 
 from .build import Built
@@ -73,6 +73,8 @@ _ALLOC_BASE = 0x1_0000_0000     # where the model's machine pages start too
 MAX_DOMAINS, MAX_PDEVS, MAX_IOMMUS, MAX_RMRRS = 256, 256, 8, 16
 DOMID_IO = S.DOMID_IO
 
+_FAULT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int)
+_FAULT_POINTS = {0: "flush-context", 1: "flush-iotlb", 2: "cmpxchg"}
 _LOG_FN = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_int,
                            ctypes.POINTER(ctypes.c_uint64))
 
@@ -119,8 +121,11 @@ def unsupported_features(platform: Platform, tree: XenTree | None = None) -> lis
             out.append(f"op {op.index} `{op.do}`")
         if op.cpu:
             out.append(f"op {op.index} on CPU {op.cpu}")
-    if platform.faults:
-        out.append("[[fault]] injection")
+    for f in platform.faults:
+        if f.at not in _FAULT_POINTS.values():
+            out.append(f"[[fault]] at {f.at!r} (xen-c injects flush-context, flush-iotlb and cmpxchg)")
+        elif f.domain is not None:
+            out.append(f"[[fault]] at {f.at!r} for a domain (xen-c counts per device or overall)")
     if platform.dma:
         out.append("[[dma]] sources")
     if tree is not None and not k.cx16 and not has_nocx16_path(tree):
@@ -146,6 +151,9 @@ class XencEngine:
         self.rec = Recorder(sink)
         self.lib = _fresh_library(built.library)
         self._cb = _LOG_FN(self._on_record)
+        self._fault_cb = _FAULT_FN(self._on_fault)
+        self._fault_counts: dict[int, int] = {}
+        self.cur_device: str | None = None      # the BDF of the op that runs (a [[fault]]'s `device`)
         self.frames: list[str] = []
         self.failure: str | None = None
         self.domains = {d.name: d.id for d in platform.domains}
@@ -245,6 +253,31 @@ class XencEngine:
             level, text = _printk_level(cfunc)
             self.emit(S.K_LOG, where.decode("utf-8", "replace"), line, level, text)
 
+    def _on_fault(self, point: int, cfunc_b: bytes | None, line: int) -> int:
+        """0, or the -errno a scenario [[fault]] injects at this occurrence:
+        every matching [[fault]] counts it, the first whose nth it is fires
+        (the model's rule, tracer/engine/core.py)."""
+        try:
+            name = _FAULT_POINTS[point]
+            cfunc = (cfunc_b or b"").decode("utf-8", "replace")
+            fired: tuple[int, int] | None = None
+            for i, f in enumerate(self.platform.faults):
+                if f.at != name or (f.device is not None and f.device != self.cur_device):
+                    continue
+                n = self._fault_counts.get(i, 0) + 1
+                self._fault_counts[i] = n
+                if n == f.nth and fired is None:
+                    fired = (ERRNO[f.errno or DEFAULT_ERRNO[name]], n)
+            if fired is None:
+                return 0
+            self.shadow_check(cfunc)
+            self.emit(S.K_FAULT_INJECT, cfunc, line, name, -fired[0], fired[1])
+            return -fired[0]
+        except Exception as exc:        # must not unwind through C frames
+            if self.failure is None:
+                self.failure = f"runtime: {exc.__class__.__name__}: {exc}"
+            return 0
+
     def _iommu_id(self, index: int) -> int:
         return index       # the runtime adds units with their scenario id as index
 
@@ -258,6 +291,7 @@ class XencEngine:
         p = self.platform
         lib = self.lib
         lib.xenc_set_sink(self._cb, ctypes.c_uint64(_ALLOC_BASE), ctypes.c_int(1 if p.knobs.cx16 else 0))
+        lib.xenc_set_fault(self._fault_cb)
         # dom_xen owns hidden devices (none in a scenario); the code asks it anyway
         for domid, hw in [(d.id, d.hardware) for d in sorted(p.domains, key=lambda d: d.id)] + \
                 [(DOMID_IO, False), (S.DOMID_XEN, False)]:
@@ -319,9 +353,11 @@ class XencEngine:
         self.rec.emit(S.K_LOCK, "intel_iommu_hwdom_init", "intel_iommu_hwdom_init", "pcidevs_lock", None)
         for dev in p.devices:
             idx = self.pdev_index[(dev.seg, dev.bus, dev.devfn)]
+            self.cur_device = dev.bdf
             self.enter("setup_hwdom_device", ("devfn", dev.devfn), ("pdev", dev.bdf))
             rc = self.call(lib.xenc_op_hwdom_map, ctypes.c_int(idx))
             self.leave(rc)
+            self.cur_device = None
         self.rec.emit(S.K_UNLOCK, "intel_iommu_hwdom_init", "intel_iommu_hwdom_init", "pcidevs_lock", None)
         self.enter("setup_hwdom_rmrr", ("domain", hw.id))
         self.rec.emit(S.K_LOCK, "setup_hwdom_rmrr", "setup_hwdom_rmrr", "pcidevs_lock", None)
@@ -350,6 +386,7 @@ class XencEngine:
             self.rec.emit(S.K_OP_BEGIN, "", "", op.do, (bus << 8) | devfn,
                           self.domains[target] if target else None, seg)
             idx = self.pdev_index.get((seg, bus, devfn))
+            self.cur_device = op.device
             owner = self.owner_shadow.get(idx, -1) if idx is not None else -1
             if idx is None:
                 rc = -S_ENODEV
@@ -357,6 +394,7 @@ class XencEngine:
                 rc = self._assign(idx, owner, self.domains[op.to or ""], hw.id, seg, bus, devfn, op.relaxed)
             else:
                 rc = self._deassign(idx, owner, hw.id, seg, bus, devfn)
+            self.cur_device = None
             self.rec.emit(S.K_OP_END, "", "", rc)
             rcs.append(rc)
         return rcs

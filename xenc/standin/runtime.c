@@ -30,6 +30,21 @@ static unsigned int xenc_nr_pages;
 static uint64_t xenc_page_base;
 typedef void (*xenc_log_fn)(int rec, const char *func, int line, int n, const uint64_t *args);
 static xenc_log_fn xenc_sink;
+/* A scenario's [[fault]]: the runtime answers, per occurrence of a point,
+ * 0 or the -errno to inject (and records the fault-inject event). */
+enum xenc_fault_point { XF_FLUSH_CONTEXT = 0, XF_FLUSH_IOTLB = 1, XF_CMPXCHG = 2 };
+typedef int (*xenc_fault_fn)(int point, const char *func, int line);
+static xenc_fault_fn xenc_fault;
+
+static int xenc_fault_at(int point, const char *func, int line)
+{
+    return xenc_fault ? xenc_fault(point, func, line) : 0;
+}
+
+void xenc_set_fault(xenc_fault_fn fn)
+{
+    xenc_fault = fn;
+}
 static int xenc_lock_depth[8][64];
 
 bool iommu_debug;
@@ -310,6 +325,8 @@ __uint128_t xenc_cmpxchg16b(volatile void *ptr, const __uint128_t *oldp, const _
     memcpy(&cur, &old, sizeof(cur));
     if ( cur != *oldp )
         return cur;
+    if ( xenc_ctx_where(e, &iommu, &bus, &devfn) && xenc_fault_at(XF_CMPXCHG, func, line) )
+        return ~cur;           /* injected: the entry "changed behind our back", nothing stored */
     memcpy(e, newp, sizeof(*e));
     xenc_shadow_sync(e);
     if ( xenc_ctx_where(e, &iommu, &bus, &devfn) )
@@ -411,8 +428,21 @@ int xenc_flush_context(struct vtd_iommu *iommu, u16 did, u16 source_id, u8 funct
     int u = xenc_unit_of(iommu), rc, gran;
     uint64_t seen_did = did;
     xenc_ccmd_seen[u] = 0;
-    rc = XENC_FLUSH_CONTEXT_REG(iommu, did, source_id, function_mask, type, non_present_entry_flush);
     gran = type == DMA_CCMD_GLOBAL_INVL ? 0 : type == DMA_CCMD_DOMAIN_INVL ? 1 : 2;
+    /* An injected error stands for what queued invalidation could return (the
+     * register code cannot fail: it panics); a flush the code skips for a
+     * non-present entry is no occurrence. */
+    if ( !(non_present_entry_flush && !cap_caching_mode(iommu->cap)) &&
+         (rc = xenc_fault_at(XF_FLUSH_CONTEXT, "iommu_flush_context_device", 0)) )
+    {
+        if ( non_present_entry_flush )
+            did = 0;
+        xenc_log(XR_FLUSH_CONTEXT, "iommu->flush.context", 0, 7, (uint64_t)iommu->index, (uint64_t)gran,
+                 (uint64_t)did, (uint64_t)source_id, (uint64_t)function_mask,
+                 (uint64_t)non_present_entry_flush, (uint64_t)(int64_t)rc);
+        return rc;
+    }
+    rc = XENC_FLUSH_CONTEXT_REG(iommu, did, source_id, function_mask, type, non_present_entry_flush);
     if ( xenc_ccmd_seen[u] && gran )
         seen_did = xenc_ccmd_done[u] & 0xffff;
     xenc_log(XR_FLUSH_CONTEXT, "iommu->flush.context", 0, 7, (uint64_t)iommu->index, (uint64_t)gran,
@@ -427,8 +457,18 @@ int xenc_flush_iotlb(struct vtd_iommu *iommu, u16 did, u64 addr, unsigned int si
     int u = xenc_unit_of(iommu), rc, gran;
     uint64_t seen_did = did;
     xenc_iotlb_seen[u] = 0;
-    rc = XENC_FLUSH_IOTLB_REG(iommu, did, addr, size_order, type, flush_non_present_entry, flush_dev_iotlb);
     gran = type == DMA_TLB_GLOBAL_FLUSH ? 0 : type == DMA_TLB_DSI_FLUSH ? 1 : 2;
+    if ( !(flush_non_present_entry && !cap_caching_mode(iommu->cap)) &&
+         (rc = xenc_fault_at(XF_FLUSH_IOTLB, "iommu_flush_iotlb_dsi", 0)) )
+    {
+        if ( flush_non_present_entry )
+            did = 0;
+        xenc_log(XR_FLUSH_IOTLB, "iommu->flush.iotlb", 0, 8, (uint64_t)iommu->index, (uint64_t)gran,
+                 (uint64_t)did, addr, (uint64_t)size_order, (uint64_t)flush_non_present_entry,
+                 (uint64_t)flush_dev_iotlb, (uint64_t)(int64_t)rc);
+        return rc;
+    }
+    rc = XENC_FLUSH_IOTLB_REG(iommu, did, addr, size_order, type, flush_non_present_entry, flush_dev_iotlb);
     if ( xenc_iotlb_seen[u] && gran )
         seen_did = (xenc_iotlb_done[u] >> 32) & 0xffff;
     xenc_log(XR_FLUSH_IOTLB, "iommu->flush.iotlb", 0, 8, (uint64_t)iommu->index, (uint64_t)gran, seen_did,
