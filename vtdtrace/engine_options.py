@@ -9,7 +9,8 @@ def add_engine_options(p) -> None:
     p.add_argument("--engine", required=True, metavar="NAME",
                    help="legacy (V1, the seed's parent), direct (V2, the XSA-400 seed), "
                         "original (V0, aafd4f1df0, before XSA-400) or final (V3, b3ee746000, "
-                        "the end of the 4.15 XSA-400 series)")
+                        "the end of the 4.15 XSA-400 series); record also takes xen-c with --xen-tree: "
+                        "the real C of a Xen tree (docs/REALCODE.md)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--cx16", dest="cx16", action="store_true", default=None,
                    help="the CPU has cmpxchg16b (overrides platform.cx16)")

@@ -198,6 +198,9 @@ def run(args) -> int:
     from tracer.engine import VARIANTS
     from tracer.scenario import ScenarioError, load_scenario
 
+    if args.engine == "xen-c":
+        return fail(None, "explore does not run the xen-c engine (real C has no scheduling points "
+                          "inside it); explore a model variant and diff against a xen-c trace")
     if args.engine not in VARIANTS:
         return fail(None, f"unknown engine variant {args.engine!r} (available: {', '.join(VARIANTS)})")
     if args.preemptions < 0:

@@ -21,6 +21,9 @@ def add_parser(p) -> None:
                         "default: run to completion in listed order")
     p.add_argument("-o", "--output", metavar="FILE", help="default ./NAME.ENGINE[-nocx16][-pre-xsa399].vtdt")
     p.add_argument("--force", action="store_true", help="overwrite an existing trace")
+    p.add_argument("--xen-tree", metavar="PATH",
+                   help="with --engine xen-c: the Xen source tree (4.15 ... 4.20, or a patched copy) whose "
+                        "VT-d functions are compiled and run (docs/REALCODE.md)")
 
 
 def run(args) -> int:
@@ -29,6 +32,8 @@ def run(args) -> int:
     from tracer.scenario import ScenarioError, load_scenario
     from tracer.sched import ScheduleError, parse_schedule
 
+    if args.engine == "xen-c" or args.xen_tree is not None:
+        return _run_xenc(args)
     if args.engine in PLANNED:
         return fail(None, f"engine variant {args.engine!r} is planned but not implemented yet "
                     f"(available: {', '.join(VARIANTS)})")
@@ -64,4 +69,54 @@ def run(args) -> int:
     print(f"{result.events} events, {len(platform.ops)} ops; return codes: {rcs}")
     if result.limit:
         print(f"engine stopped: {result.limit}")
+    return 0
+
+
+def _run_xenc(args) -> int:
+    """--engine xen-c --xen-tree PATH: the real C of the user's tree."""
+    from tracer.scenario import ScenarioError, load_scenario
+    from xenc.build import BuildError
+    from xenc.record import default_output, header, prepare, record
+    from xenc.runtime import CodeFailure, Unsupported
+    from xenc.tree import TreeError
+
+    if args.engine != "xen-c":
+        return fail(None, "--xen-tree goes with --engine xen-c")
+    if args.xen_tree is None:
+        return fail(None, "--engine xen-c needs --xen-tree PATH (a Xen source tree)")
+    if args.schedule:
+        return fail(None, "--schedule: the xen-c engine runs one CPU in listed order (no schedules)")
+    try:
+        platform = load_scenario(args.scenario)
+    except ScenarioError as exc:
+        print(f"vtdtrace: {exc}", file=sys.stderr)
+        return 2
+    apply_engine_options(platform, args)
+    try:
+        tree, built = prepare(args.xen_tree)
+    except TreeError as exc:
+        return fail(None, str(exc))
+    except BuildError as exc:
+        return fail(None, f"xen-c: {exc}")
+    out = args.output or default_output(platform, tree)
+    from xenc.runtime import unsupported_features
+    missing = unsupported_features(platform, tree)
+    if missing:
+        return fail(None, "the xen-c engine does not support " + ", ".join(missing) + " yet")
+    writer = open_trace_writer(out, header(platform, tree, built), args.force)
+    if isinstance(writer, int):
+        return writer
+    try:
+        with writer:
+            result = record(platform, tree, built, writer)
+    except OSError as exc:
+        return write_failed(out, writer, exc)
+    except (Unsupported, CodeFailure) as exc:
+        writer.discard()
+        return fail(None, f"xen-c: {exc} (no trace written)")
+    rcs = ", ".join(f"op{i + 1}={rc}" for i, rc in enumerate(result.rcs)) or "no ops"
+    cx = "cx16" if platform.knobs.cx16 else "no-cx16"
+    print(f"recorded {platform.name} under xen-c (Xen {tree.version_name}, {cx}, {platform.knobs.cx16_source}) "
+          f"-> {out}")
+    print(f"{result.events} events, {len(platform.ops)} ops; return codes: {rcs}")
     return 0
