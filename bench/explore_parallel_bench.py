@@ -155,8 +155,8 @@ def run(opts) -> list[Result]:
                note=f"its CPU seconds ({coord:.2f}) over the wall time: reports unpickled, folded, queued"),
         Result("explore-parallel, workers' CPU vs in-process CPU", workers_cpu, one_cpu, "s",
                ratio=workers_cpu / one_cpu if one_cpu else None,
-               note="the price of parallelism: units know the seen table as their level started, so "
-                    "they key more states; pickling"),
+               note="the price of parallelism: a unit knows the seen table as of when it was sent, "
+                    "so it may key more states; pickling (the in-process figure includes the fold)"),
     ]
     if dask:
         rows.append(Result("explore-parallel, Dask LocalCluster of 2 vs 1 (wall)", wall["dask"], wall["one"], "s",

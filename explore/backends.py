@@ -2,9 +2,10 @@
 Dask distributed cluster.
 
 Every backend has one job: given a level's units (explore/units.py) and the
-seen table as the level starts, give back each unit's reports *in unit
-order*, whatever order they finish in.  The search folds them in that order,
-so the backend can change the speed of a search but nothing it finds.
+search's seen table, give back each unit's reports *in unit order*, whatever
+order they finish in.  The search folds them in that order (and between
+reports, so the table grows while a level runs), so the backend can change
+the speed of a search but nothing it finds.
 
 ``InProcess``   runs each unit when the search asks for its reports, with the
                 search's own live seen table (it is folded between units, so
@@ -16,16 +17,18 @@ so the backend can change the speed of a search but nothing it finds.
                 to a file once, which every worker applies to its replica
                 (explore/units.py ``replica``).  Workers ignore
                 SIGINT: a Ctrl-C is the coordinator's to handle (it stops,
-                cancels what is queued and prints the partial summary).
+                cancels what is queued and prints the partial summary).  A
+                worker that dies breaks the pool: it is restarted and the
+                units in flight sent again (``RESTARTS`` times a search).
 ``DaskCluster`` a ``distributed.Client`` on a running scheduler
                 (``tcp://HOST:PORT``) or on a ``LocalCluster`` it starts and
                 closes (``local``).  The problem is scattered to every worker
                 once, the table's changes once per level (a scatter is a
                 round trip to every worker: per unit it would make the
-                coordinator the bottleneck); each unit is a task.  A worker lost mid-run has its tasks
-                rescheduled by the scheduler (Dask's own resilience); the
-                results do not change, since a unit's reports depend only on
-                the unit and the level's table.
+                coordinator the bottleneck); each unit is a task.  A worker
+                lost mid-run has its tasks rescheduled by the scheduler
+                (Dask's own resilience); which worker runs a unit, knowing
+                what, changes no result (explore/units.py).
 """
 
 from __future__ import annotations
@@ -40,9 +43,13 @@ import signal
 import tempfile
 from collections.abc import Iterator, Mapping
 from concurrent.futures import CancelledError
-from typing import Any
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING, Any
 
-from .units import Changes, WorkUnit, replica, run_work_unit
+if TYPE_CHECKING:
+    from .search import SeenTable
+
+from .units import Changes, WorkUnit, check_identity, code_identity, replica, run_work_unit
 
 
 class BackendError(RuntimeError):
@@ -92,22 +99,39 @@ class LocalPool:
     nearly what the in-process search would, and keys as little."""
 
     name = "process pool"
+    RESTARTS = 3
 
     def __init__(self, problem: Any, workers: int) -> None:
-        from concurrent.futures import ProcessPoolExecutor
-
-        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_pool_init, initargs=(problem,))
+        self.problem = problem
+        self.workers = workers
+        self.restarts = 0
+        self.pool = self._start()
         self.window = 2 * workers
         self.dir = tempfile.mkdtemp(prefix="vtdtrace-explore-")
         self.changes = Changes()
 
-    def _ship(self, seen: Mapping[bytes, int]) -> None:
+    def _start(self) -> Any:
+        from concurrent.futures import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(max_workers=self.workers, initializer=_pool_init, initargs=(self.problem,))
+
+    def _restart(self, exc: BaseException) -> None:
+        """A worker died (killed, out of memory): a new pool, or one line
+        once a search has lost ``RESTARTS`` of them."""
+        self.restarts += 1
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.restarts > self.RESTARTS:
+            raise BackendError(f"worker processes died {self.restarts} times ({exc or type(exc).__name__}); "
+                               "the search stopped") from None
+        self.pool = self._start()
+
+    def _ship(self, seen: SeenTable) -> None:
         if self.changes.pending(seen):
             data = self.changes.since_last(seen)
             with open(os.path.join(self.dir, f"{self.changes.batches - 1:06d}"), "wb") as out:
                 out.write(data)
 
-    def run(self, units: list[WorkUnit], seen: Mapping[bytes, int] | None) -> Iterator[list[Any]]:
+    def run(self, units: list[WorkUnit], seen: SeenTable | None) -> Iterator[list[Any]]:
         where = self.dir if seen is not None else None
         todo = iter(units)
         flight: collections.deque[Any] = collections.deque()
@@ -117,18 +141,26 @@ class LocalPool:
             if u is not None:
                 if seen is not None:
                     self._ship(seen)
-                flight.append(self.pool.submit(_pool_unit, u, where, self.changes.batches))
+                batches = self.changes.batches
+                flight.append((u, batches, self.pool.submit(_pool_unit, u, where, batches)))
 
         for _ in range(self.window):
             submit()
         try:
             while flight:
-                reports = flight[0].result()
+                try:
+                    reports = flight[0][2].result()
+                except BrokenProcessPool as exc:
+                    # a unit's reports do not depend on which process ran it
+                    self._restart(exc)
+                    for i, (u, batches, _f) in enumerate(flight):
+                        flight[i] = (u, batches, self.pool.submit(_pool_unit, u, where, batches))
+                    continue
                 flight.popleft()
                 yield reports           # folded by the search before we go on
                 submit()
         finally:
-            for f in flight:
+            for _u, _b, f in flight:
                 f.cancel()
 
     def close(self) -> None:
@@ -139,6 +171,10 @@ class LocalPool:
 
 
 # --- Dask distributed ------------------------------------------------------------------
+
+def _worker_identity() -> tuple[str, str]:
+    return code_identity()
+
 
 def _dask_unit(unit: WorkUnit, problem: Any, changes: list[bytes] | None) -> list[Any]:
     """A unit on a Dask worker: ``changes`` are every level's (scattered once
@@ -163,20 +199,45 @@ class DaskCluster:
         try:
             if scheduler == "local":
                 self.name = f"a local Dask cluster of {workers} worker processes"
-                self.cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                            dashboard_address=None, silence_logs=logging.CRITICAL)
+                # Its processes inherit SIGINT ignored: a Ctrl-C at the
+                # terminal is the coordinator's, which closes the cluster.
+                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+                try:
+                    self.cluster = distributed.LocalCluster(
+                        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                        silence_logs=logging.CRITICAL)
+                finally:
+                    signal.signal(signal.SIGINT, previous)
                 self.client = distributed.Client(self.cluster)
             else:
                 self.name = f"the Dask scheduler at {scheduler}"
                 self.client = distributed.Client(scheduler, timeout="5s")
-        except (OSError, TimeoutError, ValueError) as exc:
+        except Exception as exc:        # distributed raises many types for one failed connection
             self.close()
-            raise BackendError(f"--scheduler {scheduler}: cannot reach the scheduler: {exc}") from None
+            raise BackendError(f"--scheduler {scheduler}: cannot reach the scheduler: "
+                               f"{exc or type(exc).__name__}") from None
+        self._probe()
         self.problem = self.client.scatter([problem], broadcast=True, hash=False)[0]
         self.changes = Changes()
         self.batches: list[Any] = []        # each level's changes, scattered (kept for the search)
 
-    def run(self, units: list[WorkUnit], seen: Mapping[bytes, int] | None) -> Iterator[list[Any]]:
+    def _probe(self) -> None:
+        """Ask every worker connected now for its code identity, by a call
+        whose arguments are plain values: a worker too old to have this
+        search fails here by name instead of on its first unit's inputs.
+        (A worker that joins later is checked by each unit it runs.)"""
+        mine = code_identity()
+        try:
+            theirs = self.client.run(_worker_identity)
+        except Exception as exc:
+            raise BackendError(f"a worker cannot run this vtdtrace's search ({type(exc).__name__}: {exc}): "
+                               "install the same vtdtrace on every worker") from None
+        for addr, ident in sorted(theirs.items()):
+            if tuple(ident) != mine:
+                self.close()
+                check_identity(mine, addr, tuple(ident))
+
+    def run(self, units: list[WorkUnit], seen: SeenTable | None) -> Iterator[list[Any]]:
         killed: Any = importlib.import_module("distributed").KilledWorker
         changes = None
         if seen is not None:

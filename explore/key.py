@@ -220,7 +220,12 @@ def _table_text(items: tuple[Any, ...]) -> str:
     """A table's items as text in ``repr`` order, its sets of possible values
     (the cache tables) sorted likewise: equal tables give equal text in every
     process.  Consecutive keys of a run mostly meet tables unchanged since
-    the last key, so texts are kept by the items in their insertion order."""
+    the last key, so texts are kept by the items in their insertion order.
+    Sound as long as the replayed tables hold what they hold today -- ints,
+    strings, None, tuples of them, and one level of frozensets (the cache
+    tables): a cached text then belongs to exactly one value (no 1 beside
+    True, no set inside a set's member).  tests/test_explore_parallel.py
+    checks the digests across processes."""
     text = _TEXTS.get(items)
     if text is None:
         if len(_TEXTS) >= _TEXTS_MAX:

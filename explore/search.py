@@ -51,9 +51,9 @@ from __future__ import annotations
 
 import heapq
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from tracer.record import make_header, record
 from tracer.recorder import NullSink
@@ -114,10 +114,17 @@ class RunReport:
     branches: list[Branch]
 
 
+class SeenLookup(Protocol):
+    """What a run asks of a seen table: a dict, or a worker's view of one
+    (explore/units.py ``_Seen``)."""
+
+    def get(self, key: bytes, /) -> int | None: ...
+
+
 class _PrefixChooser:
     """Follows the prefix; past it takes the default and records branches."""
 
-    def __init__(self, prefix: Sequence[Choice], judge: RunJudge, seen: Mapping[bytes, int] | None) -> None:
+    def __init__(self, prefix: Sequence[Choice], judge: RunJudge, seen: SeenLookup | None) -> None:
         self.want = {(c.seq, c.kind): c.value for c in prefix}
         self.left = len(prefix)
         self.judge = judge
@@ -149,7 +156,7 @@ class _PrefixChooser:
 
 
 def run_unit(problem: Problem, prefix: Sequence[Choice], header: dict[str, Any] | None = None,
-             seen: Mapping[bytes, int] | None = None) -> RunReport:
+             seen: SeenLookup | None = None) -> RunReport:
     """One run: the prefix, then defaults to the end; judged.  ``header`` is
     the file-read form of the problem's header (computed when not given).
 
@@ -247,8 +254,9 @@ def explore(problem: Problem, bound: int = 2, max_runs: int | None = None, prune
     frontier: list[tuple[int, int, tuple[tuple[int, int, int], ...], tuple[Choice, ...]]] = [(0, 0, (), ())]
     identity = code_identity()
     token = uuid.uuid4().hex         # names this search to the workers' own tables, nothing else
-    backend = open_backend(problem, workers, scheduler)
+    backend = None
     try:
+        backend = open_backend(problem, workers, scheduler)
         while frontier:
             if max_runs is not None and summary.schedules >= max_runs:
                 break
@@ -270,7 +278,7 @@ def explore(problem: Problem, bound: int = 2, max_runs: int | None = None, prune
             try:
                 for reports in backend.run(units, seen if prune else None):
                     for report in reports:
-                        _fold(report, summary, seen, found, frontier, bound, prune, on_violation, on_run, None)
+                        _fold(report, summary, seen, found, frontier, bound, prune, on_violation, on_run)
                         folded += 1
                     summary.units += 1
                     summary.level_done += 1
@@ -284,7 +292,8 @@ def explore(problem: Problem, bound: int = 2, max_runs: int | None = None, prune
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
-        backend.close()
+        if backend is not None:
+            backend.close()
     summary.states = len(seen)
     summary.frontier = len(frontier)
     summary.queued = len(frontier)
@@ -294,8 +303,8 @@ def explore(problem: Problem, bound: int = 2, max_runs: int | None = None, prune
 
 def _fold(report: RunReport, summary: Summary, seen: dict[bytes, int], found: dict[Identity, Violation],
           frontier: list[tuple[int, int, tuple[tuple[int, int, int], ...], tuple[Choice, ...]]], bound: int,
-          prune: bool, on_violation: Callable[[Violation], None] | None, on_run: Callable[[RunReport], None] | None,
-          on_progress: Callable[[Summary], None] | None) -> None:
+          prune: bool, on_violation: Callable[[Violation], None] | None,
+          on_run: Callable[[RunReport], None] | None) -> None:
     """One run's report into the search, in frontier order."""
     prefix = report.prefix
     summary.schedules += 1
@@ -337,5 +346,3 @@ def _fold(report: RunReport, summary: Summary, seen: dict[bytes, int], found: di
             p = used + costs[i]
             heapq.heappush(frontier, (p, len(child), _order(child), child))
     summary.states = len(seen)
-    if on_progress is not None:
-        on_progress(summary)

@@ -5,9 +5,10 @@ Decomposition
     queued schedule prefix with the same (preemptions, number of choices).
     A level's prefixes, in frontier order, are cut into units of
     ``UNIT_RUNS`` consecutive prefixes, fewer in a small level so that it
-    still makes ``UNITS_PER_LEVEL`` units to spread (``unit_size``).  The cut
-    depends on nothing but the level's contents -- not on the number of workers, the backend or timing
-    -- and ``--workers 1`` runs the very same units in process.  A unit is
+    still makes ``UNITS_PER_LEVEL`` units to spread (``unit_size``).  The
+    cut depends on nothing but the level's contents -- not on the number of
+    workers, the backend or timing -- and ``--workers 1`` runs the very same
+    units in process.  A unit is
     never large: each prefix is one run (the prefix, then the defaults to
     the end), so a unit costs at most ``UNIT_RUNS`` runs, whatever subtree
     lies below it; what lies below is queued by the coordinator and cut into
@@ -23,15 +24,27 @@ What a unit returns
     re-records the counterexamples it keeps from their schedules.
 
 The seen table
-    A unit is given the coordinator's table of states seen (digest ->
-    fewest preemptions) as it stood when the level started, and adds what
-    its own runs key.  It only uses the table to stop keying a run once the
-    run meets a state seen with no more preemptions (explore/search.py
+    A unit sees some past state of the coordinator's table of states seen
+    (digest -> fewest preemptions): a replica brought up to date by batches
+    of changes (``replica``), as of when the unit was sent.  It adds the
+    keys its own runs meet, and those that earlier units of the same search
+    met in the same process, if the coordinator folds them before this unit
+    (``_Seen``).  It only uses the table to stop keying a run once the run
+    meets a state seen with no more preemptions (explore/search.py
     ``run_unit``); the pruning decisions are the coordinator's, folding the
-    reports in frontier order.  A state a unit's table holds is one the
-    coordinator's holds with no more preemptions, so a unit stops keying
-    only where the coordinator would prune anyway, and the result is the
-    same whatever the unit knew: exactly the one-at-a-time search.
+    reports in frontier order.
+
+    Why that cannot change the result: a key K that a unit knows was met by
+    a run R folded before the unit, with p preemptions.  If the fold keyed
+    R at K, the coordinator holds K with <= p.  If the fold stopped keying R
+    earlier, at a state seen before with no more preemptions, then R took
+    only defaults from there (keys are taken past the prefix only), defaults
+    cost no preemptions, and the state key decides what a run does next: the
+    run that first met that state went on through the same states, K among
+    them, with no more preemptions -- by induction some run folded before R
+    was keyed at K.  Either way the coordinator holds K with <= p when it
+    folds the unit, so a run stops keying only where the fold would stop
+    anyway.  The result is the one-at-a-time search's whatever a unit knew.
 
 Code identity
     Each unit carries the coordinator's vtdtrace version and the digest of
@@ -45,11 +58,15 @@ Code identity
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracer.sched import Choice
+
+if TYPE_CHECKING:
+    from .search import SeenTable
 
 UNIT_RUNS = 8           # the most prefixes (runs) in a work unit
 UNITS_PER_LEVEL = 32    # a level smaller than UNIT_RUNS * this is cut finer
@@ -106,20 +123,26 @@ def _modules(package: str) -> list[str]:
 
 
 def code_identity() -> tuple[str, str]:
-    """(installed vtdtrace version, BLAKE2b digest of every module a run
-    executes), computed once per process."""
+    """(installed vtdtrace version and the Python running it, BLAKE2b digest
+    of every module a run executes), computed once per process.  The
+    Python counts: the state key reads frames' locals and line numbers,
+    which another minor version lays out differently (3.12 inlines
+    comprehensions), so the same state could digest differently."""
     global _identity
     if _identity is None:
         from replay.codeid import _package_version, source_digest
         mods: list[str] = []
         for p in _PACKAGES:
             mods += _modules(p)
-        _identity = (_package_version(), source_digest(mods))
+        impl = f"{sys.implementation.name} {sys.version_info[0]}.{sys.version_info[1]}"
+        _identity = (f"{_package_version()} on {impl}", source_digest(mods))
     return _identity
 
 
-def check_identity(expected: tuple[str, str], where: str) -> None:
-    mine = code_identity()
+def check_identity(expected: tuple[str, str], where: str, mine: tuple[str, str] | None = None) -> None:
+    """Refuse (``WorkerMismatch``) when this process's identity -- or the
+    one a worker reported, ``mine`` -- is not the coordinator's."""
+    mine = mine or code_identity()
     if tuple(expected) != mine:
         raise WorkerMismatch(
             f"worker {where} runs vtdtrace {mine[0]} (code {mine[1][:12]}), the coordinator vtdtrace "
@@ -128,7 +151,11 @@ def check_identity(expected: tuple[str, str], where: str) -> None:
 
 # --- running a unit -------------------------------------------------------------------
 
-class _Seen(Mapping[bytes, int]):
+# This process's keys of the current search: digest -> (preemptions, unit order).
+_process: tuple[str, dict[bytes, tuple[int, tuple[int, int, int]]]] | None = None
+
+
+class _Seen:
     """What a run may stop keying on: the level's table (read only), the
     keys this unit's earlier runs recorded, and the keys earlier units of
     this search recorded in this process -- only those of units the
@@ -145,7 +172,7 @@ class _Seen(Mapping[bytes, int]):
             _process = (unit.search, {})
         self.process = _process[1]
 
-    def __getitem__(self, key: bytes) -> int:
+    def get(self, key: bytes, /) -> int | None:
         best = self.base.get(key)
         b = self.own.get(key)
         if b is not None and (best is None or b < best):
@@ -153,27 +180,18 @@ class _Seen(Mapping[bytes, int]):
         c = self.process.get(key)
         if c is not None and c[1] < self.order and (best is None or c[0] < best):
             best = c[0]
-        if best is None:
-            raise KeyError(key)
         return best
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(set(self.base) | set(self.own))
-
-    def __len__(self) -> int:
-        return len(set(self.base) | set(self.own))
 
     def add(self, key: bytes, preemptions: int) -> None:
         before = self.own.get(key)
         if before is None or preemptions < before:
             self.own[key] = preemptions
-        if key not in self.process:
-            # the earliest unit to record a key is the one most units may use
-            self.process[key] = (preemptions, self.order)
-
-
-# This process's keys of the current search: digest -> (preemptions, unit order).
-_process: tuple[str, dict[bytes, tuple[int, tuple[int, int, int]]]] | None = None
+        # Keep the entry of the unit folded earliest (the most units may use
+        # it), units run out of order too; equal order: the fewer preemptions.
+        mine = (preemptions, self.order)
+        known = self.process.get(key)
+        if known is None or (known[1], known[0]) > (mine[1], mine[0]):
+            self.process[key] = mine
 
 
 def run_work_unit(unit: WorkUnit, problem: Any, seen: Mapping[bytes, int] | None,
@@ -218,24 +236,19 @@ def decode_changes(data: bytes, into: dict[bytes, int]) -> None:
 
 class Changes:
     """The coordinator's side: what changed in its table since the last
-    batch.  The search's table logs the keys it sets (``log``: explore/
-    search.py ``SeenTable``), so a batch costs what changed, not the table."""
+    batch.  The search's table logs the keys it sets (``SeenTable.log``), so
+    a batch costs what changed, not the table."""
 
     def __init__(self) -> None:
         self.pos = 0
         self.batches = 0
 
-    def pending(self, seen: Mapping[bytes, int]) -> bool:
-        log = getattr(seen, "log", None)
-        return log is None or len(log) > self.pos
+    def pending(self, seen: SeenTable) -> bool:
+        return len(seen.log) > self.pos
 
-    def since_last(self, seen: Mapping[bytes, int]) -> bytes:
-        log: list[bytes] | None = getattr(seen, "log", None)
-        if log is None:
-            keys: Any = seen.keys() if self.batches == 0 else ()
-        else:
-            keys = log[self.pos:]
-            self.pos = len(log)
+    def since_last(self, seen: SeenTable) -> bytes:
+        keys = seen.log[self.pos:]
+        self.pos = len(seen.log)
         self.batches += 1
         return encode_changes({k: seen[k] for k in keys})
 

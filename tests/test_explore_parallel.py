@@ -175,3 +175,49 @@ def test_state_digests_are_the_same_in_another_process():
         assert r.returncode == 0, r.stderr
         outs.add(r.stdout)
     assert len(outs) == 1 and len(outs.pop().split()) > 5
+
+
+def test_a_pool_worker_killed_mid_run_changes_nothing():
+    """The OOM killer takes one of the pool's processes: the pool is
+    restarted, the units in flight sent again, and the result is the
+    in-process search's."""
+    import multiprocessing
+
+    platform = load_scenario("s13-usb-nic-dma")
+    platform.knobs.cx16 = False
+    problem = Problem(platform, "direct")
+    want = _result(explore(problem, bound=2))
+    killed: list[int] = []
+
+    def on_progress(s) -> None:
+        if not killed and s.units >= 20 and s.level_done < s.level_units - 2:
+            victim = sorted(p.pid for p in multiprocessing.active_children() if p.pid is not None)[0]
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+
+    got = explore(problem, bound=2, workers=2, on_progress=on_progress)
+    assert killed, "no level had units in flight to kill a worker under"
+    assert _result(got) == want
+
+
+def test_ctrl_c_on_a_local_cluster_is_quiet(tmp_path):
+    """SIGINT to the whole process group (a Ctrl-C at the terminal) while a
+    LocalCluster runs the units: the partial summary, exit 130, and no
+    worker's traceback on stderr."""
+    import time
+
+    pytest.importorskip("distributed")
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "vtdtrace", "explore", "s9-xsa399-race", "--engine", "legacy",
+                             "--no-xsa399-fix", "--scheduler", "local", "--workers", "2", "-o", str(out), "--json"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    while proc.poll() is None and not (out.exists() and any(n.endswith(".vtdt") for n in os.listdir(out))):
+        time.sleep(0.05)          # a poll interval, not a limit
+    assert proc.poll() is None, "the search ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr
+    doc = json.loads(stdout)
+    assert doc["interrupted"] is True and doc["violations"]
