@@ -49,17 +49,29 @@ cpu = 1
 """
 
 
+def problem_from_env(var: str):
+    """``SCENARIO[,ENGINE[,K[,...]]]`` from ``var``: (Problem, K, label, the
+    rest of the fields), or None when unset."""
+    from explore.search import Problem
+    from tracer.scenario import load_scenario
+
+    spec = os.environ.get(var, "")
+    if not spec:
+        return None
+    parts = spec.split(",")
+    platform = load_scenario(parts[0])
+    variant = parts[1] if len(parts) > 1 else "legacy"
+    bound = int(parts[2]) if len(parts) > 2 else 2
+    return Problem(platform, variant), bound, f"{platform.name} ({variant}, K={bound})", parts[3:]
+
+
 def _problem():
     from explore.search import Problem
     from tracer.scenario import list_shipped, load_scenario, loads_scenario, shipped_dir
 
-    spec = os.environ.get("VTDTRACE_BENCH_EXPLORE", "")
-    if spec:
-        parts = spec.split(",")
-        platform = load_scenario(parts[0])
-        variant = parts[1] if len(parts) > 1 else "legacy"
-        bound = int(parts[2]) if len(parts) > 2 else 2
-        return Problem(platform, variant), bound, f"{platform.name} ({variant}, K={bound})"
+    given = problem_from_env("VTDTRACE_BENCH_EXPLORE")
+    if given is not None:
+        return given[:3]
     if XSA399 in dict(list_shipped()):
         platform = load_scenario(XSA399)
         return Problem(platform, "legacy"), 2, f"{platform.name} (legacy, K=2)"

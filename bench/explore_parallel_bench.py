@@ -64,17 +64,14 @@ cpu = 2
 
 
 def _problem():
+    from bench.explore_bench import problem_from_env
     from explore.search import Problem
-    from tracer.scenario import load_scenario, loads_scenario, shipped_dir
+    from tracer.scenario import loads_scenario, shipped_dir
 
-    spec = os.environ.get("VTDTRACE_BENCH_EXPLORE_PARALLEL", "")
-    if spec:
-        parts = spec.split(",")
-        platform = load_scenario(parts[0])
-        variant = parts[1] if len(parts) > 1 else "legacy"
-        bound = int(parts[2]) if len(parts) > 2 else 2
-        runs = int(parts[3]) if len(parts) > 3 else MAX_RUNS
-        return Problem(platform, variant), bound, runs, f"{platform.name} ({variant}, K={bound})"
+    given = problem_from_env("VTDTRACE_BENCH_EXPLORE_PARALLEL")
+    if given is not None:
+        problem, bound, label, rest = given
+        return problem, bound, int(rest[0]) if rest else MAX_RUNS, label
     shipped = shipped_dir()
     assert shipped is not None
     text = (shipped / "s9-xsa399-race.toml").read_text(encoding="utf-8")

@@ -79,28 +79,44 @@ def cluster():
         yield c, client
 
 
-def test_a_worker_killed_mid_run_changes_nothing(cluster):
-    """SIGKILL one of the LocalCluster's two worker processes while units are
-    in flight: the scheduler resubmits its units and the result is the one
-    the in-process search gives."""
-    c, client = cluster
+def _dma_problem() -> Problem:
     platform = load_scenario("s13-usb-nic-dma")
     platform.knobs.cx16 = False
-    problem = Problem(platform, "direct")
+    return Problem(platform, "direct")
+
+
+def _kill_one_mid_run(pids, **backend) -> None:
+    """Run S13's search on ``backend`` and SIGKILL the lowest of ``pids()``
+    after the 20th unit, in the middle of a level with units in flight: the
+    result must be the in-process search's."""
+    problem = _dma_problem()
     want = _result(explore(problem, bound=2))
     killed: list[int] = []
 
     def on_progress(s) -> None:
-        # after the 20th unit, in the middle of a level with units queued
         if not killed and s.units >= 20 and s.level_done < s.level_units - 2:
-            pids = client.run(os.getpid)
-            victim = sorted(pids.values())[0]
+            victim = sorted(pids())[0]
             os.kill(victim, signal.SIGKILL)
             killed.append(victim)
 
-    got = explore(problem, bound=2, scheduler=c.scheduler_address, on_progress=on_progress)
+    got = explore(problem, bound=2, on_progress=on_progress, **backend)
     assert killed, "no level had units in flight to kill a worker under"
     assert _result(got) == want
+
+
+def test_a_worker_killed_mid_run_changes_nothing(cluster):
+    """SIGKILL one of the LocalCluster's two worker processes while units are
+    in flight: the scheduler resubmits its units."""
+    c, client = cluster
+    _kill_one_mid_run(lambda: client.run(os.getpid).values(), scheduler=c.scheduler_address)
+
+
+def test_a_pool_worker_killed_mid_run_changes_nothing():
+    """The OOM killer takes one of the pool's processes: the pool is
+    restarted and the units in flight sent again."""
+    import multiprocessing
+
+    _kill_one_mid_run(lambda: [p.pid for p in multiprocessing.active_children() if p.pid is not None], workers=2)
 
 
 def test_a_worker_running_other_code_is_refused_with_one_line(cluster, tmp_path):
@@ -176,28 +192,6 @@ def test_state_digests_are_the_same_in_another_process():
         outs.add(r.stdout)
     assert len(outs) == 1 and len(outs.pop().split()) > 5
 
-
-def test_a_pool_worker_killed_mid_run_changes_nothing():
-    """The OOM killer takes one of the pool's processes: the pool is
-    restarted, the units in flight sent again, and the result is the
-    in-process search's."""
-    import multiprocessing
-
-    platform = load_scenario("s13-usb-nic-dma")
-    platform.knobs.cx16 = False
-    problem = Problem(platform, "direct")
-    want = _result(explore(problem, bound=2))
-    killed: list[int] = []
-
-    def on_progress(s) -> None:
-        if not killed and s.units >= 20 and s.level_done < s.level_units - 2:
-            victim = sorted(p.pid for p in multiprocessing.active_children() if p.pid is not None)[0]
-            os.kill(victim, signal.SIGKILL)
-            killed.append(victim)
-
-    got = explore(problem, bound=2, workers=2, on_progress=on_progress)
-    assert killed, "no level had units in flight to kill a worker under"
-    assert _result(got) == want
 
 
 def test_ctrl_c_on_a_local_cluster_is_quiet(tmp_path):

@@ -29,7 +29,6 @@ def add_parser(p) -> None:
 def run(args) -> int:
     from tracer.engine import VARIANTS
     from tracer.record import default_output, make_header, record
-    from tracer.scenario import ScenarioError, load_scenario
     from tracer.sched import ScheduleError, parse_schedule
 
     if args.engine == "xen-c" or args.xen_tree is not None:
@@ -39,12 +38,9 @@ def run(args) -> int:
                     f"(available: {', '.join(VARIANTS)})")
     if args.engine not in VARIANTS:
         return fail(None, f"unknown engine variant {args.engine!r} (available: {', '.join(VARIANTS)})")
-    try:
-        platform = load_scenario(args.scenario)
-    except ScenarioError as exc:
-        print(f"vtdtrace: {exc}", file=sys.stderr)
-        return 2
-    apply_engine_options(platform, args)
+    platform = _load(args)
+    if isinstance(platform, int):
+        return platform
     try:
         schedule = parse_schedule(args.schedule)
     except ScheduleError as exc:
@@ -72,9 +68,22 @@ def run(args) -> int:
     return 0
 
 
+def _load(args):
+    """The scenario with the engine options applied, or the exit code after
+    its one-line error."""
+    from tracer.scenario import ScenarioError, load_scenario
+
+    try:
+        platform = load_scenario(args.scenario)
+    except ScenarioError as exc:
+        print(f"vtdtrace: {exc}", file=sys.stderr)
+        return 2
+    apply_engine_options(platform, args)
+    return platform
+
+
 def _run_xenc(args) -> int:
     """--engine xen-c --xen-tree PATH: the real C of the user's tree."""
-    from tracer.scenario import ScenarioError, load_scenario
     from xenc.build import BuildError
     from xenc.record import default_output, header, prepare, record
     from xenc.runtime import CodeFailure, Unsupported
@@ -86,12 +95,9 @@ def _run_xenc(args) -> int:
         return fail(None, "--engine xen-c needs --xen-tree PATH (a Xen source tree)")
     if args.schedule:
         return fail(None, "--schedule: the xen-c engine runs one CPU in listed order (no schedules)")
-    try:
-        platform = load_scenario(args.scenario)
-    except ScenarioError as exc:
-        print(f"vtdtrace: {exc}", file=sys.stderr)
-        return 2
-    apply_engine_options(platform, args)
+    platform = _load(args)
+    if isinstance(platform, int):
+        return platform
     try:
         tree, built = prepare(args.xen_tree)
     except TreeError as exc:
