@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import os
 import resource
+import statistics
 import time
 from typing import Any
 
@@ -101,12 +102,6 @@ def _timed(problem, bound: int, runs: int, **kw) -> dict:
             "levels": levels, "load": os.getloadavg()[0]}
 
 
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
-
-
 def project(levels: list[int], c_unit: float, c_coord: float, workers: int) -> float:
     """Projected wall seconds with ``workers`` workers (module docstring)."""
     return sum(max(math.ceil(n / workers) * c_unit, n * c_coord) for n in levels)
@@ -134,14 +129,14 @@ def run(opts) -> list[Result]:
         for g in got[k]:
             s = g["summary"]
             assert (s.schedules, s.states, s.pruned) == (first.schedules, first.states, first.pruned), k
-    wall = {k: _median([g["wall"] for g in got[k]]) for k in names}
-    one_cpu = _median([g["cpu"] for g in got["one"]])
-    coord = _median([g["cpu"] for g in got["pool"]])
-    workers_cpu = _median([g["children"] for g in got["pool"]])
+    wall = {k: statistics.median([g["wall"] for g in got[k]]) for k in names}
+    one_cpu = statistics.median([g["cpu"] for g in got["one"]])
+    coord = statistics.median([g["cpu"] for g in got["pool"]])
+    workers_cpu = statistics.median([g["children"] for g in got["pool"]])
     units = first.units
     levels = got["pool"][0]["levels"]
     c_unit, c_coord = workers_cpu / units, coord / units
-    load = _median([g["load"] for k in names for g in got[k]])
+    load = statistics.median([g["load"] for k in names for g in got[k]])
     n = first.schedules
     rows = [
         Result("explore-parallel, 2 workers vs 1 (wall)", wall["pool"], wall["one"], "s",

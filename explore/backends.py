@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .search import SeenTable
 
-from .units import Changes, WorkUnit, check_identity, code_identity, replica, run_work_unit
+from .units import Changes, WorkerMismatch, WorkUnit, check_identity, code_identity, replica, run_work_unit
 
 
 class BackendError(RuntimeError):
@@ -57,8 +57,6 @@ class BackendError(RuntimeError):
 
 
 class InProcess:
-    name = "in-process"
-
     def __init__(self, problem: Any) -> None:
         self.problem = problem
 
@@ -98,7 +96,6 @@ class LocalPool:
     with the table's changes up to the last report folded: a unit then knows
     nearly what the in-process search would, and keys as little."""
 
-    name = "process pool"
     RESTARTS = 3
 
     def __init__(self, problem: Any, workers: int) -> None:
@@ -172,10 +169,6 @@ class LocalPool:
 
 # --- Dask distributed ------------------------------------------------------------------
 
-def _worker_identity() -> tuple[str, str]:
-    return code_identity()
-
-
 def _dask_unit(unit: WorkUnit, problem: Any, changes: list[bytes] | None) -> list[Any]:
     """A unit on a Dask worker: ``changes`` are every level's (scattered once
     each; the worker's replica applies those it has not applied yet)."""
@@ -198,7 +191,6 @@ class DaskCluster:
         self.client: Any = None
         try:
             if scheduler == "local":
-                self.name = f"a local Dask cluster of {workers} worker processes"
                 # Its processes inherit SIGINT ignored: a Ctrl-C at the
                 # terminal is the coordinator's, which closes the cluster.
                 previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -210,7 +202,6 @@ class DaskCluster:
                     signal.signal(signal.SIGINT, previous)
                 self.client = distributed.Client(self.cluster)
             else:
-                self.name = f"the Dask scheduler at {scheduler}"
                 self.client = distributed.Client(scheduler, timeout="5s")
         except Exception as exc:        # distributed raises many types for one failed connection
             self.close()
@@ -228,14 +219,16 @@ class DaskCluster:
         (A worker that joins later is checked by each unit it runs.)"""
         mine = code_identity()
         try:
-            theirs = self.client.run(_worker_identity)
+            theirs = self.client.run(code_identity)
         except Exception as exc:
             raise BackendError(f"a worker cannot run this vtdtrace's search ({type(exc).__name__}: {exc}): "
                                "install the same vtdtrace on every worker") from None
-        for addr, ident in sorted(theirs.items()):
-            if tuple(ident) != mine:
-                self.close()
+        try:
+            for addr, ident in sorted(theirs.items()):
                 check_identity(mine, addr, tuple(ident))
+        except WorkerMismatch:
+            self.close()
+            raise
 
     def run(self, units: list[WorkUnit], seen: SeenTable | None) -> Iterator[list[Any]]:
         killed: Any = importlib.import_module("distributed").KilledWorker
@@ -260,7 +253,6 @@ class DaskCluster:
                                        "run the search again") from None
         finally:
             self.client.cancel(futures)
-            del futures
 
     def close(self) -> None:
         self.batches = []

@@ -113,15 +113,6 @@ def cut(level: tuple[int, int], prefixes: Sequence[tuple[Choice, ...]], identity
 _identity: tuple[str, str] | None = None
 
 
-def _modules(package: str) -> list[str]:
-    import importlib
-    pkg = importlib.import_module(package)
-    assert pkg.__file__ is not None
-    d = os.path.dirname(pkg.__file__)
-    names = sorted(n for n in os.listdir(d) if n.endswith(".py"))
-    return [package if n == "__init__.py" else f"{package}.{n[:-3]}" for n in names]
-
-
 def code_identity() -> tuple[str, str]:
     """(installed vtdtrace version and the Python running it, BLAKE2b digest
     of every module a run executes), computed once per process.  The
@@ -130,12 +121,12 @@ def code_identity() -> tuple[str, str]:
     comprehensions), so the same state could digest differently."""
     global _identity
     if _identity is None:
-        from replay.codeid import _package_version, source_digest
+        from replay.codeid import package_modules, package_version, source_digest
         mods: list[str] = []
         for p in _PACKAGES:
-            mods += _modules(p)
+            mods += package_modules(p)
         impl = f"{sys.implementation.name} {sys.version_info[0]}.{sys.version_info[1]}"
-        _identity = (f"{_package_version()} on {impl}", source_digest(mods))
+        _identity = (f"{package_version()} on {impl}", source_digest(mods))
     return _identity
 
 
@@ -194,14 +185,13 @@ class _Seen:
             self.process[key] = mine
 
 
-def run_work_unit(unit: WorkUnit, problem: Any, seen: Mapping[bytes, int] | None,
-                  where: str | None = None) -> list[Any]:
+def run_work_unit(unit: WorkUnit, problem: Any, seen: Mapping[bytes, int] | None) -> list[Any]:
     """Run a unit's prefixes in order; their ``RunReport``s.  ``seen`` None:
     pruning is off, every branch is keyed."""
     from .judge import file_header
     from .search import run_unit
 
-    check_identity(unit.identity, where or _where())
+    check_identity(unit.identity, _where())
     header = file_header(problem.header())
     table = _Seen(seen, unit) if seen is not None else None
     reports = []

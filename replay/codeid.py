@@ -42,7 +42,7 @@ HAZARD_PACKAGES = ("replay.hazards",)
 _keys: dict[str, list[str]] = {}
 
 
-def _package_version() -> str:
+def package_version() -> str:
     # The installed distribution's version (replay does not import the
     # record side of tracer, where __version__ lives).
     from importlib import metadata
@@ -52,7 +52,7 @@ def _package_version() -> str:
         return "unknown"
 
 
-def _package_modules(package: str) -> list[str]:
+def package_modules(package: str) -> list[str]:
     """Every ``.py`` module of a package directory, sorted by file name."""
     pkg = importlib.import_module(package)
     assert pkg.__file__ is not None     # a package directory, not a namespace package
@@ -67,7 +67,7 @@ def group_modules(group: str) -> list[str]:
     if group == "hazards":
         mods = list(FOLD_MODULES)
         for p in HAZARD_PACKAGES:
-            mods += _package_modules(p)
+            mods += package_modules(p)
         return mods
     raise ValueError(f"unknown code group {group!r}")
 
@@ -96,5 +96,5 @@ def code_key(group: str) -> list[str]:
     """[package version, source digest of the group]: part of every cache key."""
     key = _keys.get(group)
     if key is None:
-        key = _keys[group] = [_package_version(), source_digest(group_modules(group))]
+        key = _keys[group] = [package_version(), source_digest(group_modules(group))]
     return list(key)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer.platform import Platform
+from tracer.record import default_output as tracer_default_output
 from tracer.record import make_header
 from tracer.recorder import Sink
 
@@ -41,8 +42,10 @@ def header(platform: Platform, tree: XenTree, built: Built) -> dict[str, Any]:
 
 
 def default_output(platform: Platform, tree: XenTree) -> str:
-    suffix = "" if platform.knobs.cx16 else "-nocx16"
-    return f"{platform.name}.xen-c-{tree.version_name}{suffix}.vtdt"
+    """``NAME.xen-c-VERSION[-nocx16].vtdt``: the models' naming with the
+    tree's version as the engine (the runtime refuses --no-xsa399-fix, so
+    that suffix never appears)."""
+    return tracer_default_output(platform, f"{ENGINE}-{tree.version_name}")
 
 
 def prepare(path: str | Path, cache_dir: Path | None = None) -> tuple[XenTree, Built]:
