@@ -305,7 +305,8 @@ def engine_part(engine: Engine) -> Key:
             tuple(_record(p) for p in engine.pdevs.values()),
             tuple(_record(u) for u in engine.iommus),
             tuple(engine.pseudo_holders.items()),
-            engine._next_page, tuple(sorted(engine._fault_counts.items())), engine.dma_state_key())
+            engine._next_page, tuple(sorted(engine._next_pt_page.items())),
+            tuple(sorted(engine._fault_counts.items())), engine.dma_state_key())
 
 
 def state_key(st: ReplayState, engine: Engine, sched: Scheduler, point: Point) -> Key:

@@ -1,7 +1,8 @@
 """The real C of Debian's Xen 4.17.5 against the `direct` model, scenario by
-scenario: the same context-entry stores (values and method), DID allocations
-and frees, and flushes, after the normalisation of xenc/compare.py; the same
-finding kinds from `check`; `diff` of the two projections finds nothing.
+scenario: the same context-entry stores (values and method, machine
+addresses included), DID allocations and frees, and flushes, after the three
+normalisations of replay/diff/projection.py; the same finding kinds from
+`check`; `vtdtrace diff MODEL REAL` finds nothing beyond the three.
 
 Each trace is recorded as a user records it (`vtdtrace record` in a
 subprocess)."""
@@ -14,9 +15,11 @@ from pathlib import Path
 import pytest
 from realc_helpers import DATA, build_cache, vtdtrace, xen_tree  # noqa: F401
 
+from replay.diff.projection import project
 from replay.reader import open_trace
 from tracer import schema as S
-from xenc.compare import compare, project, write_projection
+from tracer.platform import domain_tables_base
+from xenc.compare import compare
 
 CASES = [("usb-rmrr-nic", "--cx16"), ("usb-rmrr-nic", "--no-cx16"), ("nic", "--cx16"), ("nic", "--no-cx16")]
 
@@ -56,13 +59,24 @@ def test_real_code_stores_allocates_and_flushes_as_the_model(scenario, cx, xen_t
     assert methods == ({"cmpxchg16b"} if cx == "--cx16" else {"plain", "write_atomic"})
     # check: the same finding kinds (and severities)
     assert _finding_kinds(model) == _finding_kinds(real)
-    # diff of the two projections: equivalent
-    pa, pb = tmp_path / "model.projected.vtdt", tmp_path / "real.projected.vtdt"
-    write_projection(open_trace(model).header, c.a, pa)
-    write_projection(open_trace(real).header, c.b, pb)
-    r = vtdtrace("diff", str(pa), str(pb))
+    # the same machine addresses, unnormalised: the domains' tables where both allocators put them
+    pgds = {ev[2 + 7] & ~0xFFF for ev in c.a if ev[0] == S.K_CTX_WRITE and ev[2 + 7] & 1}
+    owners = {(p - domain_tables_base(0)) >> 24 for p in pgds}
+    assert pgds and owners <= set(range(8)) and all(p < domain_tables_base(d) + (1 << 24) for p, d in
+                                                     zip(sorted(pgds), sorted(owners)))
+    # vtdtrace diff MODEL REAL: equivalent, and says what it normalised -- the three, nothing else
+    r = vtdtrace("diff", str(model), str(real))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "EQUIVALENT" in r.stdout
+    assert "result: EQUIVALENT" in r.stdout and "hazard delta: none" in r.stdout
+    assert "compared: real code against a model" in r.stdout
+    doc = json.loads(vtdtrace("diff", "--json", str(model), str(real)).stdout)
+    assert doc["equivalent"] and doc["hazard_delta"] == {"only_a": [], "only_b": [], "changed": []}
+    na, nb = doc["projection"]["a"], doc["projection"]["b"]
+    roots = sum(1 for ev in c.a if ev[0] == S.K_ROOT_WRITE)
+    assert (na["root_stores_merged"], nb["root_stores_merged"]) == (0, roots)     # (1)
+    assert na["flushes_after_lock"] == 0 and nb["flushes_after_lock"] > 0          # (2)
+    assert na["unchanged_did_stores"] > 0 and nb["unchanged_did_stores"] == 0      # (3)
+    assert set(na) == {"root_stores_merged", "flushes_after_lock", "unchanged_did_stores", "events", "kept"}
 
 
 def test_the_hazard_case_is_found_in_the_real_code(xen_tree, tmp_path):  # noqa: F811
@@ -97,13 +111,47 @@ def test_the_projection_tells_engines_apart(xen_tree, tmp_path):  # noqa: F811
     assert i is not None and c.a[i][0] == S.K_CTX_WRITE     # legacy clears the entry first
 
 
+def test_diff_model_real_reports_what_the_projection_keeps(xen_tree, tmp_path):  # noqa: F811
+    """`vtdtrace diff legacy REAL` is DIFFERENT, at the entry legacy clears;
+    the seq numbers it gives count kept events and lead to that store."""
+    legacy = _record(tmp_path, "usb-rmrr-nic", "legacy", "--cx16")
+    real = _record(tmp_path, "usb-rmrr-nic", "xen-c", "--cx16", xen_tree)
+    r = vtdtrace("diff", "--json", str(legacy), str(real))
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    assert not doc["equivalent"] and doc["projection"] is not None
+    first = doc["first_divergence"]
+    kept, _ = project(_events(legacy))
+    assert kept[first["seq_a"] - 1][0] == S.K_CTX_WRITE
+    # two models: every event is compared, as always
+    direct = _record(tmp_path, "usb-rmrr-nic", "direct", "--cx16")
+    doc = json.loads(vtdtrace("diff", "--json", str(legacy), str(direct)).stdout)
+    assert doc["projection"] is None
+
+
 def test_projection_merges_only_adjacent_stores_to_one_root_entry():
-    ev = [[S.K_ROOT_WRITE, 1, 0, 0, 0, "", 0, 3, 0, 0x5000],
-          [S.K_ROOT_WRITE, 2, 0, 0, 0, "", 0, 3, 0x5000, 0x5001],
-          [S.K_ROOT_WRITE, 3, 0, 0, 0, "", 0, 4, 0, 0x6001]]
-    p, _ = project(ev)
-    assert [e[2:] for e in p] == [[0, 3, 0, (("context-table", 0, 3), 1)],
-                                  [0, 4, 0, (("context-table", 0, 4), 1)]]
+    f = S.FUNC_CODE["bus_to_context_maddr"]
+    ev = [[S.K_ROOT_WRITE, 1, 0, 0, f, "MO1", 0, 3, 0, 0x5000],
+          [S.K_ROOT_WRITE, 2, 0, 0, f, "MO1", 0, 3, 0x5000, 0x5001],
+          [S.K_ROOT_WRITE, 3, 0, 0, f, "MO1", 0, 4, 0, 0x6001],
+          [S.K_ROOT_WRITE, 5, 0, 0, f, "MO1", 0, 4, 0x6001, 0x6001]]
+    p, n = project(ev)
+    none = S.FUNC_CODE[""]
+    assert p == [[S.K_ROOT_WRITE, 1, 0, 0, none, "", 0, 3, 0, 0x5001],
+                 [S.K_ROOT_WRITE, 2, 0, 0, none, "", 0, 4, 0, 0x6001]]
+    assert n.root_stores_merged == 2 and n.kept == 2 and n.events == 4
+
+
+def test_projection_drops_only_did_stores_that_change_nothing():
+    f = S.FUNC_CODE["context_set_domain_id"]
+    ev = [[S.K_DID_MAP, 1, 0, 0, f, "MO5", 0, 0, 0, 0],
+          [S.K_DID_BITMAP, 2, 0, 0, f, "MO5", 0, 0, 1],
+          [S.K_DID_BITMAP, 3, 0, 0, f, "MO5", 0, 0, 1],
+          [S.K_DID_MAP, 4, 0, 0, f, "MO5", 0, 0, 0, 1],
+          [S.K_DID_BITMAP, 5, 0, 0, f, "MO5", 0, 0, 0]]
+    p, n = project(ev)
+    assert [e[0] for e in p] == [S.K_DID_BITMAP, S.K_DID_MAP, S.K_DID_BITMAP]
+    assert n.unchanged_did_stores == 2
 
 
 def test_step_labels_from_the_line_table(xen_tree, tmp_path):  # noqa: F811

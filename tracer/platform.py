@@ -34,6 +34,22 @@ DEFAULT_ERRNO = {
     "rmrr-map": "ENOMEM",
 }
 
+# Where the simulated allocator hands out 4 KiB pages (deterministic, and the
+# same rule as the real-code engine's stand-in allocator (xenc), so that the same
+# table has the same address whichever code allocated it): a unit's root and
+# context tables from IOMMU_TABLES_BASE in allocation order; the page tables
+# of domain (or pseudo domain ID) d from domain_tables_base(d) in allocation
+# order -- the domain ID reads in the address: dom0's pgd is 0x10000000000,
+# dom_io's first quarantine table 0x17ff1000000.
+IOMMU_TABLES_BASE = 0x1_0000_0000
+DOMAIN_TABLES_BASE = 0x100_0000_0000
+DOMAIN_TABLES_SHIFT = 24          # 16 MiB (4096 pages) per domain
+
+
+def domain_tables_base(domid: int) -> int:
+    return DOMAIN_TABLES_BASE + (domid << DOMAIN_TABLES_SHIFT)
+
+
 # vtd/quirks.c me_wifi_quirk(): host-bridge ids of 0:0.0 (device << 16 |
 # vendor, as pci_conf_read32 returns them) and the WLAN ids whose mapping also
 # maps the ME phantom function.  Shared by the engine and the replay topology.

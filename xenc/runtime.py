@@ -41,7 +41,20 @@ from pathlib import Path
 from typing import Any
 
 from tracer import schema as S
-from tracer.platform import CTG_WLAN, DEFAULT_ERRNO, ERRNO, ILK_CPT_WLAN, IS_CPT, IS_CTG, IS_ILK, Platform, parse_bdf
+from tracer.platform import (
+    CTG_WLAN,
+    DEFAULT_ERRNO,
+    DOMAIN_TABLES_BASE,
+    DOMAIN_TABLES_SHIFT,
+    ERRNO,
+    ILK_CPT_WLAN,
+    IOMMU_TABLES_BASE,
+    IS_CPT,
+    IS_CTG,
+    IS_ILK,
+    Platform,
+    parse_bdf,
+)
 from tracer.recorder import Recorder, Sink
 
 from .build import Built
@@ -68,7 +81,6 @@ _FLUSH_FUNC = {("ctx", "global"): "iommu_flush_all", ("ctx", "device"): "iommu_f
 _PT_WHAT = {4: "pgd", 3: "pt-l3", 2: "pt-l2", 1: "pt-l1"}
 _DEV_TYPE = {"host-bridge": 0, "pcie-endpoint": 1}
 _PRINTK_LEVEL = {"3": "err", "4": "warning", "6": "info", "7": "debug"}
-_ALLOC_BASE = 0x1_0000_0000     # where the model's machine pages start too
 # standin/runtime.c's table sizes
 MAX_DOMAINS, MAX_PDEVS, MAX_IOMMUS, MAX_RMRRS = 256, 256, 8, 16
 DOMID_IO = S.DOMID_IO
@@ -290,7 +302,8 @@ class XencEngine:
     def setup(self) -> None:
         p = self.platform
         lib = self.lib
-        lib.xenc_set_sink(self._cb, ctypes.c_uint64(_ALLOC_BASE), ctypes.c_int(1 if p.knobs.cx16 else 0))
+        lib.xenc_set_sink(self._cb, ctypes.c_uint64(IOMMU_TABLES_BASE), ctypes.c_uint64(DOMAIN_TABLES_BASE),
+                          ctypes.c_uint(DOMAIN_TABLES_SHIFT), ctypes.c_int(1 if p.knobs.cx16 else 0))
         lib.xenc_set_fault(self._fault_cb)
         # dom_xen owns hidden devices (none in a scenario); the code asks it anyway
         for domid, hw in [(d.id, d.hardware) for d in sorted(p.domains, key=lambda d: d.id)] + \

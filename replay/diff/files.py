@@ -12,6 +12,10 @@ anyway) and their result is stored in the sidecar for next time, bound to
 the trace's identity and content as they were *before* the diff read it.
 With findings from the sidecar on both sides, A's checkpoints (when cached)
 spare the pass folding A.
+
+When one trace records real code (engine ``xen-c``) and the other a model,
+the pass compares their projections (projection.py): read once here, each
+trace feeds its hazard analysis whole and the diff its projection.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from replay import hazards
 from replay.reader import NotATrace, Trace, open_trace
 from replay.sidecar import content_of, trace_identity
 
+from .hazard_match import FindingRows, finding_dict, hazard_delta, row_json
+from .hazard_pairs import pair_changed
 from .inputs import Side, TraceChunks
+from .projection import Projector, implementations_differ, projected_findings
 from .report import DiffReport
 from .sidecar_io import cached_findings, cached_session, store_findings
 from .streaming import diff_streams
@@ -40,16 +47,22 @@ class DiffInputError(Exception):
 
 def diff_traces(trace_a: Trace, trace_b: Trace, *, findings: bool = True, names: tuple[str, str] | None = None,
                 paths: tuple[Path | str, Path | str] | None = None, bindings: tuple[Any, Any] | None = None,
-                **kw: Any) -> DiffReport:
+                projection: bool | None = None, **kw: Any) -> DiffReport:
     """Diff two open reader Traces (their readable prefixes when damaged).
 
     Findings: from the sidecar when it is trusted for the trace as it is now
     and holds them (``paths`` given), else the hazard analysers run inline
     in the same pass (and, with ``paths``, their result is cached for next
     time; ``bindings``: each trace's replay.sidecar (identity, content) from
-    before it was read, see store_findings)."""
+    before it was read, see store_findings).  ``projection``: compare the
+    projections (projection.py) -- None: when one trace is real code and the
+    other a model."""
     na, nb = names or (None, None)
     pa, pb = paths or (None, None)
+    if projection is None:
+        projection = implementations_differ(trace_a.header, trace_b.header)
+    if projection:
+        return _diff_projections((trace_a, trace_b), (na, nb), (pa, pb), bindings, findings, **kw)
     sides = []
     for trace, name, path in ((trace_a, na, pa), (trace_b, nb, pb)):
         fs = analysis = None
@@ -107,3 +120,47 @@ def diff_files(path_a: Path | str, path_b: Path | str, *, findings: bool = True,
                                paths=(path_a, path_b), bindings=bindings, **kw)
     finally:
         ta.close()
+
+
+def _diff_projections(traces: tuple[Trace, Trace], names: tuple[str | None, str | None],
+                      paths: tuple[Path | str | None, Path | str | None], bindings: tuple[Any, Any] | None,
+                      findings: bool, **kw: Any) -> DiffReport:
+    """The diff of two traces' projections; findings of the whole traces."""
+    sides, projectors = [], []
+    found: list[list[dict[str, Any]] | None] = []
+    for trace, name, path, binding in zip(traces, names, paths, bindings or (None, None)):
+        fs = cached_findings(path, trace) if findings and path is not None else None
+        analysis = hazards.Analysis(trace.header) if findings and fs is None else None
+        projector = Projector()
+        kept: list[Any] = []
+        chunks = TraceChunks(trace)
+        try:
+            for i in range(chunks.count):
+                evs = chunks.decode(i)
+                if evs is None:
+                    break
+                if analysis is not None:
+                    analysis.feed(evs)
+                kept.extend(projector.feed(evs))
+        finally:
+            chunks.close()
+        if analysis is not None:
+            fs = analysis.finish()
+            if path is not None:
+                store_findings(path, trace, analysis, fs, binding)
+        sides.append(Side.from_events(trace.header, kept, name=str(trace.path) if name is None else name,
+                                      trace=trace))
+        projectors.append(projector)
+        found.append(None if fs is None else
+                     [row_json(f) for f in fs] if type(fs) is FindingRows else [finding_dict(f) for f in fs])
+    report = diff_streams(*sides, **kw)
+    report.projection = {"a": projectors[0].counts.to_json(), "b": projectors[1].counts.to_json()}
+    fa, fb = found
+    if fa is not None and fb is not None:
+        # matched on the projections' numbering, shown as check reports them
+        hz, changed = pair_changed(hazard_delta(report.alignment, projected_findings(fa, projectors[0]),
+                                                projected_findings(fb, projectors[1])))
+        for h in [*hz, *(x for c in changed for x in (c.a, c.b))]:
+            h.finding = (fa if h.side == "a" else fb)[h.finding["detail"]]
+        report.hazards, report.changed_hazards, report.hazards_available = hz, changed, True
+    return report

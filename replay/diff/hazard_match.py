@@ -1,8 +1,8 @@
 """Hazard-delta matching: the findings of one trace without a counterpart in
 the other.
 
-Two findings match when they have the same kind, device, requester ID and
-step labels and start in the same aligned operation pair (align.py); among
+Two findings match when they have the same kind, severity, device,
+requester ID and step labels and start in the same aligned operation pair (align.py); among
 several on one key, in order of start.  Per side, the findings are reduced
 to (match key, pair index) and counted; where the two counters agree --
 almost everywhere, 10^5 benign windows of two long traces are mostly the
@@ -42,7 +42,7 @@ FINDING_KEYS = ("kind", "severity", "device", "rid", "iommu", "start", "end", "o
 # replay.hazards' positional finding row (Finding.to_row), format 1
 ROW_FIELDS = ("kind", "severity", "device", "rid", "iommu", "start", "end", "start_label", "end_label", "detail")
 # what two findings must share to match (and their start decides the pair)
-MATCH_FIELDS = ("kind", "device", "rid", "start_label", "end_label")
+MATCH_FIELDS = ("kind", "severity", "device", "rid", "start_label", "end_label")
 _ROW_KEY = itemgetter(*(ROW_FIELDS.index(f) for f in MATCH_FIELDS))
 _ROW_START = itemgetter(ROW_FIELDS.index("start"))
 _ATTR_KEY = attrgetter(*MATCH_FIELDS)
@@ -92,13 +92,14 @@ def _fkey(f: Any) -> tuple[tuple[Any, ...], Any]:
         labels = get("labels")
         if sl is None and el is None and isinstance(labels, (list, tuple)) and len(labels) == 2:
             sl, el = labels
-        return (get("kind"), get("device"), get("rid"), sl, el), get("start")
+        return (get("kind"), get("severity"), get("device"), get("rid"), sl, el), get("start")
     sl, el = getattr(f, "start_label", None), getattr(f, "end_label", None)
     if sl is None and el is None:
         labels = getattr(f, "labels", None)
         if isinstance(labels, (list, tuple)) and len(labels) == 2:
             sl, el = labels
-    return (getattr(f, "kind", None), getattr(f, "device", None), getattr(f, "rid", None), sl, el), \
+    return (getattr(f, "kind", None), getattr(f, "severity", None), getattr(f, "device", None),
+            getattr(f, "rid", None), sl, el), \
         getattr(f, "start", None)
 
 
@@ -131,8 +132,8 @@ def _keyed(al: Alignment, side: str, fs: Any) -> Keyed:
 
 
 def hazard_delta(al: Alignment, findings_a: Any, findings_b: Any) -> list[HazardDelta]:
-    """Findings without a counterpart: the same kind, device, requester ID
-    and step labels, starting in the same aligned operation pair (matched in
+    """Findings without a counterpart: the same kind, severity, device,
+    requester ID and step labels, starting in the same aligned operation pair (matched in
     order of start when several).  Only the unmatched ones are converted."""
     ka = _keyed(al, "a", findings_a)
     kb = _keyed(al, "b", findings_b)

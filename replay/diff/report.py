@@ -94,6 +94,8 @@ class DiffReport:
     presenters: tuple[Any, ...] = field(default=(None, None), repr=False)
     # windows both traces have with other extents (hazard_pairs.ChangedHazard), by row
     changed_hazards: list[Any] = field(default_factory=list)
+    # real code against a model: what each side's projection normalised (projection.py)
+    projection: dict[str, Any] | None = None
 
     @property
     def equivalent(self) -> bool:
@@ -144,6 +146,7 @@ class DiffReport:
             "a": self.a,
             "b": self.b,
             "summary": self.summary(),
+            "projection": self.projection,
         }
 
     def summary(self) -> dict[Any, Any]:

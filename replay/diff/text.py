@@ -196,6 +196,7 @@ def render_text(report: DiffReport, hide_label_only: bool = False) -> str:
             w(f"  ... {len(hd) - 20} more")
     else:
         w("header: identical")
+    _projection_text(report, w)
     s = report.summary()
     w("")
     if report.equivalent:
@@ -220,6 +221,24 @@ def render_text(report: DiffReport, hide_label_only: bool = False) -> str:
     # Names, labels and values come from the traces: one terminal-safe line each.
     from replay.jsonout import safe_text
     return "\n".join(map(safe_text, out)) + "\n"
+
+
+def _projection_text(report: DiffReport, w: Write) -> None:
+    """Real code against a model: what was compared, and how often each
+    known recording difference was normalised (projection.py)."""
+    p = report.projection
+    if p is None:
+        return
+    a, b = p["a"], p["b"]
+    w("")
+    w("compared: real code against a model -- what the IOMMU and the DID allocator see (stores, DID "
+      "bookkeeping, flushes, ownership, identity maps, operations and return codes); calls, locks, step "
+      "labels and page-table allocations are each implementation's own (docs/REALCODE.md#normalisation)")
+    w(f"  kept: {a['kept']} of A's {a['events']} events, {b['kept']} of B's {b['events']}")
+    for key, what in (("root_stores_merged", "root-entry stores merged into the one before (two 64-bit stores)"),
+                      ("flushes_after_lock", "flushes recorded after register_lock was dropped"),
+                      ("unchanged_did_stores", "DID stores of the value already there, dropped")):
+        w(f"  normalised: {what}: A {a[key]}, B {b[key]}")
 
 
 def _short(v: Any) -> str:

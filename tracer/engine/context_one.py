@@ -82,7 +82,7 @@ class ContextOneMixin(QuirksMixin, FlushMixin, DidMixin):
         # matches what the replay has folded.
         d.pt_pages = []
         for what in names:
-            maddr = self.alloc_page()
+            maddr = self.alloc_page(d.domid)
             d.pt_pages.append(maddr)
             if len(d.pt_pages) == 1:
                 d.pgd_maddr = maddr

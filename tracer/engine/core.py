@@ -12,15 +12,23 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import schema as S
 from ..canonical import canonical
-from ..platform import DEFAULT_ERRNO, ERRNO, Device, Platform, Rmrr, fmt_bdf, parse_bdf
+from ..platform import (
+    DEFAULT_ERRNO,
+    ERRNO,
+    IOMMU_TABLES_BASE,
+    Device,
+    Platform,
+    Rmrr,
+    domain_tables_base,
+    fmt_bdf,
+    parse_bdf,
+)
 from ..recorder import Recorder
 from .hw import VtdIommu
 
 if TYPE_CHECKING:
     from ..sched import Scheduler
 
-# Where the simulated allocator hands out 4 KiB pages.  Deterministic.
-_ALLOC_BASE = 0x1_0000_0000
 
 # MO14 can ping-pong between two domains forever in the seed (fixed later by
 # MAP_ERROR_RECOVERY).  The simulator stops the recursion at this depth.
@@ -102,7 +110,9 @@ class EngineCore:
         self.rec = recorder
         self.knobs = platform.knobs
         self.cpu_has_cx16 = platform.knobs.cx16 if cx16 is None else cx16
-        self._next_page = _ALLOC_BASE
+        self._next_page = IOMMU_TABLES_BASE
+        # domain (pseudo domain ID) -> its next page-table page
+        self._next_pt_page: dict[int, int] = {}
         self.stack: list[_Frame] = []
         self.locks: dict[tuple[str, LockTarget], int] = {}
         self._nest: dict[tuple[str, LockTarget], int] = {}
@@ -232,9 +242,15 @@ class EngineCore:
     def has_arch_pdevs(self, d: XenDomain) -> bool:
         return bool(d.pdevs)
 
-    def alloc_page(self) -> int:
-        maddr = self._next_page
-        self._next_page += 0x1000
+    def alloc_page(self, owner: int | None = None) -> int:
+        """A 4 KiB page: a unit's table (owner None) or a page table of
+        domain/pseudo domain ID `owner` (see IOMMU_TABLES_BASE)."""
+        if owner is None:
+            maddr = self._next_page
+            self._next_page += 0x1000
+            return maddr
+        maddr = self._next_pt_page.get(owner, domain_tables_base(owner))
+        self._next_pt_page[owner] = maddr + 0x1000
         return maddr
 
     # --- events -------------------------------------------------------------

@@ -157,7 +157,7 @@ class QuarantineEngine(Engine):
         return int(self.leave(rc, "QD6" if rc else "QD5"))
 
     def _qpt_page(self, pdev: PciDev, tree: XenDomain, what: str, label: str) -> int:
-        maddr = self.alloc_page()
+        maddr = self.alloc_page(tree.domid)
         tree.pt_pages.append(maddr)
         if what == "quarantine":
             tree.pgd_maddr = maddr

@@ -27,7 +27,38 @@ static uint8_t *xenc_ctx_shadow[XENC_MAX_PAGES];
 static void xenc_ctx_shadow_check(const char *func, int line);
 static int xenc_in_shadow_check;
 static unsigned int xenc_nr_pages;
-static uint64_t xenc_page_base;
+/* Addresses follow the model's rule (so that the same table has the same
+ * address in both traces): a unit's root and context tables from
+ * xenc_page_base in allocation order; while xenc_walk allocates a domain's
+ * page tables (xenc_alloc_owner >= 0), from that domain's own region,
+ * xenc_domain_base + (domain ID << xenc_domain_shift), in allocation order. */
+static uint64_t xenc_page_base, xenc_domain_base;
+static unsigned int xenc_domain_shift;
+static unsigned int xenc_nr_tables;
+static int xenc_alloc_owner = -1;
+#define XENC_MAX_OWNERS 64
+static struct { int owner; unsigned int nr; } xenc_owner_pages[XENC_MAX_OWNERS];
+static unsigned int xenc_nr_owners;
+
+static uint64_t xenc_next_maddr(void)
+{
+    unsigned int i;
+    if ( xenc_alloc_owner < 0 )
+        return xenc_page_base + (uint64_t)xenc_nr_tables++ * PAGE_SIZE;
+    for ( i = 0; i < xenc_nr_owners && xenc_owner_pages[i].owner != xenc_alloc_owner; i++ )
+        ;
+    if ( i == xenc_nr_owners )
+    {
+        if ( xenc_nr_owners >= XENC_MAX_OWNERS )
+            return 0;
+        xenc_owner_pages[xenc_nr_owners].owner = xenc_alloc_owner;
+        xenc_owner_pages[xenc_nr_owners++].nr = 0;
+    }
+    if ( xenc_owner_pages[i].nr >= (1u << (xenc_domain_shift - 12)) )
+        return 0;                          /* the region is full: -ENOMEM */
+    return xenc_domain_base + ((uint64_t)xenc_alloc_owner << xenc_domain_shift) +
+           (uint64_t)xenc_owner_pages[i].nr++ * PAGE_SIZE;
+}
 typedef void (*xenc_log_fn)(int rec, const char *func, int line, int n, const uint64_t *args);
 static xenc_log_fn xenc_sink;
 /* A scenario's [[fault]]: the runtime answers, per occurrence of a point,
@@ -161,7 +192,9 @@ struct page_info *alloc_domheap_pages(struct domain *d, unsigned int order, unsi
     if ( xenc_nr_pages >= XENC_MAX_PAGES )
         return NULL;
     pg = &xenc_pages[xenc_nr_pages];
-    pg->maddr = xenc_page_base + (uint64_t)xenc_nr_pages * PAGE_SIZE;
+    pg->maddr = xenc_next_maddr();
+    if ( !pg->maddr )
+        return NULL;
     pg->va = aligned_alloc(PAGE_SIZE, PAGE_SIZE);
     if ( !pg->va )
         return NULL;
@@ -183,13 +216,12 @@ uint64_t page_to_maddr(const struct page_info *pg)
 
 struct page_info *maddr_to_page(uint64_t maddr)
 {
-    uint64_t i = (maddr - xenc_page_base) / PAGE_SIZE;
-    if ( maddr < xenc_page_base || i >= xenc_nr_pages )
-    {
-        xenc_assert_failed("machine address outside stand-in memory", __FILE__, __LINE__);
-        return NULL;
-    }
-    return &xenc_pages[i];
+    unsigned int i;
+    for ( i = 0; i < xenc_nr_pages; i++ )
+        if ( xenc_pages[i].maddr == maddr )
+            return &xenc_pages[i];
+    xenc_assert_failed("machine address outside stand-in memory", __FILE__, __LINE__);
+    return NULL;
 }
 
 void *xenc_map(uint64_t maddr)
@@ -503,7 +535,10 @@ static uint64_t xenc_walk(struct domain *domain, uint64_t addr, unsigned int tar
     }
     for ( level = 4; level >= target && level >= 1; level-- )
     {
-        uint64_t pg = alloc_pgtable_maddr(1, hd->node);
+        uint64_t pg;
+        xenc_alloc_owner = (int)domain->domain_id;
+        pg = alloc_pgtable_maddr(1, hd->node);
+        xenc_alloc_owner = -1;
         if ( !pg )
             return level;
         maddr_to_page(pg)->kind = XP_PGTABLE;
@@ -667,10 +702,13 @@ static struct domain *xenc_domain_any(domid_t id)
     return NULL;
 }
 
-void xenc_set_sink(xenc_log_fn fn, uint64_t page_base, int cx16)
+void xenc_set_sink(xenc_log_fn fn, uint64_t page_base, uint64_t domain_base, unsigned int domain_shift,
+                   int cx16)
 {
     xenc_sink = fn;
     xenc_page_base = page_base;
+    xenc_domain_base = domain_base;
+    xenc_domain_shift = domain_shift;
     cpu_has_cx16 = cx16;
 }
 
