@@ -79,7 +79,7 @@ ROLE_BY_KIND = {
     ("lock", "target"): LOCK_TARGET, ("unlock", "target"): LOCK_TARGET,
     ("lock-wait", "target"): LOCK_TARGET,
 }
-DOMAIN_LOCKS = frozenset({"mapping_lock", "rcu_domain"})   # their target is a domid
+DOMAIN_LOCKS = frozenset({"mapping_lock", "rcu_domain", "pci_lock"})   # their target is a domid
 
 # Version of the JSON shapes of docs/CLI.md (log --jsonl, export jsonl,
 # show/check/diff/info --json).  2: requester IDs as "SSSS:BB:DD.F" strings,

@@ -128,7 +128,7 @@ class PlatformView:
         """Lock with its instance: iommu->lock[0], mapping_lock[guest] ..."""
         if target is None:
             return str(lock)
-        if lock in ("mapping_lock", "rcu_domain"):
+        if lock in ("mapping_lock", "rcu_domain", "pci_lock"):
             return f"{lock}[{self.domain_name(target)}]"
         if lock == "bus2bridge_lock" and isinstance(target, int):
             return f"{lock}[{target:04x}]"

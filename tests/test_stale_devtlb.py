@@ -117,11 +117,11 @@ def test_the_ats_bit_of_a_device_on_another_segment():
 
 
 def test_s11_device_tlb_after_each_operation():
-    """Hand-computed from the scenario: dom0's tables at 0x100007000 (DID 0), the guest's
-    at 0x10000d000 (DID 1).  The global flush at boot (HW3) precedes translation, so
+    """Hand-computed from the scenario: dom0's tables at 0x10000000000 (DID 0), the guest's
+    at 0x10001000000 (DID 1): each domain's tables start its own region.  The global flush at boot (HW3) precedes translation, so
     nothing is held after boot; each op leaves the moved NIC's previous translations."""
     from replay.reader import open_trace
-    dom0, guest = (0, 0x1_0000_7000), (1, 0x1_0000_D000)
+    dom0, guest = (0, 0x100_0000_0000), (1, 0x100_0100_0000)
     for variant in ("legacy", "direct", "direct-nocx16"):
         with open_trace(REPO / "traces" / f"{S11}.{variant}.vtdt") as t:
             st = initial_state(t.header)
@@ -215,10 +215,10 @@ def test_show_lists_the_device_tlb_with_owners(run_cli, tmp_path):
     d = json.loads(p.stdout)
     assert d["iommus"][0]["caches"]["dev_iotlb"] == [{
         "rid": "0000:03:00.0", "owner": "guest", "ats": True, "did": 0, "did_owner": "dom0",
-        "pt": "0x0000000100007000", "pt_owner": "dom0"}]
+        "pt": "0x0000010000000000", "pt_owner": "dom0"}]
     assert any(f["kind"] == "stale-devtlb" for f in d["open_findings"])
     p = run_cli("show", trace, "--at", "197")
-    assert "device-tlb 0000:03:00.0 (owner guest, ATS on): did 0 dom0, tables dom0 0x0000000100007000" \
+    assert "device-tlb 0000:03:00.0 (owner guest, ATS on): did 0 dom0, tables dom0 0x0000010000000000" \
         in p.stdout
 
 

@@ -297,7 +297,10 @@ DOMID_COW = 0x7FF3
 DOMID_INVALID = 0x7FF4
 DOMID_IDLE = 0x7FFF
 
-LOCK_NAMES = ("pcidevs_lock", "iommu->lock", "mapping_lock", "rcu_domain", "register_lock", "bus2bridge_lock")
+# pci_lock: d->pci_lock (4.19+, an rwlock taken for writing around the moves of a
+# device between domains' lists); only real-code traces of 4.19+ trees have it.
+LOCK_NAMES = ("pcidevs_lock", "iommu->lock", "mapping_lock", "rcu_domain", "register_lock", "bus2bridge_lock",
+              "pci_lock")
 # Every reserved domid the engine may name (DOMID_IO owns quarantined
 # devices, DOMID_INVALID fills unused domid_map slots ...).
 DOMID_RESERVED = (DOMID_SELF, DOMID_IO, DOMID_XEN, DOMID_COW, DOMID_INVALID, DOMID_IDLE)

@@ -67,7 +67,8 @@ XR_FLUSH_CONTEXT, XR_FLUSH_IOTLB, XR_FLUSH_WB, XR_DID_BIT, XR_IOMMU_BIT = 6, 7, 
 XR_PT_ALLOC, XR_IDMAP, XR_PRINTK, XR_RCU_LOCK, XR_RCU_UNLOCK, XR_HOOK = 11, 12, 13, 14, 15, 16
 XR_ASSERT, XR_UNSUPPORTED = 17, 18
 
-_LOCK_NAMES = {0: "pcidevs_lock", 1: "iommu->lock", 2: "mapping_lock", 3: "rcu_domain", 4: "register_lock"}
+_LOCK_NAMES = {0: "pcidevs_lock", 1: "iommu->lock", 2: "mapping_lock", 3: "rcu_domain", 4: "register_lock",
+               5: "pci_lock"}
 _HALF = {0: "lo", 1: "hi", 2: "full"}
 _METHOD = {0: "plain", 1: "write_atomic", 2: "cmpxchg16b"}
 _CTX_GRAN = {0: "global", 1: "domain", 2: "device"}

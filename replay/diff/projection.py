@@ -65,17 +65,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracer import schema as S
-from tracer.schema_fields import (
-    F_DID_BITMAP_DID,
-    F_DID_BITMAP_IOMMU,
-    F_DID_BITMAP_VALUE,
-    F_DID_MAP_NEW,
-    F_DID_MAP_OLD,
-    F_ROOT_WRITE_BUS,
-    F_ROOT_WRITE_IOMMU,
-    F_ROOT_WRITE_NEW,
-    F_UNLOCK_LOCK,
-)
 
 from ..codes import Event
 
@@ -137,7 +126,7 @@ class Projector:
             c.events += 1
             k = ev[S.I_KIND]
             after_unlock = self._after_unlock
-            self._after_unlock = k == S.K_UNLOCK and ev[F_UNLOCK_LOCK] == "register_lock"
+            self._after_unlock = k == S.K_UNLOCK and ev[S.F_UNLOCK_LOCK] == "register_lock"
             if k not in KEPT_KINDS:
                 continue
             if k in FLUSH_KINDS and after_unlock:
@@ -145,21 +134,21 @@ class Projector:
             if k == S.K_ROOT_WRITE:
                 last = self._last
                 if (last is not None and last[S.I_KIND] == S.K_ROOT_WRITE
-                        and (last[F_ROOT_WRITE_IOMMU], last[F_ROOT_WRITE_BUS])
-                        == (ev[F_ROOT_WRITE_IOMMU], ev[F_ROOT_WRITE_BUS])):
-                    last[F_ROOT_WRITE_NEW] = ev[F_ROOT_WRITE_NEW]     # (1)
+                        and (last[S.F_ROOT_WRITE_IOMMU], last[S.F_ROOT_WRITE_BUS])
+                        == (ev[S.F_ROOT_WRITE_IOMMU], ev[S.F_ROOT_WRITE_BUS])):
+                    last[S.F_ROOT_WRITE_NEW] = ev[S.F_ROOT_WRITE_NEW]     # (1)
                     c.root_stores_merged += 1
                     continue
             elif k == S.K_DID_MAP:
-                if ev[F_DID_MAP_OLD] == ev[F_DID_MAP_NEW]:
+                if ev[S.F_DID_MAP_OLD] == ev[S.F_DID_MAP_NEW]:
                     c.unchanged_did_stores += 1                       # (3)
                     continue
             elif k == S.K_DID_BITMAP:
-                key = (ev[F_DID_BITMAP_IOMMU], ev[F_DID_BITMAP_DID])
-                if self._bits.get(key, 0) == ev[F_DID_BITMAP_VALUE]:
+                key = (ev[S.F_DID_BITMAP_IOMMU], ev[S.F_DID_BITMAP_DID])
+                if self._bits.get(key, 0) == ev[S.F_DID_BITMAP_VALUE]:
                     c.unchanged_did_stores += 1                       # (3)
                     continue
-                self._bits[key] = ev[F_DID_BITMAP_VALUE]
+                self._bits[key] = ev[S.F_DID_BITMAP_VALUE]
             kept = list(ev)
             self.seq_map.append(ev[S.I_SEQ])
             kept[S.I_SEQ] = len(self.seq_map)

@@ -82,7 +82,7 @@ class LockAnalyser(Analyser):
     def _name(self, lock: str, target: int | None) -> str:
         if target is None:
             return str(lock)
-        if lock in ("mapping_lock", "rcu_domain"):
+        if lock in ("mapping_lock", "rcu_domain", "pci_lock"):
             return f"{lock}[{self.ctx.dom(target)}]"
         return f"{lock}[{target}]"
 

@@ -721,6 +721,9 @@ int xenc_add_domain(unsigned int id, int hardware)
     d->is_hardware = hardware;
     INIT_LIST_HEAD(&d->pdev_list);
     d->iommu.arch.mapping_lock = (spinlock_t){ XL_MAPPING, (long)id };
+#if XENC_XEN_VERSION >= 419
+    d->pci_lock = (rwlock_t){ XL_PCI, (long)id, 0 };
+#endif
 #if XENC_XEN_VERSION >= 416
     d->iommu.arch.vtd.iommu_bitmap = &xenc_iommu_bitmaps[xenc_nr_domains];
 #endif

@@ -162,7 +162,7 @@ static inline void list_move(struct list_head *e, struct list_head *h)
 }
 
 /* ---- locks: named, so the trace can say which ------------------------ */
-enum xenc_lock_name { XL_PCIDEVS = 0, XL_IOMMU = 1, XL_MAPPING = 2, XL_RCU = 3, XL_REGISTER = 4 };
+enum xenc_lock_name { XL_PCIDEVS = 0, XL_IOMMU = 1, XL_MAPPING = 2, XL_RCU = 3, XL_REGISTER = 4, XL_PCI = 5 };
 typedef struct { int name; long target; } spinlock_t;
 #define spin_lock(l) xenc_log(XR_LOCK, __func__, __LINE__, 2, (uint64_t)(l)->name, (uint64_t)(l)->target)
 #define spin_unlock(l) xenc_log(XR_UNLOCK, __func__, __LINE__, 2, (uint64_t)(l)->name, (uint64_t)(l)->target)
@@ -171,15 +171,18 @@ typedef struct { int name; long target; } spinlock_t;
 #define spin_is_locked(l) xenc_lock_held(l)
 int xenc_lock_held(const spinlock_t *l);
 #define pcidevs_locked() 1
-/* d->pci_lock (4.19+): an rwlock.  The event catalogue has no name for it
- * yet, so taking it is not recorded (docs/REALCODE.md, version table). */
-typedef struct { int unused; } rwlock_t;
-#define write_lock(l) ((void)(l))
-#define write_unlock(l) ((void)(l))
+/* d->pci_lock (4.19+): an rwlock.  Taking it for writing is recorded like a
+ * spin lock (lock name pci_lock, the domain as target).  Read-side use is
+ * shared and orders nothing the trace analyses, so it is not recorded. */
+typedef struct { int name; long target; int writer; } rwlock_t;
+#define write_lock(l) do { (l)->writer = 1; \
+    xenc_log(XR_LOCK, __func__, __LINE__, 2, (uint64_t)(l)->name, (uint64_t)(l)->target); } while ( 0 )
+#define write_unlock(l) do { (l)->writer = 0; \
+    xenc_log(XR_UNLOCK, __func__, __LINE__, 2, (uint64_t)(l)->name, (uint64_t)(l)->target); } while ( 0 )
 #define read_lock(l) ((void)(l))
 #define read_unlock(l) ((void)(l))
 #define rw_is_locked(l) 1
-#define rw_is_write_locked(l) 1
+#define rw_is_write_locked(l) ((l)->writer)
 
 /* ---- bit operations: typed, and logging on the bitmaps the trace shows - */
 void xenc_set_bit(int nr, unsigned long *addr, const char *func, int line);
