@@ -165,3 +165,26 @@ def test_step_labels_from_the_line_table(xen_tree, tmp_path):  # noqa: F811
     clears = [ev for ev in real if ev[0] == S.K_CTX_WRITE and funcs[ev[S.I_FUNC]] == "domain_context_unmap_one"]
     assert {ev[S.I_LABEL] for ev in clears} <= {"UO3"}
     assert any(ev[S.I_LABEL] == "domain_pgd_maddr" for ev in real if ev[0] == S.K_PT_ALLOC)
+
+
+async def test_the_diff_view_of_model_and_real_code_says_what_it_compares(xen_tree, tmp_path):  # noqa: F811
+    """`vtdtrace view MODEL REAL` lists every event of each trace at its own
+    step (so it compares every event), and its banner says that `vtdtrace
+    diff` compares what the IOMMU sees instead."""
+    from test_tui_support import settle
+
+    from tui.diff_app import DiffApp
+
+    model = _record(tmp_path, "usb-rmrr-nic", "direct", "--cx16")
+    real = _record(tmp_path, "usb-rmrr-nic", "xen-c", "--cx16", xen_tree)
+    app = DiffApp(model, real)
+    try:
+        async with app.run_test(size=(120, 35)) as pilot:
+            await settle(app, pilot)
+            banner = str(app.query_one("#banner").render())
+            assert "real code against a model: this view compares every event" in banner
+            assert "DIFFERENT" in app.query_one("#diff-bar").text()
+            assert app.dm.report.projection is None
+    finally:
+        for m in app.dm.models.values():
+            m.close()

@@ -113,16 +113,18 @@ class _Cancelled(Exception):
 
 
 def compute_diff(path_a, path_b, *, use_sidecar: bool, progress=None):
-    """The worker body: the report of ``vtdtrace diff``.  Without the sidecar
-    nothing is read from or written beside the traces (findings are then
-    computed in the diff's pass)."""
+    """The worker body: the report of ``vtdtrace diff``, every event compared
+    (the lists show each trace's own events by step; real code against a
+    model is compared on projections by the command alone, and the banner
+    says so).  Without the sidecar nothing is read from or written beside
+    the traces (findings are then computed in the diff's pass)."""
     from replay.diff import diff_files, diff_traces
     from replay.reader import open_trace
 
     if use_sidecar:
-        return diff_files(path_a, path_b, progress=progress)
+        return diff_files(path_a, path_b, progress=progress, projection=False)
     with open_trace(path_a) as ta, open_trace(path_b) as tb:
-        return diff_traces(ta, tb, names=(str(path_a), str(path_b)), progress=progress)
+        return diff_traces(ta, tb, names=(str(path_a), str(path_b)), progress=progress, projection=False)
 
 
 class DiffScreen(Screen):
@@ -197,6 +199,10 @@ class DiffApp(KeyRouting, App):
     def _damage_text(self) -> str | None:
         texts = [f"{side.upper()}: {self.dm.models[side].damage_text()}" for side in SIDES
                  if self.dm.models[side].damage_text()]
+        from replay.diff.projection import implementations_differ
+        if implementations_differ(self.dm.models["a"].header, self.dm.models["b"].header):
+            texts.append("real code against a model: this view compares every event; `vtdtrace diff` compares "
+                         "what the IOMMU sees (docs/REALCODE.md#normalisation)")
         return "  ".join(texts) or None
 
     def lists(self) -> list[DiffList]:
