@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from replay.diff import Side, diff_streams, render_text
 from replay.diff import align as A
-from replay.diff.hazard_match import hazard_delta
+from replay.diff.hazard_match import FindingRows, hazard_delta
 from tracer import schema as S
 
 GOLDEN = REPO / "tests" / "golden" / "diff"
@@ -516,6 +516,27 @@ def test_hazard_delta_matching_and_positions():
                                                                   ("A", None), "warning")
     out = hazard_delta(rep.alignment, [F()], [])
     assert out[0].finding["start_label"] == "A" and out[0].finding["open_at_end"] is True
+
+
+def test_a_window_whose_severity_changed_is_in_the_hazard_delta():
+    """The same window, benign in A and a hazard in B (a patch that breaks a
+    flush): matched on severity too, so it is never "none" -- one-sided on
+    each side, as docs/CLI.md says, for every form findings come in."""
+    h, ev = _record(variant="direct")
+    w = {"kind": "stale-context", "device": "0000:00:14.0", "rid": "0000:00:14.0", "iommu": 0,
+         "start": 150, "end": 155, "start_label": "MO7", "end_label": "MO9"}
+    fa, fb = [dict(w, severity="benign")], [dict(w, severity="hazard")]
+    rep = diff_streams(Side.from_events(h, ev, findings=fa), Side.from_events(h, ev, findings=fb))
+    hd = rep.hazard_delta()
+    assert [f["severity"] for f in hd["only_a"]] == ["benign"]
+    assert [f["severity"] for f in hd["only_b"]] == ["hazard"] and hd["changed"] == []
+    rows = FindingRows([[w["kind"], sev, w["device"], w["rid"], 0, 150, 155, "MO7", "MO9", ""]
+                        for sev in ("benign", "hazard")])
+    out = hazard_delta(rep.alignment, FindingRows(rows[:1]), FindingRows(rows[1:]))
+    assert sorted((d.side, d.finding["severity"]) for d in out) == [("a", "benign"), ("b", "hazard")]
+    # the same severity on both sides: no delta
+    same = diff_streams(Side.from_events(h, ev, findings=fa), Side.from_events(h, ev, findings=list(fa)))
+    assert same.hazard_delta() == {"only_a": [], "only_b": [], "changed": []}
 
 
 # --------------------------------------------------------------------------------

@@ -112,6 +112,10 @@ def test_a_patched_tree_shows_in_diff_and_check(xen_tree, tmp_path):  # noqa: F8
     d = vtdtrace("diff", "orig.vtdt", "patched.vtdt", cwd=tmp_path)
     assert d.returncode == 1
     assert "flush-context" in d.stdout and "[did]" in d.stdout
+    # the hazard delta: the two benign windows of the original are hazards in the patched tree
+    delta = json.loads(vtdtrace("diff", "--json", "orig.vtdt", "patched.vtdt", cwd=tmp_path).stdout)["hazard_delta"]
+    assert [(f["kind"], f["severity"]) for f in delta["only_a"]] == [("stale-context", "benign")] * 2
+    assert [(f["kind"], f["severity"]) for f in delta["only_b"]] == [("stale-context", "hazard")] * 2
     assert vtdtrace("check", "orig.vtdt", cwd=tmp_path).returncode == 0
     chk = vtdtrace("check", "patched.vtdt", cwd=tmp_path)
     assert chk.returncode == 1 and "hazard  stale-context" in chk.stdout

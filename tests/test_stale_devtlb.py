@@ -118,8 +118,9 @@ def test_the_ats_bit_of_a_device_on_another_segment():
 
 def test_s11_device_tlb_after_each_operation():
     """Hand-computed from the scenario: dom0's tables at 0x10000000000 (DID 0), the guest's
-    at 0x10001000000 (DID 1): each domain's tables start its own region.  The global flush at boot (HW3) precedes translation, so
-    nothing is held after boot; each op leaves the moved NIC's previous translations."""
+    at 0x10001000000 (DID 1): each domain's tables start its own region.  The global flush
+    at boot (HW3) precedes translation, so nothing is held after boot; each op leaves the
+    moved NIC's previous translations."""
     from replay.reader import open_trace
     dom0, guest = (0, 0x100_0000_0000), (1, 0x100_0100_0000)
     for variant in ("legacy", "direct", "direct-nocx16"):
