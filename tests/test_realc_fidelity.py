@@ -69,7 +69,9 @@ def test_real_code_stores_allocates_and_flushes_as_the_model(scenario, cx, xen_t
     assert r.returncode == 0, r.stdout + r.stderr
     assert "result: EQUIVALENT" in r.stdout and "hazard delta: none" in r.stdout
     assert "compared: real code against a model" in r.stdout
-    doc = json.loads(vtdtrace("diff", "--json", str(model), str(real)).stdout)
+    out = vtdtrace("diff", "--json", str(model), str(real)).stdout
+    assert vtdtrace("diff", "--json", str(model), str(real)).stdout == out      # same input, same bytes
+    doc = json.loads(out)
     assert doc["equivalent"] and doc["hazard_delta"] == {"only_a": [], "only_b": [], "changed": []}
     na, nb = doc["projection"]["a"], doc["projection"]["b"]
     roots = sum(1 for ev in c.a if ev[0] == S.K_ROOT_WRITE)
