@@ -211,6 +211,35 @@ def test_control_characters_in_names_never_reach_the_terminal(tmp_path, run_cli)
 
 # --- newer writers --------------------------------------------------------------------------------
 
+def test_a_version_1_trace_is_upgraded_on_load(tmp_path, run_cli, monkeypatch):
+    """Schema 2 only added a lock name: a trace written as version 1 reads as
+    version 2, unchanged and without a note; pci_lock (what version 2 adds)
+    is a lock name of this build."""
+    from replay.reader import open_trace
+    from tracer import writer as W
+
+    events = good_events(12)
+    new = tmp_path / "v2.vtdt"
+    write(new, events)
+    old = S.schema_dict()
+    old["schema_version"] = 1
+    monkeypatch.setattr(W, "schema_dict", lambda: old)
+    path = tmp_path / "v1.vtdt"
+    write(path, events)
+    with open_trace(path) as t, open_trace(new) as t2:
+        assert t.schema.version == 2 and t.notes == [] and list(t.events()) == list(t2.events())
+    for args in (["log"], ["info"], ["check"]):
+        r = run(run_cli, *args, path)
+        assert r.returncode in (0, 1) and r.stderr == "", (args, r.stderr)
+    monkeypatch.undo()
+    events[2] = ev("lock", 3, "pci_lock", 1)
+    events[3] = ev("unlock", 4, "pci_lock", 1)
+    lock = tmp_path / "pci-lock.vtdt"
+    write(lock, events)
+    r = run(run_cli, "log", "--kind", "lock,unlock", lock)
+    assert r.returncode == 0 and "lock=pci_lock target=" in r.stdout, r.stdout + r.stderr
+
+
 def test_a_newer_schema_version_is_read_with_a_note(tmp_path, run_cli, monkeypatch):
     """A trace claiming schema version 2, with a kind this build does not know
     and an extra trailing field on a known one: read under the same rules,

@@ -114,8 +114,9 @@ def test_the_projection_tells_engines_apart(xen_tree, tmp_path):  # noqa: F811
 
 
 def test_diff_model_real_reports_what_the_projection_keeps(xen_tree, tmp_path):  # noqa: F811
-    """`vtdtrace diff legacy REAL` is DIFFERENT, at the entry legacy clears;
-    the seq numbers it gives count kept events and lead to that store."""
+    """`vtdtrace diff legacy REAL` is DIFFERENT, first at legacy's split
+    stores of an entry (where the C writes it with cmpxchg16b); the seqs it
+    gives are the traces' own and lead to those stores."""
     legacy = _record(tmp_path, "usb-rmrr-nic", "legacy", "--cx16")
     real = _record(tmp_path, "usb-rmrr-nic", "xen-c", "--cx16", xen_tree)
     r = vtdtrace("diff", "--json", str(legacy), str(real))
@@ -123,25 +124,42 @@ def test_diff_model_real_reports_what_the_projection_keeps(xen_tree, tmp_path): 
     doc = json.loads(r.stdout)
     assert not doc["equivalent"] and doc["projection"] is not None
     first = doc["first_divergence"]
-    kept, _ = project(_events(legacy))
-    assert kept[first["seq_a"] - 1][0] == S.K_CTX_WRITE
+    ev_a = {e[S.I_SEQ]: e for e in _events(legacy)}
+    assert ev_a[first["seq_a"]][S.I_KIND] == S.K_CTX_WRITE and first["event_a"]["kind"] == "ctx-write"
+    assert first["event_a"]["seq"] == first["seq_a"]
+    ev_b = {e[S.I_SEQ]: e for e in _events(real)}
+    for op in doc["ops"]:           # ranges and rows in trace seqs too
+        for reg in op["regions"]:
+            for row in reg["rows"] or ():
+                if row["b"] is not None:
+                    assert S.KINDS[ev_b[row["seq_b"]][S.I_KIND]].name == row["b"]["kind"]
+                if row["a"] is not None:
+                    assert S.KINDS[ev_a[row["seq_a"]][S.I_KIND]].name == row["a"]["kind"]
+    text = vtdtrace("diff", str(legacy), str(real)).stdout
+    assert f"first divergence: A seq {first['seq_a']}, B seq {first['seq_b']}" in text
     # two models: every event is compared, as always
     direct = _record(tmp_path, "usb-rmrr-nic", "direct", "--cx16")
     doc = json.loads(vtdtrace("diff", "--json", str(legacy), str(direct)).stdout)
     assert doc["projection"] is None
 
 
-def test_projection_merges_only_adjacent_stores_to_one_root_entry():
+def test_projection_merges_only_the_pointer_then_present_pair_of_real_code():
     f = S.FUNC_CODE["bus_to_context_maddr"]
-    ev = [[S.K_ROOT_WRITE, 1, 0, 0, f, "MO1", 0, 3, 0, 0x5000],
-          [S.K_ROOT_WRITE, 2, 0, 0, f, "MO1", 0, 3, 0x5000, 0x5001],
-          [S.K_ROOT_WRITE, 3, 0, 0, f, "MO1", 0, 4, 0, 0x6001],
-          [S.K_ROOT_WRITE, 5, 0, 0, f, "MO1", 0, 4, 0x6001, 0x6001]]
-    p, n = project(ev)
+    ev = [[S.K_ROOT_WRITE, 1, 0, 0, f, "MO1", 0, 3, 0, 0x5000],          # pointer, not present
+          [S.K_ROOT_WRITE, 2, 0, 0, f, "MO1", 0, 3, 0x5000, 0x5001],     # ... then present: merged
+          [S.K_ROOT_WRITE, 3, 0, 0, f, "MO1", 0, 4, 0, 0x6001],          # one store
+          [S.K_ROOT_WRITE, 5, 0, 0, f, "MO1", 0, 4, 0x6001, 0x7001],     # another value: kept
+          [S.K_ROOT_WRITE, 6, 0, 0, f, "MO1", 0, 5, 0, 0x8000],          # pointer ...
+          [S.K_CTX_WRITE, 7, 0, 0, f, "MO1", 0, 5, 0, "full", "cmpxchg16b", 0, 0, 1, 2],
+          [S.K_ROOT_WRITE, 8, 0, 0, f, "MO1", 0, 5, 0x8000, 0x8001]]     # ... present after a store: kept
+    p, n = project(ev, real_code=True)
     none = S.FUNC_CODE[""]
-    assert p == [[S.K_ROOT_WRITE, 1, 0, 0, none, "", 0, 3, 0, 0x5001],
-                 [S.K_ROOT_WRITE, 2, 0, 0, none, "", 0, 4, 0, 0x6001]]
-    assert n.root_stores_merged == 2 and n.kept == 2 and n.events == 4
+    assert p[0] == [S.K_ROOT_WRITE, 1, 0, 0, none, "", 0, 3, 0, 0x5001]
+    assert [e[S.I_KIND] for e in p] == [S.K_ROOT_WRITE] * 4 + [S.K_CTX_WRITE, S.K_ROOT_WRITE]
+    assert n.root_stores_merged == 1 and n.kept == 6 and n.events == 7
+    # a model's trace: nothing merged
+    p, n = project(ev)
+    assert n.root_stores_merged == 0 and len(p) == 7
 
 
 def test_projection_drops_only_did_stores_that_change_nothing():

@@ -199,8 +199,7 @@ class DiffApp(KeyRouting, App):
     def _damage_text(self) -> str | None:
         texts = [f"{side.upper()}: {self.dm.models[side].damage_text()}" for side in SIDES
                  if self.dm.models[side].damage_text()]
-        from replay.diff.projection import implementations_differ
-        if implementations_differ(self.dm.models["a"].header, self.dm.models["b"].header):
+        if self.dm.implementations_differ:
             texts.append("real code against a model: this view compares every event; `vtdtrace diff` compares "
                          "what the IOMMU sees (docs/REALCODE.md#normalisation)")
         return "  ".join(texts) or None

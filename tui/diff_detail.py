@@ -98,9 +98,10 @@ def detail_lines(dm: DiffModel, width: int) -> list[Line]:
     reg = dm.region_at()
     if reg is not None:
         counts = region_counts(reg)
-        # `vtdtrace diff` numbers regions inside each operation
+        # `vtdtrace diff` numbers regions inside each operation (the same regions
+        # unless it compared the projections of real code and a model)
         local = f" (region {pair.regions.index(reg.index) + 1} of this operation in `vtdtrace diff`)" \
-            if reg.index in pair.regions else ""
+            if reg.index in pair.regions and not dm.implementations_differ else ""
         lines.extend(wrap_parts(f"region {reg.index + 1} of {n}{local}: {counts}", width, "diff-detail--region"))
     elif n:
         nxt = dm.al.next_region(dm.row)

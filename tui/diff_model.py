@@ -58,6 +58,10 @@ class DiffModel:
         # the cursor; opened by the app's worker after the diff
         self.sessions: dict | None = None
         self.session_note = "the replay index is being opened"
+        from replay.diff.projection import implementations_differ
+        # real code against a model: the view compares every event, `vtdtrace diff` projections
+        self.implementations_differ = implementations_differ(getattr(model_a, "header", None),
+                                                             getattr(model_b, "header", None))
         self._states: OrderedDict = OrderedDict()     # (seq_a, seq_b) -> changes, recent first out
 
     # --- the report arrives ---------------------------------------------------------------

@@ -61,8 +61,9 @@ def _short(events: list[Event]) -> list[Event]:
 
 
 def compare(a_events: Sequence[Sequence[Any]], b_events: Sequence[Sequence[Any]]) -> Comparison:
+    """A model's events (A) against real code's (B)."""
     pa, na = project(list(map(list, a_events)))
-    pb, nb = project(list(map(list, b_events)))
+    pb, nb = project(list(map(list, b_events)), real_code=True)
     ca, cb = _short(pa), _short(pb)
     first = None
     for i in range(max(len(ca), len(cb))):

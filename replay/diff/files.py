@@ -30,7 +30,7 @@ from replay.sidecar import content_of, trace_identity
 from .hazard_match import FindingRows, finding_dict, hazard_delta, row_json
 from .hazard_pairs import pair_changed
 from .inputs import Side, TraceChunks
-from .projection import Projector, implementations_differ, projected_findings
+from .projection import Projector, implementations_differ, is_real_code, projected_findings
 from .report import DiffReport
 from .sidecar_io import cached_findings, cached_session, store_findings
 from .streaming import diff_streams
@@ -131,7 +131,7 @@ def _diff_projections(traces: tuple[Trace, Trace], names: tuple[str | None, str 
     for trace, name, path, binding in zip(traces, names, paths, bindings or (None, None)):
         fs = cached_findings(path, trace) if findings and path is not None else None
         analysis = hazards.Analysis(trace.header) if findings and fs is None else None
-        projector = Projector()
+        projector = Projector(real_code=is_real_code(trace.header))
         kept: list[Any] = []
         chunks = TraceChunks(trace)
         try:
@@ -155,6 +155,8 @@ def _diff_projections(traces: tuple[Trace, Trace], names: tuple[str | None, str 
                      [row_json(f) for f in fs] if type(fs) is FindingRows else [finding_dict(f) for f in fs])
     report = diff_streams(*sides, **kw)
     report.projection = {"a": projectors[0].counts.to_json(), "b": projectors[1].counts.to_json()}
+    report.seq_maps = (projectors[0].seq_map, projectors[1].seq_map)
+    _trace_seqs(report)
     fa, fb = found
     if fa is not None and fb is not None:
         # matched on the projections' numbering, shown as check reports them
@@ -164,3 +166,21 @@ def _diff_projections(traces: tuple[Trace, Trace], names: tuple[str | None, str 
             h.finding = (fa if h.side == "a" else fb)[h.finding["detail"]]
         report.hazards, report.changed_hazards, report.hazards_available = hz, changed, True
     return report
+
+
+def _trace_seqs(report: DiffReport) -> None:
+    """The first divergence and the state boundaries in trace seqs (the pass
+    numbered the kept events); the rows are translated where they are shown
+    (text.py, DiffReport.trace_seq)."""
+    ts = report.trace_seq
+    f = report.first_divergence
+    if f is not None:
+        f["seq_a"], f["seq_b"] = ts("a", f["seq_a"]), ts("b", f["seq_b"])
+        for c in f.get("context") or ():
+            c["seq_a"], c["seq_b"] = ts("a", c.get("seq_a")), ts("b", c.get("seq_b"))
+        for side in ("a", "b"):
+            e = f.get(f"event_{side}")
+            if isinstance(e, dict) and "seq" in e:
+                e["seq"] = ts(side, e["seq"])
+    for sd in report.state_diff:
+        sd.seq_a, sd.seq_b = ts("a", sd.seq_a), ts("b", sd.seq_b)

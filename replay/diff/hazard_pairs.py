@@ -2,8 +2,8 @@
 plus "only in B".
 
 ``hazard_delta`` (hazard_match.py) matches a finding of A with one of B when they
-have the same kind, device, requester ID and step labels and start in the
-same aligned operation pair.  Two engines often open the same window at
+have the same kind, severity, device, requester ID and step labels and start
+in the same aligned operation pair.  Two engines often open the same window at
 different steps -- legacy's stale-context runs UO3 -> UO5, direct's
 MO7 -> MO9, for the same device in the same reassignment -- so the labels
 differ and both would be reported as unmatched, one on each side, although

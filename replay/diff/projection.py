@@ -12,25 +12,27 @@ traces is real code, ``vtdtrace diff`` compares their **projections**:
 
 What is kept
 ------------
-What the IOMMU and the DID allocator see, and what frames it:
-
-* root-entry and context-entry stores, with their values and method
-  (``cmpxchg16b``, ``plain``), and the cache write-backs after them;
-* DID bookkeeping (``did-map`` slots, ``did-bitmap`` bits) and a domain's
-  unit bitmap;
-* flushes (context cache, IOTLB, device TLB, write buffer) with their
-  parameters and return codes;
-* device ownership moves and RMRR identity maps;
-* the operations, their return codes, and the domains and devices that
-  exist (``op-begin``, ``op-end``, ``domain-*``, ``device-*``).
+Every event except those that are each implementation's own way of getting
+there.  **Left out** (``LEFT_OUT``): ``call`` and ``return``, ``lock``,
+``unlock`` and ``lock-wait``, ``pt-alloc`` and ``pt-free`` (which page-table
+levels exist when is the Xen version's choice), ``log`` (printk text), and
+``rollback-begin``/``rollback-end`` (the model's brackets around its own
+error-path steps; the stores and flushes a rollback makes are kept).
+**Kept**: root-entry and context-entry stores with their values and method,
+cache write-backs, DID bookkeeping (``did-map``, ``did-bitmap``,
+``pseudo-domid``) and the units' domain bitmaps, flushes with their
+parameters and return codes, ownership moves, identity maps, translation
+enables, injected faults, engine limits (where the model gave up), DMA, the operations with
+their return codes, and the domains and devices that come and go -- a kind a
+newer catalogue adds is kept too, so nothing new is hidden by default.
 
 Each kept event loses its function and step label -- the two sides name
 their steps differently (MO7 / a line of the C), which is not a difference
-in behaviour -- and is numbered by its place in the projection (the diff's
-alignment needs consecutive numbers); ``seq_map`` leads back to its seq in
-the trace.  Calls, returns, locks, page-table allocations and
-log lines are left out; ``check`` still analyses each trace whole, and the
-hazard delta compares those findings.
+in behaviour -- and is numbered by its place in the projection for the
+alignment, which needs consecutive numbers; ``seq_map`` leads back to its
+seq in the trace, and the report shows trace seqs (DiffReport.trace_seq).
+``check`` still analyses each trace whole, and the hazard delta compares
+those findings.
 
 What is normalised
 ------------------
@@ -39,8 +41,10 @@ from what it does:
 
 1. **Root entries.**  The C sets a root entry's context-table pointer and
    its present bit with two 64-bit stores; the model records one event.
-   Consecutive stores to the same root entry (nothing kept between them)
-   become one: the first one's old value, the last one's new value.
+   On the real code's side only, a store of the pointer into a non-present
+   entry followed at once (nothing kept between) by the store that sets the
+   present bit of the same entry and changes nothing else becomes one event:
+   the first one's old value, the second one's new value.
 2. **Flush position.**  The model records a flush inside ``register_lock``;
    the real code's flush is seen by the wrapper around the tree's flush
    function, after the lock is dropped.  Locks are not kept, so the flush
@@ -71,12 +75,8 @@ from ..codes import Event
 # The engine name of a real-code trace (xenc.record).
 REAL_CODE_ENGINE = "xen-c"
 
-KEPT_KINDS = frozenset({
-    S.K_ROOT_WRITE, S.K_CTX_WRITE, S.K_CACHE_SYNC, S.K_DID_MAP, S.K_DID_BITMAP, S.K_IOMMU_BITMAP,
-    S.K_FLUSH_CONTEXT, S.K_FLUSH_IOTLB, S.K_FLUSH_WRITE_BUFFER, S.K_FLUSH_DEV_IOTLB,
-    S.K_OWNER_MOVE, S.K_IDMAP_ADD, S.K_IDMAP_REMOVE,
-    S.K_OP_BEGIN, S.K_OP_END, S.K_DOMAIN_CREATE, S.K_DOMAIN_DESTROY, S.K_DEVICE_ADD, S.K_DEVICE_REMOVE,
-})
+LEFT_OUT = frozenset({S.K_CALL, S.K_RETURN, S.K_LOCK, S.K_UNLOCK, S.K_LOCK_WAIT, S.K_PT_ALLOC, S.K_PT_FREE,
+                      S.K_LOG, S.K_ROLLBACK_BEGIN, S.K_ROLLBACK_END})
 FLUSH_KINDS = frozenset({S.K_FLUSH_CONTEXT, S.K_FLUSH_IOTLB, S.K_FLUSH_WRITE_BUFFER, S.K_FLUSH_DEV_IOTLB})
 NO_FUNC = S.FUNC_CODE[""]
 
@@ -113,6 +113,7 @@ class Normalised:
 class Projector:
     """Projects one trace's events chunk by chunk (``feed`` returns the kept
     events of a chunk), in this build's event codes."""
+    real_code: bool = False              # the trace records real code: (1) applies
     counts: Normalised = field(default_factory=Normalised)
     seq_map: list[int] = field(default_factory=list)     # kept event n (from 1) -> its trace seq at n - 1
     _bits: dict[tuple[int, int], int] = field(default_factory=dict)
@@ -127,16 +128,14 @@ class Projector:
             k = ev[S.I_KIND]
             after_unlock = self._after_unlock
             self._after_unlock = k == S.K_UNLOCK and ev[S.F_UNLOCK_LOCK] == "register_lock"
-            if k not in KEPT_KINDS:
+            if k in LEFT_OUT:
                 continue
             if k in FLUSH_KINDS and after_unlock:
                 c.flushes_after_lock += 1
             if k == S.K_ROOT_WRITE:
-                last = self._last
-                if (last is not None and last[S.I_KIND] == S.K_ROOT_WRITE
-                        and (last[S.F_ROOT_WRITE_IOMMU], last[S.F_ROOT_WRITE_BUS])
-                        == (ev[S.F_ROOT_WRITE_IOMMU], ev[S.F_ROOT_WRITE_BUS])):
-                    last[S.F_ROOT_WRITE_NEW] = ev[S.F_ROOT_WRITE_NEW]     # (1)
+                if self.real_code and _pointer_then_present(self._last, ev):
+                    assert self._last is not None
+                    self._last[S.F_ROOT_WRITE_NEW] = ev[S.F_ROOT_WRITE_NEW]     # (1)
                     c.root_stores_merged += 1
                     continue
             elif k == S.K_DID_MAP:
@@ -162,13 +161,26 @@ class Projector:
 
     def position(self, seq: int) -> int:
         """The projection's number for trace seq ``seq``: that of the first
-        kept event at or after it (one past the last when none is)."""
-        return bisect_left(self.seq_map, seq) + 1
+        kept event at or after it (the last kept event's when none is: a
+        finding that starts after it belongs to the last operation)."""
+        return max(1, min(bisect_left(self.seq_map, seq) + 1, len(self.seq_map)))
 
 
-def project(events: Iterable[Event]) -> tuple[list[Event], Normalised]:
+def _pointer_then_present(last: Event | None, ev: Event) -> bool:
+    """``last`` stored a context-table pointer into a non-present root entry
+    and ``ev`` sets that entry's present bit, nothing else (known difference 1)."""
+    if last is None or last[S.I_KIND] != S.K_ROOT_WRITE:
+        return False
+    if (last[S.F_ROOT_WRITE_IOMMU], last[S.F_ROOT_WRITE_BUS]) != (ev[S.F_ROOT_WRITE_IOMMU], ev[S.F_ROOT_WRITE_BUS]):
+        return False
+    pointer, new = last[S.F_ROOT_WRITE_NEW], ev[S.F_ROOT_WRITE_NEW]
+    return (not last[S.F_ROOT_WRITE_OLD] & 1 and not pointer & 1 and ev[S.F_ROOT_WRITE_OLD] == pointer
+            and new == pointer | 1)
+
+
+def project(events: Iterable[Event], *, real_code: bool = False) -> tuple[list[Event], Normalised]:
     """A whole event list's projection and its normalisation counts."""
-    p = Projector()
+    p = Projector(real_code=real_code)
     kept = p.feed(events)
     return kept, p.counts
 

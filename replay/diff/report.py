@@ -96,6 +96,17 @@ class DiffReport:
     changed_hazards: list[Any] = field(default_factory=list)
     # real code against a model: what each side's projection normalised (projection.py)
     projection: dict[str, Any] | None = None
+    # ... and each side's trace seq of the projection's event n at n - 1: the
+    # alignment numbers kept events, what is shown are trace seqs (trace_seq)
+    seq_maps: tuple[list[int], list[int]] | None = field(default=None, repr=False)
+
+    def trace_seq(self, side: str, n: Any) -> Any:
+        """The trace seq of the alignment's event ``n`` of side "a"/"b" (the
+        same number unless projections were compared; None and 0 pass)."""
+        if self.seq_maps is None or type(n) is not int or n <= 0:
+            return n
+        m = self.seq_maps[0 if side == "a" else 1]
+        return m[n - 1] if n <= len(m) else n
 
     @property
     def equivalent(self) -> bool:

@@ -85,8 +85,9 @@ def _key_json(key: Any, pres: EventPresenter) -> dict[str, Any]:
             "domain": pres.names.domain(dom) if dom is not None and pres is not None else None}
 
 
-def _range(first: int, count: int) -> list[int] | None:
-    return [first, first + count - 1] if count else None
+def _range(report: DiffReport, side: str, first: int, count: int) -> list[int] | None:
+    ts = report.trace_seq
+    return [ts(side, first), ts(side, first + count - 1)] if count else None
 
 
 # --------------------------------------------------------------------------------
@@ -104,7 +105,8 @@ def ops_json(report: DiffReport) -> list[dict[str, Any]]:
         key = pair.key_a if side == 0 else pair.key_b
         d = {"op_a": pair.op_a, "op_b": pair.op_b, **_key_json(key, report.presenters[side]),
              "status": pair.status if pair.status != SAME else "renumbered",
-             "seq_a": _range(pair.first_a, pair.count_a), "seq_b": _range(pair.first_b, pair.count_b),
+             "seq_a": _range(report, "a", pair.first_a, pair.count_a),
+             "seq_b": _range(report, "b", pair.first_b, pair.count_b),
              "events_a": pair.count_a, "events_b": pair.count_b}
         if pair.key_a != pair.key_b and pair.key_a is not None and pair.key_b is not None:
             d["b"] = _key_json(pair.key_b, report.presenters[1])
@@ -118,7 +120,9 @@ def ops_json(report: DiffReport) -> list[dict[str, Any]]:
 
 
 def _region_json(report: DiffReport, pair: OpPair, reg: Region) -> dict[str, Any]:
-    d = {"seq_a": list(reg.seq_a) if reg.seq_a else None, "seq_b": list(reg.seq_b) if reg.seq_b else None,
+    ts = report.trace_seq
+    d = {"seq_a": [ts("a", n) for n in reg.seq_a] if reg.seq_a else None,
+         "seq_b": [ts("b", n) for n in reg.seq_b] if reg.seq_b else None,
          "in": list(reg.path), "counts": {c: reg.counts[c] for c in CLASSES if reg.counts.get(c)},
          "label_only": reg.label_only}
     kept = pair.kept_events()
@@ -133,13 +137,19 @@ def _region_json(report: DiffReport, pair: OpPair, reg: Region) -> dict[str, Any
     for k in range(reg.row_start - pair.row_start, reg.row_end - pair.row_start):
         cls = CLASSES[r.cls[k]]
         ia, ib = r.ia[k], r.ib[k]
-        row: dict[str, Any] = {"class": cls, "seq_a": r.sa[k] or None, "seq_b": r.sb[k] or None}
+        row: dict[str, Any] = {"class": cls, "seq_a": ts("a", r.sa[k]) or None, "seq_b": ts("b", r.sb[k]) or None}
         if cls == ARGS:
             row["fields"] = list(r.fields.get(k, ()))
-        row["a"] = pa.to_json(events_a[ia]) if ia >= 0 else None
-        row["b"] = pb.to_json(events_b[ib]) if ib >= 0 else None
+        row["a"] = _quoted(report, "a", pa.to_json(events_a[ia])) if ia >= 0 else None
+        row["b"] = _quoted(report, "b", pb.to_json(events_b[ib])) if ib >= 0 else None
         rows.append(row)
     d["rows"] = rows
+    return d
+
+
+def _quoted(report: DiffReport, side: str, d: dict[str, Any]) -> dict[str, Any]:
+    if report.seq_maps is not None and "seq" in d:
+        d["seq"] = report.trace_seq(side, d["seq"])
     return d
 
 
@@ -200,7 +210,8 @@ def render_text(report: DiffReport, hide_label_only: bool = False) -> str:
     s = report.summary()
     w("")
     if report.equivalent:
-        w(f"result: EQUIVALENT -- {s['op_pairs']} operations, the same events")
+        same = "the same kept events" if report.projection is not None else "the same events"
+        w(f"result: EQUIVALENT -- {s['op_pairs']} operations, {same}")
     else:
         parts = []
         if s["ops_different"]:
@@ -231,14 +242,18 @@ def _projection_text(report: DiffReport, w: Write) -> None:
         return
     a, b = p["a"], p["b"]
     w("")
-    w("compared: real code against a model -- what the IOMMU and the DID allocator see (stores, DID "
-      "bookkeeping, flushes, ownership, identity maps, operations and return codes); calls, locks, step "
-      "labels and page-table allocations are each implementation's own (docs/REALCODE.md#normalisation)")
-    w(f"  kept: {a['kept']} of A's {a['events']} events, {b['kept']} of B's {b['events']}")
-    for key, what in (("root_stores_merged", "root-entry stores merged into the one before (two 64-bit stores)"),
-                      ("flushes_after_lock", "flushes recorded after register_lock was dropped"),
-                      ("unchanged_did_stores", "DID stores of the value already there, dropped")):
-        w(f"  normalised: {what}: A {a[key]}, B {b[key]}")
+    w("compared: real code against a model, on what the IOMMU and the DID allocator see")
+    w("  kept: stores, DID bookkeeping, flushes, ownership, identity maps, operations,")
+    w(f"        return codes ({a['kept']} of A's {a['events']} events, {b['kept']} of B's {b['events']})")
+    w("  left out: calls, locks, step labels, page-table allocations, log lines and")
+    w("        rollback brackets, each side's own (docs/REALCODE.md#normalisation)")
+    w(f"  normalised: a root entry written as two 64-bit stores: A {a['root_stores_merged']}, "
+      f"B {b['root_stores_merged']} merged")
+    w(f"  normalised: flushes recorded after register_lock was dropped: A {a['flushes_after_lock']}, "
+      f"B {b['flushes_after_lock']}")
+    w(f"  normalised: DID stores of the value already there: A {a['unchanged_did_stores']}, "
+      f"B {b['unchanged_did_stores']} dropped")
+    w("  seqs below are each trace's own")
 
 
 def _short(v: Any) -> str:
@@ -327,8 +342,9 @@ def _ops_text(report: DiffReport, w: Write, hide_label_only: bool = False) -> No
 
 
 def _pair_text(report: DiffReport, pair: OpPair, w: Write, hide_label_only: bool = False) -> None:
-    ra = f"A {pair.first_a}..{pair.last_a}" if pair.count_a else "A -"
-    rb = f"B {pair.first_b}..{pair.last_b}" if pair.count_b else "B -"
+    ts = report.trace_seq
+    ra = f"A {ts('a', pair.first_a)}..{ts('a', pair.last_a)}" if pair.count_a else "A -"
+    rb = f"B {ts('b', pair.first_b)}..{ts('b', pair.last_b)}" if pair.count_b else "B -"
     status = PAIR_STATUS[pair.status]
     title = op_title(report, pair)
     if pair.key_a != pair.key_b and pair.key_a is not None and pair.key_b is not None:
@@ -342,8 +358,8 @@ def _pair_text(report: DiffReport, pair: OpPair, w: Write, hide_label_only: bool
         if hide_label_only and reg.label_only == reg.row_end - reg.row_start:
             labels_only += 1
             continue
-        sa = f"A {reg.seq_a[0]}..{reg.seq_a[1]}" if reg.seq_a else "A -"
-        sb = f"B {reg.seq_b[0]}..{reg.seq_b[1]}" if reg.seq_b else "B -"
+        sa = f"A {ts('a', reg.seq_a[0])}..{ts('a', reg.seq_a[1])}" if reg.seq_a else "A -"
+        sb = f"B {ts('b', reg.seq_b[0])}..{ts('b', reg.seq_b[1])}" if reg.seq_b else "B -"
         where = f" in {' > '.join(reg.path)}" if reg.path else ""
         counts = region_counts(reg)
         w(f"    region {n}: {sa}, {sb}{where} ({counts})")
@@ -370,15 +386,15 @@ def _pair_text(report: DiffReport, pair: OpPair, w: Write, hide_label_only: bool
                 eva, evb = events_a[ia], events_b[ib]
                 if fields == LABEL_ONLY:
                     # The same values under another step label: one line, both labels.
-                    w(f"      = A {r.sa[k]:>7}  B {r.sb[k]:<7} {eva[I_LABEL]}/{evb[I_LABEL]} "
+                    w(f"      = A {ts('a', r.sa[k]):>7}  B {ts('b', r.sb[k]):<7} {eva[I_LABEL]}/{evb[I_LABEL]} "
                       f"{event_line(pa, eva, label=False)}")
                     continue
-                w(f"      ~ A {r.sa[k]:>7}  {event_line(pa, eva)}")
-                w(f"        B {r.sb[k]:>7}  {event_line(pb, evb)}  [{', '.join(fields)}]")
+                w(f"      ~ A {ts('a', r.sa[k]):>7}  {event_line(pa, eva)}")
+                w(f"        B {ts('b', r.sb[k]):>7}  {event_line(pb, evb)}  [{', '.join(fields)}]")
             elif cls == ONLY_A:
-                w(f"      - A {r.sa[k]:>7}  {event_line(pa, events_a[ia])}")
+                w(f"      - A {ts('a', r.sa[k]):>7}  {event_line(pa, events_a[ia])}")
             elif cls == ONLY_B:
-                w(f"      + B {r.sb[k]:>7}  {event_line(pb, events_b[ib])}")
+                w(f"      + B {ts('b', r.sb[k]):>7}  {event_line(pb, events_b[ib])}")
         more = k1 - k0 - (reg.label_only if hide_label_only else 0) - listed
         if more > 0:
             w(f"      ... {more} more rows")

@@ -36,7 +36,8 @@ static uint64_t xenc_page_base, xenc_domain_base;
 static unsigned int xenc_domain_shift;
 static unsigned int xenc_nr_tables;
 static int xenc_alloc_owner = -1;
-#define XENC_MAX_OWNERS 64
+/* every domain, and as many pseudo domain IDs */
+#define XENC_MAX_OWNERS 512
 static struct { int owner; unsigned int nr; } xenc_owner_pages[XENC_MAX_OWNERS];
 static unsigned int xenc_nr_owners;
 
