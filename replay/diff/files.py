@@ -126,8 +126,10 @@ def _diff_projections(traces: tuple[Trace, Trace], names: tuple[str | None, str 
                       paths: tuple[Path | str | None, Path | str | None], bindings: tuple[Any, Any] | None,
                       findings: bool, **kw: Any) -> DiffReport:
     """The diff of two traces' projections; findings of the whole traces."""
-    sides, projectors = [], []
+    sides: list[Side] = []
+    projectors: list[Projector] = []
     found: list[list[dict[str, Any]] | None] = []
+    notes: list[str] = []
     for trace, name, path, binding in zip(traces, names, paths, bindings or (None, None)):
         fs = cached_findings(path, trace) if findings and path is not None else None
         analysis = hazards.Analysis(trace.header) if findings and fs is None else None
@@ -145,6 +147,8 @@ def _diff_projections(traces: tuple[Trace, Trace], names: tuple[str | None, str 
         finally:
             chunks.close()
         if analysis is not None:
+            if analysis.bad is not None:
+                notes.append(f"{'AB'[len(sides)]}'s hazard analysis stopped: {analysis.bad[1]}")
             fs = analysis.finish()
             if path is not None:
                 store_findings(path, trace, analysis, fs, binding)
@@ -156,6 +160,8 @@ def _diff_projections(traces: tuple[Trace, Trace], names: tuple[str | None, str 
     report = diff_streams(*sides, **kw)
     report.projection = {"a": projectors[0].counts.to_json(), "b": projectors[1].counts.to_json()}
     report.seq_maps = (projectors[0].seq_map, projectors[1].seq_map)
+    if notes:
+        report.state_note = "; ".join(([report.state_note] if report.state_note else []) + notes)
     _trace_seqs(report)
     fa, fb = found
     if fa is not None and fb is not None:
