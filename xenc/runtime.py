@@ -57,7 +57,7 @@ from tracer.platform import (
 )
 from tracer.recorder import Recorder, Sink
 
-from .build import Built
+from .build import Built, quarantine_init_args
 from .labels import Labels
 from .tree import XenTree, has_nocx16_path
 
@@ -66,6 +66,7 @@ XR_LOCK, XR_UNLOCK, XR_ROOT_STORE, XR_CTX_STORE, XR_CACHE_SYNC = 1, 2, 3, 4, 5
 XR_FLUSH_CONTEXT, XR_FLUSH_IOTLB, XR_FLUSH_WB, XR_DID_BIT, XR_IOMMU_BIT = 6, 7, 8, 9, 10
 XR_PT_ALLOC, XR_IDMAP, XR_PRINTK, XR_RCU_LOCK, XR_RCU_UNLOCK, XR_HOOK = 11, 12, 13, 14, 15, 16
 XR_ASSERT, XR_UNSUPPORTED = 17, 18
+XR_PT_FREE, XR_PSEUDO_DOMID = 32, 33        # enum xenc_rec_quarantine (standin/quarantine.c)
 
 _LOCK_NAMES = {0: "pcidevs_lock", 1: "iommu->lock", 2: "mapping_lock", 3: "rcu_domain", 4: "register_lock",
                5: "pci_lock"}
@@ -80,6 +81,12 @@ _FLUSH_FUNC = {("ctx", "global"): "iommu_flush_all", ("ctx", "device"): "iommu_f
                ("tlb", "global"): "iommu_flush_all", ("tlb", "dsi"): "iommu_flush_iotlb_dsi",
                ("tlb", "psi"): "iommu_flush_iotlb_dsi"}
 _PT_WHAT = {4: "pgd", 3: "pt-l3", 2: "pt-l2", 1: "pt-l1"}
+# a device's quarantine tables (standin/quarantine.c): the root, fill_qpt()'s levels, the scratch leaf
+_QPT_WHAT = {0x20: "quarantine", 0x13: "quarantine-l3", 0x12: "quarantine-l2", 0x11: "quarantine-l1",
+             0x10: "scratch"}
+# iommu_quarantine: the scenario's quarantine is the per-device design with a
+# scratch page (b3ee746000 always fills; 4.17 does with iommu=quarantine=scratch-page)
+QUARANTINE_SCRATCH_PAGE = 2
 _DEV_TYPE = {"host-bridge": 0, "pcie-endpoint": 1}
 _PRINTK_LEVEL = {"3": "err", "4": "warning", "6": "info", "7": "debug"}
 # standin/runtime.c's table sizes
@@ -110,8 +117,7 @@ def unsupported_features(platform: Platform, tree: XenTree | None = None) -> lis
     """What the scenario asks for that the real-code path cannot run yet."""
     out: list[str] = []
     k = platform.knobs
-    for flag, name in ((k.quarantine, "platform.quarantine (pseudo domain IDs)"),
-                       (k.caching_mode, "platform.caching_mode"), (k.ats, "platform.ats"),
+    for flag, name in ((k.caching_mode, "platform.caching_mode"), (k.ats, "platform.ats"),
                        (k.hwdom_passthrough, "platform.hwdom_passthrough"),
                        (not k.xsa399_fix, "--no-xsa399-fix")):
         if flag:
@@ -129,8 +135,9 @@ def unsupported_features(platform: Platform, tree: XenTree | None = None) -> lis
             out.append(f"device {dev.bdf} owned by {dev.owner} at boot")
         if dev.id32 in CTG_WLAN | ILK_CPT_WLAN and _host_bridge_id(platform) in IS_CTG | IS_ILK | IS_CPT:
             out.append(f"the ME WiFi quirk of {dev.bdf}")
+    out += _unsupported_quarantine(platform, tree)
     for op in platform.ops:
-        if op.do not in ("assign", "deassign"):
+        if op.do not in ("assign", "deassign", "quarantine"):
             out.append(f"op {op.index} `{op.do}`")
         if op.cpu:
             out.append(f"op {op.index} on CPU {op.cpu}")
@@ -144,6 +151,16 @@ def unsupported_features(platform: Platform, tree: XenTree | None = None) -> lis
     if tree is not None and not k.cx16 and not has_nocx16_path(tree):
         out.append(f"--no-cx16 (Xen {tree.version_name} has no path without cmpxchg16b)")
     return out
+
+
+def _unsupported_quarantine(platform: Platform, tree: XenTree | None) -> list[str]:
+    """Quarantine runs where the tree has per-device quarantine tables (the
+    XSA-400 design); a tree from before it built one shared dom_io tree at
+    boot, which no stand-in models."""
+    wants = platform.knobs.quarantine or any(op.do == "quarantine" for op in platform.ops)
+    if not wants or tree is None or quarantine_init_args(tree.read("iommu.c")):
+        return []
+    return [f"quarantine on Xen {tree.version_name} (no per-device quarantine page tables in this tree)"]
 
 
 def _host_bridge_id(platform: Platform) -> int | None:
@@ -173,6 +190,7 @@ class XencEngine:
         self.domains["dom_io"] = DOMID_IO
         self.pdev_index: dict[tuple[int, int, int], int] = {}
         self.owner_shadow: dict[int, int] = {}
+        self.quarantined: set[int] = set()       # pdev->quarantine: assigned to dom_io by an op
         self.did_shadow: list[list[int]] = []
         self._did_views: list[tuple[int, int]] = []      # (address, bytes) of each unit's domid_map
         self._did_raw: list[bytes] = []
@@ -255,7 +273,18 @@ class XencEngine:
         elif rec == XR_IOMMU_BIT:
             self.emit(S.K_IOMMU_BITMAP, cfunc, line, a[0], a[1], a[2])
         elif rec == XR_PT_ALLOC:
-            self.emit(S.K_PT_ALLOC, "domain_pgd_maddr", line, a[0], a[1], _PT_WHAT[a[2]])
+            if a[2] in _QPT_WHAT:
+                self.emit(S.K_PT_ALLOC, cfunc, line, a[0], a[1], _QPT_WHAT[a[2]])
+            else:
+                self.emit(S.K_PT_ALLOC, "domain_pgd_maddr", line, a[0], a[1], _PT_WHAT[a[2]])
+        elif rec == XR_PT_FREE:
+            self.emit(S.K_PT_FREE, cfunc, line, a[0], a[1])
+        elif rec == XR_PSEUDO_DOMID:
+            # the device of the running operation (bridges, whose mapping
+            # could take another device's, are refused)
+            assert self.cur_device is not None
+            seg, bus, devfn = parse_bdf(self.cur_device)
+            self.emit(S.K_PSEUDO_DOMID, cfunc, line, seg, (bus << 8) | devfn, a[0], a[1], a[2])
         elif rec == XR_IDMAP:
             if a[3]:
                 self.emit(S.K_IDMAP_ADD, cfunc, line, a[0], a[1], a[2], "rw", a[4])
@@ -343,6 +372,8 @@ class XencEngine:
                 raise Unsupported(f"the xen-c engine does not support more than {MAX_PDEVS} devices yet")
             self.pdev_index[(dev.seg, dev.bus, dev.devfn)] = idx
             self.owner_shadow[idx] = -1
+        lib.xenc_quarantine_setup()
+        lib.xenc_set_quarantine(ctypes.c_uint(QUARANTINE_SCRATCH_PAGE if p.knobs.quarantine else 0))
 
     def call(self, fn: Callable[..., int], *args: object) -> int:
         rc = int(fn(*args))
@@ -399,13 +430,15 @@ class XencEngine:
             target = op.to if op.do == "assign" else None
             self.rec.emit(S.K_OP_BEGIN, "", "", op.do, (bus << 8) | devfn,
                           self.domains[target] if target else None, seg)
+            if op.do == "quarantine":      # `xl pci-assignable-add` with quarantine: to dom_io
+                target = "dom_io"
             idx = self.pdev_index.get((seg, bus, devfn))
             self.cur_device = op.device
             owner = self.owner_shadow.get(idx, -1) if idx is not None else -1
             if idx is None:
                 rc = -S_ENODEV
-            elif op.do == "assign":
-                rc = self._assign(idx, owner, self.domains[op.to or ""], hw.id, seg, bus, devfn, op.relaxed)
+            elif op.do in ("assign", "quarantine"):
+                rc = self._assign(idx, owner, self.domains[target or ""], hw.id, seg, bus, devfn, op.relaxed)
             else:
                 rc = self._deassign(idx, owner, hw.id, seg, bus, devfn)
             self.cur_device = None
@@ -424,8 +457,13 @@ class XencEngine:
         self.rec.emit(S.K_LOCK, "", "", "pcidevs_lock", None)
         self.enter("assign_device", ("domain", domid), ("seg", seg), ("bus", bus), ("devfn", devfn),
                    ("flag", 1 if relaxed else 0))
-        rc = self.call(self.lib.xenc_op_assign, ctypes.c_int(idx), ctypes.c_uint(domid),
-                       ctypes.c_uint(1 if relaxed else 0))
+        # pci.c: a device leaving the hardware domain gets its quarantine tables first
+        rc = self._quarantine_dev_init(idx) if owner != DOMID_IO else 0
+        if not rc:
+            rc = self.call(self.lib.xenc_op_assign, ctypes.c_int(idx), ctypes.c_uint(domid),
+                           ctypes.c_uint(1 if relaxed else 0))
+        if not rc and domid == DOMID_IO:
+            self.quarantined.add(idx)
         self.leave(rc)
         self.rec.emit(S.K_UNLOCK, "", "", "pcidevs_lock", None)
         return rc
@@ -437,10 +475,30 @@ class XencEngine:
             return -22
         self.rec.emit(S.K_LOCK, "", "", "pcidevs_lock", None)
         self.enter("deassign_device", ("domain", owner), ("seg", seg), ("bus", bus), ("devfn", devfn))
-        # pci.c: no quarantine, so the device goes back to the hardware domain
-        rc = self.call(self.lib.xenc_op_reassign, ctypes.c_int(idx), ctypes.c_uint(owner), ctypes.c_uint(hw))
+        # pci.c: with quarantine (or a device that was quarantined) to dom_io,
+        # its quarantine tables (re)initialised first; else, and from dom_io,
+        # back to the hardware domain
+        target = hw
+        if (idx in self.quarantined or self.platform.knobs.quarantine) and owner != DOMID_IO:
+            rc = self._quarantine_dev_init(idx)
+            if rc:
+                self.leave(rc)
+                self.rec.emit(S.K_UNLOCK, "", "", "pcidevs_lock", None)
+                return rc
+            target = DOMID_IO
+        rc = self.call(self.lib.xenc_op_reassign, ctypes.c_int(idx), ctypes.c_uint(owner), ctypes.c_uint(target))
+        if not rc and self.owner_shadow[idx] == hw:
+            self.quarantined.discard(idx)
         self.leave(rc)
         self.rec.emit(S.K_UNLOCK, "", "", "pcidevs_lock", None)
+        return rc
+
+    def _quarantine_dev_init(self, idx: int) -> int:
+        """iommu_quarantine_dev_init(): the unit's quarantine_init hook
+        (nothing when quarantine is off)."""
+        self.enter("iommu_quarantine_dev_init", ("dev", self.cur_device))
+        rc = self.call(self.lib.xenc_op_quarantine_init, ctypes.c_int(idx))
+        self.leave(rc)
         return rc
 
 
