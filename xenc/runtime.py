@@ -191,6 +191,8 @@ class XencEngine:
         self.pdev_index: dict[tuple[int, int, int], int] = {}
         self.owner_shadow: dict[int, int] = {}
         self.quarantined: set[int] = set()       # pdev->quarantine: assigned to dom_io by an op
+        # pci.c calls iommu_quarantine_dev_init() only from the XSA-400 series on
+        self.per_device_quarantine = "intel_iommu_quarantine_init" in built.functions
         self.did_shadow: list[list[int]] = []
         self._did_views: list[tuple[int, int]] = []      # (address, bytes) of each unit's domid_map
         self._did_raw: list[bytes] = []
@@ -495,7 +497,9 @@ class XencEngine:
 
     def _quarantine_dev_init(self, idx: int) -> int:
         """iommu_quarantine_dev_init(): the unit's quarantine_init hook
-        (nothing when quarantine is off)."""
+        (nothing when quarantine is off; no such call before the series)."""
+        if not self.per_device_quarantine:
+            return 0
         self.enter("iommu_quarantine_dev_init", ("dev", self.cur_device))
         rc = self.call(self.lib.xenc_op_quarantine_init, ctypes.c_int(idx))
         self.leave(rc)

@@ -201,7 +201,7 @@ int xenc_op_quarantine_init(int pdev)
     struct pci_dev *p = xenc_pdev(pdev);
     int rc;
     if ( !iommu_quarantine )
-        return 0;
+        return 0;       /* iommu_quarantine_dev_init() does nothing */
     xenc_qpdev = p;
     xenc_qpages = 0;
 #if XENC_QUARANTINE_ARGS == 2
@@ -235,6 +235,10 @@ void xenc_quarantine_setup(void)
 {
     unsigned int i;
     INIT_LIST_HEAD(&dom_iommu(dom_io)->arch.pgtables.list.list);
+    /* intel_iommu_domain_init()'s width for every domain (from 4.19 the
+     * quarantine tables' depth is dom_io's agaw) */
+    for ( i = 0; i < xenc_nr_domains; i++ )
+        xenc_domains[i].iommu.arch.vtd.agaw = width_to_agaw(DEFAULT_DOMAIN_ADDRESS_WIDTH);
     for ( i = 0; i < xenc_nr_pdevs; i++ )
         INIT_LIST_HEAD(&xenc_pdevs[i].arch.pgtables_list.list);
 #ifdef XENC_HAS_PSEUDO_DOMID_MAP

@@ -254,6 +254,7 @@ struct arch_iommu {
     struct page_list_head pgtables_list;
     struct {
         uint64_t pgd_maddr;
+        unsigned int agaw;      /* dom_io's sizes its quarantine tables from 4.19 (quarantine.c) */
 #if XENC_XEN_VERSION >= 416
         unsigned long *iommu_bitmap;
 #else
