@@ -103,6 +103,14 @@ def test_quarantine_equivalent_to_final(scenario, cx, xen_tree, tmp_path):  # no
         idmaps = [ev[FIRST:] for ev in _of_kind(ev_r, S.K_IDMAP_ADD) if ev[S.F_IDMAP_ADD_DOMAIN] in pseudo]
         assert idmaps and idmaps == [ev[FIRST:] for ev in _of_kind(ev_m, S.K_IDMAP_ADD)
                                      if ev[S.F_IDMAP_ADD_DOMAIN] in pseudo]
+        # hot-unplug (intel_iommu_remove_device): the quarantine tables, their
+        # identity map and both pseudo domain IDs go, as in the model
+        for kind in (S.K_IDMAP_REMOVE, S.K_PT_FREE, S.K_DEVICE_REMOVE):
+            gone = [ev[FIRST:] for ev in _of_kind(ev_r, kind)]
+            assert gone and gone == [ev[FIRST:] for ev in _of_kind(ev_m, kind)]
+        assert {ev[S.F_PT_FREE_DOMAIN] for ev in _of_kind(ev_r, S.K_PT_FREE)} <= pseudo
+        assert sorted(ev[S.F_PSEUDO_DOMID_DOMAIN] for ev in pseudo_r if not ev[S.F_PSEUDO_DOMID_VALUE]) == \
+            sorted(pseudo)
 
     # check: the same finding kinds and severities, pseudo domain IDs named alike
     fm, fr = _findings(model), _findings(real)
@@ -166,6 +174,21 @@ def test_refused_where_the_tree_has_no_per_device_quarantine(xen_tree, tmp_path)
     assert len(lines) == 1 and "the xen-c engine does not support quarantine on Xen 4.17.5" in lines[0]
     assert "no per-device quarantine page tables" in lines[0] and "Traceback" not in r.stderr
     assert not list(tmp_path.glob("*.vtdt"))
+
+
+def test_remove_is_refused_where_the_tree_has_no_per_device_quarantine(xen_tree, tmp_path):  # noqa: F811
+    """intel_iommu_remove_device is taken with the per-device quarantine
+    code; before the series hot-unplug is refused with one line."""
+    t = scratch_tree(xen_tree, tmp_path / "t")
+    c = t / "xen/drivers/passthrough/vtd/iommu.c"
+    c.write_text(c.read_text().replace("intel_iommu_quarantine_init(struct pci_dev *pdev,",
+                                       "intel_iommu_quarantine_init(struct domain *d,"))
+    toml = tmp_path / "rm.toml"
+    toml.write_text((DATA / "nic.toml").read_text() + '\n[[op]]\ndo = "remove"\ndevice = "0000:03:00.0"\n')
+    r = vtdtrace("record", str(toml), "--engine", "xen-c", "--xen-tree", str(t), cwd=tmp_path)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the xen-c engine does not support op 5 `remove`" in lines[0]
 
 
 @pytest.mark.parametrize("edit,named", [

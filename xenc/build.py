@@ -42,8 +42,9 @@ STANDIN = Path(__file__).with_name("standin")
 # What the runtime drives, by name; their same-file callees come along.
 WANTED = ["intel_iommu_assign_device", "reassign_device_ownership", "domain_context_mapping",
           "domain_context_unmap", "iommu_flush_all"]
-# Per-device quarantine (the XSA-400 design: b3ee746000, 4.17+), where the tree has it.
-QUARANTINE_INIT = "intel_iommu_quarantine_init"
+# Per-device quarantine (the XSA-400 design: b3ee746000, 4.17+), where the tree has
+# it: the tables are built by the first, and go with the device (hot-unplug) by the second.
+QUARANTINE_WANTED = ["intel_iommu_quarantine_init", "intel_iommu_remove_device"]
 # The register-based flush functions: vtd_flush_*_reg from 4.16, static flush_*_reg in 4.15.
 FLUSH_NAMES = (("vtd_flush_context_reg", "flush_context_reg"), ("vtd_flush_iotlb_reg", "flush_iotlb_reg"))
 # Implemented by the stand-ins instead (see standin/runtime.c).
@@ -103,7 +104,7 @@ def translation_unit(tree: XenTree, standin: Path = STANDIN) -> tuple[str, tuple
     flush = [next((n for n in names if re.search(rf"^[^;\n]*\b{n}\(", src, re.M)), names[0])
              for names in FLUSH_NAMES]
     qargs = quarantine_init_args(src)
-    ex = extract(src, str(tree.source("iommu.c")), WANTED + flush + ([QUARANTINE_INIT] if qargs else []),
+    ex = extract(src, str(tree.source("iommu.c")), WANTED + flush + (QUARANTINE_WANTED if qargs else []),
                  PROVIDED, WRAPPED)
     if ex.missing:
         raise BuildError(f"vtd/iommu.c of {tree.root} defines no {', '.join(ex.missing)}")

@@ -136,8 +136,11 @@ def unsupported_features(platform: Platform, tree: XenTree | None = None) -> lis
         if dev.id32 in CTG_WLAN | ILK_CPT_WLAN and _host_bridge_id(platform) in IS_CTG | IS_ILK | IS_CPT:
             out.append(f"the ME WiFi quirk of {dev.bdf}")
     out += _unsupported_quarantine(platform, tree)
+    verbs = ("assign", "deassign", "quarantine")
+    if tree is not None and quarantine_init_args(tree.read("iommu.c")):
+        verbs += ("remove",)        # intel_iommu_remove_device is taken with per-device quarantine
     for op in platform.ops:
-        if op.do not in ("assign", "deassign", "quarantine"):
+        if op.do not in verbs:
             out.append(f"op {op.index} `{op.do}`")
         if op.cpu:
             out.append(f"op {op.index} on CPU {op.cpu}")
@@ -439,6 +442,8 @@ class XencEngine:
             owner = self.owner_shadow.get(idx, -1) if idx is not None else -1
             if idx is None:
                 rc = -S_ENODEV
+            elif op.do == "remove":
+                rc = self._remove(idx, seg, bus, devfn)
             elif op.do in ("assign", "quarantine"):
                 rc = self._assign(idx, owner, self.domains[target or ""], hw.id, seg, bus, devfn, op.relaxed)
             else:
@@ -493,6 +498,21 @@ class XencEngine:
             self.quarantined.discard(idx)
         self.leave(rc)
         self.rec.emit(S.K_UNLOCK, "", "", "pcidevs_lock", None)
+        return rc
+
+    def _remove(self, idx: int, seg: int, bus: int, devfn: int) -> int:
+        """pci_remove_device() (hot-unplug): the VT-d code lets go of the
+        device -- its context entry, its RMRRs' identity maps, its quarantine
+        tables and pseudo domain ID -- and the PCI layer frees it."""
+        self.enter("pci_remove_device", ("seg", seg), ("bus", bus), ("devfn", devfn))
+        self.rec.emit(S.K_LOCK, "pci_remove_device", "pci_remove_device", "pcidevs_lock", None)
+        rc = self.call(self.lib.xenc_op_remove, ctypes.c_int(idx))
+        self.rec.emit(S.K_DEVICE_REMOVE, "pci_remove_device", "pci_remove_device", seg, (bus << 8) | devfn)
+        del self.pdev_index[(seg, bus, devfn)]
+        del self.owner_shadow[idx]
+        self.quarantined.discard(idx)
+        self.rec.emit(S.K_UNLOCK, "pci_remove_device", "pci_remove_device", "pcidevs_lock", None)
+        self.leave(rc)
         return rc
 
     def _quarantine_dev_init(self, idx: int) -> int:

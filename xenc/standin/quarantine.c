@@ -218,6 +218,27 @@ int xenc_op_quarantine_init(int pdev)
 #endif
 }
 
+/* pci.c's pci_remove_device(): iommu_remove_device() (the unit's remove_device
+ * hook for an owned device), then the device leaves its owner's list and is
+ * freed (here: no owner, which the runtime records as the owner move). */
+int xenc_op_remove(int pdev)
+{
+    struct pci_dev *p = xenc_pdev(pdev);
+    int rc = -EINVAL;
+#ifdef XENC_QUARANTINE_ARGS
+    if ( p->domain )
+        rc = intel_iommu_remove_device(p->devfn, p);
+#else
+    xenc_log(XR_UNSUPPORTED, "intel_iommu_remove_device (hot-unplug before the XSA-400 series)", 0, 0);
+#endif
+    if ( p->domain )
+    {
+        list_del(&p->domain_list);
+        p->domain = NULL;
+    }
+    return rc;
+}
+
 void xenc_set_quarantine(unsigned int mode)
 {
     iommu_quarantine = mode;
