@@ -136,7 +136,7 @@ def unsupported_features(platform: Platform, tree: XenTree | None = None) -> lis
         if dev.id32 in CTG_WLAN | ILK_CPT_WLAN and _host_bridge_id(platform) in IS_CTG | IS_ILK | IS_CPT:
             out.append(f"the ME WiFi quirk of {dev.bdf}")
     out += _unsupported_quarantine(platform, tree)
-    verbs = ("assign", "deassign", "quarantine")
+    verbs: tuple[str, ...] = ("assign", "deassign", "quarantine")
     if tree is not None and quarantine_init_args(tree.read("iommu.c")):
         verbs += ("remove",)        # intel_iommu_remove_device is taken with per-device quarantine
     for op in platform.ops:
