@@ -3,7 +3,7 @@ ordinary vtdtrace events.
 
 The compiled library (xenc/build.py) holds the tree's own functions and the
 stand-ins around them; this module is the part of Xen above them -- boot,
-the PCI layer's assign and deassign -- and the recorder.
+the PCI layer's assign, deassign, quarantine and remove -- and the recorder.
 
 **Where events come from.**  The stand-ins report every record through one
 ctypes callback, in the order the C code makes them:
@@ -26,8 +26,14 @@ store of an unchanged value is invisible this way: the model's
 
 **Refusals.**  What the real-code path does not support yet is refused
 before anything runs, with one line naming it (``Unsupported``); what the
-C code reaches at run time that no stand-in models (a bridge walk, a
-pseudo domain ID) stops the run the same way.
+C code reaches at run time that no stand-in models (a bridge walk) stops
+the run the same way.
+
+**Quarantine** (trees with per-device quarantine, standin/quarantine.c):
+the PCI layer's part runs here -- iommu_quarantine_dev_init before a device
+leaves the hardware domain or goes to dom_io, the choice of dom_io or the
+hardware domain on deassignment (pdev->quarantine is ``quarantined``),
+pci_remove_device for hot-unplug -- and the tree's VT-d code does the rest.
 """
 
 from __future__ import annotations
