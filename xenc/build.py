@@ -13,7 +13,9 @@ The translation unit is, in order:
 3. ``standin/xenc_post.h`` (logging stores, flush wrappers, layout guards);
 4. the functions extracted from the tree's ``vtd/iommu.c`` (xenc/extract.py);
 5. ``standin/runtime.c``: stand-in implementations and the entry points the
-   Python runtime calls.
+   Python runtime calls;
+6. ``standin/quarantine.c``: the stand-ins of per-device quarantine (pseudo
+   domain IDs, the quarantine tables' pages) and its entry points.
 
 The cache key is a hash of everything that goes into the compiler -- the
 tree's files (xenc/tree.py's digest), the generated sources, the stand-in files, the
