@@ -47,7 +47,7 @@ def test_explore_refuses_xen_c(tmp_path):
 
 
 @pytest.mark.parametrize("scenario,named", [
-    ("s2-guest-destroy-quarantine", "platform.quarantine"),
+    ("s2-guest-destroy-quarantine", "op 2 `destroy`"),
     ("s4-legacy-pci-rmrr-bridge", "bridges"),
     ("s9-xsa399-race", "op 3 `destroy`"),
 ])

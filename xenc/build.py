@@ -13,7 +13,9 @@ The translation unit is, in order:
 3. ``standin/xenc_post.h`` (logging stores, flush wrappers, layout guards);
 4. the functions extracted from the tree's ``vtd/iommu.c`` (xenc/extract.py);
 5. ``standin/runtime.c``: stand-in implementations and the entry points the
-   Python runtime calls.
+   Python runtime calls;
+6. ``standin/quarantine.c``: the stand-ins of per-device quarantine (pseudo
+   domain IDs, the quarantine tables' pages) and its entry points.
 
 The cache key is a hash of everything that goes into the compiler -- the
 tree's files (xenc/tree.py's digest), the generated sources, the stand-in files, the
@@ -42,6 +44,9 @@ STANDIN = Path(__file__).with_name("standin")
 # What the runtime drives, by name; their same-file callees come along.
 WANTED = ["intel_iommu_assign_device", "reassign_device_ownership", "domain_context_mapping",
           "domain_context_unmap", "iommu_flush_all"]
+# Per-device quarantine (the XSA-400 design: b3ee746000, 4.17+), where the tree has
+# it: the tables are built by the first, and go with the device (hot-unplug) by the second.
+QUARANTINE_WANTED = ["intel_iommu_quarantine_init", "intel_iommu_remove_device"]
 # The register-based flush functions: vtd_flush_*_reg from 4.16, static flush_*_reg in 4.15.
 FLUSH_NAMES = (("vtd_flush_context_reg", "flush_context_reg"), ("vtd_flush_iotlb_reg", "flush_iotlb_reg"))
 # Implemented by the stand-ins instead (see standin/runtime.c).
@@ -100,7 +105,9 @@ def translation_unit(tree: XenTree, standin: Path = STANDIN) -> tuple[str, tuple
     src = tree.read("iommu.c")
     flush = [next((n for n in names if re.search(rf"^[^;\n]*\b{n}\(", src, re.M)), names[0])
              for names in FLUSH_NAMES]
-    ex = extract(src, str(tree.source("iommu.c")), WANTED + flush, PROVIDED, WRAPPED)
+    qargs = quarantine_init_args(src)
+    ex = extract(src, str(tree.source("iommu.c")), WANTED + flush + (QUARANTINE_WANTED if qargs else []),
+                 PROVIDED, WRAPPED)
     if ex.missing:
         raise BuildError(f"vtd/iommu.c of {tree.root} defines no {', '.join(ex.missing)}")
     quirk = re.search(r"me_wifi_quirk\(([^)]*)\)", tree.read("extern.h"))
@@ -119,12 +126,26 @@ def translation_unit(tree: XenTree, standin: Path = STANDIN) -> tuple[str, tuple
     # any unit; the runtime sets it when it adds a unit, if this tree has it.
     if re.search(r"\bmin_pt_levels\b", ex.source):
         parts.append("#define XENC_HAS_MIN_PT_LEVELS 1")
+    if qargs:
+        parts.append(f"#define XENC_QUARANTINE_ARGS {qargs}")
+    if "pseudo_domid_map" in tree.read("iommu.h"):
+        parts.append("#define XENC_HAS_PSEUDO_DOMID_MAP 1")
     parts.append(f'#include "{standin / "runtime.c"}"')
+    parts.append(f'#include "{standin / "quarantine.c"}"')
     # me_wifi_quirk() (vtd/quirks.c, not extracted) with the tree's own
     # parameters: it does nothing, since scenarios that reach it are refused.
     params = quirk.group(1) if quirk else "struct domain *d, uint8_t bus, uint8_t devfn, int map"
     parts.append(f"int me_wifi_quirk({params})\n{{\n    return 0;\n}}")
     return "\n".join(parts), tuple(ex.functions)
+
+
+def quarantine_init_args(src: str) -> int:
+    """How many parameters the tree's per-device intel_iommu_quarantine_init
+    takes (1 at b3ee746000, 2 from 4.17: the scratch-page switch), or 0 when
+    it has none (before the XSA-400 series one shared dom_io tree was built
+    at boot, ``intel_iommu_quarantine_init(struct domain *d)``)."""
+    m = re.search(r"\bintel_iommu_quarantine_init\(\s*struct pci_dev \*pdev([^)]*)\)", src)
+    return 0 if m is None else 1 + m.group(1).count(",")
 
 
 def build(tree: XenTree, cache_dir: Path | None = None, standin: Path = STANDIN) -> Built:

@@ -3,7 +3,7 @@ ordinary vtdtrace events.
 
 The compiled library (xenc/build.py) holds the tree's own functions and the
 stand-ins around them; this module is the part of Xen above them -- boot,
-the PCI layer's assign and deassign -- and the recorder.
+the PCI layer's assign, deassign, quarantine and remove -- and the recorder.
 
 **Where events come from.**  The stand-ins report every record through one
 ctypes callback, in the order the C code makes them:
@@ -26,8 +26,14 @@ store of an unchanged value is invisible this way: the model's
 
 **Refusals.**  What the real-code path does not support yet is refused
 before anything runs, with one line naming it (``Unsupported``); what the
-C code reaches at run time that no stand-in models (a bridge walk, a
-pseudo domain ID) stops the run the same way.
+C code reaches at run time that no stand-in models (a bridge walk) stops
+the run the same way.
+
+**Quarantine** (trees with per-device quarantine, standin/quarantine.c):
+the PCI layer's part runs here -- iommu_quarantine_dev_init before a device
+leaves the hardware domain or goes to dom_io, the choice of dom_io or the
+hardware domain on deassignment (pdev->quarantine is ``quarantined``),
+pci_remove_device for hot-unplug -- and the tree's VT-d code does the rest.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from tracer.platform import (
 )
 from tracer.recorder import Recorder, Sink
 
-from .build import Built
+from .build import Built, quarantine_init_args
 from .labels import Labels
 from .tree import XenTree, has_nocx16_path
 
@@ -66,6 +72,7 @@ XR_LOCK, XR_UNLOCK, XR_ROOT_STORE, XR_CTX_STORE, XR_CACHE_SYNC = 1, 2, 3, 4, 5
 XR_FLUSH_CONTEXT, XR_FLUSH_IOTLB, XR_FLUSH_WB, XR_DID_BIT, XR_IOMMU_BIT = 6, 7, 8, 9, 10
 XR_PT_ALLOC, XR_IDMAP, XR_PRINTK, XR_RCU_LOCK, XR_RCU_UNLOCK, XR_HOOK = 11, 12, 13, 14, 15, 16
 XR_ASSERT, XR_UNSUPPORTED = 17, 18
+XR_PT_FREE, XR_PSEUDO_DOMID = 32, 33        # enum xenc_rec_quarantine (standin/quarantine.c)
 
 _LOCK_NAMES = {0: "pcidevs_lock", 1: "iommu->lock", 2: "mapping_lock", 3: "rcu_domain", 4: "register_lock",
                5: "pci_lock"}
@@ -80,6 +87,12 @@ _FLUSH_FUNC = {("ctx", "global"): "iommu_flush_all", ("ctx", "device"): "iommu_f
                ("tlb", "global"): "iommu_flush_all", ("tlb", "dsi"): "iommu_flush_iotlb_dsi",
                ("tlb", "psi"): "iommu_flush_iotlb_dsi"}
 _PT_WHAT = {4: "pgd", 3: "pt-l3", 2: "pt-l2", 1: "pt-l1"}
+# a device's quarantine tables (standin/quarantine.c): the root, fill_qpt()'s levels, the scratch leaf
+_QPT_WHAT = {0x20: "quarantine", 0x13: "quarantine-l3", 0x12: "quarantine-l2", 0x11: "quarantine-l1",
+             0x10: "scratch"}
+# iommu_quarantine: the scenario's quarantine is the per-device design with a
+# scratch page (b3ee746000 always fills; 4.17 does with iommu=quarantine=scratch-page)
+QUARANTINE_SCRATCH_PAGE = 2
 _DEV_TYPE = {"host-bridge": 0, "pcie-endpoint": 1}
 _PRINTK_LEVEL = {"3": "err", "4": "warning", "6": "info", "7": "debug"}
 # standin/runtime.c's table sizes
@@ -110,8 +123,7 @@ def unsupported_features(platform: Platform, tree: XenTree | None = None) -> lis
     """What the scenario asks for that the real-code path cannot run yet."""
     out: list[str] = []
     k = platform.knobs
-    for flag, name in ((k.quarantine, "platform.quarantine (pseudo domain IDs)"),
-                       (k.caching_mode, "platform.caching_mode"), (k.ats, "platform.ats"),
+    for flag, name in ((k.caching_mode, "platform.caching_mode"), (k.ats, "platform.ats"),
                        (k.hwdom_passthrough, "platform.hwdom_passthrough"),
                        (not k.xsa399_fix, "--no-xsa399-fix")):
         if flag:
@@ -129,8 +141,12 @@ def unsupported_features(platform: Platform, tree: XenTree | None = None) -> lis
             out.append(f"device {dev.bdf} owned by {dev.owner} at boot")
         if dev.id32 in CTG_WLAN | ILK_CPT_WLAN and _host_bridge_id(platform) in IS_CTG | IS_ILK | IS_CPT:
             out.append(f"the ME WiFi quirk of {dev.bdf}")
+    out += _unsupported_quarantine(platform, tree)
+    verbs: tuple[str, ...] = ("assign", "deassign", "quarantine")
+    if tree is not None and quarantine_init_args(tree.read("iommu.c")):
+        verbs += ("remove",)        # intel_iommu_remove_device is taken with per-device quarantine
     for op in platform.ops:
-        if op.do not in ("assign", "deassign"):
+        if op.do not in verbs:
             out.append(f"op {op.index} `{op.do}`")
         if op.cpu:
             out.append(f"op {op.index} on CPU {op.cpu}")
@@ -144,6 +160,16 @@ def unsupported_features(platform: Platform, tree: XenTree | None = None) -> lis
     if tree is not None and not k.cx16 and not has_nocx16_path(tree):
         out.append(f"--no-cx16 (Xen {tree.version_name} has no path without cmpxchg16b)")
     return out
+
+
+def _unsupported_quarantine(platform: Platform, tree: XenTree | None) -> list[str]:
+    """Quarantine runs where the tree has per-device quarantine tables (the
+    XSA-400 design); a tree from before it built one shared dom_io tree at
+    boot, which no stand-in models."""
+    wants = platform.knobs.quarantine or any(op.do == "quarantine" for op in platform.ops)
+    if not wants or tree is None or quarantine_init_args(tree.read("iommu.c")):
+        return []
+    return [f"quarantine on Xen {tree.version_name} (no per-device quarantine page tables in this tree)"]
 
 
 def _host_bridge_id(platform: Platform) -> int | None:
@@ -173,6 +199,9 @@ class XencEngine:
         self.domains["dom_io"] = DOMID_IO
         self.pdev_index: dict[tuple[int, int, int], int] = {}
         self.owner_shadow: dict[int, int] = {}
+        self.quarantined: set[int] = set()       # pdev->quarantine: assigned to dom_io by an op
+        # pci.c calls iommu_quarantine_dev_init() only from the XSA-400 series on
+        self.per_device_quarantine = "intel_iommu_quarantine_init" in built.functions
         self.did_shadow: list[list[int]] = []
         self._did_views: list[tuple[int, int]] = []      # (address, bytes) of each unit's domid_map
         self._did_raw: list[bytes] = []
@@ -255,7 +284,18 @@ class XencEngine:
         elif rec == XR_IOMMU_BIT:
             self.emit(S.K_IOMMU_BITMAP, cfunc, line, a[0], a[1], a[2])
         elif rec == XR_PT_ALLOC:
-            self.emit(S.K_PT_ALLOC, "domain_pgd_maddr", line, a[0], a[1], _PT_WHAT[a[2]])
+            if a[2] in _QPT_WHAT:
+                self.emit(S.K_PT_ALLOC, cfunc, line, a[0], a[1], _QPT_WHAT[a[2]])
+            else:
+                self.emit(S.K_PT_ALLOC, "domain_pgd_maddr", line, a[0], a[1], _PT_WHAT[a[2]])
+        elif rec == XR_PT_FREE:
+            self.emit(S.K_PT_FREE, cfunc, line, a[0], a[1])
+        elif rec == XR_PSEUDO_DOMID:
+            # the device of the running operation (bridges, whose mapping
+            # could take another device's, are refused)
+            assert self.cur_device is not None
+            seg, bus, devfn = parse_bdf(self.cur_device)
+            self.emit(S.K_PSEUDO_DOMID, cfunc, line, seg, (bus << 8) | devfn, a[0], a[1], a[2])
         elif rec == XR_IDMAP:
             if a[3]:
                 self.emit(S.K_IDMAP_ADD, cfunc, line, a[0], a[1], a[2], "rw", a[4])
@@ -343,6 +383,8 @@ class XencEngine:
                 raise Unsupported(f"the xen-c engine does not support more than {MAX_PDEVS} devices yet")
             self.pdev_index[(dev.seg, dev.bus, dev.devfn)] = idx
             self.owner_shadow[idx] = -1
+        lib.xenc_quarantine_setup()
+        lib.xenc_set_quarantine(ctypes.c_uint(QUARANTINE_SCRATCH_PAGE if p.knobs.quarantine else 0))
 
     def call(self, fn: Callable[..., int], *args: object) -> int:
         rc = int(fn(*args))
@@ -399,13 +441,17 @@ class XencEngine:
             target = op.to if op.do == "assign" else None
             self.rec.emit(S.K_OP_BEGIN, "", "", op.do, (bus << 8) | devfn,
                           self.domains[target] if target else None, seg)
+            if op.do == "quarantine":      # `xl pci-assignable-add` with quarantine: to dom_io
+                target = "dom_io"
             idx = self.pdev_index.get((seg, bus, devfn))
             self.cur_device = op.device
             owner = self.owner_shadow.get(idx, -1) if idx is not None else -1
             if idx is None:
                 rc = -S_ENODEV
-            elif op.do == "assign":
-                rc = self._assign(idx, owner, self.domains[op.to or ""], hw.id, seg, bus, devfn, op.relaxed)
+            elif op.do == "remove":
+                rc = self._remove(idx, seg, bus, devfn)
+            elif op.do in ("assign", "quarantine"):
+                rc = self._assign(idx, owner, self.domains[target or ""], hw.id, seg, bus, devfn, op.relaxed)
             else:
                 rc = self._deassign(idx, owner, hw.id, seg, bus, devfn)
             self.cur_device = None
@@ -424,8 +470,13 @@ class XencEngine:
         self.rec.emit(S.K_LOCK, "", "", "pcidevs_lock", None)
         self.enter("assign_device", ("domain", domid), ("seg", seg), ("bus", bus), ("devfn", devfn),
                    ("flag", 1 if relaxed else 0))
-        rc = self.call(self.lib.xenc_op_assign, ctypes.c_int(idx), ctypes.c_uint(domid),
-                       ctypes.c_uint(1 if relaxed else 0))
+        # pci.c: a device leaving the hardware domain gets its quarantine tables first
+        rc = self._quarantine_dev_init(idx) if owner != DOMID_IO else 0
+        if not rc:
+            rc = self.call(self.lib.xenc_op_assign, ctypes.c_int(idx), ctypes.c_uint(domid),
+                           ctypes.c_uint(1 if relaxed else 0))
+        if not rc and domid == DOMID_IO:
+            self.quarantined.add(idx)
         self.leave(rc)
         self.rec.emit(S.K_UNLOCK, "", "", "pcidevs_lock", None)
         return rc
@@ -437,10 +488,47 @@ class XencEngine:
             return -22
         self.rec.emit(S.K_LOCK, "", "", "pcidevs_lock", None)
         self.enter("deassign_device", ("domain", owner), ("seg", seg), ("bus", bus), ("devfn", devfn))
-        # pci.c: no quarantine, so the device goes back to the hardware domain
-        rc = self.call(self.lib.xenc_op_reassign, ctypes.c_int(idx), ctypes.c_uint(owner), ctypes.c_uint(hw))
+        # pci.c: with quarantine (or a device that was quarantined) to dom_io,
+        # its quarantine tables (re)initialised first; else, and from dom_io,
+        # back to the hardware domain
+        target = hw
+        if (idx in self.quarantined or self.platform.knobs.quarantine) and owner != DOMID_IO:
+            rc = self._quarantine_dev_init(idx)
+            if rc:
+                self.leave(rc)
+                self.rec.emit(S.K_UNLOCK, "", "", "pcidevs_lock", None)
+                return rc
+            target = DOMID_IO
+        rc = self.call(self.lib.xenc_op_reassign, ctypes.c_int(idx), ctypes.c_uint(owner), ctypes.c_uint(target))
+        if not rc and self.owner_shadow[idx] == hw:
+            self.quarantined.discard(idx)
         self.leave(rc)
         self.rec.emit(S.K_UNLOCK, "", "", "pcidevs_lock", None)
+        return rc
+
+    def _remove(self, idx: int, seg: int, bus: int, devfn: int) -> int:
+        """pci_remove_device() (hot-unplug): the VT-d code lets go of the
+        device -- its context entry, its RMRRs' identity maps, its quarantine
+        tables and pseudo domain ID -- and the PCI layer frees it."""
+        self.enter("pci_remove_device", ("seg", seg), ("bus", bus), ("devfn", devfn))
+        self.rec.emit(S.K_LOCK, "pci_remove_device", "pci_remove_device", "pcidevs_lock", None)
+        rc = self.call(self.lib.xenc_op_remove, ctypes.c_int(idx))
+        self.rec.emit(S.K_DEVICE_REMOVE, "pci_remove_device", "pci_remove_device", seg, (bus << 8) | devfn)
+        del self.pdev_index[(seg, bus, devfn)]
+        del self.owner_shadow[idx]
+        self.quarantined.discard(idx)
+        self.rec.emit(S.K_UNLOCK, "pci_remove_device", "pci_remove_device", "pcidevs_lock", None)
+        self.leave(rc)
+        return rc
+
+    def _quarantine_dev_init(self, idx: int) -> int:
+        """iommu_quarantine_dev_init(): the unit's quarantine_init hook
+        (nothing when quarantine is off; no such call before the series)."""
+        if not self.per_device_quarantine:
+            return 0
+        self.enter("iommu_quarantine_dev_init", ("dev", self.cur_device))
+        rc = self.call(self.lib.xenc_op_quarantine_init, ctypes.c_int(idx))
+        self.leave(rc)
         return rc
 
 

@@ -628,19 +628,7 @@ int ats_device(const struct pci_dev *pdev, const struct acpi_drhd_unit *drhd)
 void enable_ats_device(struct pci_dev *pdev, struct list_head *l) { (void)pdev; (void)l; }
 void disable_ats_device(struct pci_dev *pdev) { (void)pdev; }
 
-domid_t iommu_alloc_domid(unsigned long *map)
-{
-    (void)map;
-    xenc_log(XR_UNSUPPORTED, "iommu_alloc_domid (quarantine)", 0, 0);
-    return DOMID_INVALID;
-}
-
-void iommu_free_domid(domid_t domid, unsigned long *map)
-{
-    (void)map;
-    if ( domid != DOMID_INVALID )
-        xenc_log(XR_UNSUPPORTED, "iommu_free_domid (quarantine)", 0, 0);
-}
+/* iommu_alloc_domid() / iommu_free_domid(): standin/quarantine.c */
 
 /* ---- the platform, built by the runtime ---- */
 #define XENC_MAX_DOMAINS 256
@@ -846,10 +834,13 @@ int xenc_add_pdev(unsigned int seg, unsigned int bus, unsigned int devfn, int ty
 #define XENC_MAX_IDMAPS 64
 static struct { domid_t d; paddr_t base, end; int access; unsigned int count; } xenc_idmaps[XENC_MAX_IDMAPS];
 
+static domid_t xenc_idmap_domid(const struct domain *d);    /* standin/quarantine.c */
+
 int iommu_identity_mapping(struct domain *d, p2m_access_t p2ma, paddr_t base, paddr_t end,
                            unsigned int flag)
 {
     unsigned int i, free_slot = XENC_MAX_IDMAPS;
+    domid_t id = xenc_idmap_domid(d);
     (void)flag;
     for ( i = 0; i < XENC_MAX_IDMAPS; i++ )
     {
@@ -859,7 +850,7 @@ int iommu_identity_mapping(struct domain *d, p2m_access_t p2ma, paddr_t base, pa
                 free_slot = i;
             continue;
         }
-        if ( xenc_idmaps[i].d != d->domain_id )
+        if ( xenc_idmaps[i].d != id )
             continue;
         if ( xenc_idmaps[i].base == base && xenc_idmaps[i].end == end )
         {
@@ -869,7 +860,7 @@ int iommu_identity_mapping(struct domain *d, p2m_access_t p2ma, paddr_t base, pa
                 return -98;    /* -EADDRINUSE */
             else
                 xenc_idmaps[i].count++;
-            xenc_log(XR_IDMAP, "iommu_identity_mapping", 0, 5, (uint64_t)d->domain_id, base, end,
+            xenc_log(XR_IDMAP, "iommu_identity_mapping", 0, 5, (uint64_t)id, base, end,
                      (uint64_t)(p2ma != p2m_access_x), (uint64_t)xenc_idmaps[i].count);
             return 0;
         }
@@ -880,12 +871,12 @@ int iommu_identity_mapping(struct domain *d, p2m_access_t p2ma, paddr_t base, pa
         return -ENOENT;
     if ( free_slot == XENC_MAX_IDMAPS )
         return -ENOMEM;
-    xenc_idmaps[free_slot].d = d->domain_id;
+    xenc_idmaps[free_slot].d = id;
     xenc_idmaps[free_slot].base = base;
     xenc_idmaps[free_slot].end = end;
     xenc_idmaps[free_slot].access = p2ma;
     xenc_idmaps[free_slot].count = 1;
-    xenc_log(XR_IDMAP, "iommu_identity_mapping", 0, 5, (uint64_t)d->domain_id, base, end, (uint64_t)1,
+    xenc_log(XR_IDMAP, "iommu_identity_mapping", 0, 5, (uint64_t)id, base, end, (uint64_t)1,
              (uint64_t)1);
     return 0;
 }

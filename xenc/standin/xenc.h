@@ -254,6 +254,7 @@ struct arch_iommu {
     struct page_list_head pgtables_list;
     struct {
         uint64_t pgd_maddr;
+        unsigned int agaw;      /* dom_io's sizes its quarantine tables from 4.19 (quarantine.c) */
 #if XENC_XEN_VERSION >= 416
         unsigned long *iommu_bitmap;
 #else
@@ -285,7 +286,9 @@ extern struct domain *dom_io, *dom_xen, *hardware_domain;
 struct domain *xenc_rcu_lock_domain_by_id(domid_t id, const char *func, int line);
 void xenc_rcu_unlock_domain(struct domain *d, const char *func, int line);
 #define rcu_lock_domain_by_id(id) xenc_rcu_lock_domain_by_id((id), __func__, __LINE__)
-#define rcu_lock_domain(d) xenc_rcu_lock_domain_by_id((d)->domain_id, __func__, __LINE__)
+/* the domain itself, system domains included (dom_io for a quarantined device) */
+struct domain *xenc_rcu_lock_domain(struct domain *d, const char *func, int line);
+#define rcu_lock_domain(d) xenc_rcu_lock_domain((d), __func__, __LINE__)
 #define rcu_unlock_domain(d) xenc_rcu_unlock_domain((d), __func__, __LINE__)
 void domain_crash(struct domain *d);
 #define vmx_pi_hooks_assign(d) ((void)(d))
@@ -344,6 +347,22 @@ void iommu_free_domid(domid_t domid, unsigned long *map);
 #define DEVICE_DOMID(d, pdev) ((d) != dom_io ? (d)->domain_id : (pdev)->arch.pseudo_domid)
 #define DEVICE_PGTABLE(d, pdev) ((d) != dom_io ? 0 : (pdev)->arch.vtd.pgd_maddr)
 #define QUARANTINE_SKIP(d, pgd) ((d) == dom_io && !(pgd))
+
+/* ---- per-device quarantine (standin/quarantine.c) ---------------------- */
+enum xenc_rec_quarantine { XR_PT_FREE = 32, XR_PSEUDO_DOMID = 33 };
+#define DEFAULT_DOMAIN_ADDRESS_WIDTH 48
+#define ERESTART 85
+struct domain_iommu;
+/* 4.17 passes a contiguity mask, b3ee746000 does not: both are zeroed pages */
+struct page_info *xenc_iommu_alloc_pgtable(struct domain_iommu *hd, const char *func, int line);
+#define iommu_alloc_pgtable(hd, ...) xenc_iommu_alloc_pgtable((hd), __func__, __LINE__)
+int xenc_iommu_free_pgtables(struct domain *d, const char *func, int line);
+#define iommu_free_pgtables(d) xenc_iommu_free_pgtables((d), __func__, __LINE__)
+void iommu_identity_map_teardown(struct domain *d);
+int page_list_empty(const struct page_list_head *h);
+void page_list_move(struct page_list_head *dst, struct page_list_head *src);
+void clear_domain_page(mfn_t mfn);
+mfn_t page_to_mfn(const struct page_info *pg);
 
 /* ---- what the VT-d headers name but this path never runs --------------- */
 struct msi_desc { int unused; };

@@ -97,6 +97,7 @@ XENC_FIELD_IS(struct arch_iommu, vtd.iommu_bitmap, unsigned long *);
 XENC_FIELD_IS(struct arch_iommu, vtd.iommu_bitmap, unsigned long);
 #endif
 XENC_FIELD_IS(struct arch_iommu, vtd.pgd_maddr, uint64_t);
+XENC_FIELD_IS(struct arch_iommu, vtd.agaw, unsigned int);
 XENC_FIELD_IS(struct vtd_iommu, domid_bitmap, unsigned long *);
 XENC_FIELD_IS(struct vtd_iommu, domid_map, domid_t *);
 XENC_FIELD_IS(struct vtd_iommu, root_maddr, u64);
