@@ -52,6 +52,7 @@ from tracer.platform import (
     IS_CPT,
     IS_CTG,
     IS_ILK,
+    Device,
     Platform,
     parse_bdf,
 )
@@ -68,7 +69,7 @@ XR_PT_ALLOC, XR_IDMAP, XR_PRINTK, XR_RCU_LOCK, XR_RCU_UNLOCK, XR_HOOK = 11, 12, 
 XR_ASSERT, XR_UNSUPPORTED = 17, 18
 
 _LOCK_NAMES = {0: "pcidevs_lock", 1: "iommu->lock", 2: "mapping_lock", 3: "rcu_domain", 4: "register_lock",
-               5: "pci_lock"}
+               5: "pci_lock", 6: "bus2bridge_lock"}
 _HALF = {0: "lo", 1: "hi", 2: "full"}
 _METHOD = {0: "plain", 1: "write_atomic", 2: "cmpxchg16b"}
 _CTX_GRAN = {0: "global", 1: "domain", 2: "device"}
@@ -80,7 +81,9 @@ _FLUSH_FUNC = {("ctx", "global"): "iommu_flush_all", ("ctx", "device"): "iommu_f
                ("tlb", "global"): "iommu_flush_all", ("tlb", "dsi"): "iommu_flush_iotlb_dsi",
                ("tlb", "psi"): "iommu_flush_iotlb_dsi"}
 _PT_WHAT = {4: "pgd", 3: "pt-l3", 2: "pt-l2", 1: "pt-l1"}
-_DEV_TYPE = {"host-bridge": 0, "pcie-endpoint": 1}
+# standin/xenc.h enum pdev_type (Xen's order)
+_DEV_TYPE = {"host-bridge": 0, "pcie-endpoint": 1, "pcie2pci-bridge": 3, "legacy-pci-bridge": 4, "pci": 5}
+_BRIDGES = ("pcie2pci-bridge", "legacy-pci-bridge")
 _PRINTK_LEVEL = {"3": "err", "4": "warning", "6": "info", "7": "debug"}
 # standin/runtime.c's table sizes
 MAX_DOMAINS, MAX_PDEVS, MAX_IOMMUS, MAX_RMRRS = 256, 256, 8, 16
@@ -118,9 +121,8 @@ def unsupported_features(platform: Platform, tree: XenTree | None = None) -> lis
             out.append(name)
     for dev in platform.devices:
         if dev.type not in _DEV_TYPE:
-            out.append(f"device {dev.bdf} of type {dev.type} (bridges and conventional PCI)")
-        if dev.phantom_stride:
-            out.append(f"phantom functions of {dev.bdf}")
+            out.append(f"device {dev.bdf} of type {dev.type}")
+        out += _bridge_unsupported(dev)
         if dev.ats:
             out.append(f"ATS of {dev.bdf}")
         if not dev.present:
@@ -144,6 +146,31 @@ def unsupported_features(platform: Platform, tree: XenTree | None = None) -> lis
     if tree is not None and not k.cx16 and not has_nocx16_path(tree):
         out.append(f"--no-cx16 (Xen {tree.version_name} has no path without cmpxchg16b)")
     return out
+
+
+# --- bridges, conventional PCI and phantom functions -------------------------
+# pci.c's part of them is a stand-in (standin/runtime.c, the section on
+# bridges): bus2bridge filled from the scenario's bridges, find_upstream_bridge
+# and pdev_type answered from it, the phantom-function loops of pci.c.
+
+
+def _bridge_unsupported(dev: Device) -> list[str]:
+    """The one topology the stand-in cannot hold: it keeps a single
+    bus2bridge table, segment 0's."""
+    if dev.type in _BRIDGES and dev.secondary is not None and dev.seg != 0:
+        return [f"bridge {dev.bdf} on segment {dev.seg:04x} (bridges on segment 0 only)"]
+    return []
+
+
+def _add_bridge_and_phantoms(lib: ctypes.CDLL, dev: Device, idx: int) -> None:
+    if dev.type in _BRIDGES and dev.secondary is not None:
+        sub = dev.subordinate if dev.subordinate is not None else dev.secondary
+        if lib.xenc_add_bridge(ctypes.c_uint(dev.bus), ctypes.c_uint(dev.devfn), ctypes.c_uint(dev.secondary),
+                               ctypes.c_uint(sub)):
+            raise Unsupported(f"the xen-c engine does not support the bus range {dev.secondary:#x}-{sub:#x} "
+                              f"of bridge {dev.bdf} yet")
+    if dev.phantom_stride:
+        lib.xenc_set_phantom_stride(ctypes.c_int(idx), ctypes.c_uint(dev.phantom_stride))
 
 
 def _host_bridge_id(platform: Platform) -> int | None:
@@ -343,6 +370,7 @@ class XencEngine:
                 raise Unsupported(f"the xen-c engine does not support more than {MAX_PDEVS} devices yet")
             self.pdev_index[(dev.seg, dev.bus, dev.devfn)] = idx
             self.owner_shadow[idx] = -1
+            _add_bridge_and_phantoms(lib, dev, idx)
 
     def call(self, fn: Callable[..., int], *args: object) -> int:
         rc = int(fn(*args))
@@ -369,7 +397,7 @@ class XencEngine:
             idx = self.pdev_index[(dev.seg, dev.bus, dev.devfn)]
             self.cur_device = dev.bdf
             self.enter("setup_hwdom_device", ("devfn", dev.devfn), ("pdev", dev.bdf))
-            rc = self.call(lib.xenc_op_hwdom_map, ctypes.c_int(idx))
+            rc = self.call(lib.xenc_op_hwdom_setup, ctypes.c_int(idx))     # with its phantom functions
             self.leave(rc)
             self.cur_device = None
         self.rec.emit(S.K_UNLOCK, "intel_iommu_hwdom_init", "intel_iommu_hwdom_init", "pcidevs_lock", None)
@@ -424,8 +452,8 @@ class XencEngine:
         self.rec.emit(S.K_LOCK, "", "", "pcidevs_lock", None)
         self.enter("assign_device", ("domain", domid), ("seg", seg), ("bus", bus), ("devfn", devfn),
                    ("flag", 1 if relaxed else 0))
-        rc = self.call(self.lib.xenc_op_assign, ctypes.c_int(idx), ctypes.c_uint(domid),
-                       ctypes.c_uint(1 if relaxed else 0))
+        rc = self.call(self.lib.xenc_op_assign_all, ctypes.c_int(idx), ctypes.c_uint(domid),
+                       ctypes.c_uint(1 if relaxed else 0))     # with its phantom functions
         self.leave(rc)
         self.rec.emit(S.K_UNLOCK, "", "", "pcidevs_lock", None)
         return rc
@@ -438,7 +466,8 @@ class XencEngine:
         self.rec.emit(S.K_LOCK, "", "", "pcidevs_lock", None)
         self.enter("deassign_device", ("domain", owner), ("seg", seg), ("bus", bus), ("devfn", devfn))
         # pci.c: no quarantine, so the device goes back to the hardware domain
-        rc = self.call(self.lib.xenc_op_reassign, ctypes.c_int(idx), ctypes.c_uint(owner), ctypes.c_uint(hw))
+        rc = self.call(self.lib.xenc_op_reassign_all, ctypes.c_int(idx), ctypes.c_uint(owner),
+                       ctypes.c_uint(hw))     # phantom functions first, as pci.c does
         self.leave(rc)
         self.rec.emit(S.K_UNLOCK, "", "", "pcidevs_lock", None)
         return rc
