@@ -589,6 +589,12 @@ struct domain *xenc_rcu_lock_domain_by_id(domid_t id, const char *func, int line
     return d;
 }
 
+struct domain *xenc_rcu_lock_domain(struct domain *d, const char *func, int line)
+{
+    xenc_log(XR_RCU_LOCK, func, line, 1, (uint64_t)d->domain_id);
+    return d;
+}
+
 void xenc_rcu_unlock_domain(struct domain *d, const char *func, int line)
 {
     xenc_log(XR_RCU_UNLOCK, func, line, 1, (uint64_t)d->domain_id);

@@ -287,7 +287,9 @@ extern struct domain *dom_io, *dom_xen, *hardware_domain;
 struct domain *xenc_rcu_lock_domain_by_id(domid_t id, const char *func, int line);
 void xenc_rcu_unlock_domain(struct domain *d, const char *func, int line);
 #define rcu_lock_domain_by_id(id) xenc_rcu_lock_domain_by_id((id), __func__, __LINE__)
-#define rcu_lock_domain(d) xenc_rcu_lock_domain_by_id((d)->domain_id, __func__, __LINE__)
+/* rcu_lock_domain(d) cannot fail, not even for a system domain (dom_io) */
+struct domain *xenc_rcu_lock_domain(struct domain *d, const char *func, int line);
+#define rcu_lock_domain(d) xenc_rcu_lock_domain((d), __func__, __LINE__)
 #define rcu_unlock_domain(d) xenc_rcu_unlock_domain((d), __func__, __LINE__)
 void domain_crash(struct domain *d);
 #define vmx_pi_hooks_assign(d) ((void)(d))
