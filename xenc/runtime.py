@@ -26,8 +26,8 @@ store of an unchanged value is invisible this way: the model's
 
 **Refusals.**  What the real-code path does not support yet is refused
 before anything runs, with one line naming it (``Unsupported``); what the
-C code reaches at run time that no stand-in models (a bridge walk, a
-pseudo domain ID) stops the run the same way.
+C code reaches at run time that no stand-in models (a pseudo domain ID)
+stops the run the same way.
 """
 
 from __future__ import annotations

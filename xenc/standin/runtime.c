@@ -1035,8 +1035,9 @@ int xenc_add_bridge(unsigned int bus, unsigned int devfn, unsigned int secondary
 int find_upstream_bridge(uint16_t seg, uint8_t *bus, uint8_t *devfn, uint8_t *secbus)
 {
     int ret = 1, cnt = 0;
-    (void)seg;                       /* the runtime refuses bridges off segment 0 */
-    if ( *bus == 0 || !xenc_bus2bridge[*bus].map )
+    /* the table is segment 0's; the runtime refuses bridges elsewhere, so
+     * another segment has none */
+    if ( seg != 0 || *bus == 0 || !xenc_bus2bridge[*bus].map )
         return 0;
     spin_lock(&xenc_bus2bridge_lock);
     while ( xenc_bus2bridge[*bus].map )
@@ -1067,7 +1068,7 @@ static int xenc_drhd_scope_has_bridge_of(const struct acpi_drhd_unit *drhd, cons
 {
     unsigned int bus = pdev->bus, cnt = 0;
     int i;
-    while ( bus && xenc_bus2bridge[bus].map && cnt++ < XENC_MAX_BUSES )
+    while ( pdev->seg == 0 && bus && xenc_bus2bridge[bus].map && cnt++ < XENC_MAX_BUSES )
     {
         uint16_t bdf = (uint16_t)PCI_BDF(xenc_bus2bridge[bus].bus, xenc_bus2bridge[bus].devfn);
         for ( i = 0; i < drhd->scope.devices_cnt; i++ )
