@@ -198,3 +198,18 @@ def test_what_is_still_unsupported_is_refused_with_one_line(xen_tree, tmp_path):
                  "-o", str(tmp_path / "seg1.vtdt"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "bridge 0001:00:1e.0 on segment 0001" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("cx", CX)
+def test_nested_bridges_and_a_stride_2_device(cx, xen_tree, d1_tree, tmp_path):  # noqa: F811
+    """A legacy bridge behind a PCIe-to-PCI bridge (the walk goes up two
+    levels; the unit is found through the bridge in its scope) and four
+    requester IDs of one phantom device: with 4.15's return, the model."""
+    model = _record(tmp_path, "nested-bridges", "direct", cx)
+    _assert_equivalent(model, _record(tmp_path, "nested-bridges", "xen-c", cx, d1_tree, "-d1"))
+    r = _events(_record(tmp_path, "nested-bridges", "xen-c", cx, xen_tree))
+    # the unit of the bridge's scope (0) maps 06:01.0, the bridge's secondary-bus alias and the bridge
+    assert {(ev[S.F_CTX_WRITE_BUS], ev[S.F_CTX_WRITE_DEVFN]) for ev in r if ev[0] == S.K_CTX_WRITE
+            and ev[S.F_CTX_WRITE_IOMMU] == 0} >= {(0x06, 0x08), (0x05, 0x00), (0x00, 0xF0)}
+    assert {ev[S.F_CTX_WRITE_DEVFN] for ev in r if ev[0] == S.K_CTX_WRITE and ev[S.F_CTX_WRITE_BUS] == 0x03} \
+        == {0, 2, 4, 6}
