@@ -48,7 +48,7 @@ def test_explore_refuses_xen_c(tmp_path):
 
 @pytest.mark.parametrize("scenario,named", [
     ("s2-guest-destroy-quarantine", "op 2 `destroy`"),
-    ("s4-legacy-pci-rmrr-bridge", "bridges"),
+    ("s5-me-wifi-phantom", "the ME WiFi quirk of 0000:03:00.0"),
     ("s9-xsa399-race", "op 3 `destroy`"),
 ])
 def test_unsupported_features_are_refused_by_name(scenario, named, xen_tree, tmp_path):  # noqa: F811

@@ -26,14 +26,19 @@ store of an unchanged value is invisible this way: the model's
 
 **Refusals.**  What the real-code path does not support yet is refused
 before anything runs, with one line naming it (``Unsupported``); what the
-C code reaches at run time that no stand-in models (a bridge walk) stops
-the run the same way.
+C code reaches at run time that no stand-in models stops the run the same
+way.
 
 **Quarantine** (trees with per-device quarantine, standin/quarantine.c):
 the PCI layer's part runs here -- iommu_quarantine_dev_init before a device
 leaves the hardware domain or goes to dom_io, the choice of dom_io or the
 hardware domain on deassignment (pdev->quarantine is ``quarantined``),
 pci_remove_device for hot-unplug -- and the tree's VT-d code does the rest.
+
+**Bridges, conventional PCI and phantom functions**: pci.c's part is a
+stand-in (standin/runtime.c): bus2bridge from the scenario's bridges,
+find_upstream_bridge and pdev_type answered from it, pci.c's phantom-function
+loops; the tree's domain_context_mapping / _unmap do the rest.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from tracer.platform import (
     IS_CPT,
     IS_CTG,
     IS_ILK,
+    Device,
     Platform,
     parse_bdf,
 )
@@ -75,7 +81,7 @@ XR_ASSERT, XR_UNSUPPORTED = 17, 18
 XR_PT_FREE, XR_PSEUDO_DOMID = 32, 33        # enum xenc_rec_quarantine (standin/quarantine.c)
 
 _LOCK_NAMES = {0: "pcidevs_lock", 1: "iommu->lock", 2: "mapping_lock", 3: "rcu_domain", 4: "register_lock",
-               5: "pci_lock"}
+               5: "pci_lock", 6: "bus2bridge_lock"}
 _HALF = {0: "lo", 1: "hi", 2: "full"}
 _METHOD = {0: "plain", 1: "write_atomic", 2: "cmpxchg16b"}
 _CTX_GRAN = {0: "global", 1: "domain", 2: "device"}
@@ -93,7 +99,9 @@ _QPT_WHAT = {0x20: "quarantine", 0x13: "quarantine-l3", 0x12: "quarantine-l2", 0
 # iommu_quarantine: the scenario's quarantine is the per-device design with a
 # scratch page (b3ee746000 always fills; 4.17 does with iommu=quarantine=scratch-page)
 QUARANTINE_SCRATCH_PAGE = 2
-_DEV_TYPE = {"host-bridge": 0, "pcie-endpoint": 1}
+# standin/xenc.h enum pdev_type (Xen's order)
+_DEV_TYPE = {"host-bridge": 0, "pcie-endpoint": 1, "pcie2pci-bridge": 3, "legacy-pci-bridge": 4, "pci": 5}
+_BRIDGES = ("pcie2pci-bridge", "legacy-pci-bridge")
 _PRINTK_LEVEL = {"3": "err", "4": "warning", "6": "info", "7": "debug"}
 # standin/runtime.c's table sizes
 MAX_DOMAINS, MAX_PDEVS, MAX_IOMMUS, MAX_RMRRS = 256, 256, 8, 16
@@ -130,9 +138,8 @@ def unsupported_features(platform: Platform, tree: XenTree | None = None) -> lis
             out.append(name)
     for dev in platform.devices:
         if dev.type not in _DEV_TYPE:
-            out.append(f"device {dev.bdf} of type {dev.type} (bridges and conventional PCI)")
-        if dev.phantom_stride:
-            out.append(f"phantom functions of {dev.bdf}")
+            out.append(f"device {dev.bdf} of type {dev.type}")
+        out += _bridge_unsupported(dev)
         if dev.ats:
             out.append(f"ATS of {dev.bdf}")
         if not dev.present:
@@ -170,6 +177,31 @@ def _unsupported_quarantine(platform: Platform, tree: XenTree | None) -> list[st
     if not wants or tree is None or quarantine_init_args(tree.read("iommu.c")):
         return []
     return [f"quarantine on Xen {tree.version_name} (no per-device quarantine page tables in this tree)"]
+
+
+# --- bridges, conventional PCI and phantom functions -------------------------
+# pci.c's part of them is a stand-in (standin/runtime.c, the section on
+# bridges): bus2bridge filled from the scenario's bridges, find_upstream_bridge
+# and pdev_type answered from it, the phantom-function loops of pci.c.
+
+
+def _bridge_unsupported(dev: Device) -> list[str]:
+    """The one topology the stand-in cannot hold: it keeps a single
+    bus2bridge table, segment 0's."""
+    if dev.type in _BRIDGES and dev.secondary is not None and dev.seg != 0:
+        return [f"bridge {dev.bdf} on segment {dev.seg:04x} (bridges on segment 0 only)"]
+    return []
+
+
+def _add_bridge_and_phantoms(lib: ctypes.CDLL, dev: Device, idx: int) -> None:
+    if dev.type in _BRIDGES and dev.secondary is not None:
+        sub = dev.subordinate if dev.subordinate is not None else dev.secondary
+        if lib.xenc_add_bridge(ctypes.c_uint(dev.bus), ctypes.c_uint(dev.devfn), ctypes.c_uint(dev.secondary),
+                               ctypes.c_uint(sub)):
+            raise Unsupported(f"the xen-c engine does not support the bus range {dev.secondary:#x}-{sub:#x} "
+                              f"of bridge {dev.bdf} yet")
+    if dev.phantom_stride:
+        lib.xenc_set_phantom_stride(ctypes.c_int(idx), ctypes.c_uint(dev.phantom_stride))
 
 
 def _host_bridge_id(platform: Platform) -> int | None:
@@ -383,6 +415,7 @@ class XencEngine:
                 raise Unsupported(f"the xen-c engine does not support more than {MAX_PDEVS} devices yet")
             self.pdev_index[(dev.seg, dev.bus, dev.devfn)] = idx
             self.owner_shadow[idx] = -1
+            _add_bridge_and_phantoms(lib, dev, idx)
         lib.xenc_quarantine_setup()
         lib.xenc_set_quarantine(ctypes.c_uint(QUARANTINE_SCRATCH_PAGE if p.knobs.quarantine else 0))
 
@@ -411,7 +444,7 @@ class XencEngine:
             idx = self.pdev_index[(dev.seg, dev.bus, dev.devfn)]
             self.cur_device = dev.bdf
             self.enter("setup_hwdom_device", ("devfn", dev.devfn), ("pdev", dev.bdf))
-            rc = self.call(lib.xenc_op_hwdom_map, ctypes.c_int(idx))
+            rc = self.call(lib.xenc_op_hwdom_setup, ctypes.c_int(idx))     # with its phantom functions
             self.leave(rc)
             self.cur_device = None
         self.rec.emit(S.K_UNLOCK, "intel_iommu_hwdom_init", "intel_iommu_hwdom_init", "pcidevs_lock", None)
@@ -473,8 +506,8 @@ class XencEngine:
         # pci.c: a device leaving the hardware domain gets its quarantine tables first
         rc = self._quarantine_dev_init(idx) if owner != DOMID_IO else 0
         if not rc:
-            rc = self.call(self.lib.xenc_op_assign, ctypes.c_int(idx), ctypes.c_uint(domid),
-                           ctypes.c_uint(1 if relaxed else 0))
+            rc = self.call(self.lib.xenc_op_assign_all, ctypes.c_int(idx), ctypes.c_uint(domid),
+                           ctypes.c_uint(1 if relaxed else 0))     # with its phantom functions
         if not rc and domid == DOMID_IO:
             self.quarantined.add(idx)
         self.leave(rc)
@@ -499,7 +532,8 @@ class XencEngine:
                 self.rec.emit(S.K_UNLOCK, "", "", "pcidevs_lock", None)
                 return rc
             target = DOMID_IO
-        rc = self.call(self.lib.xenc_op_reassign, ctypes.c_int(idx), ctypes.c_uint(owner), ctypes.c_uint(target))
+        rc = self.call(self.lib.xenc_op_reassign_all, ctypes.c_int(idx), ctypes.c_uint(owner),
+                       ctypes.c_uint(target))     # phantom functions first, as pci.c does
         if not rc and self.owner_shadow[idx] == hw:
             self.quarantined.discard(idx)
         self.leave(rc)

@@ -267,9 +267,3 @@ void xenc_quarantine_setup(void)
         xenc_iommus[i].pseudo_domid_map = xenc_pseudo_maps[i];
 #endif
 }
-
-struct domain *xenc_rcu_lock_domain(struct domain *d, const char *func, int line)
-{
-    xenc_log(XR_RCU_LOCK, func, line, 1, (uint64_t)d->domain_id);
-    return d;
-}

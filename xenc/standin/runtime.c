@@ -589,6 +589,12 @@ struct domain *xenc_rcu_lock_domain_by_id(domid_t id, const char *func, int line
     return d;
 }
 
+struct domain *xenc_rcu_lock_domain(struct domain *d, const char *func, int line)
+{
+    xenc_log(XR_RCU_LOCK, func, line, 1, (uint64_t)d->domain_id);
+    return d;
+}
+
 void xenc_rcu_unlock_domain(struct domain *d, const char *func, int line)
 {
     xenc_log(XR_RCU_UNLOCK, func, line, 1, (uint64_t)d->domain_id);
@@ -599,18 +605,8 @@ void domain_crash(struct domain *d)
     xenc_log(XR_UNSUPPORTED, "domain_crash", 0, 1, (uint64_t)d->domain_id);
 }
 
-int find_upstream_bridge(uint16_t seg, uint8_t *bus, uint8_t *devfn, uint8_t *secbus)
-{
-    (void)seg; (void)bus; (void)devfn; (void)secbus;
-    xenc_log(XR_UNSUPPORTED, "find_upstream_bridge (bridges)", 0, 0);
-    return -ENXIO;
-}
-
-enum pdev_type pdev_type(uint16_t seg, uint8_t bus, uint8_t devfn)
-{
-    (void)seg; (void)bus; (void)devfn;
-    return DEV_TYPE_PCIe_ENDPOINT;
-}
+/* find_upstream_bridge() and pdev_type(): pci.c, answered from the scenario's
+ * topology in the section on bridges at the end of this file. */
 
 void pci_vtd_quirk(const struct pci_dev *pdev) { (void)pdev; }
 
@@ -779,6 +775,8 @@ int xenc_add_drhd_device(unsigned int index, unsigned int bdf)
     return 0;
 }
 
+static int xenc_drhd_scope_has_bridge_of(const struct acpi_drhd_unit *drhd, const struct pci_dev *pdev);
+
 struct acpi_drhd_unit *acpi_find_matched_drhd_unit(const struct pci_dev *pdev)
 {
     struct acpi_drhd_unit *drhd, *all = NULL;
@@ -790,6 +788,8 @@ struct acpi_drhd_unit *acpi_find_matched_drhd_unit(const struct pci_dev *pdev)
         for ( i = 0; i < drhd->scope.devices_cnt; i++ )
             if ( drhd->scope.devices[i] == pdev->sbdf.bdf )
                 return drhd;
+        if ( xenc_drhd_scope_has_bridge_of(drhd, pdev) )
+            return drhd;
         if ( drhd->include_all )
             all = drhd;
     }
@@ -916,33 +916,9 @@ int xenc_op_flush_all(void)
     return iommu_flush_all();
 }
 
-int xenc_op_hwdom_map(int pdev)
-{
-    /* setup_hwdom_device(): the device joins the hardware domain, then its
-     * context entry is mapped (pci.c moves the pdev onto the list first). */
-    struct pci_dev *p = xenc_pdev(pdev);
-    p->domain = hardware_domain;
-    list_add_tail(&p->domain_list, &hardware_domain->pdev_list);
-    return domain_context_mapping(hardware_domain, p->devfn, p);
-}
-
-int xenc_op_assign(int pdev, unsigned int domid, unsigned int flag)
-{
-    struct pci_dev *p = xenc_pdev(pdev);
-    struct domain *d = xenc_domain_any((domid_t)domid);
-    if ( !d )
-        return -ESRCH;
-    return intel_iommu_assign_device(d, p->devfn, p, flag);
-}
-
-int xenc_op_reassign(int pdev, unsigned int from, unsigned int to)
-{
-    struct pci_dev *p = xenc_pdev(pdev);
-    struct domain *s = xenc_domain_any((domid_t)from), *t = xenc_domain_any((domid_t)to);
-    if ( !s || !t )
-        return -ESRCH;
-    return reassign_device_ownership(s, t, p->devfn, p);
-}
+/* setup_one_hwdom_device(), assign_device() and deassign_device() with their
+ * phantom-function loops: xenc_op_hwdom_setup, xenc_op_assign_all and
+ * xenc_op_reassign_all, in the section on bridges at the end of this file. */
 
 /* ---- printk: Xen's formats plus its %pp (a pci_sbdf_t *) and %pd (a domain) ---- */
 void xenc_printk(const char *func, int line, const char *fmt, ...)
@@ -1011,4 +987,164 @@ void xenc_printk(const char *func, int line, const char *fmt, ...)
     va_end(ap);
     out[o] = 0;
     xenc_sink_text(XR_PRINTK, func, line, out);
+}
+
+/* ---- bridges, conventional PCI and phantom functions ----
+ *
+ * Topology (pci.c's pseg->bus2bridge[]): every bus from a bridge's secondary
+ * to its subordinate bus maps to that bridge's (bus, devfn); the runtime
+ * fills it from the scenario's pcie2pci-bridge / legacy-pci-bridge devices.
+ * find_upstream_bridge() walks it as pci.c does (bus 0 and unbridged buses
+ * answer 0 without the lock; a walk longer than the number of buses, a loop
+ * in the table, answers -1); pdev_type() answers the declared type where
+ * pci.c would read the device's config space.  The DRHD lookup (dmar.c)
+ * matches a device through the bridges above it, as the scope's bus ranges
+ * do in Xen.
+ *
+ * Phantom functions: the loops around the VT-d hooks are pci.c's
+ * (setup_one_hwdom_device, assign_device, deassign_device); they follow the
+ * 4.15 pci.c the models follow -- assign_device goes on over the phantom
+ * functions whatever each returns -- which no VT-d tree changes. */
+#define XENC_MAX_BUSES 256
+static struct { int map; uint8_t bus, devfn; } xenc_bus2bridge[XENC_MAX_BUSES];
+static spinlock_t xenc_bus2bridge_lock = { XL_BUS2BRIDGE, 0 };
+
+int xenc_add_bridge(unsigned int bus, unsigned int devfn, unsigned int secondary, unsigned int subordinate)
+{
+    unsigned int b;
+    if ( secondary >= XENC_MAX_BUSES || subordinate >= XENC_MAX_BUSES || subordinate < secondary )
+        return -EINVAL;
+    for ( b = secondary; b <= subordinate; b++ )
+    {
+        xenc_bus2bridge[b].map = 1;
+        xenc_bus2bridge[b].bus = (uint8_t)bus;
+        xenc_bus2bridge[b].devfn = (uint8_t)devfn;
+    }
+    return 0;
+}
+
+int find_upstream_bridge(uint16_t seg, uint8_t *bus, uint8_t *devfn, uint8_t *secbus)
+{
+    int ret = 1, cnt = 0;
+    /* the table is segment 0's; the runtime refuses bridges elsewhere, so
+     * another segment has none */
+    if ( seg != 0 || *bus == 0 || !xenc_bus2bridge[*bus].map )
+        return 0;
+    spin_lock(&xenc_bus2bridge_lock);
+    while ( xenc_bus2bridge[*bus].map )
+    {
+        *secbus = *bus;
+        *devfn = xenc_bus2bridge[*bus].devfn;
+        *bus = xenc_bus2bridge[*bus].bus;
+        if ( cnt++ >= XENC_MAX_BUSES )
+        {
+            ret = -1;
+            break;
+        }
+    }
+    spin_unlock(&xenc_bus2bridge_lock);
+    return ret;
+}
+
+enum pdev_type pdev_type(uint16_t seg, uint8_t bus, uint8_t devfn)
+{
+    unsigned int i;
+    for ( i = 0; i < xenc_nr_pdevs; i++ )
+        if ( xenc_pdevs[i].seg == seg && xenc_pdevs[i].bus == bus && xenc_pdevs[i].devfn == devfn )
+            return xenc_pdevs[i].type;
+    return DEV_TYPE_PCI_UNKNOWN;     /* nothing answers the config read */
+}
+
+static int xenc_drhd_scope_has_bridge_of(const struct acpi_drhd_unit *drhd, const struct pci_dev *pdev)
+{
+    unsigned int bus = pdev->bus, cnt = 0;
+    int i;
+    while ( pdev->seg == 0 && bus && xenc_bus2bridge[bus].map && cnt++ < XENC_MAX_BUSES )
+    {
+        uint16_t bdf = (uint16_t)PCI_BDF(xenc_bus2bridge[bus].bus, xenc_bus2bridge[bus].devfn);
+        for ( i = 0; i < drhd->scope.devices_cnt; i++ )
+            if ( drhd->scope.devices[i] == bdf )
+                return 1;
+        bus = xenc_bus2bridge[bus].bus;
+    }
+    return 0;
+}
+
+int xenc_set_phantom_stride(int pdev, unsigned int stride)
+{
+    xenc_pdev(pdev)->phantom_stride = (uint8_t)stride;
+    return 0;
+}
+
+/* setup_one_hwdom_device(): the device joins the hardware domain, then each
+ * of its functions is mapped; an error on a phantom function is logged and
+ * the next one tried, an error on the device itself ends its setup. */
+int xenc_op_hwdom_setup(int pdev)
+{
+    struct pci_dev *p = xenc_pdev(pdev);
+    uint8_t devfn = p->devfn;
+    int err, first = 0;
+
+    p->domain = hardware_domain;
+    list_add_tail(&p->domain_list, &hardware_domain->pdev_list);
+    do {
+        err = domain_context_mapping(hardware_domain, devfn, p);
+        if ( err )
+        {
+            printk(XENLOG_ERR "setup %pp for d%d failed (%d)\n", &p->sbdf, hardware_domain->domain_id, err);
+            if ( devfn == p->devfn )
+                return err;
+        }
+        if ( devfn == p->devfn )
+            first = err;
+        devfn += p->phantom_stride;
+    } while ( devfn != p->devfn && PCI_SLOT(devfn) == PCI_SLOT(p->devfn) );
+    return first;
+}
+
+/* assign_device(): the device, then its phantom functions, each error of
+ * which is dropped (4.15's `for ( ; stride; rc = 0 )`). */
+int xenc_op_assign_all(int pdev, unsigned int domid, unsigned int flag)
+{
+    struct pci_dev *p = xenc_pdev(pdev);
+    struct domain *d = xenc_domain_any((domid_t)domid);
+    uint8_t devfn = p->devfn;
+    int rc;
+
+    if ( !d )
+        return -ESRCH;
+    rc = intel_iommu_assign_device(d, devfn, p, flag);
+    if ( rc )
+        return rc;
+    while ( p->phantom_stride )
+    {
+        devfn += p->phantom_stride;
+        if ( PCI_SLOT(devfn) != PCI_SLOT(p->devfn) )
+            break;
+        (void)intel_iommu_assign_device(d, devfn, p, flag);
+    }
+    return 0;
+}
+
+/* deassign_device(): the phantom functions first, stopping at the first
+ * error, then the device itself. */
+int xenc_op_reassign_all(int pdev, unsigned int from, unsigned int to)
+{
+    struct pci_dev *p = xenc_pdev(pdev);
+    struct domain *s = xenc_domain_any((domid_t)from), *t = xenc_domain_any((domid_t)to);
+    uint8_t devfn = p->devfn;
+    int ret;
+
+    if ( !s || !t )
+        return -ESRCH;
+    while ( p->phantom_stride )
+    {
+        devfn += p->phantom_stride;
+        if ( PCI_SLOT(devfn) != PCI_SLOT(p->devfn) )
+            break;
+        ret = reassign_device_ownership(s, t, devfn, p);
+        if ( ret )
+            return ret;
+    }
+    return reassign_device_ownership(s, t, p->devfn, p);
 }

@@ -163,6 +163,8 @@ static inline void list_move(struct list_head *e, struct list_head *h)
 
 /* ---- locks: named, so the trace can say which ------------------------ */
 enum xenc_lock_name { XL_PCIDEVS = 0, XL_IOMMU = 1, XL_MAPPING = 2, XL_RCU = 3, XL_REGISTER = 4, XL_PCI = 5 };
+/* pci.c's pseg->bus2bridge_lock, taken by find_upstream_bridge() */
+enum { XL_BUS2BRIDGE = 6 };
 typedef struct { int name; long target; } spinlock_t;
 #define spin_lock(l) xenc_log(XR_LOCK, __func__, __LINE__, 2, (uint64_t)(l)->name, (uint64_t)(l)->target)
 #define spin_unlock(l) xenc_log(XR_UNLOCK, __func__, __LINE__, 2, (uint64_t)(l)->name, (uint64_t)(l)->target)
@@ -286,7 +288,8 @@ extern struct domain *dom_io, *dom_xen, *hardware_domain;
 struct domain *xenc_rcu_lock_domain_by_id(domid_t id, const char *func, int line);
 void xenc_rcu_unlock_domain(struct domain *d, const char *func, int line);
 #define rcu_lock_domain_by_id(id) xenc_rcu_lock_domain_by_id((id), __func__, __LINE__)
-/* the domain itself, system domains included (dom_io for a quarantined device) */
+/* rcu_lock_domain(d) cannot fail, not even for a system domain (dom_io for a
+ * quarantined device, or a phantom entry whose DID was freed) */
 struct domain *xenc_rcu_lock_domain(struct domain *d, const char *func, int line);
 #define rcu_lock_domain(d) xenc_rcu_lock_domain((d), __func__, __LINE__)
 #define rcu_unlock_domain(d) xenc_rcu_unlock_domain((d), __func__, __LINE__)
@@ -305,6 +308,7 @@ extern unsigned int iommu_quarantine;
 enum pdev_type {
     DEV_TYPE_PCI_HOST_BRIDGE, DEV_TYPE_PCIe_ENDPOINT, DEV_TYPE_PCIe_BRIDGE,
     DEV_TYPE_PCIe2PCI_BRIDGE, DEV_TYPE_LEGACY_PCI_BRIDGE, DEV_TYPE_PCI,
+    DEV_TYPE_PCI_UNKNOWN,
 };
 typedef union { uint32_t sbdf; struct { uint16_t bdf; uint16_t seg; }; } pci_sbdf_t;
 struct pci_dev {
