@@ -27,6 +27,7 @@ overrides it).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -139,6 +140,7 @@ def translation_unit(tree: XenTree, standin: Path = STANDIN) -> tuple[str, tuple
     return "\n".join(parts), tuple(ex.functions)
 
 
+@functools.lru_cache(maxsize=8)      # asked at every run: the regex costs ~2 ms over iommu.c
 def quarantine_init_args(src: str) -> int:
     """How many parameters the tree's per-device intel_iommu_quarantine_init
     takes (1 at b3ee746000, 2 from 4.17: the scratch-page switch), or 0 when
