@@ -12,6 +12,7 @@ into a failure.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from replay.reader import open_trace
 from xenc import fetch
 
 USER_SRC_CACHE = fetch.cache_root()
@@ -69,3 +71,31 @@ def scratch_tree(src: Path, dest: Path) -> Path:
         else:
             shutil.copyfile(s, d)
     return dest
+
+
+def record(tmp: Path, scenario: Path, engine: str, cx: str, tree: Path | None = None, tag: str = "") -> Path:
+    """`vtdtrace record SCENARIO --engine ENGINE CX [--xen-tree TREE]` as a
+    user runs it, into tmp/NAME.ENGINE[TAG]CX.vtdt."""
+    out = tmp / f"{scenario.stem}.{engine}{tag}{cx}.vtdt"
+    args = ["record", str(scenario), "--engine", engine, cx, "-o", str(out)]
+    if tree is not None:
+        args += ["--xen-tree", str(tree)]
+    r = vtdtrace(*args)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def events(path: Path) -> list:
+    with open_trace(path) as t:
+        return list(t.events())
+
+
+def findings(path: Path) -> list[dict]:
+    """`vtdtrace check --json --no-cache PATH`'s findings."""
+    r = vtdtrace("check", "--json", "--no-cache", str(path))
+    assert r.returncode in (0, 1), r.stderr
+    return list(json.loads(r.stdout)["findings"])
+
+
+def finding_kinds(path: Path) -> list[tuple[str, str]]:
+    return sorted({(f["kind"], f["severity"]) for f in findings(path)})

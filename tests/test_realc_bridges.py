@@ -27,10 +27,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from realc_helpers import DATA, REPO, scratch_tree, vtdtrace, xen_tree  # noqa: F401
+from realc_helpers import DATA, REPO, events, finding_kinds, record, scratch_tree, vtdtrace, xen_tree  # noqa: F401
 from scenario_gen import platform_of
 
-from replay.reader import open_trace
 from tracer import schema as S
 from tracer.record import record as trecord
 from tracer.recorder import ListSink
@@ -68,23 +67,10 @@ def _scenario(name: str) -> Path:
 
 
 def _record(tmp: Path, name: str, engine: str, cx: str, tree: Path | None = None, tag: str = "") -> Path:
-    out = tmp / f"{name}.{engine}{tag}{cx}.vtdt"
-    args = ["record", str(_scenario(name)), "--engine", engine, cx, "-o", str(out)]
-    if tree is not None:
-        args += ["--xen-tree", str(tree)]
-    r = vtdtrace(*args)
-    assert r.returncode == 0, r.stderr
-    return out
+    return record(tmp, _scenario(name), engine, cx, tree, tag)
 
 
-def _events(path: Path) -> list:
-    return list(open_trace(path).events())
-
-
-def _finding_kinds(path: Path) -> list[tuple[str, str]]:
-    r = vtdtrace("check", "--json", "--no-cache", str(path))
-    assert r.returncode in (0, 1), r.stderr
-    return sorted({(f["kind"], f["severity"]) for f in json.loads(r.stdout)["findings"]})
+_events, _finding_kinds = events, finding_kinds
 
 
 def _rcs(path: Path) -> list[int]:

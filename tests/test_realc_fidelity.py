@@ -13,10 +13,9 @@ import json
 from pathlib import Path
 
 import pytest
-from realc_helpers import DATA, build_cache, vtdtrace, xen_tree  # noqa: F401
+from realc_helpers import DATA, build_cache, events, finding_kinds, record, vtdtrace, xen_tree  # noqa: F401
 
 from replay.diff.projection import project
-from replay.reader import open_trace
 from tracer import schema as S
 from tracer.platform import domain_tables_base
 from xenc.compare import compare
@@ -25,24 +24,10 @@ CASES = [("usb-rmrr-nic", "--cx16"), ("usb-rmrr-nic", "--no-cx16"), ("nic", "--c
 
 
 def _record(tmp: Path, scenario: str, engine: str, cx: str, tree: Path | None = None) -> Path:
-    out = tmp / f"{scenario}.{engine}{cx}.vtdt"
-    args = ["record", str(DATA / f"{scenario}.toml"), "--engine", engine, cx, "-o", str(out)]
-    if tree is not None:
-        args += ["--xen-tree", str(tree)]
-    r = vtdtrace(*args)
-    assert r.returncode == 0, r.stderr
-    return out
+    return record(tmp, DATA / f"{scenario}.toml", engine, cx, tree)
 
 
-def _events(path: Path) -> list:
-    return list(open_trace(path).events())
-
-
-def _finding_kinds(path: Path) -> list[tuple[str, str]]:
-    r = vtdtrace("check", "--json", "--no-cache", str(path))
-    assert r.returncode in (0, 1), r.stderr
-    doc = json.loads(r.stdout)
-    return sorted({(f["kind"], f["severity"]) for f in doc["findings"]})
+_events, _finding_kinds = events, finding_kinds
 
 
 @pytest.mark.parametrize("scenario,cx", CASES)

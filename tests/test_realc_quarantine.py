@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
-from realc_helpers import DATA, scratch_tree, vtdtrace, xen_tree  # noqa: F401
+from realc_helpers import DATA, events, findings, record, scratch_tree, vtdtrace, xen_tree  # noqa: F401
 
-from replay.reader import open_trace
 from tracer import schema as S
 from tracer.platform import domain_tables_base
 from xenc.compare import compare
@@ -34,24 +32,7 @@ FIRST = S.F0                   # an event's first field
 PSEUDO = re.compile(r"dom_io/pseudo 0x[0-9a-f]+ \([0-9a-f:.]+\)")
 
 
-def _record(tmp: Path, scenario: Path, engine: str, cx: str, tree: Path | None = None) -> Path:
-    out = tmp / f"{scenario.stem}.{engine}{cx}.vtdt"
-    args = ["record", str(scenario), "--engine", engine, cx, "-o", str(out)]
-    if tree is not None:
-        args += ["--xen-tree", str(tree)]
-    r = vtdtrace(*args)
-    assert r.returncode == 0, r.stderr
-    return out
-
-
-def _events(path: Path) -> list:
-    return list(open_trace(path).events())
-
-
-def _findings(path: Path) -> list[dict]:
-    r = vtdtrace("check", "--json", "--no-cache", str(path))
-    assert r.returncode in (0, 1), r.stderr
-    return list(json.loads(r.stdout)["findings"])
+_record, _events, _findings = record, events, findings
 
 
 def _of_kind(events: list, kind: int) -> list:
