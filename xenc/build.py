@@ -27,7 +27,6 @@ overrides it).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import re
@@ -38,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .extract import extract
-from .tree import XenTree
+from .tree import XenTree, quarantine_init_args
 
 STANDIN = Path(__file__).with_name("standin")
 
@@ -106,7 +105,7 @@ def translation_unit(tree: XenTree, standin: Path = STANDIN) -> tuple[str, tuple
     src = tree.read("iommu.c")
     flush = [next((n for n in names if re.search(rf"^[^;\n]*\b{n}\(", src, re.M)), names[0])
              for names in FLUSH_NAMES]
-    qargs = quarantine_init_args(src)
+    qargs = quarantine_init_args(tree)
     ex = extract(src, str(tree.source("iommu.c")), WANTED + flush + (QUARANTINE_WANTED if qargs else []),
                  PROVIDED, WRAPPED)
     if ex.missing:
@@ -138,16 +137,6 @@ def translation_unit(tree: XenTree, standin: Path = STANDIN) -> tuple[str, tuple
     params = quirk.group(1) if quirk else "struct domain *d, uint8_t bus, uint8_t devfn, int map"
     parts.append(f"int me_wifi_quirk({params})\n{{\n    return 0;\n}}")
     return "\n".join(parts), tuple(ex.functions)
-
-
-@functools.lru_cache(maxsize=8)      # asked at every run: the regex costs ~2 ms over iommu.c
-def quarantine_init_args(src: str) -> int:
-    """How many parameters the tree's per-device intel_iommu_quarantine_init
-    takes (1 at b3ee746000, 2 from 4.17: the scratch-page switch), or 0 when
-    it has none (before the XSA-400 series one shared dom_io tree was built
-    at boot, ``intel_iommu_quarantine_init(struct domain *d)``)."""
-    m = re.search(r"\bintel_iommu_quarantine_init\(\s*struct pci_dev \*pdev([^)]*)\)", src)
-    return 0 if m is None else 1 + m.group(1).count(",")
 
 
 def build(tree: XenTree, cache_dir: Path | None = None, standin: Path = STANDIN) -> Built:

@@ -69,9 +69,9 @@ from tracer.platform import (
 )
 from tracer.recorder import Recorder, Sink
 
-from .build import Built, quarantine_init_args
+from .build import Built
 from .labels import Labels
-from .tree import XenTree, has_nocx16_path
+from .tree import XenTree, has_nocx16_path, quarantine_init_args
 
 # standin/xenc.h enum xenc_rec
 XR_LOCK, XR_UNLOCK, XR_ROOT_STORE, XR_CTX_STORE, XR_CACHE_SYNC = 1, 2, 3, 4, 5
@@ -150,7 +150,7 @@ def unsupported_features(platform: Platform, tree: XenTree | None = None) -> lis
             out.append(f"the ME WiFi quirk of {dev.bdf}")
     out += _unsupported_quarantine(platform, tree)
     verbs: tuple[str, ...] = ("assign", "deassign", "quarantine")
-    if tree is not None and quarantine_init_args(tree.read("iommu.c")):
+    if tree is not None and quarantine_init_args(tree):
         verbs += ("remove",)        # intel_iommu_remove_device is taken with per-device quarantine
     for op in platform.ops:
         if op.do not in verbs:
@@ -174,7 +174,7 @@ def _unsupported_quarantine(platform: Platform, tree: XenTree | None) -> list[st
     XSA-400 design); a tree from before it built one shared dom_io tree at
     boot, which no stand-in models."""
     wants = platform.knobs.quarantine or any(op.do == "quarantine" for op in platform.ops)
-    if not wants or tree is None or quarantine_init_args(tree.read("iommu.c")):
+    if not wants or tree is None or quarantine_init_args(tree):
         return []
     return [f"quarantine on Xen {tree.version_name} (no per-device quarantine page tables in this tree)"]
 

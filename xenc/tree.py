@@ -10,6 +10,7 @@ digest of the files the build reads names the exact sources either way.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import subprocess
@@ -131,3 +132,13 @@ def has_nocx16_path(tree: XenTree) -> bool:
     trees before the XSA-400 series never use cmpxchg16b, so any CPU runs them."""
     src = tree.read("iommu.c")
     return "cmpxchg16b(" not in src or "write_atomic(&context->" in src
+
+
+@functools.lru_cache(maxsize=16)     # asked by every run's feature check: the search costs ~2 ms
+def quarantine_init_args(tree: XenTree) -> int:
+    """How many parameters the tree's per-device intel_iommu_quarantine_init
+    takes (1 at b3ee746000, 2 from 4.17: the scratch-page switch), or 0 when
+    it has none (before the XSA-400 series one shared dom_io tree was built
+    at boot, ``intel_iommu_quarantine_init(struct domain *d)``)."""
+    m = re.search(r"\bintel_iommu_quarantine_init\(\s*struct pci_dev \*pdev([^)]*)\)", tree.read("iommu.c"))
+    return 0 if m is None else 1 + m.group(1).count(",")
