@@ -158,7 +158,6 @@ class Projector:
         c.kept += len(out)
         return out
 
-
     def position(self, seq: int) -> int:
         """The projection's number for trace seq ``seq``: that of the first
         kept event at or after it (the last kept event's when none is: a
