@@ -6,8 +6,6 @@ a test needs them.  The tests over a real tree are tests/test_realc_*.py."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from replay.diff.projection import Projector, project
@@ -17,11 +15,6 @@ from tracer.writer import TraceWriter
 
 REPO = Path(__file__).resolve().parent.parent
 DIRECT = REPO / "traces" / "s1-usb-rmrr.direct.vtdt"
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vtdtrace", *args], cwd=cwd, capture_output=True, text=True,
-                          check=False)
 
 
 def _as_real_code(src: Path, dest: Path, split_roots: bool = True, chunk_events: int = 64) -> Path:
@@ -47,28 +40,27 @@ def _as_real_code(src: Path, dest: Path, split_roots: bool = True, chunk_events:
     return dest
 
 
-def test_a_model_against_itself_as_real_code_is_equivalent_on_the_projection(tmp_path):
-    _as_real_code(DIRECT, tmp_path / "real.vtdt")
+def test_a_model_against_itself_as_real_code_is_equivalent_on_the_projection(tmp_path, run_cli):
+    real = _as_real_code(DIRECT, tmp_path / "real.vtdt")
     model = tmp_path / "model.vtdt"
     model.write_bytes(DIRECT.read_bytes())
-    r = _cli("diff", "model.vtdt", "real.vtdt", cwd=tmp_path)
+    r = run_cli("diff", model, real)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "compared: real code against a model" in r.stdout and "result: EQUIVALENT" in r.stdout
     assert "hazard delta: none" in r.stdout
     assert all(len(line) <= 80 for line in r.stdout.split("result:")[0].split("compared:")[1].splitlines())
-    doc = json.loads(_cli("diff", "--json", "model.vtdt", "real.vtdt", cwd=tmp_path).stdout)
+    doc = json.loads(run_cli("diff", "--json", model, real).stdout)
     roots = sum(1 for e in open_trace(DIRECT).events() if e[S.I_KIND] == S.K_ROOT_WRITE)
     assert doc["projection"]["b"]["root_stores_merged"] == roots > 0
     assert doc["projection"]["a"]["root_stores_merged"] == 0
     # the second diff reads both traces' findings from their sidecars: the same bytes
-    again = _cli("diff", "--json", "model.vtdt", "real.vtdt", cwd=tmp_path).stdout
-    assert json.loads(again) == doc and again == _cli("diff", "--json", "model.vtdt", "real.vtdt",
-                                                      cwd=tmp_path).stdout
+    again = run_cli("diff", "--json", model, real).stdout
+    assert json.loads(again) == doc and again == run_cli("diff", "--json", model, real).stdout
     # two models (or the same file twice): every event, as always
-    assert json.loads(_cli("diff", "--json", "model.vtdt", "model.vtdt", cwd=tmp_path).stdout)["projection"] is None
+    assert json.loads(run_cli("diff", "--json", model, model).stdout)["projection"] is None
 
 
-def test_a_difference_is_shown_at_each_trace_s_own_seq(tmp_path):
+def test_a_difference_is_shown_at_each_trace_s_own_seq(tmp_path, run_cli):
     """One context store of the real code changed: diff names it at its seq
     in each trace (the real trace has one more event per root entry)."""
     real = _as_real_code(DIRECT, tmp_path / "real.vtdt")
@@ -82,23 +74,23 @@ def test_a_difference_is_shown_at_each_trace_s_own_seq(tmp_path):
             w.append(ev)
     model = tmp_path / "model.vtdt"
     model.write_bytes(DIRECT.read_bytes())
-    r = _cli("diff", "--json", "model.vtdt", "changed.vtdt", cwd=tmp_path)
+    r = run_cli("diff", "--json", model, changed)
     assert r.returncode == 1, r.stderr
     first = json.loads(r.stdout)["first_divergence"]
     assert first["seq_b"] == target[S.I_SEQ] and first["fields"] == ["new_hi"]
     a = {e[S.I_SEQ]: e for e in open_trace(DIRECT).events()}[first["seq_a"]]
     assert a[S.I_KIND] == S.K_CTX_WRITE and a[S.F_CTX_WRITE_NEW_HI] == target[S.F_CTX_WRITE_NEW_HI] ^ 0x100
-    text = _cli("diff", "model.vtdt", "changed.vtdt", cwd=tmp_path).stdout
+    text = run_cli("diff", model, changed).stdout
     assert f"B {target[S.I_SEQ]:>7}" in text
 
 
-def test_a_damaged_real_code_trace_is_compared_on_its_readable_part(tmp_path):
+def test_a_damaged_real_code_trace_is_compared_on_its_readable_part(tmp_path, run_cli):
     real = _as_real_code(DIRECT, tmp_path / "real.vtdt", chunk_events=16)
     data = real.read_bytes()
     real.write_bytes(data[:len(data) // 2])
     model = tmp_path / "model.vtdt"
     model.write_bytes(DIRECT.read_bytes())
-    r = _cli("diff", "model.vtdt", "real.vtdt", cwd=tmp_path)
+    r = run_cli("diff", model, real)
     assert r.returncode == 3, r.stdout + r.stderr
     assert "B is damaged" in r.stdout and "compared: real code against a model" in r.stdout
     assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1
