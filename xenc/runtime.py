@@ -524,16 +524,12 @@ class XencEngine:
         # pci.c: with quarantine (or a device that was quarantined) to dom_io,
         # its quarantine tables (re)initialised first; else, and from dom_io,
         # back to the hardware domain
-        target = hw
+        target, rc = hw, 0
         if (idx in self.quarantined or self.platform.knobs.quarantine) and owner != DOMID_IO:
-            rc = self._quarantine_dev_init(idx)
-            if rc:
-                self.leave(rc)
-                self.rec.emit(S.K_UNLOCK, "", "", "pcidevs_lock", None)
-                return rc
-            target = DOMID_IO
-        rc = self.call(self.lib.xenc_op_reassign_all, ctypes.c_int(idx), ctypes.c_uint(owner),
-                       ctypes.c_uint(target))     # phantom functions first, as pci.c does
+            target, rc = DOMID_IO, self._quarantine_dev_init(idx)
+        if not rc:
+            rc = self.call(self.lib.xenc_op_reassign_all, ctypes.c_int(idx), ctypes.c_uint(owner),
+                           ctypes.c_uint(target))     # phantom functions first, as pci.c does
         if not rc and self.owner_shadow[idx] == hw:
             self.quarantined.discard(idx)
         self.leave(rc)
